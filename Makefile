@@ -1,0 +1,119 @@
+# ippc — build, run, test.  `make run` and `make test` install what is missing first.
+#
+#   make            build build/bin/{ippc,ippc-controller,ippc-engine}
+#   make run        start a controller + 4 MPI engines on 127.0.0.1 (foreground)
+#   make test       unit + integration + contract tests, one summary line at the end
+#   make test SAN=1 the same with AddressSanitizer + UndefinedBehaviorSanitizer
+#   make bench      benchmarks (bench/)
+
+SAN ?= 0
+CC ?= cc
+PYTHON ?= /usr/bin/python3
+
+ifeq ($(SAN),1)
+BUILD := build/san
+SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+OPT := -O1
+else
+BUILD := build
+SANFLAGS :=
+OPT := -O2
+endif
+
+BIN := $(BUILD)/bin
+OBJ := $(BUILD)/obj
+
+WARN := -Wall -Wextra -Werror -Wno-unused-parameter
+BASE_CFLAGS := -std=c11 -D_GNU_SOURCE -g $(OPT) $(WARN) $(SANFLAGS) -Iinclude -Icommon -MMD -MP
+PKG = $(shell pkg-config --cflags $(1))
+PKGLIBS = $(shell pkg-config --libs $(1))
+
+COMMON_PKGS := jansson libwebsockets
+SERVER_PKGS := libmicrohttpd libwebsockets jansson sqlite3
+ENGINE_PKGS := libwebsockets jansson lua5.4 mpich
+CLI_PKGS := libcurl jansson libwebsockets
+
+COMMON_SRC := $(wildcard common/*.c)
+SERVER_SRC := $(filter-out server/main.c,$(wildcard server/*.c))
+ENGINE_SRC := $(filter-out engine/main.c,$(wildcard engine/*.c))
+CLI_SRC := $(filter-out cli/main.c,$(wildcard cli/*.c))
+
+COMMON_OBJ := $(COMMON_SRC:%.c=$(OBJ)/%.o)
+SERVER_OBJ := $(SERVER_SRC:%.c=$(OBJ)/%.o)
+ENGINE_OBJ := $(ENGINE_SRC:%.c=$(OBJ)/%.o)
+CLI_OBJ := $(CLI_SRC:%.c=$(OBJ)/%.o)
+
+UNIT_SRC := $(wildcard tests/unit/test_*.c)
+UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+
+PLUGIN_SRC := $(wildcard examples/plugins/*.c)
+PLUGIN_LIB := $(PLUGIN_SRC:examples/plugins/%.c=$(BUILD)/plugins/lib%.so)
+
+.PHONY: all deps run test unit integration bench clean lint
+all: $(BIN)/ippc-controller $(BIN)/ippc-engine $(BIN)/ippc $(PLUGIN_LIB)
+
+deps:
+	@scripts/install-deps
+
+$(OBJ)/common/%.o: common/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(BASE_CFLAGS) $(call PKG,$(COMMON_PKGS)) -c $< -o $@
+$(OBJ)/server/%.o: server/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(BASE_CFLAGS) -Iserver $(call PKG,$(SERVER_PKGS)) -c $< -o $@
+$(OBJ)/engine/%.o: engine/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(BASE_CFLAGS) -Iengine $(call PKG,$(ENGINE_PKGS)) -c $< -o $@
+$(OBJ)/cli/%.o: cli/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(BASE_CFLAGS) -Icli $(call PKG,$(CLI_PKGS)) -c $< -o $@
+
+$(BIN)/ippc-controller: $(OBJ)/server/main.o $(SERVER_OBJ) $(COMMON_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(SANFLAGS) -o $@ $^ $(call PKGLIBS,$(SERVER_PKGS)) -lpthread -lm
+$(BIN)/ippc-engine: $(OBJ)/engine/main.o $(ENGINE_OBJ) $(COMMON_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(SANFLAGS) -rdynamic -o $@ $^ $(call PKGLIBS,$(ENGINE_PKGS)) -ldl -lpthread -lm
+$(BIN)/ippc: $(OBJ)/cli/main.o $(CLI_OBJ) $(COMMON_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(SANFLAGS) -o $@ $^ $(call PKGLIBS,$(CLI_PKGS)) -lpthread -lm
+
+$(BUILD)/plugins/lib%.so: examples/plugins/%.c include/ippc/plugin.h
+	@mkdir -p $(dir $@)
+	$(CC) $(BASE_CFLAGS) -fPIC -shared $(call PKG,mpich) -o $@ $< $(call PKGLIBS,mpich)
+
+# Unit tests: test_engine_* link the engine runtime, test_server_* the controller
+# modules, every other one only common/.
+$(OBJ)/tests/%.o: tests/unit/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(BASE_CFLAGS) -Iserver -Iengine $(call PKG,cmocka $(SERVER_PKGS) $(ENGINE_PKGS)) -c $< -o $@
+$(BUILD)/tests/test_engine_%: $(OBJ)/tests/test_engine_%.o $(ENGINE_OBJ) $(COMMON_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(SANFLAGS) -rdynamic -o $@ $^ $(call PKGLIBS,cmocka $(ENGINE_PKGS)) -ldl -lpthread -lm
+$(BUILD)/tests/test_server_%: $(OBJ)/tests/test_server_%.o $(SERVER_OBJ) $(COMMON_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(SANFLAGS) -o $@ $^ $(call PKGLIBS,cmocka $(SERVER_PKGS)) -lpthread -lm
+$(BUILD)/tests/test_%: $(OBJ)/tests/test_%.o $(COMMON_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(SANFLAGS) -o $@ $^ $(call PKGLIBS,cmocka $(COMMON_PKGS)) -lpthread -lm
+
+run: deps all
+	$(BIN)/ippc cluster start -n 4 --engines=mpi
+
+test: deps
+	@$(MAKE) --no-print-directory all $(UNIT_BIN)
+	@BUILD=$(BUILD) PYTHON=$(PYTHON) scripts/run-tests $(UNIT_BIN)
+
+unit: all $(UNIT_BIN)
+	@for t in $(UNIT_BIN); do $$t || exit 1; done
+
+bench: deps all
+	@BUILD=$(BUILD) scripts/run-bench
+
+lint:
+	clang-format --dry-run --Werror $$(git diff --name-only HEAD -- '*.c' '*.h')
+
+clean:
+	rm -rf build
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

@@ -1,0 +1,42 @@
+/* proto.h — the engine WebSocket protocol, ippc.engine.v1.
+ *
+ * Engines connect to ws://HOST:PORT/engine with subprotocol "ippc.engine.v1".
+ * Every message is one JSON text frame, optionally followed by "nbuf" binary
+ * frames: the blobs that the message's value skeletons reference by index
+ * ("$nd": K -> the K-th binary frame after this message; see value.h).
+ *
+ * engine -> controller
+ *   {"type":"register","key":KEY,"job":JOBID,"rank":r,"size":s,"host":H,"pid":P,
+ *    "version":V}                                     first message, always
+ *   {"type":"heartbeat","busy":bool,"task":T|null}    every heartbeat period
+ *   {"type":"result","task":T,"status":...,...,"nbuf":k}   see engine/runtime.h
+ * controller -> engine
+ *   {"type":"registered","id":ID,"heartbeat_period":S}
+ *   {"type":"error","code":C,"message":M}             then the socket closes
+ *   {"type":"task","task":T,"op":OP,...,"nbuf":k}
+ *       op "execute": "code"
+ *       op "run":     "filename", "source"
+ *       op "push":    "ns": {name: skeleton, ...}
+ *       op "pull":    "names": [name, ...]  -> result "value": {name: skeleton}
+ *       op "apply":   "function": NAME, "args": [skeleton...], "kwargs": {...}
+ *                     an arg {"$ref": NAME} stands for the engine's global NAME
+ *   {"type":"shutdown","reason":R}                    engine finishes and exits
+ *
+ * Engines of one MPI job share JOBID (rank 0 makes it, MPI_Bcast shares it);
+ * the controller gives them consecutive ids in rank order.
+ */
+#ifndef IPPC_PROTO_H
+#define IPPC_PROTO_H
+
+#define IPPC_VERSION "0.1.0"
+#define IPPC_ENGINE_SUBPROTOCOL "ippc.engine.v1"
+#define IPPC_CLIENT_SUBPROTOCOL "ippc.client.v1"
+
+/* Default heartbeat period and the silence after which an engine is dead. */
+#define IPPC_HEARTBEAT_PERIOD_MS 1000
+#define IPPC_HEARTBEAT_TIMEOUT_MS 10000
+
+/* Largest single WebSocket message either side accepts (JSON or binary). */
+#define IPPC_MAX_WS_MESSAGE ((size_t)1 << 30)
+
+#endif
