@@ -1,0 +1,103 @@
+"""test_errors.py — authentication, malformed requests, bad targets, unknown
+routes: every one a JSON error with the contract's status and code, and the
+controller keeps serving."""
+
+from harness import check, expect, expect_error, http
+from common import same, view, values_of, pull_var
+
+
+def test_auth(c):
+    url, token = c.api.url, c.api.token
+    expect_error(http("GET", url + "/api/v1/info"), 401, "unauthorized", "no token")
+    expect_error(http("GET", url + "/api/v1/info", token="wrong"), 401, "unauthorized",
+                 "wrong token")
+    expect_error(http("GET", url + "/api/v1/info", token=token + "x"), 401, "unauthorized",
+                 "token with a suffix")
+    expect_error(http("GET", url + "/api/v1/info", token=token[:-1]), 401, "unauthorized",
+                 "token prefix")
+    expect_error(http("GET", url + "/api/v1/info", headers={"Authorization": "Basic " + token}),
+                 401, "unauthorized", "Basic scheme")
+    expect_error(http("GET", url + "/api/v1/engines"), 401, "unauthorized", "engines, no token")
+    # Code sent without a valid token never runs.
+    expect_error(http("POST", url + view("all", "execute"), body={"code": "pwned = 1"}),
+                 401, "unauthorized", "execute, no token")
+    expect_error(http("POST", url + view("all", "execute"), body={"code": "pwned = 1"},
+                      token="wrong"), 401, "unauthorized", "execute, wrong token")
+    expect_error(http("PUT", url + view("all", "vars/pwned"), body=1), 401, "unauthorized",
+                 "PUT vars, no token")
+    body = expect(pull_var(c, "pwned"), 200, "GET vars/pwned")
+    check(body.get("status") == "error" and body.get("results") == [None] * 4,
+          "unauthenticated execute must not have run: %s" % body)
+    expect(c.api.get("/api/v1/info"), 200, "the right token")
+
+
+def test_malformed_json(c):
+    cases = [
+        ("POST", view("all", "execute"), "{not json"),
+        ("POST", view("all", "execute"), '{"code": "x = 1"'),
+        ("POST", view("all", "execute"), ""),
+        ("POST", view("all", "run"), "[1, 2"),
+        ("PUT", view("all", "vars/x"), "{bad"),
+        ("POST", view("all", "push"), "nope"),
+        ("POST", view("all", "pull"), '{"names": [}'),
+        ("POST", view("all", "scatter"), "{'name': 'a'}"),
+        ("POST", view("all", "apply"), "{"),
+    ]
+    for method, path, raw in cases:
+        r = c.api.call(method, path, raw=raw)
+        expect_error(r, 400, "bad_request", "malformed JSON %r" % raw)
+    # Well-formed, but a required field is missing or has the wrong type.
+    for method, path, body in [
+        ("POST", view("all", "execute"), {}),
+        ("POST", view("all", "execute"), {"code": 5}),
+        ("POST", view("all", "run"), {"filename": "x.lua"}),
+        ("POST", view("all", "push"), {"ns": {}}),
+        ("POST", view("all", "pull"), {"names": "a"}),
+        ("POST", view("all", "scatter"), {"data": [1, 2]}),
+        ("POST", view("all", "apply"), {"args": []}),
+        ("POST", view("all", "execute"), [1, 2]),
+    ]:
+        r = c.api.call(method, path, body=body)
+        expect_error(r, (400, 422), ("bad_request", "invalid_value"),
+                     "%s %s with body %s" % (method, path, body))
+    check(same(values_of(c, "return 1"), [1] * 4), "engines fine after bad requests")
+
+
+def test_bad_targets(c):
+    ids = c.ids()
+    missing = max(ids) + 100
+    expect_error(c.api.post(view(str(missing), "execute"), {"code": "return 1"}),
+                 422, "no_engines", "unknown engine id")
+    expect_error(c.api.get(view(str(missing), "vars/a")), 422, "no_engines",
+                 "unknown engine id, GET vars")
+    expect_error(c.api.post(view("%d,%d" % (ids[0], missing), "execute"), {"code": "return 1"}),
+                 422, "no_engines", "a list with an id that is not live")
+    expect_error(c.api.post(view("10:20", "execute"), {"code": "return 1"}),
+                 422, "no_engines", "a slice that selects nothing")
+    for spec in ("abc", "1:2:3:4", "1,,2", "0x1", "all,1", "1.5"):
+        expect_error(c.api.post(view(spec, "execute"), {"code": "return 1"}),
+                     400, "bad_targets", "garbage targets %r" % spec)
+
+
+def test_unknown_routes(c):
+    api = c.api
+    expect_error(api.get("/api/v1/nope"), 404, "not_found", "unknown API route")
+    expect_error(api.get("/api/v1/views/all/nope"), 404, "not_found", "unknown view verb")
+    expect_error(api.get("/api/v2/info"), 404, "not_found", "unknown API version")
+    expect_error(http("GET", api.url + "/definitely/not/here"), 404, "not_found",
+                 "unknown non-API path")
+    expect_error(api.get("/api/v1/engines/abc"), (400, 404), ("bad_request", "not_found"),
+                 "non-numeric engine id")
+    r = api.call("DELETE", "/api/v1/info")
+    expect_error(r, (404, 405), ("not_found", "method_not_allowed"), "DELETE /api/v1/info")
+    r = api.call("POST", "/api/v1/engines", body={})
+    expect_error(r, (404, 405), ("not_found", "method_not_allowed"), "POST /api/v1/engines")
+    expect(api.get("/api/v1/info"), 200, "still serving")
+
+
+TESTS = [
+    ("auth_401", test_auth, "shared"),
+    ("malformed_json_400", test_malformed_json, "shared"),
+    ("bad_targets_400_422", test_bad_targets, "shared"),
+    ("unknown_routes_404", test_unknown_routes, "shared"),
+]

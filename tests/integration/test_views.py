@@ -1,0 +1,198 @@
+"""test_views.py — target forms, execute (values, stdout), Lua errors, and
+non-blocking requests."""
+
+import time
+
+from harness import check, expect, expect_error
+from common import same, show, view, expect_done, expect_task_results, values_of
+
+
+def test_target_forms(c):
+    ids = c.ids()
+    check(len(ids) == 4, "expected 4 live engines: %s" % ids)
+    rank_of = {e["id"]: e["rank"] for e in c.api.engines()}
+    forms = [
+        ("all", ids),
+        (str(ids[0]), [ids[0]]),
+        ("%d,%d" % (ids[1], ids[3]), [ids[1], ids[3]]),
+        ("0:2", ids[0:2]),
+        ("1::2", ids[1::2]),
+        ("-1", [ids[-1]]),
+        (":", ids),
+        ("::-1", ids[::-1]),
+        ("-2:", ids[-2:]),
+    ]
+    for spec, want in forms:
+        r = c.api.post(view(spec, "execute"), {"code": "return mpi.rank()"})
+        results = expect_task_results(r, want, "targets %r" % spec)
+        got = [x.get("value") for x in results]
+        check(got == [rank_of[i] for i in want],
+              "targets %r: each result must come from its engine (ranks %s): %r"
+              % (spec, [rank_of[i] for i in want], r))
+
+
+def test_execute_value_and_stdout(c):
+    ids = c.ids()
+    rank_of = {e["id"]: e["rank"] for e in c.api.engines()}
+    check(same(values_of(c, "return 6 * 7"), [42] * 4), "return 6*7")
+    check(same(values_of(c, "return 'str'"), ["str"] * 4), "return a string")
+    check(same(values_of(c, "return {1, 'a', true}"), [[1, "a", True]] * 4), "return a table")
+
+    r = c.api.post(view("all", "execute"),
+                   {"code": 'print("hello from", mpi.rank())\nprint("second line")'})
+    results = expect_task_results(r, ids, "execute with print")
+    for res in results:
+        rank = rank_of[res["engine"]]
+        check(res.get("stdout") == "hello from\t%d\nsecond line\n" % rank,
+              "stdout of engine %s must be Lua print output: %r" % (res["engine"], r))
+        check("value" not in res, "no return, no value: %r" % r)
+
+    # stdout is per task: the next task starts empty.
+    r = c.api.post(view("all", "execute"), {"code": "x_quiet = 1"})
+    for res in expect_task_results(r, ids, "quiet execute"):
+        check(res.get("stdout") == "", "stdout must be empty for a quiet task: %r" % r)
+
+    # Output printed before an error is kept.
+    r = c.api.post(view("all", "execute"), {"code": 'print("before"); error("after print")'})
+    body = expect(r, 200, "print then error")
+    for res in body.get("results", []):
+        check(res.get("status") == "error" and "before" in res.get("stdout", ""),
+              "stdout before an error must be kept: %r" % r)
+
+    # State persists between tasks in the engine's namespace.
+    expect_task_results(c.api.post(view("all", "execute"), {"code": "counter = (counter or 0) + 1"}),
+                        ids, "counter 1")
+    expect_task_results(c.api.post(view("all", "execute"), {"code": "counter = counter + 1"}),
+                        ids, "counter 2")
+    check(same(values_of(c, "return counter"), [2] * 4), "namespace must persist across tasks")
+
+
+def check_error_result(r, ename, needle, what):
+    body = expect(r, 200, what)
+    check(body.get("status") == "error", "%s: overall status must be error: %r" % (what, r))
+    results = body.get("results")
+    check(isinstance(results, list) and len(results) == 4, "%s: 4 results: %r" % (what, r))
+    for res in results:
+        check(res.get("status") == "error", "%s: result status error: %r" % (what, r))
+        check(res.get("ename") == ename, "%s: ename must be %s: %r" % (what, ename, r))
+        check(isinstance(res.get("evalue"), str) and needle in res["evalue"],
+              "%s: evalue must mention %r: %r" % (what, needle, r))
+        tb = res.get("traceback")
+        check(isinstance(tb, list) and tb and all(isinstance(x, str) for x in tb),
+              "%s: traceback must be a non-empty list of strings: %r" % (what, r))
+        check(isinstance(res.get("stdout"), str), "%s: stdout must be a string: %r" % (what, r))
+
+
+def test_lua_error(c):
+    ids = c.ids()
+    r = c.api.post(view("all", "execute"), {"code": "error('boom')"})
+    check_error_result(r, "RuntimeError", "boom", "execute error('boom')")
+    check(same(values_of(c, "return 1 + 1"), [2] * 4), "engines must work after a Lua error")
+
+    r = c.api.post(view("all", "execute"), {"code": "x = = 1"})
+    check_error_result(r, "SyntaxError", "", "execute 'x = = 1'")
+    check(same(values_of(c, "return 2 + 2"), [4] * 4), "engines must work after a syntax error")
+
+    # An error deep in a function defined by run: traceback, engine survives.
+    r = c.api.post(view("all", "run"), {"filename": "bad.lua", "source":
+                   "function inner(t) return t.field.x end\nfunction outer() return inner({}) end\n"})
+    expect_task_results(r, ids, "run bad.lua")
+    r = c.api.post(view("all", "execute"), {"code": "outer()"})
+    check_error_result(r, "RuntimeError", "", "calling outer() that indexes nil")
+    tb = "\n".join(r.body["results"][0]["traceback"])
+    check("inner" in tb or "bad.lua" in tb, "traceback should show where the error happened: %r" % r)
+
+    # error() with a non-string value.
+    r = c.api.post(view("all", "execute"), {"code": "error({code = 42})"})
+    body = expect(r, 200, "error with a table value")
+    check(body.get("status") == "error" and all(x.get("status") == "error" for x in body["results"]),
+          "error(table) must be an error result: %r" % r)
+
+    # Error on one engine only: the others are ok, in target order.
+    rank_of = {e["id"]: e["rank"] for e in c.api.engines()}
+    r = c.api.post(view("all", "execute"),
+                   {"code": 'if mpi.rank() == 1 then error("only rank one") end return "fine"'})
+    body = expect(r, 200, "error on rank 1 only")
+    check(body.get("status") == "error", "one failing engine makes status error: %r" % r)
+    for res in body.get("results", []):
+        if rank_of[res["engine"]] == 1:
+            check(res.get("status") == "error" and "only rank one" in res.get("evalue", ""),
+                  "rank 1 must fail: %r" % r)
+        else:
+            check(res.get("status") == "ok" and res.get("value") == "fine",
+                  "other ranks must succeed: %r" % r)
+    check(same(values_of(c, "return mpi.rank()"), [0, 1, 2, 3]), "engines usable afterwards")
+
+
+def wait_request(c, rid, limit=120):
+    """GET /requests/{id}?wait= until 200; returns the response."""
+    deadline = time.time() + limit
+    r = None
+    while time.time() < deadline:
+        r = c.api.get("/api/v1/requests/%s?wait=30" % rid)
+        if r.status != 202:
+            return r
+        check(isinstance(r.body, dict) and r.body.get("status") == "pending",
+              "202 must carry status pending: %r" % r)
+    raise AssertionError("request %s still pending after %d s: %r" % (rid, limit, r))
+
+
+def expect_pending(r, targets, what):
+    body = expect(r, 202, what)
+    check("request" in body and body.get("targets") == targets and body.get("status") == "pending",
+          "%s: expected {request, targets %s, status pending}: %r" % (what, targets, r))
+    return body["request"]
+
+
+# Busy for at least 3 s of wall-clock time (os.time has 1 s resolution).
+SLOW = 'local t0 = os.time() while os.time() - t0 < 4 do end return "slow"'
+
+
+def test_nonblocking_requests(c):
+    ids = c.ids()
+    r = c.api.post(view("all", "execute") + "?block=false", {"code": "nb = 5 return nb * 2"})
+    rid = expect_pending(r, ids, "execute?block=false")
+    r = wait_request(c, rid)
+    results = expect_task_results(r, ids, "GET /requests/%s" % rid)
+    check(same([x.get("value") for x in results], [10] * 4), "request result values: %r" % r)
+    # Done requests stay readable.
+    r2 = c.api.get("/api/v1/requests/%s" % rid)
+    check(r2.status == 200 and r2.body == r.body, "a done request reads the same again: %r" % r2)
+
+    # A slow task: block=false, immediate GET is pending, ?wait= short is pending.
+    r = c.api.post(view("all", "execute") + "?block=false", {"code": SLOW})
+    rid = expect_pending(r, ids, "slow execute?block=false")
+    r = c.api.get("/api/v1/requests/%s" % rid)
+    expect_pending(r, ids, "GET /requests/{id} of a running task")
+    t0 = time.time()
+    r = c.api.get("/api/v1/requests/%s?wait=0.5" % rid)
+    expect_pending(r, ids, "GET /requests/{id}?wait=0.5 of a running task")
+    r = wait_request(c, rid)
+    results = expect_task_results(r, ids, "slow request result")
+    check(same([x.get("value") for x in results], ["slow"] * 4), "slow values: %r" % r)
+
+    # ?timeout= answers 202 pending when the tasks outlast it.
+    r = c.api.post(view("all", "execute") + "?timeout=1", {"code": SLOW})
+    rid = expect_pending(r, ids, "slow execute?timeout=1")
+    r = wait_request(c, rid)
+    expect_task_results(r, ids, "timed-out request, later")
+
+    # ?timeout= long enough: the normal blocking answer.
+    r = c.api.post(view("all", "execute") + "?timeout=120", {"code": "return 3"})
+    expect_task_results(r, ids, "execute?timeout=120")
+
+    # Non-blocking works for other verbs too.
+    r = c.api.get(view("all", "vars/nb") + "?block=false")
+    rid = expect_pending(r, ids, "GET vars?block=false")
+    body = expect_done(wait_request(c, rid), 4, "vars request")
+    check(same(body.get("results"), [5] * 4), "vars request results: %s" % show(body))
+
+    expect_error(c.api.get("/api/v1/requests/999999999"), 404, "not_found", "unknown request")
+
+
+TESTS = [
+    ("target_forms", test_target_forms, "shared"),
+    ("execute_value_and_stdout", test_execute_value_and_stdout, "shared"),
+    ("lua_error", test_lua_error, "shared"),
+    ("nonblocking_requests", test_nonblocking_requests, "shared"),
+]
