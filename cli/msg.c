@@ -1,0 +1,68 @@
+/* msg.c — terminal and log output of the ippc command (see msg.h). */
+#include "msg.h"
+
+#include <stdarg.h>
+#include <string.h>
+#include <time.h>
+
+static FILE *mirror;
+static bool timestamps;
+
+void msg_set_mirror(FILE *log) { mirror = log; }
+
+void msg_set_timestamps(bool on) { timestamps = on; }
+
+static void stamp(FILE *out)
+{
+    struct timespec now;
+    struct tm local;
+    char text[32];
+
+    clock_gettime(CLOCK_REALTIME, &now);
+    localtime_r(&now.tv_sec, &local);
+    strftime(text, sizeof text, "%Y-%m-%d %H:%M:%S", &local);
+    fprintf(out, "%s.%03ld ", text, now.tv_nsec / 1000000);
+}
+
+static void emit(FILE *out, const char *prefix, const char *text, bool stamped)
+{
+    size_t len = strlen(text);
+
+    if (stamped)
+        stamp(out);
+    fputs(prefix, out);
+    fputs(text, out);
+    if (len == 0 || text[len - 1] != '\n')
+        fputc('\n', out);
+    fflush(out);
+}
+
+static void say(FILE *out, const char *prefix, const char *fmt, va_list args)
+{
+    char text[8192];
+
+    /* Longer messages are cut: they are for people, and 8 KiB is plenty. */
+    if (vsnprintf(text, sizeof text, fmt, args) < 0)
+        return;
+    emit(out, prefix, text, timestamps);
+    if (mirror != NULL && mirror != out)
+        emit(mirror, prefix, text, true);
+}
+
+void msg_out(const char *fmt, ...)
+{
+    va_list args;
+
+    va_start(args, fmt);
+    say(stdout, "", fmt, args);
+    va_end(args);
+}
+
+void msg_err(const char *fmt, ...)
+{
+    va_list args;
+
+    va_start(args, fmt);
+    say(stderr, "ippc: ", fmt, args);
+    va_end(args);
+}

@@ -1,0 +1,68 @@
+/* profile.h — where a profile's files live, and reading/writing them.
+ *
+ * A profile NAME is a folder $IPPC_DIR/profile_NAME (IPPC_DIR: --ippc-dir, else
+ * $IPPC_DIR, else ~/.ippc) with
+ *   security/ippc-client.json   written by the controller: url, token, pid...
+ *   security/ippc-engine.json   written by the controller: engine url and key
+ *   log/                        launcher.log, controller.log, engines.log
+ *   pid/launcher.pid            the supervising `ippc cluster start` process
+ *   pid/launcher.lock           flock()ed by that process for its whole life
+ * All paths are absolute (a daemonized launcher changes directory to /).
+ */
+#ifndef IPPC_CLI_PROFILE_H
+#define IPPC_CLI_PROFILE_H
+
+#include <limits.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+#define PROFILE_NAME_MAX 64
+
+typedef struct profile_paths {
+    char name[PROFILE_NAME_MAX];
+    char ippc_dir[PATH_MAX];
+    char dir[PATH_MAX];
+    char security_dir[PATH_MAX];
+    char log_dir[PATH_MAX];
+    char pid_dir[PATH_MAX];
+    char client_file[PATH_MAX];
+    char engine_file[PATH_MAX];
+    char launcher_pid_file[PATH_MAX];
+    char launcher_lock_file[PATH_MAX];
+    char launcher_log[PATH_MAX];
+    char controller_log[PATH_MAX];
+    char engines_log[PATH_MAX];
+} profile_paths;
+
+/* Fills paths for profile name (NULL: "default") under ippc_dir (NULL: the
+ * default).  Returns 0, or -1 with a message in err (bad name, no home). */
+int profile_paths_init(profile_paths *paths, const char *ippc_dir, const char *name,
+                       char *err, size_t err_len);
+
+/* Creates the profile's folders (mode 0700).  Returns 0 or -1 with err. */
+int profile_make_dirs(const profile_paths *paths, char *err, size_t err_len);
+
+/* The fields of ippc-client.json that ippc uses. */
+typedef struct connection_info {
+    char url[512];
+    char ws_url[512];
+    char token[512];
+    char profile[PROFILE_NAME_MAX];
+    char engine_file[PATH_MAX]; /* empty when the file does not say */
+    pid_t pid;                  /* the controller's; 0 when absent */
+} connection_info;
+
+/* Reads a connection file.  Returns 0; -1 when it does not exist (errno
+ * ENOENT); -2 when it is unreadable or not a valid connection file (err). */
+int connection_read(const char *path, connection_info *info, char *err, size_t err_len);
+
+/* pid in a pid file; 0 when the file is missing or holds no valid pid. */
+pid_t pidfile_read(const char *path);
+
+/* Writes pid atomically (temporary file + rename), mode 0644. */
+int pidfile_write(const char *path, pid_t pid, char *err, size_t err_len);
+
+/* Removes the pid file only if it still holds pid (a successor may own it). */
+void pidfile_remove_if_owned(const char *path, pid_t pid);
+
+#endif
