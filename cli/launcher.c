@@ -458,11 +458,10 @@ static step_result launcher_wait_for_engines(launcher *l, double deadline, roste
                     o->timeout, live, o->engines, last_problem[0] != '\0' ? "; " : "",
                     last_problem,
                     launcher_log_hint(l, o->paths->engines_log, hint, sizeof hint));
-            if (o->kind == LAUNCH_MPI)
-                msg_err("mpiexec (pid %ld) is still running; is %s the mpiexec of the MPI "
-                        "that ippc-engine was built with (MPICH)? --timeout SECONDS "
-                        "allows more time",
-                        (long)l->mpiexec.pid, o->mpiexec_path);
+            msg_err("%s (pid %ld) still runs but not all of its engines registered; "
+                    "--timeout SECONDS allows more time",
+                    o->kind == LAUNCH_MPI ? o->mpiexec_path : "each local engine",
+                    o->kind == LAUNCH_MPI ? (long)l->mpiexec.pid : (long)l->engine_group);
             return STEP_FAILED;
         }
         launcher_sleep(l, POLL_MS);
@@ -605,11 +604,12 @@ static bool launcher_all_gone(launcher *l)
     return true;
 }
 
-/* Waits until everything is gone, the deadline passes, or the user hurries. */
-static bool launcher_wait_all_gone(launcher *l, double deadline)
+/* Waits until everything is gone or the deadline passes; a grace period
+ * (grace true) also ends when the user hurries. */
+static bool launcher_wait_all_gone(launcher *l, double deadline, bool grace)
 {
     while (!launcher_all_gone(l)) {
-        if (l->hurry || proc_now() >= deadline)
+        if ((grace && l->hurry) || proc_now() >= deadline)
             return false;
         launcher_sleep(l, 50);
     }
@@ -647,18 +647,18 @@ static void launcher_teardown(launcher *l)
     l->tearing_down = true;
     /* 1. The controller tells its engines to shut down, then exits. */
     child_signal(&l->controller, SIGTERM);
-    if (!launcher_wait_all_gone(l, start + STOP_GRACE_CONTROLLER)) {
+    if (!launcher_wait_all_gone(l, start + STOP_GRACE_CONTROLLER, true)) {
         /* 2. What is left gets SIGTERM (mpiexec passes it to its ranks). */
         child_signal(&l->controller, SIGTERM);
         launcher_signal_engines(l, SIGTERM);
-        if (!launcher_wait_all_gone(l, start + STOP_GRACE_TERM)) {
+        if (!launcher_wait_all_gone(l, start + STOP_GRACE_TERM, true)) {
             /* 3. SIGKILL; mpiexec would leave ranks behind, hence the pids. */
             if (!l->hurry)
                 msg_err("some processes did not stop within %g s: killing them",
                         STOP_GRACE_TERM);
             child_signal(&l->controller, SIGKILL);
             launcher_signal_engines(l, SIGKILL);
-            launcher_wait_all_gone(l, proc_now() + STOP_GRACE_KILL);
+            launcher_wait_all_gone(l, proc_now() + STOP_GRACE_KILL, false);
         }
     }
 

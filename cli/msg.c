@@ -24,16 +24,24 @@ static void stamp(FILE *out)
     fprintf(out, "%s.%03ld ", text, now.tv_nsec / 1000000);
 }
 
+/* Writes text as lines; with stamped, every line gets the time. */
 static void emit(FILE *out, const char *prefix, const char *text, bool stamped)
 {
-    size_t len = strlen(text);
+    const char *line = text;
 
-    if (stamped)
-        stamp(out);
-    fputs(prefix, out);
-    fputs(text, out);
-    if (len == 0 || text[len - 1] != '\n')
+    do {
+        size_t len = strcspn(line, "\n");
+
+        if (stamped)
+            stamp(out);
+        if (line == text)
+            fputs(prefix, out);
+        fwrite(line, 1, len, out);
         fputc('\n', out);
+        line += len;
+        if (*line == '\n')
+            line++;
+    } while (*line != '\0');
     fflush(out);
 }
 

@@ -12,8 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <curl/curl.h>
-
 #include "cli.h"
 #include "msg.h"
 #include "profile.h"
@@ -102,6 +100,32 @@ static bool print_result(const json_t *result)
     return true;
 }
 
+/* Target specs are made of digits, ',', ':', '-' and words like "all": all
+ * valid in a URL path segment as they are.  Anything else is percent-encoded
+ * so that it reaches the controller as one segment (and is refused there). */
+static int encode_targets(const char *targets, char *out, size_t len)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t used = 0;
+
+    for (const unsigned char *c = (const unsigned char *)targets; *c != '\0'; c++) {
+        bool plain = (*c >= '0' && *c <= '9') || (*c >= 'a' && *c <= 'z') ||
+                     (*c >= 'A' && *c <= 'Z') || strchr(",:-_.~", *c) != NULL;
+
+        if (used + 4 > len)
+            return -1;
+        if (plain) {
+            out[used++] = (char)*c;
+        } else {
+            out[used++] = '%';
+            out[used++] = hex[*c >> 4];
+            out[used++] = hex[*c & 15];
+        }
+    }
+    out[used] = '\0';
+    return 0;
+}
+
 static char *read_all(FILE *in)
 {
     size_t len = 0;
@@ -166,9 +190,9 @@ int px_main(int argc, char **argv)
     rest_client client;
     rest_reply reply = {0};
     char err[1024];
+    char encoded[256];
     char path[512];
     char *code = NULL;
-    char *escaped = NULL;
     json_t *body = NULL;
     const json_t *results;
     const json_t *result;
@@ -228,9 +252,8 @@ int px_main(int argc, char **argv)
         free(code);
         return CLI_EXIT_FAIL;
     }
-    escaped = curl_easy_escape(NULL, targets, 0);
-    if (escaped == NULL ||
-        snprintf(path, sizeof path, "/api/v1/views/%s/execute", escaped) >= (int)sizeof path) {
+    if (encode_targets(targets, encoded, sizeof encoded) < 0 ||
+        snprintf(path, sizeof path, "/api/v1/views/%s/execute", encoded) >= (int)sizeof path) {
         msg_err("--targets is too long");
         goto done;
     }
@@ -259,7 +282,6 @@ int px_main(int argc, char **argv)
 
 done:
     rest_reply_free(&reply);
-    curl_free(escaped);
     rest_client_free(&client);
     json_decref(body);
     free(code);
