@@ -393,6 +393,8 @@ static int cluster_start(int argc, char **argv)
     if (launch.kind == LAUNCH_MPI &&
         find_mpiexec(args.mpiexec, launch.mpiexec_path, PATH_MAX) < 0)
         return CLI_EXIT_FAIL;
+    if (launch.kind == LAUNCH_LOCAL && args.mpiexec != NULL)
+        msg_err("note: --mpiexec is not used with --engines=local");
     if (profile_make_dirs(&paths, err, sizeof err) < 0) {
         msg_err("%s", err);
         return CLI_EXIT_FAIL;

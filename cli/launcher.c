@@ -398,7 +398,7 @@ static step_result launcher_wait_for_engines(launcher *l, double deadline, roste
     for (;;) {
         if (l->stop_signal != 0)
             return STEP_STOPPED;
-        if (rest_call(&l->api, "GET", "/api/v1/engines", NULL, 5000, &reply, err,
+        if (rest_call(&l->api, "GET", "/api/v1/engines", NULL, 2000, &reply, err,
                       sizeof err) < 0) {
             snprintf(last_problem, sizeof last_problem, "the controller did not answer: %s",
                      err);

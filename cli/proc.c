@@ -24,7 +24,9 @@ static void spawn_child(char *const argv[], const proc_options *options, pid_t p
     int saved;
     int null_fd;
 
-    if (setpgid(0, options->process_group) < 0)
+    /* Joining a group fails when its leader is already gone: lead our own
+     * then (the launcher also signals every child by pid). */
+    if (setpgid(0, options->process_group) < 0 && setpgid(0, 0) < 0)
         goto fail;
     if (options->parent_death_signal != 0) {
         if (prctl(PR_SET_PDEATHSIG, options->parent_death_signal) < 0)
