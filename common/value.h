@@ -37,6 +37,10 @@ typedef enum nd_dtype {
 
 #define ND_MAX_DIMS 8
 
+/* Deepest nesting of lists/objects that the value functions accept; deeper
+ * input is an ERR_INVALID error, never a deep recursion. */
+#define VALUE_MAX_DEPTH 64
+
 /* "float64" etc.; NULL for an invalid dtype. */
 const char *nd_dtype_name(nd_dtype dtype);
 /* Parses a dtype name; -1 if unknown. */
