@@ -1,0 +1,565 @@
+/* test_engine_runtime.c — the engine runtime's task ops (execute, run, push,
+ * pull, apply), errors, stdout capture, interrupts, and the mpi module as a
+ * singleton (rank 0 of 1). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <pthread.h>
+#include <time.h>
+
+#include <cmocka.h>
+#include <jansson.h>
+#include <mpi.h>
+
+#include "runtime.h"
+
+static int setup(void **state)
+{
+    ippc_error err;
+    runtime *rt = runtime_new(0, 1, &err);
+    if (!rt)
+        fail_msg("runtime_new: %s", err.message);
+    *state = rt;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    runtime_free(*state);
+    return 0;
+}
+
+/* Runs a task given as JSON text (no blobs in or out). */
+static json_t *run_json(runtime *rt, const char *task_text)
+{
+    json_error_t jerr;
+    json_t *task = json_loads(task_text, 0, &jerr);
+    if (!task)
+        fail_msg("bad test JSON: %s: %s", jerr.text, task_text);
+    ippc_blobs out;
+    blobs_init(&out);
+    json_t *res = runtime_run_task(rt, task, NULL, &out);
+    assert_non_null(res);
+    assert_int_equal(out.count, 0);
+    blobs_free(&out);
+    json_decref(task);
+    return res;
+}
+
+static json_t *execute(runtime *rt, const char *code)
+{
+    json_t *task = json_pack("{s:s, s:i, s:s}", "op", "execute", "task", 1, "code", code);
+    json_t *res = runtime_run_task(rt, task, NULL, NULL);
+    json_decref(task);
+    assert_non_null(res);
+    return res;
+}
+
+static const char *str(const json_t *res, const char *key)
+{
+    const char *s = json_string_value(json_object_get(res, key));
+    if (!s) {
+        char *dump = json_dumps(res, 0);
+        fail_msg("no string '%s' in %s", key, dump);
+    }
+    return s;
+}
+
+static void assert_status(const json_t *res, const char *status)
+{
+    if (strcmp(str(res, "status"), status) != 0) {
+        char *dump = json_dumps(res, JSON_INDENT(1));
+        fail_msg("expected status %s, got %s", status, dump);
+    }
+}
+
+/* execute must succeed and return the integer `want`. */
+static void assert_exec_int(runtime *rt, const char *code, long long want)
+{
+    json_t *res = execute(rt, code);
+    assert_status(res, "ok");
+    json_t *v = json_object_get(res, "value");
+    if (!json_is_integer(v) || json_integer_value(v) != want) {
+        char *dump = json_dumps(res, 0);
+        fail_msg("%s: expected %lld, got %s", code, want, dump);
+    }
+    json_decref(res);
+}
+
+static void test_execute_print(void **state)
+{
+    runtime *rt = *state;
+    json_t *res = run_json(rt, "{\"type\":\"task\",\"task\":\"t1\",\"op\":\"execute\","
+                               "\"code\":\"print('hello', 42, nil) io.write('x', 1, 2.5) "
+                               "io.stdout:write('!') return 6*7\"}");
+    assert_status(res, "ok");
+    assert_string_equal(str(res, "type"), "result");
+    assert_string_equal(str(res, "task"), "t1");
+    assert_string_equal(str(res, "stdout"), "hello\t42\tnil\nx12.5!");
+    assert_int_equal(json_integer_value(json_object_get(res, "value")), 42);
+    json_decref(res);
+
+    /* a chunk returning nothing has no value; stdout starts empty again */
+    res = execute(rt, "x = 1");
+    assert_status(res, "ok");
+    assert_null(json_object_get(res, "value"));
+    assert_string_equal(str(res, "stdout"), "");
+    json_decref(res);
+
+    /* the namespace persists across tasks */
+    assert_exec_int(rt, "return x + 1", 2);
+    assert_exec_int(rt, "return io.output() == io.stdout and 1 or 0", 1);
+}
+
+static void test_stdout_limits(void **state)
+{
+    runtime *rt = *state;
+    json_t *res = execute(rt, "print(string.rep('a', 9 * 1024 * 1024))");
+    assert_status(res, "ok");
+    const char *out = str(res, "stdout");
+    size_t len = strlen(out);
+    assert_true(len >= (size_t)8 << 20 && len < ((size_t)8 << 20) + 64);
+    assert_non_null(strstr(out + len - 40, "[stdout truncated]"));
+    json_decref(res);
+
+    /* invalid UTF-8 is replaced, not a failure */
+    res = execute(rt, "io.write('ok \\xff\\xfe end')");
+    assert_status(res, "ok");
+    assert_string_equal(str(res, "stdout"), "ok \xEF\xBF\xBD\xEF\xBF\xBD end");
+    json_decref(res);
+}
+
+static void test_run_and_apply(void **state)
+{
+    runtime *rt = *state;
+    json_t *res = run_json(rt, "{\"task\":2,\"op\":\"run\",\"filename\":\"lib.lua\",\"source\":"
+                               "\"function add(a, b) return a + b end\\n"
+                               "function two() return 1, 'two' end\\n"
+                               "function none() end\\n"
+                               "function opts(a, kw) return a * kw.scale end\\n"
+                               "function boom() error('kaboom') end\\n"
+                               "base = 40\"}");
+    assert_status(res, "ok");
+    assert_int_equal(json_integer_value(json_object_get(res, "task")), 2);
+    json_decref(res);
+
+    res = run_json(rt, "{\"op\":\"apply\",\"function\":\"add\",\"args\":[{\"$ref\":\"base\"}, 2]}");
+    assert_status(res, "ok");
+    assert_int_equal(json_integer_value(json_object_get(res, "value")), 42);
+    json_decref(res);
+
+    res = run_json(rt, "{\"op\":\"apply\",\"function\":\"two\",\"args\":[]}");
+    assert_status(res, "ok");
+    json_t *v = json_object_get(res, "value");
+    assert_true(json_is_array(v) && json_array_size(v) == 2);
+    assert_string_equal(json_string_value(json_array_get(v, 1)), "two");
+    json_decref(res);
+
+    res = run_json(rt, "{\"op\":\"apply\",\"function\":\"none\"}");
+    assert_status(res, "ok");
+    assert_true(json_is_null(json_object_get(res, "value")));
+    json_decref(res);
+
+    res = run_json(rt, "{\"op\":\"apply\",\"function\":\"opts\",\"args\":[2.5],"
+                       "\"kwargs\":{\"scale\":4}}");
+    assert_status(res, "ok");
+    assert_true(json_real_value(json_object_get(res, "value")) == 10.0);
+    json_decref(res);
+
+    res = run_json(rt, "{\"op\":\"apply\",\"function\":\"nosuch\",\"args\":[]}");
+    assert_status(res, "error");
+    assert_string_equal(str(res, "ename"), "NameError");
+    assert_string_equal(str(res, "evalue"), "name 'nosuch' is not defined");
+    json_decref(res);
+
+    res = run_json(rt, "{\"op\":\"apply\",\"function\":\"add\",\"args\":[{\"$ref\":\"nope\"}, 1]}");
+    assert_status(res, "error");
+    assert_string_equal(str(res, "ename"), "NameError");
+    json_decref(res);
+
+    res = run_json(rt, "{\"op\":\"apply\",\"function\":\"base\",\"args\":[]}");
+    assert_status(res, "error");
+    assert_string_equal(str(res, "ename"), "TypeError");
+    json_decref(res);
+
+    res = run_json(rt, "{\"op\":\"apply\",\"function\":\"boom\",\"args\":[]}");
+    assert_status(res, "error");
+    assert_string_equal(str(res, "ename"), "RuntimeError");
+    assert_non_null(strstr(str(res, "evalue"), "lib.lua:5: kaboom"));
+    json_decref(res);
+}
+
+static void test_push_pull(void **state)
+{
+    runtime *rt = *state;
+    json_t *res = run_json(rt, "{\"op\":\"push\",\"ns\":{\"i\":7,\"f\":2.5,\"s\":\"h\\u00e9llo\","
+                               "\"b\":true,\"t\":{\"k\":[1,2,{\"z\":null,\"y\":\"w\"}],\"e\":[]},"
+                               "\"big\":9007199254740993}}");
+    assert_status(res, "ok");
+    json_decref(res);
+    assert_exec_int(rt, "return math.type(i) == 'integer' and math.type(f) == 'float' and "
+                        "t.k[3].y == 'w' and t.k[3].z == nil and b and 1 or 0",
+                    1);
+
+    res = run_json(rt, "{\"op\":\"pull\",\"names\":[\"i\",\"f\",\"s\",\"b\",\"t\",\"big\"]}");
+    assert_status(res, "ok");
+    json_t *want = json_loads("{\"i\":7,\"f\":2.5,\"s\":\"h\\u00e9llo\",\"b\":true,"
+                              "\"t\":{\"k\":[1,2,{\"y\":\"w\"}],\"e\":[]},"
+                              "\"big\":9007199254740993}",
+                              0, NULL);
+    if (!json_equal(json_object_get(res, "value"), want)) {
+        char *dump = json_dumps(res, 0);
+        fail_msg("pull round trip: %s", dump);
+    }
+    json_decref(want);
+    json_decref(res);
+
+    /* Lua-side values: integer keys become strings, NaN becomes null */
+    res = execute(rt, "m = {[1] = 'a', [3] = 'c', name = 'n'} q = {0/0, 1.5} "
+                      "deep = {} local d = deep for k = 1, 70 do d[1] = {} d = d[1] end "
+                      "cyc = {} cyc.self = cyc fn = print bad = '\\xff'");
+    assert_status(res, "ok");
+    json_decref(res);
+    res = run_json(rt, "{\"op\":\"pull\",\"names\":[\"m\",\"q\"]}");
+    assert_status(res, "ok");
+    want = json_loads("{\"m\":{\"1\":\"a\",\"3\":\"c\",\"name\":\"n\"},\"q\":[null,1.5]}", 0, NULL);
+    assert_true(json_equal(json_object_get(res, "value"), want));
+    json_decref(want);
+    json_decref(res);
+
+    const char *bad[][2] = {{"deep", "deeper"}, {"cyc", "itself"}, {"fn", "cannot send a function"},
+                            {"bad", "UTF-8"}};
+    for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+        json_t *task = json_pack("{s:s, s:[s]}", "op", "pull", "names", bad[k][0]);
+        res = runtime_run_task(rt, task, NULL, NULL);
+        json_decref(task);
+        assert_status(res, "error");
+        assert_string_equal(str(res, "ename"), "TypeError");
+        if (!strstr(str(res, "evalue"), bad[k][1]))
+            fail_msg("pull %s: evalue %s", bad[k][0], str(res, "evalue"));
+        json_decref(res);
+    }
+
+    res = run_json(rt, "{\"op\":\"pull\",\"names\":[\"i\",\"undefined_name\"]}");
+    assert_status(res, "error");
+    assert_string_equal(str(res, "ename"), "NameError");
+    assert_string_equal(str(res, "evalue"), "name 'undefined_name' is not defined");
+    assert_true(json_is_array(json_object_get(res, "traceback")));
+    json_decref(res);
+}
+
+static void test_push_pull_nd(void **state)
+{
+    runtime *rt = *state;
+    ippc_blobs in, out;
+    blobs_init(&in);
+    blobs_init(&out);
+    int64_t *ints = malloc(4 * sizeof *ints);
+    for (int i = 0; i < 4; i++)
+        ints[i] = 10 * i;
+    float *fl = malloc(6 * sizeof *fl);
+    for (int i = 0; i < 6; i++)
+        fl[i] = 0.5f * (float)i;
+    assert_int_equal(blobs_push(&in, (unsigned char *)ints, 4 * sizeof *ints), 0);
+    assert_int_equal(blobs_push(&in, (unsigned char *)fl, 6 * sizeof *fl), 1);
+    json_t *task = json_loads("{\"op\":\"push\",\"ns\":{"
+                              "\"a\":{\"$nd\":0,\"dtype\":\"int64\",\"shape\":[4]},"
+                              "\"pair\":[{\"$nd\":1,\"dtype\":\"float32\",\"shape\":[2,3]}, 5]}}",
+                              0, NULL);
+    json_t *res = runtime_run_task(rt, task, &in, &out);
+    json_decref(task);
+    assert_status(res, "ok");
+    assert_null(in.items[0].data); /* adopted, zero-copy */
+    assert_null(in.items[1].data);
+    blobs_free(&in);
+    json_decref(res);
+
+    assert_exec_int(rt, "return a:sum()", 60);
+    assert_exec_int(rt, "local m = pair[1] return (m:dtype() == 'float32' and m:shape()[1] == 2 "
+                        "and m[2][3] == 2.5) and 1 or 0",
+                    1);
+
+    res = execute(rt, "b = a * 2 return b");
+    assert_status(res, "ok");
+    json_decref(res);
+
+    task = json_pack("{s:s, s:[s, s]}", "op", "pull", "names", "b", "pair");
+    res = runtime_run_task(rt, task, NULL, &out);
+    json_decref(task);
+    assert_status(res, "ok");
+    assert_int_equal(out.count, 2);
+    json_t *b = json_object_get(json_object_get(res, "value"), "b");
+    json_t *want = json_loads("{\"$nd\":0,\"dtype\":\"int64\",\"shape\":[4]}", 0, NULL);
+    assert_true(json_equal(b, want));
+    json_decref(want);
+    assert_int_equal(out.items[0].len, 32);
+    const int64_t *got = (const int64_t *)out.items[0].data;
+    assert_int_equal(got[3], 60);
+    json_t *m = json_array_get(json_object_get(json_object_get(res, "value"), "pair"), 0);
+    assert_int_equal(json_integer_value(json_object_get(m, "$nd")), 1);
+    assert_string_equal(json_string_value(json_object_get(m, "dtype")), "float32");
+    assert_int_equal(out.items[1].len, 24);
+    json_decref(res);
+    blobs_free(&out);
+
+    /* an execute that returns an array carries it as a blob */
+    blobs_init(&out);
+    task = json_pack("{s:s, s:s}", "op", "execute", "code", "return nd.linspace(0, 1, 3)");
+    res = runtime_run_task(rt, task, NULL, &out);
+    json_decref(task);
+    assert_status(res, "ok");
+    assert_int_equal(out.count, 1);
+    assert_true(((double *)out.items[0].data)[2] == 1.0);
+    json_decref(res);
+    blobs_free(&out);
+
+    /* a failing pull leaves no blobs behind */
+    blobs_init(&out);
+    task = json_pack("{s:s, s:[s, s]}", "op", "pull", "names", "b", "nope");
+    res = runtime_run_task(rt, task, NULL, &out);
+    json_decref(task);
+    assert_status(res, "error");
+    assert_int_equal(out.count, 0);
+    json_decref(res);
+    blobs_free(&out);
+
+    /* a malformed placeholder is an error, nothing is assigned */
+    blobs_init(&in);
+    assert_int_equal(blobs_push(&in, malloc(8), 8), 0);
+    task = json_loads("{\"op\":\"push\",\"ns\":{\"zz\":1,"
+                      "\"y\":{\"$nd\":0,\"dtype\":\"int64\",\"shape\":[4]}}}",
+                      0, NULL);
+    res = runtime_run_task(rt, task, &in, NULL);
+    json_decref(task);
+    assert_status(res, "error");
+    assert_string_equal(str(res, "ename"), "ValueError");
+    json_decref(res);
+    blobs_free(&in);
+    assert_exec_int(rt, "return zz == nil and 1 or 0", 1);
+}
+
+static void test_errors(void **state)
+{
+    runtime *rt = *state;
+    json_t *res = execute(rt, "x = = 1");
+    assert_status(res, "error");
+    assert_string_equal(str(res, "ename"), "SyntaxError");
+    assert_non_null(strstr(str(res, "evalue"), "<execute>:1:"));
+    assert_true(json_is_array(json_object_get(res, "traceback")));
+    json_decref(res);
+
+    res = execute(rt, "local function inner() error('boom') end\nlocal function outer() "
+                      "inner() end\nouter()");
+    assert_status(res, "error");
+    assert_string_equal(str(res, "ename"), "RuntimeError");
+    assert_string_equal(str(res, "evalue"), "<execute>:1: boom");
+    json_t *tb = json_object_get(res, "traceback");
+    assert_true(json_array_size(tb) >= 4);
+    char *all = json_dumps(tb, 0);
+    assert_non_null(strstr(all, "stack traceback:"));
+    assert_non_null(strstr(all, "'inner'"));
+    assert_non_null(strstr(all, "in main chunk"));
+    free(all);
+    json_decref(res);
+
+    res = execute(rt, "error(setmetatable({}, {__tostring = function() return 'custom' end}))");
+    assert_status(res, "error");
+    assert_string_equal(str(res, "evalue"), "custom");
+    json_decref(res);
+
+    res = execute(rt, "error({code = 1})");
+    assert_status(res, "error");
+    assert_non_null(strstr(str(res, "evalue"), "table value"));
+    json_decref(res);
+
+    res = execute(rt, "return print");
+    assert_status(res, "error");
+    assert_string_equal(str(res, "ename"), "TypeError");
+    json_decref(res);
+
+    res = execute(rt, "os.exit(1)");
+    assert_status(res, "error");
+    assert_non_null(strstr(str(res, "evalue"), "os.exit"));
+    json_decref(res);
+
+    /* binary chunks are refused */
+    assert_exec_int(rt, "local f, msg = load(string.dump(function() end), 'x', 'b') "
+                        "return (f == nil and msg:find('binary')) and 1 or 0",
+                    1);
+    assert_exec_int(rt, "return load('return 5', 'x', 'bt', {})()", 5);
+    assert_exec_int(rt, "local env = {v = 9} return load('return v', 'x', nil, env)()", 9);
+    json_t *task = json_pack("{s:s, s:s#}", "op", "execute", "code", "\x1bLua", (size_t)4);
+    res = runtime_run_task(rt, task, NULL, NULL);
+    json_decref(task);
+    assert_status(res, "error");
+    assert_string_equal(str(res, "ename"), "SyntaxError");
+    json_decref(res);
+
+    /* protocol errors */
+    const char *bad[] = {"{\"op\":\"dance\"}", "{\"code\":\"x\"}", "{\"op\":\"execute\"}",
+                         "{\"op\":\"push\",\"ns\":3}", "{\"op\":\"pull\",\"names\":[1]}",
+                         "{\"op\":\"apply\",\"function\":\"print\",\"args\":{}}"};
+    for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+        res = run_json(rt, bad[k]);
+        assert_status(res, "error");
+        assert_string_equal(str(res, "ename"), "ProtocolError");
+        json_decref(res);
+    }
+
+    /* still usable */
+    assert_exec_int(rt, "y = 5 return y * 2", 10);
+}
+
+static void test_psum(void **state)
+{
+    runtime *rt = *state;
+    json_t *res = run_json(rt, "{\"op\":\"run\",\"filename\":\"psum.lua\",\"source\":"
+                               "\"function psum(a) return mpi.allreduce(a:sum(), \\\"sum\\\") end\"}");
+    assert_status(res, "ok");
+    json_decref(res);
+
+    ippc_blobs in;
+    blobs_init(&in);
+    int64_t *data = malloc(16 * sizeof *data);
+    for (int i = 0; i < 16; i++)
+        data[i] = i;
+    blobs_push(&in, (unsigned char *)data, 16 * sizeof *data);
+    json_t *task = json_loads("{\"op\":\"push\",\"ns\":{"
+                              "\"a\":{\"$nd\":0,\"dtype\":\"int64\",\"shape\":[16]}}}",
+                              0, NULL);
+    res = runtime_run_task(rt, task, &in, NULL);
+    json_decref(task);
+    blobs_free(&in);
+    assert_status(res, "ok");
+    json_decref(res);
+
+    res = run_json(rt, "{\"op\":\"apply\",\"function\":\"psum\",\"args\":[{\"$ref\":\"a\"}]}");
+    assert_status(res, "ok");
+    json_t *v = json_object_get(res, "value");
+    assert_true(json_is_integer(v));
+    assert_int_equal(json_integer_value(v), 120);
+    json_decref(res);
+
+    res = execute(rt, "totalsum = psum(a)");
+    assert_status(res, "ok");
+    json_decref(res);
+    res = run_json(rt, "{\"op\":\"pull\",\"names\":[\"totalsum\"]}");
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(res, "value"), "totalsum")),
+                     120);
+    json_decref(res);
+}
+
+static void test_mpi_singleton(void **state)
+{
+    runtime *rt = *state;
+    assert_exec_int(rt, "return mpi.rank()", 0);
+    assert_exec_int(rt, "return mpi.size()", 1);
+    assert_exec_int(rt, "mpi.barrier() return 1", 1);
+    assert_exec_int(rt, "local r = mpi.allreduce(5, 'max') return math.type(r) == 'integer' "
+                        "and r or -1",
+                    5);
+    assert_exec_int(rt, "local r = mpi.allreduce(2.5) return math.type(r) == 'float' and 1 or 0", 1);
+    assert_exec_int(rt, "local a = nd.arange(4, 'int32') local r = mpi.allreduce(a, 'prod') "
+                        "r[1] = 9 return (a[1] == 0 and r:dtype() == 'int32' and #r == 4) and 1 or 0",
+                    1);
+    assert_exec_int(rt, "local t = mpi.bcast({x = {1, 2}}, 0) return t.x[2]", 2);
+    assert_exec_int(rt, "return mpi.bcast(7)", 7);
+    assert_exec_int(rt, "return mpi.wtime() > 0 and 1 or 0", 1);
+    assert_exec_int(rt, "return require('mpi') == mpi and 1 or 0", 1);
+
+    json_t *res = execute(rt, "mpi.allreduce(1, 'avg')");
+    assert_status(res, "error");
+    assert_non_null(strstr(str(res, "evalue"), "invalid option 'avg'"));
+    json_decref(res);
+    res = execute(rt, "mpi.allreduce('x')");
+    assert_status(res, "error");
+    assert_non_null(strstr(str(res, "evalue"), "number or nd array expected"));
+    json_decref(res);
+    res = execute(rt, "mpi.bcast(1, 3)");
+    assert_status(res, "error");
+    assert_non_null(strstr(str(res, "evalue"), "root"));
+    json_decref(res);
+}
+
+/* ---- interrupts */
+
+typedef struct interrupter {
+    runtime *rt;
+    int delay_ms;
+    pthread_t thread;
+} interrupter;
+
+static void *interrupt_later(void *arg)
+{
+    interrupter *it = arg;
+    struct timespec ts = {it->delay_ms / 1000, (long)(it->delay_ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+    runtime_interrupt(it->rt);
+    return NULL;
+}
+
+static void assert_interrupts(runtime *rt, const char *code)
+{
+    interrupter it = {.rt = rt, .delay_ms = 150};
+    assert_int_equal(pthread_create(&it.thread, NULL, interrupt_later, &it), 0);
+    json_t *res = execute(rt, code);
+    pthread_join(it.thread, NULL);
+    assert_status(res, "aborted");
+    assert_string_equal(str(res, "ename"), "Aborted");
+    assert_true(json_is_array(json_object_get(res, "traceback")));
+    json_decref(res);
+}
+
+static void test_interrupt(void **state)
+{
+    runtime *rt = *state;
+    /* idle interrupts are dropped when the next task starts */
+    runtime_interrupt(rt);
+    assert_exec_int(rt, "local s = 0 for i = 1, 100000 do s = s + 1 end return s", 100000);
+
+    assert_interrupts(rt, "print('before') while true do end");
+    assert_exec_int(rt, "return 1", 1);
+
+    /* pcall inside the loop cannot swallow it for good */
+    assert_interrupts(rt, "while true do pcall(function() for i = 1, 1e9 do end end) end");
+    assert_interrupts(rt, "while true do xpcall(function() while true do end end, "
+                          "function(m) return m end) end");
+    /* a loop inside a coroutine (a hook belongs to one lua_State) */
+    assert_interrupts(rt, "local co = coroutine.wrap(function() while true do end end) co()");
+    assert_interrupts(rt, "local co = coroutine.create(function() while true do end end) "
+                          "while true do coroutine.resume(co) end");
+    assert_interrupts(rt, "local co = coroutine.create(function() while true do "
+                          "coroutine.yield() end end) while true do coroutine.resume(co) end");
+    /* the state is still usable, with its namespace */
+    assert_exec_int(rt, "kept = 3 return kept", 3);
+    assert_exec_int(rt, "local co = coroutine.wrap(function(a) local b = coroutine.yield(a + 1) "
+                        "return b * 2 end) local x = co(1) return co(x) + kept",
+                    7);
+    json_t *res = execute(rt, "local co = coroutine.wrap(function() error('in co') end) co()");
+    assert_status(res, "error");
+    assert_non_null(strstr(str(res, "evalue"), "in co"));
+    json_decref(res);
+}
+
+int main(void)
+{
+    int provided;
+    MPI_Init_thread(NULL, NULL, MPI_THREAD_MULTIPLE, &provided);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_execute_print, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stdout_limits, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_run_and_apply, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_push_pull, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_push_pull_nd, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_errors, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_psum, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_mpi_singleton, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_interrupt, setup, teardown),
+    };
+    int failed = cmocka_run_group_tests(tests, NULL, NULL);
+    MPI_Finalize();
+    return failed;
+}
