@@ -1,0 +1,497 @@
+/* http_api.c — REST routes (see http_api.h).
+ *
+ * Life of a request: MHD calls handle() once with no body, then once per body
+ * chunk (appended to ctx->body, capped at max_body), then once more with
+ * *upload_data_size == 0: that call routes.  A direct-view call submits to the
+ * hub and, unless ?block=false, waits: hub_wait registers a wake-up and
+ * suspends the connection under the hub lock, so a completion cannot slip in
+ * between.  The wake-up resumes the connection; MHD calls handle() again and
+ * the answer is built from the hub.
+ */
+#include "http_api.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <microhttpd.h>
+
+#define MAX_SEGMENTS 8
+
+struct http_api {
+    struct MHD_Daemon *daemon;
+    hub *h;
+    char *token;
+    size_t max_body;
+};
+
+typedef enum ctx_state { CTX_NEW = 0, CTX_SUSPENDED, CTX_WOKEN } ctx_state;
+
+typedef struct req_ctx {
+    http_api *api;
+    struct MHD_Connection *conn;
+    char *body;
+    size_t len, cap;
+    int too_large;
+    ctx_state state;
+    uint64_t request_id;
+} req_ctx;
+
+typedef struct route_args {
+    const char *params[MAX_SEGMENTS]; /* values of {param} segments, in order */
+    int n;
+} route_args;
+
+typedef enum MHD_Result (*route_fn)(req_ctx *ctx, const route_args *args);
+
+typedef struct route {
+    const char *method;
+    const char *pattern;
+    route_fn fn;
+} route;
+
+/* ------------------------------------------------------------- responses */
+
+static enum MHD_Result send_json(struct MHD_Connection *conn, unsigned int status, json_t *body) {
+    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    json_decref(body);
+    if (!text)
+        text = strdup("{\"error\":{\"code\":\"internal\",\"message\":\"out of memory\"}}");
+    if (!text)
+        return MHD_NO;
+    size_t n = strlen(text);
+    text[n] = '\0';
+    char *with_nl = realloc(text, n + 2);
+    if (with_nl) {
+        text = with_nl;
+        text[n++] = '\n';
+        text[n] = '\0';
+    }
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(n, text, MHD_RESPMEM_MUST_FREE);
+    if (!resp) {
+        free(text);
+        return MHD_NO;
+    }
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    if (status == MHD_HTTP_UNAUTHORIZED)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
+    enum MHD_Result rc = MHD_queue_response(conn, status, resp);
+    MHD_destroy_response(resp);
+    return rc;
+}
+
+static enum MHD_Result send_error(struct MHD_Connection *conn, const ippc_error *err) {
+    return send_json(conn, (unsigned int)http_status_for(err->code), ippc_error_json(err));
+}
+
+static enum MHD_Result fail(struct MHD_Connection *conn, const char *code, const char *fmt,
+                            const char *arg) {
+    ippc_error err;
+    ippc_error_set(&err, code, fmt, arg ? arg : "");
+    return send_error(conn, &err);
+}
+
+/* ------------------------------------------------------------ parameters */
+
+static const char *query(req_ctx *ctx, const char *key) {
+    return MHD_lookup_connection_value(ctx->conn, MHD_GET_ARGUMENT_KIND, key);
+}
+
+/* Parses ?key=SECONDS; -1 if absent; -2 if invalid. */
+static double query_seconds(req_ctx *ctx, const char *key) {
+    const char *v = query(ctx, key);
+    if (!v)
+        return -1;
+    char *end;
+    errno = 0;
+    double s = strtod(v, &end);
+    if (errno || end == v || *end || !isfinite(s) || s < 0 || s > 86400.0 * 365)
+        return -2;
+    return s;
+}
+
+/* ?block= : 1 (default), 0, or -1 if not a boolean. */
+static int query_block(req_ctx *ctx) {
+    const char *v = query(ctx, "block");
+    if (!v || strcmp(v, "true") == 0 || strcmp(v, "1") == 0)
+        return 1;
+    if (strcmp(v, "false") == 0 || strcmp(v, "0") == 0)
+        return 0;
+    return -1;
+}
+
+static int query_format(req_ctx *ctx, value_format *fmt) {
+    const char *v = query(ctx, "format");
+    if (!v || strcmp(v, "list") == 0)
+        *fmt = VALUE_FORMAT_LIST;
+    else if (strcmp(v, "typed") == 0)
+        *fmt = VALUE_FORMAT_TYPED;
+    else
+        return -1;
+    return 0;
+}
+
+/* Parses the body as JSON; any_value allows non-object bodies (PUT vars). */
+static json_t *parse_body(req_ctx *ctx, int any_value, ippc_error *err) {
+    if (ctx->len == 0) {
+        ippc_error_set(err, ERR_BAD_REQUEST, "request body is empty; expected JSON");
+        return NULL;
+    }
+    json_error_t jerr;
+    json_t *v = json_loadb(ctx->body, ctx->len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
+    if (!v) {
+        ippc_error_set(err, ERR_BAD_REQUEST, "malformed JSON at line %d, column %d: %s",
+                       jerr.line, jerr.column, jerr.text);
+        return NULL;
+    }
+    if (!any_value && !json_is_object(v)) {
+        json_decref(v);
+        ippc_error_set(err, ERR_BAD_REQUEST, "request body must be a JSON object");
+        return NULL;
+    }
+    return v;
+}
+
+/* --------------------------------------------------------------- waiting */
+
+static void on_wake(void *arg) {
+    req_ctx *ctx = arg;
+    ctx->state = CTX_WOKEN;
+    MHD_resume_connection(ctx->conn);
+}
+
+static void on_registered(void *arg) {
+    req_ctx *ctx = arg;
+    ctx->state = CTX_SUSPENDED;
+    MHD_suspend_connection(ctx->conn);
+}
+
+static enum MHD_Result answer_request(req_ctx *ctx) {
+    ippc_error err = {0};
+    int done = 0;
+    json_t *body = hub_request_json(ctx->api->h, ctx->request_id, &done, &err);
+    if (!body)
+        return send_error(ctx->conn, &err);
+    return send_json(ctx->conn, done ? MHD_HTTP_OK : MHD_HTTP_ACCEPTED, body);
+}
+
+/* Waits for ctx->request_id up to `seconds` (< 0: forever), without a thread. */
+static enum MHD_Result wait_or_answer(req_ctx *ctx, double seconds) {
+    int64_t deadline = 0;
+    if (seconds >= 0)
+        deadline = hub_now_ms() + (int64_t)(seconds * 1000.0) + 1;
+    int rc = hub_wait(ctx->api->h, ctx->request_id, deadline, on_wake, on_registered, ctx);
+    if (rc == 0)
+        return MHD_YES; /* suspended; handle() runs again when woken */
+    return answer_request(ctx);
+}
+
+/* ------------------------------------------------------------ handlers */
+
+static enum MHD_Result h_info(req_ctx *ctx, const route_args *a) {
+    (void)a;
+    return send_json(ctx->conn, MHD_HTTP_OK, hub_info(ctx->api->h));
+}
+
+static enum MHD_Result h_engines(req_ctx *ctx, const route_args *a) {
+    (void)a;
+    return send_json(ctx->conn, MHD_HTTP_OK, hub_engines(ctx->api->h));
+}
+
+static int parse_id(const char *s, long long max, long long *out) {
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || end == s || *end || v < 0 || v > max)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+static enum MHD_Result h_engine(req_ctx *ctx, const route_args *a) {
+    long long id;
+    if (parse_id(a->params[0], INT32_MAX, &id) < 0)
+        return fail(ctx->conn, ERR_NOT_FOUND, "no engine with id '%.64s'", a->params[0]);
+    ippc_error err = {0};
+    json_t *e = hub_engine(ctx->api->h, (int)id, &err);
+    return e ? send_json(ctx->conn, MHD_HTTP_OK, e) : send_error(ctx->conn, &err);
+}
+
+static enum MHD_Result h_request(req_ctx *ctx, const route_args *a) {
+    long long id;
+    if (parse_id(a->params[0], INT64_MAX, &id) < 0)
+        return fail(ctx->conn, ERR_NOT_FOUND, "no request with id '%.64s'", a->params[0]);
+    double wait = query_seconds(ctx, "wait");
+    if (wait == -2)
+        return fail(ctx->conn, ERR_BAD_REQUEST, "?wait= must be a number of seconds%s", NULL);
+    ctx->request_id = (uint64_t)id;
+    if (wait <= 0)
+        return answer_request(ctx);
+    return wait_or_answer(ctx, wait);
+}
+
+/* Submits a direct-view call and answers (or waits) as the query asks. */
+static enum MHD_Result view_call(req_ctx *ctx, hub_op op, const char *targets, const char *name,
+                                 json_t *body) {
+    int block = query_block(ctx);
+    double timeout = query_seconds(ctx, "timeout");
+    value_format fmt;
+    if (block < 0 || timeout == -2 || query_format(ctx, &fmt) < 0) {
+        json_decref(body);
+        return fail(ctx->conn, ERR_BAD_REQUEST,
+                    "bad query: block is true|false, timeout a number of seconds, format "
+                    "list|typed%s",
+                    NULL);
+    }
+    ippc_error err = {0};
+    hub_call call = {.op = op, .targets = targets, .body = body, .name = name, .format = fmt};
+    uint64_t id = hub_submit(ctx->api->h, &call, &err);
+    json_decref(body);
+    if (!id)
+        return send_error(ctx->conn, &err);
+    ctx->request_id = id;
+    if (!block)
+        return answer_request(ctx);
+    return wait_or_answer(ctx, timeout);
+}
+
+static enum MHD_Result body_call(req_ctx *ctx, const route_args *a, hub_op op) {
+    ippc_error err = {0};
+    json_t *body = parse_body(ctx, 0, &err);
+    if (!body)
+        return send_error(ctx->conn, &err);
+    return view_call(ctx, op, a->params[0], NULL, body);
+}
+
+static enum MHD_Result h_execute(req_ctx *ctx, const route_args *a) {
+    return body_call(ctx, a, HUB_OP_EXECUTE);
+}
+static enum MHD_Result h_run(req_ctx *ctx, const route_args *a) {
+    return body_call(ctx, a, HUB_OP_RUN);
+}
+static enum MHD_Result h_push(req_ctx *ctx, const route_args *a) {
+    return body_call(ctx, a, HUB_OP_PUSH);
+}
+static enum MHD_Result h_pull(req_ctx *ctx, const route_args *a) {
+    return body_call(ctx, a, HUB_OP_PULL_MANY);
+}
+static enum MHD_Result h_scatter(req_ctx *ctx, const route_args *a) {
+    return body_call(ctx, a, HUB_OP_SCATTER);
+}
+static enum MHD_Result h_apply(req_ctx *ctx, const route_args *a) {
+    return body_call(ctx, a, HUB_OP_APPLY);
+}
+
+static enum MHD_Result h_put_var(req_ctx *ctx, const route_args *a) {
+    ippc_error err = {0};
+    json_t *value = parse_body(ctx, 1, &err);
+    if (!value)
+        return send_error(ctx->conn, &err);
+    json_t *body = json_pack("{s:{s:o}}", "namespace", a->params[1], value);
+    return view_call(ctx, HUB_OP_PUSH, a->params[0], NULL, body);
+}
+
+static enum MHD_Result h_get_var(req_ctx *ctx, const route_args *a) {
+    return view_call(ctx, HUB_OP_PULL, a->params[0], a->params[1], json_object());
+}
+
+static enum MHD_Result h_gather(req_ctx *ctx, const route_args *a) {
+    return view_call(ctx, HUB_OP_GATHER, a->params[0], a->params[1], json_object());
+}
+
+static const route routes[] = {
+    {"GET", "/api/v1/info", h_info},
+    {"GET", "/api/v1/engines", h_engines},
+    {"GET", "/api/v1/engines/{id}", h_engine},
+    {"POST", "/api/v1/views/{targets}/execute", h_execute},
+    {"POST", "/api/v1/views/{targets}/run", h_run},
+    {"PUT", "/api/v1/views/{targets}/vars/{name}", h_put_var},
+    {"GET", "/api/v1/views/{targets}/vars/{name}", h_get_var},
+    {"POST", "/api/v1/views/{targets}/push", h_push},
+    {"POST", "/api/v1/views/{targets}/pull", h_pull},
+    {"POST", "/api/v1/views/{targets}/scatter", h_scatter},
+    {"GET", "/api/v1/views/{targets}/gather/{name}", h_gather},
+    {"POST", "/api/v1/views/{targets}/apply", h_apply},
+    {"GET", "/api/v1/requests/{id}", h_request},
+};
+#define N_ROUTES (sizeof routes / sizeof routes[0])
+
+void http_print_routes(FILE *out) {
+    for (size_t i = 0; i < N_ROUTES; i++)
+        fprintf(out, "%s %s\n", routes[i].method, routes[i].pattern);
+}
+
+/* Matches url against pattern segment by segment; {x} segments capture into
+ * args, pointing into buf (a writable copy of url). */
+static int route_match(const char *pattern, char *buf, route_args *args) {
+    args->n = 0;
+    const char *p = pattern;
+    char *u = buf;
+    while (*p && *u) {
+        if (*p != '/' || *u != '/')
+            return 0;
+        p++;
+        u++;
+        const char *pend = strchr(p, '/');
+        size_t plen = pend ? (size_t)(pend - p) : strlen(p);
+        char *uend = strchr(u, '/');
+        size_t ulen = uend ? (size_t)(uend - u) : strlen(u);
+        if (plen >= 2 && p[0] == '{') {
+            if (ulen == 0 || args->n >= MAX_SEGMENTS)
+                return 0;
+            args->params[args->n++] = u;
+        } else if (plen != ulen || strncmp(p, u, plen) != 0) {
+            return 0;
+        }
+        p += plen;
+        u += ulen;
+    }
+    if (*p || *u)
+        return 0;
+    /* Terminate the captured segments in place. */
+    for (char *c = buf; *c; c++)
+        if (*c == '/')
+            *c = '\0';
+    return 1;
+}
+
+static int authorized(req_ctx *ctx) {
+    const char *h = MHD_lookup_connection_value(ctx->conn, MHD_HEADER_KIND,
+                                                MHD_HTTP_HEADER_AUTHORIZATION);
+    if (!h || strncmp(h, "Bearer ", 7) != 0)
+        return 0;
+    const char *given = h + 7, *want = ctx->api->token;
+    size_t lg = strlen(given), lw = strlen(want);
+    unsigned char diff = (unsigned char)(lg != lw);
+    for (size_t i = 0; i < lw; i++)
+        diff |= (unsigned char)(want[i] ^ (i < lg ? given[i] : 0));
+    return diff == 0;
+}
+
+static enum MHD_Result dispatch(req_ctx *ctx, const char *url, const char *method) {
+    size_t ulen = strlen(url);
+    if (ulen > 2048)
+        return fail(ctx->conn, ERR_NOT_FOUND, "no such path%s", NULL);
+    int is_api = strncmp(url, "/api/", 5) == 0;
+    if (is_api && !authorized(ctx))
+        return fail(ctx->conn, ERR_UNAUTHORIZED,
+                    "missing or wrong token: send 'Authorization: Bearer <token>' (the token is "
+                    "in ippc-client.json)%s",
+                    NULL);
+    if (ctx->too_large)
+        return fail(ctx->conn, ERR_TOO_LARGE, "request body is larger than the limit%s", NULL);
+
+    char buf[2049];
+    int path_known = 0;
+    for (size_t i = 0; i < N_ROUTES; i++) {
+        route_args args;
+        memcpy(buf, url, ulen + 1);
+        if (!route_match(routes[i].pattern, buf, &args))
+            continue;
+        path_known = 1;
+        if (strcmp(routes[i].method, method) == 0)
+            return routes[i].fn(ctx, &args);
+    }
+    if (path_known)
+        return fail(ctx->conn, ERR_METHOD, "method %s is not allowed on this path", method);
+    return fail(ctx->conn, ERR_NOT_FOUND, "no such path: %.200s", url);
+}
+
+static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char *url,
+                              const char *method, const char *version, const char *upload_data,
+                              size_t *upload_data_size, void **con_cls) {
+    (void)version;
+    http_api *api = cls;
+    req_ctx *ctx = *con_cls;
+    if (!ctx) {
+        ctx = calloc(1, sizeof *ctx);
+        if (!ctx)
+            return MHD_NO;
+        ctx->api = api;
+        ctx->conn = conn;
+        *con_cls = ctx;
+        return MHD_YES;
+    }
+    if (*upload_data_size) {
+        size_t n = *upload_data_size;
+        *upload_data_size = 0;
+        if (ctx->too_large || n > api->max_body - ctx->len) {
+            ctx->too_large = 1; /* keep reading, drop the bytes, answer 413 */
+            return MHD_YES;
+        }
+        if (ctx->len + n > ctx->cap) {
+            size_t cap = ctx->cap ? ctx->cap : 4096;
+            while (cap < ctx->len + n)
+                cap *= 2;
+            char *body = realloc(ctx->body, cap);
+            if (!body)
+                return MHD_NO;
+            ctx->body = body;
+            ctx->cap = cap;
+        }
+        memcpy(ctx->body + ctx->len, upload_data, n);
+        ctx->len += n;
+        return MHD_YES;
+    }
+    if (ctx->state == CTX_SUSPENDED)
+        return MHD_YES; /* spurious call while waiting */
+    if (ctx->state == CTX_WOKEN)
+        return answer_request(ctx);
+    return dispatch(ctx, url, method);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode toe) {
+    (void)cls;
+    (void)conn;
+    (void)toe;
+    req_ctx *ctx = *con_cls;
+    if (!ctx)
+        return;
+    free(ctx->body);
+    free(ctx);
+    *con_cls = NULL;
+}
+
+http_api *http_start(hub *h, const http_config *cfg, ippc_error *err) {
+    http_api *api = calloc(1, sizeof *api);
+    if (!api) {
+        ippc_error_set(err, ERR_INTERNAL, "out of memory");
+        return NULL;
+    }
+    api->h = h;
+    api->token = strdup(cfg->token);
+    api->max_body = cfg->max_body ? cfg->max_body : (size_t)64 << 20;
+    unsigned int flags = MHD_USE_NO_LISTEN_SOCKET | MHD_USE_INTERNAL_POLLING_THREAD |
+                         MHD_USE_EPOLL | MHD_USE_ITC | MHD_ALLOW_SUSPEND_RESUME;
+    api->daemon = MHD_start_daemon(flags, 0, NULL, NULL, handle, api, MHD_OPTION_NOTIFY_COMPLETED,
+                                   on_completed, NULL, MHD_OPTION_CONNECTION_TIMEOUT,
+                                   (unsigned int)120, MHD_OPTION_CONNECTION_LIMIT,
+                                   (unsigned int)4096, MHD_OPTION_END);
+    if (!api->daemon) {
+        ippc_error_set(err, ERR_INTERNAL, "cannot start the HTTP daemon");
+        free(api->token);
+        free(api);
+        return NULL;
+    }
+    return api;
+}
+
+void http_add_connection(http_api *api, int fd, const struct sockaddr *addr, socklen_t len) {
+    /* MHD closes the socket itself when it cannot take it. */
+    (void)MHD_add_connection(api->daemon, fd, addr, len);
+}
+
+void http_stop(http_api *api) {
+    if (!api)
+        return;
+    /* Every suspended connection must be resumed before the daemon stops. */
+    hub_wake_all(api->h);
+    usleep(100 * 1000);
+    MHD_stop_daemon(api->daemon);
+    free(api->token);
+    free(api);
+}

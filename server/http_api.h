@@ -1,0 +1,33 @@
+/* http_api.h — the REST API over libmicrohttpd: routing, auth, bodies, JSON
+ * answers; every operation is a hub call.
+ *
+ * Threads: libmicrohttpd's internal polling thread runs every handler.  A
+ * request that waits is suspended (MHD_suspend_connection) and resumed by the
+ * hub's wake callback, so waiting clients hold no thread.  http_add_connection
+ * may be called from any thread (the acceptor's).
+ */
+#ifndef IPPC_HTTP_API_H
+#define IPPC_HTTP_API_H
+
+#include <stddef.h>
+#include <stdio.h>
+#include <sys/socket.h>
+
+#include "hub.h"
+
+typedef struct http_api http_api;
+
+typedef struct http_config {
+    const char *token;   /* client bearer token */
+    size_t max_body;     /* bytes; larger bodies get 413 */
+} http_config;
+
+http_api *http_start(hub *h, const http_config *cfg, ippc_error *err);
+/* Hands over an accepted socket; closed on failure. */
+void http_add_connection(http_api *api, int fd, const struct sockaddr *addr, socklen_t len);
+void http_stop(http_api *api);
+
+/* Prints the route table, one "METHOD /path/{param}" per line. */
+void http_print_routes(FILE *out);
+
+#endif

@@ -1,0 +1,1054 @@
+/* hub.c — engines, direct-view requests and tasks (see hub.h).
+ *
+ * Invariants (all under h->lock):
+ *  - engines[id] exists for every id < n_engines; slots of ranks that have not
+ *    registered yet have state ENGINE_ABSENT and are never listed.
+ *  - An MPI job owns the id block [base, base + size): rank r is id base + r,
+ *    so a view over ids lists ranks in order.
+ *  - Every task that is not finished is in h->tasks (task id -> task); a task
+ *    leaves the map exactly once, when its result arrives or its engine dies.
+ *  - A request is finished when nfinished == ntargets; then its waiters have
+ *    been woken and the list is empty.
+ *  - Finished requests are kept, oldest first, in the done list (bounded by
+ *    max_requests_kept) so GET /requests/{id} works after the fact.
+ */
+#include "hub.h"
+
+#include <pthread.h>
+#include <regex.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+
+#include "idmap.h"
+#include "proto.h"
+#include "targets.h"
+
+typedef enum engine_state { ENGINE_ABSENT = 0, ENGINE_IDLE, ENGINE_BUSY, ENGINE_DEAD } engine_state;
+
+static const char *engine_state_name(engine_state s) {
+    switch (s) {
+    case ENGINE_IDLE: return "idle";
+    case ENGINE_BUSY: return "busy";
+    case ENGINE_DEAD: return "dead";
+    default: return "absent";
+    }
+}
+
+typedef struct engine {
+    int id;
+    engine_state state;
+    int rank, size;
+    char job[65];
+    char host[256];
+    long pid;
+    char registered[40]; /* ISO 8601 */
+    int64_t last_heartbeat_ms;
+    hub_engine_link link; /* valid while state is IDLE or BUSY */
+    size_t queued;        /* tasks sent and not finished */
+    uint64_t tasks_done;
+} engine;
+
+typedef struct job {
+    char name[65];
+    int size;
+    int base;
+} job;
+
+typedef enum task_state { TASK_SENT = 0, TASK_DONE } task_state;
+
+struct request;
+
+typedef struct task {
+    uint64_t id;
+    struct request *req;
+    int engine_id;
+    task_state state;
+    json_t *result; /* the engine's result message, or a synthesised "lost" one */
+    ippc_blobs blobs;
+} task;
+
+typedef struct waiter {
+    struct waiter *next;
+    int64_t deadline_ms;
+    void (*wake)(void *arg);
+    void *arg;
+} waiter;
+
+typedef struct request {
+    uint64_t id;
+    hub_op op;
+    size_t ntargets;
+    int *targets;
+    task *tasks;
+    size_t nfinished;
+    char *name;       /* PULL, GATHER */
+    json_t *names;    /* PULL_MANY */
+    value_format format;
+    waiter *waiters;
+    struct request *prev, *next; /* open list or done list */
+} request;
+
+typedef struct req_list {
+    request *head, *tail;
+    size_t count;
+} req_list;
+
+struct hub {
+    pthread_mutex_t lock;
+    hub_config cfg;
+    char *engine_key, *profile, *url, *ws_url;
+    char started[40];
+    int64_t started_ms;
+
+    engine *engines;
+    size_t n_engines, cap_engines;
+    job *jobs;
+    size_t n_jobs, cap_jobs;
+
+    uint64_t next_request_id, next_task_id;
+    idmap requests; /* id -> request (open and done) */
+    idmap tasks;    /* id -> task, unfinished only */
+    req_list open, done;
+};
+
+int64_t hub_now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void iso8601_now(char *buf, size_t size) {
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    struct tm tm;
+    gmtime_r(&tv.tv_sec, &tm);
+    char base[32];
+    strftime(base, sizeof base, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(buf, size, "%s.%06ldZ", base, (long)tv.tv_usec);
+}
+
+static char *dup_or_empty(const char *s) { return strdup(s ? s : ""); }
+
+hub *hub_new(const hub_config *cfg) {
+    hub *h = calloc(1, sizeof *h);
+    if (!h)
+        return NULL;
+    pthread_mutex_init(&h->lock, NULL);
+    h->cfg = *cfg;
+    h->engine_key = dup_or_empty(cfg->engine_key);
+    h->profile = dup_or_empty(cfg->profile);
+    h->url = dup_or_empty(cfg->url);
+    h->ws_url = dup_or_empty(cfg->ws_url);
+    h->cfg.engine_key = h->engine_key;
+    h->cfg.profile = h->profile;
+    h->cfg.url = h->url;
+    h->cfg.ws_url = h->ws_url;
+    if (h->cfg.heartbeat_period_ms <= 0)
+        h->cfg.heartbeat_period_ms = IPPC_HEARTBEAT_PERIOD_MS;
+    if (h->cfg.heartbeat_timeout_ms <= 0)
+        h->cfg.heartbeat_timeout_ms = IPPC_HEARTBEAT_TIMEOUT_MS;
+    if (!h->cfg.max_requests_kept)
+        h->cfg.max_requests_kept = 10000;
+    iso8601_now(h->started, sizeof h->started);
+    h->started_ms = hub_now_ms();
+    h->next_request_id = 1;
+    h->next_task_id = 1;
+    idmap_init(&h->requests);
+    idmap_init(&h->tasks);
+    return h;
+}
+
+static void request_free(request *r) {
+    for (size_t i = 0; i < r->ntargets; i++) {
+        json_decref(r->tasks[i].result);
+        blobs_free(&r->tasks[i].blobs);
+    }
+    while (r->waiters) {
+        waiter *w = r->waiters;
+        r->waiters = w->next;
+        free(w);
+    }
+    free(r->tasks);
+    free(r->targets);
+    free(r->name);
+    json_decref(r->names);
+    free(r);
+}
+
+static void list_append(req_list *l, request *r) {
+    r->next = NULL;
+    r->prev = l->tail;
+    if (l->tail)
+        l->tail->next = r;
+    else
+        l->head = r;
+    l->tail = r;
+    l->count++;
+}
+
+static void list_remove(req_list *l, request *r) {
+    if (r->prev)
+        r->prev->next = r->next;
+    else
+        l->head = r->next;
+    if (r->next)
+        r->next->prev = r->prev;
+    else
+        l->tail = r->prev;
+    r->prev = r->next = NULL;
+    l->count--;
+}
+
+void hub_free(hub *h) {
+    if (!h)
+        return;
+    req_list *lists[2] = {&h->open, &h->done};
+    for (int i = 0; i < 2; i++) {
+        while (lists[i]->head) {
+            request *r = lists[i]->head;
+            list_remove(lists[i], r);
+            request_free(r);
+        }
+    }
+    idmap_free(&h->requests);
+    idmap_free(&h->tasks);
+    free(h->engines);
+    free(h->jobs);
+    free(h->engine_key);
+    free(h->profile);
+    free(h->url);
+    free(h->ws_url);
+    pthread_mutex_destroy(&h->lock);
+    free(h);
+}
+
+/* ------------------------------------------------------------------ engines */
+
+static int is_live(const engine *e) { return e->state == ENGINE_IDLE || e->state == ENGINE_BUSY; }
+
+/* Constant-time comparison, so the key cannot be guessed byte by byte. */
+static int secret_equal(const char *a, const char *b) {
+    size_t la = strlen(a), lb = strlen(b);
+    unsigned char diff = (unsigned char)(la != lb);
+    for (size_t i = 0; i < la; i++)
+        diff |= (unsigned char)(a[i] ^ b[i % (lb ? lb : 1)]);
+    return diff == 0;
+}
+
+static const char *str_field(const json_t *msg, const char *key, size_t max) {
+    const char *s = json_string_value(json_object_get(msg, key));
+    return s && strlen(s) <= max ? s : NULL;
+}
+
+static int int_field(const json_t *msg, const char *key, json_int_t lo, json_int_t hi, json_int_t *out) {
+    json_t *v = json_object_get(msg, key);
+    if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi)
+        return -1;
+    *out = json_integer_value(v);
+    return 0;
+}
+
+static job *job_find_or_add(hub *h, const char *name, int size) {
+    for (size_t i = 0; i < h->n_jobs; i++)
+        if (strcmp(h->jobs[i].name, name) == 0)
+            return &h->jobs[i];
+    if (h->n_jobs == h->cap_jobs) {
+        size_t cap = h->cap_jobs ? h->cap_jobs * 2 : 8;
+        job *jobs = realloc(h->jobs, cap * sizeof *jobs);
+        if (!jobs)
+            return NULL;
+        h->jobs = jobs;
+        h->cap_jobs = cap;
+    }
+    size_t need = h->n_engines + (size_t)size;
+    if (need > h->cap_engines) {
+        size_t cap = h->cap_engines ? h->cap_engines : 16;
+        while (cap < need)
+            cap *= 2;
+        engine *engines = realloc(h->engines, cap * sizeof *engines);
+        if (!engines)
+            return NULL;
+        h->engines = engines;
+        h->cap_engines = cap;
+    }
+    /* Reserve the whole id block now, so ids follow ranks whatever order the
+     * ranks register in. */
+    memset(h->engines + h->n_engines, 0, (size_t)size * sizeof *h->engines);
+    for (int r = 0; r < size; r++)
+        h->engines[h->n_engines + (size_t)r].id = (int)h->n_engines + r;
+    job *j = &h->jobs[h->n_jobs++];
+    snprintf(j->name, sizeof j->name, "%s", name);
+    j->size = size;
+    j->base = (int)h->n_engines;
+    h->n_engines = need;
+    return j;
+}
+
+int hub_engine_register(hub *h, const json_t *msg, const hub_engine_link *link, int *engine_id,
+                        ippc_error *err) {
+    const char *key = str_field(msg, "key", 256);
+    if (!key || !secret_equal(key, h->engine_key))
+        return ippc_error_set(err, ERR_UNAUTHORIZED, "wrong or missing engine key");
+    const char *job_name = str_field(msg, "job", 64);
+    const char *host = str_field(msg, "host", 255);
+    json_int_t rank, size, pid;
+    if (!job_name || !*job_name || !host || int_field(msg, "size", 1, 1 << 20, &size) < 0 ||
+        int_field(msg, "rank", 0, size - 1, &rank) < 0 ||
+        int_field(msg, "pid", 0, INT32_MAX, &pid) < 0)
+        return ippc_error_set(err, ERR_BAD_REQUEST,
+                              "register needs job, host, pid, size >= 1 and 0 <= rank < size");
+
+    pthread_mutex_lock(&h->lock);
+    int rc = -1;
+    job *j = job_find_or_add(h, job_name, (int)size);
+    if (!j) {
+        ippc_error_set(err, ERR_INTERNAL, "out of memory");
+        goto out;
+    }
+    if (j->size != size) {
+        ippc_error_set(err, ERR_CONFLICT, "job %s was registered with size %d, not %d", job_name,
+                       j->size, (int)size);
+        goto out;
+    }
+    engine *e = &h->engines[j->base + rank];
+    if (is_live(e)) {
+        ippc_error_set(err, ERR_CONFLICT, "rank %d of job %s is already registered as engine %d",
+                       (int)rank, job_name, e->id);
+        goto out;
+    }
+    e->state = ENGINE_IDLE;
+    e->rank = (int)rank;
+    e->size = (int)size;
+    snprintf(e->job, sizeof e->job, "%s", job_name);
+    snprintf(e->host, sizeof e->host, "%s", host);
+    e->pid = (long)pid;
+    iso8601_now(e->registered, sizeof e->registered);
+    e->last_heartbeat_ms = hub_now_ms();
+    e->link = *link;
+    e->queued = 0;
+    *engine_id = e->id;
+    rc = 0;
+out:
+    pthread_mutex_unlock(&h->lock);
+    return rc;
+}
+
+static json_t *engine_json(const hub *h, const engine *e, int64_t now) {
+    double age = is_live(e) ? (double)(now - e->last_heartbeat_ms) / 1000.0 : -1;
+    (void)h;
+    return json_pack("{s:i, s:i, s:i, s:s, s:s, s:I, s:s, s:s, s:f, s:I, s:I}", "id", e->id,
+                     "rank", e->rank, "size", e->size, "job", e->job, "host", e->host, "pid",
+                     (json_int_t)e->pid, "state", engine_state_name(e->state), "registered",
+                     e->registered, "heartbeat_age", age, "queue", (json_int_t)e->queued,
+                     "tasks_done", (json_int_t)e->tasks_done);
+}
+
+json_t *hub_engines(hub *h) {
+    json_t *list = json_array();
+    pthread_mutex_lock(&h->lock);
+    int64_t now = hub_now_ms();
+    for (size_t i = 0; i < h->n_engines; i++)
+        if (h->engines[i].state != ENGINE_ABSENT)
+            json_array_append_new(list, engine_json(h, &h->engines[i], now));
+    pthread_mutex_unlock(&h->lock);
+    return json_pack("{s:o}", "engines", list);
+}
+
+json_t *hub_engine(hub *h, int engine_id, ippc_error *err) {
+    json_t *out = NULL;
+    pthread_mutex_lock(&h->lock);
+    if (engine_id >= 0 && (size_t)engine_id < h->n_engines &&
+        h->engines[engine_id].state != ENGINE_ABSENT)
+        out = engine_json(h, &h->engines[engine_id], hub_now_ms());
+    pthread_mutex_unlock(&h->lock);
+    if (!out)
+        ippc_error_set(err, ERR_NOT_FOUND, "no engine with id %d", engine_id);
+    return out;
+}
+
+json_t *hub_info(hub *h) {
+    pthread_mutex_lock(&h->lock);
+    int live = 0;
+    for (size_t i = 0; i < h->n_engines; i++)
+        live += is_live(&h->engines[i]);
+    json_t *info = json_pack("{s:s, s:s, s:s, s:s, s:i, s:s, s:f, s:i, s:I}", "version",
+                             IPPC_VERSION, "profile", h->profile, "url", h->url, "ws_url",
+                             h->ws_url, "engines", live, "started", h->started, "uptime",
+                             (double)(hub_now_ms() - h->started_ms) / 1000.0, "requests_open",
+                             (int)h->open.count, "requests_total",
+                             (json_int_t)(h->next_request_id - 1));
+    pthread_mutex_unlock(&h->lock);
+    return info;
+}
+
+/* ----------------------------------------------------------------- requests */
+
+static void wake_waiters(request *r) {
+    while (r->waiters) {
+        waiter *w = r->waiters;
+        r->waiters = w->next;
+        w->wake(w->arg);
+        free(w);
+    }
+}
+
+static void evict_done(hub *h) {
+    request *r = h->done.head;
+    while (r && h->done.count > h->cfg.max_requests_kept) {
+        request *next = r->next;
+        if (!r->waiters) {
+            list_remove(&h->done, r);
+            idmap_remove(&h->requests, r->id);
+            request_free(r);
+        }
+        r = next;
+    }
+}
+
+/* Records a task's outcome; finishes the request when it was the last one. */
+static void task_finish(hub *h, task *t, json_t *result, ippc_blobs *blobs) {
+    request *r = t->req;
+    idmap_remove(&h->tasks, t->id);
+    t->state = TASK_DONE;
+    t->result = result;
+    if (blobs) {
+        t->blobs = *blobs;
+        blobs_init(blobs);
+    }
+    if ((size_t)t->engine_id < h->n_engines) {
+        engine *e = &h->engines[t->engine_id];
+        if (e->queued)
+            e->queued--;
+        e->tasks_done++;
+    }
+    if (++r->nfinished == r->ntargets) {
+        list_remove(&h->open, r);
+        list_append(&h->done, r);
+        wake_waiters(r);
+        evict_done(h);
+    }
+}
+
+static json_t *lost_result(uint64_t task_id, int engine_id, const char *reason) {
+    json_t *tb = json_array();
+    return json_pack("{s:s, s:I, s:s, s:s, s:s, s:s, s:o}", "type", "result", "task",
+                     (json_int_t)task_id, "status", "lost", "stdout", "", "ename", "EngineLost",
+                     "evalue", reason, "traceback", tb);
+    (void)engine_id;
+}
+
+static void engine_mark_dead(hub *h, engine *e, const char *reason) {
+    if (!is_live(e))
+        return;
+    e->state = ENGINE_DEAD;
+    e->link.conn = NULL;
+    char why[300];
+    snprintf(why, sizeof why, "engine %d died while running this task (%s)", e->id, reason);
+    /* Every unfinished task of this engine is lost. */
+    request *r = h->open.head;
+    while (r) {
+        request *next = r->next; /* task_finish may move r to the done list */
+        for (size_t i = 0; i < r->ntargets; i++) {
+            task *t = &r->tasks[i];
+            if (t->engine_id == e->id && t->state == TASK_SENT)
+                task_finish(h, t, lost_result(t->id, e->id, why), NULL);
+        }
+        r = next;
+    }
+    e->queued = 0;
+}
+
+void hub_engine_closed(hub *h, int engine_id, const char *reason) {
+    pthread_mutex_lock(&h->lock);
+    if (engine_id >= 0 && (size_t)engine_id < h->n_engines)
+        engine_mark_dead(h, &h->engines[engine_id], reason ? reason : "connection closed");
+    pthread_mutex_unlock(&h->lock);
+}
+
+void hub_engine_message(hub *h, int engine_id, json_t *msg, ippc_blobs *blobs) {
+    const char *type = json_string_value(json_object_get(msg, "type"));
+    pthread_mutex_lock(&h->lock);
+    if (engine_id < 0 || (size_t)engine_id >= h->n_engines || !is_live(&h->engines[engine_id]))
+        goto out;
+    engine *e = &h->engines[engine_id];
+    e->last_heartbeat_ms = hub_now_ms();
+    if (type && strcmp(type, "heartbeat") == 0) {
+        e->state = json_is_true(json_object_get(msg, "busy")) ? ENGINE_BUSY : ENGINE_IDLE;
+    } else if (type && strcmp(type, "result") == 0) {
+        json_t *tid = json_object_get(msg, "task");
+        task *t = json_is_integer(tid) ? idmap_get(&h->tasks, (uint64_t)json_integer_value(tid))
+                                       : NULL;
+        if (t && t->engine_id == engine_id) {
+            task_finish(h, t, json_incref(msg), blobs);
+            if (e->queued == 0)
+                e->state = ENGINE_IDLE;
+        }
+    }
+out:
+    pthread_mutex_unlock(&h->lock);
+    json_decref(msg);
+    blobs_free(blobs);
+}
+
+void hub_tick(hub *h) {
+    pthread_mutex_lock(&h->lock);
+    int64_t now = hub_now_ms();
+    for (size_t i = 0; i < h->n_engines; i++) {
+        engine *e = &h->engines[i];
+        if (is_live(e) && now - e->last_heartbeat_ms > h->cfg.heartbeat_timeout_ms) {
+            hub_engine_link link = e->link;
+            engine_mark_dead(h, e, "no heartbeat");
+            if (link.close)
+                link.close(link.conn, "heartbeat timeout");
+        }
+    }
+    for (request *r = h->open.head; r; r = r->next) {
+        waiter **pw = &r->waiters;
+        while (*pw) {
+            waiter *w = *pw;
+            if (w->deadline_ms && now >= w->deadline_ms) {
+                *pw = w->next;
+                w->wake(w->arg);
+                free(w);
+            } else {
+                pw = &w->next;
+            }
+        }
+    }
+    pthread_mutex_unlock(&h->lock);
+}
+
+void hub_wake_all(hub *h) {
+    pthread_mutex_lock(&h->lock);
+    for (request *r = h->open.head; r; r = r->next)
+        wake_waiters(r);
+    pthread_mutex_unlock(&h->lock);
+}
+
+void hub_shutdown_engines(hub *h, const char *reason) {
+    pthread_mutex_lock(&h->lock);
+    for (size_t i = 0; i < h->n_engines; i++) {
+        engine *e = &h->engines[i];
+        if (!is_live(e))
+            continue;
+        json_t *msg = json_pack("{s:s, s:s}", "type", "shutdown", "reason", reason);
+        e->link.send(e->link.conn, msg, NULL, 0);
+        json_decref(msg);
+    }
+    pthread_mutex_unlock(&h->lock);
+}
+
+/* ------------------------------------------------------------ submit path */
+
+static int valid_name(const char *name, ippc_error *err) {
+    size_t n = name ? strlen(name) : 0;
+    int ok = n > 0 && n <= 128 &&
+             (name[0] == '_' || ((name[0] | 32) >= 'a' && (name[0] | 32) <= 'z'));
+    for (size_t i = 1; ok && i < n; i++) {
+        char c = name[i];
+        ok = c == '_' || (c >= '0' && c <= '9') || ((c | 32) >= 'a' && (c | 32) <= 'z');
+    }
+    if (!ok)
+        return ippc_error_set(err, ERR_INVALID,
+                              "'%.64s' is not a valid variable name (letters, digits, _; "
+                              "not starting with a digit)",
+                              name ? name : "");
+    return 0;
+}
+
+static const char *body_string(const json_t *body, const char *key, int required, ippc_error *err) {
+    json_t *v = json_object_get(body, key);
+    if (!v && !required)
+        return NULL;
+    if (!json_is_string(v)) {
+        ippc_error_set(err, ERR_BAD_REQUEST, "field \"%s\" must be a string", key);
+        return NULL;
+    }
+    return json_string_value(v);
+}
+
+/* The per-engine payload of a request: the task message template (without
+ * "task") plus the blobs it references.  Scatter builds one per target. */
+typedef struct payload {
+    json_t *msg;
+    ws_blobref **blobs;
+    size_t nblobs;
+} payload;
+
+static void payload_clear(payload *p) {
+    json_decref(p->msg);
+    ws_blobrefs_release(p->blobs, p->nblobs);
+    memset(p, 0, sizeof *p);
+}
+
+static int payload_set(payload *p, json_t *msg, ippc_blobs *blobs, ippc_error *err) {
+    p->msg = msg;
+    p->blobs = ws_blobrefs_take(blobs, &p->nblobs);
+    if (blobs && blobs->count && !p->blobs)
+        return ippc_error_set(err, ERR_INTERNAL, "out of memory");
+    return 0;
+}
+
+/* Client namespace object -> push message with skeletons. */
+static json_t *push_message(const json_t *ns, ippc_blobs *blobs, ippc_error *err) {
+    if (!json_is_object(ns) || json_object_size(ns) == 0) {
+        ippc_error_set(err, ERR_BAD_REQUEST, "\"namespace\" must be a non-empty object");
+        return NULL;
+    }
+    json_t *wire = json_object();
+    const char *key;
+    json_t *value;
+    json_object_foreach((json_t *)ns, key, value) {
+        json_t *skel = NULL;
+        if (valid_name(key, err) < 0 || !(skel = value_from_client(value, blobs, err))) {
+            json_decref(wire);
+            return NULL;
+        }
+        json_object_set_new(wire, key, skel);
+    }
+    return json_pack("{s:s, s:s, s:o}", "type", "task", "op", "push", "ns", wire);
+}
+
+static json_t *pull_message(json_t *names) {
+    return json_pack("{s:s, s:s, s:o}", "type", "task", "op", "pull", "names", names);
+}
+
+/* Builds the shared payload (all ops but scatter). */
+static int build_payload(const hub_call *c, payload *p, ippc_error *err) {
+    const json_t *b = c->body;
+    ippc_blobs blobs;
+    blobs_init(&blobs);
+    json_t *msg = NULL;
+    switch (c->op) {
+    case HUB_OP_EXECUTE: {
+        const char *code = body_string(b, "code", 1, err);
+        if (!code)
+            return -1;
+        msg = json_pack("{s:s, s:s, s:s}", "type", "task", "op", "execute", "code", code);
+        break;
+    }
+    case HUB_OP_RUN: {
+        const char *source = body_string(b, "source", 1, err);
+        if (!source)
+            return -1;
+        const char *filename = body_string(b, "filename", 0, err);
+        if (!filename && json_object_get(b, "filename"))
+            return -1;
+        msg = json_pack("{s:s, s:s, s:s, s:s}", "type", "task", "op", "run", "filename",
+                        filename ? filename : "<run>", "source", source);
+        break;
+    }
+    case HUB_OP_PUSH:
+        msg = push_message(json_object_get(b, "namespace"), &blobs, err);
+        break;
+    case HUB_OP_PULL:
+    case HUB_OP_GATHER:
+        if (valid_name(c->name, err) < 0)
+            return -1;
+        msg = pull_message(json_pack("[s]", c->name));
+        break;
+    case HUB_OP_PULL_MANY: {
+        json_t *names = json_object_get(b, "names");
+        if (!json_is_array(names) || json_array_size(names) == 0)
+            return ippc_error_set(err, ERR_BAD_REQUEST, "\"names\" must be a non-empty list");
+        size_t i;
+        json_t *n;
+        json_array_foreach(names, i, n) {
+            if (!json_is_string(n))
+                return ippc_error_set(err, ERR_BAD_REQUEST, "\"names\" must hold strings");
+            if (valid_name(json_string_value(n), err) < 0)
+                return -1;
+        }
+        msg = pull_message(json_deep_copy(names));
+        break;
+    }
+    case HUB_OP_APPLY: {
+        const char *fn = body_string(b, "function", 1, err);
+        if (!fn || valid_name(fn, err) < 0)
+            return -1;
+        json_t *args = json_object_get(b, "args"), *kwargs = json_object_get(b, "kwargs");
+        if (args && !json_is_array(args))
+            return ippc_error_set(err, ERR_BAD_REQUEST, "\"args\" must be a list");
+        if (kwargs && !json_is_object(kwargs))
+            return ippc_error_set(err, ERR_BAD_REQUEST, "\"kwargs\" must be an object");
+        /* Each argument is a value of its own: a list of numbers given as one
+         * argument becomes an ndarray, the args list itself stays a list. */
+        json_t *wargs = json_array();
+        size_t i;
+        json_t *arg;
+        json_array_foreach(args, i, arg) {
+            json_t *w = value_from_client(arg, &blobs, err);
+            if (!w)
+                break;
+            json_array_append_new(wargs, w);
+        }
+        json_t *wkwargs = json_object();
+        const char *kw;
+        json_t *kv;
+        if (json_array_size(wargs) == json_array_size(args)) {
+            json_object_foreach(kwargs, kw, kv) {
+                json_t *w = value_from_client(kv, &blobs, err);
+                if (!w)
+                    break;
+                json_object_set_new(wkwargs, kw, w);
+            }
+        }
+        if (json_array_size(wargs) != json_array_size(args) ||
+            json_object_size(wkwargs) != json_object_size(kwargs)) {
+            json_decref(wargs);
+            json_decref(wkwargs);
+            blobs_free(&blobs);
+            return -1;
+        }
+        msg = json_pack("{s:s, s:s, s:s, s:o, s:o}", "type", "task", "op", "apply", "function",
+                        fn, "args", wargs, "kwargs", wkwargs);
+        break;
+    }
+    case HUB_OP_SCATTER:
+        return ippc_error_set(err, ERR_INTERNAL, "scatter has per-engine payloads");
+    }
+    if (!msg) {
+        blobs_free(&blobs);
+        if (!err->code[0])
+            ippc_error_set(err, ERR_INTERNAL, "out of memory");
+        return -1;
+    }
+    return payload_set(p, msg, &blobs, err);
+}
+
+/* Scatter: split once, one push payload per target. */
+static int build_scatter(const hub_call *c, size_t p, payload *out, ippc_error *err) {
+    const char *name = body_string(c->body, "name", 1, err);
+    if (!name || valid_name(name, err) < 0)
+        return -1;
+    json_t *data = json_object_get(c->body, "data");
+    if (!data)
+        return ippc_error_set(err, ERR_BAD_REQUEST, "field \"data\" is required");
+    ippc_blobs blobs;
+    blobs_init(&blobs);
+    json_t *skel = value_from_client(data, &blobs, err);
+    if (!skel) {
+        blobs_free(&blobs);
+        return -1;
+    }
+    json_t **parts = calloc(p, sizeof *parts);
+    ippc_blobs *part_blobs = calloc(p, sizeof *part_blobs);
+    int rc = -1;
+    if (!parts || !part_blobs) {
+        ippc_error_set(err, ERR_INTERNAL, "out of memory");
+        goto done;
+    }
+    for (size_t i = 0; i < p; i++)
+        blobs_init(&part_blobs[i]);
+    if (value_scatter(skel, &blobs, p, parts, part_blobs, err) < 0)
+        goto done;
+    rc = 0;
+    for (size_t i = 0; i < p; i++) {
+        json_t *msg = json_pack("{s:s, s:s, s:{s:o}}", "type", "task", "op", "push", "ns", name,
+                                parts[i]);
+        parts[i] = NULL;
+        if (rc == 0 && payload_set(&out[i], msg, &part_blobs[i], err) < 0)
+            rc = -1;
+    }
+done:
+    for (size_t i = 0; parts && part_blobs && i < p; i++) {
+        json_decref(parts[i]);
+        blobs_free(&part_blobs[i]);
+    }
+    free(parts);
+    free(part_blobs);
+    json_decref(skel);
+    blobs_free(&blobs);
+    return rc;
+}
+
+static int live_ids(hub *h, int **ids, size_t *n) {
+    *ids = malloc((h->n_engines ? h->n_engines : 1) * sizeof **ids);
+    if (!*ids)
+        return -1;
+    *n = 0;
+    for (size_t i = 0; i < h->n_engines; i++)
+        if (is_live(&h->engines[i]))
+            (*ids)[(*n)++] = (int)i;
+    return 0;
+}
+
+uint64_t hub_submit(hub *h, const hub_call *c, ippc_error *err) {
+    if (!json_is_object(c->body) && c->op != HUB_OP_PULL && c->op != HUB_OP_GATHER) {
+        ippc_error_set(err, ERR_BAD_REQUEST, "request body must be a JSON object");
+        return 0;
+    }
+    pthread_mutex_lock(&h->lock);
+    uint64_t id = 0;
+    int *live = NULL, *targets = NULL;
+    size_t n_live = 0, n = 0;
+    payload *payloads = NULL;
+    size_t n_payloads = 0;
+    request *r = NULL;
+
+    if (live_ids(h, &live, &n_live) < 0) {
+        ippc_error_set(err, ERR_INTERNAL, "out of memory");
+        goto done;
+    }
+    if (targets_parse(c->targets, live, n_live, &targets, &n, err) < 0)
+        goto done;
+    n_payloads = c->op == HUB_OP_SCATTER ? n : 1;
+    payloads = calloc(n_payloads, sizeof *payloads);
+    if (!payloads) {
+        ippc_error_set(err, ERR_INTERNAL, "out of memory");
+        goto done;
+    }
+    if ((c->op == HUB_OP_SCATTER ? build_scatter(c, n, payloads, err)
+                                 : build_payload(c, payloads, err)) < 0)
+        goto done;
+
+    r = calloc(1, sizeof *r);
+    if (!r || !(r->tasks = calloc(n, sizeof *r->tasks))) {
+        ippc_error_set(err, ERR_INTERNAL, "out of memory");
+        goto done;
+    }
+    r->id = h->next_request_id++;
+    r->op = c->op;
+    r->ntargets = n;
+    r->targets = targets;
+    targets = NULL;
+    r->format = c->format;
+    if (c->name)
+        r->name = strdup(c->name);
+    if (c->op == HUB_OP_PULL_MANY)
+        r->names = json_deep_copy(json_object_get(c->body, "names"));
+    idmap_put(&h->requests, r->id, r);
+    list_append(&h->open, r);
+
+    for (size_t i = 0; i < n; i++) {
+        task *t = &r->tasks[i];
+        engine *e = &h->engines[r->targets[i]];
+        payload *p = &payloads[c->op == HUB_OP_SCATTER ? i : 0];
+        t->id = h->next_task_id++;
+        t->req = r;
+        t->engine_id = e->id;
+        blobs_init(&t->blobs);
+        idmap_put(&h->tasks, t->id, t);
+        json_object_set_new(p->msg, "task", json_integer((json_int_t)t->id));
+        e->queued++;
+        e->state = ENGINE_BUSY;
+        if (e->link.send(e->link.conn, p->msg, p->blobs, p->nblobs) < 0)
+            task_finish(h, t, lost_result(t->id, e->id, "could not queue the task"), NULL);
+    }
+    id = r->id;
+    r = NULL;
+done:
+    if (r)
+        request_free(r);
+    for (size_t i = 0; payloads && i < n_payloads; i++)
+        payload_clear(&payloads[i]);
+    free(payloads);
+    free(live);
+    free(targets);
+    pthread_mutex_unlock(&h->lock);
+    return id;
+}
+
+/* --------------------------------------------------------------- answers */
+
+static json_t *error_entry(int engine_id, const json_t *res) {
+    json_t *e = json_pack("{s:i}", "engine", engine_id);
+    const char *keys[] = {"ename", "evalue", "traceback"};
+    for (int k = 0; k < 3; k++) {
+        json_t *v = json_object_get(res, keys[k]);
+        if (v)
+            json_object_set(e, keys[k], v);
+    }
+    return e;
+}
+
+static int result_ok(const json_t *res) {
+    const char *s = json_string_value(json_object_get(res, "status"));
+    return s && strcmp(s, "ok") == 0;
+}
+
+/* One value of a pull result, converted for the client; NULL + err. */
+static json_t *pulled_value(const task *t, const char *name, value_format fmt, ippc_error *err) {
+    json_t *skel = json_object_get(json_object_get(t->result, "value"), name);
+    if (!skel) {
+        ippc_error_set(err, ERR_INTERNAL, "engine %d sent no value for %s", t->engine_id, name);
+        return NULL;
+    }
+    return value_to_client(skel, &t->blobs, fmt, err);
+}
+
+/* Converts a failure to convert into an error entry of the answer. */
+static void add_conversion_error(json_t *errors, int engine_id, const ippc_error *err) {
+    json_array_append_new(errors, json_pack("{s:i, s:s, s:s, s:[]}", "engine", engine_id, "ename",
+                                            "ValueError", "evalue", err->message, "traceback"));
+}
+
+static json_t *task_entry(const task *t, value_format fmt, json_t *errors) {
+    json_t *res = t->result;
+    json_t *e = json_pack("{s:i, s:O, s:O}", "engine", t->engine_id, "status",
+                          json_object_get(res, "status"), "stdout",
+                          json_object_get(res, "stdout") ? json_object_get(res, "stdout")
+                                                         : json_string(""));
+    json_t *skel = json_object_get(res, "value");
+    if (skel && result_ok(res)) {
+        ippc_error cerr = {0};
+        json_t *v = value_to_client(skel, &t->blobs, fmt, &cerr);
+        if (v)
+            json_object_set_new(e, "value", v);
+        else
+            add_conversion_error(errors, t->engine_id, &cerr);
+    }
+    if (!result_ok(res)) {
+        const char *keys[] = {"ename", "evalue", "traceback"};
+        for (int k = 0; k < 3; k++) {
+            json_t *v = json_object_get(res, keys[k]);
+            if (v)
+                json_object_set(e, keys[k], v);
+        }
+    }
+    return e;
+}
+
+static json_t *gather_result(const request *r, json_t *errors) {
+    json_t **parts = calloc(r->ntargets, sizeof *parts);
+    ippc_blobs *blobs = calloc(r->ntargets, sizeof *blobs);
+    json_t *out = NULL;
+    ippc_error err = {0};
+    if (!parts || !blobs)
+        goto done;
+    for (size_t i = 0; i < r->ntargets; i++) {
+        parts[i] = json_object_get(json_object_get(r->tasks[i].result, "value"), r->name);
+        blobs[i] = r->tasks[i].blobs; /* shallow: value_gather only reads */
+        if (!parts[i])
+            goto done;
+    }
+    ippc_blobs out_blobs;
+    blobs_init(&out_blobs);
+    json_t *skel = value_gather(parts, blobs, r->ntargets, &out_blobs, &err);
+    if (skel)
+        out = value_to_client(skel, &out_blobs, r->format, &err);
+    json_decref(skel);
+    blobs_free(&out_blobs);
+    if (!out)
+        add_conversion_error(errors, -1, &err);
+done:
+    free(parts);
+    free(blobs);
+    return out ? out : json_null();
+}
+
+static json_t *request_answer(const request *r) {
+    json_t *targets = json_array();
+    for (size_t i = 0; i < r->ntargets; i++)
+        json_array_append_new(targets, json_integer(r->targets[i]));
+    json_t *out = json_pack("{s:I, s:o}", "request", (json_int_t)r->id, "targets", targets);
+    if (r->nfinished < r->ntargets) {
+        json_object_set_new(out, "status", json_string("pending"));
+        json_object_set_new(out, "finished", json_integer((json_int_t)r->nfinished));
+        return out;
+    }
+    json_t *errors = json_array();
+    json_t *results = json_array();
+    int failed = 0;
+    for (size_t i = 0; i < r->ntargets; i++) {
+        const task *t = &r->tasks[i];
+        int ok = result_ok(t->result);
+        if (!ok && (r->op == HUB_OP_PULL || r->op == HUB_OP_PULL_MANY || r->op == HUB_OP_GATHER))
+            json_array_append_new(errors, error_entry(t->engine_id, t->result));
+        switch (r->op) {
+        case HUB_OP_PULL: {
+            ippc_error err = {0};
+            json_t *v = ok ? pulled_value(t, r->name, r->format, &err) : NULL;
+            if (ok && !v)
+                add_conversion_error(errors, t->engine_id, &err);
+            json_array_append_new(results, v ? v : json_null());
+            break;
+        }
+        case HUB_OP_PULL_MANY: {
+            json_t *vals = NULL;
+            if (ok) {
+                vals = json_array();
+                size_t k;
+                json_t *n;
+                json_array_foreach(r->names, k, n) {
+                    ippc_error err = {0};
+                    json_t *v = pulled_value(t, json_string_value(n), r->format, &err);
+                    if (!v)
+                        add_conversion_error(errors, t->engine_id, &err);
+                    json_array_append_new(vals, v ? v : json_null());
+                }
+            }
+            json_array_append_new(results, vals ? vals : json_null());
+            break;
+        }
+        case HUB_OP_GATHER:
+            break;
+        default:
+            json_array_append_new(results, task_entry(t, r->format, errors));
+            break;
+        }
+        failed |= !ok;
+    }
+    if (r->op == HUB_OP_GATHER) {
+        json_object_set_new(out, "result",
+                            json_array_size(errors) ? json_null() : gather_result(r, errors));
+        json_decref(results);
+    } else {
+        json_object_set_new(out, "results", results);
+    }
+    /* Pull-like answers list failures in "errors"; execute-like answers carry
+     * them inside each result, and "errors" only for values that could not be
+     * converted. */
+    if (json_array_size(errors)) {
+        failed = 1;
+        json_object_set(out, "errors", errors);
+    }
+    json_decref(errors);
+    json_object_set_new(out, "status", json_string(failed ? "error" : "ok"));
+    return out;
+}
+
+json_t *hub_request_json(hub *h, uint64_t request_id, int *done, ippc_error *err) {
+    json_t *out = NULL;
+    pthread_mutex_lock(&h->lock);
+    request *r = idmap_get(&h->requests, request_id);
+    if (r) {
+        *done = r->nfinished == r->ntargets;
+        out = request_answer(r);
+    }
+    pthread_mutex_unlock(&h->lock);
+    if (!r)
+        ippc_error_set(err, ERR_NOT_FOUND, "no request with id %llu",
+                       (unsigned long long)request_id);
+    return out;
+}
+
+int hub_wait(hub *h, uint64_t request_id, int64_t deadline_ms, void (*wake)(void *arg),
+             void (*registered)(void *arg), void *arg) {
+    int rc;
+    pthread_mutex_lock(&h->lock);
+    request *r = idmap_get(&h->requests, request_id);
+    if (!r) {
+        rc = -1;
+    } else if (r->nfinished == r->ntargets) {
+        rc = 1;
+    } else {
+        waiter *w = calloc(1, sizeof *w);
+        if (!w) {
+            rc = 1; /* cannot wait: answer with the pending body */
+        } else {
+            w->deadline_ms = deadline_ms;
+            w->wake = wake;
+            w->arg = arg;
+            w->next = r->waiters;
+            r->waiters = w;
+            if (registered)
+                registered(arg);
+            rc = 0;
+        }
+    }
+    pthread_mutex_unlock(&h->lock);
+    return rc;
+}

@@ -1,0 +1,114 @@
+/* hub.h — the controller's state: engines, direct-view requests and their tasks.
+ *
+ * The hub is the one place where engine and request state lives; the REST
+ * front end (http_api.c) and the engine socket layer (ws.c) only translate
+ * into hub calls.  One mutex guards everything in the hub; every hub_* function
+ * takes it itself, so callers never hold it.
+ *
+ * Threads: hub_* functions may be called from any thread.  Callbacks the hub
+ * makes (engine sends, waiter wake-ups) are made with the hub lock held: they
+ * must only queue work and wake their own loop (lws_cancel_service,
+ * MHD_resume_connection), never call back into the hub.
+ */
+#ifndef IPPC_HUB_H
+#define IPPC_HUB_H
+
+#include <stdint.h>
+#include <jansson.h>
+
+#include "error.h"
+#include "value.h"
+#include "wsmsg.h"
+
+typedef struct hub hub;
+
+/* How the hub reaches an engine's socket: queue a message (taking the blobs'
+ * references it needs) and wake the socket's service loop.  Provided by ws.c. */
+typedef struct hub_engine_link {
+    void *conn;
+    int (*send)(void *conn, json_t *msg, ws_blobref **blobs, size_t nblobs);
+    void (*close)(void *conn, const char *reason);
+} hub_engine_link;
+
+typedef struct hub_config {
+    const char *engine_key;
+    const char *profile;
+    const char *url;
+    const char *ws_url;
+    int heartbeat_period_ms;
+    int heartbeat_timeout_ms;
+    size_t max_requests_kept; /* finished requests remembered for GET /requests */
+} hub_config;
+
+hub *hub_new(const hub_config *cfg);
+void hub_free(hub *h);
+
+/* ---- engines (called by ws.c on the lws thread) ---- */
+
+/* Validates a register message; on success records the engine, fills *engine_id
+ * and returns 0; -1 + err (unauthorized / bad_request) otherwise. */
+int hub_engine_register(hub *h, const json_t *msg, const hub_engine_link *link, int *engine_id,
+                        ippc_error *err);
+/* A message from a registered engine (heartbeat, result).  Takes blobs. */
+void hub_engine_message(hub *h, int engine_id, json_t *msg, ippc_blobs *blobs);
+/* The engine's socket closed: the engine is dead, its tasks are lost. */
+void hub_engine_closed(hub *h, int engine_id, const char *reason);
+/* Periodic work: heartbeat deadlines, request timeouts.  Any thread. */
+void hub_tick(hub *h);
+/* Asks every engine to shut down (controller stopping). */
+void hub_shutdown_engines(hub *h, const char *reason);
+
+/* ---- queries (REST) ---- */
+json_t *hub_info(hub *h);
+json_t *hub_engines(hub *h);
+/* NULL + not_found if unknown. */
+json_t *hub_engine(hub *h, int engine_id, ippc_error *err);
+
+/* ---- direct-view requests ---- */
+
+typedef enum hub_op {
+    HUB_OP_EXECUTE,
+    HUB_OP_RUN,
+    HUB_OP_PUSH,    /* body {"namespace": {...}} or one var */
+    HUB_OP_PULL,    /* one name: results are values */
+    HUB_OP_PULL_MANY,
+    HUB_OP_SCATTER,
+    HUB_OP_GATHER,
+    HUB_OP_APPLY,
+} hub_op;
+
+/* A parsed direct-view call.  The hub takes what it needs; args stay owned by
+ * the caller. */
+typedef struct hub_call {
+    hub_op op;
+    const char *targets;   /* target spec */
+    const json_t *body;    /* op-specific JSON, see http_api.c */
+    const char *name;      /* PUT/GET vars/{name}, gather/{name} */
+    value_format format;   /* how pulled arrays are written back */
+} hub_call;
+
+/* Starts a request: one task per target engine, sent at once.  Returns the
+ * request id (> 0) or 0 + err. */
+uint64_t hub_submit(hub *h, const hub_call *call, ippc_error *err);
+
+/* The request's client view: the blocking answer when done, or a pending body.
+ * *done set accordingly.  NULL + not_found if unknown. */
+json_t *hub_request_json(hub *h, uint64_t request_id, int *done, ippc_error *err);
+
+/* Waiting without a thread: registers wake(arg) to be called once, with the hub
+ * lock held, when the request finishes or deadline_ms (monotonic, 0 = none)
+ * passes.  Returns 1 if the request is already finished (wake not registered),
+ * 0 if registered, -1 if unknown.  `registered` runs with the hub lock held
+ * right after registration (so the caller can suspend its connection before any
+ * wake can happen). */
+int hub_wait(hub *h, uint64_t request_id, int64_t deadline_ms, void (*wake)(void *arg),
+             void (*registered)(void *arg), void *arg);
+
+/* Wakes every waiter now (controller stopping: suspended connections must be
+ * resumed before the HTTP daemon stops). */
+void hub_wake_all(hub *h);
+
+/* Milliseconds of a monotonic clock. */
+int64_t hub_now_ms(void);
+
+#endif

@@ -1,0 +1,277 @@
+/* main.c — ippc-controller: options, secrets, connection files, the threads,
+ * and an orderly stop.
+ *
+ * Threads (the one map of them):
+ *   main      — the acceptor: accepts every connection, hands it over; waits on
+ *               an eventfd that the SIGTERM/SIGINT handler writes.
+ *   mhd       — libmicrohttpd's polling thread: every REST handler.
+ *   lws       — the libwebsockets service thread: engine sockets, hub_tick.
+ * Shared state lives in the hub behind its one mutex; the engine send queues
+ * have their own small mutex (wsmsg.c).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "acceptor.h"
+#include "http_api.h"
+#include "hub.h"
+#include "proto.h"
+#include "ws.h"
+
+typedef struct options {
+    const char *ip;
+    int port;
+    const char *profile;
+    const char *ippc_dir;
+    const char *db;
+    int heartbeat_timeout_s;
+    size_t max_body_mb;
+} options;
+
+static int stop_fd = -1;
+
+static void on_signal(int sig) {
+    (void)sig;
+    uint64_t one = 1;
+    ssize_t rc = write(stop_fd, &one, sizeof one);
+    (void)rc;
+}
+
+static void usage(FILE *out) {
+    fprintf(out,
+            "usage: ippc-controller [options]\n"
+            "  --ip ADDR               address to bind (default 127.0.0.1)\n"
+            "  --port N                port (default 0: any free port; see the connection file)\n"
+            "  --profile NAME          profile (default \"default\")\n"
+            "  --ippc-dir DIR          state folder (default $IPPC_DIR or ~/.ippc)\n"
+            "  --db memory|PATH        task store (accepted; persistence comes with tasks)\n"
+            "  --heartbeat-timeout S   silence after which an engine is dead (default %d)\n"
+            "  --max-body-mb N         largest request body (default 64)\n"
+            "  --print-routes          print the REST route table and exit\n"
+            "  --version, --help\n",
+            IPPC_HEARTBEAT_TIMEOUT_MS / 1000);
+}
+
+static int parse_options(int argc, char **argv, options *o) {
+    static const struct option longs[] = {
+        {"ip", required_argument, NULL, 'i'},
+        {"port", required_argument, NULL, 'p'},
+        {"profile", required_argument, NULL, 'P'},
+        {"ippc-dir", required_argument, NULL, 'd'},
+        {"db", required_argument, NULL, 'b'},
+        {"heartbeat-timeout", required_argument, NULL, 't'},
+        {"max-body-mb", required_argument, NULL, 'm'},
+        {"print-routes", no_argument, NULL, 'r'},
+        {"version", no_argument, NULL, 'v'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    int c;
+    char *end;
+    while ((c = getopt_long(argc, argv, "", longs, NULL)) != -1) {
+        switch (c) {
+        case 'i': o->ip = optarg; break;
+        case 'p':
+            o->port = (int)strtol(optarg, &end, 10);
+            if (*end || o->port < 0 || o->port > 65535) {
+                fprintf(stderr, "ippc-controller: --port must be 0..65535\n");
+                return 2;
+            }
+            break;
+        case 'P': o->profile = optarg; break;
+        case 'd': o->ippc_dir = optarg; break;
+        case 'b': o->db = optarg; break;
+        case 't':
+            o->heartbeat_timeout_s = (int)strtol(optarg, &end, 10);
+            if (*end || o->heartbeat_timeout_s < 2 || o->heartbeat_timeout_s > 86400) {
+                fprintf(stderr, "ippc-controller: --heartbeat-timeout must be 2..86400\n");
+                return 2;
+            }
+            break;
+        case 'm':
+            o->max_body_mb = (size_t)strtoul(optarg, &end, 10);
+            if (*end || o->max_body_mb < 1 || o->max_body_mb > 4096) {
+                fprintf(stderr, "ippc-controller: --max-body-mb must be 1..4096\n");
+                return 2;
+            }
+            break;
+        case 'r': http_print_routes(stdout); return 0;
+        case 'v': printf("ippc-controller %s\n", IPPC_VERSION); return 0;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (optind < argc) {
+        usage(stderr);
+        return 2;
+    }
+    for (const char *p = o->profile; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+              *p == '-' || *p == '_' || *p == '.')) {
+            fprintf(stderr, "ippc-controller: profile names use letters, digits, - _ .\n");
+            return 2;
+        }
+    return -1;
+}
+
+static int random_hex(char *out, size_t bytes) {
+    unsigned char buf[64];
+    if (bytes > sizeof buf || getrandom(buf, bytes, 0) != (ssize_t)bytes)
+        return -1;
+    for (size_t i = 0; i < bytes; i++)
+        sprintf(out + 2 * i, "%02x", buf[i]);
+    return 0;
+}
+
+static int mkdirs(const char *path, mode_t mode) {
+    char tmp[PATH_MAX];
+    snprintf(tmp, sizeof tmp, "%s", path);
+    for (char *p = tmp + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(tmp, mode) < 0 && errno != EEXIST)
+            return -1;
+        *p = '/';
+    }
+    if (mkdir(tmp, mode) < 0 && errno != EEXIST)
+        return -1;
+    return 0;
+}
+
+/* Writes JSON to path with mode 0600, atomically (temp file + rename). */
+static int write_secret_json(const char *path, json_t *value) {
+    char tmp[PATH_MAX];
+    snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return -1;
+    char *text = json_dumps(value, JSON_INDENT(2));
+    size_t n = text ? strlen(text) : 0;
+    int ok = text && write(fd, text, n) == (ssize_t)n && write(fd, "\n", 1) == 1;
+    free(text);
+    ok = close(fd) == 0 && ok;
+    if (!ok || rename(tmp, path) < 0) {
+        unlink(tmp);
+        return -1;
+    }
+    return 0;
+}
+
+static void route_http(void *arg, int fd, const struct sockaddr *addr, socklen_t len) {
+    http_add_connection(((void **)arg)[0], fd, addr, len);
+}
+
+static void route_ws(void *arg, int fd) { ws_adopt(((void **)arg)[1], fd); }
+
+int main(int argc, char **argv) {
+    options o = {.ip = "127.0.0.1", .profile = "default"};
+    int rc = parse_options(argc, argv, &o);
+    if (rc >= 0)
+        return rc;
+    signal(SIGPIPE, SIG_IGN);
+
+    char dir[PATH_MAX - 64], security[PATH_MAX - 32], client_file[PATH_MAX], engine_file[PATH_MAX];
+    const char *base = o.ippc_dir ? o.ippc_dir : getenv("IPPC_DIR");
+    if (base && *base)
+        snprintf(dir, sizeof dir, "%s/profile_%s", base, o.profile);
+    else
+        snprintf(dir, sizeof dir, "%s/.ippc/profile_%s", getenv("HOME") ? getenv("HOME") : ".",
+                 o.profile);
+    snprintf(security, sizeof security, "%s/security", dir);
+    snprintf(client_file, sizeof client_file, "%s/ippc-client.json", security);
+    snprintf(engine_file, sizeof engine_file, "%s/ippc-engine.json", security);
+    if (mkdirs(security, 0700) < 0) {
+        fprintf(stderr, "ippc-controller: cannot create %s: %s\n", security, strerror(errno));
+        return 1;
+    }
+
+    char token[65], engine_key[65];
+    if (random_hex(token, 32) < 0 || random_hex(engine_key, 32) < 0) {
+        fprintf(stderr, "ippc-controller: no randomness for the token\n");
+        return 1;
+    }
+
+    ippc_error err = {0};
+    int port = 0;
+    int listen_fd = acceptor_listen(o.ip, o.port, &port, &err);
+    if (listen_fd < 0) {
+        fprintf(stderr, "ippc-controller: %s\n", err.message);
+        return 1;
+    }
+    /* Clients use the address they can reach: 0.0.0.0 is not one. */
+    const char *host = strcmp(o.ip, "0.0.0.0") == 0 ? "127.0.0.1" : o.ip;
+    char url[128], ws_url[128], engine_url[128];
+    snprintf(url, sizeof url, "http://%s:%d", host, port);
+    snprintf(ws_url, sizeof ws_url, "ws://%s:%d/ws", host, port);
+    snprintf(engine_url, sizeof engine_url, "ws://%s:%d/engine", host, port);
+
+    stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal; /* no SA_RESTART: poll() must return */
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+
+    hub_config hcfg = {.engine_key = engine_key,
+                       .profile = o.profile,
+                       .url = url,
+                       .ws_url = ws_url,
+                       .heartbeat_timeout_ms = o.heartbeat_timeout_s * 1000};
+    hub *h = hub_new(&hcfg);
+    http_config httpcfg = {.token = token, .max_body = o.max_body_mb << 20};
+    http_api *api = h ? http_start(h, &httpcfg, &err) : NULL;
+    ws_server *ws = api ? ws_start(h, &err) : NULL;
+    if (!ws) {
+        fprintf(stderr, "ippc-controller: %s\n", err.message[0] ? err.message : "out of memory");
+        http_stop(api);
+        hub_free(h);
+        return 1;
+    }
+
+    json_t *engine_json = json_pack("{s:s, s:s, s:s, s:i}", "url", engine_url, "key", engine_key,
+                                    "controller", url, "pid", (int)getpid());
+    json_t *client_json = json_pack("{s:s, s:s, s:s, s:s, s:i, s:s}", "url", url, "ws_url",
+                                    ws_url, "token", token, "profile", o.profile, "pid",
+                                    (int)getpid(), "engine_file", engine_file);
+    int written = write_secret_json(engine_file, engine_json) == 0 &&
+                  write_secret_json(client_file, client_json) == 0;
+    json_decref(engine_json);
+    json_decref(client_json);
+    if (!written) {
+        fprintf(stderr, "ippc-controller: cannot write connection files in %s\n", security);
+        rc = 1;
+    } else {
+        printf("ippc-controller %s listening on %s (profile %s)\n", IPPC_VERSION, url, o.profile);
+        printf("connection file: %s\n", client_file);
+        fflush(stdout);
+        void *targets[2] = {api, ws};
+        acceptor_routes routes = {.to_http = route_http, .to_ws = route_ws, .arg = targets};
+        acceptor_run(listen_fd, stop_fd, &routes);
+        rc = 0;
+        fprintf(stderr, "ippc-controller: stopping\n");
+    }
+
+    /* Orderly stop: engines first (they finish and exit), then the servers. */
+    close(listen_fd);
+    hub_shutdown_engines(h, "controller stopping");
+    for (int i = 0; i < 30 && ws_engine_connections(ws) > 0; i++)
+        usleep(100 * 1000);
+    http_stop(api);
+    ws_stop(ws);
+    hub_free(h);
+    unlink(client_file);
+    unlink(engine_file);
+    close(stop_fd);
+    return rc;
+}

@@ -1,0 +1,286 @@
+/* ws.c — engine sockets over libwebsockets (see ws.h).
+ *
+ * Per connection: an outbound queue (filled by the hub from any thread, drained
+ * in SERVER_WRITEABLE) and a reader that reassembles messages.  The hub keeps a
+ * pointer to the session only while the engine is live; CLOSED tells the hub
+ * first (under its lock) and frees the session after, so the hub never sees a
+ * freed session.
+ */
+#include "ws.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <libwebsockets.h>
+
+#include "proto.h"
+
+#define ADOPT_MAX 1024
+#define TICK_US (200 * LWS_US_PER_MS)
+
+typedef struct session {
+    struct lws *wsi;
+    ws_server *server;
+    ws_outq q;
+    ws_reader reader;
+    int engine_id; /* -1 until registered */
+    atomic_int close_requested;
+    char close_reason[128];
+    struct session *prev, *next;
+} session;
+
+struct ws_server {
+    hub *h;
+    struct lws_context *ctx;
+    struct lws_vhost *vhost;
+    pthread_t thread;
+    atomic_int stop;
+    atomic_int engine_sockets;
+    pthread_mutex_t adopt_lock;
+    int adopt_fds[ADOPT_MAX];
+    int n_adopt;
+    session *sessions; /* service thread only */
+    lws_sorted_usec_list_t tick;
+};
+
+static int session_send(void *conn, json_t *msg, ws_blobref **blobs, size_t nblobs) {
+    session *s = conn;
+    int rc = ws_outq_push(&s->q, msg, blobs, nblobs);
+    lws_cancel_service(s->server->ctx);
+    return rc;
+}
+
+static void session_close(void *conn, const char *reason) {
+    session *s = conn;
+    snprintf(s->close_reason, sizeof s->close_reason, "%.120s", reason ? reason : "");
+    atomic_store(&s->close_requested, 1);
+    lws_cancel_service(s->server->ctx);
+}
+
+static void send_now(session *s, json_t *msg) {
+    ws_outq_push(&s->q, msg, NULL, 0);
+    json_decref(msg);
+    lws_callback_on_writable(s->wsi);
+}
+
+static void on_message(session *s, json_t *msg, ippc_blobs *blobs) {
+    if (s->engine_id >= 0) {
+        hub_engine_message(s->server->h, s->engine_id, msg, blobs);
+        return;
+    }
+    ippc_error err = {0};
+    const char *type = json_string_value(json_object_get(msg, "type"));
+    hub_engine_link link = {.conn = s, .send = session_send, .close = session_close};
+    int id = -1;
+    if (!type || strcmp(type, "register") != 0)
+        ippc_error_set(&err, ERR_BAD_REQUEST, "the first message must be a register message");
+    else if (hub_engine_register(s->server->h, msg, &link, &id, &err) == 0)
+        s->engine_id = id;
+    json_decref(msg);
+    blobs_free(blobs);
+    if (s->engine_id >= 0) {
+        lwsl_user("engine %d registered\n", id);
+        send_now(s, json_pack("{s:s, s:i, s:i}", "type", "registered", "id", id,
+                              "heartbeat_period", IPPC_HEARTBEAT_PERIOD_MS));
+    } else {
+        lwsl_warn("engine registration refused: %s\n", err.message);
+        send_now(s, json_pack("{s:s, s:s, s:s}", "type", "error", "code", err.code, "message",
+                              err.message));
+        session_close(s, err.message);
+    }
+}
+
+static int uri_is(struct lws *wsi, const char *path) {
+    char uri[256];
+    if (lws_hdr_copy(wsi, uri, sizeof uri, WSI_TOKEN_GET_URI) <= 0)
+        return 0;
+    return strcmp(uri, path) == 0;
+}
+
+static void drain_adoptions(ws_server *srv) {
+    int fds[ADOPT_MAX];
+    pthread_mutex_lock(&srv->adopt_lock);
+    int n = srv->n_adopt;
+    memcpy(fds, srv->adopt_fds, (size_t)n * sizeof *fds);
+    srv->n_adopt = 0;
+    pthread_mutex_unlock(&srv->adopt_lock);
+    for (int i = 0; i < n; i++) {
+        lws_sock_file_fd_type fd = {.sockfd = fds[i]};
+        if (!lws_adopt_descriptor_vhost(srv->vhost, LWS_ADOPT_SOCKET | LWS_ADOPT_HTTP, fd, NULL,
+                                        NULL))
+            close(fds[i]); /* lws closes it on most failures; this is the rest */
+    }
+}
+
+static int engine_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
+                           void *in, size_t len) {
+    session *s = user;
+    ws_server *srv = lws_context_user(lws_get_context(wsi));
+    switch (reason) {
+    case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
+        return uri_is(wsi, "/engine") ? 0 : 1;
+    case LWS_CALLBACK_ESTABLISHED:
+        memset(s, 0, sizeof *s);
+        s->wsi = wsi;
+        s->server = srv;
+        s->engine_id = -1;
+        ws_outq_init(&s->q);
+        ws_reader_init(&s->reader, IPPC_MAX_WS_MESSAGE);
+        s->next = srv->sessions;
+        if (srv->sessions)
+            srv->sessions->prev = s;
+        srv->sessions = s;
+        atomic_fetch_add(&srv->engine_sockets, 1);
+        break;
+    case LWS_CALLBACK_RECEIVE: {
+        json_t *msg = NULL;
+        ippc_blobs blobs;
+        blobs_init(&blobs);
+        ippc_error err = {0};
+        int rc = ws_reader_feed(&s->reader, wsi, in, len, &msg, &blobs, &err);
+        if (rc < 0) {
+            lwsl_warn("engine %d: %s\n", s->engine_id, err.message);
+            return -1;
+        }
+        if (rc == 1)
+            on_message(s, msg, &blobs);
+        break;
+    }
+    case LWS_CALLBACK_SERVER_WRITEABLE: {
+        int rc = ws_outq_write(&s->q, wsi);
+        if (rc < 0)
+            return -1;
+        if (rc > 0)
+            lws_callback_on_writable(wsi);
+        else if (atomic_load(&s->close_requested)) {
+            lws_close_reason(wsi, LWS_CLOSE_STATUS_POLICY_VIOLATION,
+                             (unsigned char *)s->close_reason, strlen(s->close_reason));
+            return -1;
+        }
+        break;
+    }
+    case LWS_CALLBACK_CLOSED:
+        if (s->engine_id >= 0)
+            hub_engine_closed(srv->h, s->engine_id, "connection closed");
+        if (s->prev)
+            s->prev->next = s->next;
+        else
+            srv->sessions = s->next;
+        if (s->next)
+            s->next->prev = s->prev;
+        ws_outq_destroy(&s->q);
+        ws_reader_free(&s->reader);
+        atomic_fetch_sub(&srv->engine_sockets, 1);
+        break;
+    default:
+        break;
+    }
+    return 0;
+}
+
+static int http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                         size_t len) {
+    ws_server *srv = lws_context_user(lws_get_context(wsi));
+    if (reason == LWS_CALLBACK_EVENT_WAIT_CANCELLED && srv) {
+        /* Other threads queued work: adopt sockets, flush queues, close. */
+        drain_adoptions(srv);
+        for (session *s = srv->sessions; s; s = s->next)
+            if (!ws_outq_empty(&s->q) || atomic_load(&s->close_requested))
+                lws_callback_on_writable(s->wsi);
+        return 0;
+    }
+    if (reason == LWS_CALLBACK_HTTP) {
+        /* A plain HTTP request reached lws (the acceptor only sends upgrades):
+         * refuse it rather than hang. */
+        lws_return_http_status(wsi, HTTP_STATUS_NOT_FOUND, NULL);
+        return -1;
+    }
+    return lws_callback_http_dummy(wsi, reason, user, in, len);
+}
+
+static const struct lws_protocols protocols[] = {
+    {"http", http_callback, 0, 0, 0, NULL, 0},
+    {IPPC_ENGINE_SUBPROTOCOL, engine_callback, sizeof(session), 65536, 0, NULL, 0},
+    {NULL, NULL, 0, 0, 0, NULL, 0},
+};
+
+static void on_tick(lws_sorted_usec_list_t *sul) {
+    ws_server *srv = lws_container_of(sul, ws_server, tick);
+    hub_tick(srv->h);
+    lws_sul_schedule(srv->ctx, 0, &srv->tick, on_tick, TICK_US);
+}
+
+static void *service_main(void *arg) {
+    ws_server *srv = arg;
+    lws_sul_schedule(srv->ctx, 0, &srv->tick, on_tick, TICK_US);
+    while (!atomic_load(&srv->stop))
+        if (lws_service(srv->ctx, 0) < 0)
+            break;
+    return NULL;
+}
+
+ws_server *ws_start(hub *h, ippc_error *err) {
+    ws_server *srv = calloc(1, sizeof *srv);
+    if (!srv) {
+        ippc_error_set(err, ERR_INTERNAL, "out of memory");
+        return NULL;
+    }
+    srv->h = h;
+    pthread_mutex_init(&srv->adopt_lock, NULL);
+    lws_set_log_level(LLL_ERR | LLL_WARN, NULL);
+
+    struct lws_context_creation_info info;
+    memset(&info, 0, sizeof info);
+    info.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS;
+    info.port = CONTEXT_PORT_NO_LISTEN_SERVER;
+    info.user = srv;
+    info.timeout_secs = 20;
+    srv->ctx = lws_create_context(&info);
+    if (!srv->ctx)
+        goto fail;
+    info.protocols = protocols;
+    info.vhost_name = "ippc";
+    srv->vhost = lws_create_vhost(srv->ctx, &info);
+    if (!srv->vhost)
+        goto fail;
+    if (pthread_create(&srv->thread, NULL, service_main, srv) != 0)
+        goto fail;
+    return srv;
+fail:
+    ippc_error_set(err, ERR_INTERNAL, "cannot start the WebSocket service");
+    if (srv->ctx)
+        lws_context_destroy(srv->ctx);
+    pthread_mutex_destroy(&srv->adopt_lock);
+    free(srv);
+    return NULL;
+}
+
+void ws_adopt(ws_server *srv, int fd) {
+    pthread_mutex_lock(&srv->adopt_lock);
+    int queued = srv->n_adopt < ADOPT_MAX;
+    if (queued)
+        srv->adopt_fds[srv->n_adopt++] = fd;
+    pthread_mutex_unlock(&srv->adopt_lock);
+    if (!queued)
+        close(fd);
+    lws_cancel_service(srv->ctx);
+}
+
+int ws_engine_connections(ws_server *srv) { return atomic_load(&srv->engine_sockets); }
+
+void ws_stop(ws_server *srv) {
+    if (!srv)
+        return;
+    atomic_store(&srv->stop, 1);
+    lws_cancel_service(srv->ctx);
+    pthread_join(srv->thread, NULL);
+    lws_context_destroy(srv->ctx);
+    pthread_mutex_lock(&srv->adopt_lock);
+    for (int i = 0; i < srv->n_adopt; i++)
+        close(srv->adopt_fds[i]);
+    pthread_mutex_unlock(&srv->adopt_lock);
+    pthread_mutex_destroy(&srv->adopt_lock);
+    free(srv);
+}
