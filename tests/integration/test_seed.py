@@ -3,8 +3,9 @@ the engine registry, the connection files, and apply with $ref."""
 
 import os
 import stat
+import subprocess
 
-from harness import check, expect, expect_error, read_json_file, alive
+from harness import ROOT, check, expect, expect_error, read_json_file, alive
 from common import (same, show, view, expect_done, expect_task_results, psum_source,
                     values_of)
 
@@ -150,8 +151,26 @@ def test_connection_files(c):
     expect_error(r, 401, "unauthorized", "engine key used as client token")
 
 
+def test_seed_script(c):
+    """examples/seed.sh, reading the connection file as a user's would."""
+    env = dict(os.environ, IPPC_DIR=c.dir, PROFILE=c.profile, PYTHON="/usr/bin/python3")
+    env.pop("IPPC_URL", None)
+    env.pop("IPPC_TOKEN", None)
+    p = subprocess.run(["sh", os.path.join(ROOT, "examples", "seed.sh")], env=env,
+                       stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, timeout=180)
+    out = p.stdout.decode("utf-8", "replace")
+    check(p.returncode == 0, "examples/seed.sh exited %s:\n%s" % (p.returncode, out))
+    lines = out.rstrip().splitlines()
+    check(lines and lines[-1] == "totalsum: [120, 120, 120, 120]",
+          "examples/seed.sh must end with 'totalsum: [120, 120, 120, 120]':\n%s" % out)
+    check("a: [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11], [12, 13, 14, 15]]" in out,
+          "examples/seed.sh must show a's parts:\n%s" % out)
+
+
 TESTS = [
     ("seed_walkthrough", test_seed_walkthrough, "shared"),
+    ("seed_script", test_seed_script, "shared"),
     ("apply_psum_ref", test_apply_psum_ref, "shared"),
     ("engines_registry", test_engines_registry, "shared"),
     ("connection_files", test_connection_files, "shared"),
