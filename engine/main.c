@@ -1,0 +1,499 @@
+/* main.c — ippc-engine: one MPI rank that runs the controller's tasks.
+ *
+ * Threads:
+ *   main — called MPI_Init_thread; waits on a condition variable for tasks and
+ *          runs them one at a time in the Lua runtime (user code, MPI calls).
+ *   net  — the libwebsockets client: connects (and reconnects with backoff),
+ *          registers, sends heartbeats on a timer (so a busy engine is not a
+ *          dead one), receives tasks into the inbox, writes results.
+ * The inbox (tasks) is guarded by `lock`; results travel in a ws_outq, which
+ * has its own lock, and the net thread is woken with lws_cancel_service.
+ *
+ * Lifetime: the engine exits after a "shutdown" message, after a refused
+ * registration, or when the controller has been unreachable for --grace
+ * seconds (so no rank outlives its cluster when mpiexec is SIGKILLed).
+ */
+#include <getopt.h>
+#include <stdarg.h>
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+#include <libwebsockets.h>
+#include <mpi.h>
+
+#include "proto.h"
+#include "runtime.h"
+#include "wsmsg.h"
+
+typedef struct inbox_item {
+    struct inbox_item *next;
+    json_t *msg;
+    ippc_blobs blobs;
+} inbox_item;
+
+typedef struct engine {
+    /* identity */
+    int rank, size, pid;
+    char job[33];
+    char host[256];
+    /* controller */
+    char url[512];
+    char key[256];
+    char address[256];
+    char path[256];
+    int port;
+    int grace_s;
+    /* net thread */
+    struct lws_context *ctx;
+    struct lws *wsi;
+    pthread_t net;
+    ws_outq out;
+    ws_reader reader;
+    int register_sent;
+    int engine_id;
+    int64_t unreachable_since_ms; /* 0 while connected */
+    int backoff_ms;
+    lws_sorted_usec_list_t heartbeat_timer, reconnect_timer;
+    /* shared */
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    inbox_item *head, *tail;
+    atomic_int stop;          /* 1: finish and exit */
+    atomic_int exit_code;
+    atomic_llong running_task; /* 0 when idle */
+    runtime *rt;
+} engine;
+
+static engine E;
+
+static int64_t now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void log_msg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void log_msg(const char *fmt, ...) {
+    /* One write per line, so the ranks' lines do not interleave. */
+    char line[1024];
+    int n = snprintf(line, sizeof line, "ippc-engine[%d/%d]: ", E.rank, E.size);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line + n, sizeof line - (size_t)n - 1, fmt, ap);
+    va_end(ap);
+    strcat(line, "\n");
+    fputs(line, stderr);
+}
+
+static void request_stop(int code) {
+    pthread_mutex_lock(&E.lock);
+    if (!atomic_load(&E.stop))
+        atomic_store(&E.exit_code, code);
+    atomic_store(&E.stop, 1);
+    pthread_cond_broadcast(&E.cond);
+    pthread_mutex_unlock(&E.lock);
+    if (E.rt)
+        runtime_interrupt(E.rt);
+}
+
+/* ------------------------------------------------------------ net thread */
+
+static void connect_now(lws_sorted_usec_list_t *sul);
+
+static void schedule_reconnect(void) {
+    E.wsi = NULL;
+    E.register_sent = 0;
+    ws_outq_clear(&E.out);
+    ws_reader_free(&E.reader);
+    ws_reader_init(&E.reader, IPPC_MAX_WS_MESSAGE);
+    int64_t now = now_ms();
+    if (!E.unreachable_since_ms)
+        E.unreachable_since_ms = now;
+    if (now - E.unreachable_since_ms > (int64_t)E.grace_s * 1000) {
+        log_msg("controller unreachable for %d s, exiting", E.grace_s);
+        request_stop(3);
+        return;
+    }
+    E.backoff_ms = E.backoff_ms ? E.backoff_ms * 2 : 100;
+    if (E.backoff_ms > 2000)
+        E.backoff_ms = 2000;
+    lws_sul_schedule(E.ctx, 0, &E.reconnect_timer, connect_now,
+                     (lws_usec_t)E.backoff_ms * LWS_US_PER_MS);
+}
+
+static void connect_now(lws_sorted_usec_list_t *sul) {
+    (void)sul;
+    if (atomic_load(&E.stop))
+        return;
+    struct lws_client_connect_info ci;
+    memset(&ci, 0, sizeof ci);
+    ci.context = E.ctx;
+    ci.address = E.address;
+    ci.port = E.port;
+    ci.path = E.path;
+    ci.host = E.address;
+    ci.origin = E.address;
+    ci.protocol = IPPC_ENGINE_SUBPROTOCOL;
+    ci.pwsi = &E.wsi;
+    if (!lws_client_connect_via_info(&ci))
+        schedule_reconnect();
+}
+
+static void send_heartbeat(lws_sorted_usec_list_t *sul) {
+    (void)sul;
+    if (E.wsi && E.engine_id >= 0) {
+        long long task = atomic_load(&E.running_task);
+        json_t *hb = json_pack("{s:s, s:b}", "type", "heartbeat", "busy", task != 0);
+        json_object_set_new(hb, "task", task ? json_integer(task) : json_null());
+        ws_outq_push(&E.out, hb, NULL, 0);
+        json_decref(hb);
+        lws_callback_on_writable(E.wsi);
+    }
+    lws_sul_schedule(E.ctx, 0, &E.heartbeat_timer, send_heartbeat,
+                     (lws_usec_t)IPPC_HEARTBEAT_PERIOD_MS * LWS_US_PER_MS);
+}
+
+static int write_register(struct lws *wsi) {
+    json_t *reg = json_pack("{s:s, s:s, s:s, s:i, s:i, s:s, s:i, s:s, s:i}", "type", "register",
+                            "key", E.key, "job", E.job, "rank", E.rank, "size", E.size, "host",
+                            E.host, "pid", E.pid, "version", IPPC_VERSION, "nbuf", 0);
+    char *text = json_dumps(reg, JSON_COMPACT);
+    json_decref(reg);
+    if (!text)
+        return -1;
+    size_t n = strlen(text);
+    unsigned char *buf = malloc(LWS_PRE + n);
+    int rc = -1;
+    if (buf) {
+        memcpy(buf + LWS_PRE, text, n);
+        rc = lws_write(wsi, buf + LWS_PRE, n, LWS_WRITE_TEXT) < (int)n ? -1 : 0;
+        free(buf);
+    }
+    free(text);
+    E.register_sent = 1;
+    return rc;
+}
+
+static void on_message(json_t *msg, ippc_blobs *blobs) {
+    const char *type = json_string_value(json_object_get(msg, "type"));
+    if (type && strcmp(type, "task") == 0) {
+        inbox_item *it = calloc(1, sizeof *it);
+        if (!it) {
+            json_decref(msg);
+            blobs_free(blobs);
+            return;
+        }
+        it->msg = msg;
+        it->blobs = *blobs;
+        blobs_init(blobs);
+        pthread_mutex_lock(&E.lock);
+        if (E.tail)
+            E.tail->next = it;
+        else
+            E.head = it;
+        E.tail = it;
+        pthread_cond_signal(&E.cond);
+        pthread_mutex_unlock(&E.lock);
+        return;
+    }
+    if (type && strcmp(type, "registered") == 0) {
+        json_t *id = json_object_get(msg, "id");
+        E.engine_id = json_is_integer(id) ? (int)json_integer_value(id) : -1;
+        log_msg("registered as engine %d", E.engine_id);
+    } else if (type && strcmp(type, "shutdown") == 0) {
+        log_msg("controller asked to shut down");
+        request_stop(0);
+    } else if (type && strcmp(type, "interrupt") == 0) {
+        if (E.rt)
+            runtime_interrupt(E.rt);
+    } else if (type && strcmp(type, "error") == 0) {
+        log_msg("controller refused this engine: %s",
+                json_string_value(json_object_get(msg, "message")));
+        request_stop(2);
+    }
+    json_decref(msg);
+    blobs_free(blobs);
+}
+
+static int client_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
+                           void *in, size_t len) {
+    (void)user;
+    switch (reason) {
+    case LWS_CALLBACK_CLIENT_ESTABLISHED:
+        E.unreachable_since_ms = 0;
+        E.backoff_ms = 0;
+        E.engine_id = -1;
+        lws_callback_on_writable(wsi);
+        break;
+    case LWS_CALLBACK_CLIENT_RECEIVE: {
+        json_t *msg = NULL;
+        ippc_blobs blobs;
+        blobs_init(&blobs);
+        ippc_error err = {0};
+        int rc = ws_reader_feed(&E.reader, wsi, in, len, &msg, &blobs, &err);
+        if (rc < 0) {
+            log_msg("bad message from the controller: %s", err.message);
+            return -1;
+        }
+        if (rc == 1)
+            on_message(msg, &blobs);
+        break;
+    }
+    case LWS_CALLBACK_CLIENT_WRITEABLE: {
+        if (!E.register_sent)
+            return write_register(wsi) < 0 ? -1 : (lws_callback_on_writable(wsi), 0);
+        int rc = ws_outq_write(&E.out, wsi);
+        if (rc < 0)
+            return -1;
+        if (rc > 0)
+            lws_callback_on_writable(wsi);
+        break;
+    }
+    case LWS_CALLBACK_CLIENT_CONNECTION_ERROR:
+        if (E.unreachable_since_ms == 0)
+            log_msg("cannot reach %s: %s", E.url, in ? (const char *)in : "connection error");
+        schedule_reconnect();
+        break;
+    case LWS_CALLBACK_CLIENT_CLOSED:
+        if (!atomic_load(&E.stop))
+            log_msg("connection to the controller closed; reconnecting");
+        schedule_reconnect();
+        break;
+    case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
+        if (E.wsi && !ws_outq_empty(&E.out))
+            lws_callback_on_writable(E.wsi);
+        break;
+    default:
+        break;
+    }
+    return 0;
+}
+
+static const struct lws_protocols protocols[] = {
+    {IPPC_ENGINE_SUBPROTOCOL, client_callback, 0, 65536, 0, NULL, 0},
+    {NULL, NULL, 0, 0, 0, NULL, 0},
+};
+
+static void *net_main(void *arg) {
+    (void)arg;
+    lws_sul_schedule(E.ctx, 0, &E.reconnect_timer, connect_now, 1);
+    lws_sul_schedule(E.ctx, 0, &E.heartbeat_timer, send_heartbeat,
+                     (lws_usec_t)IPPC_HEARTBEAT_PERIOD_MS * LWS_US_PER_MS);
+    /* After stop, keep serving briefly so queued results and the close go out. */
+    int64_t stop_deadline = 0;
+    for (;;) {
+        if (atomic_load(&E.stop)) {
+            if (!stop_deadline) {
+                stop_deadline = now_ms() + 1000;
+                /* A signal handler set stop: wake the main thread for it. */
+                pthread_mutex_lock(&E.lock);
+                pthread_cond_broadcast(&E.cond);
+                pthread_mutex_unlock(&E.lock);
+            }
+            if (!E.wsi || ws_outq_empty(&E.out) || now_ms() > stop_deadline)
+                break;
+        }
+        if (lws_service(E.ctx, 0) < 0)
+            break;
+    }
+    return NULL;
+}
+
+/* ------------------------------------------------------------ main thread */
+
+static int load_connection_file(const char *path) {
+    json_error_t jerr;
+    json_t *f = json_load_file(path, 0, &jerr);
+    if (!f) {
+        fprintf(stderr, "ippc-engine: cannot read %s: %s\n", path, jerr.text);
+        return -1;
+    }
+    const char *url = json_string_value(json_object_get(f, "url"));
+    const char *key = json_string_value(json_object_get(f, "key"));
+    if (!url || !key) {
+        fprintf(stderr, "ippc-engine: %s lacks \"url\" or \"key\"\n", path);
+        json_decref(f);
+        return -1;
+    }
+    snprintf(E.url, sizeof E.url, "%s", url);
+    snprintf(E.key, sizeof E.key, "%s", key);
+    json_decref(f);
+    return 0;
+}
+
+static int parse_url(void) {
+    char copy[512];
+    snprintf(copy, sizeof copy, "%s", E.url);
+    const char *prot, *address, *path;
+    int port;
+    if (lws_parse_uri(copy, &prot, &address, &port, &path) || strcmp(prot, "ws") != 0) {
+        fprintf(stderr, "ippc-engine: bad controller url '%s' (want ws://HOST:PORT/engine)\n",
+                E.url);
+        return -1;
+    }
+    snprintf(E.address, sizeof E.address, "%s", address);
+    snprintf(E.path, sizeof E.path, "/%s", path);
+    E.port = port;
+    return 0;
+}
+
+static int parse_args(int argc, char **argv) {
+    static const struct option longs[] = {
+        {"file", required_argument, NULL, 'f'}, {"url", required_argument, NULL, 'u'},
+        {"key", required_argument, NULL, 'k'},  {"grace", required_argument, NULL, 'g'},
+        {"help", no_argument, NULL, 'h'},       {"version", no_argument, NULL, 'v'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *file = NULL;
+    int c;
+    E.grace_s = 30;
+    while ((c = getopt_long(argc, argv, "", longs, NULL)) != -1) {
+        switch (c) {
+        case 'f': file = optarg; break;
+        case 'u': snprintf(E.url, sizeof E.url, "%s", optarg); break;
+        case 'k': snprintf(E.key, sizeof E.key, "%s", optarg); break;
+        case 'g': E.grace_s = atoi(optarg) > 0 ? atoi(optarg) : 30; break;
+        case 'v': printf("ippc-engine %s\n", IPPC_VERSION); return 0;
+        case 'h':
+            printf("usage: ippc-engine --file ippc-engine.json | --url ws://HOST:PORT/engine "
+                   "--key KEY [--grace SECONDS]\n");
+            return 0;
+        default: return 2;
+        }
+    }
+    if (file && load_connection_file(file) < 0)
+        return 2;
+    if (!E.url[0] || !E.key[0]) {
+        fprintf(stderr, "ippc-engine: give --file or both --url and --key\n");
+        return 2;
+    }
+    return parse_url() < 0 ? 2 : -1;
+}
+
+static void make_job_id(void) {
+    unsigned char rnd[16] = {0};
+    if (E.rank == 0 && getrandom(rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd) {
+        unsigned long x = (unsigned long)time(NULL) ^ (unsigned long)getpid();
+        memcpy(rnd, &x, sizeof x);
+    }
+    /* Every rank of this job gets rank 0's id: that is how the controller
+     * knows which engines share a COMM_WORLD. */
+    MPI_Bcast(rnd, sizeof rnd, MPI_BYTE, 0, MPI_COMM_WORLD);
+    for (size_t i = 0; i < sizeof rnd; i++)
+        sprintf(E.job + 2 * i, "%02x", rnd[i]);
+}
+
+static void run_tasks(void) {
+    for (;;) {
+        pthread_mutex_lock(&E.lock);
+        while (!E.head && !atomic_load(&E.stop))
+            pthread_cond_wait(&E.cond, &E.lock);
+        if (atomic_load(&E.stop)) {
+            pthread_mutex_unlock(&E.lock);
+            return;
+        }
+        inbox_item *it = E.head;
+        E.head = it->next;
+        if (!E.head)
+            E.tail = NULL;
+        pthread_mutex_unlock(&E.lock);
+
+        json_t *tid = json_object_get(it->msg, "task");
+        atomic_store(&E.running_task, json_is_integer(tid) ? json_integer_value(tid) : -1);
+        ippc_blobs result_blobs;
+        blobs_init(&result_blobs);
+        json_t *result = runtime_run_task(E.rt, it->msg, &it->blobs, &result_blobs);
+        atomic_store(&E.running_task, 0);
+        if (result) {
+            json_object_set(result, "task", tid);
+            ws_outq_push_blobs(&E.out, result, &result_blobs);
+            json_decref(result);
+            lws_cancel_service(E.ctx);
+        }
+        blobs_free(&result_blobs);
+        json_decref(it->msg);
+        blobs_free(&it->blobs);
+        free(it);
+    }
+}
+
+static void on_signal(int sig) {
+    (void)sig;
+    atomic_store(&E.stop, 1);
+    atomic_store(&E.exit_code, 0);
+    /* The main thread may be blocked on the condition variable; the net thread
+     * notices stop within one service round (at most a heartbeat period) and
+     * wakes it: a signal handler may not touch the condition variable. */
+    if (E.rt)
+        runtime_interrupt(E.rt);
+}
+
+int main(int argc, char **argv) {
+    int provided = 0;
+    pthread_mutex_init(&E.lock, NULL);
+    pthread_cond_init(&E.cond, NULL);
+    int rc = parse_args(argc, argv);
+    if (rc >= 0)
+        return rc;
+    if (MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided) != MPI_SUCCESS) {
+        fprintf(stderr, "ippc-engine: MPI_Init_thread failed\n");
+        return 1;
+    }
+    MPI_Comm_rank(MPI_COMM_WORLD, &E.rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &E.size);
+    E.pid = (int)getpid();
+    gethostname(E.host, sizeof E.host - 1);
+    make_job_id();
+    E.engine_id = -1;
+
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    ippc_error err = {0};
+    E.rt = runtime_new(E.rank, E.size, &err);
+    if (!E.rt) {
+        log_msg("cannot start the Lua runtime: %s", err.message);
+        MPI_Finalize();
+        return 1;
+    }
+    ws_outq_init(&E.out);
+    ws_reader_init(&E.reader, IPPC_MAX_WS_MESSAGE);
+    lws_set_log_level(LLL_ERR, NULL);
+    struct lws_context_creation_info info;
+    memset(&info, 0, sizeof info);
+    info.port = CONTEXT_PORT_NO_LISTEN;
+    info.protocols = protocols;
+    E.ctx = lws_create_context(&info);
+    if (!E.ctx || pthread_create(&E.net, NULL, net_main, NULL) != 0) {
+        log_msg("cannot start the network thread");
+        return 1;
+    }
+
+    run_tasks();
+    lws_cancel_service(E.ctx);
+    pthread_join(E.net, NULL);
+    lws_context_destroy(E.ctx);
+    ws_outq_destroy(&E.out);
+    ws_reader_free(&E.reader);
+    runtime_free(E.rt);
+    while (E.head) {
+        inbox_item *it = E.head;
+        E.head = it->next;
+        json_decref(it->msg);
+        blobs_free(&it->blobs);
+        free(it);
+    }
+    MPI_Finalize();
+    return atomic_load(&E.exit_code);
+}
