@@ -287,8 +287,7 @@ def live_checks(spec, checks):
                  post=None):
             def go():
                 kw = {} if token else {"token": None}
-                r = api.call(method, path, body=body, raw=raw, **kw) if raw is not None else \
-                    api.call(method, path, body=body, **kw)
+                r = api.call(method, path, body=body, raw=raw, **kw)
                 if status is not None:
                     harness.check(r.status == status, "expected HTTP %d: %r" % (status, r))
                 b = conforms(spec, r, method, template, name)
