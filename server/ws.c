@@ -191,6 +191,8 @@ static int http_callback(struct lws *wsi, enum lws_callback_reasons reason, void
                 lws_callback_on_writable(s->wsi);
         return 0;
     }
+    if (reason == LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION)
+        return 1; /* an upgrade without a subprotocol we speak */
     if (reason == LWS_CALLBACK_HTTP) {
         /* A plain HTTP request reached lws (the acceptor only sends upgrades):
          * refuse it rather than hang. */
