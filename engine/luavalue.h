@@ -27,8 +27,8 @@
 
 /* Pushes the Lua value of skel and returns 0; or returns -1 with err set
  * (ERR_INVALID: malformed placeholder, too deep) and pushes nothing.
- * Placeholders adopt their blob: blobs->items[k].data becomes NULL (a blob
- * referenced twice is copied the second time).  blobs may be NULL when skel
+ * Placeholders adopt their blob: blobs->items[k].data becomes NULL (a
+ * non-empty blob referenced twice is an error).  blobs may be NULL when skel
  * has no placeholders.  Raises a Lua error only when Lua is out of memory;
  * blob ownership stays consistent even then. */
 int luavalue_push(lua_State *L, const json_t *skel, ippc_blobs *blobs, ippc_error *err);

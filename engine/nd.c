@@ -61,7 +61,8 @@ static size_t nd_live_after_gc;
 
 /* ---------------------------------------------------------------- buffers */
 
-static nd_buffer *nd_buffer_alloc(lua_State *L, size_t bytes, unsigned char *data) {
+static nd_buffer *nd_buffer_alloc(lua_State *L, size_t bytes, unsigned char *data)
+{
     nd_buffer *b = malloc(sizeof *b);
     if (!b)
         return NULL;
@@ -74,7 +75,8 @@ static nd_buffer *nd_buffer_alloc(lua_State *L, size_t bytes, unsigned char *dat
 }
 
 /* Called with the new array safely on the stack (reachable). */
-static void nd_maybe_collect(lua_State *L) {
+static void nd_maybe_collect(lua_State *L)
+{
     size_t threshold = nd_live_after_gc > ND_GC_MIN_BYTES ? nd_live_after_gc : ND_GC_MIN_BYTES;
     if (nd_bytes_since_gc < threshold)
         return;
@@ -83,12 +85,14 @@ static void nd_maybe_collect(lua_State *L) {
     nd_live_after_gc = nd_live_bytes;
 }
 
-nd_buffer *nd_buffer_retain(nd_array *a) {
+nd_buffer *nd_buffer_retain(nd_array *a)
+{
     a->buf->refs++;
     return a->buf;
 }
 
-void nd_buffer_release(nd_buffer *b) {
+void nd_buffer_release(nd_buffer *b)
+{
     if (!b || --b->refs > 0)
         return;
     nd_live_bytes -= b->bytes;
@@ -105,7 +109,8 @@ const size_t *nd_shape(const nd_array *a) { return a->shape; }
 size_t nd_count(const nd_array *a) { return a->count; }
 size_t nd_bytes(const nd_array *a) { return a->count * nd_dtype_size(a->dtype); }
 
-nd_array *nd_test(lua_State *L, int idx) {
+nd_array *nd_test(lua_State *L, int idx)
+{
     void *p = lua_touserdata(L, idx);
     if (!p || lua_type(L, idx) != LUA_TUSERDATA || !lua_getmetatable(L, idx))
         return NULL;
@@ -115,7 +120,8 @@ nd_array *nd_test(lua_State *L, int idx) {
     return same ? p : NULL;
 }
 
-nd_array *nd_check(lua_State *L, int idx) {
+nd_array *nd_check(lua_State *L, int idx)
+{
     nd_array *a = nd_test(L, idx);
     if (!a)
         luaL_typeerror(L, idx, "nd array");
@@ -123,7 +129,8 @@ nd_array *nd_check(lua_State *L, int idx) {
 }
 
 /* Element count of a shape; raises if the byte size would be unreasonable. */
-static size_t nd_shape_count(lua_State *L, nd_dtype dtype, int ndim, const size_t *shape) {
+static size_t nd_shape_count(lua_State *L, nd_dtype dtype, int ndim, const size_t *shape)
+{
     if (ndim < 0 || ndim > ND_MAX_DIMS)
         luaL_error(L, "nd: %d dimensions (at most %d)", ndim, ND_MAX_DIMS);
     if ((int)dtype < 0 || dtype >= ND_DTYPE_COUNT)
@@ -139,7 +146,8 @@ static size_t nd_shape_count(lua_State *L, nd_dtype dtype, int ndim, const size_
 
 /* Pushes an array userdata with no buffer yet (buf NULL until attached). */
 static nd_array *nd_push_shell(lua_State *L, nd_dtype dtype, int ndim, const size_t *shape,
-                               size_t count) {
+                               size_t count)
+{
     nd_array *a = lua_newuserdatauv(L, sizeof *a, 0);
     memset(a, 0, sizeof *a);
     a->dtype = dtype;
@@ -152,7 +160,8 @@ static nd_array *nd_push_shell(lua_State *L, nd_dtype dtype, int ndim, const siz
     return a;
 }
 
-nd_array *nd_push_new(lua_State *L, nd_dtype dtype, int ndim, const size_t *shape) {
+nd_array *nd_push_new(lua_State *L, nd_dtype dtype, int ndim, const size_t *shape)
+{
     size_t count = nd_shape_count(L, dtype, ndim, shape);
     size_t bytes = count * nd_dtype_size(dtype);
     nd_array *a = nd_push_shell(L, dtype, ndim, shape, count);
@@ -169,28 +178,33 @@ nd_array *nd_push_new(lua_State *L, nd_dtype dtype, int ndim, const size_t *shap
 }
 
 nd_array *nd_push_adopt(lua_State *L, nd_dtype dtype, int ndim, const size_t *shape,
-                        unsigned char *data) {
+                        unsigned char *data)
+{
     size_t count = nd_shape_count(L, dtype, ndim, shape);
     size_t bytes = count * nd_dtype_size(dtype);
     nd_array *a = nd_push_shell(L, dtype, ndim, shape, count);
+    unsigned char *placeholder = NULL; /* ours, for an empty array given NULL */
     if (!data) {
         if (bytes)
             luaL_error(L, "nd: adopting NULL data for %I bytes", (LUAI_UACINT)bytes);
-        data = malloc(1);
+        data = placeholder = malloc(1);
         if (!data)
             luaL_error(L, "nd: not enough memory");
     }
     nd_buffer *b = nd_buffer_alloc(L, bytes, data);
-    if (!b)
-        luaL_error(L, "nd: not enough memory"); /* data still the caller's */
-    a->buf = b;                                 /* owned from here on */
+    if (!b) {
+        free(placeholder);
+        luaL_error(L, "nd: not enough memory"); /* data is still the caller's */
+    }
+    a->buf = b; /* owned from here on */
     nd_maybe_collect(L);
     return a;
 }
 
 /* Pushes a view of `base` sharing its buffer. */
 static nd_array *nd_push_view(lua_State *L, nd_array *base, int ndim, const size_t *shape,
-                              size_t offset) {
+                              size_t offset)
+{
     size_t count = nd_shape_count(L, base->dtype, ndim, shape);
     nd_array *v = nd_push_shell(L, base->dtype, ndim, shape, count);
     v->buf = nd_buffer_retain(base);
@@ -210,7 +224,8 @@ static nd_array *nd_push_view(lua_State *L, nd_array *base, int ndim, const size
 static int nd_is_float(nd_dtype t) { return t == ND_FLOAT64 || t == ND_FLOAT32; }
 
 /* Float -> int64 without UB: truncates toward zero, saturates, NaN -> 0. */
-static int64_t nd_f2i(double v) {
+static int64_t nd_f2i(double v)
+{
     if (isnan(v))
         return 0;
     if (v >= 9223372036854775807.0)
@@ -222,7 +237,8 @@ static int64_t nd_f2i(double v) {
 
 /* Stores one value into element i of raw storage of dtype t.  Narrowing
  * integer conversions wrap (GCC/Clang define them as modulo). */
-static void nd_store_i(void *p, nd_dtype t, size_t i, int64_t v) {
+static void nd_store_i(void *p, nd_dtype t, size_t i, int64_t v)
+{
     switch (t) {
     case ND_FLOAT64: ((double *)p)[i] = (double)v; break;
     case ND_FLOAT32: ((float *)p)[i] = (float)v; break;
@@ -233,7 +249,8 @@ static void nd_store_i(void *p, nd_dtype t, size_t i, int64_t v) {
     }
 }
 
-static void nd_store_f(void *p, nd_dtype t, size_t i, double v) {
+static void nd_store_f(void *p, nd_dtype t, size_t i, double v)
+{
     switch (t) {
     case ND_FLOAT64: ((double *)p)[i] = v; break;
     case ND_FLOAT32: ((float *)p)[i] = (float)v; break;
@@ -242,7 +259,8 @@ static void nd_store_f(void *p, nd_dtype t, size_t i, double v) {
 }
 
 /* Stores the Lua number at idx; raises if it is not a number. */
-static void nd_store_lua(lua_State *L, void *p, nd_dtype t, size_t i, int idx) {
+static void nd_store_lua(lua_State *L, void *p, nd_dtype t, size_t i, int idx)
+{
     if (lua_type(L, idx) != LUA_TNUMBER)
         luaL_error(L, "nd: element must be a number, got %s", luaL_typename(L, idx));
     if (lua_isinteger(L, idx))
@@ -251,7 +269,8 @@ static void nd_store_lua(lua_State *L, void *p, nd_dtype t, size_t i, int idx) {
         nd_store_f(p, t, i, (double)lua_tonumber(L, idx));
 }
 
-static void nd_push_elem(lua_State *L, const void *p, nd_dtype t, size_t i) {
+static void nd_push_elem(lua_State *L, const void *p, nd_dtype t, size_t i)
+{
     switch (t) {
     case ND_FLOAT64: lua_pushnumber(L, ((const double *)p)[i]); break;
     case ND_FLOAT32: lua_pushnumber(L, ((const float *)p)[i]); break;
@@ -262,31 +281,47 @@ static void nd_push_elem(lua_State *L, const void *p, nd_dtype t, size_t i) {
     }
 }
 
-/* Converts n elements from (src, st) into (dst, dt). */
-static void nd_convert(void *dst, nd_dtype dt, const void *src, nd_dtype st, size_t n) {
+/* Converts n elements from (src, st) into (dst, dt): one typed loop per
+ * pair.  Float -> integer goes through nd_f2i (no UB); integer narrowing
+ * wraps. */
+#define ND_CONV_LOOP(DT, ST, EXPR)                                                     \
+    do {                                                                               \
+        DT *d = dst;                                                                   \
+        const ST *s = src;                                                             \
+        for (size_t i = 0; i < n; i++) {                                               \
+            ST v = s[i];                                                               \
+            d[i] = (DT)(EXPR);                                                         \
+        }                                                                              \
+    } while (0)
+
+#define ND_CONV_FROM(ST, IS_FLOAT_SRC)                                                 \
+    switch (dt) {                                                                      \
+    case ND_FLOAT64: ND_CONV_LOOP(double, ST, v); break;                               \
+    case ND_FLOAT32: ND_CONV_LOOP(float, ST, v); break;                                \
+    case ND_INT64: ND_CONV_LOOP(int64_t, ST, IS_FLOAT_SRC ? nd_f2i((double)v) : (int64_t)v); break; \
+    case ND_INT32: ND_CONV_LOOP(int32_t, ST, IS_FLOAT_SRC ? nd_f2i((double)v) : (int64_t)v); break; \
+    case ND_UINT8: ND_CONV_LOOP(uint8_t, ST, IS_FLOAT_SRC ? nd_f2i((double)v) : (int64_t)v); break; \
+    default: break;                                                                    \
+    }
+
+static void nd_convert(void *dst, nd_dtype dt, const void *src, nd_dtype st, size_t n)
+{
     if (dt == st) {
         memcpy(dst, src, n * nd_dtype_size(dt));
         return;
     }
     switch (st) {
-#define SRC_CASE(TAG, T)                                                               \
-    case TAG: {                                                                        \
-        const T *s = src;                                                              \
-        if (nd_is_float(TAG))                                                          \
-            for (size_t i = 0; i < n; i++)                                             \
-                nd_store_f(dst, dt, i, (double)s[i]);                                  \
-        else                                                                           \
-            for (size_t i = 0; i < n; i++)                                             \
-                nd_store_i(dst, dt, i, (int64_t)s[i]);                                 \
-        break;                                                                         \
-    }
-        ND_CASES(SRC_CASE)
-#undef SRC_CASE
+    case ND_FLOAT64: ND_CONV_FROM(double, 1); break;
+    case ND_FLOAT32: ND_CONV_FROM(float, 1); break;
+    case ND_INT64: ND_CONV_FROM(int64_t, 0); break;
+    case ND_INT32: ND_CONV_FROM(int32_t, 0); break;
+    case ND_UINT8: ND_CONV_FROM(uint8_t, 0); break;
     default: break;
     }
 }
 
-static nd_dtype nd_check_dtype(lua_State *L, int idx, nd_dtype dflt) {
+static nd_dtype nd_check_dtype(lua_State *L, int idx, nd_dtype dflt)
+{
     if (lua_isnoneornil(L, idx))
         return dflt;
     const char *name = luaL_checkstring(L, idx);
@@ -299,7 +334,8 @@ static nd_dtype nd_check_dtype(lua_State *L, int idx, nd_dtype dflt) {
 }
 
 /* Reads a shape: a non-negative integer n (-> {n}) or a table of them. */
-static int nd_check_shape(lua_State *L, int idx, size_t *shape) {
+static int nd_check_shape(lua_State *L, int idx, size_t *shape)
+{
     if (lua_type(L, idx) == LUA_TNUMBER) {
         lua_Integer n;
         int isnum;
@@ -327,7 +363,8 @@ static int nd_check_shape(lua_State *L, int idx, size_t *shape) {
 }
 
 /* Writes "(4, 2)" style shape text into buf. */
-static const char *nd_shape_text(const nd_array *a, char *buf, size_t size) {
+static const char *nd_shape_text(const nd_array *a, char *buf, size_t size)
+{
     size_t n = 0;
     n += (size_t)snprintf(buf + n, size - n, "(");
     for (int d = 0; d < a->ndim && n < size; d++)
@@ -339,7 +376,8 @@ static const char *nd_shape_text(const nd_array *a, char *buf, size_t size) {
 
 /* ------------------------------------------------------- constructors */
 
-static int nd_fill_value(lua_State *L, nd_dtype dtype, int ndim, const size_t *shape, int one) {
+static int nd_fill_value(lua_State *L, nd_dtype dtype, int ndim, const size_t *shape, int one)
+{
     nd_array *a = nd_push_new(L, dtype, ndim, shape);
     if (one) {
         void *p = nd_data(a);
@@ -349,20 +387,23 @@ static int nd_fill_value(lua_State *L, nd_dtype dtype, int ndim, const size_t *s
     return 1;
 }
 
-static int l_zeros(lua_State *L) {
+static int l_zeros(lua_State *L)
+{
     size_t shape[ND_MAX_DIMS];
     int ndim = nd_check_shape(L, 1, shape);
     return nd_fill_value(L, nd_check_dtype(L, 2, ND_FLOAT64), ndim, shape, 0);
 }
 
-static int l_ones(lua_State *L) {
+static int l_ones(lua_State *L)
+{
     size_t shape[ND_MAX_DIMS];
     int ndim = nd_check_shape(L, 1, shape);
     return nd_fill_value(L, nd_check_dtype(L, 2, ND_FLOAT64), ndim, shape, 1);
 }
 
 /* nd.arange([start,] stop [, step] [, dtype]) */
-static int l_arange(lua_State *L) {
+static int l_arange(lua_State *L)
+{
     int top = lua_gettop(L), nnum = top;
     if (top >= 1 && lua_type(L, top) == LUA_TSTRING)
         nnum = top - 1;
@@ -421,7 +462,8 @@ static int l_arange(lua_State *L) {
 }
 
 /* nd.linspace(a, b [, n=50]) */
-static int l_linspace(lua_State *L) {
+static int l_linspace(lua_State *L)
+{
     double lo = luaL_checknumber(L, 1), hi = luaL_checknumber(L, 2);
     lua_Integer n = luaL_optinteger(L, 3, 50);
     if (n < 0)
@@ -444,7 +486,8 @@ static int l_linspace(lua_State *L) {
 
 /* nd.array: shape of a nested table from its first elements, checked in full
  * by nd_table_scan. */
-static int nd_table_shape(lua_State *L, int idx, size_t *shape) {
+static int nd_table_shape(lua_State *L, int idx, size_t *shape)
+{
     int ndim = 0;
     lua_pushvalue(L, idx);
     while (lua_type(L, -1) == LUA_TTABLE && !nd_test(L, -1)) {
@@ -463,7 +506,8 @@ static int nd_table_shape(lua_State *L, int idx, size_t *shape) {
 /* Checks that the table at idx is a rectangular nest of numbers of the given
  * shape; clears *all_int if it meets a float. */
 static void nd_table_scan(lua_State *L, int idx, int dim, int ndim, const size_t *shape,
-                          int *all_int) {
+                          int *all_int)
+{
     luaL_checkstack(L, 4, "nd.array: nesting too deep");
     if ((size_t)lua_rawlen(L, idx) != shape[dim])
         luaL_error(L, "nd.array: ragged nested table (axis %d: expected %I elements, got %I)",
@@ -484,7 +528,8 @@ static void nd_table_scan(lua_State *L, int idx, int dim, int ndim, const size_t
 }
 
 static void nd_table_fill(lua_State *L, int idx, int dim, int ndim, const size_t *shape,
-                          void *p, nd_dtype t, size_t *pos) {
+                          void *p, nd_dtype t, size_t *pos)
+{
     for (size_t i = 0; i < shape[dim]; i++) {
         lua_rawgeti(L, idx, (lua_Integer)i + 1);
         if (dim + 1 < ndim)
@@ -495,7 +540,8 @@ static void nd_table_fill(lua_State *L, int idx, int dim, int ndim, const size_t
     }
 }
 
-static int l_array(lua_State *L) {
+static int l_array(lua_State *L)
+{
     nd_array *src = nd_test(L, 1);
     if (src) { /* copy, possibly converting */
         nd_dtype t = nd_check_dtype(L, 2, src->dtype);
@@ -525,7 +571,8 @@ static int l_array(lua_State *L) {
 
 /* ---------------------------------------------------------- reductions */
 
-static int m_sum(lua_State *L) {
+static int m_sum(lua_State *L)
+{
     nd_array *a = nd_check(L, 1);
     const void *p = nd_data(a);
     size_t n = a->count;
@@ -553,7 +600,8 @@ static int m_sum(lua_State *L) {
     return 1;
 }
 
-static int nd_minmax(lua_State *L, int want_max) {
+static int nd_minmax(lua_State *L, int want_max)
+{
     nd_array *a = nd_check(L, 1);
     const void *p = nd_data(a);
     size_t n = a->count;
@@ -589,7 +637,8 @@ static int nd_minmax(lua_State *L, int want_max) {
 static int m_min(lua_State *L) { return nd_minmax(L, 0); }
 static int m_max(lua_State *L) { return nd_minmax(L, 1); }
 
-static int m_mean(lua_State *L) {
+static int m_mean(lua_State *L)
+{
     nd_array *a = nd_check(L, 1);
     const void *p = nd_data(a);
     size_t n = a->count;
@@ -612,7 +661,8 @@ static int m_mean(lua_State *L) {
 
 /* ------------------------------------------------------------ methods */
 
-static int m_shape(lua_State *L) {
+static int m_shape(lua_State *L)
+{
     nd_array *a = nd_check(L, 1);
     lua_createtable(L, a->ndim, 0);
     for (int d = 0; d < a->ndim; d++) {
@@ -622,17 +672,20 @@ static int m_shape(lua_State *L) {
     return 1;
 }
 
-static int m_dtype(lua_State *L) {
+static int m_dtype(lua_State *L)
+{
     lua_pushstring(L, nd_dtype_name(nd_check(L, 1)->dtype));
     return 1;
 }
 
-static int m_size(lua_State *L) {
+static int m_size(lua_State *L)
+{
     lua_pushinteger(L, (lua_Integer)nd_check(L, 1)->count);
     return 1;
 }
 
-static void nd_totable_rec(lua_State *L, const nd_array *a, int dim, size_t *pos) {
+static void nd_totable_rec(lua_State *L, const nd_array *a, int dim, size_t *pos)
+{
     const void *p = nd_data(a);
     lua_createtable(L, (int)(a->shape[dim] < INT32_MAX ? a->shape[dim] : 0), 0);
     for (size_t i = 0; i < a->shape[dim]; i++) {
@@ -644,7 +697,8 @@ static void nd_totable_rec(lua_State *L, const nd_array *a, int dim, size_t *pos
     }
 }
 
-static int m_totable(lua_State *L) {
+static int m_totable(lua_State *L)
+{
     nd_array *a = nd_check(L, 1);
     luaL_checkstack(L, ND_MAX_DIMS + 4, NULL);
     if (a->ndim == 0) {
@@ -656,14 +710,16 @@ static int m_totable(lua_State *L) {
     return 1;
 }
 
-static int m_copy(lua_State *L) {
+static int m_copy(lua_State *L)
+{
     nd_array *a = nd_check(L, 1);
     nd_array *c = nd_push_new(L, a->dtype, a->ndim, a->shape);
     memcpy(nd_data(c), nd_data(a), nd_bytes(a));
     return 1;
 }
 
-static int m_astype(lua_State *L) {
+static int m_astype(lua_State *L)
+{
     nd_array *a = nd_check(L, 1);
     nd_dtype t = nd_check_dtype(L, 2, ND_DTYPE_COUNT);
     if (t == ND_DTYPE_COUNT)
@@ -674,7 +730,8 @@ static int m_astype(lua_State *L) {
 }
 
 /* a:reshape({d0, d1, ...}) or a:reshape(d0, d1, ...); one entry may be -1. */
-static int m_reshape(lua_State *L) {
+static int m_reshape(lua_State *L)
+{
     nd_array *a = nd_check(L, 1);
     long long dims[ND_MAX_DIMS];
     int ndim = 0;
@@ -727,7 +784,8 @@ static int m_reshape(lua_State *L) {
 
 /* -------------------------------------------------------- metamethods */
 
-static int mm_gc(lua_State *L) {
+static int mm_gc(lua_State *L)
+{
     nd_array *a = nd_test(L, 1);
     if (a && a->buf) {
         nd_buffer_release(a->buf);
@@ -736,7 +794,8 @@ static int mm_gc(lua_State *L) {
     return 0;
 }
 
-static int mm_len(lua_State *L) {
+static int mm_len(lua_State *L)
+{
     nd_array *a = nd_check(L, 1);
     if (a->ndim == 0)
         return luaL_error(L, "nd: length of a 0-d array");
@@ -745,7 +804,8 @@ static int mm_len(lua_State *L) {
 }
 
 /* 1-based index along axis 0 -> 0-based position, or raises. */
-static size_t nd_check_index(lua_State *L, nd_array *a, int idx) {
+static size_t nd_check_index(lua_State *L, nd_array *a, int idx)
+{
     if (a->ndim == 0)
         luaL_error(L, "nd: cannot index a 0-d array");
     int isnum;
@@ -760,14 +820,16 @@ static size_t nd_check_index(lua_State *L, nd_array *a, int idx) {
     return (size_t)(i - 1);
 }
 
-static size_t nd_row_count(const nd_array *a) {
+static size_t nd_row_count(const nd_array *a)
+{
     size_t n = 1;
     for (int d = 1; d < a->ndim; d++)
         n *= a->shape[d];
     return n;
 }
 
-static int mm_index(lua_State *L) {
+static int mm_index(lua_State *L)
+{
     nd_array *a = nd_check(L, 1);
     if (lua_type(L, 2) == LUA_TSTRING) {
         lua_pushvalue(L, 2);
@@ -785,7 +847,8 @@ static int mm_index(lua_State *L) {
     return 1;
 }
 
-static int mm_newindex(lua_State *L) {
+static int mm_newindex(lua_State *L)
+{
     nd_array *a = nd_check(L, 1);
     if (lua_type(L, 2) != LUA_TNUMBER)
         return luaL_error(L, "nd: cannot set field '%s' of an nd array",
@@ -822,7 +885,8 @@ static int mm_newindex(lua_State *L) {
 
 /* ---- repr */
 
-static void nd_repr_elem(luaL_Buffer *b, const void *p, nd_dtype t, size_t i) {
+static void nd_repr_elem(luaL_Buffer *b, const void *p, nd_dtype t, size_t i)
+{
     char s[64];
     if (nd_is_float(t)) {
         double v = t == ND_FLOAT64 ? ((const double *)p)[i] : (double)((const float *)p)[i];
@@ -844,7 +908,8 @@ static void nd_repr_elem(luaL_Buffer *b, const void *p, nd_dtype t, size_t i) {
     luaL_addstring(b, s);
 }
 
-static void nd_repr_rec(luaL_Buffer *b, const nd_array *a, int dim, size_t base, int summarise) {
+static void nd_repr_rec(luaL_Buffer *b, const nd_array *a, int dim, size_t base, int summarise)
+{
     size_t stride = 1;
     for (int d = dim + 1; d < a->ndim; d++)
         stride *= a->shape[d];
@@ -865,7 +930,8 @@ static void nd_repr_rec(luaL_Buffer *b, const nd_array *a, int dim, size_t base,
     luaL_addchar(b, ']');
 }
 
-static int mm_tostring(lua_State *L) {
+static int mm_tostring(lua_State *L)
+{
     nd_array *a = nd_check(L, 1);
     luaL_Buffer b;
     luaL_buffinit(L, &b);
@@ -890,7 +956,8 @@ static int mm_tostring(lua_State *L) {
 
 typedef enum nd_op { ND_ADD, ND_SUB, ND_MUL, ND_DIV } nd_op;
 
-static nd_dtype nd_promote(nd_dtype x, nd_dtype y) {
+static nd_dtype nd_promote(nd_dtype x, nd_dtype y)
+{
     if (x == y)
         return x;
     if (x == ND_FLOAT64 || y == ND_FLOAT64)
@@ -941,7 +1008,8 @@ static inline int64_t nd_wrap_i64(uint64_t v) { return (int64_t)v; }
 /* out[i] = x[i*sx] op y[i*sy] for i < n, all of dtype t; sx/sy are 0 for a
  * scalar operand.  Division is only reached for float dtypes. */
 static void nd_binop_kernel(nd_op op, nd_dtype t, void *out, const void *x, int sx,
-                            const void *y, int sy, size_t n) {
+                            const void *y, int sy, size_t n)
+{
     switch (t) {
     case ND_FLOAT64: ND_OPS(double, X + Y, X - Y, X * Y, X / Y); break;
     case ND_FLOAT32: ND_OPS(float, X + Y, X - Y, X * Y, X / Y); break;
@@ -965,7 +1033,8 @@ static const char *const nd_op_names[] = {"+", "-", "*", "/"};
 
 /* An operand: an array (p, stride 1) or a Lua number turned into one element
  * of the result dtype (stride 0). */
-static int nd_arith(lua_State *L, nd_op op) {
+static int nd_arith(lua_State *L, nd_op op)
+{
     nd_array *a = nd_test(L, 1), *b = nd_test(L, 2);
     for (int i = 1; i <= 2; i++)
         if (!nd_test(L, i) && lua_type(L, i) != LUA_TNUMBER)
@@ -1039,7 +1108,8 @@ static int mm_sub(lua_State *L) { return nd_arith(L, ND_SUB); }
 static int mm_mul(lua_State *L) { return nd_arith(L, ND_MUL); }
 static int mm_div(lua_State *L) { return nd_arith(L, ND_DIV); }
 
-static int mm_unm(lua_State *L) {
+static int mm_unm(lua_State *L)
+{
     nd_array *a = nd_check(L, 1);
     nd_array *r = nd_push_new(L, a->dtype, a->ndim, a->shape);
     size_t n = a->count;
@@ -1085,7 +1155,8 @@ static const luaL_Reg nd_functions[] = {
     {"arange", l_arange}, {"linspace", l_linspace}, {NULL, NULL},
 };
 
-int luaopen_nd(lua_State *L) {
+int luaopen_nd(lua_State *L)
+{
     luaL_newmetatable(L, ND_METATABLE);
     luaL_setfuncs(L, nd_metamethods, 0);
     lua_pushliteral(L, "nd array"); /* shown by luaL_typeerror / tostring fallbacks */

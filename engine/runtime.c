@@ -11,13 +11,17 @@
  *
  * Interrupts: runtime_interrupt (any thread) sets rt->interrupt and installs
  * a count hook on the main state and on the coroutine that is running, if
- * any; the hook raises "interrupted".  lua_sethook is documented as safe from
- * other threads.  A hook belongs to one lua_State, so coroutine.resume and
- * coroutine.wrap are replaced by versions that record which state runs
- * (rt->running, under rt->lock so an interrupt never touches a coroutine
- * that may already be collected).  Code that waits in C (MPI) polls the flag
- * itself (lmpi.c).  The flag and the main hook are cleared when a task
- * starts; hooks left on coroutines see a clear flag and do nothing.
+ * any; the hook raises "interrupted".  lua_sethook is documented as safe
+ * from other threads and from signal handlers, and runtime_interrupt only
+ * adds lock-free atomics, so it is async-signal-safe too (engine/main.c calls
+ * it from its SIGTERM handler).  A hook belongs to one lua_State, so
+ * coroutine.resume and coroutine.wrap are replaced by versions that publish
+ * which state runs (rt->running).  An interrupt counts itself in rt->busy
+ * while it uses that pointer, and rt_leave waits for busy == 0 after
+ * unpublishing a coroutine, so an interrupt never hooks a coroutine that may
+ * already be collected.  Code that waits in C (MPI) polls the flag itself
+ * (lmpi.c).  The flag and the main hook are cleared when a task starts;
+ * hooks left on coroutines see a clear flag and do nothing.
  *
  * Output: print, io.write, io.stdout and io.output() write into the task's
  * stdout buffer (capped at RT_STDOUT_CAP); nothing reaches the real stdout.
@@ -28,7 +32,7 @@
  */
 #include "runtime.h"
 
-#include <pthread.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -50,8 +54,8 @@ struct runtime {
     lua_State *L;
     int rank, size;
     atomic_int interrupt;
-    pthread_mutex_t lock; /* guards running, against runtime_interrupt */
-    lua_State *running;   /* the coroutine being resumed, or L */
+    _Atomic(lua_State *) running; /* the coroutine being resumed, or L */
+    atomic_int busy;              /* interrupts currently using running */
     /* the running task's stdout */
     char *out;
     size_t out_len, out_cap;
@@ -78,31 +82,34 @@ void runtime_interrupt(runtime *rt)
 {
     if (!rt)
         return;
+    /* Flag first: rt_enter publishes then reads the flag, we set the flag
+     * then read what is published (all seq_cst), so a coroutine starting
+     * right now is hooked by one side or the other. */
     atomic_store(&rt->interrupt, 1);
-    pthread_mutex_lock(&rt->lock);
     rt_set_hook(rt->L);
-    if (rt->running && rt->running != rt->L)
-        rt_set_hook(rt->running);
-    pthread_mutex_unlock(&rt->lock);
+    atomic_fetch_add(&rt->busy, 1);
+    lua_State *running = atomic_load(&rt->running);
+    if (running && running != rt->L)
+        rt_set_hook(running);
+    atomic_fetch_sub(&rt->busy, 1);
 }
 
-/* Records that co is about to run; returns what ran before. */
+/* Publishes that co is about to run; returns what ran before. */
 static lua_State *rt_enter(runtime *rt, lua_State *co)
 {
-    pthread_mutex_lock(&rt->lock);
-    lua_State *prev = rt->running;
-    rt->running = co;
+    lua_State *prev = atomic_exchange(&rt->running, co);
     if (atomic_load(&rt->interrupt))
         rt_set_hook(co);
-    pthread_mutex_unlock(&rt->lock);
     return prev;
 }
 
+/* Unpublishes a coroutine that stopped running; once this returns no
+ * interrupt holds a pointer to it, so it may be collected. */
 static void rt_leave(runtime *rt, lua_State *prev)
 {
-    pthread_mutex_lock(&rt->lock);
-    rt->running = prev;
-    pthread_mutex_unlock(&rt->lock);
+    atomic_store(&rt->running, prev);
+    while (atomic_load(&rt->busy)) /* an interrupt on another thread, briefly */
+        sched_yield();
 }
 
 /* After a coroutine returned to L: an interrupt stops L too, at once. */
@@ -480,14 +487,15 @@ runtime *runtime_new(int rank, int size, ippc_error *err)
     rt->rank = rank;
     rt->size = size;
     atomic_init(&rt->interrupt, 0);
-    pthread_mutex_init(&rt->lock, NULL);
+    atomic_init(&rt->running, NULL);
+    atomic_init(&rt->busy, 0);
     rt->L = luaL_newstate();
     if (!rt->L) {
         ippc_error_set(err, ERR_INTERNAL, "cannot create a Lua state");
         runtime_free(rt);
         return NULL;
     }
-    rt->running = rt->L;
+    atomic_store(&rt->running, rt->L);
     *(runtime **)lua_getextraspace(rt->L) = rt; /* copied into every new coroutine */
     lua_pushcfunction(rt->L, rt_setup);
     lua_pushlightuserdata(rt->L, rt);
@@ -506,7 +514,6 @@ void runtime_free(runtime *rt)
         return;
     if (rt->L)
         lua_close(rt->L);
-    pthread_mutex_destroy(&rt->lock);
     free(rt->out);
     free(rt);
 }

@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <pthread.h>
+#include <signal.h>
+#include <sys/time.h>
 #include <time.h>
 
 #include <cmocka.h>
@@ -544,6 +546,41 @@ static void test_interrupt(void **state)
     json_decref(res);
 }
 
+/* engine/main.c interrupts from its SIGTERM handler: the same from SIGALRM. */
+static runtime *signal_target;
+
+static void on_alarm(int sig)
+{
+    (void)sig;
+    runtime_interrupt(signal_target);
+}
+
+static void assert_interrupts_by_signal(runtime *rt, const char *code)
+{
+    signal_target = rt;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_alarm;
+    sigemptyset(&sa.sa_mask);
+    assert_int_equal(sigaction(SIGALRM, &sa, NULL), 0);
+    struct itimerval t = {{0, 0}, {0, 150000}};
+    assert_int_equal(setitimer(ITIMER_REAL, &t, NULL), 0);
+    json_t *res = execute(rt, code);
+    assert_status(res, "aborted");
+    json_decref(res);
+    signal(SIGALRM, SIG_DFL);
+}
+
+static void test_interrupt_from_signal(void **state)
+{
+    runtime *rt = *state;
+    assert_interrupts_by_signal(rt, "while true do end");
+    /* a signal that lands while coroutines are entered and left all the time */
+    assert_interrupts_by_signal(rt, "local co = coroutine.wrap(function() while true do "
+                                    "coroutine.yield() end end) while true do co() end");
+    assert_exec_int(rt, "return 4", 4);
+}
+
 int main(void)
 {
     int provided;
@@ -558,6 +595,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_psum, setup, teardown),
         cmocka_unit_test_setup_teardown(test_mpi_singleton, setup, teardown),
         cmocka_unit_test_setup_teardown(test_interrupt, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_interrupt_from_signal, setup, teardown),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
     MPI_Finalize();
