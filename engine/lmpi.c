@@ -220,8 +220,7 @@ static void lmpi_allreduce_inplace(lua_State *L, void *p, size_t count, MPI_Data
     for (size_t done = 0; done < count;) {
         size_t n = count - done < LMPI_CHUNK ? count - done : LMPI_CHUNK;
         MPI_Request req;
-        MPI_Iallreduce(MPI_IN_PLACE, bytes + done * esize, (int)n, type, op, MPI_COMM_WORLD,
-                       &req);
+        MPI_Iallreduce(MPI_IN_PLACE, bytes + done * esize, (int)n, type, op, MPI_COMM_WORLD, &req);
         lmpi_wait_or_raise(L, &req, anchor);
         done += n;
     }
@@ -252,8 +251,8 @@ static int l_allreduce(lua_State *L)
     }
     /* The scalar lives in a userdata: MPI may outlive this call on interrupt. */
     int is_int = lua_isinteger(L, 1);
-    void *cell = lua_newuserdatauv(L, sizeof(int64_t) > sizeof(double) ? sizeof(int64_t)
-                                                                       : sizeof(double), 0);
+    void *cell = lua_newuserdatauv(
+        L, sizeof(int64_t) > sizeof(double) ? sizeof(int64_t) : sizeof(double), 0);
     if (is_int) {
         int64_t v = (int64_t)lua_tointeger(L, 1);
         memcpy(cell, &v, sizeof v);
@@ -261,8 +260,7 @@ static int l_allreduce(lua_State *L)
         double v = (double)lua_tonumber(L, 1);
         memcpy(cell, &v, sizeof v);
     }
-    lmpi_allreduce_inplace(L, cell, 1, is_int ? MPI_INT64_T : MPI_DOUBLE, 8, op,
-                           lua_gettop(L));
+    lmpi_allreduce_inplace(L, cell, 1, is_int ? MPI_INT64_T : MPI_DOUBLE, 8, op, lua_gettop(L));
     if (is_int) {
         int64_t v;
         memcpy(&v, cell, sizeof v);
@@ -524,9 +522,8 @@ static int l_bcast(lua_State *L)
 /* -------------------------------------------------------------- module */
 
 static const luaL_Reg lmpi_functions[] = {
-    {"rank", l_rank},           {"size", l_size},   {"barrier", l_barrier},
-    {"allreduce", l_allreduce}, {"bcast", l_bcast}, {"wtime", l_wtime},
-    {NULL, NULL},
+    {"rank", l_rank},   {"size", l_size},   {"barrier", l_barrier}, {"allreduce", l_allreduce},
+    {"bcast", l_bcast}, {"wtime", l_wtime}, {NULL, NULL},
 };
 
 int lmpi_open(lua_State *L, atomic_int *interrupt)
@@ -545,4 +542,7 @@ int lmpi_open(lua_State *L, atomic_int *interrupt)
     return 1;
 }
 
-int luaopen_mpi(lua_State *L) { return lmpi_open(L, NULL); }
+int luaopen_mpi(lua_State *L)
+{
+    return lmpi_open(L, NULL);
+}

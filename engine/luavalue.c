@@ -25,8 +25,7 @@
 
 /* ------------------------------------------------------------ JSON -> Lua */
 
-static int push_rec(lua_State *L, const json_t *v, ippc_blobs *blobs, int depth,
-                    ippc_error *err);
+static int push_rec(lua_State *L, const json_t *v, ippc_blobs *blobs, int depth, ippc_error *err);
 
 static int push_nd(lua_State *L, const nd_ref *ref, ippc_blobs *blobs, ippc_error *err)
 {
@@ -43,8 +42,7 @@ static int push_nd(lua_State *L, const nd_ref *ref, ippc_blobs *blobs, ippc_erro
     return 0;
 }
 
-static int push_list(lua_State *L, const json_t *v, ippc_blobs *blobs, int depth,
-                     ippc_error *err)
+static int push_list(lua_State *L, const json_t *v, ippc_blobs *blobs, int depth, ippc_error *err)
 {
     size_t n = json_array_size(v);
     lua_createtable(L, n < (size_t)INT32_MAX ? (int)n : 0, 0);
@@ -61,8 +59,7 @@ static int push_list(lua_State *L, const json_t *v, ippc_blobs *blobs, int depth
     return 0;
 }
 
-static int push_object(lua_State *L, const json_t *v, ippc_blobs *blobs, int depth,
-                       ippc_error *err)
+static int push_object(lua_State *L, const json_t *v, ippc_blobs *blobs, int depth, ippc_error *err)
 {
     size_t n = json_object_size(v);
     lua_createtable(L, 0, n < (size_t)INT32_MAX ? (int)n : 0);
@@ -81,8 +78,7 @@ static int push_object(lua_State *L, const json_t *v, ippc_blobs *blobs, int dep
     return 0;
 }
 
-static int push_rec(lua_State *L, const json_t *v, ippc_blobs *blobs, int depth,
-                    ippc_error *err)
+static int push_rec(lua_State *L, const json_t *v, ippc_blobs *blobs, int depth, ippc_error *err)
 {
     if (depth > LUAVALUE_MAX_DEPTH)
         return ippc_error_set(err, ERR_INVALID, "value nested deeper than %d levels",
@@ -222,15 +218,17 @@ static json_t *wire_object(wire_walk *w, int idx, int depth)
                                       (LUAI_UACINT)lua_tointeger(L, -2));
             key = numkey;
         } else {
-            const char *what = lua_type(L, -2) == LUA_TNUMBER ? "non-integer number"
-                                                               : luaL_typename(L, -2);
+            const char *what =
+                lua_type(L, -2) == LUA_TNUMBER ? "non-integer number" : luaL_typename(L, -2);
             lua_pop(L, 2);
             json_decref(obj);
             return wire_fail(w, "cannot send a table with a %s key", what);
         }
         if (json_object_getn(obj, key, keylen)) {
-            ippc_error_set(w->err, ERR_INVALID, "cannot send a table with key '%.64s' twice "
-                           "(once as a string, once as an integer)", key);
+            ippc_error_set(w->err, ERR_INVALID,
+                           "cannot send a table with key '%.64s' twice "
+                           "(once as a string, once as an integer)",
+                           key);
             lua_pop(L, 2);
             json_decref(obj);
             return NULL;

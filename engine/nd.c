@@ -102,12 +102,30 @@ void nd_buffer_release(nd_buffer *b)
 
 /* ---------------------------------------------------------------- C API */
 
-void *nd_data(const nd_array *a) { return a->buf->data + a->offset; }
-nd_dtype nd_dtype_of(const nd_array *a) { return a->dtype; }
-int nd_ndim(const nd_array *a) { return a->ndim; }
-const size_t *nd_shape(const nd_array *a) { return a->shape; }
-size_t nd_count(const nd_array *a) { return a->count; }
-size_t nd_bytes(const nd_array *a) { return a->count * nd_dtype_size(a->dtype); }
+void *nd_data(const nd_array *a)
+{
+    return a->buf->data + a->offset;
+}
+nd_dtype nd_dtype_of(const nd_array *a)
+{
+    return a->dtype;
+}
+int nd_ndim(const nd_array *a)
+{
+    return a->ndim;
+}
+const size_t *nd_shape(const nd_array *a)
+{
+    return a->shape;
+}
+size_t nd_count(const nd_array *a)
+{
+    return a->count;
+}
+size_t nd_bytes(const nd_array *a)
+{
+    return a->count * nd_dtype_size(a->dtype);
+}
 
 nd_array *nd_test(lua_State *L, int idx)
 {
@@ -214,14 +232,17 @@ static nd_array *nd_push_view(lua_State *L, nd_array *base, int ndim, const size
 
 /* ------------------------------------------------------- element helpers */
 
-#define ND_CASES(X)                                                                    \
-    X(ND_FLOAT64, double)                                                              \
-    X(ND_FLOAT32, float)                                                               \
-    X(ND_INT64, int64_t)                                                               \
-    X(ND_INT32, int32_t)                                                               \
+#define ND_CASES(X)                                                                                \
+    X(ND_FLOAT64, double)                                                                          \
+    X(ND_FLOAT32, float)                                                                           \
+    X(ND_INT64, int64_t)                                                                           \
+    X(ND_INT32, int32_t)                                                                           \
     X(ND_UINT8, uint8_t)
 
-static int nd_is_float(nd_dtype t) { return t == ND_FLOAT64 || t == ND_FLOAT32; }
+static int nd_is_float(nd_dtype t)
+{
+    return t == ND_FLOAT64 || t == ND_FLOAT32;
+}
 
 /* Float -> int64 without UB: truncates toward zero, saturates, NaN -> 0. */
 static int64_t nd_f2i(double v)
@@ -284,24 +305,27 @@ static void nd_push_elem(lua_State *L, const void *p, nd_dtype t, size_t i)
 /* Converts n elements from (src, st) into (dst, dt): one typed loop per
  * pair.  Float -> integer goes through nd_f2i (no UB); integer narrowing
  * wraps. */
-#define ND_CONV_LOOP(DT, ST, EXPR)                                                     \
-    do {                                                                               \
-        DT *d = dst;                                                                   \
-        const ST *s = src;                                                             \
-        for (size_t i = 0; i < n; i++) {                                               \
-            ST v = s[i];                                                               \
-            d[i] = (DT)(EXPR);                                                         \
-        }                                                                              \
+#define ND_CONV_LOOP(DT, ST, EXPR)                                                                 \
+    do {                                                                                           \
+        DT *d = dst;                                                                               \
+        const ST *s = src;                                                                         \
+        for (size_t i = 0; i < n; i++) {                                                           \
+            ST v = s[i];                                                                           \
+            d[i] = (DT)(EXPR);                                                                     \
+        }                                                                                          \
     } while (0)
 
-#define ND_CONV_FROM(ST, IS_FLOAT_SRC)                                                 \
-    switch (dt) {                                                                      \
-    case ND_FLOAT64: ND_CONV_LOOP(double, ST, v); break;                               \
-    case ND_FLOAT32: ND_CONV_LOOP(float, ST, v); break;                                \
-    case ND_INT64: ND_CONV_LOOP(int64_t, ST, IS_FLOAT_SRC ? nd_f2i((double)v) : (int64_t)v); break; \
-    case ND_INT32: ND_CONV_LOOP(int32_t, ST, IS_FLOAT_SRC ? nd_f2i((double)v) : (int64_t)v); break; \
-    case ND_UINT8: ND_CONV_LOOP(uint8_t, ST, IS_FLOAT_SRC ? nd_f2i((double)v) : (int64_t)v); break; \
-    default: break;                                                                    \
+#define ND_CONV_FROM(ST, IS_FLOAT_SRC)                                                             \
+    switch (dt) {                                                                                  \
+    case ND_FLOAT64: ND_CONV_LOOP(double, ST, v); break;                                           \
+    case ND_FLOAT32: ND_CONV_LOOP(float, ST, v); break;                                            \
+    case ND_INT64: ND_CONV_LOOP(int64_t, ST, IS_FLOAT_SRC ? nd_f2i((double)v) : (int64_t)v);       \
+        break;                                                                                     \
+    case ND_INT32: ND_CONV_LOOP(int32_t, ST, IS_FLOAT_SRC ? nd_f2i((double)v) : (int64_t)v);       \
+        break;                                                                                     \
+    case ND_UINT8: ND_CONV_LOOP(uint8_t, ST, IS_FLOAT_SRC ? nd_f2i((double)v) : (int64_t)v);       \
+        break;                                                                                     \
+    default: break;                                                                                \
     }
 
 static void nd_convert(void *dst, nd_dtype dt, const void *src, nd_dtype st, size_t n)
@@ -327,9 +351,9 @@ static nd_dtype nd_check_dtype(lua_State *L, int idx, nd_dtype dflt)
     const char *name = luaL_checkstring(L, idx);
     int t = nd_dtype_parse(name);
     if (t < 0)
-        luaL_argerror(L, idx,
-                      lua_pushfstring(L, "unknown dtype '%s' (float64, float32, int64, int32, uint8)",
-                                      name));
+        luaL_argerror(
+            L, idx,
+            lua_pushfstring(L, "unknown dtype '%s' (float64, float32, int64, int32, uint8)", name));
     return (nd_dtype)t;
 }
 
@@ -510,8 +534,8 @@ static void nd_table_scan(lua_State *L, int idx, int dim, int ndim, const size_t
 {
     luaL_checkstack(L, 4, "nd.array: nesting too deep");
     if ((size_t)lua_rawlen(L, idx) != shape[dim])
-        luaL_error(L, "nd.array: ragged nested table (axis %d: expected %I elements, got %I)",
-                   dim, (LUAI_UACINT)shape[dim], (LUAI_UACINT)lua_rawlen(L, idx));
+        luaL_error(L, "nd.array: ragged nested table (axis %d: expected %I elements, got %I)", dim,
+                   (LUAI_UACINT)shape[dim], (LUAI_UACINT)lua_rawlen(L, idx));
     for (size_t i = 0; i < shape[dim]; i++) {
         lua_rawgeti(L, idx, (lua_Integer)i + 1);
         if (dim + 1 < ndim) {
@@ -527,8 +551,8 @@ static void nd_table_scan(lua_State *L, int idx, int dim, int ndim, const size_t
     }
 }
 
-static void nd_table_fill(lua_State *L, int idx, int dim, int ndim, const size_t *shape,
-                          void *p, nd_dtype t, size_t *pos)
+static void nd_table_fill(lua_State *L, int idx, int dim, int ndim, const size_t *shape, void *p,
+                          nd_dtype t, size_t *pos)
 {
     for (size_t i = 0; i < shape[dim]; i++) {
         lua_rawgeti(L, idx, (lua_Integer)i + 1);
@@ -577,21 +601,21 @@ static int m_sum(lua_State *L)
     const void *p = nd_data(a);
     size_t n = a->count;
     switch (a->dtype) {
-#define SUM_CASE(TAG, T)                                                               \
-    case TAG: {                                                                        \
-        const T *s = p;                                                                \
-        if (nd_is_float(TAG)) {                                                        \
-            double acc = 0;                                                            \
-            for (size_t i = 0; i < n; i++)                                             \
-                acc += (double)s[i];                                                   \
-            lua_pushnumber(L, acc);                                                    \
-        } else {                                                                       \
-            uint64_t acc = 0; /* wraps like numpy's int64 sum */                       \
-            for (size_t i = 0; i < n; i++)                                             \
-                acc += (uint64_t)(int64_t)s[i];                                        \
-            lua_pushinteger(L, (lua_Integer)acc);                                      \
-        }                                                                              \
-        break;                                                                         \
+#define SUM_CASE(TAG, T)                                                                           \
+    case TAG: {                                                                                    \
+        const T *s = p;                                                                            \
+        if (nd_is_float(TAG)) {                                                                    \
+            double acc = 0;                                                                        \
+            for (size_t i = 0; i < n; i++)                                                         \
+                acc += (double)s[i];                                                               \
+            lua_pushnumber(L, acc);                                                                \
+        } else {                                                                                   \
+            uint64_t acc = 0; /* wraps like numpy's int64 sum */                                   \
+            for (size_t i = 0; i < n; i++)                                                         \
+                acc += (uint64_t)(int64_t)s[i];                                                    \
+            lua_pushinteger(L, (lua_Integer)acc);                                                  \
+        }                                                                                          \
+        break;                                                                                     \
     }
         ND_CASES(SUM_CASE)
 #undef SUM_CASE
@@ -608,24 +632,24 @@ static int nd_minmax(lua_State *L, int want_max)
     if (n == 0)
         return luaL_error(L, "nd: %s of an empty array", want_max ? "max" : "min");
     switch (a->dtype) {
-#define MINMAX_CASE(TAG, T)                                                            \
-    case TAG: {                                                                        \
-        const T *s = p;                                                                \
-        T best = s[0];                                                                 \
-        for (size_t i = 1; i < n; i++) {                                               \
-            T v = s[i];                                                                \
-            if (nd_is_float(TAG) && isnan((double)v)) { /* NaN propagates, as numpy */           \
-                best = v;                                                              \
-                break;                                                                 \
-            }                                                                          \
-            if (want_max ? v > best : v < best)                                        \
-                best = v;                                                              \
-        }                                                                              \
-        if (nd_is_float(TAG))                                                          \
-            lua_pushnumber(L, (lua_Number)best);                                       \
-        else                                                                           \
-            lua_pushinteger(L, (lua_Integer)best);                                     \
-        break;                                                                         \
+#define MINMAX_CASE(TAG, T)                                                                        \
+    case TAG: {                                                                                    \
+        const T *s = p;                                                                            \
+        T best = s[0];                                                                             \
+        for (size_t i = 1; i < n; i++) {                                                           \
+            T v = s[i];                                                                            \
+            if (nd_is_float(TAG) && isnan((double)v)) { /* NaN propagates, as numpy */             \
+                best = v;                                                                          \
+                break;                                                                             \
+            }                                                                                      \
+            if (want_max ? v > best : v < best)                                                    \
+                best = v;                                                                          \
+        }                                                                                          \
+        if (nd_is_float(TAG))                                                                      \
+            lua_pushnumber(L, (lua_Number)best);                                                   \
+        else                                                                                       \
+            lua_pushinteger(L, (lua_Integer)best);                                                 \
+        break;                                                                                     \
     }
         ND_CASES(MINMAX_CASE)
 #undef MINMAX_CASE
@@ -634,8 +658,14 @@ static int nd_minmax(lua_State *L, int want_max)
     return 1;
 }
 
-static int m_min(lua_State *L) { return nd_minmax(L, 0); }
-static int m_max(lua_State *L) { return nd_minmax(L, 1); }
+static int m_min(lua_State *L)
+{
+    return nd_minmax(L, 0);
+}
+static int m_max(lua_State *L)
+{
+    return nd_minmax(L, 1);
+}
 
 static int m_mean(lua_State *L)
 {
@@ -644,12 +674,12 @@ static int m_mean(lua_State *L)
     size_t n = a->count;
     double acc = 0;
     switch (a->dtype) {
-#define MEAN_CASE(TAG, T)                                                              \
-    case TAG: {                                                                        \
-        const T *s = p;                                                                \
-        for (size_t i = 0; i < n; i++)                                                 \
-            acc += (double)s[i];                                                       \
-        break;                                                                         \
+#define MEAN_CASE(TAG, T)                                                                          \
+    case TAG: {                                                                                    \
+        const T *s = p;                                                                            \
+        for (size_t i = 0; i < n; i++)                                                             \
+            acc += (double)s[i];                                                                   \
+        break;                                                                                     \
     }
         ND_CASES(MEAN_CASE)
 #undef MEAN_CASE
@@ -852,8 +882,7 @@ static int mm_newindex(lua_State *L)
     nd_array *a = nd_check(L, 1);
     if (lua_type(L, 2) != LUA_TNUMBER)
         return luaL_error(L, "nd: cannot set field '%s' of an nd array",
-                          lua_type(L, 2) == LUA_TSTRING ? lua_tostring(L, 2)
-                                                        : luaL_typename(L, 2));
+                          lua_type(L, 2) == LUA_TSTRING ? lua_tostring(L, 2) : luaL_typename(L, 2));
     size_t i = nd_check_index(L, a, 2);
     if (a->ndim == 1) {
         nd_store_lua(L, nd_data(a), a->dtype, i, 3);
@@ -974,41 +1003,44 @@ static nd_dtype nd_promote(nd_dtype x, nd_dtype y)
 }
 
 /* Integer arithmetic that wraps without UB. */
-static inline int64_t nd_wrap_i64(uint64_t v) { return (int64_t)v; }
+static inline int64_t nd_wrap_i64(uint64_t v)
+{
+    return (int64_t)v;
+}
 
-#define ND_BINLOOP(T, EXPR)                                                            \
-    do {                                                                               \
-        const T *xs = x, *ys = y;                                                      \
-        T *os = out;                                                                   \
-        if (sx && sy)                                                                  \
-            for (size_t i = 0; i < n; i++) {                                           \
-                T X = xs[i], Y = ys[i];                                                \
-                os[i] = (EXPR);                                                        \
-            }                                                                          \
-        else if (sx)                                                                   \
-            for (size_t i = 0; i < n; i++) {                                           \
-                T X = xs[i], Y = ys[0];                                                \
-                os[i] = (EXPR);                                                        \
-            }                                                                          \
-        else                                                                           \
-            for (size_t i = 0; i < n; i++) {                                           \
-                T X = xs[0], Y = ys[i];                                                \
-                os[i] = (EXPR);                                                        \
-            }                                                                          \
+#define ND_BINLOOP(T, EXPR)                                                                        \
+    do {                                                                                           \
+        const T *xs = x, *ys = y;                                                                  \
+        T *os = out;                                                                               \
+        if (sx && sy)                                                                              \
+            for (size_t i = 0; i < n; i++) {                                                       \
+                T X = xs[i], Y = ys[i];                                                            \
+                os[i] = (EXPR);                                                                    \
+            }                                                                                      \
+        else if (sx)                                                                               \
+            for (size_t i = 0; i < n; i++) {                                                       \
+                T X = xs[i], Y = ys[0];                                                            \
+                os[i] = (EXPR);                                                                    \
+            }                                                                                      \
+        else                                                                                       \
+            for (size_t i = 0; i < n; i++) {                                                       \
+                T X = xs[0], Y = ys[i];                                                            \
+                os[i] = (EXPR);                                                                    \
+            }                                                                                      \
     } while (0)
 
-#define ND_OPS(T, ADD, SUB, MUL, DIV)                                                  \
-    switch (op) {                                                                      \
-    case ND_ADD: ND_BINLOOP(T, ADD); break;                                            \
-    case ND_SUB: ND_BINLOOP(T, SUB); break;                                            \
-    case ND_MUL: ND_BINLOOP(T, MUL); break;                                            \
-    case ND_DIV: ND_BINLOOP(T, DIV); break;                                            \
+#define ND_OPS(T, ADD, SUB, MUL, DIV)                                                              \
+    switch (op) {                                                                                  \
+    case ND_ADD: ND_BINLOOP(T, ADD); break;                                                        \
+    case ND_SUB: ND_BINLOOP(T, SUB); break;                                                        \
+    case ND_MUL: ND_BINLOOP(T, MUL); break;                                                        \
+    case ND_DIV: ND_BINLOOP(T, DIV); break;                                                        \
     }
 
 /* out[i] = x[i*sx] op y[i*sy] for i < n, all of dtype t; sx/sy are 0 for a
  * scalar operand.  Division is only reached for float dtypes. */
-static void nd_binop_kernel(nd_op op, nd_dtype t, void *out, const void *x, int sx,
-                            const void *y, int sy, size_t n)
+static void nd_binop_kernel(nd_op op, nd_dtype t, void *out, const void *x, int sx, const void *y,
+                            int sy, size_t n)
 {
     switch (t) {
     case ND_FLOAT64: ND_OPS(double, X + Y, X - Y, X * Y, X / Y); break;
@@ -1023,7 +1055,8 @@ static void nd_binop_kernel(nd_op op, nd_dtype t, void *out, const void *x, int 
                (int32_t)((int64_t)X * Y), ((void)X, (void)Y, 0));
         break;
     case ND_UINT8:
-        ND_OPS(uint8_t, (uint8_t)(X + Y), (uint8_t)(X - Y), (uint8_t)((unsigned)X * Y), ((void)X, (void)Y, 0));
+        ND_OPS(uint8_t, (uint8_t)(X + Y), (uint8_t)(X - Y), (uint8_t)((unsigned)X * Y),
+               ((void)X, (void)Y, 0));
         break;
     default: break;
     }
@@ -1103,10 +1136,22 @@ static int nd_arith(lua_State *L, nd_op op)
     return 1;
 }
 
-static int mm_add(lua_State *L) { return nd_arith(L, ND_ADD); }
-static int mm_sub(lua_State *L) { return nd_arith(L, ND_SUB); }
-static int mm_mul(lua_State *L) { return nd_arith(L, ND_MUL); }
-static int mm_div(lua_State *L) { return nd_arith(L, ND_DIV); }
+static int mm_add(lua_State *L)
+{
+    return nd_arith(L, ND_ADD);
+}
+static int mm_sub(lua_State *L)
+{
+    return nd_arith(L, ND_SUB);
+}
+static int mm_mul(lua_State *L)
+{
+    return nd_arith(L, ND_MUL);
+}
+static int mm_div(lua_State *L)
+{
+    return nd_arith(L, ND_DIV);
+}
 
 static int mm_unm(lua_State *L)
 {
@@ -1114,15 +1159,15 @@ static int mm_unm(lua_State *L)
     nd_array *r = nd_push_new(L, a->dtype, a->ndim, a->shape);
     size_t n = a->count;
     switch (a->dtype) {
-#define UNM_CASE(TAG, T, EXPR)                                                         \
-    case TAG: {                                                                        \
-        const T *s = nd_data(a);                                                       \
-        T *o = nd_data(r);                                                             \
-        for (size_t i = 0; i < n; i++) {                                               \
-            T X = s[i];                                                                \
-            o[i] = (EXPR);                                                             \
-        }                                                                              \
-        break;                                                                         \
+#define UNM_CASE(TAG, T, EXPR)                                                                     \
+    case TAG: {                                                                                    \
+        const T *s = nd_data(a);                                                                   \
+        T *o = nd_data(r);                                                                         \
+        for (size_t i = 0; i < n; i++) {                                                           \
+            T X = s[i];                                                                            \
+            o[i] = (EXPR);                                                                         \
+        }                                                                                          \
+        break;                                                                                     \
     }
         UNM_CASE(ND_FLOAT64, double, -X)
         UNM_CASE(ND_FLOAT32, float, -X)
@@ -1138,20 +1183,19 @@ static int mm_unm(lua_State *L)
 /* ------------------------------------------------------------ module */
 
 static const luaL_Reg nd_methods[] = {
-    {"sum", m_sum},         {"min", m_min},     {"max", m_max},         {"mean", m_mean},
-    {"shape", m_shape},     {"dtype", m_dtype}, {"size", m_size},       {"totable", m_totable},
-    {"copy", m_copy},       {"astype", m_astype}, {"reshape", m_reshape}, {NULL, NULL},
+    {"sum", m_sum},     {"min", m_min},       {"max", m_max},         {"mean", m_mean},
+    {"shape", m_shape}, {"dtype", m_dtype},   {"size", m_size},       {"totable", m_totable},
+    {"copy", m_copy},   {"astype", m_astype}, {"reshape", m_reshape}, {NULL, NULL},
 };
 
 static const luaL_Reg nd_metamethods[] = {
-    {"__gc", mm_gc},   {"__len", mm_len}, {"__newindex", mm_newindex},
-    {"__tostring", mm_tostring}, {"__add", mm_add}, {"__sub", mm_sub},
-    {"__mul", mm_mul}, {"__div", mm_div}, {"__unm", mm_unm},
-    {NULL, NULL},
+    {"__gc", mm_gc},   {"__len", mm_len}, {"__newindex", mm_newindex}, {"__tostring", mm_tostring},
+    {"__add", mm_add}, {"__sub", mm_sub}, {"__mul", mm_mul},           {"__div", mm_div},
+    {"__unm", mm_unm}, {NULL, NULL},
 };
 
 static const luaL_Reg nd_functions[] = {
-    {"array", l_array}, {"zeros", l_zeros},       {"ones", l_ones},
+    {"array", l_array},   {"zeros", l_zeros},       {"ones", l_ones},
     {"arange", l_arange}, {"linspace", l_linspace}, {NULL, NULL},
 };
 

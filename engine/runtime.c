@@ -63,7 +63,10 @@ struct runtime {
     int output_redirected; /* io.output(file) was called: io.write goes there */
 };
 
-static runtime *rt_of(lua_State *L) { return *(runtime **)lua_getextraspace(L); }
+static runtime *rt_of(lua_State *L)
+{
+    return *(runtime **)lua_getextraspace(L);
+}
 
 /* ---------------------------------------------------------- interrupt */
 
@@ -76,7 +79,10 @@ static void rt_hook(lua_State *L, lua_Debug *ar)
     }
 }
 
-static void rt_set_hook(lua_State *L) { lua_sethook(L, rt_hook, LUA_MASKCOUNT, RT_HOOK_COUNT); }
+static void rt_set_hook(lua_State *L)
+{
+    lua_sethook(L, rt_hook, LUA_MASKCOUNT, RT_HOOK_COUNT);
+}
 
 void runtime_interrupt(runtime *rt)
 {
@@ -247,8 +253,14 @@ static int rt_load_text(lua_State *L, int mode_arg)
     return lua_gettop(L);
 }
 
-static int rt_load(lua_State *L) { return rt_load_text(L, 3); }
-static int rt_loadfile(lua_State *L) { return rt_load_text(L, 2); }
+static int rt_load(lua_State *L)
+{
+    return rt_load_text(L, 3);
+}
+static int rt_loadfile(lua_State *L)
+{
+    return rt_load_text(L, 2);
+}
 
 static int rt_dofile_cont(lua_State *L, int status, lua_KContext ctx)
 {
@@ -322,9 +334,10 @@ static void rt_write_args(lua_State *L, int first)
     for (int i = first; i <= n; i++) {
         if (lua_type(L, i) == LUA_TNUMBER) {
             char buf[64];
-            int len = lua_isinteger(L, i)
-                          ? snprintf(buf, sizeof buf, LUA_INTEGER_FMT, (LUAI_UACINT)lua_tointeger(L, i))
-                          : snprintf(buf, sizeof buf, LUA_NUMBER_FMT, (LUAI_UACNUMBER)lua_tonumber(L, i));
+            int len =
+                lua_isinteger(L, i)
+                    ? snprintf(buf, sizeof buf, LUA_INTEGER_FMT, (LUAI_UACINT)lua_tointeger(L, i))
+                    : snprintf(buf, sizeof buf, LUA_NUMBER_FMT, (LUAI_UACNUMBER)lua_tonumber(L, i));
             rt_out_add(rt, buf, (size_t)len);
         } else {
             size_t len;
@@ -407,8 +420,11 @@ static int rt_os_exit(lua_State *L)
 static void rt_install_output(lua_State *L)
 {
     static const luaL_Reg proxy_methods[] = {
-        {"write", rt_proxy_write}, {"flush", rt_proxy_self}, {"setvbuf", rt_proxy_self},
-        {"close", rt_proxy_close}, {NULL, NULL},
+        {"write", rt_proxy_write},
+        {"flush", rt_proxy_self},
+        {"setvbuf", rt_proxy_self},
+        {"close", rt_proxy_close},
+        {NULL, NULL},
     };
     lua_register(L, "print", rt_print);
     lua_register(L, "pcall", rt_pcall);
@@ -705,7 +721,9 @@ static int task_call(lua_State *L, task_ctx *c, int nargs)
     } else {
         const char *msg = lua_tostring(L, -1);
         task_fail(c, status, ename, "%s",
-                  aborted ? "task interrupted" : msg ? msg : "error in error handling");
+                  aborted ? "task interrupted"
+                  : msg   ? msg
+                          : "error in error handling");
     }
     lua_settop(L, base - 1);
     return -1;
@@ -790,7 +808,8 @@ static void op_push(lua_State *L, task_ctx *c)
     size_t count = 0;
     const char *name;
     json_t *skel;
-    json_object_foreach((json_t *)ns, name, skel) {
+    json_object_foreach((json_t *)ns, name, skel)
+    {
         luaL_checkstack(L, 3, "too many names to push");
         lua_pushstring(L, name);
         ippc_error err;
@@ -821,7 +840,8 @@ static void op_pull(lua_State *L, task_ctx *c)
     c->value = json_object();
     size_t i;
     const json_t *item;
-    json_array_foreach(names, i, item) {
+    json_array_foreach(names, i, item)
+    {
         if (!json_is_string(item)) {
             task_fail(c, TASK_ERROR, "ProtocolError", "pull: names must be strings");
             break;
@@ -870,7 +890,8 @@ static void op_apply(lua_State *L, task_ctx *c)
     const json_t *kwargs = json_object_get(c->task, "kwargs");
     if ((args && !json_is_array(args) && !json_is_null(args)) ||
         (kwargs && !json_is_object(kwargs) && !json_is_null(kwargs))) {
-        task_fail(c, TASK_ERROR, "ProtocolError", "apply: 'args' must be a list, 'kwargs' an object");
+        task_fail(c, TASK_ERROR, "ProtocolError",
+                  "apply: 'args' must be a list, 'kwargs' an object");
         return;
     }
     int base = lua_gettop(L);
@@ -885,7 +906,8 @@ static void op_apply(lua_State *L, task_ctx *c)
     lua_settop(L, base + 1);
     size_t i;
     const json_t *arg;
-    json_array_foreach(args, i, arg) {
+    json_array_foreach(args, i, arg)
+    {
         char what[32];
         snprintf(what, sizeof what, "argument %zu", i + 1);
         if (push_arg(L, c, arg, what) < 0) {
@@ -897,7 +919,8 @@ static void op_apply(lua_State *L, task_ctx *c)
         lua_createtable(L, 0, (int)json_object_size(kwargs));
         const char *key;
         const json_t *v;
-        json_object_foreach((json_t *)kwargs, key, v) {
+        json_object_foreach((json_t *)kwargs, key, v)
+        {
             lua_pushstring(L, key);
             if (push_arg(L, c, v, key) < 0) {
                 lua_settop(L, base);
@@ -988,8 +1011,8 @@ json_t *runtime_run_task(runtime *rt, const json_t *task, ippc_blobs *task_blobs
             if (atomic_load(&rt->interrupt))
                 task_fail(&c, TASK_ABORTED, "Aborted", "task interrupted");
             else
-                task_fail(&c, TASK_ERROR, st == LUA_ERRMEM ? "MemoryError" : "RuntimeError",
-                          "%s", msg ? msg : "error");
+                task_fail(&c, TASK_ERROR, st == LUA_ERRMEM ? "MemoryError" : "RuntimeError", "%s",
+                          msg ? msg : "error");
         }
     }
     lua_settop(L, 0);
@@ -998,9 +1021,10 @@ json_t *runtime_run_task(runtime *rt, const json_t *task, ippc_blobs *task_blobs
     if (!res)
         goto oom;
     json_object_set_new(res, "type", json_string("result"));
-    json_object_set(res, "task", json_is_object(task) && json_object_get(task, "task")
-                                     ? json_object_get(task, "task")
-                                     : json_null());
+    json_object_set(res, "task",
+                    json_is_object(task) && json_object_get(task, "task")
+                        ? json_object_get(task, "task")
+                        : json_null());
     json_object_set_new(res, "status", json_string(status_names[c.status]));
     json_object_set_new(res, "stdout", json_text(rt->out ? rt->out : "", rt->out_len));
     if (c.status == TASK_OK) {

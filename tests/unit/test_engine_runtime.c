@@ -202,8 +202,9 @@ static void test_push_pull(void **state)
                                "\"big\":9007199254740993}}");
     assert_status(res, "ok");
     json_decref(res);
-    assert_exec_int(rt, "return math.type(i) == 'integer' and math.type(f) == 'float' and "
-                        "t.k[3].y == 'w' and t.k[3].z == nil and b and 1 or 0",
+    assert_exec_int(rt,
+                    "return math.type(i) == 'integer' and math.type(f) == 'float' and "
+                    "t.k[3].y == 'w' and t.k[3].z == nil and b and 1 or 0",
                     1);
 
     res = run_json(rt, "{\"op\":\"pull\",\"names\":[\"i\",\"f\",\"s\",\"b\",\"t\",\"big\"]}");
@@ -232,8 +233,8 @@ static void test_push_pull(void **state)
     json_decref(want);
     json_decref(res);
 
-    const char *bad[][2] = {{"deep", "deeper"}, {"cyc", "itself"}, {"fn", "cannot send a function"},
-                            {"bad", "UTF-8"}};
+    const char *bad[][2] = {
+        {"deep", "deeper"}, {"cyc", "itself"}, {"fn", "cannot send a function"}, {"bad", "UTF-8"}};
     for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
         json_t *task = json_pack("{s:s, s:[s]}", "op", "pull", "names", bad[k][0]);
         res = runtime_run_task(rt, task, NULL, NULL);
@@ -280,8 +281,9 @@ static void test_push_pull_nd(void **state)
     json_decref(res);
 
     assert_exec_int(rt, "return a:sum()", 60);
-    assert_exec_int(rt, "local m = pair[1] return (m:dtype() == 'float32' and m:shape()[1] == 2 "
-                        "and m[2][3] == 2.5) and 1 or 0",
+    assert_exec_int(rt,
+                    "local m = pair[1] return (m:dtype() == 'float32' and m:shape()[1] == 2 "
+                    "and m[2][3] == 2.5) and 1 or 0",
                     1);
 
     res = execute(rt, "b = a * 2 return b");
@@ -388,8 +390,9 @@ static void test_errors(void **state)
     json_decref(res);
 
     /* binary chunks are refused */
-    assert_exec_int(rt, "local f, msg = load(string.dump(function() end), 'x', 'b') "
-                        "return (f == nil and msg:find('binary')) and 1 or 0",
+    assert_exec_int(rt,
+                    "local f, msg = load(string.dump(function() end), 'x', 'b') "
+                    "return (f == nil and msg:find('binary')) and 1 or 0",
                     1);
     assert_exec_int(rt, "return load('return 5', 'x', 'bt', {})()", 5);
     assert_exec_int(rt, "local env = {v = 9} return load('return v', 'x', nil, env)()", 9);
@@ -401,8 +404,11 @@ static void test_errors(void **state)
     json_decref(res);
 
     /* protocol errors */
-    const char *bad[] = {"{\"op\":\"dance\"}", "{\"code\":\"x\"}", "{\"op\":\"execute\"}",
-                         "{\"op\":\"push\",\"ns\":3}", "{\"op\":\"pull\",\"names\":[1]}",
+    const char *bad[] = {"{\"op\":\"dance\"}",
+                         "{\"code\":\"x\"}",
+                         "{\"op\":\"execute\"}",
+                         "{\"op\":\"push\",\"ns\":3}",
+                         "{\"op\":\"pull\",\"names\":[1]}",
                          "{\"op\":\"apply\",\"function\":\"print\",\"args\":{}}"};
     for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
         res = run_json(rt, bad[k]);
@@ -418,8 +424,9 @@ static void test_errors(void **state)
 static void test_psum(void **state)
 {
     runtime *rt = *state;
-    json_t *res = run_json(rt, "{\"op\":\"run\",\"filename\":\"psum.lua\",\"source\":"
-                               "\"function psum(a) return mpi.allreduce(a:sum(), \\\"sum\\\") end\"}");
+    json_t *res =
+        run_json(rt, "{\"op\":\"run\",\"filename\":\"psum.lua\",\"source\":"
+                     "\"function psum(a) return mpi.allreduce(a:sum(), \\\"sum\\\") end\"}");
     assert_status(res, "ok");
     json_decref(res);
 
@@ -460,12 +467,15 @@ static void test_mpi_singleton(void **state)
     assert_exec_int(rt, "return mpi.rank()", 0);
     assert_exec_int(rt, "return mpi.size()", 1);
     assert_exec_int(rt, "mpi.barrier() return 1", 1);
-    assert_exec_int(rt, "local r = mpi.allreduce(5, 'max') return math.type(r) == 'integer' "
-                        "and r or -1",
+    assert_exec_int(rt,
+                    "local r = mpi.allreduce(5, 'max') return math.type(r) == 'integer' "
+                    "and r or -1",
                     5);
-    assert_exec_int(rt, "local r = mpi.allreduce(2.5) return math.type(r) == 'float' and 1 or 0", 1);
-    assert_exec_int(rt, "local a = nd.arange(4, 'int32') local r = mpi.allreduce(a, 'prod') "
-                        "r[1] = 9 return (a[1] == 0 and r:dtype() == 'int32' and #r == 4) and 1 or 0",
+    assert_exec_int(rt, "local r = mpi.allreduce(2.5) return math.type(r) == 'float' and 1 or 0",
+                    1);
+    assert_exec_int(rt,
+                    "local a = nd.arange(4, 'int32') local r = mpi.allreduce(a, 'prod') "
+                    "r[1] = 9 return (a[1] == 0 and r:dtype() == 'int32' and #r == 4) and 1 or 0",
                     1);
     assert_exec_int(rt, "local t = mpi.bcast({x = {1, 2}}, 0) return t.x[2]", 2);
     assert_exec_int(rt, "return mpi.bcast(7)", 7);
@@ -537,8 +547,9 @@ static void test_interrupt(void **state)
                           "coroutine.yield() end end) while true do coroutine.resume(co) end");
     /* the state is still usable, with its namespace */
     assert_exec_int(rt, "kept = 3 return kept", 3);
-    assert_exec_int(rt, "local co = coroutine.wrap(function(a) local b = coroutine.yield(a + 1) "
-                        "return b * 2 end) local x = co(1) return co(x) + kept",
+    assert_exec_int(rt,
+                    "local co = coroutine.wrap(function(a) local b = coroutine.yield(a + 1) "
+                    "return b * 2 end) local x = co(1) return co(x) + kept",
                     7);
     json_t *res = execute(rt, "local co = coroutine.wrap(function() error('in co') end) co()");
     assert_status(res, "error");
