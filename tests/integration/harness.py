@@ -2,7 +2,8 @@
 
 Standard library only (run with /usr/bin/python3).  A Cluster is one
 ippc-controller on a free port (--port 0) with a private IPPC_DIR, plus one
-`mpiexec.mpich -n N ippc-engine --file <ippc-engine.json>` job.  Every process
+`mpiexec.mpich -n N ippc-engine --file <ippc-engine.json>` job (or several
+jobs, started one after the other so their ids are predictable).  Every process
 is started in its own session, and every process that carries the cluster's
 marker (its temp IPPC_DIR in the environment or on the command line) is found
 again through /proc at teardown, so nothing is left behind even when mpiexec
@@ -359,17 +360,20 @@ class ProcessTracker:
 # ---------------------------------------------------------------- cluster
 
 class Cluster:
-    """A controller + one mpiexec job of n engines, in a private IPPC_DIR."""
+    """A controller + mpiexec jobs of engines, in a private IPPC_DIR.
+    jobs=[4, 1] starts a 4-rank job, waits for it, then a 1-rank job: ids
+    0..3 are the first job's ranks, id 4 the singleton."""
 
-    def __init__(self, n=4, profile="itest", mpiexec_args=(), controller_args=()):
-        self.n = n
+    def __init__(self, n=4, profile="itest", mpiexec_args=(), controller_args=(), jobs=None):
+        self.jobs = list(jobs) if jobs else [n]
+        self.n = sum(self.jobs)
         self.profile = profile
         self.mpiexec_args = list(mpiexec_args)
         self.controller_args = list(controller_args)
         self.dir = tempfile.mkdtemp(prefix="ippc-itest-")
         self.tracker = ProcessTracker(self.dir)
         self.controller = None
-        self.mpiexec = None
+        self.mpiexecs = []
         self.api = None
         self.client_info = None
         self.engine_info = None
@@ -412,16 +416,20 @@ class Cluster:
         self.client_info = wait_file(client_file, 30, self.controller, "ippc-controller")
         self.engine_info = wait_file(engine_file, 30, self.controller, "ippc-controller")
         self.api = Api(self.client_info["url"], self.client_info["token"])
-        self.mpiexec = subprocess.Popen(
-            [MPIEXEC] + self.mpiexec_args + ["-n", str(self.n), ENGINE, "--file", engine_file],
-            env=self.env(), cwd=self.dir, stdin=subprocess.DEVNULL,
-            stdout=self.log("engines.log"), stderr=subprocess.STDOUT,
-            start_new_session=True)
-        self.tracker.add_popen(self.mpiexec)
-        try:
-            live = self.api.wait_engines(self.n, START_TIMEOUT)
-        except HarnessError as e:
-            raise HarnessError("%s\n%s" % (e, self.logs_tail()))
+        expected = 0
+        for size in self.jobs:
+            p = subprocess.Popen(
+                [MPIEXEC] + self.mpiexec_args + ["-n", str(size), ENGINE, "--file", engine_file],
+                env=self.env(), cwd=self.dir, stdin=subprocess.DEVNULL,
+                stdout=self.log("engines.log"), stderr=subprocess.STDOUT,
+                start_new_session=True)
+            self.mpiexecs.append(p)
+            self.tracker.add_popen(p)
+            expected += size
+            try:
+                live = self.api.wait_engines(expected, START_TIMEOUT)
+            except HarnessError as e:
+                raise HarnessError("%s\n%s" % (e, self.logs_tail()))
         self.record_engines(live)
         self.started = True
 
@@ -462,18 +470,20 @@ class Cluster:
                 pass
         self.tracker.snapshot()
         # The polite way first: SIGTERM the controller, which tells engines to
-        # shut down; then mpiexec.
+        # shut down; then the mpiexec jobs end by themselves.
         if self.controller is not None and self.controller.poll() is None:
             signal_pid(self.controller.pid, signal.SIGTERM)
             try:
                 self.controller.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 problems.append("controller ignored SIGTERM for 15 s")
-        if self.mpiexec is not None and self.mpiexec.poll() is None:
-            try:
-                self.mpiexec.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                problems.append("mpiexec still running 15 s after controller SIGTERM")
+        for p in self.mpiexecs:
+            if p.poll() is None:
+                try:
+                    p.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    problems.append("mpiexec %d still running 15 s after controller SIGTERM"
+                                    % p.pid)
         if self.controller is not None:
             early = wait_gone(self.tracker.all_alive(), 5)
             if early:
@@ -485,6 +495,6 @@ class Cluster:
         left = self.tracker.all_alive()
         if left:
             problems.append("still alive after SIGKILL: " + describe(left))
-        if not left:
+        if not left and not os.environ.get("IPPC_TEST_KEEP"):
             shutil.rmtree(self.dir, ignore_errors=True)
         return problems

@@ -1,82 +1,124 @@
 """test_failure.py — an engine killed with SIGKILL is marked dead, stays
-listed, and views skip it.  Own cluster (it breaks its MPI job).
+listed, and views skip it.  Own clusters (they break MPI jobs).
 
-mpiexec runs with -disable-auto-cleanup so hydra does not take the other three
-ranks down with the killed one (its default); the test is about the
-controller noticing one dead engine, not about hydra's policy."""
+Why two MPI jobs: killing one rank of an MPI job usually takes the whole job
+down — MPICH (ch4:ucx) aborts the job when a peer vanishes, even with hydra's
+-disable-auto-cleanup (measured here: about half the time).  That is MPI's
+behaviour, not the controller's.  So the deterministic part kills the only
+rank of a second, 1-rank job (engine 4) and checks exactly that engines 0..3
+carry on; the second part kills a rank of the 4-rank job and checks only what
+must hold whatever MPI does to its peers: the victim is dead and `all` is
+exactly the engines still live."""
 
 import os
 import signal
 import time
 
-from harness import Cluster, check, expect, expect_error, alive
+from harness import Cluster, check, expect, expect_error
 from common import same, view, expect_task_results, values_of
 
 
+def wait_dead(c, engine_id, limit=20):
+    deadline = time.time() + limit
+    state = None
+    while time.time() < deadline:
+        r = c.api.get("/api/v1/engines/%d" % engine_id)
+        state = r.body.get("state") if r.status == 200 and isinstance(r.body, dict) else r
+        if state == "dead":
+            return
+        time.sleep(0.25)
+    check(False, "engine %d was SIGKILLed but is not dead after %d s: last %r"
+          % (engine_id, limit, state))
+
+
+def stop_and_notes(c):
+    problems = c.stop()
+    # Nothing may survive SIGKILL; a slow shutdown after an MPI peer died is
+    # reported, not failed (MPI_Finalize with a dead peer may hang).
+    hard = [p for p in problems if p.startswith("still alive after SIGKILL")]
+    check(not hard, "; ".join(hard))
+    return ["note: " + p for p in problems]
+
+
 def test_engine_killed(_):
-    c = Cluster(n=4, profile="kill", mpiexec_args=["-disable-auto-cleanup"])
-    problems = []
+    c = Cluster(jobs=[4, 1], profile="kill", mpiexec_args=["-disable-auto-cleanup"])
+    notes = []
     try:
         c.start()
         engines = sorted(c.api.engines(), key=lambda e: e["id"])
         ids = [e["id"] for e in engines]
-        victim = engines[1]
+        check(len(ids) == 5 and [e["rank"] for e in engines] == [0, 1, 2, 3, 0]
+              and [e["size"] for e in engines] == [4, 4, 4, 4, 1],
+              "two jobs (4 ranks, then 1) expected: %s" % engines)
+        check(len({str(e["job"]) for e in engines[:4]}) == 1
+              and str(engines[4]["job"]) != str(engines[0]["job"]),
+              "the two mpiexec jobs must have different job ids: %s" % engines)
+        victim = engines[4]
         os.kill(victim["pid"], signal.SIGKILL)
-
-        deadline = time.time() + 20
-        state = None
-        while time.time() < deadline:
-            r = c.api.get("/api/v1/engines/%d" % victim["id"])
-            state = r.body.get("state") if r.status == 200 and isinstance(r.body, dict) else r
-            if state == "dead":
-                break
-            time.sleep(0.25)
-        check(state == "dead", "engine %d (pid %d) SIGKILLed, not dead after 20 s: last %r"
-              % (victim["id"], victim["pid"], state))
+        wait_dead(c, victim["id"])
 
         listed = {e["id"]: e for e in c.api.engines()}
         check(victim["id"] in listed and listed[victim["id"]]["state"] == "dead",
               "a dead engine stays listed with state dead: %s" % listed)
-        for i in ids:
-            if i != victim["id"]:
-                check(listed[i]["state"] in ("idle", "busy"), "engine %d must be live: %s"
-                      % (i, listed[i]))
+        live = ids[:4]
+        for i in live:
+            check(listed[i]["state"] in ("idle", "busy"), "engine %d must be live: %s"
+                  % (i, listed[i]))
         info = expect(c.api.get("/api/v1/info"), 200, "info after the kill")
-        check(info.get("engines") == 3, "info engines must count live engines (3): %s" % info)
+        check(info.get("engines") == 4, "info engines must count live engines (4): %s" % info)
 
-        live = [i for i in ids if i != victim["id"]]
         r = c.api.post(view("all", "execute"), {"code": "return mpi.rank()"})
         results = expect_task_results(r, live, "execute on all after the kill")
-        check([x.get("value") for x in results] == [0, 2, 3], "ranks of the live engines: %r" % r)
-
-        r = c.api.post(view("0:2", "execute"), {"code": "return 1"})
-        expect_task_results(r, live[0:2], "slice 0:2 over the live ids")
-
+        check([x.get("value") for x in results] == [0, 1, 2, 3], "ranks of the live engines: %r" % r)
+        r = c.api.post(view("-1", "execute"), {"code": "return 1"})
+        expect_task_results(r, [live[-1]], "-1 is the last live engine")
         expect_error(c.api.post(view(str(victim["id"]), "execute"), {"code": "return 1"}),
                      422, "no_engines", "a view on the dead engine")
-
         r = c.api.post(view("all", "scatter"), {"name": "k", "data": list(range(7))})
         expect_task_results(r, live, "scatter over the live engines")
-        check(same(values_of(c, "return #k", live), [3, 2, 2]), "scatter over 3 live engines")
+        check(same(values_of(c, "return #k", live), [2, 2, 2, 1]), "scatter over 4 live engines")
+        # MPI still works in the surviving job.
+        r = c.api.post(view("all", "execute"), {"code": "return mpi.allreduce(1, 'sum')"})
+        results = expect_task_results(r, live, "allreduce in the surviving job")
+        check(same([x.get("value") for x in results], [4] * 4), "allreduce: %r" % r)
+
+        # Now a rank of the 4-rank job.  MPI may take its peers down too.
+        victim = engines[1]
+        os.kill(victim["pid"], signal.SIGKILL)
+        wait_dead(c, victim["id"])
+        time.sleep(2)  # let MPI do whatever it does to the peers
+        deadline = time.time() + 20
+        while True:
+            now_live = [e["id"] for e in sorted(c.api.engines(), key=lambda e: e["id"])
+                        if e["state"] != "dead"]
+            check(victim["id"] not in now_live, "killed engine %d is live again" % victim["id"])
+            r = c.api.post(view("all", "execute"), {"code": "return 1"})
+            if r.status == 200 and r.body.get("targets") == now_live:
+                break
+            if r.status == 422 and not now_live:
+                break
+            # Peers may be dying right now: retry until the registry settles.
+            check(time.time() < deadline, "all must be exactly the live engines %s: %r"
+                  % (now_live, r))
+            time.sleep(0.5)
+        notes.append("after killing rank 1 of the 4-rank job, live engines: %s" % now_live)
+        if now_live:
+            expect_task_results(r, now_live, "execute on all after the second kill")
     finally:
-        problems = c.stop()
-    # Nothing may survive SIGKILL; slow shutdown after an MPI peer died is
-    # reported, not failed (MPI_Finalize with a dead peer may hang).
-    hard = [p for p in problems if p.startswith("still alive after SIGKILL")]
-    check(not hard, "; ".join(hard))
-    return ["note: " + p for p in problems if p not in hard]
+        notes += stop_and_notes(c)
+    return notes
 
 
 def test_engine_dies_busy(_):
-    """An engine killed while running a task: that task becomes lost (or the
-    answer is an error), the request still completes."""
-    c = Cluster(n=4, profile="killbusy", mpiexec_args=["-disable-auto-cleanup"])
-    problems = []
+    """An engine killed while running a task: that task becomes lost, the
+    request still completes with status error, the others are ok."""
+    c = Cluster(jobs=[4, 1], profile="killbusy", mpiexec_args=["-disable-auto-cleanup"])
+    notes = []
     try:
         c.start()
         engines = sorted(c.api.engines(), key=lambda e: e["id"])
         ids = [e["id"] for e in engines]
-        victim = engines[2]
+        victim = engines[4]
         code = 'local t0 = os.time() while os.time() - t0 < 4 do end return "done"'
         r = c.api.post(view("all", "execute") + "?block=false", {"code": code})
         body = expect(r, 202, "slow execute?block=false")
@@ -91,16 +133,15 @@ def test_engine_dies_busy(_):
         body = expect(r, 200, "request with a dead engine")
         check(body.get("status") == "error", "a lost task makes the request status error: %r" % r)
         by_engine = {x.get("engine"): x for x in body.get("results", [])}
-        check(by_engine.get(victim["id"], {}).get("status") in ("lost", "error"),
+        check(by_engine.get(victim["id"], {}).get("status") == "lost",
               "the dead engine's result must be lost: %r" % r)
-        for i in ids:
-            if i != victim["id"]:
-                check(by_engine.get(i, {}).get("status") == "ok", "engine %d ok: %r" % (i, r))
+        for i in ids[:4]:
+            check(by_engine.get(i, {}).get("status") == "ok"
+                  and by_engine[i].get("value") == "done", "engine %d ok: %r" % (i, r))
+        check(same(values_of(c, "return 5", ids[:4]), [5] * 4), "survivors still work")
     finally:
-        problems = c.stop()
-    hard = [p for p in problems if p.startswith("still alive after SIGKILL")]
-    check(not hard, "; ".join(hard))
-    return ["note: " + p for p in problems if p not in hard]
+        notes += stop_and_notes(c)
+    return notes
 
 
 TESTS = [
