@@ -80,9 +80,6 @@ static int push_object(lua_State *L, const json_t *v, ippc_blobs *blobs, int dep
 
 static int push_rec(lua_State *L, const json_t *v, ippc_blobs *blobs, int depth, ippc_error *err)
 {
-    if (depth > LUAVALUE_MAX_DEPTH)
-        return ippc_error_set(err, ERR_INVALID, "value nested deeper than %d levels",
-                              LUAVALUE_MAX_DEPTH);
     if (!lua_checkstack(L, 4))
         return ippc_error_set(err, ERR_INTERNAL, "Lua stack overflow");
     switch (json_typeof(v)) {
@@ -92,15 +89,21 @@ static int push_rec(lua_State *L, const json_t *v, ippc_blobs *blobs, int depth,
     case JSON_INTEGER: lua_pushinteger(L, (lua_Integer)json_integer_value(v)); return 0;
     case JSON_REAL: lua_pushnumber(L, (lua_Number)json_real_value(v)); return 0;
     case JSON_STRING: lua_pushlstring(L, json_string_value(v), json_string_length(v)); return 0;
-    case JSON_ARRAY: return push_list(L, v, blobs, depth, err);
+    case JSON_ARRAY:
     case JSON_OBJECT: {
         nd_ref ref;
-        int r = value_nd_ref(v, blobs, &ref, err);
+        int r = json_is_object(v) ? value_nd_ref(v, blobs, &ref, err) : 0;
         if (r < 0)
             return -1;
         if (r == 1)
             return push_nd(L, &ref, blobs, err);
-        return push_object(L, v, blobs, depth, err);
+        /* Containers count, leaves do not: as value.c, so whatever the
+         * controller accepted, the engine accepts. */
+        if (depth > LUAVALUE_MAX_DEPTH)
+            return ippc_error_set(err, ERR_INVALID, "value nested deeper than %d levels",
+                                  LUAVALUE_MAX_DEPTH);
+        return json_is_array(v) ? push_list(L, v, blobs, depth, err)
+                                : push_object(L, v, blobs, depth, err);
     }
     }
     return ippc_error_set(err, ERR_INVALID, "unknown JSON value");

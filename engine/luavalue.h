@@ -23,7 +23,8 @@
 #include "error.h"
 #include "value.h"
 
-#define LUAVALUE_MAX_DEPTH 64
+/* Nested tables/lists allowed (scalars and arrays inside do not count). */
+#define LUAVALUE_MAX_DEPTH VALUE_MAX_DEPTH
 
 /* Pushes the Lua value of skel and returns 0; or returns -1 with err set
  * (ERR_INVALID: malformed placeholder, too deep) and pushes nothing.

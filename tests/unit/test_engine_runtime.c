@@ -246,6 +246,27 @@ static void test_push_pull(void **state)
         json_decref(res);
     }
 
+    /* the deepest value the codec accepts (64 nested lists around a scalar)
+     * goes both ways; one more level is refused */
+    char deep[512] = "{\"op\":\"push\",\"ns\":{\"d64\":";
+    for (int k = 0; k < 64; k++)
+        strcat(deep, "[");
+    strcat(deep, "1");
+    for (int k = 0; k < 64; k++)
+        strcat(deep, "]");
+    strcat(deep, "}}");
+    res = run_json(rt, deep);
+    assert_status(res, "ok");
+    json_decref(res);
+    res = run_json(rt, "{\"op\":\"pull\",\"names\":[\"d64\"]}");
+    assert_status(res, "ok");
+    json_decref(res);
+    res = execute(rt, "d65 = {d64}");
+    json_decref(res);
+    res = run_json(rt, "{\"op\":\"pull\",\"names\":[\"d65\"]}");
+    assert_status(res, "error");
+    json_decref(res);
+
     res = run_json(rt, "{\"op\":\"pull\",\"names\":[\"i\",\"undefined_name\"]}");
     assert_status(res, "error");
     assert_string_equal(str(res, "ename"), "NameError");
