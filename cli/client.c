@@ -23,8 +23,7 @@ int client_connect(const char *file, const char *ippc_dir, const char *profile,
         file = paths.client_file;
     }
     switch (connection_read(file, info, err, sizeof err)) {
-    case 0:
-        break;
+    case 0: break;
     case -1:
         if (profile != NULL || ippc_dir != NULL || strstr(file, "profile_") != NULL)
             msg_err("no cluster is running for profile \"%s\" (no connection file %s); "
@@ -34,9 +33,7 @@ int client_connect(const char *file, const char *ippc_dir, const char *profile,
         else
             msg_err("no connection file %s", file);
         return -1;
-    default:
-        msg_err("%s", err);
-        return -1;
+    default: msg_err("%s", err); return -1;
     }
     if (rest_client_init(client, info->url, info->token) < 0) {
         msg_err("cannot set up an HTTP client (libcurl)");
@@ -45,8 +42,7 @@ int client_connect(const char *file, const char *ippc_dir, const char *profile,
     return 0;
 }
 
-void client_report_unreachable(const connection_info *info, const char *profile,
-                               const char *error)
+void client_report_unreachable(const connection_info *info, const char *profile, const char *error)
 {
     msg_err("cannot reach the controller at %s: %s", info->url, error);
     if (info->pid > 0 && !proc_is_running(info->pid))

@@ -90,8 +90,7 @@ static bool parse_seconds(const char *text, double *out)
 
     errno = 0;
     value = strtod(text, &end);
-    if (errno != 0 || end == text || *end != '\0' || !isfinite(value) || value <= 0 ||
-        value > 1e6)
+    if (errno != 0 || end == text || *end != '\0' || !isfinite(value) || value <= 0 || value > 1e6)
         return false;
     *out = value;
     return true;
@@ -127,8 +126,18 @@ typedef struct start_args {
 
 static int parse_start(int argc, char **argv, start_args *args)
 {
-    enum { OPT_ENGINES = 256, OPT_PROFILE, OPT_IPPC_DIR, OPT_IP, OPT_PORT, OPT_DB,
-           OPT_MPIEXEC, OPT_TIMEOUT, OPT_DAEMONIZE, OPT_HELP };
+    enum {
+        OPT_ENGINES = 256,
+        OPT_PROFILE,
+        OPT_IPPC_DIR,
+        OPT_IP,
+        OPT_PORT,
+        OPT_DB,
+        OPT_MPIEXEC,
+        OPT_TIMEOUT,
+        OPT_DAEMONIZE,
+        OPT_HELP
+    };
     static const struct option options[] = {
         {"n", required_argument, NULL, 'n'},
         {"engines", required_argument, NULL, OPT_ENGINES},
@@ -156,52 +165,34 @@ static int parse_start(int argc, char **argv, start_args *args)
         switch (option) {
         case 'n':
             if (!parse_long(optarg, 1, 100000, &args->engines))
-                return cluster_usage_error("-n needs a number of engines >= 1, not '%s'",
-                                           optarg);
+                return cluster_usage_error("-n needs a number of engines >= 1, not '%s'", optarg);
             have_n = true;
             break;
         case OPT_ENGINES:
             if (strcmp(optarg, "mpi") != 0 && strcmp(optarg, "local") != 0)
-                return cluster_usage_error("--engines must be mpi or local, not '%s'",
-                                           optarg);
+                return cluster_usage_error("--engines must be mpi or local, not '%s'", optarg);
             args->engines_kind = optarg;
             break;
-        case OPT_PROFILE:
-            args->profile = optarg;
-            break;
-        case OPT_IPPC_DIR:
-            args->ippc_dir = optarg;
-            break;
-        case OPT_IP:
-            args->ip = optarg;
-            break;
+        case OPT_PROFILE: args->profile = optarg; break;
+        case OPT_IPPC_DIR: args->ippc_dir = optarg; break;
+        case OPT_IP: args->ip = optarg; break;
         case OPT_PORT:
             if (!parse_long(optarg, 0, 65535, &port))
-                return cluster_usage_error("--port needs a port number 0-65535, not '%s'",
-                                           optarg);
+                return cluster_usage_error("--port needs a port number 0-65535, not '%s'", optarg);
             args->port = optarg;
             break;
-        case OPT_DB:
-            args->db = optarg;
-            break;
-        case OPT_MPIEXEC:
-            args->mpiexec = optarg;
-            break;
+        case OPT_DB: args->db = optarg; break;
+        case OPT_MPIEXEC: args->mpiexec = optarg; break;
         case OPT_TIMEOUT:
             if (!parse_seconds(optarg, &args->timeout))
                 return cluster_usage_error("--timeout needs a positive number of seconds, "
                                            "not '%s'",
                                            optarg);
             break;
-        case OPT_DAEMONIZE:
-            args->daemonize = true;
-            break;
+        case OPT_DAEMONIZE: args->daemonize = true; break;
         case 'h':
-        case OPT_HELP:
-            fputs(cluster_usage_text, stdout);
-            return CLI_EXIT_OK;
-        default:
-            return cluster_bad_option(option, argv);
+        case OPT_HELP: fputs(cluster_usage_text, stdout); return CLI_EXIT_OK;
+        default: return cluster_bad_option(option, argv);
         }
     }
     if (optind < argc)
@@ -221,8 +212,8 @@ static int find_sibling(const char *name, char *out, size_t len)
         return -1;
     }
     if (snprintf(out, len, "%s/%s", dir, name) >= (int)len || access(out, X_OK) < 0) {
-        msg_err("cannot find %s next to ippc (looked for %s/%s); build it with `make`",
-                name, dir, name);
+        msg_err("cannot find %s next to ippc (looked for %s/%s); build it with `make`", name, dir,
+                name);
         return -1;
     }
     return 0;
@@ -298,11 +289,8 @@ static int claim_profile(const profile_paths *paths)
         if (info.engine_file[0] != '\0')
             unlink(info.engine_file);
         break;
-    case -2:
-        msg_err("removing an unreadable connection file: %s", err);
-        break;
-    default:
-        break;
+    case -2: msg_err("removing an unreadable connection file: %s", err); break;
+    default: break;
     }
     unlink(paths->client_file);
     unlink(paths->engine_file);
@@ -312,7 +300,10 @@ static int claim_profile(const profile_paths *paths)
 
 static volatile sig_atomic_t front_signal;
 
-static void front_on_signal(int signo) { front_signal = signo; }
+static void front_on_signal(int signo)
+{
+    front_signal = signo;
+}
 
 /* The front process of --daemonize: waits for the daemon's ready byte (exit
  * 0) or its exit (its status), forwarding Ctrl-C as SIGTERM meanwhile. */
@@ -390,8 +381,7 @@ static int cluster_start(int argc, char **argv)
     if (find_sibling("ippc-controller", launch.controller_path, PATH_MAX) < 0 ||
         find_sibling("ippc-engine", launch.engine_path, PATH_MAX) < 0)
         return CLI_EXIT_FAIL;
-    if (launch.kind == LAUNCH_MPI &&
-        find_mpiexec(args.mpiexec, launch.mpiexec_path, PATH_MAX) < 0)
+    if (launch.kind == LAUNCH_MPI && find_mpiexec(args.mpiexec, launch.mpiexec_path, PATH_MAX) < 0)
         return CLI_EXIT_FAIL;
     if (launch.kind == LAUNCH_LOCAL && args.mpiexec != NULL)
         msg_err("note: --mpiexec is not used with --engines=local");
@@ -490,12 +480,8 @@ static int cluster_stop(int argc, char **argv)
     opterr = 0;
     while ((option = getopt_long(argc, argv, ":h", options, NULL)) != -1) {
         switch (option) {
-        case OPT_PROFILE:
-            profile = optarg;
-            break;
-        case OPT_IPPC_DIR:
-            ippc_dir = optarg;
-            break;
+        case OPT_PROFILE: profile = optarg; break;
+        case OPT_IPPC_DIR: ippc_dir = optarg; break;
         case OPT_TIMEOUT:
             if (!parse_seconds(optarg, &timeout))
                 return cluster_usage_error("--timeout needs a positive number of seconds, "
@@ -503,11 +489,8 @@ static int cluster_stop(int argc, char **argv)
                                            optarg);
             break;
         case 'h':
-        case OPT_HELP:
-            fputs(cluster_usage_text, stdout);
-            return CLI_EXIT_OK;
-        default:
-            return cluster_bad_option(option, argv);
+        case OPT_HELP: fputs(cluster_usage_text, stdout); return CLI_EXIT_OK;
+        default: return cluster_bad_option(option, argv);
         }
     }
     if (optind < argc)

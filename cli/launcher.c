@@ -115,7 +115,10 @@ static void child_reap(child *c)
     }
 }
 
-static bool child_running(const child *c) { return c->pid > 0 && !c->reaped; }
+static bool child_running(const child *c)
+{
+    return c->pid > 0 && !c->reaped;
+}
 
 static void launcher_reap(launcher *l)
 {
@@ -134,8 +137,7 @@ static void child_describe_exit(const child *c, char *buf, size_t len)
 }
 
 /* In daemon mode the children's output is in log files: say where. */
-static const char *launcher_log_hint(const launcher *l, const char *log_path, char *buf,
-                                     size_t len)
+static const char *launcher_log_hint(const launcher *l, const char *log_path, char *buf, size_t len)
 {
     if (!l->options->daemonize)
         return "";
@@ -323,12 +325,11 @@ static step_result launcher_start_engines(launcher *l)
 
     snprintf(count, sizeof count, "%ld", o->engines);
     if (o->kind == LAUNCH_MPI) {
-        char *argv[] = {(char *)o->mpiexec_path, "-n", count, (char *)o->engine_path,
-                        "--file", l->engine_file, NULL};
+        char *argv[] = {(char *)o->mpiexec_path, "-n", count, (char *)o->engine_path, "--file",
+                        l->engine_file,          NULL};
 
         format_command(argv, command, sizeof command);
-        msg_err("starting %ld engine%s: %s", o->engines, o->engines == 1 ? "" : "s",
-                command);
+        msg_err("starting %ld engine%s: %s", o->engines, o->engines == 1 ? "" : "s", command);
         snprintf(l->mpiexec.role, sizeof l->mpiexec.role, "mpiexec");
         l->mpiexec.pid = proc_spawn(argv, &spawn, err, sizeof err);
         if (l->mpiexec.pid < 0) {
@@ -348,8 +349,7 @@ static step_result launcher_start_engines(launcher *l)
         return STEP_FAILED;
     }
     format_command(argv, command, sizeof command);
-    msg_err("starting %ld local engine%s: %s", o->engines, o->engines == 1 ? "" : "s",
-            command);
+    msg_err("starting %ld local engine%s: %s", o->engines, o->engines == 1 ? "" : "s", command);
     for (long i = 0; i < o->engines; i++) {
         child *engine = &l->locals[i];
 
@@ -398,17 +398,14 @@ static step_result launcher_wait_for_engines(launcher *l, double deadline, roste
     for (;;) {
         if (l->stop_signal != 0)
             return STEP_STOPPED;
-        if (rest_call(&l->api, "GET", "/api/v1/engines", NULL, 2000, &reply, err,
-                      sizeof err) < 0) {
-            snprintf(last_problem, sizeof last_problem, "the controller did not answer: %s",
-                     err);
+        if (rest_call(&l->api, "GET", "/api/v1/engines", NULL, 2000, &reply, err, sizeof err) < 0) {
+            snprintf(last_problem, sizeof last_problem, "the controller did not answer: %s", err);
         } else if (reply.http_status != 200) {
             rest_describe_error(&reply, err, sizeof err);
-            snprintf(last_problem, sizeof last_problem,
-                     "GET /api/v1/engines failed: %s", err);
+            snprintf(last_problem, sizeof last_problem, "GET /api/v1/engines failed: %s", err);
             if (reply.http_status == 401) {
-                msg_err("the controller rejected the token from %s (%s)",
-                        o->paths->client_file, err);
+                msg_err("the controller rejected the token from %s (%s)", o->paths->client_file,
+                        err);
                 rest_reply_free(&reply);
                 return STEP_FAILED;
             }
@@ -441,8 +438,7 @@ static step_result launcher_wait_for_engines(launcher *l, double deadline, roste
         if (!child_running(&l->controller)) {
             child_describe_exit(&l->controller, why, sizeof why);
             msg_err("%s while the engines were starting (%zu/%ld registered)%s", why, live,
-                    o->engines,
-                    launcher_log_hint(l, o->paths->controller_log, hint, sizeof hint));
+                    o->engines, launcher_log_hint(l, o->paths->controller_log, hint, sizeof hint));
             l->controller.reported = true;
             return STEP_FAILED;
         }
@@ -455,8 +451,7 @@ static step_result launcher_wait_for_engines(launcher *l, double deadline, roste
         }
         if (proc_now() >= deadline) {
             msg_err("timed out after %g s waiting for engines: %zu/%ld registered%s%s%s",
-                    o->timeout, live, o->engines, last_problem[0] != '\0' ? "; " : "",
-                    last_problem,
+                    o->timeout, live, o->engines, last_problem[0] != '\0' ? "; " : "", last_problem,
                     launcher_log_hint(l, o->paths->engines_log, hint, sizeof hint));
             msg_err("%s (pid %ld) still runs but not all of its engines registered; "
                     "--timeout SECONDS allows more time",
@@ -477,8 +472,7 @@ static step_result launcher_check_world(launcher *l, const roster *registered)
     if (o->kind != LAUNCH_MPI)
         return STEP_OK;
     switch (roster_check_world(registered, o->engines, worlds, sizeof worlds)) {
-    case ROSTER_ONE_WORLD:
-        return STEP_OK;
+    case ROSTER_ONE_WORLD: return STEP_OK;
     case ROSTER_SINGLETONS:
         msg_err("the %ld engines started by %s came up as %zu separate MPI worlds of size "
                 "1 (rank 0 of 1 each): this mpiexec does not belong to the MPI that "
@@ -487,8 +481,8 @@ static step_result launcher_check_world(launcher *l, const roster *registered)
         return STEP_FAILED;
     case ROSTER_SPLIT:
     default:
-        msg_err("the %ld engines started by %s did not form one MPI world of %ld (%s)",
-                o->engines, o->mpiexec_path, o->engines, worlds);
+        msg_err("the %ld engines started by %s did not form one MPI world of %ld (%s)", o->engines,
+                o->mpiexec_path, o->engines, worlds);
         return STEP_FAILED;
     }
 }
@@ -507,8 +501,8 @@ static void launcher_print_banner(launcher *l)
     else
         snprintf(world, sizeof world, "%ld local MPI singletons", o->engines);
 
-    msg_out("ippc cluster \"%s\": %ld engine%s (%s) on %s", o->paths->name, o->engines,
-            plural, world, url);
+    msg_out("ippc cluster \"%s\": %ld engine%s (%s) on %s", o->paths->name, o->engines, plural,
+            world, url);
     msg_out("URL:   %s", url);
     msg_out("Token: %s", l->connection.token);
     msg_out("Connection file: %s", o->paths->client_file);
@@ -543,8 +537,7 @@ static void launcher_detach(launcher *l)
         /* harmless: we only hold the old directory open */
     }
     if (write(o->ready_fd, &ready, 1) != 1)
-        msg_err("could not tell the starting terminal that the cluster is up: %s",
-                strerror(errno));
+        msg_err("could not tell the starting terminal that the cluster is up: %s", strerror(errno));
     close(o->ready_fd);
 }
 
@@ -566,8 +559,7 @@ static step_result launcher_supervise(launcher *l)
         if (!child_running(&l->controller)) {
             child_describe_exit(&l->controller, why, sizeof why);
             msg_err("%s unexpectedly%s; stopping the engines", why,
-                    launcher_log_hint(l, l->options->paths->controller_log, hint,
-                                      sizeof hint));
+                    launcher_log_hint(l, l->options->paths->controller_log, hint, sizeof hint));
             l->controller.reported = true;
             return STEP_FAILED;
         }
@@ -654,8 +646,7 @@ static void launcher_teardown(launcher *l)
         if (!launcher_wait_all_gone(l, start + STOP_GRACE_TERM, true)) {
             /* 3. SIGKILL; mpiexec would leave ranks behind, hence the pids. */
             if (!l->hurry)
-                msg_err("some processes did not stop within %g s: killing them",
-                        STOP_GRACE_TERM);
+                msg_err("some processes did not stop within %g s: killing them", STOP_GRACE_TERM);
             child_signal(&l->controller, SIGKILL);
             launcher_signal_engines(l, SIGKILL);
             launcher_wait_all_gone(l, proc_now() + STOP_GRACE_KILL, false);
@@ -664,8 +655,7 @@ static void launcher_teardown(launcher *l)
 
     launcher_reap(l);
     if (child_running(&l->controller))
-        msg_err("warning: the controller (pid %ld) is still running",
-                (long)l->controller.pid);
+        msg_err("warning: the controller (pid %ld) is still running", (long)l->controller.pid);
     if (child_running(&l->mpiexec))
         msg_err("warning: mpiexec (pid %ld) is still running", (long)l->mpiexec.pid);
     for (size_t i = 0; i < l->local_count; i++)
@@ -769,8 +759,7 @@ int launcher_run(const launch_options *options)
 
     if (step == STEP_STOPPED) {
         msg_err("SIG%s: stopping cluster \"%s\"%s", sigabbrev_np(l.stop_signal),
-                options->paths->name,
-                options->daemonize ? "" : " (Ctrl-C again to kill at once)");
+                options->paths->name, options->daemonize ? "" : " (Ctrl-C again to kill at once)");
         launcher_teardown(&l);
         msg_out("stopped");
         /* A stop before the cluster was up means the start did not succeed. */

@@ -24,7 +24,7 @@ typedef enum launch_kind { LAUNCH_MPI, LAUNCH_LOCAL } launch_kind;
 
 typedef struct launch_options {
     const profile_paths *paths;
-    long engines;     /* N >= 1 */
+    long engines; /* N >= 1 */
     launch_kind kind;
     const char *ip;   /* NULL: the controller's default */
     const char *port; /* NULL: the controller's default (0: a free port) */

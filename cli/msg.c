@@ -8,9 +8,15 @@
 static FILE *mirror;
 static bool timestamps;
 
-void msg_set_mirror(FILE *log) { mirror = log; }
+void msg_set_mirror(FILE *log)
+{
+    mirror = log;
+}
 
-void msg_set_timestamps(bool on) { timestamps = on; }
+void msg_set_timestamps(bool on)
+{
+    timestamps = on;
+}
 
 static void stamp(FILE *out)
 {

@@ -58,8 +58,7 @@ fail:
     _exit(127);
 }
 
-pid_t proc_spawn(char *const argv[], const proc_options *options, char *err,
-                 size_t err_len)
+pid_t proc_spawn(char *const argv[], const proc_options *options, char *err, size_t err_len)
 {
     int report[2];
     int child_errno = 0;
@@ -211,8 +210,7 @@ int proc_find_program(const char *name, char *out, size_t out_len)
         if (end == dir)
             written = snprintf(candidate, sizeof candidate, "./%s", name);
         else
-            written = snprintf(candidate, sizeof candidate, "%.*s/%s", (int)(end - dir),
-                               dir, name);
+            written = snprintf(candidate, sizeof candidate, "%.*s/%s", (int)(end - dir), dir, name);
         if (written < 0 || (size_t)written >= sizeof candidate)
             continue;
         if (is_executable_file(candidate)) {

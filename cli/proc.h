@@ -31,8 +31,7 @@ typedef struct proc_options {
 
 /* Starts argv[0] (a path) with argv; stdin is /dev/null.  Returns the child's
  * pid, or -1 with a message in err when fork or exec failed. */
-pid_t proc_spawn(char *const argv[], const proc_options *options, char *err,
-                 size_t err_len);
+pid_t proc_spawn(char *const argv[], const proc_options *options, char *err, size_t err_len);
 
 /* True while pid exists and is not a zombie. */
 bool proc_is_running(pid_t pid);

@@ -52,8 +52,8 @@ static int default_ippc_dir(char *out, size_t out_len, char *err, size_t err_len
     return path_join(out, out_len, home, ".ippc");
 }
 
-int profile_paths_init(profile_paths *paths, const char *ippc_dir, const char *name,
-                       char *err, size_t err_len)
+int profile_paths_init(profile_paths *paths, const char *ippc_dir, const char *name, char *err,
+                       size_t err_len)
 {
     char given[PATH_MAX];
     char cwd[PATH_MAX];
@@ -139,8 +139,7 @@ int profile_make_dirs(const profile_paths *paths, char *err, size_t err_len)
     return 0;
 }
 
-static void copy_string_field(const json_t *object, const char *key, char *out,
-                              size_t out_len)
+static void copy_string_field(const json_t *object, const char *key, char *out, size_t out_len)
 {
     const char *value = json_string_value(json_object_get(object, key));
 
@@ -169,8 +168,7 @@ int connection_read(const char *path, connection_info *info, char *err, size_t e
     copy_string_field(root, "profile", info->profile, sizeof info->profile);
     copy_string_field(root, "engine_file", info->engine_file, sizeof info->engine_file);
     pid = json_object_get(root, "pid");
-    if (json_is_integer(pid) && json_integer_value(pid) > 0 &&
-        json_integer_value(pid) <= INT_MAX)
+    if (json_is_integer(pid) && json_integer_value(pid) > 0 && json_integer_value(pid) <= INT_MAX)
         info->pid = (pid_t)json_integer_value(pid);
     json_decref(root);
     if (info->url[0] == '\0' || info->token[0] == '\0') {
@@ -217,8 +215,7 @@ int pidfile_write(const char *path, pid_t pid, char *err, size_t err_len)
     }
     close(fd);
     if (rename(temporary, path) < 0) {
-        snprintf(err, err_len, "cannot rename %s to %s: %s", temporary, path,
-                 strerror(errno));
+        snprintf(err, err_len, "cannot rename %s to %s: %s", temporary, path, strerror(errno));
         unlink(temporary);
         return -1;
     }

@@ -36,8 +36,8 @@ typedef struct profile_paths {
 
 /* Fills paths for profile name (NULL: "default") under ippc_dir (NULL: the
  * default).  Returns 0, or -1 with a message in err (bad name, no home). */
-int profile_paths_init(profile_paths *paths, const char *ippc_dir, const char *name,
-                       char *err, size_t err_len);
+int profile_paths_init(profile_paths *paths, const char *ippc_dir, const char *name, char *err,
+                       size_t err_len);
 
 /* Creates the profile's folders (mode 0700).  Returns 0 or -1 with err. */
 int profile_make_dirs(const profile_paths *paths, char *err, size_t err_len);

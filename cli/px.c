@@ -86,11 +86,13 @@ static bool print_result(const json_t *result)
     fprintf(stderr, "[%ld:%s] %s\n", engine, ename != NULL ? ename : (status ? status : "error"),
             evalue != NULL ? evalue : "");
     traceback = json_object_get(result, "traceback");
-    json_array_foreach(traceback, index, line) {
+    json_array_foreach(traceback, index, line)
+    {
         const char *entry = json_string_value(line);
         size_t entry_len;
 
-        if (entry == NULL)
+        /* Lua tracebacks often repeat the message just printed. */
+        if (entry == NULL || (index == 0 && evalue != NULL && strcmp(entry, evalue) == 0))
             continue;
         entry_len = strlen(entry);
         fputs(entry, stderr);
@@ -206,26 +208,14 @@ int px_main(int argc, char **argv)
     /* '+': stop at the code, which may contain anything, dashes included. */
     while ((option = getopt_long(argc, argv, "+:t:h", options, NULL)) != -1) {
         switch (option) {
-        case 't':
-            targets = optarg;
-            break;
-        case OPT_PROFILE:
-            profile = optarg;
-            break;
-        case OPT_IPPC_DIR:
-            ippc_dir = optarg;
-            break;
-        case OPT_FILE:
-            file = optarg;
-            break;
+        case 't': targets = optarg; break;
+        case OPT_PROFILE: profile = optarg; break;
+        case OPT_IPPC_DIR: ippc_dir = optarg; break;
+        case OPT_FILE: file = optarg; break;
         case 'h':
-        case OPT_HELP:
-            fputs(px_usage_text, stdout);
-            return CLI_EXIT_OK;
-        case ':':
-            return px_usage_error("option '%s' needs a value", argv[optind - 1]);
-        default:
-            return px_usage_error("unknown option '%s' (put code after --)", argv[optind - 1]);
+        case OPT_HELP: fputs(px_usage_text, stdout); return CLI_EXIT_OK;
+        case ':': return px_usage_error("option '%s' needs a value", argv[optind - 1]);
+        default: return px_usage_error("unknown option '%s' (put code after --)", argv[optind - 1]);
         }
     }
     if (optind >= argc)
@@ -264,7 +254,8 @@ int px_main(int argc, char **argv)
     }
 
     results = json_object_get(reply.json, "results");
-    json_array_foreach(results, index, result) {
+    json_array_foreach(results, index, result)
+    {
         if (print_result(result))
             any_failed = true;
     }

@@ -43,7 +43,10 @@ static size_t collect_body(char *chunk, size_t size, size_t count, void *user)
     return len;
 }
 
-int rest_global_init(void) { return curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK ? 0 : -1; }
+int rest_global_init(void)
+{
+    return curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK ? 0 : -1;
+}
 
 int rest_client_init(rest_client *client, const char *base_url, const char *token)
 {
@@ -66,8 +69,8 @@ int rest_client_init(rest_client *client, const char *base_url, const char *toke
     client->base_url[url_len] = '\0';
 
     snprintf(auth, auth_len, "Authorization: Bearer %s", token);
-    const char *lines[] = {auth, "Accept: application/json",
-                           "Content-Type: application/json", "Expect:"};
+    const char *lines[] = {auth, "Accept: application/json", "Content-Type: application/json",
+                           "Expect:"};
     for (size_t i = 0; i < sizeof lines / sizeof lines[0]; i++) {
         next = curl_slist_append(headers, lines[i]);
         if (next == NULL)
@@ -94,9 +97,8 @@ void rest_client_free(rest_client *client)
     memset(client, 0, sizeof *client);
 }
 
-int rest_call(rest_client *client, const char *method, const char *path,
-              const json_t *body, long timeout_ms, rest_reply *reply, char *err,
-              size_t err_len)
+int rest_call(rest_client *client, const char *method, const char *path, const json_t *body,
+              long timeout_ms, rest_reply *reply, char *err, size_t err_len)
 {
     CURL *curl = client->curl;
     char curl_err[CURL_ERROR_SIZE] = "";
@@ -147,8 +149,7 @@ int rest_call(rest_client *client, const char *method, const char *path,
             snprintf(err, err_len, "the reply from %s is larger than %zu bytes", url,
                      REST_MAX_REPLY);
         else
-            snprintf(err, err_len, "%s", curl_err[0] != '\0' ? curl_err
-                                                             : curl_easy_strerror(code));
+            snprintf(err, err_len, "%s", curl_err[0] != '\0' ? curl_err : curl_easy_strerror(code));
         goto done;
     }
     curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &reply->http_status);

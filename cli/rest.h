@@ -34,9 +34,8 @@ void rest_client_free(rest_client *client);
 /* method "GET" or "POST"; path like "/api/v1/engines"; body may be NULL;
  * timeout_ms 0 waits as long as it takes.  Returns 0 when a response
  * arrived (check reply->http_status), -1 on transport failure with err set. */
-int rest_call(rest_client *client, const char *method, const char *path,
-              const json_t *body, long timeout_ms, rest_reply *reply, char *err,
-              size_t err_len);
+int rest_call(rest_client *client, const char *method, const char *path, const json_t *body,
+              long timeout_ms, rest_reply *reply, char *err, size_t err_len);
 
 /* "HTTP 404 not_found: no such engine" for an error reply. */
 void rest_describe_error(const rest_reply *reply, char *buf, size_t len);

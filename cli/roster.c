@@ -43,7 +43,8 @@ int roster_parse(const json_t *reply, roster *out, char *err, size_t err_len)
             return -1;
         }
     }
-    json_array_foreach(list, index, item) {
+    json_array_foreach(list, index, item)
+    {
         roster_engine *engine = &out->engines[out->count];
 
         if (!json_is_object(item))
@@ -117,8 +118,7 @@ static void describe_worlds(const roster *r, char *out, size_t len)
         if (!roster_engine_live(engine))
             continue;
         for (size_t j = 0; j < i; j++)
-            if (roster_engine_live(&r->engines[j]) &&
-                strcmp(r->engines[j].job, engine->job) == 0)
+            if (roster_engine_live(&r->engines[j]) && strcmp(r->engines[j].job, engine->job) == 0)
                 first_of_job = false;
         if (!first_of_job)
             continue;
@@ -132,8 +132,7 @@ static void describe_worlds(const roster *r, char *out, size_t len)
 
             if (!roster_engine_live(member) || strcmp(member->job, engine->job) != 0)
                 continue;
-            written = snprintf(out + used, len - used, "%s%ld", j == i ? " " : ",",
-                               member->rank);
+            written = snprintf(out + used, len - used, "%s%ld", j == i ? " " : ",", member->rank);
             if (written < 0 || (size_t)written >= len - used)
                 return;
             used += (size_t)written;

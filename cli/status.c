@@ -40,19 +40,19 @@ static void print_table(const connection_info *info, const roster *r)
             host_width = len;
     }
     printf("cluster \"%s\" at %s (controller pid %ld): %zu engine%s, %zu live\n",
-           info->profile[0] != '\0' ? info->profile : "?", info->url, (long)info->pid,
-           r->count, r->count == 1 ? "" : "s", live);
+           info->profile[0] != '\0' ? info->profile : "?", info->url, (long)info->pid, r->count,
+           r->count == 1 ? "" : "s", live);
     if (r->count == 0)
         return;
-    printf("%4s  %-9s  %-10s  %-*s  %8s  %s\n", "ID", "RANK", "JOB", host_width, "HOST",
-           "PID", "STATE");
+    printf("%4s  %-9s  %-10s  %-*s  %8s  %s\n", "ID", "RANK", "JOB", host_width, "HOST", "PID",
+           "STATE");
     for (size_t i = 0; i < r->count; i++) {
         const roster_engine *engine = &r->engines[i];
         char rank[48];
 
         snprintf(rank, sizeof rank, "%ld/%ld", engine->rank, engine->size);
-        printf("%4ld  %-9s  %-10.10s  %-*s  %8ld  %s\n", engine->id, rank, engine->job,
-               host_width, engine->host, engine->pid, engine->state);
+        printf("%4ld  %-9s  %-10.10s  %-*s  %8ld  %s\n", engine->id, rank, engine->job, host_width,
+               engine->host, engine->pid, engine->state);
     }
 }
 
@@ -83,26 +83,14 @@ int status_main(int argc, char **argv)
     opterr = 0;
     while ((option = getopt_long(argc, argv, ":h", options, NULL)) != -1) {
         switch (option) {
-        case OPT_PROFILE:
-            profile = optarg;
-            break;
-        case OPT_IPPC_DIR:
-            ippc_dir = optarg;
-            break;
-        case OPT_FILE:
-            file = optarg;
-            break;
-        case OPT_JSON:
-            as_json = true;
-            break;
+        case OPT_PROFILE: profile = optarg; break;
+        case OPT_IPPC_DIR: ippc_dir = optarg; break;
+        case OPT_FILE: file = optarg; break;
+        case OPT_JSON: as_json = true; break;
         case 'h':
-        case OPT_HELP:
-            fputs(status_usage_text, stdout);
-            return CLI_EXIT_OK;
-        case ':':
-            return status_usage_error("option '%s' needs a value", argv[optind - 1]);
-        default:
-            return status_usage_error("unknown option '%s'", argv[optind - 1]);
+        case OPT_HELP: fputs(status_usage_text, stdout); return CLI_EXIT_OK;
+        case ':': return status_usage_error("option '%s' needs a value", argv[optind - 1]);
+        default: return status_usage_error("unknown option '%s'", argv[optind - 1]);
         }
     }
     if (optind < argc)
@@ -110,8 +98,7 @@ int status_main(int argc, char **argv)
 
     if (client_connect(file, ippc_dir, profile, &info, &client) < 0)
         return CLI_EXIT_FAIL;
-    if (rest_call(&client, "GET", "/api/v1/engines", NULL, 10000, &reply, err,
-                  sizeof err) < 0) {
+    if (rest_call(&client, "GET", "/api/v1/engines", NULL, 10000, &reply, err, sizeof err) < 0) {
         client_report_unreachable(&info, profile, err);
         goto done;
     }
