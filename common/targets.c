@@ -169,17 +169,20 @@ static int add_slice(target_set *set, text_span item, ippc_error *err)
     return 0;
 }
 
-/* One comma-separated item: 0, -1 (err set) or TARGET_UNPARSABLE. */
-static int add_item(target_set *set, text_span item, ippc_error *err)
+/* One item: 0, -1 (err set) or TARGET_UNPARSABLE.  "all" and slices stand
+ * alone; the items of a comma list are engine ids (or negative indexes). */
+static int add_item(target_set *set, text_span item, int in_list, ippc_error *err)
 {
     long long value;
+    if (span_integer(item, &value))
+        return add_integer(set, item, value, err);
+    if (in_list)
+        return TARGET_UNPARSABLE;
     if (span_equals(item, "all")) {
         for (size_t i = 0; i < set->n_live; i++)
             set_add_position(set, i);
         return 0;
     }
-    if (span_integer(item, &value))
-        return add_integer(set, item, value, err);
     if (memchr(item.start, ':', item.len))
         return add_slice(set, item, err);
     return TARGET_UNPARSABLE;
@@ -188,16 +191,20 @@ static int add_item(target_set *set, text_span item, ippc_error *err)
 static int parse_items(target_set *set, const char *spec, ippc_error *err)
 {
     const char *cursor = spec;
+    int in_list = strchr(spec, ',') != NULL;
     for (;;) {
         const char *comma = strchr(cursor, ',');
         size_t len = comma ? (size_t)(comma - cursor) : strlen(cursor);
         text_span item = span_trim((text_span){cursor, len});
         if (item.len == 0)
             return ippc_error_set(err, ERR_BAD_TARGETS, "empty item in target spec");
-        int rc = add_item(set, item, err);
+        int rc = add_item(set, item, in_list, err);
         if (rc == TARGET_UNPARSABLE)
             return ippc_error_set(err, ERR_BAD_TARGETS,
-                                  "bad target '%.*s': expected \"all\", an engine id or a slice",
+                                  in_list ? "bad target '%.*s' in a comma list: expected an "
+                                            "engine id"
+                                          : "bad target '%.*s': expected \"all\", an engine "
+                                            "id, a comma list of ids or a slice",
                                   (int)(item.len < TARGET_QUOTE ? item.len : TARGET_QUOTE),
                                   item.start);
         if (rc < 0)
