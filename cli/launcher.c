@@ -765,8 +765,11 @@ int launcher_run(const launch_options *options)
         /* A stop before the cluster was up means the start did not succeed. */
         exit_status = was_up ? 0 : 1;
     } else {
+        bool something_runs = !launcher_all_gone(&l);
+
         launcher_teardown(&l);
-        msg_err("stopped the processes started for cluster \"%s\"", options->paths->name);
+        if (something_runs)
+            msg_err("stopped the processes started for cluster \"%s\"", options->paths->name);
         exit_status = 1;
     }
 
