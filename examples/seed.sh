@@ -31,15 +31,22 @@ else
 fi
 URL=${URL%/}
 
-# api METHOD PATH [BODY] — prints the response body; fails on HTTP >= 400.
+# api METHOD PATH [BODY] — prints the response body; fails (printing the
+# error body) on HTTP >= 400.
 api() {
     if [ $# -ge 3 ]; then
-        curl -sS --fail-with-body -X "$1" -H "Authorization: Bearer $TOKEN" \
-            -H 'Content-Type: application/json' --data-binary "$3" "$URL$2"
+        body=$(curl -sS --fail-with-body -X "$1" -H "Authorization: Bearer $TOKEN" \
+            -H 'Content-Type: application/json' --data-binary "$3" "$URL$2") || {
+            printf 'seed.sh: %s %s failed: %s\n' "$1" "$2" "$body" >&2
+            return 1
+        }
     else
-        curl -sS --fail-with-body -X "$1" -H "Authorization: Bearer $TOKEN" "$URL$2"
+        body=$(curl -sS --fail-with-body -X "$1" -H "Authorization: Bearer $TOKEN" "$URL$2") || {
+            printf 'seed.sh: %s %s failed: %s\n' "$1" "$2" "$body" >&2
+            return 1
+        }
     fi
-    echo
+    printf '%s\n' "$body"
 }
 
 # field JSON KEY — prints one top-level field of a JSON document as JSON.
