@@ -49,7 +49,14 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 PLUGIN_SRC := $(wildcard examples/plugins/*.c)
 PLUGIN_LIB := $(PLUGIN_SRC:examples/plugins/%.c=$(BUILD)/plugins/lib%.so)
 
-.PHONY: all deps run test unit integration bench clean lint
+BENCH_SRC := $(wildcard bench/bench_*.c)
+BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
+
+FUZZ_SRC := $(wildcard fuzz/fuzz_*.c)
+FUZZ_BIN := $(FUZZ_SRC:fuzz/%.c=$(BUILD)/fuzz/%)
+FUZZ_SECONDS ?= 30
+
+.PHONY: all deps run test unit integration bench fuzz clean lint
 all: $(BIN)/ippc-controller $(BIN)/ippc-engine $(BIN)/ippc $(PLUGIN_LIB)
 
 deps:
@@ -97,6 +104,27 @@ $(BUILD)/tests/test_%: $(OBJ)/tests/test_%.o $(COMMON_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(SANFLAGS) -o $@ $^ $(call PKGLIBS,cmocka $(COMMON_PKGS)) -lpthread -lm
 
+# Benchmarks in C link the engine runtime (nd, mpi) and MPICH.
+$(OBJ)/bench/%.o: bench/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(BASE_CFLAGS) -Iengine $(call PKG,$(ENGINE_PKGS)) -c $< -o $@
+$(BUILD)/bench/%: $(OBJ)/bench/%.o $(ENGINE_OBJ) $(COMMON_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(SANFLAGS) -rdynamic -o $@ $^ $(call PKGLIBS,$(ENGINE_PKGS)) -ldl -lpthread -lm
+
+# Fuzz targets (libFuzzer, clang): each parser gets FUZZ_SECONDS of fuzzing.
+$(BUILD)/fuzz/fuzz_%: fuzz/fuzz_%.c $(COMMON_SRC) $(SERVER_SRC)
+	@mkdir -p $(dir $@)
+	clang -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude -Icommon \
+	  -Iserver $(call PKG,$(SERVER_PKGS)) -o $@ $< $(COMMON_SRC) $(SERVER_SRC) \
+	  $(call PKGLIBS,$(SERVER_PKGS)) -lpthread -lm
+
+fuzz:
+	@scripts/install-deps fuzz
+	@$(MAKE) --no-print-directory $(FUZZ_BIN)
+	@for f in $(FUZZ_BIN); do echo "== $$f ($(FUZZ_SECONDS) s)"; mkdir -p $(BUILD)/fuzz/corpus/$$(basename $$f); \
+	  $$f -max_total_time=$(FUZZ_SECONDS) -max_len=4096 $(BUILD)/fuzz/corpus/$$(basename $$f) 2>&1 | tail -n 3 || exit 1; done
+
 run: deps all
 	$(BIN)/ippc cluster start -n 4 --engines=mpi
 
@@ -107,7 +135,7 @@ test: deps
 unit: all $(UNIT_BIN)
 	@for t in $(UNIT_BIN); do $$t || exit 1; done
 
-bench: deps all
+bench: deps all $(BENCH_BIN)
 	@BUILD=$(BUILD) scripts/run-bench
 
 lint:
