@@ -615,7 +615,8 @@ static void child_signal(const child *c, int signo)
 }
 
 /* Signals every engine process: mpiexec and its group, local engines, and
- * the learned pids that still run ippc-engine. */
+ * the learned pids that still run ippc-engine (for SIGTERM, only once
+ * mpiexec is gone). */
 static void launcher_signal_engines(launcher *l, int signo)
 {
     /* kill(-group) only while the group exists: then its id is not reused. */
@@ -624,6 +625,10 @@ static void launcher_signal_engines(launcher *l, int signo)
     child_signal(&l->mpiexec, signo);
     for (size_t i = 0; i < l->local_count; i++)
         child_signal(&l->locals[i], signo);
+    /* A running mpiexec forwards SIGTERM to its ranks itself; a second
+     * SIGTERM straight to a rank would catch it half-way through its exit. */
+    if (signo == SIGTERM && child_running(&l->mpiexec))
+        return;
     for (size_t i = 0; i < l->engine_pid_count; i++)
         if (engine_pid_alive(l->engine_pids[i]))
             kill(l->engine_pids[i], signo);
@@ -637,9 +642,13 @@ static void launcher_teardown(launcher *l)
     double start = proc_now();
 
     l->tearing_down = true;
-    /* 1. The controller tells its engines to shut down, then exits. */
+    /* 1. The controller tells its engines to shut down, then exits.  Without
+     * a controller the engines only try to reconnect: no point waiting. */
+    launcher_reap(l);
+    bool controller_alive = child_running(&l->controller);
+
     child_signal(&l->controller, SIGTERM);
-    if (!launcher_wait_all_gone(l, start + STOP_GRACE_CONTROLLER, true)) {
+    if (!controller_alive || !launcher_wait_all_gone(l, start + STOP_GRACE_CONTROLLER, true)) {
         /* 2. What is left gets SIGTERM (mpiexec passes it to its ranks). */
         child_signal(&l->controller, SIGTERM);
         launcher_signal_engines(l, SIGTERM);
