@@ -1,6 +1,8 @@
 """test_views.py — target forms, execute (values, stdout), Lua errors, and
 non-blocking requests."""
 
+import os
+import threading
 import time
 
 from harness import check, expect, expect_error
@@ -190,9 +192,73 @@ def test_nonblocking_requests(c):
     expect_error(c.api.get("/api/v1/requests/999999999"), 404, "not_found", "unknown request")
 
 
+def test_waiting_requests_hold_no_threads(c):
+    """100 clients waiting on a slow request must not cost 100 controller
+    threads (suspend/resume, not a blocked thread per request), and the
+    controller keeps answering meanwhile."""
+    ids = c.ids()
+    pid = c.controller.pid
+
+    def threads():
+        return len(os.listdir("/proc/%d/task" % pid))
+
+    before = threads()
+    r = c.api.post(view("all", "execute") + "?block=false", {"code": SLOW})
+    rid = expect_pending(r, ids, "slow execute?block=false")
+    answers = [None] * 100
+
+    def wait(i):
+        try:
+            answers[i] = c.api.get("/api/v1/requests/%s?wait=60" % rid, timeout=120)
+        except Exception as e:  # reported below
+            answers[i] = e
+
+    clients = [threading.Thread(target=wait, args=(i,), daemon=True) for i in range(100)]
+    for t in clients:
+        t.start()
+    time.sleep(1.5)
+    during = threads()
+    t0 = time.time()
+    r = c.api.get("/api/v1/info", timeout=30)
+    expect(r, 200, "info while 100 requests wait")
+    for t in clients:
+        t.join(120)
+    check(during - before < 20, "controller threads went from %d to %d with 100 waiting requests"
+          % (before, during))
+    bad = [a for a in answers if not (hasattr(a, "status") and a.status == 200)]
+    check(not bad, "%d of 100 waiting clients did not get 200: %r" % (len(bad), bad[:3]))
+    check(all(a.body == answers[0].body for a in answers), "all waiters get the same answer")
+
+
+def test_concurrent_requests(c):
+    """40 clients at once, each with its own blocking execute: every answer
+    carries that client's own values (no crossed requests)."""
+    ids = c.ids()
+    answers = [None] * 40
+
+    def go(i):
+        try:
+            answers[i] = c.api.post(view("all", "execute"), {"code": "return %d" % i}, timeout=180)
+        except Exception as e:  # reported below
+            answers[i] = e
+
+    clients = [threading.Thread(target=go, args=(i,), daemon=True) for i in range(40)]
+    for t in clients:
+        t.start()
+    for t in clients:
+        t.join(200)
+    for i, r in enumerate(answers):
+        check(hasattr(r, "status"), "client %d: %r" % (i, r))
+        results = expect_task_results(r, ids, "concurrent execute %d" % i)
+        check(same([x.get("value") for x in results], [i] * 4), "client %d got %r" % (i, r))
+    check(len({r.body["request"] for r in answers}) == 40, "40 distinct request ids")
+
+
 TESTS = [
     ("target_forms", test_target_forms, "shared"),
     ("execute_value_and_stdout", test_execute_value_and_stdout, "shared"),
     ("lua_error", test_lua_error, "shared"),
     ("nonblocking_requests", test_nonblocking_requests, "shared"),
+    ("waiting_requests_hold_no_threads", test_waiting_requests_hold_no_threads, "shared"),
+    ("concurrent_requests", test_concurrent_requests, "shared"),
 ]
