@@ -14,7 +14,7 @@ import os
 import signal
 import time
 
-from harness import Cluster, check, expect, expect_error
+from harness import Cluster, check, describe, expect, expect_error, wait_gone
 from common import same, view, expect_task_results, values_of
 
 
@@ -144,7 +144,29 @@ def test_engine_dies_busy(_):
     return notes
 
 
+def test_engines_outlive_no_controller(_):
+    """SIGKILL the controller: the engines get no shutdown message, so they
+    must notice the controller is gone and exit by themselves after the grace
+    period (default 30 s), and mpiexec with them."""
+    c = Cluster(n=4, profile="orphans")
+    notes = []
+    try:
+        c.start()
+        engine_pids = [e["pid"] for e in c.api.engines()]
+        os.kill(c.controller.pid, signal.SIGKILL)
+        c.controller.wait(10)
+        t0 = time.time()
+        left = wait_gone(engine_pids + [p.pid for p in c.mpiexecs], 75)
+        check(not left, "75 s after the controller was SIGKILLed these still run: %s"
+              % describe(left))
+        notes.append("engines exited %.0f s after the controller died" % (time.time() - t0))
+    finally:
+        notes += stop_and_notes(c)
+    return notes
+
+
 TESTS = [
     ("engine_killed_marked_dead", test_engine_killed, "own"),
     ("engine_killed_while_busy", test_engine_dies_busy, "own"),
+    ("engines_exit_without_controller", test_engines_outlive_no_controller, "own"),
 ]
