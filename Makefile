@@ -24,7 +24,7 @@ BIN := $(BUILD)/bin
 OBJ := $(BUILD)/obj
 
 WARN := -Wall -Wextra -Werror -Wno-unused-parameter
-BASE_CFLAGS := -std=c11 -D_GNU_SOURCE -g $(OPT) $(WARN) $(SANFLAGS) -Iinclude -Icommon -MMD -MP
+BASE_CFLAGS := -std=c11 -D_GNU_SOURCE -g $(OPT) $(WARN) $(SANFLAGS) -Iinclude -iquote common -MMD -MP
 PKG = $(shell pkg-config --cflags $(1))
 PKGLIBS = $(shell pkg-config --libs $(1))
 
@@ -67,13 +67,13 @@ $(OBJ)/common/%.o: common/%.c
 	$(CC) $(BASE_CFLAGS) $(call PKG,$(COMMON_PKGS)) -c $< -o $@
 $(OBJ)/server/%.o: server/%.c
 	@mkdir -p $(dir $@)
-	$(CC) $(BASE_CFLAGS) -Iserver $(call PKG,$(SERVER_PKGS)) -c $< -o $@
+	$(CC) $(BASE_CFLAGS) -iquote server $(call PKG,$(SERVER_PKGS)) -c $< -o $@
 $(OBJ)/engine/%.o: engine/%.c
 	@mkdir -p $(dir $@)
-	$(CC) $(BASE_CFLAGS) -Iengine $(call PKG,$(ENGINE_PKGS)) -c $< -o $@
+	$(CC) $(BASE_CFLAGS) -iquote engine $(call PKG,$(ENGINE_PKGS)) -c $< -o $@
 $(OBJ)/cli/%.o: cli/%.c
 	@mkdir -p $(dir $@)
-	$(CC) $(BASE_CFLAGS) -Icli $(call PKG,$(CLI_PKGS)) -c $< -o $@
+	$(CC) $(BASE_CFLAGS) -iquote cli $(call PKG,$(CLI_PKGS)) -c $< -o $@
 
 $(BIN)/ippc-controller: $(OBJ)/server/main.o $(SERVER_OBJ) $(COMMON_OBJ)
 	@mkdir -p $(dir $@)
@@ -93,7 +93,7 @@ $(BUILD)/plugins/lib%.so: examples/plugins/%.c include/ippc/plugin.h
 # modules, every other one only common/.
 $(OBJ)/tests/%.o: tests/unit/%.c
 	@mkdir -p $(dir $@)
-	$(CC) $(BASE_CFLAGS) -Iserver -Iengine $(call PKG,cmocka $(SERVER_PKGS) $(ENGINE_PKGS)) -c $< -o $@
+	$(CC) $(BASE_CFLAGS) -iquote server -iquote engine $(call PKG,cmocka $(SERVER_PKGS) $(ENGINE_PKGS)) -c $< -o $@
 $(BUILD)/tests/test_engine_%: $(OBJ)/tests/test_engine_%.o $(ENGINE_OBJ) $(COMMON_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(SANFLAGS) -rdynamic -o $@ $^ $(call PKGLIBS,cmocka $(ENGINE_PKGS)) -ldl -lpthread -lm
@@ -107,7 +107,7 @@ $(BUILD)/tests/test_%: $(OBJ)/tests/test_%.o $(COMMON_OBJ)
 # Benchmarks in C link the engine runtime (nd, mpi) and MPICH.
 $(OBJ)/bench/%.o: bench/%.c
 	@mkdir -p $(dir $@)
-	$(CC) $(BASE_CFLAGS) -Iengine $(call PKG,$(ENGINE_PKGS)) -c $< -o $@
+	$(CC) $(BASE_CFLAGS) -iquote engine $(call PKG,$(ENGINE_PKGS)) -c $< -o $@
 $(BUILD)/bench/%: $(OBJ)/bench/%.o $(ENGINE_OBJ) $(COMMON_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(SANFLAGS) -rdynamic -o $@ $^ $(call PKGLIBS,$(ENGINE_PKGS)) -ldl -lpthread -lm
@@ -115,8 +115,8 @@ $(BUILD)/bench/%: $(OBJ)/bench/%.o $(ENGINE_OBJ) $(COMMON_OBJ)
 # Fuzz targets (libFuzzer, clang): each parser gets FUZZ_SECONDS of fuzzing.
 $(BUILD)/fuzz/fuzz_%: fuzz/fuzz_%.c $(COMMON_SRC) $(SERVER_SRC)
 	@mkdir -p $(dir $@)
-	clang -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude -Icommon \
-	  -Iserver $(call PKG,$(SERVER_PKGS)) -o $@ $< $(COMMON_SRC) $(SERVER_SRC) \
+	clang -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude -iquote common \
+	  -iquote server $(call PKG,$(SERVER_PKGS)) -o $@ $< $(COMMON_SRC) $(SERVER_SRC) \
 	  $(call PKGLIBS,$(SERVER_PKGS)) -lpthread -lm
 
 fuzz:

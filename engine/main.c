@@ -481,6 +481,10 @@ int main(int argc, char **argv) {
     }
 
     run_tasks();
+    /* From here on the runtime goes away: a late signal must not touch it. */
+    sa.sa_handler = SIG_IGN;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
     lws_cancel_service(E.ctx);
     pthread_join(E.net, NULL);
     lws_context_destroy(E.ctx);

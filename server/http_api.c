@@ -15,6 +15,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 #include <microhttpd.h>
 
@@ -37,6 +38,7 @@ typedef struct req_ctx {
     int too_large;
     ctx_state state;
     uint64_t request_id;
+    int raw; /* answer with the array's bytes (Accept: application/octet-stream) */
 } req_ctx;
 
 typedef struct route_args {
@@ -98,6 +100,14 @@ static enum MHD_Result fail(struct MHD_Connection *conn, const char *code, const
 
 static const char *query(req_ctx *ctx, const char *key) {
     return MHD_lookup_connection_value(ctx->conn, MHD_GET_ARGUMENT_KIND, key);
+}
+
+static const char *header(req_ctx *ctx, const char *name) {
+    return MHD_lookup_connection_value(ctx->conn, MHD_HEADER_KIND, name);
+}
+
+static int is_octet_stream(const char *content_type) {
+    return content_type && strncasecmp(content_type, "application/octet-stream", 24) == 0;
 }
 
 /* Parses ?key=SECONDS; -1 if absent; -2 if invalid. */
@@ -169,12 +179,44 @@ static void on_registered(void *arg) {
     MHD_suspend_connection(ctx->conn);
 }
 
+/* The array bytes of a finished pull/gather, with X-Ippc-Dtype/-Shape. */
+static enum MHD_Result send_raw(req_ctx *ctx) {
+    ippc_error err = {0};
+    unsigned char *data = NULL;
+    size_t len = 0;
+    nd_ref ref;
+    if (hub_request_array(ctx->api->h, ctx->request_id, &data, &len, &ref, &err) < 0)
+        return send_error(ctx->conn, &err);
+    struct MHD_Response *resp = MHD_create_response_from_buffer(len, data, MHD_RESPMEM_MUST_FREE);
+    if (!resp) {
+        free(data);
+        return MHD_NO;
+    }
+    char shape[ND_MAX_DIMS * 21 + 1] = "";
+    for (int i = 0; i < ref.ndim; i++)
+        snprintf(shape + strlen(shape), sizeof shape - strlen(shape), "%s%zu", i ? "," : "",
+                 ref.shape[i]);
+    char request[24];
+    snprintf(request, sizeof request, "%llu", (unsigned long long)ctx->request_id);
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/octet-stream");
+    MHD_add_response_header(resp, "X-Ippc-Dtype", nd_dtype_name(ref.dtype));
+    MHD_add_response_header(resp, "X-Ippc-Shape", shape);
+    MHD_add_response_header(resp, "X-Ippc-Request", request);
+    enum MHD_Result rc = MHD_queue_response(ctx->conn, MHD_HTTP_OK, resp);
+    MHD_destroy_response(resp);
+    return rc;
+}
+
 static enum MHD_Result answer_request(req_ctx *ctx) {
     ippc_error err = {0};
     int done = 0;
     json_t *body = hub_request_json(ctx->api->h, ctx->request_id, &done, &err);
     if (!body)
         return send_error(ctx->conn, &err);
+    if (done && ctx->raw) {
+        json_decref(body);
+        return send_raw(ctx);
+    }
     return send_json(ctx->conn, done ? MHD_HTTP_OK : MHD_HTTP_ACCEPTED, body);
 }
 
@@ -233,29 +275,34 @@ static enum MHD_Result h_request(req_ctx *ctx, const route_args *a) {
     return wait_or_answer(ctx, wait);
 }
 
-/* Submits a direct-view call and answers (or waits) as the query asks. */
-static enum MHD_Result view_call(req_ctx *ctx, hub_op op, const char *targets, const char *name,
-                                 json_t *body) {
+/* Submits a direct-view call and answers (or waits) as the query asks:
+ * ?block=, ?timeout=, ?format=, and Accept: application/octet-stream. */
+static enum MHD_Result submit_and_answer(req_ctx *ctx, hub_call *call) {
     int block = query_block(ctx);
     double timeout = query_seconds(ctx, "timeout");
-    value_format fmt;
-    if (block < 0 || timeout == -2 || query_format(ctx, &fmt) < 0) {
-        json_decref(body);
+    if (block < 0 || timeout == -2 || query_format(ctx, &call->format) < 0)
         return fail(ctx->conn, ERR_BAD_REQUEST,
                     "bad query: block is true|false, timeout a number of seconds, format "
                     "list|typed%s",
                     NULL);
-    }
+    ctx->raw = is_octet_stream(header(ctx, MHD_HTTP_HEADER_ACCEPT)) &&
+               (call->op == HUB_OP_PULL || call->op == HUB_OP_GATHER);
     ippc_error err = {0};
-    hub_call call = {.op = op, .targets = targets, .body = body, .name = name, .format = fmt};
-    uint64_t id = hub_submit(ctx->api->h, &call, &err);
-    json_decref(body);
+    uint64_t id = hub_submit(ctx->api->h, call, &err);
     if (!id)
         return send_error(ctx->conn, &err);
     ctx->request_id = id;
     if (!block)
         return answer_request(ctx);
     return wait_or_answer(ctx, timeout);
+}
+
+static enum MHD_Result view_call(req_ctx *ctx, hub_op op, const char *targets, const char *name,
+                                 json_t *body) {
+    hub_call call = {.op = op, .targets = targets, .body = body, .name = name};
+    enum MHD_Result rc = submit_and_answer(ctx, &call);
+    json_decref(body);
+    return rc;
 }
 
 static enum MHD_Result body_call(req_ctx *ctx, const route_args *a, hub_op op) {
@@ -278,14 +325,137 @@ static enum MHD_Result h_push(req_ctx *ctx, const route_args *a) {
 static enum MHD_Result h_pull(req_ctx *ctx, const route_args *a) {
     return body_call(ctx, a, HUB_OP_PULL_MANY);
 }
+static enum MHD_Result raw_call(req_ctx *ctx, hub_op op, const char *targets, const char *name);
+
 static enum MHD_Result h_scatter(req_ctx *ctx, const route_args *a) {
+    if (is_octet_stream(header(ctx, MHD_HTTP_HEADER_CONTENT_TYPE))) {
+        const char *name = query(ctx, "name");
+        if (!name)
+            return fail(ctx->conn, ERR_BAD_REQUEST,
+                        "a raw scatter names its variable with ?name=%s", NULL);
+        return raw_call(ctx, HUB_OP_SCATTER, a->params[0], name);
+    }
     return body_call(ctx, a, HUB_OP_SCATTER);
+}
+static enum MHD_Result h_load(req_ctx *ctx, const route_args *a) {
+    return body_call(ctx, a, HUB_OP_LOAD);
+}
+
+/* Calls whose body is optional (an empty body means {}). */
+static enum MHD_Result optional_body_call(req_ctx *ctx, const route_args *a, hub_op op) {
+    if (ctx->len == 0)
+        return view_call(ctx, op, a->params[0], NULL, json_object());
+    return body_call(ctx, a, op);
+}
+static enum MHD_Result h_reset(req_ctx *ctx, const route_args *a) {
+    return optional_body_call(ctx, a, HUB_OP_RESET);
+}
+static enum MHD_Result h_list_vars(req_ctx *ctx, const route_args *a) {
+    return view_call(ctx, HUB_OP_LIST, a->params[0], NULL, json_object());
+}
+static enum MHD_Result h_delete_var(req_ctx *ctx, const route_args *a) {
+    return view_call(ctx, HUB_OP_DELETE, a->params[0], a->params[1], json_object());
+}
+static enum MHD_Result h_interrupt(req_ctx *ctx, const route_args *a) {
+    ippc_error err = {0};
+    json_t *out = hub_interrupt(ctx->api->h, a->params[0], &err);
+    return out ? send_json(ctx->conn, MHD_HTTP_OK, out) : send_error(ctx->conn, &err);
 }
 static enum MHD_Result h_apply(req_ctx *ctx, const route_args *a) {
     return body_call(ctx, a, HUB_OP_APPLY);
 }
 
+/* A raw body (Content-Type: application/octet-stream) as one ndarray: dtype
+ * and shape from ?dtype=&shape=d0,d1 or X-Ippc-Dtype / X-Ippc-Shape (default
+ * float64, 1-D).  The body buffer becomes the blob: no copy.  NULL + err. */
+static json_t *raw_body_value(req_ctx *ctx, ippc_blobs *blobs, ippc_error *err) {
+    const char *dtype_s = query(ctx, "dtype") ? query(ctx, "dtype") : header(ctx, "X-Ippc-Dtype");
+    const char *shape_s = query(ctx, "shape") ? query(ctx, "shape") : header(ctx, "X-Ippc-Shape");
+    int dtype = nd_dtype_parse(dtype_s ? dtype_s : "float64");
+    if (dtype < 0) {
+        ippc_error_set(err, ERR_INVALID, "unknown dtype '%.32s'", dtype_s);
+        return NULL;
+    }
+    size_t item = nd_dtype_size((nd_dtype)dtype);
+    size_t shape[ND_MAX_DIMS];
+    int ndim = 0;
+    size_t count = 1;
+    if (shape_s && *shape_s) {
+        const char *p = shape_s;
+        while (*p) {
+            char *end;
+            errno = 0;
+            unsigned long long d = strtoull(p, &end, 10);
+            if (end == p || errno || ndim == ND_MAX_DIMS || *p == '-' ||
+                (d && count > SIZE_MAX / item / d)) {
+                ippc_error_set(err, ERR_INVALID, "bad shape '%.64s': up to %d sizes, d0,d1,...",
+                               shape_s, ND_MAX_DIMS);
+                return NULL;
+            }
+            shape[ndim++] = (size_t)d;
+            count *= (size_t)d;
+            p = *end == ',' ? end + 1 : end;
+            if (*end && *end != ',') {
+                ippc_error_set(err, ERR_INVALID, "bad shape '%.64s'", shape_s);
+                return NULL;
+            }
+        }
+    } else {
+        if (ctx->len % item) {
+            ippc_error_set(err, ERR_INVALID, "%zu bytes are not a whole number of %s items",
+                           ctx->len, nd_dtype_name((nd_dtype)dtype));
+            return NULL;
+        }
+        shape[ndim++] = ctx->len / item;
+        count = shape[0];
+    }
+    if (count * item != ctx->len) {
+        ippc_error_set(err, ERR_INVALID, "body has %zu bytes; dtype %s and that shape need %zu",
+                       ctx->len, nd_dtype_name((nd_dtype)dtype), count * item);
+        return NULL;
+    }
+    unsigned char *data = (unsigned char *)ctx->body;
+    if (!data && !(data = malloc(1))) {
+        ippc_error_set(err, ERR_INTERNAL, "out of memory");
+        return NULL;
+    }
+    ctx->body = NULL;
+    ctx->len = ctx->cap = 0;
+    long k = blobs_push(blobs, data, count * item);
+    if (k < 0) {
+        ippc_error_set(err, ERR_INTERNAL, "out of memory");
+        return NULL;
+    }
+    return value_nd_placeholder((nd_dtype)dtype, ndim, shape, (size_t)k);
+}
+
+/* Pushes or scatters a raw array body. */
+static enum MHD_Result raw_call(req_ctx *ctx, hub_op op, const char *targets, const char *name) {
+    ippc_error err = {0};
+    ippc_blobs blobs;
+    blobs_init(&blobs);
+    json_t *skel = raw_body_value(ctx, &blobs, &err);
+    if (!skel) {
+        blobs_free(&blobs);
+        return send_error(ctx->conn, &err);
+    }
+    json_t *body = json_pack("{s:s}", "name", name);
+    hub_call call = {.op = op,
+                     .targets = targets,
+                     .body = body,
+                     .name = name,
+                     .wire_value = skel,
+                     .wire_blobs = &blobs};
+    enum MHD_Result rc = submit_and_answer(ctx, &call);
+    json_decref(body);
+    json_decref(skel);
+    blobs_free(&blobs);
+    return rc;
+}
+
 static enum MHD_Result h_put_var(req_ctx *ctx, const route_args *a) {
+    if (is_octet_stream(header(ctx, MHD_HTTP_HEADER_CONTENT_TYPE)))
+        return raw_call(ctx, HUB_OP_PUSH, a->params[0], a->params[1]);
     ippc_error err = {0};
     json_t *value = parse_body(ctx, 1, &err);
     if (!value)
@@ -315,6 +485,11 @@ static const route routes[] = {
     {"POST", "/api/v1/views/{targets}/scatter", h_scatter},
     {"GET", "/api/v1/views/{targets}/gather/{name}", h_gather},
     {"POST", "/api/v1/views/{targets}/apply", h_apply},
+    {"POST", "/api/v1/views/{targets}/load", h_load},
+    {"POST", "/api/v1/views/{targets}/reset", h_reset},
+    {"POST", "/api/v1/views/{targets}/interrupt", h_interrupt},
+    {"GET", "/api/v1/views/{targets}/vars", h_list_vars},
+    {"DELETE", "/api/v1/views/{targets}/vars/{name}", h_delete_var},
     {"GET", "/api/v1/requests/{id}", h_request},
 };
 #define N_ROUTES (sizeof routes / sizeof routes[0])

@@ -641,7 +641,35 @@ static int build_payload(const hub_call *c, payload *p, ippc_error *err) {
         break;
     }
     case HUB_OP_PUSH:
-        msg = push_message(json_object_get(b, "namespace"), &blobs, err);
+        if (c->wire_value) {
+            if (valid_name(c->name, err) < 0)
+                return -1;
+            msg = json_pack("{s:s, s:s, s:{s:O}}", "type", "task", "op", "push", "ns", c->name,
+                            c->wire_value);
+            blobs_append_all(&blobs, c->wire_blobs);
+        } else {
+            msg = push_message(json_object_get(b, "namespace"), &blobs, err);
+        }
+        break;
+    case HUB_OP_LOAD: {
+        const char *lib = body_string(b, "library", 1, err);
+        if (!lib)
+            return -1;
+        if (!*lib || strlen(lib) > 4096)
+            return ippc_error_set(err, ERR_INVALID, "\"library\" must be a path to a .so");
+        msg = json_pack("{s:s, s:s, s:s}", "type", "task", "op", "load", "library", lib);
+        break;
+    }
+    case HUB_OP_RESET:
+        msg = json_pack("{s:s, s:s}", "type", "task", "op", "reset");
+        break;
+    case HUB_OP_LIST:
+        msg = json_pack("{s:s, s:s}", "type", "task", "op", "list");
+        break;
+    case HUB_OP_DELETE:
+        if (valid_name(c->name, err) < 0)
+            return -1;
+        msg = json_pack("{s:s, s:s, s:[s]}", "type", "task", "op", "delete", "names", c->name);
         break;
     case HUB_OP_PULL:
     case HUB_OP_GATHER:
@@ -724,11 +752,17 @@ static int build_scatter(const hub_call *c, size_t p, payload *out, ippc_error *
     if (!name || valid_name(name, err) < 0)
         return -1;
     json_t *data = json_object_get(c->body, "data");
-    if (!data)
+    if (!data && !c->wire_value)
         return ippc_error_set(err, ERR_BAD_REQUEST, "field \"data\" is required");
     ippc_blobs blobs;
     blobs_init(&blobs);
-    json_t *skel = value_from_client(data, &blobs, err);
+    json_t *skel = NULL;
+    if (c->wire_value) {
+        skel = json_deep_copy(c->wire_value);
+        blobs_append_all(&blobs, c->wire_blobs);
+    } else {
+        skel = value_from_client(data, &blobs, err);
+    }
     if (!skel) {
         blobs_free(&blobs);
         return -1;
@@ -776,7 +810,7 @@ static int live_ids(hub *h, int **ids, size_t *n) {
 }
 
 uint64_t hub_submit(hub *h, const hub_call *c, ippc_error *err) {
-    if (!json_is_object(c->body) && c->op != HUB_OP_PULL && c->op != HUB_OP_GATHER) {
+    if (!json_is_object(c->body)) {
         ippc_error_set(err, ERR_BAD_REQUEST, "request body must be a JSON object");
         return 0;
     }
@@ -939,6 +973,12 @@ done:
     return out ? out : json_null();
 }
 
+/* Ops whose results are values (failures go to "errors"), not task entries. */
+static int pull_like(hub_op op) {
+    return op == HUB_OP_PULL || op == HUB_OP_PULL_MANY || op == HUB_OP_GATHER ||
+           op == HUB_OP_LIST;
+}
+
 static json_t *request_answer(const request *r) {
     json_t *targets = json_array();
     for (size_t i = 0; i < r->ntargets; i++)
@@ -955,7 +995,7 @@ static json_t *request_answer(const request *r) {
     for (size_t i = 0; i < r->ntargets; i++) {
         const task *t = &r->tasks[i];
         int ok = result_ok(t->result);
-        if (!ok && (r->op == HUB_OP_PULL || r->op == HUB_OP_PULL_MANY || r->op == HUB_OP_GATHER))
+        if (!ok && pull_like(r->op))
             json_array_append_new(errors, error_entry(t->engine_id, t->result));
         switch (r->op) {
         case HUB_OP_PULL: {
@@ -985,6 +1025,11 @@ static json_t *request_answer(const request *r) {
         }
         case HUB_OP_GATHER:
             break;
+        case HUB_OP_LIST: {
+            json_t *listing = json_object_get(t->result, "value");
+            json_array_append(results, ok && listing ? listing : json_null());
+            break;
+        }
         default:
             json_array_append_new(results, task_entry(t, r->format, errors));
             break;
@@ -1023,6 +1068,104 @@ json_t *hub_request_json(hub *h, uint64_t request_id, int *done, ippc_error *err
         ippc_error_set(err, ERR_NOT_FOUND, "no request with id %llu",
                        (unsigned long long)request_id);
     return out;
+}
+
+json_t *hub_interrupt(hub *h, const char *targets, ippc_error *err) {
+    pthread_mutex_lock(&h->lock);
+    int *live = NULL, *ids = NULL;
+    size_t n_live = 0, n = 0;
+    json_t *out = NULL;
+    if (live_ids(h, &live, &n_live) < 0) {
+        ippc_error_set(err, ERR_INTERNAL, "out of memory");
+    } else if (targets_parse(targets, live, n_live, &ids, &n, err) == 0) {
+        json_t *list = json_array();
+        for (size_t i = 0; i < n; i++) {
+            engine *e = &h->engines[ids[i]];
+            json_t *msg = json_pack("{s:s}", "type", "interrupt");
+            e->link.send(e->link.conn, msg, NULL, 0);
+            json_decref(msg);
+            json_array_append_new(list, json_integer(e->id));
+        }
+        out = json_pack("{s:o, s:s}", "targets", list, "status", "ok");
+    }
+    free(live);
+    free(ids);
+    pthread_mutex_unlock(&h->lock);
+    return out;
+}
+
+/* The one array a finished request holds, as a skeleton + blobs (borrowed or
+ * owned via *owned), or NULL + err. */
+static const json_t *request_array_skel(const request *r, ippc_blobs *owned,
+                                        const ippc_blobs **blobs, ippc_error *err) {
+    if (r->nfinished < r->ntargets) {
+        ippc_error_set(err, ERR_CONFLICT, "request %llu is not finished",
+                       (unsigned long long)r->id);
+        return NULL;
+    }
+    for (size_t i = 0; i < r->ntargets; i++)
+        if (!result_ok(r->tasks[i].result)) {
+            ippc_error_set(err, ERR_INVALID, "engine %d: %s", r->tasks[i].engine_id,
+                           json_string_value(json_object_get(r->tasks[i].result, "evalue")));
+            return NULL;
+        }
+    if (r->op == HUB_OP_PULL && r->ntargets == 1) {
+        *blobs = &r->tasks[0].blobs;
+        return json_object_get(json_object_get(r->tasks[0].result, "value"), r->name);
+    }
+    if (r->op == HUB_OP_GATHER) {
+        json_t **parts = calloc(r->ntargets, sizeof *parts);
+        ippc_blobs *pb = calloc(r->ntargets, sizeof *pb);
+        json_t *skel = NULL;
+        if (parts && pb) {
+            for (size_t i = 0; i < r->ntargets; i++) {
+                parts[i] = json_object_get(json_object_get(r->tasks[i].result, "value"), r->name);
+                pb[i] = r->tasks[i].blobs;
+            }
+            skel = value_gather(parts, pb, r->ntargets, owned, err);
+        }
+        free(parts);
+        free(pb);
+        *blobs = owned;
+        return skel; /* new reference: the caller drops it */
+    }
+    ippc_error_set(err, ERR_INVALID,
+                   "raw (application/octet-stream) answers need one target, or a gather");
+    return NULL;
+}
+
+int hub_request_array(hub *h, uint64_t request_id, unsigned char **data, size_t *len,
+                      nd_ref *ref, ippc_error *err) {
+    int rc = -1;
+    ippc_blobs owned;
+    blobs_init(&owned);
+    pthread_mutex_lock(&h->lock);
+    request *r = idmap_get(&h->requests, request_id);
+    const ippc_blobs *blobs = NULL;
+    const json_t *skel = r ? request_array_skel(r, &owned, &blobs, err) : NULL;
+    if (!r)
+        ippc_error_set(err, ERR_NOT_FOUND, "no request with id %llu",
+                       (unsigned long long)request_id);
+    if (skel) {
+        int is_nd = value_nd_ref(skel, blobs, ref, err);
+        if (is_nd == 0)
+            ippc_error_set(err, ERR_INVALID, "the value is not an array");
+        if (is_nd == 1) {
+            *len = blobs->items[ref->blob].len;
+            *data = malloc(*len ? *len : 1);
+            if (*data) {
+                memcpy(*data, blobs->items[ref->blob].data, *len);
+                rc = 0;
+            } else {
+                ippc_error_set(err, ERR_INTERNAL, "out of memory");
+            }
+        }
+        if (r->op == HUB_OP_GATHER)
+            json_decref((json_t *)skel);
+    }
+    pthread_mutex_unlock(&h->lock);
+    blobs_free(&owned);
+    return rc;
 }
 
 int hub_wait(hub *h, uint64_t request_id, int64_t deadline_ms, void (*wake)(void *arg),

@@ -75,6 +75,10 @@ typedef enum hub_op {
     HUB_OP_SCATTER,
     HUB_OP_GATHER,
     HUB_OP_APPLY,
+    HUB_OP_LOAD,    /* {"library": path} */
+    HUB_OP_RESET,
+    HUB_OP_DELETE,  /* name */
+    HUB_OP_LIST,    /* results are each engine's variable listing */
 } hub_op;
 
 /* A parsed direct-view call.  The hub takes what it needs; args stay owned by
@@ -85,11 +89,26 @@ typedef struct hub_call {
     const json_t *body;    /* op-specific JSON, see http_api.c */
     const char *name;      /* PUT/GET vars/{name}, gather/{name} */
     value_format format;   /* how pulled arrays are written back */
+    /* PUSH of one variable given in wire form already (raw octet-stream
+     * bodies): the skeleton and its blobs, which the hub moves out. */
+    const json_t *wire_value;
+    ippc_blobs *wire_blobs;
 } hub_call;
 
 /* Starts a request: one task per target engine, sent at once.  Returns the
  * request id (> 0) or 0 + err. */
 uint64_t hub_submit(hub *h, const hub_call *call, ippc_error *err);
+
+/* Sends an interrupt to every target engine: the task running there ends as
+ * "aborted"; queued tasks stay queued.  New {"targets": [...]} or NULL + err. */
+json_t *hub_interrupt(hub *h, const char *targets, ippc_error *err);
+
+/* The array of a finished pull of one target or of a gather, for raw
+ * (octet-stream) answers: a copy of its bytes in *data (caller frees) and its
+ * description in *ref.  -1 + err if the request is not done, failed, or the
+ * value is not an array. */
+int hub_request_array(hub *h, uint64_t request_id, unsigned char **data, size_t *len,
+                      nd_ref *ref, ippc_error *err);
 
 /* The request's client view: the blocking answer when done, or a pending body.
  * *done set accordingly.  NULL + not_found if unknown. */
