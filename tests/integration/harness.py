@@ -300,6 +300,11 @@ def wait_file(path, timeout, proc=None, what="file"):
     raise HarnessError("%s not written within %.0f s: %s" % (what, timeout, path))
 
 
+# Every tracker ever made in this process, so a runner can sweep them all
+# (after the last test, or when it is itself interrupted).
+TRACKERS = []
+
+
 class ProcessTracker:
     """Everything a test started: Popen objects, extra pids, and the marker
     (a unique temp directory) that its processes inherit."""
@@ -308,6 +313,7 @@ class ProcessTracker:
         self.marker = marker
         self.popens = []
         self.pids = set()
+        TRACKERS.append(self)
 
     def add_popen(self, p):
         self.popens.append(p)
@@ -498,3 +504,15 @@ class Cluster:
         if not left and not os.environ.get("IPPC_TEST_KEEP"):
             shutil.rmtree(self.dir, ignore_errors=True)
         return problems
+
+
+def sweep(grace=5.0):
+    """Kills whatever any tracker of this process still has running; returns
+    a description of what had to be killed (empty when nothing)."""
+    found = set()
+    for t in TRACKERS:
+        left = t.all_alive()
+        if left:
+            found |= left
+            t.kill_all(grace=grace)
+    return describe(found) if found else ""

@@ -119,6 +119,7 @@ class Runner:
         self.out("# interrupted by signal %d: stopping clusters" % signum)
         if self.shared is not None:
             self.shared.stop()
+        harness.sweep(grace=3)
         self.failed += 1
         self.out("integration: %d passed, %d failed" % (self.passed, self.failed))
         os._exit(1)
@@ -155,6 +156,14 @@ def main(argv):
     finally:
         if runner.shared is not None:
             runner.shared.stop()
+    # Whatever any test started must be gone by now.
+    leftovers = harness.sweep()
+    if leftovers:
+        runner.failed += 1
+        runner.out("FAIL no_process_left_behind_at_exit: had to kill %s" % leftovers)
+    else:
+        runner.passed += 1
+        runner.out("PASS no_process_left_behind_at_exit")
     runner.out("integration: %d passed, %d failed" % (runner.passed, runner.failed))
     return 1 if runner.failed else 0
 
