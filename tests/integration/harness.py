@@ -515,4 +515,7 @@ def sweep(grace=5.0):
         if left:
             found |= left
             t.kill_all(grace=grace)
+        if (not t.all_alive() and not os.environ.get("IPPC_TEST_KEEP")
+                and os.path.basename(t.marker).startswith("ippc-itest-")):
+            shutil.rmtree(t.marker, ignore_errors=True)
     return describe(found) if found else ""
