@@ -1,0 +1,1323 @@
+/* store.c — the task store (see store.h): SQLite in WAL mode, fed by one
+ * writer thread that commits whatever is queued in one transaction.
+ *
+ * Connections and locks.  A file store has two connections: the writer's,
+ * used only by the writer thread (and by store_open before it starts), and a
+ * reader connection shared by store_get / store_query_tasks / store_purge
+ * under reader->lock, so reads never wait behind a commit or a checkpoint.
+ * A private in-memory database cannot be shared between connections, so a
+ * memory store has one connection playing both roles (reader == &writer_conn)
+ * and its one lock serialises the writer's transactions with the reads.
+ * Connections are opened SQLITE_OPEN_NOMUTEX: our locks already serialise them.
+ * queue_lock guards the save queue and the counters; it is never held while
+ * SQLite works, and never taken while holding a connection lock.
+ *
+ * Schema (PRAGMA application_id = 'ippc', PRAGMA user_version = 1):
+ *   tasks(id INTEGER PRIMARY KEY, request_id, state, engine, submitted,
+ *         started, completed, tags, doc, result, blobs)
+ *     request_id / engine are NULL for "none"; times are ISO 8601 UTC in the
+ *     canonical form YYYY-MM-DDTHH:MM:SS.ffffffZ, so text order is time order;
+ *     tags, doc and result (the skeleton) are JSON text; blobs is described
+ *     below.  Indexes on state, engine, submitted and completed; each one ends
+ *     in the rowid, so "state = ? AND id > ? ORDER BY id" is a single seek.
+ *   task_tags(tag, task_id) WITHOUT ROWID, key (tag, task_id), index task_id:
+ *     one row per distinct string tag of a task, rewritten on every save.
+ *     A tag query is then an index range in id order that stops after `limit`
+ *     rows; json_each over tasks.tags would scan every task for a rare tag.
+ *   store_meta(key, value): 'max_task_id' = the highest id ever saved, so a
+ *     restarted controller does not reuse ids even after a purge.
+ *
+ * The blobs column: NULL when the result has no blobs, else
+ *     u32 count | count x u64 length | the blobs' bytes, concatenated
+ * (integers little-endian).  A value that does not add up exactly is
+ * reported as a corrupt record, never read past.
+ *
+ * Writes never fail silently: a failed batch is retried (WRITE_ATTEMPTS, with
+ * back-off; each attempt already waits BUSY_TIMEOUT_MS for locks) and, if it
+ * still fails, dropped with a message on stderr, so a broken disk cannot make
+ * store_flush or store_close wait forever.
+ *
+ * Relies on: SQLite >= 3.24 (upsert) with JSON1, Jansson, pthreads.
+ */
+#include "store.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <sqlite3.h>
+
+#define SCHEMA_VERSION 1
+#define APPLICATION_ID 0x69707063 /* "ippc" */
+#define BUSY_TIMEOUT_MS 2000
+#define WRITE_ATTEMPTS 5
+#define QUERY_LIMIT_MAX 1000
+#define TIME_LEN 48 /* "YYYY-MM-DDTHH:MM:SS.ffffffZ" (28 bytes with NUL), with room */
+
+/* Query variants: one prepared statement per combination of filters. */
+enum { Q_STATE = 1, Q_ENGINE = 2, Q_TAG = 4, Q_SINCE = 8, Q_VARIANTS = 16 };
+
+typedef struct store_conn {
+    sqlite3 *db;
+    pthread_mutex_t lock;
+    bool lock_ready;
+    /* writer role */
+    sqlite3_stmt *upsert, *delete_tags, *insert_tags, *update_max;
+    /* reader role */
+    sqlite3_stmt *get, *query[Q_VARIANTS];
+} store_conn;
+
+/* One queued save: everything already serialised, so the writer thread never
+ * touches the caller's Jansson objects. */
+typedef struct save_item {
+    struct save_item *next;
+    uint64_t id, request_id;
+    int engine;
+    char *state;
+    char *times[3]; /* submitted, started, completed (canonical) or NULL */
+    char *tags, *doc, *result;
+    ippc_blobs blobs;
+} save_item;
+
+struct store {
+    char *label; /* the path as given, or "memory", for messages */
+    bool memory;
+    int lock_fd; /* flock'd <path>.lock, or -1 */
+    store_conn writer_conn, reader_storage;
+    store_conn *reader; /* &reader_storage, or &writer_conn for memory */
+
+    pthread_mutex_t queue_lock;
+    pthread_cond_t work_cond;    /* writer waits: queue non-empty or closing */
+    pthread_cond_t flushed_cond; /* flushers wait: done_seq advanced */
+    bool sync_ready;
+    save_item *head, *tail;
+    uint64_t queued_seq; /* saves accepted so far */
+    uint64_t done_seq;   /* saves the writer has finished with */
+    uint64_t max_id;     /* highest id stored or queued */
+    bool closing;
+    bool writer_started;
+    pthread_t writer;
+};
+
+static const char *const TASK_COLUMNS =
+    "t.id, t.request_id, t.state, t.engine, t.submitted, t.started, t.completed, t.tags, "
+    "t.doc, t.result, t.blobs";
+
+static const char *const SCHEMA_V1 =
+    "CREATE TABLE tasks ("
+    "  id INTEGER PRIMARY KEY,"
+    "  request_id INTEGER,"
+    "  state TEXT NOT NULL,"
+    "  engine INTEGER,"
+    "  submitted TEXT,"
+    "  started TEXT,"
+    "  completed TEXT,"
+    "  tags TEXT,"
+    "  doc TEXT NOT NULL,"
+    "  result TEXT,"
+    "  blobs BLOB);"
+    "CREATE INDEX tasks_state ON tasks(state);"
+    "CREATE INDEX tasks_engine ON tasks(engine);"
+    "CREATE INDEX tasks_submitted ON tasks(submitted);"
+    "CREATE INDEX tasks_completed ON tasks(completed);"
+    "CREATE TABLE task_tags ("
+    "  tag TEXT NOT NULL,"
+    "  task_id INTEGER NOT NULL,"
+    "  PRIMARY KEY (tag, task_id)) WITHOUT ROWID;"
+    "CREATE INDEX task_tags_task ON task_tags(task_id);"
+    "CREATE TABLE store_meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;"
+    "INSERT INTO store_meta(key, value) VALUES ('max_task_id', 0);";
+
+/* ----------------------------------------------------------------- times */
+
+static void time_format(time_t secs, long usec, char out[TIME_LEN])
+{
+    struct tm tm;
+    char base[32] = "";
+    gmtime_r(&secs, &tm);
+    strftime(base, sizeof base, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(out, TIME_LEN, "%s.%06uZ", base, (unsigned)(usec % 1000000));
+}
+
+static void time_now(char out[TIME_LEN])
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    time_format(ts.tv_sec, ts.tv_nsec / 1000, out);
+}
+
+/* Reads exactly n digits. */
+static bool take_digits(const char **p, int n, int *value)
+{
+    int v = 0;
+    for (int i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)(*p)[i];
+        if (c < '0' || c > '9')
+            return false;
+        v = v * 10 + (c - '0');
+    }
+    *p += n;
+    *value = v;
+    return true;
+}
+
+static int days_in_month(int year, int month)
+{
+    static const int days[12] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    bool leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+    return month == 2 && leap ? 29 : days[month - 1];
+}
+
+/* ISO 8601 -> canonical UTC text.  Accepts YYYY-MM-DD, optionally followed by
+ * [T or space]HH:MM[:SS[.fraction]] and a zone (Z, +HH[:MM], -HH[:MM]); no
+ * zone means UTC.  Canonical text compares in time order, which the `since`
+ * and `before` filters rely on.  0, or -1 if in is not such a time. */
+static int time_canonical(const char *in, char out[TIME_LEN])
+{
+    const char *p = in;
+    int year, month, day, hour = 0, minute = 0, second = 0, offset_min = 0;
+    long usec = 0;
+    if (!take_digits(&p, 4, &year) || *p++ != '-' || !take_digits(&p, 2, &month) || *p++ != '-' ||
+        !take_digits(&p, 2, &day))
+        return -1;
+    if (month < 1 || month > 12 || day < 1 || day > days_in_month(year, month))
+        return -1;
+    if (*p == 'T' || *p == 't' || *p == ' ') {
+        p++;
+        if (!take_digits(&p, 2, &hour) || *p++ != ':' || !take_digits(&p, 2, &minute))
+            return -1;
+        if (*p == ':') {
+            p++;
+            if (!take_digits(&p, 2, &second))
+                return -1;
+            if (*p == '.' || *p == ',') {
+                p++;
+                int ndigits = 0;
+                for (; *p >= '0' && *p <= '9'; p++, ndigits++)
+                    if (ndigits < 6)
+                        usec = usec * 10 + (*p - '0');
+                if (ndigits == 0)
+                    return -1;
+                for (; ndigits < 6; ndigits++)
+                    usec *= 10;
+            }
+        }
+        if (hour > 23 || minute > 59 || second > 60)
+            return -1;
+        if (second == 60) /* a leap second sorts with the second before it */
+            second = 59, usec = 999999;
+        if (*p == 'Z' || *p == 'z') {
+            p++;
+        } else if (*p == '+' || *p == '-') {
+            int sign = *p++ == '-' ? -1 : 1, oh, om = 0;
+            if (!take_digits(&p, 2, &oh))
+                return -1;
+            if (*p == ':')
+                p++;
+            if (*p && !take_digits(&p, 2, &om))
+                return -1;
+            if (oh > 23 || om > 59)
+                return -1;
+            offset_min = sign * (oh * 60 + om);
+        }
+    }
+    if (*p != '\0')
+        return -1;
+    struct tm tm = {.tm_year = year - 1900,
+                    .tm_mon = month - 1,
+                    .tm_mday = day,
+                    .tm_hour = hour,
+                    .tm_min = minute,
+                    .tm_sec = second};
+    time_t secs = timegm(&tm) - (time_t)offset_min * 60;
+    struct tm check;
+    if (!gmtime_r(&secs, &check) || check.tm_year + 1900 < 0 || check.tm_year + 1900 > 9999)
+        return -1;
+    time_format(secs, usec, out);
+    return 0;
+}
+
+/* A stored time column: canonical when it parses, else kept as given. */
+static char *time_column(const char *value)
+{
+    char canonical[TIME_LEN];
+    if (!value)
+        return NULL;
+    return strdup(time_canonical(value, canonical) == 0 ? canonical : value);
+}
+
+/* ----------------------------------------------------------------- blobs */
+
+static void put_le(unsigned char *p, uint64_t v, int bytes)
+{
+    for (int i = 0; i < bytes; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static uint64_t get_le(const unsigned char *p, int bytes)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < bytes; i++)
+        v |= (uint64_t)p[i] << (8 * i);
+    return v;
+}
+
+/* Packs blobs into *buf (grown as needed, reused across rows).  Returns the
+ * packed length, 0 for no blobs, or -1 when too large / out of memory. */
+static long long blobs_pack(const ippc_blobs *blobs, unsigned char **buf, size_t *cap)
+{
+    if (blobs->count == 0)
+        return 0;
+    if (blobs->count > UINT32_MAX || blobs->count > (SIZE_MAX - 4) / 8)
+        return -1;
+    size_t total = 4 + 8 * blobs->count;
+    if (total > (size_t)INT_MAX)
+        return -1;
+    for (size_t i = 0; i < blobs->count; i++) {
+        if (blobs->items[i].len > (size_t)INT_MAX - total) /* SQLite's blob limit */
+            return -1;
+        total += blobs->items[i].len;
+    }
+    if (total > *cap) {
+        unsigned char *grown = realloc(*buf, total);
+        if (!grown)
+            return -1;
+        *buf = grown;
+        *cap = total;
+    }
+    unsigned char *p = *buf;
+    put_le(p, blobs->count, 4);
+    p += 4;
+    for (size_t i = 0; i < blobs->count; i++, p += 8)
+        put_le(p, blobs->items[i].len, 8);
+    for (size_t i = 0; i < blobs->count; i++) {
+        if (blobs->items[i].len)
+            memcpy(p, blobs->items[i].data, blobs->items[i].len);
+        p += blobs->items[i].len;
+    }
+    return (long long)total;
+}
+
+/* Splits a packed blobs value into out (empty on entry).  0, or -1 if the
+ * value is malformed or memory ran out (out left empty). */
+static int blobs_unpack(const unsigned char *p, size_t len, ippc_blobs *out)
+{
+    if (len < 4)
+        return -1;
+    uint64_t count = get_le(p, 4);
+    if (count > (len - 4) / 8)
+        return -1;
+    size_t offset = 4 + 8 * (size_t)count;
+    for (uint64_t i = 0; i < count; i++) {
+        uint64_t blob_len = get_le(p + 4 + 8 * i, 8);
+        if (blob_len > len - offset)
+            goto fail;
+        unsigned char *data = malloc(blob_len ? blob_len : 1);
+        if (!data)
+            goto fail;
+        if (blob_len)
+            memcpy(data, p + offset, blob_len);
+        if (blobs_push(out, data, blob_len) < 0)
+            goto fail;
+        offset += blob_len;
+    }
+    if (offset != len)
+        goto fail;
+    return 0;
+fail:
+    blobs_free(out);
+    return -1;
+}
+
+/* ---------------------------------------------------------------- errors */
+
+/* Message for a failed SQLite call on s; what says what we were doing. */
+static int sql_error(const store *s, sqlite3 *db, int rc, const char *what, ippc_error *err)
+{
+    const char *detail = db ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
+    switch (rc & 0xff) {
+    case SQLITE_NOMEM: return ippc_error_set(err, ERR_INTERNAL, "task store: out of memory");
+    case SQLITE_NOTADB:
+        return ippc_error_set(err, ERR_INTERNAL, "%s is not an ippc task store (%s)", s->label,
+                              detail);
+    case SQLITE_CORRUPT:
+        return ippc_error_set(err, ERR_INTERNAL, "%s is corrupt (%s)", s->label, detail);
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+        return ippc_error_set(err, ERR_UNAVAILABLE, "%s is locked by another process (%s)",
+                              s->label, detail);
+    case SQLITE_CANTOPEN:
+    case SQLITE_PERM:
+    case SQLITE_READONLY:
+    case SQLITE_AUTH:
+        return ippc_error_set(err, ERR_INTERNAL, "cannot open %s for writing (%s)", s->label,
+                              detail);
+    case SQLITE_FULL:
+        return ippc_error_set(err, ERR_UNAVAILABLE, "%s: disk full (%s)", s->label, detail);
+    default:
+        return ippc_error_set(err, ERR_INTERNAL, "task store %s: %s failed (%s)", s->label, what,
+                              detail);
+    }
+}
+
+static int oom(ippc_error *err)
+{
+    return ippc_error_set(err, ERR_INTERNAL, "task store: out of memory");
+}
+
+/* ------------------------------------------------------------ statements */
+
+static int exec_sql(const store *s, store_conn *c, const char *sql, const char *what,
+                    ippc_error *err)
+{
+    int rc = sqlite3_exec(c->db, sql, NULL, NULL, NULL);
+    return rc == SQLITE_OK ? 0 : sql_error(s, c->db, rc, what, err);
+}
+
+/* Prepares *slot once; it stays prepared until the connection closes. */
+static sqlite3_stmt *cached_stmt(const store *s, store_conn *c, sqlite3_stmt **slot,
+                                 const char *sql, ippc_error *err)
+{
+    if (!*slot) {
+        int rc = sqlite3_prepare_v3(c->db, sql, -1, SQLITE_PREPARE_PERSISTENT, slot, NULL);
+        if (rc != SQLITE_OK) {
+            sqlite3_finalize(*slot);
+            *slot = NULL;
+            sql_error(s, c->db, rc, "preparing a statement", err);
+            return NULL;
+        }
+    }
+    return *slot;
+}
+
+static void stmt_done(sqlite3_stmt *stmt)
+{
+    sqlite3_reset(stmt);
+    sqlite3_clear_bindings(stmt);
+}
+
+/* One integer from a one-row statement (PRAGMA, SELECT max(...)). */
+static int query_int(const store *s, store_conn *c, const char *sql, sqlite3_int64 *value,
+                     ippc_error *err)
+{
+    sqlite3_stmt *stmt = NULL;
+    int rc = sqlite3_prepare_v2(c->db, sql, -1, &stmt, NULL);
+    if (rc == SQLITE_OK) {
+        rc = sqlite3_step(stmt);
+        if (rc == SQLITE_ROW) {
+            *value = sqlite3_column_int64(stmt, 0);
+            rc = SQLITE_OK;
+        }
+    }
+    if (rc != SQLITE_OK) {
+        sql_error(s, c->db, rc, sql, err);
+        sqlite3_finalize(stmt);
+        return -1;
+    }
+    sqlite3_finalize(stmt);
+    return 0;
+}
+
+static void conn_close(store_conn *c)
+{
+    sqlite3_stmt **stmts[] = {&c->upsert, &c->delete_tags, &c->insert_tags, &c->update_max,
+                              &c->get};
+    for (size_t i = 0; i < sizeof stmts / sizeof *stmts; i++) {
+        sqlite3_finalize(*stmts[i]);
+        *stmts[i] = NULL;
+    }
+    for (int i = 0; i < Q_VARIANTS; i++) {
+        sqlite3_finalize(c->query[i]);
+        c->query[i] = NULL;
+    }
+    sqlite3_close_v2(c->db);
+    c->db = NULL;
+    if (c->lock_ready)
+        pthread_mutex_destroy(&c->lock);
+    c->lock_ready = false;
+}
+
+static int conn_open(const store *s, store_conn *c, const char *filename, ippc_error *err)
+{
+    memset(c, 0, sizeof *c);
+    if (pthread_mutex_init(&c->lock, NULL) != 0)
+        return oom(err);
+    c->lock_ready = true;
+    int rc = sqlite3_open_v2(
+        filename, &c->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+    if (rc != SQLITE_OK)
+        return sql_error(s, c->db, rc, "opening", err);
+    sqlite3_extended_result_codes(c->db, 1);
+    sqlite3_busy_timeout(c->db, BUSY_TIMEOUT_MS);
+    if (!s->memory && exec_sql(s, c, "PRAGMA synchronous = NORMAL", "setting synchronous", err))
+        return -1;
+    return 0;
+}
+
+/* ------------------------------------------------------------ open/close */
+
+/* mkdir -p of path's directory (0700: it is the controller's profile). */
+static int make_parent_dirs(const store *s, const char *path, ippc_error *err)
+{
+    char *dir = strdup(path);
+    if (!dir)
+        return oom(err);
+    char *slash = strrchr(dir, '/');
+    if (!slash || slash == dir) {
+        free(dir);
+        return 0;
+    }
+    *slash = '\0';
+    for (char *p = dir + 1;; p++) {
+        bool end = *p == '\0';
+        if (*p == '/' || end) {
+            *p = '\0';
+            if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+                int saved = errno;
+                ippc_error_set(err, ERR_INTERNAL, "cannot create %s for %s: %s", dir, s->label,
+                               strerror(saved));
+                free(dir);
+                return -1;
+            }
+            if (end)
+                break;
+            *p = '/';
+        }
+    }
+    free(dir);
+    return 0;
+}
+
+/* Holds <path>.lock with flock for the store's lifetime, so two controllers
+ * never share one task store (the second would mark the first one's running
+ * tasks lost).  A separate file because closing any other descriptor of the
+ * database file would drop SQLite's own POSIX locks.  The lock dies with the
+ * process, so a killed controller leaves nothing stale. */
+static int take_lock_file(store *s, const char *path, ippc_error *err)
+{
+    size_t len = strlen(path);
+    char *lock_path = malloc(len + sizeof ".lock");
+    if (!lock_path)
+        return oom(err);
+    memcpy(lock_path, path, len);
+    memcpy(lock_path + len, ".lock", sizeof ".lock");
+    s->lock_fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (s->lock_fd < 0) {
+        ippc_error_set(err, ERR_INTERNAL, "cannot open %s: %s", lock_path, strerror(errno));
+        free(lock_path);
+        return -1;
+    }
+    if (flock(s->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+        int saved = errno;
+        char pid[32] = "";
+        ssize_t n = pread(s->lock_fd, pid, sizeof pid - 1, 0);
+        pid[n > 0 ? n : 0] = '\0';
+        pid[strcspn(pid, "\n")] = '\0';
+        if (saved == EWOULDBLOCK)
+            ippc_error_set(err, ERR_UNAVAILABLE,
+                           "%s is locked by another process (pid %s holds %s)", s->label,
+                           pid[0] ? pid : "unknown", lock_path);
+        else
+            ippc_error_set(err, ERR_INTERNAL, "cannot lock %s: %s", lock_path, strerror(saved));
+        free(lock_path);
+        return -1;
+    }
+    /* The pid only makes a later conflict's message clearer: failing to write
+     * it is harmless. */
+    char pid[32];
+    int n = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+    if (ftruncate(s->lock_fd, 0) == 0 && pwrite(s->lock_fd, pid, (size_t)n, 0) != n)
+        (void)ftruncate(s->lock_fd, 0);
+    free(lock_path);
+    return 0;
+}
+
+/* Switches a file store to WAL.  This is the first statement that reads the
+ * file, so a file that is not a database fails here. */
+static int set_wal(const store *s, store_conn *c, ippc_error *err)
+{
+    sqlite3_stmt *stmt = NULL;
+    int rc = sqlite3_prepare_v2(c->db, "PRAGMA journal_mode = WAL", -1, &stmt, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(stmt);
+    if (rc != SQLITE_ROW) {
+        sql_error(s, c->db, rc, "switching to WAL", err);
+        sqlite3_finalize(stmt);
+        return -1;
+    }
+    const char *mode = (const char *)sqlite3_column_text(stmt, 0);
+    if (!mode || strcmp(mode, "wal") != 0) /* e.g. a file system without shared memory */
+        fprintf(stderr, "ippc-controller: %s: WAL unavailable, journal mode is %s\n", s->label,
+                mode ? mode : "unknown");
+    sqlite3_finalize(stmt);
+    return 0;
+}
+
+/* Creates or checks the schema and marks unfinished tasks lost, in one
+ * transaction taken with the write lock (so a locked file fails here). */
+static int migrate(store *s, store_conn *c, size_t *lost, ippc_error *err)
+{
+    sqlite3_int64 app_id = 0, version = 0, tables = 0;
+    sqlite3_stmt *mark = NULL;
+    char now[TIME_LEN];
+    int rc;
+    if (exec_sql(s, c, "BEGIN IMMEDIATE", "starting the schema check", err) < 0)
+        return -1;
+    if (query_int(s, c, "PRAGMA application_id", &app_id, err) < 0 ||
+        query_int(s, c, "PRAGMA user_version", &version, err) < 0 ||
+        query_int(s, c, "SELECT count(*) FROM sqlite_master", &tables, err) < 0)
+        goto fail;
+    if (version == 0) {
+        if ((app_id != 0 && app_id != APPLICATION_ID) || tables > 0) {
+            ippc_error_set(err, ERR_INTERNAL,
+                           "%s is not an ippc task store (an SQLite database with other content)",
+                           s->label);
+            goto fail;
+        }
+        /* Constants only: PRAGMA values cannot be bound. */
+        char pragmas[96];
+        snprintf(pragmas, sizeof pragmas, "PRAGMA application_id = %d; PRAGMA user_version = %d",
+                 APPLICATION_ID, SCHEMA_VERSION);
+        if (exec_sql(s, c, SCHEMA_V1, "creating the schema", err) < 0 ||
+            exec_sql(s, c, pragmas, "recording the schema version", err) < 0)
+            goto fail;
+    } else if (app_id != APPLICATION_ID) {
+        ippc_error_set(err, ERR_INTERNAL,
+                       "%s is not an ippc task store (SQLite application id %" PRId64 ")", s->label,
+                       (int64_t)app_id);
+        goto fail;
+    } else if (version > SCHEMA_VERSION) {
+        ippc_error_set(err, ERR_INTERNAL,
+                       "%s has task store schema version %" PRId64
+                       "; this ippc understands up to %d",
+                       s->label, (int64_t)version, SCHEMA_VERSION);
+        goto fail;
+    }
+    /* Future versions migrate here, one step at a time: if (version == 1) ... */
+
+    time_now(now);
+    rc = sqlite3_prepare_v2(
+        c->db,
+        "UPDATE tasks SET state = 'lost', completed = ?1,"
+        "  doc = CASE WHEN json_valid(doc)"
+        "        THEN json_set(doc, '$.state', 'lost', '$.completed', ?1) ELSE doc END"
+        " WHERE state IN ('pending', 'running')",
+        -1, &mark, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_text(mark, 1, now, -1, SQLITE_STATIC);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(mark);
+    if (rc != SQLITE_DONE) {
+        sql_error(s, c->db, rc, "marking unfinished tasks lost", err);
+        sqlite3_finalize(mark);
+        goto fail;
+    }
+    sqlite3_finalize(mark);
+    *lost = (size_t)sqlite3_changes(c->db);
+    if (exec_sql(s, c, "COMMIT", "committing the schema check", err) < 0)
+        goto fail;
+    return 0;
+fail:
+    if (!sqlite3_get_autocommit(c->db))
+        sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
+    return -1;
+}
+
+static void *writer_main(void *arg);
+static void items_free(save_item *item);
+
+store *store_open(const char *path, size_t *lost_on_open, ippc_error *err)
+{
+    size_t lost = 0;
+    if (lost_on_open)
+        *lost_on_open = 0;
+    store *s = calloc(1, sizeof *s);
+    if (!s) {
+        oom(err);
+        return NULL;
+    }
+    s->lock_fd = -1;
+    s->memory = !path || strcmp(path, "memory") == 0 || strcmp(path, ":memory:") == 0;
+    s->label = strdup(s->memory ? "memory" : path);
+    if (!s->label) {
+        oom(err);
+        goto fail;
+    }
+    if (pthread_mutex_init(&s->queue_lock, NULL) != 0) {
+        oom(err);
+        goto fail;
+    }
+    if (pthread_cond_init(&s->work_cond, NULL) != 0) {
+        pthread_mutex_destroy(&s->queue_lock);
+        oom(err);
+        goto fail;
+    }
+    if (pthread_cond_init(&s->flushed_cond, NULL) != 0) {
+        pthread_cond_destroy(&s->work_cond);
+        pthread_mutex_destroy(&s->queue_lock);
+        oom(err);
+        goto fail;
+    }
+    s->sync_ready = true;
+
+    if (!s->memory) {
+        if (path[0] == '\0') {
+            ippc_error_set(err, ERR_INVALID, "the task store path is empty");
+            goto fail;
+        }
+        if (make_parent_dirs(s, path, err) < 0 || take_lock_file(s, path, err) < 0)
+            goto fail;
+    }
+    if (conn_open(s, &s->writer_conn, s->memory ? ":memory:" : path, err) < 0)
+        goto fail;
+    if (!s->memory && set_wal(s, &s->writer_conn, err) < 0)
+        goto fail;
+    if (migrate(s, &s->writer_conn, &lost, err) < 0)
+        goto fail;
+    sqlite3_int64 max_id = 0;
+    if (query_int(s, &s->writer_conn,
+                  "SELECT max(coalesce((SELECT max(id) FROM tasks), 0),"
+                  " coalesce((SELECT value FROM store_meta WHERE key = 'max_task_id'), 0))",
+                  &max_id, err) < 0)
+        goto fail;
+    s->max_id = max_id > 0 ? (uint64_t)max_id : 0;
+
+    if (s->memory) {
+        s->reader = &s->writer_conn;
+    } else {
+        s->reader = &s->reader_storage; /* set first: store_close closes it */
+        if (conn_open(s, &s->reader_storage, path, err) < 0)
+            goto fail;
+    }
+    if (pthread_create(&s->writer, NULL, writer_main, s) != 0) {
+        ippc_error_set(err, ERR_INTERNAL, "task store: cannot start the writer thread");
+        goto fail;
+    }
+    s->writer_started = true;
+    if (lost_on_open)
+        *lost_on_open = lost;
+    return s;
+fail:
+    store_close(s);
+    return NULL;
+}
+
+void store_close(store *s)
+{
+    if (!s)
+        return;
+    if (s->writer_started) {
+        pthread_mutex_lock(&s->queue_lock);
+        s->closing = true;
+        pthread_cond_signal(&s->work_cond);
+        pthread_mutex_unlock(&s->queue_lock);
+        pthread_join(s->writer, NULL); /* it drains the queue first */
+    }
+    items_free(s->head);
+    if (s->reader == &s->reader_storage)
+        conn_close(&s->reader_storage);
+    conn_close(&s->writer_conn);
+    if (s->lock_fd >= 0)
+        close(s->lock_fd); /* after SQLite closed: releases the flock */
+    if (s->sync_ready) {
+        pthread_cond_destroy(&s->flushed_cond);
+        pthread_cond_destroy(&s->work_cond);
+        pthread_mutex_destroy(&s->queue_lock);
+    }
+    free(s->label);
+    free(s);
+}
+
+/* ----------------------------------------------------------------- saves */
+
+static void item_free(save_item *item)
+{
+    free(item->state);
+    for (int i = 0; i < 3; i++)
+        free(item->times[i]);
+    free(item->tags);
+    free(item->doc);
+    free(item->result);
+    blobs_free(&item->blobs);
+    free(item);
+}
+
+static void items_free(save_item *item)
+{
+    while (item) {
+        save_item *next = item->next;
+        item_free(item);
+        item = next;
+    }
+}
+
+/* Releases what store_save owns of rec and leaves rec empty. */
+static void record_release(store_record *rec)
+{
+    json_decref(rec->tags);
+    json_decref(rec->doc);
+    json_decref(rec->result);
+    rec->tags = rec->doc = rec->result = NULL;
+    blobs_free(&rec->blobs);
+}
+
+/* Serialises rec now, on the caller's thread: the queue holds a snapshot, and
+ * the caller may go on changing its own objects. */
+static save_item *item_from_record(const store_record *rec)
+{
+    save_item *item = calloc(1, sizeof *item);
+    if (!item)
+        return NULL;
+    blobs_init(&item->blobs);
+    item->id = rec->id;
+    item->request_id = rec->request_id;
+    item->engine = rec->engine;
+    item->state = strdup(rec->state);
+    const char *times[3] = {rec->submitted, rec->started, rec->completed};
+    bool ok = item->state != NULL;
+    for (int i = 0; i < 3; i++) {
+        item->times[i] = time_column(times[i]);
+        ok = ok && (!times[i] || item->times[i]);
+    }
+    item->doc = json_dumps(rec->doc, JSON_COMPACT);
+    ok = ok && item->doc;
+    if (rec->tags) {
+        item->tags = json_dumps(rec->tags, JSON_COMPACT);
+        ok = ok && item->tags;
+    }
+    if (rec->result) {
+        item->result = json_dumps(rec->result, JSON_COMPACT | JSON_ENCODE_ANY);
+        ok = ok && item->result;
+    }
+    if (!ok) {
+        item_free(item);
+        return NULL;
+    }
+    return item;
+}
+
+int store_save(store *s, store_record *rec)
+{
+    if (!rec)
+        return -1;
+    save_item *item = NULL;
+    /* Invalid records are refused like a closed store: there is nobody to
+     * report to on the writer thread later. */
+    bool valid = s && rec->id > 0 && rec->id <= INT64_MAX && rec->request_id <= INT64_MAX &&
+                 rec->state && json_is_object(rec->doc) && (!rec->tags || json_is_array(rec->tags));
+    if (valid)
+        item = item_from_record(rec);
+    if (!item) {
+        record_release(rec);
+        return -1;
+    }
+    item->blobs = rec->blobs; /* moved */
+    blobs_init(&rec->blobs);
+    record_release(rec);
+
+    pthread_mutex_lock(&s->queue_lock);
+    if (s->closing) {
+        pthread_mutex_unlock(&s->queue_lock);
+        item_free(item);
+        return -1;
+    }
+    if (s->tail)
+        s->tail->next = item;
+    else
+        s->head = item;
+    s->tail = item;
+    s->queued_seq++;
+    if (item->id > s->max_id)
+        s->max_id = item->id;
+    pthread_cond_signal(&s->work_cond);
+    pthread_mutex_unlock(&s->queue_lock);
+    return 0;
+}
+
+void store_flush(store *s)
+{
+    if (!s)
+        return;
+    pthread_mutex_lock(&s->queue_lock);
+    uint64_t target = s->queued_seq;
+    while (s->done_seq < target)
+        pthread_cond_wait(&s->flushed_cond, &s->queue_lock);
+    pthread_mutex_unlock(&s->queue_lock);
+}
+
+static int bind_text_or_null(sqlite3_stmt *stmt, int index, const char *text)
+{
+    return text ? sqlite3_bind_text(stmt, index, text, -1, SQLITE_STATIC)
+                : sqlite3_bind_null(stmt, index);
+}
+
+/* Writes one row and its tags.  SQLite result code. */
+static int write_item(store_conn *c, const save_item *item, unsigned char **pack, size_t *pack_cap)
+{
+    sqlite3_stmt *up = c->upsert;
+    long long packed = blobs_pack(&item->blobs, pack, pack_cap);
+    if (packed < 0)
+        return SQLITE_TOOBIG;
+    int rc = sqlite3_bind_int64(up, 1, (sqlite3_int64)item->id);
+    if (rc == SQLITE_OK)
+        rc = item->request_id ? sqlite3_bind_int64(up, 2, (sqlite3_int64)item->request_id)
+                              : sqlite3_bind_null(up, 2);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_text(up, 3, item->state, -1, SQLITE_STATIC);
+    if (rc == SQLITE_OK)
+        rc = item->engine >= 0 ? sqlite3_bind_int(up, 4, item->engine) : sqlite3_bind_null(up, 4);
+    for (int i = 0; i < 3 && rc == SQLITE_OK; i++)
+        rc = bind_text_or_null(up, 5 + i, item->times[i]);
+    if (rc == SQLITE_OK)
+        rc = bind_text_or_null(up, 8, item->tags);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_text(up, 9, item->doc, -1, SQLITE_STATIC);
+    if (rc == SQLITE_OK)
+        rc = bind_text_or_null(up, 10, item->result);
+    if (rc == SQLITE_OK)
+        rc = packed ? sqlite3_bind_blob64(up, 11, *pack, (sqlite3_uint64)packed, SQLITE_STATIC)
+                    : sqlite3_bind_null(up, 11);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(up) == SQLITE_DONE ? SQLITE_OK : sqlite3_errcode(c->db);
+    stmt_done(up);
+    if (rc != SQLITE_OK)
+        return rc;
+
+    rc = sqlite3_bind_int64(c->delete_tags, 1, (sqlite3_int64)item->id);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(c->delete_tags) == SQLITE_DONE ? SQLITE_OK : sqlite3_errcode(c->db);
+    stmt_done(c->delete_tags);
+    if (rc != SQLITE_OK || !item->tags)
+        return rc;
+    rc = sqlite3_bind_int64(c->insert_tags, 1, (sqlite3_int64)item->id);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_text(c->insert_tags, 2, item->tags, -1, SQLITE_STATIC);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(c->insert_tags) == SQLITE_DONE ? SQLITE_OK : sqlite3_errcode(c->db);
+    stmt_done(c->insert_tags);
+    return rc;
+}
+
+/* One transaction for the whole batch.  0, or -1 with err set (rolled back). */
+static int write_batch_once(store *s, store_conn *c, const save_item *batch, ippc_error *err)
+{
+    unsigned char *pack = NULL;
+    size_t pack_cap = 0;
+    uint64_t max_id = 0;
+    if (!cached_stmt(s, c, &c->upsert,
+                     "INSERT INTO tasks(id, request_id, state, engine, submitted, started,"
+                     " completed, tags, doc, result, blobs)"
+                     " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+                     " ON CONFLICT(id) DO UPDATE SET request_id = excluded.request_id,"
+                     " state = excluded.state, engine = excluded.engine,"
+                     " submitted = excluded.submitted, started = excluded.started,"
+                     " completed = excluded.completed, tags = excluded.tags, doc = excluded.doc,"
+                     " result = excluded.result, blobs = excluded.blobs",
+                     err) ||
+        !cached_stmt(s, c, &c->delete_tags, "DELETE FROM task_tags WHERE task_id = ?1", err) ||
+        !cached_stmt(s, c, &c->insert_tags,
+                     "INSERT OR IGNORE INTO task_tags(tag, task_id)"
+                     " SELECT value, ?1 FROM json_each(?2) WHERE type = 'text'",
+                     err) ||
+        !cached_stmt(s, c, &c->update_max,
+                     "UPDATE store_meta SET value = max(value, ?1) WHERE key = 'max_task_id'", err))
+        return -1;
+    if (exec_sql(s, c, "BEGIN IMMEDIATE", "starting a write", err) < 0)
+        return -1;
+    const save_item *item = batch;
+    int rc = SQLITE_OK;
+    for (; item && rc == SQLITE_OK; item = item->next) {
+        rc = write_item(c, item, &pack, &pack_cap);
+        if (item->id > max_id)
+            max_id = item->id;
+    }
+    free(pack);
+    if (rc == SQLITE_TOOBIG) {
+        ippc_error_set(err, ERR_INTERNAL, "task store %s: a result's blobs are too large",
+                       s->label);
+        goto fail;
+    }
+    if (rc == SQLITE_OK) {
+        rc = sqlite3_bind_int64(c->update_max, 1, (sqlite3_int64)max_id);
+        if (rc == SQLITE_OK)
+            rc = sqlite3_step(c->update_max) == SQLITE_DONE ? SQLITE_OK : sqlite3_errcode(c->db);
+        stmt_done(c->update_max);
+    }
+    if (rc != SQLITE_OK) {
+        sql_error(s, c->db, rc, "writing tasks", err);
+        goto fail;
+    }
+    if (exec_sql(s, c, "COMMIT", "committing tasks", err) < 0)
+        goto fail;
+    return 0;
+fail:
+    if (!sqlite3_get_autocommit(c->db))
+        sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
+    return -1;
+}
+
+static size_t items_count(const save_item *item)
+{
+    size_t n = 0;
+    for (; item; item = item->next)
+        n++;
+    return n;
+}
+
+/* Commits the batch, retrying with back-off; drops it (loudly) at the end. */
+static void write_batch(store *s, const save_item *batch)
+{
+    store_conn *c = &s->writer_conn;
+    for (int attempt = 1;; attempt++) {
+        ippc_error err = {{0}, {0}};
+        pthread_mutex_lock(&c->lock);
+        int rc = write_batch_once(s, c, batch, &err);
+        pthread_mutex_unlock(&c->lock);
+        if (rc == 0)
+            return;
+        if (attempt == WRITE_ATTEMPTS) {
+            fprintf(stderr, "ippc-controller: %s; dropped %zu task records after %d attempts\n",
+                    err.message, items_count(batch), attempt);
+            return;
+        }
+        if (attempt == 1)
+            fprintf(stderr, "ippc-controller: %s; retrying\n", err.message);
+        struct timespec pause = {0, 50L * 1000 * 1000 * attempt};
+        nanosleep(&pause, NULL);
+    }
+}
+
+static void *writer_main(void *arg)
+{
+    store *s = arg;
+    pthread_mutex_lock(&s->queue_lock);
+    for (;;) {
+        while (!s->head && !s->closing)
+            pthread_cond_wait(&s->work_cond, &s->queue_lock);
+        if (!s->head)
+            break; /* closing, and everything is written */
+        save_item *batch = s->head;
+        uint64_t upto = s->queued_seq;
+        s->head = s->tail = NULL;
+        pthread_mutex_unlock(&s->queue_lock);
+
+        write_batch(s, batch);
+        items_free(batch);
+
+        pthread_mutex_lock(&s->queue_lock);
+        s->done_seq = upto;
+        pthread_cond_broadcast(&s->flushed_cond);
+    }
+    pthread_mutex_unlock(&s->queue_lock);
+    return NULL;
+}
+
+/* ----------------------------------------------------------------- reads */
+
+static char *column_strdup(sqlite3_stmt *stmt, int col)
+{
+    const unsigned char *text = sqlite3_column_text(stmt, col);
+    return text ? strdup((const char *)text) : NULL;
+}
+
+static json_t *column_json(sqlite3_stmt *stmt, int col)
+{
+    const char *text = (const char *)sqlite3_column_text(stmt, col);
+    if (!text)
+        return NULL;
+    size_t len = (size_t)sqlite3_column_bytes(stmt, col);
+    return json_loadb(text, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
+}
+
+/* Fills rec from the current row of a TASK_COLUMNS statement.  0, or -1 with
+ * err set (rec freed). */
+static int record_from_row(const store *s, sqlite3_stmt *stmt, store_record *rec, ippc_error *err)
+{
+    memset(rec, 0, sizeof *rec);
+    blobs_init(&rec->blobs);
+    rec->id = (uint64_t)sqlite3_column_int64(stmt, 0);
+    rec->request_id =
+        sqlite3_column_type(stmt, 1) == SQLITE_NULL ? 0 : (uint64_t)sqlite3_column_int64(stmt, 1);
+    rec->engine = sqlite3_column_type(stmt, 3) == SQLITE_NULL ? -1 : sqlite3_column_int(stmt, 3);
+    char *state = column_strdup(stmt, 2);
+    rec->state = state;
+    char *times[3];
+    for (int i = 0; i < 3; i++)
+        times[i] = column_strdup(stmt, 4 + i);
+    rec->submitted = times[0];
+    rec->started = times[1];
+    rec->completed = times[2];
+    if (!state || (sqlite3_column_type(stmt, 4) != SQLITE_NULL && !times[0]) ||
+        (sqlite3_column_type(stmt, 5) != SQLITE_NULL && !times[1]) ||
+        (sqlite3_column_type(stmt, 6) != SQLITE_NULL && !times[2])) {
+        oom(err);
+        goto fail;
+    }
+    const char *broken = NULL;
+    if (sqlite3_column_type(stmt, 7) != SQLITE_NULL && !(rec->tags = column_json(stmt, 7)))
+        broken = "tags";
+    else if (!json_is_object(rec->doc = column_json(stmt, 8)))
+        broken = "doc";
+    else if (sqlite3_column_type(stmt, 9) != SQLITE_NULL && !(rec->result = column_json(stmt, 9)))
+        broken = "result";
+    else if (sqlite3_column_type(stmt, 10) != SQLITE_NULL &&
+             blobs_unpack(sqlite3_column_blob(stmt, 10), (size_t)sqlite3_column_bytes(stmt, 10),
+                          &rec->blobs) < 0)
+        broken = "blobs";
+    if (broken) {
+        ippc_error_set(err, ERR_INTERNAL, "task store %s: task %" PRIu64 " has an unreadable %s",
+                       s->label, rec->id, broken);
+        goto fail;
+    }
+    return 0;
+fail:
+    store_record_free(rec);
+    return -1;
+}
+
+int store_get(store *s, uint64_t id, store_record *rec, ippc_error *err)
+{
+    memset(rec, 0, sizeof *rec);
+    blobs_init(&rec->blobs);
+    if (!s)
+        return ippc_error_set(err, ERR_INTERNAL, "task store: not open");
+    if (id == 0 || id > INT64_MAX)
+        return 0;
+    store_conn *c = s->reader;
+    int found = -1;
+    pthread_mutex_lock(&c->lock);
+    char sql[256];
+    snprintf(sql, sizeof sql, "SELECT %s FROM tasks AS t WHERE t.id = ?1", TASK_COLUMNS);
+    sqlite3_stmt *stmt = cached_stmt(s, c, &c->get, sql, err);
+    if (stmt) {
+        int rc = sqlite3_bind_int64(stmt, 1, (sqlite3_int64)id);
+        if (rc == SQLITE_OK)
+            rc = sqlite3_step(stmt);
+        if (rc == SQLITE_ROW)
+            found = record_from_row(s, stmt, rec, err) == 0 ? 1 : -1;
+        else if (rc == SQLITE_DONE)
+            found = 0;
+        else
+            sql_error(s, c->db, rc, "reading a task", err);
+        stmt_done(stmt);
+    }
+    pthread_mutex_unlock(&c->lock);
+    return found;
+}
+
+void store_record_free(store_record *rec)
+{
+    if (!rec)
+        return;
+    /* Records from store_get own their strings. */
+    free((char *)rec->state);
+    free((char *)rec->submitted);
+    free((char *)rec->started);
+    free((char *)rec->completed);
+    json_decref(rec->tags);
+    json_decref(rec->doc);
+    json_decref(rec->result);
+    blobs_free(&rec->blobs);
+    memset(rec, 0, sizeof *rec);
+    rec->engine = -1;
+}
+
+/* The SQL of one query variant.  Built from constant fragments only; every
+ * value from the query is a bound parameter: ?1 cursor, ?2 state, ?3 engine,
+ * ?4 tag, ?5 since, ?6 limit. */
+static void query_sql(int variant, char *sql, size_t size)
+{
+    snprintf(sql, size, "SELECT %s FROM %s WHERE t.id > ?1%s%s%s%s ORDER BY t.id LIMIT ?6",
+             TASK_COLUMNS,
+             variant & Q_TAG ? "task_tags AS g JOIN tasks AS t ON t.id = g.task_id" : "tasks AS t",
+             variant & Q_TAG ? " AND g.tag = ?4 AND g.task_id > ?1" : "",
+             variant & Q_STATE ? " AND t.state = ?2" : "",
+             variant & Q_ENGINE ? " AND t.engine = ?3" : "",
+             variant & Q_SINCE ? " AND t.submitted >= ?5" : "");
+}
+
+/* Doc of a record with "result" in client form (consumes nothing). */
+static json_t *client_doc(const store *s, const store_record *rec, ippc_error *err)
+{
+    json_t *doc = json_deep_copy(rec->doc);
+    if (!doc) {
+        oom(err);
+        return NULL;
+    }
+    if (rec->result) {
+        ippc_error value_err;
+        json_t *result = value_to_client(rec->result, &rec->blobs, VALUE_FORMAT_LIST, &value_err);
+        if (!result) {
+            ippc_error_set(err, ERR_INTERNAL, "task store %s: task %" PRIu64 ": %s", s->label,
+                           rec->id, value_err.message);
+            json_decref(doc);
+            return NULL;
+        }
+        if (json_object_set_new(doc, "result", result) < 0) {
+            json_decref(doc);
+            oom(err);
+            return NULL;
+        }
+    }
+    return doc;
+}
+
+json_t *store_query_tasks(store *s, const store_query *q, uint64_t *next_cursor, ippc_error *err)
+{
+    if (next_cursor)
+        *next_cursor = 0;
+    if (!s || !q) {
+        ippc_error_set(err, ERR_INTERNAL, "task store: no store or query");
+        return NULL;
+    }
+    char since[TIME_LEN];
+    if (q->since && time_canonical(q->since, since) < 0) {
+        ippc_error_set(err, ERR_INVALID,
+                       "since: '%.64s' is not an ISO 8601 time (like 2024-05-01T12:00:00Z)",
+                       q->since);
+        return NULL;
+    }
+    size_t limit = q->limit < 1 ? 1 : q->limit > QUERY_LIMIT_MAX ? QUERY_LIMIT_MAX : q->limit;
+    if (q->cursor > INT64_MAX) /* no id is that large */
+        return json_array();
+    int variant = (q->state ? Q_STATE : 0) | (q->engine >= 0 ? Q_ENGINE : 0) |
+                  (q->tag ? Q_TAG : 0) | (q->since ? Q_SINCE : 0);
+
+    json_t *list = json_array();
+    if (!list) {
+        oom(err);
+        return NULL;
+    }
+    store_conn *c = s->reader;
+    pthread_mutex_lock(&c->lock);
+    char sql[640];
+    query_sql(variant, sql, sizeof sql);
+    sqlite3_stmt *stmt = cached_stmt(s, c, &c->query[variant], sql, err);
+    int rc = stmt ? SQLITE_OK : SQLITE_ERROR;
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int64(stmt, 1, (sqlite3_int64)q->cursor);
+    if (rc == SQLITE_OK && q->state)
+        rc = sqlite3_bind_text(stmt, 2, q->state, -1, SQLITE_STATIC);
+    if (rc == SQLITE_OK && q->engine >= 0)
+        rc = sqlite3_bind_int(stmt, 3, q->engine);
+    if (rc == SQLITE_OK && q->tag)
+        rc = sqlite3_bind_text(stmt, 4, q->tag, -1, SQLITE_STATIC);
+    if (rc == SQLITE_OK && q->since)
+        rc = sqlite3_bind_text(stmt, 5, since, -1, SQLITE_STATIC);
+    /* One row more than asked tells whether there is a next page. */
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int64(stmt, 6, (sqlite3_int64)limit + 1);
+    uint64_t last_id = 0;
+    bool more = false, failed = stmt == NULL;
+    while (rc == SQLITE_OK && !failed) {
+        int step = sqlite3_step(stmt);
+        if (step == SQLITE_DONE)
+            break;
+        if (step != SQLITE_ROW) {
+            rc = step;
+            break;
+        }
+        if (json_array_size(list) == limit) {
+            more = true;
+            break;
+        }
+        store_record rec;
+        json_t *doc = NULL;
+        if (record_from_row(s, stmt, &rec, err) < 0) {
+            failed = true;
+            break;
+        }
+        doc = client_doc(s, &rec, err);
+        last_id = rec.id;
+        store_record_free(&rec);
+        if (!doc || json_array_append_new(list, doc) < 0) {
+            if (doc)
+                oom(err);
+            failed = true;
+        }
+    }
+    if (rc != SQLITE_OK && !failed) {
+        sql_error(s, c->db, rc, "querying tasks", err);
+        failed = true;
+    }
+    if (stmt)
+        stmt_done(stmt);
+    pthread_mutex_unlock(&c->lock);
+    if (failed) {
+        json_decref(list);
+        return NULL;
+    }
+    if (more && next_cursor)
+        *next_cursor = last_id;
+    return list;
+}
+
+long store_purge(store *s, const char *before, ippc_error *err)
+{
+    if (!s)
+        return ippc_error_set(err, ERR_INTERNAL, "task store: not open");
+    char cutoff[TIME_LEN];
+    if (before && time_canonical(before, cutoff) < 0)
+        return ippc_error_set(err, ERR_INVALID,
+                              "before: '%.64s' is not an ISO 8601 time (like 2024-05-01T12:00:00Z)",
+                              before);
+    /* "Finished before the call" includes records still in the queue. */
+    store_flush(s);
+    static const char *const finished =
+        "state IN ('completed', 'failed', 'aborted', 'lost') AND (?1 IS NULL OR completed < ?1)";
+    char delete_tags[256], delete_tasks[192];
+    snprintf(delete_tags, sizeof delete_tags,
+             "DELETE FROM task_tags WHERE task_id IN (SELECT id FROM tasks WHERE %s)", finished);
+    snprintf(delete_tasks, sizeof delete_tasks, "DELETE FROM tasks WHERE %s", finished);
+
+    store_conn *c = s->reader;
+    long purged = -1;
+    pthread_mutex_lock(&c->lock);
+    if (exec_sql(s, c, "BEGIN IMMEDIATE", "starting a purge", err) == 0) {
+        const char *steps[2] = {delete_tags, delete_tasks};
+        int rc = SQLITE_OK;
+        for (int i = 0; i < 2 && rc == SQLITE_OK; i++) {
+            sqlite3_stmt *stmt = NULL;
+            rc = sqlite3_prepare_v2(c->db, steps[i], -1, &stmt, NULL);
+            if (rc == SQLITE_OK)
+                rc = before ? sqlite3_bind_text(stmt, 1, cutoff, -1, SQLITE_STATIC)
+                            : sqlite3_bind_null(stmt, 1);
+            if (rc == SQLITE_OK)
+                rc = sqlite3_step(stmt) == SQLITE_DONE ? SQLITE_OK : sqlite3_errcode(c->db);
+            if (rc == SQLITE_OK && i == 1)
+                purged = (long)sqlite3_changes(c->db);
+            sqlite3_finalize(stmt);
+        }
+        if (rc != SQLITE_OK)
+            sql_error(s, c->db, rc, "purging tasks", err);
+        else if (exec_sql(s, c, "COMMIT", "committing a purge", err) < 0)
+            rc = SQLITE_ERROR;
+        if (rc != SQLITE_OK) {
+            purged = -1;
+            if (!sqlite3_get_autocommit(c->db))
+                sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
+        }
+    }
+    pthread_mutex_unlock(&c->lock);
+    return purged;
+}
+
+uint64_t store_max_id(store *s)
+{
+    if (!s)
+        return 0;
+    pthread_mutex_lock(&s->queue_lock);
+    uint64_t max_id = s->max_id;
+    pthread_mutex_unlock(&s->queue_lock);
+    return max_id;
+}
