@@ -369,6 +369,23 @@ def live_checks(spec, checks):
         case("GET /requests/{id} 404", "GET", "/api/v1/requests/{id}", "/api/v1/requests/123456789",
              status=404)
 
+        case("POST interrupt 200", "POST", V + "interrupt", "/api/v1/views/all/interrupt",
+             status=200)
+        case("POST interrupt 422", "POST", V + "interrupt", "/api/v1/views/999/interrupt",
+             status=422)
+
+        def raw_answer():
+            r = api.get("/api/v1/views/0/vars/cx", headers={"Accept": "application/octet-stream"})
+            harness.check(r.status == 200, "raw GET: %r" % r)
+            op = spec["paths"][V + "vars/{name}"]["get"]["responses"]["200"]
+            harness.check("application/octet-stream" in op["content"],
+                          "raw answers must be documented")
+            for h in op.get("headers", {}):
+                harness.check(h in r.headers, "documented header %s missing: %s" % (h, r.headers))
+            harness.check(r.headers.get("Content-Type", "").startswith("application/octet-stream"),
+                          "raw Content-Type: %s" % r.headers)
+        checks.run("contract GET vars raw octet-stream 200", raw_answer)
+
         def unknown_route():
             conforms_error(spec, api.get("/api/v1/no/such/route"), 404, "unknown API route")
             conforms_error(spec, harness.http("GET", api.url + "/no/such/page"), 404,

@@ -252,6 +252,45 @@ def test_gather_seed(c):
     check(same(body.get("result"), words), "gather words: %s" % show(body))
 
 
+OCTET = {"Content-Type": "application/octet-stream"}
+
+
+def test_raw_octet_stream(c):
+    """Bulk arrays as raw bytes: PUT vars and scatter with an
+    application/octet-stream body, pull and gather with Accept:
+    application/octet-stream (dtype/shape in X-Ippc-* headers)."""
+    ids = c.ids()
+    raw = struct.pack("<4d", 1.5, 2.5, 3.5, 4.5)
+    r = c.api.call("PUT", view("all", "vars/rw") + "?dtype=float64&shape=2,2", raw=raw,
+                   headers=OCTET)
+    expect_task_results(r, ids, "PUT raw float64 2x2")
+    body = expect_done(pull_var(c, "rw"), 4, "GET vars/rw")
+    check(all(x == [[1.5, 2.5], [3.5, 4.5]] for x in body["results"]), "raw PUT -> lists: %s"
+          % show(body))
+    r = c.api.get(view(str(ids[1]), "vars/rw"), headers={"Accept": "application/octet-stream"})
+    check(r.status == 200 and r.raw == raw, "raw GET of one engine must be the bytes: %r" % r)
+    check(r.headers.get("Content-Type", "").startswith("application/octet-stream")
+          and r.headers.get("X-Ippc-Dtype") == "float64" and r.headers.get("X-Ippc-Shape") == "2,2",
+          "raw GET headers: %s" % r.headers)
+
+    # Headers instead of query parameters; default 1-D.
+    raw = struct.pack("<6q", *range(6))
+    r = c.api.call("POST", view("all", "scatter") + "?name=sr", raw=raw,
+                   headers=dict(OCTET, **{"X-Ippc-Dtype": "int64"}))
+    expect_task_results(r, ids, "raw scatter int64 of 6")
+    body = expect_done(pull_var(c, "sr"), 4, "GET vars/sr")
+    check(same(body["results"], [[0, 1], [2, 3], [4], [5]]), "raw scatter parts: %s" % show(body))
+    r = c.api.get(view("all", "gather/sr"), headers={"Accept": "application/octet-stream"})
+    check(r.status == 200 and r.raw == raw and r.headers.get("X-Ippc-Dtype") == "int64"
+          and r.headers.get("X-Ippc-Shape") == "6", "raw gather: %r %s" % (r, r.headers))
+
+    # Bytes that do not fit the dtype/shape are refused.
+    r = c.api.call("PUT", view("all", "vars/rbad") + "?dtype=float64&shape=3", raw=b"\0" * 16,
+                   headers=OCTET)
+    check(r.status in (400, 422) and isinstance(r.body, dict) and "error" in r.body,
+          "16 bytes for float64 [3] must be 400/422: %r" % r)
+
+
 TESTS = [
     ("push_pull_numbers", test_push_pull_numbers, "shared"),
     ("push_pull_int64_exact", test_push_pull_int64_exact, "shared"),
@@ -264,4 +303,5 @@ TESTS = [
     ("pull_undefined_name", test_pull_undefined_name, "shared"),
     ("scatter_uneven", test_scatter_uneven, "shared"),
     ("gather", test_gather_seed, "shared"),
+    ("raw_octet_stream", test_raw_octet_stream, "shared"),
 ]

@@ -192,6 +192,27 @@ def test_nonblocking_requests(c):
     expect_error(c.api.get("/api/v1/requests/999999999"), 404, "not_found", "unknown request")
 
 
+def test_interrupt(c):
+    """POST /views/{t}/interrupt stops a running task (status aborted) and
+    the engine stays usable."""
+    ids = c.ids()
+    r = c.api.post(view("all", "execute") + "?block=false", {"code": "while true do end"})
+    rid = expect_pending(r, ids, "endless loop, block=false")
+    time.sleep(1.0)
+    r = c.api.post(view("all", "interrupt"))
+    body = expect(r, 200, "interrupt")
+    check(body.get("targets") == ids, "interrupt names its targets: %r" % r)
+    r = wait_request(c, rid, limit=60)
+    body = expect(r, 200, "the interrupted request")
+    check(body.get("status") == "error", "an aborted task makes status error: %r" % r)
+    for res in body.get("results", []):
+        check(res.get("status") == "aborted", "interrupted task must be aborted: %r" % r)
+    check(same(values_of(c, "return 'alive'"), ["alive"] * 4), "engines usable after interrupt")
+    # Interrupting idle engines is harmless.
+    expect(c.api.post(view("all", "interrupt")), 200, "interrupt idle engines")
+    check(same(values_of(c, "return 'still'"), ["still"] * 4), "engines usable after idle interrupt")
+
+
 def test_waiting_requests_hold_no_threads(c):
     """100 clients waiting on a slow request must not cost 100 controller
     threads (suspend/resume, not a blocked thread per request), and the
@@ -259,6 +280,7 @@ TESTS = [
     ("execute_value_and_stdout", test_execute_value_and_stdout, "shared"),
     ("lua_error", test_lua_error, "shared"),
     ("nonblocking_requests", test_nonblocking_requests, "shared"),
+    ("interrupt", test_interrupt, "shared"),
     ("waiting_requests_hold_no_threads", test_waiting_requests_hold_no_threads, "shared"),
     ("concurrent_requests", test_concurrent_requests, "shared"),
 ]
