@@ -39,6 +39,7 @@ typedef struct req_ctx {
     ctx_state state;
     uint64_t request_id;
     int raw; /* answer with the array's bytes (Accept: application/octet-stream) */
+    uint64_t task_id; /* waiting on a balanced task instead of a request */
 } req_ctx;
 
 typedef struct route_args {
@@ -98,8 +99,10 @@ static enum MHD_Result fail(struct MHD_Connection *conn, const char *code, const
 
 /* ------------------------------------------------------------ parameters */
 
+/* A query parameter; an empty one counts as absent. */
 static const char *query(req_ctx *ctx, const char *key) {
-    return MHD_lookup_connection_value(ctx->conn, MHD_GET_ARGUMENT_KIND, key);
+    const char *v = MHD_lookup_connection_value(ctx->conn, MHD_GET_ARGUMENT_KIND, key);
+    return v && *v ? v : NULL;
 }
 
 static const char *header(req_ctx *ctx, const char *name) {
@@ -472,7 +475,151 @@ static enum MHD_Result h_gather(req_ctx *ctx, const route_args *a) {
     return view_call(ctx, HUB_OP_GATHER, a->params[0], a->params[1], json_object());
 }
 
+/* ------------------------------------------------------ balanced tasks */
+
+static enum MHD_Result answer_task(req_ctx *ctx) {
+    ippc_error err = {0};
+    int finished = 0;
+    json_t *body = hub_task_json(ctx->api->h, ctx->task_id, &finished, &err);
+    if (!body)
+        return send_error(ctx->conn, &err);
+    return send_json(ctx->conn, finished ? MHD_HTTP_OK : MHD_HTTP_ACCEPTED, body);
+}
+
+static enum MHD_Result wait_task_or_answer(req_ctx *ctx, double seconds) {
+    int64_t deadline = seconds >= 0 ? hub_now_ms() + (int64_t)(seconds * 1000.0) + 1 : 0;
+    int rc = hub_task_wait(ctx->api->h, ctx->task_id, deadline, on_wake, on_registered, ctx);
+    return rc == 0 ? MHD_YES : answer_task(ctx);
+}
+
+static enum MHD_Result h_task_submit(req_ctx *ctx, const route_args *a) {
+    (void)a;
+    ippc_error err = {0};
+    json_t *body = parse_body(ctx, 1, &err);
+    if (!body)
+        return send_error(ctx->conn, &err);
+    const char *block_s = query(ctx, "block");
+    int block = block_s && (strcmp(block_s, "true") == 0 || strcmp(block_s, "1") == 0);
+    double timeout = query_seconds(ctx, "timeout");
+    if (timeout == -2 || (block && json_is_array(body))) {
+        json_decref(body);
+        return fail(ctx->conn, ERR_BAD_REQUEST,
+                    "?block=true takes one task (not a batch); ?timeout= is seconds%s", NULL);
+    }
+    uint64_t first = 0;
+    json_t *out = hub_task_submit(ctx->api->h, body, &first, &err);
+    json_decref(body);
+    if (!out)
+        return send_error(ctx->conn, &err);
+    if (!block)
+        return send_json(ctx->conn, MHD_HTTP_ACCEPTED, out);
+    json_decref(out);
+    ctx->task_id = first;
+    return wait_task_or_answer(ctx, timeout);
+}
+
+static int task_id_arg(req_ctx *ctx, const route_args *a) {
+    long long id;
+    if (parse_id(a->params[0], INT64_MAX, &id) < 0 || id == 0)
+        return -1;
+    ctx->task_id = (uint64_t)id;
+    return 0;
+}
+
+static enum MHD_Result h_task_get(req_ctx *ctx, const route_args *a) {
+    if (task_id_arg(ctx, a) < 0)
+        return fail(ctx->conn, ERR_NOT_FOUND, "no task with id '%.64s'", a->params[0]);
+    double wait = query_seconds(ctx, "wait");
+    if (wait == -2)
+        return fail(ctx->conn, ERR_BAD_REQUEST, "?wait= must be a number of seconds%s", NULL);
+    if (wait <= 0)
+        return answer_task(ctx);
+    return wait_task_or_answer(ctx, wait);
+}
+
+static enum MHD_Result h_task_abort(req_ctx *ctx, const route_args *a) {
+    if (task_id_arg(ctx, a) < 0)
+        return fail(ctx->conn, ERR_NOT_FOUND, "no task with id '%.64s'", a->params[0]);
+    const char *force = query(ctx, "force");
+    ippc_error err = {0};
+    json_t *out = hub_task_abort(ctx->api->h, ctx->task_id,
+                                 force && strcmp(force, "true") == 0, &err);
+    return out ? send_json(ctx->conn, MHD_HTTP_OK, out) : send_error(ctx->conn, &err);
+}
+
+static enum MHD_Result h_task_resubmit(req_ctx *ctx, const route_args *a) {
+    if (task_id_arg(ctx, a) < 0)
+        return fail(ctx->conn, ERR_NOT_FOUND, "no task with id '%.64s'", a->params[0]);
+    ippc_error err = {0};
+    json_t *out = hub_task_resubmit(ctx->api->h, ctx->task_id, &err);
+    return out ? send_json(ctx->conn, MHD_HTTP_ACCEPTED, out) : send_error(ctx->conn, &err);
+}
+
+static enum MHD_Result h_task_query(req_ctx *ctx, const route_args *a) {
+    (void)a;
+    const char *engine_s = query(ctx, "engine"), *limit_s = query(ctx, "limit"),
+               *cursor_s = query(ctx, "cursor");
+    long long engine = -1, limit = 100, cursor = 0;
+    if ((engine_s && parse_id(engine_s, INT32_MAX, &engine) < 0) ||
+        (limit_s && (parse_id(limit_s, 1000, &limit) < 0 || limit < 1)) ||
+        (cursor_s && parse_id(cursor_s, INT64_MAX, &cursor) < 0))
+        return fail(ctx->conn, ERR_BAD_REQUEST,
+                    "engine is an id, limit 1..1000, cursor a task id%s", NULL);
+    const char *state = query(ctx, "state");
+    static const char *states[] = {"pending", "running", "completed", "failed", "aborted", "lost"};
+    int ok = !state;
+    for (size_t i = 0; state && i < 6; i++)
+        ok |= strcmp(state, states[i]) == 0;
+    if (!ok)
+        return fail(ctx->conn, ERR_BAD_REQUEST,
+                    "state is one of pending running completed failed aborted lost%s", NULL);
+    ippc_error err = {0};
+    json_t *out = hub_task_query(ctx->api->h, state, (int)engine, query(ctx, "tag"),
+                                 query(ctx, "since"), (size_t)limit, (uint64_t)cursor, &err);
+    return out ? send_json(ctx->conn, MHD_HTTP_OK, out) : send_error(ctx->conn, &err);
+}
+
+static enum MHD_Result h_task_purge(req_ctx *ctx, const route_args *a) {
+    (void)a;
+    ippc_error err = {0};
+    json_t *out = hub_task_purge(ctx->api->h, query(ctx, "before"), &err);
+    return out ? send_json(ctx->conn, MHD_HTTP_OK, out) : send_error(ctx->conn, &err);
+}
+
+static enum MHD_Result h_map(req_ctx *ctx, const route_args *a) {
+    (void)a;
+    ippc_error err = {0};
+    json_t *body = parse_body(ctx, 0, &err);
+    if (!body)
+        return send_error(ctx->conn, &err);
+    int block = query_block(ctx);
+    double timeout = query_seconds(ctx, "timeout");
+    if (block < 0 || timeout == -2) {
+        json_decref(body);
+        return fail(ctx->conn, ERR_BAD_REQUEST, "bad ?block= or ?timeout=%s", NULL);
+    }
+    uint64_t id = hub_map_submit(ctx->api->h, body, &err);
+    json_decref(body);
+    if (!id)
+        return send_error(ctx->conn, &err);
+    ctx->request_id = id;
+    return block ? wait_or_answer(ctx, timeout) : answer_request(ctx);
+}
+
+static enum MHD_Result h_queue(req_ctx *ctx, const route_args *a) {
+    (void)a;
+    return send_json(ctx->conn, MHD_HTTP_OK, hub_queue(ctx->api->h));
+}
+
 static const route routes[] = {
+    {"POST", "/api/v1/tasks", h_task_submit},
+    {"GET", "/api/v1/tasks", h_task_query},
+    {"DELETE", "/api/v1/tasks", h_task_purge},
+    {"GET", "/api/v1/tasks/{id}", h_task_get},
+    {"DELETE", "/api/v1/tasks/{id}", h_task_abort},
+    {"POST", "/api/v1/tasks/{id}/resubmit", h_task_resubmit},
+    {"POST", "/api/v1/map", h_map},
+    {"GET", "/api/v1/queue", h_queue},
     {"GET", "/api/v1/info", h_info},
     {"GET", "/api/v1/engines", h_engines},
     {"GET", "/api/v1/engines/{id}", h_engine},
@@ -575,6 +722,8 @@ static enum MHD_Result dispatch(req_ctx *ctx, const char *url, const char *metho
     return fail(ctx->conn, ERR_NOT_FOUND, "no such path: %.200s", url);
 }
 
+static enum MHD_Result answer_task(req_ctx *ctx);
+
 static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char *url,
                               const char *method, const char *version, const char *upload_data,
                               size_t *upload_data_size, void **con_cls) {
@@ -614,7 +763,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
     if (ctx->state == CTX_SUSPENDED)
         return MHD_YES; /* spurious call while waiting */
     if (ctx->state == CTX_WOKEN)
-        return answer_request(ctx);
+        return ctx->task_id ? answer_task(ctx) : answer_request(ctx);
     return dispatch(ctx, url, method);
 }
 

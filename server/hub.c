@@ -21,13 +21,11 @@
 #include <sys/time.h>
 #include <time.h>
 
-#include "idmap.h"
+#include "hub_internal.h"
 #include "proto.h"
 #include "targets.h"
 
-typedef enum engine_state { ENGINE_ABSENT = 0, ENGINE_IDLE, ENGINE_BUSY, ENGINE_DEAD } engine_state;
-
-static const char *engine_state_name(engine_state s) {
+const char *engine_state_name(engine_state s) {
     switch (s) {
     case ENGINE_IDLE: return "idle";
     case ENGINE_BUSY: return "busy";
@@ -36,90 +34,13 @@ static const char *engine_state_name(engine_state s) {
     }
 }
 
-typedef struct engine {
-    int id;
-    engine_state state;
-    int rank, size;
-    char job[65];
-    char host[256];
-    long pid;
-    char registered[40]; /* ISO 8601 */
-    int64_t last_heartbeat_ms;
-    hub_engine_link link; /* valid while state is IDLE or BUSY */
-    size_t queued;        /* tasks sent and not finished */
-    uint64_t tasks_done;
-} engine;
-
-typedef struct job {
-    char name[65];
-    int size;
-    int base;
-} job;
-
-typedef enum task_state { TASK_SENT = 0, TASK_DONE } task_state;
-
-struct request;
-
-typedef struct task {
-    uint64_t id;
-    struct request *req;
-    int engine_id;
-    task_state state;
-    json_t *result; /* the engine's result message, or a synthesised "lost" one */
-    ippc_blobs blobs;
-} task;
-
-typedef struct waiter {
-    struct waiter *next;
-    int64_t deadline_ms;
-    void (*wake)(void *arg);
-    void *arg;
-} waiter;
-
-typedef struct request {
-    uint64_t id;
-    hub_op op;
-    size_t ntargets;
-    int *targets;
-    task *tasks;
-    size_t nfinished;
-    char *name;       /* PULL, GATHER */
-    json_t *names;    /* PULL_MANY */
-    value_format format;
-    waiter *waiters;
-    struct request *prev, *next; /* open list or done list */
-} request;
-
-typedef struct req_list {
-    request *head, *tail;
-    size_t count;
-} req_list;
-
-struct hub {
-    pthread_mutex_t lock;
-    hub_config cfg;
-    char *engine_key, *profile, *url, *ws_url;
-    char started[40];
-    int64_t started_ms;
-
-    engine *engines;
-    size_t n_engines, cap_engines;
-    job *jobs;
-    size_t n_jobs, cap_jobs;
-
-    uint64_t next_request_id, next_task_id;
-    idmap requests; /* id -> request (open and done) */
-    idmap tasks;    /* id -> task, unfinished only */
-    req_list open, done;
-};
-
 int64_t hub_now_ms(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static void iso8601_now(char *buf, size_t size) {
+void hub_iso8601_now(char *buf, size_t size) {
     struct timeval tv;
     gettimeofday(&tv, NULL);
     struct tm tm;
@@ -151,12 +72,16 @@ hub *hub_new(const hub_config *cfg) {
         h->cfg.heartbeat_timeout_ms = IPPC_HEARTBEAT_TIMEOUT_MS;
     if (!h->cfg.max_requests_kept)
         h->cfg.max_requests_kept = 10000;
-    iso8601_now(h->started, sizeof h->started);
+    hub_iso8601_now(h->started, sizeof h->started);
     h->started_ms = hub_now_ms();
     h->next_request_id = 1;
     h->next_task_id = 1;
     idmap_init(&h->requests);
     idmap_init(&h->tasks);
+    h->sched = cfg->sched;
+    h->hwm = cfg->hwm ? cfg->hwm : 1;
+    h->store = cfg->store;
+    tasks_init_locked(h);
     return h;
 }
 
@@ -171,6 +96,8 @@ static void request_free(request *r) {
         free(w);
     }
     free(r->tasks);
+    free(r->chunk_ids);
+    free(r->done_order);
     free(r->targets);
     free(r->name);
     json_decref(r->names);
@@ -212,6 +139,7 @@ void hub_free(hub *h) {
             request_free(r);
         }
     }
+    tasks_free_locked(h);
     idmap_free(&h->requests);
     idmap_free(&h->tasks);
     free(h->engines);
@@ -226,7 +154,7 @@ void hub_free(hub *h) {
 
 /* ------------------------------------------------------------------ engines */
 
-static int is_live(const engine *e) { return e->state == ENGINE_IDLE || e->state == ENGINE_BUSY; }
+int hub_is_live(const engine *e) { return e->state == ENGINE_IDLE || e->state == ENGINE_BUSY; }
 
 /* Constant-time comparison, so the key cannot be guessed byte by byte. */
 static int secret_equal(const char *a, const char *b) {
@@ -313,7 +241,7 @@ int hub_engine_register(hub *h, const json_t *msg, const hub_engine_link *link, 
         goto out;
     }
     engine *e = &h->engines[j->base + rank];
-    if (is_live(e)) {
+    if (hub_is_live(e)) {
         ippc_error_set(err, ERR_CONFLICT, "rank %d of job %s is already registered as engine %d",
                        (int)rank, job_name, e->id);
         goto out;
@@ -324,19 +252,21 @@ int hub_engine_register(hub *h, const json_t *msg, const hub_engine_link *link, 
     snprintf(e->job, sizeof e->job, "%s", job_name);
     snprintf(e->host, sizeof e->host, "%s", host);
     e->pid = (long)pid;
-    iso8601_now(e->registered, sizeof e->registered);
+    hub_iso8601_now(e->registered, sizeof e->registered);
     e->last_heartbeat_ms = hub_now_ms();
     e->link = *link;
     e->queued = 0;
+    e->lb_load = 0;
     *engine_id = e->id;
     rc = 0;
+    tasks_schedule_locked(h);
 out:
     pthread_mutex_unlock(&h->lock);
     return rc;
 }
 
 static json_t *engine_json(const hub *h, const engine *e, int64_t now) {
-    double age = is_live(e) ? (double)(now - e->last_heartbeat_ms) / 1000.0 : -1;
+    double age = hub_is_live(e) ? (double)(now - e->last_heartbeat_ms) / 1000.0 : -1;
     (void)h;
     return json_pack("{s:i, s:i, s:i, s:s, s:s, s:I, s:s, s:s, s:f, s:I, s:I}", "id", e->id,
                      "rank", e->rank, "size", e->size, "job", e->job, "host", e->host, "pid",
@@ -372,7 +302,7 @@ json_t *hub_info(hub *h) {
     pthread_mutex_lock(&h->lock);
     int live = 0;
     for (size_t i = 0; i < h->n_engines; i++)
-        live += is_live(&h->engines[i]);
+        live += hub_is_live(&h->engines[i]);
     json_t *info = json_pack("{s:s, s:s, s:s, s:s, s:i, s:s, s:f, s:i, s:I}", "version",
                              IPPC_VERSION, "profile", h->profile, "url", h->url, "ws_url",
                              h->ws_url, "engines", live, "started", h->started, "uptime",
@@ -385,12 +315,37 @@ json_t *hub_info(hub *h) {
 
 /* ----------------------------------------------------------------- requests */
 
-static void wake_waiters(request *r) {
-    while (r->waiters) {
-        waiter *w = r->waiters;
-        r->waiters = w->next;
+void hub_waiters_wake(waiter **list) {
+    while (*list) {
+        waiter *w = *list;
+        *list = w->next;
         w->wake(w->arg);
         free(w);
+    }
+}
+
+int hub_waiter_add(waiter **list, int64_t deadline_ms, void (*wake)(void *arg), void *arg) {
+    waiter *w = calloc(1, sizeof *w);
+    if (!w)
+        return -1;
+    w->deadline_ms = deadline_ms;
+    w->wake = wake;
+    w->arg = arg;
+    w->next = *list;
+    *list = w;
+    return 0;
+}
+
+void hub_waiters_tick(waiter **list, int64_t now) {
+    while (*list) {
+        waiter *w = *list;
+        if (w->deadline_ms && now >= w->deadline_ms) {
+            *list = w->next;
+            w->wake(w->arg);
+            free(w);
+        } else {
+            list = &w->next;
+        }
     }
 }
 
@@ -423,12 +378,17 @@ static void task_finish(hub *h, task *t, json_t *result, ippc_blobs *blobs) {
             e->queued--;
         e->tasks_done++;
     }
-    if (++r->nfinished == r->ntargets) {
-        list_remove(&h->open, r);
-        list_append(&h->done, r);
-        wake_waiters(r);
-        evict_done(h);
-    }
+    if (++r->nfinished == r->ntargets)
+        hub_request_finish_locked(h, r);
+}
+
+void hub_request_open_locked(hub *h, request *r) { list_append(&h->open, r); }
+
+void hub_request_finish_locked(hub *h, request *r) {
+    list_remove(&h->open, r);
+    list_append(&h->done, r);
+    hub_waiters_wake(&r->waiters);
+    evict_done(h);
 }
 
 static json_t *lost_result(uint64_t task_id, int engine_id, const char *reason) {
@@ -440,7 +400,7 @@ static json_t *lost_result(uint64_t task_id, int engine_id, const char *reason) 
 }
 
 static void engine_mark_dead(hub *h, engine *e, const char *reason) {
-    if (!is_live(e))
+    if (!hub_is_live(e))
         return;
     e->state = ENGINE_DEAD;
     e->link.conn = NULL;
@@ -458,6 +418,9 @@ static void engine_mark_dead(hub *h, engine *e, const char *reason) {
         r = next;
     }
     e->queued = 0;
+    tasks_on_engine_dead_locked(h, e->id);
+    e->lb_load = 0;
+    tasks_schedule_locked(h);
 }
 
 void hub_engine_closed(hub *h, int engine_id, const char *reason) {
@@ -470,7 +433,7 @@ void hub_engine_closed(hub *h, int engine_id, const char *reason) {
 void hub_engine_message(hub *h, int engine_id, json_t *msg, ippc_blobs *blobs) {
     const char *type = json_string_value(json_object_get(msg, "type"));
     pthread_mutex_lock(&h->lock);
-    if (engine_id < 0 || (size_t)engine_id >= h->n_engines || !is_live(&h->engines[engine_id]))
+    if (engine_id < 0 || (size_t)engine_id >= h->n_engines || !hub_is_live(&h->engines[engine_id]))
         goto out;
     engine *e = &h->engines[engine_id];
     e->last_heartbeat_ms = hub_now_ms();
@@ -482,9 +445,11 @@ void hub_engine_message(hub *h, int engine_id, json_t *msg, ippc_blobs *blobs) {
                                        : NULL;
         if (t && t->engine_id == engine_id) {
             task_finish(h, t, json_incref(msg), blobs);
-            if (e->queued == 0)
-                e->state = ENGINE_IDLE;
+        } else if (!t) {
+            tasks_on_result_locked(h, engine_id, msg, blobs);
         }
+        if (e->queued == 0)
+            e->state = ENGINE_IDLE;
     }
 out:
     pthread_mutex_unlock(&h->lock);
@@ -497,33 +462,24 @@ void hub_tick(hub *h) {
     int64_t now = hub_now_ms();
     for (size_t i = 0; i < h->n_engines; i++) {
         engine *e = &h->engines[i];
-        if (is_live(e) && now - e->last_heartbeat_ms > h->cfg.heartbeat_timeout_ms) {
+        if (hub_is_live(e) && now - e->last_heartbeat_ms > h->cfg.heartbeat_timeout_ms) {
             hub_engine_link link = e->link;
             engine_mark_dead(h, e, "no heartbeat");
             if (link.close)
                 link.close(link.conn, "heartbeat timeout");
         }
     }
-    for (request *r = h->open.head; r; r = r->next) {
-        waiter **pw = &r->waiters;
-        while (*pw) {
-            waiter *w = *pw;
-            if (w->deadline_ms && now >= w->deadline_ms) {
-                *pw = w->next;
-                w->wake(w->arg);
-                free(w);
-            } else {
-                pw = &w->next;
-            }
-        }
-    }
+    for (request *r = h->open.head; r; r = r->next)
+        hub_waiters_tick(&r->waiters, now);
+    tasks_tick_locked(h, now);
     pthread_mutex_unlock(&h->lock);
 }
 
 void hub_wake_all(hub *h) {
     pthread_mutex_lock(&h->lock);
     for (request *r = h->open.head; r; r = r->next)
-        wake_waiters(r);
+        hub_waiters_wake(&r->waiters);
+    tasks_wake_all_locked(h);
     pthread_mutex_unlock(&h->lock);
 }
 
@@ -531,7 +487,7 @@ void hub_shutdown_engines(hub *h, const char *reason) {
     pthread_mutex_lock(&h->lock);
     for (size_t i = 0; i < h->n_engines; i++) {
         engine *e = &h->engines[i];
-        if (!is_live(e))
+        if (!hub_is_live(e))
             continue;
         json_t *msg = json_pack("{s:s, s:s}", "type", "shutdown", "reason", reason);
         e->link.send(e->link.conn, msg, NULL, 0);
@@ -542,7 +498,7 @@ void hub_shutdown_engines(hub *h, const char *reason) {
 
 /* ------------------------------------------------------------ submit path */
 
-static int valid_name(const char *name, ippc_error *err) {
+int hub_valid_name(const char *name, ippc_error *err) {
     size_t n = name ? strlen(name) : 0;
     int ok = n > 0 && n <= 128 &&
              (name[0] == '_' || ((name[0] | 32) >= 'a' && (name[0] | 32) <= 'z'));
@@ -602,7 +558,7 @@ static json_t *push_message(const json_t *ns, ippc_blobs *blobs, ippc_error *err
     json_t *value;
     json_object_foreach((json_t *)ns, key, value) {
         json_t *skel = NULL;
-        if (valid_name(key, err) < 0 || !(skel = value_from_client(value, blobs, err))) {
+        if (hub_valid_name(key, err) < 0 || !(skel = value_from_client(value, blobs, err))) {
             json_decref(wire);
             return NULL;
         }
@@ -642,7 +598,7 @@ static int build_payload(const hub_call *c, payload *p, ippc_error *err) {
     }
     case HUB_OP_PUSH:
         if (c->wire_value) {
-            if (valid_name(c->name, err) < 0)
+            if (hub_valid_name(c->name, err) < 0)
                 return -1;
             msg = json_pack("{s:s, s:s, s:{s:O}}", "type", "task", "op", "push", "ns", c->name,
                             c->wire_value);
@@ -667,13 +623,13 @@ static int build_payload(const hub_call *c, payload *p, ippc_error *err) {
         msg = json_pack("{s:s, s:s}", "type", "task", "op", "list");
         break;
     case HUB_OP_DELETE:
-        if (valid_name(c->name, err) < 0)
+        if (hub_valid_name(c->name, err) < 0)
             return -1;
         msg = json_pack("{s:s, s:s, s:[s]}", "type", "task", "op", "delete", "names", c->name);
         break;
     case HUB_OP_PULL:
     case HUB_OP_GATHER:
-        if (valid_name(c->name, err) < 0)
+        if (hub_valid_name(c->name, err) < 0)
             return -1;
         msg = pull_message(json_pack("[s]", c->name));
         break;
@@ -686,7 +642,7 @@ static int build_payload(const hub_call *c, payload *p, ippc_error *err) {
         json_array_foreach(names, i, n) {
             if (!json_is_string(n))
                 return ippc_error_set(err, ERR_BAD_REQUEST, "\"names\" must hold strings");
-            if (valid_name(json_string_value(n), err) < 0)
+            if (hub_valid_name(json_string_value(n), err) < 0)
                 return -1;
         }
         msg = pull_message(json_deep_copy(names));
@@ -694,7 +650,7 @@ static int build_payload(const hub_call *c, payload *p, ippc_error *err) {
     }
     case HUB_OP_APPLY: {
         const char *fn = body_string(b, "function", 1, err);
-        if (!fn || valid_name(fn, err) < 0)
+        if (!fn || hub_valid_name(fn, err) < 0)
             return -1;
         json_t *args = json_object_get(b, "args"), *kwargs = json_object_get(b, "kwargs");
         if (args && !json_is_array(args))
@@ -735,7 +691,8 @@ static int build_payload(const hub_call *c, payload *p, ippc_error *err) {
         break;
     }
     case HUB_OP_SCATTER:
-        return ippc_error_set(err, ERR_INTERNAL, "scatter has per-engine payloads");
+    case HUB_OP_MAP:
+        return ippc_error_set(err, ERR_INTERNAL, "not a single-payload view operation");
     }
     if (!msg) {
         blobs_free(&blobs);
@@ -749,7 +706,7 @@ static int build_payload(const hub_call *c, payload *p, ippc_error *err) {
 /* Scatter: split once, one push payload per target. */
 static int build_scatter(const hub_call *c, size_t p, payload *out, ippc_error *err) {
     const char *name = body_string(c->body, "name", 1, err);
-    if (!name || valid_name(name, err) < 0)
+    if (!name || hub_valid_name(name, err) < 0)
         return -1;
     json_t *data = json_object_get(c->body, "data");
     if (!data && !c->wire_value)
@@ -798,13 +755,13 @@ done:
     return rc;
 }
 
-static int live_ids(hub *h, int **ids, size_t *n) {
+int hub_live_ids(hub *h, int **ids, size_t *n) {
     *ids = malloc((h->n_engines ? h->n_engines : 1) * sizeof **ids);
     if (!*ids)
         return -1;
     *n = 0;
     for (size_t i = 0; i < h->n_engines; i++)
-        if (is_live(&h->engines[i]))
+        if (hub_is_live(&h->engines[i]))
             (*ids)[(*n)++] = (int)i;
     return 0;
 }
@@ -822,7 +779,7 @@ uint64_t hub_submit(hub *h, const hub_call *c, ippc_error *err) {
     size_t n_payloads = 0;
     request *r = NULL;
 
-    if (live_ids(h, &live, &n_live) < 0) {
+    if (hub_live_ids(h, &live, &n_live) < 0) {
         ippc_error_set(err, ERR_INTERNAL, "out of memory");
         goto done;
     }
@@ -979,7 +936,9 @@ static int pull_like(hub_op op) {
            op == HUB_OP_LIST;
 }
 
-static json_t *request_answer(const request *r) {
+static json_t *request_answer(const hub *h, const request *r) {
+    if (r->op == HUB_OP_MAP)
+        return tasks_map_answer_locked(h, r);
     json_t *targets = json_array();
     for (size_t i = 0; i < r->ntargets; i++)
         json_array_append_new(targets, json_integer(r->targets[i]));
@@ -1061,7 +1020,7 @@ json_t *hub_request_json(hub *h, uint64_t request_id, int *done, ippc_error *err
     request *r = idmap_get(&h->requests, request_id);
     if (r) {
         *done = r->nfinished == r->ntargets;
-        out = request_answer(r);
+        out = request_answer(h, r);
     }
     pthread_mutex_unlock(&h->lock);
     if (!r)
@@ -1075,7 +1034,7 @@ json_t *hub_interrupt(hub *h, const char *targets, ippc_error *err) {
     int *live = NULL, *ids = NULL;
     size_t n_live = 0, n = 0;
     json_t *out = NULL;
-    if (live_ids(h, &live, &n_live) < 0) {
+    if (hub_live_ids(h, &live, &n_live) < 0) {
         ippc_error_set(err, ERR_INTERNAL, "out of memory");
     } else if (targets_parse(targets, live, n_live, &ids, &n, err) == 0) {
         json_t *list = json_array();
@@ -1178,15 +1137,9 @@ int hub_wait(hub *h, uint64_t request_id, int64_t deadline_ms, void (*wake)(void
     } else if (r->nfinished == r->ntargets) {
         rc = 1;
     } else {
-        waiter *w = calloc(1, sizeof *w);
-        if (!w) {
+        if (hub_waiter_add(&r->waiters, deadline_ms, wake, arg) < 0) {
             rc = 1; /* cannot wait: answer with the pending body */
         } else {
-            w->deadline_ms = deadline_ms;
-            w->wake = wake;
-            w->arg = arg;
-            w->next = r->waiters;
-            r->waiters = w;
             if (registered)
                 registered(arg);
             rc = 0;

@@ -38,6 +38,9 @@ typedef struct hub_config {
     int heartbeat_period_ms;
     int heartbeat_timeout_ms;
     size_t max_requests_kept; /* finished requests remembered for GET /requests */
+    int sched;                /* sched_kind of the load balancer */
+    unsigned hwm;             /* balanced tasks an engine may hold at once (default 1) */
+    struct store *store;      /* task history; NULL = none (tests) */
 } hub_config;
 
 hub *hub_new(const hub_config *cfg);
@@ -79,6 +82,7 @@ typedef enum hub_op {
     HUB_OP_RESET,
     HUB_OP_DELETE,  /* name */
     HUB_OP_LIST,    /* results are each engine's variable listing */
+    HUB_OP_MAP,     /* internal: a map over load-balanced tasks */
 } hub_op;
 
 /* A parsed direct-view call.  The hub takes what it needs; args stay owned by
@@ -126,6 +130,32 @@ int hub_wait(hub *h, uint64_t request_id, int64_t deadline_ms, void (*wake)(void
 /* Wakes every waiter now (controller stopping: suspended connections must be
  * resumed before the HTTP daemon stops). */
 void hub_wake_all(hub *h);
+
+/* ---- load-balanced tasks (tasks.c) ---- */
+
+/* Submits one task object (see api/openapi.yaml, TaskSpec) or, when spec is
+ * a list, each of them.  Returns a new {"id": T, "state": ...} for an object,
+ * {"ids": [...]} for a list, or NULL + err (nothing is submitted then). */
+json_t *hub_task_submit(hub *h, const json_t *spec, uint64_t *first_id, ippc_error *err);
+/* The task as a client sees it; from memory or the store.  NULL + not_found. */
+json_t *hub_task_json(hub *h, uint64_t task_id, int *finished, ippc_error *err);
+/* As hub_wait, for one balanced task. */
+int hub_task_wait(hub *h, uint64_t task_id, int64_t deadline_ms, void (*wake)(void *arg),
+                  void (*registered)(void *arg), void *arg);
+/* Aborts a pending task; a running one only with force (interrupt).
+ * New task JSON or NULL + err (conflict when finished or running). */
+json_t *hub_task_abort(hub *h, uint64_t task_id, int force, ippc_error *err);
+/* A new task with the same spec; {"id": NEW, ...} or NULL + err. */
+json_t *hub_task_resubmit(hub *h, uint64_t task_id, ippc_error *err);
+/* A map: {"function", "sequences", "chunksize", "ordered"} -> request id. */
+uint64_t hub_map_submit(hub *h, const json_t *body, ippc_error *err);
+/* Per engine queued/running/completed counts, plus unassigned. */
+json_t *hub_queue(hub *h);
+/* History query (flushes the store first). */
+json_t *hub_task_query(hub *h, const char *state, int engine, const char *tag, const char *since,
+                       size_t limit, uint64_t cursor, ippc_error *err);
+/* Purges finished tasks completed before `before` (NULL: all finished). */
+json_t *hub_task_purge(hub *h, const char *before, ippc_error *err);
 
 /* Milliseconds of a monotonic clock. */
 int64_t hub_now_ms(void);

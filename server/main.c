@@ -26,6 +26,8 @@
 #include "http_api.h"
 #include "hub.h"
 #include "proto.h"
+#include "sched.h"
+#include "store.h"
 #include "ws.h"
 
 typedef struct options {
@@ -36,6 +38,8 @@ typedef struct options {
     const char *db;
     int heartbeat_timeout_s;
     size_t max_body_mb;
+    int sched;
+    unsigned hwm;
 } options;
 
 static int stop_fd = -1;
@@ -54,7 +58,10 @@ static void usage(FILE *out) {
             "  --port N                port (default 0: any free port; see the connection file)\n"
             "  --profile NAME          profile (default \"default\")\n"
             "  --ippc-dir DIR          state folder (default $IPPC_DIR or ~/.ippc)\n"
-            "  --db memory|PATH        task store (accepted; persistence comes with tasks)\n"
+            "  --db memory|PATH        task store: SQLite file (default PROFILE_DIR/tasks.db)\n"
+            "                          or memory (nothing on disk)\n"
+            "  --scheduler NAME        leastload (default), lru, twobin, weighted, random\n"
+            "  --hwm N                 balanced tasks an engine may hold at once (default 1)\n"
             "  --heartbeat-timeout S   silence after which an engine is dead (default %d)\n"
             "  --max-body-mb N         largest request body (default 64)\n"
             "  --print-routes          print the REST route table and exit\n"
@@ -71,6 +78,8 @@ static int parse_options(int argc, char **argv, options *o) {
         {"db", required_argument, NULL, 'b'},
         {"heartbeat-timeout", required_argument, NULL, 't'},
         {"max-body-mb", required_argument, NULL, 'm'},
+        {"scheduler", required_argument, NULL, 's'},
+        {"hwm", required_argument, NULL, 'w'},
         {"print-routes", no_argument, NULL, 'r'},
         {"version", no_argument, NULL, 'v'},
         {"help", no_argument, NULL, 'h'},
@@ -102,6 +111,21 @@ static int parse_options(int argc, char **argv, options *o) {
             o->max_body_mb = (size_t)strtoul(optarg, &end, 10);
             if (*end || o->max_body_mb < 1 || o->max_body_mb > 4096) {
                 fprintf(stderr, "ippc-controller: --max-body-mb must be 1..4096\n");
+                return 2;
+            }
+            break;
+        case 's':
+            o->sched = sched_parse(optarg);
+            if (o->sched < 0) {
+                fprintf(stderr, "ippc-controller: --scheduler is one of leastload, lru, twobin, "
+                                "weighted, random\n");
+                return 2;
+            }
+            break;
+        case 'w':
+            o->hwm = (unsigned)strtoul(optarg, &end, 10);
+            if (*end || o->hwm < 1 || o->hwm > 1000000) {
+                fprintf(stderr, "ippc-controller: --hwm must be 1..1000000\n");
                 return 2;
             }
             break;
@@ -203,10 +227,27 @@ int main(int argc, char **argv) {
     }
 
     ippc_error err = {0};
+    char db_path[PATH_MAX];
+    if (o.db && strcmp(o.db, "memory") == 0)
+        snprintf(db_path, sizeof db_path, "memory");
+    else if (o.db)
+        snprintf(db_path, sizeof db_path, "%s", o.db);
+    else
+        snprintf(db_path, sizeof db_path, "%s/tasks.db", dir);
+    size_t lost = 0;
+    store *st = store_open(db_path, &lost, &err);
+    if (!st) {
+        fprintf(stderr, "ippc-controller: task store %s: %s\n", db_path, err.message);
+        return 1;
+    }
+    if (lost)
+        fprintf(stderr, "ippc-controller: %zu tasks were unfinished when the last controller "
+                        "stopped; they are marked lost\n", lost);
     int port = 0;
     int listen_fd = acceptor_listen(o.ip, o.port, &port, &err);
     if (listen_fd < 0) {
         fprintf(stderr, "ippc-controller: %s\n", err.message);
+        store_close(st);
         return 1;
     }
     /* Clients use the address they can reach: 0.0.0.0 is not one. */
@@ -227,7 +268,10 @@ int main(int argc, char **argv) {
                        .profile = o.profile,
                        .url = url,
                        .ws_url = ws_url,
-                       .heartbeat_timeout_ms = o.heartbeat_timeout_s * 1000};
+                       .heartbeat_timeout_ms = o.heartbeat_timeout_s * 1000,
+                       .sched = o.sched,
+                       .hwm = o.hwm,
+                       .store = st};
     hub *h = hub_new(&hcfg);
     http_config httpcfg = {.token = token, .max_body = o.max_body_mb << 20};
     http_api *api = h ? http_start(h, &httpcfg, &err) : NULL;
@@ -236,6 +280,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "ippc-controller: %s\n", err.message[0] ? err.message : "out of memory");
         http_stop(api);
         hub_free(h);
+        store_close(st);
         return 1;
     }
 
@@ -270,6 +315,7 @@ int main(int argc, char **argv) {
     http_stop(api);
     ws_stop(ws);
     hub_free(h);
+    store_close(st);
     unlink(client_file);
     unlink(engine_file);
     close(stop_fd);

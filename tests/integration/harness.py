@@ -26,9 +26,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 BUILD = os.environ.get("BUILD", "build")
 BIN = BUILD if os.path.isabs(BUILD) else os.path.join(ROOT, BUILD)
 BIN = os.path.join(BIN, "bin")
-CONTROLLER = os.path.join(BIN, "ippc-controller")
-ENGINE = os.path.join(BIN, "ippc-engine")
-CLI = os.path.join(BIN, "ippc")
+# Each binary can be swapped alone (e.g. a sanitizer controller with a plain
+# engine): IPPC_TEST_CONTROLLER, IPPC_TEST_ENGINE, IPPC_TEST_CLI.
+CONTROLLER = os.environ.get("IPPC_TEST_CONTROLLER") or os.path.join(BIN, "ippc-controller")
+ENGINE = os.environ.get("IPPC_TEST_ENGINE") or os.path.join(BIN, "ippc-engine")
+CLI = os.environ.get("IPPC_TEST_CLI") or os.path.join(BIN, "ippc")
+SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
+                   "ERROR: ThreadSanitizer", "WARNING: ThreadSanitizer")
 MPIEXEC = os.environ.get("IPPC_TEST_MPIEXEC", "mpiexec.mpich")
 
 # Generous everywhere: 2 cores, 4 ranks + controller, sanitizer builds.
@@ -447,6 +451,31 @@ class Cluster:
                 self.tracker.pids.add(e["pid"])
         self.tracker.snapshot()
 
+    def restart_controller(self, wait_engines=True):
+        """Starts a new controller on the same profile and port after the old
+        one died (its connection files are replaced); the engines reconnect
+        to it by themselves."""
+        port = self.client_info["url"].rsplit(":", 1)[1]
+        client_file = os.path.join(self.security_dir, "ippc-client.json")
+        engine_file = os.path.join(self.security_dir, "ippc-engine.json")
+        for path in (client_file, engine_file):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+        self.controller = subprocess.Popen(
+            [CONTROLLER, "--port", port, "--profile", self.profile] + self.controller_args,
+            env=self.env(), cwd=self.dir, stdin=subprocess.DEVNULL,
+            stdout=self.log("controller.log"), stderr=subprocess.STDOUT,
+            start_new_session=True)
+        self.tracker.add_popen(self.controller)
+        self.client_info = wait_file(client_file, 30, self.controller, "ippc-controller")
+        self.engine_info = wait_file(engine_file, 30, self.controller, "ippc-controller")
+        self.api = Api(self.client_info["url"], self.client_info["token"])
+        if wait_engines:
+            self.record_engines(self.api.wait_engines(self.n, START_TIMEOUT))
+        return self
+
     def ids(self):
         return sorted(e["id"] for e in self.api.live_engines())
 
@@ -477,7 +506,9 @@ class Cluster:
         self.tracker.snapshot()
         # The polite way first: SIGTERM the controller, which tells engines to
         # shut down; then the mpiexec jobs end by themselves.
+        terminated = False
         if self.controller is not None and self.controller.poll() is None:
+            terminated = True
             signal_pid(self.controller.pid, signal.SIGTERM)
             try:
                 self.controller.wait(timeout=15)
@@ -490,6 +521,14 @@ class Cluster:
                 except subprocess.TimeoutExpired:
                     problems.append("mpiexec %d still running 15 s after controller SIGTERM"
                                     % p.pid)
+        if terminated and self.controller.returncode not in (None, 0):
+            problems.append("controller exited with status %s on SIGTERM" % self.controller.returncode)
+        log = _read(os.path.join(self.dir, "controller.log")) or ""
+        for mark in SANITIZER_MARKS:
+            if mark in log:
+                i = log.index(mark)
+                problems.append("sanitizer report in controller.log:\n" + log[max(0, i - 200):i + 2500])
+                break
         if self.controller is not None:
             early = wait_gone(self.tracker.all_alive(), 5)
             if early:

@@ -28,11 +28,12 @@ import test_views  # noqa: E402
 import test_errors  # noqa: E402
 import test_failure  # noqa: E402
 import test_cli  # noqa: E402
+import test_tasks  # noqa: E402
 
 TEST_TIMEOUT = int(os.environ.get("IPPC_TEST_TIMEOUT", "240"))
 
 TESTS = (test_seed.TESTS + test_values.TESTS + test_views.TESTS + test_errors.TESTS
-         + test_failure.TESTS + test_cli.TESTS)
+         + test_failure.TESTS + test_cli.TESTS + test_tasks.TESTS)
 
 
 class TestTimeout(Exception):

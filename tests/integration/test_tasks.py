@@ -1,0 +1,253 @@
+"""test_tasks.py — load-balanced tasks: submit, batch, dependencies, map,
+timeouts, abort, retries and loss when an engine dies, history in SQLite that
+survives a controller killed with SIGKILL."""
+
+import os
+import signal
+import time
+
+from harness import Cluster, check, expect, expect_error
+from common import same, view
+
+
+def wait_task(api, tid, what, timeout=60):
+    r = api.get("/api/v1/tasks/%d?wait=%d" % (tid, timeout), timeout=timeout + 30)
+    body = expect(r, 200, what)
+    return body
+
+
+def submit(api, spec, what, status=202):
+    return expect(api.post("/api/v1/tasks", spec), status, what)
+
+
+def test_task_function_and_code(c):
+    api = c.api
+    r = api.post(view("all", "execute"), {"code": "function sq(x) return x * x end"})
+    expect(r, 200, "define sq")
+    t = submit(api, {"function": "sq", "args": [7], "tags": ["itest", "sq"]}, "submit sq(7)")
+    check(isinstance(t.get("id"), int) and t.get("state") in ("pending", "running", "completed"),
+          "submit answer: %r" % t)
+    done = wait_task(api, t["id"], "wait sq(7)")
+    check(done["state"] == "completed" and same(done.get("result"), 49),
+          "sq(7) should complete with 49: %r" % done)
+    for key in ("submitted", "started", "completed"):
+        check(isinstance(done.get(key), str) and done[key].endswith("Z") and "." in done[key],
+              "%s must be ISO 8601 UTC with microseconds: %r" % (key, done))
+    check(isinstance(done.get("engine"), int), "engine recorded: %r" % done)
+    check(done.get("tags") == ["itest", "sq"], "tags kept: %r" % done)
+
+    r = api.post("/api/v1/tasks?block=true", {"code": "print('hi'); return 6 * 7"})
+    body = expect(r, 200, "blocking code task")
+    check(same(body.get("result"), 42) and body.get("stdout") == "hi\n",
+          "code task returns its chunk's value and stdout: %r" % body)
+
+    r = api.post("/api/v1/tasks?block=true", {"code": "error('boom')"})
+    body = expect(r, 200, "failing task")
+    check(body["state"] == "failed" and body["error"]["ename"] == "RuntimeError"
+          and "boom" in body["error"]["evalue"], "failed task carries the error: %r" % body)
+
+
+def test_task_bad_input(c):
+    api = c.api
+    expect_error(api.post("/api/v1/tasks", {"nope": 1}), 400, "bad_request", "unknown field")
+    expect_error(api.post("/api/v1/tasks", {"function": "f", "code": "x"}), 400, "bad_request",
+                 "function and code")
+    expect_error(api.post("/api/v1/tasks", {"code": "x", "retries": -1}), 400, "bad_request",
+                 "negative retries")
+    expect_error(api.post("/api/v1/tasks", {"code": "x", "timeout": "soon"}), 400,
+                 "bad_request", "timeout not a number")
+    expect_error(api.post("/api/v1/tasks", {"code": "x", "after": ["a"]}), 400, "bad_request",
+                 "after not ids")
+    expect_error(api.post("/api/v1/tasks", []), 400, "bad_request", "empty batch")
+    expect_error(api.post("/api/v1/tasks", [{"code": "x"}, 5]), 400, "bad_request",
+                 "batch with a non-object")
+    expect_error(api.post("/api/v1/tasks", raw=b"{", headers={}), 400, "bad_request",
+                 "malformed JSON")
+    expect_error(api.get("/api/v1/tasks/999999999"), 404, "not_found", "unknown task")
+    expect_error(api.get("/api/v1/tasks/abc"), 404, "not_found", "non-numeric task id")
+    expect_error(api.get("/api/v1/tasks?state=weird"), 400, "bad_request", "bad state filter")
+    expect_error(api.get("/api/v1/tasks?limit=0"), 400, "bad_request", "bad limit")
+    expect_error(api.post("/api/v1/map", {"function": "f"}), 400, "bad_request",
+                 "map without sequences")
+    expect_error(api.call("DELETE", "/api/v1/tasks/999999999"), 404, "not_found",
+                 "abort unknown")
+    r = api.post("/api/v1/tasks?block=true", {"code": "return 1", "targets": "7,8"})
+    expect_error(r, 422, "no_engines", "targets naming no live engine")
+
+
+def test_many_tasks_batch(c):
+    api = c.api
+    expect(api.post(view("all", "execute"), {"code": "function inc(x) return x + 1 end"}), 200,
+           "define inc")
+    n = 10000
+    r = api.post("/api/v1/tasks", [{"function": "inc", "args": [i]} for i in range(n)],
+                 timeout=120)
+    ids = expect(r, 202, "batch of %d" % n).get("ids")
+    check(isinstance(ids, list) and len(ids) == n, "batch answer lists %d ids" % n)
+    last = wait_task(api, ids[-1], "last of the batch", timeout=120)
+    check(last["state"] == "completed", "last task completed: %r" % last)
+    # Every result, through the history query (pages of 1000).
+    results, cursor = {}, 0
+    while True:
+        r = api.get("/api/v1/tasks?limit=1000&cursor=%d" % cursor, timeout=60)
+        body = expect(r, 200, "history page")
+        for t in body["tasks"]:
+            results[t["id"]] = t
+        if not body.get("next_cursor"):
+            break
+        cursor = body["next_cursor"]
+    missing = [i for i in ids if i not in results]
+    check(not missing, "history lacks %d of the batch, e.g. %s" % (len(missing), missing[:5]))
+    wrong = [i for k, i in enumerate(ids)
+             if results[i]["state"] != "completed" or not same(results[i].get("result"), k + 1)]
+    check(not wrong, "%d tasks wrong, e.g. %r" % (len(wrong), [results[i] for i in wrong[:3]]))
+    q = expect(api.get("/api/v1/queue"), 200, "queue")
+    check(isinstance(q.get("engines"), dict) and len(q["engines"]) >= 4, "queue: %r" % q)
+
+
+def test_dependencies(c):
+    api = c.api
+    first = submit(api, {"code": "local t = mpi.wtime(); while mpi.wtime() - t < 0.3 do end "
+                                 "return mpi.rank()"}, "slow first")
+    after = submit(api, {"code": "return 'after'", "after": [first["id"]]}, "after")
+    follow = submit(api, {"code": "return mpi.rank()", "follow": [first["id"]]}, "follow")
+    a = wait_task(api, after["id"], "after done")
+    f = wait_task(api, follow["id"], "follow done")
+    fst = wait_task(api, first["id"], "first done")
+    check(a["state"] == "completed" and a["started"] >= fst["completed"],
+          "after started only once first completed: %r / %r" % (a, fst))
+    check(f["engine"] == fst["engine"], "follow ran on the same engine: %r / %r" % (f, fst))
+
+    bad = submit(api, {"code": "error('no')"}, "failing dependency")
+    dep = submit(api, {"code": "return 1", "after": [bad["id"]]}, "dependent of a failure")
+    d = wait_task(api, dep["id"], "dependent settles")
+    check(d["state"] == "failed" and d["error"]["ename"] == "DependencyError",
+          "dependent of a failed task fails with DependencyError: %r" % d)
+    ok = submit(api, {"code": "return 2", "after": [bad["id"]], "success_only": False},
+                "success_only false")
+    o = wait_task(api, ok["id"], "success_only false settles")
+    check(o["state"] == "completed" and same(o.get("result"), 2), "runs anyway: %r" % o)
+    imp = submit(api, {"code": "return 1", "after": [987654321]}, "unknown dependency")
+    i = wait_task(api, imp["id"], "unknown dependency settles")
+    check(i["state"] == "failed" and i["error"]["ename"] == "ImpossibleDependency",
+          "unknown dependency is impossible, not a wait: %r" % i)
+
+
+def test_map(c):
+    api = c.api
+    expect(api.post(view("all", "execute"), {"code": "function add(a, b) return a + b end"}),
+           200, "define add")
+    r = api.post("/api/v1/map", {"function": "add", "sequences": [list(range(100)),
+                                                                   list(range(100, 200))],
+                                 "chunksize": 7}, timeout=120)
+    body = expect(r, 200, "map add")
+    check(body.get("status") == "ok" and same(body.get("results"),
+                                               [a + a + 100 for a in range(100)]),
+          "map results in input order: %r" % body)
+    check(len(body.get("tasks", [])) == 15, "100 items in chunks of 7 are 15 tasks: %r" % body)
+    again = expect(api.get("/api/v1/requests/%d" % body["request"]), 200, "map via requests")
+    check(same(again.get("results"), body["results"]), "GET /requests gives the map back")
+
+
+def test_timeout_and_abort(c):
+    api = c.api
+    t = submit(api, {"code": "while true do end", "timeout": 1}, "endless with timeout")
+    done = wait_task(api, t["id"], "timeout fires")
+    check(done["state"] == "failed" and done["error"]["ename"] == "TimeoutError",
+          "timeout ends the task as failed/TimeoutError: %r" % done)
+    # The engine is usable afterwards.
+    r = api.post("/api/v1/tasks?block=true", {"code": "return 5", "targets": [done["engine"]]})
+    check(expect(r, 200, "after timeout").get("result") == 5, "engine usable: %r" % r)
+
+    # Fill every engine, then abort a queued task and force-abort a running one.
+    ids = c.ids()
+    runners = [submit(api, {"code": "while true do end", "targets": [e]}, "busy %d" % e)
+               for e in ids]
+    queued = submit(api, {"code": "return 1", "targets": [ids[0]]}, "queued behind")
+    r = api.call("DELETE", "/api/v1/tasks/%d" % queued["id"])
+    check(expect(r, 200, "abort queued")["state"] == "aborted", "queued task aborted: %r" % r)
+    time.sleep(0.3)
+    r = api.call("DELETE", "/api/v1/tasks/%d" % runners[0]["id"])
+    expect_error(r, 409, "conflict", "abort running without force")
+    for t in runners:
+        expect(api.call("DELETE", "/api/v1/tasks/%d?force=true" % t["id"]), 200, "force abort")
+    for t in runners:
+        d = wait_task(api, t["id"], "forced abort settles")
+        check(d["state"] == "aborted", "force-aborted task: %r" % d)
+    r = api.call("DELETE", "/api/v1/tasks/%d" % runners[0]["id"])
+    expect_error(r, 409, "conflict", "abort of a finished task")
+    r = api.post("/api/v1/tasks/%d/resubmit" % queued["id"])
+    new = expect(r, 202, "resubmit")
+    check(new["id"] != queued["id"], "resubmit makes a new task")
+    n = wait_task(api, new["id"], "resubmitted")
+    check(n["state"] == "completed" and same(n.get("result"), 1), "resubmitted runs: %r" % n)
+
+
+def test_engine_death_retry_and_lost(_unused=None):
+    c = Cluster(n=4, profile="tasks-death", controller_args=["--heartbeat-timeout", "3"])
+    notes = []
+    try:
+        c.start()
+        api = c.api
+        victim = c.ids()[1]
+        slow = "local t = mpi.wtime(); while mpi.wtime() - t < 30 do end return 1"
+        lost = submit(api, {"code": slow, "targets": [victim]}, "doomed")
+        retried = submit(api, {"code": "return mpi.rank() >= 0", "follow": [], "retries": 1,
+                               "targets": [victim, c.ids()[2]]}, "retry candidate")
+        time.sleep(0.5)
+        os.kill(c.engine_pids[victim], signal.SIGKILL)
+        l = wait_task(api, lost["id"], "lost task settles")
+        check(l["state"] == "lost" and l["error"]["ename"] == "EngineLost",
+              "task on the killed engine is lost: %r" % l)
+        r = wait_task(api, retried["id"], "retried task settles")
+        check(r["state"] == "completed", "task with retries completes: %r" % r)
+    finally:
+        notes += c.stop() or []
+    return notes
+
+
+def test_history_survives_restart(_unused=None):
+    c = Cluster(n=2, profile="tasks-restart")
+    notes = []
+    try:
+        c.start()
+        api = c.api
+        done = expect(api.post("/api/v1/tasks?block=true",
+                               {"code": "return {x = 1, y = 'two'}", "tags": ["keep"]}),
+                      200, "task before the crash")
+        check(done["state"] == "completed", "completed before the crash: %r" % done)
+        arr = expect(api.post("/api/v1/tasks?block=true", {"code": "return nd.arange(5)"}),
+                     200, "array result")
+        running = submit(api, {"code": "while true do end"}, "running at the crash")
+        time.sleep(0.5)
+        c.controller.send_signal(signal.SIGKILL)
+        c.controller.wait(10)
+        c.restart_controller(wait_engines=False)
+        api = c.api
+        again = expect(api.get("/api/v1/tasks/%d" % done["id"]), 200, "after restart")
+        check(same(again.get("result"), {"x": 1, "y": "two"}) and again["state"] == "completed",
+              "completed task survives a SIGKILL of the controller: %r" % again)
+        a2 = expect(api.get("/api/v1/tasks/%d" % arr["id"]), 200, "array after restart")
+        check(same(a2.get("result"), [0, 1, 2, 3, 4]), "array result kept raw: %r" % a2)
+        r = expect(api.get("/api/v1/tasks/%d" % running["id"]), 200, "running after restart")
+        check(r["state"] == "lost", "a task running at the crash is lost, not forgotten: %r" % r)
+        q = expect(api.get("/api/v1/tasks?tag=keep"), 200, "query by tag")
+        check([t["id"] for t in q["tasks"]] == [done["id"]], "tag query: %r" % q)
+        p = expect(api.call("DELETE", "/api/v1/tasks"), 200, "purge")
+        check(p.get("purged", 0) >= 2, "purge removes finished tasks: %r" % p)
+        expect_error(api.get("/api/v1/tasks/%d" % done["id"]), 404, "not_found", "purged")
+    finally:
+        notes += c.stop() or []
+    return notes
+
+
+TESTS = [
+    ("task_function_and_code", test_task_function_and_code, "shared"),
+    ("task_bad_input", test_task_bad_input, "shared"),
+    ("tasks_10000_batch", test_many_tasks_batch, "shared"),
+    ("task_dependencies", test_dependencies, "shared"),
+    ("task_map", test_map, "shared"),
+    ("task_timeout_abort_resubmit", test_timeout_and_abort, "shared"),
+    ("task_engine_death_retry_lost", test_engine_death_retry_and_lost, "own"),
+    ("task_history_survives_restart", test_history_survives_restart, "own"),
+]
