@@ -28,9 +28,14 @@ BIN = BUILD if os.path.isabs(BUILD) else os.path.join(ROOT, BUILD)
 BIN = os.path.join(BIN, "bin")
 # Each binary can be swapped alone (e.g. a sanitizer controller with a plain
 # engine): IPPC_TEST_CONTROLLER, IPPC_TEST_ENGINE, IPPC_TEST_CLI.
-CONTROLLER = os.environ.get("IPPC_TEST_CONTROLLER") or os.path.join(BIN, "ippc-controller")
-ENGINE = os.environ.get("IPPC_TEST_ENGINE") or os.path.join(BIN, "ippc-engine")
-CLI = os.environ.get("IPPC_TEST_CLI") or os.path.join(BIN, "ippc")
+def _binary(env, name):
+    path = os.environ.get(env)
+    return os.path.abspath(path) if path else os.path.join(BIN, name)
+
+
+CONTROLLER = _binary("IPPC_TEST_CONTROLLER", "ippc-controller")
+ENGINE = _binary("IPPC_TEST_ENGINE", "ippc-engine")
+CLI = _binary("IPPC_TEST_CLI", "ippc")
 SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
                    "ERROR: ThreadSanitizer", "WARNING: ThreadSanitizer")
 MPIEXEC = os.environ.get("IPPC_TEST_MPIEXEC", "mpiexec.mpich")

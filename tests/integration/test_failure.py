@@ -35,7 +35,8 @@ def stop_and_notes(c):
     problems = c.stop()
     # Nothing may survive SIGKILL; a slow shutdown after an MPI peer died is
     # reported, not failed (MPI_Finalize with a dead peer may hang).
-    hard = [p for p in problems if p.startswith("still alive after SIGKILL")]
+    hard = [p for p in problems if p.startswith(("still alive after SIGKILL", "sanitizer",
+                                                  "controller exited"))]
     check(not hard, "; ".join(hard))
     return ["note: " + p for p in problems]
 
