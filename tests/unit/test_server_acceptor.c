@@ -6,7 +6,16 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+#include <arpa/inet.h>
 
 #include "acceptor.h"
 
@@ -128,6 +137,251 @@ static void test_reads_stay_within_len(void **state)
     }
 }
 
+/* ------------------------------------------------ acceptor_run on loopback */
+
+/* What the routes received, in order. */
+typedef struct handed {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    int fds[16];
+    int ws[16];
+    int n;
+} handed;
+
+static void record(handed *h, int fd, int ws)
+{
+    pthread_mutex_lock(&h->lock);
+    if (h->n < 16) {
+        h->fds[h->n] = fd;
+        h->ws[h->n] = ws;
+        h->n++;
+    } else {
+        close(fd);
+    }
+    pthread_cond_broadcast(&h->cond);
+    pthread_mutex_unlock(&h->lock);
+}
+
+static void to_http(void *arg, int fd, const struct sockaddr *addr, socklen_t len)
+{
+    assert_non_null(addr);
+    assert_true(len >= (socklen_t)sizeof(struct sockaddr_in));
+    assert_int_equal(addr->sa_family, AF_INET);
+    record(arg, fd, 0);
+}
+
+static void to_ws(void *arg, int fd)
+{
+    record(arg, fd, 1);
+}
+
+/* Waits up to 5 s for the n-th hand-over; returns its index or -1. */
+static int wait_handed(handed *h, int n)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 5;
+    pthread_mutex_lock(&h->lock);
+    while (h->n < n)
+        if (pthread_cond_timedwait(&h->cond, &h->lock, &until) == ETIMEDOUT)
+            break;
+    int got = h->n >= n ? n - 1 : -1;
+    pthread_mutex_unlock(&h->lock);
+    return got;
+}
+
+typedef struct run_args {
+    int listen_fd, stop_fd;
+    acceptor_routes routes;
+} run_args;
+
+static void *run_thread(void *arg)
+{
+    run_args *a = arg;
+    acceptor_run(a->listen_fd, a->stop_fd, &a->routes);
+    return NULL;
+}
+
+typedef struct live_acceptor {
+    handed h;
+    run_args args;
+    int port;
+    int stop_pipe[2];
+    pthread_t thread;
+} live_acceptor;
+
+static int setup_live(void **state)
+{
+    live_acceptor *l = calloc(1, sizeof *l);
+    if (!l)
+        return -1;
+    pthread_mutex_init(&l->h.lock, NULL);
+    pthread_cond_init(&l->h.cond, NULL);
+    ippc_error err = {{0}, {0}};
+    l->args.listen_fd = acceptor_listen("127.0.0.1", 0, &l->port, &err);
+    if (l->args.listen_fd < 0 || l->port <= 0 || pipe(l->stop_pipe) < 0)
+        return -1;
+    l->args.stop_fd = l->stop_pipe[0];
+    l->args.routes = (acceptor_routes){.to_http = to_http, .to_ws = to_ws, .arg = &l->h};
+    if (pthread_create(&l->thread, NULL, run_thread, &l->args) != 0)
+        return -1;
+    *state = l;
+    return 0;
+}
+
+static int teardown_live(void **state)
+{
+    live_acceptor *l = *state;
+    assert_int_equal(write(l->stop_pipe[1], "x", 1), 1);
+    pthread_join(l->thread, NULL);
+    close(l->args.listen_fd);
+    close(l->stop_pipe[0]);
+    close(l->stop_pipe[1]);
+    for (int i = 0; i < l->h.n; i++)
+        close(l->h.fds[i]);
+    pthread_cond_destroy(&l->h.cond);
+    pthread_mutex_destroy(&l->h.lock);
+    free(l);
+    return 0;
+}
+
+static int client(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    return fd;
+}
+
+static void say(int fd, const char *text)
+{
+    assert_int_equal(send(fd, text, strlen(text), 0), (ssize_t)strlen(text));
+}
+
+/* The handed socket still holds every byte the client sent (peeking consumed
+ * nothing). */
+static void expect_unread(int fd, const char *text)
+{
+    char buf[256];
+    size_t want = strlen(text), got = 0;
+    while (got < want) {
+        ssize_t n = recv(fd, buf + got, sizeof buf - got, 0);
+        if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+            usleep(1000);
+            continue;
+        }
+        assert_true(n > 0);
+        got += (size_t)n;
+    }
+    assert_int_equal(got, want);
+    assert_memory_equal(buf, text, want);
+}
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0)
+        ;
+}
+
+static void test_run_routes_by_request_line(void **state)
+{
+    live_acceptor *l = *state;
+    /* A silent client first: it must not hold up the ones behind it. */
+    int silent = client(l->port);
+    int gone = client(l->port);
+    close(gone); /* closes without a word: dropped, never handed over */
+
+    int rest = client(l->port);
+    say(rest, "GET /api/v1/info HTTP/1.1\r\nHost: x\r\n\r\n");
+    int i = wait_handed(&l->h, 1);
+    assert_int_equal(i, 0);
+    assert_int_equal(l->h.ws[i], 0);
+    expect_unread(l->h.fds[i], "GET /api/v1/info HTTP/1.1\r\nHost: x\r\n\r\n");
+
+    int engine = client(l->port);
+    say(engine, "GET /engine HTTP/1.1\r\n");
+    i = wait_handed(&l->h, 2);
+    assert_int_equal(i, 1);
+    assert_int_equal(l->h.ws[i], 1);
+    expect_unread(l->h.fds[i], "GET /engine HTTP/1.1\r\n");
+
+    /* Spoken in pieces: undecided after "GET /e", decided after the path. */
+    int slow = client(l->port);
+    say(slow, "GET /e");
+    sleep_ms(100);
+    pthread_mutex_lock(&l->h.lock);
+    assert_int_equal(l->h.n, 2);
+    pthread_mutex_unlock(&l->h.lock);
+    say(slow, "ngine?x=1 HTTP/1.1\r\n");
+    i = wait_handed(&l->h, 3);
+    assert_int_equal(i, 2);
+    assert_int_equal(l->h.ws[i], 1);
+    expect_unread(l->h.fds[i], "GET /engine?x=1 HTTP/1.1\r\n");
+
+    int ws = client(l->port);
+    say(ws, "GET /ws?token=x HTTP/1.1\r\n");
+    i = wait_handed(&l->h, 4);
+    assert_int_equal(i, 3);
+    assert_int_equal(l->h.ws[i], 1);
+
+    pthread_mutex_lock(&l->h.lock);
+    assert_int_equal(l->h.n, 4); /* the silent and the closed one: not handed */
+    pthread_mutex_unlock(&l->h.lock);
+    close(silent);
+    close(rest);
+    close(engine);
+    close(slow);
+    close(ws);
+}
+
+/* BUG: accepted sockets keep Nagle's algorithm.  An engine message with a
+ * blob is a JSON frame then a binary frame, two small writes: the second
+ * waits for the engine's delayed ACK, ~40 ms per message (measured by
+ * `make bench`: push [1,2,3] 44 ms vs a scalar 0.46 ms; TCP_NODELAY after
+ * accept4 in acceptor_run brings it to 0.36 ms). */
+static void test_bug_engine_sockets_without_nodelay(void **state)
+{
+    live_acceptor *l = *state;
+    if (!getenv("IPPC_TEST_KNOWN_BUGS")) {
+        print_message("known bug, skipped (IPPC_TEST_KNOWN_BUGS=1 runs it): "
+                      "accepted sockets lack TCP_NODELAY\n");
+        skip();
+    }
+    int engine = client(l->port);
+    say(engine, "GET /engine HTTP/1.1\r\n");
+    int i = wait_handed(&l->h, 1);
+    assert_int_equal(i, 0);
+    int nodelay = 0;
+    socklen_t len = sizeof nodelay;
+    assert_int_equal(getsockopt(l->h.fds[i], IPPROTO_TCP, TCP_NODELAY, &nodelay, &len), 0);
+    close(engine);
+    assert_int_not_equal(nodelay, 0);
+}
+
+static void test_listen_errors(void **state)
+{
+    (void)state;
+    int port = 0;
+    ippc_error err = {{0}, {0}};
+    assert_int_equal(acceptor_listen("not-an-ip", 0, &port, &err), -1);
+    assert_string_equal(err.code, ERR_INVALID);
+    memset(&err, 0, sizeof err);
+    assert_int_equal(acceptor_listen("::1", 0, &port, &err), -1);
+    assert_string_equal(err.code, ERR_INVALID);
+
+    int fd = acceptor_listen("127.0.0.1", 0, &port, &err);
+    assert_true(fd >= 0);
+    assert_true(port > 0);
+    int port2 = 0;
+    memset(&err, 0, sizeof err);
+    assert_int_equal(acceptor_listen("127.0.0.1", port, &port2, &err), -1);
+    assert_string_equal(err.code, ERR_UNAVAILABLE);
+    close(fd);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -136,6 +390,10 @@ int main(void)
         cmocka_unit_test(test_http_paths),
         cmocka_unit_test(test_garbage_and_empty),
         cmocka_unit_test(test_reads_stay_within_len),
+        cmocka_unit_test(test_listen_errors),
+        cmocka_unit_test_setup_teardown(test_run_routes_by_request_line, setup_live, teardown_live),
+        cmocka_unit_test_setup_teardown(test_bug_engine_sockets_without_nodelay, setup_live,
+                                        teardown_live),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
