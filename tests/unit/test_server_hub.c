@@ -352,8 +352,8 @@ static void submit_fails(fixture *f, hub_op op, const char *targets, const char 
     json_decref(b);
 }
 
-/* Engine engine_id answers task with a result built from fmt (json_pack
- * format) and optional blobs (moved). */
+/* Engine engine_id sends {"type":"result","task":task} plus the fields of
+ * extra (consumed; may be NULL) and blobs (moved; may be NULL). */
 static void result_from(fixture *f, int engine_id, json_int_t task, json_t *extra,
                         ippc_blobs *blobs)
 {
