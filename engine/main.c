@@ -14,6 +14,8 @@
  * seconds (so no rank outlives its cluster when mpiexec is SIGKILLed).
  */
 #include <getopt.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdarg.h>
 #include <limits.h>
 #include <pthread.h>
@@ -226,12 +228,17 @@ static int client_callback(struct lws *wsi, enum lws_callback_reasons reason, vo
                            void *in, size_t len) {
     (void)user;
     switch (reason) {
-    case LWS_CALLBACK_CLIENT_ESTABLISHED:
+    case LWS_CALLBACK_CLIENT_ESTABLISHED: {
+        /* A result is a JSON frame plus binary frames: do not let the second
+         * small write wait for a delayed ACK. */
+        int one = 1;
+        setsockopt(lws_get_socket_fd(wsi), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         E.unreachable_since_ms = 0;
         E.backoff_ms = 0;
         E.engine_id = -1;
         lws_callback_on_writable(wsi);
         break;
+    }
     case LWS_CALLBACK_CLIENT_RECEIVE: {
         json_t *msg = NULL;
         ippc_blobs blobs;

@@ -4,6 +4,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
@@ -136,6 +137,10 @@ void acceptor_run(int listen_fd, int stop_fd, const acceptor_routes *routes) {
                                  SOCK_CLOEXEC | SOCK_NONBLOCK);
                 if (fd < 0)
                     break;
+                /* Messages are a JSON frame plus binary frames: without
+                 * NODELAY the second small write waits for a delayed ACK. */
+                int one = 1;
+                setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
                 p->fd = fd;
                 p->partial = 0;
                 p->deadline_ms = now + ACCEPTOR_PEEK_TIMEOUT_MS;

@@ -878,10 +878,10 @@ static void add_conversion_error(json_t *errors, int engine_id, const ippc_error
 
 static json_t *task_entry(const task *t, value_format fmt, json_t *errors) {
     json_t *res = t->result;
-    json_t *e = json_pack("{s:i, s:O, s:O}", "engine", t->engine_id, "status",
-                          json_object_get(res, "status"), "stdout",
-                          json_object_get(res, "stdout") ? json_object_get(res, "stdout")
-                                                         : json_string(""));
+    const char *status = json_string_value(json_object_get(res, "status"));
+    const char *out = json_string_value(json_object_get(res, "stdout"));
+    json_t *e = json_pack("{s:i, s:s, s:s}", "engine", t->engine_id, "status",
+                          status ? status : "error", "stdout", out ? out : "");
     json_t *skel = json_object_get(res, "value");
     if (skel && result_ok(res)) {
         ippc_error cerr = {0};
@@ -912,8 +912,12 @@ static json_t *gather_result(const request *r, json_t *errors) {
     for (size_t i = 0; i < r->ntargets; i++) {
         parts[i] = json_object_get(json_object_get(r->tasks[i].result, "value"), r->name);
         blobs[i] = r->tasks[i].blobs; /* shallow: value_gather only reads */
-        if (!parts[i])
+        if (!parts[i]) {
+            ippc_error_set(&err, ERR_INTERNAL, "engine %d sent no value for %s",
+                           r->tasks[i].engine_id, r->name);
+            add_conversion_error(errors, r->tasks[i].engine_id, &err);
             goto done;
+        }
     }
     ippc_blobs out_blobs;
     blobs_init(&out_blobs);

@@ -53,6 +53,8 @@ static int rehash(idmap *m, size_t cap) {
 }
 
 int idmap_put(idmap *m, uint64_t key, void *value) {
+    if (key == 0 || key == TOMB)
+        return -1; /* the two markers are not keys */
     if ((m->count + m->tombstones + 1) * 4 >= m->cap * 3) {
         size_t cap = m->cap ? m->cap : 64;
         while ((m->count + 1) * 2 >= cap)
@@ -82,7 +84,7 @@ int idmap_put(idmap *m, uint64_t key, void *value) {
 }
 
 static size_t find(const idmap *m, uint64_t key) {
-    if (!m->cap)
+    if (!m->cap || key == 0 || key == TOMB)
         return SIZE_MAX;
     size_t s = slot_of(key, m->cap);
     while (m->keys[s]) {

@@ -14,7 +14,8 @@ typedef struct idmap {
 
 void idmap_init(idmap *m);
 void idmap_free(idmap *m);
-int idmap_put(idmap *m, uint64_t key, void *value); /* 0, or -1 on OOM */
+/* Keys are never 0 or UINT64_MAX (the map's own markers): put refuses them. */
+int idmap_put(idmap *m, uint64_t key, void *value); /* 0, or -1 (OOM, bad key) */
 void *idmap_get(const idmap *m, uint64_t key);
 void *idmap_remove(idmap *m, uint64_t key);
 

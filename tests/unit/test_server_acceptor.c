@@ -337,7 +337,7 @@ static void test_run_routes_by_request_line(void **state)
     close(ws);
 }
 
-/* BUG: accepted sockets keep Nagle's algorithm.  An engine message with a
+/* Regression (was a bug): accepted sockets kept Nagle's algorithm.  An engine message with a
  * blob is a JSON frame then a binary frame, two small writes: the second
  * waits for the engine's delayed ACK, ~40 ms per message (measured by
  * `make bench`: push [1,2,3] 44 ms vs a scalar 0.46 ms; TCP_NODELAY after
@@ -345,11 +345,6 @@ static void test_run_routes_by_request_line(void **state)
 static void test_bug_engine_sockets_without_nodelay(void **state)
 {
     live_acceptor *l = *state;
-    if (!getenv("IPPC_TEST_KNOWN_BUGS")) {
-        print_message("known bug, skipped (IPPC_TEST_KNOWN_BUGS=1 runs it): "
-                      "accepted sockets lack TCP_NODELAY\n");
-        skip();
-    }
     int engine = client(l->port);
     say(engine, "GET /engine HTTP/1.1\r\n");
     int i = wait_handed(&l->h, 1);
