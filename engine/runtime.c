@@ -950,6 +950,58 @@ static void op_apply(lua_State *L, task_ctx *c)
     lua_settop(L, base);
 }
 
+/* op "map": {"function", "sequences": [values]} — calls the function on
+ * the i-th items of every sequence (zip-like: the shortest one bounds i) and
+ * answers the list of first results.  One balanced task is one map chunk. */
+static void op_map(lua_State *L, task_ctx *c)
+{
+    size_t flen;
+    const char *fname = task_string(c, "function", &flen);
+    if (!fname)
+        return;
+    const json_t *seqs = json_object_get(c->task, "sequences");
+    if (!json_is_array(seqs) || json_array_size(seqs) == 0 || json_array_size(seqs) > 64) {
+        task_fail(c, TASK_ERROR, "ProtocolError", "map: 'sequences' must be a list of 1..64");
+        return;
+    }
+    int base = lua_gettop(L);
+    if (!task_global(L, c, fname, flen))
+        return;
+    int nseq = (int)json_array_size(seqs);
+    lua_Integer n = LUA_MAXINTEGER;
+    for (int k = 0; k < nseq; k++) {
+        char what[32];
+        snprintf(what, sizeof what, "sequence %d", k + 1);
+        if (push_arg(L, c, json_array_get(seqs, (size_t)k), what) < 0) {
+            lua_settop(L, base);
+            return;
+        }
+        lua_Integer len = luaL_len(L, -1);
+        if (len < n)
+            n = len;
+    }
+    c->value = json_array();
+    for (lua_Integer i = 1; i <= n; i++) {
+        lua_pushvalue(L, base + 1);
+        for (int k = 0; k < nseq; k++)
+            lua_geti(L, base + 2 + k, i);
+        int got = task_call(L, c, nseq);
+        if (got == 0) {
+            lua_pushnil(L);
+            got = 1;
+        }
+        json_t *v;
+        if (got < 0 || task_wire(L, c, lua_gettop(L) - got + 1, "map result", &v) < 0) {
+            json_decref(c->value); /* the task failed: no partial list */
+            c->value = NULL;
+            break;
+        }
+        json_array_append_new(c->value, v);
+        lua_settop(L, base + 1 + nseq);
+    }
+    lua_settop(L, base);
+}
+
 static int task_main(lua_State *L)
 {
     task_ctx *c = lua_touserdata(L, 1);
@@ -968,6 +1020,8 @@ static int task_main(lua_State *L)
         op_pull(L, c);
     else if (strcmp(name, "apply") == 0)
         op_apply(L, c);
+    else if (strcmp(name, "map") == 0)
+        op_map(L, c);
     else
         task_fail(c, TASK_ERROR, "ProtocolError", "unknown op '%s'", name);
     return 0;

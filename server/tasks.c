@@ -637,8 +637,10 @@ fail:
     return NULL;
 }
 
-/* Validates and builds one task (not yet registered).  NULL + err. */
-static lbtask *task_build(hub *h, const json_t *spec, ippc_error *err) {
+/* Validates and builds one task (not yet registered).  NULL + err.  A map
+ * chunk (map_mode) is an apply spec sent as op "map": its args are the
+ * chunk's sequences. */
+static lbtask *task_build(hub *h, const json_t *spec, int map_mode, ippc_error *err) {
     if (!json_is_object(spec)) {
         ippc_error_set(err, ERR_BAD_REQUEST, "a task must be a JSON object");
         return NULL;
@@ -701,6 +703,12 @@ static lbtask *task_build(hub *h, const json_t *spec, ippc_error *err) {
     t->msg = spec_message(spec, &blobs, err);
     if (!t->msg)
         goto fail;
+    if (map_mode) {
+        json_object_set_new(t->msg, "op", json_string("map"));
+        json_object_set(t->msg, "sequences", json_object_get(t->msg, "args"));
+        json_object_del(t->msg, "args");
+        json_object_del(t->msg, "kwargs");
+    }
     t->blobs = ws_blobrefs_take(&blobs, &t->nblobs);
     t->deps = malloc((n_after + n_follow + 1) * sizeof *t->deps);
     if (!t->deps) {
@@ -740,7 +748,8 @@ static void task_enqueue(hub *h, lbtask *t) {
     persist(h, t);
 }
 
-json_t *hub_task_submit(hub *h, const json_t *spec, uint64_t *first_id, ippc_error *err) {
+static json_t *submit_specs(hub *h, const json_t *spec, int map_mode, uint64_t *first_id,
+                            ippc_error *err) {
     int batch = json_is_array(spec);
     size_t n = batch ? json_array_size(spec) : 1;
     if (batch && (n == 0 || n > MAX_BATCH)) {
@@ -755,7 +764,7 @@ json_t *hub_task_submit(hub *h, const json_t *spec, uint64_t *first_id, ippc_err
     json_t *out = NULL;
     pthread_mutex_lock(&h->lock);
     for (size_t i = 0; i < n; i++) {
-        built[i] = task_build(h, batch ? json_array_get(spec, i) : spec, err);
+        built[i] = task_build(h, batch ? json_array_get(spec, i) : spec, map_mode, err);
         if (!built[i]) {
             if (batch) {
                 char msg[sizeof err->message];
@@ -786,6 +795,10 @@ out:
     pthread_mutex_unlock(&h->lock);
     free(built);
     return out;
+}
+
+json_t *hub_task_submit(hub *h, const json_t *spec, uint64_t *first_id, ippc_error *err) {
+    return submit_specs(h, spec, 0, first_id, err);
 }
 
 json_t *hub_task_json(hub *h, uint64_t task_id, int *finished, ippc_error *err) {
@@ -941,24 +954,21 @@ uint64_t hub_map_submit(hub *h, const json_t *body, ippc_error *err) {
     }
     size_t chunk = cs ? (size_t)json_integer_value(cs) : 1;
     size_t nchunks = sched_chunks(n, chunk);
-    /* Each chunk is one task: the engine's mapper applies fn item by item. */
+    /* Each chunk is one task: the engine's op "map" applies fn item by item. */
     json_t *specs = json_array();
     for (size_t c = 0; c < nchunks; c++) {
         size_t lo = c * chunk, hi = lo + chunk < n ? lo + chunk : n;
         json_t *args = json_array();
-        json_array_append_new(args, json_string(fn));
         json_array_foreach(seqs, i, seq) {
             json_t *part = json_array();
             for (size_t k = lo; k < hi; k++)
                 json_array_append(part, json_array_get(seq, k));
-            /* Lists of numbers must stay lists: wrap in an object. */
-            json_array_append_new(args, json_pack("{s:o}", "items", part));
+            json_array_append_new(args, part);
         }
-        json_array_append_new(specs, json_pack("{s:s, s:o}", "function", "ippc_map", "args",
-                                               args));
+        json_array_append_new(specs, json_pack("{s:s, s:o}", "function", fn, "args", args));
     }
     uint64_t first = 0;
-    json_t *ids = hub_task_submit(h, specs, &first, err);
+    json_t *ids = submit_specs(h, specs, 1, &first, err);
     json_decref(specs);
     if (!ids)
         return 0;
