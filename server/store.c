@@ -1063,10 +1063,12 @@ static int record_from_row(const store *s, sqlite3_stmt *stmt, store_record *rec
         oom(err);
         goto fail;
     }
+    /* (json_is_object evaluates its argument twice: parse first.) */
     const char *broken = NULL;
+    rec->doc = column_json(stmt, 8);
     if (sqlite3_column_type(stmt, 7) != SQLITE_NULL && !(rec->tags = column_json(stmt, 7)))
         broken = "tags";
-    else if (!json_is_object(rec->doc = column_json(stmt, 8)))
+    else if (!json_is_object(rec->doc))
         broken = "doc";
     else if (sqlite3_column_type(stmt, 9) != SQLITE_NULL && !(rec->result = column_json(stmt, 9)))
         broken = "result";
