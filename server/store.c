@@ -1136,16 +1136,19 @@ void store_record_free(store_record *rec)
 
 /* The SQL of one query variant.  Built from constant fragments only; every
  * value from the query is a bound parameter: ?1 cursor, ?2 state, ?3 engine,
- * ?4 tag, ?5 since, ?6 limit. */
+ * ?4 tag, ?5 since, ?6 limit.  A tag query walks task_tags' (tag, task_id)
+ * key and orders by g.task_id (the same as t.id), so SQLite reads the pages in
+ * order and stops after `limit` instead of sorting every task with the tag. */
 static void query_sql(int variant, char *sql, size_t size)
 {
-    snprintf(sql, size, "SELECT %s FROM %s WHERE t.id > ?1%s%s%s%s ORDER BY t.id LIMIT ?6",
+    bool tag = variant & Q_TAG;
+    snprintf(sql, size, "SELECT %s FROM %s WHERE t.id > ?1%s%s%s%s ORDER BY %s LIMIT ?6",
              TASK_COLUMNS,
-             variant & Q_TAG ? "task_tags AS g JOIN tasks AS t ON t.id = g.task_id" : "tasks AS t",
-             variant & Q_TAG ? " AND g.tag = ?4 AND g.task_id > ?1" : "",
+             tag ? "task_tags AS g JOIN tasks AS t ON t.id = g.task_id" : "tasks AS t",
+             tag ? " AND g.tag = ?4 AND g.task_id > ?1" : "",
              variant & Q_STATE ? " AND t.state = ?2" : "",
              variant & Q_ENGINE ? " AND t.engine = ?3" : "",
-             variant & Q_SINCE ? " AND t.submitted >= ?5" : "");
+             variant & Q_SINCE ? " AND t.submitted >= ?5" : "", tag ? "g.task_id" : "t.id");
 }
 
 /* Doc of a record with "result" in client form (consumes nothing). */
