@@ -239,7 +239,7 @@ static int l_allreduce(lua_State *L)
         lmpi_check_interrupt(L);
     if (a) {
         nd_array *r = nd_push_new(L, nd_dtype_of(a), nd_ndim(a), nd_shape(a));
-        memcpy(nd_data(r), nd_data(a), nd_bytes(a));
+        nd_copy_out(a, nd_data(r));
         if (active)
             lmpi_allreduce_inplace(L, nd_data(r), nd_count(r), lmpi_type(nd_dtype_of(r)),
                                    nd_dtype_size(nd_dtype_of(r)), op, lua_gettop(L));
@@ -453,8 +453,8 @@ static int l_bcast(lua_State *L)
         if (h[H_A] < 0 || h[H_A] >= ND_DTYPE_COUNT || h[H_B] < 0 || h[H_B] > ND_MAX_DIMS)
             break;
         if (is_root) {
-            nd_array *a = nd_test(L, 1);
-            bcast_bytes(L, nd_data(a), nd_bytes(a), (int)root, 1);
+            nd_array *a = nd_push_contiguous(L, 1);
+            bcast_bytes(L, nd_data(a), nd_bytes(a), (int)root, lua_gettop(L));
             lua_pushvalue(L, 1);
             return 1;
         }

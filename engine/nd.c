@@ -1,46 +1,22 @@
-/* nd.c — the `nd` ndarray module (see nd.h).
- *
- * Representation: an nd_array userdata holds dtype, shape and a pointer into a
- * reference-counted nd_buffer (plus a byte offset, so a row view `m[i]` shares
- * its parent's memory).  Every array is row-major and contiguous from
- * nd_data(a) for nd_bytes(a) bytes; nothing here handles strides.
+/* nd.c — the core of the `nd` module (see nd.h): buffers, the array object,
+ * views, the C API, dtype conversion, argument parsing and luaopen_nd.  The
+ * operations live in nd_new.c (constructors), nd_shape.c (indexing, slices,
+ * reshape), nd_ops.c (elementwise), nd_reduce.c (reductions, dot) and
+ * nd_repr.c (tostring).
  *
  * Element memory is malloc'd, not Lua's: blobs received from the controller
  * are adopted as they are (zero-copy) and MPI may keep using a buffer after
  * its Lua object is gone.  Lua's collector does not see that memory, so
- * nd_buffer_new runs a full collection when a lot of it was allocated since
- * the last one (otherwise a loop making big temporaries grows without bound).
- *
- * Arithmetic follows numpy's promotion for these five dtypes, with Lua
- * numbers as "weak" scalars: int array + Lua integer keeps the array's
- * dtype; a Lua float makes an integer array float64; `/` is true division.
- * Integer overflow wraps (computed in unsigned arithmetic: no UB).
+ * nd_maybe_collect runs a full collection when a lot of it was allocated
+ * since the last one (otherwise a loop making big temporaries grows without
+ * bound).
  */
-#include "nd.h"
+#include "nd_impl.h"
 
-#include <inttypes.h>
 #include <math.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include <lauxlib.h>
-
-struct nd_buffer {
-    size_t refs;
-    size_t bytes;
-    unsigned char *data;
-};
-
-struct nd_array {
-    nd_dtype dtype;
-    int ndim;
-    size_t shape[ND_MAX_DIMS];
-    size_t count;
-    nd_buffer *buf; /* NULL only while being built */
-    size_t offset;  /* bytes from buf->data to element 0 */
-};
 
 /* Registry key (its address) of the metatable, so nd_test never allocates. */
 static const char nd_registry_key = 'n';
@@ -52,16 +28,9 @@ static size_t nd_bytes_since_gc;
 static size_t nd_live_after_gc;
 #define ND_GC_MIN_BYTES ((size_t)64 << 20)
 
-/* Refuse arrays whose byte size does not fit comfortably in size_t/ptrdiff_t. */
-#define ND_MAX_BYTES ((size_t)PTRDIFF_MAX / 2)
-
-/* Repr shows at most this many elements before summarising with "...". */
-#define ND_REPR_THRESHOLD 1000
-#define ND_REPR_EDGE 3
-
 /* ---------------------------------------------------------------- buffers */
 
-static nd_buffer *nd_buffer_alloc(lua_State *L, size_t bytes, unsigned char *data)
+nd_buffer *nd_buffer_wrap(unsigned char *data, size_t bytes)
 {
     nd_buffer *b = malloc(sizeof *b);
     if (!b)
@@ -72,6 +41,11 @@ static nd_buffer *nd_buffer_alloc(lua_State *L, size_t bytes, unsigned char *dat
     nd_live_bytes += bytes;
     nd_bytes_since_gc += bytes;
     return b;
+}
+
+unsigned char *nd_buffer_data(nd_buffer *buf)
+{
+    return buf->data;
 }
 
 /* Called with the new array safely on the stack (reachable). */
@@ -104,7 +78,11 @@ void nd_buffer_release(nd_buffer *b)
 
 void *nd_data(const nd_array *a)
 {
-    return a->buf->data + a->offset;
+    return nd_ptr(a);
+}
+int nd_is_contiguous(const nd_array *a)
+{
+    return a->contiguous;
 }
 nd_dtype nd_dtype_of(const nd_array *a)
 {
@@ -117,6 +95,10 @@ int nd_ndim(const nd_array *a)
 const size_t *nd_shape(const nd_array *a)
 {
     return a->shape;
+}
+const ptrdiff_t *nd_strides(const nd_array *a)
+{
+    return a->strides;
 }
 size_t nd_count(const nd_array *a)
 {
@@ -146,8 +128,76 @@ nd_array *nd_check(lua_State *L, int idx)
     return a;
 }
 
-/* Element count of a shape; raises if the byte size would be unreasonable. */
-static size_t nd_shape_count(lua_State *L, nd_dtype dtype, int ndim, const size_t *shape)
+/* Copies one row of n elements of size es between strided and contiguous
+ * layouts; `stride` is in elements on the strided side. */
+#define ND_ROW_COPY(T, DST, DSTEP, SRC, SSTEP)                                                     \
+    do {                                                                                           \
+        T *d_ = (T *)(DST);                                                                        \
+        const T *s_ = (const T *)(SRC);                                                            \
+        for (size_t j = 0; j < n; j++)                                                             \
+            d_[(ptrdiff_t)j * (DSTEP)] = s_[(ptrdiff_t)j * (SSTEP)];                               \
+    } while (0)
+
+static void nd_row_copy(unsigned char *dst, ptrdiff_t dstep, const unsigned char *src,
+                        ptrdiff_t sstep, size_t n, size_t es)
+{
+    switch (es) {
+    case 8: ND_ROW_COPY(uint64_t, dst, dstep, src, sstep); break;
+    case 4: ND_ROW_COPY(uint32_t, dst, dstep, src, sstep); break;
+    default: ND_ROW_COPY(uint8_t, dst, dstep, src, sstep); break;
+    }
+}
+
+/* Walks a's rows; to_array selects the direction of the copy. */
+static void nd_copy_rows(const nd_array *a, unsigned char *flat, int to_array)
+{
+    size_t es = nd_dtype_size(a->dtype);
+    if (a->contiguous || a->count == 0) {
+        if (to_array)
+            memmove(nd_ptr(a), flat, a->count * es);
+        else
+            memmove(flat, nd_ptr(a), a->count * es);
+        return;
+    }
+    int nd = a->ndim;
+    size_t n = a->shape[nd - 1], rows = a->count / n, idx[ND_MAX_DIMS] = {0};
+    ptrdiff_t off = 0, step = a->strides[nd - 1];
+    unsigned char *base = nd_ptr(a);
+    for (size_t r = 0; r < rows; r++) {
+        unsigned char *row = base + off * (ptrdiff_t)es;
+        if (to_array)
+            nd_row_copy(row, step, flat, 1, n, es);
+        else
+            nd_row_copy(flat, 1, row, step, n, es);
+        flat += n * es;
+        nd_next_row(nd, a->shape, idx, 1, &off, (const ptrdiff_t(*)[ND_MAX_DIMS])a->strides);
+    }
+}
+
+void nd_copy_out(const nd_array *a, void *dst)
+{
+    nd_copy_rows(a, dst, 0);
+}
+
+void nd_copy_in(nd_array *a, const void *src)
+{
+    nd_copy_rows(a, (unsigned char *)(uintptr_t)src, 1);
+}
+
+ptrdiff_t nd_offset_of(const nd_array *a, size_t k)
+{
+    ptrdiff_t off = 0;
+    for (int d = a->ndim - 1; d >= 0; d--) {
+        size_t n = a->shape[d];
+        off += (ptrdiff_t)(k % n) * a->strides[d];
+        k /= n;
+    }
+    return off * (ptrdiff_t)nd_dtype_size(a->dtype);
+}
+
+/* ---------------------------------------------------------- construction */
+
+size_t nd_shape_count(lua_State *L, nd_dtype dtype, int ndim, const size_t *shape)
 {
     if (ndim < 0 || ndim > ND_MAX_DIMS)
         luaL_error(L, "nd: %d dimensions (at most %d)", ndim, ND_MAX_DIMS);
@@ -162,6 +212,31 @@ static size_t nd_shape_count(lua_State *L, nd_dtype dtype, int ndim, const size_
     return count;
 }
 
+void nd_c_strides(int ndim, const size_t *shape, ptrdiff_t *strides)
+{
+    ptrdiff_t s = 1;
+    for (int d = ndim - 1; d >= 0; d--) {
+        strides[d] = s;
+        s *= (ptrdiff_t)(shape[d] ? shape[d] : 1);
+    }
+}
+
+void nd_update_contiguous(nd_array *a)
+{
+    /* Axes of length 1 never move, whatever their stride. */
+    ptrdiff_t s = 1;
+    a->contiguous = 1;
+    if (a->count == 0)
+        return;
+    for (int d = a->ndim - 1; d >= 0; d--) {
+        if (a->shape[d] != 1 && a->strides[d] != s) {
+            a->contiguous = 0;
+            return;
+        }
+        s *= (ptrdiff_t)a->shape[d];
+    }
+}
+
 /* Pushes an array userdata with no buffer yet (buf NULL until attached). */
 static nd_array *nd_push_shell(lua_State *L, nd_dtype dtype, int ndim, const size_t *shape,
                                size_t count)
@@ -172,27 +247,40 @@ static nd_array *nd_push_shell(lua_State *L, nd_dtype dtype, int ndim, const siz
     a->ndim = ndim;
     for (int d = 0; d < ndim; d++)
         a->shape[d] = shape[d];
+    nd_c_strides(ndim, shape, a->strides);
+    a->contiguous = 1;
     a->count = count;
     lua_rawgetp(L, LUA_REGISTRYINDEX, &nd_registry_key);
     lua_setmetatable(L, -2);
     return a;
 }
 
-nd_array *nd_push_new(lua_State *L, nd_dtype dtype, int ndim, const size_t *shape)
+static nd_array *nd_push_alloc(lua_State *L, nd_dtype dtype, int ndim, const size_t *shape,
+                               int zero)
 {
     size_t count = nd_shape_count(L, dtype, ndim, shape);
     size_t bytes = count * nd_dtype_size(dtype);
     nd_array *a = nd_push_shell(L, dtype, ndim, shape, count);
-    unsigned char *data = calloc(bytes ? bytes : 1, 1);
+    unsigned char *data = zero ? calloc(bytes ? bytes : 1, 1) : malloc(bytes ? bytes : 1);
     if (!data)
         luaL_error(L, "nd: not enough memory for %I bytes", (LUAI_UACINT)bytes);
-    a->buf = nd_buffer_alloc(L, bytes, data);
+    a->buf = nd_buffer_wrap(data, bytes);
     if (!a->buf) {
         free(data);
         luaL_error(L, "nd: not enough memory");
     }
     nd_maybe_collect(L);
     return a;
+}
+
+nd_array *nd_push_new(lua_State *L, nd_dtype dtype, int ndim, const size_t *shape)
+{
+    return nd_push_alloc(L, dtype, ndim, shape, 1);
+}
+
+nd_array *nd_push_uninit(lua_State *L, nd_dtype dtype, int ndim, const size_t *shape)
+{
+    return nd_push_alloc(L, dtype, ndim, shape, 0);
 }
 
 nd_array *nd_push_adopt(lua_State *L, nd_dtype dtype, int ndim, const size_t *shape,
@@ -209,7 +297,7 @@ nd_array *nd_push_adopt(lua_State *L, nd_dtype dtype, int ndim, const size_t *sh
         if (!data)
             luaL_error(L, "nd: not enough memory");
     }
-    nd_buffer *b = nd_buffer_alloc(L, bytes, data);
+    nd_buffer *b = nd_buffer_wrap(data, bytes);
     if (!b) {
         free(placeholder);
         luaL_error(L, "nd: not enough memory"); /* data is still the caller's */
@@ -219,33 +307,47 @@ nd_array *nd_push_adopt(lua_State *L, nd_dtype dtype, int ndim, const size_t *sh
     return a;
 }
 
-/* Pushes a view of `base` sharing its buffer. */
-static nd_array *nd_push_view(lua_State *L, nd_array *base, int ndim, const size_t *shape,
-                              size_t offset)
+nd_array *nd_push_buffer_view(lua_State *L, nd_buffer *buf, size_t offset, nd_dtype dtype,
+                              int ndim, const size_t *shape)
+{
+    size_t count = nd_shape_count(L, dtype, ndim, shape);
+    if (offset > buf->bytes || count * nd_dtype_size(dtype) > buf->bytes - offset)
+        luaL_error(L, "nd: view outside its buffer");
+    nd_array *a = nd_push_shell(L, dtype, ndim, shape, count);
+    buf->refs++;
+    a->buf = buf;
+    a->offset = offset;
+    return a;
+}
+
+nd_array *nd_push_view(lua_State *L, nd_array *base, int ndim, const size_t *shape,
+                       const ptrdiff_t *strides, size_t offset)
 {
     size_t count = nd_shape_count(L, base->dtype, ndim, shape);
     nd_array *v = nd_push_shell(L, base->dtype, ndim, shape, count);
+    for (int d = 0; d < ndim; d++)
+        v->strides[d] = strides[d];
+    nd_update_contiguous(v);
     v->buf = nd_buffer_retain(base);
     v->offset = offset;
     return v;
 }
 
-/* ------------------------------------------------------- element helpers */
-
-#define ND_CASES(X)                                                                                \
-    X(ND_FLOAT64, double)                                                                          \
-    X(ND_FLOAT32, float)                                                                           \
-    X(ND_INT64, int64_t)                                                                           \
-    X(ND_INT32, int32_t)                                                                           \
-    X(ND_UINT8, uint8_t)
-
-static int nd_is_float(nd_dtype t)
+nd_array *nd_push_contiguous(lua_State *L, int idx)
 {
-    return t == ND_FLOAT64 || t == ND_FLOAT32;
+    nd_array *a = nd_check(L, idx);
+    if (a->contiguous) {
+        lua_pushvalue(L, idx);
+        return a;
+    }
+    nd_array *c = nd_push_uninit(L, a->dtype, a->ndim, a->shape);
+    nd_copy_out(a, nd_ptr(c));
+    return c;
 }
 
-/* Float -> int64 without UB: truncates toward zero, saturates, NaN -> 0. */
-static int64_t nd_f2i(double v)
+/* ------------------------------------------------------- element helpers */
+
+int64_t nd_f2i(double v)
 {
     if (isnan(v))
         return 0;
@@ -256,9 +358,8 @@ static int64_t nd_f2i(double v)
     return (int64_t)v;
 }
 
-/* Stores one value into element i of raw storage of dtype t.  Narrowing
- * integer conversions wrap (GCC/Clang define them as modulo). */
-static void nd_store_i(void *p, nd_dtype t, size_t i, int64_t v)
+/* Narrowing integer conversions wrap (GCC/Clang define them as modulo). */
+void nd_store_i(void *p, nd_dtype t, size_t i, int64_t v)
 {
     switch (t) {
     case ND_FLOAT64: ((double *)p)[i] = (double)v; break;
@@ -270,7 +371,7 @@ static void nd_store_i(void *p, nd_dtype t, size_t i, int64_t v)
     }
 }
 
-static void nd_store_f(void *p, nd_dtype t, size_t i, double v)
+void nd_store_f(void *p, nd_dtype t, size_t i, double v)
 {
     switch (t) {
     case ND_FLOAT64: ((double *)p)[i] = v; break;
@@ -279,8 +380,7 @@ static void nd_store_f(void *p, nd_dtype t, size_t i, double v)
     }
 }
 
-/* Stores the Lua number at idx; raises if it is not a number. */
-static void nd_store_lua(lua_State *L, void *p, nd_dtype t, size_t i, int idx)
+void nd_store_lua(lua_State *L, void *p, nd_dtype t, size_t i, int idx)
 {
     if (lua_type(L, idx) != LUA_TNUMBER)
         luaL_error(L, "nd: element must be a number, got %s", luaL_typename(L, idx));
@@ -290,21 +390,20 @@ static void nd_store_lua(lua_State *L, void *p, nd_dtype t, size_t i, int idx)
         nd_store_f(p, t, i, (double)lua_tonumber(L, idx));
 }
 
-static void nd_push_elem(lua_State *L, const void *p, nd_dtype t, size_t i)
+void nd_push_at(lua_State *L, const void *p, nd_dtype t)
 {
     switch (t) {
-    case ND_FLOAT64: lua_pushnumber(L, ((const double *)p)[i]); break;
-    case ND_FLOAT32: lua_pushnumber(L, ((const float *)p)[i]); break;
-    case ND_INT64: lua_pushinteger(L, ((const int64_t *)p)[i]); break;
-    case ND_INT32: lua_pushinteger(L, ((const int32_t *)p)[i]); break;
-    case ND_UINT8: lua_pushinteger(L, ((const uint8_t *)p)[i]); break;
+    case ND_FLOAT64: lua_pushnumber(L, *(const double *)p); break;
+    case ND_FLOAT32: lua_pushnumber(L, *(const float *)p); break;
+    case ND_INT64: lua_pushinteger(L, *(const int64_t *)p); break;
+    case ND_INT32: lua_pushinteger(L, *(const int32_t *)p); break;
+    case ND_UINT8: lua_pushinteger(L, *(const uint8_t *)p); break;
     default: lua_pushnil(L); break;
     }
 }
 
-/* Converts n elements from (src, st) into (dst, dt): one typed loop per
- * pair.  Float -> integer goes through nd_f2i (no UB); integer narrowing
- * wraps. */
+/* One typed loop per (destination, source) pair.  Float -> integer goes
+ * through nd_f2i (no UB); integer narrowing wraps. */
 #define ND_CONV_LOOP(DT, ST, EXPR)                                                                 \
     do {                                                                                           \
         DT *d = dst;                                                                               \
@@ -328,10 +427,10 @@ static void nd_push_elem(lua_State *L, const void *p, nd_dtype t, size_t i)
     default: break;                                                                                \
     }
 
-static void nd_convert(void *dst, nd_dtype dt, const void *src, nd_dtype st, size_t n)
+void nd_convert(void *dst, nd_dtype dt, const void *src, nd_dtype st, size_t n)
 {
     if (dt == st) {
-        memcpy(dst, src, n * nd_dtype_size(dt));
+        memmove(dst, src, n * nd_dtype_size(dt));
         return;
     }
     switch (st) {
@@ -344,7 +443,30 @@ static void nd_convert(void *dst, nd_dtype dt, const void *src, nd_dtype st, siz
     }
 }
 
-static nd_dtype nd_check_dtype(lua_State *L, int idx, nd_dtype dflt)
+const void *nd_elements_in(lua_State *L, const nd_array *a, nd_dtype t, int copy)
+{
+    if (a->contiguous && a->dtype == t && !copy) {
+        lua_pushnil(L);
+        return nd_ptr(a);
+    }
+    size_t n = a->count;
+    unsigned char *out = lua_newuserdatauv(L, (n ? n : 1) * nd_dtype_size(t), 0);
+    if (a->contiguous) {
+        nd_convert(out, t, nd_ptr(a), a->dtype, n);
+    } else if (a->dtype == t) {
+        nd_copy_out(a, out);
+    } else {
+        unsigned char *flat = lua_newuserdatauv(L, (n ? n : 1) * nd_dtype_size(a->dtype), 0);
+        nd_copy_out(a, flat);
+        nd_convert(out, t, flat, a->dtype, n);
+        lua_pop(L, 1);
+    }
+    return out;
+}
+
+/* ------------------------------------------------------------ arguments */
+
+nd_dtype nd_check_dtype(lua_State *L, int idx, nd_dtype dflt)
 {
     if (lua_isnoneornil(L, idx))
         return dflt;
@@ -357,13 +479,11 @@ static nd_dtype nd_check_dtype(lua_State *L, int idx, nd_dtype dflt)
     return (nd_dtype)t;
 }
 
-/* Reads a shape: a non-negative integer n (-> {n}) or a table of them. */
-static int nd_check_shape(lua_State *L, int idx, size_t *shape)
+int nd_check_shape(lua_State *L, int idx, size_t *shape)
 {
     if (lua_type(L, idx) == LUA_TNUMBER) {
-        lua_Integer n;
         int isnum;
-        n = lua_tointegerx(L, idx, &isnum);
+        lua_Integer n = lua_tointegerx(L, idx, &isnum);
         if (!isnum || n < 0)
             luaL_argerror(L, idx, "size must be a non-negative integer");
         shape[0] = (size_t)n;
@@ -386,433 +506,29 @@ static int nd_check_shape(lua_State *L, int idx, size_t *shape)
     return (int)len;
 }
 
-/* Writes "(4, 2)" style shape text into buf. */
-static const char *nd_shape_text(const nd_array *a, char *buf, size_t size)
+const char *nd_shape_text(int ndim, const size_t *shape, char *buf, size_t size)
 {
-    size_t n = 0;
-    n += (size_t)snprintf(buf + n, size - n, "(");
-    for (int d = 0; d < a->ndim && n < size; d++)
-        n += (size_t)snprintf(buf + n, size - n, d ? ", %zu" : "%zu", a->shape[d]);
+    size_t n = (size_t)snprintf(buf, size, "(");
+    for (int d = 0; d < ndim && n < size; d++)
+        n += (size_t)snprintf(buf + n, size - n, d ? ", %zu" : "%zu", shape[d]);
     if (n < size)
-        snprintf(buf + n, size - n, a->ndim == 1 ? ",)" : ")");
+        snprintf(buf + n, size - n, ndim == 1 ? ",)" : ")");
     return buf;
 }
 
-/* ------------------------------------------------------- constructors */
-
-static int nd_fill_value(lua_State *L, nd_dtype dtype, int ndim, const size_t *shape, int one)
+int nd_check_axis(lua_State *L, int idx, int ndim)
 {
-    nd_array *a = nd_push_new(L, dtype, ndim, shape);
-    if (one) {
-        void *p = nd_data(a);
-        for (size_t i = 0; i < a->count; i++)
-            nd_store_i(p, dtype, i, 1);
-    }
-    return 1;
+    lua_Integer axis = luaL_checkinteger(L, idx);
+    if (axis < 0)
+        axis += ndim + 1;
+    if (axis < 1 || axis > ndim)
+        luaL_argerror(L, idx,
+                      lua_pushfstring(L, "axis %I out of range for %d dimensions (axes are 1-based)",
+                                      (LUAI_UACINT)luaL_checkinteger(L, idx), ndim));
+    return (int)axis - 1;
 }
 
-static int l_zeros(lua_State *L)
-{
-    size_t shape[ND_MAX_DIMS];
-    int ndim = nd_check_shape(L, 1, shape);
-    return nd_fill_value(L, nd_check_dtype(L, 2, ND_FLOAT64), ndim, shape, 0);
-}
-
-static int l_ones(lua_State *L)
-{
-    size_t shape[ND_MAX_DIMS];
-    int ndim = nd_check_shape(L, 1, shape);
-    return nd_fill_value(L, nd_check_dtype(L, 2, ND_FLOAT64), ndim, shape, 1);
-}
-
-/* nd.arange([start,] stop [, step] [, dtype]) */
-static int l_arange(lua_State *L)
-{
-    int top = lua_gettop(L), nnum = top;
-    if (top >= 1 && lua_type(L, top) == LUA_TSTRING)
-        nnum = top - 1;
-    if (nnum < 1 || nnum > 3)
-        return luaL_error(L, "nd.arange([start,] stop [, step] [, dtype])");
-    int all_int = 1;
-    for (int i = 1; i <= nnum; i++) {
-        luaL_checknumber(L, i);
-        all_int &= lua_isinteger(L, i);
-    }
-    nd_dtype dtype = nd_check_dtype(L, nnum + 1, all_int ? ND_INT64 : ND_FLOAT64);
-    size_t n;
-    if (all_int) {
-        lua_Integer start = nnum >= 2 ? lua_tointeger(L, 1) : 0;
-        lua_Integer stop = nnum >= 2 ? lua_tointeger(L, 2) : lua_tointeger(L, 1);
-        lua_Integer step = nnum >= 3 ? lua_tointeger(L, 3) : 1;
-        if (step == 0)
-            return luaL_argerror(L, 3, "step must not be zero");
-        /* Distances in unsigned arithmetic cannot overflow. */
-        uint64_t span, ustep;
-        if (step > 0) {
-            span = stop > start ? (uint64_t)stop - (uint64_t)start : 0;
-            ustep = (uint64_t)step;
-        } else {
-            span = start > stop ? (uint64_t)start - (uint64_t)stop : 0;
-            ustep = (uint64_t)0 - (uint64_t)step;
-        }
-        uint64_t cnt = span / ustep + (span % ustep != 0);
-        if (cnt > ND_MAX_BYTES / 8)
-            return luaL_error(L, "nd.arange: too many elements");
-        n = (size_t)cnt;
-        nd_array *a = nd_push_new(L, dtype, 1, &n);
-        void *p = nd_data(a);
-        for (size_t i = 0; i < n; i++)
-            nd_store_i(p, dtype, i, (int64_t)((uint64_t)start + (uint64_t)i * (uint64_t)step));
-        return 1;
-    }
-    double start = nnum >= 2 ? lua_tonumber(L, 1) : 0;
-    double stop = nnum >= 2 ? lua_tonumber(L, 2) : lua_tonumber(L, 1);
-    double step = nnum >= 3 ? lua_tonumber(L, 3) : 1;
-    if (step == 0)
-        return luaL_argerror(L, 3, "step must not be zero");
-    double cnt = ceil((stop - start) / step);
-    if (isnan(cnt))
-        return luaL_error(L, "nd.arange: arguments must be finite");
-    if (cnt < 0)
-        cnt = 0;
-    if (cnt > (double)(ND_MAX_BYTES / 8))
-        return luaL_error(L, "nd.arange: too many elements");
-    n = (size_t)cnt;
-    nd_array *a = nd_push_new(L, dtype, 1, &n);
-    void *p = nd_data(a);
-    for (size_t i = 0; i < n; i++)
-        nd_store_f(p, dtype, i, start + (double)i * step);
-    return 1;
-}
-
-/* nd.linspace(a, b [, n=50]) */
-static int l_linspace(lua_State *L)
-{
-    double lo = luaL_checknumber(L, 1), hi = luaL_checknumber(L, 2);
-    lua_Integer n = luaL_optinteger(L, 3, 50);
-    if (n < 0)
-        return luaL_argerror(L, 3, "number of samples must be non-negative");
-    if ((uint64_t)n > ND_MAX_BYTES / 8)
-        return luaL_argerror(L, 3, "too many samples");
-    size_t count = (size_t)n;
-    nd_array *a = nd_push_new(L, ND_FLOAT64, 1, &count);
-    double *p = nd_data(a);
-    if (count == 1)
-        p[0] = lo;
-    else if (count > 1) {
-        double step = (hi - lo) / (double)(count - 1);
-        for (size_t i = 0; i < count; i++)
-            p[i] = lo + (double)i * step;
-        p[count - 1] = hi;
-    }
-    return 1;
-}
-
-/* nd.array: shape of a nested table from its first elements, checked in full
- * by nd_table_scan. */
-static int nd_table_shape(lua_State *L, int idx, size_t *shape)
-{
-    int ndim = 0;
-    lua_pushvalue(L, idx);
-    while (lua_type(L, -1) == LUA_TTABLE && !nd_test(L, -1)) {
-        if (ndim == ND_MAX_DIMS)
-            luaL_error(L, "nd.array: more than %d dimensions", ND_MAX_DIMS);
-        shape[ndim++] = (size_t)lua_rawlen(L, -1);
-        if (shape[ndim - 1] == 0)
-            break;
-        lua_rawgeti(L, -1, 1);
-        lua_remove(L, -2);
-    }
-    lua_pop(L, 1);
-    return ndim;
-}
-
-/* Checks that the table at idx is a rectangular nest of numbers of the given
- * shape; clears *all_int if it meets a float. */
-static void nd_table_scan(lua_State *L, int idx, int dim, int ndim, const size_t *shape,
-                          int *all_int)
-{
-    luaL_checkstack(L, 4, "nd.array: nesting too deep");
-    if ((size_t)lua_rawlen(L, idx) != shape[dim])
-        luaL_error(L, "nd.array: ragged nested table (axis %d: expected %I elements, got %I)", dim,
-                   (LUAI_UACINT)shape[dim], (LUAI_UACINT)lua_rawlen(L, idx));
-    for (size_t i = 0; i < shape[dim]; i++) {
-        lua_rawgeti(L, idx, (lua_Integer)i + 1);
-        if (dim + 1 < ndim) {
-            if (lua_type(L, -1) != LUA_TTABLE || nd_test(L, -1))
-                luaL_error(L, "nd.array: ragged nested table (axis %d)", dim + 1);
-            nd_table_scan(L, lua_gettop(L), dim + 1, ndim, shape, all_int);
-        } else if (lua_type(L, -1) != LUA_TNUMBER) {
-            luaL_error(L, "nd.array: elements must be numbers, got %s", luaL_typename(L, -1));
-        } else if (!lua_isinteger(L, -1)) {
-            *all_int = 0;
-        }
-        lua_pop(L, 1);
-    }
-}
-
-static void nd_table_fill(lua_State *L, int idx, int dim, int ndim, const size_t *shape, void *p,
-                          nd_dtype t, size_t *pos)
-{
-    for (size_t i = 0; i < shape[dim]; i++) {
-        lua_rawgeti(L, idx, (lua_Integer)i + 1);
-        if (dim + 1 < ndim)
-            nd_table_fill(L, lua_gettop(L), dim + 1, ndim, shape, p, t, pos);
-        else
-            nd_store_lua(L, p, t, (*pos)++, -1);
-        lua_pop(L, 1);
-    }
-}
-
-static int l_array(lua_State *L)
-{
-    nd_array *src = nd_test(L, 1);
-    if (src) { /* copy, possibly converting */
-        nd_dtype t = nd_check_dtype(L, 2, src->dtype);
-        nd_array *a = nd_push_new(L, t, src->ndim, src->shape);
-        nd_convert(nd_data(a), t, nd_data(src), src->dtype, src->count);
-        return 1;
-    }
-    if (lua_type(L, 1) == LUA_TNUMBER) { /* 0-d array */
-        nd_dtype t = nd_check_dtype(L, 2, lua_isinteger(L, 1) ? ND_INT64 : ND_FLOAT64);
-        nd_array *a = nd_push_new(L, t, 0, NULL);
-        nd_store_lua(L, nd_data(a), t, 0, 1);
-        return 1;
-    }
-    luaL_checktype(L, 1, LUA_TTABLE);
-    size_t shape[ND_MAX_DIMS];
-    int ndim = nd_table_shape(L, 1, shape);
-    int all_int = 1;
-    nd_table_scan(L, 1, 0, ndim, shape, &all_int);
-    size_t count = nd_shape_count(L, ND_FLOAT64, ndim, shape);
-    nd_dtype t = nd_check_dtype(L, 2, (all_int && count > 0) ? ND_INT64 : ND_FLOAT64);
-    nd_array *a = nd_push_new(L, t, ndim, shape);
-    size_t pos = 0;
-    if (count > 0)
-        nd_table_fill(L, 1, 0, ndim, shape, nd_data(a), t, &pos);
-    return 1;
-}
-
-/* ---------------------------------------------------------- reductions */
-
-static int m_sum(lua_State *L)
-{
-    nd_array *a = nd_check(L, 1);
-    const void *p = nd_data(a);
-    size_t n = a->count;
-    switch (a->dtype) {
-#define SUM_CASE(TAG, T)                                                                           \
-    case TAG: {                                                                                    \
-        const T *s = p;                                                                            \
-        if (nd_is_float(TAG)) {                                                                    \
-            double acc = 0;                                                                        \
-            for (size_t i = 0; i < n; i++)                                                         \
-                acc += (double)s[i];                                                               \
-            lua_pushnumber(L, acc);                                                                \
-        } else {                                                                                   \
-            uint64_t acc = 0; /* wraps like numpy's int64 sum */                                   \
-            for (size_t i = 0; i < n; i++)                                                         \
-                acc += (uint64_t)(int64_t)s[i];                                                    \
-            lua_pushinteger(L, (lua_Integer)acc);                                                  \
-        }                                                                                          \
-        break;                                                                                     \
-    }
-        ND_CASES(SUM_CASE)
-#undef SUM_CASE
-    default: lua_pushnil(L); break;
-    }
-    return 1;
-}
-
-static int nd_minmax(lua_State *L, int want_max)
-{
-    nd_array *a = nd_check(L, 1);
-    const void *p = nd_data(a);
-    size_t n = a->count;
-    if (n == 0)
-        return luaL_error(L, "nd: %s of an empty array", want_max ? "max" : "min");
-    switch (a->dtype) {
-#define MINMAX_CASE(TAG, T)                                                                        \
-    case TAG: {                                                                                    \
-        const T *s = p;                                                                            \
-        T best = s[0];                                                                             \
-        for (size_t i = 1; i < n; i++) {                                                           \
-            T v = s[i];                                                                            \
-            if (nd_is_float(TAG) && isnan((double)v)) { /* NaN propagates, as numpy */             \
-                best = v;                                                                          \
-                break;                                                                             \
-            }                                                                                      \
-            if (want_max ? v > best : v < best)                                                    \
-                best = v;                                                                          \
-        }                                                                                          \
-        if (nd_is_float(TAG))                                                                      \
-            lua_pushnumber(L, (lua_Number)best);                                                   \
-        else                                                                                       \
-            lua_pushinteger(L, (lua_Integer)best);                                                 \
-        break;                                                                                     \
-    }
-        ND_CASES(MINMAX_CASE)
-#undef MINMAX_CASE
-    default: lua_pushnil(L); break;
-    }
-    return 1;
-}
-
-static int m_min(lua_State *L)
-{
-    return nd_minmax(L, 0);
-}
-static int m_max(lua_State *L)
-{
-    return nd_minmax(L, 1);
-}
-
-static int m_mean(lua_State *L)
-{
-    nd_array *a = nd_check(L, 1);
-    const void *p = nd_data(a);
-    size_t n = a->count;
-    double acc = 0;
-    switch (a->dtype) {
-#define MEAN_CASE(TAG, T)                                                                          \
-    case TAG: {                                                                                    \
-        const T *s = p;                                                                            \
-        for (size_t i = 0; i < n; i++)                                                             \
-            acc += (double)s[i];                                                                   \
-        break;                                                                                     \
-    }
-        ND_CASES(MEAN_CASE)
-#undef MEAN_CASE
-    default: break;
-    }
-    lua_pushnumber(L, n ? acc / (double)n : NAN);
-    return 1;
-}
-
-/* ------------------------------------------------------------ methods */
-
-static int m_shape(lua_State *L)
-{
-    nd_array *a = nd_check(L, 1);
-    lua_createtable(L, a->ndim, 0);
-    for (int d = 0; d < a->ndim; d++) {
-        lua_pushinteger(L, (lua_Integer)a->shape[d]);
-        lua_rawseti(L, -2, d + 1);
-    }
-    return 1;
-}
-
-static int m_dtype(lua_State *L)
-{
-    lua_pushstring(L, nd_dtype_name(nd_check(L, 1)->dtype));
-    return 1;
-}
-
-static int m_size(lua_State *L)
-{
-    lua_pushinteger(L, (lua_Integer)nd_check(L, 1)->count);
-    return 1;
-}
-
-static void nd_totable_rec(lua_State *L, const nd_array *a, int dim, size_t *pos)
-{
-    const void *p = nd_data(a);
-    lua_createtable(L, (int)(a->shape[dim] < INT32_MAX ? a->shape[dim] : 0), 0);
-    for (size_t i = 0; i < a->shape[dim]; i++) {
-        if (dim + 1 < a->ndim)
-            nd_totable_rec(L, a, dim + 1, pos);
-        else
-            nd_push_elem(L, p, a->dtype, (*pos)++);
-        lua_rawseti(L, -2, (lua_Integer)i + 1);
-    }
-}
-
-static int m_totable(lua_State *L)
-{
-    nd_array *a = nd_check(L, 1);
-    luaL_checkstack(L, ND_MAX_DIMS + 4, NULL);
-    if (a->ndim == 0) {
-        nd_push_elem(L, nd_data(a), a->dtype, 0);
-        return 1;
-    }
-    size_t pos = 0;
-    nd_totable_rec(L, a, 0, &pos);
-    return 1;
-}
-
-static int m_copy(lua_State *L)
-{
-    nd_array *a = nd_check(L, 1);
-    nd_array *c = nd_push_new(L, a->dtype, a->ndim, a->shape);
-    memcpy(nd_data(c), nd_data(a), nd_bytes(a));
-    return 1;
-}
-
-static int m_astype(lua_State *L)
-{
-    nd_array *a = nd_check(L, 1);
-    nd_dtype t = nd_check_dtype(L, 2, ND_DTYPE_COUNT);
-    if (t == ND_DTYPE_COUNT)
-        return luaL_argerror(L, 2, "dtype expected");
-    nd_array *c = nd_push_new(L, t, a->ndim, a->shape);
-    nd_convert(nd_data(c), t, nd_data(a), a->dtype, a->count);
-    return 1;
-}
-
-/* a:reshape({d0, d1, ...}) or a:reshape(d0, d1, ...); one entry may be -1. */
-static int m_reshape(lua_State *L)
-{
-    nd_array *a = nd_check(L, 1);
-    long long dims[ND_MAX_DIMS];
-    int ndim = 0;
-    if (lua_istable(L, 2)) {
-        lua_Unsigned len = lua_rawlen(L, 2);
-        if (len > ND_MAX_DIMS)
-            return luaL_argerror(L, 2, "too many dimensions");
-        for (int d = 0; d < (int)len; d++) {
-            lua_rawgeti(L, 2, d + 1);
-            int isnum;
-            dims[ndim++] = (long long)lua_tointegerx(L, -1, &isnum);
-            if (!isnum)
-                return luaL_argerror(L, 2, "shape entries must be integers");
-            lua_pop(L, 1);
-        }
-    } else {
-        int top = lua_gettop(L);
-        if (top - 1 > ND_MAX_DIMS)
-            return luaL_error(L, "reshape: too many dimensions");
-        for (int i = 2; i <= top; i++)
-            dims[ndim++] = (long long)luaL_checkinteger(L, i);
-    }
-    size_t shape[ND_MAX_DIMS], known = 1;
-    int infer = -1;
-    for (int d = 0; d < ndim; d++) {
-        if (dims[d] == -1 && infer < 0) {
-            infer = d;
-            continue;
-        }
-        if (dims[d] < 0)
-            return luaL_error(L, "reshape: invalid dimension %d", (int)dims[d]);
-        shape[d] = (size_t)dims[d];
-        if (shape[d] && known > SIZE_MAX / shape[d])
-            return luaL_error(L, "reshape: shape too large");
-        known *= shape[d];
-    }
-    if (infer >= 0) {
-        if (known == 0 || a->count % known)
-            return luaL_error(L, "reshape: cannot infer a dimension for %I elements",
-                              (LUAI_UACINT)a->count);
-        shape[infer] = a->count / known;
-        known = a->count;
-    }
-    if (known != a->count)
-        return luaL_error(L, "reshape: cannot reshape %I elements into %I", (LUAI_UACINT)a->count,
-                          (LUAI_UACINT)known);
-    nd_push_view(L, a, ndim, shape, a->offset);
-    return 1;
-}
-
-/* -------------------------------------------------------- metamethods */
+/* ------------------------------------------------------------ module */
 
 static int mm_gc(lua_State *L)
 {
@@ -824,396 +540,35 @@ static int mm_gc(lua_State *L)
     return 0;
 }
 
-static int mm_len(lua_State *L)
-{
-    nd_array *a = nd_check(L, 1);
-    if (a->ndim == 0)
-        return luaL_error(L, "nd: length of a 0-d array");
-    lua_pushinteger(L, (lua_Integer)a->shape[0]);
-    return 1;
-}
-
-/* 1-based index along axis 0 -> 0-based position, or raises. */
-static size_t nd_check_index(lua_State *L, nd_array *a, int idx)
-{
-    if (a->ndim == 0)
-        luaL_error(L, "nd: cannot index a 0-d array");
-    int isnum;
-    lua_Integer i = lua_tointegerx(L, idx, &isnum);
-    if (!isnum)
-        luaL_error(L, "nd: index must be an integer, got %s",
-                   lua_type(L, idx) == LUA_TNUMBER ? "a non-integral number"
-                                                   : luaL_typename(L, idx));
-    if (i < 1 || (lua_Unsigned)i > a->shape[0])
-        luaL_error(L, "nd: index %I out of range for axis 0 with size %I (indices are 1-based)",
-                   (LUAI_UACINT)i, (LUAI_UACINT)a->shape[0]);
-    return (size_t)(i - 1);
-}
-
-static size_t nd_row_count(const nd_array *a)
-{
-    size_t n = 1;
-    for (int d = 1; d < a->ndim; d++)
-        n *= a->shape[d];
-    return n;
-}
-
-static int mm_index(lua_State *L)
-{
-    nd_array *a = nd_check(L, 1);
-    if (lua_type(L, 2) == LUA_TSTRING) {
-        lua_pushvalue(L, 2);
-        lua_rawget(L, lua_upvalueindex(1)); /* methods */
-        return 1;
-    }
-    size_t i = nd_check_index(L, a, 2);
-    if (a->ndim == 1) {
-        nd_push_elem(L, nd_data(a), a->dtype, i);
-        return 1;
-    }
-    /* n-D: a view of row i, sharing memory. */
-    size_t rows = nd_row_count(a);
-    nd_push_view(L, a, a->ndim - 1, a->shape + 1, a->offset + i * rows * nd_dtype_size(a->dtype));
-    return 1;
-}
-
-static int mm_newindex(lua_State *L)
-{
-    nd_array *a = nd_check(L, 1);
-    if (lua_type(L, 2) != LUA_TNUMBER)
-        return luaL_error(L, "nd: cannot set field '%s' of an nd array",
-                          lua_type(L, 2) == LUA_TSTRING ? lua_tostring(L, 2) : luaL_typename(L, 2));
-    size_t i = nd_check_index(L, a, 2);
-    if (a->ndim == 1) {
-        nd_store_lua(L, nd_data(a), a->dtype, i, 3);
-        return 0;
-    }
-    size_t rows = nd_row_count(a), esize = nd_dtype_size(a->dtype);
-    unsigned char *row = (unsigned char *)nd_data(a) + i * rows * esize;
-    nd_array *v = nd_test(L, 3);
-    if (v) {
-        int same = v->ndim == a->ndim - 1 && v->count == rows;
-        for (int d = 0; same && d < v->ndim; d++)
-            same = v->shape[d] == a->shape[d + 1];
-        if (!same)
-            return luaL_error(L, "nd: row assignment needs an array of the row's shape");
-        /* memmove semantics: the source may be a view of this very row. */
-        if (v->dtype == a->dtype)
-            memmove(row, nd_data(v), rows * esize);
-        else
-            nd_convert(row, a->dtype, nd_data(v), v->dtype, rows);
-        return 0;
-    }
-    if (lua_type(L, 3) != LUA_TNUMBER)
-        return luaL_error(L, "nd: a row can be set from a number or an nd array, not %s",
-                          luaL_typename(L, 3));
-    for (size_t k = 0; k < rows; k++)
-        nd_store_lua(L, row, a->dtype, k, 3);
-    return 0;
-}
-
-/* ---- repr */
-
-static void nd_repr_elem(luaL_Buffer *b, const void *p, nd_dtype t, size_t i)
-{
-    char s[64];
-    if (nd_is_float(t)) {
-        double v = t == ND_FLOAT64 ? ((const double *)p)[i] : (double)((const float *)p)[i];
-        if (isnan(v))
-            snprintf(s, sizeof s, "nan");
-        else if (isinf(v))
-            snprintf(s, sizeof s, v > 0 ? "inf" : "-inf");
-        else {
-            snprintf(s, sizeof s, t == ND_FLOAT64 ? "%.14g" : "%.7g", v);
-            if (!strpbrk(s, ".e"))
-                strcat(s, ".0");
-        }
-    } else {
-        int64_t v = t == ND_INT64   ? ((const int64_t *)p)[i]
-                    : t == ND_INT32 ? ((const int32_t *)p)[i]
-                                    : ((const uint8_t *)p)[i];
-        snprintf(s, sizeof s, "%" PRId64, v);
-    }
-    luaL_addstring(b, s);
-}
-
-static void nd_repr_rec(luaL_Buffer *b, const nd_array *a, int dim, size_t base, int summarise)
-{
-    size_t stride = 1;
-    for (int d = dim + 1; d < a->ndim; d++)
-        stride *= a->shape[d];
-    size_t n = a->shape[dim];
-    luaL_addchar(b, '[');
-    for (size_t i = 0; i < n; i++) {
-        if (summarise && n > 2 * ND_REPR_EDGE && i == ND_REPR_EDGE) {
-            luaL_addstring(b, "..., ");
-            i = n - ND_REPR_EDGE;
-        }
-        if (dim + 1 < a->ndim)
-            nd_repr_rec(b, a, dim + 1, base + i * stride, summarise);
-        else
-            nd_repr_elem(b, nd_data(a), a->dtype, base + i);
-        if (i + 1 < n)
-            luaL_addstring(b, ", ");
-    }
-    luaL_addchar(b, ']');
-}
-
-static int mm_tostring(lua_State *L)
-{
-    nd_array *a = nd_check(L, 1);
-    luaL_Buffer b;
-    luaL_buffinit(L, &b);
-    luaL_addstring(&b, "nd.array(");
-    if (a->ndim == 0)
-        nd_repr_elem(&b, nd_data(a), a->dtype, 0);
-    else
-        nd_repr_rec(&b, a, 0, 0, a->count > ND_REPR_THRESHOLD);
-    if (a->count == 0 && a->ndim > 1) { /* shape is not visible in "[]" */
-        char s[160];
-        luaL_addstring(&b, ", shape=");
-        luaL_addstring(&b, nd_shape_text(a, s, sizeof s));
-    }
-    luaL_addstring(&b, ", dtype=");
-    luaL_addstring(&b, nd_dtype_name(a->dtype));
-    luaL_addchar(&b, ')');
-    luaL_pushresult(&b);
-    return 1;
-}
-
-/* ---- arithmetic */
-
-typedef enum nd_op { ND_ADD, ND_SUB, ND_MUL, ND_DIV } nd_op;
-
-static nd_dtype nd_promote(nd_dtype x, nd_dtype y)
-{
-    if (x == y)
-        return x;
-    if (x == ND_FLOAT64 || y == ND_FLOAT64)
-        return ND_FLOAT64;
-    if (x == ND_FLOAT32 || y == ND_FLOAT32) {
-        nd_dtype other = x == ND_FLOAT32 ? y : x;
-        return other == ND_UINT8 ? ND_FLOAT32 : ND_FLOAT64;
-    }
-    /* both integer, different: the wider one (all are signed but uint8,
-     * which fits in either signed type) */
-    if (x == ND_INT64 || y == ND_INT64)
-        return ND_INT64;
-    return ND_INT32;
-}
-
-/* Integer arithmetic that wraps without UB. */
-static inline int64_t nd_wrap_i64(uint64_t v)
-{
-    return (int64_t)v;
-}
-
-#define ND_BINLOOP(T, EXPR)                                                                        \
-    do {                                                                                           \
-        const T *xs = x, *ys = y;                                                                  \
-        T *os = out;                                                                               \
-        if (sx && sy)                                                                              \
-            for (size_t i = 0; i < n; i++) {                                                       \
-                T X = xs[i], Y = ys[i];                                                            \
-                os[i] = (EXPR);                                                                    \
-            }                                                                                      \
-        else if (sx)                                                                               \
-            for (size_t i = 0; i < n; i++) {                                                       \
-                T X = xs[i], Y = ys[0];                                                            \
-                os[i] = (EXPR);                                                                    \
-            }                                                                                      \
-        else                                                                                       \
-            for (size_t i = 0; i < n; i++) {                                                       \
-                T X = xs[0], Y = ys[i];                                                            \
-                os[i] = (EXPR);                                                                    \
-            }                                                                                      \
-    } while (0)
-
-#define ND_OPS(T, ADD, SUB, MUL, DIV)                                                              \
-    switch (op) {                                                                                  \
-    case ND_ADD: ND_BINLOOP(T, ADD); break;                                                        \
-    case ND_SUB: ND_BINLOOP(T, SUB); break;                                                        \
-    case ND_MUL: ND_BINLOOP(T, MUL); break;                                                        \
-    case ND_DIV: ND_BINLOOP(T, DIV); break;                                                        \
-    }
-
-/* out[i] = x[i*sx] op y[i*sy] for i < n, all of dtype t; sx/sy are 0 for a
- * scalar operand.  Division is only reached for float dtypes. */
-static void nd_binop_kernel(nd_op op, nd_dtype t, void *out, const void *x, int sx, const void *y,
-                            int sy, size_t n)
-{
-    switch (t) {
-    case ND_FLOAT64: ND_OPS(double, X + Y, X - Y, X * Y, X / Y); break;
-    case ND_FLOAT32: ND_OPS(float, X + Y, X - Y, X * Y, X / Y); break;
-    case ND_INT64:
-        ND_OPS(int64_t, nd_wrap_i64((uint64_t)X + (uint64_t)Y),
-               nd_wrap_i64((uint64_t)X - (uint64_t)Y), nd_wrap_i64((uint64_t)X * (uint64_t)Y),
-               ((void)X, (void)Y, 0));
-        break;
-    case ND_INT32:
-        ND_OPS(int32_t, (int32_t)((int64_t)X + Y), (int32_t)((int64_t)X - Y),
-               (int32_t)((int64_t)X * Y), ((void)X, (void)Y, 0));
-        break;
-    case ND_UINT8:
-        ND_OPS(uint8_t, (uint8_t)(X + Y), (uint8_t)(X - Y), (uint8_t)((unsigned)X * Y),
-               ((void)X, (void)Y, 0));
-        break;
-    default: break;
-    }
-}
-
-static const char *const nd_op_names[] = {"+", "-", "*", "/"};
-
-/* An operand: an array (p, stride 1) or a Lua number turned into one element
- * of the result dtype (stride 0). */
-static int nd_arith(lua_State *L, nd_op op)
-{
-    nd_array *a = nd_test(L, 1), *b = nd_test(L, 2);
-    for (int i = 1; i <= 2; i++)
-        if (!nd_test(L, i) && lua_type(L, i) != LUA_TNUMBER)
-            return luaL_error(L, "nd: cannot apply '%s' to an nd array and a %s value",
-                              nd_op_names[op], luaL_typename(L, i));
-    nd_dtype t;
-    const nd_array *shape_of;
-    if (a && b) {
-        int same = a->ndim == b->ndim;
-        for (int d = 0; same && d < a->ndim; d++)
-            same = a->shape[d] == b->shape[d];
-        if (!same) {
-            char sa[160], sb[160];
-            return luaL_error(L, "nd: shape mismatch for '%s': %s vs %s", nd_op_names[op],
-                              nd_shape_text(a, sa, sizeof sa), nd_shape_text(b, sb, sizeof sb));
-        }
-        t = nd_promote(a->dtype, b->dtype);
-        shape_of = a;
-    } else {
-        const nd_array *arr = a ? a : b;
-        int scalar_idx = a ? 2 : 1;
-        t = arr->dtype;
-        if (!nd_is_float(t) && !lua_isinteger(L, scalar_idx))
-            t = ND_FLOAT64;
-        shape_of = arr;
-    }
-    if (op == ND_DIV && !nd_is_float(t))
-        t = ND_FLOAT64;
-
-    nd_array *r = nd_push_new(L, t, shape_of->ndim, shape_of->shape);
-    size_t n = r->count, esize = nd_dtype_size(t);
-    /* Scalars as one element of dtype t; arrays of another dtype converted
-     * into temporaries (malloc'd: no Lua call may raise while they live). */
-    unsigned char sx_buf[8], sy_buf[8];
-    const void *xp, *yp;
-    void *tmp_x = NULL, *tmp_y = NULL;
-    if (a) {
-        if (a->dtype != t && n) {
-            tmp_x = malloc(n * esize);
-            if (!tmp_x)
-                return luaL_error(L, "nd: not enough memory");
-            nd_convert(tmp_x, t, nd_data(a), a->dtype, n);
-        }
-        xp = tmp_x ? tmp_x : nd_data(a);
-    } else {
-        nd_store_lua(L, sx_buf, t, 0, 1);
-        xp = sx_buf;
-    }
-    if (b) {
-        if (b->dtype != t && n) {
-            tmp_y = malloc(n * esize);
-            if (!tmp_y) {
-                free(tmp_x);
-                return luaL_error(L, "nd: not enough memory");
-            }
-            nd_convert(tmp_y, t, nd_data(b), b->dtype, n);
-        }
-        yp = tmp_y ? tmp_y : nd_data(b);
-    } else {
-        nd_store_lua(L, sy_buf, t, 0, 2);
-        yp = sy_buf;
-    }
-    nd_binop_kernel(op, t, nd_data(r), xp, a != NULL, yp, b != NULL, n);
-    free(tmp_x);
-    free(tmp_y);
-    return 1;
-}
-
-static int mm_add(lua_State *L)
-{
-    return nd_arith(L, ND_ADD);
-}
-static int mm_sub(lua_State *L)
-{
-    return nd_arith(L, ND_SUB);
-}
-static int mm_mul(lua_State *L)
-{
-    return nd_arith(L, ND_MUL);
-}
-static int mm_div(lua_State *L)
-{
-    return nd_arith(L, ND_DIV);
-}
-
-static int mm_unm(lua_State *L)
-{
-    nd_array *a = nd_check(L, 1);
-    nd_array *r = nd_push_new(L, a->dtype, a->ndim, a->shape);
-    size_t n = a->count;
-    switch (a->dtype) {
-#define UNM_CASE(TAG, T, EXPR)                                                                     \
-    case TAG: {                                                                                    \
-        const T *s = nd_data(a);                                                                   \
-        T *o = nd_data(r);                                                                         \
-        for (size_t i = 0; i < n; i++) {                                                           \
-            T X = s[i];                                                                            \
-            o[i] = (EXPR);                                                                         \
-        }                                                                                          \
-        break;                                                                                     \
-    }
-        UNM_CASE(ND_FLOAT64, double, -X)
-        UNM_CASE(ND_FLOAT32, float, -X)
-        UNM_CASE(ND_INT64, int64_t, nd_wrap_i64((uint64_t)0 - (uint64_t)X))
-        UNM_CASE(ND_INT32, int32_t, (int32_t)(-(int64_t)X))
-        UNM_CASE(ND_UINT8, uint8_t, (uint8_t)(0u - X))
-#undef UNM_CASE
-    default: break;
-    }
-    return 1;
-}
-
-/* ------------------------------------------------------------ module */
-
-static const luaL_Reg nd_methods[] = {
-    {"sum", m_sum},     {"min", m_min},       {"max", m_max},         {"mean", m_mean},
-    {"shape", m_shape}, {"dtype", m_dtype},   {"size", m_size},       {"totable", m_totable},
-    {"copy", m_copy},   {"astype", m_astype}, {"reshape", m_reshape}, {NULL, NULL},
-};
-
-static const luaL_Reg nd_metamethods[] = {
-    {"__gc", mm_gc},   {"__len", mm_len}, {"__newindex", mm_newindex}, {"__tostring", mm_tostring},
-    {"__add", mm_add}, {"__sub", mm_sub}, {"__mul", mm_mul},           {"__div", mm_div},
-    {"__unm", mm_unm}, {NULL, NULL},
-};
-
-static const luaL_Reg nd_functions[] = {
-    {"array", l_array},   {"zeros", l_zeros},       {"ones", l_ones},
-    {"arange", l_arange}, {"linspace", l_linspace}, {NULL, NULL},
-};
-
 int luaopen_nd(lua_State *L)
 {
     luaL_newmetatable(L, ND_METATABLE);
-    luaL_setfuncs(L, nd_metamethods, 0);
+    lua_pushcfunction(L, mm_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, nd_mm_len);
+    lua_setfield(L, -2, "__len");
+    lua_pushcfunction(L, nd_mm_newindex);
+    lua_setfield(L, -2, "__newindex");
+    lua_pushcfunction(L, nd_mm_tostring);
+    lua_setfield(L, -2, "__tostring");
+    nd_ops_metamethods(L);
     lua_pushliteral(L, "nd array"); /* shown by luaL_typeerror / tostring fallbacks */
     lua_setfield(L, -2, "__name");
     lua_pushliteral(L, "nd array");
     lua_setfield(L, -2, "__metatable"); /* getmetatable(a) cannot reach the real one */
-    luaL_newlib(L, nd_methods);
-    lua_pushcclosure(L, mm_index, 1);
+    lua_newtable(L);                    /* methods */
+    nd_shape_methods(L);
+    nd_ops_methods(L);
+    nd_reduce_methods(L);
+    lua_pushcclosure(L, nd_mm_index, 1);
     lua_setfield(L, -2, "__index");
     lua_pushvalue(L, -1);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &nd_registry_key);
     lua_pop(L, 1);
 
-    luaL_newlib(L, nd_functions);
+    lua_newtable(L);
+    nd_new_register(L);
+    nd_ops_functions(L);
+    nd_reduce_functions(L);
     return 1;
 }

@@ -128,7 +128,7 @@ static void test_indexing(void **state)
               "assert(a.nosuchmethod == nil)\n");
     lua_fails(L, "local a = nd.arange(4) return a[0]", "out of range");
     lua_fails(L, "local a = nd.arange(4) return a[5]", "out of range");
-    lua_fails(L, "local a = nd.arange(4) return a[-1]", "out of range");
+    lua_fails(L, "local a = nd.arange(4) return a[-5]", "out of range");
     lua_fails(L, "local a = nd.arange(4) a[5] = 1", "out of range");
     lua_fails(L, "local a = nd.arange(4) return a[1.5]", "integer");
     lua_fails(L, "local a = nd.arange(4) return a[true]", "integer");
@@ -147,7 +147,7 @@ static void test_indexing(void **state)
               "m[1] = nd.array({1, 2, 3}, 'float64')\n"
               "assert(m[1][3] == 3)\n"
               "m = nil r = nil collectgarbage()\n");
-    lua_fails(L, "local m = nd.zeros({2, 3}) m[1] = nd.zeros(2)", "row");
+    lua_fails(L, "local m = nd.zeros({2, 3}) m[1] = nd.zeros(2)", "broadcast");
 }
 
 static void test_arithmetic(void **state)
@@ -178,8 +178,8 @@ static void test_arithmetic(void **state)
               "assert(big[1] == math.mininteger)  -- wraps, no UB\n"
               "local m = nd.ones({2, 2}) * nd.ones({2, 2})\n"
               "assert(m:sum() == 4)\n");
-    lua_fails(L, "return nd.arange(4) + nd.arange(3)", "shape mismatch");
-    lua_fails(L, "return nd.zeros({2, 2}) + nd.zeros(4)", "shape mismatch");
+    lua_fails(L, "return nd.arange(4) + nd.arange(3)", "cannot be broadcast");
+    lua_fails(L, "return nd.zeros({2, 2}) + nd.zeros(4)", "cannot be broadcast");
     lua_fails(L, "return nd.arange(4) + 'x'", "string");
     lua_fails(L, "return {} * nd.arange(4)", "table");
 }
@@ -187,15 +187,15 @@ static void test_arithmetic(void **state)
 static void test_tostring(void **state)
 {
     lua_State *L = *state;
-    lua_ok(L, "assert(tostring(nd.arange(4)) == 'nd.array([0, 1, 2, 3], dtype=int64)')\n"
-              "assert(tostring(nd.array({0.5, 1})) == 'nd.array([0.5, 1.0], dtype=float64)')\n"
+    lua_ok(L, "assert(tostring(nd.arange(4)) == 'nd.array([0, 1, 2, 3])')\n"
+              "assert(tostring(nd.array({0.5, 1})) == 'nd.array([0.5, 1. ])')\n"
               "assert(tostring(nd.array({{1, 2}, {3, 4}}, 'int32')) ==\n"
-              "       'nd.array([[1, 2], [3, 4]], dtype=int32)')\n"
+              "       'nd.array([[1, 2],\\n          [3, 4]], dtype=int32)')\n"
               "assert(tostring(nd.zeros(0)) == 'nd.array([], dtype=float64)')\n"
-              "assert(tostring(nd.array(5)) == 'nd.array(5, dtype=int64)')\n"
-              "assert(tostring(nd.array({1/0, -1/0, 0/0})):find('inf, -inf, nan', 1, true))\n"
+              "assert(tostring(nd.array(5)) == 'nd.array(5)')\n"
+              "assert(tostring(nd.array({1/0, -1/0, 0/0})) == 'nd.array([ inf, -inf,  nan])')\n"
               "local s = tostring(nd.arange(5000))\n"
-              "assert(s == 'nd.array([0, 1, 2, ..., 4997, 4998, 4999], dtype=int64)', s)\n");
+              "assert(s == 'nd.array([   0,    1,    2, ..., 4997, 4998, 4999])', s)\n");
 }
 
 static void test_methods(void **state)
