@@ -430,21 +430,14 @@ static int query_int(const store *s, store_conn *c, const char *sql, sqlite3_int
 
 static void conn_close(store_conn *c)
 {
-    sqlite3_stmt **stmts[] = {&c->upsert, &c->delete_tags, &c->insert_tags, &c->update_max,
-                              &c->get};
-    for (size_t i = 0; i < sizeof stmts / sizeof *stmts; i++) {
-        sqlite3_finalize(*stmts[i]);
-        *stmts[i] = NULL;
-    }
-    for (int i = 0; i < Q_VARIANTS; i++) {
-        sqlite3_finalize(c->query[i]);
-        c->query[i] = NULL;
-    }
+    /* Every statement of the connection, cached or not. */
+    sqlite3_stmt *stmt;
+    while (c->db && (stmt = sqlite3_next_stmt(c->db, NULL)) != NULL)
+        sqlite3_finalize(stmt);
     sqlite3_close_v2(c->db);
-    c->db = NULL;
     if (c->lock_ready)
         pthread_mutex_destroy(&c->lock);
-    c->lock_ready = false;
+    memset(c, 0, sizeof *c);
 }
 
 static int conn_open(const store *s, store_conn *c, const char *filename, ippc_error *err)
@@ -536,8 +529,8 @@ static int take_lock_file(store *s, const char *path, ippc_error *err)
      * it is harmless. */
     char pid[32];
     int n = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
-    if (ftruncate(s->lock_fd, 0) == 0 && pwrite(s->lock_fd, pid, (size_t)n, 0) != n)
-        (void)ftruncate(s->lock_fd, 0);
+    bool pid_written = ftruncate(s->lock_fd, 0) == 0 && pwrite(s->lock_fd, pid, (size_t)n, 0) == n;
+    (void)pid_written;
     free(lock_path);
     return 0;
 }

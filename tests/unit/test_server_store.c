@@ -105,9 +105,8 @@ static char *query_ids(store *s, const store_query *q, uint64_t *next)
     if (!list)
         fail_msg("query failed: %s", err.message);
     json_t *ids = json_array();
-    size_t i;
-    json_t *doc;
-    json_array_foreach(list, i, doc) json_array_append(ids, json_object_get(doc, "id"));
+    for (size_t i = 0; i < json_array_size(list); i++)
+        json_array_append(ids, json_object_get(json_array_get(list, i), "id"));
     char *text = json_dumps(ids, JSON_COMPACT);
     json_decref(ids);
     json_decref(list);
@@ -934,10 +933,9 @@ static void test_locked_by_another_process(void **state)
     assert_true(child >= 0);
     if (child == 0) {
         sqlite3 *db = NULL;
-        char c = 'x';
         int ok = sqlite3_open(f->path, &db) == SQLITE_OK &&
                  sqlite3_exec(db, "BEGIN EXCLUSIVE", NULL, NULL, NULL) == SQLITE_OK;
-        c = ok ? 'y' : 'n';
+        char c = ok ? 'y' : 'n';
         if (write(ready[1], &c, 1) != 1 || read(done[0], &c, 1) < 0)
             _exit(2);
         sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
