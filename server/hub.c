@@ -86,7 +86,7 @@ hub *hub_new(const hub_config *cfg) {
 }
 
 static void request_free(request *r) {
-    for (size_t i = 0; i < r->ntargets; i++) {
+    for (size_t i = 0; r->tasks && i < r->ntargets; i++) { /* maps have no tasks here */
         json_decref(r->tasks[i].result);
         blobs_free(&r->tasks[i].blobs);
     }

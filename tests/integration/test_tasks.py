@@ -251,3 +251,28 @@ TESTS = [
     ("task_engine_death_retry_lost", test_engine_death_retry_and_lost, "own"),
     ("task_history_survives_restart", test_history_survives_restart, "own"),
 ]
+
+
+def test_corrupt_store_is_a_clear_error(_unused=None):
+    """A task database that is not one stops the controller at start-up with
+    a message naming the file, and no crash."""
+    import subprocess
+    import tempfile
+    import shutil
+    from harness import CONTROLLER
+    d = tempfile.mkdtemp(prefix="ippc-itest-db-")
+    try:
+        db = os.path.join(d, "tasks.db")
+        with open(db, "wb") as f:
+            f.write(b"this is not a database" * 100)
+        p = subprocess.run([CONTROLLER, "--port", "0", "--db", db],
+                           env=dict(os.environ, IPPC_DIR=d), capture_output=True, timeout=30)
+        err = p.stderr.decode(errors="replace")
+        check(p.returncode == 1, "exit status 1 expected, got %d: %s" % (p.returncode, err))
+        check(db in err and "task store" in err, "the message names the file: %r" % err)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+    return []
+
+
+TESTS.append(("task_store_corrupt_file", test_corrupt_store_is_a_clear_error, "own"))
