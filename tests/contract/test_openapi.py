@@ -386,6 +386,57 @@ def live_checks(spec, checks):
                           "raw Content-Type: %s" % r.headers)
         checks.run("contract GET vars raw octet-stream 200", raw_answer)
 
+        # Load-balanced tasks, map, queue, history.
+        T = "/api/v1/tasks"
+
+        def tasks_flow():
+            r = api.post(T, {"code": "return 6 * 7", "tags": ["contract"]})
+            b = conforms(spec, r, "POST", T, "POST /tasks (one)")
+            harness.check(r.status == 202, "submit answers 202: %r" % r)
+            r = api.get("%s/%s?wait=60" % (T, b["id"]))
+            b2 = conforms(spec, r, "GET", T + "/{id}", "GET /tasks/{id}?wait")
+            harness.check(r.status == 200 and b2.get("state") == "completed"
+                          and b2.get("result") == 42, "completed with result 42: %r" % r)
+            # Not psum: a single task must not call an MPI collective.
+            r = api.post("/api/v1/views/all/execute", {"code": "function tsum(a) return a:sum() end"})
+            harness.check(r.status == 200, "define tsum: %r" % r)
+            r = api.post(T + "?block=true&timeout=60", {"function": "tsum", "args": [[1, 2, 3]]})
+            b3 = conforms(spec, r, "POST", T, "POST /tasks?block=true")
+            harness.check(r.status == 200 and b3.get("result") == 6, "tsum([1,2,3]) = 6: %r" % r)
+            r = api.post(T, [{"code": "return 1"}, {"code": "return 2"}])
+            conforms(spec, r, "POST", T, "POST /tasks (batch)")
+            r = api.call("DELETE", "%s/%s" % (T, b["id"]))
+            conforms(spec, r, "DELETE", T + "/{id}", "DELETE /tasks/{finished id}")
+            harness.check(r.status == 409, "aborting a finished task is 409: %r" % r)
+            r = api.post("%s/%s/resubmit" % (T, b["id"]))
+            conforms(spec, r, "POST", T + "/{id}/resubmit", "POST /tasks/{id}/resubmit")
+            r = api.get("%s/999999" % T)
+            conforms(spec, r, "GET", T + "/{id}", "GET /tasks/{unknown}")
+            harness.check(r.status == 404, "unknown task is 404: %r" % r)
+            r = api.post(T, {"code": "return 1", "bogus": 1})
+            conforms(spec, r, "POST", T, "POST /tasks with an unknown field")
+            harness.check(r.status == 400, "unknown field is 400: %r" % r)
+        checks.run("contract tasks submit/get/abort/resubmit", tasks_flow)
+
+        def map_flow():
+            r = api.post("/api/v1/views/all/execute", {"code": "function sq(x) return x * x end"})
+            harness.check(r.status == 200, "define sq: %r" % r)
+            r = api.post("/api/v1/map", {"function": "sq", "sequences": [[1, 2, 3, 4, 5]],
+                                         "chunksize": 2})
+            b = conforms(spec, r, "POST", "/api/v1/map", "POST /map")
+            harness.check(r.status == 200 and b.get("results") == [1, 4, 9, 16, 25],
+                          "map results: %r" % r)
+            r = api.post("/api/v1/map?block=false", {"function": "sq", "sequences": [[1, 2]]})
+            b = conforms(spec, r, "POST", "/api/v1/map", "POST /map?block=false")
+            r = api.get("/api/v1/requests/%s?wait=60" % b["request"])
+            conforms(spec, r, "GET", "/api/v1/requests/{id}", "GET /requests/{map id}")
+        checks.run("contract map", map_flow)
+
+        case("GET /queue 200", "GET", "/api/v1/queue", "/api/v1/queue", status=200)
+        case("GET /tasks 200", "GET", T, T + "?limit=5", status=200)
+        case("GET /tasks 400", "GET", T, T + "?state=bogus", status=400)
+        case("DELETE /tasks 200", "DELETE", T, T, status=200)
+
         def unknown_route():
             conforms_error(spec, api.get("/api/v1/no/such/route"), 404, "unknown API route")
             conforms_error(spec, harness.http("GET", api.url + "/no/such/page"), 404,
