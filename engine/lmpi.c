@@ -1,35 +1,24 @@
-/* lmpi.c — the `mpi` Lua module (see lmpi.h).
+/* lmpi.c — the `mpi` module's core (see lmpi.h): the module table,
+ * communicator objects, operation arenas, the yielding wait and parking of
+ * interrupted operations, and the small functions (rank, size, wtime,
+ * barrier, comm_split).  Reductions are in lmpi_reduce.c, the other
+ * collectives in lmpi_coll.c, point-to-point in lmpi_p2p.c, the value
+ * format in lmpi_pack.c.
  *
- * Buffer lifetime is the delicate part.  A collective that is interrupted
- * stays active inside MPI, which may still read or write its buffers after
- * the Lua error unwinds.  So every buffer given to MPI belongs to a Lua
- * object at a known stack slot (an argument, a result nd array, or a scratch
- * userdata whose __gc frees C memory), and on interrupt that object is
- * anchored in the registry and parked with the request; lmpi_reap drops the
- * anchor once MPI_Test reports the request complete.  No C stack buffer is
- * ever handed to MPI.
- *
- * Counts: MPI counts are int, so byte and element transfers are split into
- * pieces of at most LMPI_CHUNK.
+ * The parked list is process-wide (one engine, one Lua state) and touched
+ * only from the Lua state's thread.
  */
-#include "lmpi.h"
+#include "lmpi_impl.h"
 
-#include <limits.h>
 #include <sched.h>
-#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-#include <lauxlib.h>
-
-#include "luavalue.h"
-#include "nd.h"
-
-#define LMPI_SCRATCH "ippc.mpi.scratch"
-#define LMPI_CHUNK ((size_t)1 << 28) /* elements or bytes per MPI call */
 #define LMPI_SPINS_BEFORE_SLEEP 50
 #define LMPI_SLEEP_NS 10000
+
+static const char lmpi_state_key = 's';
 
 /* ------------------------------------------------------------- waiting */
 
@@ -37,7 +26,9 @@ int lmpi_wait(MPI_Request *req, const atomic_int *interrupt)
 {
     for (unsigned spins = 0;; spins++) {
         int done = 0;
-        MPI_Test(req, &done, MPI_STATUS_IGNORE);
+        int rc = MPI_Test(req, &done, MPI_STATUS_IGNORE);
+        if (rc != MPI_SUCCESS)
+            return rc;
         if (done)
             return 0;
         if (interrupt && atomic_load(interrupt))
@@ -51,90 +42,6 @@ int lmpi_wait(MPI_Request *req, const atomic_int *interrupt)
     }
 }
 
-/* Requests abandoned by an interrupt, with a registry reference that keeps
- * their buffers alive.  Touched only from the Lua state's thread. */
-typedef struct lmpi_parked {
-    MPI_Request req;
-    lua_State *main; /* registry owner */
-    int ref;
-} lmpi_parked;
-
-static lmpi_parked *parked;
-static size_t parked_count, parked_cap;
-
-static lua_State *lmpi_main_thread(lua_State *L)
-{
-    lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
-    lua_State *main = lua_tothread(L, -1);
-    lua_pop(L, 1);
-    return main;
-}
-
-/* Releases the anchors of parked requests that have completed since. */
-static void lmpi_reap(lua_State *L)
-{
-    lua_State *main = lmpi_main_thread(L);
-    for (size_t i = 0; i < parked_count;) {
-        int done = 0;
-        MPI_Test(&parked[i].req, &done, MPI_STATUS_IGNORE);
-        if (done && parked[i].main == main) {
-            luaL_unref(L, LUA_REGISTRYINDEX, parked[i].ref);
-            parked[i] = parked[--parked_count];
-        } else {
-            i++;
-        }
-    }
-}
-
-static void lmpi_park(lua_State *L, MPI_Request req, int anchor)
-{
-    int ref = LUA_NOREF;
-    if (anchor) {
-        lua_pushvalue(L, anchor);
-        ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    }
-    if (parked_count == parked_cap) {
-        size_t cap = parked_cap ? parked_cap * 2 : 8;
-        lmpi_parked *p = realloc(parked, cap * sizeof *p);
-        if (!p)
-            return; /* the anchor then stays in the registry for good: still safe */
-        parked = p;
-        parked_cap = cap;
-    }
-    parked[parked_count++] = (lmpi_parked){req, lmpi_main_thread(L), ref};
-}
-
-static const atomic_int *lmpi_flag(lua_State *L)
-{
-    return lua_touserdata(L, lua_upvalueindex(1)); /* NULL when no flag was given */
-}
-
-static int lmpi_interrupted(lua_State *L)
-{
-    lua_pushliteral(L, "interrupted");
-    return lua_error(L);
-}
-
-/* Raises "interrupted" before a collective starts, so an interrupt that came
- * early does not abandon a collective needlessly. */
-static void lmpi_check_interrupt(lua_State *L)
-{
-    const atomic_int *flag = lmpi_flag(L);
-    lmpi_reap(L);
-    if (flag && atomic_load(flag))
-        lmpi_interrupted(L);
-}
-
-/* Waits for req; on interrupt parks it (anchoring the value at stack slot
- * anchor, 0 for none) and raises. */
-static void lmpi_wait_or_raise(lua_State *L, MPI_Request *req, int anchor)
-{
-    if (lmpi_wait(req, lmpi_flag(L)) == 0)
-        return;
-    lmpi_park(L, *req, anchor ? lua_absindex(L, anchor) : 0);
-    lmpi_interrupted(L);
-}
-
 static int lmpi_active(void)
 {
     int init = 0, fin = 0;
@@ -143,28 +50,341 @@ static int lmpi_active(void)
     return init && !fin;
 }
 
-static int lmpi_comm_size(void)
+void lmpi_check(lua_State *L, int rc, const char *what)
 {
-    int size = 1;
-    if (lmpi_active())
-        MPI_Comm_size(MPI_COMM_WORLD, &size);
-    return size;
+    if (rc == MPI_SUCCESS)
+        return;
+    char msg[MPI_MAX_ERROR_STRING + 1];
+    int len = 0;
+    if (MPI_Error_string(rc, msg, &len) != MPI_SUCCESS || len <= 0)
+        len = snprintf(msg, sizeof msg, "MPI error %d", rc);
+    msg[len < MPI_MAX_ERROR_STRING ? len : MPI_MAX_ERROR_STRING] = 0;
+    luaL_error(L, "mpi.%s: %s", what, msg);
 }
 
-/* --------------------------------------------------- simple functions */
+/* ------------------------------------------------------------- op arenas */
+
+static int op_gc(lua_State *L)
+{
+    lmpi_op **ud = luaL_checkudata(L, 1, LMPI_OP_MT);
+    lmpi_op_free(*ud);
+    *ud = NULL;
+    return 0;
+}
+
+lmpi_op *lmpi_op_push(lua_State *L)
+{
+    lmpi_op **ud = lua_newuserdatauv(L, sizeof *ud, 0);
+    *ud = NULL;
+    luaL_setmetatable(L, LMPI_OP_MT);
+    lmpi_op *op = calloc(1, sizeof *op);
+    if (!op)
+        luaL_error(L, "mpi: out of memory");
+    *ud = op;
+    return op;
+}
+
+static void lmpi_op_add(lua_State *L, lmpi_op *op, void *p, int is_nd)
+{
+    if (op->count == op->cap) {
+        size_t cap = op->cap ? op->cap * 2 : 8;
+        lmpi_keep *items = realloc(op->items, cap * sizeof *items);
+        if (!items) {
+            if (is_nd)
+                nd_buffer_release(p);
+            else
+                free(p);
+            luaL_error(L, "mpi: out of memory");
+        }
+        op->items = items;
+        op->cap = cap;
+    }
+    op->items[op->count++] = (lmpi_keep){p, is_nd};
+}
+
+void lmpi_op_own(lmpi_op *op, void *p)
+{
+    op->items[op->count++] = (lmpi_keep){p, 0};
+}
+
+void *lmpi_op_alloc(lua_State *L, lmpi_op *op, size_t bytes)
+{
+    void *p = malloc(bytes ? bytes : 1);
+    if (!p)
+        luaL_error(L, "mpi: out of memory for %I bytes", (LUAI_UACINT)bytes);
+    lmpi_op_add(L, op, p, 0);
+    return p;
+}
+
+void lmpi_op_adopt(lua_State *L, lmpi_op *op, nd_buffer *buf)
+{
+    lmpi_op_add(L, op, buf, 1);
+}
+
+void lmpi_op_keep(lua_State *L, lmpi_op *op, nd_buffer *buf)
+{
+    lmpi_op_add(L, op, nd_buffer_share(buf), 1);
+}
+
+void lmpi_op_reserve(lua_State *L, lmpi_op *op, size_t n)
+{
+    if (op->cap - op->count >= n)
+        return;
+    size_t cap = op->cap ? op->cap : 8;
+    while (cap - op->count < n)
+        cap *= 2;
+    lmpi_keep *items = realloc(op->items, cap * sizeof *items);
+    if (!items)
+        luaL_error(L, "mpi: out of memory");
+    op->items = items;
+    op->cap = cap;
+}
+
+nd_buffer *lmpi_recv_buffer(lua_State *L, lmpi_op *op, size_t len)
+{
+    lmpi_op_reserve(L, op, 1);
+    unsigned char *data = malloc(len ? len : 1);
+    nd_buffer *buf = data ? nd_buffer_wrap(data, len) : NULL;
+    if (!buf) {
+        free(data);
+        luaL_error(L, "mpi: out of memory for %I bytes", (LUAI_UACINT)len);
+    }
+    op->items[op->count++] = (lmpi_keep){buf, 1};
+    return buf;
+}
+
+void lmpi_op_free(lmpi_op *op)
+{
+    if (!op)
+        return;
+    for (size_t i = 0; i < op->count; i++) {
+        if (op->items[i].is_nd)
+            nd_buffer_release(op->items[i].p);
+        else
+            free(op->items[i].p);
+    }
+    free(op->items);
+    free(op);
+}
+
+/* ------------------------------------------------------------- parking */
+
+typedef struct lmpi_parked {
+    MPI_Request req;
+    lmpi_op *op;
+    lmpi_commstate *cs; /* with a reference; pending counted if collective */
+    int collective;
+} lmpi_parked;
+
+static lmpi_parked *parked;
+static size_t parked_count, parked_cap;
+
+void lmpi_reap(void)
+{
+    if (parked_count == 0 || !lmpi_active())
+        return;
+    for (size_t i = 0; i < parked_count;) {
+        int done = 0;
+        int rc = MPI_Test(&parked[i].req, &done, MPI_STATUS_IGNORE);
+        if (done || rc != MPI_SUCCESS) {
+            lmpi_parked *p = &parked[i];
+            if (p->collective)
+                p->cs->pending--;
+            lmpi_commstate_release(p->cs);
+            lmpi_op_free(p->op);
+            parked[i] = parked[--parked_count];
+        } else {
+            i++;
+        }
+    }
+}
+
+/* Keeps req and op until MPI completes it.  If even the list cannot grow,
+ * the op is leaked on purpose: freeing memory MPI may write is worse. */
+void lmpi_park(lmpi_commstate *cs, MPI_Request req, lmpi_op *op, int collective)
+{
+    if (parked_count == parked_cap) {
+        size_t cap = parked_cap ? parked_cap * 2 : 8;
+        lmpi_parked *p = realloc(parked, cap * sizeof *p);
+        if (!p)
+            return;
+        parked = p;
+        parked_cap = cap;
+    }
+    cs->refs++;
+    if (collective)
+        cs->pending++;
+    parked[parked_count++] = (lmpi_parked){req, op, cs, collective};
+}
+
+void lmpi_wait_op(lua_State *L, const lmpi_call *c, MPI_Request *req, int op_idx, int collective,
+                  const char *what)
+{
+    int rc = lmpi_wait(req, c->st->interrupt);
+    if (rc == 0)
+        return;
+    if (rc > 0)
+        lmpi_check(L, rc, what);
+    lmpi_op **ud = op_idx ? luaL_checkudata(L, op_idx, LMPI_OP_MT) : NULL;
+    lmpi_park(c->cs, *req, ud ? *ud : NULL, collective);
+    if (ud)
+        *ud = NULL; /* the parked entry owns it now */
+    lua_pushliteral(L, "interrupted");
+    lua_error(L);
+}
+
+void lmpi_check_interrupt(lua_State *L, const lmpi_call *c)
+{
+    if (c->st->interrupt && atomic_load(c->st->interrupt)) {
+        lua_pushliteral(L, "interrupted");
+        lua_error(L);
+    }
+}
+
+/* ------------------------------------------------------------- communicators */
+
+void lmpi_commstate_release(lmpi_commstate *cs)
+{
+    if (!cs || --cs->refs > 0)
+        return;
+    if (cs->owned && lmpi_active())
+        MPI_Comm_free(&cs->comm);
+    free(cs);
+}
+
+static lmpi_commstate *lmpi_commstate_new(MPI_Comm comm, int owned)
+{
+    lmpi_commstate *cs = calloc(1, sizeof *cs);
+    if (!cs)
+        return NULL;
+    cs->comm = comm;
+    cs->owned = owned;
+    cs->refs = 1;
+    MPI_Comm_set_errhandler(comm, MPI_ERRORS_RETURN);
+    MPI_Comm_rank(comm, &cs->rank);
+    MPI_Comm_size(comm, &cs->size);
+    return cs;
+}
+
+static int comm_gc(lua_State *L)
+{
+    lmpi_commstate **ud = luaL_checkudata(L, 1, LMPI_COMM_MT);
+    lmpi_commstate_release(*ud);
+    *ud = NULL;
+    return 0;
+}
+
+/* Pushes a comm object holding a new reference to cs. */
+static void comm_push(lua_State *L, lmpi_commstate *cs)
+{
+    lmpi_commstate **ud = lua_newuserdatauv(L, sizeof *ud, 0);
+    *ud = NULL;
+    luaL_setmetatable(L, LMPI_COMM_MT);
+    cs->refs++;
+    *ud = cs;
+}
+
+lmpi_call lmpi_begin(lua_State *L, int collective)
+{
+    lmpi_call c;
+    c.st = lua_touserdata(L, lua_upvalueindex(1));
+    if (lua_toboolean(L, lua_upvalueindex(2))) {
+        c.cs = c.st->world;
+        c.arg = 1;
+    } else {
+        lmpi_commstate **ud = luaL_checkudata(L, 1, LMPI_COMM_MT);
+        c.cs = *ud;
+        c.arg = 2;
+        if (!c.cs)
+            luaL_error(L, "mpi: this communicator was freed");
+    }
+    if (!c.cs || !lmpi_active())
+        luaL_error(L, "mpi: MPI is not initialised");
+    lmpi_reap();
+    if (collective && c.cs->pending) {
+        lua_Debug ar;
+        const char *name = lua_getstack(L, 0, &ar) && lua_getinfo(L, "n", &ar) && ar.name
+                               ? ar.name
+                               : "?";
+        luaL_error(L,
+                   "mpi.%s: an interrupted collective on this communicator is still pending "
+                   "(the other ranks never made it); their next collective on it completes it, "
+                   "then this rank is in step again",
+                   name);
+    }
+    lmpi_check_interrupt(L, &c);
+    return c;
+}
+
+int lmpi_check_rank(lua_State *L, const lmpi_call *c, int idx, int dflt, int any)
+{
+    if (lua_isnoneornil(L, idx)) {
+        if (dflt < 0 && !any)
+            luaL_argerror(L, idx, "rank expected");
+        return dflt;
+    }
+    lua_Integer r = luaL_checkinteger(L, idx);
+    if (r < 0 || r >= c->cs->size)
+        luaL_argerror(L, idx,
+                      lua_pushfstring(L, "rank %I is not in this communicator (size %d)",
+                                      (LUAI_UACINT)r, c->cs->size));
+    return (int)r;
+}
+
+int lmpi_check_tag(lua_State *L, int idx, int dflt, int any)
+{
+    if (lua_isnoneornil(L, idx))
+        return any ? MPI_ANY_TAG : dflt;
+    lua_Integer t = luaL_checkinteger(L, idx);
+    void *ub_ptr = NULL;
+    int flag = 0;
+    MPI_Comm_get_attr(MPI_COMM_WORLD, MPI_TAG_UB, &ub_ptr, &flag);
+    lua_Integer ub = flag && ub_ptr ? *(int *)ub_ptr : 32767;
+    if (t < 0 || t > ub)
+        luaL_argerror(L, idx, lua_pushfstring(L, "tag must be in 0..%I", (LUAI_UACINT)ub));
+    return (int)t;
+}
+
+int lmpi_test_comm(lua_State *L, int idx, MPI_Comm *comm)
+{
+    lmpi_commstate **ud = luaL_testudata(L, idx, LMPI_COMM_MT);
+    if (!ud || !*ud)
+        return 0;
+    *comm = (*ud)->comm;
+    return 1;
+}
+
+MPI_Comm lmpi_world(lua_State *L)
+{
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &lmpi_state_key);
+    lmpi_state *st = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    return st && st->world ? st->world->comm : MPI_COMM_NULL;
+}
+
+/* ------------------------------------------------------------- functions */
 
 static int l_rank(lua_State *L)
 {
-    int rank = 0;
-    if (lmpi_active())
-        MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    lua_pushinteger(L, rank);
+    lmpi_state *st = lua_touserdata(L, lua_upvalueindex(1));
+    if (lua_toboolean(L, lua_upvalueindex(2)) && (!st->world || !lmpi_active())) {
+        lua_pushinteger(L, 0);
+        return 1;
+    }
+    lmpi_call c = lmpi_begin(L, 0);
+    lua_pushinteger(L, c.cs->rank);
     return 1;
 }
 
 static int l_size(lua_State *L)
 {
-    lua_pushinteger(L, lmpi_comm_size());
+    lmpi_state *st = lua_touserdata(L, lua_upvalueindex(1));
+    if (lua_toboolean(L, lua_upvalueindex(2)) && (!st->world || !lmpi_active())) {
+        lua_pushinteger(L, 1);
+        return 1;
+    }
+    lmpi_call c = lmpi_begin(L, 0);
+    lua_pushinteger(L, c.cs->size);
     return 1;
 }
 
@@ -182,363 +402,140 @@ static int l_wtime(lua_State *L)
 
 static int l_barrier(lua_State *L)
 {
-    if (!lmpi_active())
-        return 0;
-    lmpi_check_interrupt(L);
+    lmpi_call c = lmpi_begin(L, 1);
     MPI_Request req;
-    MPI_Ibarrier(MPI_COMM_WORLD, &req);
-    lmpi_wait_or_raise(L, &req, 0);
+    lmpi_check(L, MPI_Ibarrier(c.cs->comm, &req), "barrier");
+    lmpi_wait_op(L, &c, &req, 0, 1, "barrier");
     return 0;
 }
 
-/* ---------------------------------------------------------- allreduce */
-
-static MPI_Datatype lmpi_type(nd_dtype t)
+/* comm:split(color [, key=rank]) / mpi.comm_split: the (color, key) pairs
+ * are exchanged with a yielding allgather first, so that when
+ * MPI_Comm_split (blocking) runs, every rank is known to be there. */
+static int l_comm_split(lua_State *L)
 {
-    switch (t) {
-    case ND_FLOAT64: return MPI_DOUBLE;
-    case ND_FLOAT32: return MPI_FLOAT;
-    case ND_INT64: return MPI_INT64_T;
-    case ND_INT32: return MPI_INT32_T;
-    case ND_UINT8: return MPI_UINT8_T;
-    default: return MPI_DATATYPE_NULL;
+    lmpi_call c = lmpi_begin(L, 1);
+    lua_Integer color = luaL_checkinteger(L, c.arg);
+    lua_Integer key = luaL_optinteger(L, c.arg + 1, c.cs->rank);
+    if (color < 0 || color > INT32_MAX)
+        return luaL_argerror(L, c.arg, "color must be a non-negative integer");
+    if (key < INT32_MIN || key > INT32_MAX)
+        return luaL_argerror(L, c.arg + 1, "key out of range");
+    lmpi_op *op = lmpi_op_push(L);
+    int opi = lua_gettop(L);
+    int *pairs = lmpi_op_alloc(L, op, sizeof(int) * 2 * (size_t)(c.cs->size + 1));
+    pairs[0] = (int)color;
+    pairs[1] = (int)key;
+    MPI_Request req;
+    lmpi_check(L, MPI_Iallgather(pairs, 2, MPI_INT, pairs + 2, 2, MPI_INT, c.cs->comm, &req),
+               "comm_split");
+    lmpi_wait_op(L, &c, &req, opi, 1, "comm_split");
+    MPI_Comm comm;
+    lmpi_check(L, MPI_Comm_split(c.cs->comm, (int)color, (int)key, &comm), "comm_split");
+    lmpi_commstate *cs = lmpi_commstate_new(comm, 1);
+    if (!cs) {
+        MPI_Comm_free(&comm);
+        return luaL_error(L, "mpi.comm_split: out of memory");
     }
-}
-
-static MPI_Op lmpi_check_op(lua_State *L, int idx)
-{
-    static const char *const names[] = {"sum", "prod", "min", "max", NULL};
-    static const MPI_Op ops[] = {MPI_SUM, MPI_PROD, MPI_MIN, MPI_MAX};
-    return ops[luaL_checkoption(L, idx, "sum", names)];
-}
-
-/* In-place allreduce of count elements at p, in chunks; anchor owns p. */
-static void lmpi_allreduce_inplace(lua_State *L, void *p, size_t count, MPI_Datatype type,
-                                   size_t esize, MPI_Op op, int anchor)
-{
-    unsigned char *bytes = p;
-    for (size_t done = 0; done < count;) {
-        size_t n = count - done < LMPI_CHUNK ? count - done : LMPI_CHUNK;
-        MPI_Request req;
-        MPI_Iallreduce(MPI_IN_PLACE, bytes + done * esize, (int)n, type, op, MPI_COMM_WORLD, &req);
-        lmpi_wait_or_raise(L, &req, anchor);
-        done += n;
-    }
-}
-
-/* mpi.allreduce(x [, op]): x a number or an nd array; every rank must pass
- * the same kind (integer / float / same dtype and element count). */
-static int l_allreduce(lua_State *L)
-{
-    MPI_Op op = lmpi_check_op(L, 2);
-    nd_array *a = nd_test(L, 1);
-    if (!a && lua_type(L, 1) != LUA_TNUMBER)
-        return luaL_typeerror(L, 1, "number or nd array");
-    int active = lmpi_active();
-    if (active)
-        lmpi_check_interrupt(L);
-    if (a) {
-        nd_array *r = nd_push_new(L, nd_dtype_of(a), nd_ndim(a), nd_shape(a));
-        nd_copy_out(a, nd_data(r));
-        if (active)
-            lmpi_allreduce_inplace(L, nd_data(r), nd_count(r), lmpi_type(nd_dtype_of(r)),
-                                   nd_dtype_size(nd_dtype_of(r)), op, lua_gettop(L));
-        return 1;
-    }
-    if (!active) {
-        lua_settop(L, 1);
-        return 1;
-    }
-    /* The scalar lives in a userdata: MPI may outlive this call on interrupt. */
-    int is_int = lua_isinteger(L, 1);
-    void *cell = lua_newuserdatauv(
-        L, sizeof(int64_t) > sizeof(double) ? sizeof(int64_t) : sizeof(double), 0);
-    if (is_int) {
-        int64_t v = (int64_t)lua_tointeger(L, 1);
-        memcpy(cell, &v, sizeof v);
-    } else {
-        double v = (double)lua_tonumber(L, 1);
-        memcpy(cell, &v, sizeof v);
-    }
-    lmpi_allreduce_inplace(L, cell, 1, is_int ? MPI_INT64_T : MPI_DOUBLE, 8, op, lua_gettop(L));
-    if (is_int) {
-        int64_t v;
-        memcpy(&v, cell, sizeof v);
-        lua_pushinteger(L, (lua_Integer)v);
-    } else {
-        double v;
-        memcpy(&v, cell, sizeof v);
-        lua_pushnumber(L, v);
-    }
+    comm_push(L, cs);
+    lmpi_commstate_release(cs); /* the object holds the one reference */
     return 1;
 }
 
-/* --------------------------------------------------------------- bcast */
-
-/* The header every rank receives first. */
-enum { BC_NIL, BC_BOOL, BC_INT, BC_FLOAT, BC_STRING, BC_ND, BC_WIRE, BC_ERROR };
-enum { H_KIND, H_A, H_B, H_C, H_SHAPE, H_LEN = H_SHAPE + ND_MAX_DIMS };
-
-/* Everything a bcast allocates, owned by one userdata (freed by __gc). */
-typedef struct lmpi_scratch {
-    int64_t hdr[H_LEN];
-    char *text; /* JSON skeleton, or the root's error message */
-    size_t text_len;
-    int64_t *lens; /* blob lengths */
-    json_t *skel;
-    ippc_blobs blobs;
-} lmpi_scratch;
-
-static int scratch_gc(lua_State *L)
+/* comm:free(): releases the communicator now (later calls raise). */
+static int l_comm_free(lua_State *L)
 {
-    lmpi_scratch *s = luaL_checkudata(L, 1, LMPI_SCRATCH);
-    free(s->text);
-    free(s->lens);
-    json_decref(s->skel);
-    blobs_free(&s->blobs);
-    s->text = NULL;
-    s->lens = NULL;
-    s->skel = NULL;
+    lmpi_commstate **ud = luaL_checkudata(L, 1, LMPI_COMM_MT);
+    lmpi_commstate_release(*ud);
+    *ud = NULL;
     return 0;
 }
 
-static lmpi_scratch *scratch_push(lua_State *L)
+static int comm_tostring(lua_State *L)
 {
-    lmpi_scratch *s = lua_newuserdatauv(L, sizeof *s, 0);
-    memset(s, 0, sizeof *s);
-    blobs_init(&s->blobs);
-    luaL_setmetatable(L, LMPI_SCRATCH);
-    return s;
+    lmpi_commstate **ud = luaL_checkudata(L, 1, LMPI_COMM_MT);
+    if (*ud)
+        lua_pushfstring(L, "mpi communicator (rank %d of %d)", (*ud)->rank, (*ud)->size);
+    else
+        lua_pushliteral(L, "mpi communicator (freed)");
+    return 1;
 }
 
-static void bcast_bytes(lua_State *L, void *p, size_t len, int root, int anchor)
-{
-    unsigned char *bytes = p;
-    for (size_t done = 0; done < len;) {
-        size_t n = len - done < LMPI_CHUNK ? len - done : LMPI_CHUNK;
-        MPI_Request req;
-        MPI_Ibcast(bytes + done, (int)n, MPI_BYTE, root, MPI_COMM_WORLD, &req);
-        lmpi_wait_or_raise(L, &req, anchor);
-        done += n;
-    }
-}
-
-static void bcast_header(lua_State *L, lmpi_scratch *s, int root, int anchor)
-{
-    MPI_Request req;
-    MPI_Ibcast(s->hdr, H_LEN, MPI_INT64_T, root, MPI_COMM_WORLD, &req);
-    lmpi_wait_or_raise(L, &req, anchor);
-}
-
-/* Root side: fills the header (and scratch) for the value at index 1. */
-static void bcast_describe(lua_State *L, lmpi_scratch *s)
-{
-    int64_t *h = s->hdr;
-    nd_array *a;
-    switch (lua_type(L, 1)) {
-    case LUA_TNONE:
-    case LUA_TNIL: h[H_KIND] = BC_NIL; return;
-    case LUA_TBOOLEAN:
-        h[H_KIND] = BC_BOOL;
-        h[H_A] = lua_toboolean(L, 1);
-        return;
-    case LUA_TNUMBER:
-        if (lua_isinteger(L, 1)) {
-            h[H_KIND] = BC_INT;
-            h[H_A] = (int64_t)lua_tointeger(L, 1);
-        } else {
-            double d = (double)lua_tonumber(L, 1);
-            h[H_KIND] = BC_FLOAT;
-            memcpy(&h[H_A], &d, sizeof d);
-        }
-        return;
-    case LUA_TSTRING:
-        h[H_KIND] = BC_STRING;
-        h[H_A] = (int64_t)lua_rawlen(L, 1);
-        return;
-    default: break;
-    }
-    if ((a = nd_test(L, 1)) != NULL) {
-        h[H_KIND] = BC_ND;
-        h[H_A] = nd_dtype_of(a);
-        h[H_B] = nd_ndim(a);
-        for (int d = 0; d < nd_ndim(a); d++)
-            h[H_SHAPE + d] = (int64_t)nd_shape(a)[d];
-        return;
-    }
-    ippc_error err = {{0}, {0}};
-    json_t *skel = lua_type(L, 1) == LUA_TTABLE ? luavalue_to_wire(L, 1, &s->blobs, &err) : NULL;
-    if (!skel && lua_type(L, 1) != LUA_TTABLE)
-        snprintf(err.message, sizeof err.message, "cannot send a %s value", luaL_typename(L, 1));
-    s->skel = skel;
-    if (skel) {
-        s->text = json_dumps(skel, JSON_COMPACT | JSON_ENCODE_ANY);
-        s->lens = malloc((s->blobs.count ? s->blobs.count : 1) * sizeof *s->lens);
-        if (!s->text || !s->lens)
-            snprintf(err.message, sizeof err.message, "out of memory");
-    }
-    if (s->text && s->lens) {
-        s->text_len = strlen(s->text);
-        for (size_t i = 0; i < s->blobs.count; i++)
-            s->lens[i] = (int64_t)s->blobs.items[i].len;
-        h[H_KIND] = BC_WIRE;
-        h[H_A] = (int64_t)s->text_len;
-        h[H_B] = (int64_t)s->blobs.count;
-        return;
-    }
-    /* The others are already waiting for a header: tell them what went wrong. */
-    free(s->text);
-    s->text = strdup(err.message);
-    s->text_len = s->text ? strlen(s->text) : 0;
-    h[H_KIND] = BC_ERROR;
-    h[H_A] = (int64_t)s->text_len;
-}
-
-static void *scratch_alloc(lua_State *L, size_t n)
-{
-    void *p = malloc(n ? n : 1);
-    if (!p)
-        luaL_error(L, "mpi.bcast: out of memory for %I bytes", (LUAI_UACINT)n);
-    return p;
-}
-
-/* mpi.bcast(obj [, root=0]) -> the root's obj on every rank. */
-static int l_bcast(lua_State *L)
-{
-    lua_Integer root = luaL_optinteger(L, 2, 0);
-    int size = lmpi_comm_size();
-    if (root < 0 || root >= size)
-        return luaL_argerror(L, 2, "root must be a rank of MPI_COMM_WORLD");
-    if (!lmpi_active() || size == 1) {
-        lua_settop(L, 1);
-        return 1;
-    }
-    lmpi_check_interrupt(L);
-    int rank = 0;
-    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    int is_root = rank == (int)root;
-    lua_settop(L, 2);
-    lmpi_scratch *s = scratch_push(L);
-    int sidx = lua_gettop(L);
-    if (is_root)
-        bcast_describe(L, s);
-    bcast_header(L, s, (int)root, sidx);
-    int64_t *h = s->hdr;
-
-    switch (h[H_KIND]) {
-    case BC_NIL: lua_pushnil(L); return 1;
-    case BC_BOOL: lua_pushboolean(L, h[H_A] != 0); return 1;
-    case BC_INT: lua_pushinteger(L, (lua_Integer)h[H_A]); return 1;
-    case BC_FLOAT: {
-        double d;
-        memcpy(&d, &h[H_A], sizeof d);
-        lua_pushnumber(L, d);
-        return 1;
-    }
-    case BC_STRING: {
-        if (h[H_A] < 0)
-            break;
-        size_t len = (size_t)h[H_A];
-        if (is_root) {
-            bcast_bytes(L, (void *)lua_tostring(L, 1), len, (int)root, 1);
-            lua_pushvalue(L, 1);
-            return 1;
-        }
-        s->text = scratch_alloc(L, len);
-        bcast_bytes(L, s->text, len, (int)root, sidx);
-        lua_pushlstring(L, s->text, len);
-        return 1;
-    }
-    case BC_ND: {
-        if (h[H_A] < 0 || h[H_A] >= ND_DTYPE_COUNT || h[H_B] < 0 || h[H_B] > ND_MAX_DIMS)
-            break;
-        if (is_root) {
-            nd_array *a = nd_push_contiguous(L, 1);
-            bcast_bytes(L, nd_data(a), nd_bytes(a), (int)root, lua_gettop(L));
-            lua_pushvalue(L, 1);
-            return 1;
-        }
-        size_t shape[ND_MAX_DIMS];
-        for (int d = 0; d < h[H_B]; d++) {
-            if (h[H_SHAPE + d] < 0)
-                return luaL_error(L, "mpi.bcast: corrupt header");
-            shape[d] = (size_t)h[H_SHAPE + d];
-        }
-        nd_array *a = nd_push_new(L, (nd_dtype)h[H_A], (int)h[H_B], shape);
-        bcast_bytes(L, nd_data(a), nd_bytes(a), (int)root, lua_gettop(L));
-        return 1;
-    }
-    case BC_WIRE: {
-        if (h[H_A] < 0 || h[H_B] < 0 || (uint64_t)h[H_B] > SIZE_MAX / sizeof(int64_t))
-            break;
-        size_t nblobs = (size_t)h[H_B];
-        if (!is_root) {
-            s->lens = scratch_alloc(L, nblobs * sizeof *s->lens);
-            s->text_len = (size_t)h[H_A];
-            s->text = scratch_alloc(L, s->text_len);
-        }
-        bcast_bytes(L, s->lens, nblobs * sizeof *s->lens, (int)root, sidx);
-        bcast_bytes(L, s->text, s->text_len, (int)root, sidx);
-        if (!is_root)
-            for (size_t i = 0; i < nblobs; i++) {
-                if (s->lens[i] < 0)
-                    return luaL_error(L, "mpi.bcast: corrupt header");
-                size_t len = (size_t)s->lens[i];
-                if (blobs_push(&s->blobs, scratch_alloc(L, len), len) < 0)
-                    return luaL_error(L, "mpi.bcast: out of memory");
-            }
-        for (size_t i = 0; i < nblobs; i++)
-            bcast_bytes(L, s->blobs.items[i].data, s->blobs.items[i].len, (int)root, sidx);
-        if (is_root) {
-            lua_pushvalue(L, 1);
-            return 1;
-        }
-        json_error_t jerr;
-        s->skel = json_loadb(s->text, s->text_len, JSON_DECODE_ANY, &jerr);
-        if (!s->skel)
-            return luaL_error(L, "mpi.bcast: bad value from the root: %s", jerr.text);
-        ippc_error err;
-        if (luavalue_push(L, s->skel, &s->blobs, &err) < 0)
-            return luaL_error(L, "mpi.bcast: %s", err.message);
-        return 1;
-    }
-    case BC_ERROR: {
-        if (h[H_A] < 0)
-            break;
-        size_t len = (size_t)h[H_A];
-        if (!is_root) {
-            s->text = scratch_alloc(L, len);
-            s->text_len = len;
-        }
-        bcast_bytes(L, s->text, len, (int)root, sidx);
-        return luaL_error(L, "mpi.bcast: the root cannot send its value: %s",
-                          lua_pushlstring(L, s->text, len));
-    }
-    default: break;
-    }
-    return luaL_error(L, "mpi.bcast: corrupt header");
-}
-
-/* -------------------------------------------------------------- module */
-
-static const luaL_Reg lmpi_functions[] = {
-    {"rank", l_rank},   {"size", l_size},   {"barrier", l_barrier}, {"allreduce", l_allreduce},
-    {"bcast", l_bcast}, {"wtime", l_wtime}, {NULL, NULL},
+static const luaL_Reg lmpi_core_funcs[] = {
+    {"rank", l_rank},   {"size", l_size}, {"barrier", l_barrier}, {"wtime", l_wtime},
+    {"comm_split", l_comm_split}, {"split", l_comm_split}, {NULL, NULL},
 };
+
+/* Registers every function into the table on top with upvalues (st, world). */
+static void lmpi_register_all(lua_State *L, lmpi_state *st, int world)
+{
+    const luaL_Reg *parts[] = {lmpi_core_funcs, lmpi_reduce_funcs, lmpi_coll_funcs,
+                               lmpi_p2p_funcs};
+    for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
+        lua_pushlightuserdata(L, st);
+        lua_pushboolean(L, world);
+        luaL_setfuncs(L, parts[i], 2);
+    }
+}
+
+static int state_gc(lua_State *L)
+{
+    lmpi_state *st = lua_touserdata(L, 1);
+    lmpi_commstate_release(st->world);
+    st->world = NULL;
+    return 0;
+}
 
 int lmpi_open(lua_State *L, atomic_int *interrupt)
 {
-    if (luaL_newmetatable(L, LMPI_SCRATCH)) {
-        lua_pushcfunction(L, scratch_gc);
+    if (luaL_newmetatable(L, LMPI_OP_MT)) {
+        lua_pushcfunction(L, op_gc);
         lua_setfield(L, -2, "__gc");
     }
     lua_pop(L, 1);
-    luaL_newlibtable(L, lmpi_functions);
-    if (interrupt)
-        lua_pushlightuserdata(L, interrupt);
-    else
-        lua_pushnil(L);
-    luaL_setfuncs(L, lmpi_functions, 1);
+    lmpi_p2p_open(L);
+
+    /* The state lives as long as the Lua state (registry). */
+    lmpi_state *st = lua_newuserdatauv(L, sizeof *st, 0);
+    memset(st, 0, sizeof *st);
+    st->interrupt = interrupt;
+    lua_createtable(L, 0, 1);
+    lua_pushcfunction(L, state_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_setmetatable(L, -2);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &lmpi_state_key);
+    if (lmpi_active()) {
+        MPI_Comm world;
+        if (MPI_Comm_dup(MPI_COMM_WORLD, &world) != MPI_SUCCESS)
+            return luaL_error(L, "mpi: cannot duplicate MPI_COMM_WORLD");
+        st->world = lmpi_commstate_new(world, 1);
+        if (!st->world) {
+            MPI_Comm_free(&world);
+            return luaL_error(L, "mpi: out of memory");
+        }
+    }
+
+    if (luaL_newmetatable(L, LMPI_COMM_MT)) {
+        lua_pushcfunction(L, comm_gc);
+        lua_setfield(L, -2, "__gc");
+        lua_pushcfunction(L, comm_tostring);
+        lua_setfield(L, -2, "__tostring");
+        lua_newtable(L); /* methods */
+        lmpi_register_all(L, st, 0);
+        lua_pushcfunction(L, l_comm_free);
+        lua_setfield(L, -2, "free");
+        lua_setfield(L, -2, "__index");
+    }
+    lua_pop(L, 1);
+
+    lua_newtable(L);
+    lmpi_register_all(L, st, 1);
+    lua_pushcfunction(L, l_wtime);
+    lua_setfield(L, -2, "wtime");
+    if (st->world) {
+        comm_push(L, st->world);
+        lua_setfield(L, -2, "COMM_WORLD");
+    }
     return 1;
 }
 

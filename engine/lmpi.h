@@ -1,23 +1,70 @@
-/* lmpi.h — the `mpi` Lua module: collectives over MPI_COMM_WORLD.
+/* lmpi.h — the `mpi` Lua module: MPI for the engine's Lua code, with the
+ * argument order of mpi4py's lower-case (object) API.
  *
- * mpi.rank(), mpi.size(), mpi.barrier(), mpi.allreduce(x [, op]),
- * mpi.bcast(obj [, root]), mpi.wtime().  allreduce takes a number (integers
- * reduce as MPI_INT64_T, floats as MPI_DOUBLE) or an nd array (elementwise,
- * no Lua tables involved); op is "sum" (default), "prod", "min" or "max".
- * bcast sends nil, booleans, numbers, strings, nd arrays and tables (tables
- * travel as JSON + blobs, see luavalue.h).
+ *   mpi.rank(), mpi.size(), mpi.wtime(), mpi.barrier()
+ *   mpi.bcast(obj [, root=0])            -> root's obj on every rank
+ *   mpi.reduce(x [, op="sum" [, root=0]]) -> result on root, nil elsewhere
+ *   mpi.allreduce(x [, op="sum"])         -> result on every rank
+ *   mpi.gather(x [, root=0])              -> {x_0, ..., x_p-1} on root, nil elsewhere
+ *   mpi.allgather(x)                      -> {x_0, ..., x_p-1} everywhere
+ *   mpi.scatter(list [, root=0])          -> list[rank + 1] (list read on root only,
+ *                                            it must have size() items)
+ *   mpi.alltoall(list)                    -> {from rank 0, ..., from rank p-1}
+ *   mpi.send(obj, dest [, tag=0]);  mpi.recv([source=any [, tag=any]]) -> obj, source, tag
+ *   mpi.sendrecv(obj, dest [, source=any [, sendtag=0 [, recvtag=any]]]) -> obj
+ *   mpi.isend(obj, dest [, tag]) / mpi.irecv([source [, tag]]) -> request;
+ *   req:wait() -> obj (irecv) or nil; req:test() -> done, obj; mpi.waitall({req...})
+ *   mpi.comm_split(color [, key=rank]) -> a communicator object with all of
+ *   the above as methods (comm:allreduce(x), comm:rank(), ...), plus
+ *   comm:free(); mpi.COMM_WORLD is the world as such an object.
  *
- * Waiting: every collective is started in its nonblocking form and waited on
+ * Values: reduce/allreduce take numbers (integers and floats may be mixed
+ * across ranks: the result is a float if any rank's is), booleans (with
+ * land/lor), sequences of numbers (elementwise) and nd arrays (elementwise,
+ * as MPI's own types: every rank must pass the same dtype and element
+ * count); op is "sum", "prod", "min", "max", "land" or "lor" (land/lor:
+ * booleans, numbers with non-zero = true, or integer arrays).  The other
+ * functions move any value: nil, booleans, numbers, strings, nd arrays
+ * (their bytes go straight from the array to MPI and arrive as arrays
+ * viewing the receive buffer — no Lua tables, no extra copies) and tables
+ * (serialised as JSON + array blobs, see luavalue.h).  Functions, coroutines
+ * and other userdata cannot be sent ("cannot send a function value" on every
+ * rank of a collective, since the root tells the others).
+ *
+ * Communicators: the module's world is a duplicate of MPI_COMM_WORLD made
+ * at lmpi_open (collective over all ranks), so user traffic never matches
+ * the engine's own MPI calls; its error handler returns errors, which
+ * become Lua errors ("mpi.recv: Message truncated ...") instead of aborting
+ * the job.  comm_split is collective over the parent communicator.
+ *
+ * Waiting: every operation is started in its nonblocking form and waited on
  * by lmpi_wait (MPI_Test + sched_yield, then ~10 us sleeps), never by MPI's
  * own spinning wait: oversubscribed ranks stay fast (PLATFORM.md) and the
- * loop notices the runtime's interrupt flag.  An interrupted collective
- * raises the Lua error "interrupted".  MPI cannot cancel a collective, so the
- * request is parked with its buffers kept alive until it completes; until
- * the other ranks finish that collective, MPI_COMM_WORLD is out of step on
- * this rank (the next collective would match the abandoned one).
+ * loop notices the runtime's interrupt flag.  recv/irecv wait in a matched
+ * probe (MPI_Improbe) and only then receive: an interrupted recv leaves no
+ * trace in MPI at all, and a message of any size is received whole.
  *
- * Without MPI (not initialised, or finalised) the module behaves as a
- * single rank: rank 0 of 1, collectives return their input.
+ * Interrupts (runtime_interrupt -> the task ends "aborted"): the wait raises
+ * the Lua error "interrupted".  A send or collective that was started
+ * cannot be cancelled in MPI, so it is parked: its buffers are kept until
+ * MPI completes it, then freed.  For point-to-point that is all (the
+ * message is delivered when the receiver asks for it).
+ *
+ * A mismatched collective (this rank called it, some other rank did not)
+ * waits until it is interrupted (or the task's timeout ends it).  It stays
+ * pending on this rank until the other ranks make their next call of a
+ * collective on that communicator, which completes it (with this rank's
+ * old contribution).  Until then every new collective on that communicator
+ * raises on this rank at once: "mpi.bcast: an interrupted collective on
+ * this communicator is still pending ...", instead of hanging out of step.
+ * So after interrupting all engines the first collective they make can fail
+ * on the ranks that were waiting (and carries stale data on the others);
+ * the next one is in step again.  A collective whose kind differs on the
+ * ranks (bcast against allreduce) is undefined in MPI; with the returning
+ * error handler MPICH usually reports it as an error on some rank.
+ *
+ * Without MPI (not initialised, or finalised): rank() is 0, size() is 1,
+ * every communication raises "mpi: MPI is not initialised".
  *
  * Threads: the lua_State's thread; that thread must be allowed to call MPI.
  */
@@ -30,14 +77,24 @@
 #include <mpi.h>
 
 /* Pushes the module table.  interrupt (may be NULL) is polled by every wait;
- * it must outlive the lua_State. */
+ * it must outlive the lua_State.  When MPI is initialised this duplicates
+ * MPI_COMM_WORLD: a collective call, so every rank opens the module in the
+ * same order. */
 int lmpi_open(lua_State *L, atomic_int *interrupt);
 
 /* lmpi_open(L, NULL), for luaL_requiref. */
 int luaopen_mpi(lua_State *L);
 
 /* Waits for req the yielding way.  0 when it completed; -1 when *interrupt
- * became non-zero first (req is then still active). */
+ * became non-zero first (req is then still active); an MPI error code (> 0)
+ * when MPI_Test failed. */
 int lmpi_wait(MPI_Request *req, const atomic_int *interrupt);
+
+/* The communicator of the comm object at idx, or of the module's world when
+ * idx holds the mpi module's COMM_WORLD; 0 and *comm unset when the value is
+ * not a communicator object. */
+int lmpi_test_comm(lua_State *L, int idx, MPI_Comm *comm);
+/* The module's world communicator (MPI_COMM_NULL without MPI). */
+MPI_Comm lmpi_world(lua_State *L);
 
 #endif

@@ -65,6 +65,17 @@ nd_buffer *nd_buffer_retain(nd_array *a)
     return a->buf;
 }
 
+nd_buffer *nd_buffer_share(nd_buffer *b)
+{
+    b->refs++;
+    return b;
+}
+
+nd_buffer *nd_buffer_of(const nd_array *a)
+{
+    return a->buf;
+}
+
 void nd_buffer_release(nd_buffer *b)
 {
     if (!b || --b->refs > 0)

@@ -128,6 +128,9 @@ void nd_copy_in(nd_array *a, const void *src);
  * code that still uses nd_data(a) after the array may be collected);
  * balance with nd_buffer_release. */
 nd_buffer *nd_buffer_retain(nd_array *a);
+nd_buffer *nd_buffer_share(nd_buffer *buf); /* one more reference; returns buf */
 void nd_buffer_release(nd_buffer *buf);
+/* The buffer of a's elements (not retained). */
+nd_buffer *nd_buffer_of(const nd_array *a);
 
 #endif

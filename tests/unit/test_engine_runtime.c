@@ -509,7 +509,7 @@ static void test_mpi_singleton(void **state)
     json_decref(res);
     res = execute(rt, "mpi.allreduce('x')");
     assert_status(res, "error");
-    assert_non_null(strstr(str(res, "evalue"), "number or nd array expected"));
+    assert_non_null(strstr(str(res, "evalue"), "table of numbers or nd array expected"));
     json_decref(res);
     res = execute(rt, "mpi.bcast(1, 3)");
     assert_status(res, "error");
