@@ -316,18 +316,19 @@ lmpi_call lmpi_begin(lua_State *L, int collective)
     return c;
 }
 
-int lmpi_check_rank(lua_State *L, const lmpi_call *c, int idx, int dflt, int any)
+int lmpi_check_rank(lua_State *L, const lmpi_call *c, int idx, int dflt, int any,
+                    const char *role)
 {
     if (lua_isnoneornil(L, idx)) {
         if (dflt < 0 && !any)
-            luaL_argerror(L, idx, "rank expected");
+            luaL_argerror(L, idx, lua_pushfstring(L, "%s rank expected", role));
         return dflt;
     }
     lua_Integer r = luaL_checkinteger(L, idx);
     if (r < 0 || r >= c->cs->size)
         luaL_argerror(L, idx,
-                      lua_pushfstring(L, "rank %I is not in this communicator (size %d)",
-                                      (LUAI_UACINT)r, c->cs->size));
+                      lua_pushfstring(L, "%s %I is not a rank of this communicator (size %d)",
+                                      role, (LUAI_UACINT)r, c->cs->size));
     return (int)r;
 }
 

@@ -60,7 +60,7 @@ static void unpack_list(lua_State *L, const int64_t *hdrs, int n, nd_buffer *buf
 static int l_bcast(lua_State *L)
 {
     lmpi_call c = lmpi_begin(L, 1);
-    int x = c.arg, root = lmpi_check_rank(L, &c, x + 1, 0, 0);
+    int x = c.arg, root = lmpi_check_rank(L, &c, x + 1, 0, 0, "root");
     lua_settop(L, x + 1);
     lmpi_op *op = lmpi_op_push(L);
     int opi = lua_gettop(L);
@@ -101,7 +101,7 @@ static int gather_any(lua_State *L, int all)
 {
     const char *what = all ? "allgather" : "gather";
     lmpi_call c = lmpi_begin(L, 1);
-    int x = c.arg, root = all ? -1 : lmpi_check_rank(L, &c, x + 1, 0, 0);
+    int x = c.arg, root = all ? -1 : lmpi_check_rank(L, &c, x + 1, 0, 0, "root");
     lua_settop(L, x + 1);
     int size = c.cs->size, receives = all || c.cs->rank == root;
     lmpi_op *op = lmpi_op_push(L);
@@ -183,7 +183,7 @@ static lmpi_packed *pack_items(lua_State *L, int idx, lmpi_op *op, int size, con
 static int l_scatter(lua_State *L)
 {
     lmpi_call c = lmpi_begin(L, 1);
-    int x = c.arg, root = lmpi_check_rank(L, &c, x + 1, 0, 0), size = c.cs->size;
+    int x = c.arg, root = lmpi_check_rank(L, &c, x + 1, 0, 0, "root"), size = c.cs->size;
     lua_settop(L, x + 1);
     int is_root = c.cs->rank == root;
     lmpi_op *op = lmpi_op_push(L);

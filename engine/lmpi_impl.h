@@ -60,7 +60,8 @@ void lmpi_commstate_release(lmpi_commstate *cs);
 void lmpi_check(lua_State *L, int rc, const char *what);
 /* A rank argument (root, dest, source) in [0, size) or raises; `any`
  * allows MPI_ANY_SOURCE for nil/absent. */
-int lmpi_check_rank(lua_State *L, const lmpi_call *c, int idx, int dflt, int any);
+int lmpi_check_rank(lua_State *L, const lmpi_call *c, int idx, int dflt, int any,
+                    const char *role);
 int lmpi_check_tag(lua_State *L, int idx, int dflt, int any);
 
 /* ---- operation arenas */

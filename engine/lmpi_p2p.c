@@ -56,7 +56,7 @@ static void raise_if_unsendable(lua_State *L, const lmpi_packed *p, const char *
 static int l_send(lua_State *L)
 {
     lmpi_call c = lmpi_begin(L, 0);
-    int x = c.arg, dest = lmpi_check_rank(L, &c, x + 1, -1, 0);
+    int x = c.arg, dest = lmpi_check_rank(L, &c, x + 1, -1, 0, "dest");
     int tag = lmpi_check_tag(L, x + 2, 0, 0);
     lua_settop(L, x + 2);
     lmpi_op *op = lmpi_op_push(L);
@@ -149,7 +149,7 @@ static int recv_into(lua_State *L, const lmpi_call *c, int source, int tag, cons
 static int l_recv(lua_State *L)
 {
     lmpi_call c = lmpi_begin(L, 0);
-    int source = lmpi_check_rank(L, &c, c.arg, MPI_ANY_SOURCE, 1);
+    int source = lmpi_check_rank(L, &c, c.arg, MPI_ANY_SOURCE, 1, "source");
     int tag = lmpi_check_tag(L, c.arg + 1, 0, 1);
     return recv_into(L, &c, source, tag, "recv");
 }
@@ -158,8 +158,8 @@ static int l_recv(lua_State *L)
 static int l_sendrecv(lua_State *L)
 {
     lmpi_call c = lmpi_begin(L, 0);
-    int x = c.arg, dest = lmpi_check_rank(L, &c, x + 1, -1, 0);
-    int source = lmpi_check_rank(L, &c, x + 2, MPI_ANY_SOURCE, 1);
+    int x = c.arg, dest = lmpi_check_rank(L, &c, x + 1, -1, 0, "dest");
+    int source = lmpi_check_rank(L, &c, x + 2, MPI_ANY_SOURCE, 1, "source");
     int sendtag = lmpi_check_tag(L, x + 3, 0, 0), recvtag = lmpi_check_tag(L, x + 4, 0, 1);
     lua_settop(L, x + 4);
     lmpi_op *op = lmpi_op_push(L);
@@ -250,7 +250,7 @@ static lmpi_request *req_push(lua_State *L, const lmpi_call *c, int kind)
 static int l_isend(lua_State *L)
 {
     lmpi_call c = lmpi_begin(L, 0);
-    int x = c.arg, dest = lmpi_check_rank(L, &c, x + 1, -1, 0);
+    int x = c.arg, dest = lmpi_check_rank(L, &c, x + 1, -1, 0, "dest");
     int tag = lmpi_check_tag(L, x + 2, 0, 0);
     lua_settop(L, x + 2);
     lmpi_request *r = req_push(L, &c, REQ_SEND);
@@ -287,7 +287,7 @@ static void req_try_match(lua_State *L, lmpi_request *r, int wait)
 static int l_irecv(lua_State *L)
 {
     lmpi_call c = lmpi_begin(L, 0);
-    int source = lmpi_check_rank(L, &c, c.arg, MPI_ANY_SOURCE, 1);
+    int source = lmpi_check_rank(L, &c, c.arg, MPI_ANY_SOURCE, 1, "source");
     int tag = lmpi_check_tag(L, c.arg + 1, 0, 1);
     lmpi_request *r = req_push(L, &c, REQ_RECV);
     r->source = source;

@@ -249,7 +249,7 @@ static int reduce_any(lua_State *L, int all)
     lmpi_call c = lmpi_begin(L, 1);
     int x = c.arg;
     int op = luaL_checkoption(L, x + 1, "sum", op_names);
-    int root = all ? -1 : lmpi_check_rank(L, &c, x + 2, 0, 0);
+    int root = all ? -1 : lmpi_check_rank(L, &c, x + 2, 0, 0, "root");
     lua_settop(L, x + 2);
     if (nd_test(L, x))
         return reduce_nd(L, &c, x, op, root, what);
