@@ -22,6 +22,9 @@ int px_main(int argc, char **argv);
 /* ippc status (status.c) */
 int status_main(int argc, char **argv);
 
+/* ippc watch [--topics ...] [--json]: the live event stream (watch.c) */
+int watch_main(int argc, char **argv);
+
 /* Shared by the client commands (client.c): open the REST client for the
  * cluster named by --file or --profile/--ippc-dir.  Prints a clear message and
  * returns -1 when there is no running cluster to talk to. */

@@ -1,5 +1,5 @@
 /* main.c — the ippc command: launcher (`ippc cluster`) and command-line client
- * (`ippc px`, `ippc status`) of an ippc cluster.
+ * (`ippc px`, `ippc status`, `ippc watch`) of an ippc cluster.
  *
  * This file only dispatches to the subcommands (cli.h) and prints the top-level
  * usage; every subcommand parses its own options.  Exit statuses: 0 success,
@@ -27,6 +27,8 @@ static const char usage_text[] =
     "  px [--targets T] CODE\n"
     "                    execute Lua code on the engines and print their output\n"
     "  status            list the engines of a running cluster\n"
+    "  watch [--topics engines,tasks,stdout] [--json] ...\n"
+    "                    print the live events of a cluster (engines, tasks, output)\n"
     "\n"
     "options:\n"
     "  -h, --help        this help; `ippc <command> --help` for a command's options\n"
@@ -73,6 +75,8 @@ int main(int argc, char **argv)
         return px_main(argc - 1, argv + 1);
     if (strcmp(command, "status") == 0)
         return status_main(argc - 1, argv + 1);
+    if (strcmp(command, "watch") == 0)
+        return watch_main(argc - 1, argv + 1);
     if (command[0] == '-')
         return usage_error("unknown option '%s'", command);
     return usage_error("unknown command '%s'", command);
