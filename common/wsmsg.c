@@ -161,6 +161,45 @@ fail:
     return -1;
 }
 
+static int push_text(ws_outq *q, const char *text, size_t len, int front) {
+    ws_frame *f = calloc(1, sizeof *f);
+    char *copy = malloc(len + 1);
+    if (!f || !copy) {
+        free(f);
+        free(copy);
+        return -1;
+    }
+    memcpy(copy, text, len);
+    copy[len] = '\0';
+    f->text = copy;
+    f->len = len;
+    pthread_mutex_lock(&q->lock);
+    /* In front only of a frame not yet started: never split a message. */
+    if (front && (!q->head || q->head->sent == 0)) {
+        f->next = q->head;
+        q->head = f;
+        if (!q->tail)
+            q->tail = f;
+    } else if (q->tail) {
+        q->tail->next = f;
+        q->tail = f;
+    } else {
+        q->head = q->tail = f;
+    }
+    q->bytes += len;
+    q->frames++;
+    pthread_mutex_unlock(&q->lock);
+    return 0;
+}
+
+int ws_outq_push_text(ws_outq *q, const char *text, size_t len) {
+    return push_text(q, text, len, 0);
+}
+
+int ws_outq_push_front_text(ws_outq *q, const char *text, size_t len) {
+    return push_text(q, text, len, 1);
+}
+
 int ws_outq_push_blobs(ws_outq *q, json_t *msg, ippc_blobs *blobs) {
     size_t n = 0;
     ws_blobref **refs = ws_blobrefs_take(blobs, &n);

@@ -48,6 +48,9 @@ void ws_outq_destroy(ws_outq *q);
 /* Queues msg (sets msg["nbuf"] = nblobs and serialises it) and then the blobs
  * (retained, not copied).  0 or -1 on allocation failure. */
 int ws_outq_push(ws_outq *q, json_t *msg, ws_blobref **blobs, size_t nblobs);
+/* Queues one text frame (copied), at the end or at the front. */
+int ws_outq_push_text(ws_outq *q, const char *text, size_t len);
+int ws_outq_push_front_text(ws_outq *q, const char *text, size_t len);
 /* Same, with the blobs of an ippc_blobs moved in (left empty). */
 int ws_outq_push_blobs(ws_outq *q, json_t *msg, ippc_blobs *blobs);
 int ws_outq_empty(ws_outq *q);

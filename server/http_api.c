@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <math.h>
 #include <stdatomic.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -26,7 +27,14 @@ struct http_api {
     hub *h;
     char *token;
     size_t max_body;
+    int metrics_public;
+    /* request latency histogram (seconds), updated by the MHD thread */
+    atomic_ullong lat_buckets[6];
+    atomic_ullong lat_count;
+    atomic_ullong lat_sum_us;
 };
+
+static const double LAT_BOUNDS[6] = {0.001, 0.01, 0.1, 1, 10, 1e300};
 
 typedef enum ctx_state { CTX_NEW = 0, CTX_SUSPENDED, CTX_WOKEN } ctx_state;
 
@@ -39,6 +47,7 @@ typedef struct req_ctx {
     ctx_state state;
     uint64_t request_id;
     int raw; /* answer with the array's bytes (Accept: application/octet-stream) */
+    int64_t started_us;
     uint64_t task_id; /* waiting on a balanced task instead of a request */
 } req_ctx;
 
@@ -54,6 +63,12 @@ typedef struct route {
     const char *pattern;
     route_fn fn;
 } route;
+
+static int64_t now_us(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
 
 /* ------------------------------------------------------------- responses */
 
@@ -606,6 +621,46 @@ static enum MHD_Result h_map(req_ctx *ctx, const route_args *a) {
     return block ? wait_or_answer(ctx, timeout) : answer_request(ctx);
 }
 
+/* Prometheus text exposition. */
+static enum MHD_Result h_metrics(req_ctx *ctx, const route_args *a) {
+    (void)a;
+    char *text = NULL;
+    size_t len = 0;
+    hub_metrics(ctx->api->h, &text, &len);
+    http_api *api = ctx->api;
+    char hist[1024];
+    int n = snprintf(hist, sizeof hist,
+                     "# HELP ippc_http_request_seconds REST request latency, arrival to answer.\n"
+                     "# TYPE ippc_http_request_seconds histogram\n");
+    const char *les[6] = {"0.001", "0.01", "0.1", "1", "10", "+Inf"};
+    for (int i = 0; i < 6; i++)
+        n += snprintf(hist + n, sizeof hist - (size_t)n,
+                      "ippc_http_request_seconds_bucket{le=\"%s\"} %llu\n", les[i],
+                      (unsigned long long)atomic_load(&api->lat_buckets[i]));
+    n += snprintf(hist + n, sizeof hist - (size_t)n,
+                  "ippc_http_request_seconds_sum %.6f\nippc_http_request_seconds_count %llu\n",
+                  (double)atomic_load(&api->lat_sum_us) / 1e6,
+                  (unsigned long long)atomic_load(&api->lat_count));
+    char *all = realloc(text, len + (size_t)n + 1);
+    if (all) {
+        memcpy(all + len, hist, (size_t)n + 1);
+        text = all;
+        len += (size_t)n;
+    }
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(len, text ? text : (char *)"", text ? MHD_RESPMEM_MUST_FREE
+                                                                          : MHD_RESPMEM_PERSISTENT);
+    if (!resp) {
+        free(text);
+        return MHD_NO;
+    }
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
+                            "text/plain; version=0.0.4; charset=utf-8");
+    enum MHD_Result rc = MHD_queue_response(ctx->conn, MHD_HTTP_OK, resp);
+    MHD_destroy_response(resp);
+    return rc;
+}
+
 static enum MHD_Result h_queue(req_ctx *ctx, const route_args *a) {
     (void)a;
     return send_json(ctx->conn, MHD_HTTP_OK, hub_queue(ctx->api->h));
@@ -620,6 +675,7 @@ static const route routes[] = {
     {"POST", "/api/v1/tasks/{id}/resubmit", h_task_resubmit},
     {"POST", "/api/v1/map", h_map},
     {"GET", "/api/v1/queue", h_queue},
+    {"GET", "/metrics", h_metrics},
     {"GET", "/api/v1/info", h_info},
     {"GET", "/api/v1/engines", h_engines},
     {"GET", "/api/v1/engines/{id}", h_engine},
@@ -697,7 +753,8 @@ static enum MHD_Result dispatch(req_ctx *ctx, const char *url, const char *metho
     size_t ulen = strlen(url);
     if (ulen > 2048)
         return fail(ctx->conn, ERR_NOT_FOUND, "no such path%s", NULL);
-    int is_api = strncmp(url, "/api/", 5) == 0;
+    int is_api = strncmp(url, "/api/", 5) == 0 ||
+                 (strcmp(url, "/metrics") == 0 && !ctx->api->metrics_public);
     if (is_api && !authorized(ctx))
         return fail(ctx->conn, ERR_UNAUTHORIZED,
                     "missing or wrong token: send 'Authorization: Bearer <token>' (the token is "
@@ -736,6 +793,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
             return MHD_NO;
         ctx->api = api;
         ctx->conn = conn;
+        ctx->started_us = now_us();
         *con_cls = ctx;
         return MHD_YES;
     }
@@ -775,6 +833,13 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     req_ctx *ctx = *con_cls;
     if (!ctx)
         return;
+    double seconds = (double)(now_us() - ctx->started_us) / 1e6;
+    http_api *api = ctx->api;
+    for (int i = 0; i < 6; i++)
+        if (seconds <= LAT_BOUNDS[i])
+            atomic_fetch_add(&api->lat_buckets[i], 1);
+    atomic_fetch_add(&api->lat_count, 1);
+    atomic_fetch_add(&api->lat_sum_us, (unsigned long long)(seconds * 1e6));
     free(ctx->body);
     free(ctx);
     *con_cls = NULL;
@@ -789,6 +854,7 @@ http_api *http_start(hub *h, const http_config *cfg, ippc_error *err) {
     api->h = h;
     api->token = strdup(cfg->token);
     api->max_body = cfg->max_body ? cfg->max_body : (size_t)64 << 20;
+    api->metrics_public = cfg->metrics_public;
     unsigned int flags = MHD_USE_NO_LISTEN_SOCKET | MHD_USE_INTERNAL_POLLING_THREAD |
                          MHD_USE_EPOLL | MHD_USE_ITC | MHD_ALLOW_SUSPEND_RESUME;
     api->daemon = MHD_start_daemon(flags, 0, NULL, NULL, handle, api, MHD_OPTION_NOTIFY_COMPLETED,

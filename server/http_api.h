@@ -20,6 +20,7 @@ typedef struct http_api http_api;
 typedef struct http_config {
     const char *token;   /* client bearer token */
     size_t max_body;     /* bytes; larger bodies get 413 */
+    int metrics_public;  /* GET /metrics without the token */
 } http_config;
 
 http_api *http_start(hub *h, const http_config *cfg, ippc_error *err);

@@ -15,7 +15,7 @@
 #include "hub.h"
 
 #include <pthread.h>
-#include <regex.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
@@ -38,6 +38,46 @@ int64_t hub_now_ms(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void hub_emit(hub *h, json_t *event, int topic, int engine, uint64_t task, const json_t *tags) {
+    if (!events_active(h->events)) {
+        json_decref(event);
+        return;
+    }
+    event_meta meta = {.topic = topic, .engine = engine, .task = task, .tags = tags};
+    events_emit(h->events, event, &meta);
+}
+
+#define EVENT_RESULT_MAX (64 * 1024)
+
+void hub_event_outcome(json_t *event, const json_t *result, const ippc_blobs *blobs) {
+    const char *status = json_string_value(json_object_get(result, "status"));
+    if (!status || strcmp(status, "ok") != 0) {
+        json_t *e = json_object();
+        const char *keys[] = {"ename", "evalue", "traceback"};
+        for (int k = 0; k < 3; k++)
+            if (json_object_get(result, keys[k]))
+                json_object_set(e, keys[k], json_object_get(result, keys[k]));
+        json_object_set_new(event, "error", e);
+        return;
+    }
+    json_t *skel = json_object_get(result, "value");
+    if (!skel)
+        return;
+    size_t bytes = 0;
+    for (size_t i = 0; i < blobs->count; i++)
+        bytes += blobs->items[i].len;
+    ippc_error err = {0};
+    json_t *v = bytes <= EVENT_RESULT_MAX ? value_to_client(skel, blobs, VALUE_FORMAT_LIST, &err)
+                                          : NULL;
+    char *text = v ? json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+    if (v && text && strlen(text) <= EVENT_RESULT_MAX)
+        json_object_set(event, "result", v);
+    else
+        json_object_set_new(event, "result_omitted", json_true());
+    free(text);
+    json_decref(v);
 }
 
 void hub_iso8601_now(char *buf, size_t size) {
@@ -81,6 +121,7 @@ hub *hub_new(const hub_config *cfg) {
     h->sched = cfg->sched;
     h->hwm = cfg->hwm ? cfg->hwm : 1;
     h->store = cfg->store;
+    h->events = cfg->events;
     tasks_init_locked(h);
     return h;
 }
@@ -259,15 +300,17 @@ int hub_engine_register(hub *h, const json_t *msg, const hub_engine_link *link, 
     e->lb_load = 0;
     *engine_id = e->id;
     rc = 0;
+    hub_emit(h, json_pack("{s:s, s:o}", "type", "engine.registered", "engine",
+                          hub_engine_json(e, hub_now_ms())),
+             EVENT_TOPIC_ENGINES, e->id, 0, NULL);
     tasks_schedule_locked(h);
 out:
     pthread_mutex_unlock(&h->lock);
     return rc;
 }
 
-static json_t *engine_json(const hub *h, const engine *e, int64_t now) {
+json_t *hub_engine_json(const engine *e, int64_t now) {
     double age = hub_is_live(e) ? (double)(now - e->last_heartbeat_ms) / 1000.0 : -1;
-    (void)h;
     return json_pack("{s:i, s:i, s:i, s:s, s:s, s:I, s:s, s:s, s:f, s:I, s:I}", "id", e->id,
                      "rank", e->rank, "size", e->size, "job", e->job, "host", e->host, "pid",
                      (json_int_t)e->pid, "state", engine_state_name(e->state), "registered",
@@ -281,7 +324,7 @@ json_t *hub_engines(hub *h) {
     int64_t now = hub_now_ms();
     for (size_t i = 0; i < h->n_engines; i++)
         if (h->engines[i].state != ENGINE_ABSENT)
-            json_array_append_new(list, engine_json(h, &h->engines[i], now));
+            json_array_append_new(list, hub_engine_json(&h->engines[i], now));
     pthread_mutex_unlock(&h->lock);
     return json_pack("{s:o}", "engines", list);
 }
@@ -291,7 +334,7 @@ json_t *hub_engine(hub *h, int engine_id, ippc_error *err) {
     pthread_mutex_lock(&h->lock);
     if (engine_id >= 0 && (size_t)engine_id < h->n_engines &&
         h->engines[engine_id].state != ENGINE_ABSENT)
-        out = engine_json(h, &h->engines[engine_id], hub_now_ms());
+        out = hub_engine_json(&h->engines[engine_id], hub_now_ms());
     pthread_mutex_unlock(&h->lock);
     if (!out)
         ippc_error_set(err, ERR_NOT_FOUND, "no engine with id %d", engine_id);
@@ -372,6 +415,18 @@ static void task_finish(hub *h, task *t, json_t *result, ippc_blobs *blobs) {
         t->blobs = *blobs;
         blobs_init(blobs);
     }
+    if (events_active(h->events)) {
+        const char *st = json_string_value(json_object_get(result, "status"));
+        const char *state = !st ? "failed"
+                            : strcmp(st, "ok") == 0 ? "completed"
+                            : strcmp(st, "error") == 0 ? "failed"
+                            : st; /* aborted, lost */
+        json_t *ev = json_pack("{s:s, s:I, s:i, s:s, s:I}", "type", "task.completed", "task",
+                               (json_int_t)t->id, "engine", t->engine_id, "state", state,
+                               "request", (json_int_t)r->id);
+        hub_event_outcome(ev, result, &t->blobs);
+        hub_emit(h, ev, EVENT_TOPIC_TASKS, t->engine_id, t->id, NULL);
+    }
     if ((size_t)t->engine_id < h->n_engines) {
         engine *e = &h->engines[t->engine_id];
         if (e->queued)
@@ -404,6 +459,9 @@ static void engine_mark_dead(hub *h, engine *e, const char *reason) {
         return;
     e->state = ENGINE_DEAD;
     e->link.conn = NULL;
+    hub_emit(h, json_pack("{s:s, s:i, s:s}", "type", "engine.dead", "engine", e->id, "reason",
+                          reason),
+             EVENT_TOPIC_ENGINES, e->id, 0, NULL);
     char why[300];
     snprintf(why, sizeof why, "engine %d died while running this task (%s)", e->id, reason);
     /* Every unfinished task of this engine is lost. */
@@ -439,7 +497,24 @@ void hub_engine_message(hub *h, int engine_id, json_t *msg, ippc_blobs *blobs) {
     e->last_heartbeat_ms = hub_now_ms();
     if (type && strcmp(type, "heartbeat") == 0) {
         e->state = json_is_true(json_object_get(msg, "busy")) ? ENGINE_BUSY : ENGINE_IDLE;
+        json_t *rss = json_object_get(msg, "rss");
+        hub_emit(h,
+                 json_pack("{s:s, s:i, s:s, s:I, s:I, s:f, s:O}", "type", "engine.status",
+                           "engine", e->id, "state", engine_state_name(e->state), "queue",
+                           (json_int_t)e->queued, "tasks_done", (json_int_t)e->tasks_done,
+                           "heartbeat_age", 0.0, "rss", json_is_integer(rss) ? rss : json_null()),
+                 EVENT_TOPIC_ENGINES, e->id, 0, NULL);
+    } else if (type && strcmp(type, "stdout") == 0) {
+        json_t *tid = json_object_get(msg, "task"), *data = json_object_get(msg, "data");
+        if (json_is_integer(tid) && json_is_string(data))
+            hub_emit(h,
+                     json_pack("{s:s, s:O, s:i, s:O}", "type", "task.stdout", "task", tid,
+                               "engine", e->id, "data", data),
+                     EVENT_TOPIC_STDOUT, e->id, (uint64_t)json_integer_value(tid),
+                     tasks_tags_locked(h, (uint64_t)json_integer_value(tid)));
     } else if (type && strcmp(type, "result") == 0) {
+        for (size_t i = 0; i < blobs->count; i++)
+            h->bytes_from_engines += blobs->items[i].len;
         json_t *tid = json_object_get(msg, "task");
         task *t = json_is_integer(tid) ? idmap_get(&h->tasks, (uint64_t)json_integer_value(tid))
                                        : NULL;
@@ -485,6 +560,8 @@ void hub_wake_all(hub *h) {
 
 void hub_shutdown_engines(hub *h, const char *reason) {
     pthread_mutex_lock(&h->lock);
+    hub_emit(h, json_pack("{s:s, s:s}", "type", "cluster.shutdown", "reason", reason),
+             EVENT_TOPIC_ALWAYS, -1, 0, NULL);
     for (size_t i = 0; i < h->n_engines; i++) {
         engine *e = &h->engines[i];
         if (!hub_is_live(e))
@@ -825,6 +902,19 @@ uint64_t hub_submit(hub *h, const hub_call *c, ippc_error *err) {
         json_object_set_new(p->msg, "task", json_integer((json_int_t)t->id));
         e->queued++;
         e->state = ENGINE_BUSY;
+        if (events_active(h->events)) {
+            hub_emit(h,
+                     json_pack("{s:s, s:I, s:s, s:I, s:i, s:[]}", "type", "task.submitted",
+                               "task", (json_int_t)t->id, "kind", "direct", "request",
+                               (json_int_t)r->id, "engine", e->id, "tags"),
+                     EVENT_TOPIC_TASKS, e->id, t->id, NULL);
+            hub_emit(h,
+                     json_pack("{s:s, s:I, s:i}", "type", "task.started", "task",
+                               (json_int_t)t->id, "engine", e->id),
+                     EVENT_TOPIC_TASKS, e->id, t->id, NULL);
+        }
+        for (size_t k = 0; k < p->nblobs; k++)
+            h->bytes_to_engines += ws_blobref_len(p->blobs[k]);
         if (e->link.send(e->link.conn, p->msg, p->blobs, p->nblobs) < 0)
             task_finish(h, t, lost_result(t->id, e->id, "could not queue the task"), NULL);
     }
@@ -1151,4 +1241,97 @@ int hub_wait(hub *h, uint64_t request_id, int64_t deadline_ms, void (*wake)(void
     }
     pthread_mutex_unlock(&h->lock);
     return rc;
+}
+
+json_t *hub_stream_attach(hub *h, const events_sink *sink, events_client **client) {
+    pthread_mutex_lock(&h->lock);
+    json_t *engines = json_array();
+    int64_t now = hub_now_ms();
+    for (size_t i = 0; i < h->n_engines; i++)
+        if (h->engines[i].state != ENGINE_ABSENT)
+            json_array_append_new(engines, hub_engine_json(&h->engines[i], now));
+    *client = h->events ? events_client_add(h->events, sink) : NULL;
+    json_t *snap = json_pack("{s:s, s:I, s:o, s:o, s:[sss]}", "type", "snapshot", "seq",
+                             (json_int_t)(h->events ? events_seq(h->events) : 0), "engines",
+                             engines, "tasks", tasks_in_flight_locked(h), "topics", "engines",
+                             "tasks", "stdout");
+    pthread_mutex_unlock(&h->lock);
+    char when[40];
+    hub_iso8601_now(when, sizeof when);
+    json_object_set_new(snap, "time", json_string(when));
+    return snap;
+}
+
+/* Appends printf-formatted text to a growing buffer. */
+static void out_printf(char **out, size_t *len, size_t *cap, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void out_printf(char **out, size_t *len, size_t *cap, const char *fmt, ...) {
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(*out ? *out + *len : NULL, *out ? *cap - *len : 0, fmt, ap);
+        va_end(ap);
+        if (n < 0)
+            return;
+        if (*out && *len + (size_t)n < *cap) {
+            *len += (size_t)n;
+            return;
+        }
+        size_t ncap = (*cap ? *cap * 2 : 4096) + (size_t)n;
+        char *grown = realloc(*out, ncap);
+        if (!grown)
+            return;
+        *out = grown;
+        *cap = ncap;
+    }
+}
+
+void hub_metrics(hub *h, char **out, size_t *len) {
+    size_t cap = 0;
+    *out = NULL;
+    *len = 0;
+    pthread_mutex_lock(&h->lock);
+    size_t by_state[4] = {0}, queued = 0;
+    for (size_t i = 0; i < h->n_engines; i++) {
+        by_state[h->engines[i].state]++;
+        queued += h->engines[i].queued;
+    }
+    size_t tasks[7];
+    tasks_count_locked(h, tasks);
+    out_printf(out, len, &cap,
+               "# HELP ippc_engines Engines by state.\n# TYPE ippc_engines gauge\n"
+               "ippc_engines{state=\"idle\"} %zu\nippc_engines{state=\"busy\"} %zu\n"
+               "ippc_engines{state=\"dead\"} %zu\n",
+               by_state[ENGINE_IDLE], by_state[ENGINE_BUSY], by_state[ENGINE_DEAD]);
+    static const char *names[] = {"waiting", "pending", "running", "completed",
+                                  "failed",  "aborted", "lost"};
+    out_printf(out, len, &cap,
+               "# HELP ippc_tasks Load-balanced tasks in memory by state.\n"
+               "# TYPE ippc_tasks gauge\n");
+    for (int k = 0; k < 7; k++)
+        out_printf(out, len, &cap, "ippc_tasks{state=\"%s\"} %zu\n", names[k], tasks[k]);
+    out_printf(out, len, &cap,
+               "# HELP ippc_queue_depth Tasks sent to engines and not finished.\n"
+               "# TYPE ippc_queue_depth gauge\nippc_queue_depth %zu\n"
+               "# HELP ippc_unassigned_tasks Balanced tasks waiting for an engine.\n"
+               "# TYPE ippc_unassigned_tasks gauge\nippc_unassigned_tasks %zu\n"
+               "# HELP ippc_requests_total Direct-view requests submitted.\n"
+               "# TYPE ippc_requests_total counter\nippc_requests_total %llu\n"
+               "# HELP ippc_tasks_submitted_total Task ids handed out.\n"
+               "# TYPE ippc_tasks_submitted_total counter\nippc_tasks_submitted_total %llu\n"
+               "# HELP ippc_ws_clients Stream clients connected.\n"
+               "# TYPE ippc_ws_clients gauge\nippc_ws_clients %zu\n"
+               "# HELP ippc_ws_clients_dropped_total Stream clients cut off as slow.\n"
+               "# TYPE ippc_ws_clients_dropped_total counter\n"
+               "ippc_ws_clients_dropped_total %llu\n"
+               "# HELP ippc_bytes_total Bytes of task messages and results.\n"
+               "# TYPE ippc_bytes_total counter\n"
+               "ippc_bytes_total{direction=\"to_engines\"} %llu\n"
+               "ippc_bytes_total{direction=\"from_engines\"} %llu\n",
+               queued, h->pending.count + h->waiting.count,
+               (unsigned long long)(h->next_request_id - 1),
+               (unsigned long long)(h->next_task_id - 1), events_clients(h->events),
+               (unsigned long long)events_dropped_clients(h->events),
+               (unsigned long long)h->bytes_to_engines, (unsigned long long)h->bytes_from_engines);
+    pthread_mutex_unlock(&h->lock);
 }

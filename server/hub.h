@@ -41,6 +41,7 @@ typedef struct hub_config {
     int sched;                /* sched_kind of the load balancer */
     unsigned hwm;             /* balanced tasks an engine may hold at once (default 1) */
     struct store *store;      /* task history; NULL = none (tests) */
+    struct events *events;    /* event stream; NULL = none (tests) */
 } hub_config;
 
 hub *hub_new(const hub_config *cfg);
@@ -156,6 +157,19 @@ json_t *hub_task_query(hub *h, const char *state, int engine, const char *tag, c
                        size_t limit, uint64_t cursor, ippc_error *err);
 /* Purges finished tasks completed before `before` (NULL: all finished). */
 json_t *hub_task_purge(hub *h, const char *before, ippc_error *err);
+
+/* ---- streams ---- */
+
+struct events_sink;
+struct events_client;
+/* Registers a stream client and returns its first message, the snapshot
+ * (engines, in-flight balanced tasks, seq), taken atomically with the
+ * registration so no event falls between them.  *client is set (NULL on
+ * allocation failure). */
+json_t *hub_stream_attach(hub *h, const struct events_sink *sink, struct events_client **client);
+
+/* Counters for /metrics (Prometheus text appended to out). */
+void hub_metrics(hub *h, char **out, size_t *len);
 
 /* Milliseconds of a monotonic clock. */
 int64_t hub_now_ms(void);

@@ -10,6 +10,7 @@
 #include "hub.h"
 #include "idmap.h"
 #include "sched.h"
+#include "events.h"
 #include "store.h"
 
 typedef enum lb_state {
@@ -148,6 +149,8 @@ struct hub {
     unsigned hwm;
     uint64_t rng, use_counter;
     store *store;
+    events *events;
+    uint64_t bytes_to_engines, bytes_from_engines;
 };
 
 
@@ -160,6 +163,12 @@ void hub_waiters_wake(struct waiter **list);
 int hub_waiter_add(struct waiter **list, int64_t deadline_ms, void (*wake)(void *arg), void *arg);
 void hub_waiters_tick(struct waiter **list, int64_t now);
 void hub_request_open_locked(hub *h, request *r);
+/* Emits an event (taken) if anyone listens; with the hub lock held. */
+void hub_emit(hub *h, json_t *event, int topic, int engine, uint64_t task, const json_t *tags);
+json_t *hub_engine_json(const engine *e, int64_t now);
+/* For task.completed: adds "result" (client JSON, left out over 64 KiB) or
+ * "error" from an engine result message. */
+void hub_event_outcome(json_t *event, const json_t *result, const ippc_blobs *blobs);
 void hub_request_finish_locked(hub *h, request *r);
 
 /* tasks.c, with the lock held */
@@ -171,6 +180,10 @@ void tasks_on_engine_dead_locked(hub *h, int engine_id);
 void tasks_schedule_locked(hub *h);
 void tasks_tick_locked(hub *h, int64_t now);
 json_t *tasks_map_answer_locked(const hub *h, const request *r);
+json_t *tasks_in_flight_locked(hub *h);
+/* The tags of a balanced task (borrowed), or NULL. */
+const json_t *tasks_tags_locked(hub *h, uint64_t task_id);
+void tasks_count_locked(hub *h, size_t counts[7]);
 void tasks_wake_all_locked(hub *h);
 
 #endif

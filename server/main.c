@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "acceptor.h"
+#include "events.h"
 #include "http_api.h"
 #include "hub.h"
 #include "proto.h"
@@ -40,6 +41,7 @@ typedef struct options {
     size_t max_body_mb;
     int sched;
     unsigned hwm;
+    int metrics_public;
 } options;
 
 static int stop_fd = -1;
@@ -64,6 +66,7 @@ static void usage(FILE *out) {
             "  --hwm N                 balanced tasks an engine may hold at once (default 1)\n"
             "  --heartbeat-timeout S   silence after which an engine is dead (default %d)\n"
             "  --max-body-mb N         largest request body (default 64)\n"
+            "  --metrics-public        serve GET /metrics without the token\n"
             "  --print-routes          print the REST route table and exit\n"
             "  --version, --help\n",
             IPPC_HEARTBEAT_TIMEOUT_MS / 1000);
@@ -81,6 +84,7 @@ static int parse_options(int argc, char **argv, options *o) {
         {"scheduler", required_argument, NULL, 's'},
         {"hwm", required_argument, NULL, 'w'},
         {"print-routes", no_argument, NULL, 'r'},
+        {"metrics-public", no_argument, NULL, 'M'},
         {"version", no_argument, NULL, 'v'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -129,6 +133,7 @@ static int parse_options(int argc, char **argv, options *o) {
                 return 2;
             }
             break;
+        case 'M': o->metrics_public = 1; break;
         case 'r': http_print_routes(stdout); return 0;
         case 'v': printf("ippc-controller %s\n", IPPC_VERSION); return 0;
         case 'h': usage(stdout); return 0;
@@ -271,15 +276,19 @@ int main(int argc, char **argv) {
                        .heartbeat_timeout_ms = o.heartbeat_timeout_s * 1000,
                        .sched = o.sched,
                        .hwm = o.hwm,
-                       .store = st};
-    hub *h = hub_new(&hcfg);
-    http_config httpcfg = {.token = token, .max_body = o.max_body_mb << 20};
+                       .store = st,
+                       .events = events_new(10000)};
+    hub *h = hcfg.events ? hub_new(&hcfg) : NULL;
+    http_config httpcfg = {.token = token,
+                           .max_body = o.max_body_mb << 20,
+                           .metrics_public = o.metrics_public};
     http_api *api = h ? http_start(h, &httpcfg, &err) : NULL;
-    ws_server *ws = api ? ws_start(h, &err) : NULL;
+    ws_server *ws = api ? ws_start(h, hcfg.events, token, &err) : NULL;
     if (!ws) {
         fprintf(stderr, "ippc-controller: %s\n", err.message[0] ? err.message : "out of memory");
         http_stop(api);
         hub_free(h);
+        events_free(hcfg.events);
         store_close(st);
         return 1;
     }
@@ -315,6 +324,7 @@ int main(int argc, char **argv) {
     http_stop(api);
     ws_stop(ws);
     hub_free(h);
+    events_free(hcfg.events);
     store_close(st);
     unlink(client_file);
     unlink(engine_file);

@@ -263,6 +263,13 @@ static void lb_finish(hub *h, lbtask *t, lb_state state, json_t *result, ippc_bl
     hub_iso8601_now(t->completed, sizeof t->completed);
     lb_link(h, t, L_FINISHED, 0);
     persist(h, t);
+    if (events_active(h->events)) {
+        json_t *ev = json_pack("{s:s, s:I, s:s}", "type", "task.completed", "task",
+                               (json_int_t)t->id, "state", lb_state_name(t->state));
+        json_object_set_new(ev, "engine", t->engine >= 0 ? json_integer(t->engine) : json_null());
+        hub_event_outcome(ev, t->result, &t->result_blobs);
+        hub_emit(h, ev, EVENT_TOPIC_TASKS, t->engine, t->id, json_object_get(t->spec, "tags"));
+    }
     hub_waiters_wake(&t->waiters);
     if (t->map)
         map_on_finished(h, t);
@@ -442,6 +449,12 @@ static void dispatch(hub *h, lbtask *t, engine *e) {
     e->queued++;
     e->state = ENGINE_BUSY;
     e->last_used = ++h->use_counter;
+    for (size_t i = 0; i < t->nblobs; i++)
+        h->bytes_to_engines += ws_blobref_len(t->blobs[i]);
+    hub_emit(h,
+             json_pack("{s:s, s:I, s:i}", "type", "task.started", "task", (json_int_t)t->id,
+                       "engine", e->id),
+             EVENT_TOPIC_TASKS, e->id, t->id, json_object_get(t->spec, "tags"));
     if (e->link.send(e->link.conn, t->msg, t->blobs, t->nblobs) < 0) {
         lb_finish(h, t, LB_LOST, synth_result("lost", "EngineLost", "could not queue the task"),
                   NULL);
@@ -746,6 +759,15 @@ static void task_enqueue(hub *h, lbtask *t) {
     t->state = LB_WAITING;
     lb_link(h, t, L_WAITING, 0);
     persist(h, t);
+    if (events_active(h->events)) {
+        json_t *tags = json_object_get(t->spec, "tags");
+        json_t *ev = json_pack("{s:s, s:I, s:s, s:n, s:O}", "type", "task.submitted", "task",
+                               (json_int_t)t->id, "kind", "balanced", "engine", "tags",
+                               tags ? tags : json_array());
+        json_object_set_new(ev, "request", t->map ? json_integer((json_int_t)t->map->id)
+                                                  : json_null());
+        hub_emit(h, ev, EVENT_TOPIC_TASKS, -1, t->id, tags);
+    }
 }
 
 static json_t *submit_specs(hub *h, const json_t *spec, int map_mode, uint64_t *first_id,
@@ -1113,4 +1135,29 @@ json_t *hub_task_purge(hub *h, const char *before, ippc_error *err) {
     }
     pthread_mutex_unlock(&h->lock);
     return json_pack("{s:I}", "purged", (json_int_t)n);
+}
+
+/* ------------------------------------------------------------ streams */
+
+json_t *tasks_in_flight_locked(hub *h) {
+    json_t *list = json_array();
+    lb_list *lists[] = {&h->waiting, &h->pending, &h->running};
+    for (int k = 0; k < 3; k++)
+        for (lbtask *t = lists[k]->head; t; t = t->next)
+            json_array_append_new(list, task_doc(t));
+    return list;
+}
+
+void tasks_count_locked(hub *h, size_t counts[7]) {
+    memset(counts, 0, 7 * sizeof *counts);
+    counts[0] = h->waiting.count;
+    counts[1] = h->pending.count;
+    counts[2] = h->running.count;
+    for (lbtask *t = h->finished.head; t; t = t->next)
+        counts[t->state]++;
+}
+
+const json_t *tasks_tags_locked(hub *h, uint64_t task_id) {
+    lbtask *t = idmap_get(&h->lbtasks, task_id);
+    return t ? json_object_get(t->spec, "tags") : NULL;
 }

@@ -8,19 +8,19 @@
  */
 #include "ws.h"
 
-#include <pthread.h>
-#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include <libwebsockets.h>
 
+#include "events.h"
 #include "proto.h"
+#include "ws_internal.h"
 
-#define ADOPT_MAX 1024
 #define TICK_US (200 * LWS_US_PER_MS)
 
-typedef struct session {
+typedef struct engine_session session;
+
+struct engine_session {
     struct lws *wsi;
     ws_server *server;
     ws_outq q;
@@ -28,21 +28,18 @@ typedef struct session {
     int engine_id; /* -1 until registered */
     atomic_int close_requested;
     char close_reason[128];
-    struct session *prev, *next;
-} session;
+    session *prev, *next;
+};
 
-struct ws_server {
-    hub *h;
-    struct lws_context *ctx;
-    struct lws_vhost *vhost;
-    pthread_t thread;
-    atomic_int stop;
-    atomic_int engine_sockets;
-    pthread_mutex_t adopt_lock;
-    int adopt_fds[ADOPT_MAX];
-    int n_adopt;
-    session *sessions; /* service thread only */
-    lws_sorted_usec_list_t tick;
+static int engine_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
+                           void *in, size_t len);
+
+/* The client protocol comes first: lws gives upgrades without a subprotocol
+ * to the first one, and plain engines always name theirs. */
+static const struct lws_protocols protocols[] = {
+    {IPPC_CLIENT_SUBPROTOCOL, ws_client_callback, sizeof(client_session), 65536, 0, NULL, 0},
+    {IPPC_ENGINE_SUBPROTOCOL, engine_callback, sizeof(session), 65536, 0, NULL, 0},
+    {NULL, NULL, 0, 0, 0, NULL, 0},
 };
 
 static int session_send(void *conn, json_t *msg, ws_blobref **blobs, size_t nblobs) {
@@ -175,24 +172,30 @@ static int engine_callback(struct lws *wsi, enum lws_callback_reasons reason, vo
         atomic_fetch_sub(&srv->engine_sockets, 1);
         break;
     default:
-        break;
+        return ws_common_callback(wsi, reason, user, in, len);
     }
     return 0;
 }
 
-static int http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
-                         size_t len) {
+int ws_common_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                       size_t len) {
     ws_server *srv = lws_context_user(lws_get_context(wsi));
     if (reason == LWS_CALLBACK_EVENT_WAIT_CANCELLED && srv) {
-        /* Other threads queued work: adopt sockets, flush queues, close. */
+        /* Other threads queued work: adopt sockets, answer woken waits,
+         * flush queues, close.  (Delivered to every protocol: act once.) */
+        const struct lws_protocols *p = lws_get_protocol(wsi);
+        if (!p || !p->name || strcmp(p->name, protocols[0].name) != 0)
+            return 0;
         drain_adoptions(srv);
+        ws_client_drain_ready(srv);
         for (session *s = srv->sessions; s; s = s->next)
             if (!ws_outq_empty(&s->q) || atomic_load(&s->close_requested))
                 lws_callback_on_writable(s->wsi);
+        for (client_session *c = srv->clients; c; c = c->next)
+            if (!ws_outq_empty(&c->q) || atomic_load(&c->close_requested))
+                lws_callback_on_writable(c->wsi);
         return 0;
     }
-    if (reason == LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION)
-        return 1; /* an upgrade without a subprotocol we speak */
     if (reason == LWS_CALLBACK_HTTP) {
         /* A plain HTTP request reached lws (the acceptor only sends upgrades):
          * refuse it rather than hang. */
@@ -202,11 +205,6 @@ static int http_callback(struct lws *wsi, enum lws_callback_reasons reason, void
     return lws_callback_http_dummy(wsi, reason, user, in, len);
 }
 
-static const struct lws_protocols protocols[] = {
-    {"http", http_callback, 0, 0, 0, NULL, 0},
-    {IPPC_ENGINE_SUBPROTOCOL, engine_callback, sizeof(session), 65536, 0, NULL, 0},
-    {NULL, NULL, 0, 0, 0, NULL, 0},
-};
 
 static void on_tick(lws_sorted_usec_list_t *sul) {
     ws_server *srv = lws_container_of(sul, ws_server, tick);
@@ -223,14 +221,17 @@ static void *service_main(void *arg) {
     return NULL;
 }
 
-ws_server *ws_start(hub *h, ippc_error *err) {
+ws_server *ws_start(hub *h, struct events *ev, const char *token, ippc_error *err) {
     ws_server *srv = calloc(1, sizeof *srv);
     if (!srv) {
         ippc_error_set(err, ERR_INTERNAL, "out of memory");
         return NULL;
     }
     srv->h = h;
+    srv->events = ev;
+    srv->token = strdup(token ? token : "");
     pthread_mutex_init(&srv->adopt_lock, NULL);
+    pthread_mutex_init(&srv->wait_lock, NULL);
     lws_set_log_level(LLL_ERR | LLL_WARN, NULL);
 
     struct lws_context_creation_info info;
@@ -255,6 +256,8 @@ fail:
     if (srv->ctx)
         lws_context_destroy(srv->ctx);
     pthread_mutex_destroy(&srv->adopt_lock);
+    pthread_mutex_destroy(&srv->wait_lock);
+    free(srv->token);
     free(srv);
     return NULL;
 }
@@ -284,5 +287,8 @@ void ws_stop(ws_server *srv) {
         close(srv->adopt_fds[i]);
     pthread_mutex_unlock(&srv->adopt_lock);
     pthread_mutex_destroy(&srv->adopt_lock);
+    ws_client_free_ready(srv);
+    pthread_mutex_destroy(&srv->wait_lock);
+    free(srv->token);
     free(srv);
 }

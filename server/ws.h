@@ -1,5 +1,7 @@
-/* ws.h — the controller's WebSocket side (libwebsockets): the engine endpoint
- * /engine (subprotocol ippc.engine.v1) on sockets handed over by the acceptor.
+/* ws.h — the controller's WebSocket side (libwebsockets) on sockets handed
+ * over by the acceptor: the engine endpoint /engine (subprotocol
+ * ippc.engine.v1) and the client stream /ws (ippc.client.v1, docs/streams.md):
+ * events, subscriptions, resume, and every REST operation as a message.
  *
  * Threads: ws_start creates the lws service thread, which owns every lws
  * object.  ws_adopt and ws_stop may be called from any thread; they queue work
@@ -13,7 +15,9 @@
 
 typedef struct ws_server ws_server;
 
-ws_server *ws_start(hub *h, ippc_error *err);
+struct events;
+/* token: the client bearer token that /ws requires. */
+ws_server *ws_start(hub *h, struct events *ev, const char *token, ippc_error *err);
 /* Hands over an accepted socket whose request line is for /engine or /ws.
  * The socket is closed on failure. */
 void ws_adopt(ws_server *s, int fd);

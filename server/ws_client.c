@@ -1,0 +1,486 @@
+/* ws_client.c — the client stream /ws (docs/streams.md): authentication,
+ * the snapshot, subscriptions, resume, and the request channel.  Every
+ * operation is a hub call, as in http_api.c; this file only turns messages
+ * into those calls and answers into reply messages.
+ *
+ * Waiting without blocking the loop: a blocking op registers a hub waiter
+ * whose wake callback (any thread, hub lock held) only moves a ws_wait to the
+ * server's ready list and wakes the loop; the loop then builds the answer.
+ * A session that closes first orphans its waits (w->session = NULL under
+ * wait_lock); the wake then just frees them.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "events.h"
+#include "ws_internal.h"
+
+#define CLIENT_MAX_MESSAGE ((size_t)16 << 20)
+#define CLIENT_SEND_LIMIT ((size_t)8 << 20)
+
+typedef enum wait_kind { WAIT_REQUEST, WAIT_TASK } wait_kind;
+
+struct ws_wait {
+    ws_server *server;
+    client_session *session; /* NULL once orphaned (under server->wait_lock) */
+    wait_kind kind;
+    uint64_t id;
+    json_t *client_id;
+    ws_wait *prev, *next;  /* the session's pending list */
+    ws_wait *ready_next;   /* the server's ready list */
+};
+
+/* ------------------------------------------------------------ sending */
+
+/* The client's id to echo (a new reference), null when it sent none. */
+static json_t *echo_id(const json_t *cid) {
+    return cid ? json_deep_copy(cid) : json_null();
+}
+
+static void client_send_json(client_session *s, json_t *msg) {
+    char *text = json_dumps(msg, JSON_COMPACT);
+    json_decref(msg);
+    if (text) {
+        ws_outq_push_text(&s->q, text, strlen(text));
+        free(text);
+    }
+    lws_callback_on_writable(s->wsi);
+}
+
+static void reply(client_session *s, const json_t *client_id, int status, json_t *body) {
+    json_t *msg = json_pack("{s:s, s:i, s:o}", "type", "reply", "status", status, "body",
+                            body ? body : json_null());
+    json_object_set_new(msg, "id", echo_id(client_id));
+    client_send_json(s, msg);
+}
+
+static void reply_error(client_session *s, const json_t *client_id, const ippc_error *err) {
+    reply(s, client_id, http_status_for(err->code), ippc_error_json(err));
+}
+
+/* events_sink: called with the events lock held, from any thread. */
+static int sink_send(void *conn, const char *text, size_t len) {
+    client_session *s = conn;
+    pthread_mutex_lock(&s->q.lock);
+    size_t queued = s->q.bytes;
+    pthread_mutex_unlock(&s->q.lock);
+    if (queued > CLIENT_SEND_LIMIT)
+        return -1;
+    ws_outq_push_text(&s->q, text, len);
+    lws_cancel_service(s->server->ctx);
+    return 0;
+}
+
+static void sink_cut(void *conn, const char *notice) {
+    client_session *s = conn;
+    ws_outq_clear(&s->q);
+    ws_outq_push_text(&s->q, notice, strlen(notice));
+    s->close_code = LWS_CLOSE_STATUS_POLICY_VIOLATION;
+    snprintf(s->close_reason, sizeof s->close_reason, "slow consumer");
+    atomic_store(&s->close_requested, 1);
+    lws_cancel_service(s->server->ctx);
+}
+
+/* ------------------------------------------------------------ waits */
+
+static void wait_unlink_locked(ws_wait *w) {
+    client_session *s = w->session;
+    if (!s)
+        return;
+    if (w->prev)
+        w->prev->next = w->next;
+    else
+        s->waits = w->next;
+    if (w->next)
+        w->next->prev = w->prev;
+    w->prev = w->next = NULL;
+}
+
+static void wait_free(ws_wait *w) {
+    json_decref(w->client_id);
+    free(w);
+}
+
+/* Hub wake callback: hub lock held, any thread. */
+static void on_wait_wake(void *arg) {
+    ws_wait *w = arg;
+    ws_server *srv = w->server;
+    pthread_mutex_lock(&srv->wait_lock);
+    if (!w->session) {
+        pthread_mutex_unlock(&srv->wait_lock);
+        wait_free(w);
+        return;
+    }
+    w->ready_next = srv->ready;
+    srv->ready = w;
+    pthread_mutex_unlock(&srv->wait_lock);
+    lws_cancel_service(srv->ctx);
+}
+
+static void answer_wait(client_session *s, ws_wait *w) {
+    ippc_error err = {0};
+    int done = 0;
+    json_t *body = w->kind == WAIT_REQUEST
+                       ? hub_request_json(s->server->h, w->id, &done, &err)
+                       : hub_task_json(s->server->h, w->id, &done, &err);
+    if (!body)
+        reply_error(s, w->client_id, &err);
+    else
+        reply(s, w->client_id, done ? 200 : 202, body);
+}
+
+/* Service thread: answers every wait that woke. */
+void ws_client_drain_ready(ws_server *srv) {
+    pthread_mutex_lock(&srv->wait_lock);
+    ws_wait *w = srv->ready;
+    srv->ready = NULL;
+    /* Reverse to answer in wake order. */
+    ws_wait *ordered = NULL;
+    while (w) {
+        ws_wait *next = w->ready_next;
+        w->ready_next = ordered;
+        ordered = w;
+        w = next;
+    }
+    for (w = ordered; w; w = w->ready_next)
+        wait_unlink_locked(w);
+    pthread_mutex_unlock(&srv->wait_lock);
+    while (ordered) {
+        ws_wait *next = ordered->ready_next;
+        if (ordered->session)
+            answer_wait(ordered->session, ordered);
+        wait_free(ordered);
+        ordered = next;
+    }
+}
+
+void ws_client_free_ready(ws_server *srv) {
+    while (srv->ready) {
+        ws_wait *w = srv->ready;
+        srv->ready = w->ready_next;
+        wait_free(w);
+    }
+}
+
+/* Waits for a request or task, or answers at once when it is done. */
+static void wait_or_reply(client_session *s, wait_kind kind, uint64_t id,
+                          const json_t *client_id, double seconds) {
+    ws_wait *w = calloc(1, sizeof *w);
+    if (!w) {
+        ippc_error err;
+        ippc_error_set(&err, ERR_INTERNAL, "out of memory");
+        reply_error(s, client_id, &err);
+        return;
+    }
+    w->server = s->server;
+    w->session = s;
+    w->kind = kind;
+    w->id = id;
+    w->client_id = client_id ? json_deep_copy(client_id) : NULL;
+    /* Listed before the hub can wake it, so a close in between orphans it. */
+    pthread_mutex_lock(&s->server->wait_lock);
+    w->next = s->waits;
+    if (s->waits)
+        s->waits->prev = w;
+    s->waits = w;
+    pthread_mutex_unlock(&s->server->wait_lock);
+    int64_t deadline = seconds > 0 ? hub_now_ms() + (int64_t)(seconds * 1000.0) + 1 : 0;
+    int rc = kind == WAIT_REQUEST
+                 ? hub_wait(s->server->h, id, deadline, on_wait_wake, NULL, w)
+                 : hub_task_wait(s->server->h, id, deadline, on_wait_wake, NULL, w);
+    if (rc != 0) { /* done already, or unknown: answer now */
+        pthread_mutex_lock(&s->server->wait_lock);
+        wait_unlink_locked(w);
+        pthread_mutex_unlock(&s->server->wait_lock);
+        answer_wait(s, w);
+        wait_free(w);
+    }
+}
+
+/* ------------------------------------------------------------ ops */
+
+typedef struct view_op {
+    const char *name;
+    hub_op op;
+} view_op;
+
+static const view_op view_ops[] = {
+    {"execute", HUB_OP_EXECUTE}, {"run", HUB_OP_RUN},     {"push", HUB_OP_PUSH},
+    {"pull", HUB_OP_PULL_MANY},  {"scatter", HUB_OP_SCATTER}, {"gather", HUB_OP_GATHER},
+    {"apply", HUB_OP_APPLY},     {"load", HUB_OP_LOAD},   {"reset", HUB_OP_RESET},
+};
+
+static double msg_seconds(const json_t *msg, const char *key) {
+    json_t *v = json_object_get(msg, key);
+    return json_is_number(v) && json_number_value(v) > 0 ? json_number_value(v) : 0;
+}
+
+static int msg_block(const json_t *msg) { return !json_is_false(json_object_get(msg, "block")); }
+
+static uint64_t msg_id(const json_t *msg, const char *key) {
+    json_t *v = json_object_get(msg, key);
+    return json_is_integer(v) && json_integer_value(v) > 0 ? (uint64_t)json_integer_value(v) : 0;
+}
+
+static void op_view(client_session *s, const json_t *msg, const json_t *cid, hub_op op) {
+    const char *targets = json_string_value(json_object_get(msg, "targets"));
+    const char *format = json_string_value(json_object_get(msg, "format"));
+    hub_call call = {.op = op,
+                     .targets = targets ? targets : "all",
+                     .body = msg,
+                     .name = json_string_value(json_object_get(msg, "name")),
+                     .format = format && strcmp(format, "typed") == 0 ? VALUE_FORMAT_TYPED
+                                                                     : VALUE_FORMAT_LIST};
+    ippc_error err = {0};
+    uint64_t id = hub_submit(s->server->h, &call, &err);
+    if (!id) {
+        reply_error(s, cid, &err);
+        return;
+    }
+    if (!msg_block(msg)) {
+        int done = 0;
+        reply(s, cid, 202, hub_request_json(s->server->h, id, &done, &err));
+        return;
+    }
+    wait_or_reply(s, WAIT_REQUEST, id, cid, msg_seconds(msg, "timeout"));
+}
+
+/* Answers a hub call that returned a body or NULL + err. */
+static void answer(client_session *s, const json_t *cid, int status, json_t *body,
+                   const ippc_error *err) {
+    if (body)
+        reply(s, cid, status, body);
+    else
+        reply_error(s, cid, err);
+}
+
+static void op_other(client_session *s, const char *op, const json_t *msg, const json_t *cid) {
+    hub *h = s->server->h;
+    ippc_error err = {0};
+    if (strcmp(op, "interrupt") == 0) {
+        const char *t = json_string_value(json_object_get(msg, "targets"));
+        answer(s, cid, 200, hub_interrupt(h, t ? t : "all", &err), &err);
+    } else if (strcmp(op, "submit") == 0) {
+        const json_t *spec = json_object_get(msg, "task");
+        if (!spec)
+            spec = json_object_get(msg, "tasks");
+        uint64_t first = 0;
+        if (!spec)
+            ippc_error_set(&err, ERR_BAD_REQUEST, "submit needs \"task\" or \"tasks\"");
+        answer(s, cid, 202, spec ? hub_task_submit(h, spec, &first, &err) : NULL, &err);
+    } else if (strcmp(op, "map") == 0) {
+        uint64_t id = hub_map_submit(h, msg, &err);
+        if (!id)
+            reply_error(s, cid, &err);
+        else if (!msg_block(msg))
+            reply(s, cid, 202, json_pack("{s:I, s:s}", "request", (json_int_t)id, "status",
+                                         "pending"));
+        else
+            wait_or_reply(s, WAIT_REQUEST, id, cid, msg_seconds(msg, "timeout"));
+    } else if (strcmp(op, "abort") == 0) {
+        answer(s, cid, 200,
+               hub_task_abort(h, msg_id(msg, "task"), json_is_true(json_object_get(msg, "force")),
+                              &err),
+               &err);
+    } else if (strcmp(op, "task") == 0) {
+        wait_or_reply(s, WAIT_TASK, msg_id(msg, "task"), cid, msg_seconds(msg, "wait"));
+    } else if (strcmp(op, "request") == 0) {
+        wait_or_reply(s, WAIT_REQUEST, msg_id(msg, "request"), cid, msg_seconds(msg, "wait"));
+    } else if (strcmp(op, "engines") == 0) {
+        reply(s, cid, 200, hub_engines(h));
+    } else if (strcmp(op, "info") == 0) {
+        reply(s, cid, 200, hub_info(h));
+    } else if (strcmp(op, "queue") == 0) {
+        reply(s, cid, 200, hub_queue(h));
+    } else {
+        ippc_error_set(&err, ERR_BAD_REQUEST, "unknown op '%.64s'", op);
+        reply_error(s, cid, &err);
+    }
+}
+
+static void on_client_message(client_session *s, json_t *msg) {
+    const char *op = json_string_value(json_object_get(msg, "op"));
+    const json_t *cid = json_object_get(msg, "id");
+    ippc_error err = {0};
+    if (!json_is_object(msg) || !op) {
+        client_send_json(s, json_pack("{s:s, s:{s:s, s:s}}", "type", "error", "error", "code",
+                                      ERR_BAD_REQUEST, "message",
+                                      "a message is a JSON object with an \"op\""));
+        return;
+    }
+    if (strcmp(op, "subscribe") == 0 || strcmp(op, "unsubscribe") == 0) {
+        json_t *ans = s->ec ? events_client_subscribe(s->server->events, s->ec, msg,
+                                                      op[0] == 'u', &err)
+                            : NULL;
+        if (ans) {
+            json_object_set_new(ans, "id", echo_id(cid));
+            client_send_json(s, ans);
+        } else {
+            reply_error(s, cid, &err);
+        }
+        return;
+    }
+    if (strcmp(op, "resume") == 0) {
+        json_t *since = json_object_get(msg, "since");
+        if (!json_is_integer(since) || json_integer_value(since) < 0) {
+            ippc_error_set(&err, ERR_BAD_REQUEST, "resume needs \"since\": a sequence number");
+            reply_error(s, cid, &err);
+        } else if (s->ec) {
+            events_client_resume(s->server->events, s->ec, (uint64_t)json_integer_value(since));
+            lws_callback_on_writable(s->wsi);
+        }
+        return;
+    }
+    if (strcmp(op, "ping") == 0) {
+        json_t *pong = json_pack("{s:s}", "type", "pong");
+        json_object_set_new(pong, "id", echo_id(cid));
+        client_send_json(s, pong);
+        return;
+    }
+    for (size_t i = 0; i < sizeof view_ops / sizeof *view_ops; i++)
+        if (strcmp(op, view_ops[i].name) == 0) {
+            op_view(s, msg, cid, view_ops[i].op);
+            return;
+        }
+    op_other(s, op, msg, cid);
+}
+
+/* ------------------------------------------------------------ lws */
+
+/* Constant-time token comparison. */
+static int token_ok(const char *given, const char *want) {
+    size_t lg = strlen(given), lw = strlen(want);
+    unsigned char diff = (unsigned char)(lg != lw);
+    for (size_t i = 0; i < lw; i++)
+        diff |= (unsigned char)(want[i] ^ (i < lg ? given[i] : 0));
+    return diff == 0;
+}
+
+/* The token from Authorization, ?token= or a Sec-WebSocket-Protocol entry. */
+static int client_authorized(struct lws *wsi, const char *want) {
+    char buf[512];
+    if (lws_hdr_copy(wsi, buf, sizeof buf, WSI_TOKEN_HTTP_AUTHORIZATION) > 7 &&
+        strncmp(buf, "Bearer ", 7) == 0 && token_ok(buf + 7, want))
+        return 1;
+    const char *arg = lws_get_urlarg_by_name(wsi, "token=", buf, sizeof buf);
+    if (arg && token_ok(arg, want))
+        return 1;
+    if (lws_hdr_copy(wsi, buf, sizeof buf, WSI_TOKEN_PROTOCOL) > 0) {
+        char *save = NULL;
+        for (char *p = strtok_r(buf, ", ", &save); p; p = strtok_r(NULL, ", ", &save))
+            if (strncmp(p, "ippc.token.", 11) == 0 && token_ok(p + 11, want))
+                return 1;
+    }
+    return 0;
+}
+
+int ws_client_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                       size_t len) {
+    client_session *s = user;
+    ws_server *srv = lws_context_user(lws_get_context(wsi));
+    switch (reason) {
+    case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION: {
+        char uri[256];
+        if (lws_hdr_copy(wsi, uri, sizeof uri, WSI_TOKEN_GET_URI) <= 0 || strcmp(uri, "/ws") != 0)
+            return 1;
+        if (!client_authorized(wsi, srv->token)) {
+            lws_return_http_status(wsi, HTTP_STATUS_UNAUTHORIZED, NULL);
+            return 1;
+        }
+        return 0;
+    }
+    case LWS_CALLBACK_ESTABLISHED: {
+        memset(s, 0, sizeof *s);
+        s->wsi = wsi;
+        s->server = srv;
+        ws_outq_init(&s->q);
+        ws_reader_init(&s->reader, CLIENT_MAX_MESSAGE);
+        s->next = srv->clients;
+        if (srv->clients)
+            srv->clients->prev = s;
+        srv->clients = s;
+        events_sink sink = {.conn = s, .send = sink_send, .cut = sink_cut};
+        json_t *snap = hub_stream_attach(srv->h, &sink, &s->ec);
+        /* The snapshot goes first, ahead of any event queued since. */
+        char *text = json_dumps(snap, JSON_COMPACT);
+        json_decref(snap);
+        if (text) {
+            ws_outq_push_front_text(&s->q, text, strlen(text));
+            free(text);
+        }
+        lws_callback_on_writable(wsi);
+        break;
+    }
+    case LWS_CALLBACK_RECEIVE: {
+        json_t *msg = NULL;
+        ippc_blobs blobs;
+        blobs_init(&blobs);
+        ippc_error err = {0};
+        if (lws_frame_is_binary(wsi) && lws_is_first_fragment(wsi) && !s->reader.pending) {
+            /* Binary frames only follow a message that announces them. */
+            client_send_json(s, json_pack("{s:s, s:{s:s, s:s}}", "type", "error", "error",
+                                          "code", ERR_BAD_REQUEST, "message",
+                                          "binary frames are not accepted here"));
+            s->skip_binary = 1;
+        }
+        if (s->skip_binary) {
+            if (lws_is_final_fragment(wsi) && !lws_remaining_packet_payload(wsi))
+                s->skip_binary = 0;
+            break;
+        }
+        int rc = ws_reader_feed(&s->reader, wsi, in, len, &msg, &blobs, &err);
+        if (rc < 0) {
+            int too_big = strcmp(err.code, ERR_TOO_LARGE) == 0;
+            client_send_json(s, json_pack("{s:s, s:{s:s, s:s}}", "type", "error", "error",
+                                          "code", err.code, "message", err.message));
+            if (too_big) {
+                s->close_code = LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE;
+                snprintf(s->close_reason, sizeof s->close_reason, "message too large");
+                atomic_store(&s->close_requested, 1);
+            }
+            ws_reader_free(&s->reader);
+            ws_reader_init(&s->reader, CLIENT_MAX_MESSAGE);
+            break;
+        }
+        if (rc == 1) {
+            blobs_free(&blobs);
+            on_client_message(s, msg);
+            json_decref(msg);
+        }
+        break;
+    }
+    case LWS_CALLBACK_SERVER_WRITEABLE: {
+        int rc = ws_outq_write(&s->q, wsi);
+        if (rc < 0)
+            return -1;
+        if (rc > 0)
+            lws_callback_on_writable(wsi);
+        else if (atomic_load(&s->close_requested)) {
+            lws_close_reason(wsi, (enum lws_close_status)s->close_code,
+                             (unsigned char *)s->close_reason, strlen(s->close_reason));
+            return -1;
+        }
+        break;
+    }
+    case LWS_CALLBACK_CLOSED:
+        if (s->ec)
+            events_client_remove(srv->events, s->ec);
+        pthread_mutex_lock(&srv->wait_lock);
+        for (ws_wait *w = s->waits; w; w = w->next)
+            w->session = NULL;
+        s->waits = NULL;
+        pthread_mutex_unlock(&srv->wait_lock);
+        if (s->prev)
+            s->prev->next = s->next;
+        else
+            srv->clients = s->next;
+        if (s->next)
+            s->next->prev = s->prev;
+        ws_outq_destroy(&s->q);
+        ws_reader_free(&s->reader);
+        break;
+    default:
+        return ws_common_callback(wsi, reason, user, in, len);
+    }
+    return 0;
+}

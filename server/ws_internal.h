@@ -1,0 +1,64 @@
+/* ws_internal.h — state shared by ws.c (engine sockets, the service thread)
+ * and ws_client.c (client streams).  Everything here belongs to the lws
+ * service thread except what a comment says otherwise. */
+#ifndef IPPC_WS_INTERNAL_H
+#define IPPC_WS_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <libwebsockets.h>
+
+#include "hub.h"
+#include "ws.h"
+
+#define ADOPT_MAX 1024
+
+typedef struct ws_wait ws_wait;
+
+typedef struct client_session {
+    struct lws *wsi;
+    ws_server *server;
+    ws_outq q; /* filled from any thread (events), drained here */
+    ws_reader reader;
+    struct events_client *ec;
+    atomic_int close_requested;
+    int close_code;
+    char close_reason[64];
+    int skip_binary;
+    ws_wait *waits; /* pending blocking ops (under server->wait_lock) */
+    struct client_session *prev, *next;
+} client_session;
+
+typedef struct engine_session engine_session;
+
+struct ws_server {
+    hub *h;
+    struct events *events;
+    char *token;
+    struct lws_context *ctx;
+    struct lws_vhost *vhost;
+    pthread_t thread;
+    atomic_int stop;
+    atomic_int engine_sockets;
+    pthread_mutex_t adopt_lock;
+    int adopt_fds[ADOPT_MAX];
+    int n_adopt;
+    engine_session *sessions;
+    client_session *clients;
+    pthread_mutex_t wait_lock; /* ws_wait.session, client_session.waits, ready */
+    ws_wait *ready;
+    lws_sorted_usec_list_t tick;
+};
+
+/* ws_client.c */
+int ws_client_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                       size_t len);
+void ws_client_drain_ready(ws_server *srv);
+void ws_client_free_ready(ws_server *srv);
+
+/* ws.c: what every protocol does for the callbacks it does not own (wake-ups
+ * from other threads, plain HTTP). */
+int ws_common_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                       size_t len);
+
+#endif
