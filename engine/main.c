@@ -148,11 +148,24 @@ static void connect_now(lws_sorted_usec_list_t *sul) {
         schedule_reconnect();
 }
 
+/* Resident set size in bytes (from /proc/self/statm), or -1. */
+static long long rss_bytes(void) {
+    FILE *f = fopen("/proc/self/statm", "r");
+    long long size = 0, resident = -1;
+    if (f) {
+        if (fscanf(f, "%lld %lld", &size, &resident) != 2)
+            resident = -1;
+        fclose(f);
+    }
+    return resident < 0 ? -1 : resident * sysconf(_SC_PAGESIZE);
+}
+
 static void send_heartbeat(lws_sorted_usec_list_t *sul) {
     (void)sul;
     if (E.wsi && E.engine_id >= 0) {
         long long task = atomic_load(&E.running_task);
-        json_t *hb = json_pack("{s:s, s:b}", "type", "heartbeat", "busy", task != 0);
+        json_t *hb = json_pack("{s:s, s:b, s:I}", "type", "heartbeat", "busy", task != 0, "rss",
+                               (json_int_t)rss_bytes());
         json_object_set_new(hb, "task", task ? json_integer(task) : json_null());
         ws_outq_push(&E.out, hb, NULL, 0);
         json_decref(hb);
