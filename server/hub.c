@@ -1251,10 +1251,19 @@ json_t *hub_stream_attach(hub *h, const events_sink *sink, events_client **clien
         if (h->engines[i].state != ENGINE_ABSENT)
             json_array_append_new(engines, hub_engine_json(&h->engines[i], now));
     *client = h->events ? events_client_add(h->events, sink) : NULL;
+    json_t *tasks = tasks_in_flight_locked(h);
+    for (request *r = h->open.head; r; r = r->next)
+        for (size_t i = 0; r->tasks && i < r->ntargets; i++)
+            if (r->tasks[i].state == TASK_SENT)
+                json_array_append_new(tasks,
+                                      json_pack("{s:I, s:s, s:s, s:i, s:I}", "id",
+                                                (json_int_t)r->tasks[i].id, "kind", "direct",
+                                                "state", "running", "engine",
+                                                r->tasks[i].engine_id, "request",
+                                                (json_int_t)r->id));
     json_t *snap = json_pack("{s:s, s:I, s:o, s:o, s:[sss]}", "type", "snapshot", "seq",
                              (json_int_t)(h->events ? events_seq(h->events) : 0), "engines",
-                             engines, "tasks", tasks_in_flight_locked(h), "topics", "engines",
-                             "tasks", "stdout");
+                             engines, "tasks", tasks, "topics", "engines", "tasks", "stdout");
     pthread_mutex_unlock(&h->lock);
     char when[40];
     hub_iso8601_now(when, sizeof when);
