@@ -201,7 +201,11 @@ def check_spec_wellformed(spec):
         op = spec["paths"][path][method.lower()]
         for status, resp in op.get("responses", {}).items():
             resp = resolve(spec, resp)
-            if "content" not in resp or "application/json" not in resp["content"]:
+            content = resp.get("content", {})
+            if not content:
+                problems.append("%s %s %s: no content" % (method, path, status))
+            elif (str(status)[0] in "45" or path.startswith("/api/")) \
+                    and "application/json" not in content:
                 problems.append("%s %s %s: no application/json content" % (method, path, status))
         params = {p2 for p2 in re.findall(r"\{(\w+)\}", path)}
         declared = {resolve(spec, p).get("name") for p in op.get("parameters", [])
@@ -431,6 +435,13 @@ def live_checks(spec, checks):
             r = api.get("/api/v1/requests/%s?wait=60" % b["request"])
             conforms(spec, r, "GET", "/api/v1/requests/{id}", "GET /requests/{map id}")
         checks.run("contract map", map_flow)
+
+        def metrics():
+            r = api.get("/metrics")
+            harness.check(r.status == 200 and r.headers.get("Content-Type", "").startswith("text/plain")
+                          and b"ippc_" in r.raw, "GET /metrics: %r %s" % (r, r.headers))
+            conforms_error(spec, harness.http("GET", api.url + "/metrics"), 401, "/metrics without token")
+        checks.run("contract GET /metrics", metrics)
 
         case("GET /queue 200", "GET", "/api/v1/queue", "/api/v1/queue", status=200)
         case("GET /tasks 200", "GET", T, T + "?limit=5", status=200)
