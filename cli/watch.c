@@ -4,10 +4,16 @@
  * One thread, one libwebsockets client context, one connection at a time to
  * the ws_url of the profile's connection file, authenticated with the token as
  * an `Authorization: Bearer` header.  On every (re)connection it sends a
- * `subscribe` with the chosen topics and filter, and a `resume` from the last
- * seq it printed (or --since), so a controller restart loses nothing the ring
- * still holds.  Events whose seq was already printed are skipped: after a
- * resume the controller may send a live event again in its replay.
+ * `subscribe` with the chosen topics and filter; once the snapshot says where
+ * the controller's stream is, a `resume` from the last seq it printed (or
+ * --since), so a dropped connection loses nothing the ring still holds.  A
+ * snapshot seq below the last one printed means a new controller (seqs start
+ * again): then it replays the new controller's ring from the start.
+ *
+ * Events are printed in arrival order, each seq at most once: live events
+ * that follow the snapshot may arrive before the replay of older ones, and a
+ * replay may repeat them, so the seqs printed are remembered in a window
+ * larger than the controller's ring.
  *
  * Writes happen only in the WRITEABLE callback, one lws_write() each (the
  * libwebsockets rule); signals only set a flag and wake the loop with
@@ -38,6 +44,8 @@
 #define WATCH_BACKOFF_FIRST_MS 200
 #define WATCH_BACKOFF_MAX_MS 5000
 #define WATCH_OUTBOX 4
+/* Seqs remembered as printed, below the highest one (the ring holds 10,000). */
+#define WATCH_SEEN_WINDOW 16384
 
 static const char watch_usage_text[] =
     "usage: ippc watch [options]\n"
@@ -83,7 +91,11 @@ typedef struct watch_state {
     size_t rx_len, rx_cap;
     bool rx_binary;
     /* The stream. */
-    long long last_seq; /* highest seq printed or resumed from; -1: none yet */
+    long long last_seq;   /* highest seq printed or resumed from; -1: none yet */
+    long long seen_floor; /* every seq up to this one counts as printed */
+    unsigned char seen[WATCH_SEEN_WINDOW / 8]; /* seq % window, for seqs in
+                                                  (last_seq - window, last_seq] */
+    bool had_snapshot;
     bool done;
     int exit_status;
 } watch_state;
@@ -332,17 +344,65 @@ static void outbox_add(watch_state *w, json_t *message)
     w->outbox[w->outbox_count++] = text;
 }
 
-/* What every new connection says first: the subscription, then the resume. */
-static void queue_hello(watch_state *w)
+/* ------------------------------------------------------------ seqs */
+
+static bool seq_seen(const watch_state *w, long long seq)
+{
+    if (seq <= w->seen_floor || seq <= w->last_seq - WATCH_SEEN_WINDOW)
+        return true;
+    if (seq > w->last_seq)
+        return false;
+    return (w->seen[(seq % WATCH_SEEN_WINDOW) / 8] >> (seq % 8)) & 1;
+}
+
+static void seq_mark(watch_state *w, long long seq)
+{
+    /* Bits of seqs that the window slides over are reused: clear them. */
+    for (long long s = w->last_seq + 1; s < seq && s <= w->last_seq + WATCH_SEEN_WINDOW; s++)
+        w->seen[(s % WATCH_SEEN_WINDOW) / 8] &= (unsigned char)~(1u << (s % 8));
+    if (seq > w->last_seq)
+        w->last_seq = seq;
+    w->seen[(seq % WATCH_SEEN_WINDOW) / 8] |= (unsigned char)(1u << (seq % 8));
+}
+
+/* Everything up to seq counts as printed (a snapshot, --since, a new start). */
+static void seq_reset(watch_state *w, long long seq)
+{
+    memset(w->seen, 0, sizeof w->seen);
+    w->seen_floor = seq;
+    w->last_seq = seq;
+}
+
+/* What every new connection says first: the subscription. */
+static void queue_subscribe(watch_state *w)
 {
     outbox_clear(w);
     outbox_add(w, json_pack("{s:s, s:O, s:O}", "op", "subscribe", "topics", w->topics, "filter",
                             w->filter));
-    if (w->last_seq >= 0)
-        outbox_add(w, json_pack("{s:s, s:I}", "op", "resume", "since", (json_int_t)w->last_seq));
 }
 
-static void handle_message(watch_state *w, const char *text, size_t len)
+/* After the snapshot: ask for what was missed, if anything. */
+static void on_snapshot(watch_state *w, struct lws *wsi, long long snapshot_seq)
+{
+    bool first = !w->had_snapshot;
+
+    w->had_snapshot = true;
+    if (w->last_seq < 0) { /* a first connection without --since */
+        seq_reset(w, snapshot_seq);
+        return;
+    }
+    if (!first && snapshot_seq < w->last_seq) {
+        msg_err("the controller was restarted (its event seqs start again); replaying what "
+                "its ring holds");
+        seq_reset(w, 0);
+    }
+    if (snapshot_seq > w->last_seq || first) {
+        outbox_add(w, json_pack("{s:s, s:I}", "op", "resume", "since", (json_int_t)w->last_seq));
+        lws_callback_on_writable(wsi);
+    }
+}
+
+static void handle_message(watch_state *w, struct lws *wsi, const char *text, size_t len)
 {
     json_error_t error;
     json_t *message = json_loadb(text, len, 0, &error);
@@ -356,14 +416,13 @@ static void handle_message(watch_state *w, const char *text, size_t len)
         json_decref(message);
         return;
     }
-    /* An event already printed (a resume replays from the last seq seen). */
-    if (json_is_integer(seq) && strcmp(type, "snapshot") != 0) {
-        if (json_integer_value(seq) <= w->last_seq)
+    if (strcmp(type, "snapshot") == 0) {
+        on_snapshot(w, wsi, json_integer_value(seq));
+    } else if (json_is_integer(seq)) {
+        if (seq_seen(w, json_integer_value(seq)))
             goto done;
-        w->last_seq = json_integer_value(seq);
+        seq_mark(w, json_integer_value(seq));
     }
-    if (strcmp(type, "snapshot") == 0 && w->last_seq < 0)
-        w->last_seq = json_integer_value(seq);
 
     if (w->as_json) {
         fwrite(text, 1, len, stdout);
@@ -422,7 +481,7 @@ static int receive(watch_state *w, struct lws *wsi, const void *in, size_t len)
         return 0;
     /* The stream is JSON text; a binary message is not for a watcher. */
     if (!w->rx_binary)
-        handle_message(w, (const char *)w->rx, w->rx_len);
+        handle_message(w, wsi, (const char *)w->rx, w->rx_len);
     w->rx_len = 0;
     return w->done ? -1 : 0;
 }
@@ -557,7 +616,7 @@ static int watch_callback(struct lws *wsi, enum lws_callback_reasons reason, voi
         w->reconnecting = false;
         w->backoff_ms = 0;
         w->rx_len = 0;
-        queue_hello(w);
+        queue_subscribe(w);
         lws_callback_on_writable(wsi);
         break;
     case LWS_CALLBACK_CLIENT_RECEIVE: return receive(w, wsi, in, len);
@@ -676,6 +735,7 @@ int watch_main(int argc, char **argv)
     char err[PATH_MAX + 256];
     json_t *list;
     char *end;
+    long long since;
     int status;
     int option;
 
@@ -710,9 +770,10 @@ int watch_main(int argc, char **argv)
             json_object_set_new(w.filter, "tags", list);
             break;
         case OPT_SINCE:
-            w.last_seq = strtoll(optarg, &end, 10);
-            if (optarg[0] == '\0' || *end != '\0' || w.last_seq < 0)
+            since = strtoll(optarg, &end, 10);
+            if (optarg[0] == '\0' || *end != '\0' || since < 0)
                 return watch_usage_error("bad --since '%s' (a seq number, 0 or more)", optarg);
+            seq_reset(&w, since);
             break;
         case 'h':
         case OPT_HELP: fputs(watch_usage_text, stdout); return CLI_EXIT_OK;
