@@ -38,6 +38,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <lauxlib.h>
 #include <lualib.h>
@@ -45,6 +46,8 @@
 #include "lmpi.h"
 #include "luavalue.h"
 #include "nd.h"
+#include "plugin.h"
+#include "runtime_impl.h"
 
 #define RT_STDOUT_CAP ((size_t)8 << 20)
 #define RT_STDOUT_NOTE "\n[stdout truncated]\n"
@@ -61,6 +64,12 @@ struct runtime {
     size_t out_len, out_cap;
     int out_truncated;
     int output_redirected; /* io.output(file) was called: io.write goes there */
+    /* streaming of the running task's stdout (runtime_set_stdout_sink) */
+    runtime_stdout_sink sink;
+    void *sink_arg;
+    uint64_t task_id;
+    size_t streamed;       /* bytes of out already given to the sink */
+    int64_t last_flush_ms; /* 0: nothing flushed yet in this task */
 };
 
 static runtime *rt_of(lua_State *L)
@@ -281,6 +290,39 @@ static int rt_dofile(lua_State *L)
 
 /* ------------------------------------------------------------- stdout */
 
+#define RT_STREAM_PERIOD_MS 100
+#define RT_STREAM_BYTES ((size_t)64 << 10)
+
+static int64_t rt_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Gives the sink the stdout it has not seen: when forced (end of task), when
+ * RT_STREAM_BYTES are waiting, or when RT_STREAM_PERIOD_MS passed since the
+ * last time (the first output of a task goes at once). */
+static void rt_stream(runtime *rt, int force)
+{
+    size_t fresh = rt->out_len - rt->streamed;
+    if (!rt->sink || fresh == 0)
+        return;
+    int64_t now = rt_now_ms();
+    if (!force && fresh < RT_STREAM_BYTES && rt->last_flush_ms != 0 &&
+        now - rt->last_flush_ms < RT_STREAM_PERIOD_MS)
+        return;
+    rt->sink(rt->sink_arg, rt->task_id, rt->out + rt->streamed, fresh);
+    rt->streamed = rt->out_len;
+    rt->last_flush_ms = now ? now : 1;
+}
+
+void runtime_set_stdout_sink(runtime *rt, runtime_stdout_sink sink, void *arg)
+{
+    rt->sink = sink;
+    rt->sink_arg = arg;
+}
+
 static void rt_out_add(runtime *rt, const char *s, size_t n)
 {
     if (rt->out_truncated || n == 0)
@@ -323,6 +365,7 @@ static int rt_print(lua_State *L)
         lua_pop(L, 1);
     }
     rt_out_add(rt, "\n", 1);
+    rt_stream(rt, 0); /* whole lines at a time */
     return 0;
 }
 
@@ -345,6 +388,7 @@ static void rt_write_args(lua_State *L, int first)
             rt_out_add(rt, s, len);
         }
     }
+    rt_stream(rt, 0);
 }
 
 /* upvalues: 1 the stdout proxy, 2 the original io.write */
@@ -489,7 +533,9 @@ static int rt_setup(lua_State *L)
     lua_setfield(L, -3, "mpi"); /* package.loaded.mpi: require "mpi" works */
     lua_setglobal(L, "mpi");
     lua_pop(L, 1);
+    plugin_open(L, &rt->interrupt);
     rt_install_output(L);
+    rt_ns_snapshot(L);
     return 0;
 }
 
@@ -567,7 +613,7 @@ static size_t utf8_seq(const unsigned char *s, size_t n)
 }
 
 /* A JSON string for arbitrary bytes: invalid UTF-8 becomes U+FFFD. */
-static json_t *json_text(const char *s, size_t n)
+json_t *json_text(const char *s, size_t n)
 {
     json_t *j = json_stringn(s ? s : "", s ? n : 0);
     if (j || !s)
@@ -596,27 +642,7 @@ static json_t *json_text(const char *s, size_t n)
     return j;
 }
 
-/* What the running task produced.  Everything is owned here, so a Lua error
- * unwinding through task_main leaks nothing. */
-typedef enum { TASK_OK, TASK_ERROR, TASK_ABORTED } task_status;
-
-typedef struct task_ctx {
-    runtime *rt;
-    const json_t *task;
-    ippc_blobs *task_blobs;
-    ippc_blobs *result_blobs;
-    task_status status;
-    char ename[32];
-    json_t *evalue;
-    json_t *traceback; /* list of lines */
-    json_t *value;     /* result value, NULL if none */
-} task_ctx;
-
-/* Records a failure with a one-line traceback "ename: evalue". */
-static void task_fail(task_ctx *c, task_status status, const char *ename, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static void task_fail(task_ctx *c, task_status status, const char *ename, const char *fmt, ...)
+void task_fail(task_ctx *c, task_status status, const char *ename, const char *fmt, ...)
 {
     char *msg = NULL;
     va_list ap;
@@ -730,7 +756,7 @@ static int task_call(lua_State *L, task_ctx *c, int nargs)
 }
 
 /* Converts the value at idx for the result; 0, or -1 with c failed. */
-static int task_wire(lua_State *L, task_ctx *c, int idx, const char *what, json_t **out)
+int task_wire(lua_State *L, task_ctx *c, int idx, const char *what, json_t **out)
 {
     ippc_error err;
     *out = luavalue_to_wire(L, idx, c->result_blobs, &err);
@@ -744,7 +770,7 @@ static int task_wire(lua_State *L, task_ctx *c, int idx, const char *what, json_
 
 /* ----------------------------------------------------------------- ops */
 
-static const char *task_string(task_ctx *c, const char *key, size_t *len)
+const char *task_string(task_ctx *c, const char *key, size_t *len)
 {
     const json_t *v = json_object_get(c->task, key);
     if (!json_is_string(v)) {
@@ -1022,6 +1048,14 @@ static int task_main(lua_State *L)
         op_apply(L, c);
     else if (strcmp(name, "map") == 0)
         op_map(L, c);
+    else if (strcmp(name, "load") == 0)
+        op_load(L, c);
+    else if (strcmp(name, "reset") == 0)
+        op_reset(L, c);
+    else if (strcmp(name, "delete") == 0)
+        op_delete(L, c);
+    else if (strcmp(name, "list") == 0)
+        op_list(L, c);
     else
         task_fail(c, TASK_ERROR, "ProtocolError", "unknown op '%s'", name);
     return 0;
@@ -1039,6 +1073,10 @@ json_t *runtime_run_task(runtime *rt, const json_t *task, ippc_blobs *task_blobs
     atomic_store(&rt->interrupt, 0);
     rt->out_len = 0;
     rt->out_truncated = 0;
+    rt->streamed = 0;
+    rt->last_flush_ms = 0;
+    const json_t *task_id = json_is_object(task) ? json_object_get(task, "task") : NULL;
+    rt->task_id = json_is_integer(task_id) ? (uint64_t)json_integer_value(task_id) : 0;
 
     ippc_blobs no_blobs;
     blobs_init(&no_blobs);
@@ -1070,6 +1108,7 @@ json_t *runtime_run_task(runtime *rt, const json_t *task, ippc_blobs *task_blobs
         }
     }
     lua_settop(L, 0);
+    rt_stream(rt, 1); /* the sink sees every byte before the result exists */
 
     json_t *res = json_object();
     if (!res)

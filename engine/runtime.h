@@ -11,6 +11,9 @@
 #ifndef IPPC_ENGINE_RUNTIME_H
 #define IPPC_ENGINE_RUNTIME_H
 
+#include <stddef.h>
+#include <stdint.h>
+
 #include <jansson.h>
 
 #include "error.h"
@@ -23,7 +26,22 @@ runtime *runtime_new(int rank, int size, ippc_error *err);
 void runtime_free(runtime *rt);
 
 /* Runs one task message from the controller (see common/proto.h for the ops:
- * execute, run, push, pull, apply) whose binary attachments are task_blobs (the
+ * execute, run, push, pull, apply, map, and these namespace ops:
+ *   "load"   {"library": path} -> value {"library": path, "kernels": [names]};
+ *            the kernels become Lua globals (and apply targets); a missing
+ *            file, a non-plugin, another ABI version or a failing init is an
+ *            error with ename "PluginError" (see engine/plugin.h)
+ *   "reset"  -> the namespace as at start: every user global removed, the
+ *            standard library, nd, mpi and our print etc. restored, loaded
+ *            kernels kept (and set as globals again); no value
+ *   "delete" {"names": [...]} -> removes those globals; any undefined name
+ *            is an error "NameError" and then nothing is removed
+ *   "list"   -> value {name: {"type": "nd"|"number"|"integer"|"string"|
+ *            "boolean"|"table"|"function"|"userdata"|"thread", "dtype",
+ *            "shape", "bytes" (nd), "bytes" (string), "length" (table, its
+ *            border #t)}} for the user's globals only (not the setup's own
+ *            values, not kernels), like %whos)
+ * whose binary attachments are task_blobs (the
  * runtime may steal blob data: it sets items[i].data to NULL when it does).
  * Always returns a new result message
  *   {"type":"result","task":T,"status":"ok"|"error"|"aborted","stdout":"...",
@@ -33,6 +51,20 @@ void runtime_free(runtime *rt);
  * the caller).  NULL only on allocation failure. */
 json_t *runtime_run_task(runtime *rt, const json_t *task, ippc_blobs *task_blobs,
                          ippc_blobs *result_blobs);
+
+/* Streaming stdout.  While a task runs, its new stdout (print, io.write,
+ * io.stdout:write) is passed to sink(arg, task, data, len) from the main
+ * thread, inside those calls: the first output of a task at once, then at
+ * most every ~100 ms, or sooner when 64 KiB are waiting; whatever the sink
+ * has not seen is passed once more just before runtime_run_task builds its
+ * result.  So the sink sees every byte of the task's stdout exactly once, in
+ * order (up to the 8 MiB cap, the truncation note included), and the
+ * result's "stdout" still carries all of it.  `task` is the task message's
+ * "task" id (0 if it has none); data is valid only during the call.  The
+ * sink must not call back into the runtime.  NULL turns streaming off.
+ * Main thread only. */
+typedef void (*runtime_stdout_sink)(void *arg, uint64_t task, const char *data, size_t len);
+void runtime_set_stdout_sink(runtime *rt, runtime_stdout_sink sink, void *arg);
 
 /* Asks the running task (if any) to stop; it ends with status "aborted".  Safe
  * from any thread; a no-op when idle (the flag is cleared when a task starts). */

@@ -1,0 +1,47 @@
+/* runtime_impl.h — what runtime.c shares with runtime_ns.c (the namespace
+ * ops: load, reset, delete, list); not for the rest of the engine.
+ *
+ * A task's outcome is built in a task_ctx that owns everything it holds, so
+ * a Lua error unwinding through an op leaks nothing.
+ */
+#ifndef IPPC_ENGINE_RUNTIME_IMPL_H
+#define IPPC_ENGINE_RUNTIME_IMPL_H
+
+#include <jansson.h>
+#include <lua.h>
+
+#include "runtime.h"
+
+typedef enum { TASK_OK, TASK_ERROR, TASK_ABORTED } task_status;
+
+typedef struct task_ctx {
+    runtime *rt;
+    const json_t *task;
+    ippc_blobs *task_blobs;
+    ippc_blobs *result_blobs;
+    task_status status;
+    char ename[32];
+    json_t *evalue;
+    json_t *traceback; /* list of lines */
+    json_t *value;     /* result value, NULL if none */
+} task_ctx;
+
+/* Records a failure with a one-line traceback "ename: evalue". */
+void task_fail(task_ctx *c, task_status status, const char *ename, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* The task's string field key, or NULL after recording a ProtocolError. */
+const char *task_string(task_ctx *c, const char *key, size_t *len);
+/* Converts the Lua value at idx for the result; 0, or -1 with c failed. */
+int task_wire(lua_State *L, task_ctx *c, int idx, const char *what, json_t **out);
+/* A JSON string for arbitrary bytes (invalid UTF-8 becomes U+FFFD). */
+json_t *json_text(const char *s, size_t n);
+
+/* runtime_ns.c: called by rt_setup once the standard globals exist. */
+void rt_ns_snapshot(lua_State *L);
+/* runtime_ns.c: the ops. */
+void op_load(lua_State *L, task_ctx *c);
+void op_reset(lua_State *L, task_ctx *c);
+void op_delete(lua_State *L, task_ctx *c);
+void op_list(lua_State *L, task_ctx *c);
+
+#endif
