@@ -196,6 +196,51 @@ static int write_register(struct lws *wsi) {
     return rc;
 }
 
+/* An interrupt names the task it is for (timeouts, aborts) or none (a view's
+ * interrupt: whatever runs).  A named task that is still queued here is
+ * dropped and answered "aborted" without running. */
+static void interrupt_task(const json_t *task) {
+    if (!json_is_integer(task)) {
+        if (E.rt)
+            runtime_interrupt(E.rt);
+        return;
+    }
+    json_int_t id = json_integer_value(task);
+    if (atomic_load(&E.running_task) == id) {
+        if (E.rt)
+            runtime_interrupt(E.rt);
+        return;
+    }
+    pthread_mutex_lock(&E.lock);
+    inbox_item *prev = NULL, *it = E.head;
+    while (it && json_integer_value(json_object_get(it->msg, "task")) != id) {
+        prev = it;
+        it = it->next;
+    }
+    if (it) {
+        if (prev)
+            prev->next = it->next;
+        else
+            E.head = it->next;
+        if (E.tail == it)
+            E.tail = prev;
+    }
+    pthread_mutex_unlock(&E.lock);
+    if (!it)
+        return; /* finished already: nothing to stop */
+    json_t *result = json_pack("{s:s, s:I, s:s, s:s, s:s, s:s, s:[s]}", "type", "result", "task",
+                               id, "status", "aborted", "stdout", "", "ename", "Aborted",
+                               "evalue", "interrupted before it started",
+                               "traceback", "Aborted: interrupted before it started");
+    ws_outq_push(&E.out, result, NULL, 0);
+    json_decref(result);
+    if (E.wsi)
+        lws_callback_on_writable(E.wsi);
+    json_decref(it->msg);
+    blobs_free(&it->blobs);
+    free(it);
+}
+
 static void on_message(json_t *msg, ippc_blobs *blobs) {
     const char *type = json_string_value(json_object_get(msg, "type"));
     if (type && strcmp(type, "task") == 0) {
@@ -226,8 +271,7 @@ static void on_message(json_t *msg, ippc_blobs *blobs) {
         log_msg("controller asked to shut down");
         request_stop(0);
     } else if (type && strcmp(type, "interrupt") == 0) {
-        if (E.rt)
-            runtime_interrupt(E.rt);
+        interrupt_task(json_object_get(msg, "task"));
     } else if (type && strcmp(type, "error") == 0) {
         log_msg("controller refused this engine: %s",
                 json_string_value(json_object_get(msg, "message")));

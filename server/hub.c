@@ -399,6 +399,8 @@ static void evict_done(hub *h) {
         if (!r->waiters) {
             list_remove(&h->done, r);
             idmap_remove(&h->requests, r->id);
+            if (r->op == HUB_OP_MAP)
+                tasks_map_evicted_locked(h, r);
             request_free(r);
         }
         r = next;

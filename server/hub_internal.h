@@ -47,7 +47,8 @@ typedef struct lbtask {
     json_t *result; /* the engine's result message, or a synthesised one */
     ippc_blobs result_blobs;
     struct waiter *waiters;
-    struct request *map; /* the map this chunk belongs to, or NULL */
+    struct request *map; /* the map this chunk belongs to while it is kept, or NULL */
+    uint64_t map_id;     /* that map's request id (0 if none); outlives the request */
     size_t map_index;
     int list; /* which lb_list holds it: -1 none */
     struct lbtask *prev, *next;
@@ -185,5 +186,8 @@ json_t *tasks_in_flight_locked(hub *h);
 const json_t *tasks_tags_locked(hub *h, uint64_t task_id);
 void tasks_count_locked(hub *h, size_t counts[7]);
 void tasks_wake_all_locked(hub *h);
+/* A finished map request is being forgotten: its chunk tasks become
+ * ordinary tasks (finished ones join the finished list). */
+void tasks_map_evicted_locked(hub *h, request *r);
 
 #endif

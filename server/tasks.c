@@ -108,15 +108,30 @@ void tasks_init_locked(hub *h) {
 }
 
 void tasks_free_locked(hub *h) {
-    for (int which = 0; which < 4; which++) {
-        lb_list *l = list_of(h, which);
-        while (l->head) {
-            lbtask *t = l->head;
-            lb_unlink(h, t);
-            lbtask_free(t);
-        }
-    }
+    /* Every task is in the id map, listed or not (finished map chunks). */
+    for (size_t i = 0; i < h->lbtasks.cap; i++)
+        if (h->lbtasks.keys[i] && h->lbtasks.keys[i] != UINT64_MAX)
+            lbtask_free(h->lbtasks.values[i]);
+    memset(&h->waiting, 0, sizeof h->waiting);
+    memset(&h->pending, 0, sizeof h->pending);
+    memset(&h->running, 0, sizeof h->running);
+    memset(&h->finished, 0, sizeof h->finished);
     idmap_free(&h->lbtasks);
+}
+
+static void evict_finished(hub *h);
+
+void tasks_map_evicted_locked(hub *h, request *r) {
+    for (size_t c = 0; c < r->ntargets; c++) {
+        lbtask *t = idmap_get(&h->lbtasks, r->chunk_ids[c]);
+        if (!t || t->map != r)
+            continue;
+        t->map = NULL;
+        /* Finished chunks join the other finished tasks (and their eviction). */
+        if (t->list == -1 && lb_finished(t->state))
+            lb_link(h, t, L_FINISHED, 0);
+    }
+    evict_finished(h);
 }
 
 void tasks_wake_all_locked(hub *h) {
@@ -171,8 +186,8 @@ static json_t *task_doc(const lbtask *t) {
     json_object_set_new(doc, "follow", ids_json(t->deps + t->n_after, t->n_follow));
     json_object_set_new(doc, "retries", json_integer(t->retries));
     json_object_set_new(doc, "timeout", t->timeout > 0 ? json_real(t->timeout) : json_null());
-    if (t->map)
-        json_object_set_new(doc, "request", json_integer((json_int_t)t->map->id));
+    if (t->map_id)
+        json_object_set_new(doc, "request", json_integer((json_int_t)t->map_id));
     if (t->state == LB_FAILED || t->state == LB_ABORTED || t->state == LB_LOST)
         json_object_set_new(doc, "error", result_error(t->result));
     return doc;
@@ -196,7 +211,7 @@ static void persist(hub *h, const lbtask *t) {
     store_record rec;
     memset(&rec, 0, sizeof rec);
     rec.id = t->id;
-    rec.request_id = t->map ? t->map->id : 0;
+    rec.request_id = t->map_id;
     rec.state = lb_state_name(t->state);
     rec.engine = t->engine;
     rec.submitted = t->submitted[0] ? t->submitted : NULL;
@@ -234,8 +249,6 @@ static void map_on_finished(hub *h, lbtask *t);
 static void evict_finished(hub *h) {
     while (h->finished.count > KEEP_FINISHED) {
         lbtask *t = h->finished.head;
-        if (t->map && t->map->nfinished < t->map->ntargets)
-            break; /* its map still needs it */
         lb_unlink(h, t);
         idmap_remove(&h->lbtasks, t->id);
         lbtask_free(t);
@@ -261,7 +274,12 @@ static void lb_finish(hub *h, lbtask *t, lb_state state, json_t *result, ippc_bl
         blobs_init(blobs);
     }
     hub_iso8601_now(t->completed, sizeof t->completed);
-    lb_link(h, t, L_FINISHED, 0);
+    /* A map's chunks are kept (and freed) with their map request, so a map's
+     * answer never loses a chunk to eviction. */
+    if (t->map)
+        lb_unlink(h, t);
+    else
+        lb_link(h, t, L_FINISHED, 0);
     persist(h, t);
     if (events_active(h->events)) {
         json_t *ev = json_pack("{s:s, s:I, s:s}", "type", "task.completed", "task",
@@ -318,6 +336,7 @@ void tasks_on_engine_dead_locked(hub *h, int engine_id) {
         if (t->engine == engine_id) {
             if (t->retries > 0 && !t->abort_requested) {
                 t->retries--;
+                t->timed_out = 0;
                 t->state = LB_PENDING;
                 t->engine = -1;
                 t->started[0] = '\0';
@@ -364,6 +383,9 @@ static int dep_lookup(hub *h, uint64_t id, lb_state *state, int *engine) {
 
 static dep_verdict deps_verdict(hub *h, lbtask *t, int *follow_engine, char *why, size_t why_len) {
     *follow_engine = -1;
+    int wait = 0;
+    /* Every dependency is looked at, so an impossible one is reported even
+     * behind one that has not finished. */
     for (size_t i = 0; i < t->n_after + t->n_follow; i++) {
         int is_follow = i >= t->n_after;
         lb_state st;
@@ -373,13 +395,20 @@ static dep_verdict deps_verdict(hub *h, lbtask *t, int *follow_engine, char *why
                      (unsigned long long)t->id, (unsigned long long)t->deps[i]);
             return DEP_FAIL;
         }
+        /* Only earlier tasks: this is what makes cycles impossible. */
+        if (t->deps[i] >= t->id) {
+            snprintf(why, why_len, "task %llu cannot depend on itself or a later task (%llu)",
+                     (unsigned long long)t->id, (unsigned long long)t->deps[i]);
+            return DEP_FAIL;
+        }
         if (!lb_finished(st)) {
             if (is_follow && st == LB_RUNNING) {
                 if (*follow_engine >= 0 && *follow_engine != eng)
                     goto two_engines;
                 *follow_engine = eng;
             }
-            return DEP_WAIT;
+            wait = 1;
+            continue;
         }
         if (st != LB_COMPLETED && t->success_only) {
             snprintf(why, why_len, "dependency %llu ended %s", (unsigned long long)t->deps[i],
@@ -397,7 +426,7 @@ static dep_verdict deps_verdict(hub *h, lbtask *t, int *follow_engine, char *why
             *follow_engine = eng;
         }
     }
-    return DEP_READY;
+    return wait ? DEP_WAIT : DEP_READY;
 two_engines:
     snprintf(why, why_len, "follow names tasks that ran on different engines");
     return DEP_FAIL;
@@ -466,6 +495,7 @@ static void dispatch(hub *h, lbtask *t, engine *e) {
 void tasks_schedule_locked(hub *h) {
     if (!h->pending.head)
         return;
+    size_t finished_before = h->finished.count;
     sched_engine *cands = malloc((h->n_engines ? h->n_engines : 1) * sizeof *cands);
     int *index = malloc((h->n_engines ? h->n_engines : 1) * sizeof *index);
     if (!cands || !index)
@@ -507,6 +537,14 @@ void tasks_schedule_locked(hub *h) {
 out:
     free(cands);
     free(index);
+    /* Tasks failed here may decide their dependents (which may then be
+     * scheduled in turn). */
+    if (h->finished.count != finished_before && h->waiting.head) {
+        size_t pending_before = h->pending.count;
+        dependents_check(h);
+        if (h->pending.count != pending_before)
+            tasks_schedule_locked(h);
+    }
 }
 
 void tasks_tick_locked(hub *h, int64_t now) {
@@ -520,7 +558,8 @@ void tasks_tick_locked(hub *h, int64_t now) {
                 t->timed_out = 1;
                 if (t->state == LB_RUNNING) {
                     engine *e = &h->engines[t->engine];
-                    json_t *msg = json_pack("{s:s}", "type", "interrupt");
+                    json_t *msg = json_pack("{s:s, s:I}", "type", "interrupt", "task",
+                                            (json_int_t)t->id);
                     e->link.send(e->link.conn, msg, NULL, 0);
                     json_decref(msg);
                 } else {
@@ -738,6 +777,8 @@ static lbtask *task_build(hub *h, const json_t *spec, int map_mode, ippc_error *
     t->timeout = timeout && json_is_number(timeout) ? json_number_value(timeout) : 0;
     t->success_only = so ? json_is_true(so) : 1;
     t->spec = json_deep_copy(spec);
+    if (map_mode) /* not a client key: task_build refuses "$map" from clients */
+        json_object_set_new(t->spec, "$map", json_true());
     free(after);
     free(follow);
     return t;
@@ -764,8 +805,8 @@ static void task_enqueue(hub *h, lbtask *t) {
         json_t *ev = json_pack("{s:s, s:I, s:s, s:n, s:O}", "type", "task.submitted", "task",
                                (json_int_t)t->id, "kind", "balanced", "engine", "tags",
                                tags ? tags : json_array());
-        json_object_set_new(ev, "request", t->map ? json_integer((json_int_t)t->map->id)
-                                                  : json_null());
+        json_object_set_new(ev, "request", t->map_id ? json_integer((json_int_t)t->map_id)
+                                                     : json_null());
         hub_emit(h, ev, EVENT_TOPIC_TASKS, -1, t->id, tags);
     }
 }
@@ -895,7 +936,7 @@ json_t *hub_task_abort(hub *h, uint64_t task_id, int force, ippc_error *err) {
     } else if (t->state == LB_RUNNING) {
         t->abort_requested = 1;
         engine *e = &h->engines[t->engine];
-        json_t *msg = json_pack("{s:s}", "type", "interrupt");
+        json_t *msg = json_pack("{s:s, s:I}", "type", "interrupt", "task", (json_int_t)t->id);
         e->link.send(e->link.conn, msg, NULL, 0);
         json_decref(msg);
         out = task_client_json(t);
@@ -928,8 +969,12 @@ json_t *hub_task_resubmit(hub *h, uint64_t task_id, ippc_error *err) {
         return NULL;
     }
     uint64_t id = 0;
-    json_t *out = hub_task_submit(h, spec, &id, err);
+    int map_mode = json_is_true(json_object_get(spec, "$map"));
+    json_t *clean = json_deep_copy(spec);
+    json_object_del(clean, "$map");
     json_decref(spec);
+    json_t *out = submit_specs(h, clean, map_mode, &id, err);
+    json_decref(clean);
     return out;
 }
 
@@ -1010,7 +1055,10 @@ uint64_t hub_map_submit(hub *h, const json_t *body, ippc_error *err) {
             if (!t)
                 continue;
             t->map = r;
+            t->map_id = r->id;
             t->map_index = c;
+            if (lb_finished(t->state))
+                lb_unlink(h, t); /* chunks live with their map from now on */
             if (lb_finished(t->state))
                 r->done_order[r->nfinished++] = c;
         }
@@ -1121,18 +1169,28 @@ json_t *hub_task_purge(hub *h, const char *before, ippc_error *err) {
     long n = store_purge(h->store, before, err);
     if (n < 0)
         return NULL;
-    /* Forget finished tasks in memory too, except those a map still needs. */
+    /* Forget finished tasks in memory too, except those an unfinished task
+     * still depends on (its verdict needs their outcome). */
     pthread_mutex_lock(&h->lock);
+    idmap needed;
+    idmap_init(&needed);
+    lb_list *open_lists[] = {&h->waiting, &h->pending};
+    for (int k = 0; k < 2; k++)
+        for (lbtask *u = open_lists[k]->head; u; u = u->next)
+            for (size_t i = 0; i < u->n_after + u->n_follow; i++)
+                idmap_put(&needed, u->deps[i], u);
     lbtask *t = h->finished.head;
     while (t) {
         lbtask *next = t->next;
-        if (!t->waiters && !t->map && (!before || strcmp(t->completed, before) < 0)) {
+        if (!t->waiters && !idmap_get(&needed, t->id) &&
+            (!before || strcmp(t->completed, before) < 0)) {
             lb_unlink(h, t);
             idmap_remove(&h->lbtasks, t->id);
             lbtask_free(t);
         }
         t = next;
     }
+    idmap_free(&needed);
     pthread_mutex_unlock(&h->lock);
     return json_pack("{s:I}", "purged", (json_int_t)n);
 }

@@ -49,11 +49,6 @@ static void counting_free(void *p)
     free(p);
 }
 
-/* Regression tests of bugs found and fixed: each names what went wrong. */
-static void known_bug(const char *what)
-{
-    (void)what;
-}
 
 /* ------------------------------------------------------------ the fake wire */
 
@@ -1460,7 +1455,6 @@ static void test_answers_leave_nothing_behind(void **state)
 static void test_bug_result_without_stdout_leaks(void **state)
 {
     fixture *f = *state;
-    known_bug("task_entry leaks json_string(\"\") for a result without stdout");
     uint64_t id = submit(f, HUB_OP_EXECUTE, "0", "{\"code\":\"x=1\"}", NULL, VALUE_FORMAT_LIST);
     result_from(f, 0, task_of(&f->links[0]), json_pack("{s:s}", "status", "ok"), NULL);
     long before = __atomic_load_n(&json_live, __ATOMIC_RELAXED);
@@ -1475,7 +1469,6 @@ static void test_bug_result_without_stdout_leaks(void **state)
 static void test_bug_result_without_status_drops_entry(void **state)
 {
     fixture *f = *state;
-    known_bug("a result without status vanishes from results");
     uint64_t id = submit(f, HUB_OP_EXECUTE, "0,1", "{\"code\":\"x=1\"}", NULL, VALUE_FORMAT_LIST);
     result_from(f, 0, task_of(&f->links[0]), json_pack("{s:s}", "stdout", "no status"), NULL);
     ok_result(f, 1, task_of(&f->links[1]), "fine");
@@ -1494,7 +1487,6 @@ static void test_bug_result_without_status_drops_entry(void **state)
 static void test_bug_gather_missing_value_is_silent(void **state)
 {
     fixture *f = *state;
-    known_bug("gather with a missing part answers ok/null");
     uint64_t id = submit(f, HUB_OP_GATHER, "0,1", "{}", "a", VALUE_FORMAT_LIST);
     answer_pull_a(f, 0);
     ok_result(f, 1, task_of(&f->links[1]), "");

@@ -10,9 +10,8 @@
  * "received" is exactly the frames a real one would get.  (The linker resolves
  * wsmsg.o's lws_write to this definition before the shared libwebsockets.)
  *
- * Tests of known, unfixed bugs are named test_bug_* and start with a comment
- * "BUG: ..."; they skip unless IPPC_TEST_KNOWN_BUGS=1, so the suite stays
- * green while the bugs are open.
+ * Tests named test_bug_* are regression tests of bugs found and fixed; the
+ * comment above each says what went wrong.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -38,15 +37,6 @@
 /* tasks.c keeps this many finished tasks in memory (KEEP_FINISHED). */
 #define KEEP_FINISHED 50000
 
-/* Runs the rest of the test only with IPPC_TEST_KNOWN_BUGS=1. */
-static void known_bug(const char *what)
-{
-    const char *on = getenv("IPPC_TEST_KNOWN_BUGS");
-    if (!on || strcmp(on, "1") != 0) {
-        print_message("[  KNOWN   ] %s (IPPC_TEST_KNOWN_BUGS=1 runs it)\n", what);
-        skip();
-    }
-}
 
 /* ------------------------------------------------------------ the fake wire */
 
@@ -1814,7 +1804,7 @@ static void test_evicted_task_without_store_is_gone(void **state)
 
 /* ------------------------------------------------------------ known bugs */
 
-/* BUG: a map request evicted from the finished-request list (max_requests_kept)
+/* Was a bug: a map request evicted from the finished-request list (max_requests_kept)
  * is freed while its chunk tasks still point at it (lbtask.map): task_doc()
  * then reads t->map->id from freed memory (heap-use-after-free under ASan;
  * a garbage "request" id otherwise), and evict_finished()/persist() would read
@@ -1823,7 +1813,6 @@ static void test_evicted_task_without_store_is_gone(void **state)
 static void test_bug_evicted_map_request_leaves_dangling_chunks(void **state)
 {
     fixture *f = *state;
-    known_bug("map request eviction leaves lbtask.map dangling (use after free)");
     start(f, (hub_opts){.hwm = 1, .engines = 1, .max_requests_kept = 1});
     uint64_t m1 = map_submit(f, "{\"function\": \"f\", \"sequences\": [[\"a\"]]}");
     uint64_t c1 = last_task(&f->links[0]);
@@ -1837,7 +1826,7 @@ static void test_bug_evicted_map_request_leaves_dangling_chunks(void **state)
     json_decref(doc);
 }
 
-/* BUG: a task that depends on itself (or a batch whose tasks depend on each
+/* Was a bug: a task that depends on itself (or a batch whose tasks depend on each
  * other) waits forever: deps_verdict() only sees an unfinished dependency and
  * answers DEP_WAIT; nothing detects the cycle, although issue 4 says an
  * impossible dependency "is reported, never waits forever".  Reproduction:
@@ -1846,7 +1835,6 @@ static void test_bug_evicted_map_request_leaves_dangling_chunks(void **state)
 static void test_bug_dependency_cycle_waits_forever(void **state)
 {
     fixture *f = *state;
-    known_bug("after/follow cycles (a task after itself) wait forever");
     start(f, (hub_opts){.hwm = 1, .engines = 1});
     uint64_t n = submit(f, "{\"code\": \"x\"}");
     uint64_t self = submit(f, "{\"code\": \"y\", \"after\": [%llu]}", (unsigned long long)(n + 1));
@@ -1856,7 +1844,7 @@ static void test_bug_dependency_cycle_waits_forever(void **state)
     expect_error(f, self, "failed", "ImpossibleDependency", NULL);
 }
 
-/* BUG: deps_verdict() returns DEP_WAIT at the first unfinished dependency, so
+/* Was a bug: deps_verdict() returns DEP_WAIT at the first unfinished dependency, so
  * a dependency later in the list that already makes the task impossible (an
  * unknown id, or a failed task with success_only) is only reported once the
  * earlier ones finish -- never, if they never do (e.g. a task pending with
@@ -1866,7 +1854,6 @@ static void test_bug_dependency_cycle_waits_forever(void **state)
 static void test_bug_impossible_dependency_after_unfinished_one(void **state)
 {
     fixture *f = *state;
-    known_bug("an impossible dependency behind an unfinished one is not reported");
     start(f, (hub_opts){.hwm = 1, .engines = 1});
     uint64_t failed = submit(f, "{\"code\": \"f\"}");
     reply_error(f, 0, failed);
@@ -1879,7 +1866,7 @@ static void test_bug_impossible_dependency_after_unfinished_one(void **state)
     expect_error(f, e, "failed", "DependencyError", NULL);
 }
 
-/* BUG: with hwm >= 2 an engine holds tasks in its own FIFO queue, but a
+/* Was a bug: with hwm >= 2 an engine holds tasks in its own FIFO queue, but a
  * timeout (or hub_task_abort with force) sends a bare {"type":"interrupt"}
  * that names no task.  The engine (engine/main.c) interrupts whatever runs,
  * i.e. the task ahead in its queue: that innocent task ends "aborted" while
@@ -1889,7 +1876,6 @@ static void test_bug_impossible_dependency_after_unfinished_one(void **state)
 static void test_bug_interrupt_hits_the_task_ahead(void **state)
 {
     fixture *f = *state;
-    known_bug("timeout/abort interrupt names no task; with hwm>=2 it hits another task");
     start(f, (hub_opts){.hwm = 2, .engines = 1});
     uint64_t a = submit(f, "{\"code\": \"a\"}");
     uint64_t b = submit(f, "{\"code\": \"b\", \"timeout\": 0.05}");
@@ -1918,7 +1904,7 @@ static void test_bug_interrupt_hits_the_task_ahead(void **state)
     }
 }
 
-/* BUG: resubmitting a map chunk task sends it as op "apply" with the chunk's
+/* Was a bug: resubmitting a map chunk task sends it as op "apply" with the chunk's
  * sequences as positional arguments (fn(seq_part_1, ...)) instead of op "map"
  * over the items: task_build() knows map_mode only at hub_map_submit time and
  * the stored spec does not say it was a chunk.  Reproduction: hub_map_submit
@@ -1927,7 +1913,6 @@ static void test_bug_interrupt_hits_the_task_ahead(void **state)
 static void test_bug_resubmit_map_chunk_is_apply(void **state)
 {
     fixture *f = *state;
-    known_bug("resubmit of a map chunk runs apply, not map");
     start(f, (hub_opts){.hwm = 1, .engines = 1});
     map_submit(f, "{\"function\": \"f\", \"sequences\": [[\"a\", \"b\"]], \"chunksize\": 2}");
     uint64_t chunk = last_task(&f->links[0]);
@@ -1943,7 +1928,7 @@ static void test_bug_resubmit_map_chunk_is_apply(void **state)
     expect_json(json_object_get(m->msg, "sequences"), "[[\"a\", \"b\"]]");
 }
 
-/* BUG: purging history breaks dependencies that are still waiting: a
+/* Was a bug: purging history breaks dependencies that are still waiting: a
  * dependent of a completed, then purged, task fails with ImpossibleDependency
  * ("depends on unknown task") once its other dependencies finish, although
  * the dependency did complete (ipyparallel keeps dependency state apart from
@@ -1952,7 +1937,6 @@ static void test_bug_resubmit_map_chunk_is_apply(void **state)
 static void test_bug_purge_fails_waiting_dependents(void **state)
 {
     fixture *f = *state;
-    known_bug("purged dependency makes waiting dependents fail");
     start(f, (hub_opts){.hwm = 1, .engines = 2, .with_store = 1});
     uint64_t a = submit(f, "{\"code\": \"a\"}");
     reply_ok(f, engine_of(f, a), a, "1");
@@ -1968,7 +1952,7 @@ static void test_bug_purge_fails_waiting_dependents(void **state)
     expect_state(f, b, "running");
 }
 
-/* BUG: a finished map's answer turns into an error once its chunk tasks are
+/* Was a bug: a finished map's answer turns into an error once its chunk tasks are
  * pushed out of memory (KEEP_FINISHED later finished tasks):
  * tasks_map_answer_locked() only looks in memory, so every evicted chunk
  * becomes an error entry {"task": id} with no ename, status "error", and the
@@ -1978,7 +1962,6 @@ static void test_bug_purge_fails_waiting_dependents(void **state)
 static void test_bug_map_answer_after_chunk_eviction(void **state)
 {
     fixture *f = *state;
-    known_bug("a finished map's answer becomes an error after its chunks are evicted");
     start(f, (hub_opts){.hwm = 1, .engines = 1, .with_store = 1});
     uint64_t m = map_submit(f, "{\"function\": \"f\", \"sequences\": [[\"a\"]]}");
     uint64_t chunk = last_task(&f->links[0]);
