@@ -380,7 +380,7 @@ class Cluster:
     0..3 are the first job's ranks, id 4 the singleton."""
 
     def __init__(self, n=4, profile="itest", mpiexec_args=(), controller_args=(), jobs=None):
-        self.jobs = list(jobs) if jobs else [n]
+        self.jobs = list(jobs) if jobs is not None else [n]  # [] = controller only
         self.n = sum(self.jobs)
         self.profile = profile
         self.mpiexec_args = list(mpiexec_args)
@@ -408,15 +408,19 @@ class Cluster:
     def log(self, name):
         return open(os.path.join(self.dir, name), "ab")
 
-    def start(self):
+    def start(self, engines=True):
+        """Starts the controller and, unless engines=False, the engine jobs
+        (then call start_engines() later, e.g. once a client listens)."""
         try:
-            self._start()
+            self._start_controller()
+            if engines:
+                self.start_engines()
         except BaseException:
             self.stop()
             raise
         return self
 
-    def _start(self):
+    def _start_controller(self):
         for exe in (CONTROLLER, ENGINE):
             if not os.access(exe, os.X_OK):
                 raise HarnessError("missing binary %s (run make)" % exe)
@@ -431,7 +435,21 @@ class Cluster:
         self.client_info = wait_file(client_file, 30, self.controller, "ippc-controller")
         self.engine_info = wait_file(engine_file, 30, self.controller, "ippc-controller")
         self.api = Api(self.client_info["url"], self.client_info["token"])
+
+    def start_engines(self):
+        """Starts the engine jobs one after the other, each registered before
+        the next starts; stops everything on failure."""
+        try:
+            self._start_engines()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start_engines(self):
+        engine_file = os.path.join(self.security_dir, "ippc-engine.json")
         expected = 0
+        live = []
         for size in self.jobs:
             p = subprocess.Popen(
                 [MPIEXEC] + self.mpiexec_args + ["-n", str(size), ENGINE, "--file", engine_file],

@@ -2,7 +2,7 @@
 routes: every one a JSON error with the contract's status and code, and the
 controller keeps serving."""
 
-from harness import check, expect, expect_error, http
+from harness import Cluster, check, expect, expect_error, http
 from common import same, view, values_of, pull_var
 
 
@@ -95,9 +95,31 @@ def test_unknown_routes(c):
     expect(api.get("/api/v1/info"), 200, "still serving")
 
 
+def test_payload_too_large(_):
+    """A body over --max-body-mb is 413 payload_too_large, and the controller
+    keeps serving.  Own controller (no engines needed)."""
+    c = Cluster(jobs=[], profile="limits", controller_args=["--max-body-mb", "1"])
+    try:
+        c.start()
+        big = "x" * (2 << 20)
+        r = c.api.post(view("all", "execute"), {"code": "-- " + big})
+        expect_error(r, 413, "payload_too_large", "2 MiB body with --max-body-mb 1")
+        r = c.api.call("PUT", view("all", "vars/big"), raw=b"0" * (3 << 20),
+                       headers={"Content-Type": "application/octet-stream"})
+        expect_error(r, 413, "payload_too_large", "3 MiB raw body with --max-body-mb 1")
+        info = expect(c.api.get("/api/v1/info"), 200, "info after 413s")
+        check(info.get("engines") == 0, "no engines: %s" % info)
+        expect_error(c.api.post(view("all", "execute"), {"code": "return 1"}), 422, "no_engines",
+                     "a view with no engines at all")
+    finally:
+        problems = c.stop()
+    check(not problems, "; ".join(problems))
+
+
 TESTS = [
     ("auth_401", test_auth, "shared"),
     ("malformed_json_400", test_malformed_json, "shared"),
     ("bad_targets_400_422", test_bad_targets, "shared"),
     ("unknown_routes_404", test_unknown_routes, "shared"),
+    ("payload_too_large_413", test_payload_too_large, "own"),
 ]
