@@ -454,6 +454,19 @@ static void make_job_id(void) {
         sprintf(E.job + 2 * i, "%02x", rnd[i]);
 }
 
+/* Stdout while a task runs: sent as it comes (the runtime batches it), so
+ * clients see it before the task completes. */
+static void stream_stdout(void *arg, uint64_t task, const char *data, size_t len) {
+    (void)arg;
+    json_t *msg = json_pack("{s:s, s:I, s:s%}", "type", "stdout", "task", (json_int_t)task,
+                            "data", data, len);
+    if (!msg)
+        return;
+    ws_outq_push(&E.out, msg, NULL, 0);
+    json_decref(msg);
+    lws_cancel_service(E.ctx);
+}
+
 static void run_tasks(void) {
     for (;;) {
         pthread_mutex_lock(&E.lock);
@@ -533,6 +546,7 @@ int main(int argc, char **argv) {
     }
     ws_outq_init(&E.out);
     ws_reader_init(&E.reader, IPPC_MAX_WS_MESSAGE);
+    runtime_set_stdout_sink(E.rt, stream_stdout, NULL);
     lws_set_log_level(LLL_ERR, NULL);
     struct lws_context_creation_info info;
     memset(&info, 0, sizeof info);
