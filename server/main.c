@@ -5,9 +5,14 @@
  *   main      — the acceptor: accepts every connection, hands it over; waits on
  *               an eventfd that the SIGTERM/SIGINT handler writes.
  *   mhd       — libmicrohttpd's polling thread: every REST handler.
- *   lws       — the libwebsockets service thread: engine sockets, hub_tick.
- * Shared state lives in the hub behind its one mutex; the engine send queues
- * have their own small mutex (wsmsg.c).
+ *   lws       — the libwebsockets service thread: engine sockets, client
+ *               streams (/ws), hub_tick every 200 ms.
+ *   store     — the task store's writer thread (store.c): batched SQLite
+ *               transactions, off every request path.
+ * Shared state lives in the hub behind its one mutex.  Smaller locks, always
+ * taken after the hub's when both are held: the event stream (events.c), each
+ * socket's send queue (wsmsg.c), the stream waits (ws_client.c), the store's
+ * queue (store.c).
  */
 #include <errno.h>
 #include <fcntl.h>
