@@ -546,12 +546,14 @@ class Cluster:
                                     % p.pid)
         if terminated and self.controller.returncode not in (None, 0):
             problems.append("controller exited with status %s on SIGTERM" % self.controller.returncode)
-        log = _read(os.path.join(self.dir, "controller.log")) or ""
-        for mark in SANITIZER_MARKS:
-            if mark in log:
-                i = log.index(mark)
-                problems.append("sanitizer report in controller.log:\n" + log[max(0, i - 200):i + 2500])
-                break
+        for name in ("controller.log", "engines.log"):
+            log = _read(os.path.join(self.dir, name)) or ""
+            for mark in SANITIZER_MARKS:
+                if mark in log:
+                    i = log.index(mark)
+                    problems.append("sanitizer report in %s:\n%s"
+                                    % (name, log[max(0, i - 200):i + 2500]))
+                    break
         if self.controller is not None:
             early = wait_gone(self.tracker.all_alive(), 5)
             if early:
