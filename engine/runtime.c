@@ -1141,6 +1141,7 @@ oom:
     json_decref(c.evalue);
     json_decref(c.traceback);
     blobs_free(&scratch_result);
+    nd_cache_trim(); /* an idle engine keeps no spare array memory */
     /* Keep the buffer of a chatty task from pinning memory for good. */
     if (rt->out_cap > ((size_t)1 << 20)) {
         free(rt->out);
