@@ -96,6 +96,7 @@ typedef struct watch_state {
     unsigned char seen[WATCH_SEEN_WINDOW / 8]; /* seq % window, for seqs in
                                                   (last_seq - window, last_seq] */
     bool had_snapshot;
+    pid_t stream_pid; /* the controller whose events were printed (0: unknown) */
     bool done;
     int exit_status;
 } watch_state;
@@ -385,13 +386,20 @@ static void queue_subscribe(watch_state *w)
 static void on_snapshot(watch_state *w, struct lws *wsi, long long snapshot_seq)
 {
     bool first = !w->had_snapshot;
+    /* A new controller numbers its events from 1 again: its pid (from the
+     * connection file, re-read before connecting) or a seq that went back says
+     * so; then everything its ring holds is news. */
+    bool new_controller =
+        !first && (snapshot_seq < w->last_seq ||
+                   (w->info.pid != 0 && w->stream_pid != 0 && w->info.pid != w->stream_pid));
 
     w->had_snapshot = true;
+    w->stream_pid = w->info.pid;
     if (w->last_seq < 0) { /* a first connection without --since */
         seq_reset(w, snapshot_seq);
         return;
     }
-    if (!first && snapshot_seq < w->last_seq) {
+    if (new_controller) {
         msg_err("the controller was restarted (its event seqs start again); replaying what "
                 "its ring holds");
         seq_reset(w, 0);
