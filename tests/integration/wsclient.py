@@ -16,7 +16,9 @@ Standard library only, no third-party code.  What it does:
     partial frame for the next call; a close frame is answered (once) and
     raises Closed(code, reason);
   * send_frame() writes any frame as asked (bad opcodes, no mask, reserved
-    bits...), so tests can send what a well-behaved client never would.
+    bits...), so tests can send what a well-behaved client never would;
+  * one thread may recv while others send (sends hold a lock; recv is for
+    one thread at a time).
 
     ws = WebSocket.connect("ws://127.0.0.1:8000/ws", token="...")
     first = ws.recv_json(timeout=10)
@@ -30,6 +32,7 @@ import json
 import os
 import socket
 import struct
+import threading
 import time
 import urllib.parse
 
@@ -117,6 +120,7 @@ class WebSocket:
         self.frag = []                  # its fragments so far
         self.frag_len = 0
         self.pongs = []                 # payloads of pongs received
+        self.send_lock = threading.Lock()  # one thread may recv while another sends
         self.close_sent = False
         self.closed = None              # Closed once the connection is over
 
@@ -237,7 +241,9 @@ class WebSocket:
     # ------------------------------------------------------------ sending
 
     def send_frame(self, opcode, payload=b"", fin=True, mask=True, rsv=0):
-        self.sock.sendall(encode_frame(opcode, payload, fin=fin, mask=mask, rsv=rsv))
+        frame = encode_frame(opcode, payload, fin=fin, mask=mask, rsv=rsv)
+        with self.send_lock:
+            self.sock.sendall(frame)
 
     def send_text(self, text, fragment=None):
         """One text message; fragment=N splits it into frames of N bytes."""
@@ -254,8 +260,10 @@ class WebSocket:
             self.send_frame(opcode, data)
             return
         chunks = [data[i:i + fragment] for i in range(0, len(data), fragment)]
-        for i, chunk in enumerate(chunks):
-            self.send_frame(opcode if i == 0 else OP_CONT, chunk, fin=i == len(chunks) - 1)
+        with self.send_lock:  # a pong must not land between the fragments
+            for i, chunk in enumerate(chunks):
+                self.sock.sendall(encode_frame(opcode if i == 0 else OP_CONT, chunk,
+                                               fin=i == len(chunks) - 1))
 
     def ping(self, payload=b""):
         self.send_frame(OP_PING, payload)
