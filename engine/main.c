@@ -109,7 +109,29 @@ static void request_stop(int code) {
 
 static void connect_now(lws_sorted_usec_list_t *sul);
 
+/* The controller forgets an engine's tasks when its socket closes (they are
+ * lost or retried elsewhere), so their results could never be delivered:
+ * stop the running one and drop the queued ones. */
+static void abandon_tasks(void) {
+    pthread_mutex_lock(&E.lock);
+    inbox_item *it = E.head;
+    E.head = E.tail = NULL;
+    pthread_mutex_unlock(&E.lock);
+    while (it) {
+        inbox_item *next = it->next;
+        json_decref(it->msg);
+        blobs_free(&it->blobs);
+        free(it);
+        it = next;
+    }
+    if (E.rt && atomic_load(&E.running_task))
+        runtime_interrupt(E.rt);
+}
+
 static void schedule_reconnect(void) {
+    if (E.engine_id >= 0)
+        abandon_tasks();
+    E.engine_id = -1;
     E.wsi = NULL;
     E.register_sent = 0;
     ws_outq_clear(&E.out);

@@ -47,6 +47,7 @@ typedef struct options {
     int sched;
     unsigned hwm;
     int metrics_public;
+    int fresh; /* new secrets even if a dead controller's files are there */
 } options;
 
 static int stop_fd = -1;
@@ -72,6 +73,8 @@ static void usage(FILE *out) {
             "  --heartbeat-timeout S   silence after which an engine is dead (default %d)\n"
             "  --max-body-mb N         largest request body (default 64)\n"
             "  --metrics-public        serve GET /metrics without the token\n"
+            "  --fresh                 new token, engine key and port even when a previous\n"
+            "                          controller of this profile left its files behind\n"
             "  --print-routes          print the REST route table and exit\n"
             "  --version, --help\n",
             IPPC_HEARTBEAT_TIMEOUT_MS / 1000);
@@ -90,6 +93,7 @@ static int parse_options(int argc, char **argv, options *o) {
         {"hwm", required_argument, NULL, 'w'},
         {"print-routes", no_argument, NULL, 'r'},
         {"metrics-public", no_argument, NULL, 'M'},
+        {"fresh", no_argument, NULL, 'F'},
         {"version", no_argument, NULL, 'v'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -139,6 +143,7 @@ static int parse_options(int argc, char **argv, options *o) {
             }
             break;
         case 'M': o->metrics_public = 1; break;
+        case 'F': o->fresh = 1; break;
         case 'r': http_print_routes(stdout); return 0;
         case 'v': printf("ippc-controller %s\n", IPPC_VERSION); return 0;
         case 'h': usage(stdout); return 0;
@@ -202,6 +207,31 @@ static int write_secret_json(const char *path, json_t *value) {
     return 0;
 }
 
+/* Reads the secrets of a previous controller of this profile if its files
+ * are there and its process is gone.  1 if reused. */
+static int reuse_secrets(const char *client_file, const char *engine_file, char token[65],
+                         char key[65], int *port) {
+    json_t *c = json_load_file(client_file, 0, NULL), *e = json_load_file(engine_file, 0, NULL);
+    int ok = 0;
+    json_t *pid = json_object_get(c, "pid");
+    const char *t = json_string_value(json_object_get(c, "token"));
+    const char *k = json_string_value(json_object_get(e, "key"));
+    const char *url = json_string_value(json_object_get(c, "url"));
+    const char *colon = url ? strrchr(url, ':') : NULL;
+    int alive = json_is_integer(pid) && json_integer_value(pid) > 0 &&
+                json_integer_value(pid) != getpid() &&
+                (kill((pid_t)json_integer_value(pid), 0) == 0 || errno != ESRCH);
+    if (!alive && t && k && strlen(t) == 64 && strlen(k) == 64 && colon) {
+        memcpy(token, t, 65);
+        memcpy(key, k, 65);
+        *port = atoi(colon + 1);
+        ok = 1;
+    }
+    json_decref(c);
+    json_decref(e);
+    return ok;
+}
+
 static void route_http(void *arg, int fd, const struct sockaddr *addr, socklen_t len) {
     http_add_connection(((void **)arg)[0], fd, addr, len);
 }
@@ -235,6 +265,13 @@ int main(int argc, char **argv) {
         fprintf(stderr, "ippc-controller: no randomness for the token\n");
         return 1;
     }
+    /* A controller restarted on a profile whose controller died keeps its
+     * token, engine key and port, so engines reconnect and clients keep
+     * working (the task store keeps the history). */
+    int reused_port = 0;
+    if (!o.fresh && reuse_secrets(client_file, engine_file, token, engine_key, &reused_port) &&
+        o.port == 0)
+        o.port = reused_port;
 
     ippc_error err = {0};
     char db_path[PATH_MAX];
@@ -255,6 +292,12 @@ int main(int argc, char **argv) {
                         "stopped; they are marked lost\n", lost);
     int port = 0;
     int listen_fd = acceptor_listen(o.ip, o.port, &port, &err);
+    if (listen_fd < 0 && reused_port && o.port == reused_port) {
+        fprintf(stderr, "ippc-controller: port %d of the previous controller is taken; "
+                        "taking another (engines of that controller cannot reconnect)\n",
+                reused_port);
+        listen_fd = acceptor_listen(o.ip, 0, &port, &err);
+    }
     if (listen_fd < 0) {
         fprintf(stderr, "ippc-controller: %s\n", err.message);
         store_close(st);

@@ -475,25 +475,27 @@ class Cluster:
         self.tracker.snapshot()
 
     def restart_controller(self, wait_engines=True):
-        """Starts a new controller on the same profile and port after the old
-        one died (its connection files are replaced); the engines reconnect
-        to it by themselves."""
-        port = self.client_info["url"].rsplit(":", 1)[1]
+        """Starts a new controller on the same profile after the old one
+        died.  It reuses the dead controller's token, engine key and port
+        (its connection files are still there), so the engines reconnect to
+        it by themselves."""
         client_file = os.path.join(self.security_dir, "ippc-client.json")
-        engine_file = os.path.join(self.security_dir, "ippc-engine.json")
-        for path in (client_file, engine_file):
-            try:
-                os.unlink(path)
-            except FileNotFoundError:
-                pass
         self.controller = subprocess.Popen(
-            [CONTROLLER, "--port", port, "--profile", self.profile] + self.controller_args,
+            [CONTROLLER, "--port", "0", "--profile", self.profile] + self.controller_args,
             env=self.env(), cwd=self.dir, stdin=subprocess.DEVNULL,
             stdout=self.log("controller.log"), stderr=subprocess.STDOUT,
             start_new_session=True)
         self.tracker.add_popen(self.controller)
-        self.client_info = wait_file(client_file, 30, self.controller, "ippc-controller")
-        self.engine_info = wait_file(engine_file, 30, self.controller, "ippc-controller")
+        deadline = time.time() + 30
+        while True:
+            info = wait_file(client_file, 30, self.controller, "ippc-controller")
+            if info.get("pid") == self.controller.pid:
+                break
+            if time.time() > deadline:
+                raise HarnessError("the restarted controller did not rewrite %s" % client_file)
+            time.sleep(0.1)
+        self.client_info = info
+        self.engine_info = read_json_file(os.path.join(self.security_dir, "ippc-engine.json"))
         self.api = Api(self.client_info["url"], self.client_info["token"])
         if wait_engines:
             self.record_engines(self.api.wait_engines(self.n, START_TIMEOUT))

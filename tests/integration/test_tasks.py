@@ -222,8 +222,14 @@ def test_history_survives_restart(_unused=None):
         time.sleep(0.5)
         c.controller.send_signal(signal.SIGKILL)
         c.controller.wait(10)
-        c.restart_controller(wait_engines=False)
+        old = c.client_info
+        c.restart_controller()
         api = c.api
+        check(c.client_info["url"] == old["url"] and c.client_info["token"] == old["token"],
+              "a restarted controller keeps its URL and token: %r vs %r" % (c.client_info, old))
+        r = expect(api.post("/api/v1/tasks?block=true", {"code": "return 'back'"}), 200,
+                   "engines reconnected to the restarted controller")
+        check(r.get("result") == "back", "a task runs after the restart: %r" % r)
         again = expect(api.get("/api/v1/tasks/%d" % done["id"]), 200, "after restart")
         check(same(again.get("result"), {"x": 1, "y": "two"}) and again["state"] == "completed",
               "completed task survives a SIGKILL of the controller: %r" % again)
