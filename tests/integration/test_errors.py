@@ -74,7 +74,7 @@ def test_bad_targets(c):
                  422, "no_engines", "a list with an id that is not live")
     expect_error(c.api.post(view("10:20", "execute"), {"code": "return 1"}),
                  422, "no_engines", "a slice that selects nothing")
-    for spec in ("abc", "1:2:3:4", "1,,2", "0x1", "1.5", "1:x", "all1", "3-"):
+    for spec in ("abc", "1:2:3:4", "1,,2", "0x1", "1.5", "1:x", "all1", "3-", "all,1", "0:2,3"):
         expect_error(c.api.post(view(spec, "execute"), {"code": "return 1"}),
                      400, "bad_targets", "garbage targets %r" % spec)
 
