@@ -7,8 +7,9 @@
  * `subscribe` with the chosen topics and filter; once the snapshot says where
  * the controller's stream is, a `resume` from the last seq it printed (or
  * --since), so a dropped connection loses nothing the ring still holds.  A
- * snapshot seq below the last one printed means a new controller (seqs start
- * again): then it replays the new controller's ring from the start.
+ * new controller pid in the connection file, or a snapshot seq below the last
+ * one printed, means a restarted controller whose seqs start again: then it
+ * replays the new controller's ring from the start.
  *
  * Events are printed in arrival order, each seq at most once: live events
  * that follow the snapshot may arrive before the replay of older ones, and a
@@ -35,7 +36,6 @@
 #include "cli.h"
 #include "msg.h"
 #include "profile.h"
-#include "rest.h"
 
 #define WATCH_SUBPROTOCOL "ippc.client.v1"
 /* Snapshots of big clusters are the largest messages; anything over this is
@@ -60,6 +60,7 @@ static const char watch_usage_text[] =
     "      --tasks IDS     only events of these task ids\n"
     "      --since SEQ     first replay the events after SEQ (from the controller's ring)\n"
     "      --json          print each message as the controller sent it (one JSON line)\n"
+    "                      (otherwise: UTC time, event type, its main fields)\n"
     "      --profile P     cluster profile (default: default)\n"
     "      --ippc-dir DIR  where profiles live (default: $IPPC_DIR or ~/.ippc)\n"
     "      --file PATH     connection file to use instead of the profile's\n";

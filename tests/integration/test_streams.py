@@ -196,6 +196,14 @@ def start_watch(c, *args):
     return p, LineReader(p.stdout)
 
 
+def watch_stderr(p):
+    """The stderr of an ended ippc watch; a sanitizer report in it fails."""
+    err = p.stderr.read().decode("utf-8", "replace")
+    for mark in harness.SANITIZER_MARKS:
+        check(mark not in err, "sanitizer report from ippc watch:\n%s" % err[-3000:])
+    return err
+
+
 def stop_watch(p):
     """SIGINT; returns (exit status, stderr).  Kills it if SIGINT is ignored."""
     if p.poll() is None:
@@ -205,8 +213,8 @@ def stop_watch(p):
     except subprocess.TimeoutExpired:
         p.kill()
         p.wait(timeout=5)
-        return None, p.stderr.read().decode("utf-8", "replace")
-    return p.returncode, p.stderr.read().decode("utf-8", "replace")
+        return None, watch_stderr(p)
+    return p.returncode, watch_stderr(p)
 
 
 # ---------------------------------------------------------------- the client itself
@@ -798,7 +806,7 @@ def test_watch_reconnect_and_shutdown(_unused=None):
             p.wait(timeout=20)
         except subprocess.TimeoutExpired:
             raise Failure("ippc watch did not exit after the controller's shutdown")
-        err = p.stderr.read().decode("utf-8", "replace")
+        err = watch_stderr(p)
         check(p.returncode == 0, "ippc watch exits 0 on cluster.shutdown (got %s): %s"
               % (p.returncode, err))
         check(out.wait(lambda l: json_line(l).get("type") == "cluster.shutdown",
