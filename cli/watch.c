@@ -24,6 +24,7 @@
  * fails or the controller refuses the token; 2 on bad usage.
  */
 #include <getopt.h>
+#include <jansson.h>
 #include <libwebsockets.h>
 #include <signal.h>
 #include <stdbool.h>
