@@ -791,10 +791,13 @@ def test_watch_reconnect_and_shutdown(_unused=None):
                  and json_line(l).get("task") == before, "completion before the restart")
         c.controller.send_signal(signal.SIGKILL)
         c.controller.wait(10)
-        # A new controller has a new engine key: the old engines are refused
-        # and exit; a new job joins it.
-        c.restart_controller(wait_engines=False)
-        c.start_engines()
+        # The new controller reuses the port, token and engine key: the
+        # engines reconnect to it, and so must ippc watch.
+        c.restart_controller(wait_engines=True)
+        # Once it is connected again (a second snapshot), its events stream.
+        # (What happened before it reconnected comes from the ring: test_resume.)
+        out.wait(lambda l: len([x for x in out.lines if json_line(x).get("type") == "snapshot"])
+                 >= 2, "ippc watch connects to the restarted controller", 60)
         r = c.api.post("/api/v1/tasks?block=true", {"code": "return 'after'"})
         after = expect(r, 200, "task after the restart")
         out.wait(lambda l: json_line(l).get("type") == "task.completed"
