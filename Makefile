@@ -115,15 +115,19 @@ $(BUILD)/bench/%: $(OBJ)/bench/%.o $(ENGINE_OBJ) $(COMMON_OBJ)
 # Fuzz targets (libFuzzer, clang): each parser gets FUZZ_SECONDS of fuzzing.
 $(BUILD)/fuzz/fuzz_%: fuzz/fuzz_%.c $(COMMON_SRC) $(SERVER_SRC)
 	@mkdir -p $(dir $@)
-	clang -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude -iquote common \
+	clang -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined \
+	  -fno-sanitize-recover=undefined -Iinclude -iquote common \
 	  -iquote server $(call PKG,$(SERVER_PKGS)) -o $@ $< $(COMMON_SRC) $(SERVER_SRC) \
 	  $(call PKGLIBS,$(SERVER_PKGS)) -lpthread -lm
 
 fuzz:
 	@scripts/install-deps fuzz
 	@$(MAKE) --no-print-directory $(FUZZ_BIN)
-	@for f in $(FUZZ_BIN); do echo "== $$f ($(FUZZ_SECONDS) s)"; mkdir -p $(BUILD)/fuzz/corpus/$$(basename $$f); \
-	  $$f -max_total_time=$(FUZZ_SECONDS) -max_len=4096 $(BUILD)/fuzz/corpus/$$(basename $$f) 2>&1 | tail -n 3 || exit 1; done
+	@for f in $(FUZZ_BIN); do n=$$(basename $$f); echo "== $$n ($(FUZZ_SECONDS) s)"; \
+	  mkdir -p $(BUILD)/fuzz/corpus/$$n $(BUILD)/fuzz/crashes; \
+	  $$f -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -artifact_prefix=$(BUILD)/fuzz/crashes/$$n- \
+	    $(BUILD)/fuzz/corpus/$$n > $(BUILD)/fuzz/$$n.log 2>&1; rc=$$?; tail -n 3 $(BUILD)/fuzz/$$n.log; \
+	  if [ $$rc -ne 0 ]; then echo "fuzz: $$n failed (see $(BUILD)/fuzz/$$n.log)"; exit 1; fi; done
 
 run: deps all
 	$(BIN)/ippc cluster start -n 4 --engines=mpi

@@ -102,9 +102,20 @@ static void frame_free(ws_frame *f) {
 void ws_outq_clear(ws_outq *q) {
     pthread_mutex_lock(&q->lock);
     ws_frame *f = q->head;
-    q->head = q->tail = NULL;
-    q->bytes = 0;
-    q->frames = 0;
+    /* A message already partly on the wire must be finished first, or the
+     * next frame would break the stream (RFC 6455 fragments). */
+    ws_frame *keep = f && f->sent > 0 ? f : NULL;
+    if (keep) {
+        f = keep->next;
+        keep->next = NULL;
+        q->head = q->tail = keep;
+        q->bytes = keep->len - keep->sent;
+        q->frames = 1;
+    } else {
+        q->head = q->tail = NULL;
+        q->bytes = 0;
+        q->frames = 0;
+    }
     pthread_mutex_unlock(&q->lock);
     while (f) {
         ws_frame *next = f->next;
@@ -219,15 +230,14 @@ int ws_outq_empty(ws_outq *q) {
 
 int ws_outq_write(ws_outq *q, struct lws *wsi) {
     static _Thread_local unsigned char scratch[LWS_PRE + WS_CHUNK];
+    /* The lock is held across the write: other threads may clear the queue
+     * at any time, and the head frame must not vanish under lws_write. */
     pthread_mutex_lock(&q->lock);
     ws_frame *f = q->head;
     if (!f) {
         pthread_mutex_unlock(&q->lock);
         return 0;
     }
-    pthread_mutex_unlock(&q->lock);
-
-    /* Only this thread removes frames, so f stays valid without the lock. */
     size_t chunk = f->len - f->sent;
     if (chunk > WS_CHUNK)
         chunk = WS_CHUNK;
@@ -238,11 +248,11 @@ int ws_outq_write(ws_outq *q, struct lws *wsi) {
     int final = f->sent + chunk == f->len;
     int flags = lws_write_ws_flags(f->binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT, first, final);
     int n = lws_write(wsi, scratch + LWS_PRE, chunk, (enum lws_write_protocol)flags);
-    if (n < (int)chunk)
+    if (n < (int)chunk) {
+        pthread_mutex_unlock(&q->lock);
         return -1;
+    }
     f->sent += chunk;
-
-    pthread_mutex_lock(&q->lock);
     q->bytes -= chunk;
     if (final) {
         q->head = f->next;

@@ -358,6 +358,10 @@ json_t *events_client_subscribe(events *ev, events_client *c, const json_t *msg,
 
 void events_client_resume(events *ev, events_client *c, uint64_t since) {
     pthread_mutex_lock(&ev->lock);
+    if (c->cut) { /* cut off already: it gets nothing more */
+        pthread_mutex_unlock(&ev->lock);
+        return;
+    }
     uint64_t first = ev->seq - ev->ring_count + 1; /* seq of the oldest kept */
     if (since + 1 < first) {
         char gap[128];

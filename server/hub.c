@@ -470,7 +470,7 @@ static void engine_mark_dead(hub *h, engine *e, const char *reason) {
     request *r = h->open.head;
     while (r) {
         request *next = r->next; /* task_finish may move r to the done list */
-        for (size_t i = 0; i < r->ntargets; i++) {
+        for (size_t i = 0; r->tasks && i < r->ntargets; i++) { /* maps have no tasks here */
             task *t = &r->tasks[i];
             if (t->engine_id == e->id && t->state == TASK_SENT)
                 task_finish(h, t, lost_result(t->id, e->id, why), NULL);
@@ -1153,6 +1153,10 @@ json_t *hub_interrupt(hub *h, const char *targets, ippc_error *err) {
  * owned via *owned), or NULL + err. */
 static const json_t *request_array_skel(const request *r, ippc_blobs *owned,
                                         const ippc_blobs **blobs, ippc_error *err) {
+    if (r->op == HUB_OP_MAP) {
+        ippc_error_set(err, ERR_INVALID, "a map's answer is JSON, not one array");
+        return NULL;
+    }
     if (r->nfinished < r->ntargets) {
         ippc_error_set(err, ERR_CONFLICT, "request %llu is not finished",
                        (unsigned long long)r->id);

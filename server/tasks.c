@@ -802,9 +802,9 @@ static void task_enqueue(hub *h, lbtask *t) {
     persist(h, t);
     if (events_active(h->events)) {
         json_t *tags = json_object_get(t->spec, "tags");
-        json_t *ev = json_pack("{s:s, s:I, s:s, s:n, s:O}", "type", "task.submitted", "task",
+        json_t *ev = json_pack("{s:s, s:I, s:s, s:n, s:o}", "type", "task.submitted", "task",
                                (json_int_t)t->id, "kind", "balanced", "engine", "tags",
-                               tags ? tags : json_array());
+                               tags ? json_incref(tags) : json_array());
         json_object_set_new(ev, "request", t->map_id ? json_integer((json_int_t)t->map_id)
                                                      : json_null());
         hub_emit(h, ev, EVENT_TOPIC_TASKS, -1, t->id, tags);
