@@ -145,19 +145,9 @@ static int engine_callback(struct lws *wsi, enum lws_callback_reasons reason, vo
             on_message(s, msg, &blobs);
         break;
     }
-    case LWS_CALLBACK_SERVER_WRITEABLE: {
-        int rc = ws_outq_write(&s->q, wsi);
-        if (rc < 0)
-            return -1;
-        if (rc > 0)
-            lws_callback_on_writable(wsi);
-        else if (atomic_load(&s->close_requested)) {
-            lws_close_reason(wsi, LWS_CLOSE_STATUS_POLICY_VIOLATION,
-                             (unsigned char *)s->close_reason, strlen(s->close_reason));
-            return -1;
-        }
-        break;
-    }
+    case LWS_CALLBACK_SERVER_WRITEABLE:
+        return ws_writeable(wsi, &s->q, atomic_load(&s->close_requested),
+                            LWS_CLOSE_STATUS_POLICY_VIOLATION, s->close_reason);
     case LWS_CALLBACK_CLOSED:
         if (s->engine_id >= 0)
             hub_engine_closed(srv->h, s->engine_id, "connection closed");
@@ -173,6 +163,21 @@ static int engine_callback(struct lws *wsi, enum lws_callback_reasons reason, vo
         break;
     default:
         return ws_common_callback(wsi, reason, user, in, len);
+    }
+    return 0;
+}
+
+int ws_writeable(struct lws *wsi, ws_outq *q, int closing, int close_code,
+                 const char *close_reason) {
+    int rc = ws_outq_write(q, wsi);
+    if (rc < 0)
+        return -1;
+    if (rc > 0) {
+        lws_callback_on_writable(wsi);
+    } else if (closing) {
+        lws_close_reason(wsi, (enum lws_close_status)close_code, (unsigned char *)close_reason,
+                         strlen(close_reason));
+        return -1;
     }
     return 0;
 }

@@ -449,19 +449,9 @@ int ws_client_callback(struct lws *wsi, enum lws_callback_reasons reason, void *
         }
         break;
     }
-    case LWS_CALLBACK_SERVER_WRITEABLE: {
-        int rc = ws_outq_write(&s->q, wsi);
-        if (rc < 0)
-            return -1;
-        if (rc > 0)
-            lws_callback_on_writable(wsi);
-        else if (atomic_load(&s->close_requested)) {
-            lws_close_reason(wsi, (enum lws_close_status)s->close_code,
-                             (unsigned char *)s->close_reason, strlen(s->close_reason));
-            return -1;
-        }
-        break;
-    }
+    case LWS_CALLBACK_SERVER_WRITEABLE:
+        return ws_writeable(wsi, &s->q, atomic_load(&s->close_requested), s->close_code,
+                            s->close_reason);
     case LWS_CALLBACK_CLOSED:
         if (s->ec)
             events_client_remove(srv->events, s->ec);

@@ -56,6 +56,12 @@ int ws_client_callback(struct lws *wsi, enum lws_callback_reasons reason, void *
 void ws_client_drain_ready(ws_server *srv);
 void ws_client_free_ready(ws_server *srv);
 
+/* ws.c: a WRITEABLE callback's work — one frame (or chunk) of q, another
+ * WRITEABLE if more is queued, and the close once everything is out and
+ * closing is set.  Returns what the callback returns. */
+int ws_writeable(struct lws *wsi, ws_outq *q, int closing, int close_code,
+                 const char *close_reason);
+
 /* ws.c: what every protocol does for the callbacks it does not own (wake-ups
  * from other threads, plain HTTP). */
 int ws_common_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
