@@ -20,6 +20,8 @@
 #include <unistd.h>
 #include <microhttpd.h>
 
+#include "secret.h"
+
 #define MAX_SEGMENTS 8
 
 struct http_api {
@@ -741,12 +743,7 @@ static int authorized(req_ctx *ctx) {
                                                 MHD_HTTP_HEADER_AUTHORIZATION);
     if (!h || strncmp(h, "Bearer ", 7) != 0)
         return 0;
-    const char *given = h + 7, *want = ctx->api->token;
-    size_t lg = strlen(given), lw = strlen(want);
-    unsigned char diff = (unsigned char)(lg != lw);
-    for (size_t i = 0; i < lw; i++)
-        diff |= (unsigned char)(want[i] ^ (i < lg ? given[i] : 0));
-    return diff == 0;
+    return secret_equal(h + 7, ctx->api->token);
 }
 
 static enum MHD_Result dispatch(req_ctx *ctx, const char *url, const char *method) {

@@ -23,6 +23,7 @@
 
 #include "hub_internal.h"
 #include "proto.h"
+#include "secret.h"
 #include "targets.h"
 
 const char *engine_state_name(engine_state s) {
@@ -196,15 +197,6 @@ void hub_free(hub *h) {
 /* ------------------------------------------------------------------ engines */
 
 int hub_is_live(const engine *e) { return e->state == ENGINE_IDLE || e->state == ENGINE_BUSY; }
-
-/* Constant-time comparison, so the key cannot be guessed byte by byte. */
-static int secret_equal(const char *a, const char *b) {
-    size_t la = strlen(a), lb = strlen(b);
-    unsigned char diff = (unsigned char)(la != lb);
-    for (size_t i = 0; i < la; i++)
-        diff |= (unsigned char)(a[i] ^ b[i % (lb ? lb : 1)]);
-    return diff == 0;
-}
 
 static const char *str_field(const json_t *msg, const char *key, size_t max) {
     const char *s = json_string_value(json_object_get(msg, key));

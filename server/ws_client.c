@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "events.h"
+#include "secret.h"
 #include "ws_internal.h"
 
 #define CLIENT_MAX_MESSAGE ((size_t)16 << 20)
@@ -347,28 +348,19 @@ static void on_client_message(client_session *s, json_t *msg) {
 
 /* ------------------------------------------------------------ lws */
 
-/* Constant-time token comparison. */
-static int token_ok(const char *given, const char *want) {
-    size_t lg = strlen(given), lw = strlen(want);
-    unsigned char diff = (unsigned char)(lg != lw);
-    for (size_t i = 0; i < lw; i++)
-        diff |= (unsigned char)(want[i] ^ (i < lg ? given[i] : 0));
-    return diff == 0;
-}
-
 /* The token from Authorization, ?token= or a Sec-WebSocket-Protocol entry. */
 static int client_authorized(struct lws *wsi, const char *want) {
     char buf[512];
     if (lws_hdr_copy(wsi, buf, sizeof buf, WSI_TOKEN_HTTP_AUTHORIZATION) > 7 &&
-        strncmp(buf, "Bearer ", 7) == 0 && token_ok(buf + 7, want))
+        strncmp(buf, "Bearer ", 7) == 0 && secret_equal(buf + 7, want))
         return 1;
     const char *arg = lws_get_urlarg_by_name(wsi, "token=", buf, sizeof buf);
-    if (arg && token_ok(arg, want))
+    if (arg && secret_equal(arg, want))
         return 1;
     if (lws_hdr_copy(wsi, buf, sizeof buf, WSI_TOKEN_PROTOCOL) > 0) {
         char *save = NULL;
         for (char *p = strtok_r(buf, ", ", &save); p; p = strtok_r(NULL, ", ", &save))
-            if (strncmp(p, "ippc.token.", 11) == 0 && token_ok(p + 11, want))
+            if (strncmp(p, "ippc.token.", 11) == 0 && secret_equal(p + 11, want))
                 return 1;
     }
     return 0;
