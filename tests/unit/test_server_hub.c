@@ -2,12 +2,10 @@
  * registration, id blocks, direct-view requests (execute, scatter, pull, gather),
  * results, failures, waiting, deadlines and heartbeats.  No sockets, no MPI.
  *
- * The fake link records every message the hub sends as it would appear on the
- * wire: send() queues the message on a real ws_outq (common/wsmsg.c, as ws.c
- * does) and drains it at once through lws_write(), which this file defines, so
- * the recorded JSON and blob bytes are exactly the frames an engine would get.
- * (The linker resolves wsmsg.o's lws_write to the definition in this file
- * before the shared libwebsockets.)
+ * The fake engines (fake_engines.h) record every message the hub sends as it
+ * would appear on the wire: it goes through a real ws_outq (common/wsmsg.c, as
+ * ws.c does) and a stand-in lws_write(), so the recorded JSON and blob bytes
+ * are exactly the frames an engine would get.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -24,9 +22,9 @@
 
 #include "hub.h"
 #include "value.h"
-#include "wsmsg.h"
+#include "fake_engines.h"
 
-#define KEY "sekrit-engine-key"
+#define KEY FAKE_ENGINE_KEY
 #define MAX_LINKS 8
 
 /* Live jansson allocations (main() installs the counting allocator), so a
@@ -49,128 +47,7 @@ static void counting_free(void *p)
     free(p);
 }
 
-
-/* ------------------------------------------------------------ the fake wire */
-
-/* One message as an engine would receive it. */
-typedef struct wire_msg {
-    json_t *msg;
-    ippc_blobs blobs;
-} wire_msg;
-
-typedef struct fake_link {
-    wire_msg *msgs;
-    size_t n, cap;
-    int fail_send; /* send() returns -1 */
-    int closes;    /* close() calls */
-    char close_reason[128];
-} fake_link;
-
-/* lws_write writes frames here; a frame ends when NO_FIN is clear. */
-typedef struct capture {
-    unsigned char **frames;
-    size_t *lens;
-    int *binary;
-    size_t n, cap;
-    int open; /* the last frame is still receiving continuations */
-} capture;
-
-int lws_write(struct lws *wsi, unsigned char *buf, size_t len, enum lws_write_protocol protocol)
-{
-    capture *c = (capture *)(void *)wsi;
-    int flags = (int)protocol;
-    if (!c->open) {
-        if (c->n == c->cap) {
-            c->cap = c->cap ? c->cap * 2 : 8;
-            c->frames = realloc(c->frames, c->cap * sizeof *c->frames);
-            c->lens = realloc(c->lens, c->cap * sizeof *c->lens);
-            c->binary = realloc(c->binary, c->cap * sizeof *c->binary);
-            assert_non_null(c->frames);
-            assert_non_null(c->lens);
-            assert_non_null(c->binary);
-        }
-        assert_true((flags & 0x3) == LWS_WRITE_TEXT || (flags & 0x3) == LWS_WRITE_BINARY);
-        c->frames[c->n] = NULL;
-        c->lens[c->n] = 0;
-        c->binary[c->n] = (flags & 0x3) == LWS_WRITE_BINARY;
-        c->n++;
-    } else {
-        assert_int_equal(flags & 0x3, LWS_WRITE_CONTINUATION);
-    }
-    size_t i = c->n - 1;
-    unsigned char *grown = realloc(c->frames[i], c->lens[i] + len + 1);
-    assert_non_null(grown);
-    if (len)
-        memcpy(grown + c->lens[i], buf, len);
-    c->frames[i] = grown;
-    c->lens[i] += len;
-    c->open = (flags & LWS_WRITE_NO_FIN) != 0;
-    return (int)len;
-}
-
-static int fake_send(void *conn, json_t *msg, ws_blobref **blobs, size_t nblobs)
-{
-    fake_link *l = conn;
-    if (l->fail_send)
-        return -1;
-    ws_outq q;
-    ws_outq_init(&q);
-    assert_int_equal(ws_outq_push(&q, msg, blobs, nblobs), 0);
-    capture c = {0};
-    while (ws_outq_write(&q, (struct lws *)(void *)&c) == 1)
-        ;
-    assert_true(ws_outq_empty(&q));
-    ws_outq_destroy(&q);
-    assert_false(c.open);
-    assert_int_equal(c.n, nblobs + 1);
-
-    /* Frame 0 is the JSON text; then exactly "nbuf" binary frames. */
-    assert_false(c.binary[0]);
-    json_error_t jerr;
-    json_t *m = json_loadb((const char *)c.frames[0], c.lens[0], 0, &jerr);
-    assert_non_null(m);
-    assert_int_equal(json_integer_value(json_object_get(m, "nbuf")), (json_int_t)nblobs);
-    free(c.frames[0]);
-    if (l->n == l->cap) {
-        l->cap = l->cap ? l->cap * 2 : 8;
-        l->msgs = realloc(l->msgs, l->cap * sizeof *l->msgs);
-        assert_non_null(l->msgs);
-    }
-    wire_msg *w = &l->msgs[l->n++];
-    w->msg = m;
-    blobs_init(&w->blobs);
-    for (size_t i = 1; i < c.n; i++) {
-        assert_true(c.binary[i]);
-        assert_int_equal(c.lens[i], ws_blobref_len(blobs[i - 1]));
-        assert_true(blobs_push(&w->blobs, c.frames[i], c.lens[i]) >= 0);
-    }
-    free(c.frames);
-    free(c.lens);
-    free(c.binary);
-    return 0;
-}
-
-static void fake_close(void *conn, const char *reason)
-{
-    fake_link *l = conn;
-    l->closes++;
-    snprintf(l->close_reason, sizeof l->close_reason, "%s", reason ? reason : "");
-}
-
-static void link_clear(fake_link *l)
-{
-    for (size_t i = 0; i < l->n; i++) {
-        json_decref(l->msgs[i].msg);
-        blobs_free(&l->msgs[i].blobs);
-    }
-    free(l->msgs);
-    memset(l, 0, sizeof *l);
-}
-
-static hub_engine_link link_of(fake_link *l)
-{
-    return (hub_engine_link){.conn = l, .send = fake_send, .close = fake_close};
-}
+/* ------------------------------------------ what the fake engines received */
 
 /* The last message engine link l received. */
 static wire_msg *last_msg(fake_link *l)
@@ -204,28 +81,6 @@ typedef struct fixture {
     fake_link links[MAX_LINKS];
     int ids[MAX_LINKS];
 } fixture;
-
-static json_t *register_msg(const char *key, const char *job, int rank, int size)
-{
-    return json_pack("{s:s, s:s, s:s, s:i, s:i, s:s, s:i, s:s}", "type", "register", "key", key,
-                     "job", job, "rank", rank, "size", size, "host", "node1", "pid", 4000 + rank,
-                     "version", "0.1.0");
-}
-
-/* Registers job/rank on link l; returns the engine id (asserts success). */
-static int register_ok(fixture *f, fake_link *l, const char *job, int rank, int size)
-{
-    json_t *msg = register_msg(KEY, job, rank, size);
-    hub_engine_link link = link_of(l);
-    int id = -1;
-    ippc_error err = {{0}, {0}};
-    int rc = hub_engine_register(f->h, msg, &link, &id, &err);
-    if (rc != 0)
-        print_error("register %s/%d failed: %s: %s\n", job, rank, err.code, err.message);
-    assert_int_equal(rc, 0);
-    json_decref(msg);
-    return id;
-}
 
 /* Expects registration of msg (consumed) to fail with code. */
 static void register_fails(fixture *f, json_t *msg, const char *code)
@@ -286,7 +141,7 @@ static int setup_four(void **state)
     fixture *f = *state;
     const int order[] = {2, 0, 3, 1};
     for (int i = 0; i < 4; i++)
-        f->ids[order[i]] = register_ok(f, &f->links[order[i]], "jobA", order[i], 4);
+        f->ids[order[i]] = register_ok(f->h, &f->links[order[i]], "jobA", order[i], 4);
     return 0;
 }
 
@@ -343,25 +198,10 @@ static void submit_fails(fixture *f, hub_op op, const char *targets, const char 
     json_decref(b);
 }
 
-/* Engine engine_id sends {"type":"result","task":task} plus the fields of
- * extra (consumed; may be NULL) and blobs (moved; may be NULL). */
-static void result_from(fixture *f, int engine_id, json_int_t task, json_t *extra,
-                        ippc_blobs *blobs)
-{
-    json_t *msg = json_pack("{s:s, s:I}", "type", "result", "task", task);
-    if (extra) {
-        json_object_update(msg, extra);
-        json_decref(extra);
-    }
-    ippc_blobs none;
-    blobs_init(&none);
-    hub_engine_message(f->h, engine_id, msg, blobs ? blobs : &none);
-}
-
 static void ok_result(fixture *f, int engine_id, json_int_t task, const char *stdout_text)
 {
-    result_from(f, engine_id, task, json_pack("{s:s, s:s}", "status", "ok", "stdout", stdout_text),
-                NULL);
+    result_from(f->h, engine_id, task,
+                json_pack("{s:s, s:s}", "status", "ok", "stdout", stdout_text), NULL);
 }
 
 /* The request's answer; *done is checked against want_done. */
@@ -504,10 +344,10 @@ static void test_second_job_gets_next_block(void **state)
 {
     fixture *f = *state;
     /* Job B: 3 ranks, registering interleaved with a third job C of 1. */
-    assert_int_equal(register_ok(f, &f->links[4], "jobB", 2, 3), 6);
-    assert_int_equal(register_ok(f, &f->links[7], "jobC", 0, 1), 7);
-    assert_int_equal(register_ok(f, &f->links[5], "jobB", 0, 3), 4);
-    assert_int_equal(register_ok(f, &f->links[6], "jobB", 1, 3), 5);
+    assert_int_equal(register_ok(f->h, &f->links[4], "jobB", 2, 3), 6);
+    assert_int_equal(register_ok(f->h, &f->links[7], "jobC", 0, 1), 7);
+    assert_int_equal(register_ok(f->h, &f->links[5], "jobB", 0, 3), 4);
+    assert_int_equal(register_ok(f->h, &f->links[6], "jobB", 1, 3), 5);
     assert_int_equal(live_engines(f), 8);
 
     /* A job that comes back with another size is refused. */
@@ -550,7 +390,7 @@ static void test_duplicate_rank_is_conflict(void **state)
     hub_engine_closed(f->h, 2, "test");
     assert_int_equal(live_engines(f), 3);
     link_clear(&f->links[2]);
-    assert_int_equal(register_ok(f, &f->links[2], "jobA", 2, 4), 2);
+    assert_int_equal(register_ok(f->h, &f->links[2], "jobA", 2, 4), 2);
     assert_int_equal(live_engines(f), 4);
     expect_engine_state(f, 2, "idle");
 }
@@ -611,7 +451,7 @@ static void test_bad_register_messages(void **state)
     json_t *engines = hub_engines(f->h);
     assert_int_equal(json_array_size(json_object_get(engines, "engines")), 0);
     json_decref(engines);
-    assert_int_equal(register_ok(f, &f->links[0], "j", 0, 1), 0);
+    assert_int_equal(register_ok(f->h, &f->links[0], "j", 0, 1), 0);
 }
 
 /* ---------------------------------------------------------------- execute */
@@ -690,7 +530,7 @@ static void test_execute_error(void **state)
         submit(f, HUB_OP_EXECUTE, "all", "{\"code\":\"boom()\"}", NULL, VALUE_FORMAT_LIST);
     for (int i = 0; i < 4; i++) {
         if (i == 2)
-            result_from(f, 2, task_of(&f->links[2]),
+            result_from(f->h, 2, task_of(&f->links[2]),
                         json_pack("{s:s, s:s, s:s, s:s, s:[s]}", "status", "error", "stdout",
                                   "partial", "ename", "RuntimeError", "evalue",
                                   "attempt to call a nil value (global 'boom')", "traceback",
@@ -759,12 +599,13 @@ static void test_stray_result_blobs_are_freed(void **state)
     blobs_init(&blobs);
     const int64_t v[3] = {1, 2, 3};
     json_t *skel = int64_array(&blobs, v, 3);
-    result_from(f, 0, 12345, json_pack("{s:s, s:{s:o}}", "status", "ok", "value", "x", skel),
+    result_from(f->h, 0, 12345, json_pack("{s:s, s:{s:o}}", "status", "ok", "value", "x", skel),
                 &blobs);
     assert_int_equal(blobs.count, 0);
     blobs_init(&blobs);
     skel = int64_array(&blobs, v, 3);
-    result_from(f, 42, 1, json_pack("{s:s, s:{s:o}}", "status", "ok", "value", "x", skel), &blobs);
+    result_from(f->h, 42, 1, json_pack("{s:s, s:{s:o}}", "status", "ok", "value", "x", skel),
+                &blobs);
     assert_int_equal(blobs.count, 0);
 }
 
@@ -977,7 +818,7 @@ static void answer_pull_a(fixture *f, int i)
     blobs_init(&blobs);
     const int64_t v[3] = {i * 10, i * 10 + 1, i * 10 + 2};
     json_t *skel = int64_array(&blobs, v, 3);
-    result_from(f, i, task_of(&f->links[i]),
+    result_from(f->h, i, task_of(&f->links[i]),
                 json_pack("{s:s, s:s, s:{s:o}}", "status", "ok", "stdout", "", "value", "a", skel),
                 &blobs);
 }
@@ -994,14 +835,14 @@ static void test_pull_converts_skeletons(void **state)
     answer_pull_a(f, 2);
     answer_pull_a(f, 0);
     /* Engine 1 holds a plain JSON value, engine 3 a nested object with an array. */
-    result_from(f, 1, task_of(&f->links[1]),
+    result_from(f->h, 1, task_of(&f->links[1]),
                 json_pack("{s:s, s:{s:s}}", "status", "ok", "value", "a", "str"), NULL);
     ippc_blobs blobs;
     blobs_init(&blobs);
     const double d[2] = {0.25, 0.5};
     json_t *skel = float64_array(&blobs, d, 2);
     result_from(
-        f, 3, task_of(&f->links[3]),
+        f->h, 3, task_of(&f->links[3]),
         json_pack("{s:s, s:{s:{s:o, s:b}}}", "status", "ok", "value", "a", "arr", skel, "flag", 1),
         &blobs);
     json_t *a = answer(f, id, 1);
@@ -1035,7 +876,7 @@ static void test_pull_typed_and_many(void **state)
         const int64_t v2[1] = {i};
         json_t *skel = int64_array(&blobs, v2, 1);
         result_from(
-            f, i, task_of(&f->links[i]),
+            f->h, i, task_of(&f->links[i]),
             json_pack("{s:s, s:{s:o, s:i}}", "status", "ok", "value", "a", skel, "b", 100 + i),
             &blobs);
     }
@@ -1053,7 +894,7 @@ static void test_pull_error(void **state)
     fixture *f = *state;
     uint64_t id = submit(f, HUB_OP_PULL, "0,1", "{}", "a", VALUE_FORMAT_LIST);
     answer_pull_a(f, 0);
-    result_from(f, 1, task_of(&f->links[1]),
+    result_from(f->h, 1, task_of(&f->links[1]),
                 json_pack("{s:s, s:s, s:s, s:[]}", "status", "error", "ename", "NameError",
                           "evalue", "name 'a' is not defined", "traceback"),
                 NULL);
@@ -1097,7 +938,7 @@ static void test_gather_concatenates(void **state)
     /* Mixed parts: a JSON list and an array make one list. */
     id = submit(f, HUB_OP_GATHER, "0,1", "{}", "a", VALUE_FORMAT_LIST);
     answer_pull_a(f, 0);
-    result_from(f, 1, task_of(&f->links[1]),
+    result_from(f->h, 1, task_of(&f->links[1]),
                 json_pack("{s:s, s:{s:[s, i]}}", "status", "ok", "value", "a", "x", 7), NULL);
     a = answer(f, id, 1);
     expect_json(json_object_get(a, "result"), "[0,1,2,\"x\",7]");
@@ -1204,7 +1045,7 @@ static void test_heartbeat_timeout(void **state)
     *state = f;
     f->h = new_hub(150, 0);
     for (int r = 0; r < 4; r++)
-        assert_int_equal(register_ok(f, &f->links[r], "jobH", r, 4), r);
+        assert_int_equal(register_ok(f->h, &f->links[r], "jobH", r, 4), r);
     uint64_t id = submit(f, HUB_OP_EXECUTE, "all", "{\"code\":\"x=1\"}", NULL, VALUE_FORMAT_LIST);
     hub_tick(f->h); /* fresh: nothing happens */
     assert_int_equal(live_engines(f), 4);
@@ -1383,7 +1224,7 @@ static void test_finished_requests_are_bounded(void **state)
     assert_non_null(f);
     *state = f;
     f->h = new_hub(0, 2);
-    assert_int_equal(register_ok(f, &f->links[0], "jobK", 0, 1), 0);
+    assert_int_equal(register_ok(f->h, &f->links[0], "jobK", 0, 1), 0);
     uint64_t ids[4];
     for (int i = 0; i < 4; i++) {
         ids[i] = submit(f, HUB_OP_EXECUTE, "0", "{\"code\":\"x=1\"}", NULL, VALUE_FORMAT_LIST);
@@ -1426,7 +1267,7 @@ static void test_answers_leave_nothing_behind(void **state)
     fixture *f = *state;
     uint64_t ex = submit(f, HUB_OP_EXECUTE, "0,1", "{\"code\":\"x=1\"}", NULL, VALUE_FORMAT_LIST);
     ok_result(f, 0, task_of(&f->links[0]), "out");
-    result_from(f, 1, task_of(&f->links[1]),
+    result_from(f->h, 1, task_of(&f->links[1]),
                 json_pack("{s:s, s:s, s:s, s:s, s:[s]}", "status", "error", "stdout", "", "ename",
                           "E", "evalue", "v", "traceback", "t"),
                 NULL);
@@ -1456,7 +1297,7 @@ static void test_bug_result_without_stdout_leaks(void **state)
 {
     fixture *f = *state;
     uint64_t id = submit(f, HUB_OP_EXECUTE, "0", "{\"code\":\"x=1\"}", NULL, VALUE_FORMAT_LIST);
-    result_from(f, 0, task_of(&f->links[0]), json_pack("{s:s}", "status", "ok"), NULL);
+    result_from(f->h, 0, task_of(&f->links[0]), json_pack("{s:s}", "status", "ok"), NULL);
     long before = __atomic_load_n(&json_live, __ATOMIC_RELAXED);
     json_t *a = answer(f, id, 1);
     assert_string_equal(str_at(json_array_get(json_object_get(a, "results"), 0), "stdout"), "");
@@ -1470,7 +1311,7 @@ static void test_bug_result_without_status_drops_entry(void **state)
 {
     fixture *f = *state;
     uint64_t id = submit(f, HUB_OP_EXECUTE, "0,1", "{\"code\":\"x=1\"}", NULL, VALUE_FORMAT_LIST);
-    result_from(f, 0, task_of(&f->links[0]), json_pack("{s:s}", "stdout", "no status"), NULL);
+    result_from(f->h, 0, task_of(&f->links[0]), json_pack("{s:s}", "stdout", "no status"), NULL);
     ok_result(f, 1, task_of(&f->links[1]), "fine");
     json_t *a = answer(f, id, 1);
     assert_string_equal(str_at(a, "status"), "error");

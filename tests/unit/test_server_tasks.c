@@ -4,11 +4,10 @@
  * batches, map, queue status, and the task store (memory SQLite).
  * No sockets, no MPI.
  *
- * The fake engine link is the one of test_server_hub.c: send() queues the
- * message on a real ws_outq (common/wsmsg.c, as ws.c does) and drains it at
- * once through lws_write(), defined in this file, so what a fake engine
- * "received" is exactly the frames a real one would get.  (The linker resolves
- * wsmsg.o's lws_write to this definition before the shared libwebsockets.)
+ * The fake engines (fake_engines.h, shared with test_server_hub.c): what the
+ * hub sends goes through a real ws_outq (common/wsmsg.c, as ws.c does) and a
+ * stand-in lws_write(), so what a fake engine "received" is exactly the frames
+ * a real one would get.
  *
  * Tests named test_bug_* are regression tests of bugs found and fixed; the
  * comment above each says what went wrong.
@@ -24,135 +23,20 @@
 #include <string.h>
 #include <time.h>
 #include <jansson.h>
-#include <libwebsockets.h>
 
 #include "hub.h"
 #include "sched.h"
 #include "store.h"
 #include "value.h"
-#include "wsmsg.h"
+#include "fake_engines.h"
 
-#define KEY "sekrit-engine-key"
+#define KEY FAKE_ENGINE_KEY
 #define MAX_LINKS 8
 /* tasks.c keeps this many finished tasks in memory (KEEP_FINISHED). */
 #define KEEP_FINISHED 50000
 
 
-/* ------------------------------------------------------------ the fake wire */
-
-/* One message as an engine would receive it. */
-typedef struct wire_msg {
-    json_t *msg;
-    ippc_blobs blobs;
-} wire_msg;
-
-typedef struct fake_link {
-    wire_msg *msgs;
-    size_t n, cap;
-} fake_link;
-
-/* lws_write writes frames here; a frame ends when NO_FIN is clear. */
-typedef struct capture {
-    unsigned char **frames;
-    size_t *lens;
-    int *binary;
-    size_t n, cap;
-    int open; /* the last frame is still receiving continuations */
-} capture;
-
-int lws_write(struct lws *wsi, unsigned char *buf, size_t len, enum lws_write_protocol protocol)
-{
-    capture *c = (capture *)(void *)wsi;
-    int flags = (int)protocol;
-    if (!c->open) {
-        if (c->n == c->cap) {
-            c->cap = c->cap ? c->cap * 2 : 8;
-            c->frames = realloc(c->frames, c->cap * sizeof *c->frames);
-            c->lens = realloc(c->lens, c->cap * sizeof *c->lens);
-            c->binary = realloc(c->binary, c->cap * sizeof *c->binary);
-            assert_non_null(c->frames);
-            assert_non_null(c->lens);
-            assert_non_null(c->binary);
-        }
-        assert_true((flags & 0x3) == LWS_WRITE_TEXT || (flags & 0x3) == LWS_WRITE_BINARY);
-        c->frames[c->n] = NULL;
-        c->lens[c->n] = 0;
-        c->binary[c->n] = (flags & 0x3) == LWS_WRITE_BINARY;
-        c->n++;
-    } else {
-        assert_int_equal(flags & 0x3, LWS_WRITE_CONTINUATION);
-    }
-    size_t i = c->n - 1;
-    unsigned char *grown = realloc(c->frames[i], c->lens[i] + len + 1);
-    assert_non_null(grown);
-    if (len)
-        memcpy(grown + c->lens[i], buf, len);
-    c->frames[i] = grown;
-    c->lens[i] += len;
-    c->open = (flags & LWS_WRITE_NO_FIN) != 0;
-    return (int)len;
-}
-
-static int fake_send(void *conn, json_t *msg, ws_blobref **blobs, size_t nblobs)
-{
-    fake_link *l = conn;
-    ws_outq q;
-    ws_outq_init(&q);
-    assert_int_equal(ws_outq_push(&q, msg, blobs, nblobs), 0);
-    capture c = {0};
-    while (ws_outq_write(&q, (struct lws *)(void *)&c) == 1)
-        ;
-    assert_true(ws_outq_empty(&q));
-    ws_outq_destroy(&q);
-    assert_false(c.open);
-    assert_int_equal(c.n, nblobs + 1);
-
-    /* Frame 0 is the JSON text; then exactly "nbuf" binary frames. */
-    assert_false(c.binary[0]);
-    json_error_t jerr;
-    json_t *m = json_loadb((const char *)c.frames[0], c.lens[0], 0, &jerr);
-    assert_non_null(m);
-    assert_int_equal(json_integer_value(json_object_get(m, "nbuf")), (json_int_t)nblobs);
-    free(c.frames[0]);
-    if (l->n == l->cap) {
-        l->cap = l->cap ? l->cap * 2 : 8;
-        l->msgs = realloc(l->msgs, l->cap * sizeof *l->msgs);
-        assert_non_null(l->msgs);
-    }
-    wire_msg *w = &l->msgs[l->n++];
-    w->msg = m;
-    blobs_init(&w->blobs);
-    for (size_t i = 1; i < c.n; i++) {
-        assert_true(c.binary[i]);
-        assert_int_equal(c.lens[i], ws_blobref_len(blobs[i - 1]));
-        assert_true(blobs_push(&w->blobs, c.frames[i], c.lens[i]) >= 0);
-    }
-    free(c.frames);
-    free(c.lens);
-    free(c.binary);
-    return 0;
-}
-
-static void fake_close(void *conn, const char *reason)
-{
-    (void)conn;
-    (void)reason;
-}
-
-static void link_clear(fake_link *l)
-{
-    for (size_t i = 0; i < l->n; i++) {
-        json_decref(l->msgs[i].msg);
-        blobs_free(&l->msgs[i].blobs);
-    }
-    free(l->msgs);
-    memset(l, 0, sizeof *l);
-}
-
-static hub_engine_link link_of(fake_link *l)
-{
-    return (hub_engine_link){.conn = l, .send = fake_send, .close = fake_close};
-}
+/* ------------------------------------------ what the fake engines received */
 
 static const char *msg_type(const json_t *m)
 {
@@ -234,22 +118,6 @@ typedef struct hub_opts {
     size_t max_requests_kept;
 } hub_opts;
 
-static void register_engine(fixture *f, int rank, int size)
-{
-    json_t *msg = json_pack("{s:s, s:s, s:s, s:i, s:i, s:s, s:i, s:s}", "type", "register", "key",
-                            KEY, "job", "jobA", "rank", rank, "size", size, "host", "node1", "pid",
-                            4000 + rank, "version", "0.1.0");
-    hub_engine_link link = link_of(&f->links[rank]);
-    int id = -1;
-    ippc_error err = {{0}, {0}};
-    int rc = hub_engine_register(f->h, msg, &link, &id, &err);
-    if (rc != 0)
-        print_error("register rank %d: %s: %s\n", rank, err.code, err.message);
-    assert_int_equal(rc, 0);
-    assert_int_equal(id, rank);
-    json_decref(msg);
-}
-
 static void start(fixture *f, hub_opts o)
 {
     if (o.with_store) {
@@ -273,7 +141,7 @@ static void start(fixture *f, hub_opts o)
     assert_true(o.engines <= MAX_LINKS);
     f->n_engines = o.engines;
     for (int i = 0; i < o.engines; i++)
-        register_engine(f, i, o.engines);
+        assert_int_equal(register_ok(f->h, &f->links[i], "jobA", i, o.engines), i);
 }
 
 /* ---------------------------------------------------------------- helpers */
@@ -465,15 +333,12 @@ static size_t total_task_msgs(fixture *f)
  * extra fields. */
 static void reply(fixture *f, int engine_id, uint64_t task, const char *status, json_t *extra)
 {
-    json_t *msg = json_pack("{s:s, s:I, s:s, s:s}", "type", "result", "task", (json_int_t)task,
-                            "status", status, "stdout", "");
+    json_t *fields = json_pack("{s:s, s:s}", "status", status, "stdout", "");
     if (extra) {
-        json_object_update(msg, extra);
+        json_object_update(fields, extra);
         json_decref(extra);
     }
-    ippc_blobs none;
-    blobs_init(&none);
-    hub_engine_message(f->h, engine_id, msg, &none);
+    result_from(f->h, engine_id, (json_int_t)task, fields, NULL);
 }
 
 /* An "ok" result whose value is the JSON text value_text. */
