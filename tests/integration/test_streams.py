@@ -497,7 +497,9 @@ def test_resume(c):
     s = Stream(c)
     try:
         now = s.snapshot["seq"]
-        check(now > last, "the snapshot seq moved on (%d -> %d)" % (last, now))
+        check(now > last, "5 tasks ran while no client was connected, but the snapshot seq did "
+              "not move (%d -> %d): events must be numbered and kept in the ring even with no "
+              "client, or there is nothing to resume" % (last, now))
         s.ws.send_json({"op": "resume", "since": last})
         wait_completed(s, ids, "replayed completions")
         s.wait(lambda m: isinstance(m.get("seq"), int) and m["seq"] >= now,
@@ -521,8 +523,11 @@ def test_resume(c):
                   "every event of task %d replayed: %s" % (tid, types))
     finally:
         s.close()
+    return notes
 
-    # Beyond the ring (the last 10,000 events): a gap message, then the rest.
+
+def test_resume_gap(c):
+    """Beyond the ring (the last 10,000 events): a gap message, then the rest."""
     s = Stream(c)
     try:
         if s.snapshot["seq"] < 10500:
@@ -551,7 +556,6 @@ def test_resume(c):
               % (gap["oldest"], now))
     finally:
         s.close()
-    return notes
 
 
 # ---------------------------------------------------------------- backpressure
@@ -868,6 +872,7 @@ TESTS = [
     ("stream_task_sequence", test_task_sequence, "shared"),
     ("stream_subscribe_filter", test_subscribe_filter, "shared"),
     ("stream_resume", test_resume, "shared"),
+    ("stream_resume_gap", test_resume_gap, "shared"),
     ("stream_slow_consumer", test_slow_consumer, "shared"),
     ("stream_bad_frames", test_bad_frames, "shared"),
     ("stream_request_channel", test_request_channel, "shared"),
