@@ -90,8 +90,6 @@ void events_free(events *ev) {
     free(ev);
 }
 
-int events_active(events *ev) { return ev && atomic_load(&ev->n_clients) > 0; }
-
 uint64_t events_seq(events *ev) {
     pthread_mutex_lock(&ev->lock);
     uint64_t s = ev->seq;

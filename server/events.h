@@ -48,8 +48,6 @@ typedef struct events_sink {
 events *events_new(size_t ring_size);
 void events_free(events *ev);
 
-/* 1 if any client is connected (so building an event is worth it). */
-int events_active(events *ev);
 /* Adds seq and time to event (taken) and delivers it. */
 void events_emit(events *ev, json_t *event, const event_meta *meta);
 /* The seq of the last event emitted. */

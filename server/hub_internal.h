@@ -164,7 +164,9 @@ void hub_waiters_wake(struct waiter **list);
 int hub_waiter_add(struct waiter **list, int64_t deadline_ms, void (*wake)(void *arg), void *arg);
 void hub_waiters_tick(struct waiter **list, int64_t now);
 void hub_request_open_locked(hub *h, request *r);
-/* Emits an event (taken) if anyone listens; with the hub lock held. */
+/* Emits an event (taken), with the hub lock held.  Every event is numbered
+ * and kept in the ring whether or not a client listens, so clients can
+ * resume after a disconnect. */
 void hub_emit(hub *h, json_t *event, int topic, int engine, uint64_t task, const json_t *tags);
 json_t *hub_engine_json(const engine *e, int64_t now);
 /* For task.completed: adds "result" (client JSON, left out over 64 KiB) or

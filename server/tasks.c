@@ -281,7 +281,7 @@ static void lb_finish(hub *h, lbtask *t, lb_state state, json_t *result, ippc_bl
     else
         lb_link(h, t, L_FINISHED, 0);
     persist(h, t);
-    if (events_active(h->events)) {
+    if (h->events) {
         json_t *ev = json_pack("{s:s, s:I, s:s}", "type", "task.completed", "task",
                                (json_int_t)t->id, "state", lb_state_name(t->state));
         json_object_set_new(ev, "engine", t->engine >= 0 ? json_integer(t->engine) : json_null());
@@ -800,7 +800,7 @@ static void task_enqueue(hub *h, lbtask *t) {
     t->state = LB_WAITING;
     lb_link(h, t, L_WAITING, 0);
     persist(h, t);
-    if (events_active(h->events)) {
+    if (h->events) {
         json_t *tags = json_object_get(t->spec, "tags");
         json_t *ev = json_pack("{s:s, s:I, s:s, s:n, s:o}", "type", "task.submitted", "task",
                                (json_int_t)t->id, "kind", "balanced", "engine", "tags",
