@@ -10,6 +10,7 @@
  */
 #include "lmpi_impl.h"
 
+#include <pthread.h>
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
@@ -167,6 +168,98 @@ void lmpi_op_free(lmpi_op *op)
     free(op);
 }
 
+/* ------------------------------------------------------------- progress */
+
+/* MPICH makes progress only inside MPI calls of this process.  An operation
+ * that outlives its Lua call — a parked collective or send, an isend whose
+ * request sits in a Lua variable — needs this rank's progress for the other
+ * ranks to finish their side, while this engine may be idle for minutes.
+ * So while such operations exist, a helper thread tests a receive of its own
+ * that never matches (on a private, silent communicator) every millisecond
+ * (then every 10 ms): MPI_Test of an incomplete request runs MPICH's
+ * progress engine (MPI_Iprobe does not drive collective schedules), and no
+ * request of the main thread is touched.  It needs MPI_THREAD_MULTIPLE; without it, no thread
+ * (and an idle rank blocks its peers until its next MPI call). */
+static atomic_int lmpi_outstanding;
+static pthread_mutex_t progress_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t progress_cond = PTHREAD_COND_INITIALIZER;
+static pthread_t progress_thread;
+static int progress_running, progress_stop;
+static MPI_Comm progress_comm = MPI_COMM_NULL;
+static MPI_Request progress_req = MPI_REQUEST_NULL;
+static int progress_cell;
+
+static void *progress_main(void *arg)
+{
+    (void)arg;
+    unsigned polls = 0;
+    for (;;) {
+        pthread_mutex_lock(&progress_lock);
+        while (!progress_stop && atomic_load(&lmpi_outstanding) == 0) {
+            polls = 0;
+            pthread_cond_wait(&progress_cond, &progress_lock);
+        }
+        int stop = progress_stop;
+        pthread_mutex_unlock(&progress_lock);
+        if (stop)
+            return NULL;
+        int flag = 0;
+        MPI_Test(&progress_req, &flag, MPI_STATUS_IGNORE);
+        struct timespec ts = {0, ++polls < 1000 ? 1000000 : 10000000};
+        nanosleep(&ts, NULL);
+    }
+}
+
+/* Starts the thread (once per process) when MPI allows it. */
+static void progress_start(void)
+{
+    int level = MPI_THREAD_SINGLE;
+    if (progress_running || MPI_Query_thread(&level) != MPI_SUCCESS ||
+        level != MPI_THREAD_MULTIPLE)
+        return;
+    if (MPI_Comm_dup(MPI_COMM_SELF, &progress_comm) != MPI_SUCCESS)
+        return;
+    if (MPI_Irecv(&progress_cell, 1, MPI_INT, 0, 0, progress_comm, &progress_req) !=
+        MPI_SUCCESS) {
+        MPI_Comm_free(&progress_comm);
+        return;
+    }
+    progress_stop = 0;
+    if (pthread_create(&progress_thread, NULL, progress_main, NULL) == 0) {
+        progress_running = 1;
+    } else {
+        MPI_Cancel(&progress_req);
+        MPI_Wait(&progress_req, MPI_STATUS_IGNORE);
+        MPI_Comm_free(&progress_comm);
+    }
+}
+
+static void progress_end(void)
+{
+    if (!progress_running)
+        return;
+    pthread_mutex_lock(&progress_lock);
+    progress_stop = 1;
+    pthread_cond_signal(&progress_cond);
+    pthread_mutex_unlock(&progress_lock);
+    pthread_join(progress_thread, NULL);
+    progress_running = 0;
+    if (lmpi_active()) {
+        MPI_Cancel(&progress_req);
+        MPI_Wait(&progress_req, MPI_STATUS_IGNORE);
+        MPI_Comm_free(&progress_comm);
+    }
+}
+
+void lmpi_outstanding_add(int delta)
+{
+    if (atomic_fetch_add(&lmpi_outstanding, delta) == 0 && delta > 0) {
+        pthread_mutex_lock(&progress_lock);
+        pthread_cond_signal(&progress_cond);
+        pthread_mutex_unlock(&progress_lock);
+    }
+}
+
 /* ------------------------------------------------------------- parking */
 
 typedef struct lmpi_parked {
@@ -193,6 +286,7 @@ void lmpi_reap(void)
             lmpi_commstate_release(p->cs);
             lmpi_op_free(p->op);
             parked[i] = parked[--parked_count];
+            lmpi_outstanding_add(-1);
         } else {
             i++;
         }
@@ -215,6 +309,7 @@ void lmpi_park(lmpi_commstate *cs, MPI_Request req, lmpi_op *op, int collective)
     if (collective)
         cs->pending++;
     parked[parked_count++] = (lmpi_parked){req, op, cs, collective};
+    lmpi_outstanding_add(1);
 }
 
 void lmpi_wait_op(lua_State *L, const lmpi_call *c, MPI_Request *req, int op_idx, int collective,
@@ -482,6 +577,7 @@ static void lmpi_register_all(lua_State *L, lmpi_state *st, int world)
 static int state_gc(lua_State *L)
 {
     lmpi_state *st = lua_touserdata(L, 1);
+    progress_end();
     lmpi_commstate_release(st->world);
     st->world = NULL;
     return 0;
@@ -514,6 +610,7 @@ int lmpi_open(lua_State *L, atomic_int *interrupt)
             MPI_Comm_free(&world);
             return luaL_error(L, "mpi: out of memory");
         }
+        progress_start();
     }
 
     if (luaL_newmetatable(L, LMPI_COMM_MT)) {

@@ -212,10 +212,12 @@ static lmpi_request *req_check(lua_State *L, int idx)
 /* Drops the request's resources; an active MPI request is parked. */
 static void req_release(lmpi_request *r)
 {
-    if (r->state == RS_ACTIVE)
+    if (r->state == RS_ACTIVE) { /* parked: counted there from now on */
         lmpi_park(r->cs, r->req, r->op, 0);
-    else
+        lmpi_outstanding_add(-1);
+    } else {
         lmpi_op_free(r->op);
+    }
     r->op = NULL;
     r->state = RS_DONE;
     lmpi_commstate_release(r->cs);
@@ -257,6 +259,7 @@ static int l_isend(lua_State *L)
     int64_t *hdr = pack_message(L, x, r->op, &r->pk);
     start_send(L, c.cs->comm, hdr, &r->pk, dest, tag, &r->req, "isend");
     r->state = RS_ACTIVE;
+    lmpi_outstanding_add(1);
     return 1;
 }
 
@@ -281,6 +284,7 @@ static void req_try_match(lua_State *L, lmpi_request *r, int wait)
         return;
     r->buf = start_mrecv(L, r->op, &msg, &status, &r->req, &r->len, "irecv");
     r->state = RS_ACTIVE;
+    lmpi_outstanding_add(1);
 }
 
 /* mpi.irecv([source=any [, tag=any]]) -> request */
@@ -305,21 +309,22 @@ static int req_progress(lua_State *L, int idx, int wait)
     if (r->state == RS_PROBING)
         req_try_match(L, r, wait);
     if (r->state == RS_ACTIVE) {
-        int done = 0;
+        int done = 0, rc;
         if (wait) {
-            int rc = lmpi_wait(&r->req, r->st->interrupt);
+            rc = lmpi_wait(&r->req, r->st->interrupt);
             if (rc < 0) {
                 lua_pushliteral(L, "interrupted");
                 lua_error(L);
             }
-            lmpi_check(L, rc, r->kind == REQ_SEND ? "isend" : "irecv");
             done = 1;
         } else {
-            lmpi_check(L, MPI_Test(&r->req, &done, MPI_STATUS_IGNORE), "test");
+            rc = MPI_Test(&r->req, &done, MPI_STATUS_IGNORE);
         }
-        if (!done)
+        if (!done && rc == MPI_SUCCESS)
             return 0;
-        r->state = RS_DONE;
+        r->state = RS_DONE; /* an MPI error completes the request too */
+        lmpi_outstanding_add(-1);
+        lmpi_check(L, rc, r->kind == REQ_SEND ? "isend" : "irecv");
         if (r->kind == REQ_RECV) {
             unpack_message(L, r->buf, r->len, "irecv");
             lua_setiuservalue(L, idx, 1);

@@ -12,9 +12,10 @@
  * the result is a new array (u is not changed).  Every rank of the
  * communicator must call it with the same steps and alpha.
  *
- * The kernel polls api->interrupted() between steps; MPI_Sendrecv only
- * waits for the direct neighbours, which are in the same step, so an
- * interrupt stops it within one step on every rank that received it.
+ * Interrupts: every CHECK_EVERY steps the ranks agree whether to stop (an
+ * allreduce of api->interrupted() with MPI_LOR), so they all stop at the
+ * same step.  Stopping on one rank alone would leave its neighbours blocked
+ * in MPI_Sendrecv for good, waiting for a partner that left.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +23,8 @@
 #include <ippc/plugin.h>
 
 IPPC_PLUGIN_DEFINE();
+
+#define CHECK_EVERY 32
 
 /* One exchange: sends the block's edge values out, receives the ghosts. */
 static int exchange(double *u, size_t n, double *ghost_left, double *ghost_right, int left,
@@ -78,12 +81,18 @@ static int heat1d(const ippc_api *api, ippc_call *call, const ippc_value *args, 
     memcpy(u, a->data, n * sizeof *u);
     double alpha = ippc_value_number(&args[2]);
     for (int64_t s = 0; s < args[1].u.integer; s++) {
-        if (api->interrupted()) {
+        int stop = 0, rc = MPI_SUCCESS;
+        if (s % CHECK_EVERY == 0) {
+            stop = api->interrupted();
+            rc = MPI_Allreduce(MPI_IN_PLACE, &stop, 1, MPI_INT, MPI_LOR, comm);
+        }
+        if (stop || rc != MPI_SUCCESS) {
             free(v);
-            return api->error(call, "interrupted");
+            return rc != MPI_SUCCESS ? api->error(call, "heat1d: MPI_Allreduce failed (error %d)", rc)
+                                     : api->error(call, "interrupted");
         }
         double gl = 0, gr = 0;
-        int rc = exchange(u, n, &gl, &gr, left, right, comm);
+        rc = exchange(u, n, &gl, &gr, left, right, comm);
         if (rc != MPI_SUCCESS) {
             free(v);
             return api->error(call, "heat1d: MPI_Sendrecv failed (error %d)", rc);
