@@ -63,10 +63,19 @@
  * ranks (bcast against allreduce) is undefined in MPI; with the returning
  * error handler MPICH usually reports it as an error on some rank.
  *
+ * Progress while idle: MPICH progresses only inside MPI calls, and an
+ * operation that outlives its Lua call (a parked one, or an isend whose
+ * request is kept in a variable across tasks) needs this rank's progress
+ * for its peers to finish.  So while such operations exist a helper thread
+ * runs MPI's progress engine every 1-10 ms (lmpi.c); it needs
+ * MPI_THREAD_MULTIPLE (engine/main.c asks for it) and otherwise is not
+ * started.
+ *
  * Without MPI (not initialised, or finalised): rank() is 0, size() is 1,
  * every communication raises "mpi: MPI is not initialised".
  *
- * Threads: the lua_State's thread; that thread must be allowed to call MPI.
+ * Threads: the lua_State's thread, which must be allowed to call MPI; plus
+ * the progress helper above, which touches no request of that thread.
  */
 #ifndef IPPC_ENGINE_LMPI_H
 #define IPPC_ENGINE_LMPI_H
