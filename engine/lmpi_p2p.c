@@ -103,7 +103,8 @@ static nd_buffer *start_mrecv(lua_State *L, lmpi_op *op, MPI_Message *msg,
     MPI_Count n = 0;
     lmpi_check(L, MPI_Get_count_c(status, MPI_BYTE, &n), what);
     if (n < (MPI_Count)HDR_BYTES) {
-        MPI_Mrecv(NULL, 0, MPI_BYTE, msg, MPI_STATUS_IGNORE); /* drop it */
+        unsigned char drop[HDR_BYTES]; /* smaller than a header: received and dropped */
+        MPI_Mrecv_c(drop, n, MPI_BYTE, msg, MPI_STATUS_IGNORE);
         luaL_error(L, "mpi.%s: received a message that is not an mpi module value (%I bytes)",
                    what, (LUAI_UACINT)n);
     }

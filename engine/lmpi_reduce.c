@@ -132,9 +132,13 @@ static int cell_read(lua_State *L, int idx, int op, lmpi_cell *c)
     return 1;
 }
 
-static void cell_push(lua_State *L, const lmpi_cell *c)
+/* One rank's value is never combined (MPI skips the op with one rank), so
+ * land/lor results are made booleans here too. */
+static void cell_push(lua_State *L, const lmpi_cell *c, int op)
 {
-    if (c->kind == CELL_BOOL)
+    if (op == OP_LAND || op == OP_LOR)
+        lua_pushboolean(L, cell_truth(c));
+    else if (c->kind == CELL_BOOL)
         lua_pushboolean(L, c->i != 0);
     else if (c->kind == CELL_INT)
         lua_pushinteger(L, (lua_Integer)c->i);
@@ -178,12 +182,12 @@ static int reduce_cells(lua_State *L, const lmpi_call *c, int x, int op, int roo
         return 1;
     }
     if (!is_table) {
-        cell_push(L, &cells[0]);
+        cell_push(L, &cells[0], op);
         return 1;
     }
     lua_createtable(L, (int)(n < INT32_MAX ? n : 0), 0);
     for (size_t i = 0; i < n; i++) {
-        cell_push(L, &cells[i]);
+        cell_push(L, &cells[i], op);
         lua_rawseti(L, -2, (lua_Integer)i + 1);
     }
     return 1;
@@ -200,6 +204,26 @@ MPI_Datatype lmpi_nd_type(nd_dtype t)
     case ND_INT32: return MPI_INT32_T;
     case ND_UINT8: return MPI_UINT8_T;
     default: return MPI_DATATYPE_NULL;
+    }
+}
+
+/* Elements become 0 or 1 (non-zero is true), in place; integer dtypes. */
+static void nd_truth_in_place(nd_array *a)
+{
+    size_t n = nd_count(a);
+    switch (nd_dtype_of(a)) {
+#define TRUTH_CASE(TAG, T)                                                                         \
+    case TAG: {                                                                                    \
+        T *p = nd_data(a);                                                                         \
+        for (size_t i = 0; i < n; i++)                                                             \
+            p[i] = p[i] != 0;                                                                      \
+        break;                                                                                     \
+    }
+        TRUTH_CASE(ND_INT64, int64_t)
+        TRUTH_CASE(ND_INT32, int32_t)
+        TRUTH_CASE(ND_UINT8, uint8_t)
+#undef TRUTH_CASE
+    default: break;
     }
 }
 
@@ -236,8 +260,12 @@ static int reduce_nd(lua_State *L, const lmpi_call *c, int x, int op, int root, 
                                  lmpi_nd_type(t), mpi_ops[op], root, c->cs->comm, &req),
                    what);
     lmpi_wait_op(L, c, &req, opi, 1, what);
-    if (!is_root)
+    if (!is_root) {
         lua_pushnil(L);
+        return 1;
+    }
+    if ((op == OP_LAND || op == OP_LOR) && c->cs->size == 1) /* MPI skips the op */
+        nd_truth_in_place(nd_test(L, -1));
     return 1;
 }
 

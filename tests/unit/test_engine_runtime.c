@@ -1,6 +1,7 @@
 /* test_engine_runtime.c — the engine runtime's task ops (execute, run, push,
- * pull, apply), errors, stdout capture, interrupts, and the mpi module as a
- * singleton (rank 0 of 1). */
+ * pull, apply, list, delete, reset), errors, stdout capture and streaming,
+ * interrupts (of Lua and of MPI waits), and the mpi module as a singleton
+ * (rank 0 of 1). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -613,6 +614,162 @@ static void test_interrupt_from_signal(void **state)
     assert_exec_int(rt, "return 4", 4);
 }
 
+/* ---- namespace ops */
+
+static json_t *op(runtime *rt, const char *text)
+{
+    json_error_t jerr;
+    json_t *task = json_loads(text, 0, &jerr);
+    if (!task)
+        fail_msg("bad test JSON: %s", text);
+    json_t *res = runtime_run_task(rt, task, NULL, NULL);
+    json_decref(task);
+    assert_non_null(res);
+    return res;
+}
+
+static void test_namespace_ops(void **state)
+{
+    runtime *rt = *state;
+    json_t *res = execute(rt, "a = nd.zeros({2, 3}, 'float32') s = 'hello' i = 3 f = 2.5 "
+                              "b = false t = {1, 2, 3, x = 1} function fn() end "
+                              "co = coroutine.create(fn) print = print string = string "
+                              "mpi = 'mine'");
+    assert_status(res, "ok");
+    json_decref(res);
+    res = op(rt, "{\"op\":\"list\"}");
+    assert_status(res, "ok");
+    char *got = json_dumps(json_object_get(res, "value"), JSON_COMPACT | JSON_SORT_KEYS);
+    assert_string_equal(got, "{\"a\":{\"bytes\":24,\"dtype\":\"float32\",\"shape\":[2,3],"
+                             "\"type\":\"nd\"},\"b\":{\"type\":\"boolean\"},"
+                             "\"co\":{\"type\":\"thread\"},\"f\":{\"type\":\"number\"},"
+                             "\"fn\":{\"type\":\"function\"},\"i\":{\"type\":\"integer\"},"
+                             "\"mpi\":{\"bytes\":4,\"type\":\"string\"},"
+                             "\"s\":{\"bytes\":5,\"type\":\"string\"},"
+                             "\"t\":{\"length\":3,\"type\":\"table\"}}");
+    free(got);
+    json_decref(res);
+
+    /* delete: all or nothing */
+    res = op(rt, "{\"op\":\"delete\",\"names\":[\"s\",\"nope\"]}");
+    assert_status(res, "error");
+    assert_string_equal(str(res, "ename"), "NameError");
+    assert_non_null(strstr(str(res, "evalue"), "'nope'"));
+    json_decref(res);
+    assert_exec_int(rt, "return #s", 5);
+    res = op(rt, "{\"op\":\"delete\",\"names\":[\"s\",\"i\"]}");
+    assert_status(res, "ok");
+    assert_null(json_object_get(res, "value"));
+    json_decref(res);
+    assert_exec_int(rt, "return (s == nil and i == nil) and 1 or 0", 1);
+    res = op(rt, "{\"op\":\"delete\",\"names\":\"a\"}");
+    assert_status(res, "error");
+    assert_string_equal(str(res, "ename"), "ProtocolError");
+    json_decref(res);
+    res = op(rt, "{\"op\":\"delete\",\"names\":[1]}");
+    assert_status(res, "error");
+    json_decref(res);
+
+    /* reset: user globals gone, the library (even one overwritten) back */
+    res = execute(rt, "print = nil nd = nil package.loaded.mymod = {} x = 1");
+    assert_status(res, "ok");
+    json_decref(res);
+    res = op(rt, "{\"op\":\"reset\"}");
+    assert_status(res, "ok");
+    json_decref(res);
+    res = op(rt, "{\"op\":\"list\"}");
+    assert_int_equal(json_object_size(json_object_get(res, "value")), 0);
+    json_decref(res);
+    assert_exec_int(rt,
+                    "return (x == nil and a == nil and type(print) == 'function' and "
+                    "nd.zeros(2):size() == 2 and mpi.size() == 1 and "
+                    "package.loaded.mymod == nil and package.loaded.string ~= nil) and 1 or 0",
+                    1);
+    res = execute(rt, "print('after reset')");
+    assert_string_equal(str(res, "stdout"), "after reset\n");
+    json_decref(res);
+}
+
+/* ---- streaming stdout */
+
+typedef struct sink_log {
+    char data[1 << 17];
+    size_t len;
+    int calls;
+    uint64_t task;
+} sink_log;
+
+static void sink(void *arg, uint64_t task, const char *data, size_t len)
+{
+    sink_log *log = arg;
+    log->calls++;
+    log->task = task;
+    if (log->len + len <= sizeof log->data) {
+        memcpy(log->data + log->len, data, len);
+        log->len += len;
+    }
+}
+
+static void test_stdout_sink(void **state)
+{
+    runtime *rt = *state;
+    sink_log *log = calloc(1, sizeof *log);
+    runtime_set_stdout_sink(rt, sink, log);
+    /* the first line goes at once; the rest at most every ~100 ms */
+    json_t *res = run_json(rt, "{\"op\":\"execute\",\"task\":77,\"code\":"
+                               "\"print('one') "
+                               "for i = 1, 100 do io.write(i, ' ') end print()\"}");
+    assert_status(res, "ok");
+    assert_int_equal(log->task, 77);
+    assert_int_equal(log->len, strlen(str(res, "stdout")));
+    assert_memory_equal(log->data, str(res, "stdout"), log->len);
+    assert_true(log->calls >= 2 && log->calls <= 4); /* "one\n" at once, the rest at the end */
+    json_decref(res);
+
+    /* 64 KiB waiting: passed on without waiting for the period */
+    memset(log, 0, sizeof *log);
+    res = execute(rt, "local s = string.rep('x', 1000) for i = 1, 100 do print(s) end");
+    assert_int_equal(log->len, 100 * 1001);
+    assert_true(log->calls >= 2);
+    json_decref(res);
+
+    /* a slow task: output arrives while it runs, in order, exactly once */
+    memset(log, 0, sizeof *log);
+    res = execute(rt, "for i = 1, 5 do print(i) local t = os.clock() "
+                      "while os.clock() - t < 0.12 do end end");
+    assert_string_equal(str(res, "stdout"), "1\n2\n3\n4\n5\n");
+    assert_int_equal(log->len, 10);
+    assert_memory_equal(log->data, "1\n2\n3\n4\n5\n", 10);
+    assert_true(log->calls >= 4);
+    json_decref(res);
+
+    /* errors and aborted tasks stream too; a silent task calls nothing */
+    memset(log, 0, sizeof *log);
+    res = execute(rt, "print('before') error('x')");
+    assert_status(res, "error");
+    assert_int_equal(log->len, 7);
+    json_decref(res);
+    memset(log, 0, sizeof *log);
+    assert_exec_int(rt, "return 1", 1);
+    assert_int_equal(log->calls, 0);
+
+    runtime_set_stdout_sink(rt, NULL, NULL);
+    assert_exec_int(rt, "print('quiet') return 2", 2);
+    assert_int_equal(log->calls, 0);
+    free(log);
+}
+
+/* ---- mpi through the runtime (one rank) */
+
+static void test_mpi_recv_interrupt(void **state)
+{
+    runtime *rt = *state;
+    assert_interrupts(rt, "mpi.recv(0, 5)");
+    assert_interrupts(rt, "local r = mpi.irecv(0, 6) r:wait()");
+    assert_exec_int(rt, "local q = mpi.isend(9, 0, 5) local v = mpi.recv(0, 5) q:wait() return v",
+                    9);
+}
+
 int main(void)
 {
     int provided;
@@ -628,6 +785,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_mpi_singleton, setup, teardown),
         cmocka_unit_test_setup_teardown(test_interrupt, setup, teardown),
         cmocka_unit_test_setup_teardown(test_interrupt_from_signal, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_namespace_ops, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stdout_sink, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_mpi_recv_interrupt, setup, teardown),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
     MPI_Finalize();
