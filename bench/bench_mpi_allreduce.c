@@ -71,7 +71,8 @@ int main(int argc, char **argv)
     int repeats = argc > 2 ? atoi(argv[2]) : 20;
     if (n == 0 || repeats < 1 || repeats > 1000)
         MPI_Abort(MPI_COMM_WORLD, 2);
-    double *x = malloc(n * sizeof *x), *y = malloc(n * sizeof *y), *t = malloc(sizeof *t * (size_t)repeats);
+    double *x = malloc(n * sizeof *x), *y = malloc(n * sizeof *y),
+           *t = malloc(sizeof *t * (size_t)repeats);
     for (size_t i = 0; i < n; i++)
         x[i] = (double)rank + (double)i * 1e-6;
     MPI_Allreduce(x, y, (int)n, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD); /* warm-up */

@@ -214,13 +214,11 @@ static void *progress_main(void *arg)
 static void progress_start(void)
 {
     int level = MPI_THREAD_SINGLE;
-    if (progress_running || MPI_Query_thread(&level) != MPI_SUCCESS ||
-        level != MPI_THREAD_MULTIPLE)
+    if (progress_running || MPI_Query_thread(&level) != MPI_SUCCESS || level != MPI_THREAD_MULTIPLE)
         return;
     if (MPI_Comm_dup(MPI_COMM_SELF, &progress_comm) != MPI_SUCCESS)
         return;
-    if (MPI_Irecv(&progress_cell, 1, MPI_INT, 0, 0, progress_comm, &progress_req) !=
-        MPI_SUCCESS) {
+    if (MPI_Irecv(&progress_cell, 1, MPI_INT, 0, 0, progress_comm, &progress_req) != MPI_SUCCESS) {
         MPI_Comm_free(&progress_comm);
         return;
     }
@@ -398,9 +396,8 @@ lmpi_call lmpi_begin(lua_State *L, int collective)
     lmpi_reap();
     if (collective && c.cs->pending) {
         lua_Debug ar;
-        const char *name = lua_getstack(L, 0, &ar) && lua_getinfo(L, "n", &ar) && ar.name
-                               ? ar.name
-                               : "?";
+        const char *name =
+            lua_getstack(L, 0, &ar) && lua_getinfo(L, "n", &ar) && ar.name ? ar.name : "?";
         luaL_error(L,
                    "mpi.%s: an interrupted collective on this communicator is still pending "
                    "(the other ranks never made it); their next collective on it completes it, "
@@ -411,8 +408,7 @@ lmpi_call lmpi_begin(lua_State *L, int collective)
     return c;
 }
 
-int lmpi_check_rank(lua_State *L, const lmpi_call *c, int idx, int dflt, int any,
-                    const char *role)
+int lmpi_check_rank(lua_State *L, const lmpi_call *c, int idx, int dflt, int any, const char *role)
 {
     if (lua_isnoneornil(L, idx)) {
         if (dflt < 0 && !any)
@@ -422,8 +418,8 @@ int lmpi_check_rank(lua_State *L, const lmpi_call *c, int idx, int dflt, int any
     lua_Integer r = luaL_checkinteger(L, idx);
     if (r < 0 || r >= c->cs->size)
         luaL_argerror(L, idx,
-                      lua_pushfstring(L, "%s %I is not a rank of this communicator (size %d)",
-                                      role, (LUAI_UACINT)r, c->cs->size));
+                      lua_pushfstring(L, "%s %I is not a rank of this communicator (size %d)", role,
+                                      (LUAI_UACINT)r, c->cs->size));
     return (int)r;
 }
 
@@ -558,15 +554,19 @@ static int comm_tostring(lua_State *L)
 }
 
 static const luaL_Reg lmpi_core_funcs[] = {
-    {"rank", l_rank},   {"size", l_size}, {"barrier", l_barrier}, {"wtime", l_wtime},
-    {"comm_split", l_comm_split}, {"split", l_comm_split}, {NULL, NULL},
+    {"rank", l_rank},
+    {"size", l_size},
+    {"barrier", l_barrier},
+    {"wtime", l_wtime},
+    {"comm_split", l_comm_split},
+    {"split", l_comm_split},
+    {NULL, NULL},
 };
 
 /* Registers every function into the table on top with upvalues (st, world). */
 static void lmpi_register_all(lua_State *L, lmpi_state *st, int world)
 {
-    const luaL_Reg *parts[] = {lmpi_core_funcs, lmpi_reduce_funcs, lmpi_coll_funcs,
-                               lmpi_p2p_funcs};
+    const luaL_Reg *parts[] = {lmpi_core_funcs, lmpi_reduce_funcs, lmpi_coll_funcs, lmpi_p2p_funcs};
     for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
         lua_pushlightuserdata(L, st);
         lua_pushboolean(L, world);

@@ -115,17 +115,29 @@ static int gather_any(lua_State *L, int all)
     MPI_Aint *displs = lmpi_op_alloc(L, op, sizeof(MPI_Aint) * (size_t)size);
     MPI_Request req;
     if (all)
-        lmpi_check(L, MPI_Iallgather(mine, LMPI_HDR, MPI_INT64_T, hdrs, LMPI_HDR, MPI_INT64_T, c.cs->comm, &req), what);
+        lmpi_check(L,
+                   MPI_Iallgather(mine, LMPI_HDR, MPI_INT64_T, hdrs, LMPI_HDR, MPI_INT64_T,
+                                  c.cs->comm, &req),
+                   what);
     else
-        lmpi_check(L, MPI_Igather(mine, LMPI_HDR, MPI_INT64_T, hdrs, LMPI_HDR, MPI_INT64_T, root, c.cs->comm, &req), what);
+        lmpi_check(L,
+                   MPI_Igather(mine, LMPI_HDR, MPI_INT64_T, hdrs, LMPI_HDR, MPI_INT64_T, root,
+                               c.cs->comm, &req),
+                   what);
     lmpi_wait_op(L, &c, &req, opi, 1, what);
     size_t total = receives ? layout(hdrs, size, counts, displs) : 0;
     nd_buffer *buf = lmpi_recv_buffer(L, op, total);
     void *send = (void *)pk.payload;
     if (all)
-        lmpi_check(L, MPI_Iallgatherv_c(send, (MPI_Count)pk.len, MPI_BYTE, nd_buffer_data(buf), counts, displs, MPI_BYTE, c.cs->comm, &req), what);
+        lmpi_check(L,
+                   MPI_Iallgatherv_c(send, (MPI_Count)pk.len, MPI_BYTE, nd_buffer_data(buf), counts,
+                                     displs, MPI_BYTE, c.cs->comm, &req),
+                   what);
     else
-        lmpi_check(L, MPI_Igatherv_c(send, (MPI_Count)pk.len, MPI_BYTE, nd_buffer_data(buf), counts, displs, MPI_BYTE, root, c.cs->comm, &req), what);
+        lmpi_check(L,
+                   MPI_Igatherv_c(send, (MPI_Count)pk.len, MPI_BYTE, nd_buffer_data(buf), counts,
+                                  displs, MPI_BYTE, root, c.cs->comm, &req),
+                   what);
     lmpi_wait_op(L, &c, &req, opi, 1, what);
     raise_own_error(L, &pk, what);
     if (!receives) {
@@ -160,8 +172,8 @@ static lmpi_packed *pack_items(lua_State *L, int idx, lmpi_op *op, int size, con
     int ok = lua_type(L, idx) == LUA_TTABLE && lua_rawlen(L, idx) == (lua_Unsigned)size;
     const char *msg = NULL;
     if (!ok)
-        msg = lua_pushfstring(L, "%s needs a list of exactly %d items (one per rank), got %s",
-                              what, size, luaL_typename(L, idx));
+        msg = lua_pushfstring(L, "%s needs a list of exactly %d items (one per rank), got %s", what,
+                              size, luaL_typename(L, idx));
     for (int i = 0; i < size; i++) {
         if (ok) {
             lua_rawgeti(L, idx, i + 1);
@@ -196,11 +208,17 @@ static int l_scatter(lua_State *L)
     if (is_root)
         pks = pack_items(L, x, op, size, "scatter", hdrs, counts, addrs);
     MPI_Request req;
-    lmpi_check(L, MPI_Iscatter(hdrs, LMPI_HDR, MPI_INT64_T, mine, LMPI_HDR, MPI_INT64_T, root, c.cs->comm, &req), "scatter");
+    lmpi_check(L,
+               MPI_Iscatter(hdrs, LMPI_HDR, MPI_INT64_T, mine, LMPI_HDR, MPI_INT64_T, root,
+                            c.cs->comm, &req),
+               "scatter");
     lmpi_wait_op(L, &c, &req, opi, 1, "scatter");
     size_t len = lmpi_payload_len(mine);
     nd_buffer *buf = lmpi_recv_buffer(L, op, len);
-    lmpi_check(L, MPI_Iscatterv_c(MPI_BOTTOM, counts, addrs, MPI_BYTE, nd_buffer_data(buf), (MPI_Count)len, MPI_BYTE, root, c.cs->comm, &req), "scatter");
+    lmpi_check(L,
+               MPI_Iscatterv_c(MPI_BOTTOM, counts, addrs, MPI_BYTE, nd_buffer_data(buf),
+                               (MPI_Count)len, MPI_BYTE, root, c.cs->comm, &req),
+               "scatter");
     lmpi_wait_op(L, &c, &req, opi, 1, "scatter");
     (void)pks;
     lmpi_unpack(L, mine, nd_buffer_data(buf), len, buf, "scatter");
@@ -225,11 +243,17 @@ static int l_alltoall(lua_State *L)
     MPI_Aint *rdispls = lmpi_op_alloc(L, op, sizeof(MPI_Aint) * n);
     lmpi_packed *pks = pack_items(L, x, op, size, "alltoall", shdrs, scounts, saddrs);
     MPI_Request req;
-    lmpi_check(L, MPI_Ialltoall(shdrs, LMPI_HDR, MPI_INT64_T, rhdrs, LMPI_HDR, MPI_INT64_T, c.cs->comm, &req), "alltoall");
+    lmpi_check(
+        L,
+        MPI_Ialltoall(shdrs, LMPI_HDR, MPI_INT64_T, rhdrs, LMPI_HDR, MPI_INT64_T, c.cs->comm, &req),
+        "alltoall");
     lmpi_wait_op(L, &c, &req, opi, 1, "alltoall");
     size_t total = layout(rhdrs, size, rcounts, rdispls);
     nd_buffer *buf = lmpi_recv_buffer(L, op, total);
-    lmpi_check(L, MPI_Ialltoallv_c(MPI_BOTTOM, scounts, saddrs, MPI_BYTE, nd_buffer_data(buf), rcounts, rdispls, MPI_BYTE, c.cs->comm, &req), "alltoall");
+    lmpi_check(L,
+               MPI_Ialltoallv_c(MPI_BOTTOM, scounts, saddrs, MPI_BYTE, nd_buffer_data(buf), rcounts,
+                                rdispls, MPI_BYTE, c.cs->comm, &req),
+               "alltoall");
     lmpi_wait_op(L, &c, &req, opi, 1, "alltoall");
     for (int i = 0; i < size; i++)
         raise_own_error(L, &pks[i], "alltoall");

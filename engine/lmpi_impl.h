@@ -60,8 +60,7 @@ void lmpi_commstate_release(lmpi_commstate *cs);
 void lmpi_check(lua_State *L, int rc, const char *what);
 /* A rank argument (root, dest, source) in [0, size) or raises; `any`
  * allows MPI_ANY_SOURCE for nil/absent. */
-int lmpi_check_rank(lua_State *L, const lmpi_call *c, int idx, int dflt, int any,
-                    const char *role);
+int lmpi_check_rank(lua_State *L, const lmpi_call *c, int idx, int dflt, int any, const char *role);
 int lmpi_check_tag(lua_State *L, int idx, int dflt, int any);
 
 /* ---- operation arenas */
@@ -145,11 +144,11 @@ static inline size_t lmpi_align8(size_t n)
  * true: the world) and as comm methods (upvalue 2 false: self); upvalue 1
  * is the lmpi_state */
 extern const luaL_Reg lmpi_reduce_funcs[]; /* lmpi_reduce.c */
-MPI_Datatype lmpi_nd_type(nd_dtype t);      /* lmpi_reduce.c */
+MPI_Datatype lmpi_nd_type(nd_dtype t);     /* lmpi_reduce.c */
 /* A new receive buffer of len bytes owned by op (raises when out of memory). */
 nd_buffer *lmpi_recv_buffer(lua_State *L, lmpi_op *op, size_t len);
-extern const luaL_Reg lmpi_coll_funcs[];   /* lmpi_coll.c */
-extern const luaL_Reg lmpi_p2p_funcs[];    /* lmpi_p2p.c */
-void lmpi_p2p_open(lua_State *L);          /* lmpi_p2p.c: request metatable */
+extern const luaL_Reg lmpi_coll_funcs[]; /* lmpi_coll.c */
+extern const luaL_Reg lmpi_p2p_funcs[];  /* lmpi_p2p.c */
+void lmpi_p2p_open(lua_State *L);        /* lmpi_p2p.c: request metatable */
 
 #endif

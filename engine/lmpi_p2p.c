@@ -74,8 +74,7 @@ static int l_send(lua_State *L)
 
 /* Polls a matched probe the yielding way: 0 found, -1 interrupted, or an
  * MPI error code. */
-static int probe_wait(const lmpi_call *c, int source, int tag, MPI_Message *msg,
-                      MPI_Status *status)
+static int probe_wait(const lmpi_call *c, int source, int tag, MPI_Message *msg, MPI_Status *status)
 {
     for (unsigned spins = 0;; spins++) {
         int flag = 0;
@@ -96,17 +95,16 @@ static int probe_wait(const lmpi_call *c, int source, int tag, MPI_Message *msg,
 }
 
 /* Starts receiving the matched message into a new buffer owned by op. */
-static nd_buffer *start_mrecv(lua_State *L, lmpi_op *op, MPI_Message *msg,
-                              const MPI_Status *status, MPI_Request *req, size_t *len,
-                              const char *what)
+static nd_buffer *start_mrecv(lua_State *L, lmpi_op *op, MPI_Message *msg, const MPI_Status *status,
+                              MPI_Request *req, size_t *len, const char *what)
 {
     MPI_Count n = 0;
     lmpi_check(L, MPI_Get_count_c(status, MPI_BYTE, &n), what);
     if (n < (MPI_Count)HDR_BYTES) {
         unsigned char drop[HDR_BYTES]; /* smaller than a header: received and dropped */
         MPI_Mrecv_c(drop, n, MPI_BYTE, msg, MPI_STATUS_IGNORE);
-        luaL_error(L, "mpi.%s: received a message that is not an mpi module value (%I bytes)",
-                   what, (LUAI_UACINT)n);
+        luaL_error(L, "mpi.%s: received a message that is not an mpi module value (%I bytes)", what,
+                   (LUAI_UACINT)n);
     }
     *len = (size_t)n;
     nd_buffer *buf = lmpi_recv_buffer(L, op, *len);
@@ -399,6 +397,7 @@ void lmpi_p2p_open(lua_State *L)
 }
 
 const luaL_Reg lmpi_p2p_funcs[] = {
-    {"send", l_send},   {"recv", l_recv},   {"sendrecv", l_sendrecv}, {"isend", l_isend},
-    {"irecv", l_irecv}, {"waitall", l_waitall}, {NULL, NULL},
+    {"send", l_send},   {"recv", l_recv},   {"sendrecv", l_sendrecv},
+    {"isend", l_isend}, {"irecv", l_irecv}, {"waitall", l_waitall},
+    {NULL, NULL},
 };

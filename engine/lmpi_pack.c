@@ -173,8 +173,8 @@ void lmpi_pack(lua_State *L, int idx, lmpi_op *op, lmpi_packed *p)
 
 static void unpack_fail(lua_State *L, const char *what, const char *why)
 {
-    luaL_error(L, "mpi.%s: received a malformed value (%s); do all ranks make the same call?",
-               what, why);
+    luaL_error(L, "mpi.%s: received a malformed value (%s); do all ranks make the same call?", what,
+               why);
 }
 
 static void unpack_nd(lua_State *L, const int64_t *h, const unsigned char *p, nd_buffer *buf,
@@ -266,8 +266,8 @@ static void unpack_wire(lua_State *L, const int64_t *h, const unsigned char *p, 
     }
 }
 
-void lmpi_unpack(lua_State *L, const int64_t *h, const unsigned char *p, size_t len,
-                 nd_buffer *buf, const char *what)
+void lmpi_unpack(lua_State *L, const int64_t *h, const unsigned char *p, size_t len, nd_buffer *buf,
+                 const char *what)
 {
     size_t plen = lmpi_payload_len(h);
     if (h[H_LEN] < 0 || plen > len)

@@ -148,8 +148,7 @@ static void cell_push(lua_State *L, const lmpi_cell *c, int op)
 
 /* Reduces the number, boolean or sequence at x; pushes the result (nil
  * off the root of a reduce). */
-static int reduce_cells(lua_State *L, const lmpi_call *c, int x, int op, int root,
-                        const char *what)
+static int reduce_cells(lua_State *L, const lmpi_call *c, int x, int op, int root, const char *what)
 {
     cells_init(L);
     int is_table = lua_type(L, x) == LUA_TTABLE;
@@ -170,7 +169,10 @@ static int reduce_cells(lua_State *L, const lmpi_call *c, int x, int op, int roo
     MPI_Request req;
     int is_root = root < 0 || root == c->cs->rank;
     if (root < 0)
-        lmpi_check(L, MPI_Iallreduce(MPI_IN_PLACE, cells, (int)n, cell_type, cell_ops[op], c->cs->comm, &req), what);
+        lmpi_check(
+            L,
+            MPI_Iallreduce(MPI_IN_PLACE, cells, (int)n, cell_type, cell_ops[op], c->cs->comm, &req),
+            what);
     else
         lmpi_check(L,
                    MPI_Ireduce(is_root ? MPI_IN_PLACE : cells, is_root ? cells : NULL, (int)n,
@@ -253,7 +255,10 @@ static int reduce_nd(lua_State *L, const lmpi_call *c, int x, int op, int root, 
     MPI_Request req;
     MPI_Count n = (MPI_Count)nd_count(a);
     if (root < 0)
-        lmpi_check(L, MPI_Iallreduce_c(MPI_IN_PLACE, buf, n, lmpi_nd_type(t), mpi_ops[op], c->cs->comm, &req), what);
+        lmpi_check(
+            L,
+            MPI_Iallreduce_c(MPI_IN_PLACE, buf, n, lmpi_nd_type(t), mpi_ops[op], c->cs->comm, &req),
+            what);
     else
         lmpi_check(L,
                    MPI_Ireduce_c(is_root ? MPI_IN_PLACE : buf, is_root ? buf : NULL, n,

@@ -150,7 +150,7 @@ static json_t *wire_nd(wire_walk *w, nd_array *a)
     unsigned char *copy = malloc(bytes ? bytes : 1);
     if (!copy)
         return wire_fail(w, "out of memory copying an %s", "nd array");
-    nd_copy_out(a, copy); /* row-major, whatever a's strides */
+    nd_copy_out(a, copy);                           /* row-major, whatever a's strides */
     long index = blobs_push(w->blobs, copy, bytes); /* frees copy on failure */
     if (index < 0)
         return wire_fail(w, "out of memory copying an %s", "nd array");

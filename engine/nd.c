@@ -388,8 +388,8 @@ nd_array *nd_push_adopt(lua_State *L, nd_dtype dtype, int ndim, const size_t *sh
     return a;
 }
 
-nd_array *nd_push_buffer_view(lua_State *L, nd_buffer *buf, size_t offset, nd_dtype dtype,
-                              int ndim, const size_t *shape)
+nd_array *nd_push_buffer_view(lua_State *L, nd_buffer *buf, size_t offset, nd_dtype dtype, int ndim,
+                              const size_t *shape)
 {
     size_t count = nd_shape_count(L, dtype, ndim, shape);
     if (offset > buf->bytes || count * nd_dtype_size(dtype) > buf->bytes - offset)
@@ -604,7 +604,8 @@ int nd_check_axis(lua_State *L, int idx, int ndim)
         axis += ndim + 1;
     if (axis < 1 || axis > ndim)
         luaL_argerror(L, idx,
-                      lua_pushfstring(L, "axis %I out of range for %d dimensions (axes are 1-based)",
+                      lua_pushfstring(L,
+                                      "axis %I out of range for %d dimensions (axes are 1-based)",
                                       (LUAI_UACINT)luaL_checkinteger(L, idx), ndim));
     return (int)axis - 1;
 }

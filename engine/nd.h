@@ -92,8 +92,8 @@ nd_array *nd_push_adopt(lua_State *L, nd_dtype dtype, int ndim, const size_t *sh
 /* Pushes a contiguous array viewing `bytes` bytes at `offset` of buf (which
  * it retains); for zero-copy arrays inside a received message.  offset must
  * be aligned for dtype and the elements must fit in the buffer. */
-nd_array *nd_push_buffer_view(lua_State *L, nd_buffer *buf, size_t offset, nd_dtype dtype,
-                              int ndim, const size_t *shape);
+nd_array *nd_push_buffer_view(lua_State *L, nd_buffer *buf, size_t offset, nd_dtype dtype, int ndim,
+                              const size_t *shape);
 /* A new buffer owning data (malloc'd, len bytes), refs 1; NULL when out of
  * memory (data is then still the caller's). */
 nd_buffer *nd_buffer_wrap(unsigned char *data, size_t len);

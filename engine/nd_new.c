@@ -317,9 +317,9 @@ static int l_random(lua_State *L)
 void nd_new_register(lua_State *L)
 {
     static const luaL_Reg functions[] = {
-        {"array", l_array},       {"zeros", l_zeros}, {"ones", l_ones},     {"empty", l_empty},
-        {"full", l_full},         {"arange", l_arange}, {"linspace", l_linspace},
-        {"random", l_random},     {NULL, NULL},
+        {"array", l_array},       {"zeros", l_zeros},   {"ones", l_ones},
+        {"empty", l_empty},       {"full", l_full},     {"arange", l_arange},
+        {"linspace", l_linspace}, {"random", l_random}, {NULL, NULL},
     };
     luaL_setfuncs(L, functions, 0);
 }

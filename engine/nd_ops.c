@@ -111,7 +111,7 @@ typedef void (*nd_kernel)(void *out, const void *x, ptrdiff_t sx, const void *y,
 
 /* out[i] = EXPR(X = x[i*sx], Y = y[i*sy]) with sx, sy in {0, 1}. */
 #define ND_KERNEL(NAME, TI, TO, EXPR)                                                              \
-    static void NAME(void *out_, const void *x_, ptrdiff_t sx, const void *y_, ptrdiff_t sy,      \
+    static void NAME(void *out_, const void *x_, ptrdiff_t sx, const void *y_, ptrdiff_t sy,       \
                      size_t n, int *flag)                                                          \
     {                                                                                              \
         TO *o = out_;                                                                              \
@@ -153,7 +153,7 @@ typedef void (*nd_kernel)(void *out, const void *x, ptrdiff_t sx, const void *y,
 #define ND_FLOAT_KERNELS(S, T, FLOOR, FMOD, POW)                                                   \
     ND_KERNEL(add_##S, T, T, X + Y)                                                                \
     ND_KERNEL(sub_##S, T, T, X - Y)                                                                \
-    ND_KERNEL(mul_##S, T, T, X * Y)                                                                \
+    ND_KERNEL(mul_##S, T, T, X *Y)                                                                 \
     ND_KERNEL(div_##S, T, T, X / Y)                                                                \
     ND_KERNEL(idiv_##S, T, T, FLOOR(X / Y))                                                        \
     ND_KERNEL(mod_##S, T, T, FMOD(X, Y))                                                           \
@@ -249,8 +249,7 @@ static void nd_operand_get(lua_State *L, int idx, nd_dtype t, nd_operand *o)
 }
 
 /* Output shape of x and y broadcast; 0, or -1 if they cannot be. */
-static int nd_broadcast(int nx, const size_t *sx, int ny, const size_t *sy, int *nout,
-                        size_t *out)
+static int nd_broadcast(int nx, const size_t *sx, int ny, const size_t *sy, int *nout, size_t *out)
 {
     int n = nx > ny ? nx : ny;
     for (int k = 1; k <= n; k++) {
@@ -303,8 +302,8 @@ static void nd_shape_error(lua_State *L, const char *what, int nx, const size_t 
                            const size_t *sy)
 {
     char a[160], b[160];
-    luaL_error(L, "nd: shapes %s and %s cannot be broadcast for '%s'", nd_shape_text(nx, sx, a, sizeof a),
-               nd_shape_text(ny, sy, b, sizeof b), what);
+    luaL_error(L, "nd: shapes %s and %s cannot be broadcast for '%s'",
+               nd_shape_text(nx, sx, a, sizeof a), nd_shape_text(ny, sy, b, sizeof b), what);
 }
 
 /* Runs kernel over the broadcast operands into the contiguous out. */
@@ -349,8 +348,8 @@ static int nd_binary(lua_State *L, nd_op op)
     nd_dtype rt = nd_op_is_comparison(op) ? ND_UINT8 : t;
     size_t shape[ND_MAX_DIMS];
     int n;
-    if (nd_broadcast(a ? a->ndim : 0, a ? a->shape : NULL, b ? b->ndim : 0, b ? b->shape : NULL,
-                     &n, shape) < 0)
+    if (nd_broadcast(a ? a->ndim : 0, a ? a->shape : NULL, b ? b->ndim : 0, b ? b->shape : NULL, &n,
+                     shape) < 0)
         nd_shape_error(L, nd_op_names[op], a->ndim, a->shape, b->ndim, b->shape);
     nd_operand x, y;
     nd_operand_get(L, 1, t, &x);
@@ -493,7 +492,7 @@ static int nd_math(lua_State *L, nd_fn64 f64, nd_fn32 f32)
     {                                                                                              \
         return NAME##f(v);                                                                         \
     }                                                                                              \
-    static int fn_##NAME(lua_State *L)                                                              \
+    static int fn_##NAME(lua_State *L)                                                             \
     {                                                                                              \
         return nd_math(L, NAME##_64, NAME##_32);                                                   \
     }
@@ -584,8 +583,8 @@ void nd_assign(lua_State *L, nd_array *dst, int src_idx)
     size_t len = shape[n - 1], rows = dst->count / len, idx[ND_MAX_DIMS] = {0};
     ptrdiff_t off[2] = {0, 0};
     for (size_t r = 0; r < rows; r++) {
-        nd_put_row(nd_ptr(dst) + off[0] * (ptrdiff_t)es, st[0][n - 1],
-                   x.p + off[1] * (ptrdiff_t)es, st[1][n - 1], len, es);
+        nd_put_row(nd_ptr(dst) + off[0] * (ptrdiff_t)es, st[0][n - 1], x.p + off[1] * (ptrdiff_t)es,
+                   st[1][n - 1], len, es);
         nd_next_row(n, shape, idx, 2, off, (const ptrdiff_t(*)[ND_MAX_DIMS])st);
     }
     lua_pop(L, 1);
@@ -609,7 +608,8 @@ static int m_axpy(lua_State *L)
     nd_array *y = nd_check(L, 1);
     double alpha = luaL_checknumber(L, 2);
     nd_array *x = nd_check(L, 3);
-    int same = x->ndim == y->ndim && memcmp(x->shape, y->shape, sizeof(size_t) * (size_t)x->ndim) == 0;
+    int same =
+        x->ndim == y->ndim && memcmp(x->shape, y->shape, sizeof(size_t) * (size_t)x->ndim) == 0;
     if (same && y->dtype == ND_FLOAT64 && y->contiguous && x->buf != y->buf) {
         const double *xs = nd_elements_in(L, x, ND_FLOAT64, 0);
         double *ys = nd_data(y);
@@ -638,9 +638,9 @@ static int m_axpy(lua_State *L)
 void nd_ops_metamethods(lua_State *L)
 {
     static const luaL_Reg mms[] = {
-        {"__add", mm_add},   {"__sub", mm_sub}, {"__mul", mm_mul}, {"__div", mm_div},
-        {"__idiv", mm_idiv}, {"__mod", mm_mod}, {"__pow", mm_pow}, {"__unm", mm_unm},
-        {NULL, NULL},
+        {"__add", mm_add}, {"__sub", mm_sub},   {"__mul", mm_mul},
+        {"__div", mm_div}, {"__idiv", mm_idiv}, {"__mod", mm_mod},
+        {"__pow", mm_pow}, {"__unm", mm_unm},   {NULL, NULL},
     };
     luaL_setfuncs(L, mms, 0);
 }
@@ -657,8 +657,8 @@ void nd_ops_methods(lua_State *L)
 void nd_ops_functions(lua_State *L)
 {
     static const luaL_Reg functions[] = {
-        {"sqrt", fn_sqrt}, {"exp", fn_exp}, {"log", fn_log}, {"log10", fn_log10},
-        {"sin", fn_sin}, {"cos", fn_cos}, {"tan", fn_tan}, {"abs", l_abs},
+        {"sqrt", fn_sqrt},   {"exp", fn_exp},   {"log", fn_log}, {"log10", fn_log10},
+        {"sin", fn_sin},     {"cos", fn_cos},   {"tan", fn_tan}, {"abs", l_abs},
         {"floor", fn_floor}, {"ceil", fn_ceil}, {NULL, NULL},
     };
     luaL_setfuncs(L, functions, 0);

@@ -58,7 +58,7 @@ static double nd_sum_f64(const double *s, size_t n)
             }                                                                                      \
         }
 
-static void nd_mean_f64(const double *s, nd_geom g, double *acc)
+static void nd_sum_slots_f64(const double *s, nd_geom g, double *acc)
 {
     size_t m = g.outer * g.inner;
     if (g.inner == 1) {
@@ -73,7 +73,7 @@ static void nd_mean_f64(const double *s, nd_geom g, double *acc)
 static void nd_std_f64(const double *s, nd_geom g, double *acc, double *ss, double ddof)
 {
     size_t m = g.outer * g.inner;
-    nd_mean_f64(s, g, acc);
+    nd_sum_slots_f64(s, g, acc);
     for (size_t k = 0; k < m; k++) {
         acc[k] /= (double)g.n;
         ss[k] = 0;
@@ -96,9 +96,9 @@ static void nd_reduce_f64(nd_red op, const double *s, nd_geom g, double *acc, in
         arg[k] = 0;
     }
     switch (op) {
-    case R_SUM: nd_mean_f64(s, g, acc); break;
+    case R_SUM: nd_sum_slots_f64(s, g, acc); break;
     case R_MEAN:
-        nd_mean_f64(s, g, acc);
+        nd_sum_slots_f64(s, g, acc);
         for (size_t k = 0; k < m; k++)
             acc[k] /= (double)g.n;
         break;
@@ -107,15 +107,21 @@ static void nd_reduce_f64(nd_red op, const double *s, nd_geom g, double *acc, in
     case R_MIN: ND_SWEEP(double, if (v < acc[k] || v != v) acc[k] = v) break;
     case R_MAX: ND_SWEEP(double, if (v > acc[k] || v != v) acc[k] = v) break;
     case R_ARGMIN:
-        ND_SWEEP(double, if (acc[k] == acc[k] && (v < acc[k] || v != v)) {
-            acc[k] = v;
-            arg[k] = (int64_t)j;
-        }) break;
+        ND_SWEEP(
+            double,
+            if (acc[k] == acc[k] && (v < acc[k] || v != v)) {
+                acc[k] = v;
+                arg[k] = (int64_t)j;
+            })
+        break;
     case R_ARGMAX:
-        ND_SWEEP(double, if (acc[k] == acc[k] && (v > acc[k] || v != v)) {
-            acc[k] = v;
-            arg[k] = (int64_t)j;
-        }) break;
+        ND_SWEEP(
+            double,
+            if (acc[k] == acc[k] && (v > acc[k] || v != v)) {
+                acc[k] = v;
+                arg[k] = (int64_t)j;
+            })
+        break;
     }
 }
 
@@ -137,15 +143,21 @@ static void nd_reduce_i64(nd_red op, const int64_t *s, nd_geom g, int64_t *acc, 
     case R_MIN: ND_SWEEP(int64_t, if (v < acc[k]) acc[k] = v) break;
     case R_MAX: ND_SWEEP(int64_t, if (v > acc[k]) acc[k] = v) break;
     case R_ARGMIN:
-        ND_SWEEP(int64_t, if (v < acc[k]) {
-            acc[k] = v;
-            arg[k] = (int64_t)j;
-        }) break;
+        ND_SWEEP(
+            int64_t,
+            if (v < acc[k]) {
+                acc[k] = v;
+                arg[k] = (int64_t)j;
+            })
+        break;
     case R_ARGMAX:
-        ND_SWEEP(int64_t, if (v > acc[k]) {
-            acc[k] = v;
-            arg[k] = (int64_t)j;
-        }) break;
+        ND_SWEEP(
+            int64_t,
+            if (v > acc[k]) {
+                acc[k] = v;
+                arg[k] = (int64_t)j;
+            })
+        break;
     default: break;
     }
 }
@@ -167,8 +179,7 @@ static nd_dtype nd_red_dtype(nd_red op, nd_dtype t)
 }
 
 /* Pushes the whole-array result from slot 0. */
-static void nd_push_scalar(lua_State *L, nd_red op, int in_f64, const void *acc,
-                           const int64_t *arg)
+static void nd_push_scalar(lua_State *L, nd_red op, int in_f64, const void *acc, const int64_t *arg)
 {
     if (op == R_ARGMIN || op == R_ARGMAX)
         lua_pushinteger(L, (lua_Integer)arg[0] + 1);
@@ -357,9 +368,9 @@ static int l_matmul(lua_State *L)
 void nd_reduce_methods(lua_State *L)
 {
     static const luaL_Reg methods[] = {
-        {"sum", m_sum},       {"prod", m_prod},     {"min", m_min},   {"max", m_max},
-        {"mean", m_mean},     {"std", m_std},       {"argmin", m_argmin},
-        {"argmax", m_argmax}, {"dot", l_dot},       {"matmul", l_matmul}, {NULL, NULL},
+        {"sum", m_sum},   {"prod", m_prod},     {"min", m_min},       {"max", m_max},
+        {"mean", m_mean}, {"std", m_std},       {"argmin", m_argmin}, {"argmax", m_argmax},
+        {"dot", l_dot},   {"matmul", l_matmul}, {NULL, NULL},
     };
     luaL_setfuncs(L, methods, 0);
 }

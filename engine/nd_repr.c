@@ -114,8 +114,8 @@ static int repr_text(const repr_fmt *f, const void *p, char *s, size_t size)
     int ip = dot ? (int)(dot - s) : n, fp = dot ? n - ip - 1 : 0;
     if (f->width) { /* printing pass: align the points */
         char out[128];
-        int m = snprintf(out, sizeof out, "%*s%s%*s", f->int_width - ip, "", s,
-                         f->frac_width - fp, "");
+        int m =
+            snprintf(out, sizeof out, "%*s%s%*s", f->int_width - ip, "", s, f->frac_width - fp, "");
         snprintf(s, size, "%s", out);
         return m;
     }
@@ -196,8 +196,8 @@ static void repr_measure(const nd_array *a, repr_fmt *f)
     f->summarise = a->count > REPR_THRESHOLD;
     if (nd_is_float(a->dtype)) {
         repr_walk(a, 0, nd_ptr(a), f, repr_measure_range, NULL);
-        f->sci = f->any_finite && (f->max_abs >= 1e8 || f->min_abs < 1e-4 ||
-                                   f->max_abs / f->min_abs > 1000);
+        f->sci = f->any_finite &&
+                 (f->max_abs >= 1e8 || f->min_abs < 1e-4 || f->max_abs / f->min_abs > 1000);
         repr_walk(a, 0, nd_ptr(a), f, repr_measure_digits, NULL);
     }
     int other = 0; /* widest element not aligned on a point */

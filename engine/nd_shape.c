@@ -76,8 +76,8 @@ static size_t nd_check_index(lua_State *L, nd_array *a, int idx)
 /* Pushes the view of row i (n-D) sharing a's memory. */
 static nd_array *nd_push_row(lua_State *L, nd_array *a, size_t i)
 {
-    ptrdiff_t off = (ptrdiff_t)a->offset +
-                    (ptrdiff_t)i * a->strides[0] * (ptrdiff_t)nd_dtype_size(a->dtype);
+    ptrdiff_t off =
+        (ptrdiff_t)a->offset + (ptrdiff_t)i * a->strides[0] * (ptrdiff_t)nd_dtype_size(a->dtype);
     return nd_push_view(L, a, a->ndim - 1, a->shape + 1, a->strides + 1, (size_t)off);
 }
 
@@ -175,8 +175,8 @@ static int m_slice(lua_State *L)
     memcpy(strides, a->strides, sizeof strides);
     shape[axis] = count;
     strides[axis] = a->strides[axis] * (ptrdiff_t)step;
-    ptrdiff_t off = (ptrdiff_t)a->offset + (ptrdiff_t)first * a->strides[axis] *
-                                               (ptrdiff_t)nd_dtype_size(a->dtype);
+    ptrdiff_t off = (ptrdiff_t)a->offset +
+                    (ptrdiff_t)first * a->strides[axis] * (ptrdiff_t)nd_dtype_size(a->dtype);
     nd_push_view(L, a, a->ndim, shape, strides, count ? (size_t)off : a->offset);
     return 1;
 }
@@ -314,10 +314,10 @@ static int m_totable(lua_State *L)
 void nd_shape_methods(lua_State *L)
 {
     static const luaL_Reg methods[] = {
-        {"shape", m_shape},   {"ndim", m_ndim},       {"dtype", m_dtype},
-        {"size", m_size},     {"slice", m_slice},     {"T", m_transpose},
+        {"shape", m_shape},         {"ndim", m_ndim},       {"dtype", m_dtype},
+        {"size", m_size},           {"slice", m_slice},     {"T", m_transpose},
         {"transpose", m_transpose}, {"reshape", m_reshape}, {"copy", m_copy},
-        {"astype", m_astype}, {"totable", m_totable}, {NULL, NULL},
+        {"astype", m_astype},       {"totable", m_totable}, {NULL, NULL},
     };
     luaL_setfuncs(L, methods, 0);
 }

@@ -33,8 +33,8 @@ static int exchange(double *u, size_t n, double *ghost_left, double *ghost_right
     int rc = MPI_Sendrecv(&u[n - 1], 1, MPI_DOUBLE, right, 0, ghost_left, 1, MPI_DOUBLE, left, 0,
                           comm, MPI_STATUS_IGNORE);
     if (rc == MPI_SUCCESS)
-        rc = MPI_Sendrecv(&u[0], 1, MPI_DOUBLE, left, 1, ghost_right, 1, MPI_DOUBLE, right, 1,
-                          comm, MPI_STATUS_IGNORE);
+        rc = MPI_Sendrecv(&u[0], 1, MPI_DOUBLE, left, 1, ghost_right, 1, MPI_DOUBLE, right, 1, comm,
+                          MPI_STATUS_IGNORE);
     return rc;
 }
 
@@ -70,7 +70,8 @@ static int heat1d(const ippc_api *api, ippc_call *call, const ippc_value *args, 
     int rank, size;
     MPI_Comm_rank(comm, &rank);
     MPI_Comm_size(comm, &size);
-    int left = rank > 0 ? rank - 1 : MPI_PROC_NULL, right = rank + 1 < size ? rank + 1 : MPI_PROC_NULL;
+    int left = rank > 0 ? rank - 1 : MPI_PROC_NULL,
+        right = rank + 1 < size ? rank + 1 : MPI_PROC_NULL;
     size_t n = a->count;
     double *u = api->return_array(call, IPPC_FLOAT64, 1, &n);
     double *v = malloc(n * sizeof *v);
@@ -88,8 +89,9 @@ static int heat1d(const ippc_api *api, ippc_call *call, const ippc_value *args, 
         }
         if (stop || rc != MPI_SUCCESS) {
             free(v);
-            return rc != MPI_SUCCESS ? api->error(call, "heat1d: MPI_Allreduce failed (error %d)", rc)
-                                     : api->error(call, "interrupted");
+            return rc != MPI_SUCCESS
+                       ? api->error(call, "heat1d: MPI_Allreduce failed (error %d)", rc)
+                       : api->error(call, "interrupted");
         }
         double gl = 0, gr = 0;
         rc = exchange(u, n, &gl, &gr, left, right, comm);

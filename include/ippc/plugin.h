@@ -128,8 +128,7 @@ typedef struct ippc_call ippc_call;
 typedef struct ippc_api ippc_api;
 
 /* A kernel: returns 0 after adding its results, or api->error(...). */
-typedef int (*ippc_kernel)(const ippc_api *api, ippc_call *call, const ippc_value *args,
-                           int nargs);
+typedef int (*ippc_kernel)(const ippc_api *api, ippc_call *call, const ippc_value *args, int nargs);
 
 struct ippc_api {
     uint32_t abi_version;       /* IPPC_PLUGIN_ABI_VERSION of the engine */
@@ -144,8 +143,7 @@ struct ippc_api {
      * `name` (letters, digits and '_', not starting with a digit; at most 63
      * bytes).  doc may be NULL.  Returns 0, or -1 for a bad name (init
      * should then return non-zero). */
-    int (*register_kernel)(const ippc_api *api, const char *name, ippc_kernel fn,
-                           const char *doc);
+    int (*register_kernel)(const ippc_api *api, const char *name, ippc_kernel fn, const char *doc);
 
     /* Non-zero once the running task has been asked to stop. */
     int (*interrupted)(void);

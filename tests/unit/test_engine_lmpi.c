@@ -100,18 +100,20 @@ static void test_reductions(void **state)
 static void test_collectives(void **state)
 {
     lua_State *L = *state;
-    lua_ok(L, "local t = {x = {1, 2}, a = nd.arange(3), s = 'a\\0b'}\n"
-              "assert(mpi.bcast(t) == t, 'the root gets its own object')\n"
-              "assert(mpi.bcast(nil) == nil and mpi.bcast(7) == 7)\n"
-              "local g = mpi.gather({1, nd.ones(2)})\n"
-              "assert(#g == 1 and g[1][1] == 1 and g[1][2]:sum() == 2)\n"
-              "local ag = mpi.allgather('s') assert(#ag == 1 and ag[1] == 's')\n"
-              "local strided = mpi.allgather(nd.arange(6):reshape(2, 3):T())[1]\n"
-              "assert(strided:shape()[1] == 3 and strided[1][2] == 3, 'sent row-major')\n"
-              "assert(mpi.scatter({{k = 'v'}}).k == 'v' and mpi.scatter({nd.full(2, 9)})[2] == 9)\n"
-              "assert(mpi.alltoall({true})[1] == true and mpi.alltoall({nd.zeros(0)})[1]:size() == 0)\n"
-              "assert(mpi.gather(nil)[1] == nil and mpi.allgather(false)[1] == false)\n"
-              "assert(mpi.bcast(1/0) == math.huge and mpi.gather(-0.0)[1] == 0)\n");
+    lua_ok(
+        L,
+        "local t = {x = {1, 2}, a = nd.arange(3), s = 'a\\0b'}\n"
+        "assert(mpi.bcast(t) == t, 'the root gets its own object')\n"
+        "assert(mpi.bcast(nil) == nil and mpi.bcast(7) == 7)\n"
+        "local g = mpi.gather({1, nd.ones(2)})\n"
+        "assert(#g == 1 and g[1][1] == 1 and g[1][2]:sum() == 2)\n"
+        "local ag = mpi.allgather('s') assert(#ag == 1 and ag[1] == 's')\n"
+        "local strided = mpi.allgather(nd.arange(6):reshape(2, 3):T())[1]\n"
+        "assert(strided:shape()[1] == 3 and strided[1][2] == 3, 'sent row-major')\n"
+        "assert(mpi.scatter({{k = 'v'}}).k == 'v' and mpi.scatter({nd.full(2, 9)})[2] == 9)\n"
+        "assert(mpi.alltoall({true})[1] == true and mpi.alltoall({nd.zeros(0)})[1]:size() == 0)\n"
+        "assert(mpi.gather(nil)[1] == nil and mpi.allgather(false)[1] == false)\n"
+        "assert(mpi.bcast(1/0) == math.huge and mpi.gather(-0.0)[1] == 0)\n");
     lua_fails(L, "mpi.bcast(print)", "cannot send a function value");
     lua_fails(L, "mpi.gather(coroutine.create(print))", "cannot send a thread value");
     lua_fails(L, "mpi.scatter({1, 2})", "exactly 1 items");
@@ -125,39 +127,41 @@ static void test_collectives(void **state)
 static void test_point_to_point(void **state)
 {
     lua_State *L = *state;
-    lua_ok(L, "local q = mpi.isend({hello = 'world', a = nd.arange(4, 'uint8')}, 0, 3)\n"
-              "local v, src, tag = mpi.recv(0, 3)\n"
-              "q:wait()\n"
-              "assert(v.hello == 'world' and v.a:dtype() == 'uint8' and v.a[4] == 3)\n"
-              "assert(src == 0 and tag == 3)\n"
-              "local big = nd.random(2 * 1024 * 1024, 1)  -- 16 MiB: rendezvous, not eager\n"
-              "local q2 = mpi.isend(big, 0, 4)\n"
-              "local got = mpi.recv(nil, 4) q2:wait()\n"
-              "assert(got:size() == big:size() and got:eq(big):sum() == big:size())\n"
-              "local a, b = mpi.isend('first', 0, 5), mpi.isend('second', 0, 5)\n"
-              "assert(mpi.recv(0, 5) == 'first' and mpi.recv(0, 5) == 'second', 'in order')\n"
-              "a:wait() b:wait()\n"
-              "local q3 = mpi.isend(1, 0, 6) local q4 = mpi.isend(2, 0, 7)\n"
-              "local v7, _, t7 = mpi.recv(nil, 7) local v6 = mpi.recv()\n"
-              "assert(v7 == 2 and t7 == 7 and v6 == 1, 'tags select')\n"
-              "mpi.waitall({q3, q4})\n"
-              "assert(mpi.sendrecv(nd.full(3, 1.5), 0, 0)[3] == 1.5)\n"
-              "assert(mpi.sendrecv('x', 0, nil, 8, 8) == 'x')\n"
-              "local r = mpi.irecv(0, 9)\n"
-              "local done, val = r:test() assert(done == false and val == nil)\n"
-              "assert(tostring(r):find('irecv'))\n"
-              "local s = mpi.isend({1, 2}, 0, 9)\n"
-              "assert(r:wait()[2] == 2 and s:wait() == nil)\n"
-              "local d2, v2 = r:test() assert(d2 and v2[1] == 1, 'a done request keeps its value')\n"
-              "local vals = mpi.waitall({mpi.irecv(0, 10), mpi.isend('w', 0, 10)})\n"
-              "assert(vals[1] == 'w' and vals[2] == nil)\n"
-              "local q5 = mpi.isend(print, 0, 11)\n"
-              "local ok, e = pcall(mpi.recv, 0, 11) assert(not ok and e:find('cannot send a function'))\n"
-              "local ok2, e2 = pcall(q5.wait, q5) assert(not ok2 and e2:find('cannot send a function'))\n"
-              "local q6 = mpi.COMM_WORLD:isend(5, 0)\n"
-              "assert(mpi.COMM_WORLD:recv(0) == 5) q6:wait()\n"
-              "local dropped = mpi.isend(nd.ones(10), 0, 12) dropped = nil collectgarbage()\n"
-              "assert(mpi.recv(0, 12):sum() == 10, 'a collected isend still delivers')\n");
+    lua_ok(
+        L,
+        "local q = mpi.isend({hello = 'world', a = nd.arange(4, 'uint8')}, 0, 3)\n"
+        "local v, src, tag = mpi.recv(0, 3)\n"
+        "q:wait()\n"
+        "assert(v.hello == 'world' and v.a:dtype() == 'uint8' and v.a[4] == 3)\n"
+        "assert(src == 0 and tag == 3)\n"
+        "local big = nd.random(2 * 1024 * 1024, 1)  -- 16 MiB: rendezvous, not eager\n"
+        "local q2 = mpi.isend(big, 0, 4)\n"
+        "local got = mpi.recv(nil, 4) q2:wait()\n"
+        "assert(got:size() == big:size() and got:eq(big):sum() == big:size())\n"
+        "local a, b = mpi.isend('first', 0, 5), mpi.isend('second', 0, 5)\n"
+        "assert(mpi.recv(0, 5) == 'first' and mpi.recv(0, 5) == 'second', 'in order')\n"
+        "a:wait() b:wait()\n"
+        "local q3 = mpi.isend(1, 0, 6) local q4 = mpi.isend(2, 0, 7)\n"
+        "local v7, _, t7 = mpi.recv(nil, 7) local v6 = mpi.recv()\n"
+        "assert(v7 == 2 and t7 == 7 and v6 == 1, 'tags select')\n"
+        "mpi.waitall({q3, q4})\n"
+        "assert(mpi.sendrecv(nd.full(3, 1.5), 0, 0)[3] == 1.5)\n"
+        "assert(mpi.sendrecv('x', 0, nil, 8, 8) == 'x')\n"
+        "local r = mpi.irecv(0, 9)\n"
+        "local done, val = r:test() assert(done == false and val == nil)\n"
+        "assert(tostring(r):find('irecv'))\n"
+        "local s = mpi.isend({1, 2}, 0, 9)\n"
+        "assert(r:wait()[2] == 2 and s:wait() == nil)\n"
+        "local d2, v2 = r:test() assert(d2 and v2[1] == 1, 'a done request keeps its value')\n"
+        "local vals = mpi.waitall({mpi.irecv(0, 10), mpi.isend('w', 0, 10)})\n"
+        "assert(vals[1] == 'w' and vals[2] == nil)\n"
+        "local q5 = mpi.isend(print, 0, 11)\n"
+        "local ok, e = pcall(mpi.recv, 0, 11) assert(not ok and e:find('cannot send a function'))\n"
+        "local ok2, e2 = pcall(q5.wait, q5) assert(not ok2 and e2:find('cannot send a function'))\n"
+        "local q6 = mpi.COMM_WORLD:isend(5, 0)\n"
+        "assert(mpi.COMM_WORLD:recv(0) == 5) q6:wait()\n"
+        "local dropped = mpi.isend(nd.ones(10), 0, 12) dropped = nil collectgarbage()\n"
+        "assert(mpi.recv(0, 12):sum() == 10, 'a collected isend still delivers')\n");
     lua_fails(L, "mpi.send(1, 1)", "dest 1 is not a rank");
     lua_fails(L, "mpi.send(1)", "dest rank expected");
     lua_fails(L, "mpi.send(1, 0, -1)", "tag must be in 0..");

@@ -151,8 +151,7 @@ static void test_push_arrays(void **state)
     blobs_free(&blobs);
 }
 
-static void assert_push_fails(lua_State *L, const char *text, ippc_blobs *blobs,
-                              const char *needle)
+static void assert_push_fails(lua_State *L, const char *text, ippc_blobs *blobs, const char *needle)
 {
     json_t *j = parse(text);
     ippc_error err = {0};
@@ -171,8 +170,9 @@ static void test_push_errors(void **state)
     ippc_blobs blobs;
     blobs_init(&blobs);
     blobs_push(&blobs, calloc(1, 16), 16);
-    assert_push_fails(L, "[{\"$nd\": 0, \"dtype\": \"int64\", \"shape\": [2]},"
-                         " {\"$nd\": 0, \"dtype\": \"int64\", \"shape\": [2]}]",
+    assert_push_fails(L,
+                      "[{\"$nd\": 0, \"dtype\": \"int64\", \"shape\": [2]},"
+                      " {\"$nd\": 0, \"dtype\": \"int64\", \"shape\": [2]}]",
                       &blobs, "referenced twice");
     blobs_free(&blobs);
     blobs_init(&blobs);
@@ -220,8 +220,8 @@ static void test_wire_arrays(void **state)
     lua_State *L = *state;
     ippc_blobs blobs;
     blobs_init(&blobs);
-    char *text = wire_of(L, "return {a = nd.arange(3, 'int32'), t = nd.arange(6):reshape(2, 3):T()}",
-                         &blobs);
+    char *text = wire_of(
+        L, "return {a = nd.arange(3, 'int32'), t = nd.arange(6):reshape(2, 3):T()}", &blobs);
     assert_int_equal(blobs.count, 2);
     json_t *j = parse(text);
     free(text);

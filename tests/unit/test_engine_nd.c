@@ -285,7 +285,8 @@ static void test_axis_reductions(void **state)
               "local p = m:prod(2)\n"
               "assert(p[1] == 0 and p[2] == 840 and p[3] == 7920)\n"
               "assert(m:min(1)[3] == 2 and m:max(2)[2] == 7)\n"
-              "assert(m:min(2):dtype() == 'int64' and nd.ones({2, 2}, 'uint8'):max(1):dtype() == 'uint8')\n"
+              "assert(m:min(2):dtype() == 'int64' and nd.ones({2, 2}, 'uint8'):max(1):dtype() == "
+              "'uint8')\n"
               "local mean = m:mean(1)\n"
               "assert(mean:dtype() == 'float64' and mean[1] == 4.0 and mean[4] == 7.0)\n"
               "assert(math.abs(m:std(1)[1] - math.sqrt(32 / 3)) < 1e-12)\n"
@@ -300,7 +301,8 @@ static void test_axis_reductions(void **state)
               "local f32 = nd.ones({2, 3}, 'float32')\n"
               "assert(f32:sum(1):dtype() == 'float32' and f32:mean(2):dtype() == 'float32')\n"
               "assert(f32:sum(2)[1] == 3.0)\n"
-              "assert(nd.ones(3, 'int32'):sum(1) :ndim() == 0 and nd.ones(3, 'int32'):sum(1):totable() == 3)\n"
+              "assert(nd.ones(3, 'int32'):sum(1) :ndim() == 0 and nd.ones(3, "
+              "'int32'):sum(1):totable() == 3)\n"
               "local cube = nd.arange(24):reshape(2, 3, 4)\n"
               "local c2 = cube:sum(2)\n"
               "assert(c2:shape()[1] == 2 and c2:shape()[2] == 4 and c2[2][4] == 15 + 19 + 23)\n"
@@ -396,7 +398,8 @@ static void test_more_arithmetic(void **state)
               "assert((a % -3)[1] == -2 and (a // -3)[1] == 1)\n"
               "local f = nd.arange(-5.0, 5)\n"
               "assert((f % 3)[1] == 1.0 and (f // 3)[1] == -2.0 and (f % 3):dtype() == 'float64')\n"
-              "assert((f % 3)[3] == 0 and 1 / (f % 3)[3] > 0, 'zero remainder is +0 for a positive divisor')\n"
+              "assert((f % 3)[3] == 0 and 1 / (f % 3)[3] > 0, 'zero remainder is +0 for a positive "
+              "divisor')\n"
               "local z = nd.arange(5) // 0 assert(z:sum() == 0, 'integer // 0 gives 0')\n"
               "assert((nd.arange(5) % 0):sum() == 0)\n"
               "assert((nd.array({math.mininteger}) // -1)[1] == math.mininteger, 'wraps')\n"
@@ -448,24 +451,26 @@ static void test_comparisons(void **state)
 static void test_math_functions(void **state)
 {
     lua_State *L = *state;
-    lua_ok(L, "local s = nd.sqrt(nd.array({4, 9}))\n"
-              "assert(s:dtype() == 'float64' and s[2] == 3.0)\n"
-              "assert(nd.sqrt(nd.array({4}, 'float32')):dtype() == 'float32')\n"
-              "assert(nd.sqrt(16) == 4.0 and math.type(nd.sqrt(16)) == 'float')\n"
-              "assert(math.abs(nd.exp(nd.zeros(2))[2] - 1) < 1e-15)\n"
-              "assert(math.abs(nd.log(nd.array({math.exp(2)}))[1] - 2) < 1e-12)\n"
-              "assert(nd.log10(nd.array({1000}))[1] == 3.0 and nd.log10(100) == 2.0)\n"
-              "assert(nd.sin(nd.zeros(1))[1] == 0 and nd.cos(nd.zeros(1))[1] == 1)\n"
-              "assert(math.abs(nd.tan(nd.array({math.pi / 4}))[1] - 1) < 1e-12)\n"
-              "assert(nd.floor(nd.array({-1.5, 1.5}))[1] == -2 and nd.ceil(nd.array({-1.5}))[1] == -1)\n"
-              "local ab = nd.abs(nd.array({-3, 4}))\n"
-              "assert(ab:dtype() == 'int64' and ab[1] == 3 and nd.abs(-2) == 2 and nd.abs(-2.5) == 2.5)\n"
-              "assert(nd.abs(nd.array({-3}, 'int32')):dtype() == 'int32')\n"
-              "assert(nd.abs(nd.array({-1.5}, 'float32'))[1] == 1.5)\n"
-              "assert(nd.abs(nd.array({math.mininteger}))[1] == math.mininteger, 'wraps as numpy')\n"
-              "local l = nd.log(nd.array({-1, 0})) assert(l[1] ~= l[1] and l[2] == -math.huge)\n"
-              "local t = nd.sqrt(nd.arange(12):reshape(3, 4):T())\n"
-              "assert(t:shape()[1] == 4 and t[2][2] == math.sqrt(5), 'strided input')\n");
+    lua_ok(
+        L,
+        "local s = nd.sqrt(nd.array({4, 9}))\n"
+        "assert(s:dtype() == 'float64' and s[2] == 3.0)\n"
+        "assert(nd.sqrt(nd.array({4}, 'float32')):dtype() == 'float32')\n"
+        "assert(nd.sqrt(16) == 4.0 and math.type(nd.sqrt(16)) == 'float')\n"
+        "assert(math.abs(nd.exp(nd.zeros(2))[2] - 1) < 1e-15)\n"
+        "assert(math.abs(nd.log(nd.array({math.exp(2)}))[1] - 2) < 1e-12)\n"
+        "assert(nd.log10(nd.array({1000}))[1] == 3.0 and nd.log10(100) == 2.0)\n"
+        "assert(nd.sin(nd.zeros(1))[1] == 0 and nd.cos(nd.zeros(1))[1] == 1)\n"
+        "assert(math.abs(nd.tan(nd.array({math.pi / 4}))[1] - 1) < 1e-12)\n"
+        "assert(nd.floor(nd.array({-1.5, 1.5}))[1] == -2 and nd.ceil(nd.array({-1.5}))[1] == -1)\n"
+        "local ab = nd.abs(nd.array({-3, 4}))\n"
+        "assert(ab:dtype() == 'int64' and ab[1] == 3 and nd.abs(-2) == 2 and nd.abs(-2.5) == 2.5)\n"
+        "assert(nd.abs(nd.array({-3}, 'int32')):dtype() == 'int32')\n"
+        "assert(nd.abs(nd.array({-1.5}, 'float32'))[1] == 1.5)\n"
+        "assert(nd.abs(nd.array({math.mininteger}))[1] == math.mininteger, 'wraps as numpy')\n"
+        "local l = nd.log(nd.array({-1, 0})) assert(l[1] ~= l[1] and l[2] == -math.huge)\n"
+        "local t = nd.sqrt(nd.arange(12):reshape(3, 4):T())\n"
+        "assert(t:shape()[1] == 4 and t[2][2] == math.sqrt(5), 'strided input')\n");
     lua_fails(L, "return nd.sqrt('x')", "number expected");
     lua_fails(L, "return nd.exp({})", "number expected");
 }
@@ -473,23 +478,28 @@ static void test_math_functions(void **state)
 static void test_dot_matmul(void **state)
 {
     lua_State *L = *state;
-    lua_ok(L, "local a = nd.array({{1, 2}, {3, 4}})\n"
-              "local b = nd.array({{5, 6}, {7, 8}})\n"
-              "local c = nd.matmul(a, b)\n"
-              "assert(c:dtype() == 'int64' and c[1][1] == 19 and c[1][2] == 22 and c[2][1] == 43 and c[2][2] == 50)\n"
-              "assert(nd.dot(a, b):eq(c):sum() == 4 and a:dot(b):eq(c):sum() == 4)\n"
-              "local v = nd.dot(a, nd.array({1, 1}))\n"
-              "assert(v:ndim() == 1 and v[1] == 3 and v[2] == 7)\n"
-              "local w = nd.dot(nd.array({1, 1}), a) assert(w[1] == 4 and w[2] == 6)\n"
-              "local s = nd.dot(nd.arange(4), nd.arange(4)) assert(s == 14 and math.type(s) == 'integer')\n"
-              "local f = nd.dot(nd.ones(3), nd.ones(3)) assert(f == 3.0 and math.type(f) == 'float')\n"
-              "local r = nd.matmul(nd.ones({2, 3}), nd.ones({3, 4}))\n"
-              "assert(r:shape()[1] == 2 and r:shape()[2] == 4 and r:sum() == 24)\n"
-              "assert(nd.matmul(nd.ones({2, 2}, 'float32'), nd.ones({2, 2}, 'float32')):dtype() == 'float32')\n"
-              "assert(nd.dot(nd.ones(2, 'int32'), nd.ones(2, 'float32')) == 2.0)\n"
-              "local t = nd.matmul(a:T(), a) assert(t[1][1] == 10 and t[1][2] == 14, 'strided operand')\n"
-              "local e = nd.matmul(nd.zeros({2, 0}), nd.zeros({0, 3}))\n"
-              "assert(e:shape()[2] == 3 and e:sum() == 0)\n");
+    lua_ok(
+        L,
+        "local a = nd.array({{1, 2}, {3, 4}})\n"
+        "local b = nd.array({{5, 6}, {7, 8}})\n"
+        "local c = nd.matmul(a, b)\n"
+        "assert(c:dtype() == 'int64' and c[1][1] == 19 and c[1][2] == 22 and c[2][1] == 43 and "
+        "c[2][2] == 50)\n"
+        "assert(nd.dot(a, b):eq(c):sum() == 4 and a:dot(b):eq(c):sum() == 4)\n"
+        "local v = nd.dot(a, nd.array({1, 1}))\n"
+        "assert(v:ndim() == 1 and v[1] == 3 and v[2] == 7)\n"
+        "local w = nd.dot(nd.array({1, 1}), a) assert(w[1] == 4 and w[2] == 6)\n"
+        "local s = nd.dot(nd.arange(4), nd.arange(4)) assert(s == 14 and math.type(s) == "
+        "'integer')\n"
+        "local f = nd.dot(nd.ones(3), nd.ones(3)) assert(f == 3.0 and math.type(f) == 'float')\n"
+        "local r = nd.matmul(nd.ones({2, 3}), nd.ones({3, 4}))\n"
+        "assert(r:shape()[1] == 2 and r:shape()[2] == 4 and r:sum() == 24)\n"
+        "assert(nd.matmul(nd.ones({2, 2}, 'float32'), nd.ones({2, 2}, 'float32')):dtype() == "
+        "'float32')\n"
+        "assert(nd.dot(nd.ones(2, 'int32'), nd.ones(2, 'float32')) == 2.0)\n"
+        "local t = nd.matmul(a:T(), a) assert(t[1][1] == 10 and t[1][2] == 14, 'strided operand')\n"
+        "local e = nd.matmul(nd.zeros({2, 0}), nd.zeros({0, 3}))\n"
+        "assert(e:shape()[2] == 3 and e:sum() == 0)\n");
     lua_fails(L, "return nd.dot(nd.ones({2, 3}), nd.ones({2, 3}))", "not aligned (3 != 2)");
     lua_fails(L, "return nd.matmul(nd.ones({2, 2, 2}), nd.ones(2))", "only 1-D and 2-D");
     lua_fails(L, "return nd.dot(nd.array(1), nd.ones(1))", "only 1-D and 2-D");
@@ -499,18 +509,22 @@ static void test_dot_matmul(void **state)
 static void test_fill_and_axpy(void **state)
 {
     lua_State *L = *state;
-    lua_ok(L, "local a = nd.zeros({2, 3})\n"
-              "assert(a:fill(2) == a and a:sum() == 12)\n"
-              "a:fill(nd.array({1, 2, 3})) assert(a[2][3] == 3 and a:sum() == 12)\n"
-              "a[1] = nd.array({9, 9, 9}, 'int32') assert(a[1][2] == 9.0)\n"
-              "local i = nd.zeros(3, 'int32') i:fill(2.9) assert(i[1] == 2, 'truncates like astype')\n"
-              "local b = nd.arange(6) b:slice(1, 5):fill(b:slice(2, 6)) assert(b[1] == 1 and b[5] == 5, 'overlap')\n"
-              "local y = nd.ones(4) y:axpy(2, nd.arange(4, 'float64'))\n"
-              "assert(y[4] == 7.0 and y:sum() == 4 + 2 * 6)\n"
-              "local yi = nd.ones(3, 'int64') yi:axpy(2, nd.arange(3)) assert(yi[3] == 5 and yi:dtype() == 'int64')\n"
-              "local ys = nd.ones({2, 2}):T() ys:axpy(1, nd.ones({2, 2})) assert(ys:sum() == 8, 'strided y')\n"
-              "local self = nd.ones(3) self:axpy(1, self) assert(self:sum() == 6)\n"
-              "local z = nd.zeros(0) z:fill(3) assert(z:size() == 0)\n");
+    lua_ok(L,
+           "local a = nd.zeros({2, 3})\n"
+           "assert(a:fill(2) == a and a:sum() == 12)\n"
+           "a:fill(nd.array({1, 2, 3})) assert(a[2][3] == 3 and a:sum() == 12)\n"
+           "a[1] = nd.array({9, 9, 9}, 'int32') assert(a[1][2] == 9.0)\n"
+           "local i = nd.zeros(3, 'int32') i:fill(2.9) assert(i[1] == 2, 'truncates like astype')\n"
+           "local b = nd.arange(6) b:slice(1, 5):fill(b:slice(2, 6)) assert(b[1] == 1 and b[5] == "
+           "5, 'overlap')\n"
+           "local y = nd.ones(4) y:axpy(2, nd.arange(4, 'float64'))\n"
+           "assert(y[4] == 7.0 and y:sum() == 4 + 2 * 6)\n"
+           "local yi = nd.ones(3, 'int64') yi:axpy(2, nd.arange(3)) assert(yi[3] == 5 and "
+           "yi:dtype() == 'int64')\n"
+           "local ys = nd.ones({2, 2}):T() ys:axpy(1, nd.ones({2, 2})) assert(ys:sum() == 8, "
+           "'strided y')\n"
+           "local self = nd.ones(3) self:axpy(1, self) assert(self:sum() == 6)\n"
+           "local z = nd.zeros(0) z:fill(3) assert(z:size() == 0)\n");
     lua_fails(L, "return nd.zeros(2):fill('x')", "number or nd array expected");
     lua_fails(L, "return nd.zeros(2):fill(nd.zeros(3))", "broadcast");
     lua_fails(L, "return nd.zeros(2):axpy(1, nd.zeros(3))", "broadcast");
@@ -530,7 +544,8 @@ static void test_repr_layout(void **state)
               "local s = tostring(nd.arange(30))\n"
               "assert(s:find('\\n', 1, true) and s:find('\\n          16,', 1, true), s)\n"
               "local c = tostring(nd.arange(8):reshape(2, 2, 2))\n"
-              "assert(c == 'nd.array([[[0, 1],\\n           [2, 3]],\\n\\n          [[4, 5],\\n           [6, 7]]])', c)\n"
+              "assert(c == 'nd.array([[[0, 1],\\n           [2, 3]],\\n\\n          [[4, 5],\\n    "
+              "       [6, 7]]])', c)\n"
               "local big = tostring(nd.arange(2000):reshape(2, 1000))\n"
               "assert(big:find('[   0,    1,    2, ...,  997,  998,  999]', 1, true), big)\n"
               "local rows = tostring(nd.arange(3300):reshape(1100, 3))\n"

@@ -53,10 +53,12 @@ static const char *plugin_source =
     "    case IPPC_BOOLEAN: rc = api->return_boolean(call, !a[i].u.boolean); break;\n"
     "    case IPPC_INTEGER: rc = api->return_integer(call, a[i].u.integer + 1); break;\n"
     "    case IPPC_NUMBER: rc = api->return_number(call, a[i].u.number * 2); break;\n"
-    "    case IPPC_STRING: rc = api->return_string(call, a[i].u.string.data, a[i].u.string.len); break;\n"
+    "    case IPPC_STRING: rc = api->return_string(call, a[i].u.string.data, a[i].u.string.len); "
+    "break;\n"
     "    case IPPC_ARRAY: rc = api->return_integer(call, (int64_t)a[i].u.array.count * 100 +\n"
     "                     a[i].u.array.ndim * 10 + (int)a[i].u.array.dtype); break;\n"
-    "    case IPPC_COMM: { int s; MPI_Comm_size(a[i].u.comm, &s); rc = api->return_string(call, \"comm\", 4);\n"
+    "    case IPPC_COMM: { int s; MPI_Comm_size(a[i].u.comm, &s); rc = api->return_string(call, "
+    "\"comm\", 4);\n"
     "      if (!rc) rc = api->return_integer(call, s); break; }\n"
     "    }\n"
     "    if (rc) return api->error(call, \"out of memory\");\n"
@@ -75,7 +77,8 @@ static const char *plugin_source =
     "  int32_t *p = api->return_array(call, IPPC_INT32, 2, shape);\n"
     "  if (!p) return api->error(call, \"no memory\");\n"
     "  for (int i = 0; i < 6; i++) p[i] = i;\n"
-    "  if (api->return_array(call, (ippc_dtype)9, 1, shape)) return api->error(call, \"bad dtype accepted\");\n"
+    "  if (api->return_array(call, (ippc_dtype)9, 1, shape)) return api->error(call, \"bad dtype "
+    "accepted\");\n"
     "  return api->return_string(call, \"made\", 4) || api->return_number(call, 1.5);\n"
     "}\n"
     "static int fail(const ippc_api *api, ippc_call *call, const ippc_value *a, int n) {\n"
@@ -168,9 +171,9 @@ static int group_setup(void **state)
     fclose(f);
     have_cc = compile_plugin("good", NULL) == 0;
     if (have_cc) {
-        const char *variants[][2] = {{"noabi", "NO_ABI"},     {"wrongabi", "WRONG_ABI"},
-                                     {"noinit", "NO_INIT"},   {"initfails", "INIT_FAILS"},
-                                     {"quiet", "INIT_FAILS_QUIETLY"}, {"badname", "BAD_NAME"}};
+        const char *variants[][2] = {
+            {"noabi", "NO_ABI"},         {"wrongabi", "WRONG_ABI"},       {"noinit", "NO_INIT"},
+            {"initfails", "INIT_FAILS"}, {"quiet", "INIT_FAILS_QUIETLY"}, {"badname", "BAD_NAME"}};
         for (size_t i = 0; i < sizeof variants / sizeof variants[0]; i++)
             if (compile_plugin(variants[i][0], variants[i][1]) < 0)
                 have_cc = 0;
@@ -306,12 +309,14 @@ static void test_kernel_calls(void **state)
     json_t *kernels = json_object_get(json_object_get(res, "value"), "kernels");
     assert_int_equal(json_array_size(kernels), 7);
     assert_string_equal(json_string_value(json_array_get(kernels, 0)), "t_echo");
-    assert_string_equal(json_string_value(json_object_get(json_object_get(res, "value"), "library")),
-                        tmp_lib("good"));
+    assert_string_equal(
+        json_string_value(json_object_get(json_object_get(res, "value"), "library")),
+        tmp_lib("good"));
     json_decref(res);
 
-    assert_exec(rt, "local a, b, c, d, e = t_echo(nil, true, 41, 1.25, 'abc') "
-                    "return {a == nil, b, c, d, e}",
+    assert_exec(rt,
+                "local a, b, c, d, e = t_echo(nil, true, 41, 1.25, 'abc') "
+                "return {a == nil, b, c, d, e}",
                 "[true,false,42,2.5,\"abc\"]");
     assert_exec(rt, "return t_echo(nd.zeros({2, 3}, 'int32'))", "623");
     assert_exec(rt, "return {t_echo(mpi.COMM_WORLD)}", "[\"comm\",1]");
@@ -322,13 +327,13 @@ static void test_kernel_calls(void **state)
                 "local m = nd.arange(6, 'float64'):reshape(2, 3) t_twice(m:T()) "
                 "t_twice(m:slice(1, 1)) return m:totable()",
                 "[[0.0,4.0,8.0],[6.0,8.0,10.0]]");
-    assert_exec(rt,
-                "local m, s, f = t_make() return {m:dtype(), m:shape(), m:totable(), s, f}",
+    assert_exec(rt, "local m, s, f = t_make() return {m:dtype(), m:shape(), m:totable(), s, f}",
                 "[\"int32\",[2,3],[[0,1,2],[3,4,5]],\"made\",1.5]");
     /* failures */
     res = execute(rt, "t_fail()");
     assert_status(res, "error");
-    assert_non_null(strstr(json_string_value(json_object_get(res, "evalue")), "t_fail: bad thing 42"));
+    assert_non_null(
+        strstr(json_string_value(json_object_get(res, "evalue")), "t_fail: bad thing 42"));
     json_decref(res);
     res = execute(rt, "t_silent()");
     assert_status(res, "error");
@@ -336,7 +341,8 @@ static void test_kernel_calls(void **state)
     json_decref(res);
     res = execute(rt, "t_echo({})");
     assert_status(res, "error");
-    assert_non_null(strstr(json_string_value(json_object_get(res, "evalue")), "argument 1 is a table"));
+    assert_non_null(
+        strstr(json_string_value(json_object_get(res, "evalue")), "argument 1 is a table"));
     json_decref(res);
     res = execute(rt, "t_twice(nd.ones(2, 'int32'))");
     assert_status(res, "error");
@@ -359,8 +365,9 @@ static void test_reload_reset_list(void **state)
         return;
     }
     json_decref(load(rt, tmp_lib("good")));
-    assert_exec(rt, "inits_before = select(5, t_info()) t_echo = nil user_var = 1 "
-                    "return type(t_echo)",
+    assert_exec(rt,
+                "inits_before = select(5, t_info()) t_echo = nil user_var = 1 "
+                "return type(t_echo)",
                 "\"nil\"");
     json_t *res = load(rt, tmp_lib("good")); /* again: globals back, no second init */
     assert_status(res, "ok");
