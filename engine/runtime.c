@@ -25,10 +25,17 @@
  *
  * Output: print, io.write, io.stdout and io.output() write into the task's
  * stdout buffer (capped at RT_STDOUT_CAP); nothing reaches the real stdout.
+ * When a sink is set (runtime_set_stdout_sink) the new part is handed to it
+ * at the end of those calls, rate-limited (rt_stream), and once more before
+ * the result is built.
  * pcall and xpcall re-raise errors once the interrupt flag is set, so user
  * code cannot swallow an interrupt.  load/loadfile/dofile accept text chunks
  * only, like the tasks' own chunks.
  * os.exit raises instead of ending the engine.
+ *
+ * The namespace ops (load, reset, delete, list) are in runtime_ns.c; the
+ * task_ctx they share with the ops here is in runtime_impl.h.  After every
+ * task nd's cache of big blocks is trimmed, so an idle engine holds none.
  */
 #include "runtime.h"
 
