@@ -9,6 +9,7 @@
  *   {"type":"register","key":KEY,"job":JOBID,"rank":r,"size":s,"host":H,"pid":P,
  *    "version":V}                                     first message, always
  *   {"type":"heartbeat","busy":bool,"task":T|null}    every heartbeat period
+ *   {"type":"stdout","task":T,"data":TEXT}            output while T runs
  *   {"type":"result","task":T,"status":...,...,"nbuf":k}   see engine/runtime.h
  * controller -> engine
  *   {"type":"registered","id":ID,"heartbeat_period":S}
@@ -20,6 +21,13 @@
  *       op "pull":    "names": [name, ...]  -> result "value": {name: skeleton}
  *       op "apply":   "function": NAME, "args": [skeleton...], "kwargs": {...}
  *                     an arg {"$ref": NAME} stands for the engine's global NAME
+ *       op "map":     "function": NAME, "sequences": [skeleton...]  (one map chunk)
+ *       op "load":    "library": PATH   -> value {"library", "kernels"}
+ *       op "reset"    (clears the namespace)
+ *       op "delete":  "names": [name, ...]
+ *       op "list"     -> value {name: {"type", ...}}
+ *   {"type":"interrupt","task":T|absent}  stop T (or whatever runs); a queued
+ *                                         T is dropped and answered "aborted"
  *   {"type":"shutdown","reason":R}                    engine finishes and exits
  *
  * Engines of one MPI job share JOBID (rank 0 makes it, MPI_Bcast shares it);
