@@ -23,7 +23,6 @@
 #define ERR_INVALID "invalid_value"         /* 422: well-formed but unusable */
 #define ERR_NO_ENGINES "no_engines"         /* 422: targets name no live engine */
 #define ERR_BAD_TARGETS "bad_targets"       /* 400: unparsable target spec */
-#define ERR_TIMEOUT "timeout"               /* 504: ?timeout= elapsed */
 #define ERR_UNAVAILABLE "unavailable"       /* 503: shutting down, overloaded */
 #define ERR_INTERNAL "internal"             /* 500 */
 

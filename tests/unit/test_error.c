@@ -53,7 +53,6 @@ static void test_status_table(void **state)
         {"unsupported_media", 415},
         {"invalid_value", 422},
         {"no_engines", 422},
-        {"timeout", 504},
         {"unavailable", 503},
         {"internal", 500},
     };
