@@ -52,14 +52,20 @@ void hub_emit(hub *h, json_t *event, int topic, int engine, uint64_t task, const
 
 #define EVENT_RESULT_MAX (64 * 1024)
 
+void hub_copy_error(json_t *into, const json_t *result) {
+    const char *keys[] = {"ename", "evalue", "traceback"};
+    for (int k = 0; k < 3; k++) {
+        json_t *v = json_object_get(result, keys[k]);
+        if (v)
+            json_object_set(into, keys[k], v);
+    }
+}
+
 void hub_event_outcome(json_t *event, const json_t *result, const ippc_blobs *blobs) {
     const char *status = json_string_value(json_object_get(result, "status"));
     if (!status || strcmp(status, "ok") != 0) {
         json_t *e = json_object();
-        const char *keys[] = {"ename", "evalue", "traceback"};
-        for (int k = 0; k < 3; k++)
-            if (json_object_get(result, keys[k]))
-                json_object_set(e, keys[k], json_object_get(result, keys[k]));
+        hub_copy_error(e, result);
         json_object_set_new(event, "error", e);
         return;
     }
@@ -440,12 +446,9 @@ void hub_request_finish_locked(hub *h, request *r) {
     evict_done(h);
 }
 
-static json_t *lost_result(uint64_t task_id, int engine_id, const char *reason) {
-    json_t *tb = json_array();
-    return json_pack("{s:s, s:I, s:s, s:s, s:s, s:s, s:o}", "type", "result", "task",
-                     (json_int_t)task_id, "status", "lost", "stdout", "", "ename", "EngineLost",
-                     "evalue", reason, "traceback", tb);
-    (void)engine_id;
+json_t *hub_synth_result(const char *status, const char *ename, const char *evalue) {
+    return json_pack("{s:s, s:s, s:s, s:s, s:s, s:[s]}", "type", "result", "status", status,
+                     "stdout", "", "ename", ename, "evalue", evalue, "traceback", evalue);
 }
 
 static void engine_mark_dead(hub *h, engine *e, const char *reason) {
@@ -465,7 +468,7 @@ static void engine_mark_dead(hub *h, engine *e, const char *reason) {
         for (size_t i = 0; r->tasks && i < r->ntargets; i++) { /* maps have no tasks here */
             task *t = &r->tasks[i];
             if (t->engine_id == e->id && t->state == TASK_SENT)
-                task_finish(h, t, lost_result(t->id, e->id, why), NULL);
+                task_finish(h, t, hub_synth_result("lost", "EngineLost", why), NULL);
         }
         r = next;
     }
@@ -910,7 +913,7 @@ uint64_t hub_submit(hub *h, const hub_call *c, ippc_error *err) {
         for (size_t k = 0; k < p->nblobs; k++)
             h->bytes_to_engines += ws_blobref_len(p->blobs[k]);
         if (e->link.send(e->link.conn, p->msg, p->blobs, p->nblobs) < 0)
-            task_finish(h, t, lost_result(t->id, e->id, "could not queue the task"), NULL);
+            task_finish(h, t, hub_synth_result("lost", "EngineLost", "could not queue the task"), NULL);
     }
     id = r->id;
     r = NULL;
@@ -930,12 +933,7 @@ done:
 
 static json_t *error_entry(int engine_id, const json_t *res) {
     json_t *e = json_pack("{s:i}", "engine", engine_id);
-    const char *keys[] = {"ename", "evalue", "traceback"};
-    for (int k = 0; k < 3; k++) {
-        json_t *v = json_object_get(res, keys[k]);
-        if (v)
-            json_object_set(e, keys[k], v);
-    }
+    hub_copy_error(e, res);
     return e;
 }
 
@@ -975,14 +973,8 @@ static json_t *task_entry(const task *t, value_format fmt, json_t *errors) {
         else
             add_conversion_error(errors, t->engine_id, &cerr);
     }
-    if (!result_ok(res)) {
-        const char *keys[] = {"ename", "evalue", "traceback"};
-        for (int k = 0; k < 3; k++) {
-            json_t *v = json_object_get(res, keys[k]);
-            if (v)
-                json_object_set(e, keys[k], v);
-        }
-    }
+    if (!result_ok(res))
+        hub_copy_error(e, res);
     return e;
 }
 

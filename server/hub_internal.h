@@ -169,6 +169,11 @@ void hub_request_open_locked(hub *h, request *r);
  * resume after a disconnect. */
 void hub_emit(hub *h, json_t *event, int topic, int engine, uint64_t task, const json_t *tags);
 json_t *hub_engine_json(const engine *e, int64_t now);
+/* Copies ename, evalue and traceback (those present) of a result into `into`. */
+void hub_copy_error(json_t *into, const json_t *result);
+/* A result message the hub makes itself (lost, aborted, failed before it
+ * ran): status, empty stdout, ename, evalue, a one-line traceback. */
+json_t *hub_synth_result(const char *status, const char *ename, const char *evalue);
 /* For task.completed: adds "result" (client JSON, left out over 64 KiB) or
  * "error" from an engine result message. */
 void hub_event_outcome(json_t *event, const json_t *result, const ippc_blobs *blobs);

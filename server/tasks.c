@@ -144,12 +144,7 @@ void tasks_wake_all_locked(hub *h) {
 
 static json_t *result_error(const json_t *res) {
     json_t *e = json_object();
-    const char *keys[] = {"ename", "evalue", "traceback"};
-    for (int k = 0; k < 3; k++) {
-        json_t *v = json_object_get(res, keys[k]);
-        if (v)
-            json_object_set(e, keys[k], v);
-    }
+    hub_copy_error(e, res);
     return e;
 }
 
@@ -238,11 +233,6 @@ static void persist(hub *h, const lbtask *t) {
 
 /* ------------------------------------------------------------ finishing */
 
-static json_t *synth_result(const char *status, const char *ename, const char *evalue) {
-    return json_pack("{s:s, s:s, s:s, s:s, s:[s]}", "type", "result", "status", status, "ename",
-                     ename, "evalue", evalue, "traceback", evalue);
-}
-
 static void dependents_check(hub *h);
 static void map_on_finished(hub *h, lbtask *t);
 
@@ -301,7 +291,7 @@ static void lb_finish(hub *h, lbtask *t, lb_state state, json_t *result, ippc_bl
 }
 
 static void lb_fail(hub *h, lbtask *t, const char *ename, const char *evalue) {
-    lb_finish(h, t, LB_FAILED, synth_result("error", ename, evalue), NULL);
+    lb_finish(h, t, LB_FAILED, hub_synth_result("error", ename, evalue), NULL);
 }
 
 int tasks_on_result_locked(hub *h, int engine_id, json_t *msg, ippc_blobs *blobs) {
@@ -345,7 +335,7 @@ void tasks_on_engine_dead_locked(hub *h, int engine_id) {
             } else {
                 char why[128];
                 snprintf(why, sizeof why, "engine %d died while running this task", engine_id);
-                lb_finish(h, t, LB_LOST, synth_result("lost", "EngineLost", why), NULL);
+                lb_finish(h, t, LB_LOST, hub_synth_result("lost", "EngineLost", why), NULL);
             }
         }
         t = next;
@@ -485,7 +475,7 @@ static void dispatch(hub *h, lbtask *t, engine *e) {
                        "engine", e->id),
              EVENT_TOPIC_TASKS, e->id, t->id, json_object_get(t->spec, "tags"));
     if (e->link.send(e->link.conn, t->msg, t->blobs, t->nblobs) < 0) {
-        lb_finish(h, t, LB_LOST, synth_result("lost", "EngineLost", "could not queue the task"),
+        lb_finish(h, t, LB_LOST, hub_synth_result("lost", "EngineLost", "could not queue the task"),
                   NULL);
         return;
     }
@@ -941,7 +931,7 @@ json_t *hub_task_abort(hub *h, uint64_t task_id, int force, ippc_error *err) {
         json_decref(msg);
         out = task_client_json(t);
     } else {
-        lb_finish(h, t, LB_ABORTED, synth_result("aborted", "TaskAborted", "aborted by request"),
+        lb_finish(h, t, LB_ABORTED, hub_synth_result("aborted", "TaskAborted", "aborted by request"),
                   NULL);
         dependents_check(h);
         out = task_client_json(t);
