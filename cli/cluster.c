@@ -64,25 +64,6 @@ static const char cluster_usage_text[] =
     "      --ippc-dir DIR     where profiles live\n"
     "      --timeout SECONDS  how long to wait (10)\n";
 
-static int cluster_usage_error(const char *fmt, const char *arg)
-{
-    fputs("ippc cluster: ", stderr);
-    fprintf(stderr, fmt, arg);
-    fputs("\n\n", stderr);
-    fputs(cluster_usage_text, stderr);
-    return CLI_EXIT_USAGE;
-}
-
-/* Maps getopt's complaints (optstring starting with ':') to usage errors. */
-static int cluster_bad_option(int option, char **argv)
-{
-    const char *text = argv[optind - 1];
-
-    if (option == ':')
-        return cluster_usage_error("option '%s' needs a value", text);
-    return cluster_usage_error("unknown option '%s'", text);
-}
-
 static bool parse_seconds(const char *text, double *out)
 {
     char *end;
@@ -165,12 +146,14 @@ static int parse_start(int argc, char **argv, start_args *args)
         switch (option) {
         case 'n':
             if (!parse_long(optarg, 1, 100000, &args->engines))
-                return cluster_usage_error("-n needs a number of engines >= 1, not '%s'", optarg);
+                return cli_usage_error("cluster", cluster_usage_text,
+                                       "-n needs a number of engines >= 1, not '%s'", optarg);
             have_n = true;
             break;
         case OPT_ENGINES:
             if (strcmp(optarg, "mpi") != 0 && strcmp(optarg, "local") != 0)
-                return cluster_usage_error("--engines must be mpi or local, not '%s'", optarg);
+                return cli_usage_error("cluster", cluster_usage_text,
+                                       "--engines must be mpi or local, not '%s'", optarg);
             args->engines_kind = optarg;
             break;
         case OPT_PROFILE: args->profile = optarg; break;
@@ -178,27 +161,31 @@ static int parse_start(int argc, char **argv, start_args *args)
         case OPT_IP: args->ip = optarg; break;
         case OPT_PORT:
             if (!parse_long(optarg, 0, 65535, &port))
-                return cluster_usage_error("--port needs a port number 0-65535, not '%s'", optarg);
+                return cli_usage_error("cluster", cluster_usage_text,
+                                       "--port needs a port number 0-65535, not '%s'", optarg);
             args->port = optarg;
             break;
         case OPT_DB: args->db = optarg; break;
         case OPT_MPIEXEC: args->mpiexec = optarg; break;
         case OPT_TIMEOUT:
             if (!parse_seconds(optarg, &args->timeout))
-                return cluster_usage_error("--timeout needs a positive number of seconds, "
-                                           "not '%s'",
-                                           optarg);
+                return cli_usage_error("cluster", cluster_usage_text,
+                                       "--timeout needs a positive number of seconds, "
+                                       "not '%s'",
+                                       optarg);
             break;
         case OPT_DAEMONIZE: args->daemonize = true; break;
         case 'h':
         case OPT_HELP: fputs(cluster_usage_text, stdout); return CLI_EXIT_OK;
-        default: return cluster_bad_option(option, argv);
+        default: return cli_bad_option("cluster", cluster_usage_text, option, argv[optind - 1]);
         }
     }
     if (optind < argc)
-        return cluster_usage_error("unexpected argument '%s'", argv[optind]);
+        return cli_usage_error("cluster", cluster_usage_text, "unexpected argument '%s'",
+                               argv[optind]);
     if (!have_n)
-        return cluster_usage_error("%s", "-n N (the number of engines) is required");
+        return cli_usage_error("cluster", cluster_usage_text, "%s",
+                               "-n N (the number of engines) is required");
     return -1; /* parsed: go on */
 }
 
@@ -484,17 +471,19 @@ static int cluster_stop(int argc, char **argv)
         case OPT_IPPC_DIR: ippc_dir = optarg; break;
         case OPT_TIMEOUT:
             if (!parse_seconds(optarg, &timeout))
-                return cluster_usage_error("--timeout needs a positive number of seconds, "
-                                           "not '%s'",
-                                           optarg);
+                return cli_usage_error("cluster", cluster_usage_text,
+                                       "--timeout needs a positive number of seconds, "
+                                       "not '%s'",
+                                       optarg);
             break;
         case 'h':
         case OPT_HELP: fputs(cluster_usage_text, stdout); return CLI_EXIT_OK;
-        default: return cluster_bad_option(option, argv);
+        default: return cli_bad_option("cluster", cluster_usage_text, option, argv[optind - 1]);
         }
     }
     if (optind < argc)
-        return cluster_usage_error("unexpected argument '%s'", argv[optind]);
+        return cli_usage_error("cluster", cluster_usage_text, "unexpected argument '%s'",
+                               argv[optind]);
     if (profile_paths_init(&paths, ippc_dir, profile, err, sizeof err) < 0) {
         msg_err("%s", err);
         return CLI_EXIT_FAIL;
@@ -536,7 +525,8 @@ static int cluster_stop(int argc, char **argv)
 int cluster_main(int argc, char **argv)
 {
     if (argc < 2)
-        return cluster_usage_error("%s", "missing subcommand: start or stop");
+        return cli_usage_error("cluster", cluster_usage_text, "%s",
+                               "missing subcommand: start or stop");
     if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
         strcmp(argv[1], "help") == 0) {
         fputs(cluster_usage_text, stdout);
@@ -546,5 +536,6 @@ int cluster_main(int argc, char **argv)
         return cluster_start(argc - 1, argv + 1);
     if (strcmp(argv[1], "stop") == 0)
         return cluster_stop(argc - 1, argv + 1);
-    return cluster_usage_error("unknown subcommand '%s' (use start or stop)", argv[1]);
+    return cli_usage_error("cluster", cluster_usage_text,
+                           "unknown subcommand '%s' (use start or stop)", argv[1]);
 }

@@ -39,21 +39,12 @@ static const char usage_text[] =
     "  ippc px 'print(mpi.rank())'\n"
     "  ippc cluster stop\n";
 
-static int usage_error(const char *fmt, const char *arg)
-{
-    fputs("ippc: ", stderr);
-    fprintf(stderr, fmt, arg);
-    fputs("\n\n", stderr);
-    fputs(usage_text, stderr);
-    return CLI_EXIT_USAGE;
-}
-
 int main(int argc, char **argv)
 {
     const char *command;
 
     if (argc < 2)
-        return usage_error("%s", "missing command");
+        return cli_usage_error(NULL, usage_text, "%s", "missing command");
     command = argv[1];
     if (strcmp(command, "--help") == 0 || strcmp(command, "-h") == 0 ||
         strcmp(command, "help") == 0) {
@@ -78,6 +69,6 @@ int main(int argc, char **argv)
     if (strcmp(command, "watch") == 0)
         return watch_main(argc - 1, argv + 1);
     if (command[0] == '-')
-        return usage_error("unknown option '%s'", command);
-    return usage_error("unknown command '%s'", command);
+        return cli_usage_error(NULL, usage_text, "unknown option '%s'", command);
+    return cli_usage_error(NULL, usage_text, "unknown command '%s'", command);
 }

@@ -1,6 +1,8 @@
 /* msg.c — terminal and log output of the ippc command (see msg.h). */
 #include "msg.h"
 
+#include "cli.h"
+
 #include <stdarg.h>
 #include <string.h>
 #include <time.h>
@@ -79,4 +81,23 @@ void msg_err(const char *fmt, ...)
     va_start(args, fmt);
     say(stderr, "ippc: ", fmt, args);
     va_end(args);
+}
+
+int cli_usage_error(const char *command, const char *usage_text, const char *fmt, const char *arg)
+{
+    if (command != NULL)
+        fprintf(stderr, "ippc %s: ", command);
+    else
+        fputs("ippc: ", stderr);
+    fprintf(stderr, fmt, arg);
+    fputs("\n\n", stderr);
+    fputs(usage_text, stderr);
+    return CLI_EXIT_USAGE;
+}
+
+int cli_bad_option(const char *command, const char *usage_text, int option, const char *text)
+{
+    if (option == ':')
+        return cli_usage_error(command, usage_text, "option '%s' needs a value", text);
+    return cli_usage_error(command, usage_text, "unknown option '%s'", text);
 }

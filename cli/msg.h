@@ -27,4 +27,14 @@ void msg_set_mirror(FILE *log);
 /* Prefix each line with a local timestamp (for log files). */
 void msg_set_timestamps(bool on);
 
+/* A usage error of a command: "ippc COMMAND: " (just "ippc: " when command is
+ * NULL), then fmt with its one string argument, a blank line and usage_text,
+ * all on stderr.  Returns CLI_EXIT_USAGE. */
+int cli_usage_error(const char *command, const char *usage_text, const char *fmt, const char *arg);
+
+/* Maps getopt's complaints (optstring starting with ':') about the option
+ * text (argv[optind - 1]) to usage errors: "option '...' needs a value" when
+ * option is ':', else "unknown option '...'".  Returns CLI_EXIT_USAGE. */
+int cli_bad_option(const char *command, const char *usage_text, int option, const char *text);
+
 #endif

@@ -28,15 +28,6 @@ static const char px_usage_text[] =
     "      --ippc-dir DIR  where profiles live (default: $IPPC_DIR or ~/.ippc)\n"
     "      --file PATH     connection file to use instead of the profile's\n";
 
-static int px_usage_error(const char *fmt, const char *arg)
-{
-    fputs("ippc px: ", stderr);
-    fprintf(stderr, fmt, arg);
-    fputs("\n\n", stderr);
-    fputs(px_usage_text, stderr);
-    return CLI_EXIT_USAGE;
-}
-
 /* ipyparallel's _display_stream: the prefix goes on a line of its own when
  * the text has several lines. */
 static void print_stream(FILE *out, const char *kind, long engine, const char *text)
@@ -214,14 +205,16 @@ int px_main(int argc, char **argv)
         case OPT_FILE: file = optarg; break;
         case 'h':
         case OPT_HELP: fputs(px_usage_text, stdout); return CLI_EXIT_OK;
-        case ':': return px_usage_error("option '%s' needs a value", argv[optind - 1]);
-        default: return px_usage_error("unknown option '%s' (put code after --)", argv[optind - 1]);
+        case ':': return cli_bad_option("px", px_usage_text, option, argv[optind - 1]);
+        default:
+            return cli_usage_error("px", px_usage_text, "unknown option '%s' (put code after --)",
+                                   argv[optind - 1]);
         }
     }
     if (optind >= argc)
-        return px_usage_error("%s", "missing the code to execute");
+        return cli_usage_error("px", px_usage_text, "%s", "missing the code to execute");
     if (targets[0] == '\0')
-        return px_usage_error("%s", "--targets needs a value");
+        return cli_usage_error("px", px_usage_text, "%s", "--targets needs a value");
 
     if (argc - optind == 1 && strcmp(argv[optind], "-") == 0)
         code = read_all(stdin);

@@ -19,15 +19,6 @@ static const char status_usage_text[] =
     "      --file PATH     connection file to use instead of the profile's\n"
     "      --json          print the controller's JSON instead of a table\n";
 
-static int status_usage_error(const char *fmt, const char *arg)
-{
-    fputs("ippc status: ", stderr);
-    fprintf(stderr, fmt, arg);
-    fputs("\n\n", stderr);
-    fputs(status_usage_text, stderr);
-    return CLI_EXIT_USAGE;
-}
-
 static void print_table(const connection_info *info, const roster *r)
 {
     size_t live = roster_live_count(r);
@@ -89,12 +80,12 @@ int status_main(int argc, char **argv)
         case OPT_JSON: as_json = true; break;
         case 'h':
         case OPT_HELP: fputs(status_usage_text, stdout); return CLI_EXIT_OK;
-        case ':': return status_usage_error("option '%s' needs a value", argv[optind - 1]);
-        default: return status_usage_error("unknown option '%s'", argv[optind - 1]);
+        default: return cli_bad_option("status", status_usage_text, option, argv[optind - 1]);
         }
     }
     if (optind < argc)
-        return status_usage_error("unexpected argument '%s'", argv[optind]);
+        return cli_usage_error("status", status_usage_text, "unexpected argument '%s'",
+                               argv[optind]);
 
     if (client_connect(file, ippc_dir, profile, &info, &client) < 0)
         return CLI_EXIT_FAIL;

@@ -114,15 +114,6 @@ static void watch_on_signal(int signum)
         lws_cancel_service(watch_signal_context);
 }
 
-static int watch_usage_error(const char *fmt, const char *arg)
-{
-    fputs("ippc watch: ", stderr);
-    fprintf(stderr, fmt, arg);
-    fputs("\n\n", stderr);
-    fputs(watch_usage_text, stderr);
-    return CLI_EXIT_USAGE;
-}
-
 /* ------------------------------------------------------------ options */
 
 /* Splits "a,b,c" into a JSON array of strings, or of non-negative integers
@@ -764,35 +755,38 @@ int watch_main(int argc, char **argv)
             json_decref(w.topics);
             w.topics = split_list(optarg, false);
             if (w.topics == NULL || !topics_valid(w.topics))
-                return watch_usage_error("bad --topics '%s' (engines,tasks,stdout)", optarg);
+                return cli_usage_error("watch", watch_usage_text,
+                                       "bad --topics '%s' (engines,tasks,stdout)", optarg);
             break;
         case OPT_ENGINES:
         case OPT_TASKS:
             list = split_list(optarg, true);
             if (list == NULL)
-                return watch_usage_error("bad id list '%s' (like 0,1,2)", optarg);
+                return cli_usage_error("watch", watch_usage_text, "bad id list '%s' (like 0,1,2)",
+                                       optarg);
             json_object_set_new(w.filter, option == OPT_ENGINES ? "engines" : "tasks", list);
             break;
         case OPT_TAGS:
             list = split_list(optarg, false);
             if (list == NULL)
-                return watch_usage_error("bad --tags '%s' (like a,b)", optarg);
+                return cli_usage_error("watch", watch_usage_text, "bad --tags '%s' (like a,b)",
+                                       optarg);
             json_object_set_new(w.filter, "tags", list);
             break;
         case OPT_SINCE:
             since = strtoll(optarg, &end, 10);
             if (optarg[0] == '\0' || *end != '\0' || since < 0)
-                return watch_usage_error("bad --since '%s' (a seq number, 0 or more)", optarg);
+                return cli_usage_error("watch", watch_usage_text,
+                                       "bad --since '%s' (a seq number, 0 or more)", optarg);
             seq_reset(&w, since);
             break;
         case 'h':
         case OPT_HELP: fputs(watch_usage_text, stdout); return CLI_EXIT_OK;
-        case ':': return watch_usage_error("option '%s' needs a value", argv[optind - 1]);
-        default: return watch_usage_error("unknown option '%s'", argv[optind - 1]);
+        default: return cli_bad_option("watch", watch_usage_text, option, argv[optind - 1]);
         }
     }
     if (optind < argc)
-        return watch_usage_error("unexpected argument '%s'", argv[optind]);
+        return cli_usage_error("watch", watch_usage_text, "unexpected argument '%s'", argv[optind]);
     if (w.topics == NULL)
         w.topics = json_pack("[s,s,s]", "engines", "tasks", "stdout");
     w.colour = isatty(STDOUT_FILENO) && getenv("NO_COLOR") == NULL;

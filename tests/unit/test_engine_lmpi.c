@@ -21,42 +21,18 @@
 #include "lmpi.h"
 #include "nd.h"
 
+#include "engine_harness.h"
+
 static atomic_int flag;
 
 static int setup(void **state)
 {
     atomic_store(&flag, 0);
-    lua_State *L = luaL_newstate();
-    luaL_openlibs(L);
-    luaL_requiref(L, "nd", luaopen_nd, 1);
-    lua_pop(L, 1);
+    lua_State *L = nd_lua_state();
     lmpi_open(L, &flag);
     lua_setglobal(L, "mpi");
     *state = L;
     return 0;
-}
-
-static int teardown(void **state)
-{
-    lua_close(*state);
-    return 0;
-}
-
-static void lua_ok(lua_State *L, const char *code)
-{
-    if (luaL_dostring(L, code) != LUA_OK)
-        fail_msg("Lua error: %s\n--- in:\n%s", lua_tostring(L, -1), code);
-    lua_settop(L, 0);
-}
-
-static void lua_fails(lua_State *L, const char *code, const char *needle)
-{
-    if (luaL_dostring(L, code) == LUA_OK)
-        fail_msg("expected an error from: %s", code);
-    const char *msg = lua_tostring(L, -1);
-    if (!msg || !strstr(msg, needle))
-        fail_msg("error '%s' does not mention '%s' (code: %s)", msg ? msg : "(null)", needle, code);
-    lua_settop(L, 0);
 }
 
 static void test_basics(void **state)
@@ -246,18 +222,14 @@ static void test_foreign_messages(void **state)
 
 int main(void)
 {
-    int provided;
-    MPI_Init_thread(NULL, NULL, MPI_THREAD_MULTIPLE, &provided);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_basics, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_reductions, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_collectives, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_point_to_point, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_comm_split, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_interrupts, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_foreign_messages, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_basics, setup, lua_teardown),
+        cmocka_unit_test_setup_teardown(test_reductions, setup, lua_teardown),
+        cmocka_unit_test_setup_teardown(test_collectives, setup, lua_teardown),
+        cmocka_unit_test_setup_teardown(test_point_to_point, setup, lua_teardown),
+        cmocka_unit_test_setup_teardown(test_comm_split, setup, lua_teardown),
+        cmocka_unit_test_setup_teardown(test_interrupts, setup, lua_teardown),
+        cmocka_unit_test_setup_teardown(test_foreign_messages, setup, lua_teardown),
     };
-    int failed = cmocka_run_group_tests(tests, NULL, NULL);
-    MPI_Finalize();
-    return failed;
+    return run_tests_with_mpi(MPI_THREAD_MULTIPLE, tests, NULL, NULL);
 }

@@ -18,21 +18,7 @@
 #include "luavalue.h"
 #include "nd.h"
 
-static int setup(void **state)
-{
-    lua_State *L = luaL_newstate();
-    luaL_openlibs(L);
-    luaL_requiref(L, "nd", luaopen_nd, 1);
-    lua_pop(L, 1);
-    *state = L;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    lua_close(*state);
-    return 0;
-}
+#include "engine_harness.h"
 
 static json_t *parse(const char *text)
 {
@@ -54,13 +40,6 @@ static void push_global(lua_State *L, const char *text, ippc_blobs *blobs)
     assert_int_equal(lua_gettop(L), top + 1);
     lua_setglobal(L, "v");
     json_decref(j);
-}
-
-static void lua_ok(lua_State *L, const char *code)
-{
-    if (luaL_dostring(L, code) != LUA_OK)
-        fail_msg("Lua error: %s\n--- in:\n%s", lua_tostring(L, -1), code);
-    lua_settop(L, 0);
 }
 
 /* The wire form of the result of `code` as compact JSON text (caller frees). */
@@ -276,12 +255,12 @@ static void test_wire_errors(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_push_scalars_and_containers, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_push_arrays, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_push_errors, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_wire_values, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_wire_arrays, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_wire_errors, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_push_scalars_and_containers, lua_setup, lua_teardown),
+        cmocka_unit_test_setup_teardown(test_push_arrays, lua_setup, lua_teardown),
+        cmocka_unit_test_setup_teardown(test_push_errors, lua_setup, lua_teardown),
+        cmocka_unit_test_setup_teardown(test_wire_values, lua_setup, lua_teardown),
+        cmocka_unit_test_setup_teardown(test_wire_arrays, lua_setup, lua_teardown),
+        cmocka_unit_test_setup_teardown(test_wire_errors, lua_setup, lua_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

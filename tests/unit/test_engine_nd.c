@@ -16,40 +16,7 @@
 
 #include "nd.h"
 
-static int setup(void **state)
-{
-    lua_State *L = luaL_newstate();
-    luaL_openlibs(L);
-    luaL_requiref(L, "nd", luaopen_nd, 1);
-    lua_pop(L, 1);
-    *state = L;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    lua_close(*state);
-    return 0;
-}
-
-/* Runs Lua code that uses assert(); fails the test with Lua's message. */
-static void lua_ok(lua_State *L, const char *code)
-{
-    if (luaL_dostring(L, code) != LUA_OK)
-        fail_msg("Lua error: %s\n--- in:\n%s", lua_tostring(L, -1), code);
-    lua_settop(L, 0);
-}
-
-/* Runs Lua code that must raise an error mentioning needle. */
-static void lua_fails(lua_State *L, const char *code, const char *needle)
-{
-    if (luaL_dostring(L, code) == LUA_OK)
-        fail_msg("expected an error from: %s", code);
-    const char *msg = lua_tostring(L, -1);
-    if (!msg || !strstr(msg, needle))
-        fail_msg("error '%s' does not mention '%s' (code: %s)", msg ? msg : "(null)", needle, code);
-    lua_settop(L, 0);
-}
+#include "engine_harness.h"
 
 static void test_constructors(void **state)
 {
@@ -697,31 +664,28 @@ static void test_gc_pressure(void **state)
 
 int main(void)
 {
-    MPI_Init(NULL, NULL);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_constructors, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_reductions, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_indexing, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_arithmetic, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_tostring, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_methods, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_bad_arguments, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_more_constructors, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_axis_reductions, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_slices_and_views, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_broadcasting, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_more_arithmetic, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_comparisons, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_math_functions, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_dot_matmul, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_fill_and_axpy, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_repr_layout, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_big_array_cache, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_c_api, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_c_api_views, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_gc_pressure, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_constructors, lua_setup, lua_teardown),
+        cmocka_unit_test_setup_teardown(test_reductions, lua_setup, lua_teardown),
+        cmocka_unit_test_setup_teardown(test_indexing, lua_setup, lua_teardown),
+        cmocka_unit_test_setup_teardown(test_arithmetic, lua_setup, lua_teardown),
+        cmocka_unit_test_setup_teardown(test_tostring, lua_setup, lua_teardown),
+        cmocka_unit_test_setup_teardown(test_methods, lua_setup, lua_teardown),
+        cmocka_unit_test_setup_teardown(test_bad_arguments, lua_setup, lua_teardown),
+        cmocka_unit_test_setup_teardown(test_more_constructors, lua_setup, lua_teardown),
+        cmocka_unit_test_setup_teardown(test_axis_reductions, lua_setup, lua_teardown),
+        cmocka_unit_test_setup_teardown(test_slices_and_views, lua_setup, lua_teardown),
+        cmocka_unit_test_setup_teardown(test_broadcasting, lua_setup, lua_teardown),
+        cmocka_unit_test_setup_teardown(test_more_arithmetic, lua_setup, lua_teardown),
+        cmocka_unit_test_setup_teardown(test_comparisons, lua_setup, lua_teardown),
+        cmocka_unit_test_setup_teardown(test_math_functions, lua_setup, lua_teardown),
+        cmocka_unit_test_setup_teardown(test_dot_matmul, lua_setup, lua_teardown),
+        cmocka_unit_test_setup_teardown(test_fill_and_axpy, lua_setup, lua_teardown),
+        cmocka_unit_test_setup_teardown(test_repr_layout, lua_setup, lua_teardown),
+        cmocka_unit_test_setup_teardown(test_big_array_cache, lua_setup, lua_teardown),
+        cmocka_unit_test_setup_teardown(test_c_api, lua_setup, lua_teardown),
+        cmocka_unit_test_setup_teardown(test_c_api_views, lua_setup, lua_teardown),
+        cmocka_unit_test_setup_teardown(test_gc_pressure, lua_setup, lua_teardown),
     };
-    int failed = cmocka_run_group_tests(tests, NULL, NULL);
-    MPI_Finalize();
-    return failed;
+    return run_tests_with_mpi(MPI_THREAD_SINGLE, tests, NULL, NULL);
 }

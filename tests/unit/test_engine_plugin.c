@@ -29,6 +29,8 @@
 #include "proto.h"
 #include "runtime.h"
 
+#include "engine_harness.h"
+
 static char tmpdir[256];
 static char root[1024];  /* the repository (holds include/ippc/plugin.h) */
 static char build[1024]; /* <build> of this binary */
@@ -193,22 +195,6 @@ static int group_teardown(void **state)
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
     return system(cmd) == 0 ? 0 : -1;
-}
-
-static int setup(void **state)
-{
-    ippc_error err;
-    runtime *rt = runtime_new(0, 1, &err);
-    if (!rt)
-        fail_msg("runtime_new: %s", err.message);
-    *state = rt;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    runtime_free(*state);
-    return 0;
 }
 
 static json_t *run(runtime *rt, json_t *task)
@@ -449,16 +435,12 @@ static void test_examples(void **state)
 
 int main(void)
 {
-    int provided;
-    MPI_Init_thread(NULL, NULL, MPI_THREAD_MULTIPLE, &provided);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_load_errors, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_kernel_calls, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_reload_reset_list, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_kernel_interrupt, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_examples, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_load_errors, rt_setup, rt_teardown),
+        cmocka_unit_test_setup_teardown(test_kernel_calls, rt_setup, rt_teardown),
+        cmocka_unit_test_setup_teardown(test_reload_reset_list, rt_setup, rt_teardown),
+        cmocka_unit_test_setup_teardown(test_kernel_interrupt, rt_setup, rt_teardown),
+        cmocka_unit_test_setup_teardown(test_examples, rt_setup, rt_teardown),
     };
-    int failed = cmocka_run_group_tests(tests, group_setup, group_teardown);
-    MPI_Finalize();
-    return failed;
+    return run_tests_with_mpi(MPI_THREAD_MULTIPLE, tests, group_setup, group_teardown);
 }

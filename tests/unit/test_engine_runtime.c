@@ -19,21 +19,7 @@
 
 #include "runtime.h"
 
-static int setup(void **state)
-{
-    ippc_error err;
-    runtime *rt = runtime_new(0, 1, &err);
-    if (!rt)
-        fail_msg("runtime_new: %s", err.message);
-    *state = rt;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    runtime_free(*state);
-    return 0;
-}
+#include "engine_harness.h"
 
 /* Runs a task given as JSON text (no blobs in or out). */
 static json_t *run_json(runtime *rt, const char *task_text)
@@ -772,24 +758,20 @@ static void test_mpi_recv_interrupt(void **state)
 
 int main(void)
 {
-    int provided;
-    MPI_Init_thread(NULL, NULL, MPI_THREAD_MULTIPLE, &provided);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_execute_print, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_stdout_limits, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_run_and_apply, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_push_pull, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_push_pull_nd, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_errors, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_psum, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_mpi_singleton, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_interrupt, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_interrupt_from_signal, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_namespace_ops, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_stdout_sink, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_mpi_recv_interrupt, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_execute_print, rt_setup, rt_teardown),
+        cmocka_unit_test_setup_teardown(test_stdout_limits, rt_setup, rt_teardown),
+        cmocka_unit_test_setup_teardown(test_run_and_apply, rt_setup, rt_teardown),
+        cmocka_unit_test_setup_teardown(test_push_pull, rt_setup, rt_teardown),
+        cmocka_unit_test_setup_teardown(test_push_pull_nd, rt_setup, rt_teardown),
+        cmocka_unit_test_setup_teardown(test_errors, rt_setup, rt_teardown),
+        cmocka_unit_test_setup_teardown(test_psum, rt_setup, rt_teardown),
+        cmocka_unit_test_setup_teardown(test_mpi_singleton, rt_setup, rt_teardown),
+        cmocka_unit_test_setup_teardown(test_interrupt, rt_setup, rt_teardown),
+        cmocka_unit_test_setup_teardown(test_interrupt_from_signal, rt_setup, rt_teardown),
+        cmocka_unit_test_setup_teardown(test_namespace_ops, rt_setup, rt_teardown),
+        cmocka_unit_test_setup_teardown(test_stdout_sink, rt_setup, rt_teardown),
+        cmocka_unit_test_setup_teardown(test_mpi_recv_interrupt, rt_setup, rt_teardown),
     };
-    int failed = cmocka_run_group_tests(tests, NULL, NULL);
-    MPI_Finalize();
-    return failed;
+    return run_tests_with_mpi(MPI_THREAD_MULTIPLE, tests, NULL, NULL);
 }
