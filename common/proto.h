@@ -47,4 +47,11 @@
 /* Largest single WebSocket message either side accepts (JSON or binary). */
 #define IPPC_MAX_WS_MESSAGE ((size_t)1 << 30)
 
+/* The head of an HTTP request (request line + headers) that the controller
+ * reads.  The acceptor checks the first request of a connection against these
+ * before handing it over (414 / 431 as JSON); the REST handler checks later
+ * requests of a kept-alive connection against the same numbers. */
+#define IPPC_MAX_REQUEST_LINE 8192
+#define IPPC_MAX_REQUEST_HEAD 16384
+
 #endif
