@@ -8,7 +8,8 @@
  *   lws       — the libwebsockets service thread: engine sockets, client
  *               streams (/ws), hub_tick every 200 ms.
  *   store     — the task store's writer thread (store.c): batched SQLite
- *               transactions, off every request path.
+ *               transactions, off every request path; while writes fail it
+ *               holds the records and retries them with back-off.
  * Shared state lives in the hub behind its one mutex.  Smaller locks, always
  * taken after the hub's when both are held: the event stream (events.c), each
  * socket's send queue (wsmsg.c), the stream waits (ws_client.c), the store's
