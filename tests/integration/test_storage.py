@@ -1,4 +1,5 @@
-"""test_storage.py — the task store under storage faults.
+"""test_storage.py — the task store under storage faults, and a controller
+restarted while its killed predecessor is still a zombie.
 
 Storage faults need root: the full-disk test mounts a small tmpfs and the
 -shm test uses chattr +i.  When the machine refuses either, the test fails
@@ -13,7 +14,7 @@ import subprocess
 import tempfile
 import time
 
-from harness import Cluster, check, expect, expect_error
+from harness import Cluster, check, expect, expect_error, proc_state
 
 PAD = "return string.rep('x', 2000)"  # a record that needs pages of its own
 
@@ -215,7 +216,41 @@ def test_immutable_shm(_unused=None):
     return notes
 
 
+def test_restart_while_zombie(_unused=None):
+    """A controller restarted while its SIGKILLed predecessor is a zombie (its
+    parent, this test, has not reaped it) takes the same port and token, so
+    engines reconnect by themselves."""
+    c = Cluster(n=1, profile="zombie")
+    notes = []
+    old = None
+    try:
+        c.start()
+        run_task(c.api, "before the kill", "return 1")
+        old, old_info, old_engine = c.controller, c.client_info, c.engine_info
+        old.send_signal(signal.SIGKILL)  # never poll() or wait() it until the end
+        deadline = time.time() + 10
+        while proc_state(old.pid) != "Z":
+            check(time.time() < deadline, "the killed controller did not become a zombie: %r"
+                  % proc_state(old.pid))
+            time.sleep(0.02)
+        c.restart_controller(wait_engines=False)
+        check(proc_state(old.pid) == "Z", "the old controller is still a zombie at the restart")
+        check(c.client_info["url"] == old_info["url"] and
+              c.client_info["token"] == old_info["token"],
+              "a controller restarted beside its zombie keeps the URL and token: %r vs %r\n%s"
+              % (c.client_info, old_info, log_text(c)[-2000:]))
+        check(c.engine_info["key"] == old_engine["key"], "the same engine key")
+        c.record_engines(c.api.wait_engines(1))
+        run_task(c.api, "after the restart: the engine reconnected", "return 2")
+    finally:
+        if old is not None:
+            old.wait(10)  # reap the zombie
+        notes += c.stop() or []
+    return notes
+
+
 TESTS = [
     ("storage_full_disk_degraded_then_ok", test_full_disk, "own"),
     ("storage_immutable_shm_no_sigbus", test_immutable_shm, "own"),
+    ("storage_restart_while_zombie_same_port_token", test_restart_while_zombie, "own"),
 ]
