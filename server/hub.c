@@ -351,6 +351,9 @@ json_t *hub_info(hub *h) {
                              (int)h->open.count, "requests_total",
                              (json_int_t)(h->next_request_id - 1));
     pthread_mutex_unlock(&h->lock);
+    /* The store has its own lock (never taken inside the hub's here). */
+    if (h->store)
+        json_object_set_new(info, "store", store_status_json(h->store));
     return info;
 }
 

@@ -8,7 +8,8 @@
  *   lws       — the libwebsockets service thread: engine sockets, client
  *               streams (/ws), hub_tick every 200 ms.
  *   store     — the task store's writer thread (store.c): batched SQLite
- *               transactions, off every request path.
+ *               transactions, off every request path; while writes fail it
+ *               holds the records and retries them with back-off.
  * Shared state lives in the hub behind its one mutex.  Smaller locks, always
  * taken after the hub's when both are held: the event stream (events.c), each
  * socket's send queue (wsmsg.c), the stream waits (ws_client.c), the store's
@@ -23,8 +24,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/file.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "acceptor.h"
@@ -49,6 +52,10 @@ typedef struct options {
     int metrics_public;
     int fresh; /* new secrets even if a dead controller's files are there */
 } options;
+
+/* How long a controller that reuses its predecessor's port waits for it. */
+#define REBIND_WAIT_MS 3000
+#define REBIND_STEP_MS 100
 
 static int stop_fd = -1;
 
@@ -207,21 +214,44 @@ static int write_secret_json(const char *path, json_t *value) {
     return 0;
 }
 
-/* Reads the secrets of a previous controller of this profile if its files
- * are there and its process is gone.  1 if reused. */
+/* Takes PROFILE_DIR/controller.lock (flock), held until the process ends.
+ * Whether a previous controller of the profile is alive is decided by this
+ * lock, not by its pid: kill(pid, 0) succeeds for a zombie (killed, not yet
+ * reaped by its parent) and for an unrelated process that got the pid, while
+ * the kernel drops a flock when the holder's descriptors close at exit, before
+ * it becomes a zombie.  Returns the fd when taken (no controller of the
+ * profile is alive), -1 when another process holds it, -2 when the file
+ * cannot be used (then nobody can tell; the caller assumes alive). */
+static int take_profile_lock(const char *dir, char *why, size_t why_len)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/controller.lock", dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        snprintf(why, why_len, "cannot open %s: %s", path, strerror(errno));
+        return -2;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) == 0)
+        return fd;
+    int saved = errno;
+    close(fd);
+    if (saved == EWOULDBLOCK)
+        return -1;
+    snprintf(why, why_len, "cannot lock %s: %s", path, strerror(saved));
+    return -2;
+}
+
+/* Reads the secrets a previous controller of this profile left behind (the
+ * caller knows it is gone).  1 if reused. */
 static int reuse_secrets(const char *client_file, const char *engine_file, char token[65],
                          char key[65], int *port) {
     json_t *c = json_load_file(client_file, 0, NULL), *e = json_load_file(engine_file, 0, NULL);
     int ok = 0;
-    json_t *pid = json_object_get(c, "pid");
     const char *t = json_string_value(json_object_get(c, "token"));
     const char *k = json_string_value(json_object_get(e, "key"));
     const char *url = json_string_value(json_object_get(c, "url"));
     const char *colon = url ? strrchr(url, ':') : NULL;
-    int alive = json_is_integer(pid) && json_integer_value(pid) > 0 &&
-                json_integer_value(pid) != getpid() &&
-                (kill((pid_t)json_integer_value(pid), 0) == 0 || errno != ESRCH);
-    if (!alive && t && k && strlen(t) == 64 && strlen(k) == 64 && colon) {
+    if (t && k && strlen(t) == 64 && strlen(k) == 64 && colon) {
         memcpy(token, t, 65);
         memcpy(key, k, 65);
         *port = atoi(colon + 1);
@@ -230,6 +260,35 @@ static int reuse_secrets(const char *client_file, const char *engine_file, char 
     json_decref(c);
     json_decref(e);
     return ok;
+}
+
+/* Listens on the previous controller's port.  A controller killed a moment
+ * ago may still hold it while the kernel tears it down (its flock can be
+ * released before its listening socket), so retry for REBIND_WAIT_MS before
+ * taking any free port, and say which happened. */
+static int listen_again(const char *ip, int old_port, int *port, ippc_error *err)
+{
+    int fd = acceptor_listen(ip, old_port, port, err);
+    if (fd >= 0)
+        return fd;
+    fprintf(stderr,
+            "ippc-controller: port %d of the previous controller is busy (%s); "
+            "retrying for up to %d ms\n",
+            old_port, err->message, REBIND_WAIT_MS);
+    for (int waited = 0; fd < 0 && waited < REBIND_WAIT_MS; waited += REBIND_STEP_MS) {
+        struct timespec step = {0, REBIND_STEP_MS * 1000L * 1000L};
+        nanosleep(&step, NULL);
+        fd = acceptor_listen(ip, old_port, port, err);
+    }
+    if (fd >= 0) {
+        fprintf(stderr, "ippc-controller: took port %d back\n", old_port);
+        return fd;
+    }
+    fprintf(stderr,
+            "ippc-controller: port %d is still taken (%s); taking another: engines "
+            "of the previous controller cannot reconnect\n",
+            old_port, err->message);
+    return acceptor_listen(ip, 0, port, err);
 }
 
 static void route_http(void *arg, int fd, const struct sockaddr *addr, socklen_t len) {
@@ -268,10 +327,28 @@ int main(int argc, char **argv) {
     /* A controller restarted on a profile whose controller died keeps its
      * token, engine key and port, so engines reconnect and clients keep
      * working (the task store keeps the history). */
+    char lock_why[PATH_MAX + 64] = "";
+    int profile_lock = take_profile_lock(dir, lock_why, sizeof lock_why);
+    if (profile_lock == -1)
+        fprintf(stderr,
+                "ippc-controller: another controller of profile %s is running; "
+                "starting with a new token, engine key and port\n",
+                o.profile);
+    else if (profile_lock == -2)
+        fprintf(stderr,
+                "ippc-controller: %s; cannot tell whether a previous controller is "
+                "alive, starting with a new token, engine key and port\n",
+                lock_why);
     int reused_port = 0;
-    if (!o.fresh && reuse_secrets(client_file, engine_file, token, engine_key, &reused_port) &&
-        o.port == 0)
-        o.port = reused_port;
+    if (!o.fresh && profile_lock >= 0 &&
+        reuse_secrets(client_file, engine_file, token, engine_key, &reused_port)) {
+        fprintf(stderr,
+                "ippc-controller: the previous controller of profile %s is gone; "
+                "reusing its token, engine key and port %d\n",
+                o.profile, reused_port);
+        if (o.port == 0)
+            o.port = reused_port;
+    }
 
     ippc_error err = {0};
     char db_path[PATH_MAX];
@@ -291,13 +368,9 @@ int main(int argc, char **argv) {
         fprintf(stderr, "ippc-controller: %zu tasks were unfinished when the last controller "
                         "stopped; they are marked lost\n", lost);
     int port = 0;
-    int listen_fd = acceptor_listen(o.ip, o.port, &port, &err);
-    if (listen_fd < 0 && reused_port && o.port == reused_port) {
-        fprintf(stderr, "ippc-controller: port %d of the previous controller is taken; "
-                        "taking another (engines of that controller cannot reconnect)\n",
-                reused_port);
-        listen_fd = acceptor_listen(o.ip, 0, &port, &err);
-    }
+    int listen_fd = reused_port && o.port == reused_port
+                        ? listen_again(o.ip, reused_port, &port, &err)
+                        : acceptor_listen(o.ip, o.port, &port, &err);
     if (listen_fd < 0) {
         fprintf(stderr, "ippc-controller: %s\n", err.message);
         store_close(st);
@@ -376,6 +449,8 @@ int main(int argc, char **argv) {
     store_close(st);
     unlink(client_file);
     unlink(engine_file);
+    if (profile_lock >= 0)
+        close(profile_lock); /* after the files: a successor finds none */
     close(stop_fd);
     return rc;
 }

@@ -9,8 +9,23 @@
  * memory store has one connection playing both roles (reader == &writer_conn)
  * and its one lock serialises the writer's transactions with the reads.
  * Connections are opened SQLITE_OPEN_NOMUTEX: our locks already serialise them.
- * queue_lock guards the save queue and the counters; it is never held while
- * SQLite works, and never taken while holding a connection lock.
+ * queue_lock guards the save queue, the counters and the health fields; it is
+ * never held while SQLite works, and never taken while holding a connection
+ * lock.
+ *
+ * No shared memory.  File stores open through SQLite's "unix-excl" VFS: the
+ * process takes an exclusive POSIX lock on the database for as long as any of
+ * its connections is open, and the WAL index lives in heap memory shared by
+ * this process's connections instead of a mmap'd <path>-shm file.  With a
+ * -shm file, any fault on it (chattr +i, a full disk when it grows, a file
+ * system that refuses shared writable maps) turned into SIGBUS inside SQLite,
+ * killing the controller.  The price is that no other process may open the
+ * database while the store is open, not even to read; nothing needs to: every
+ * reader goes through this store, and take_lock_file already refuses a second
+ * controller on the same store (the flock on <path>.lock is taken before
+ * SQLite opens the file, so the loser gets a clear message instead of
+ * SQLITE_BUSY).  <path>-shm or -wal locks held by other programs no longer
+ * matter either: this VFS does not take locks on them.
  *
  * Schema (PRAGMA application_id = 'ippc', PRAGMA user_version = 1):
  *   tasks(id INTEGER PRIMARY KEY, request_id, state, engine, submitted,
@@ -32,14 +47,27 @@
  * (integers little-endian).  A value that does not add up exactly is
  * reported as a corrupt record, never read past.
  *
- * Writes never fail silently: a failed batch is retried (WRITE_ATTEMPTS, with
- * back-off; each attempt already waits BUSY_TIMEOUT_MS for locks) and, if it
- * still fails, dropped with a message on stderr, so a broken disk cannot make
- * store_flush or store_close wait forever.
+ * Storage faults (see store.h).  The writer thread owns an "unsaved" list:
+ * records taken from the queue and not committed yet.  Healthy, it holds one
+ * batch at a time.  After a failed commit the store is degraded: later saves
+ * are merged into the list as they arrive, one entry per task (a later
+ * snapshot replaces the earlier one in place; the upsert would overwrite it
+ * anyway), the oldest entries beyond pending_max are dropped, and the whole
+ * list is retried with back-off.  The writer also takes over checkpointing
+ * (its own WAL hook replaces SQLite's silent auto-checkpoint) so that a
+ * database file that cannot be written is noticed, and it notices a database
+ * file or WAL removed from under it (SQLITE_FCNTL_HAS_MOVED, the WAL's inode):
+ * SQLite would go on writing to files that no longer have a name, and a crash
+ * would lose those commits.  A removed WAL is answered by copying every commit
+ * into the database at once (the state stays degraded until a restart
+ * recreates it); a removed database file keeps records in memory until it is
+ * back under its name.
  *
  * Relies on: SQLite >= 3.24 (upsert) with JSON1, Jansson, pthreads.
  */
 #include "store.h"
+
+#include "idmap.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -60,9 +88,11 @@
 #define SCHEMA_VERSION 1
 #define APPLICATION_ID 0x69707063 /* "ippc" */
 #define BUSY_TIMEOUT_MS 2000
-#define WRITE_ATTEMPTS 5
 #define QUERY_LIMIT_MAX 1000
-#define TIME_LEN 48 /* "YYYY-MM-DDTHH:MM:SS.ffffffZ" (28 bytes with NUL), with room */
+#define TIME_LEN STORE_TIME_LEN /* "YYYY-MM-DDTHH:MM:SS.ffffffZ" (28 bytes with NUL) */
+#define CHECKPOINT_PAGES 1000   /* SQLite's default auto-checkpoint size */
+#define CLOSE_ATTEMPTS 3        /* last tries at store_close while degraded */
+#define CLOSE_PAUSE_MS 200
 
 /* Query variants: one prepared statement per combination of filters. */
 enum { Q_STATE = 1, Q_ENGINE = 2, Q_TAG = 4, Q_SINCE = 8, Q_VARIANTS = 16 };
@@ -73,6 +103,7 @@ typedef struct store_conn {
     bool lock_ready;
     /* writer role */
     sqlite3_stmt *upsert, *delete_tags, *insert_tags, *update_max;
+    int wal_pages; /* frames in the WAL after the last commit (its WAL hook) */
     /* reader role */
     sqlite3_stmt *get, *query[Q_VARIANTS];
 } store_conn;
@@ -87,10 +118,13 @@ typedef struct save_item {
     char *times[3]; /* submitted, started, completed (canonical) or NULL */
     char *tags, *doc, *result;
     ippc_blobs blobs;
+    bool unstorable; /* SQLite refused it as too big: skipped and counted once */
 } save_item;
 
 struct store {
-    char *label; /* the path as given, or "memory", for messages */
+    char *label;    /* the path as given, or "memory", for messages */
+    char *wal_path; /* <path>-wal, or NULL for memory */
+    ino_t wal_ino;  /* the WAL's inode once open; 0 = not known */
     bool memory;
     int lock_fd; /* flock'd <path>.lock, or -1 */
     store_conn writer_conn, reader_storage;
@@ -101,12 +135,28 @@ struct store {
     pthread_cond_t flushed_cond; /* flushers wait: done_seq advanced */
     bool sync_ready;
     save_item *head, *tail;
+    size_t queue_len;    /* items in head..tail */
     uint64_t queued_seq; /* saves accepted so far */
-    uint64_t done_seq;   /* saves the writer has finished with */
+    uint64_t done_seq;   /* saves committed, superseded or dropped */
     uint64_t max_id;     /* highest id stored or queued */
     bool closing;
     bool writer_started;
     pthread_t writer;
+
+    /* Health, written by the writer thread (store_open before it starts). */
+    bool degraded;       /* writes fail, or the files need care (see wal_upkeep) */
+    bool writes_failing; /* the last commit failed: records wait in unsaved */
+    char fault[STORE_ERROR_LEN];
+    char state_since[TIME_LEN];
+    size_t unsaved_count; /* the writer's list, for pending */
+    uint64_t dropped;
+    size_t pending_max;
+    bool drop_reported; /* this fault's first drop was reported */
+
+    /* The writer thread's own (and store_close's after the join). */
+    save_item *unsaved_head, *unsaved_tail;
+    idmap unsaved_ids; /* task id -> its entry, only while degraded */
+    bool wal_gone;     /* the WAL lost its name: checkpoint every commit */
 };
 
 static const char *const TASK_COLUMNS =
@@ -440,20 +490,39 @@ static void conn_close(store_conn *c)
     memset(c, 0, sizeof *c);
 }
 
-static int conn_open(const store *s, store_conn *c, const char *filename, ippc_error *err)
+/* The writer connection's WAL hook: remembers the WAL's size after each
+ * commit so that wal_upkeep checkpoints when SQLite would have. */
+static int on_wal_commit(void *arg, sqlite3 *db, const char *name, int pages)
+{
+    (void)db, (void)name;
+    ((store_conn *)arg)->wal_pages = pages;
+    return SQLITE_OK;
+}
+
+static int conn_open(const store *s, store_conn *c, const char *filename, bool writer,
+                     ippc_error *err)
 {
     memset(c, 0, sizeof *c);
     if (pthread_mutex_init(&c->lock, NULL) != 0)
         return oom(err);
     c->lock_ready = true;
-    int rc = sqlite3_open_v2(
-        filename, &c->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+    /* unix-excl: no -shm file and no other process (see the top of the file). */
+    int rc = sqlite3_open_v2(filename, &c->db,
+                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                             s->memory ? NULL : "unix-excl");
     if (rc != SQLITE_OK)
         return sql_error(s, c->db, rc, "opening", err);
     sqlite3_extended_result_codes(c->db, 1);
     sqlite3_busy_timeout(c->db, BUSY_TIMEOUT_MS);
-    if (!s->memory && exec_sql(s, c, "PRAGMA synchronous = NORMAL", "setting synchronous", err))
+    if (s->memory)
+        return 0;
+    /* Reads through a memory map would also turn a truncated or unreadable
+     * file into SIGBUS; 0 is Debian's default, but not every build's. */
+    if (exec_sql(s, c, "PRAGMA synchronous = NORMAL; PRAGMA mmap_size = 0", "setting synchronous",
+                 err))
         return -1;
+    if (writer) /* replaces the auto-checkpoint, whose failures are silent */
+        sqlite3_wal_hook(c->db, on_wal_commit, c);
     return 0;
 }
 
@@ -629,6 +698,27 @@ fail:
 static void *writer_main(void *arg);
 static void items_free(save_item *item);
 
+/* The inode path names now, or 0 if it names nothing. */
+static ino_t file_inode(const char *path)
+{
+    struct stat st;
+    return path && stat(path, &st) == 0 ? st.st_ino : 0;
+}
+
+/* work_cond times the writer's retries on CLOCK_MONOTONIC (a clock step must
+ * not postpone them by hours). */
+static int init_work_cond(pthread_cond_t *cond)
+{
+    pthread_condattr_t attr;
+    if (pthread_condattr_init(&attr) != 0)
+        return -1;
+    int rc = pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    if (rc == 0)
+        rc = pthread_cond_init(cond, &attr);
+    pthread_condattr_destroy(&attr);
+    return rc == 0 ? 0 : -1;
+}
+
 store *store_open(const char *path, size_t *lost_on_open, ippc_error *err)
 {
     size_t lost = 0;
@@ -640,17 +730,30 @@ store *store_open(const char *path, size_t *lost_on_open, ippc_error *err)
         return NULL;
     }
     s->lock_fd = -1;
+    s->pending_max = STORE_PENDING_MAX;
+    idmap_init(&s->unsaved_ids);
+    time_now(s->state_since);
     s->memory = !path || strcmp(path, "memory") == 0 || strcmp(path, ":memory:") == 0;
     s->label = strdup(s->memory ? "memory" : path);
     if (!s->label) {
         oom(err);
         goto fail;
     }
+    if (!s->memory) {
+        size_t len = strlen(path);
+        s->wal_path = malloc(len + sizeof "-wal");
+        if (!s->wal_path) {
+            oom(err);
+            goto fail;
+        }
+        memcpy(s->wal_path, path, len);
+        memcpy(s->wal_path + len, "-wal", sizeof "-wal");
+    }
     if (pthread_mutex_init(&s->queue_lock, NULL) != 0) {
         oom(err);
         goto fail;
     }
-    if (pthread_cond_init(&s->work_cond, NULL) != 0) {
+    if (init_work_cond(&s->work_cond) != 0) {
         pthread_mutex_destroy(&s->queue_lock);
         oom(err);
         goto fail;
@@ -671,7 +774,7 @@ store *store_open(const char *path, size_t *lost_on_open, ippc_error *err)
         if (make_parent_dirs(s, path, err) < 0 || take_lock_file(s, path, err) < 0)
             goto fail;
     }
-    if (conn_open(s, &s->writer_conn, s->memory ? ":memory:" : path, err) < 0)
+    if (conn_open(s, &s->writer_conn, s->memory ? ":memory:" : path, true, err) < 0)
         goto fail;
     if (!s->memory && set_wal(s, &s->writer_conn, err) < 0)
         goto fail;
@@ -689,8 +792,14 @@ store *store_open(const char *path, size_t *lost_on_open, ippc_error *err)
         s->reader = &s->writer_conn;
     } else {
         s->reader = &s->reader_storage; /* set first: store_close closes it */
-        if (conn_open(s, &s->reader_storage, path, err) < 0)
+        if (conn_open(s, &s->reader_storage, path, false, err) < 0)
             goto fail;
+        /* The reader opens the WAL on its first read: do it now, while the
+         * WAL still has its name, so both connections share one file. */
+        sqlite3_int64 ignored;
+        if (query_int(s, &s->reader_storage, "SELECT count(*) FROM store_meta", &ignored, err) < 0)
+            goto fail;
+        s->wal_ino = file_inode(s->wal_path);
     }
     if (pthread_create(&s->writer, NULL, writer_main, s) != 0) {
         ippc_error_set(err, ERR_INTERNAL, "task store: cannot start the writer thread");
@@ -717,6 +826,8 @@ void store_close(store *s)
         pthread_join(s->writer, NULL); /* it drains the queue first */
     }
     items_free(s->head);
+    items_free(s->unsaved_head);
+    idmap_free(&s->unsaved_ids);
     if (s->reader == &s->reader_storage)
         conn_close(&s->reader_storage);
     conn_close(&s->writer_conn);
@@ -728,6 +839,7 @@ void store_close(store *s)
         pthread_mutex_destroy(&s->queue_lock);
     }
     free(s->label);
+    free(s->wal_path);
     free(s);
 }
 
@@ -829,6 +941,7 @@ int store_save(store *s, store_record *rec)
     else
         s->head = item;
     s->tail = item;
+    s->queue_len++;
     s->queued_seq++;
     if (item->id > s->max_id)
         s->max_id = item->id;
@@ -837,15 +950,17 @@ int store_save(store *s, store_record *rec)
     return 0;
 }
 
-void store_flush(store *s)
+int store_flush(store *s)
 {
     if (!s)
-        return;
+        return 0;
     pthread_mutex_lock(&s->queue_lock);
     uint64_t target = s->queued_seq;
-    while (s->done_seq < target)
+    while (s->done_seq < target && !s->writes_failing)
         pthread_cond_wait(&s->flushed_cond, &s->queue_lock);
+    int rc = s->done_seq >= target ? 0 : -1;
     pthread_mutex_unlock(&s->queue_lock);
+    return rc;
 }
 
 static int bind_text_or_null(sqlite3_stmt *stmt, int index, const char *text)
@@ -901,8 +1016,11 @@ static int write_item(store_conn *c, const save_item *item, unsigned char **pack
     return rc;
 }
 
-/* One transaction for the whole batch.  0, or -1 with err set (rolled back). */
-static int write_batch_once(store *s, store_conn *c, const save_item *batch, ippc_error *err)
+/* One transaction for the whole batch.  0, or -1 with err set (rolled back).
+ * Records SQLite refuses as too big are skipped, marked and counted in
+ * *unstorable: retrying cannot help them. */
+static int write_batch_once(store *s, store_conn *c, save_item *batch, uint64_t *unstorable,
+                            ippc_error *err)
 {
     unsigned char *pack = NULL;
     size_t pack_cap = 0;
@@ -925,21 +1043,35 @@ static int write_batch_once(store *s, store_conn *c, const save_item *batch, ipp
         !cached_stmt(s, c, &c->update_max,
                      "UPDATE store_meta SET value = max(value, ?1) WHERE key = 'max_task_id'", err))
         return -1;
+    /* SQLite would go on writing to a file that no longer has a name. */
+    int moved = 0;
+    if (!s->memory &&
+        sqlite3_file_control(c->db, "main", SQLITE_FCNTL_HAS_MOVED, &moved) == SQLITE_OK && moved)
+        return ippc_error_set(err, ERR_UNAVAILABLE,
+                              "%s was removed or replaced while open; writes resume when it "
+                              "is back under that name",
+                              s->label);
     if (exec_sql(s, c, "BEGIN IMMEDIATE", "starting a write", err) < 0)
         return -1;
-    const save_item *item = batch;
+    save_item *item = batch;
     int rc = SQLITE_OK;
     for (; item && rc == SQLITE_OK; item = item->next) {
-        rc = write_item(c, item, &pack, &pack_cap);
         if (item->id > max_id)
             max_id = item->id;
+        if (item->unstorable)
+            continue;
+        rc = write_item(c, item, &pack, &pack_cap);
+        if (rc == SQLITE_TOOBIG) { /* nothing of it was written */
+            fprintf(stderr,
+                    "ippc-controller: task store %s: task %" PRIu64
+                    " is too large to store; its record is dropped\n",
+                    s->label, item->id);
+            item->unstorable = true;
+            (*unstorable)++;
+            rc = SQLITE_OK;
+        }
     }
     free(pack);
-    if (rc == SQLITE_TOOBIG) {
-        ippc_error_set(err, ERR_INTERNAL, "task store %s: a result's blobs are too large",
-                       s->label);
-        goto fail;
-    }
     if (rc == SQLITE_OK) {
         rc = sqlite3_bind_int64(c->update_max, 1, (sqlite3_int64)max_id);
         if (rc == SQLITE_OK)
@@ -959,60 +1091,308 @@ fail:
     return -1;
 }
 
-static size_t items_count(const save_item *item)
-{
-    size_t n = 0;
-    for (; item; item = item->next)
-        n++;
-    return n;
-}
+/* ------------------------------------------------------------ the writer */
 
-/* Commits the batch, retrying with back-off; drops it (loudly) at the end. */
-static void write_batch(store *s, const save_item *batch)
+static void timespec_after_ms(struct timespec *t, int ms)
 {
-    store_conn *c = &s->writer_conn;
-    for (int attempt = 1;; attempt++) {
-        ippc_error err = {{0}, {0}};
-        pthread_mutex_lock(&c->lock);
-        int rc = write_batch_once(s, c, batch, &err);
-        pthread_mutex_unlock(&c->lock);
-        if (rc == 0)
-            return;
-        if (attempt == WRITE_ATTEMPTS) {
-            fprintf(stderr, "ippc-controller: %s; dropped %zu task records after %d attempts\n",
-                    err.message, items_count(batch), attempt);
-            return;
-        }
-        if (attempt == 1)
-            fprintf(stderr, "ippc-controller: %s; retrying\n", err.message);
-        struct timespec pause = {0, 50L * 1000 * 1000 * attempt};
-        nanosleep(&pause, NULL);
+    clock_gettime(CLOCK_MONOTONIC, t);
+    t->tv_sec += ms / 1000;
+    t->tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (t->tv_nsec >= 1000000000L) {
+        t->tv_sec++;
+        t->tv_nsec -= 1000000000L;
     }
 }
 
+static bool timespec_reached(const struct timespec *t)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return now.tv_sec > t->tv_sec || (now.tv_sec == t->tv_sec && now.tv_nsec >= t->tv_nsec);
+}
+
+static void pause_ms(int ms)
+{
+    struct timespec pause = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&pause, &pause) != 0 && errno == EINTR)
+        ;
+}
+
+/* Appends item to the unsaved list; while writes fail, a later snapshot of a
+ * task already in the list replaces it in place instead (the list then holds
+ * one entry per task).  Writer thread, queue_lock held. */
+static void unsaved_add(store *s, save_item *item)
+{
+    item->next = NULL;
+    save_item *older = s->writes_failing ? idmap_get(&s->unsaved_ids, item->id) : NULL;
+    if (older) {
+        save_item *next = older->next;
+        save_item swap = *older;
+        *older = *item;
+        older->next = next;
+        *item = swap;
+        item->next = NULL;
+        item_free(item);
+        return;
+    }
+    if (s->unsaved_tail)
+        s->unsaved_tail->next = item;
+    else
+        s->unsaved_head = item;
+    s->unsaved_tail = item;
+    s->unsaved_count++;
+    /* Without an index entry (out of memory) a later snapshot is appended
+     * after this one instead, and the newest still wins. */
+    if (s->writes_failing)
+        idmap_put(&s->unsaved_ids, item->id, item);
+}
+
+static void unsaved_clear(store *s)
+{
+    items_free(s->unsaved_head);
+    s->unsaved_head = s->unsaved_tail = NULL;
+    s->unsaved_count = 0;
+    idmap_free(&s->unsaved_ids);
+    idmap_init(&s->unsaved_ids);
+}
+
+/* Re-adds every unsaved item (writes just started failing): duplicates of a
+ * task collapse and the index covers the list.  queue_lock held. */
+static void unsaved_reindex(store *s)
+{
+    save_item *item = s->unsaved_head;
+    s->unsaved_head = s->unsaved_tail = NULL;
+    s->unsaved_count = 0;
+    idmap_free(&s->unsaved_ids);
+    idmap_init(&s->unsaved_ids);
+    while (item) {
+        save_item *next = item->next;
+        unsaved_add(s, item);
+        item = next;
+    }
+}
+
+/* Moves everything queued into the unsaved list.  queue_lock held. */
+static void unsaved_take_queue(store *s)
+{
+    save_item *item = s->head;
+    if (item && !s->writes_failing && !s->unsaved_head) { /* the usual case: one move */
+        s->unsaved_head = s->head;
+        s->unsaved_tail = s->tail;
+        s->unsaved_count = s->queue_len;
+        item = NULL;
+    }
+    s->head = s->tail = NULL;
+    s->queue_len = 0;
+    while (item) {
+        save_item *next = item->next;
+        unsaved_add(s, item);
+        item = next;
+    }
+}
+
+/* Drops the oldest unsaved records beyond keep: pending_max while writes
+ * fail (reported once per fault), or 0 at close (always reported).
+ * queue_lock held. */
+static void unsaved_drop(store *s, size_t keep, bool at_close)
+{
+    size_t dropped = 0;
+    while (s->unsaved_count > keep) {
+        save_item *oldest = s->unsaved_head;
+        s->unsaved_head = oldest->next;
+        if (!s->unsaved_head)
+            s->unsaved_tail = NULL;
+        if (idmap_get(&s->unsaved_ids, oldest->id) == oldest)
+            idmap_remove(&s->unsaved_ids, oldest->id);
+        item_free(oldest);
+        s->unsaved_count--;
+        dropped++;
+    }
+    if (dropped == 0)
+        return;
+    s->dropped += dropped;
+    if (at_close)
+        fprintf(stderr,
+                "ippc-controller: task store %s: %zu task records could not be saved "
+                "before closing and are lost (%s)\n",
+                s->label, dropped, s->fault);
+    else if (!s->drop_reported)
+        fprintf(stderr,
+                "ippc-controller: task store %s: more than %zu records wait; dropping "
+                "the oldest (GET /api/v1/info store.dropped counts them)\n",
+                s->label, keep);
+    s->drop_reported = true;
+}
+
+/* State changes: one line on stderr each.  queue_lock held. */
+static void set_degraded(store *s, const char *why, bool writes_failing)
+{
+    /* why names the file already. */
+    if (writes_failing && !s->writes_failing)
+        fprintf(stderr,
+                "ippc-controller: task store degraded: %s; tasks go on, their records "
+                "wait in memory (at most %zu) and writes are retried\n",
+                why, s->pending_max);
+    else if (!s->degraded)
+        fprintf(stderr, "ippc-controller: task store degraded: %s\n", why);
+    if (!s->degraded) {
+        s->degraded = true;
+        s->drop_reported = false;
+        time_now(s->state_since);
+    }
+    snprintf(s->fault, sizeof s->fault, "%s", why);
+    if (writes_failing && !s->writes_failing) {
+        s->writes_failing = true;
+        unsaved_reindex(s);
+    }
+    s->writes_failing = writes_failing;
+}
+
+static void set_ok(store *s)
+{
+    if (!s->degraded)
+        return;
+    fprintf(stderr,
+            "ippc-controller: task store %s: ok again (degraded since %s); every "
+            "waiting record is stored (%" PRIu64 " dropped since start)\n",
+            s->label, s->state_since, s->dropped);
+    time_now(s->state_since);
+    s->degraded = s->writes_failing = false;
+    s->fault[0] = '\0';
+}
+
+/* After a commit (or a retry): notices a WAL that lost its name, and
+ * checkpoints when the WAL is as large as SQLite's auto-checkpoint allows, or
+ * after every commit once the WAL has no name (a crash would lose it: its
+ * commits must reach the database file).  0, or -1 with err set.  Writer
+ * thread, writer connection lock held. */
+static int wal_upkeep(store *s, store_conn *c, ippc_error *err)
+{
+    if (s->memory)
+        return 0;
+    if (!s->wal_gone && s->wal_ino && file_inode(s->wal_path) != s->wal_ino)
+        s->wal_gone = true;
+    if (!s->wal_gone && c->wal_pages < CHECKPOINT_PAGES)
+        return 0;
+    int mode = s->wal_gone ? SQLITE_CHECKPOINT_FULL : SQLITE_CHECKPOINT_PASSIVE;
+    int rc = sqlite3_wal_checkpoint_v2(c->db, NULL, mode, NULL, NULL);
+    if (rc != SQLITE_OK)
+        return ippc_error_set(err, ERR_UNAVAILABLE, "cannot copy the WAL into %s (%s)", s->label,
+                              sqlite3_errmsg(c->db));
+    c->wal_pages = 0;
+    if (s->wal_gone)
+        return ippc_error_set(err, ERR_UNAVAILABLE,
+                              "%s-wal was removed while open: every commit is copied into the "
+                              "database at once until the controller restarts",
+                              s->label);
+    return 0;
+}
+
+/* Waits for saves (or the retry time while degraded), commits everything
+ * unsaved in one transaction, and keeps the health fields up to date. */
 static void *writer_main(void *arg)
 {
     store *s = arg;
+    int backoff_ms = 0; /* 0 while writes succeed */
+    struct timespec retry_at = {0, 0};
+    int close_failures = 0;
     pthread_mutex_lock(&s->queue_lock);
     for (;;) {
-        while (!s->head && !s->closing)
-            pthread_cond_wait(&s->work_cond, &s->queue_lock);
-        if (!s->head)
-            break; /* closing, and everything is written */
-        save_item *batch = s->head;
+        bool timed_out = false;
+        while (!s->head && !s->closing && !timed_out) {
+            if (s->degraded)
+                timed_out =
+                    pthread_cond_timedwait(&s->work_cond, &s->queue_lock, &retry_at) == ETIMEDOUT;
+            else
+                pthread_cond_wait(&s->work_cond, &s->queue_lock);
+        }
         uint64_t upto = s->queued_seq;
-        s->head = s->tail = NULL;
+        unsaved_take_queue(s);
+        if (s->writes_failing)
+            unsaved_drop(s, s->pending_max, false);
+        bool closing = s->closing;
+        if (closing && !s->unsaved_head)
+            break; /* everything is written (or was dropped) */
+        /* While writes fail, new saves only join the list until the retry. */
+        if (s->writes_failing && !closing && !timed_out && !timespec_reached(&retry_at))
+            continue;
+        if (!s->unsaved_head && !timed_out)
+            continue; /* woken for nothing new */
         pthread_mutex_unlock(&s->queue_lock);
 
-        write_batch(s, batch);
-        items_free(batch);
+        ippc_error err = {{0}, {0}};
+        uint64_t unstorable = 0;
+        store_conn *c = &s->writer_conn;
+        pthread_mutex_lock(&c->lock);
+        int wrote =
+            s->unsaved_head ? write_batch_once(s, c, s->unsaved_head, &unstorable, &err) : 0;
+        int upkept = wrote == 0 ? wal_upkeep(s, c, &err) : -1;
+        pthread_mutex_unlock(&c->lock);
 
         pthread_mutex_lock(&s->queue_lock);
-        s->done_seq = upto;
+        s->dropped += unstorable;
+        if (wrote == 0) {
+            unsaved_clear(s);
+            s->done_seq = upto;
+        }
+        if (wrote == 0 && upkept == 0) {
+            set_ok(s);
+            backoff_ms = 0;
+        } else {
+            set_degraded(s, err.message, wrote != 0);
+            backoff_ms = backoff_ms == 0                        ? STORE_RETRY_FIRST_MS
+                         : backoff_ms >= STORE_RETRY_MAX_MS / 2 ? STORE_RETRY_MAX_MS
+                                                                : 2 * backoff_ms;
+            timespec_after_ms(&retry_at, backoff_ms);
+            if (wrote != 0)
+                unsaved_drop(s, s->pending_max, false);
+            if (closing && wrote != 0 && ++close_failures >= CLOSE_ATTEMPTS) {
+                unsaved_drop(s, 0, true);
+                s->done_seq = upto;
+            } else if (closing && wrote != 0) {
+                pthread_mutex_unlock(&s->queue_lock);
+                pause_ms(CLOSE_PAUSE_MS);
+                pthread_mutex_lock(&s->queue_lock);
+            }
+        }
         pthread_cond_broadcast(&s->flushed_cond);
     }
     pthread_mutex_unlock(&s->queue_lock);
     return NULL;
+}
+
+/* ---------------------------------------------------------------- health */
+
+void store_get_status(store *s, store_status *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!s)
+        return;
+    pthread_mutex_lock(&s->queue_lock);
+    out->degraded = s->degraded;
+    snprintf(out->error, sizeof out->error, "%s", s->fault);
+    snprintf(out->since, sizeof out->since, "%s", s->state_since);
+    out->pending = s->queue_len + s->unsaved_count;
+    out->dropped = s->dropped;
+    pthread_mutex_unlock(&s->queue_lock);
+}
+
+json_t *store_status_json(store *s)
+{
+    store_status st;
+    store_get_status(s, &st);
+    return json_pack("{s:s, s:s?, s:s, s:I, s:I}", "state", st.degraded ? "degraded" : "ok",
+                     "error", st.degraded ? st.error : NULL, "since", st.since, "pending",
+                     (json_int_t)st.pending, "dropped", (json_int_t)st.dropped);
+}
+
+void store_set_pending_max(store *s, size_t max)
+{
+    if (!s)
+        return;
+    pthread_mutex_lock(&s->queue_lock);
+    s->pending_max = max < 1 ? 1 : max;
+    pthread_mutex_unlock(&s->queue_lock);
 }
 
 /* ----------------------------------------------------------------- reads */
@@ -1269,8 +1649,16 @@ long store_purge(store *s, const char *before, ippc_error *err)
         return ippc_error_set(err, ERR_INVALID,
                               "before: '%.64s' is not an ISO 8601 time (like 2024-05-01T12:00:00Z)",
                               before);
-    /* "Finished before the call" includes records still in the queue. */
-    store_flush(s);
+    /* "Finished before the call" includes records still in the queue: while
+     * some cannot be written, the purge would miss them. */
+    if (store_flush(s) < 0) {
+        store_status st;
+        store_get_status(s, &st);
+        return ippc_error_set(err, ERR_UNAVAILABLE,
+                              "the task store is degraded (%s; %zu records not saved yet): "
+                              "purge again once it is ok",
+                              st.error, st.pending);
+    }
     static const char *const finished =
         "state IN ('completed', 'failed', 'aborted', 'lost') AND (?1 IS NULL OR completed < ?1)";
     char delete_tags[256], delete_tasks[192];

@@ -10,11 +10,26 @@
  * private in-memory database.  Opening migrates the schema (versioned with
  * PRAGMA user_version) and marks tasks that were pending or running when the
  * previous controller died as "lost".  A corrupt, unreadable or locked file is
- * a clear error (err), never a crash.
+ * a clear error (err), never a crash.  While a file store is open no other
+ * process can open its database (not even to read): see store.c for why.
+ *
+ * Storage faults.  A write that fails after the store is open (a full disk,
+ * a file made immutable, the database file removed) never stops
+ * the controller: the store turns "degraded" (one line on stderr per change
+ * of state, and store_get_status), keeps the records it could not write in
+ * memory, newest snapshot per task, and the writer thread retries with
+ * back-off (STORE_RETRY_FIRST_MS doubling to STORE_RETRY_MAX_MS).  When a
+ * retry commits, the state is "ok" again and nothing was lost.  The records
+ * held are bounded (STORE_PENDING_MAX, store_set_pending_max): past the bound
+ * the oldest are dropped, counted in `dropped` and reported once per fault.
+ * Records still unsaved when the store closes are dropped the same way after
+ * a few last attempts.  A record that can never be stored (a result larger
+ * than SQLite accepts) is dropped at once and counted too.
  *
  * Threads: every function may be called from any thread.  store_save queues
  * and returns at once; store_flush waits until everything queued before it is
- * committed; reads see committed data.
+ * committed (or returns at once, -1, while degraded); reads see committed
+ * data.
  */
 #ifndef IPPC_STORE_H
 #define IPPC_STORE_H
@@ -48,8 +63,32 @@ void store_close(store *s); /* flushes, stops the writer, closes */
  * references (tags, doc, result) and moves the blobs; copies the strings.
  * Returns 0, or -1 if the store is closing / out of memory (rec freed). */
 int store_save(store *s, store_record *rec);
-/* Waits until every save queued before this call is committed. */
-void store_flush(store *s);
+/* Waits until every save queued before this call is committed: 0.  -1 when
+ * the store is degraded (some of them are still waiting in memory); it never
+ * waits for a fault to clear. */
+int store_flush(store *s);
+
+#define STORE_PENDING_MAX 100000 /* unsaved records held while degraded */
+#define STORE_RETRY_FIRST_MS 100 /* first retry after a failed write */
+#define STORE_RETRY_MAX_MS 2000  /* back-off cap */
+#define STORE_ERROR_LEN 512      /* as ippc_error.message */
+#define STORE_TIME_LEN 48
+
+typedef struct store_status {
+    int degraded;                /* 0 ok, 1 degraded */
+    char error[STORE_ERROR_LEN]; /* why it is degraded ("" when ok) */
+    char since[STORE_TIME_LEN];  /* ISO 8601 UTC: when this state began */
+    size_t pending;              /* saves accepted and not yet committed */
+    uint64_t dropped;            /* records given up since store_open */
+} store_status;
+
+/* A consistent snapshot of the store's health (memory stores are always ok). */
+void store_get_status(store *s, store_status *out);
+/* The same as the client JSON object {"state": "ok"|"degraded", "error": str
+ * or null, "since", "pending", "dropped"}: a new reference, NULL on OOM. */
+json_t *store_status_json(store *s);
+/* Changes the bound on unsaved records (>= 1; tests use small ones). */
+void store_set_pending_max(store *s, size_t max);
 
 /* Reads one task; 1 found (rec filled: caller frees with store_record_free),
  * 0 not found, -1 error. */

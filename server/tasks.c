@@ -1135,7 +1135,17 @@ json_t *hub_task_query(hub *h, const char *state, int engine, const char *tag, c
         ippc_error_set(err, ERR_UNAVAILABLE, "this controller has no task store");
         return NULL;
     }
-    store_flush(h->store);
+    /* A page that silently skipped the records still waiting in memory would
+     * look complete: say so instead (tasks still answer by id from memory). */
+    if (store_flush(h->store) < 0) {
+        store_status st;
+        store_get_status(h->store, &st);
+        ippc_error_set(err, ERR_UNAVAILABLE,
+                       "task history is incomplete while the task store is degraded (%s; %zu "
+                       "records not saved yet); GET /api/v1/tasks/{id} still answers",
+                       st.error, st.pending);
+        return NULL;
+    }
     store_query q = {.state = state, .engine = engine, .tag = tag, .since = since,
                      .limit = limit, .cursor = cursor};
     uint64_t next = 0;

@@ -2,7 +2,11 @@
  * replace on re-save, flush from many threads, query filters and cursor
  * pages, purge, reopening a file store (lost tasks, max id), files that are
  * not task stores, locks held by another store or process, the recorded
- * schema, and 10,000 saves (timed, printed, not asserted). */
+ * schema, 10,000 saves (timed, printed, not asserted), and storage faults:
+ * no -shm file to fault on, a full disk (a small tmpfs this test mounts: it
+ * must run as root, and fails, never skips, when it cannot), the bound on
+ * unsaved records, WAL and database files made immutable (chattr +i through
+ * ioctl) or removed, and closing while writes fail. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -12,9 +16,15 @@
 #define _XOPEN_SOURCE_EXTENDED 1
 #include <ftw.h>
 #include <pthread.h>
+#include <stdbool.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/fs.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -41,9 +51,29 @@ static int setup_dir(void **state)
     return 0;
 }
 
+/* chattr +i / -i.  0, or -1 with errno (a file system without the flag). */
+static int set_immutable(const char *path, bool on)
+{
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    int flags = 0;
+    int rc = ioctl(fd, FS_IOC_GETFLAGS, &flags);
+    if (rc == 0) {
+        flags = on ? flags | FS_IMMUTABLE_FL : flags & ~FS_IMMUTABLE_FL;
+        rc = ioctl(fd, FS_IOC_SETFLAGS, &flags);
+    }
+    int saved = errno;
+    close(fd);
+    errno = saved;
+    return rc;
+}
+
 static int remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
 {
-    (void)sb, (void)flag, (void)ftw;
+    (void)sb, (void)ftw;
+    if (flag == FTW_F)
+        set_immutable(path, false); /* a failed test may leave one behind */
     return remove(path);
 }
 
@@ -1022,6 +1052,444 @@ static void test_ten_thousand_saves(void **state)
            file_seconds * 1e3, N / file_seconds, memory_seconds * 1e3, N / memory_seconds);
 }
 
+/* -------------------------------------------------------- storage faults */
+
+static int setup_tmpfs(void **state)
+{
+    setup_dir(state);
+    fixture *f = *state;
+    /* Big enough for the schema and some WAL, small enough to fill at once. */
+    if (mount("tmpfs", f->dir, "tmpfs", MS_NOSUID | MS_NODEV, "size=512k,mode=0700") != 0) {
+        print_error("cannot mount a 512 KiB tmpfs at %s: %s (the full-disk tests mount one "
+                    "and need root with CAP_SYS_ADMIN)\n",
+                    f->dir, strerror(errno));
+        rmdir(f->dir);
+        free(f);
+        return -1; /* cmocka reports the test as failed, not skipped */
+    }
+    return 0;
+}
+
+static int teardown_tmpfs(void **state)
+{
+    fixture *f = *state;
+    nftw(f->dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS); /* the mount point stays */
+    umount2(f->dir, MNT_DETACH);
+    rmdir(f->dir);
+    free(f);
+    return 0;
+}
+
+static void path_with_suffix(const fixture *f, const char *suffix, char *out, size_t size)
+{
+    snprintf(out, size, "%s%s", f->path, suffix);
+}
+
+/* Writes one file until the file system holding dir is full. */
+static void fill_disk(const char *dir, char *filler, size_t size)
+{
+    snprintf(filler, size, "%s/filler", dir);
+    int fd = open(filler, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    assert_true(fd >= 0);
+    static const char block[4096];
+    while (write(fd, block, sizeof block) > 0)
+        ;
+    while (write(fd, block, 1) > 0) /* the last partial page */
+        ;
+    close(fd);
+}
+
+/* A finished task whose doc needs a page of its own (so a full disk shows). */
+static void save_padded(store *s, uint64_t id, const char *state)
+{
+    store_record rec =
+        make_record(id, state, 0, "2024-01-01T00:00:00Z", "2024-01-01T00:00:01Z", NULL);
+    char pad[2048];
+    memset(pad, 'x', sizeof pad - 1);
+    pad[sizeof pad - 1] = '\0';
+    json_object_set_new(rec.doc, "pad", json_string(pad));
+    assert_int_equal(store_save(s, &rec), 0);
+}
+
+/* Saves new tasks from id on until a commit fails; returns the next id. */
+static uint64_t save_until_degraded(store *s, uint64_t id)
+{
+    for (int i = 0; i < 2000; i++, id++) {
+        save_padded(s, id, "completed");
+        if (store_flush(s) < 0)
+            return id + 1;
+    }
+    fail_msg("2000 saves on a full disk all succeeded");
+    return id;
+}
+
+static store_status wait_status(store *s, int degraded, double timeout_s)
+{
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    store_status st;
+    for (;;) {
+        store_get_status(s, &st);
+        if (st.degraded == degraded)
+            return st;
+        if (seconds_since(&t0) > timeout_s)
+            fail_msg("the store is still %s after %.0f s (error: %s, pending %zu)",
+                     degraded ? "ok" : "degraded", timeout_s, st.error, st.pending);
+        usleep(10 * 1000);
+    }
+}
+
+static store_status wait_pending_at_most(store *s, size_t pending, double timeout_s)
+{
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    store_status st;
+    for (;;) {
+        store_get_status(s, &st);
+        if (st.pending <= pending)
+            return st;
+        if (seconds_since(&t0) > timeout_s)
+            fail_msg("%zu records pending after %.0f s, expected at most %zu", st.pending,
+                     timeout_s, pending);
+        usleep(10 * 1000);
+    }
+}
+
+static void assert_state(store *s, uint64_t id, const char *state)
+{
+    store_record got;
+    ippc_error err = {{0}, {0}};
+    int found = store_get(s, id, &got, &err);
+    if (found != 1)
+        fail_msg("task %llu: expected \"%s\", store_get gave %d (%s)", (unsigned long long)id,
+                 state, found, err.message);
+    assert_string_equal(got.state, state);
+    store_record_free(&got);
+}
+
+static void assert_absent(store *s, uint64_t id)
+{
+    store_record got;
+    ippc_error err = {{0}, {0}};
+    assert_int_equal(store_get(s, id, &got, &err), 0);
+}
+
+/* SQLite used to map <path>-shm: a -shm that could not be written (chattr +i)
+ * killed the controller with SIGBUS on its next commit.  There is no -shm at
+ * all now, and a stale immutable one changes nothing. */
+static void test_no_shared_memory_file(void **state)
+{
+    fixture *f = *state;
+    char dir[128], shm[160];
+    snprintf(dir, sizeof dir, "%s/profile_test", f->dir);
+    path_with_suffix(f, "-shm", shm, sizeof shm);
+    assert_int_equal(mkdir(dir, 0700), 0);
+    int fd = open(shm, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+    assert_true(fd >= 0);
+    assert_int_equal(ftruncate(fd, 32768), 0);
+    close(fd);
+    if (set_immutable(shm, true) != 0)
+        fail_msg("chattr +i refused on %s: %s (this test needs root and a file system with "
+                 "the immutable flag)",
+                 shm, strerror(errno));
+
+    store *s = open_ok(f->path, NULL);
+    for (uint64_t id = 1; id <= 50; id++)
+        save_padded(s, id, "completed");
+    assert_int_equal(store_flush(s), 0);
+    assert_state(s, 50, "completed");
+    store_status st;
+    store_get_status(s, &st);
+    assert_false(st.degraded);
+    store_close(s);
+
+    assert_int_equal(set_immutable(shm, false), 0);
+    assert_int_equal(unlink(shm), 0);
+    s = open_ok(f->path, NULL);
+    save_padded(s, 51, "completed");
+    assert_int_equal(store_flush(s), 0);
+    if (access(shm, F_OK) == 0)
+        fail_msg("the store created %s: SQLite maps it (SIGBUS when it cannot be written)", shm);
+    store_close(s);
+}
+
+/* Another program holding locks on <path>-shm or -wal (the WAL index locks
+ * SQLite used) does not stall or fail the writer. */
+static void test_locks_on_wal_files_do_not_block(void **state)
+{
+    fixture *f = *state;
+    store *s = open_ok(f->path, NULL);
+    save_padded(s, 1, "completed");
+    assert_int_equal(store_flush(s), 0);
+
+    char shm[160], wal[160];
+    path_with_suffix(f, "-shm", shm, sizeof shm);
+    path_with_suffix(f, "-wal", wal, sizeof wal);
+    int ready[2], done[2];
+    assert_int_equal(pipe(ready), 0);
+    assert_int_equal(pipe(done), 0);
+    pid_t child = fork();
+    assert_true(child >= 0);
+    if (child == 0) { /* async-signal-safe calls only: the parent has threads */
+        int shm_fd = open(shm, O_RDWR | O_CREAT, 0600), wal_fd = open(wal, O_RDWR);
+        struct flock index_locks = {
+            .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 120, .l_len = 8};
+        struct flock whole = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+        char c = shm_fd >= 0 && wal_fd >= 0 && fcntl(shm_fd, F_SETLK, &index_locks) == 0 &&
+                         fcntl(wal_fd, F_SETLK, &whole) == 0
+                     ? 'y'
+                     : 'n';
+        if (write(ready[1], &c, 1) != 1 || read(done[0], &c, 1) < 0)
+            _exit(2);
+        _exit(0);
+    }
+    char c = 0;
+    assert_int_equal(read(ready[0], &c, 1), 1);
+    assert_int_equal(c, 'y');
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (uint64_t id = 2; id <= 20; id++) {
+        save_padded(s, id, "completed");
+        assert_int_equal(store_flush(s), 0);
+    }
+    double took = seconds_since(&t0);
+    assert_int_equal(write(done[1], "q", 1), 1);
+    int status = 0;
+    assert_int_equal(waitpid(child, &status, 0), child);
+    close(ready[0]), close(ready[1]), close(done[0]), close(done[1]);
+    if (took > 1.5) /* a busy wait would take BUSY_TIMEOUT_MS per commit */
+        fail_msg("19 commits took %.1f s while another process held WAL locks", took);
+    store_status st;
+    store_get_status(s, &st);
+    assert_false(st.degraded);
+    assert_state(s, 20, "completed");
+    store_close(s);
+}
+
+static void test_full_disk_degrades_and_recovers(void **state)
+{
+    fixture *f = *state;
+    store *s = open_ok(f->path, NULL);
+    save_padded(s, 1, "completed");
+    assert_int_equal(store_flush(s), 0);
+    char filler[160];
+    fill_disk(f->dir, filler, sizeof filler);
+    uint64_t next = save_until_degraded(s, 2);
+
+    store_status st;
+    store_get_status(s, &st);
+    assert_true(st.degraded);
+    if (!strstr(st.error, "disk full"))
+        fail_msg("the error should say the disk is full: %s", st.error);
+    assert_true(st.pending >= 1);
+    assert_int_equal(st.dropped, 0);
+    assert_int_equal(strlen(st.since), strlen("2024-01-01T00:00:00.000000Z"));
+    json_t *js = store_status_json(s);
+    assert_string_equal(json_string_value(json_object_get(js, "state")), "degraded");
+    assert_string_equal(json_string_value(json_object_get(js, "error")), st.error);
+    json_decref(js);
+
+    /* Reads answer from the file; a purge would miss the waiting records. */
+    assert_state(s, 1, "completed");
+    ippc_error err = {{0}, {0}};
+    assert_int_equal(store_purge(s, NULL, &err), -1);
+    assert_string_equal(err.code, ERR_UNAVAILABLE);
+    assert_non_null(strstr(err.message, "degraded"));
+    /* Later snapshots of waiting tasks replace them: pending counts tasks. */
+    size_t waiting = st.pending;
+    for (uint64_t id = 2; id < next; id++)
+        save_padded(s, id, "failed");
+    st = wait_pending_at_most(s, waiting, 5);
+    assert_int_equal(st.pending, waiting);
+
+    /* Space again: the next retry stores every record. */
+    assert_int_equal(unlink(filler), 0);
+    st = wait_status(s, 0, 10);
+    assert_int_equal(st.pending, 0);
+    assert_int_equal(st.dropped, 0);
+    assert_string_equal(st.error, "");
+    assert_int_equal(store_flush(s), 0);
+    assert_state(s, 1, "completed");
+    for (uint64_t id = 2; id < next; id++)
+        assert_state(s, id, "failed");
+    store_close(s);
+    s = open_ok(f->path, NULL);
+    assert_state(s, next - 1, "failed");
+    assert_int_equal(store_max_id(s), next - 1);
+    store_close(s);
+}
+
+static void test_unsaved_records_are_bounded(void **state)
+{
+    fixture *f = *state;
+    store *s = open_ok(f->path, NULL);
+    store_set_pending_max(s, 10);
+    save_padded(s, 1, "completed");
+    assert_int_equal(store_flush(s), 0);
+    char filler[160];
+    fill_disk(f->dir, filler, sizeof filler);
+    uint64_t next = save_until_degraded(s, 2);
+    for (uint64_t id = next; id < next + 30; id++)
+        save_padded(s, id, "completed");
+    /* Waiting: 2 .. next+29; the 10 newest stay, the others are dropped. */
+    store_status st = wait_pending_at_most(s, 10, 5);
+    assert_int_equal(st.pending, 10);
+    assert_int_equal(st.dropped, next + 18);
+    assert_true(st.degraded);
+
+    assert_int_equal(unlink(filler), 0);
+    st = wait_status(s, 0, 10);
+    assert_int_equal(st.dropped, next + 18); /* still reported after the fault */
+    assert_state(s, 1, "completed");
+    for (uint64_t id = 2; id < next + 20; id++)
+        assert_absent(s, id);
+    for (uint64_t id = next + 20; id < next + 30; id++)
+        assert_state(s, id, "completed");
+    store_close(s);
+}
+
+/* store_close gives up after a few attempts instead of hanging. */
+static void test_close_while_disk_full(void **state)
+{
+    fixture *f = *state;
+    store *s = open_ok(f->path, NULL);
+    char filler[160];
+    fill_disk(f->dir, filler, sizeof filler);
+    save_until_degraded(s, 1);
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    store_close(s);
+    double took = seconds_since(&t0);
+    if (took > 5)
+        fail_msg("store_close took %.1f s on a full disk", took);
+}
+
+static void test_immutable_wal_degrades_and_recovers(void **state)
+{
+    fixture *f = *state;
+    store *s = open_ok(f->path, NULL);
+    save_padded(s, 1, "completed");
+    assert_int_equal(store_flush(s), 0);
+    char wal[160];
+    path_with_suffix(f, "-wal", wal, sizeof wal);
+    if (set_immutable(wal, true) != 0)
+        fail_msg("chattr +i refused on %s: %s (this test needs root and a file system with "
+                 "the immutable flag)",
+                 wal, strerror(errno));
+    save_padded(s, 2, "completed");
+    assert_int_equal(store_flush(s), -1);
+    store_status st;
+    store_get_status(s, &st);
+    assert_true(st.degraded);
+    assert_int_equal(st.pending, 1);
+    assert_non_null(strstr(st.error, "tasks.db"));
+    assert_state(s, 1, "completed");
+    assert_absent(s, 2);
+
+    assert_int_equal(set_immutable(wal, false), 0);
+    st = wait_status(s, 0, 10);
+    assert_int_equal(st.pending, 0);
+    assert_state(s, 2, "completed");
+    store_close(s);
+}
+
+/* Commits reach the WAL, but checkpoints cannot copy them into an immutable
+ * database file: reported, nothing waits, and it clears by itself. */
+static void test_immutable_database_file_is_reported(void **state)
+{
+    fixture *f = *state;
+    store *s = open_ok(f->path, NULL);
+    if (set_immutable(f->path, true) != 0)
+        fail_msg("chattr +i refused on %s: %s (this test needs root and a file system with "
+                 "the immutable flag)",
+                 f->path, strerror(errno));
+    enum { N = 80, BLOB = 64 * 1024 }; /* 5 MiB: past the 1000-page checkpoint */
+    for (uint64_t id = 1; id <= N; id++) {
+        store_record rec =
+            make_record(id, "completed", 0, "2024-01-01T00:00:00Z", "2024-01-01T00:00:01Z", NULL);
+        rec.result = json_pack("{si ss s[i]}", "$nd", 0, "dtype", "uint8", "shape", BLOB);
+        unsigned char *data = calloc(1, BLOB);
+        assert_non_null(data);
+        assert_int_equal(blobs_push(&rec.blobs, data, BLOB), 0);
+        assert_int_equal(store_save(s, &rec), 0);
+        assert_int_equal(store_flush(s), 0); /* the WAL takes them */
+    }
+    store_status st = wait_status(s, 1, 10);
+    if (!strstr(st.error, "cannot copy the WAL"))
+        fail_msg("unexpected error: %s", st.error);
+    assert_int_equal(st.pending, 0);
+    assert_state(s, N, "completed");
+
+    assert_int_equal(set_immutable(f->path, false), 0);
+    wait_status(s, 0, 10);
+    store_close(s);
+    s = open_ok(f->path, NULL);
+    assert_state(s, N, "completed");
+    store_close(s);
+}
+
+/* A WAL deleted under the store: commits are copied into the database at
+ * once, so a restart finds them all. */
+static void test_removed_wal_is_reported_and_nothing_lost(void **state)
+{
+    fixture *f = *state;
+    store *s = open_ok(f->path, NULL);
+    save_padded(s, 1, "completed");
+    assert_int_equal(store_flush(s), 0);
+    char wal[160];
+    path_with_suffix(f, "-wal", wal, sizeof wal);
+    assert_int_equal(unlink(wal), 0);
+    save_padded(s, 2, "completed");
+    assert_int_equal(store_flush(s), 0);
+    store_status st;
+    store_get_status(s, &st);
+    assert_true(st.degraded);
+    assert_non_null(strstr(st.error, "-wal was removed"));
+    assert_int_equal(st.pending, 0);
+    save_padded(s, 3, "running");
+    assert_int_equal(store_flush(s), 0);
+    assert_state(s, 3, "running");
+    /* As if the controller were killed now: the database file alone. */
+    char copy[192];
+    snprintf(copy, sizeof copy, "%s/copy.db", f->dir);
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "cp '%s' '%s'", f->path, copy);
+    assert_int_equal(system(cmd), 0);
+    store_close(s);
+
+    size_t lost = 0;
+    s = open_ok(copy, &lost);
+    assert_int_equal(lost, 1); /* 3 was running */
+    assert_state(s, 1, "completed");
+    assert_state(s, 2, "completed");
+    store_get_status(s, &st);
+    assert_false(st.degraded);
+    store_close(s);
+}
+
+/* The database file renamed away: records wait until it is back. */
+static void test_moved_database_file_waits_for_it(void **state)
+{
+    fixture *f = *state;
+    store *s = open_ok(f->path, NULL);
+    save_padded(s, 1, "completed");
+    assert_int_equal(store_flush(s), 0);
+    char moved[160];
+    path_with_suffix(f, ".moved", moved, sizeof moved);
+    assert_int_equal(rename(f->path, moved), 0);
+    save_padded(s, 2, "completed");
+    assert_int_equal(store_flush(s), -1);
+    store_status st;
+    store_get_status(s, &st);
+    assert_true(st.degraded);
+    assert_non_null(strstr(st.error, "removed or replaced"));
+    assert_int_equal(st.pending, 1);
+    assert_int_equal(rename(moved, f->path), 0);
+    wait_status(s, 0, 10);
+    assert_state(s, 2, "completed");
+    store_close(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1049,6 +1517,22 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_locked_by_another_store, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_locked_by_another_process, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_ten_thousand_saves, setup_dir, teardown_dir),
+        cmocka_unit_test_setup_teardown(test_no_shared_memory_file, setup_dir, teardown_dir),
+        cmocka_unit_test_setup_teardown(test_locks_on_wal_files_do_not_block, setup_dir,
+                                        teardown_dir),
+        cmocka_unit_test_setup_teardown(test_full_disk_degrades_and_recovers, setup_tmpfs,
+                                        teardown_tmpfs),
+        cmocka_unit_test_setup_teardown(test_unsaved_records_are_bounded, setup_tmpfs,
+                                        teardown_tmpfs),
+        cmocka_unit_test_setup_teardown(test_close_while_disk_full, setup_tmpfs, teardown_tmpfs),
+        cmocka_unit_test_setup_teardown(test_immutable_wal_degrades_and_recovers, setup_dir,
+                                        teardown_dir),
+        cmocka_unit_test_setup_teardown(test_immutable_database_file_is_reported, setup_dir,
+                                        teardown_dir),
+        cmocka_unit_test_setup_teardown(test_removed_wal_is_reported_and_nothing_lost, setup_dir,
+                                        teardown_dir),
+        cmocka_unit_test_setup_teardown(test_moved_database_file_waits_for_it, setup_dir,
+                                        teardown_dir),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
