@@ -13,6 +13,7 @@ process behind: the last test checks that the shared cluster shuts down
 cleanly, and SIGTERM/SIGINT to this runner stops every cluster first.
 """
 
+import importlib
 import os
 import signal
 import sys
@@ -22,22 +23,23 @@ import traceback
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import harness  # noqa: E402
-import test_seed  # noqa: E402
-import test_values  # noqa: E402
-import test_views  # noqa: E402
-import test_errors  # noqa: E402
-import test_failure  # noqa: E402
-import test_cli  # noqa: E402
-import test_tasks  # noqa: E402
-import test_streams  # noqa: E402
-import test_runtime  # noqa: E402
-import test_storage  # noqa: E402
 
 TEST_TIMEOUT = int(os.environ.get("IPPC_TEST_TIMEOUT", "240"))
 
-TESTS = (test_seed.TESTS + test_values.TESTS + test_views.TESTS + test_errors.TESTS
-         + test_failure.TESTS + test_cli.TESTS + test_tasks.TESTS + test_streams.TESTS
-         + test_runtime.TESTS + test_storage.TESTS)
+# Every tests/integration/test_*.py module with a TESTS list is run: these
+# first, in this order (the seed scenario leads), then the rest by name.
+FIRST = ("test_seed", "test_values", "test_views", "test_errors", "test_failure", "test_cli",
+         "test_tasks", "test_streams", "test_runtime")
+
+
+def _modules():
+    here = os.path.dirname(os.path.abspath(__file__))
+    found = sorted(f[:-3] for f in os.listdir(here) if f.startswith("test_") and f.endswith(".py"))
+    ordered = [m for m in FIRST if m in found] + [m for m in found if m not in FIRST]
+    return [importlib.import_module(m) for m in ordered]
+
+
+TESTS = tuple(t for m in _modules() for t in m.TESTS)
 
 
 class TestTimeout(Exception):
