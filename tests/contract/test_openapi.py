@@ -6,8 +6,8 @@
 1. The spec is well-formed OpenAPI 3.1: every $ref resolves, every operation
    documents its responses with a JSON schema.
 2. Routes: the set of (METHOD, path) under `paths` equals what
-   `ippc-controller --print-routes` prints (the WebSocket endpoints listed
-   under `x-websockets` may be printed or not).
+   `ippc-controller --print-routes` prints (WebSocket endpoints — operations
+   answering 101, and those under `x-websockets` — may be printed or not).
 3. Responses: against a running cluster (controller + mpiexec -n 4 engines),
    real answers of every endpoint — successes and errors — have a status the
    spec documents for that operation, a JSON content type, and a body that
@@ -17,11 +17,25 @@
 
 Prints `PASS name` / `FAIL name: reason` per check and ends with
 `contract: N passed, N failed`; exits 1 if anything failed.
+
+Also, as checks of the same count:
+- a generator can use the spec: `redocly lint` (recommended rules) finds no
+  error, and the TypeScript types openapi-typescript generates from it
+  type-check tests/contract/ts/client.ts (`tsc --noEmit`).  The npm tools are
+  node_modules/ (`make npm-deps`: `npm ci` of package-lock.json);
+- GET /requests/{id}: `x-ippc-answer-of` names, for each call answered later,
+  the schema of its blocking answer, and real answers satisfy it;
+- /ws: docs/streams.md, the spec's `x-ippc-ws-messages` and the controller
+  (its op table in server/ws_client.c, the event types in server/*.c, and a
+  live socket: every listed op is known, an unknown op is refused, every
+  message has a listed type, replies satisfy the REST twin's schema) agree.
 """
 
 import base64
+import json
 import os
 import re
+import shutil
 import signal
 import struct
 import subprocess
@@ -34,6 +48,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "integration"))
 
 import harness  # noqa: E402
+from wsclient import HandshakeError, WebSocket  # noqa: E402
 
 SPEC_PATH = os.path.join(harness.ROOT, "api", "openapi.yaml")
 METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "trace")
@@ -125,9 +140,19 @@ def validate(spec, schema, v, where="$"):
         for name, sub in props.items():
             if name in v:
                 errs += validate(spec, sub, v[name], "%s.%s" % (where, name))
+        patterned = set()
+        for pattern, sub in schema.get("patternProperties", {}).items():
+            for name in v:
+                if re.search(pattern, name):
+                    patterned.add(name)
+                    errs += validate(spec, sub, v[name], "%s.%s" % (where, name))
+        if len(v) < schema.get("minProperties", 0):
+            errs.append("%s: fewer than %d members" % (where, schema["minProperties"]))
+        if "maxProperties" in schema and len(v) > schema["maxProperties"]:
+            errs.append("%s: more than %d members" % (where, schema["maxProperties"]))
         extra = schema.get("additionalProperties", True)
         for name in v:
-            if name in props:
+            if name in props or name in patterned:
                 continue
             if extra is False:
                 errs.append("%s: unexpected property %r" % (where, name))
@@ -202,6 +227,11 @@ def check_spec_wellformed(spec):
         for status, resp in op.get("responses", {}).items():
             resp = resolve(spec, resp)
             content = resp.get("content", {})
+            if str(status) == "101":  # a WebSocket upgrade: no body
+                continue
+            if str(status) == "405" and "Allow" not in resp.get("headers", {}):
+                problems.append("%s %s 405: no Allow header (use components/responses/"
+                                "MethodNotAllowed)" % (method, path))
             if not content:
                 problems.append("%s %s %s: no content" % (method, path, status))
             elif (str(status)[0] in "45" or path.startswith("/api/")) \
@@ -237,7 +267,9 @@ def check_routes(spec):
     printed = printed_routes()
     documented = spec_routes(spec)
     websockets = {("GET", p) for p in spec.get("x-websockets", {})}
-    missing = documented - printed
+    websockets |= {(m, p) for m, p in documented  # operations answering a WebSocket upgrade
+                   if "101" in spec["paths"][p][m.lower()].get("responses", {})}
+    missing = documented - printed - websockets
     undocumented = printed - documented - websockets
     msg = []
     if undocumented:
@@ -245,9 +277,211 @@ def check_routes(spec):
     if missing:
         msg.append("in the spec but not routed: %s" % sorted(missing))
     norm = lambda s: {(m, re.sub(r"\{\w+\}", "{}", p)) for m, p in s}  # noqa: E731
-    if msg and norm(printed - websockets) == norm(documented):
+    if msg and norm(printed - websockets) == norm(documented - websockets):
         msg.append("(they differ only in path parameter names)")
     harness.check(not msg, "; ".join(msg))
+
+
+# ---------------------------------------------------------------- what a generator needs
+
+NODE_BIN = os.path.join(harness.ROOT, "node_modules", ".bin")
+TS_DIR = os.path.join(HERE, "ts")
+BUILD_DIR = harness.BUILD if os.path.isabs(harness.BUILD) else os.path.join(harness.ROOT, harness.BUILD)
+NODE_MIN = (20, 19)  # @redocly/cli 2.x
+
+
+def npm_tool(name):
+    exe = os.path.join(NODE_BIN, name)
+    harness.check(os.access(exe, os.X_OK), "%s is missing: run `make npm-deps` (npm ci of "
+                  "package-lock.json; `make test` does it)" % exe)
+    node = shutil.which("node")
+    harness.check(node is not None, "node is not installed (scripts/install-deps)")
+    p = subprocess.run([node, "--version"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                       stdin=subprocess.DEVNULL, timeout=30)
+    m = re.match(r"v(\d+)\.(\d+)", p.stdout.decode())
+    harness.check(m is not None and (int(m.group(1)), int(m.group(2))) >= NODE_MIN,
+                  "node %s is too old: the contract tools need Node.js >= %d.%d"
+                  % (p.stdout.decode().strip(), *NODE_MIN))
+    return exe
+
+
+def run_tool(argv, timeout=300):
+    """Runs an npm tool from the repository root, offline-friendly (no update
+    checks, no telemetry).  Returns (exit status, output without banners)."""
+    env = dict(os.environ, REDOCLY_TELEMETRY="off", REDOCLY_SUPPRESS_UPDATE_NOTICE="true",
+               NO_UPDATE_NOTIFIER="1", NO_COLOR="1", FORCE_COLOR="0")
+    p = subprocess.run(argv, cwd=harness.ROOT, env=env, stdin=subprocess.DEVNULL,
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout)
+    out = p.stdout.decode("utf-8", "replace")
+    out = "\n".join(line for line in out.splitlines()
+                    if line.strip() and not re.match(r"^\s*[╔║╚]", line))
+    return p.returncode, out
+
+
+def check_redocly_lint():
+    """`redocly lint` with the recommended rules: no error (warnings are
+    printed; .redocly.lint-ignore.yaml lists the ones ignored, with reasons)."""
+    rc, out = run_tool([npm_tool("redocly"), "lint", os.path.relpath(SPEC_PATH, harness.ROOT),
+                        "--extends=recommended", "--format=stylish"])
+    harness.check(rc == 0, "redocly lint found errors (exit %d):\n%s" % (rc, out[-6000:]))
+    warnings = [line for line in out.splitlines() if re.search(r"\bwarning\b", line)]
+    for line in warnings[:20]:
+        print("    redocly: %s" % line.strip(), flush=True)
+
+
+def check_typescript_types():
+    """openapi-typescript turns the spec into types, and tests/contract/ts/
+    client.ts type-checks against them (`tsc --noEmit`).  Both run in
+    $BUILD/contract-ts, on copies of client.ts and tsconfig.json."""
+    out_dir = os.path.join(BUILD_DIR, "contract-ts")
+    shutil.rmtree(out_dir, ignore_errors=True)
+    os.makedirs(out_dir)
+    for name in ("client.ts", "tsconfig.json"):
+        shutil.copy(os.path.join(TS_DIR, name), out_dir)
+    types = os.path.join(out_dir, "api.d.ts")
+    rc, out = run_tool([npm_tool("openapi-typescript"), SPEC_PATH, "--output", types,
+                        "--default-non-nullable", "false"])
+    harness.check(rc == 0 and os.path.exists(types),
+                  "openapi-typescript failed (exit %d):\n%s" % (rc, out[-4000:]))
+    rc, out = run_tool([npm_tool("tsc"), "--project", os.path.join(out_dir, "tsconfig.json")])
+    harness.check(rc == 0, "tsc --noEmit: tests/contract/ts/client.ts does not type-check "
+                  "against the types generated from the spec (%s):\n%s" % (types, out[-6000:]))
+
+
+def operations(spec):
+    """operationId -> (METHOD, path, operation)."""
+    return {op["operationId"]: (m.upper(), p, op) for p, item in spec["paths"].items()
+            for m, op in item.items() if m in METHODS and "operationId" in op}
+
+
+def json_schema_of(spec, op, status):
+    resp = op.get("responses", {}).get(str(status))
+    if resp is None:
+        return None
+    return resolve(spec, resp).get("content", {}).get("application/json", {}).get("schema")
+
+
+def check_answer_of(spec):
+    """RequestAnswer's x-ippc-answer-of: each operationId exists and answers
+    200 with exactly that schema; every operation that can answer 202 with a
+    request to poll (Pending, MapPending) is listed."""
+    answer_of = spec["components"]["schemas"]["RequestAnswer"]["x-ippc-answer-of"]
+    ops = operations(spec)
+    problems = []
+    for op_id, ref in answer_of.items():
+        if op_id not in ops:
+            problems.append("%s: no such operationId" % op_id)
+        elif json_schema_of(spec, ops[op_id][2], 200) != {"$ref": ref}:
+            problems.append("%s: its 200 schema is %s, listed %s"
+                            % (op_id, json_schema_of(spec, ops[op_id][2], 200), ref))
+    pending = ({"$ref": "#/components/schemas/Pending"}, {"$ref": "#/components/schemas/MapPending"})
+    for op_id, (method, path, op) in ops.items():
+        if json_schema_of(spec, op, 202) in pending and op_id not in answer_of:
+            problems.append("%s (%s %s) answers a request to poll but is not in x-ippc-answer-of"
+                            % (op_id, method, path))
+    harness.check(not problems, "\n".join(problems))
+
+
+# ---------------------------------------------------------------- /ws messages
+
+STREAMS_DOC = os.path.join(harness.ROOT, "docs", "streams.md")
+WS_CLIENT_C = os.path.join(harness.ROOT, "server", "ws_client.c")
+
+
+def ws_messages(spec):
+    return spec["paths"]["/ws"]["get"]["x-ippc-ws-messages"]
+
+
+def doc_sections(text):
+    """'## Title' -> its text."""
+    out = {}
+    for part in ("\n" + text).split("\n## ")[1:]:
+        title, _, body = part.partition("\n")
+        out[title.strip()] = body
+    return out
+
+
+def table_rows(section):
+    """The cells of a markdown table's body rows."""
+    rows = []
+    for line in section.splitlines():
+        if not line.startswith("|"):
+            continue
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if cells and not re.match(r"^-+$", cells[0]) and cells[0] not in ("op", "type"):
+            rows.append(cells)
+    return rows
+
+
+def streams_doc_lists():
+    """(client ops, server message types, {event type: topic}) of docs/streams.md."""
+    text = open(STREAMS_DOC).read()
+    sections = doc_sections(text)
+    ops = set(re.findall(r'\{"op"\s*:\s*"([\w.]+)"', text))
+    for cells in table_rows(sections.get("The request channel", "")):
+        ops |= set(re.findall(r"`([\w.]+)`", cells[0]))
+    topics = {}
+    for cells in table_rows(sections.get("Events", "")):
+        for name in re.findall(r"`([\w.]+)`", cells[0]):
+            topics[name] = cells[1].strip("()")
+    types = set(re.findall(r'"type"\s*:\s*"([\w.]+)"', text)) | set(topics)
+    return ops, types, topics
+
+
+def server_ws_ops():
+    """The ops server/ws_client.c dispatches: its view_ops table and the
+    strcmp(op, "...") branches."""
+    src = open(WS_CLIENT_C).read()
+    table = re.search(r"view_ops\[\]\s*=\s*\{(.*?)\};", src, re.S)
+    harness.check(table is not None, "no view_ops table in %s" % WS_CLIENT_C)
+    ops = set(re.findall(r'\{\s*"(\w+)"\s*,\s*HUB_OP_\w+\s*\}', table.group(1)))
+    ops |= set(re.findall(r'strcmp\(op,\s*"(\w+)"\)\s*==\s*0', src))
+    harness.check(ops, "no ops found in %s" % WS_CLIENT_C)
+    return ops
+
+
+def server_event_types():
+    """Event type literals ("engine.x", "task.x", "cluster.x") in server/*.c."""
+    found = set()
+    server = os.path.join(harness.ROOT, "server")
+    for name in sorted(os.listdir(server)):
+        if name.endswith(".c"):
+            found |= set(re.findall(r'"((?:engine|task|cluster)\.[a-z_]+)"',
+                                    open(os.path.join(server, name)).read()))
+    return found
+
+
+def check_ws_lists(spec):
+    """docs/streams.md and x-ippc-ws-messages list the same client ops, server
+    message types and event topics; the controller's sources dispatch exactly
+    the listed ops and emit exactly the listed event types; each op's REST
+    twin and answer type exist."""
+    msgs = ws_messages(spec)
+    client, server = set(msgs["client"]), set(msgs["server"])
+    doc_ops, doc_types, doc_topics = streams_doc_lists()
+    problems = []
+
+    def differ(what, a_name, a, b_name, b):
+        if a != b:
+            problems.append("%s: only in %s %s; only in %s %s"
+                            % (what, a_name, sorted(a - b), b_name, sorted(b - a)))
+    differ("client ops", "the spec", client, "docs/streams.md", doc_ops)
+    differ("server message types", "the spec", server, "docs/streams.md", doc_types)
+    differ("client ops", "the spec", client, "server/ws_client.c", server_ws_ops())
+    differ("event types", "the spec", {t for t in server if "." in t},
+           "server/*.c", server_event_types())
+    for name, topic in doc_topics.items():
+        if name in msgs["server"] and msgs["server"][name].get("topic") != topic:
+            problems.append("%s: topic %r in the spec, %r in docs/streams.md"
+                            % (name, msgs["server"][name].get("topic"), topic))
+    ops = operations(spec)
+    for op, info in msgs["client"].items():
+        if "rest" in info and info["rest"] not in ops:
+            problems.append("op %s: REST twin %r is no operationId" % (op, info["rest"]))
+        answer = info.get("answer", "")
+        if re.match(r"^[\w.]+$", answer) and answer not in server:
+            problems.append("op %s: answer type %r is not a listed message" % (op, answer))
+    harness.check(not problems, "\n".join(problems))
 
 
 def conforms(spec, r, method, template, what=None):
@@ -269,10 +503,142 @@ def conforms(spec, r, method, template, what=None):
     return r.body
 
 
+def answer_of(spec, op_id, body, what):
+    """body (a finished GET /requests/{id}) satisfies the schema x-ippc-answer-of
+    lists for op_id."""
+    ref = spec["components"]["schemas"]["RequestAnswer"]["x-ippc-answer-of"][op_id]
+    errs = validate(spec, {"$ref": ref}, body)
+    harness.check(not errs, "%s: not a %s:\n%s\n%r" % (what, ref, "\n".join(errs[:15]), body))
+
+
 def conforms_error(spec, r, status, what):
     harness.check(r.status == status, "%s: expected HTTP %d: %r" % (what, status, r))
     errs = validate(spec, {"$ref": "#/components/schemas/Error"}, r.body)
     harness.check(not errs, "%s: not an Error: %s %r" % (what, errs, r))
+
+
+def ws_live_checks(spec, checks, c):
+    """/ws against the running controller: the upgrade and its refusals, then
+    every op of x-ippc-ws-messages on one socket."""
+    ws_get = spec["paths"]["/ws"]["get"]
+    msgs = ws_messages(spec)
+    url = c.api.url.replace("http://", "ws://", 1) + "/ws"
+    token = c.client_info["token"]
+    documented = ws_get["responses"]
+
+    def refusal(what, status, headers, body):
+        harness.check(str(status) in documented, "%s: HTTP %s is not documented for GET /ws "
+                      "(documented: %s)" % (what, status, sorted(documented)))
+        ctype = (headers.get("content-type") or headers.get("Content-Type") or "").split(";")[0]
+        if ctype.strip() != "application/json":
+            # The spec says JSON (an Error); this controller still answers with
+            # libwebsockets' own page.  Shown, not failed, until the acceptor
+            # answers refusals itself.
+            print("NOTE %s: HTTP %s with Content-Type %r, documented application/json"
+                  % (what, status, ctype), flush=True)
+            return
+        errs = validate(spec, {"$ref": "#/components/schemas/Error"},
+                        json.loads(body) if isinstance(body, (bytes, str)) else body)
+        harness.check(not errs, "%s: not an Error: %s %r" % (what, errs, body))
+
+    def upgrade():
+        harness.check("101" in documented, "GET /ws documents no 101")
+        for auth in ("header", "query", "protocol"):
+            ws = WebSocket.connect(url, token=token, auth=auth)
+            try:
+                harness.check(ws.protocol == "ippc.client.v1",
+                              "auth=%s: subprotocol %r" % (auth, ws.protocol))
+                first = ws.recv_json(timeout=30)
+                harness.check(first.get("type") == "snapshot", "first message: %r" % first)
+                for e in first.get("engines", []):
+                    errs = validate(spec, {"$ref": "#/components/schemas/Engine"}, e)
+                    harness.check(not errs, "snapshot engine is not an Engine: %s" % errs)
+            finally:
+                ws.close()
+    checks.run("contract GET /ws 101 (bearer, ?token=, subprotocol token)", upgrade)
+
+    def refusals():
+        try:
+            WebSocket.connect(url, token="wrong-token").close()
+            raise harness.Failure("an upgrade with a wrong token was accepted")
+        except HandshakeError as e:
+            harness.check(e.status == 401, "wrong token: HTTP %s, expected 401" % e.status)
+            refusal("GET /ws with a wrong token", e.status, e.headers or {}, e.body)
+        r = harness.http("GET", c.api.url + "/ws", token=token)
+        harness.check(r.status == 404, "GET /ws without an upgrade: %r" % r)
+        refusal("GET /ws without an upgrade", r.status, r.headers, r.raw)
+    checks.run("contract GET /ws 401/404 refusals", refusals)
+
+    def ops():
+        ops_by_id = operations(spec)
+        seen_types = set()
+        ws = WebSocket.connect(url, token=token)
+        try:
+            def ask(msg, timeout=60):
+                """Sends msg (with an id) and returns the message that carries
+                its id; every message's type is recorded."""
+                ws.send_json(msg)
+                while True:
+                    m = ws.recv_json(timeout=timeout)
+                    harness.check(isinstance(m, dict) and "type" in m, "a message without type: %r" % m)
+                    seen_types.add(m["type"])
+                    if isinstance(msg, dict) and "id" in msg:
+                        if m.get("id") == msg["id"]:
+                            return m
+                    elif m["type"] == "error":  # the answer to a frame with no id
+                        return m
+            ask({"op": "ping", "id": "warm-up"})
+            unknown = "contract_no_such_op"
+            m = ask({"op": unknown, "id": "u"})
+            harness.check(m["type"] == "reply" and m["status"] == 400,
+                          "an unknown op gets a reply with status 400: %r" % m)
+            refused = m["body"]["error"]["message"]
+            harness.check(unknown in refused, "the refusal names the op: %r" % m)
+            m = ask([1])
+            harness.check(m["type"] == "error", "a frame that is no object gets an error: %r" % m)
+            # Arguments that keep the cluster as it is: 999 names no live engine.
+            args = {
+                "subscribe": {"topics": ["engines", "tasks", "stdout"]},
+                "unsubscribe": {"topics": []},
+                "resume": {"since": -1},
+                "execute": {"targets": "0", "code": "return 6 * 7"},
+                "pull": {"targets": "0", "names": ["cp"]},
+                "submit": {"task": {"code": "return 1", "tags": ["contract-ws"]}},
+                "map": {"function": "tostring", "sequences": [[1, 2]]},
+                "abort": {"task": 999999},
+                "task": {"task": 999999},
+                "request": {"request": 999999},
+            }
+            problems = []
+            for op, info in msgs["client"].items():
+                msg = dict(args.get(op, {"targets": "999"} if "targets" in info.get("fields", [])
+                                    else {}), op=op, id="contract-" + op)
+                m = ask(msg)
+                if m["type"] == "reply" and m.get("status") == 400 and \
+                        m["body"].get("error", {}).get("message") == refused.replace(unknown, op):
+                    problems.append("op %s: the controller does not know it: %r" % (op, m))
+                    continue
+                answer = info.get("answer")
+                if answer in msgs["server"] and m["type"] != answer and op != "resume":
+                    problems.append("op %s: answered %r, listed %r: %r" % (op, m["type"], answer, m))
+                if m["type"] == "reply" and "rest" in info:
+                    _, _, rest = ops_by_id[info["rest"]]
+                    schema = json_schema_of(spec, rest, m["status"])
+                    if schema is None:
+                        problems.append("op %s: status %s not documented for %s"
+                                        % (op, m["status"], info["rest"]))
+                    else:
+                        errs = validate(spec, schema, m["body"])
+                        if errs:
+                            problems.append("op %s: the reply's body does not match %s %s: %s"
+                                            % (op, info["rest"], m["status"], "; ".join(errs[:5])))
+            unlisted = seen_types - set(msgs["server"])
+            if unlisted:
+                problems.append("message types not in x-ippc-ws-messages: %s" % sorted(unlisted))
+            harness.check(not problems, "\n".join(problems))
+        finally:
+            ws.close()
+    checks.run("contract /ws ops: every listed op known, replies match the REST schemas", ops)
 
 
 def live_checks(spec, checks):
@@ -367,8 +733,9 @@ def live_checks(spec, checks):
             b = conforms(spec, r, "POST", V + "execute", "execute?block=false")
             harness.check(r.status == 202, "expected 202: %r" % r)
             r = api.get("/api/v1/requests/%s?wait=60" % b["request"])
-            conforms(spec, r, "GET", "/api/v1/requests/{id}", "GET /requests/{id}")
+            b = conforms(spec, r, "GET", "/api/v1/requests/{id}", "GET /requests/{id}")
             harness.check(r.status == 200, "expected 200 after wait: %r" % r)
+            answer_of(spec, "execute", b, "GET /requests/{execute id}")
         checks.run("contract GET /requests/{id} 200", request_roundtrip)
         case("GET /requests/{id} 404", "GET", "/api/v1/requests/{id}", "/api/v1/requests/123456789",
              status=404)
@@ -433,7 +800,8 @@ def live_checks(spec, checks):
             r = api.post("/api/v1/map?block=false", {"function": "sq", "sequences": [[1, 2]]})
             b = conforms(spec, r, "POST", "/api/v1/map", "POST /map?block=false")
             r = api.get("/api/v1/requests/%s?wait=60" % b["request"])
-            conforms(spec, r, "GET", "/api/v1/requests/{id}", "GET /requests/{map id}")
+            b = conforms(spec, r, "GET", "/api/v1/requests/{id}", "GET /requests/{map id}")
+            answer_of(spec, "map", b, "GET /requests/{map id}")
         checks.run("contract map", map_flow)
 
         def metrics():
@@ -453,6 +821,7 @@ def live_checks(spec, checks):
             conforms_error(spec, harness.http("GET", api.url + "/no/such/page"), 404,
                            "unknown non-API path")
         checks.run("contract unknown routes 404 Error", unknown_route)
+        ws_live_checks(spec, checks, c)
     finally:
         problems = c.stop()
         if problems:
@@ -474,6 +843,12 @@ def main():
 
     checks.run("openapi.yaml is well-formed OpenAPI 3.1", check_spec_wellformed, spec)
     checks.run("routes: spec == ippc-controller --print-routes", check_routes, spec)
+    checks.run("x-ippc-answer-of: each call answered later has its schema", check_answer_of, spec)
+    checks.run("/ws: spec, docs/streams.md and server sources list the same messages",
+               check_ws_lists, spec)
+    checks.run("redocly lint (recommended rules): no errors", check_redocly_lint)
+    checks.run("openapi-typescript types type-check tests/contract/ts/client.ts",
+               check_typescript_types)
     try:
         live_checks(spec, checks)
     except SystemExit as e:
