@@ -520,9 +520,11 @@ class Cluster:
     def ids(self):
         return sorted(e["id"] for e in self.api.live_engines())
 
-    def health_problem(self):
+    def health_problem(self, settle=0):
         """None while the controller runs and all n engines are live, else
-        what is wrong."""
+        what is wrong.  With settle (seconds), the engines must also become
+        idle within that time: no request open, nothing queued or running (a
+        test must not hand its leftovers, or a hung engine, to the next)."""
         if not self.started:
             return "the cluster was never started"
         rc = self.controller.poll()
@@ -534,6 +536,21 @@ class Cluster:
             return "GET /api/v1/engines failed: %s" % e
         if len(live) < self.n:
             return "only %d of %d engines are live: %s" % (len(live), self.n, live)
+        deadline = time.time() + settle
+        while settle:
+            try:
+                info = self.api.get("/api/v1/info", timeout=30).body or {}
+                queue = self.api.get("/api/v1/queue", timeout=30).body or {}
+            except OSError as e:
+                return "GET /api/v1/info or /queue failed: %s" % e
+            busy = {e: q for e, q in (queue.get("engines") or {}).items()
+                    if q.get("queued") or q.get("running")}
+            if not busy and not queue.get("unassigned") and not info.get("requests_open"):
+                break
+            if time.time() >= deadline:
+                return ("the engines are still busy %g s after the test: %d requests open, "
+                        "queue %s" % (settle, info.get("requests_open", -1), queue))
+            time.sleep(0.2)
         return None
 
     def logs_tail(self, limit=3000):

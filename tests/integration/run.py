@@ -5,8 +5,9 @@
 
 Tests of kind "shared" run on one cluster (controller + mpiexec -n 4
 engines) started on first use; its health (controller running, 4 engines
-live) is checked after each shared test, and a test that leaves it broken
-fails with the logs' tails (the next shared test gets a new cluster).  Tests
+live, all idle within IPPC_TEST_SETTLE seconds, default 30) is checked after
+each shared test, and a test that leaves it broken or busy fails with the
+logs' tails (the next shared test gets a new cluster).  Tests
 of kind "own" (they kill engines or start clusters through the CLI) start
 their own, and fail when it does not stop cleanly (harness.Cluster as a
 context manager).  Each test has a time limit (IPPC_TEST_TIMEOUT, default 240 s).
@@ -37,6 +38,8 @@ import test_runtime  # noqa: E402
 import test_launcher  # noqa: E402
 
 TEST_TIMEOUT = int(os.environ.get("IPPC_TEST_TIMEOUT", "240"))
+# How long the shared cluster's engines may stay busy after a test.
+SETTLE_SECONDS = float(os.environ.get("IPPC_TEST_SETTLE", "30"))
 
 TESTS = (test_seed.TESTS + test_values.TESTS + test_views.TESTS + test_errors.TESTS
          + test_failure.TESTS + test_cli.TESTS + test_tasks.TESTS + test_streams.TESTS
@@ -115,10 +118,11 @@ class Runner:
         finally:
             signal.alarm(0)
         # A test that leaves the shared cluster broken (controller gone,
-        # engines dead) fails, even if its own checks passed.
+        # engines dead, or still busy a while after it) fails, even if its
+        # own checks passed.
         if kind == "shared" and self.shared is not None:
             self.last_shared = name
-            problem = self.shared.health_problem()
+            problem = self.shared.health_problem(settle=SETTLE_SECONDS)
             if problem is not None:
                 ok = False
                 reason = (reason.rstrip() + "\n" if reason else "") + (
