@@ -4,6 +4,9 @@
 #   make run        start a controller + 4 MPI engines on 127.0.0.1 (foreground)
 #   make test       unit + integration + contract tests, one summary line at the end
 #   make test SAN=1 the same with AddressSanitizer + UndefinedBehaviorSanitizer
+#   make unit       the cmocka unit tests only
+#   make integration  the integration tests only (K=SUBSTRING picks tests by name)
+#   make fuzz       every fuzz target for FUZZ_SECONDS (default 30) each
 #   make bench      benchmarks (bench/)
 
 SAN ?= 0
@@ -150,6 +153,9 @@ test: deps
 
 unit: all $(UNIT_BIN)
 	@for t in $(UNIT_BIN); do $$t || exit 1; done
+
+integration: all
+	@BUILD=$(BUILD) $(PYTHON) tests/integration/run.py $(if $(K),-k $(K))
 
 bench: deps all $(BENCH_BIN)
 	@BUILD=$(BUILD) scripts/run-bench

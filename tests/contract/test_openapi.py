@@ -14,6 +14,8 @@
    satisfies the documented schema (a small validator below: type, required,
    properties, additionalProperties, items, enum, const, allOf/anyOf/oneOf,
    if/then, minimum, date-time).
+4. GET /metrics is Prometheus text with exactly the families, types, labels
+   and buckets listed under the operation's `x-metrics`.
 
 Prints `PASS name` / `FAIL name: reason` per check and ends with
 `contract: N passed, N failed`; exits 1 if anything failed.
@@ -165,6 +167,159 @@ def validate(spec, schema, v, where="$"):
         for i, item in enumerate(v):
             errs += validate(spec, schema["items"], item, "%s[%d]" % (where, i))
     return errs
+
+
+# ---------------------------------------------------------------- Prometheus text
+
+METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
+LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+PROM_TYPES = ("counter", "gauge", "histogram", "summary", "untyped")
+
+
+def prom_value(text, where):
+    special = {"+Inf": float("inf"), "-Inf": float("-inf"), "NaN": float("nan")}
+    if text in special:
+        return special[text]
+    try:
+        return float(text)
+    except ValueError:
+        raise harness.Failure("%s: %r is not a sample value" % (where, text))
+
+
+def prom_labels(text, where):
+    """'a="x",b="y\\"z"' -> {"a": "x", "b": 'y"z'}."""
+    labels, i = {}, 0
+    while i < len(text):
+        m = LABEL_NAME.match(text, i)
+        harness.check(m is not None and text[m.end():m.end() + 2] == '="',
+                      "%s: bad label at %r" % (where, text[i:]))
+        name, i, value = m.group(0), m.end() + 2, []
+        while True:
+            harness.check(i < len(text), "%s: unterminated label value" % where)
+            ch = text[i]
+            if ch == "\\":
+                nxt = text[i + 1:i + 2]
+                harness.check(nxt in ("\\", '"', "n"), "%s: bad escape \\%s" % (where, nxt))
+                value.append("\n" if nxt == "n" else nxt)
+                i += 2
+            elif ch == '"':
+                i += 1
+                break
+            else:
+                value.append(ch)
+                i += 1
+        harness.check(name not in labels, "%s: label %s twice" % (where, name))
+        labels[name] = "".join(value)
+        if i < len(text):
+            harness.check(text[i] == ",", "%s: expected ',' at %r" % (where, text[i:]))
+            i += 1
+    return labels
+
+
+def parse_prometheus(text):
+    """Parses the text exposition format 0.0.4 strictly enough to catch a
+    broken answer: {family: {"type", "help", "samples": [(name, labels,
+    value)]}}, with samples in their order.  A family's HELP/TYPE come before
+    its samples, once each, and its samples are contiguous."""
+    families, order, current = {}, [], None
+
+    def family_of(sample, where):
+        for suffix in ("_bucket", "_sum", "_count"):
+            base = sample[:-len(suffix)] if sample.endswith(suffix) else None
+            if base and families.get(base, {}).get("type") in ("histogram", "summary"):
+                return base
+        return sample
+
+    harness.check(text.endswith("\n"), "the exposition must end with a newline")
+    for n, line in enumerate(text.split("\n")[:-1], 1):
+        where = "/metrics line %d %r" % (n, line)
+        if not line.strip():
+            continue
+        if line.startswith("#"):
+            parts = line.split(None, 3)
+            if len(parts) >= 3 and parts[1] in ("HELP", "TYPE"):
+                name = parts[2]
+                harness.check(METRIC_NAME.match(name), "%s: bad metric name" % where)
+                fam = families.setdefault(name, {"type": None, "help": None, "samples": []})
+                harness.check(not fam["samples"], "%s: %s after the family's samples"
+                              % (where, parts[1]))
+                key = parts[1].lower()
+                harness.check(fam[key] is None, "%s: a second %s line" % (where, parts[1]))
+                fam[key] = parts[3] if len(parts) > 3 else ""
+                if key == "type":
+                    harness.check(fam["type"] in PROM_TYPES, "%s: unknown type" % where)
+                if name not in order:
+                    order.append(name)
+                current = name
+            continue
+        m = re.match(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)(?:\s+(-?\d+))?$", line)
+        harness.check(m is not None, "%s: not a sample line" % where)
+        name = family_of(m.group(1), where)
+        fam = families.setdefault(name, {"type": None, "help": None, "samples": []})
+        if name not in order:
+            order.append(name)
+        harness.check(current == name or not fam["samples"],
+                      "%s: the samples of %s are not contiguous" % (where, name))
+        current = name
+        fam["samples"].append((m.group(1), prom_labels(m.group(2) or "", where),
+                               prom_value(m.group(3), where)))
+    return families
+
+
+def check_metrics(spec, text):
+    """GET /metrics against the x-metrics list of the spec: exactly those
+    families, with their types, label sets and histogram buckets; values that
+    make sense for their type."""
+    documented = spec["paths"]["/metrics"]["get"]["x-metrics"]
+    families = parse_prometheus(text)
+    served = {n for n in families if n.startswith("ippc_")}
+    harness.check(served == set(documented),
+                  "metric families: undocumented %s, missing %s"
+                  % (sorted(served - set(documented)), sorted(set(documented) - served)))
+    for name, doc in documented.items():
+        fam = families[name]
+        where = "metric %s" % name
+        harness.check(fam["type"] == doc["type"], "%s: TYPE %s, documented %s"
+                      % (where, fam["type"], doc["type"]))
+        harness.check(fam["help"], "%s: no # HELP text" % where)
+        harness.check(fam["samples"], "%s: no samples" % where)
+        for sample, labels, value in fam["samples"]:
+            harness.check(value == value and value >= 0, "%s: %s%s is %r"
+                          % (where, sample, labels, value))
+        if doc["type"] == "histogram":
+            buckets = [(l.get("le"), v) for s2, l, v in fam["samples"] if s2 == name + "_bucket"]
+            harness.check([b for b, _ in buckets] == doc["buckets"],
+                          "%s: buckets %s, documented %s" % (where, [b for b, _ in buckets],
+                                                              doc["buckets"]))
+            counts = [v for _, v in buckets]
+            harness.check(counts == sorted(counts), "%s: buckets must be cumulative: %s"
+                          % (where, buckets))
+            total = [v for s2, l, v in fam["samples"] if s2 == name + "_count"]
+            sums = [v for s2, l, v in fam["samples"] if s2 == name + "_sum"]
+            harness.check(len(total) == 1 and len(sums) == 1 and total[0] == counts[-1],
+                          "%s: one _count equal to the +Inf bucket (%s) and one _sum: %s"
+                          % (where, counts[-1], fam["samples"]))
+            continue
+        wanted = doc.get("labels", {})
+        seen = sorted(tuple(sorted(l.items())) for s2, l, v in fam["samples"])
+        harness.check(all(s2 == name for s2, _, _ in fam["samples"]),
+                      "%s: samples of other names: %s" % (where, fam["samples"]))
+        if not wanted:
+            harness.check(seen == [()], "%s: one sample without labels: %s"
+                          % (where, fam["samples"]))
+        else:
+            (label, values), = wanted.items()
+            want = sorted(((label, v),) for v in values)
+            harness.check(seen == want, "%s: label sets %s, documented %s" % (where, seen, want))
+    return families
+
+
+def metric(families, name, sample=None, **labels):
+    """The value of sample (default: the family's name) with exactly labels."""
+    for s2, l, v in families[name]["samples"]:
+        if s2 == (sample or name) and l == labels:
+            return v
+    raise harness.Failure("no sample %s%s" % (sample or name, labels))
 
 
 # ---------------------------------------------------------------- checks
@@ -806,10 +961,29 @@ def live_checks(spec, checks):
 
         def metrics():
             r = api.get("/metrics")
-            harness.check(r.status == 200 and r.headers.get("Content-Type", "").startswith("text/plain")
-                          and b"ippc_" in r.raw, "GET /metrics: %r %s" % (r, r.headers))
+            ctype = r.headers.get("Content-Type", "")
+            harness.check(r.status == 200 and ctype.startswith("text/plain")
+                          and "version=0.0.4" in ctype, "GET /metrics: %r %s" % (r, r.headers))
+            fams = check_metrics(spec, r.raw.decode("utf-8"))
+            idle, busy = metric(fams, "ippc_engines", state="idle"), metric(
+                fams, "ippc_engines", state="busy")
+            harness.check(idle + busy == 4 and metric(fams, "ippc_engines", state="dead") == 0,
+                          "ippc_engines: 4 live engines, none dead: %s"
+                          % fams["ippc_engines"]["samples"])
+            harness.check(metric(fams, "ippc_requests_total") >= 10
+                          and metric(fams, "ippc_tasks_submitted_total") >= 5
+                          and metric(fams, "ippc_http_request_seconds",
+                                    "ippc_http_request_seconds_count") >= 20
+                          and metric(fams, "ippc_bytes_total", direction="to_engines") > 0,
+                          "the counters count the requests made so far: %s" % r.raw[:3000])
             conforms_error(spec, harness.http("GET", api.url + "/metrics"), 401, "/metrics without token")
         checks.run("contract GET /metrics", metrics)
+
+        def wrong_method():
+            for method, path in (("DELETE", "/api/v1/info"), ("POST", "/api/v1/engines"),
+                                 ("GET", "/api/v1/views/all/execute"), ("DELETE", "/metrics")):
+                conforms_error(spec, api.call(method, path), 405, "%s %s" % (method, path))
+        checks.run("contract wrong method 405 Error", wrong_method)
 
         case("GET /queue 200", "GET", "/api/v1/queue", "/api/v1/queue", status=200)
         case("GET /tasks 200", "GET", T, T + "?limit=5", status=200)

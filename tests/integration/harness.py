@@ -394,6 +394,8 @@ class Cluster:
         self.engine_info = None
         self.engine_pids = {}   # engine id -> pid
         self.started = False
+        self.killed_on_purpose = set()  # controller pids a test SIGKILLed
+        self.stop_problems = None       # stop()'s answer, once stopped
 
     @property
     def security_dir(self):
@@ -501,16 +503,55 @@ class Cluster:
             self.record_engines(self.api.wait_engines(self.n, START_TIMEOUT))
         return self
 
+    def kill_controller(self, sig=signal.SIGKILL, timeout=15):
+        """Signals the controller and waits until it exits; returns its exit
+        status.  A controller SIGKILLed here is no problem for stop(); one
+        that exits non-zero after any other signal is."""
+        self.controller.send_signal(sig)
+        try:
+            rc = self.controller.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise Failure("the controller (pid %d) did not exit within %d s of signal %d"
+                          % (self.controller.pid, timeout, sig))
+        if sig == signal.SIGKILL:
+            self.killed_on_purpose.add(self.controller.pid)
+        return rc
+
     def ids(self):
         return sorted(e["id"] for e in self.api.live_engines())
 
-    def healthy(self):
-        if not self.started or self.controller.poll() is not None:
-            return False
+    def health_problem(self, settle=0):
+        """None while the controller runs and all n engines are live, else
+        what is wrong.  With settle (seconds), the engines must also become
+        idle within that time: no request open, nothing queued or running (a
+        test must not hand its leftovers, or a hung engine, to the next)."""
+        if not self.started:
+            return "the cluster was never started"
+        rc = self.controller.poll()
+        if rc is not None:
+            return "the controller exited with status %s" % rc
         try:
-            return len(self.api.live_engines()) >= self.n
-        except (HarnessError, OSError):
-            return False
+            live = self.api.live_engines()
+        except (HarnessError, OSError) as e:
+            return "GET /api/v1/engines failed: %s" % e
+        if len(live) < self.n:
+            return "only %d of %d engines are live: %s" % (len(live), self.n, live)
+        deadline = time.time() + settle
+        while settle:
+            try:
+                info = self.api.get("/api/v1/info", timeout=30).body or {}
+                queue = self.api.get("/api/v1/queue", timeout=30).body or {}
+            except OSError as e:
+                return "GET /api/v1/info or /queue failed: %s" % e
+            busy = {e: q for e, q in (queue.get("engines") or {}).items()
+                    if q.get("queued") or q.get("running")}
+            if not busy and not queue.get("unassigned") and not info.get("requests_open"):
+                break
+            if time.time() >= deadline:
+                return ("the engines are still busy %g s after the test: %d requests open, "
+                        "queue %s" % (settle, info.get("requests_open", -1), queue))
+            time.sleep(0.2)
+        return None
 
     def logs_tail(self, limit=3000):
         out = []
@@ -519,9 +560,31 @@ class Cluster:
             out.append("--- %s (tail) ---\n%s" % (name, text[-limit:]))
         return "\n".join(out)
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        """`with Cluster(...) as c:` stops the cluster at the end, and a
+        shutdown problem (see stop) fails the test: alone, or added to the
+        test's own failure."""
+        problems = self.stop()
+        if not problems or (exc is not None and not isinstance(exc, Exception)):
+            return False
+        text = "cluster %r did not stop cleanly:\n  %s" % (self.profile,
+                                                            "\n  ".join(problems))
+        if exc is None:
+            raise Failure(text)
+        raise Failure("%s: %s\n%s" % (type(exc).__name__, exc, text)) from exc
+
     def stop(self):
         """Stops everything; returns a list of problems (empty when clean):
-        processes that needed SIGKILL, or survived even that."""
+        a controller that ignored SIGTERM, exited non-zero (on SIGTERM, or
+        earlier unless kill_controller SIGKILLed it), a sanitizer report in a
+        log, mpiexec jobs that did not end after the controller, processes
+        that needed SIGKILL or survived even that.  A second call returns the
+        first call's answer."""
+        if self.stop_problems is not None:
+            return self.stop_problems
         problems = []
         if self.api is not None:
             try:
@@ -532,14 +595,24 @@ class Cluster:
         # The polite way first: SIGTERM the controller, which tells engines to
         # shut down; then the mpiexec jobs end by themselves.
         terminated = False
-        if self.controller is not None and self.controller.poll() is None:
+        shut_down = False  # the controller told the engines to shut down
+        if self.controller is not None and self.controller.poll() is not None:
+            rc = self.controller.returncode
+            shut_down = rc == 0
+            if rc != 0 and self.controller.pid not in self.killed_on_purpose:
+                problems.append("controller exited with status %s before the cluster was "
+                                "stopped" % rc)
+        elif self.controller is not None:
+            shut_down = True
             terminated = True
             signal_pid(self.controller.pid, signal.SIGTERM)
             try:
                 self.controller.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 problems.append("controller ignored SIGTERM for 15 s")
-        for p in self.mpiexecs:
+        # Without a controller to tell them, engines only try to reconnect:
+        # no point waiting for their jobs to end.
+        for p in self.mpiexecs if shut_down else ():
             if p.poll() is None:
                 try:
                     p.wait(timeout=15)
@@ -556,7 +629,7 @@ class Cluster:
                     problems.append("sanitizer report in %s:\n%s"
                                     % (name, log[max(0, i - 200):i + 2500]))
                     break
-        if self.controller is not None:
+        if shut_down:
             early = wait_gone(self.tracker.all_alive(), 5)
             if early:
                 problems.append("still running after the controller's SIGTERM shutdown: "
@@ -569,6 +642,7 @@ class Cluster:
             problems.append("still alive after SIGKILL: " + describe(left))
         if not left and not os.environ.get("IPPC_TEST_KEEP"):
             shutil.rmtree(self.dir, ignore_errors=True)
+        self.stop_problems = problems
         return problems
 
 

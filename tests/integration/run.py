@@ -4,9 +4,13 @@
     /usr/bin/python3 tests/integration/run.py [-k SUBSTRING] [--list]
 
 Tests of kind "shared" run on one cluster (controller + mpiexec -n 4
-engines) started on first use and restarted if it becomes unhealthy; tests
+engines) started on first use; its health (controller running, 4 engines
+live, all idle within IPPC_TEST_SETTLE seconds, default 30) is checked after
+each shared test, and a test that leaves it broken or busy fails with the
+logs' tails (the next shared test gets a new cluster).  Tests
 of kind "own" (they kill engines or start clusters through the CLI) start
-their own.  Each test has a time limit (IPPC_TEST_TIMEOUT, default 240 s).
+their own, and fail when it does not stop cleanly (harness.Cluster as a
+context manager).  Each test has a time limit (IPPC_TEST_TIMEOUT, default 240 s).
 Prints `PASS name` / `FAIL name: reason` per test and ends with
 `integration: N passed, N failed`; exits 1 when anything failed.  Leaves no
 process behind: the last test checks that the shared cluster shuts down
@@ -25,6 +29,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 
 TEST_TIMEOUT = int(os.environ.get("IPPC_TEST_TIMEOUT", "240"))
+# How long the shared cluster's engines may stay busy after a test.
+SETTLE_SECONDS = float(os.environ.get("IPPC_TEST_SETTLE", "30"))
 
 # Every tests/integration/test_*.py module with a TESTS list is run: these
 # first, in this order (the seed scenario leads), then the rest by name.
@@ -54,22 +60,37 @@ class Runner:
         self.starts_failed = 0
         self.passed = 0
         self.failed = 0
+        self.last_shared = "nothing"   # the last test that ran on the shared cluster
 
     def out(self, line):
         sys.stdout.write(line + "\n")
         sys.stdout.flush()
 
+    def retire_shared(self, problem):
+        """Stops the unhealthy shared cluster (the next shared test starts a
+        new one); returns what went wrong, with the logs' tails and whatever
+        the stop found, for the failure of the test it is charged to."""
+        tail = self.shared.logs_tail(1500)
+        problems = self.shared.stop()
+        self.shared = None
+        self.restarts += 1
+        text = "%s\n%s" % (problem, tail)
+        if problems:
+            text += "\n--- stopping it:\n" + "\n".join(problems)
+        return text
+
     def shared_cluster(self):
-        if self.shared is not None and self.shared.healthy():
-            return self.shared
+        if self.shared is not None:
+            problem = self.shared.health_problem()
+            if problem is None:
+                return self.shared
+            # It broke after the last check (the end of the previous shared
+            # test): this test cannot run on it and is charged with it.
+            raise harness.Failure("the shared cluster was unhealthy when this test started "
+                                  "(after %s): %s" % (self.last_shared,
+                                                       self.retire_shared(problem)))
         if self.shared_error is not None:
             raise harness.HarnessError("shared cluster unavailable: %s" % self.shared_error)
-        if self.shared is not None:
-            self.out("# shared cluster unhealthy; restarting\n" + self.shared.logs_tail(1500))
-            for p in self.shared.stop():
-                self.out("# " + p)
-            self.shared = None
-            self.restarts += 1
         try:
             self.shared = harness.Cluster(n=4, profile="itest").start()
         except harness.HarnessError as e:
@@ -98,6 +119,17 @@ class Runner:
             ok, reason = False, "%s: %s\n%s" % (type(e).__name__, e, traceback.format_exc())
         finally:
             signal.alarm(0)
+        # A test that leaves the shared cluster broken (controller gone,
+        # engines dead, or still busy a while after it) fails, even if its
+        # own checks passed.
+        if kind == "shared" and self.shared is not None:
+            self.last_shared = name
+            problem = self.shared.health_problem(settle=SETTLE_SECONDS)
+            if problem is not None:
+                ok = False
+                reason = (reason.rstrip() + "\n" if reason else "") + (
+                    "the shared cluster was unhealthy after this test: "
+                    + self.retire_shared(problem))
         for n in notes:
             self.out("# %s: %s" % (name, n))
         took = time.time() - started

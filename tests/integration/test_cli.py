@@ -111,6 +111,9 @@ def test_cli_foreground(_):
             check(False, "%s\noutput:\n%s" % (e, out.text()))
         ids = check_mpi_world(api)
         run_seed(api, ids)
+        # The default task store is a file (--db memory writes none: test_launcher).
+        db = os.path.join(tmp, "profile_clifg", "tasks.db")
+        check(os.path.exists(db), "no task store at %s" % db)
 
         tracker.snapshot()
         for e in api.engines():

@@ -88,10 +88,19 @@ def test_unknown_routes(c):
                  "unknown non-API path")
     expect_error(api.get("/api/v1/engines/abc"), (400, 404), ("bad_request", "not_found"),
                  "non-numeric engine id")
-    r = api.call("DELETE", "/api/v1/info")
-    expect_error(r, (404, 405), ("not_found", "method_not_allowed"), "DELETE /api/v1/info")
-    r = api.call("POST", "/api/v1/engines", body={})
-    expect_error(r, (404, 405), ("not_found", "method_not_allowed"), "POST /api/v1/engines")
+    # A path that exists with a method it does not take is 405, not 404.
+    for method, path, body in (("DELETE", "/api/v1/info", None),
+                               ("POST", "/api/v1/engines", {}),
+                               ("PUT", "/api/v1/engines/0", {}),
+                               ("GET", "/api/v1/views/all/execute", None),
+                               ("DELETE", "/api/v1/views/all/scatter", None),
+                               ("POST", "/api/v1/views/all/vars/a", {}),
+                               ("PUT", "/api/v1/tasks", {}),
+                               ("GET", "/api/v1/map", None),
+                               ("POST", "/api/v1/requests/1", {}),
+                               ("DELETE", "/metrics", None)):
+        expect_error(api.call(method, path, body=body), 405, "method_not_allowed",
+                     "%s %s" % (method, path))
     expect(api.get("/api/v1/info"), 200, "still serving")
 
 
@@ -120,6 +129,6 @@ TESTS = [
     ("auth_401", test_auth, "shared"),
     ("malformed_json_400", test_malformed_json, "shared"),
     ("bad_targets_400_422", test_bad_targets, "shared"),
-    ("unknown_routes_404", test_unknown_routes, "shared"),
+    ("unknown_routes_404_405", test_unknown_routes, "shared"),
     ("payload_too_large_413", test_payload_too_large, "own"),
 ]

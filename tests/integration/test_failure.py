@@ -154,8 +154,7 @@ def test_engines_outlive_no_controller(_):
     try:
         c.start()
         engine_pids = [e["pid"] for e in c.api.engines()]
-        os.kill(c.controller.pid, signal.SIGKILL)
-        c.controller.wait(10)
+        c.kill_controller(signal.SIGKILL)
         t0 = time.time()
         left = wait_gone(engine_pids + [p.pid for p in c.mpiexecs], 75)
         check(not left, "75 s after the controller was SIGKILLed these still run: %s"

@@ -309,28 +309,35 @@ def test_auth(c):
 # ---------------------------------------------------------------- engine events
 
 def test_engines_join_and_die(_unused=None):
-    c = Cluster(n=4, profile="streams-engines", controller_args=["--heartbeat-timeout", "3"])
-    notes = []
-    s = None
+    """A 4-rank job and a 1-rank job join; the 1-rank one is killed (killing
+    a rank of the 4-rank job could take its MPI peers down, test_failure.py)."""
+    with Cluster(jobs=[4, 1], profile="streams-engines",
+                 controller_args=["--heartbeat-timeout", "3"]) as c:
+        join_and_die(c)
+    return []
+
+
+def join_and_die(c):
+    c.start(engines=False)
+    s = Stream(c)
     try:
-        c.start(engines=False)
-        s = Stream(c)
         check(s.snapshot.get("engines") == [] and s.snapshot.get("tasks") == [],
               "snapshot before any engine: %s" % short(s.snapshot))
         c.start_engines()
         registered = {}
 
-        def four(m):
+        def five(m):
             if m.get("type") == "engine.registered":
                 e = m.get("engine")
                 check(isinstance(e, dict) and isinstance(e.get("id"), int),
                       "engine.registered carries the Engine object: %s" % short(m))
                 registered[e["id"]] = e
-            return len(registered) == 4
-        s.wait(four, "engine.registered for 4 engines")
-        check(sorted(e.get("rank") for e in registered.values()) == [0, 1, 2, 3]
-              and all(e.get("size") == 4 for e in registered.values()),
-              "ranks 0..3 of a 4-rank job: %s" % show(list(registered.values())))
+            return len(registered) == 5
+        s.wait(five, "engine.registered for 5 engines")
+        by_size = sorted((e.get("size"), e.get("rank")) for e in registered.values())
+        check(by_size == [(1, 0), (4, 0), (4, 1), (4, 2), (4, 3)],
+              "ranks 0..3 of a 4-rank job and rank 0 of a 1-rank job: %s"
+              % show(list(registered.values())))
         rest = {e["id"]: e for e in c.api.engines()}
         for eid, e in registered.items():
             check(rest.get(eid, {}).get("pid") == e.get("pid"),
@@ -340,7 +347,7 @@ def test_engines_join_and_die(_unused=None):
         for field in ("engine", "state", "queue", "tasks_done", "heartbeat_age", "rss"):
             check(field in status, "engine.status has %r: %s" % (field, short(status)))
         c.record_engines()
-        victim = sorted(registered)[1]
+        victim = next(i for i, e in registered.items() if e.get("size") == 1)
         os.kill(c.engine_pids[victim], signal.SIGKILL)
         dead = s.wait(lambda m: m.get("type") == "engine.dead" and m.get("engine") == victim,
                       "engine.dead for engine %d after SIGKILL" % victim)
@@ -350,10 +357,7 @@ def test_engines_join_and_die(_unused=None):
             check_event_shape(m)
         check_increasing(events, "engine events")
     finally:
-        if s is not None:
-            s.close()
-        notes += c.stop() or []
-    return notes
+        s.close()
 
 
 # ---------------------------------------------------------------- task events
@@ -526,34 +530,109 @@ def test_resume(c):
     return notes
 
 
+RING = 10000  # events the controller keeps for resume (README, docs/streams.md)
+
+
+class Resumer:
+    """Resumes on one connection subscribed to everything and accounts for
+    every seq.  Events are numbered and queued to the client under one lock,
+    and a resume is answered under it too, so when a resume is handled the
+    controller's last seq E is the highest seq this client already had
+    (delivered live) or the snapshot's: the ring then holds
+    max(1, E - RING + 1)..E, exactly, whatever the heartbeats did meanwhile."""
+
+    def __init__(self, s):
+        self.s = s
+        self.top = s.snapshot["seq"]   # highest seq seen so far
+
+    def resume(self, since):
+        """Returns (gap message or None, E, the replayed seqs)."""
+        s = self.s
+        s.ws.send_json({"op": "resume", "since": since})
+        what = "resume since %d" % since
+        gap, first = None, None
+        while first is None:
+            m = s.next(30, what)
+            if m.get("type") == "gap":
+                gap = m
+                continue
+            seq = m.get("seq")
+            if not isinstance(seq, int) or m.get("type") == "snapshot":
+                continue
+            if gap is None and seq > self.top:
+                self.top = seq      # live, from before the resume was handled
+                continue
+            first = seq             # live seqs only grow: this is the replay
+        end = self.top
+        replayed = [first]
+        while len(replayed) < end - first + 1:
+            m = s.next(30, "%s: the replay up to %d (got %d events from %d)"
+                       % (what, end, len(replayed), first))
+            if isinstance(m.get("seq"), int) and m.get("type") != "snapshot":
+                replayed.append(m["seq"])
+        return gap, end, replayed
+
+    def check(self, since, gap, end, replayed):
+        """The answer to a resume since `since` handled at seq `end` must be
+        what a ring of RING events gives."""
+        oldest = max(1, end - RING + 1)
+        what = "resume since %d at seq %d" % (since, end)
+        if since + 1 < oldest:
+            check(gap is not None and gap.get("since") == since and gap.get("oldest") == oldest,
+                  "%s: the ring of %d holds %d..%d, so a gap message with oldest %d comes "
+                  "first; got %s" % (what, RING, oldest, end, oldest, short(gap)))
+            want = list(range(oldest, end + 1))
+        else:
+            check(gap is None, "%s: seq %d is still in the ring of %d (%d..%d), but got %s"
+                  % (what, since + 1, RING, oldest, end, short(gap)))
+            want = list(range(since + 1, end + 1))
+        check(replayed == want, "%s: the replay must be seqs %d..%d in order, each once; got "
+              "%d events %s..%s" % (what, want[0], want[-1], len(replayed), replayed[:3],
+                                    replayed[-3:]))
+
+
 def test_resume_gap(c):
-    """Beyond the ring (the last 10,000 events): a gap message, then the rest."""
+    """The ring keeps exactly the last 10,000 events: resuming from 0 gives a
+    gap and then the whole ring; from just inside the ring, no gap and the
+    replay from there; from one seq further back, a gap."""
     s = Stream(c)
     try:
-        if s.snapshot["seq"] < 10500:
-            n = (10500 - s.snapshot["seq"]) // 3 + 100
+        if s.snapshot["seq"] < RING + 500:
+            n = (RING + 500 - s.snapshot["seq"]) // 3 + 100
             r = c.api.post("/api/v1/tasks", [{"code": "return 0"}] * n, timeout=120)
             ids = expect(r, 202, "a batch of %d tasks to pass the ring" % n)["ids"]
             expect(c.api.get("/api/v1/tasks/%d?wait=120" % ids[-1], timeout=150), 200,
                    "last of the batch")
         s.close()
         s = Stream(c)
-        s.ws.send_json({"op": "resume", "since": 0})
-        now = s.snapshot["seq"]
-        # Live events may come before the controller reads the resume.
-        gap = s.wait(lambda m: m.get("type") == "gap"
-                     or (isinstance(m.get("seq"), int) and m["seq"] <= now),
-                     "resume from 0 after more than 10,000 events", 30)
-        check(gap.get("type") == "gap" and gap.get("since") == 0
-              and isinstance(gap.get("oldest"), int) and gap["oldest"] > 1,
-              "a gap message comes first: %s" % short(gap))
-        first = s.wait(lambda m: isinstance(m.get("seq"), int) and m["seq"] <= now,
-                       "the replay after the gap", 30)
-        check(first["seq"] == gap["oldest"], "the replay starts at oldest: %s after %s"
-              % (short(first), short(gap)))
-        check(now - gap["oldest"] < 10000 + 100,
-              "the ring keeps about the last 10,000 events: oldest %d at seq %d"
-              % (gap["oldest"], now))
+        check(s.snapshot["seq"] > RING + 100, "more events than the ring holds: %s"
+              % short(s.snapshot))
+        resumer = Resumer(s)
+
+        gap, end, replayed = resumer.resume(0)
+        check(gap is not None, "resume from 0 after %d events: a gap message first" % end)
+        resumer.check(0, gap, end, replayed)
+
+        # Just inside: the oldest seq the ring still holds.  A heartbeat event
+        # between reading and resuming moves the ring on (then a gap is right
+        # and checked); try again until nothing came between.
+        inside = None
+        for _ in range(5):
+            since = resumer.top - RING
+            gap, end, replayed = resumer.resume(since)
+            resumer.check(since, gap, end, replayed)
+            if gap is None:
+                inside = since
+                break
+        check(inside is not None, "5 resumes from just inside the ring all raced with new "
+              "events")
+
+        # Just outside: one seq older than the ring can hold.
+        since = resumer.top - RING - 1
+        gap, end, replayed = resumer.resume(since)
+        check(gap is not None, "resume from %d at seq %d: just outside the ring, a gap"
+              % (since, end))
+        resumer.check(since, gap, end, replayed)
     finally:
         s.close()
 
@@ -782,8 +861,12 @@ def test_watch_cli(c):
 
 
 def test_watch_reconnect_and_shutdown(_unused=None):
-    c = Cluster(n=2, profile="streams-watch")
-    notes = []
+    with Cluster(n=2, profile="streams-watch") as c:
+        watch_reconnect_and_shutdown(c)
+    return []
+
+
+def watch_reconnect_and_shutdown(c):
     p = None
     try:
         c.start()
@@ -793,8 +876,7 @@ def test_watch_reconnect_and_shutdown(_unused=None):
         before = expect(r, 200, "task before the restart")["id"]
         out.wait(lambda l: json_line(l).get("type") == "task.completed"
                  and json_line(l).get("task") == before, "completion before the restart")
-        c.controller.send_signal(signal.SIGKILL)
-        c.controller.wait(10)
+        c.kill_controller(signal.SIGKILL)
         # The new controller reuses the port, token and engine key: the
         # engines reconnect to it, and so must ippc watch.
         c.restart_controller(wait_engines=True)
@@ -808,7 +890,8 @@ def test_watch_reconnect_and_shutdown(_unused=None):
                  and json_line(l).get("result") == "after",
                  "ippc watch reconnects to the new controller and prints its events", 90)
         check(p.poll() is None, "ippc watch is still running after the restart")
-        c.controller.send_signal(signal.SIGTERM)
+        rc = c.kill_controller(signal.SIGTERM)
+        check(rc == 0, "the restarted controller exits 0 on SIGTERM, not %s" % rc)
         try:
             p.wait(timeout=20)
         except subprocess.TimeoutExpired:
@@ -823,15 +906,11 @@ def test_watch_reconnect_and_shutdown(_unused=None):
         if p is not None and p.poll() is None:
             p.kill()
             p.wait(timeout=5)
-        notes += c.stop() or []
-    return notes
 
 
 def test_watch_cannot_connect(_unused=None):
     """No cluster, a dead controller, a wrong token: exit 1 with a message."""
-    c = Cluster(n=1, profile="streams-nowhere")
-    notes = []
-    try:
+    with Cluster(n=1, profile="streams-nowhere") as c:
         r = subprocess.run([CLI, "watch", "--profile", "streams-nowhere"], env=c.env(),
                            capture_output=True, timeout=30)
         err = r.stderr.decode("utf-8", "replace")
@@ -861,9 +940,7 @@ def test_watch_cannot_connect(_unused=None):
         err = r.stderr.decode("utf-8", "replace")
         check(r.returncode == 1 and "cannot connect" in err,
               "nothing listening: exit 1 with a message: %d %r" % (r.returncode, err))
-    finally:
-        notes += c.stop() or []
-    return notes
+    return []
 
 
 TESTS = [

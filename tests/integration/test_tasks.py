@@ -183,33 +183,62 @@ def test_timeout_and_abort(c):
     check(n["state"] == "completed" and same(n.get("result"), 1), "resubmitted runs: %r" % n)
 
 
+def wait_running_on(api, tid, engine, what, timeout=60):
+    """Polls until the task runs on engine; returns it."""
+    deadline = time.time() + timeout
+    while True:
+        t = expect(api.get("/api/v1/tasks/%d" % tid), (200, 202), what)
+        if t["state"] == "running" and t.get("engine") == engine:
+            return t
+        check(t["state"] in ("pending", "running") and time.time() < deadline,
+              "%s: expected it running on engine %d: %r" % (what, engine, t))
+        time.sleep(0.1)
+
+
 def test_engine_death_retry_and_lost(_unused=None):
-    c = Cluster(n=4, profile="tasks-death", controller_args=["--heartbeat-timeout", "3"])
-    notes = []
-    try:
+    """Two tasks run on engines that are then SIGKILLed: the one with
+    retries=1 runs again on the surviving engine and completes, the one with
+    retries=0 ends lost.  Three 1-rank jobs, so a kill takes no MPI peer
+    along."""
+    with Cluster(jobs=[1, 1, 1], profile="tasks-death",
+                 controller_args=["--heartbeat-timeout", "3"]) as c:
         c.start()
         api = c.api
-        victim = c.ids()[1]
-        slow = "local t = mpi.wtime(); while mpi.wtime() - t < 30 do end return 1"
-        lost = submit(api, {"code": slow, "targets": [victim]}, "doomed")
-        retried = submit(api, {"code": "return mpi.rank() >= 0", "follow": [], "retries": 1,
-                               "targets": [victim, c.ids()[2]]}, "retry candidate")
-        time.sleep(0.5)
+        survivor, victim, doomed_on = c.ids()
+        busy = "local t = mpi.wtime(); while mpi.wtime() - t < %g do end return %s"
+        # The survivor is busy, so the retry candidate must start on the victim.
+        blocker = submit(api, {"code": busy % (3, "'blocker'"), "targets": [survivor]},
+                         "blocker on the survivor")
+        wait_running_on(api, blocker["id"], survivor, "blocker")
+        retried = submit(api, {"code": busy % (1, "'retried'"), "retries": 1,
+                               "targets": [victim, survivor]}, "retry candidate")
+        first = wait_running_on(api, retried["id"], victim, "retry candidate on the victim")
+        check(first.get("retries") == 1, "retries before the kill: %r" % first)
+        lost = submit(api, {"code": busy % (30, "1"), "retries": 0, "targets": [doomed_on]},
+                      "task without retries")
+        wait_running_on(api, lost["id"], doomed_on, "task without retries running")
         os.kill(c.engine_pids[victim], signal.SIGKILL)
+        os.kill(c.engine_pids[doomed_on], signal.SIGKILL)
+
         l = wait_task(api, lost["id"], "lost task settles")
-        check(l["state"] == "lost" and l["error"]["ename"] == "EngineLost",
-              "task on the killed engine is lost: %r" % l)
+        check(l["state"] == "lost" and l["error"]["ename"] == "EngineLost"
+              and l.get("engine") == doomed_on,
+              "the task with retries=0 on the killed engine is lost: %r" % l)
         r = wait_task(api, retried["id"], "retried task settles")
-        check(r["state"] == "completed", "task with retries completes: %r" % r)
-    finally:
-        notes += c.stop() or []
-    return notes
+        check(r["state"] == "completed" and same(r.get("result"), "retried"),
+              "the task with retries=1 completes after its engine died: %r" % r)
+        check(r.get("engine") == survivor,
+              "it ran again on the surviving engine %d: %r" % (survivor, r))
+        check(r.get("retries") == 0, "the retry used up its one retry: %r" % r)
+        check(r["started"] > first["started"], "it started again after the kill: %r vs %r"
+              % (r, first))
+        b = wait_task(api, blocker["id"], "blocker settles")
+        check(b["state"] == "completed", "the survivor's own task completes: %r" % b)
+    return []
 
 
 def test_history_survives_restart(_unused=None):
-    c = Cluster(n=2, profile="tasks-restart")
-    notes = []
-    try:
+    with Cluster(n=2, profile="tasks-restart") as c:
         c.start()
         api = c.api
         done = expect(api.post("/api/v1/tasks?block=true",
@@ -220,8 +249,7 @@ def test_history_survives_restart(_unused=None):
                      200, "array result")
         running = submit(api, {"code": "while true do end"}, "running at the crash")
         time.sleep(0.5)
-        c.controller.send_signal(signal.SIGKILL)
-        c.controller.wait(10)
+        c.kill_controller(signal.SIGKILL)
         old = c.client_info
         c.restart_controller()
         api = c.api
@@ -242,9 +270,7 @@ def test_history_survives_restart(_unused=None):
         p = expect(api.call("DELETE", "/api/v1/tasks"), 200, "purge")
         check(p.get("purged", 0) >= 2, "purge removes finished tasks: %r" % p)
         expect_error(api.get("/api/v1/tasks/%d" % done["id"]), 404, "not_found", "purged")
-    finally:
-        notes += c.stop() or []
-    return notes
+    return []
 
 
 TESTS = [

@@ -169,6 +169,8 @@ def test_nonblocking_requests(c):
     t0 = time.time()
     r = c.api.get("/api/v1/requests/%s?wait=0.5" % rid)
     expect_pending(r, ids, "GET /requests/{id}?wait=0.5 of a running task")
+    check(time.time() - t0 >= 0.45, "?wait=0.5 answered pending after %.2f s, without waiting"
+          % (time.time() - t0))
     r = wait_request(c, rid)
     results = expect_task_results(r, ids, "slow request result")
     check(same([x.get("value") for x in results], ["slow"] * 4), "slow values: %r" % r)
@@ -213,42 +215,74 @@ def test_interrupt(c):
     check(same(values_of(c, "return 'still'"), ["still"] * 4), "engines usable after idle interrupt")
 
 
+def controller_threads(pid):
+    """The Threads: line of /proc/PID/status."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("Threads:"):
+                return int(line.split()[1])
+    raise AssertionError("no Threads: line in /proc/%d/status" % pid)
+
+
+def controller_fds(pid):
+    return len(os.listdir("/proc/%d/fd" % pid))
+
+
 def test_waiting_requests_hold_no_threads(c):
-    """100 clients waiting on a slow request must not cost 100 controller
-    threads (suspend/resume, not a blocked thread per request), and the
-    controller keeps answering meanwhile."""
+    """100 clients long-polling a request that cannot finish by itself: the
+    controller has their 100 connections open but not 100 more threads
+    (suspend/resume, not a blocked thread per request), and answers /info
+    while every one of them is still waiting.  Then an interrupt ends the
+    request and all 100 get the same answer."""
     ids = c.ids()
     pid = c.controller.pid
-
-    def threads():
-        return len(os.listdir("/proc/%d/task" % pid))
-
-    before = threads()
-    r = c.api.post(view("all", "execute") + "?block=false", {"code": SLOW})
-    rid = expect_pending(r, ids, "slow execute?block=false")
-    answers = [None] * 100
+    n = 100
+    threads_before, fds_before = controller_threads(pid), controller_fds(pid)
+    r = c.api.post(view("all", "execute") + "?block=false", {"code": "while true do end"})
+    rid = expect_pending(r, ids, "endless execute?block=false")
+    answers = [None] * n
 
     def wait(i):
         try:
-            answers[i] = c.api.get("/api/v1/requests/%s?wait=60" % rid, timeout=120)
+            answers[i] = c.api.get("/api/v1/requests/%s?wait=120" % rid, timeout=180)
         except Exception as e:  # reported below
             answers[i] = e
 
-    clients = [threading.Thread(target=wait, args=(i,), daemon=True) for i in range(100)]
-    for t in clients:
-        t.start()
-    time.sleep(1.5)
-    during = threads()
-    t0 = time.time()
-    r = c.api.get("/api/v1/info", timeout=30)
-    expect(r, 200, "info while 100 requests wait")
-    for t in clients:
-        t.join(120)
-    check(during - before < 20, "controller threads went from %d to %d with 100 waiting requests"
-          % (before, during))
+    clients = [threading.Thread(target=wait, args=(i,), daemon=True) for i in range(n)]
+    try:
+        for t in clients:
+            t.start()
+        # The waiters' connections are open in the controller (one socket
+        # each; a few fds counted before may have been connections closing)
+        # before anything is measured.
+        deadline = time.time() + 60
+        while controller_fds(pid) < fds_before + n - 5:
+            check(time.time() < deadline, "the controller never had the %d waiters' connections"
+                  " open: %d fds, %d before" % (n, controller_fds(pid), fds_before))
+            time.sleep(0.2)
+        time.sleep(1.0)  # let the last requests be read and suspended
+        threads_during = max(controller_threads(pid) for _ in range(5))
+        check(threads_during - threads_before <= 8,
+              "controller threads went from %d to %d with %d waiting requests: a thread per "
+              "waiting request?" % (threads_before, threads_during, n))
+        t0 = time.time()
+        info = expect(c.api.get("/api/v1/info", timeout=60), 200, "info while %d requests wait" % n)
+        took = time.time() - t0
+        check(info.get("requests_open", 0) >= 1, "the endless request is open: %s" % info)
+        early = [a for a in answers if a is not None]
+        check(not early, "%d waiters were answered before the request ended: %r"
+              % (len(early), early[:2]))
+        check(took < 30, "/info took %.1f s while %d requests waited" % (took, n))
+    finally:
+        expect(c.api.post(view("all", "interrupt")), 200, "interrupt the endless request")
+        for t in clients:
+            t.join(120)
     bad = [a for a in answers if not (hasattr(a, "status") and a.status == 200)]
-    check(not bad, "%d of 100 waiting clients did not get 200: %r" % (len(bad), bad[:3]))
+    check(not bad, "%d of %d waiting clients did not get 200: %r" % (len(bad), n, bad[:3]))
     check(all(a.body == answers[0].body for a in answers), "all waiters get the same answer")
+    check(answers[0].body.get("request") == rid and answers[0].body.get("status") == "error"
+          and all(x.get("status") == "aborted" for x in answers[0].body.get("results", [])),
+          "the interrupted request: %r" % answers[0])
 
 
 def test_concurrent_requests(c):
