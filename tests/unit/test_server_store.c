@@ -828,12 +828,13 @@ static void test_schema_recorded(void **state)
     assert_int_equal(sql_int_raw(f->path, "SELECT count(*) FROM tasks"), 1);
     assert_int_equal(sql_int_raw(f->path, "SELECT count(*) FROM task_tags WHERE tag = 't'"), 1);
     store_close(s);
-    assert_int_equal(sql_int_raw(f->path, "PRAGMA user_version"), 1);
+    assert_int_equal(sql_int_raw(f->path, "PRAGMA user_version"), 2);
     assert_int_equal(sql_int_raw(f->path, "PRAGMA application_id"), 0x69707063);
     assert_int_equal(sql_int_raw(f->path, "SELECT count(*) FROM sqlite_master WHERE type = 'index'"
                                           " AND name IN ('tasks_state', 'tasks_engine',"
-                                          " 'tasks_submitted', 'tasks_completed')"),
-                     4);
+                                          " 'tasks_submitted', 'tasks_completed', 'tasks_kind',"
+                                          " 'tasks_request')"),
+                     6);
     sqlite3 *db;
     sqlite3_stmt *stmt;
     assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
