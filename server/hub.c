@@ -2,7 +2,7 @@
  *
  * The hub is made of parts that know nothing of this file:
  *   registry.c  engines, jobs, liveness, the send path       (registry)
- *   task.c      task records, their state machine, the table (task_table)
+ *   task_table.c task records, their state machine, the table (task_table)
  *   requests.c  direct-view and map requests, answers       (requests)
  *   tasks.c     balanced scheduling, dependencies, retries  (balancer)
  * Each hub_* function here takes the lock, calls into them, and releases
@@ -29,7 +29,7 @@
 #include "requests.h"
 #include "store.h"
 #include "targets.h"
-#include "task.h"
+#include "task_table.h"
 #include "tasks.h"
 
 /* Finished tasks no request holds, kept in memory (older ones are answered

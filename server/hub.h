@@ -136,7 +136,7 @@ int hub_wait(hub *h, uint64_t request_id, int64_t deadline_ms, void (*wake)(void
  * resumed before the HTTP daemon stops). */
 void hub_wake_all(hub *h);
 
-/* ---- tasks (balanced ones: tasks.c; every kind: task.c) ---- */
+/* ---- tasks (balanced ones: tasks.c; every kind: task_table.c) ---- */
 
 /* Submits one task object (see api/openapi.yaml, TaskSpec) or, when spec is
  * a list, each of them.  Returns a new {"id": T, "state": ...} for an object,

@@ -4,7 +4,7 @@
  *
  * Owns: engine and job records (engines never move once registered: an
  * engine's id is its index, stable for the controller's life).  Knows nothing
- * of tasks or requests: the task state machine (task.c) is the only caller
+ * of tasks or requests: the task state machine (task_table.c) is the only caller
  * of registry_task_started / registry_task_ended, so an engine's queue and
  * state change in one place.
  *
@@ -94,7 +94,7 @@ int registry_send(registry *r, engine *e, json_t *msg, ws_blobref **blobs, size_
 /* Counts result bytes that arrived from engines. */
 void registry_count_received(registry *r, const ippc_blobs *blobs);
 
-/* The engine took / let go of a task (called by task.c only).  done: the
+/* The engine took / let go of a task (called by task_table.c only).  done: the
  * task ended there (counted in tasks_done), rather than being taken back to
  * run elsewhere. */
 void registry_task_started(registry *r, engine *e, int balanced);

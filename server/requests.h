@@ -2,7 +2,7 @@
  * and map requests (one balanced chunk task per chunk, made by tasks.c):
  * their bookkeeping, waiting, and their answers.
  *
- * A request holds its task records (task.h, held: never evicted while the
+ * A request holds its task records (task_table.h, held: never evicted while the
  * request is kept); it counts them as they finish (requests_task_finished,
  * the task table's hook) and, once all have, is done: its waiters are woken
  * and it joins the done list, bounded by max_kept, oldest forgotten first
@@ -27,7 +27,7 @@
 #include "engine_codec.h"
 #include "hub.h"
 #include "idmap.h"
-#include "task.h"
+#include "task_table.h"
 #include "waiter.h"
 
 struct registry;

@@ -1,7 +1,7 @@
 /* tasks.c — load-balanced tasks: specs, dependencies, scheduling, retries,
  * timeouts, abort, map (see tasks.h).
  *
- * Life of a balanced task (task.c does the moving, this module decides):
+ * Life of a balanced task (task_table.c does the moving, this module decides):
  *   waiting  — some task in after/follow has not finished; re-checked on
  *              every settle (after any change).
  *   pending  — ready, in FIFO order; the scheduler hands it to an engine it

@@ -2,7 +2,7 @@
  * scheduling onto engines under the high-water mark, retries, timeouts,
  * abort, and map (chunks of one function over sequences).
  *
- * The records and their states are task.c's; this module decides when a
+ * The records and their states are task_table.c's; this module decides when a
  * balanced task moves: waiting -> pending when its dependencies are met (or
  * failed when they cannot be), pending -> running on the engine the
  * scheduler (sched.c) picks, running -> pending when its engine died with
@@ -27,7 +27,7 @@
 #include "error.h"
 #include "requests.h"
 #include "sched.h"
-#include "task.h"
+#include "task_table.h"
 
 struct registry;
 struct store;

@@ -1,4 +1,4 @@
-/* task.h — the one task record and its state machine, and the task table:
+/* task_table.h — the one task record and its state machine, and the task table:
  * every unit of engine work, whether one target of a direct-view request
  * (kind "direct") or a load-balanced task (kind "balanced"), is a task here.
  *
@@ -34,8 +34,8 @@
  * task_table_free.  A held task (one a request answers from) is never evicted
  * until released.
  */
-#ifndef IPPC_TASK_H
-#define IPPC_TASK_H
+#ifndef IPPC_TASK_TABLE_H
+#define IPPC_TASK_TABLE_H
 
 #include <stddef.h>
 #include <stdint.h>

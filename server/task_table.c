@@ -1,5 +1,5 @@
-/* task.c — the task record, its state machine and the task table (see
- * task.h).
+/* task_table.c — the task record, its state machine and the task table (see
+ * task_table.h).
  *
  * Invariants (under the hub lock):
  *  - Every task in memory is in by_id; t->list names the one list holding it
@@ -14,7 +14,7 @@
  *  - t->dirty iff t is on the dirty list: its store record is older than
  *    the task.
  */
-#include "task.h"
+#include "task_table.h"
 
 #include <assert.h>
 #include <stdlib.h>
