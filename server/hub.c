@@ -145,6 +145,7 @@ hub *hub_new(const hub_config *cfg)
         if (max >= h->tasks.next_id)
             h->tasks.next_id = max + 1;
     }
+    h->tasks.max_gone_id = h->tasks.next_id - 1;
     requests_init(&h->requests, &h->tasks, &h->engines, h->cfg.max_requests_kept);
     tasks_init(&h->lb, (sched_kind)cfg->sched, cfg->hwm, &h->tasks, &h->engines, &h->requests,
                h->store);

@@ -358,6 +358,8 @@ static void table_remove(task_table *tt, task *t)
     list_unlink(tt, t);
     idmap_remove(&tt->by_id, t->id);
     tt->counts[t->state]--;
+    if (t->id > tt->max_gone_id)
+        __atomic_store_n(&tt->max_gone_id, t->id, __ATOMIC_RELAXED);
     task_free(t);
 }
 

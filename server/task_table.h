@@ -145,6 +145,10 @@ typedef struct task_table {
     size_t counts[TASK_NSTATES];      /* tasks in memory by state */
     uint64_t next_id;
     uint64_t finished_total;          /* tasks that reached a final state, ever */
+    /* No task with a larger id has left memory (ids before this process
+     * count as gone).  Written under the lock, read atomically without it:
+     * a dependency above it needs no store lookup. */
+    uint64_t max_gone_id;
     size_t keep_finished;             /* finished, unheld tasks kept in memory */
     struct registry *engines;
     struct store *store;

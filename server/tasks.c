@@ -516,28 +516,39 @@ fail:
 }
 
 /* Dependencies that may have left memory already are read from the store
- * now, without the hub lock (ids above the highest stored one cannot be
- * there: later tasks, or ones of this batch). */
+ * now, without the hub lock.  Only ids at or below the table's max_gone_id
+ * can have: any later one is in memory (or never existed). */
 static void deps_from_store(const balancer *b, tasks_batch *batch)
 {
     if (!b->store)
         return;
-    uint64_t max = store_max_id(b->store);
-    for (size_t k = 0; k < batch->n; k++) {
-        task_balanced *lb = batch->items[k]->lb;
-        for (size_t i = 0; i < lb->n_after + lb->n_follow; i++) {
-            char state[32];
-            int engine = -1;
-            ippc_error err = {0};
-            if (lb->deps[i] > max ||
-                store_get_state(b->store, lb->deps[i], state, sizeof state, &engine, &err) != 1)
-                continue;
-            for (task_state s = TASK_COMPLETED; s < TASK_NSTATES; s++)
-                if (strcmp(state, task_state_name(s)) == 0) {
-                    lb->dep_state[i] = s;
-                    lb->dep_engine[i] = engine;
+    uint64_t max = __atomic_load_n(&b->tasks->max_gone_id, __ATOMIC_RELAXED);
+    /* A record still queued is not readable yet: a miss is retried once
+     * after the queue is committed. */
+    for (int round = 0; round < 2; round++) {
+        int missed = 0;
+        for (size_t k = 0; k < batch->n; k++) {
+            task_balanced *lb = batch->items[k]->lb;
+            for (size_t i = 0; i < lb->n_after + lb->n_follow; i++) {
+                char state[32];
+                int engine = -1;
+                ippc_error err = {0};
+                if (lb->deps[i] > max || lb->dep_state[i] != TASK_NSTATES)
+                    continue;
+                if (store_get_state(b->store, lb->deps[i], state, sizeof state, &engine, &err) !=
+                    1) {
+                    missed = 1;
+                    continue;
                 }
+                for (task_state s = TASK_COMPLETED; s < TASK_NSTATES; s++)
+                    if (strcmp(state, task_state_name(s)) == 0) {
+                        lb->dep_state[i] = s;
+                        lb->dep_engine[i] = engine;
+                    }
+            }
         }
+        if (!missed || round == 1 || store_flush(b->store) < 0)
+            break;
     }
 }
 
