@@ -7,6 +7,8 @@
  *   mhd       — libmicrohttpd's polling thread: every REST handler.
  *   decode    — two decode-pool workers (decode_pool.c): big JSON bodies,
  *               parsed and converted while their connection is suspended.
+ *   linger    — drains the sockets of requests refused before their body
+ *               was read, then closes them (linger.c).
  *   lws       — the libwebsockets service thread: engine sockets, client
  *               streams (/ws), hub_tick every 200 ms.
  *   store     — the task store's writer thread (store.c): batched SQLite
@@ -14,7 +16,9 @@
  * Shared state lives in the hub behind its one mutex.  Smaller locks, always
  * taken after the hub's when both are held: the event stream (events.c), each
  * socket's send queue (wsmsg.c), the stream waits (ws_client.c), the store's
- * queue (store.c).
+ * queue (store.c).  The decode pool's and the linger thread's queue locks
+ * are never held with any other.  What clients make the controller hold is
+ * counted in one byte budget (--max-held-mb, budget.h), made below.
  */
 #include <errno.h>
 #include <fcntl.h>
