@@ -8,8 +8,8 @@
  * (401), route and method (404/405), the body's declared size (413) and the
  * memory to hold it (503).  A refused request that carries a body is answered
  * at once, so MHD never reads the body and closes the connection after the
- * answer; one without a body is answered at its last call, which keeps the
- * connection alive.  The body then arrives in chunks: into one buffer of the
+ * answer (linger.h drains what the client still sends); one without a body
+ * is answered at its last call, which keeps the connection alive.  The body then arrives in chunks: into one buffer of the
  * declared Content-Length, or, chunked, a buffer that doubles up to the limit;
  * every byte is charged to the request's budget account first.  At the last
  * call (*upload_data_size == 0) a JSON body over DECODE_INLINE_MAX is handed
@@ -21,19 +21,22 @@
  * lock, so a completion cannot slip in between; the wake-up resumes it and
  * the answer is built from the hub.
  *
- * What libmicrohttpd 0.9.75 still answers itself (HTML bodies, no hook to
- * replace them; the connection is closed after each): a request line or head
- * that does not fit MHD_CONNECTION_MEMORY (414/431: heads between
- * IPPC_MAX_REQUEST_HEAD and that get our JSON), a malformed request or header
- * line (400), an HTTP version other than 1.x (505), a Content-Length that is
- * not a number (400) or does not fit 64 bits (413), malformed chunked
- * encoding or a chunk size over 64 bits (400/413, found while the body is
- * read, after begin()).  The acceptor answers these as JSON for the first
- * request of a connection; on later requests of a kept-alive connection MHD
- * gives the handler no chance to see them.  (MHD's 500 for a handler that
- * leaves upload data unread cannot happen: handle() always consumes it.)
- * Nor can a raw NUL byte inside a later request line be seen: MHD cuts the
- * path there and passes no length.
+ * What libmicrohttpd 0.9.75 still answers itself, in HTML, with no hook to
+ * replace the answer (tried on a kept-alive connection): a request head that
+ * does not fit MHD_CONNECTION_MEMORY (64 KiB: a 40 KiB head gets our JSON
+ * 431, a 70 KiB one MHD's 431; a URI MHD cannot hold gets its 414), a
+ * malformed request or header line (400), an HTTP version other than 1.x
+ * (505), a Content-Length that is not a number (400) or does not fit 64 bits
+ * (413; 0.9.75 even sends those two header blocks twice), and malformed
+ * chunked encoding or a chunk size over 64 bits (400/413, found while the
+ * body is read, after begin()).  All of these happen before the handler is
+ * called, or between two of its calls, and close the connection.  The
+ * acceptor checks a connection's first request itself (400/414/431 as JSON);
+ * later requests of a kept-alive connection are MHD's alone.  (MHD's 400
+ * for a missing Host is off: strict mode is not enabled.  Its 500 for a
+ * handler that leaves upload data unread cannot happen: handle() always
+ * consumes it.)  Nor can a raw NUL byte inside a later request line be
+ * seen: MHD cuts the path there and passes no length.
  */
 #include "http_api.h"
 
