@@ -9,11 +9,12 @@
  * memory to hold it (503).  A refused request that carries a body is answered
  * at once, so MHD never reads the body and closes the connection after the
  * answer (linger.h drains what the client still sends); one without a body
- * is answered at its last call, which keeps the connection alive.  The body then arrives in chunks: into one buffer of the
- * declared Content-Length, or, chunked, a buffer that doubles up to the limit;
- * every byte is charged to the request's budget account first.  At the last
- * call (*upload_data_size == 0) a JSON body over DECODE_INLINE_MAX is handed
- * to the decode pool and the connection suspended; the worker parses it and,
+ * is answered at its last call, which keeps the connection alive.  The
+ * body then arrives in chunks: into one buffer of the declared
+ * Content-Length, or, chunked, a buffer that doubles up to the limit; every
+ * byte is charged to the request's budget account first.  At the last call
+ * (*upload_data_size == 0) a JSON body over DECODE_INLINE_MAX is handed to
+ * the decode pool and the connection suspended; the worker parses it and,
  * for a direct-view call, also converts its values (hub_prepare), frees the
  * tree and resumes the connection, whose next call runs the route.  A
  * direct-view call submits to the hub and, unless ?block=false, waits:
