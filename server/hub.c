@@ -780,27 +780,93 @@ static int build_payload(const hub_call *c, payload *p, ippc_error *err) {
     return payload_set(p, msg, &blobs, err);
 }
 
-/* Scatter: split once, one push payload per target. */
-static int build_scatter(const hub_call *c, size_t p, payload *out, ippc_error *err) {
+/* ------------------------------------------------------------ prepared */
+
+struct hub_prepared {
+    hub_op op;
+    int failed;     /* the call cannot be built: err says why */
+    int body_error; /* ... because its body is not an object (reported first) */
+    ippc_error err;
+    payload single; /* every op but scatter */
+    /* scatter: the whole value, split once the number of targets is known */
+    json_t *skel;
+    ippc_blobs blobs;
+    char *name;
+    json_t *names; /* pull of several names: the names, for the answer */
+    size_t bytes;
+};
+
+/* Scatter: the value in wire form, not yet split. */
+static int prepare_scatter(const hub_call *c, hub_prepared *p, ippc_error *err)
+{
     const char *name = body_string(c->body, "name", 1, err);
     if (!name || hub_valid_name(name, err) < 0)
         return -1;
     json_t *data = json_object_get(c->body, "data");
     if (!data && !c->wire_value)
         return ippc_error_set(err, ERR_BAD_REQUEST, "field \"data\" is required");
-    ippc_blobs blobs;
-    blobs_init(&blobs);
-    json_t *skel = NULL;
+    if (!(p->name = strdup(name)))
+        return ippc_error_set(err, ERR_INTERNAL, "out of memory");
     if (c->wire_value) {
-        skel = json_deep_copy(c->wire_value);
-        blobs_append_all(&blobs, c->wire_blobs);
+        p->skel = json_deep_copy(c->wire_value);
+        blobs_append_all(&p->blobs, c->wire_blobs);
+        if (!p->skel)
+            return ippc_error_set(err, ERR_INTERNAL, "out of memory");
+        return 0;
+    }
+    p->skel = value_from_client(data, &p->blobs, err);
+    return p->skel ? 0 : -1;
+}
+
+hub_prepared *hub_prepare(const hub_call *c, ippc_error *err)
+{
+    hub_prepared *p = calloc(1, sizeof *p);
+    if (!p) {
+        ippc_error_set(err, ERR_INTERNAL, "out of memory");
+        return NULL;
+    }
+    p->op = c->op;
+    blobs_init(&p->blobs);
+    int rc;
+    if (!json_is_object(c->body)) {
+        p->body_error = 1;
+        rc = ippc_error_set(&p->err, ERR_BAD_REQUEST, "request body must be a JSON object");
+    } else if (c->op == HUB_OP_SCATTER) {
+        rc = prepare_scatter(c, p, &p->err);
     } else {
-        skel = value_from_client(data, &blobs, err);
+        rc = build_payload(c, &p->single, &p->err);
+        if (rc == 0 && c->op == HUB_OP_PULL_MANY &&
+            !(p->names = json_deep_copy(json_object_get(c->body, "names"))))
+            rc = ippc_error_set(&p->err, ERR_INTERNAL, "out of memory");
     }
-    if (!skel) {
-        blobs_free(&blobs);
-        return -1;
-    }
+    p->failed = rc < 0;
+    for (size_t k = 0; k < p->single.nblobs; k++)
+        p->bytes += ws_blobref_len(p->single.blobs[k]);
+    for (size_t k = 0; k < p->blobs.count; k++)
+        p->bytes += p->blobs.items[k].len;
+    return p;
+}
+
+size_t hub_prepared_bytes(const hub_prepared *p)
+{
+    return p ? p->bytes : 0;
+}
+
+void hub_prepared_free(hub_prepared *p)
+{
+    if (!p)
+        return;
+    payload_clear(&p->single);
+    json_decref(p->skel);
+    blobs_free(&p->blobs);
+    free(p->name);
+    json_decref(p->names);
+    free(p);
+}
+
+/* Scatter: split once into p parts, one push payload per target. */
+static int split_scatter(const hub_prepared *prep, size_t p, payload *out, ippc_error *err)
+{
     json_t **parts = calloc(p, sizeof *parts);
     ippc_blobs *part_blobs = calloc(p, sizeof *part_blobs);
     int rc = -1;
@@ -810,12 +876,12 @@ static int build_scatter(const hub_call *c, size_t p, payload *out, ippc_error *
     }
     for (size_t i = 0; i < p; i++)
         blobs_init(&part_blobs[i]);
-    if (value_scatter(skel, &blobs, p, parts, part_blobs, err) < 0)
+    if (value_scatter(prep->skel, &prep->blobs, p, parts, part_blobs, err) < 0)
         goto done;
     rc = 0;
     for (size_t i = 0; i < p; i++) {
-        json_t *msg = json_pack("{s:s, s:s, s:{s:o}}", "type", "task", "op", "push", "ns", name,
-                                parts[i]);
+        json_t *msg = json_pack("{s:s, s:s, s:{s:o}}", "type", "task", "op", "push", "ns",
+                                prep->name, parts[i]);
         parts[i] = NULL;
         if (rc == 0 && payload_set(&out[i], msg, &part_blobs[i], err) < 0)
             rc = -1;
@@ -827,9 +893,14 @@ done:
     }
     free(parts);
     free(part_blobs);
-    json_decref(skel);
-    blobs_free(&blobs);
     return rc;
+}
+
+static void payloads_free(payload *payloads, size_t n)
+{
+    for (size_t i = 0; payloads && i < n; i++)
+        payload_clear(&payloads[i]);
+    free(payloads);
 }
 
 int hub_live_ids(hub *h, int **ids, size_t *n) {
@@ -843,34 +914,68 @@ int hub_live_ids(hub *h, int **ids, size_t *n) {
     return 0;
 }
 
+/* The live engines c_targets names, under the hub lock. */
+static int resolve_targets(hub *h, const char *spec, int **targets, size_t *n, ippc_error *err)
+{
+    int *live = NULL;
+    size_t n_live = 0;
+    if (hub_live_ids(h, &live, &n_live) < 0)
+        return ippc_error_set(err, ERR_INTERNAL, "out of memory");
+    int rc = targets_parse(spec, live, n_live, targets, n, err);
+    free(live);
+    return rc;
+}
+
+/* Splitting a scatter copies the whole array, so it runs without the lock
+ * for the number of targets just seen, and again if engines came or went
+ * meanwhile; after this many tries, under the lock. */
+#define SPLIT_TRIES 3
+
 uint64_t hub_submit(hub *h, const hub_call *c, ippc_error *err) {
-    if (!json_is_object(c->body)) {
+    hub_prepared *prep = c->prepared;
+    if (!prep && !json_is_object(c->body)) {
         ippc_error_set(err, ERR_BAD_REQUEST, "request body must be a JSON object");
         return 0;
     }
-    pthread_mutex_lock(&h->lock);
+    if (!prep && !(prep = hub_prepare(c, err)))
+        return 0;
+    if (prep->body_error) {
+        *err = prep->err;
+        hub_prepared_free(prep);
+        return 0;
+    }
     uint64_t id = 0;
-    int *live = NULL, *targets = NULL;
-    size_t n_live = 0, n = 0;
-    payload *payloads = NULL;
-    size_t n_payloads = 0;
+    int *targets = NULL;
+    size_t n = 0;
+    payload *split = NULL; /* scatter: one payload per target */
+    size_t split_for = 0;
     request *r = NULL;
 
-    if (hub_live_ids(h, &live, &n_live) < 0) {
-        ippc_error_set(err, ERR_INTERNAL, "out of memory");
-        goto done;
+    pthread_mutex_lock(&h->lock);
+    for (int tries = 0;; tries++) {
+        free(targets);
+        targets = NULL;
+        if (resolve_targets(h, c->targets, &targets, &n, err) < 0)
+            goto done;
+        if (prep->failed) {
+            *err = prep->err;
+            goto done;
+        }
+        if (prep->op != HUB_OP_SCATTER || (split && split_for == n))
+            break;
+        int unlocked = tries < SPLIT_TRIES;
+        if (unlocked)
+            pthread_mutex_unlock(&h->lock);
+        payloads_free(split, split_for);
+        split = calloc(n, sizeof *split);
+        split_for = n;
+        int rc = split ? split_scatter(prep, n, split, err)
+                       : ippc_error_set(err, ERR_INTERNAL, "out of memory");
+        if (unlocked)
+            pthread_mutex_lock(&h->lock);
+        if (rc < 0)
+            goto done;
     }
-    if (targets_parse(c->targets, live, n_live, &targets, &n, err) < 0)
-        goto done;
-    n_payloads = c->op == HUB_OP_SCATTER ? n : 1;
-    payloads = calloc(n_payloads, sizeof *payloads);
-    if (!payloads) {
-        ippc_error_set(err, ERR_INTERNAL, "out of memory");
-        goto done;
-    }
-    if ((c->op == HUB_OP_SCATTER ? build_scatter(c, n, payloads, err)
-                                 : build_payload(c, payloads, err)) < 0)
-        goto done;
 
     r = calloc(1, sizeof *r);
     if (!r || !(r->tasks = calloc(n, sizeof *r->tasks))) {
@@ -885,15 +990,17 @@ uint64_t hub_submit(hub *h, const hub_call *c, ippc_error *err) {
     r->format = c->format;
     if (c->name)
         r->name = strdup(c->name);
-    if (c->op == HUB_OP_PULL_MANY)
-        r->names = json_deep_copy(json_object_get(c->body, "names"));
+    if (c->op == HUB_OP_PULL_MANY) {
+        r->names = prep->names;
+        prep->names = NULL;
+    }
     idmap_put(&h->requests, r->id, r);
     list_append(&h->open, r);
 
     for (size_t i = 0; i < n; i++) {
         task *t = &r->tasks[i];
         engine *e = &h->engines[r->targets[i]];
-        payload *p = &payloads[c->op == HUB_OP_SCATTER ? i : 0];
+        payload *p = split ? &split[i] : &prep->single;
         t->id = h->next_task_id++;
         t->req = r;
         t->engine_id = e->id;
@@ -923,12 +1030,12 @@ uint64_t hub_submit(hub *h, const hub_call *c, ippc_error *err) {
 done:
     if (r)
         request_free(r);
-    for (size_t i = 0; payloads && i < n_payloads; i++)
-        payload_clear(&payloads[i]);
-    free(payloads);
-    free(live);
     free(targets);
     pthread_mutex_unlock(&h->lock);
+    /* Dropping the payload's last references frees array bytes: after the
+     * unlock. */
+    payloads_free(split, split_for);
+    hub_prepared_free(prep);
     return id;
 }
 

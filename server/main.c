@@ -5,6 +5,10 @@
  *   main      — the acceptor: accepts every connection, hands it over; waits on
  *               an eventfd that the SIGTERM/SIGINT handler writes.
  *   mhd       — libmicrohttpd's polling thread: every REST handler.
+ *   decode    — two decode-pool workers (decode_pool.c): big JSON bodies,
+ *               parsed and converted while their connection is suspended.
+ *   linger    — drains the sockets of requests refused before their body
+ *               was read, then closes them (linger.c).
  *   lws       — the libwebsockets service thread: engine sockets, client
  *               streams (/ws), hub_tick every 200 ms.
  *   store     — the task store's writer thread (store.c): batched SQLite
@@ -13,7 +17,9 @@
  * Shared state lives in the hub behind its one mutex.  Smaller locks, always
  * taken after the hub's when both are held: the event stream (events.c), each
  * socket's send queue (wsmsg.c), the stream waits (ws_client.c), the store's
- * queue (store.c).
+ * queue (store.c).  The decode pool's and the linger thread's queue locks
+ * are never held with any other.  What clients make the controller hold is
+ * counted in one byte budget (--max-held-mb, budget.h), made below.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -31,6 +37,7 @@
 #include <unistd.h>
 
 #include "acceptor.h"
+#include "budget.h"
 #include "events.h"
 #include "http_api.h"
 #include "hub.h"
@@ -47,6 +54,7 @@ typedef struct options {
     const char *db;
     int heartbeat_timeout_s;
     size_t max_body_mb;
+    size_t max_held_mb;
     int sched;
     unsigned hwm;
     int metrics_public;
@@ -79,6 +87,8 @@ static void usage(FILE *out) {
             "  --hwm N                 balanced tasks an engine may hold at once (default 1)\n"
             "  --heartbeat-timeout S   silence after which an engine is dead (default %d)\n"
             "  --max-body-mb N         largest request body (default 64)\n"
+            "  --max-held-mb N         most memory clients may make the controller hold at\n"
+            "                          once: bodies, decoded JSON, queued output (default 2048)\n"
             "  --metrics-public        serve GET /metrics without the token\n"
             "  --fresh                 new token, engine key and port even when a previous\n"
             "                          controller of this profile left its files behind\n"
@@ -96,6 +106,7 @@ static int parse_options(int argc, char **argv, options *o) {
         {"db", required_argument, NULL, 'b'},
         {"heartbeat-timeout", required_argument, NULL, 't'},
         {"max-body-mb", required_argument, NULL, 'm'},
+        {"max-held-mb", required_argument, NULL, 'H'},
         {"scheduler", required_argument, NULL, 's'},
         {"hwm", required_argument, NULL, 'w'},
         {"print-routes", no_argument, NULL, 'r'},
@@ -131,6 +142,13 @@ static int parse_options(int argc, char **argv, options *o) {
             o->max_body_mb = (size_t)strtoul(optarg, &end, 10);
             if (*end || o->max_body_mb < 1 || o->max_body_mb > 4096) {
                 fprintf(stderr, "ippc-controller: --max-body-mb must be 1..4096\n");
+                return 2;
+            }
+            break;
+        case 'H':
+            o->max_held_mb = (size_t)strtoul(optarg, &end, 10);
+            if (*end || o->max_held_mb < 1 || o->max_held_mb > 1048576) {
+                fprintf(stderr, "ippc-controller: --max-held-mb must be 1..1048576\n");
                 return 2;
             }
             break;
@@ -298,10 +316,14 @@ static void route_http(void *arg, int fd, const struct sockaddr *addr, socklen_t
 static void route_ws(void *arg, int fd) { ws_adopt(((void **)arg)[1], fd); }
 
 int main(int argc, char **argv) {
-    options o = {.ip = "127.0.0.1", .profile = "default"};
+    options o = {.ip = "127.0.0.1", .profile = "default", .max_held_mb = 2048};
     int rc = parse_options(argc, argv, &o);
     if (rc >= 0)
         return rc;
+    /* The one process-wide budget of what clients make us hold; every
+     * connection's account draws from it. */
+    budget held;
+    budget_init(&held, o.max_held_mb << 20);
     signal(SIGPIPE, SIG_IGN);
 
     char dir[PATH_MAX - 64], security[PATH_MAX - 32], client_file[PATH_MAX], engine_file[PATH_MAX];
@@ -402,7 +424,8 @@ int main(int argc, char **argv) {
     hub *h = hcfg.events ? hub_new(&hcfg) : NULL;
     http_config httpcfg = {.token = token,
                            .max_body = o.max_body_mb << 20,
-                           .metrics_public = o.metrics_public};
+                           .metrics_public = o.metrics_public,
+                           .held = &held};
     http_api *api = h ? http_start(h, &httpcfg, &err) : NULL;
     ws_server *ws = api ? ws_start(h, hcfg.events, token, &err) : NULL;
     if (!ws) {

@@ -995,6 +995,26 @@ def live_checks(spec, checks):
             conforms_error(spec, harness.http("GET", api.url + "/no/such/page"), 404,
                            "unknown non-API path")
         checks.run("contract unknown routes 404 Error", unknown_route)
+
+        def front_door():
+            r = api.call("DELETE", "/api/v1/info")
+            conforms(spec, r, "GET", "/api/v1/info", "DELETE /info")  # 405 is listed per path
+            harness.check(r.status == 405 and r.headers.get("Allow") == "GET",
+                          "405 with Allow: GET: %r %s" % (r, r.headers))
+            r = api.get("/api/v1/info?pad=" + "x" * 9000)
+            conforms(spec, r, "GET", "/api/v1/info", "9000-byte query")
+            harness.check(r.status == 414, "414: %r" % r)
+            r = api.get("/api/v1/info", headers={"X-Pad-%d" % i: "y" * 1000 for i in range(20)})
+            conforms(spec, r, "GET", "/api/v1/info", "20 KiB of headers")
+            harness.check(r.status == 431, "431: %r" % r)
+            r = api.call("PUT", "/api/v1/views/all/vars/x", raw="1",
+                         headers={"Authorization": "bearer " + api.token})
+            conforms(spec, r, "PUT", V + "vars/{name}", "lower-case bearer")
+            harness.check(r.status == 200, "bearer is case-insensitive: %r" % r)
+            r = api.call("PUT", "/api/v1/views/all/vars/x%00y", raw="1")
+            conforms(spec, r, "PUT", V + "vars/{name}", "vars/x%00y")
+            harness.check(r.status == 400, "a NUL in the path is 400: %r" % r)
+        checks.run("contract 405/414/431/400 from the front door", front_door)
         ws_live_checks(spec, checks, c)
     finally:
         problems = c.stop()
