@@ -607,19 +607,28 @@ static json_t *raw_body_value(req_ctx *ctx, ippc_blobs *blobs, ippc_error *err)
     size_t shape[ND_MAX_DIMS];
     int ndim = 0;
     size_t count = 1;
+    /* span: the product with zeros read as ones.  Bounding it (as value.c's
+     * nd_ref_measure does for typed arrays) keeps a zero dimension from
+     * letting any other dimension through, so every size stays writable as
+     * JSON and computable by the engines. */
+    size_t span = 1;
     if (shape_s && *shape_s) {
         const char *p = shape_s;
         while (*p) {
             char *end;
             errno = 0;
             unsigned long long d = strtoull(p, &end, 10);
-            if (end == p || errno || ndim == ND_MAX_DIMS || *p == '-' ||
-                (d && count > SIZE_MAX / item / d)) {
-                ippc_error_set(err, ERR_INVALID, "bad shape '%.64s': up to %d sizes, d0,d1,...",
+            size_t dim = d ? (size_t)d : 1;
+            if (end == p || errno || ndim == ND_MAX_DIMS || *p == '-' || d > SIZE_MAX ||
+                dim > SIZE_MAX / sizeof(double) / span) {
+                ippc_error_set(err, ERR_INVALID,
+                               "bad shape '%.64s': up to %d sizes, d0,d1,..., whose product "
+                               "fits in memory",
                                shape_s, ND_MAX_DIMS);
                 return NULL;
             }
             shape[ndim++] = (size_t)d;
+            span *= dim;
             count *= (size_t)d;
             p = *end == ',' ? end + 1 : end;
             if (*end && *end != ',') {
