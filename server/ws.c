@@ -8,6 +8,7 @@
  */
 #include "ws.h"
 
+#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -25,7 +26,10 @@ struct engine_session {
     ws_server *server;
     ws_outq q;
     ws_reader reader;
-    int engine_id; /* -1 until registered */
+    int established; /* set by ESTABLISHED: lws zeroes the session when it binds
+                        the protocol and runs CLOSED even for upgrades that were
+                        refused, so CLOSED undoes only what this flag says was done */
+    int engine_id;   /* -1 until registered */
     atomic_int close_requested;
     char close_reason[128];
     session *prev, *next;
@@ -119,7 +123,9 @@ static int engine_callback(struct lws *wsi, enum lws_callback_reasons reason, vo
     case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
         return uri_is(wsi, "/engine") ? 0 : 1;
     case LWS_CALLBACK_ESTABLISHED:
+        assert(!s->established);
         memset(s, 0, sizeof *s);
+        s->established = 1;
         s->wsi = wsi;
         s->server = srv;
         s->engine_id = -1;
@@ -132,6 +138,7 @@ static int engine_callback(struct lws *wsi, enum lws_callback_reasons reason, vo
         atomic_fetch_add(&srv->engine_sockets, 1);
         break;
     case LWS_CALLBACK_RECEIVE: {
+        assert(s->established); /* lws only reads frames on an open WebSocket */
         json_t *msg = NULL;
         ippc_blobs blobs;
         blobs_init(&blobs);
@@ -146,9 +153,14 @@ static int engine_callback(struct lws *wsi, enum lws_callback_reasons reason, vo
         break;
     }
     case LWS_CALLBACK_SERVER_WRITEABLE:
+        assert(s->established);
         return ws_writeable(wsi, &s->q, atomic_load(&s->close_requested),
                             LWS_CLOSE_STATUS_POLICY_VIOLATION, s->close_reason);
     case LWS_CALLBACK_CLOSED:
+        if (!s || !s->established)
+            break; /* a refused upgrade: nothing was linked or registered */
+        assert(s->wsi == wsi && s->server == srv);
+        s->established = 0;
         if (s->engine_id >= 0)
             hub_engine_closed(srv->h, s->engine_id, "connection closed");
         if (s->prev)

@@ -9,6 +9,7 @@
  * A session that closes first orphans its waits (w->session = NULL under
  * wait_lock); the wake then just frees them.
  */
+#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -382,7 +383,9 @@ int ws_client_callback(struct lws *wsi, enum lws_callback_reasons reason, void *
         return 0;
     }
     case LWS_CALLBACK_ESTABLISHED: {
+        assert(!s->established);
         memset(s, 0, sizeof *s);
+        s->established = 1;
         s->wsi = wsi;
         s->server = srv;
         ws_outq_init(&s->q);
@@ -404,6 +407,7 @@ int ws_client_callback(struct lws *wsi, enum lws_callback_reasons reason, void *
         break;
     }
     case LWS_CALLBACK_RECEIVE: {
+        assert(s->established); /* lws only reads frames on an open WebSocket */
         json_t *msg = NULL;
         ippc_blobs blobs;
         blobs_init(&blobs);
@@ -442,9 +446,14 @@ int ws_client_callback(struct lws *wsi, enum lws_callback_reasons reason, void *
         break;
     }
     case LWS_CALLBACK_SERVER_WRITEABLE:
+        assert(s->established);
         return ws_writeable(wsi, &s->q, atomic_load(&s->close_requested), s->close_code,
                             s->close_reason);
     case LWS_CALLBACK_CLOSED:
+        if (!s || !s->established)
+            break; /* a refused upgrade (401...): never linked, nothing to undo */
+        assert(s->wsi == wsi && s->server == srv);
+        s->established = 0;
         if (s->ec)
             events_client_remove(srv->events, s->ec);
         pthread_mutex_lock(&srv->wait_lock);

@@ -16,6 +16,9 @@
 typedef struct ws_wait ws_wait;
 
 typedef struct client_session {
+    int established; /* set by ESTABLISHED; CLOSED (which lws also runs for
+                        refused upgrades, on a zeroed session) undoes only
+                        what ESTABLISHED did */
     struct lws *wsi;
     ws_server *server;
     ws_outq q; /* filled from any thread (events), drained here */
