@@ -20,7 +20,8 @@ struct ws_blobref {
     size_t len;
 };
 
-ws_blobref *ws_blobref_new(unsigned char *data, size_t len) {
+ws_blobref *ws_blobref_new(unsigned char *data, size_t len)
+{
     ws_blobref *b = malloc(sizeof *b);
     if (!b) {
         free(data);
@@ -32,21 +33,27 @@ ws_blobref *ws_blobref_new(unsigned char *data, size_t len) {
     return b;
 }
 
-ws_blobref *ws_blobref_retain(ws_blobref *b) {
+ws_blobref *ws_blobref_retain(ws_blobref *b)
+{
     atomic_fetch_add(&b->refs, 1);
     return b;
 }
 
-void ws_blobref_release(ws_blobref *b) {
+void ws_blobref_release(ws_blobref *b)
+{
     if (b && atomic_fetch_sub(&b->refs, 1) == 1) {
         free(b->data);
         free(b);
     }
 }
 
-size_t ws_blobref_len(const ws_blobref *b) { return b->len; }
+size_t ws_blobref_len(const ws_blobref *b)
+{
+    return b->len;
+}
 
-ws_blobref **ws_blobrefs_take(ippc_blobs *blobs, size_t *count) {
+ws_blobref **ws_blobrefs_take(ippc_blobs *blobs, size_t *count)
+{
     *count = 0;
     if (!blobs || blobs->count == 0)
         return NULL;
@@ -70,7 +77,8 @@ ws_blobref **ws_blobrefs_take(ippc_blobs *blobs, size_t *count) {
     return refs;
 }
 
-void ws_blobrefs_release(ws_blobref **refs, size_t count) {
+void ws_blobrefs_release(ws_blobref **refs, size_t count)
+{
     for (size_t i = 0; i < count; i++)
         ws_blobref_release(refs[i]);
     free(refs);
@@ -79,27 +87,30 @@ void ws_blobrefs_release(ws_blobref **refs, size_t count) {
 struct ws_frame {
     ws_frame *next;
     int binary;
-    char *text;        /* text frames: owned copy */
-    ws_blobref *blob;  /* binary frames: retained */
+    char *text;       /* text frames: owned copy */
+    ws_blobref *blob; /* binary frames: retained */
     size_t len;
     size_t sent;
 };
 
-void ws_outq_init(ws_outq *q) {
+void ws_outq_init(ws_outq *q)
+{
     pthread_mutex_init(&q->lock, NULL);
     q->head = q->tail = NULL;
     q->bytes = 0;
     q->frames = 0;
 }
 
-static void frame_free(ws_frame *f) {
+static void frame_free(ws_frame *f)
+{
     free(f->text);
     if (f->blob)
         ws_blobref_release(f->blob);
     free(f);
 }
 
-void ws_outq_clear(ws_outq *q) {
+void ws_outq_clear(ws_outq *q)
+{
     pthread_mutex_lock(&q->lock);
     ws_frame *f = q->head;
     /* A message already partly on the wire must be finished first, or the
@@ -124,12 +135,14 @@ void ws_outq_clear(ws_outq *q) {
     }
 }
 
-void ws_outq_destroy(ws_outq *q) {
+void ws_outq_destroy(ws_outq *q)
+{
     ws_outq_clear(q);
     pthread_mutex_destroy(&q->lock);
 }
 
-int ws_outq_push(ws_outq *q, json_t *msg, ws_blobref **blobs, size_t nblobs) {
+int ws_outq_push(ws_outq *q, json_t *msg, ws_blobref **blobs, size_t nblobs)
+{
     json_object_set_new(msg, "nbuf", json_integer((json_int_t)nblobs));
     char *text = json_dumps(msg, JSON_COMPACT);
     if (!text)
@@ -172,7 +185,8 @@ fail:
     return -1;
 }
 
-static int push_text(ws_outq *q, const char *text, size_t len, int front) {
+static int push_text(ws_outq *q, const char *text, size_t len, int front)
+{
     ws_frame *f = calloc(1, sizeof *f);
     char *copy = malloc(len + 1);
     if (!f || !copy) {
@@ -203,15 +217,18 @@ static int push_text(ws_outq *q, const char *text, size_t len, int front) {
     return 0;
 }
 
-int ws_outq_push_text(ws_outq *q, const char *text, size_t len) {
+int ws_outq_push_text(ws_outq *q, const char *text, size_t len)
+{
     return push_text(q, text, len, 0);
 }
 
-int ws_outq_push_front_text(ws_outq *q, const char *text, size_t len) {
+int ws_outq_push_front_text(ws_outq *q, const char *text, size_t len)
+{
     return push_text(q, text, len, 1);
 }
 
-int ws_outq_push_blobs(ws_outq *q, json_t *msg, ippc_blobs *blobs) {
+int ws_outq_push_blobs(ws_outq *q, json_t *msg, ippc_blobs *blobs)
+{
     size_t n = 0;
     ws_blobref **refs = ws_blobrefs_take(blobs, &n);
     if (blobs && n == 0 && blobs->count)
@@ -221,14 +238,16 @@ int ws_outq_push_blobs(ws_outq *q, json_t *msg, ippc_blobs *blobs) {
     return rc;
 }
 
-int ws_outq_empty(ws_outq *q) {
+int ws_outq_empty(ws_outq *q)
+{
     pthread_mutex_lock(&q->lock);
     int empty = q->head == NULL;
     pthread_mutex_unlock(&q->lock);
     return empty;
 }
 
-int ws_outq_write(ws_outq *q, struct lws *wsi) {
+int ws_outq_write(ws_outq *q, struct lws *wsi)
+{
     static _Thread_local unsigned char scratch[LWS_PRE + WS_CHUNK];
     /* The lock is held across the write: other threads may clear the queue
      * at any time, and the head frame must not vanish under lws_write. */
@@ -267,20 +286,23 @@ int ws_outq_write(ws_outq *q, struct lws *wsi) {
     return more;
 }
 
-void ws_reader_init(ws_reader *r, size_t max_message) {
+void ws_reader_init(ws_reader *r, size_t max_message)
+{
     memset(r, 0, sizeof *r);
     r->max_message = max_message;
     blobs_init(&r->blobs);
 }
 
-void ws_reader_free(ws_reader *r) {
+void ws_reader_free(ws_reader *r)
+{
     free(r->buf);
     json_decref(r->pending);
     blobs_free(&r->blobs);
     memset(r, 0, sizeof *r);
 }
 
-static int reader_append(ws_reader *r, const void *in, size_t len, ippc_error *err) {
+static int reader_append(ws_reader *r, const void *in, size_t len, ippc_error *err)
+{
     if (len > r->max_message - r->len)
         return ippc_error_set(err, ERR_TOO_LARGE, "message larger than %zu bytes", r->max_message);
     if (r->len + len > r->cap) {
@@ -299,7 +321,8 @@ static int reader_append(ws_reader *r, const void *in, size_t len, ippc_error *e
     return 0;
 }
 
-static int reader_deliver(ws_reader *r, json_t **msg, ippc_blobs *blobs) {
+static int reader_deliver(ws_reader *r, json_t **msg, ippc_blobs *blobs)
+{
     *msg = r->pending;
     r->pending = NULL;
     *blobs = r->blobs;
@@ -308,7 +331,8 @@ static int reader_deliver(ws_reader *r, json_t **msg, ippc_blobs *blobs) {
 }
 
 int ws_reader_feed(ws_reader *r, struct lws *wsi, const void *in, size_t len, json_t **msg,
-                   ippc_blobs *blobs, ippc_error *err) {
+                   ippc_blobs *blobs, ippc_error *err)
+{
     if (reader_append(r, in, len, err) < 0)
         return -1;
     if (!lws_is_final_fragment(wsi) || lws_remaining_packet_payload(wsi))

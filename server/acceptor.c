@@ -25,7 +25,8 @@ typedef struct pending_conn {
                     since poll() would report the unread bytes forever */
 } pending_conn;
 
-int acceptor_listen(const char *ip, int port, int *bound_port, ippc_error *err) {
+int acceptor_listen(const char *ip, int port, int *bound_port, ippc_error *err)
+{
     struct sockaddr_in sa;
     memset(&sa, 0, sizeof sa);
     sa.sin_family = AF_INET;
@@ -49,7 +50,8 @@ int acceptor_listen(const char *ip, int port, int *bound_port, ippc_error *err) 
     return fd;
 }
 
-static int path_prefix(const char *bytes, size_t len, const char *path) {
+static int path_prefix(const char *bytes, size_t len, const char *path)
+{
     /* "GET " + path, then ' ', '?' or '/' ends the path. */
     char want[32];
     int n = snprintf(want, sizeof want, "GET %s", path);
@@ -62,7 +64,8 @@ static int path_prefix(const char *bytes, size_t len, const char *path) {
     return c == ' ' || c == '?' || c == '/' ? 1 : 0;
 }
 
-int acceptor_classify(const char *bytes, size_t len) {
+int acceptor_classify(const char *bytes, size_t len)
+{
     int a = path_prefix(bytes, len, "/engine");
     int b = path_prefix(bytes, len, "/ws");
     if (a == 1 || b == 1)
@@ -72,14 +75,16 @@ int acceptor_classify(const char *bytes, size_t len) {
     return 0;
 }
 
-static void hand_over(pending_conn *p, int ws, const acceptor_routes *r) {
+static void hand_over(pending_conn *p, int ws, const acceptor_routes *r)
+{
     if (ws)
         r->to_ws(r->arg, p->fd);
     else
         r->to_http(r->arg, p->fd, (struct sockaddr *)&p->addr, p->addr_len);
 }
 
-void acceptor_run(int listen_fd, int stop_fd, const acceptor_routes *routes) {
+void acceptor_run(int listen_fd, int stop_fd, const acceptor_routes *routes)
+{
     static pending_conn pending[MAX_PENDING];
     static struct pollfd fds[MAX_PENDING + 2];
     size_t n_pending = 0;
@@ -88,8 +93,8 @@ void acceptor_run(int listen_fd, int stop_fd, const acceptor_routes *routes) {
         fds[1] = (struct pollfd){.fd = listen_fd, .events = n_pending < MAX_PENDING ? POLLIN : 0};
         int any_partial = 0;
         for (size_t i = 0; i < n_pending; i++) {
-            fds[i + 2] = (struct pollfd){.fd = pending[i].fd,
-                                         .events = pending[i].partial ? 0 : POLLIN};
+            fds[i + 2] =
+                (struct pollfd){.fd = pending[i].fd, .events = pending[i].partial ? 0 : POLLIN};
             any_partial |= pending[i].partial;
         }
         int rc = poll(fds, n_pending + 2, any_partial ? 10 : n_pending ? 100 : 1000);

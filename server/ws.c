@@ -35,8 +35,8 @@ struct engine_session {
     session *prev, *next;
 };
 
-static int engine_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
-                           void *in, size_t len);
+static int engine_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                           size_t len);
 
 /* The client protocol comes first: lws gives upgrades without a subprotocol
  * to the first one, and plain engines always name theirs. */
@@ -46,27 +46,31 @@ static const struct lws_protocols protocols[] = {
     {NULL, NULL, 0, 0, 0, NULL, 0},
 };
 
-static int session_send(void *conn, json_t *msg, ws_blobref **blobs, size_t nblobs) {
+static int session_send(void *conn, json_t *msg, ws_blobref **blobs, size_t nblobs)
+{
     session *s = conn;
     int rc = ws_outq_push(&s->q, msg, blobs, nblobs);
     lws_cancel_service(s->server->ctx);
     return rc;
 }
 
-static void session_close(void *conn, const char *reason) {
+static void session_close(void *conn, const char *reason)
+{
     session *s = conn;
     snprintf(s->close_reason, sizeof s->close_reason, "%.120s", reason ? reason : "");
     atomic_store(&s->close_requested, 1);
     lws_cancel_service(s->server->ctx);
 }
 
-static void send_now(session *s, json_t *msg) {
+static void send_now(session *s, json_t *msg)
+{
     ws_outq_push(&s->q, msg, NULL, 0);
     json_decref(msg);
     lws_callback_on_writable(s->wsi);
 }
 
-static void on_message(session *s, json_t *msg, ippc_blobs *blobs) {
+static void on_message(session *s, json_t *msg, ippc_blobs *blobs)
+{
     if (s->engine_id >= 0) {
         hub_engine_message(s->server->h, s->engine_id, msg, blobs);
         return;
@@ -83,8 +87,8 @@ static void on_message(session *s, json_t *msg, ippc_blobs *blobs) {
     blobs_free(blobs);
     if (s->engine_id >= 0) {
         lwsl_user("engine %d registered\n", id);
-        send_now(s, json_pack("{s:s, s:i, s:i}", "type", "registered", "id", id,
-                              "heartbeat_period", IPPC_HEARTBEAT_PERIOD_MS));
+        send_now(s, json_pack("{s:s, s:i, s:i}", "type", "registered", "id", id, "heartbeat_period",
+                              IPPC_HEARTBEAT_PERIOD_MS));
     } else {
         lwsl_warn("engine registration refused: %s\n", err.message);
         send_now(s, json_pack("{s:s, s:s, s:s}", "type", "error", "code", err.code, "message",
@@ -93,14 +97,16 @@ static void on_message(session *s, json_t *msg, ippc_blobs *blobs) {
     }
 }
 
-static int uri_is(struct lws *wsi, const char *path) {
+static int uri_is(struct lws *wsi, const char *path)
+{
     char uri[256];
     if (lws_hdr_copy(wsi, uri, sizeof uri, WSI_TOKEN_GET_URI) <= 0)
         return 0;
     return strcmp(uri, path) == 0;
 }
 
-static void drain_adoptions(ws_server *srv) {
+static void drain_adoptions(ws_server *srv)
+{
     int fds[ADOPT_MAX];
     pthread_mutex_lock(&srv->adopt_lock);
     int n = srv->n_adopt;
@@ -115,13 +121,13 @@ static void drain_adoptions(ws_server *srv) {
     }
 }
 
-static int engine_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
-                           void *in, size_t len) {
+static int engine_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                           size_t len)
+{
     session *s = user;
     ws_server *srv = lws_context_user(lws_get_context(wsi));
     switch (reason) {
-    case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
-        return uri_is(wsi, "/engine") ? 0 : 1;
+    case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION: return uri_is(wsi, "/engine") ? 0 : 1;
     case LWS_CALLBACK_ESTABLISHED:
         assert(!s->established);
         memset(s, 0, sizeof *s);
@@ -173,14 +179,13 @@ static int engine_callback(struct lws *wsi, enum lws_callback_reasons reason, vo
         ws_reader_free(&s->reader);
         atomic_fetch_sub(&srv->engine_sockets, 1);
         break;
-    default:
-        return ws_common_callback(wsi, reason, user, in, len);
+    default: return ws_common_callback(wsi, reason, user, in, len);
     }
     return 0;
 }
 
-int ws_writeable(struct lws *wsi, ws_outq *q, int closing, int close_code,
-                 const char *close_reason) {
+int ws_writeable(struct lws *wsi, ws_outq *q, int closing, int close_code, const char *close_reason)
+{
     int rc = ws_outq_write(q, wsi);
     if (rc < 0)
         return -1;
@@ -195,7 +200,8 @@ int ws_writeable(struct lws *wsi, ws_outq *q, int closing, int close_code,
 }
 
 int ws_common_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
-                       size_t len) {
+                       size_t len)
+{
     ws_server *srv = lws_context_user(lws_get_context(wsi));
     if (reason == LWS_CALLBACK_EVENT_WAIT_CANCELLED && srv) {
         /* Other threads queued work: adopt sockets, answer woken waits,
@@ -222,14 +228,15 @@ int ws_common_callback(struct lws *wsi, enum lws_callback_reasons reason, void *
     return lws_callback_http_dummy(wsi, reason, user, in, len);
 }
 
-
-static void on_tick(lws_sorted_usec_list_t *sul) {
+static void on_tick(lws_sorted_usec_list_t *sul)
+{
     ws_server *srv = lws_container_of(sul, ws_server, tick);
     hub_tick(srv->h);
     lws_sul_schedule(srv->ctx, 0, &srv->tick, on_tick, TICK_US);
 }
 
-static void *service_main(void *arg) {
+static void *service_main(void *arg)
+{
     ws_server *srv = arg;
     lws_sul_schedule(srv->ctx, 0, &srv->tick, on_tick, TICK_US);
     while (!atomic_load(&srv->stop))
@@ -238,7 +245,8 @@ static void *service_main(void *arg) {
     return NULL;
 }
 
-ws_server *ws_start(hub *h, struct events *ev, const char *token, ippc_error *err) {
+ws_server *ws_start(hub *h, struct events *ev, const char *token, ippc_error *err)
+{
     ws_server *srv = calloc(1, sizeof *srv);
     if (!srv) {
         ippc_error_set(err, ERR_INTERNAL, "out of memory");
@@ -279,7 +287,8 @@ fail:
     return NULL;
 }
 
-void ws_adopt(ws_server *srv, int fd) {
+void ws_adopt(ws_server *srv, int fd)
+{
     pthread_mutex_lock(&srv->adopt_lock);
     int queued = srv->n_adopt < ADOPT_MAX;
     if (queued)
@@ -290,9 +299,13 @@ void ws_adopt(ws_server *srv, int fd) {
     lws_cancel_service(srv->ctx);
 }
 
-int ws_engine_connections(ws_server *srv) { return atomic_load(&srv->engine_sockets); }
+int ws_engine_connections(ws_server *srv)
+{
+    return atomic_load(&srv->engine_sockets);
+}
 
-void ws_stop(ws_server *srv) {
+void ws_stop(ws_server *srv)
+{
     if (!srv)
         return;
     atomic_store(&srv->stop, 1);

@@ -28,18 +28,20 @@ struct ws_wait {
     wait_kind kind;
     uint64_t id;
     json_t *client_id;
-    ws_wait *prev, *next;  /* the session's pending list */
-    ws_wait *ready_next;   /* the server's ready list */
+    ws_wait *prev, *next; /* the session's pending list */
+    ws_wait *ready_next;  /* the server's ready list */
 };
 
 /* ------------------------------------------------------------ sending */
 
 /* The client's id to echo (a new reference), null when it sent none. */
-static json_t *echo_id(const json_t *cid) {
+static json_t *echo_id(const json_t *cid)
+{
     return cid ? json_deep_copy(cid) : json_null();
 }
 
-static void client_send_json(client_session *s, json_t *msg) {
+static void client_send_json(client_session *s, json_t *msg)
+{
     char *text = json_dumps(msg, JSON_COMPACT);
     json_decref(msg);
     if (text) {
@@ -49,19 +51,22 @@ static void client_send_json(client_session *s, json_t *msg) {
     lws_callback_on_writable(s->wsi);
 }
 
-static void reply(client_session *s, const json_t *client_id, int status, json_t *body) {
+static void reply(client_session *s, const json_t *client_id, int status, json_t *body)
+{
     json_t *msg = json_pack("{s:s, s:i, s:o}", "type", "reply", "status", status, "body",
                             body ? body : json_null());
     json_object_set_new(msg, "id", echo_id(client_id));
     client_send_json(s, msg);
 }
 
-static void reply_error(client_session *s, const json_t *client_id, const ippc_error *err) {
+static void reply_error(client_session *s, const json_t *client_id, const ippc_error *err)
+{
     reply(s, client_id, http_status_for(err->code), ippc_error_json(err));
 }
 
 /* events_sink: called with the events lock held, from any thread. */
-static int sink_send(void *conn, const char *text, size_t len) {
+static int sink_send(void *conn, const char *text, size_t len)
+{
     client_session *s = conn;
     pthread_mutex_lock(&s->q.lock);
     size_t queued = s->q.bytes;
@@ -73,7 +78,8 @@ static int sink_send(void *conn, const char *text, size_t len) {
     return 0;
 }
 
-static void sink_cut(void *conn, const char *notice) {
+static void sink_cut(void *conn, const char *notice)
+{
     client_session *s = conn;
     ws_outq_clear(&s->q);
     ws_outq_push_text(&s->q, notice, strlen(notice));
@@ -85,7 +91,8 @@ static void sink_cut(void *conn, const char *notice) {
 
 /* ------------------------------------------------------------ waits */
 
-static void wait_unlink_locked(ws_wait *w) {
+static void wait_unlink_locked(ws_wait *w)
+{
     client_session *s = w->session;
     if (!s)
         return;
@@ -98,13 +105,15 @@ static void wait_unlink_locked(ws_wait *w) {
     w->prev = w->next = NULL;
 }
 
-static void wait_free(ws_wait *w) {
+static void wait_free(ws_wait *w)
+{
     json_decref(w->client_id);
     free(w);
 }
 
 /* Hub wake callback: hub lock held, any thread. */
-static void on_wait_wake(void *arg) {
+static void on_wait_wake(void *arg)
+{
     ws_wait *w = arg;
     ws_server *srv = w->server;
     pthread_mutex_lock(&srv->wait_lock);
@@ -119,12 +128,12 @@ static void on_wait_wake(void *arg) {
     lws_cancel_service(srv->ctx);
 }
 
-static void answer_wait(client_session *s, ws_wait *w) {
+static void answer_wait(client_session *s, ws_wait *w)
+{
     ippc_error err = {0};
     int done = 0;
-    json_t *body = w->kind == WAIT_REQUEST
-                       ? hub_request_json(s->server->h, w->id, &done, &err)
-                       : hub_task_json(s->server->h, w->id, &done, &err);
+    json_t *body = w->kind == WAIT_REQUEST ? hub_request_json(s->server->h, w->id, &done, &err)
+                                           : hub_task_json(s->server->h, w->id, &done, &err);
     if (!body)
         reply_error(s, w->client_id, &err);
     else
@@ -132,7 +141,8 @@ static void answer_wait(client_session *s, ws_wait *w) {
 }
 
 /* Service thread: answers every wait that woke. */
-void ws_client_drain_ready(ws_server *srv) {
+void ws_client_drain_ready(ws_server *srv)
+{
     pthread_mutex_lock(&srv->wait_lock);
     ws_wait *w = srv->ready;
     srv->ready = NULL;
@@ -156,7 +166,8 @@ void ws_client_drain_ready(ws_server *srv) {
     }
 }
 
-void ws_client_free_ready(ws_server *srv) {
+void ws_client_free_ready(ws_server *srv)
+{
     while (srv->ready) {
         ws_wait *w = srv->ready;
         srv->ready = w->ready_next;
@@ -165,8 +176,9 @@ void ws_client_free_ready(ws_server *srv) {
 }
 
 /* Waits for a request or task, or answers at once when it is done. */
-static void wait_or_reply(client_session *s, wait_kind kind, uint64_t id,
-                          const json_t *client_id, double seconds) {
+static void wait_or_reply(client_session *s, wait_kind kind, uint64_t id, const json_t *client_id,
+                          double seconds)
+{
     ws_wait *w = calloc(1, sizeof *w);
     if (!w) {
         ippc_error err;
@@ -207,24 +219,30 @@ typedef struct view_op {
 } view_op;
 
 static const view_op view_ops[] = {
-    {"execute", HUB_OP_EXECUTE}, {"run", HUB_OP_RUN},     {"push", HUB_OP_PUSH},
+    {"execute", HUB_OP_EXECUTE}, {"run", HUB_OP_RUN},         {"push", HUB_OP_PUSH},
     {"pull", HUB_OP_PULL_MANY},  {"scatter", HUB_OP_SCATTER}, {"gather", HUB_OP_GATHER},
-    {"apply", HUB_OP_APPLY},     {"load", HUB_OP_LOAD},   {"reset", HUB_OP_RESET},
+    {"apply", HUB_OP_APPLY},     {"load", HUB_OP_LOAD},       {"reset", HUB_OP_RESET},
 };
 
-static double msg_seconds(const json_t *msg, const char *key) {
+static double msg_seconds(const json_t *msg, const char *key)
+{
     json_t *v = json_object_get(msg, key);
     return json_is_number(v) && json_number_value(v) > 0 ? json_number_value(v) : 0;
 }
 
-static int msg_block(const json_t *msg) { return !json_is_false(json_object_get(msg, "block")); }
+static int msg_block(const json_t *msg)
+{
+    return !json_is_false(json_object_get(msg, "block"));
+}
 
-static uint64_t msg_id(const json_t *msg, const char *key) {
+static uint64_t msg_id(const json_t *msg, const char *key)
+{
     json_t *v = json_object_get(msg, key);
     return json_is_integer(v) && json_integer_value(v) > 0 ? (uint64_t)json_integer_value(v) : 0;
 }
 
-static void op_view(client_session *s, const json_t *msg, const json_t *cid, hub_op op) {
+static void op_view(client_session *s, const json_t *msg, const json_t *cid, hub_op op)
+{
     const char *targets = json_string_value(json_object_get(msg, "targets"));
     const char *format = json_string_value(json_object_get(msg, "format"));
     hub_call call = {.op = op,
@@ -232,7 +250,7 @@ static void op_view(client_session *s, const json_t *msg, const json_t *cid, hub
                      .body = msg,
                      .name = json_string_value(json_object_get(msg, "name")),
                      .format = format && strcmp(format, "typed") == 0 ? VALUE_FORMAT_TYPED
-                                                                     : VALUE_FORMAT_LIST};
+                                                                      : VALUE_FORMAT_LIST};
     ippc_error err = {0};
     uint64_t id = hub_submit(s->server->h, &call, &err);
     if (!id) {
@@ -249,14 +267,16 @@ static void op_view(client_session *s, const json_t *msg, const json_t *cid, hub
 
 /* Answers a hub call that returned a body or NULL + err. */
 static void answer(client_session *s, const json_t *cid, int status, json_t *body,
-                   const ippc_error *err) {
+                   const ippc_error *err)
+{
     if (body)
         reply(s, cid, status, body);
     else
         reply_error(s, cid, err);
 }
 
-static void op_other(client_session *s, const char *op, const json_t *msg, const json_t *cid) {
+static void op_other(client_session *s, const char *op, const json_t *msg, const json_t *cid)
+{
     hub *h = s->server->h;
     ippc_error err = {0};
     if (strcmp(op, "interrupt") == 0) {
@@ -275,8 +295,8 @@ static void op_other(client_session *s, const char *op, const json_t *msg, const
         if (!id)
             reply_error(s, cid, &err);
         else if (!msg_block(msg))
-            reply(s, cid, 202, json_pack("{s:I, s:s}", "request", (json_int_t)id, "status",
-                                         "pending"));
+            reply(s, cid, 202,
+                  json_pack("{s:I, s:s}", "request", (json_int_t)id, "status", "pending"));
         else
             wait_or_reply(s, WAIT_REQUEST, id, cid, msg_seconds(msg, "timeout"));
     } else if (strcmp(op, "abort") == 0) {
@@ -300,7 +320,8 @@ static void op_other(client_session *s, const char *op, const json_t *msg, const
     }
 }
 
-static void on_client_message(client_session *s, json_t *msg) {
+static void on_client_message(client_session *s, json_t *msg)
+{
     const char *op = json_string_value(json_object_get(msg, "op"));
     const json_t *cid = json_object_get(msg, "id");
     ippc_error err = {0};
@@ -311,9 +332,9 @@ static void on_client_message(client_session *s, json_t *msg) {
         return;
     }
     if (strcmp(op, "subscribe") == 0 || strcmp(op, "unsubscribe") == 0) {
-        json_t *ans = s->ec ? events_client_subscribe(s->server->events, s->ec, msg,
-                                                      op[0] == 'u', &err)
-                            : NULL;
+        json_t *ans =
+            s->ec ? events_client_subscribe(s->server->events, s->ec, msg, op[0] == 'u', &err)
+                  : NULL;
         if (ans) {
             json_object_set_new(ans, "id", echo_id(cid));
             client_send_json(s, ans);
@@ -350,7 +371,8 @@ static void on_client_message(client_session *s, json_t *msg) {
 /* ------------------------------------------------------------ lws */
 
 /* The token from Authorization, ?token= or a Sec-WebSocket-Protocol entry. */
-static int client_authorized(struct lws *wsi, const char *want) {
+static int client_authorized(struct lws *wsi, const char *want)
+{
     char buf[512];
     if (lws_hdr_copy(wsi, buf, sizeof buf, WSI_TOKEN_HTTP_AUTHORIZATION) > 7 &&
         strncmp(buf, "Bearer ", 7) == 0 && secret_equal(buf + 7, want))
@@ -368,7 +390,8 @@ static int client_authorized(struct lws *wsi, const char *want) {
 }
 
 int ws_client_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
-                       size_t len) {
+                       size_t len)
+{
     client_session *s = user;
     ws_server *srv = lws_context_user(lws_get_context(wsi));
     switch (reason) {
@@ -414,8 +437,8 @@ int ws_client_callback(struct lws *wsi, enum lws_callback_reasons reason, void *
         ippc_error err = {0};
         if (lws_frame_is_binary(wsi) && lws_is_first_fragment(wsi) && !s->reader.pending) {
             /* Binary frames only follow a message that announces them. */
-            client_send_json(s, json_pack("{s:s, s:{s:s, s:s}}", "type", "error", "error",
-                                          "code", ERR_BAD_REQUEST, "message",
+            client_send_json(s, json_pack("{s:s, s:{s:s, s:s}}", "type", "error", "error", "code",
+                                          ERR_BAD_REQUEST, "message",
                                           "binary frames are not accepted here"));
             s->skip_binary = 1;
         }
@@ -427,8 +450,8 @@ int ws_client_callback(struct lws *wsi, enum lws_callback_reasons reason, void *
         int rc = ws_reader_feed(&s->reader, wsi, in, len, &msg, &blobs, &err);
         if (rc < 0) {
             int too_big = strcmp(err.code, ERR_TOO_LARGE) == 0;
-            client_send_json(s, json_pack("{s:s, s:{s:s, s:s}}", "type", "error", "error",
-                                          "code", err.code, "message", err.message));
+            client_send_json(s, json_pack("{s:s, s:{s:s, s:s}}", "type", "error", "error", "code",
+                                          err.code, "message", err.message));
             if (too_big) {
                 s->close_code = LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE;
                 snprintf(s->close_reason, sizeof s->close_reason, "message too large");
@@ -470,8 +493,7 @@ int ws_client_callback(struct lws *wsi, enum lws_callback_reasons reason, void *
         ws_outq_destroy(&s->q);
         ws_reader_free(&s->reader);
         break;
-    default:
-        return ws_common_callback(wsi, reason, user, in, len);
+    default: return ws_common_callback(wsi, reason, user, in, len);
     }
     return 0;
 }
