@@ -1,10 +1,12 @@
-/* ws.c — engine sockets over libwebsockets (see ws.h).
+/* ws.c — engine sockets over libwebsockets, and the service thread (see ws.h).
  *
  * Per connection: an outbound queue (filled by the hub from any thread, drained
- * in SERVER_WRITEABLE) and a reader that reassembles messages.  The hub keeps a
- * pointer to the session only while the engine is live; CLOSED tells the hub
- * first (under its lock) and frees the session after, so the hub never sees a
- * freed session.
+ * in SERVER_WRITEABLE) and a reader that reassembles messages, charging what
+ * it holds to the connection's budget account.  The hub keeps a pointer to the
+ * session only while the engine is live; CLOSED tells the hub first (under its
+ * lock) and frees the session after, so the hub never sees a freed session.
+ * Until its register message, a socket is only given ENGINE_REGISTER_TIMEOUT_S
+ * (an lws timeout, cleared on registration).
  */
 #include "ws.h"
 
@@ -15,6 +17,7 @@
 
 #include "events.h"
 #include "proto.h"
+#include "secret.h"
 #include "ws_internal.h"
 
 #define TICK_US (200 * LWS_US_PER_MS)
@@ -24,6 +27,7 @@ typedef struct engine_session session;
 struct engine_session {
     struct lws *wsi;
     ws_server *server;
+    budget_account in_account; /* the message being received */
     ws_outq q;
     ws_reader reader;
     int established; /* set by ESTABLISHED: lws zeroes the session when it binds
@@ -86,6 +90,7 @@ static void on_message(session *s, json_t *msg, ippc_blobs *blobs)
     json_decref(msg);
     blobs_free(blobs);
     if (s->engine_id >= 0) {
+        lws_set_timeout(s->wsi, NO_PENDING_TIMEOUT, 0);
         lwsl_user("engine %d registered\n", id);
         send_now(s, json_pack("{s:s, s:i, s:i}", "type", "registered", "id", id, "heartbeat_period",
                               IPPC_HEARTBEAT_PERIOD_MS));
@@ -97,12 +102,20 @@ static void on_message(session *s, json_t *msg, ippc_blobs *blobs)
     }
 }
 
-static int uri_is(struct lws *wsi, const char *path)
+int ws_uri_is(struct lws *wsi, const char *path)
 {
     char uri[256];
     if (lws_hdr_copy(wsi, uri, sizeof uri, WSI_TOKEN_GET_URI) <= 0)
         return 0;
     return strcmp(uri, path) == 0;
+}
+
+/* The acceptor checked the key already; a second look costs nothing. */
+static int engine_authorized(struct lws *wsi, const char *key)
+{
+    char buf[512];
+    int n = lws_hdr_copy(wsi, buf, sizeof buf, WSI_TOKEN_HTTP_AUTHORIZATION);
+    return n > 0 && secret_bearer_equal(buf, (size_t)n, key);
 }
 
 static void drain_adoptions(ws_server *srv)
@@ -127,7 +140,14 @@ static int engine_callback(struct lws *wsi, enum lws_callback_reasons reason, vo
     session *s = user;
     ws_server *srv = lws_context_user(lws_get_context(wsi));
     switch (reason) {
-    case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION: return uri_is(wsi, "/engine") ? 0 : 1;
+    case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
+        if (!ws_uri_is(wsi, "/engine"))
+            return 1;
+        if (!engine_authorized(wsi, srv->engine_key)) {
+            lws_return_http_status(wsi, HTTP_STATUS_UNAUTHORIZED, NULL);
+            return 1;
+        }
+        return 0;
     case LWS_CALLBACK_ESTABLISHED:
         assert(!s->established);
         memset(s, 0, sizeof *s);
@@ -135,8 +155,12 @@ static int engine_callback(struct lws *wsi, enum lws_callback_reasons reason, vo
         s->wsi = wsi;
         s->server = srv;
         s->engine_id = -1;
+        /* Engines are authenticated: their cap is the protocol's, but what
+         * they make us hold still comes out of the process-wide budget. */
+        budget_account_init(&s->in_account, srv->budget, 0);
         ws_outq_init(&s->q);
-        ws_reader_init(&s->reader, IPPC_MAX_WS_MESSAGE);
+        ws_reader_init(&s->reader, IPPC_MAX_WS_MESSAGE, &s->in_account);
+        lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, ENGINE_REGISTER_TIMEOUT_S);
         s->next = srv->sessions;
         if (srv->sessions)
             srv->sessions->prev = s;
@@ -151,7 +175,11 @@ static int engine_callback(struct lws *wsi, enum lws_callback_reasons reason, vo
         ippc_error err = {0};
         int rc = ws_reader_feed(&s->reader, wsi, in, len, &msg, &blobs, &err);
         if (rc < 0) {
+            /* An engine that sends what it should not is not trusted further. */
+            int code = ws_reader_fatal(&s->reader, &err);
             lwsl_warn("engine %d: %s\n", s->engine_id, err.message);
+            lws_close_reason(wsi, (enum lws_close_status)(code ? code : 1008),
+                             (unsigned char *)err.message, strnlen(err.message, 120));
             return -1;
         }
         if (rc == 1)
@@ -177,6 +205,7 @@ static int engine_callback(struct lws *wsi, enum lws_callback_reasons reason, vo
             s->next->prev = s->prev;
         ws_outq_destroy(&s->q);
         ws_reader_free(&s->reader);
+        budget_account_release(&s->in_account);
         atomic_fetch_sub(&srv->engine_sockets, 1);
         break;
     default: return ws_common_callback(wsi, reason, user, in, len);
@@ -245,7 +274,7 @@ static void *service_main(void *arg)
     return NULL;
 }
 
-ws_server *ws_start(hub *h, struct events *ev, const char *token, ippc_error *err)
+ws_server *ws_start(hub *h, struct events *ev, const ws_config *cfg, ippc_error *err)
 {
     ws_server *srv = calloc(1, sizeof *srv);
     if (!srv) {
@@ -254,7 +283,16 @@ ws_server *ws_start(hub *h, struct events *ev, const char *token, ippc_error *er
     }
     srv->h = h;
     srv->events = ev;
-    srv->token = strdup(token ? token : "");
+    srv->token = strdup(cfg->token ? cfg->token : "");
+    srv->engine_key = strdup(cfg->engine_key ? cfg->engine_key : "");
+    srv->budget = cfg->budget;
+    if (!srv->token || !srv->engine_key) {
+        free(srv->token);
+        free(srv->engine_key);
+        free(srv);
+        ippc_error_set(err, ERR_INTERNAL, "out of memory");
+        return NULL;
+    }
     pthread_mutex_init(&srv->adopt_lock, NULL);
     pthread_mutex_init(&srv->wait_lock, NULL);
     lws_set_log_level(LLL_ERR | LLL_WARN, NULL);
@@ -265,6 +303,10 @@ ws_server *ws_start(hub *h, struct events *ev, const char *token, ippc_error *er
     info.port = CONTEXT_PORT_NO_LISTEN_SERVER;
     info.user = srv;
     info.timeout_secs = 20;
+    /* lws keeps the head in a table of this many bytes: as big as the head
+     * the acceptor lets through, or lws would drop a head the acceptor
+     * passed (a browser's cookies can be long). */
+    info.max_http_header_data = IPPC_MAX_REQUEST_HEAD;
     srv->ctx = lws_create_context(&info);
     if (!srv->ctx)
         goto fail;
@@ -283,12 +325,14 @@ fail:
     pthread_mutex_destroy(&srv->adopt_lock);
     pthread_mutex_destroy(&srv->wait_lock);
     free(srv->token);
+    free(srv->engine_key);
     free(srv);
     return NULL;
 }
 
-void ws_adopt(ws_server *srv, int fd)
+void ws_adopt(ws_server *srv, int fd, int client)
 {
+    (void)client;
     pthread_mutex_lock(&srv->adopt_lock);
     int queued = srv->n_adopt < ADOPT_MAX;
     if (queued)
@@ -320,5 +364,6 @@ void ws_stop(ws_server *srv)
     ws_client_free_ready(srv);
     pthread_mutex_destroy(&srv->wait_lock);
     free(srv->token);
+    free(srv->engine_key);
     free(srv);
 }

@@ -40,14 +40,54 @@ static json_t *echo_id(const json_t *cid)
     return cid ? json_deep_copy(cid) : json_null();
 }
 
+/* Queues a short notice that does not count against the budget: the message
+ * that says why something was refused must get out.  An id too big for a
+ * notice is left out. */
+static void client_send_notice(client_session *s, json_t *notice)
+{
+    char *text = json_dumps(notice, JSON_COMPACT);
+    if (text && strlen(text) > 4096 && json_object_get(notice, "id")) {
+        free(text);
+        json_object_set_new(notice, "id", json_null());
+        text = json_dumps(notice, JSON_COMPACT);
+    }
+    json_decref(notice);
+    if (text && strlen(text) <= 4096)
+        ws_outq_push_notice(&s->q, text, strlen(text));
+    free(text);
+    lws_callback_on_writable(s->wsi);
+}
+
+static void client_send_error(client_session *s, const ippc_error *err)
+{
+    json_t *body = ippc_error_json(err);
+    client_send_notice(
+        s, json_pack("{s:s, s:O}", "type", "error", "error", json_object_get(body, "error")));
+    json_decref(body);
+}
+
+/* Queues a message, charged to the client's output budget.  When the budget
+ * refuses it, the client gets an error in its place: a reply with the same id
+ * and the error's status, or an error message. */
 static void client_send_json(client_session *s, json_t *msg)
 {
+    ippc_error err = {0};
     char *text = json_dumps(msg, JSON_COMPACT);
-    json_decref(msg);
-    if (text) {
-        ws_outq_push_text(&s->q, text, strlen(text));
-        free(text);
+    if (!text)
+        ippc_error_set(&err, ERR_INTERNAL, "out of memory");
+    if (!text || ws_outq_push_text(&s->q, text, strlen(text), &err) < 0) {
+        const char *type = json_string_value(json_object_get(msg, "type"));
+        if (type && strcmp(type, "reply") == 0) {
+            json_t *notice = json_pack("{s:s, s:i, s:o}", "type", "reply", "status",
+                                       http_status_for(err.code), "body", ippc_error_json(&err));
+            json_object_set(notice, "id", json_object_get(msg, "id"));
+            client_send_notice(s, notice);
+        } else {
+            client_send_error(s, &err);
+        }
     }
+    free(text);
+    json_decref(msg);
     lws_callback_on_writable(s->wsi);
 }
 
@@ -73,7 +113,13 @@ static int sink_send(void *conn, const char *text, size_t len)
     pthread_mutex_unlock(&s->q.lock);
     if (queued > CLIENT_SEND_LIMIT)
         return -1;
-    ws_outq_push_text(&s->q, text, len);
+    ippc_error err = {0};
+    if (ws_outq_push_text(&s->q, text, len, &err) < 0) {
+        /* Not this client's slowness: the controller as a whole is out of
+         * budget.  The cut that follows says so. */
+        atomic_store(&s->overloaded, 1);
+        return -1;
+    }
     lws_cancel_service(s->server->ctx);
     return 0;
 }
@@ -82,9 +128,19 @@ static void sink_cut(void *conn, const char *notice)
 {
     client_session *s = conn;
     ws_outq_clear(&s->q);
-    ws_outq_push_text(&s->q, notice, strlen(notice));
-    s->close_code = LWS_CLOSE_STATUS_POLICY_VIOLATION;
-    snprintf(s->close_reason, sizeof s->close_reason, "slow consumer");
+    if (atomic_load(&s->overloaded)) {
+        static const char overloaded[] =
+            "{\"type\":\"error\",\"error\":{\"code\":\"" ERR_OVERLOADED
+            "\",\"message\":\"the controller's memory budget is spent: events for this "
+            "client cannot be queued; it is disconnected (reconnect and resume later)\"}}";
+        ws_outq_push_notice(&s->q, overloaded, strlen(overloaded));
+        s->close_code = 1013; /* Try Again Later (RFC 6455 section 11.7, IANA) */
+        snprintf(s->close_reason, sizeof s->close_reason, "overloaded");
+    } else {
+        ws_outq_push_notice(&s->q, notice, strlen(notice));
+        s->close_code = LWS_CLOSE_STATUS_POLICY_VIOLATION;
+        snprintf(s->close_reason, sizeof s->close_reason, "slow consumer");
+    }
     atomic_store(&s->close_requested, 1);
     lws_cancel_service(s->server->ctx);
 }
@@ -370,23 +426,29 @@ static void on_client_message(client_session *s, json_t *msg)
 
 /* ------------------------------------------------------------ lws */
 
-/* The token from Authorization, ?token= or a Sec-WebSocket-Protocol entry. */
+/* The token from Authorization, ?token= or a Sec-WebSocket-Protocol entry.
+ * The acceptor checked it already; this second look costs nothing. */
 static int client_authorized(struct lws *wsi, const char *want)
 {
     char buf[512];
-    if (lws_hdr_copy(wsi, buf, sizeof buf, WSI_TOKEN_HTTP_AUTHORIZATION) > 7 &&
-        strncmp(buf, "Bearer ", 7) == 0 && secret_equal(buf + 7, want))
+    int n = lws_hdr_copy(wsi, buf, sizeof buf, WSI_TOKEN_HTTP_AUTHORIZATION);
+    if (n > 0 && secret_bearer_equal(buf, (size_t)n, want))
         return 1;
     const char *arg = lws_get_urlarg_by_name(wsi, "token=", buf, sizeof buf);
-    if (arg && secret_equal(arg, want))
+    if (arg && secret_equal_n(arg, strlen(arg), want))
         return 1;
-    if (lws_hdr_copy(wsi, buf, sizeof buf, WSI_TOKEN_PROTOCOL) > 0) {
-        char *save = NULL;
-        for (char *p = strtok_r(buf, ", ", &save); p; p = strtok_r(NULL, ", ", &save))
-            if (strncmp(p, "ippc.token.", 11) == 0 && secret_equal(p + 11, want))
-                return 1;
+    n = lws_hdr_copy(wsi, buf, sizeof buf, WSI_TOKEN_PROTOCOL);
+    return n > 0 && secret_protocol_token_equal(buf, (size_t)n, want);
+}
+
+static const char *close_reason_for(int code)
+{
+    switch (code) {
+    case 1002: return "protocol error";
+    case 1009: return "message too large";
+    case 1013: return "overloaded";
+    default: return "internal error";
     }
-    return 0;
 }
 
 int ws_client_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
@@ -395,24 +457,28 @@ int ws_client_callback(struct lws *wsi, enum lws_callback_reasons reason, void *
     client_session *s = user;
     ws_server *srv = lws_context_user(lws_get_context(wsi));
     switch (reason) {
-    case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION: {
-        char uri[256];
-        if (lws_hdr_copy(wsi, uri, sizeof uri, WSI_TOKEN_GET_URI) <= 0 || strcmp(uri, "/ws") != 0)
+    case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
+        if (!ws_uri_is(wsi, "/ws"))
             return 1;
         if (!client_authorized(wsi, srv->token)) {
             lws_return_http_status(wsi, HTTP_STATUS_UNAUTHORIZED, NULL);
             return 1;
         }
         return 0;
-    }
     case LWS_CALLBACK_ESTABLISHED: {
         assert(!s->established);
         memset(s, 0, sizeof *s);
         s->established = 1;
         s->wsi = wsi;
         s->server = srv;
+        /* The message cap is the reader's (CLIENT_MAX_MESSAGE); output has
+         * no cap of its own (a reply is as big as its REST answer) beyond the
+         * slow-consumer limit on events; both draw on the budget. */
+        budget_account_init(&s->in_account, srv->budget, 0);
+        budget_account_init(&s->out_account, srv->budget, 0);
         ws_outq_init(&s->q);
-        ws_reader_init(&s->reader, CLIENT_MAX_MESSAGE);
+        ws_outq_set_account(&s->q, &s->out_account);
+        ws_reader_init(&s->reader, CLIENT_MAX_MESSAGE, &s->in_account);
         s->next = srv->clients;
         if (srv->clients)
             srv->clients->prev = s;
@@ -422,43 +488,39 @@ int ws_client_callback(struct lws *wsi, enum lws_callback_reasons reason, void *
         /* The snapshot goes first, ahead of any event queued since. */
         char *text = json_dumps(snap, JSON_COMPACT);
         json_decref(snap);
-        if (text) {
-            ws_outq_push_front_text(&s->q, text, strlen(text));
-            free(text);
+        ippc_error err = {0};
+        if (!text || ws_outq_push_front_text(&s->q, text, strlen(text), &err) < 0) {
+            if (!text)
+                ippc_error_set(&err, ERR_INTERNAL, "out of memory");
+            client_send_error(s, &err);
+            s->close_code = strcmp(err.code, ERR_OVERLOADED) == 0 ? 1013 : 1011;
+            snprintf(s->close_reason, sizeof s->close_reason, "%s",
+                     close_reason_for(s->close_code));
+            atomic_store(&s->close_requested, 1);
         }
+        free(text);
         lws_callback_on_writable(wsi);
         break;
     }
     case LWS_CALLBACK_RECEIVE: {
         assert(s->established); /* lws only reads frames on an open WebSocket */
+        if (atomic_load(&s->close_requested))
+            break; /* closing: what still arrives is dropped unread */
         json_t *msg = NULL;
         ippc_blobs blobs;
         blobs_init(&blobs);
         ippc_error err = {0};
-        if (lws_frame_is_binary(wsi) && lws_is_first_fragment(wsi) && !s->reader.pending) {
-            /* Binary frames only follow a message that announces them. */
-            client_send_json(s, json_pack("{s:s, s:{s:s, s:s}}", "type", "error", "error", "code",
-                                          ERR_BAD_REQUEST, "message",
-                                          "binary frames are not accepted here"));
-            s->skip_binary = 1;
-        }
-        if (s->skip_binary) {
-            if (lws_is_final_fragment(wsi) && !lws_remaining_packet_payload(wsi))
-                s->skip_binary = 0;
-            break;
-        }
         int rc = ws_reader_feed(&s->reader, wsi, in, len, &msg, &blobs, &err);
         if (rc < 0) {
-            int too_big = strcmp(err.code, ERR_TOO_LARGE) == 0;
-            client_send_json(s, json_pack("{s:s, s:{s:s, s:s}}", "type", "error", "error", "code",
-                                          err.code, "message", err.message));
-            if (too_big) {
-                s->close_code = LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE;
-                snprintf(s->close_reason, sizeof s->close_reason, "message too large");
+            /* The reader dropped the message (and skips the rest of it);
+             * some refusals end the connection too. */
+            client_send_error(s, &err);
+            int code = ws_reader_fatal(&s->reader, &err);
+            if (code) {
+                s->close_code = code;
+                snprintf(s->close_reason, sizeof s->close_reason, "%s", close_reason_for(code));
                 atomic_store(&s->close_requested, 1);
             }
-            ws_reader_free(&s->reader);
-            ws_reader_init(&s->reader, CLIENT_MAX_MESSAGE);
             break;
         }
         if (rc == 1) {
@@ -492,6 +554,8 @@ int ws_client_callback(struct lws *wsi, enum lws_callback_reasons reason, void *
             s->next->prev = s->prev;
         ws_outq_destroy(&s->q);
         ws_reader_free(&s->reader);
+        budget_account_release(&s->in_account);
+        budget_account_release(&s->out_account);
         break;
     default: return ws_common_callback(wsi, reason, user, in, len);
     }
