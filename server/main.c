@@ -7,6 +7,8 @@
  *   mhd       — libmicrohttpd's polling thread: every REST handler.
  *   lws       — the libwebsockets service thread: engine sockets, client
  *               streams (/ws), hub_tick every 200 ms.
+ *   wsguard   — relays /ws sockets to lws and closes unmasked client frames
+ *               (server/wsguard.h).
  *   store     — the task store's writer thread (store.c): batched SQLite
  *               transactions, off every request path.
  * Shared state lives in the hub behind its one mutex.  Smaller locks, always
@@ -252,7 +254,7 @@ static void route_http(void *arg, int fd, const struct sockaddr *addr, socklen_t
 
 static void route_ws(void *arg, int fd, const acceptor_verdict *v)
 {
-    ws_adopt(((void **)arg)[1], fd, v->kind == ACCEPTOR_WS_CLIENT);
+    ws_adopt(((void **)arg)[1], fd, v->kind == ACCEPTOR_WS_CLIENT, v->head_len);
 }
 
 /* Waiting connections, engines and clients all hold descriptors: take what

@@ -21,6 +21,8 @@
 #include "ws_internal.h"
 
 #define TICK_US (200 * LWS_US_PER_MS)
+/* How long a connection being closed may take to read what is still sent. */
+#define CLOSE_FLUSH_TIMEOUT_S 30
 
 typedef struct engine_session session;
 
@@ -220,6 +222,13 @@ int ws_writeable(struct lws *wsi, ws_outq *q, int closing, int close_code, const
         return -1;
     if (rc > 0) {
         lws_callback_on_writable(wsi);
+    } else if (closing && lws_partial_buffered(wsi)) {
+        /* lws still holds part of what was written (the peer reads
+         * slowly): closing now would drop it — the notice saying why
+         * included.  Close on a later WRITEABLE, once it is out, or
+         * when a peer that stopped reading runs out of time. */
+        lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, CLOSE_FLUSH_TIMEOUT_S);
+        lws_callback_on_writable(wsi);
     } else if (closing) {
         lws_close_reason(wsi, (enum lws_close_status)close_code, (unsigned char *)close_reason,
                          strlen(close_reason));
@@ -315,11 +324,15 @@ ws_server *ws_start(hub *h, struct events *ev, const ws_config *cfg, ippc_error 
     srv->vhost = lws_create_vhost(srv->ctx, &info);
     if (!srv->vhost)
         goto fail;
+    srv->guard = wsguard_start(err);
+    if (!srv->guard)
+        goto fail;
     if (pthread_create(&srv->thread, NULL, service_main, srv) != 0)
         goto fail;
     return srv;
 fail:
     ippc_error_set(err, ERR_INTERNAL, "cannot start the WebSocket service");
+    wsguard_stop(srv->guard);
     if (srv->ctx)
         lws_context_destroy(srv->ctx);
     pthread_mutex_destroy(&srv->adopt_lock);
@@ -330,9 +343,14 @@ fail:
     return NULL;
 }
 
-void ws_adopt(ws_server *srv, int fd, int client)
+void ws_adopt(ws_server *srv, int fd, int client, size_t head_len)
 {
-    (void)client;
+    if (client) {
+        /* lws gets the relay's end; the relay keeps the client's socket. */
+        fd = wsguard_add(srv->guard, fd, head_len);
+        if (fd < 0)
+            return;
+    }
     pthread_mutex_lock(&srv->adopt_lock);
     int queued = srv->n_adopt < ADOPT_MAX;
     if (queued)
@@ -356,6 +374,7 @@ void ws_stop(ws_server *srv)
     lws_cancel_service(srv->ctx);
     pthread_join(srv->thread, NULL);
     lws_context_destroy(srv->ctx);
+    wsguard_stop(srv->guard);
     pthread_mutex_lock(&srv->adopt_lock);
     for (int i = 0; i < srv->n_adopt; i++)
         close(srv->adopt_fds[i]);

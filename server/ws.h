@@ -12,9 +12,9 @@
  * "overloaded" error and close 1013 when the budget is spent).
  *
  * Threads: ws_start creates the lws service thread, which owns every lws
- * object.  ws_adopt and ws_stop may be called from any thread; they queue work
- * and wake the service loop with lws_cancel_service.  The service thread also
- * runs hub_tick every 200 ms.
+ * object, and the /ws relay's thread (wsguard.h).  ws_adopt and ws_stop may be called from any
+ * thread; they queue work and wake the service loop with lws_cancel_service.  The service thread
+ * also runs hub_tick every 200 ms.
  */
 #ifndef IPPC_WS_H
 #define IPPC_WS_H
@@ -37,10 +37,11 @@ typedef struct ws_config {
 } ws_config;
 
 ws_server *ws_start(hub *h, struct events *ev, const ws_config *cfg, ippc_error *err);
-/* Hands over an accepted socket whose request head the acceptor checked
- * (acceptor.h): an authenticated upgrade to /ws (client = 1) or /engine.  The
- * head is still unread on the socket.  The socket is closed on failure. */
-void ws_adopt(ws_server *s, int fd, int client);
+/* Hands over an accepted socket whose request head (head_len bytes, still
+ * unread) the acceptor checked (acceptor.h): an authenticated upgrade to /ws
+ * (client = 1) or /engine.  A /ws socket reaches lws through the relay of
+ * wsguard.h.  The socket is closed on failure. */
+void ws_adopt(ws_server *s, int fd, int client, size_t head_len);
 /* Number of engine sockets still open (for a graceful shutdown). */
 int ws_engine_connections(ws_server *s);
 void ws_stop(ws_server *s);

@@ -10,6 +10,7 @@
 
 #include "hub.h"
 #include "ws.h"
+#include "wsguard.h"
 
 #define ADOPT_MAX 1024
 
@@ -42,6 +43,7 @@ struct ws_server {
     char *token;
     char *engine_key;
     budget *budget;
+    wsguard *guard; /* relays /ws sockets (its own thread) */
     struct lws_context *ctx;
     struct lws_vhost *vhost;
     pthread_t thread;

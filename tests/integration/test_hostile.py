@@ -464,6 +464,46 @@ def test_ws_overloaded(_unused=None):
     return notes
 
 
+# ---------------------------------------------------------------- item 6
+
+def test_unmasked_frames_closed_1002(c):
+    """Client frames must be masked (RFC 6455 5.1): an unmasked one — text,
+    binary or control — closes the connection with 1002 and is not acted on;
+    a reply being sent when it comes is finished first (the client must see
+    whole frames and then the close)."""
+    for what, opcode, payload in (("an unmasked text frame", OP_TEXT, b'{"op":"ping","id":"u"}'),
+                                  ("an unmasked binary frame", OP_BINARY, b"\x00" * 10),
+                                  ("an unmasked ping", 0x9, b"p")):
+        s = Stream(c)
+        try:
+            s.ws.send_frame(opcode, payload, mask=False)
+            got, closed = read_until_closed(s.ws, 30)
+            check(isinstance(closed, Closed) and closed.code == 1002,
+                  "%s: the socket is closed with 1002: %r (after %s)"
+                  % (what, closed, [m.get("type") for m in got][:5]))
+            check(not [m for m in got if m.get("type") == "pong"],
+                  "%s: the unmasked frame was acted on: %s" % (what, got))
+        finally:
+            s.ws.abort()
+    # While a big reply is on its way.
+    expect(c.api.post("/api/v1/views/0/execute",
+                      {"code": "hostile_big = string.rep('x', 3000000)"}), 200, "make a big value")
+    s = Stream(c)
+    try:
+        s.ws.send_json({"op": "pull", "id": "big", "targets": "0", "names": ["hostile_big"]})
+        time.sleep(0.05)
+        s.ws.send_frame(OP_TEXT, b'{"op":"ping"}', mask=False)
+        got, closed = read_until_closed(s.ws, 60)
+        check(isinstance(closed, Closed) and closed.code == 1002,
+              "with a reply in flight: closed with 1002 after whole frames: %r (after %s)"
+              % (closed, [m.get("type") for m in got][:8]))
+    finally:
+        s.ws.abort()
+    expect(c.api.post("/api/v1/views/0/execute", {"code": "hostile_big = nil"}), 200,
+           "drop the big value")
+    still_served(c, "after unmasked frames")
+
+
 TESTS = [
     ("hostile_engine_subprotocol_without_key", test_engine_subprotocol_without_key, "shared"),
     ("hostile_refused_upgrade_keeps_streams", test_refused_upgrade_keeps_streams, "shared"),
@@ -471,6 +511,7 @@ TESTS = [
     ("hostile_unregistered_engine_socket_closed", test_unregistered_engine_socket_closed,
      "shared"),
     ("hostile_ws_message_limit", test_ws_message_limit, "shared"),
+    ("hostile_unmasked_frames_closed_1002", test_unmasked_frames_closed_1002, "shared"),
     ("hostile_silent_flood", test_silent_flood, "own"),
     ("hostile_ws_overloaded", test_ws_overloaded, "own"),
 ]
