@@ -1,7 +1,15 @@
-/* ws_client.c — the client stream /ws (docs/streams.md): authentication,
- * the snapshot, subscriptions, resume, and the request channel.  Every
- * operation is a hub call, as in http_api.c; this file only turns messages
- * into those calls and answers into reply messages.
+/* ws_client.c — the client stream /ws (docs/streams.md): the snapshot,
+ * subscriptions, resume, and the request channel.  Every operation is a hub
+ * call, as in http_api.c; this file only turns messages into those calls and
+ * answers into reply messages.
+ *
+ * The acceptor authenticated the upgrade already; FILTER checks the token
+ * again.  Memory: the reader's message and the queued output are charged to
+ * the session's two budget accounts (in_account, out_account); a refusal is
+ * told to the client with a short uncharged notice, then, when the reader or
+ * the events say so, the socket is closed with the matching code (1002,
+ * 1008, 1009, 1011, 1013).  Frames reach lws through wsguard.c, which has
+ * already closed the connection on an unmasked one.
  *
  * Waiting without blocking the loop: a blocking op registers a hub waiter
  * whose wake callback (any thread, hub lock held) only moves a ws_wait to the
