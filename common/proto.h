@@ -3,9 +3,10 @@
  * Engines connect to ws://HOST:PORT/engine with subprotocol "ippc.engine.v1"
  * and the engine key as "Authorization: Bearer KEY" on the upgrade (the
  * controller refuses the upgrade without it, 401); an engine that does not
- * register within 5 s is disconnected.  Every message is one JSON text frame, optionally followed by "nbuf" binary
- * frames: the blobs that the message's value skeletons reference by index
- * ("$nd": K -> the K-th binary frame after this message; see value.h).
+ * register within 5 s is disconnected.  Every message is one JSON text
+ * frame, optionally followed by "nbuf" binary frames: the blobs that the
+ * message's value skeletons reference by index ("$nd": K -> the K-th binary
+ * frame after this message; see value.h).
  *
  * engine -> controller
  *   {"type":"register","key":KEY,"job":JOBID,"rank":r,"size":s,"host":H,"pid":P,

@@ -324,8 +324,8 @@ static int client_callback(struct lws *wsi, enum lws_callback_reasons reason, vo
         unsigned char **p = in, *end = *p + len;
         char value[sizeof E.key + 8];
         int n = snprintf(value, sizeof value, "Bearer %s", E.key);
-        if (lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_AUTHORIZATION,
-                                         (unsigned char *)value, n, p, end))
+        if (lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_AUTHORIZATION, (unsigned char *)value,
+                                         n, p, end))
             return -1;
         break;
     }
