@@ -21,6 +21,7 @@
 #define ERR_TOO_LARGE "payload_too_large"   /* 413 */
 #define ERR_URI_TOO_LONG "uri_too_long"     /* 414 */
 #define ERR_HEADERS_TOO_LARGE "headers_too_large" /* 431 */
+#define ERR_UPGRADE_REQUIRED "upgrade_required"   /* 426: /ws or /engine, no upgrade */
 #define ERR_UNSUPPORTED "unsupported_media" /* 415 */
 #define ERR_INVALID "invalid_value"         /* 422: well-formed but unusable */
 #define ERR_NO_ENGINES "no_engines"         /* 422: targets name no live engine */

@@ -685,13 +685,9 @@ def ws_live_checks(spec, checks, c):
         harness.check(str(status) in documented, "%s: HTTP %s is not documented for GET /ws "
                       "(documented: %s)" % (what, status, sorted(documented)))
         ctype = (headers.get("content-type") or headers.get("Content-Type") or "").split(";")[0]
-        if ctype.strip() != "application/json":
-            # The spec says JSON (an Error); this controller still answers with
-            # libwebsockets' own page.  Shown, not failed, until the acceptor
-            # answers refusals itself.
-            print("NOTE %s: HTTP %s with Content-Type %r, documented application/json"
-                  % (what, status, ctype), flush=True)
-            return
+        harness.check(ctype.strip() == "application/json",
+                      "%s: HTTP %s with Content-Type %r, documented application/json"
+                      % (what, status, ctype))
         errs = validate(spec, {"$ref": "#/components/schemas/Error"},
                         json.loads(body) if isinstance(body, (bytes, str)) else body)
         harness.check(not errs, "%s: not an Error: %s %r" % (what, errs, body))
@@ -720,9 +716,12 @@ def ws_live_checks(spec, checks, c):
             harness.check(e.status == 401, "wrong token: HTTP %s, expected 401" % e.status)
             refusal("GET /ws with a wrong token", e.status, e.headers or {}, e.body)
         r = harness.http("GET", c.api.url + "/ws", token=token)
-        harness.check(r.status == 404, "GET /ws without an upgrade: %r" % r)
+        harness.check(r.status == 426, "GET /ws without an upgrade: %r" % r)
         refusal("GET /ws without an upgrade", r.status, r.headers, r.raw)
-    checks.run("contract GET /ws 401/404 refusals", refusals)
+        r = harness.http("GET", c.api.url + "/ws/below", token=token)
+        harness.check(r.status == 404, "GET /ws/below: %r" % r)
+        refusal("GET /ws/below", r.status, r.headers, r.raw)
+    checks.run("contract GET /ws 401/404/426 refusals", refusals)
 
     def ops():
         ops_by_id = operations(spec)
