@@ -5,6 +5,7 @@
 #   make test       unit + integration + contract tests, one summary line at the end
 #   make test SAN=1 the same with AddressSanitizer + UndefinedBehaviorSanitizer
 #   make bench      benchmarks (bench/)
+#   make soak       good + hostile clients and engine churn for SOAK_SECONDS (default 180)
 
 SAN ?= 0
 CC ?= cc
@@ -56,7 +57,7 @@ FUZZ_SRC := $(wildcard fuzz/fuzz_*.c)
 FUZZ_BIN := $(FUZZ_SRC:fuzz/%.c=$(BUILD)/fuzz/%)
 FUZZ_SECONDS ?= 30
 
-.PHONY: all deps run test unit integration bench fuzz clean lint
+.PHONY: all deps run test unit integration bench fuzz soak clean lint
 all: $(BIN)/ippc-controller $(BIN)/ippc-engine $(BIN)/ippc $(PLUGIN_LIB)
 
 deps:
@@ -141,6 +142,12 @@ unit: all $(UNIT_BIN)
 
 bench: deps all $(BENCH_BIN)
 	@BUILD=$(BUILD) scripts/run-bench
+
+# The soak: tests/soak/soak.py --seconds N (SOAK_ARGS adds options, e.g.
+# SOAK_ARGS=--attacks=all,-nbuf_bypass).  Exit status 1 when a check fails.
+SOAK_SECONDS ?= 180
+soak: deps all
+	@BUILD=$(BUILD) $(PYTHON) tests/soak/soak.py --seconds $(SOAK_SECONDS) $(SOAK_ARGS)
 
 lint:
 	clang-format --dry-run --Werror $$(git diff --name-only HEAD -- '*.c' '*.h')

@@ -31,12 +31,13 @@ import test_cli  # noqa: E402
 import test_tasks  # noqa: E402
 import test_streams  # noqa: E402
 import test_runtime  # noqa: E402
+import test_soak  # noqa: E402
 
 TEST_TIMEOUT = int(os.environ.get("IPPC_TEST_TIMEOUT", "240"))
 
 TESTS = (test_seed.TESTS + test_values.TESTS + test_views.TESTS + test_errors.TESTS
          + test_failure.TESTS + test_cli.TESTS + test_tasks.TESTS + test_streams.TESTS
-         + test_runtime.TESTS)
+         + test_runtime.TESTS + test_soak.TESTS)
 
 
 class TestTimeout(Exception):
