@@ -8,6 +8,7 @@
 #   make integration  the integration tests only (K=SUBSTRING picks tests by name)
 #   make fuzz       every fuzz target for FUZZ_SECONDS (default 30) each
 #   make bench      benchmarks (bench/)
+#   make soak       good + hostile clients and engine churn for SOAK_SECONDS (default 180)
 
 SAN ?= 0
 CC ?= cc
@@ -59,7 +60,7 @@ FUZZ_SRC := $(wildcard fuzz/fuzz_*.c)
 FUZZ_BIN := $(FUZZ_SRC:fuzz/%.c=$(BUILD)/fuzz/%)
 FUZZ_SECONDS ?= 30
 
-.PHONY: all deps npm-deps run test unit integration bench fuzz clean lint
+.PHONY: all deps npm-deps run test unit integration bench fuzz soak clean lint
 all: $(BIN)/ippc-controller $(BIN)/ippc-engine $(BIN)/ippc $(PLUGIN_LIB)
 
 deps:
@@ -159,6 +160,12 @@ integration: all
 
 bench: deps all $(BENCH_BIN)
 	@BUILD=$(BUILD) scripts/run-bench
+
+# The soak: tests/soak/soak.py --seconds N (SOAK_ARGS adds options, e.g.
+# SOAK_ARGS=--attacks=all,-nbuf_bypass).  Exit status 1 when a check fails.
+SOAK_SECONDS ?= 180
+soak: deps all
+	@BUILD=$(BUILD) $(PYTHON) tests/soak/soak.py --seconds $(SOAK_SECONDS) $(SOAK_ARGS)
 
 lint:
 	clang-format --dry-run --Werror $$(git diff --name-only HEAD -- '*.c' '*.h')
