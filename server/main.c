@@ -151,8 +151,8 @@ static int parse_options(int argc, char **argv, options *o) {
             break;
         case 'H':
             o->max_held_mb = (size_t)strtoul(optarg, &end, 10);
-            if (*end || o->max_held_mb < 16 || o->max_held_mb > ((size_t)1 << 20)) {
-                fprintf(stderr, "ippc-controller: --max-held-mb must be 16..1048576\n");
+            if (*end || o->max_held_mb < 1 || o->max_held_mb > ((size_t)1 << 20)) {
+                fprintf(stderr, "ippc-controller: --max-held-mb must be 1..1048576\n");
                 return 2;
             }
             break;
