@@ -1,9 +1,12 @@
 /* proto.h — the engine WebSocket protocol, ippc.engine.v1.
  *
- * Engines connect to ws://HOST:PORT/engine with subprotocol "ippc.engine.v1".
- * Every message is one JSON text frame, optionally followed by "nbuf" binary
- * frames: the blobs that the message's value skeletons reference by index
- * ("$nd": K -> the K-th binary frame after this message; see value.h).
+ * Engines connect to ws://HOST:PORT/engine with subprotocol "ippc.engine.v1"
+ * and the engine key as "Authorization: Bearer KEY" on the upgrade (the
+ * controller refuses the upgrade without it, 401); an engine that does not
+ * register within 5 s is disconnected.  Every message is one JSON text
+ * frame, optionally followed by "nbuf" binary frames: the blobs that the
+ * message's value skeletons reference by index ("$nd": K -> the K-th binary
+ * frame after this message; see value.h).
  *
  * engine -> controller
  *   {"type":"register","key":KEY,"job":JOBID,"rank":r,"size":s,"host":H,"pid":P,
@@ -44,7 +47,8 @@
 #define IPPC_HEARTBEAT_PERIOD_MS 1000
 #define IPPC_HEARTBEAT_TIMEOUT_MS 10000
 
-/* Largest single WebSocket message either side accepts (JSON or binary). */
+/* Largest WebSocket message either side accepts: a JSON message and all the
+ * binary frames it announces, counted together. */
 #define IPPC_MAX_WS_MESSAGE ((size_t)1 << 30)
 
 /* The head of an HTTP request (request line + headers) that the controller

@@ -8,6 +8,7 @@
  */
 #include "wsmsg.h"
 
+#include <assert.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,7 +21,8 @@ struct ws_blobref {
     size_t len;
 };
 
-ws_blobref *ws_blobref_new(unsigned char *data, size_t len) {
+ws_blobref *ws_blobref_new(unsigned char *data, size_t len)
+{
     ws_blobref *b = malloc(sizeof *b);
     if (!b) {
         free(data);
@@ -32,21 +34,27 @@ ws_blobref *ws_blobref_new(unsigned char *data, size_t len) {
     return b;
 }
 
-ws_blobref *ws_blobref_retain(ws_blobref *b) {
+ws_blobref *ws_blobref_retain(ws_blobref *b)
+{
     atomic_fetch_add(&b->refs, 1);
     return b;
 }
 
-void ws_blobref_release(ws_blobref *b) {
+void ws_blobref_release(ws_blobref *b)
+{
     if (b && atomic_fetch_sub(&b->refs, 1) == 1) {
         free(b->data);
         free(b);
     }
 }
 
-size_t ws_blobref_len(const ws_blobref *b) { return b->len; }
+size_t ws_blobref_len(const ws_blobref *b)
+{
+    return b->len;
+}
 
-ws_blobref **ws_blobrefs_take(ippc_blobs *blobs, size_t *count) {
+ws_blobref **ws_blobrefs_take(ippc_blobs *blobs, size_t *count)
+{
     *count = 0;
     if (!blobs || blobs->count == 0)
         return NULL;
@@ -70,7 +78,8 @@ ws_blobref **ws_blobrefs_take(ippc_blobs *blobs, size_t *count) {
     return refs;
 }
 
-void ws_blobrefs_release(ws_blobref **refs, size_t count) {
+void ws_blobrefs_release(ws_blobref **refs, size_t count)
+{
     for (size_t i = 0; i < count; i++)
         ws_blobref_release(refs[i]);
     free(refs);
@@ -79,27 +88,42 @@ void ws_blobrefs_release(ws_blobref **refs, size_t count) {
 struct ws_frame {
     ws_frame *next;
     int binary;
-    char *text;        /* text frames: owned copy */
-    ws_blobref *blob;  /* binary frames: retained */
+    char *text;       /* text frames: owned copy */
+    ws_blobref *blob; /* binary frames: retained */
     size_t len;
     size_t sent;
+    size_t charged; /* bytes charged to the queue's account for this frame */
 };
 
-void ws_outq_init(ws_outq *q) {
+void ws_outq_init(ws_outq *q)
+{
     pthread_mutex_init(&q->lock, NULL);
     q->head = q->tail = NULL;
     q->bytes = 0;
     q->frames = 0;
+    q->account = NULL;
 }
 
-static void frame_free(ws_frame *f) {
+void ws_outq_set_account(ws_outq *q, budget_account *account)
+{
+    pthread_mutex_lock(&q->lock);
+    assert(!q->head); /* frames queued before have no charge to give back */
+    q->account = account;
+    pthread_mutex_unlock(&q->lock);
+}
+
+static void frame_free(ws_outq *q, ws_frame *f)
+{
+    if (f->charged)
+        budget_give(q->account, f->charged);
     free(f->text);
     if (f->blob)
         ws_blobref_release(f->blob);
     free(f);
 }
 
-void ws_outq_clear(ws_outq *q) {
+void ws_outq_clear(ws_outq *q)
+{
     pthread_mutex_lock(&q->lock);
     ws_frame *f = q->head;
     /* A message already partly on the wire must be finished first, or the
@@ -119,17 +143,19 @@ void ws_outq_clear(ws_outq *q) {
     pthread_mutex_unlock(&q->lock);
     while (f) {
         ws_frame *next = f->next;
-        frame_free(f);
+        frame_free(q, f);
         f = next;
     }
 }
 
-void ws_outq_destroy(ws_outq *q) {
+void ws_outq_destroy(ws_outq *q)
+{
     ws_outq_clear(q);
     pthread_mutex_destroy(&q->lock);
 }
 
-int ws_outq_push(ws_outq *q, json_t *msg, ws_blobref **blobs, size_t nblobs) {
+int ws_outq_push(ws_outq *q, json_t *msg, ws_blobref **blobs, size_t nblobs)
+{
     json_object_set_new(msg, "nbuf", json_integer((json_int_t)nblobs));
     char *text = json_dumps(msg, JSON_COMPACT);
     if (!text)
@@ -153,6 +179,13 @@ int ws_outq_push(ws_outq *q, json_t *msg, ws_blobref **blobs, size_t nblobs) {
         last->next = f;
         last = f;
     }
+    /* Each frame carries its own charge, given back as it leaves. */
+    if (q->account) {
+        if (budget_take(q->account, bytes, "queued output", NULL) < 0)
+            goto fail;
+        for (ws_frame *f = first; f; f = f->next)
+            f->charged = f->len;
+    }
     pthread_mutex_lock(&q->lock);
     if (q->tail)
         q->tail->next = first;
@@ -166,24 +199,31 @@ int ws_outq_push(ws_outq *q, json_t *msg, ws_blobref **blobs, size_t nblobs) {
 fail:
     while (first) {
         ws_frame *next = first->next;
-        frame_free(first);
+        frame_free(q, first);
         first = next;
     }
     return -1;
 }
 
-static int push_text(ws_outq *q, const char *text, size_t len, int front) {
+static int push_text(ws_outq *q, const char *text, size_t len, int front, int charge,
+                     ippc_error *err)
+{
+    if (charge && q->account && budget_take(q->account, len, "queued output", err) < 0)
+        return -1;
     ws_frame *f = calloc(1, sizeof *f);
     char *copy = malloc(len + 1);
     if (!f || !copy) {
         free(f);
         free(copy);
-        return -1;
+        if (charge && q->account)
+            budget_give(q->account, len);
+        return ippc_error_set(err, ERR_INTERNAL, "out of memory");
     }
     memcpy(copy, text, len);
     copy[len] = '\0';
     f->text = copy;
     f->len = len;
+    f->charged = charge && q->account ? len : 0;
     pthread_mutex_lock(&q->lock);
     /* In front only of a frame not yet started: never split a message. */
     if (front && (!q->head || q->head->sent == 0)) {
@@ -203,15 +243,24 @@ static int push_text(ws_outq *q, const char *text, size_t len, int front) {
     return 0;
 }
 
-int ws_outq_push_text(ws_outq *q, const char *text, size_t len) {
-    return push_text(q, text, len, 0);
+int ws_outq_push_text(ws_outq *q, const char *text, size_t len, ippc_error *err)
+{
+    return push_text(q, text, len, 0, 1, err);
 }
 
-int ws_outq_push_front_text(ws_outq *q, const char *text, size_t len) {
-    return push_text(q, text, len, 1);
+int ws_outq_push_front_text(ws_outq *q, const char *text, size_t len, ippc_error *err)
+{
+    return push_text(q, text, len, 1, 1, err);
 }
 
-int ws_outq_push_blobs(ws_outq *q, json_t *msg, ippc_blobs *blobs) {
+int ws_outq_push_notice(ws_outq *q, const char *text, size_t len)
+{
+    assert(len <= 4096); /* uncharged: only for short notices */
+    return push_text(q, text, len, 0, 0, NULL);
+}
+
+int ws_outq_push_blobs(ws_outq *q, json_t *msg, ippc_blobs *blobs)
+{
     size_t n = 0;
     ws_blobref **refs = ws_blobrefs_take(blobs, &n);
     if (blobs && n == 0 && blobs->count)
@@ -221,14 +270,16 @@ int ws_outq_push_blobs(ws_outq *q, json_t *msg, ippc_blobs *blobs) {
     return rc;
 }
 
-int ws_outq_empty(ws_outq *q) {
+int ws_outq_empty(ws_outq *q)
+{
     pthread_mutex_lock(&q->lock);
     int empty = q->head == NULL;
     pthread_mutex_unlock(&q->lock);
     return empty;
 }
 
-int ws_outq_write(ws_outq *q, struct lws *wsi) {
+int ws_outq_write(ws_outq *q, struct lws *wsi)
+{
     static _Thread_local unsigned char scratch[LWS_PRE + WS_CHUNK];
     /* The lock is held across the write: other threads may clear the queue
      * at any time, and the head frame must not vanish under lws_write. */
@@ -263,98 +314,281 @@ int ws_outq_write(ws_outq *q, struct lws *wsi) {
     int more = q->head != NULL;
     pthread_mutex_unlock(&q->lock);
     if (final)
-        frame_free(f);
+        frame_free(q, f);
     return more;
 }
 
-void ws_reader_init(ws_reader *r, size_t max_message) {
+void ws_reader_init(ws_reader *r, size_t max_message, budget_account *account)
+{
     memset(r, 0, sizeof *r);
     r->max_message = max_message;
+    r->account = account;
     blobs_init(&r->blobs);
 }
 
-void ws_reader_free(ws_reader *r) {
-    free(r->buf);
-    json_decref(r->pending);
-    blobs_free(&r->blobs);
-    memset(r, 0, sizeof *r);
-}
-
-static int reader_append(ws_reader *r, const void *in, size_t len, ippc_error *err) {
-    if (len > r->max_message - r->len)
-        return ippc_error_set(err, ERR_TOO_LARGE, "message larger than %zu bytes", r->max_message);
-    if (r->len + len > r->cap) {
-        size_t cap = r->cap ? r->cap : 4096;
-        while (cap < r->len + len)
-            cap *= 2;
-        unsigned char *buf = realloc(r->buf, cap);
-        if (!buf)
-            return ippc_error_set(err, ERR_INTERNAL, "out of memory");
-        r->buf = buf;
-        r->cap = cap;
-    }
-    if (len)
-        memcpy(r->buf + r->len, in, len);
-    r->len += len;
+/* Every byte the reader holds is charged before it is allocated and credited
+ * when it is freed or handed over; r->charged is the running total. */
+static int reader_charge(ws_reader *r, size_t n, ippc_error *err)
+{
+    if (!r->account || n == 0)
+        return 0;
+    if (budget_take(r->account, n, "a WebSocket message", err) < 0)
+        return -1;
+    r->charged += n;
     return 0;
 }
 
-static int reader_deliver(ws_reader *r, json_t **msg, ippc_blobs *blobs) {
+static void reader_credit(ws_reader *r, size_t n)
+{
+    if (!r->account || n == 0)
+        return;
+    assert(n <= r->charged);
+    budget_give(r->account, n);
+    r->charged -= n;
+}
+
+/* A buffer bigger than this is not kept for the next message. */
+#define READER_KEEP (64 * 1024)
+
+static void reader_drop_buffer(ws_reader *r)
+{
+    free(r->buf);
+    reader_credit(r, r->cap);
+    r->buf = NULL;
+    r->len = r->cap = 0;
+}
+
+/* Drops what is held of the current message (JSON, binary frames, the frame
+ * being received); the reader is ready for the next message. */
+static void reader_drop_message(ws_reader *r)
+{
+    json_decref(r->pending);
+    r->pending = NULL;
+    r->want = 0;
+    blobs_free(&r->blobs);
+    blobs_init(&r->blobs);
+    reader_credit(r, r->blob_charge + r->json_charge);
+    r->blob_charge = r->json_charge = 0;
+    r->message_bytes = 0;
+    r->len = 0;
+    if (r->cap > READER_KEEP)
+        reader_drop_buffer(r);
+}
+
+void ws_reader_free(ws_reader *r)
+{
+    reader_drop_message(r);
+    reader_drop_buffer(r);
+    assert(r->charged == 0);
+    memset(r, 0, sizeof *r);
+}
+
+/* The message is refused: drop it, and skip the rest of this WebSocket
+ * message unless this fragment ended it.  Returns -1 (err is set). */
+static int reader_refuse(ws_reader *r, const ws_fragment *f)
+{
+    reader_drop_message(r);
+    if (f->final && f->remaining == 0) {
+        r->in_message = 0;
+        r->skipping = 0;
+    } else {
+        r->skipping = 1;
+    }
+    return -1;
+}
+
+static int reader_protocol_error(ws_reader *r, ippc_error *err, const char *what)
+{
+    reader_drop_message(r);
+    r->in_message = r->skipping = 0;
+    r->protocol_error = 1;
+    return ippc_error_set(err, ERR_BAD_REQUEST, "WebSocket protocol error: %s", what);
+}
+
+/* Room for len more bytes of a frame with `remaining` bytes after them: the
+ * buffer doubles (few copies for a frame that arrives in many pieces) but never
+ * past the end the frame header announced, so a buffer is as big as its frame
+ * and not twice that. */
+static int reader_reserve(ws_reader *r, size_t len, size_t remaining, ippc_error *err)
+{
+    size_t need = r->len + len;
+    if (need <= r->cap)
+        return 0;
+    size_t cap = r->cap ? r->cap * 2 : 4096;
+    size_t frame_end = need + remaining; /* <= max_message: checked by the caller */
+    if (cap > frame_end)
+        cap = frame_end;
+    if (cap < need)
+        cap = need;
+    if (reader_charge(r, cap - r->cap, err) < 0)
+        return -1;
+    unsigned char *buf = realloc(r->buf, cap);
+    if (!buf) {
+        reader_credit(r, cap - r->cap);
+        return ippc_error_set(err, ERR_INTERNAL, "out of memory");
+    }
+    r->buf = buf;
+    r->cap = cap;
+    return 0;
+}
+
+static int reader_deliver(ws_reader *r, json_t **msg, ippc_blobs *blobs)
+{
     *msg = r->pending;
     r->pending = NULL;
     *blobs = r->blobs;
     blobs_init(&r->blobs);
+    /* The caller holds it now. */
+    reader_credit(r, r->blob_charge + r->json_charge);
+    r->blob_charge = r->json_charge = 0;
+    r->message_bytes = 0;
+    r->want = 0;
     return 1;
 }
 
-int ws_reader_feed(ws_reader *r, struct lws *wsi, const void *in, size_t len, json_t **msg,
-                   ippc_blobs *blobs, ippc_error *err) {
-    if (reader_append(r, in, len, err) < 0)
-        return -1;
-    if (!lws_is_final_fragment(wsi) || lws_remaining_packet_payload(wsi))
-        return 0;
-
-    int binary = lws_frame_is_binary(wsi);
-    if (binary) {
-        if (!r->pending || r->want == 0)
-            return ippc_error_set(err, ERR_BAD_REQUEST, "binary frame without a message");
-        /* Hand the buffer itself to the blob list: no copy of bulk data. */
-        unsigned char *data = r->buf;
-        size_t n = r->len;
+/* A binary frame is complete: its buffer itself becomes the next blob (no copy
+ * of bulk data), its charge moves along with it. */
+static int reader_end_binary(ws_reader *r, const ws_fragment *f, json_t **msg, ippc_blobs *blobs,
+                             ippc_error *err)
+{
+    unsigned char *data = r->buf;
+    size_t n = r->len, charge = r->cap;
+    if (!data) {
+        if (reader_charge(r, 1, err) < 0)
+            return reader_refuse(r, f);
+        data = malloc(1);
+        charge = 1;
         if (!data) {
-            data = malloc(1);
-            if (!data)
-                return ippc_error_set(err, ERR_INTERNAL, "out of memory");
+            reader_credit(r, 1);
+            ippc_error_set(err, ERR_INTERNAL, "out of memory");
+            return reader_refuse(r, f);
         }
-        r->buf = NULL;
-        r->len = r->cap = 0;
-        if (blobs_push(&r->blobs, data, n) < 0)
-            return ippc_error_set(err, ERR_INTERNAL, "out of memory");
-        if (--r->want == 0)
-            return reader_deliver(r, msg, blobs);
-        return 0;
     }
+    r->buf = NULL;
+    r->len = r->cap = 0;
+    r->blob_charge += charge;
+    r->message_bytes += n;
+    if (blobs_push(&r->blobs, data, n) < 0) {
+        ippc_error_set(err, ERR_INTERNAL, "out of memory");
+        return reader_refuse(r, f);
+    }
+    if (--r->want == 0)
+        return reader_deliver(r, msg, blobs);
+    return 0;
+}
 
-    if (r->pending)
-        return ippc_error_set(err, ERR_BAD_REQUEST, "text frame while %zu binary frames are due",
-                              r->want);
+static int reader_end_text(ws_reader *r, const ws_fragment *f, json_t **msg, ippc_blobs *blobs,
+                           ippc_error *err)
+{
     json_error_t jerr;
     json_t *m = json_loadb((const char *)r->buf, r->len, JSON_REJECT_DUPLICATES, &jerr);
+    size_t text = r->len;
     r->len = 0;
+    if (r->cap > READER_KEEP)
+        reader_drop_buffer(r);
     if (!m || !json_is_object(m)) {
         json_decref(m);
-        return ippc_error_set(err, ERR_BAD_REQUEST, "message is not a JSON object: %s",
-                              m ? "wrong type" : jerr.text);
+        ippc_error_set(err, ERR_BAD_REQUEST, "message is not a JSON object: %s",
+                       m ? "wrong type" : jerr.text);
+        return reader_refuse(r, f);
     }
     json_t *nbuf = json_object_get(m, "nbuf");
-    json_int_t want = json_is_integer(nbuf) ? json_integer_value(nbuf) : 0;
-    if (want < 0 || want > 4096) {
+    if (nbuf && (!json_is_integer(nbuf) || json_integer_value(nbuf) < 0 ||
+                 json_integer_value(nbuf) > WS_MAX_NBUF)) {
         json_decref(m);
-        return ippc_error_set(err, ERR_BAD_REQUEST, "bad nbuf");
+        ippc_error_set(err, ERR_BAD_REQUEST, "\"nbuf\" must be an integer from 0 to %d",
+                       WS_MAX_NBUF);
+        return reader_refuse(r, f);
     }
+    /* The parsed JSON is held until its binary frames are in: it keeps the
+     * charge of its text (the buffer's charge went with the buffer). */
+    if (reader_charge(r, text, err) < 0) {
+        json_decref(m);
+        return reader_refuse(r, f);
+    }
+    r->json_charge = text;
+    r->message_bytes = text;
     r->pending = m;
-    r->want = (size_t)want;
+    r->want = nbuf ? (size_t)json_integer_value(nbuf) : 0;
     if (r->want == 0)
         return reader_deliver(r, msg, blobs);
+    return 0;
+}
+
+int ws_reader_push(ws_reader *r, const ws_fragment *f, const void *in, size_t len, json_t **msg,
+                   ippc_blobs *blobs, ippc_error *err)
+{
+    if (f->first) {
+        if (r->in_message)
+            return reader_protocol_error(r, err, "a message began inside another one");
+        r->in_message = 1;
+        r->skipping = 0;
+        r->len = 0;
+        if (f->binary && (!r->pending || r->want == 0)) {
+            ippc_error_set(err, ERR_BAD_REQUEST,
+                           "a binary frame must follow a JSON message that announces it "
+                           "(\"nbuf\")");
+            return reader_refuse(r, f);
+        }
+        if (!f->binary && r->pending) {
+            ippc_error_set(err, ERR_BAD_REQUEST,
+                           "a text message came while %zu binary frames were due; both are "
+                           "dropped",
+                           r->want);
+            return reader_refuse(r, f);
+        }
+    } else if (!r->in_message) {
+        return reader_protocol_error(r, err, "a continuation without a message");
+    }
+    if (r->skipping) {
+        if (f->final && f->remaining == 0)
+            r->in_message = r->skipping = 0;
+        return 0;
+    }
+
+    /* The whole message counts: what is held of it, these bytes, and the rest
+     * of this frame as its header announced it. */
+    size_t held = r->message_bytes + r->len;
+    assert(held <= r->max_message);
+    size_t room = r->max_message - held;
+    if (len > room || f->remaining > room - len) {
+        ippc_error_set(err, ERR_TOO_LARGE,
+                       "message larger than %zu bytes (JSON and its binary frames together)",
+                       r->max_message);
+        return reader_refuse(r, f);
+    }
+    if (reader_reserve(r, len, f->remaining, err) < 0)
+        return reader_refuse(r, f);
+    if (len)
+        memcpy(r->buf + r->len, in, len);
+    r->len += len;
+    if (!f->final || f->remaining)
+        return 0;
+
+    r->in_message = 0;
+    return f->binary ? reader_end_binary(r, f, msg, blobs, err)
+                     : reader_end_text(r, f, msg, blobs, err);
+}
+
+int ws_reader_feed(ws_reader *r, struct lws *wsi, const void *in, size_t len, json_t **msg,
+                   ippc_blobs *blobs, ippc_error *err)
+{
+    ws_fragment f = {.first = lws_is_first_fragment(wsi),
+                     .final = lws_is_final_fragment(wsi),
+                     .binary = lws_frame_is_binary(wsi),
+                     .remaining = lws_remaining_packet_payload(wsi)};
+    return ws_reader_push(r, &f, in, len, msg, blobs, err);
+}
+
+int ws_reader_fatal(const ws_reader *r, const ippc_error *err)
+{
+    if (r->protocol_error)
+        return 1002;
+    if (strcmp(err->code, ERR_TOO_LARGE) == 0)
+        return 1009;
+    if (strcmp(err->code, ERR_INTERNAL) == 0)
+        return 1011;
+    if (strcmp(err->code, ERR_OVERLOADED) == 0)
+        return 1013;
     return 0;
 }

@@ -136,7 +136,7 @@ static void schedule_reconnect(void) {
     E.register_sent = 0;
     ws_outq_clear(&E.out);
     ws_reader_free(&E.reader);
-    ws_reader_init(&E.reader, IPPC_MAX_WS_MESSAGE);
+    ws_reader_init(&E.reader, IPPC_MAX_WS_MESSAGE, NULL);
     int64_t now = now_ms();
     if (!E.unreachable_since_ms)
         E.unreachable_since_ms = now;
@@ -316,6 +316,17 @@ static int client_callback(struct lws *wsi, enum lws_callback_reasons reason, vo
         E.backoff_ms = 0;
         E.engine_id = -1;
         lws_callback_on_writable(wsi);
+        break;
+    }
+    case LWS_CALLBACK_CLIENT_APPEND_HANDSHAKE_HEADER: {
+        /* The controller checks the key on the upgrade itself, before it
+         * reads a frame (the register message carries it as well). */
+        unsigned char **p = in, *end = *p + len;
+        char value[sizeof E.key + 8];
+        int n = snprintf(value, sizeof value, "Bearer %s", E.key);
+        if (lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_AUTHORIZATION, (unsigned char *)value,
+                                         n, p, end))
+            return -1;
         break;
     }
     case LWS_CALLBACK_CLIENT_RECEIVE: {
@@ -567,7 +578,7 @@ int main(int argc, char **argv) {
         return 1;
     }
     ws_outq_init(&E.out);
-    ws_reader_init(&E.reader, IPPC_MAX_WS_MESSAGE);
+    ws_reader_init(&E.reader, IPPC_MAX_WS_MESSAGE, NULL);
     runtime_set_stdout_sink(E.rt, stream_stdout, NULL);
     lws_set_log_level(LLL_ERR, NULL);
     struct lws_context_creation_info info;

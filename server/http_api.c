@@ -1,29 +1,79 @@
 /* http_api.c — REST routes (see http_api.h).
  *
- * Life of a request: MHD calls handle() once with no body, then once per body
- * chunk (appended to ctx->body, capped at max_body), then once more with
- * *upload_data_size == 0: that call routes.  A direct-view call submits to the
- * hub and, unless ?block=false, waits: hub_wait registers a wake-up and
- * suspends the connection under the hub lock, so a completion cannot slip in
- * between.  The wake-up resumes the connection; MHD calls handle() again and
+ * Life of a request.  uri_logger() runs as soon as the request line is read
+ * and makes the request's context, noting what only the raw line shows (its
+ * length, an escaped NUL byte).  MHD calls handle() once when the head is
+ * read, before any body byte: begin() decides everything that does not need
+ * the body there — line and head size (414/431), NUL bytes, authentication
+ * (401), route and method (404/405), the body's declared size (413) and the
+ * memory to hold it (503).  A refused request that carries a body is answered
+ * at once, so MHD never reads the body and closes the connection after the
+ * answer (linger.h drains what the client still sends); one without a body
+ * is answered at its last call, which keeps the connection alive.  The
+ * body then arrives in chunks: into one buffer of the declared
+ * Content-Length, or, chunked, a buffer that doubles up to the limit; every
+ * byte is charged to the request's budget account first.  At the last call
+ * (*upload_data_size == 0) a JSON body over DECODE_INLINE_MAX is handed to
+ * the decode pool and the connection suspended; the worker parses it and,
+ * for a direct-view call, also converts its values (hub_prepare), frees the
+ * tree and resumes the connection, whose next call runs the route.  A
+ * direct-view call submits to the hub and, unless ?block=false, waits:
+ * hub_wait registers a wake-up and suspends the connection under the hub
+ * lock, so a completion cannot slip in between; the wake-up resumes it and
  * the answer is built from the hub.
+ *
+ * What libmicrohttpd 0.9.75 still answers itself, in HTML, with no hook to
+ * replace the answer (tried on a kept-alive connection): a request head that
+ * does not fit MHD_CONNECTION_MEMORY (64 KiB: a 40 KiB head gets our JSON
+ * 431, a 70 KiB one MHD's 431; a URI MHD cannot hold gets its 414), a
+ * malformed request or header line (400), an HTTP version other than 1.x
+ * (505), a Content-Length that is not a number (400) or does not fit 64 bits
+ * (413; 0.9.75 even sends those two header blocks twice), and malformed
+ * chunked encoding or a chunk size over 64 bits (400/413, found while the
+ * body is read, after begin()).  All of these happen before the handler is
+ * called, or between two of its calls, and close the connection.  The
+ * acceptor checks a connection's first request itself (400/414/431 as JSON);
+ * later requests of a kept-alive connection are MHD's alone.  (MHD's 400
+ * for a missing Host is off: strict mode is not enabled.  Its 500 for a
+ * handler that leaves upload data unread cannot happen: handle() always
+ * consumes it.)  Nor can a raw NUL byte inside a later request line be
+ * seen: MHD cuts the path there and passes no length.
  */
 #include "http_api.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <malloc.h>
 #include <math.h>
 #include <stdatomic.h>
-#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 #include <unistd.h>
 #include <microhttpd.h>
 
+#include "decode_pool.h"
+#include "linger.h"
 #include "metrics.h"
+#include "proto.h"
 #include "secret.h"
 
 #define MAX_SEGMENTS 8
+/* JSON bodies larger than this are decoded on a decode-pool worker. */
+#define DECODE_INLINE_MAX ((size_t)256 << 10)
+#define DECODE_WORKERS 2
+/* libmicrohttpd's per-connection memory, where it parses the request head:
+ * room for a head at IPPC_MAX_REQUEST_HEAD with plenty to spare, so larger
+ * heads up to about this size reach begin() and get a JSON 431. */
+#define MHD_CONNECTION_MEMORY ((size_t)4 * IPPC_MAX_REQUEST_HEAD)
+/* A chunked body's first buffer. */
+#define CHUNKED_FIRST ((size_t)64 << 10)
+/* A refused body is drained (read and forgotten) up to this much before its
+ * connection is really closed (linger.h). */
+#define LINGER_BYTES ((size_t)256 << 20)
+/* Freeing a decoded tree this large on the MHD thread trims the heap. */
+#define TRIM_AFTER ((size_t)16 << 20)
 
 struct http_api {
     struct MHD_Daemon *daemon;
@@ -31,6 +81,13 @@ struct http_api {
     char *token;
     size_t max_body;
     int metrics_public;
+    budget *held;      /* every byte requests make us hold */
+    budget own_held;   /* held, when the configuration gives none: no limit */
+    size_t decode_cap; /* most memory one JSON decode may use */
+    decode_pool *decoder;
+    linger *linger;
+    atomic_int stopping;  /* no new suspensions */
+    atomic_int suspended; /* connections we suspended and did not resume yet */
     /* request latency histogram (seconds), updated by the MHD thread */
     atomic_ullong lat_buckets[6];
     atomic_ullong lat_count;
@@ -39,35 +96,76 @@ struct http_api {
 
 static const double LAT_BOUNDS[6] = {0.001, 0.01, 0.1, 1, 10, 1e300};
 
-typedef enum ctx_state { CTX_NEW = 0, CTX_SUSPENDED, CTX_WOKEN } ctx_state;
+/* What a route does with a request body. */
+typedef enum body_kind {
+    BODY_NONE = 0, /* none expected: bytes sent anyway are dropped */
+    BODY_OBJECT,   /* a JSON object */
+    BODY_VALUE,    /* any JSON value */
+    BODY_OPTIONAL, /* a JSON object, or nothing (= {}) */
+} body_kind;
 
-typedef struct req_ctx {
-    http_api *api;
-    struct MHD_Connection *conn;
-    char *body;
-    size_t len, cap;
-    int too_large;
-    ctx_state state;
-    uint64_t request_id;
-    int raw; /* answer with the array's bytes (Accept: application/octet-stream) */
-    int64_t started_us;
-    uint64_t task_id; /* waiting on a balanced task instead of a request */
-} req_ctx;
+typedef enum phase {
+    PHASE_HEAD = 0, /* begin() has not run */
+    PHASE_BODY,     /* the body arrives (or is dropped) */
+    PHASE_DECODING, /* suspended while a worker decodes the body */
+    PHASE_DECODED,  /* resumed by the worker; the route runs next */
+    PHASE_WAITING,  /* suspended until the hub wakes it */
+    PHASE_WOKEN,
+} phase;
 
 typedef struct route_args {
     const char *params[MAX_SEGMENTS]; /* values of {param} segments, in order */
     int n;
 } route_args;
 
+typedef struct req_ctx req_ctx;
 typedef enum MHD_Result (*route_fn)(req_ctx *ctx, const route_args *args);
 
 typedef struct route {
     const char *method;
     const char *pattern;
     route_fn fn;
+    body_kind body;
+    int raw_ok; /* takes application/octet-stream bodies too */
+    int op;     /* hub_op of a direct-view call with a JSON body; -1 otherwise */
 } route;
 
-static int64_t now_us(void) {
+struct req_ctx {
+    http_api *api;
+    struct MHD_Connection *conn;
+    int64_t started_us;
+    /* from the raw request line */
+    size_t uri_len;
+    int nul_in_path, nul_in_query;
+    /* begin()'s verdict */
+    const route *route;
+    route_args args; /* point into path */
+    char *path;
+    int refused; /* answer `refusal` at the last call */
+    ippc_error refusal;
+    char allow[64]; /* Allow header of a 405 */
+    int drop_body;  /* read body bytes are dropped, never held */
+    size_t dropped;
+    /* the body */
+    int raw; /* application/octet-stream */
+    int chunked;
+    char *body;
+    size_t len, cap;
+    budget_account held;    /* the body's bytes; cap: max_body */
+    budget_account decoded; /* the decoded body and its arrays; cap: decode_cap */
+    decode_job job;
+    json_t *json; /* the body as decoded by a worker, for the route */
+    /* a direct-view call with a JSON body: its hub call and body */
+    hub_call call;
+    json_t *call_body;
+    phase phase;
+    uint64_t request_id;
+    int raw_answer;   /* answer with the array's bytes (Accept: application/octet-stream) */
+    uint64_t task_id; /* waiting on a balanced task instead of a request */
+};
+
+static int64_t now_us(void)
+{
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
@@ -75,7 +173,10 @@ static int64_t now_us(void) {
 
 /* ------------------------------------------------------------- responses */
 
-static enum MHD_Result send_json(struct MHD_Connection *conn, unsigned int status, json_t *body) {
+/* A JSON answer (body is consumed), with one extra header if name is set. */
+static enum MHD_Result send_json_with(struct MHD_Connection *conn, unsigned int status,
+                                      json_t *body, const char *name, const char *value)
+{
     char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
     json_decref(body);
     if (!text)
@@ -83,15 +184,13 @@ static enum MHD_Result send_json(struct MHD_Connection *conn, unsigned int statu
     if (!text)
         return MHD_NO;
     size_t n = strlen(text);
-    text[n] = '\0';
     char *with_nl = realloc(text, n + 2);
     if (with_nl) {
         text = with_nl;
         text[n++] = '\n';
         text[n] = '\0';
     }
-    struct MHD_Response *resp =
-        MHD_create_response_from_buffer(n, text, MHD_RESPMEM_MUST_FREE);
+    struct MHD_Response *resp = MHD_create_response_from_buffer(n, text, MHD_RESPMEM_MUST_FREE);
     if (!resp) {
         free(text);
         return MHD_NO;
@@ -99,40 +198,61 @@ static enum MHD_Result send_json(struct MHD_Connection *conn, unsigned int statu
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
     if (status == MHD_HTTP_UNAUTHORIZED)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
+    if (name)
+        MHD_add_response_header(resp, name, value);
     enum MHD_Result rc = MHD_queue_response(conn, status, resp);
     MHD_destroy_response(resp);
     return rc;
 }
 
-static enum MHD_Result send_error(struct MHD_Connection *conn, const ippc_error *err) {
+static enum MHD_Result send_json(struct MHD_Connection *conn, unsigned int status, json_t *body)
+{
+    return send_json_with(conn, status, body, NULL, NULL);
+}
+
+static enum MHD_Result send_error(struct MHD_Connection *conn, const ippc_error *err)
+{
     return send_json(conn, (unsigned int)http_status_for(err->code), ippc_error_json(err));
 }
 
 static enum MHD_Result fail(struct MHD_Connection *conn, const char *code, const char *fmt,
-                            const char *arg) {
+                            const char *arg)
+{
     ippc_error err;
     ippc_error_set(&err, code, fmt, arg ? arg : "");
     return send_error(conn, &err);
 }
 
+/* begin()'s refusal, with the Allow header of a 405. */
+static enum MHD_Result send_refusal(req_ctx *ctx)
+{
+    const ippc_error *err = &ctx->refusal;
+    return send_json_with(ctx->conn, (unsigned int)http_status_for(err->code), ippc_error_json(err),
+                          ctx->allow[0] ? MHD_HTTP_HEADER_ALLOW : NULL, ctx->allow);
+}
+
 /* ------------------------------------------------------------ parameters */
 
 /* A query parameter; an empty one counts as absent. */
-static const char *query(req_ctx *ctx, const char *key) {
+static const char *query(req_ctx *ctx, const char *key)
+{
     const char *v = MHD_lookup_connection_value(ctx->conn, MHD_GET_ARGUMENT_KIND, key);
     return v && *v ? v : NULL;
 }
 
-static const char *header(req_ctx *ctx, const char *name) {
+static const char *header(req_ctx *ctx, const char *name)
+{
     return MHD_lookup_connection_value(ctx->conn, MHD_HEADER_KIND, name);
 }
 
-static int is_octet_stream(const char *content_type) {
+static int is_octet_stream(const char *content_type)
+{
     return content_type && strncasecmp(content_type, "application/octet-stream", 24) == 0;
 }
 
 /* Parses ?key=SECONDS; -1 if absent; -2 if invalid. */
-static double query_seconds(req_ctx *ctx, const char *key) {
+static double query_seconds(req_ctx *ctx, const char *key)
+{
     const char *v = query(ctx, key);
     if (!v)
         return -1;
@@ -145,7 +265,8 @@ static double query_seconds(req_ctx *ctx, const char *key) {
 }
 
 /* ?block= : 1 (default), 0, or -1 if not a boolean. */
-static int query_block(req_ctx *ctx) {
+static int query_block(req_ctx *ctx)
+{
     const char *v = query(ctx, "block");
     if (!v || strcmp(v, "true") == 0 || strcmp(v, "1") == 0)
         return 1;
@@ -154,7 +275,8 @@ static int query_block(req_ctx *ctx) {
     return -1;
 }
 
-static int query_format(req_ctx *ctx, value_format *fmt) {
+static int query_format(req_ctx *ctx, value_format *fmt)
+{
     const char *v = query(ctx, "format");
     if (!v || strcmp(v, "list") == 0)
         *fmt = VALUE_FORMAT_LIST;
@@ -165,21 +287,52 @@ static int query_format(req_ctx *ctx, value_format *fmt) {
     return 0;
 }
 
-/* Parses the body as JSON; any_value allows non-object bodies (PUT vars). */
-static json_t *parse_body(req_ctx *ctx, int any_value, ippc_error *err) {
-    if (ctx->len == 0) {
-        ippc_error_set(err, ERR_BAD_REQUEST, "request body is empty; expected JSON");
-        return NULL;
-    }
-    json_error_t jerr;
-    json_t *v = json_loadb(ctx->body, ctx->len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
+/* ------------------------------------------------------------------ bodies */
+
+/* The body's text is no longer needed. */
+static void body_text_free(req_ctx *ctx)
+{
+    free(ctx->body);
+    ctx->body = NULL;
+    ctx->len = ctx->cap = 0;
+    budget_account_release(&ctx->held);
+}
+
+/* A decoded body is no longer needed: what it held goes back to the budget,
+ * and a big tree's pages to the system (jansson's small blocks fragment the
+ * heap, so without a trim they would stay in the resident set). */
+static void decoded_free(req_ctx *ctx, json_t *value)
+{
+    json_decref(value);
+    size_t was = budget_account_held(&ctx->decoded);
+    budget_account_release(&ctx->decoded);
+    if (was >= TRIM_AFTER)
+        malloc_trim(0);
+}
+
+/* The body as JSON: the value a worker decoded, or decoded here (small
+ * bodies).  any_value allows non-object bodies.  NULL + err. */
+static json_t *parse_body(req_ctx *ctx, int any_value, ippc_error *err)
+{
+    json_t *v = ctx->json;
+    ctx->json = NULL;
     if (!v) {
-        ippc_error_set(err, ERR_BAD_REQUEST, "malformed JSON at line %d, column %d: %s",
-                       jerr.line, jerr.column, jerr.text);
-        return NULL;
+        if (ctx->len == 0) {
+            ippc_error_set(err, ERR_BAD_REQUEST, "request body is empty; expected JSON");
+            return NULL;
+        }
+        ctx->job = (decode_job){.text = ctx->body, .len = ctx->len, .account = &ctx->decoded};
+        int rc = decode_json_metered(&ctx->job, NULL);
+        body_text_free(ctx);
+        if (rc < 0) {
+            *err = ctx->job.err;
+            return NULL;
+        }
+        v = ctx->job.value;
+        ctx->job.value = NULL;
     }
     if (!any_value && !json_is_object(v)) {
-        json_decref(v);
+        decoded_free(ctx, v);
         ippc_error_set(err, ERR_BAD_REQUEST, "request body must be a JSON object");
         return NULL;
     }
@@ -188,20 +341,41 @@ static json_t *parse_body(req_ctx *ctx, int any_value, ippc_error *err) {
 
 /* --------------------------------------------------------------- waiting */
 
-static void on_wake(void *arg) {
-    req_ctx *ctx = arg;
-    ctx->state = CTX_WOKEN;
-    MHD_resume_connection(ctx->conn);
-}
-
-static void on_registered(void *arg) {
-    req_ctx *ctx = arg;
-    ctx->state = CTX_SUSPENDED;
+/* Suspends and resumes are counted so that http_stop can tell when none is
+ * left: libmicrohttpd must not stop with a connection suspended. */
+static void suspend(req_ctx *ctx)
+{
+    atomic_fetch_add(&ctx->api->suspended, 1);
     MHD_suspend_connection(ctx->conn);
 }
 
+/* The last thing done with ctx on a thread other than MHD's: once resumed,
+ * the connection may run and finish at any time. */
+static void resume(req_ctx *ctx)
+{
+    http_api *api = ctx->api;
+    struct MHD_Connection *conn = ctx->conn;
+    atomic_fetch_sub(&api->suspended, 1);
+    MHD_resume_connection(conn);
+}
+
+static void on_wake(void *arg)
+{
+    req_ctx *ctx = arg;
+    ctx->phase = PHASE_WOKEN;
+    resume(ctx);
+}
+
+static void on_registered(void *arg)
+{
+    req_ctx *ctx = arg;
+    ctx->phase = PHASE_WAITING;
+    suspend(ctx);
+}
+
 /* The array bytes of a finished pull/gather, with X-Ippc-Dtype/-Shape. */
-static enum MHD_Result send_raw(req_ctx *ctx) {
+static enum MHD_Result send_raw(req_ctx *ctx)
+{
     ippc_error err = {0};
     unsigned char *data = NULL;
     size_t len = 0;
@@ -228,21 +402,26 @@ static enum MHD_Result send_raw(req_ctx *ctx) {
     return rc;
 }
 
-static enum MHD_Result answer_request(req_ctx *ctx) {
+static enum MHD_Result answer_request(req_ctx *ctx)
+{
     ippc_error err = {0};
     int done = 0;
     json_t *body = hub_request_json(ctx->api->h, ctx->request_id, &done, &err);
     if (!body)
         return send_error(ctx->conn, &err);
-    if (done && ctx->raw) {
+    if (done && ctx->raw_answer) {
         json_decref(body);
         return send_raw(ctx);
     }
     return send_json(ctx->conn, done ? MHD_HTTP_OK : MHD_HTTP_ACCEPTED, body);
 }
 
-/* Waits for ctx->request_id up to `seconds` (< 0: forever), without a thread. */
-static enum MHD_Result wait_or_answer(req_ctx *ctx, double seconds) {
+/* Waits for ctx->request_id up to `seconds` (< 0: forever), without a thread.
+ * While the controller stops, nothing waits: the answer is what there is. */
+static enum MHD_Result wait_or_answer(req_ctx *ctx, double seconds)
+{
+    if (atomic_load(&ctx->api->stopping))
+        return answer_request(ctx);
     int64_t deadline = 0;
     if (seconds >= 0)
         deadline = hub_now_ms() + (int64_t)(seconds * 1000.0) + 1;
@@ -254,17 +433,20 @@ static enum MHD_Result wait_or_answer(req_ctx *ctx, double seconds) {
 
 /* ------------------------------------------------------------ handlers */
 
-static enum MHD_Result h_info(req_ctx *ctx, const route_args *a) {
+static enum MHD_Result h_info(req_ctx *ctx, const route_args *a)
+{
     (void)a;
     return send_json(ctx->conn, MHD_HTTP_OK, hub_info(ctx->api->h));
 }
 
-static enum MHD_Result h_engines(req_ctx *ctx, const route_args *a) {
+static enum MHD_Result h_engines(req_ctx *ctx, const route_args *a)
+{
     (void)a;
     return send_json(ctx->conn, MHD_HTTP_OK, hub_engines(ctx->api->h));
 }
 
-static int parse_id(const char *s, long long max, long long *out) {
+static int parse_id(const char *s, long long max, long long *out)
+{
     char *end;
     errno = 0;
     long long v = strtoll(s, &end, 10);
@@ -274,7 +456,8 @@ static int parse_id(const char *s, long long max, long long *out) {
     return 0;
 }
 
-static enum MHD_Result h_engine(req_ctx *ctx, const route_args *a) {
+static enum MHD_Result h_engine(req_ctx *ctx, const route_args *a)
+{
     long long id;
     if (parse_id(a->params[0], INT32_MAX, &id) < 0)
         return fail(ctx->conn, ERR_NOT_FOUND, "no engine with id '%.64s'", a->params[0]);
@@ -283,7 +466,8 @@ static enum MHD_Result h_engine(req_ctx *ctx, const route_args *a) {
     return e ? send_json(ctx->conn, MHD_HTTP_OK, e) : send_error(ctx->conn, &err);
 }
 
-static enum MHD_Result h_request(req_ctx *ctx, const route_args *a) {
+static enum MHD_Result h_request(req_ctx *ctx, const route_args *a)
+{
     long long id;
     if (parse_id(a->params[0], INT64_MAX, &id) < 0)
         return fail(ctx->conn, ERR_NOT_FOUND, "no request with id '%.64s'", a->params[0]);
@@ -297,19 +481,25 @@ static enum MHD_Result h_request(req_ctx *ctx, const route_args *a) {
 }
 
 /* Submits a direct-view call and answers (or waits) as the query asks:
- * ?block=, ?timeout=, ?format=, and Accept: application/octet-stream. */
-static enum MHD_Result submit_and_answer(req_ctx *ctx, hub_call *call) {
+ * ?block=, ?timeout=, ?format=, and Accept: application/octet-stream.
+ * call->prepared is consumed either way. */
+static enum MHD_Result submit_and_answer(req_ctx *ctx, hub_call *call)
+{
     int block = query_block(ctx);
     double timeout = query_seconds(ctx, "timeout");
-    if (block < 0 || timeout == -2 || query_format(ctx, &call->format) < 0)
+    if (block < 0 || timeout == -2 || query_format(ctx, &call->format) < 0) {
+        hub_prepared_free(call->prepared);
+        call->prepared = NULL;
         return fail(ctx->conn, ERR_BAD_REQUEST,
                     "bad query: block is true|false, timeout a number of seconds, format "
                     "list|typed%s",
                     NULL);
-    ctx->raw = is_octet_stream(header(ctx, MHD_HTTP_HEADER_ACCEPT)) &&
-               (call->op == HUB_OP_PULL || call->op == HUB_OP_GATHER);
+    }
+    ctx->raw_answer = is_octet_stream(header(ctx, MHD_HTTP_HEADER_ACCEPT)) &&
+                      (call->op == HUB_OP_PULL || call->op == HUB_OP_GATHER);
     ippc_error err = {0};
     uint64_t id = hub_submit(ctx->api->h, call, &err);
+    call->prepared = NULL;
     if (!id)
         return send_error(ctx->conn, &err);
     ctx->request_id = id;
@@ -318,78 +508,95 @@ static enum MHD_Result submit_and_answer(req_ctx *ctx, hub_call *call) {
     return wait_or_answer(ctx, timeout);
 }
 
-static enum MHD_Result view_call(req_ctx *ctx, hub_op op, const char *targets, const char *name,
-                                 json_t *body) {
+/* A direct-view call without a body. */
+static enum MHD_Result view_call(req_ctx *ctx, hub_op op, const char *targets, const char *name)
+{
+    json_t *body = json_object();
     hub_call call = {.op = op, .targets = targets, .body = body, .name = name};
     enum MHD_Result rc = submit_and_answer(ctx, &call);
     json_decref(body);
     return rc;
 }
 
-static enum MHD_Result body_call(req_ctx *ctx, const route_args *a, hub_op op) {
-    ippc_error err = {0};
-    json_t *body = parse_body(ctx, 0, &err);
-    if (!body)
-        return send_error(ctx->conn, &err);
-    return view_call(ctx, op, a->params[0], NULL, body);
-}
-
-static enum MHD_Result h_execute(req_ctx *ctx, const route_args *a) {
-    return body_call(ctx, a, HUB_OP_EXECUTE);
-}
-static enum MHD_Result h_run(req_ctx *ctx, const route_args *a) {
-    return body_call(ctx, a, HUB_OP_RUN);
-}
-static enum MHD_Result h_push(req_ctx *ctx, const route_args *a) {
-    return body_call(ctx, a, HUB_OP_PUSH);
-}
-static enum MHD_Result h_pull(req_ctx *ctx, const route_args *a) {
-    return body_call(ctx, a, HUB_OP_PULL_MANY);
-}
-static enum MHD_Result raw_call(req_ctx *ctx, hub_op op, const char *targets, const char *name);
-
-static enum MHD_Result h_scatter(req_ctx *ctx, const route_args *a) {
-    if (is_octet_stream(header(ctx, MHD_HTTP_HEADER_CONTENT_TYPE))) {
-        const char *name = query(ctx, "name");
-        if (!name)
-            return fail(ctx->conn, ERR_BAD_REQUEST,
-                        "a raw scatter names its variable with ?name=%s", NULL);
-        return raw_call(ctx, HUB_OP_SCATTER, a->params[0], name);
+/* ctx->call for a direct-view route with a JSON body (value, consumed; NULL
+ * for an absent optional body).  Runs on a decode worker for big bodies. */
+static int view_call_build(req_ctx *ctx, json_t *value, ippc_error *err)
+{
+    const route *r = ctx->route;
+    json_t *body;
+    if (r->body == BODY_VALUE) { /* PUT vars/{name}: one variable's value */
+        body = json_pack("{s:{s:o}}", "namespace", ctx->args.params[1], value);
+    } else if (!value && r->body == BODY_OPTIONAL) {
+        body = json_object();
+    } else if (!json_is_object(value)) {
+        json_decref(value);
+        return ippc_error_set(err, ERR_BAD_REQUEST, "request body must be a JSON object");
+    } else {
+        body = value;
     }
-    return body_call(ctx, a, HUB_OP_SCATTER);
-}
-static enum MHD_Result h_load(req_ctx *ctx, const route_args *a) {
-    return body_call(ctx, a, HUB_OP_LOAD);
+    if (!body)
+        return ippc_error_set(err, ERR_INTERNAL, "out of memory");
+    ctx->call_body = body;
+    ctx->call = (hub_call){.op = (hub_op)r->op, .targets = ctx->args.params[0], .body = body};
+    return 0;
 }
 
-/* Calls whose body is optional (an empty body means {}). */
-static enum MHD_Result optional_body_call(req_ctx *ctx, const route_args *a, hub_op op) {
-    if (ctx->len == 0)
-        return view_call(ctx, op, a->params[0], NULL, json_object());
-    return body_call(ctx, a, op);
+/* Every direct-view route with a JSON body: the call was built (and its
+ * values converted) by a decode worker, or is built here from a small body. */
+static enum MHD_Result h_view(req_ctx *ctx, const route_args *a)
+{
+    (void)a;
+    ippc_error err = {0};
+    if (!ctx->call.prepared) {
+        json_t *value = NULL;
+        if (ctx->route->body != BODY_OPTIONAL || ctx->len || ctx->json) {
+            value = parse_body(ctx, 1, &err);
+            if (!value)
+                return send_error(ctx->conn, &err);
+        }
+        if (view_call_build(ctx, value, &err) < 0) {
+            decoded_free(ctx, NULL);
+            return send_error(ctx->conn, &err);
+        }
+    }
+    enum MHD_Result rc = submit_and_answer(ctx, &ctx->call);
+    decoded_free(ctx, ctx->call_body);
+    ctx->call_body = NULL;
+    return rc;
 }
-static enum MHD_Result h_reset(req_ctx *ctx, const route_args *a) {
-    return optional_body_call(ctx, a, HUB_OP_RESET);
+
+static enum MHD_Result h_list_vars(req_ctx *ctx, const route_args *a)
+{
+    return view_call(ctx, HUB_OP_LIST, a->params[0], NULL);
 }
-static enum MHD_Result h_list_vars(req_ctx *ctx, const route_args *a) {
-    return view_call(ctx, HUB_OP_LIST, a->params[0], NULL, json_object());
+
+static enum MHD_Result h_delete_var(req_ctx *ctx, const route_args *a)
+{
+    return view_call(ctx, HUB_OP_DELETE, a->params[0], a->params[1]);
 }
-static enum MHD_Result h_delete_var(req_ctx *ctx, const route_args *a) {
-    return view_call(ctx, HUB_OP_DELETE, a->params[0], a->params[1], json_object());
+
+static enum MHD_Result h_get_var(req_ctx *ctx, const route_args *a)
+{
+    return view_call(ctx, HUB_OP_PULL, a->params[0], a->params[1]);
 }
-static enum MHD_Result h_interrupt(req_ctx *ctx, const route_args *a) {
+
+static enum MHD_Result h_gather(req_ctx *ctx, const route_args *a)
+{
+    return view_call(ctx, HUB_OP_GATHER, a->params[0], a->params[1]);
+}
+
+static enum MHD_Result h_interrupt(req_ctx *ctx, const route_args *a)
+{
     ippc_error err = {0};
     json_t *out = hub_interrupt(ctx->api->h, a->params[0], &err);
     return out ? send_json(ctx->conn, MHD_HTTP_OK, out) : send_error(ctx->conn, &err);
-}
-static enum MHD_Result h_apply(req_ctx *ctx, const route_args *a) {
-    return body_call(ctx, a, HUB_OP_APPLY);
 }
 
 /* A raw body (Content-Type: application/octet-stream) as one ndarray: dtype
  * and shape from ?dtype=&shape=d0,d1 or X-Ippc-Dtype / X-Ippc-Shape (default
  * float64, 1-D).  The body buffer becomes the blob: no copy.  NULL + err. */
-static json_t *raw_body_value(req_ctx *ctx, ippc_blobs *blobs, ippc_error *err) {
+static json_t *raw_body_value(req_ctx *ctx, ippc_blobs *blobs, ippc_error *err)
+{
     const char *dtype_s = query(ctx, "dtype") ? query(ctx, "dtype") : header(ctx, "X-Ippc-Dtype");
     const char *shape_s = query(ctx, "shape") ? query(ctx, "shape") : header(ctx, "X-Ippc-Shape");
     int dtype = nd_dtype_parse(dtype_s ? dtype_s : "float64");
@@ -401,19 +608,28 @@ static json_t *raw_body_value(req_ctx *ctx, ippc_blobs *blobs, ippc_error *err) 
     size_t shape[ND_MAX_DIMS];
     int ndim = 0;
     size_t count = 1;
+    /* span: the product with zeros read as ones.  Bounding it (as value.c's
+     * nd_ref_measure does for typed arrays) keeps a zero dimension from
+     * letting any other dimension through, so every size stays writable as
+     * JSON and computable by the engines. */
+    size_t span = 1;
     if (shape_s && *shape_s) {
         const char *p = shape_s;
         while (*p) {
             char *end;
             errno = 0;
             unsigned long long d = strtoull(p, &end, 10);
-            if (end == p || errno || ndim == ND_MAX_DIMS || *p == '-' ||
-                (d && count > SIZE_MAX / item / d)) {
-                ippc_error_set(err, ERR_INVALID, "bad shape '%.64s': up to %d sizes, d0,d1,...",
+            size_t dim = d ? (size_t)d : 1;
+            if (end == p || errno || ndim == ND_MAX_DIMS || *p == '-' || d > SIZE_MAX ||
+                dim > SIZE_MAX / sizeof(double) / span) {
+                ippc_error_set(err, ERR_INVALID,
+                               "bad shape '%.64s': up to %d sizes, d0,d1,..., whose product "
+                               "fits in memory",
                                shape_s, ND_MAX_DIMS);
                 return NULL;
             }
             shape[ndim++] = (size_t)d;
+            span *= dim;
             count *= (size_t)d;
             p = *end == ',' ? end + 1 : end;
             if (*end && *end != ',') {
@@ -436,6 +652,10 @@ static json_t *raw_body_value(req_ctx *ctx, ippc_blobs *blobs, ippc_error *err) 
         return NULL;
     }
     unsigned char *data = (unsigned char *)ctx->body;
+    if (data && ctx->cap > ctx->len) { /* a chunked body's buffer has slack */
+        unsigned char *fit = realloc(data, ctx->len ? ctx->len : 1);
+        data = fit ? fit : data;
+    }
     if (!data && !(data = malloc(1))) {
         ippc_error_set(err, ERR_INTERNAL, "out of memory");
         return NULL;
@@ -451,7 +671,8 @@ static json_t *raw_body_value(req_ctx *ctx, ippc_blobs *blobs, ippc_error *err) 
 }
 
 /* Pushes or scatters a raw array body. */
-static enum MHD_Result raw_call(req_ctx *ctx, hub_op op, const char *targets, const char *name) {
+static enum MHD_Result raw_call(req_ctx *ctx, hub_op op, const char *targets, const char *name)
+{
     ippc_error err = {0};
     ippc_blobs blobs;
     blobs_init(&blobs);
@@ -471,31 +692,34 @@ static enum MHD_Result raw_call(req_ctx *ctx, hub_op op, const char *targets, co
     json_decref(body);
     json_decref(skel);
     blobs_free(&blobs);
+    /* The bytes belong to the hub (or are freed) now. */
+    budget_account_release(&ctx->held);
     return rc;
 }
 
-static enum MHD_Result h_put_var(req_ctx *ctx, const route_args *a) {
-    if (is_octet_stream(header(ctx, MHD_HTTP_HEADER_CONTENT_TYPE)))
+static enum MHD_Result h_put_var(req_ctx *ctx, const route_args *a)
+{
+    if (ctx->raw)
         return raw_call(ctx, HUB_OP_PUSH, a->params[0], a->params[1]);
-    ippc_error err = {0};
-    json_t *value = parse_body(ctx, 1, &err);
-    if (!value)
-        return send_error(ctx->conn, &err);
-    json_t *body = json_pack("{s:{s:o}}", "namespace", a->params[1], value);
-    return view_call(ctx, HUB_OP_PUSH, a->params[0], NULL, body);
+    return h_view(ctx, a);
 }
 
-static enum MHD_Result h_get_var(req_ctx *ctx, const route_args *a) {
-    return view_call(ctx, HUB_OP_PULL, a->params[0], a->params[1], json_object());
-}
-
-static enum MHD_Result h_gather(req_ctx *ctx, const route_args *a) {
-    return view_call(ctx, HUB_OP_GATHER, a->params[0], a->params[1], json_object());
+static enum MHD_Result h_scatter(req_ctx *ctx, const route_args *a)
+{
+    if (ctx->raw) {
+        const char *name = query(ctx, "name");
+        if (!name)
+            return fail(ctx->conn, ERR_BAD_REQUEST,
+                        "a raw scatter names its variable with ?name=%s", NULL);
+        return raw_call(ctx, HUB_OP_SCATTER, a->params[0], name);
+    }
+    return h_view(ctx, a);
 }
 
 /* ------------------------------------------------------ balanced tasks */
 
-static enum MHD_Result answer_task(req_ctx *ctx) {
+static enum MHD_Result answer_task(req_ctx *ctx)
+{
     ippc_error err = {0};
     int finished = 0;
     json_t *body = hub_task_json(ctx->api->h, ctx->task_id, &finished, &err);
@@ -504,13 +728,17 @@ static enum MHD_Result answer_task(req_ctx *ctx) {
     return send_json(ctx->conn, finished ? MHD_HTTP_OK : MHD_HTTP_ACCEPTED, body);
 }
 
-static enum MHD_Result wait_task_or_answer(req_ctx *ctx, double seconds) {
+static enum MHD_Result wait_task_or_answer(req_ctx *ctx, double seconds)
+{
+    if (atomic_load(&ctx->api->stopping))
+        return answer_task(ctx);
     int64_t deadline = seconds >= 0 ? hub_now_ms() + (int64_t)(seconds * 1000.0) + 1 : 0;
     int rc = hub_task_wait(ctx->api->h, ctx->task_id, deadline, on_wake, on_registered, ctx);
     return rc == 0 ? MHD_YES : answer_task(ctx);
 }
 
-static enum MHD_Result h_task_submit(req_ctx *ctx, const route_args *a) {
+static enum MHD_Result h_task_submit(req_ctx *ctx, const route_args *a)
+{
     (void)a;
     ippc_error err = {0};
     json_t *body = parse_body(ctx, 1, &err);
@@ -520,13 +748,13 @@ static enum MHD_Result h_task_submit(req_ctx *ctx, const route_args *a) {
     int block = block_s && (strcmp(block_s, "true") == 0 || strcmp(block_s, "1") == 0);
     double timeout = query_seconds(ctx, "timeout");
     if (timeout == -2 || (block && json_is_array(body))) {
-        json_decref(body);
+        decoded_free(ctx, body);
         return fail(ctx->conn, ERR_BAD_REQUEST,
                     "?block=true takes one task (not a batch); ?timeout= is seconds%s", NULL);
     }
     uint64_t first = 0;
     json_t *out = hub_task_submit(ctx->api->h, body, &first, &err);
-    json_decref(body);
+    decoded_free(ctx, body);
     if (!out)
         return send_error(ctx->conn, &err);
     if (!block)
@@ -536,15 +764,16 @@ static enum MHD_Result h_task_submit(req_ctx *ctx, const route_args *a) {
     return wait_task_or_answer(ctx, timeout);
 }
 
-static int task_id_arg(req_ctx *ctx, const route_args *a) {
+static int task_id_arg(req_ctx *ctx, const route_args *a)
+{
     long long id;
     if (parse_id(a->params[0], INT64_MAX, &id) < 0 || id == 0)
         return -1;
     ctx->task_id = (uint64_t)id;
     return 0;
 }
-
-static enum MHD_Result h_task_get(req_ctx *ctx, const route_args *a) {
+static enum MHD_Result h_task_get(req_ctx *ctx, const route_args *a)
+{
     if (task_id_arg(ctx, a) < 0)
         return fail(ctx->conn, ERR_NOT_FOUND, "no task with id '%.64s'", a->params[0]);
     double wait = query_seconds(ctx, "wait");
@@ -555,17 +784,19 @@ static enum MHD_Result h_task_get(req_ctx *ctx, const route_args *a) {
     return wait_task_or_answer(ctx, wait);
 }
 
-static enum MHD_Result h_task_abort(req_ctx *ctx, const route_args *a) {
+static enum MHD_Result h_task_abort(req_ctx *ctx, const route_args *a)
+{
     if (task_id_arg(ctx, a) < 0)
         return fail(ctx->conn, ERR_NOT_FOUND, "no task with id '%.64s'", a->params[0]);
     const char *force = query(ctx, "force");
     ippc_error err = {0};
-    json_t *out = hub_task_abort(ctx->api->h, ctx->task_id,
-                                 force && strcmp(force, "true") == 0, &err);
+    json_t *out =
+        hub_task_abort(ctx->api->h, ctx->task_id, force && strcmp(force, "true") == 0, &err);
     return out ? send_json(ctx->conn, MHD_HTTP_OK, out) : send_error(ctx->conn, &err);
 }
 
-static enum MHD_Result h_task_resubmit(req_ctx *ctx, const route_args *a) {
+static enum MHD_Result h_task_resubmit(req_ctx *ctx, const route_args *a)
+{
     if (task_id_arg(ctx, a) < 0)
         return fail(ctx->conn, ERR_NOT_FOUND, "no task with id '%.64s'", a->params[0]);
     ippc_error err = {0};
@@ -573,7 +804,8 @@ static enum MHD_Result h_task_resubmit(req_ctx *ctx, const route_args *a) {
     return out ? send_json(ctx->conn, MHD_HTTP_ACCEPTED, out) : send_error(ctx->conn, &err);
 }
 
-static enum MHD_Result h_task_query(req_ctx *ctx, const route_args *a) {
+static enum MHD_Result h_task_query(req_ctx *ctx, const route_args *a)
+{
     (void)a;
     const char *engine_s = query(ctx, "engine"), *limit_s = query(ctx, "limit"),
                *cursor_s = query(ctx, "cursor"), *kind = query(ctx, "kind"),
@@ -604,14 +836,16 @@ static enum MHD_Result h_task_query(req_ctx *ctx, const route_args *a) {
     return out ? send_json(ctx->conn, MHD_HTTP_OK, out) : send_error(ctx->conn, &err);
 }
 
-static enum MHD_Result h_task_purge(req_ctx *ctx, const route_args *a) {
+static enum MHD_Result h_task_purge(req_ctx *ctx, const route_args *a)
+{
     (void)a;
     ippc_error err = {0};
     json_t *out = hub_task_purge(ctx->api->h, query(ctx, "before"), &err);
     return out ? send_json(ctx->conn, MHD_HTTP_OK, out) : send_error(ctx->conn, &err);
 }
 
-static enum MHD_Result h_map(req_ctx *ctx, const route_args *a) {
+static enum MHD_Result h_map(req_ctx *ctx, const route_args *a)
+{
     (void)a;
     ippc_error err = {0};
     json_t *body = parse_body(ctx, 0, &err);
@@ -620,11 +854,11 @@ static enum MHD_Result h_map(req_ctx *ctx, const route_args *a) {
     int block = query_block(ctx);
     double timeout = query_seconds(ctx, "timeout");
     if (block < 0 || timeout == -2) {
-        json_decref(body);
+        decoded_free(ctx, body);
         return fail(ctx->conn, ERR_BAD_REQUEST, "bad ?block= or ?timeout=%s", NULL);
     }
     uint64_t id = hub_map_submit(ctx->api->h, body, &err);
-    json_decref(body);
+    decoded_free(ctx, body);
     if (!id)
         return send_error(ctx->conn, &err);
     ctx->request_id = id;
@@ -632,7 +866,8 @@ static enum MHD_Result h_map(req_ctx *ctx, const route_args *a) {
 }
 
 /* Prometheus text exposition. */
-static enum MHD_Result h_metrics(req_ctx *ctx, const route_args *a) {
+static enum MHD_Result h_metrics(req_ctx *ctx, const route_args *a)
+{
     (void)a;
     char *text = NULL;
     size_t len = 0;
@@ -647,10 +882,16 @@ static enum MHD_Result h_metrics(req_ctx *ctx, const route_args *a) {
     metrics_histogram(&m, "ippc_http_request_seconds", "REST request latency, arrival to answer.",
                       les, buckets, 6, (double)atomic_load(&api->lat_sum_us) / 1e6,
                       atomic_load(&api->lat_count));
+    metrics_family(&m, "ippc_held_bytes", "gauge",
+                   "Bytes clients make the controller hold (--max-held-mb).");
+    metrics_printf(&m, "ippc_held_bytes %zu\n", budget_used(api->held));
+    metrics_family(&m, "ippc_held_refused_total", "counter",
+                   "Requests refused for the memory budget.");
+    metrics_printf(&m, "ippc_held_refused_total %llu\n",
+                   (unsigned long long)atomic_load(&api->held->refused));
     text = metrics_take(&m, &len);
-    struct MHD_Response *resp =
-        MHD_create_response_from_buffer(len, text ? text : (char *)"", text ? MHD_RESPMEM_MUST_FREE
-                                                                          : MHD_RESPMEM_PERSISTENT);
+    struct MHD_Response *resp = MHD_create_response_from_buffer(
+        len, text ? text : (char *)"", text ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
     if (!resp) {
         free(text);
         return MHD_NO;
@@ -662,50 +903,68 @@ static enum MHD_Result h_metrics(req_ctx *ctx, const route_args *a) {
     return rc;
 }
 
-static enum MHD_Result h_queue(req_ctx *ctx, const route_args *a) {
+static enum MHD_Result h_queue(req_ctx *ctx, const route_args *a)
+{
     (void)a;
     return send_json(ctx->conn, MHD_HTTP_OK, hub_queue(ctx->api->h));
 }
 
+#define ROUTE(m, p, fn)                                                                            \
+    {                                                                                              \
+        m, p, fn, BODY_NONE, 0, -1                                                                 \
+    }
+#define BODY_ROUTE(m, p, fn, body)                                                                 \
+    {                                                                                              \
+        m, p, fn, body, 0, -1                                                                      \
+    }
+/* A direct-view call with a JSON body: a decode worker converts its values. */
+#define VIEW_ROUTE(m, p, fn, body, raw_ok, op)                                                     \
+    {                                                                                              \
+        m, p, fn, body, raw_ok, op                                                                 \
+    }
+
 static const route routes[] = {
-    {"POST", "/api/v1/tasks", h_task_submit},
-    {"GET", "/api/v1/tasks", h_task_query},
-    {"DELETE", "/api/v1/tasks", h_task_purge},
-    {"GET", "/api/v1/tasks/{id}", h_task_get},
-    {"DELETE", "/api/v1/tasks/{id}", h_task_abort},
-    {"POST", "/api/v1/tasks/{id}/resubmit", h_task_resubmit},
-    {"POST", "/api/v1/map", h_map},
-    {"GET", "/api/v1/queue", h_queue},
-    {"GET", "/metrics", h_metrics},
-    {"GET", "/api/v1/info", h_info},
-    {"GET", "/api/v1/engines", h_engines},
-    {"GET", "/api/v1/engines/{id}", h_engine},
-    {"POST", "/api/v1/views/{targets}/execute", h_execute},
-    {"POST", "/api/v1/views/{targets}/run", h_run},
-    {"PUT", "/api/v1/views/{targets}/vars/{name}", h_put_var},
-    {"GET", "/api/v1/views/{targets}/vars/{name}", h_get_var},
-    {"POST", "/api/v1/views/{targets}/push", h_push},
-    {"POST", "/api/v1/views/{targets}/pull", h_pull},
-    {"POST", "/api/v1/views/{targets}/scatter", h_scatter},
-    {"GET", "/api/v1/views/{targets}/gather/{name}", h_gather},
-    {"POST", "/api/v1/views/{targets}/apply", h_apply},
-    {"POST", "/api/v1/views/{targets}/load", h_load},
-    {"POST", "/api/v1/views/{targets}/reset", h_reset},
-    {"POST", "/api/v1/views/{targets}/interrupt", h_interrupt},
-    {"GET", "/api/v1/views/{targets}/vars", h_list_vars},
-    {"DELETE", "/api/v1/views/{targets}/vars/{name}", h_delete_var},
-    {"GET", "/api/v1/requests/{id}", h_request},
+    BODY_ROUTE("POST", "/api/v1/tasks", h_task_submit, BODY_VALUE),
+    ROUTE("GET", "/api/v1/tasks", h_task_query),
+    ROUTE("DELETE", "/api/v1/tasks", h_task_purge),
+    ROUTE("GET", "/api/v1/tasks/{id}", h_task_get),
+    ROUTE("DELETE", "/api/v1/tasks/{id}", h_task_abort),
+    ROUTE("POST", "/api/v1/tasks/{id}/resubmit", h_task_resubmit),
+    BODY_ROUTE("POST", "/api/v1/map", h_map, BODY_OBJECT),
+    ROUTE("GET", "/api/v1/queue", h_queue),
+    ROUTE("GET", "/metrics", h_metrics),
+    ROUTE("GET", "/api/v1/info", h_info),
+    ROUTE("GET", "/api/v1/engines", h_engines),
+    ROUTE("GET", "/api/v1/engines/{id}", h_engine),
+    VIEW_ROUTE("POST", "/api/v1/views/{targets}/execute", h_view, BODY_OBJECT, 0, HUB_OP_EXECUTE),
+    VIEW_ROUTE("POST", "/api/v1/views/{targets}/run", h_view, BODY_OBJECT, 0, HUB_OP_RUN),
+    VIEW_ROUTE("PUT", "/api/v1/views/{targets}/vars/{name}", h_put_var, BODY_VALUE, 1, HUB_OP_PUSH),
+    ROUTE("GET", "/api/v1/views/{targets}/vars/{name}", h_get_var),
+    VIEW_ROUTE("POST", "/api/v1/views/{targets}/push", h_view, BODY_OBJECT, 0, HUB_OP_PUSH),
+    VIEW_ROUTE("POST", "/api/v1/views/{targets}/pull", h_view, BODY_OBJECT, 0, HUB_OP_PULL_MANY),
+    VIEW_ROUTE("POST", "/api/v1/views/{targets}/scatter", h_scatter, BODY_OBJECT, 1,
+               HUB_OP_SCATTER),
+    ROUTE("GET", "/api/v1/views/{targets}/gather/{name}", h_gather),
+    VIEW_ROUTE("POST", "/api/v1/views/{targets}/apply", h_view, BODY_OBJECT, 0, HUB_OP_APPLY),
+    VIEW_ROUTE("POST", "/api/v1/views/{targets}/load", h_view, BODY_OBJECT, 0, HUB_OP_LOAD),
+    VIEW_ROUTE("POST", "/api/v1/views/{targets}/reset", h_view, BODY_OPTIONAL, 0, HUB_OP_RESET),
+    ROUTE("POST", "/api/v1/views/{targets}/interrupt", h_interrupt),
+    ROUTE("GET", "/api/v1/views/{targets}/vars", h_list_vars),
+    ROUTE("DELETE", "/api/v1/views/{targets}/vars/{name}", h_delete_var),
+    ROUTE("GET", "/api/v1/requests/{id}", h_request),
 };
 #define N_ROUTES (sizeof routes / sizeof routes[0])
 
-void http_print_routes(FILE *out) {
+void http_print_routes(FILE *out)
+{
     for (size_t i = 0; i < N_ROUTES; i++)
         fprintf(out, "%s %s\n", routes[i].method, routes[i].pattern);
 }
 
 /* Matches url against pattern segment by segment; {x} segments capture into
  * args, pointing into buf (a writable copy of url). */
-static int route_match(const char *pattern, char *buf, route_args *args) {
+static int route_match(const char *pattern, char *buf, route_args *args)
+{
     args->n = 0;
     const char *p = pattern;
     char *u = buf;
@@ -737,92 +996,357 @@ static int route_match(const char *pattern, char *buf, route_args *args) {
     return 1;
 }
 
-static int authorized(req_ctx *ctx) {
-    const char *h = MHD_lookup_connection_value(ctx->conn, MHD_HEADER_KIND,
-                                                MHD_HTTP_HEADER_AUTHORIZATION);
-    if (!h || strncmp(h, "Bearer ", 7) != 0)
-        return 0;
-    return secret_equal(h + 7, ctx->api->token);
+/* The route for url and method (ctx->route, ctx->args), or a refusal: 404,
+ * or 405 with the methods the path has in ctx->allow. */
+static int route_find(req_ctx *ctx, const char *url, const char *method)
+{
+    size_t ulen = strlen(url);
+    ctx->path = malloc(ulen + 1);
+    if (!ctx->path)
+        return ippc_error_set(&ctx->refusal, ERR_OVERLOADED, "out of memory");
+    for (size_t i = 0; i < N_ROUTES; i++) {
+        route_args args;
+        memcpy(ctx->path, url, ulen + 1);
+        if (!route_match(routes[i].pattern, ctx->path, &args))
+            continue;
+        if (strcmp(routes[i].method, method) == 0) {
+            ctx->route = &routes[i];
+            ctx->args = args;
+            return 0;
+        }
+        size_t used = strlen(ctx->allow);
+        snprintf(ctx->allow + used, sizeof ctx->allow - used, "%s%s", used ? ", " : "",
+                 routes[i].method);
+    }
+    if (ctx->allow[0])
+        return ippc_error_set(&ctx->refusal, ERR_METHOD,
+                              "method %.16s is not allowed on this path (it takes %s)", method,
+                              ctx->allow);
+    return ippc_error_set(&ctx->refusal, ERR_NOT_FOUND, "no such path: %.200s", url);
 }
 
-static enum MHD_Result dispatch(req_ctx *ctx, const char *url, const char *method) {
-    size_t ulen = strlen(url);
-    if (ulen > 2048)
-        return fail(ctx->conn, ERR_NOT_FOUND, "no such path%s", NULL);
+/* Authorization: Bearer <token>.  RFC 7235: the scheme is case-insensitive
+ * and one or more spaces separate it from the token. */
+static int authorized(req_ctx *ctx)
+{
+    const char *h = header(ctx, MHD_HTTP_HEADER_AUTHORIZATION);
+    if (!h)
+        return 0;
+    while (*h == ' ')
+        h++;
+    if (strncasecmp(h, "Bearer", 6) != 0 || h[6] != ' ')
+        return 0;
+    h += 6;
+    while (*h == ' ')
+        h++;
+    size_t n = strlen(h);
+    while (n && (h[n - 1] == ' ' || h[n - 1] == '\t'))
+        n--;
+    char given[256];
+    if (n == 0 || n >= sizeof given)
+        return 0;
+    memcpy(given, h, n);
+    given[n] = '\0';
+    return secret_equal(given, ctx->api->token);
+}
+
+static double mib(size_t n)
+{
+    return (double)n / (1024.0 * 1024.0);
+}
+
+/* What the body of an admitted request needs: its buffer, sized and charged
+ * now when Content-Length tells the size.  0, or -1 + ctx->refusal. */
+static int body_admit(req_ctx *ctx, const char *transfer_encoding, const char *content_length)
+{
+    http_api *api = ctx->api;
+    const route *r = ctx->route;
+    ippc_error *err = &ctx->refusal;
+    ctx->raw = r->raw_ok && is_octet_stream(header(ctx, MHD_HTTP_HEADER_CONTENT_TYPE));
+    if (transfer_encoding) { /* chunked: the size is known at the end only */
+        ctx->chunked = 1;
+        ctx->drop_body = r->body == BODY_NONE;
+        return 0;
+    }
+    if (!content_length)
+        return 0;
+    /* libmicrohttpd has checked that it is a number that fits 64 bits. */
+    unsigned long long n = strtoull(content_length, NULL, 10);
+    if (n > api->max_body)
+        return ippc_error_set(err, ERR_TOO_LARGE,
+                              "request body of %.1f MiB is over the limit of %.1f MiB "
+                              "(--max-body-mb)",
+                              (double)n / (1024.0 * 1024.0), mib(api->max_body));
+    if (r->body == BODY_NONE) {
+        ctx->drop_body = 1;
+        return 0;
+    }
+    if (n == 0)
+        return 0;
+    if (budget_take(&ctx->held, (size_t)n, "request body", err) < 0)
+        return -1;
+    ctx->body = malloc((size_t)n);
+    if (!ctx->body) {
+        budget_give(&ctx->held, (size_t)n);
+        return ippc_error_set(err, ERR_OVERLOADED,
+                              "cannot allocate %.1f MiB for the request body; try again later",
+                              (double)n / (1024.0 * 1024.0));
+    }
+    ctx->cap = (size_t)n;
+    return 0;
+}
+
+/* Everything about a request that its head tells.  0 if admitted; -1 with
+ * ctx->refusal otherwise. */
+static int admit(req_ctx *ctx, const char *url, const char *method, const char *version)
+{
+    ippc_error *err = &ctx->refusal;
+    size_t line = strlen(method) + 1 + ctx->uri_len + 1 + strlen(version);
+    if (line > IPPC_MAX_REQUEST_LINE)
+        return ippc_error_set(err, ERR_URI_TOO_LONG,
+                              "the request line has %zu bytes; the limit is %d", line,
+                              IPPC_MAX_REQUEST_LINE);
+    const union MHD_ConnectionInfo *info =
+        MHD_get_connection_info(ctx->conn, MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
+    if (info && info->header_size > IPPC_MAX_REQUEST_HEAD)
+        return ippc_error_set(err, ERR_HEADERS_TOO_LARGE,
+                              "the request head has %zu bytes; the limit is %d", info->header_size,
+                              IPPC_MAX_REQUEST_HEAD);
+    /* libmicrohttpd unescapes %00 into a NUL that ends the path (or value):
+     * "vars/a%00b" would name "a". */
+    if (ctx->nul_in_path)
+        return ippc_error_set(err, ERR_BAD_REQUEST, "path contains a NUL byte");
+    if (ctx->nul_in_query)
+        return ippc_error_set(err, ERR_BAD_REQUEST, "query contains a NUL byte");
+    /* libmicrohttpd reads a body of any other coding until the connection
+     * ends. */
+    const char *te = header(ctx, MHD_HTTP_HEADER_TRANSFER_ENCODING);
+    if (te && strcasecmp(te, "chunked") != 0)
+        return ippc_error_set(err, ERR_BAD_REQUEST,
+                              "Transfer-Encoding '%.64s' is not supported: send Content-Length "
+                              "or chunked",
+                              te);
     int is_api = strncmp(url, "/api/", 5) == 0 ||
                  (strcmp(url, "/metrics") == 0 && !ctx->api->metrics_public);
     if (is_api && !authorized(ctx))
-        return fail(ctx->conn, ERR_UNAUTHORIZED,
-                    "missing or wrong token: send 'Authorization: Bearer <token>' (the token is "
-                    "in ippc-client.json)%s",
-                    NULL);
-    if (ctx->too_large)
-        return fail(ctx->conn, ERR_TOO_LARGE, "request body is larger than the limit%s", NULL);
-
-    char buf[2049];
-    int path_known = 0;
-    for (size_t i = 0; i < N_ROUTES; i++) {
-        route_args args;
-        memcpy(buf, url, ulen + 1);
-        if (!route_match(routes[i].pattern, buf, &args))
-            continue;
-        path_known = 1;
-        if (strcmp(routes[i].method, method) == 0)
-            return routes[i].fn(ctx, &args);
-    }
-    if (path_known)
-        return fail(ctx->conn, ERR_METHOD, "method %s is not allowed on this path", method);
-    return fail(ctx->conn, ERR_NOT_FOUND, "no such path: %.200s", url);
+        return ippc_error_set(err, ERR_UNAUTHORIZED,
+                              "missing or wrong token: send 'Authorization: Bearer <token>' (the "
+                              "token is in ippc-client.json)");
+    if (route_find(ctx, url, method) < 0)
+        return -1;
+    return body_admit(ctx, te, header(ctx, MHD_HTTP_HEADER_CONTENT_LENGTH));
 }
 
-static enum MHD_Result answer_task(req_ctx *ctx);
+/* The first call, before any body byte is read. */
+static enum MHD_Result begin(req_ctx *ctx, const char *url, const char *method, const char *version)
+{
+    ctx->phase = PHASE_BODY;
+    if (admit(ctx, url, method, version) == 0)
+        return MHD_YES;
+    ctx->refused = 1;
+    ctx->drop_body = 1;
+    const char *length = header(ctx, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    int has_body = header(ctx, MHD_HTTP_HEADER_TRANSFER_ENCODING) ||
+                   (length && strtoull(length, NULL, 10) > 0);
+    if (!has_body)
+        return MHD_YES; /* answered at its last call: the connection stays */
+    /* Answered now, libmicrohttpd reads none of the body and closes the
+     * connection after the answer.  The linger thread keeps a duplicate of
+     * the socket and forgets what the client still sends, so a client that
+     * writes its whole body before reading gets the answer, not a reset. */
+    const union MHD_ConnectionInfo *info =
+        MHD_get_connection_info(ctx->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    int fd = info ? fcntl(info->connect_fd, F_DUPFD_CLOEXEC, 0) : -1;
+    enum MHD_Result rc = send_refusal(ctx);
+    if (fd >= 0)
+        linger_add(ctx->api->linger, fd);
+    return rc;
+}
+
+/* Room for n more body bytes (a chunked body), charged first.  0, or -1 +
+ * ctx->refusal. */
+static int body_grow(req_ctx *ctx, size_t n)
+{
+    http_api *api = ctx->api;
+    ippc_error *err = &ctx->refusal;
+    if (!ctx->chunked) /* libmicrohttpd passes no more than Content-Length */
+        return ippc_error_set(err, ERR_BAD_REQUEST, "more body than Content-Length says");
+    if (n > api->max_body - ctx->len)
+        return ippc_error_set(err, ERR_TOO_LARGE,
+                              "request body is over the limit of %.1f MiB (--max-body-mb)",
+                              mib(api->max_body));
+    size_t cap = ctx->cap ? ctx->cap : CHUNKED_FIRST;
+    while (cap < ctx->len + n)
+        cap = cap > api->max_body / 2 ? api->max_body : cap * 2;
+    if (cap > api->max_body)
+        cap = api->max_body;
+    if (budget_take(&ctx->held, cap - ctx->cap, "request body", err) < 0)
+        return -1;
+    char *body = realloc(ctx->body, cap);
+    if (!body) {
+        budget_give(&ctx->held, cap - ctx->cap);
+        return ippc_error_set(err, ERR_OVERLOADED,
+                              "cannot allocate the request body; try again later");
+    }
+    ctx->body = body;
+    ctx->cap = cap;
+    return 0;
+}
+
+static enum MHD_Result body_chunk(req_ctx *ctx, const char *data, size_t n)
+{
+    if (!ctx->drop_body && n > ctx->cap - ctx->len && body_grow(ctx, n) < 0) {
+        body_text_free(ctx);
+        ctx->refused = 1;
+        ctx->drop_body = 1;
+    }
+    if (ctx->drop_body) {
+        /* A refused (or bodiless) request: read and forget.  A chunked body
+         * could go on forever, so past the body limit the connection is
+         * closed, unanswered. */
+        ctx->dropped += n;
+        return ctx->dropped > ctx->api->max_body ? MHD_NO : MHD_YES;
+    }
+    memcpy(ctx->body + ctx->len, data, n);
+    ctx->len += n;
+    return MHD_YES;
+}
+
+/* ---------------------------------------------------------------- decoding */
+
+/* On the worker, after a good parse: the text goes; a direct-view call is
+ * built and its values converted here, and the tree goes too. */
+static int decode_then(decode_job *job)
+{
+    req_ctx *ctx = job->arg;
+    body_text_free(ctx);
+    if (ctx->route->op < 0)
+        return 0; /* the route takes the tree */
+    json_t *value = job->value;
+    job->value = NULL;
+    int rc = view_call_build(ctx, value, &job->err);
+    if (rc == 0 && !(ctx->call.prepared = hub_prepare(&ctx->call, &job->err)))
+        rc = -1;
+    json_decref(ctx->call_body);
+    ctx->call_body = NULL;
+    ctx->call.body = NULL;
+    /* The tree is gone; the arrays made from it stay until the submit. */
+    budget_account_release(&ctx->decoded);
+    if (rc == 0 && budget_take(&ctx->decoded, hub_prepared_bytes(ctx->call.prepared),
+                               "the request's arrays", &job->err) < 0) {
+        hub_prepared_free(ctx->call.prepared);
+        ctx->call.prepared = NULL;
+        rc = -1;
+    }
+    return rc;
+}
+
+static void decode_done(decode_job *job)
+{
+    req_ctx *ctx = job->arg;
+    ctx->phase = PHASE_DECODED;
+    resume(ctx);
+}
+
+static enum MHD_Result decode_start(req_ctx *ctx)
+{
+    http_api *api = ctx->api;
+    if (atomic_load(&api->stopping))
+        return fail(ctx->conn, ERR_UNAVAILABLE, "the controller is stopping%s", NULL);
+    ctx->job = (decode_job){.text = ctx->body,
+                            .len = ctx->len,
+                            .account = &ctx->decoded,
+                            .then = decode_then,
+                            .done = decode_done,
+                            .arg = ctx};
+    ctx->phase = PHASE_DECODING;
+    suspend(ctx);
+    if (decode_pool_submit(api->decoder, &ctx->job) < 0) {
+        ctx->job.failed = 1;
+        ippc_error_set(&ctx->job.err, ERR_UNAVAILABLE, "the controller is stopping");
+        decode_done(&ctx->job);
+    }
+    return MHD_YES;
+}
+
+static enum MHD_Result decoded(req_ctx *ctx)
+{
+    ctx->phase = PHASE_BODY;
+    if (ctx->job.failed) {
+        decoded_free(ctx, ctx->job.value);
+        ctx->job.value = NULL;
+        return send_error(ctx->conn, &ctx->job.err);
+    }
+    ctx->json = ctx->job.value;
+    ctx->job.value = NULL;
+    return ctx->route->fn(ctx, &ctx->args);
+}
+
+/* The last call of a request that is not suspended: the body is complete. */
+static enum MHD_Result body_complete(req_ctx *ctx)
+{
+    if (ctx->refused)
+        return send_refusal(ctx);
+    if (ctx->route->body != BODY_NONE && !ctx->raw && ctx->len > DECODE_INLINE_MAX)
+        return decode_start(ctx);
+    return ctx->route->fn(ctx, &ctx->args);
+}
+
+/* ------------------------------------------------------------- the daemon */
 
 static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char *url,
                               const char *method, const char *version, const char *upload_data,
-                              size_t *upload_data_size, void **con_cls) {
-    (void)version;
-    http_api *api = cls;
+                              size_t *upload_data_size, void **con_cls)
+{
+    (void)cls;
+    (void)conn;
     req_ctx *ctx = *con_cls;
-    if (!ctx) {
-        ctx = calloc(1, sizeof *ctx);
-        if (!ctx)
-            return MHD_NO;
-        ctx->api = api;
-        ctx->conn = conn;
-        ctx->started_us = now_us();
-        *con_cls = ctx;
-        return MHD_YES;
-    }
-    if (*upload_data_size) {
-        size_t n = *upload_data_size;
-        *upload_data_size = 0;
-        if (ctx->too_large || n > api->max_body - ctx->len) {
-            ctx->too_large = 1; /* keep reading, drop the bytes, answer 413 */
-            return MHD_YES;
+    if (!ctx)
+        return MHD_NO; /* uri_logger could not allocate it */
+    switch (ctx->phase) {
+    case PHASE_HEAD: return begin(ctx, url, method, version);
+    case PHASE_BODY:
+        if (*upload_data_size) {
+            size_t n = *upload_data_size;
+            *upload_data_size = 0;
+            return body_chunk(ctx, upload_data, n);
         }
-        if (ctx->len + n > ctx->cap) {
-            size_t cap = ctx->cap ? ctx->cap : 4096;
-            while (cap < ctx->len + n)
-                cap *= 2;
-            char *body = realloc(ctx->body, cap);
-            if (!body)
-                return MHD_NO;
-            ctx->body = body;
-            ctx->cap = cap;
-        }
-        memcpy(ctx->body + ctx->len, upload_data, n);
-        ctx->len += n;
-        return MHD_YES;
+        return body_complete(ctx);
+    case PHASE_DECODED: return decoded(ctx);
+    case PHASE_WOKEN: return ctx->task_id ? answer_task(ctx) : answer_request(ctx);
+    case PHASE_DECODING:
+    case PHASE_WAITING: return MHD_YES; /* a spurious call while suspended */
     }
-    if (ctx->state == CTX_SUSPENDED)
-        return MHD_YES; /* spurious call while waiting */
-    if (ctx->state == CTX_WOKEN)
-        return ctx->task_id ? answer_task(ctx) : answer_request(ctx);
-    return dispatch(ctx, url, method);
+    return MHD_NO;
+}
+
+/* Called with the raw request line's URI, before libmicrohttpd splits off
+ * the query and unescapes it: makes the request's context (*con_cls). */
+static void *uri_logger(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+    http_api *api = cls;
+    req_ctx *ctx = calloc(1, sizeof *ctx);
+    if (!ctx)
+        return NULL;
+    ctx->api = api;
+    ctx->conn = conn;
+    ctx->started_us = now_us();
+    ctx->uri_len = strlen(uri);
+    const char *query_start = strchr(uri, '?');
+    for (const char *p = strstr(uri, "%00"); p; p = strstr(p + 3, "%00")) {
+        if (query_start && p > query_start)
+            ctx->nul_in_query = 1;
+        else
+            ctx->nul_in_path = 1;
+    }
+    budget_account_init(&ctx->held, api->held, api->max_body);
+    budget_account_init(&ctx->decoded, api->held, api->decode_cap);
+    return ctx;
 }
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
-                         enum MHD_RequestTerminationCode toe) {
+                         enum MHD_RequestTerminationCode toe)
+{
     (void)cls;
     (void)conn;
     (void)toe;
@@ -836,12 +1360,19 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
             atomic_fetch_add(&api->lat_buckets[i], 1);
     atomic_fetch_add(&api->lat_count, 1);
     atomic_fetch_add(&api->lat_sum_us, (unsigned long long)(seconds * 1e6));
-    free(ctx->body);
+    body_text_free(ctx);
+    json_decref(ctx->json);
+    json_decref(ctx->job.value);
+    json_decref(ctx->call_body);
+    hub_prepared_free(ctx->call.prepared);
+    budget_account_release(&ctx->decoded);
+    free(ctx->path);
     free(ctx);
     *con_cls = NULL;
 }
 
-http_api *http_start(hub *h, const http_config *cfg, ippc_error *err) {
+http_api *http_start(hub *h, const http_config *cfg, ippc_error *err)
+{
     http_api *api = calloc(1, sizeof *api);
     if (!api) {
         ippc_error_set(err, ERR_INTERNAL, "out of memory");
@@ -851,14 +1382,32 @@ http_api *http_start(hub *h, const http_config *cfg, ippc_error *err) {
     api->token = strdup(cfg->token);
     api->max_body = cfg->max_body ? cfg->max_body : (size_t)64 << 20;
     api->metrics_public = cfg->metrics_public;
+    budget_init(&api->own_held, 0);
+    api->held = cfg->held ? cfg->held : &api->own_held;
+    /* A JSON tree takes 20-40 times its text (a json_t per number): one
+     * decode may use a quarter of what the controller may hold. */
+    api->decode_cap = api->held->limit ? api->held->limit / 4 : (size_t)1 << 30;
+    if (api->decode_cap < DECODE_INLINE_MAX * 64)
+        api->decode_cap = DECODE_INLINE_MAX * 64;
+    api->decoder = decode_pool_start(DECODE_WORKERS, err);
+    api->linger = api->decoder ? linger_start(LINGER_BYTES, err) : NULL;
+    if (!api->linger) {
+        decode_pool_stop(api->decoder);
+        free(api->token);
+        free(api);
+        return NULL;
+    }
     unsigned int flags = MHD_USE_NO_LISTEN_SOCKET | MHD_USE_INTERNAL_POLLING_THREAD |
                          MHD_USE_EPOLL | MHD_USE_ITC | MHD_ALLOW_SUSPEND_RESUME;
     api->daemon = MHD_start_daemon(flags, 0, NULL, NULL, handle, api, MHD_OPTION_NOTIFY_COMPLETED,
-                                   on_completed, NULL, MHD_OPTION_CONNECTION_TIMEOUT,
-                                   (unsigned int)120, MHD_OPTION_CONNECTION_LIMIT,
-                                   (unsigned int)4096, MHD_OPTION_END);
+                                   on_completed, NULL, MHD_OPTION_URI_LOG_CALLBACK, uri_logger, api,
+                                   MHD_OPTION_CONNECTION_MEMORY_LIMIT, MHD_CONNECTION_MEMORY,
+                                   MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)120,
+                                   MHD_OPTION_CONNECTION_LIMIT, (unsigned int)4096, MHD_OPTION_END);
     if (!api->daemon) {
         ippc_error_set(err, ERR_INTERNAL, "cannot start the HTTP daemon");
+        decode_pool_stop(api->decoder);
+        linger_stop(api->linger);
         free(api->token);
         free(api);
         return NULL;
@@ -866,18 +1415,31 @@ http_api *http_start(hub *h, const http_config *cfg, ippc_error *err) {
     return api;
 }
 
-void http_add_connection(http_api *api, int fd, const struct sockaddr *addr, socklen_t len) {
+void http_add_connection(http_api *api, int fd, const struct sockaddr *addr, socklen_t len)
+{
     /* MHD closes the socket itself when it cannot take it. */
     (void)MHD_add_connection(api->daemon, fd, addr, len);
 }
 
-void http_stop(http_api *api) {
+void http_stop(http_api *api)
+{
     if (!api)
         return;
-    /* Every suspended connection must be resumed before the daemon stops. */
-    hub_wake_all(api->h);
+    /* Every suspended connection must be resumed before the daemon stops.
+     * Decodes end first (resuming their connections, which then wait for
+     * nothing); a handler that read `stopping` just before it was set may
+     * still suspend once, after a wake-up: hence the loop. */
+    atomic_store(&api->stopping, 1);
+    decode_pool_stop(api->decoder);
+    for (int i = 0; i < 500; i++) {
+        hub_wake_all(api->h);
+        if (atomic_load(&api->suspended) == 0)
+            break;
+        usleep(10 * 1000);
+    }
     usleep(100 * 1000);
     MHD_stop_daemon(api->daemon);
+    linger_stop(api->linger);
     free(api->token);
     free(api);
 }

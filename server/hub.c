@@ -356,57 +356,134 @@ json_t *hub_info(hub *h)
 
 /* ------------------------------------------------------------ direct views */
 
-uint64_t hub_submit(hub *h, const hub_call *c, ippc_error *err)
-{
-    if (!json_is_object(c->body)) {
-        ippc_error_set(err, ERR_BAD_REQUEST, "request body must be a JSON object");
-        return 0;
-    }
-    if (c->op == HUB_OP_MAP) {
-        ippc_error_set(err, ERR_INTERNAL, "a map is submitted with hub_map_submit");
-        return 0;
-    }
-    /* Decoding the body (values, base64) needs no lock. */
-    codec_scatter scatter;
-    memset(&scatter, 0, sizeof scatter);
-    codec_msg *shared = NULL, **msgs = NULL;
-    int is_scatter = c->op == HUB_OP_SCATTER;
-    if (is_scatter ? codec_scatter_decode(c, &scatter, err) < 0
-                   : !(shared = codec_view_call(c, err)))
-        return 0;
+/* A call decoded ahead of hub_submit (hub.h): the engine message(s) it
+ * becomes, or the error it carries until the targets have been checked. */
+struct hub_prepared {
+    hub_op op;
+    int failed;     /* the call cannot be built: err says why */
+    int body_error; /* ... because its body is not an object (reported first) */
+    ippc_error err;
+    codec_msg *single;     /* every op but scatter */
+    codec_scatter scatter; /* split once the number of targets is known */
+    json_t *names;         /* pull of several names: the names, for the answer */
+    size_t bytes;
+};
 
-    uint64_t id = 0;
-    int *live = NULL, *targets = NULL;
-    size_t n_live = 0, n = 0;
-    hub_lock(h);
-    if (registry_live_ids(&h->engines, &live, &n_live) < 0) {
+hub_prepared *hub_prepare(const hub_call *c, ippc_error *err)
+{
+    hub_prepared *p = calloc(1, sizeof *p);
+    if (!p) {
         ippc_error_set(err, ERR_INTERNAL, "out of memory");
-        goto unlock;
+        return NULL;
     }
-    if (targets_parse(c->targets, live, n_live, &targets, &n, err) < 0)
-        goto unlock;
-    if (is_scatter) {
-        /* The split copies the data: done without the lock.  A target that
-         * dies meanwhile loses its part, as if it had died just after. */
-        hub_unlock(h);
-        msgs = calloc(n, sizeof *msgs);
-        int split = msgs ? codec_scatter_split(&scatter, n, msgs, err)
-                         : ippc_error_set(err, ERR_INTERNAL, "out of memory");
-        if (split < 0)
-            goto done;
-        hub_lock(h);
+    p->op = c->op;
+    blobs_init(&p->scatter.blobs);
+    int rc = 0;
+    if (!json_is_object(c->body)) {
+        p->body_error = 1;
+        rc = ippc_error_set(&p->err, ERR_BAD_REQUEST, "request body must be a JSON object");
+    } else if (c->op == HUB_OP_MAP) {
+        rc = ippc_error_set(&p->err, ERR_INTERNAL, "a map is submitted with hub_map_submit");
+    } else if (c->op == HUB_OP_SCATTER) {
+        rc = codec_scatter_decode(c, &p->scatter, &p->err);
+    } else if (!(p->single = codec_view_call(c, &p->err))) {
+        rc = -1;
+    } else if (c->op == HUB_OP_PULL_MANY &&
+               !(p->names = json_deep_copy(json_object_get(c->body, "names")))) {
+        rc = ippc_error_set(&p->err, ERR_INTERNAL, "out of memory");
     }
-    id = requests_submit(&h->requests, c, targets, n, is_scatter ? msgs : &shared,
-                         is_scatter ? n : 1, err);
-unlock:
-    hub_unlock(h);
-done:
+    p->failed = rc < 0;
+    for (size_t k = 0; p->single && k < p->single->nblobs; k++)
+        p->bytes += ws_blobref_len(p->single->blobs[k]);
+    for (size_t k = 0; k < p->scatter.blobs.count; k++)
+        p->bytes += p->scatter.blobs.items[k].len;
+    return p;
+}
+
+size_t hub_prepared_bytes(const hub_prepared *p)
+{
+    return p ? p->bytes : 0;
+}
+
+void hub_prepared_free(hub_prepared *p)
+{
+    if (!p)
+        return;
+    codec_msg_unref(p->single);
+    codec_scatter_clear(&p->scatter);
+    json_decref(p->names);
+    free(p);
+}
+
+static void msgs_free(codec_msg **msgs, size_t n)
+{
     for (size_t i = 0; msgs && i < n; i++)
         codec_msg_unref(msgs[i]);
     free(msgs);
-    codec_msg_unref(shared);
-    codec_scatter_clear(&scatter);
-    free(live);
+}
+
+/* Splitting a scatter copies the whole array, so it runs without the lock
+ * for the number of targets just seen, and again if engines came or went
+ * meanwhile; after this many tries, under the lock. */
+#define SPLIT_TRIES 3
+
+uint64_t hub_submit(hub *h, const hub_call *c, ippc_error *err)
+{
+    /* Decoding the body (values, base64) is done before the lock. */
+    hub_prepared *prep = c->prepared;
+    if (!prep && !(prep = hub_prepare(c, err)))
+        return 0;
+    if (prep->body_error) {
+        *err = prep->err;
+        hub_prepared_free(prep);
+        return 0;
+    }
+    uint64_t id = 0;
+    int *targets = NULL;
+    size_t n = 0;
+    codec_msg **split = NULL; /* scatter: one message per target */
+    size_t split_for = 0;
+    hub_lock(h);
+    for (int tries = 0;; tries++) {
+        free(targets);
+        targets = NULL;
+        int *live = NULL;
+        size_t n_live = 0;
+        int rc = registry_live_ids(&h->engines, &live, &n_live) < 0
+                     ? ippc_error_set(err, ERR_INTERNAL, "out of memory")
+                     : targets_parse(c->targets, live, n_live, &targets, &n, err);
+        free(live);
+        if (rc < 0)
+            goto unlock;
+        if (prep->failed) {
+            *err = prep->err;
+            goto unlock;
+        }
+        if (prep->op != HUB_OP_SCATTER || (split && split_for == n))
+            break;
+        int unlocked = tries < SPLIT_TRIES;
+        if (unlocked)
+            hub_unlock(h);
+        msgs_free(split, split_for);
+        split = calloc(n, sizeof *split);
+        split_for = n;
+        rc = split ? codec_scatter_split(&prep->scatter, n, split, err)
+                   : ippc_error_set(err, ERR_INTERNAL, "out of memory");
+        if (unlocked)
+            hub_lock(h);
+        if (rc < 0)
+            goto unlock;
+    }
+    json_t *names = prep->names;
+    prep->names = NULL;
+    id = split ? requests_submit(&h->requests, c, targets, n, split, n, names, err)
+               : requests_submit(&h->requests, c, targets, n, &prep->single, 1, names, err);
+unlock:
+    hub_unlock(h);
+    /* Dropping the messages' last references frees array bytes: after the
+     * unlock. */
+    msgs_free(split, split_for);
+    hub_prepared_free(prep);
     free(targets);
     return id;
 }

@@ -90,8 +90,10 @@ typedef enum hub_op {
     HUB_OP_MAP,     /* internal: a map over load-balanced tasks */
 } hub_op;
 
+typedef struct hub_prepared hub_prepared;
+
 /* A parsed direct-view call.  The hub takes what it needs; args stay owned by
- * the caller. */
+ * the caller (but see `prepared`). */
 typedef struct hub_call {
     hub_op op;
     const char *targets;   /* target spec */
@@ -102,10 +104,25 @@ typedef struct hub_call {
      * bodies): the skeleton and its blobs, which the hub moves out. */
     const json_t *wire_value;
     ippc_blobs *wire_blobs;
+    /* The payload, built earlier by hub_prepare for this call (or NULL):
+     * hub_submit then ignores body, wire_value and wire_blobs, and frees it. */
+    hub_prepared *prepared;
 } hub_call;
 
+/* Builds a call's engine payload ahead of hub_submit: every client value in
+ * wire form (a JSON list of a million numbers becomes one array).  That is
+ * the costly part of a submit, so it never runs under the hub lock; a caller
+ * may run it on another thread first.  Any thread, no lock.  NULL only when
+ * out of memory (err set); a call that cannot be built carries its error,
+ * which hub_submit reports where it would for an unprepared call (target
+ * errors first).  Moves the blobs out of call->wire_blobs. */
+hub_prepared *hub_prepare(const hub_call *call, ippc_error *err);
+/* Bytes of array data the payload holds (for memory budgets). */
+size_t hub_prepared_bytes(const hub_prepared *p);
+void hub_prepared_free(hub_prepared *p);
+
 /* Starts a request: one task per target engine, sent at once.  Returns the
- * request id (> 0) or 0 + err. */
+ * request id (> 0) or 0 + err.  Frees call->prepared. */
 uint64_t hub_submit(hub *h, const hub_call *call, ippc_error *err);
 
 /* Sends an interrupt to every target engine: the task running there ends as

@@ -5,15 +5,23 @@
  *   main      — the acceptor: accepts every connection, hands it over; waits on
  *               an eventfd that the SIGTERM/SIGINT handler writes.
  *   mhd       — libmicrohttpd's polling thread: every REST handler.
+ *   decode    — two decode-pool workers (decode_pool.c): big JSON bodies,
+ *               parsed and converted while their connection is suspended.
+ *   linger    — drains the sockets of requests refused before their body
+ *               was read, then closes them (linger.c).
  *   lws       — the libwebsockets service thread: engine sockets, client
  *               streams (/ws), hub_tick every 200 ms.
+ *   wsguard   — relays /ws sockets to lws and closes unmasked client frames
+ *               (server/wsguard.h).
  *   store     — the task store's writer thread (store.c): batched SQLite
  *               transactions, off every request path; while writes fail it
  *               holds the records and retries them with back-off.
  * Shared state lives in the hub behind its one mutex.  Smaller locks, always
  * taken after the hub's when both are held: the event stream (events.c), each
  * socket's send queue (wsmsg.c), the stream waits (ws_client.c), the store's
- * queue (store.c).
+ * queue (store.c).  The decode pool's and the linger thread's queue locks
+ * are never held with any other.  What clients make the controller hold is
+ * counted in one byte budget (--max-held-mb, budget.h), made below.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -26,11 +34,13 @@
 #include <sys/eventfd.h>
 #include <sys/file.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "acceptor.h"
+#include "budget.h"
 #include "events.h"
 #include "http_api.h"
 #include "hub.h"
@@ -47,6 +57,7 @@ typedef struct options {
     const char *db;
     int heartbeat_timeout_s;
     size_t max_body_mb;
+    size_t max_held_mb;
     int sched;
     unsigned hwm;
     int metrics_public;
@@ -79,6 +90,9 @@ static void usage(FILE *out) {
             "  --hwm N                 balanced tasks an engine may hold at once (default 1)\n"
             "  --heartbeat-timeout S   silence after which an engine is dead (default %d)\n"
             "  --max-body-mb N         largest request body (default 64)\n"
+            "  --max-held-mb N         bytes all peers together may make the controller hold\n"
+            "                          (messages and bodies in flight, queued output; default\n"
+            "                          2048); past it, requests get 503 \"overloaded\"\n"
             "  --metrics-public        serve GET /metrics without the token\n"
             "  --fresh                 new token, engine key and port even when a previous\n"
             "                          controller of this profile left its files behind\n"
@@ -96,6 +110,7 @@ static int parse_options(int argc, char **argv, options *o) {
         {"db", required_argument, NULL, 'b'},
         {"heartbeat-timeout", required_argument, NULL, 't'},
         {"max-body-mb", required_argument, NULL, 'm'},
+        {"max-held-mb", required_argument, NULL, 'H'},
         {"scheduler", required_argument, NULL, 's'},
         {"hwm", required_argument, NULL, 'w'},
         {"print-routes", no_argument, NULL, 'r'},
@@ -131,6 +146,13 @@ static int parse_options(int argc, char **argv, options *o) {
             o->max_body_mb = (size_t)strtoul(optarg, &end, 10);
             if (*end || o->max_body_mb < 1 || o->max_body_mb > 4096) {
                 fprintf(stderr, "ippc-controller: --max-body-mb must be 1..4096\n");
+                return 2;
+            }
+            break;
+        case 'H':
+            o->max_held_mb = (size_t)strtoul(optarg, &end, 10);
+            if (*end || o->max_held_mb < 1 || o->max_held_mb > ((size_t)1 << 20)) {
+                fprintf(stderr, "ippc-controller: --max-held-mb must be 1..1048576\n");
                 return 2;
             }
             break;
@@ -295,14 +317,34 @@ static void route_http(void *arg, int fd, const struct sockaddr *addr, socklen_t
     http_add_connection(((void **)arg)[0], fd, addr, len);
 }
 
-static void route_ws(void *arg, int fd) { ws_adopt(((void **)arg)[1], fd); }
+static void route_ws(void *arg, int fd, const acceptor_verdict *v)
+{
+    ws_adopt(((void **)arg)[1], fd, v->kind == ACCEPTOR_WS_CLIENT, v->head_len);
+}
+
+/* Waiting connections, engines and clients all hold descriptors: take what
+ * the hard limit allows (the soft one is often 1024). */
+static void raise_fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
 
 int main(int argc, char **argv) {
-    options o = {.ip = "127.0.0.1", .profile = "default"};
+    options o = {.ip = "127.0.0.1", .profile = "default", .max_held_mb = 2048};
     int rc = parse_options(argc, argv, &o);
     if (rc >= 0)
         return rc;
+    /* The one process-wide budget of what peers make us hold (REST bodies
+     * and decoded JSON, WS messages, queued output); every connection's
+     * account draws from it. */
+    static budget held;
+    budget_init(&held, o.max_held_mb << 20);
     signal(SIGPIPE, SIG_IGN);
+    raise_fd_limit();
 
     char dir[PATH_MAX - 64], security[PATH_MAX - 32], client_file[PATH_MAX], engine_file[PATH_MAX];
     const char *base = o.ippc_dir ? o.ippc_dir : getenv("IPPC_DIR");
@@ -402,9 +444,11 @@ int main(int argc, char **argv) {
     hub *h = hcfg.events ? hub_new(&hcfg) : NULL;
     http_config httpcfg = {.token = token,
                            .max_body = o.max_body_mb << 20,
-                           .metrics_public = o.metrics_public};
+                           .metrics_public = o.metrics_public,
+                           .held = &held};
     http_api *api = h ? http_start(h, &httpcfg, &err) : NULL;
-    ws_server *ws = api ? ws_start(h, hcfg.events, token, &err) : NULL;
+    ws_config wscfg = {.token = token, .engine_key = engine_key, .budget = &held};
+    ws_server *ws = api ? ws_start(h, hcfg.events, &wscfg, &err) : NULL;
     if (!ws) {
         fprintf(stderr, "ippc-controller: %s\n", err.message[0] ? err.message : "out of memory");
         http_stop(api);
@@ -432,7 +476,8 @@ int main(int argc, char **argv) {
         fflush(stdout);
         void *targets[2] = {api, ws};
         acceptor_routes routes = {.to_http = route_http, .to_ws = route_ws, .arg = targets};
-        acceptor_run(listen_fd, stop_fd, &routes);
+        acceptor_config acfg = {.secrets = {.token = token, .engine_key = engine_key}};
+        acceptor_run(listen_fd, stop_fd, &routes, &acfg);
         rc = 0;
         fprintf(stderr, "ippc-controller: stopping\n");
     }

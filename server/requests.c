@@ -159,24 +159,29 @@ static const char *op_name(hub_op op)
     return (unsigned)op < sizeof names / sizeof *names && names[op] ? names[op] : "unknown";
 }
 
-/* What a direct task's document says it does. */
-static json_t *direct_spec(const hub_call *c)
+/* What a direct task's document says it does: the op, and the code or
+ * function its message carries. */
+static json_t *direct_spec(hub_op op, const codec_msg *m)
 {
-    json_t *spec = json_pack("{s:s}", "op", op_name(c->op));
-    const char *key = c->op == HUB_OP_EXECUTE ? "code" : c->op == HUB_OP_APPLY ? "function" : NULL;
-    json_t *v = key ? json_object_get(c->body, key) : NULL;
+    json_t *spec = json_pack("{s:s}", "op", op_name(op));
+    const char *key = op == HUB_OP_EXECUTE ? "code" : op == HUB_OP_APPLY ? "function" : NULL;
+    json_t *v = key ? json_object_get(m->msg, key) : NULL;
     if (json_is_string(v))
-        json_object_set(spec, key, v);
+        json_object_set(spec, key, v); /* shared, never changed */
     return spec;
 }
 
 uint64_t requests_submit(requests *rq, const hub_call *c, const int *targets, size_t n,
-                         codec_msg *const *msgs, size_t nmsgs, ippc_error *err)
+                         codec_msg *const *msgs, size_t nmsgs, json_t *names, ippc_error *err)
 {
     request *r = request_new(rq, c->op, n);
+    if (r) {
+        r->names = names;
+        names = NULL;
+    }
     if (!r || (c->name && !(r->name = strdup(c->name))) ||
-        (c->op == HUB_OP_PULL_MANY &&
-         !(r->names = json_deep_copy(json_object_get(c->body, "names"))))) {
+        (c->op == HUB_OP_PULL_MANY && !r->names)) {
+        json_decref(names);
         if (r) {
             list_remove(&rq->open, r);
             idmap_remove(&rq->by_id, r->id);
@@ -192,7 +197,7 @@ uint64_t requests_submit(requests *rq, const hub_call *c, const int *targets, si
     size_t made = 0;
     for (; made < n; made++) {
         codec_msg *m = msgs[nmsgs == 1 ? 0 : made];
-        task *t = task_new(TASK_DIRECT, direct_spec(c), codec_msg_ref(m));
+        task *t = task_new(TASK_DIRECT, direct_spec(c->op, m), codec_msg_ref(m));
         if (t)
             t->engine = targets[made];
         if (!t || task_add(rq->tasks, t, TASK_PENDING, r->id, made, 1) < 0) {

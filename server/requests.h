@@ -67,10 +67,11 @@ void requests_free(requests *rq);
 
 /* A direct-view request: one direct task per target (live engine ids, in
  * order), each sent at once.  msgs holds one message for every target, or
- * one shared by all (nmsgs 1); the tasks take their own references.  The
- * request id, or 0 + err. */
+ * one shared by all (nmsgs 1); the tasks take their own references.  names
+ * (PULL_MANY: the names pulled, for the answer) is taken; call->body is not
+ * read (it may be gone: a prepared call).  The request id, or 0 + err. */
 uint64_t requests_submit(requests *rq, const hub_call *call, const int *targets, size_t ntargets,
-                         codec_msg *const *msgs, size_t nmsgs, ippc_error *err);
+                         codec_msg *const *msgs, size_t nmsgs, json_t *names, ippc_error *err);
 
 /* A map request over nchunks chunk tasks that the caller adds with
  * task_add(..., r->id, index, held 1) and requests_attach, then

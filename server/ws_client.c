@@ -1,7 +1,15 @@
-/* ws_client.c — the client stream /ws (docs/streams.md): authentication,
- * the snapshot, subscriptions, resume, and the request channel.  Every
- * operation is a hub call, as in http_api.c; this file only turns messages
- * into those calls and answers into reply messages.
+/* ws_client.c — the client stream /ws (docs/streams.md): the snapshot,
+ * subscriptions, resume, and the request channel.  Every operation is a hub
+ * call, as in http_api.c; this file only turns messages into those calls and
+ * answers into reply messages.
+ *
+ * The acceptor authenticated the upgrade already; FILTER checks the token
+ * again.  Memory: the reader's message and the queued output are charged to
+ * the session's two budget accounts (in_account, out_account); a refusal is
+ * told to the client with a short uncharged notice, then, when the reader or
+ * the events say so, the socket is closed with the matching code (1002,
+ * 1008, 1009, 1011, 1013).  Frames reach lws through wsguard.c, which has
+ * already closed the connection on an unmasked one.
  *
  * Waiting without blocking the loop: a blocking op registers a hub waiter
  * whose wake callback (any thread, hub lock held) only moves a ws_wait to the
@@ -9,6 +17,7 @@
  * A session that closes first orphans its waits (w->session = NULL under
  * wait_lock); the wake then just frees them.
  */
+#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -27,64 +36,127 @@ struct ws_wait {
     wait_kind kind;
     uint64_t id;
     json_t *client_id;
-    ws_wait *prev, *next;  /* the session's pending list */
-    ws_wait *ready_next;   /* the server's ready list */
+    ws_wait *prev, *next; /* the session's pending list */
+    ws_wait *ready_next;  /* the server's ready list */
 };
 
 /* ------------------------------------------------------------ sending */
 
 /* The client's id to echo (a new reference), null when it sent none. */
-static json_t *echo_id(const json_t *cid) {
+static json_t *echo_id(const json_t *cid)
+{
     return cid ? json_deep_copy(cid) : json_null();
 }
 
-static void client_send_json(client_session *s, json_t *msg) {
-    char *text = json_dumps(msg, JSON_COMPACT);
-    json_decref(msg);
-    if (text) {
-        ws_outq_push_text(&s->q, text, strlen(text));
+/* Queues a short notice that does not count against the budget: the message
+ * that says why something was refused must get out.  An id too big for a
+ * notice is left out. */
+static void client_send_notice(client_session *s, json_t *notice)
+{
+    char *text = json_dumps(notice, JSON_COMPACT);
+    if (text && strlen(text) > 4096 && json_object_get(notice, "id")) {
         free(text);
+        json_object_set_new(notice, "id", json_null());
+        text = json_dumps(notice, JSON_COMPACT);
     }
+    json_decref(notice);
+    if (text && strlen(text) <= 4096)
+        ws_outq_push_notice(&s->q, text, strlen(text));
+    free(text);
     lws_callback_on_writable(s->wsi);
 }
 
-static void reply(client_session *s, const json_t *client_id, int status, json_t *body) {
+static void client_send_error(client_session *s, const ippc_error *err)
+{
+    json_t *body = ippc_error_json(err);
+    client_send_notice(
+        s, json_pack("{s:s, s:O}", "type", "error", "error", json_object_get(body, "error")));
+    json_decref(body);
+}
+
+/* Queues a message, charged to the client's output budget.  When the budget
+ * refuses it, the client gets an error in its place: a reply with the same id
+ * and the error's status, or an error message. */
+static void client_send_json(client_session *s, json_t *msg)
+{
+    ippc_error err = {0};
+    char *text = json_dumps(msg, JSON_COMPACT);
+    if (!text)
+        ippc_error_set(&err, ERR_INTERNAL, "out of memory");
+    if (!text || ws_outq_push_text(&s->q, text, strlen(text), &err) < 0) {
+        const char *type = json_string_value(json_object_get(msg, "type"));
+        if (type && strcmp(type, "reply") == 0) {
+            json_t *notice = json_pack("{s:s, s:i, s:o}", "type", "reply", "status",
+                                       http_status_for(err.code), "body", ippc_error_json(&err));
+            json_object_set(notice, "id", json_object_get(msg, "id"));
+            client_send_notice(s, notice);
+        } else {
+            client_send_error(s, &err);
+        }
+    }
+    free(text);
+    json_decref(msg);
+    lws_callback_on_writable(s->wsi);
+}
+
+static void reply(client_session *s, const json_t *client_id, int status, json_t *body)
+{
     json_t *msg = json_pack("{s:s, s:i, s:o}", "type", "reply", "status", status, "body",
                             body ? body : json_null());
     json_object_set_new(msg, "id", echo_id(client_id));
     client_send_json(s, msg);
 }
 
-static void reply_error(client_session *s, const json_t *client_id, const ippc_error *err) {
+static void reply_error(client_session *s, const json_t *client_id, const ippc_error *err)
+{
     reply(s, client_id, http_status_for(err->code), ippc_error_json(err));
 }
 
 /* events_sink: called with the events lock held, from any thread. */
-static int sink_send(void *conn, const char *text, size_t len) {
+static int sink_send(void *conn, const char *text, size_t len)
+{
     client_session *s = conn;
     pthread_mutex_lock(&s->q.lock);
     size_t queued = s->q.bytes;
     pthread_mutex_unlock(&s->q.lock);
     if (queued > CLIENT_SEND_LIMIT)
         return -1;
-    ws_outq_push_text(&s->q, text, len);
+    ippc_error err = {0};
+    if (ws_outq_push_text(&s->q, text, len, &err) < 0) {
+        /* Not this client's slowness: the controller as a whole is out of
+         * budget.  The cut that follows says so. */
+        atomic_store(&s->overloaded, 1);
+        return -1;
+    }
     lws_cancel_service(s->server->ctx);
     return 0;
 }
 
-static void sink_cut(void *conn, const char *notice) {
+static void sink_cut(void *conn, const char *notice)
+{
     client_session *s = conn;
     ws_outq_clear(&s->q);
-    ws_outq_push_text(&s->q, notice, strlen(notice));
-    s->close_code = LWS_CLOSE_STATUS_POLICY_VIOLATION;
-    snprintf(s->close_reason, sizeof s->close_reason, "slow consumer");
+    if (atomic_load(&s->overloaded)) {
+        static const char overloaded[] =
+            "{\"type\":\"error\",\"error\":{\"code\":\"" ERR_OVERLOADED
+            "\",\"message\":\"the controller's memory budget is spent: events for this "
+            "client cannot be queued; it is disconnected (reconnect and resume later)\"}}";
+        ws_outq_push_notice(&s->q, overloaded, strlen(overloaded));
+        s->close_code = 1013; /* Try Again Later (RFC 6455 section 11.7, IANA) */
+        snprintf(s->close_reason, sizeof s->close_reason, "overloaded");
+    } else {
+        ws_outq_push_notice(&s->q, notice, strlen(notice));
+        s->close_code = LWS_CLOSE_STATUS_POLICY_VIOLATION;
+        snprintf(s->close_reason, sizeof s->close_reason, "slow consumer");
+    }
     atomic_store(&s->close_requested, 1);
     lws_cancel_service(s->server->ctx);
 }
 
 /* ------------------------------------------------------------ waits */
 
-static void wait_unlink_locked(ws_wait *w) {
+static void wait_unlink_locked(ws_wait *w)
+{
     client_session *s = w->session;
     if (!s)
         return;
@@ -97,13 +169,15 @@ static void wait_unlink_locked(ws_wait *w) {
     w->prev = w->next = NULL;
 }
 
-static void wait_free(ws_wait *w) {
+static void wait_free(ws_wait *w)
+{
     json_decref(w->client_id);
     free(w);
 }
 
 /* Hub wake callback: hub lock held, any thread. */
-static void on_wait_wake(void *arg) {
+static void on_wait_wake(void *arg)
+{
     ws_wait *w = arg;
     ws_server *srv = w->server;
     pthread_mutex_lock(&srv->wait_lock);
@@ -118,12 +192,12 @@ static void on_wait_wake(void *arg) {
     lws_cancel_service(srv->ctx);
 }
 
-static void answer_wait(client_session *s, ws_wait *w) {
+static void answer_wait(client_session *s, ws_wait *w)
+{
     ippc_error err = {0};
     int done = 0;
-    json_t *body = w->kind == WAIT_REQUEST
-                       ? hub_request_json(s->server->h, w->id, &done, &err)
-                       : hub_task_json(s->server->h, w->id, &done, &err);
+    json_t *body = w->kind == WAIT_REQUEST ? hub_request_json(s->server->h, w->id, &done, &err)
+                                           : hub_task_json(s->server->h, w->id, &done, &err);
     if (!body)
         reply_error(s, w->client_id, &err);
     else
@@ -131,7 +205,8 @@ static void answer_wait(client_session *s, ws_wait *w) {
 }
 
 /* Service thread: answers every wait that woke. */
-void ws_client_drain_ready(ws_server *srv) {
+void ws_client_drain_ready(ws_server *srv)
+{
     pthread_mutex_lock(&srv->wait_lock);
     ws_wait *w = srv->ready;
     srv->ready = NULL;
@@ -155,7 +230,8 @@ void ws_client_drain_ready(ws_server *srv) {
     }
 }
 
-void ws_client_free_ready(ws_server *srv) {
+void ws_client_free_ready(ws_server *srv)
+{
     while (srv->ready) {
         ws_wait *w = srv->ready;
         srv->ready = w->ready_next;
@@ -164,8 +240,9 @@ void ws_client_free_ready(ws_server *srv) {
 }
 
 /* Waits for a request or task, or answers at once when it is done. */
-static void wait_or_reply(client_session *s, wait_kind kind, uint64_t id,
-                          const json_t *client_id, double seconds) {
+static void wait_or_reply(client_session *s, wait_kind kind, uint64_t id, const json_t *client_id,
+                          double seconds)
+{
     ws_wait *w = calloc(1, sizeof *w);
     if (!w) {
         ippc_error err;
@@ -206,24 +283,30 @@ typedef struct view_op {
 } view_op;
 
 static const view_op view_ops[] = {
-    {"execute", HUB_OP_EXECUTE}, {"run", HUB_OP_RUN},     {"push", HUB_OP_PUSH},
+    {"execute", HUB_OP_EXECUTE}, {"run", HUB_OP_RUN},         {"push", HUB_OP_PUSH},
     {"pull", HUB_OP_PULL_MANY},  {"scatter", HUB_OP_SCATTER}, {"gather", HUB_OP_GATHER},
-    {"apply", HUB_OP_APPLY},     {"load", HUB_OP_LOAD},   {"reset", HUB_OP_RESET},
+    {"apply", HUB_OP_APPLY},     {"load", HUB_OP_LOAD},       {"reset", HUB_OP_RESET},
 };
 
-static double msg_seconds(const json_t *msg, const char *key) {
+static double msg_seconds(const json_t *msg, const char *key)
+{
     json_t *v = json_object_get(msg, key);
     return json_is_number(v) && json_number_value(v) > 0 ? json_number_value(v) : 0;
 }
 
-static int msg_block(const json_t *msg) { return !json_is_false(json_object_get(msg, "block")); }
+static int msg_block(const json_t *msg)
+{
+    return !json_is_false(json_object_get(msg, "block"));
+}
 
-static uint64_t msg_id(const json_t *msg, const char *key) {
+static uint64_t msg_id(const json_t *msg, const char *key)
+{
     json_t *v = json_object_get(msg, key);
     return json_is_integer(v) && json_integer_value(v) > 0 ? (uint64_t)json_integer_value(v) : 0;
 }
 
-static void op_view(client_session *s, const json_t *msg, const json_t *cid, hub_op op) {
+static void op_view(client_session *s, const json_t *msg, const json_t *cid, hub_op op)
+{
     const char *targets = json_string_value(json_object_get(msg, "targets"));
     const char *format = json_string_value(json_object_get(msg, "format"));
     hub_call call = {.op = op,
@@ -231,7 +314,7 @@ static void op_view(client_session *s, const json_t *msg, const json_t *cid, hub
                      .body = msg,
                      .name = json_string_value(json_object_get(msg, "name")),
                      .format = format && strcmp(format, "typed") == 0 ? VALUE_FORMAT_TYPED
-                                                                     : VALUE_FORMAT_LIST};
+                                                                      : VALUE_FORMAT_LIST};
     ippc_error err = {0};
     uint64_t id = hub_submit(s->server->h, &call, &err);
     if (!id) {
@@ -248,14 +331,16 @@ static void op_view(client_session *s, const json_t *msg, const json_t *cid, hub
 
 /* Answers a hub call that returned a body or NULL + err. */
 static void answer(client_session *s, const json_t *cid, int status, json_t *body,
-                   const ippc_error *err) {
+                   const ippc_error *err)
+{
     if (body)
         reply(s, cid, status, body);
     else
         reply_error(s, cid, err);
 }
 
-static void op_other(client_session *s, const char *op, const json_t *msg, const json_t *cid) {
+static void op_other(client_session *s, const char *op, const json_t *msg, const json_t *cid)
+{
     hub *h = s->server->h;
     ippc_error err = {0};
     if (strcmp(op, "interrupt") == 0) {
@@ -274,8 +359,8 @@ static void op_other(client_session *s, const char *op, const json_t *msg, const
         if (!id)
             reply_error(s, cid, &err);
         else if (!msg_block(msg))
-            reply(s, cid, 202, json_pack("{s:I, s:s}", "request", (json_int_t)id, "status",
-                                         "pending"));
+            reply(s, cid, 202,
+                  json_pack("{s:I, s:s}", "request", (json_int_t)id, "status", "pending"));
         else
             wait_or_reply(s, WAIT_REQUEST, id, cid, msg_seconds(msg, "timeout"));
     } else if (strcmp(op, "abort") == 0) {
@@ -299,7 +384,8 @@ static void op_other(client_session *s, const char *op, const json_t *msg, const
     }
 }
 
-static void on_client_message(client_session *s, json_t *msg) {
+static void on_client_message(client_session *s, json_t *msg)
+{
     const char *op = json_string_value(json_object_get(msg, "op"));
     const json_t *cid = json_object_get(msg, "id");
     ippc_error err = {0};
@@ -310,9 +396,9 @@ static void on_client_message(client_session *s, json_t *msg) {
         return;
     }
     if (strcmp(op, "subscribe") == 0 || strcmp(op, "unsubscribe") == 0) {
-        json_t *ans = s->ec ? events_client_subscribe(s->server->events, s->ec, msg,
-                                                      op[0] == 'u', &err)
-                            : NULL;
+        json_t *ans =
+            s->ec ? events_client_subscribe(s->server->events, s->ec, msg, op[0] == 'u', &err)
+                  : NULL;
         if (ans) {
             json_object_set_new(ans, "id", echo_id(cid));
             client_send_json(s, ans);
@@ -348,45 +434,59 @@ static void on_client_message(client_session *s, json_t *msg) {
 
 /* ------------------------------------------------------------ lws */
 
-/* The token from Authorization, ?token= or a Sec-WebSocket-Protocol entry. */
-static int client_authorized(struct lws *wsi, const char *want) {
+/* The token from Authorization, ?token= or a Sec-WebSocket-Protocol entry.
+ * The acceptor checked it already; this second look costs nothing. */
+static int client_authorized(struct lws *wsi, const char *want)
+{
     char buf[512];
-    if (lws_hdr_copy(wsi, buf, sizeof buf, WSI_TOKEN_HTTP_AUTHORIZATION) > 7 &&
-        strncmp(buf, "Bearer ", 7) == 0 && secret_equal(buf + 7, want))
+    int n = lws_hdr_copy(wsi, buf, sizeof buf, WSI_TOKEN_HTTP_AUTHORIZATION);
+    if (n > 0 && secret_bearer_equal(buf, (size_t)n, want))
         return 1;
     const char *arg = lws_get_urlarg_by_name(wsi, "token=", buf, sizeof buf);
-    if (arg && secret_equal(arg, want))
+    if (arg && secret_equal_n(arg, strlen(arg), want))
         return 1;
-    if (lws_hdr_copy(wsi, buf, sizeof buf, WSI_TOKEN_PROTOCOL) > 0) {
-        char *save = NULL;
-        for (char *p = strtok_r(buf, ", ", &save); p; p = strtok_r(NULL, ", ", &save))
-            if (strncmp(p, "ippc.token.", 11) == 0 && secret_equal(p + 11, want))
-                return 1;
+    n = lws_hdr_copy(wsi, buf, sizeof buf, WSI_TOKEN_PROTOCOL);
+    return n > 0 && secret_protocol_token_equal(buf, (size_t)n, want);
+}
+
+static const char *close_reason_for(int code)
+{
+    switch (code) {
+    case 1002: return "protocol error";
+    case 1009: return "message too large";
+    case 1013: return "overloaded";
+    default: return "internal error";
     }
-    return 0;
 }
 
 int ws_client_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
-                       size_t len) {
+                       size_t len)
+{
     client_session *s = user;
     ws_server *srv = lws_context_user(lws_get_context(wsi));
     switch (reason) {
-    case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION: {
-        char uri[256];
-        if (lws_hdr_copy(wsi, uri, sizeof uri, WSI_TOKEN_GET_URI) <= 0 || strcmp(uri, "/ws") != 0)
+    case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
+        if (!ws_uri_is(wsi, "/ws"))
             return 1;
         if (!client_authorized(wsi, srv->token)) {
             lws_return_http_status(wsi, HTTP_STATUS_UNAUTHORIZED, NULL);
             return 1;
         }
         return 0;
-    }
     case LWS_CALLBACK_ESTABLISHED: {
+        assert(!s->established);
         memset(s, 0, sizeof *s);
+        s->established = 1;
         s->wsi = wsi;
         s->server = srv;
+        /* The message cap is the reader's (CLIENT_MAX_MESSAGE); output has
+         * no cap of its own (a reply is as big as its REST answer) beyond the
+         * slow-consumer limit on events; both draw on the budget. */
+        budget_account_init(&s->in_account, srv->budget, 0);
+        budget_account_init(&s->out_account, srv->budget, 0);
         ws_outq_init(&s->q);
-        ws_reader_init(&s->reader, CLIENT_MAX_MESSAGE);
+        ws_outq_set_account(&s->q, &s->out_account);
+        ws_reader_init(&s->reader, CLIENT_MAX_MESSAGE, &s->in_account);
         s->next = srv->clients;
         if (srv->clients)
             srv->clients->prev = s;
@@ -396,42 +496,39 @@ int ws_client_callback(struct lws *wsi, enum lws_callback_reasons reason, void *
         /* The snapshot goes first, ahead of any event queued since. */
         char *text = json_dumps(snap, JSON_COMPACT);
         json_decref(snap);
-        if (text) {
-            ws_outq_push_front_text(&s->q, text, strlen(text));
-            free(text);
+        ippc_error err = {0};
+        if (!text || ws_outq_push_front_text(&s->q, text, strlen(text), &err) < 0) {
+            if (!text)
+                ippc_error_set(&err, ERR_INTERNAL, "out of memory");
+            client_send_error(s, &err);
+            s->close_code = strcmp(err.code, ERR_OVERLOADED) == 0 ? 1013 : 1011;
+            snprintf(s->close_reason, sizeof s->close_reason, "%s",
+                     close_reason_for(s->close_code));
+            atomic_store(&s->close_requested, 1);
         }
+        free(text);
         lws_callback_on_writable(wsi);
         break;
     }
     case LWS_CALLBACK_RECEIVE: {
+        assert(s->established); /* lws only reads frames on an open WebSocket */
+        if (atomic_load(&s->close_requested))
+            break; /* closing: what still arrives is dropped unread */
         json_t *msg = NULL;
         ippc_blobs blobs;
         blobs_init(&blobs);
         ippc_error err = {0};
-        if (lws_frame_is_binary(wsi) && lws_is_first_fragment(wsi) && !s->reader.pending) {
-            /* Binary frames only follow a message that announces them. */
-            client_send_json(s, json_pack("{s:s, s:{s:s, s:s}}", "type", "error", "error",
-                                          "code", ERR_BAD_REQUEST, "message",
-                                          "binary frames are not accepted here"));
-            s->skip_binary = 1;
-        }
-        if (s->skip_binary) {
-            if (lws_is_final_fragment(wsi) && !lws_remaining_packet_payload(wsi))
-                s->skip_binary = 0;
-            break;
-        }
         int rc = ws_reader_feed(&s->reader, wsi, in, len, &msg, &blobs, &err);
         if (rc < 0) {
-            int too_big = strcmp(err.code, ERR_TOO_LARGE) == 0;
-            client_send_json(s, json_pack("{s:s, s:{s:s, s:s}}", "type", "error", "error",
-                                          "code", err.code, "message", err.message));
-            if (too_big) {
-                s->close_code = LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE;
-                snprintf(s->close_reason, sizeof s->close_reason, "message too large");
+            /* The reader dropped the message (and skips the rest of it);
+             * some refusals end the connection too. */
+            client_send_error(s, &err);
+            int code = ws_reader_fatal(&s->reader, &err);
+            if (code) {
+                s->close_code = code;
+                snprintf(s->close_reason, sizeof s->close_reason, "%s", close_reason_for(code));
                 atomic_store(&s->close_requested, 1);
             }
-            ws_reader_free(&s->reader);
-            ws_reader_init(&s->reader, CLIENT_MAX_MESSAGE);
             break;
         }
         if (rc == 1) {
@@ -442,9 +539,14 @@ int ws_client_callback(struct lws *wsi, enum lws_callback_reasons reason, void *
         break;
     }
     case LWS_CALLBACK_SERVER_WRITEABLE:
+        assert(s->established);
         return ws_writeable(wsi, &s->q, atomic_load(&s->close_requested), s->close_code,
                             s->close_reason);
     case LWS_CALLBACK_CLOSED:
+        if (!s || !s->established)
+            break; /* a refused upgrade (401...): never linked, nothing to undo */
+        assert(s->wsi == wsi && s->server == srv);
+        s->established = 0;
         if (s->ec)
             events_client_remove(srv->events, s->ec);
         pthread_mutex_lock(&srv->wait_lock);
@@ -460,9 +562,10 @@ int ws_client_callback(struct lws *wsi, enum lws_callback_reasons reason, void *
             s->next->prev = s->prev;
         ws_outq_destroy(&s->q);
         ws_reader_free(&s->reader);
+        budget_account_release(&s->in_account);
+        budget_account_release(&s->out_account);
         break;
-    default:
-        return ws_common_callback(wsi, reason, user, in, len);
+    default: return ws_common_callback(wsi, reason, user, in, len);
     }
     return 0;
 }

@@ -10,21 +10,27 @@
 
 #include "hub.h"
 #include "ws.h"
+#include "wsguard.h"
 
 #define ADOPT_MAX 1024
 
 typedef struct ws_wait ws_wait;
 
 typedef struct client_session {
+    int established; /* set by ESTABLISHED; CLOSED (which lws also runs for
+                        refused upgrades, on a zeroed session) undoes only
+                        what ESTABLISHED did */
     struct lws *wsi;
     ws_server *server;
-    ws_outq q; /* filled from any thread (events), drained here */
+    budget_account in_account;  /* the message being received (reader) */
+    budget_account out_account; /* output queued for the client (q) */
+    ws_outq q;                  /* filled from any thread (events), drained here */
     ws_reader reader;
+    atomic_int overloaded; /* a queued event was refused by the budget (not by slowness) */
     struct events_client *ec;
     atomic_int close_requested;
     int close_code;
     char close_reason[64];
-    int skip_binary;
     ws_wait *waits; /* pending blocking ops (under server->wait_lock) */
     struct client_session *prev, *next;
 } client_session;
@@ -35,6 +41,9 @@ struct ws_server {
     hub *h;
     struct events *events;
     char *token;
+    char *engine_key;
+    budget *budget;
+    wsguard *guard; /* relays /ws sockets (its own thread) */
     struct lws_context *ctx;
     struct lws_vhost *vhost;
     pthread_t thread;
@@ -61,6 +70,9 @@ void ws_client_free_ready(ws_server *srv);
  * closing is set.  Returns what the callback returns. */
 int ws_writeable(struct lws *wsi, ws_outq *q, int closing, int close_code,
                  const char *close_reason);
+
+/* ws.c: 1 if the request's path (without the query) is path. */
+int ws_uri_is(struct lws *wsi, const char *path);
 
 /* ws.c: what every protocol does for the callbacks it does not own (wake-ups
  * from other threads, plain HTTP). */

@@ -659,3 +659,75 @@ def sweep(grace=5.0):
                 and os.path.basename(t.marker).startswith("ippc-itest-")):
             shutil.rmtree(t.marker, ignore_errors=True)
     return describe(found) if found else ""
+
+
+# ---------------------------------------------------------------- engine jobs and memory
+# Small generic helpers for long runs (tests/soak): churn engine jobs on a
+# running cluster, read a process's memory.
+
+def proc_rss_kb(pid):
+    """VmRSS of pid in KiB (from /proc/PID/status), or None if it is gone."""
+    status = _read("/proc/%d/status" % pid) or ""
+    for line in status.splitlines():
+        if line.startswith("VmRSS:"):
+            try:
+                return int(line.split()[1])
+            except (IndexError, ValueError):
+                return None
+    return None
+
+
+def start_engine_job(cluster, size, timeout=START_TIMEOUT):
+    """Starts one more `mpiexec -n size` engine job on a running cluster and
+    waits until size new engines are live; returns their ids (sorted)."""
+    before = {e["id"] for e in cluster.api.engines()}
+    engine_file = os.path.join(cluster.security_dir, "ippc-engine.json")
+    p = subprocess.Popen(
+        [MPIEXEC] + cluster.mpiexec_args + ["-n", str(size), ENGINE, "--file", engine_file],
+        env=cluster.env(), cwd=cluster.dir, stdin=subprocess.DEVNULL,
+        stdout=cluster.log("engines.log"), stderr=subprocess.STDOUT, start_new_session=True)
+    cluster.mpiexecs.append(p)
+    cluster.tracker.add_popen(p)
+    deadline = time.time() + timeout
+    new = []
+    while time.time() < deadline:
+        try:
+            new = [e for e in cluster.api.live_engines() if e["id"] not in before]
+        except (HarnessError, OSError):
+            new = []
+        if len(new) >= size:
+            cluster.record_engines(new)
+            return sorted(e["id"] for e in new)
+        if p.poll() is not None:
+            break
+        time.sleep(0.2)
+    raise HarnessError("engine job %d (-n %d): %d of %d engines registered (mpiexec %s)\n%s"
+                       % (p.pid, size, len(new), size,
+                          "exited %s" % p.returncode if p.poll() is not None else "running",
+                          cluster.logs_tail(1500)))
+
+
+def carries_marker(pid, marker):
+    """True if pid is alive and has marker in its environment or command line."""
+    if not alive(pid):
+        return False
+    for part in ("environ", "cmdline"):
+        data = _read("/proc/%d/%s" % (pid, part), binary=True)
+        if data and marker.encode() in data:
+            return True
+    return False
+
+
+def kill_engine_job(cluster, job):
+    """SIGKILLs every rank of one engine job that is still running, by the
+    pids its engines registered (SIGKILL to mpiexec would leave the ranks
+    running); a rank the controller already lists as dead is killed too if
+    its process still carries the cluster's marker.  Returns {engine id:
+    pid} of the ranks signalled."""
+    ranks = {e["id"]: e["pid"] for e in cluster.api.engines()
+             if str(e.get("job")) == str(job) and isinstance(e.get("pid"), int)
+             and carries_marker(e["pid"], cluster.dir)}
+    for pid in ranks.values():
+        cluster.tracker.pids.add(pid)
+        signal_pid(pid, signal.SIGKILL)
+    return ranks

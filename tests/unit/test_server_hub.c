@@ -779,6 +779,82 @@ static void test_scatter_typed_floats(void **state)
     }
 }
 
+/* hub_prepare converts values ahead of hub_submit (on another thread, with
+ * no lock): the body may be gone by the time of the submit, and the split of
+ * a scatter still follows the targets seen then. */
+static void test_prepared_scatter(void **state)
+{
+    fixture *f = *state;
+    json_t *body = parse("{\"name\":\"a\",\"data\":[1,2,3,4,5,6,7,8,9]}");
+    hub_call call = {.op = HUB_OP_SCATTER, .targets = "1:", .body = body};
+    ippc_error err = {{0}, {0}};
+    hub_prepared *p = hub_prepare(&call, &err);
+    assert_non_null(p);
+    assert_int_equal(hub_prepared_bytes(p), 9 * 8);
+    json_decref(body);
+    hub_call later = {.op = HUB_OP_SCATTER, .targets = "1:", .prepared = p};
+    assert_true(hub_submit(f->h, &later, &err) > 0);
+    assert_int_equal(f->links[0].n, 0);
+    const char *want[3] = {"[1,2,3]", "[4,5,6]", "[7,8,9]"};
+    for (int i = 1; i < 4; i++) {
+        wire_msg *w = last_msg(&f->links[i]);
+        json_t *skel = json_object_get(json_object_get(w->msg, "ns"), "a");
+        json_t *client = value_to_client(skel, &w->blobs, VALUE_FORMAT_LIST, &err);
+        assert_non_null(client);
+        expect_json(client, want[i - 1]);
+        json_decref(client);
+    }
+}
+
+/* A prepared call that cannot be built reports its error where an
+ * unprepared one would: a body that is not an object first, then the
+ * targets, then the body's fields. */
+static void test_prepared_errors_keep_their_order(void **state)
+{
+    fixture *f = *state;
+    struct {
+        const char *targets, *body, *code;
+    } cases[] = {
+        {"99", "[1]", ERR_BAD_REQUEST},           {"99", "{}", ERR_NO_ENGINES},
+        {"x_y", "{}", ERR_BAD_TARGETS},           {"all", "{}", ERR_BAD_REQUEST},
+        {"all", "{\"code\":1}", ERR_BAD_REQUEST},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        json_t *body = parse(cases[i].body);
+        hub_call call = {.op = HUB_OP_EXECUTE, .targets = cases[i].targets, .body = body};
+        ippc_error err = {{0}, {0}};
+        call.prepared = hub_prepare(&call, &err);
+        assert_non_null(call.prepared);
+        json_decref(body);
+        call.body = NULL;
+        assert_int_equal(hub_submit(f->h, &call, &err), 0);
+        if (strcmp(err.code, cases[i].code) != 0)
+            print_error("case %zu: %s (%s), want %s\n", i, err.code, err.message, cases[i].code);
+        assert_string_equal(err.code, cases[i].code);
+    }
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(f->links[i].n, 0);
+}
+
+/* A prepared pull of several names keeps the names for the answer. */
+static void test_prepared_pull_many(void **state)
+{
+    fixture *f = *state;
+    json_t *body = parse("{\"names\":[\"b\"]}");
+    hub_call call = {.op = HUB_OP_PULL_MANY, .targets = "2", .body = body};
+    ippc_error err = {{0}, {0}};
+    call.prepared = hub_prepare(&call, &err);
+    json_decref(body);
+    call.body = NULL;
+    uint64_t id = hub_submit(f->h, &call, &err);
+    assert_true(id > 0);
+    result_from(f->h, 2, task_of(&f->links[2]),
+                json_pack("{s:s, s:{s:i}}", "status", "ok", "value", "b", 7), NULL);
+    json_t *a = answer(f, id, 1);
+    expect_json(json_object_get(a, "results"), "[[7]]");
+    json_decref(a);
+}
+
 /* A push of one typed array sends the same bytes to every engine. */
 static void test_push_shares_blobs(void **state)
 {
@@ -1420,6 +1496,9 @@ int main(void)
         T(test_scatter_17_ints_over_4, setup_four),
         T(test_scatter_typed_floats, setup_four),
         T(test_push_shares_blobs, setup_four),
+        T(test_prepared_scatter, setup_four),
+        T(test_prepared_errors_keep_their_order, setup_four),
+        T(test_prepared_pull_many, setup_four),
         T(test_pull_converts_skeletons, setup_four),
         T(test_pull_typed_and_many, setup_four),
         T(test_pull_error, setup_four),

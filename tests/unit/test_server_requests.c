@@ -83,7 +83,7 @@ static uint64_t submit(fixture *f, hub_op op, const char *body_text, const char 
     codec_msg *m = codec_view_call(&c, &err);
     assert_non_null(m);
     const int targets[2] = {0, 1};
-    uint64_t id = requests_submit(&f->rq, &c, targets, 2, &m, 1, &err);
+    uint64_t id = requests_submit(&f->rq, &c, targets, 2, &m, 1, NULL, &err);
     assert_true(id > 0);
     codec_msg_unref(m);
     json_decref(body);
@@ -192,7 +192,7 @@ static void test_view_array(void **state)
     ippc_error err = {{0}, {0}};
     codec_msg *m = codec_view_call(&c, &err);
     const int target = 0;
-    uint64_t id = requests_submit(&f->rq, &c, &target, 1, &m, 1, &err);
+    uint64_t id = requests_submit(&f->rq, &c, &target, 1, &m, 1, NULL, &err);
     codec_msg_unref(m);
     json_decref(body);
     ippc_blobs blobs;
