@@ -63,11 +63,11 @@ static hub *new_hub(store *st, int engines)
     hub_config cfg = {.engine_key = KEY, .store = st, .hwm = 1};
     hub *h = hub_new(&cfg);
     for (int r = 0; r < engines; r++) {
-        json_t *msg = json_pack("{s:s, s:s, s:s, s:i, s:i, s:s, s:i}", "type", "register", "key",
-                                KEY, "job", "bench", "rank", r, "size", engines, "host", "h",
-                                "pid", 1);
-        hub_engine_link link = {.conn = (void *)(intptr_t)r, .send = fake_send,
-                                .close = fake_close};
+        json_t *msg =
+            json_pack("{s:s, s:s, s:s, s:i, s:i, s:s, s:i}", "type", "register", "key", KEY, "job",
+                      "bench", "rank", r, "size", engines, "host", "h", "pid", 1);
+        hub_engine_link link = {
+            .conn = (void *)(intptr_t)r, .send = fake_send, .close = fake_close};
         int id;
         ippc_error err = {0};
         if (hub_engine_register(h, msg, &link, &id, &err) != 0) {
@@ -142,8 +142,8 @@ static void probe_report(probe *p, pthread_t t, const char *what)
     pthread_join(t, NULL);
     qsort(p->lat, p->n, sizeof *p->lat, cmp_double);
     if (p->n)
-        printf("  %-44s probe hub_info: n %zu  p50 %.1f us  p99 %.1f us  max %.1f us\n", what,
-               p->n, p->lat[p->n / 2], p->lat[p->n * 99 / 100], p->lat[p->n - 1]);
+        printf("  %-44s probe hub_info: n %zu  p50 %.1f us  p99 %.1f us  max %.1f us\n", what, p->n,
+               p->lat[p->n / 2], p->lat[p->n * 99 / 100], p->lat[p->n - 1]);
     free(p->lat);
 }
 

@@ -55,8 +55,8 @@ void codec_msg_unref(codec_msg *m)
 int codec_valid_name(const char *name, ippc_error *err)
 {
     size_t n = name ? strlen(name) : 0;
-    int ok = n > 0 && n <= 128 &&
-             (name[0] == '_' || ((name[0] | 32) >= 'a' && (name[0] | 32) <= 'z'));
+    int ok =
+        n > 0 && n <= 128 && (name[0] == '_' || ((name[0] | 32) >= 'a' && (name[0] | 32) <= 'z'));
     for (size_t i = 1; ok && i < n; i++) {
         char c = name[i];
         ok = c == '_' || (c >= '0' && c <= '9') || ((c | 32) >= 'a' && (c | 32) <= 'z');
@@ -69,8 +69,7 @@ int codec_valid_name(const char *name, ippc_error *err)
     return 0;
 }
 
-static const char *body_string(const json_t *body, const char *key, int required,
-                               ippc_error *err)
+static const char *body_string(const json_t *body, const char *key, int required, ippc_error *err)
 {
     json_t *v = json_object_get(body, key);
     if (!v && !required)
@@ -347,8 +346,8 @@ int codec_scatter_split(const codec_scatter *s, size_t p, codec_msg **out, ippc_
         goto done;
     rc = 0;
     for (size_t i = 0; i < p; i++) {
-        json_t *msg = json_pack("{s:s, s:s, s:{s:o}}", "type", "task", "op", "push", "ns",
-                                s->name, parts[i]);
+        json_t *msg =
+            json_pack("{s:s, s:s, s:{s:o}}", "type", "task", "op", "push", "ns", s->name, parts[i]);
         parts[i] = NULL;
         out[i] = rc == 0 ? codec_msg_new(msg, &part_blobs[i], err) : NULL;
         if (!out[i]) {

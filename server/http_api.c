@@ -818,7 +818,8 @@ static enum MHD_Result h_task_query(req_ctx *ctx, const route_args *a)
         (kind && strcmp(kind, "direct") != 0 && strcmp(kind, "balanced") != 0))
         return fail(ctx->conn, ERR_BAD_REQUEST,
                     "engine is an id, limit 1..1000, cursor a task id, request a request id, "
-                    "kind direct or balanced%s", NULL);
+                    "kind direct or balanced%s",
+                    NULL);
     const char *state = query(ctx, "state");
     static const char *states[] = {"pending", "running", "completed", "failed", "aborted", "lost"};
     int ok = !state;
@@ -828,9 +829,13 @@ static enum MHD_Result h_task_query(req_ctx *ctx, const route_args *a)
         return fail(ctx->conn, ERR_BAD_REQUEST,
                     "state is one of pending running completed failed aborted lost%s", NULL);
     ippc_error err = {0};
-    hub_task_filter filter = {.state = state, .kind = kind, .request = (uint64_t)request,
-                              .engine = (int)engine, .tag = query(ctx, "tag"),
-                              .since = query(ctx, "since"), .limit = (size_t)limit,
+    hub_task_filter filter = {.state = state,
+                              .kind = kind,
+                              .request = (uint64_t)request,
+                              .engine = (int)engine,
+                              .tag = query(ctx, "tag"),
+                              .since = query(ctx, "since"),
+                              .limit = (size_t)limit,
                               .cursor = (uint64_t)cursor};
     json_t *out = hub_task_list(ctx->api->h, &filter, &err);
     return out ? send_json(ctx->conn, MHD_HTTP_OK, out) : send_error(ctx->conn, &err);

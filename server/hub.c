@@ -193,8 +193,7 @@ static void engine_died(hub *h, engine *e, const char *reason)
 {
     if (!registry_mark_dead(e))
         return;
-    emit(h,
-         json_pack("{s:s, s:i, s:s}", "type", "engine.dead", "engine", e->id, "reason", reason),
+    emit(h, json_pack("{s:s, s:i, s:s}", "type", "engine.dead", "engine", e->id, "reason", reason),
          EVENT_TOPIC_ENGINES, e->id);
     char why[300];
     snprintf(why, sizeof why, "engine %d died while running this task (%s)", e->id, reason);
@@ -232,9 +231,9 @@ void hub_engine_message(hub *h, int engine_id, json_t *msg, ippc_blobs *blobs)
         json_t *rss = json_object_get(msg, "rss");
         emit(h,
              json_pack("{s:s, s:i, s:s, s:I, s:I, s:f, s:O}", "type", "engine.status", "engine",
-                       e->id, "state", engine_state_name(e->state), "queue",
-                       (json_int_t)e->queued, "tasks_done", (json_int_t)e->tasks_done,
-                       "heartbeat_age", 0.0, "rss", json_is_integer(rss) ? rss : json_null()),
+                       e->id, "state", engine_state_name(e->state), "queue", (json_int_t)e->queued,
+                       "tasks_done", (json_int_t)e->tasks_done, "heartbeat_age", 0.0, "rss",
+                       json_is_integer(rss) ? rss : json_null()),
              EVENT_TOPIC_ENGINES, e->id);
     } else if (strcmp(type, "stdout") == 0) {
         json_t *data = json_object_get(msg, "data");
@@ -341,12 +340,11 @@ json_t *hub_info(hub *h)
     int live = 0;
     for (size_t i = 0; i < h->engines.n_engines; i++)
         live += engine_is_live(&h->engines.engines[i]);
-    json_t *info = json_pack("{s:s, s:s, s:s, s:s, s:i, s:s, s:f, s:i, s:I}", "version",
-                             IPPC_VERSION, "profile", h->profile, "url", h->url, "ws_url",
-                             h->ws_url, "engines", live, "started", h->started, "uptime",
-                             (double)(clock_now_ms() - h->started_ms) / 1000.0, "requests_open",
-                             (int)h->requests.open.count, "requests_total",
-                             (json_int_t)(h->requests.next_id - 1));
+    json_t *info = json_pack(
+        "{s:s, s:s, s:s, s:s, s:i, s:s, s:f, s:i, s:I}", "version", IPPC_VERSION, "profile",
+        h->profile, "url", h->url, "ws_url", h->ws_url, "engines", live, "started", h->started,
+        "uptime", (double)(clock_now_ms() - h->started_ms) / 1000.0, "requests_open",
+        (int)h->requests.open.count, "requests_total", (json_int_t)(h->requests.next_id - 1));
     hub_unlock(h);
     /* The store has its own lock (never taken inside the hub's here). */
     if (h->store)
@@ -526,8 +524,8 @@ json_t *hub_request_json(hub *h, uint64_t request_id, int *done, ippc_error *err
     return out;
 }
 
-int hub_request_array(hub *h, uint64_t request_id, unsigned char **data, size_t *len,
-                      nd_ref *ref, ippc_error *err)
+int hub_request_array(hub *h, uint64_t request_id, unsigned char **data, size_t *len, nd_ref *ref,
+                      ippc_error *err)
 {
     hub_lock(h);
     request_view *v = requests_view(&h->requests, request_id, err);
@@ -551,8 +549,7 @@ int hub_wait(hub *h, uint64_t request_id, int64_t deadline_ms, void (*wake)(void
 /* ------------------------------------------------------------ balanced tasks */
 
 /* Adds a built batch; the answer for one task or the ids of a list. */
-static json_t *enqueue_and_answer(hub *h, tasks_batch *batch, uint64_t *first_id,
-                                  ippc_error *err)
+static json_t *enqueue_and_answer(hub *h, tasks_batch *batch, uint64_t *first_id, ippc_error *err)
 {
     int is_list = batch->is_list;
     size_t n = batch->n;
@@ -602,8 +599,7 @@ static json_t *stored_task_json(hub *h, uint64_t task_id, ippc_error *err)
     int found = store_get(h->store, task_id, &rec, err);
     if (found != 1) {
         if (found == 0)
-            ippc_error_set(err, ERR_NOT_FOUND, "no task with id %llu",
-                           (unsigned long long)task_id);
+            ippc_error_set(err, ERR_NOT_FOUND, "no task with id %llu", (unsigned long long)task_id);
         return NULL;
     }
     json_t *out = json_deep_copy(rec.doc);

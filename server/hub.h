@@ -178,14 +178,14 @@ uint64_t hub_map_submit(hub *h, const json_t *body, ippc_error *err);
 json_t *hub_queue(hub *h);
 /* History query (flushes the store first; runs without the hub lock). */
 typedef struct hub_task_filter {
-    const char *state;   /* NULL = any */
-    const char *kind;    /* "direct" | "balanced"; NULL = any */
-    uint64_t request;    /* tasks of this request (direct-view or map); 0 = any */
-    int engine;          /* -1 = any */
-    const char *tag;     /* NULL = any */
-    const char *since;   /* ISO 8601; NULL = any */
-    size_t limit;        /* 1..1000 */
-    uint64_t cursor;     /* tasks with id > cursor */
+    const char *state; /* NULL = any */
+    const char *kind;  /* "direct" | "balanced"; NULL = any */
+    uint64_t request;  /* tasks of this request (direct-view or map); 0 = any */
+    int engine;        /* -1 = any */
+    const char *tag;   /* NULL = any */
+    const char *since; /* ISO 8601; NULL = any */
+    size_t limit;      /* 1..1000 */
+    uint64_t cursor;   /* tasks with id > cursor */
 } hub_task_filter;
 json_t *hub_task_list(hub *h, const hub_task_filter *filter, ippc_error *err);
 /* The same without kind and request. */

@@ -57,9 +57,8 @@ void metrics_family(metrics_text *m, const char *name, const char *type, const c
     metrics_printf(m, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
-void metrics_histogram(metrics_text *m, const char *name, const char *help,
-                       const char *const *les, const uint64_t *buckets, size_t n, double sum,
-                       uint64_t count)
+void metrics_histogram(metrics_text *m, const char *name, const char *help, const char *const *les,
+                       const uint64_t *buckets, size_t n, double sum, uint64_t count)
 {
     metrics_family(m, name, "histogram", help);
     for (size_t i = 0; i < n; i++)

@@ -27,9 +27,8 @@ void metrics_printf(metrics_text *m, const char *fmt, ...) __attribute__((format
 /* The "# HELP" and "# TYPE" lines of a family. */
 void metrics_family(metrics_text *m, const char *name, const char *type, const char *help);
 /* A histogram family: n cumulative buckets (les[n-1] is "+Inf"), sum, count. */
-void metrics_histogram(metrics_text *m, const char *name, const char *help,
-                       const char *const *les, const uint64_t *buckets, size_t n, double sum,
-                       uint64_t count);
+void metrics_histogram(metrics_text *m, const char *name, const char *help, const char *const *les,
+                       const uint64_t *buckets, size_t n, double sum, uint64_t count);
 /* The text so far (NUL-terminated; caller frees) and its length; the buffer
  * is left empty.  NULL only if nothing could be allocated. */
 char *metrics_take(metrics_text *m, size_t *len);
@@ -38,11 +37,11 @@ void metrics_free(metrics_text *m);
 /* The hub's counters at one moment. */
 typedef struct metrics_hub_snapshot {
     size_t engines_idle, engines_busy, engines_dead;
-    size_t tasks[7];           /* in memory by state: waiting pending running completed
-                                  failed aborted lost */
+    size_t tasks[7];            /* in memory by state: waiting pending running completed
+                                   failed aborted lost */
     const char *task_states[7]; /* their label values */
-    size_t queue_depth;        /* tasks sent to engines and not finished */
-    size_t unassigned;         /* balanced tasks without an engine */
+    size_t queue_depth;         /* tasks sent to engines and not finished */
+    size_t unassigned;          /* balanced tasks without an engine */
     uint64_t requests_total, tasks_submitted_total;
     size_t ws_clients;
     uint64_t ws_clients_dropped;

@@ -234,8 +234,8 @@ void registry_task_ended(engine *e, int balanced, int done)
 json_t *engine_json(const engine *e, int64_t now)
 {
     double age = engine_is_live(e) ? (double)(now - e->last_heartbeat_ms) / 1000.0 : -1;
-    return json_pack("{s:i, s:i, s:i, s:s, s:s, s:I, s:s, s:s, s:f, s:I, s:I}", "id", e->id,
-                     "rank", e->rank, "size", e->size, "job", e->job, "host", e->host, "pid",
+    return json_pack("{s:i, s:i, s:i, s:s, s:s, s:I, s:s, s:s, s:f, s:I, s:I}", "id", e->id, "rank",
+                     e->rank, "size", e->size, "job", e->job, "host", e->host, "pid",
                      (json_int_t)e->pid, "state", engine_state_name(e->state), "registered",
                      e->registered, "heartbeat_age", age, "queue", (json_int_t)e->queued,
                      "tasks_done", (json_int_t)e->tasks_done);

@@ -150,10 +150,10 @@ void requests_task_finished(requests *rq, task *t)
 static const char *op_name(hub_op op)
 {
     static const char *names[] = {
-        [HUB_OP_EXECUTE] = "execute", [HUB_OP_RUN] = "run",         [HUB_OP_PUSH] = "push",
-        [HUB_OP_PULL] = "pull",       [HUB_OP_PULL_MANY] = "pull",  [HUB_OP_SCATTER] = "scatter",
-        [HUB_OP_GATHER] = "gather",   [HUB_OP_APPLY] = "apply",     [HUB_OP_LOAD] = "load",
-        [HUB_OP_RESET] = "reset",     [HUB_OP_DELETE] = "delete",   [HUB_OP_LIST] = "list",
+        [HUB_OP_EXECUTE] = "execute", [HUB_OP_RUN] = "run",        [HUB_OP_PUSH] = "push",
+        [HUB_OP_PULL] = "pull",       [HUB_OP_PULL_MANY] = "pull", [HUB_OP_SCATTER] = "scatter",
+        [HUB_OP_GATHER] = "gather",   [HUB_OP_APPLY] = "apply",    [HUB_OP_LOAD] = "load",
+        [HUB_OP_RESET] = "reset",     [HUB_OP_DELETE] = "delete",  [HUB_OP_LIST] = "list",
         [HUB_OP_MAP] = "map",
     };
     return (unsigned)op < sizeof names / sizeof *names && names[op] ? names[op] : "unknown";
@@ -210,10 +210,9 @@ uint64_t requests_submit(requests *rq, const hub_call *c, const int *targets, si
         /* Out of memory: what was made fails unsent, and the request ends. */
         r->ntasks = made;
         for (size_t i = 0; i < made; i++)
-            task_finish(rq->tasks, r->tasks[i], TASK_FAILED,
-                        task_result_new(codec_synth_result("error", "MemoryError",
-                                                           "out of memory"),
-                                        NULL));
+            task_finish(
+                rq->tasks, r->tasks[i], TASK_FAILED,
+                task_result_new(codec_synth_result("error", "MemoryError", "out of memory"), NULL));
         requests_attached(rq, r, made);
         ippc_error_set(err, ERR_INTERNAL, "out of memory");
         return 0;
@@ -410,8 +409,7 @@ static json_t *task_entry(const view_item *it, value_format fmt, json_t *errors)
 
 /* The gathered value's skeleton (new reference; blobs into out_blobs), or
  * NULL + err (failing engine in *bad). */
-static json_t *gather_skel(const request_view *v, ippc_blobs *out_blobs, int *bad,
-                           ippc_error *err)
+static json_t *gather_skel(const request_view *v, ippc_blobs *out_blobs, int *bad, ippc_error *err)
 {
     json_t **parts = calloc(v->n ? v->n : 1, sizeof *parts);
     ippc_blobs *blobs = calloc(v->n ? v->n : 1, sizeof *blobs);
@@ -498,8 +496,7 @@ static json_t *map_answer(const request_view *v)
 /* Ops whose results are values (failures go to "errors"), not task entries. */
 static int pull_like(hub_op op)
 {
-    return op == HUB_OP_PULL || op == HUB_OP_PULL_MANY || op == HUB_OP_GATHER ||
-           op == HUB_OP_LIST;
+    return op == HUB_OP_PULL || op == HUB_OP_PULL_MANY || op == HUB_OP_GATHER || op == HUB_OP_LIST;
 }
 
 json_t *request_view_json(const request_view *v)
@@ -599,8 +596,8 @@ int request_view_array(const request_view *v, unsigned char **data, size_t *len,
     json_t *skel = NULL;
     if (v->op == HUB_OP_PULL && v->n == 1) {
         blobs = item_blobs(&v->items[0]);
-        skel = json_incref(json_object_get(json_object_get(item_msg(&v->items[0]), "value"),
-                                           v->name));
+        skel =
+            json_incref(json_object_get(json_object_get(item_msg(&v->items[0]), "value"), v->name));
     } else if (v->op == HUB_OP_GATHER) {
         int bad;
         skel = gather_skel(v, &owned, &bad, err);

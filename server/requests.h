@@ -44,7 +44,7 @@ typedef struct request {
     json_t *names;      /* PULL_MANY */
     value_format format;
     waiter *waiters;
-    int finished; /* moved to the done list */
+    int finished;                /* moved to the done list */
     struct request *prev, *next; /* open or done list */
 } request;
 

@@ -99,8 +99,15 @@
 #define CLOSE_PAUSE_MS 200
 
 /* Query variants: one prepared statement per combination of filters. */
-enum { Q_STATE = 1, Q_ENGINE = 2, Q_TAG = 4, Q_SINCE = 8, Q_KIND = 16, Q_REQUEST = 32,
-       Q_VARIANTS = 64 };
+enum {
+    Q_STATE = 1,
+    Q_ENGINE = 2,
+    Q_TAG = 4,
+    Q_SINCE = 8,
+    Q_KIND = 16,
+    Q_REQUEST = 32,
+    Q_VARIANTS = 64
+};
 
 typedef struct store_conn {
     sqlite3 *db;
@@ -1513,8 +1520,7 @@ int store_get(store *s, uint64_t id, store_record *rec, ippc_error *err)
     return found;
 }
 
-int store_get_state(store *s, uint64_t id, char *state, size_t size, int *engine,
-                    ippc_error *err)
+int store_get_state(store *s, uint64_t id, char *state, size_t size, int *engine, ippc_error *err)
 {
     if (!s)
         return ippc_error_set(err, ERR_INTERNAL, "task store: not open");
@@ -1532,8 +1538,8 @@ int store_get_state(store *s, uint64_t id, char *state, size_t size, int *engine
         if (rc == SQLITE_ROW) {
             const unsigned char *text = sqlite3_column_text(stmt, 0);
             snprintf(state, size, "%s", text ? (const char *)text : "");
-            *engine = sqlite3_column_type(stmt, 1) == SQLITE_NULL ? -1
-                                                                   : sqlite3_column_int(stmt, 1);
+            *engine =
+                sqlite3_column_type(stmt, 1) == SQLITE_NULL ? -1 : sqlite3_column_int(stmt, 1);
             found = 1;
         } else if (rc == SQLITE_DONE) {
             found = 0;

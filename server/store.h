@@ -98,8 +98,7 @@ void store_record_free(store_record *rec);
 /* Only a task's state and engine (a dependency check needs no more): 1 found
  * (state: "pending" ... "lost", copied into state[size]), 0 not found, -1
  * error. */
-int store_get_state(store *s, uint64_t id, char *state, size_t size, int *engine,
-                    ippc_error *err);
+int store_get_state(store *s, uint64_t id, char *state, size_t size, int *engine, ippc_error *err);
 
 typedef struct store_query {
     const char *state;  /* NULL = any */

@@ -469,10 +469,10 @@ int task_start(task_table *tt, task *t, engine *e)
                        "engine", e->id),
              t);
     if (codec_send(tt->engines, e, t->msg, t->id) < 0) {
-        task_finish(tt, t, TASK_LOST,
-                    task_result_new(
-                        codec_synth_result("lost", "EngineLost", "could not queue the task"),
-                        NULL));
+        task_finish(
+            tt, t, TASK_LOST,
+            task_result_new(codec_synth_result("lost", "EngineLost", "could not queue the task"),
+                            NULL));
         return -1;
     }
     dirty_mark(tt, t);
@@ -502,9 +502,9 @@ void task_finish(task_table *tt, task *t, task_state to, task_result *result)
     set_state(tt, t, to);
     tt->finished_total++;
     task_result_unref(t->result);
-    t->result = result ? result
-                       : task_result_new(codec_synth_result("error", "Internal", "no result"),
-                                         NULL);
+    t->result = result
+                    ? result
+                    : task_result_new(codec_synth_result("error", "Internal", "no result"), NULL);
     clock_iso8601(t->completed, sizeof t->completed);
     if (t->held)
         list_unlink(tt, t);
@@ -538,8 +538,7 @@ void task_complete(task_table *tt, task *t, json_t *msg, ippc_blobs *blobs)
         to = TASK_COMPLETED;
     } else if (t->lb && t->lb->timed_out) {
         char why[96];
-        snprintf(why, sizeof why, "task did not finish within its timeout of %g s",
-                 t->lb->timeout);
+        snprintf(why, sizeof why, "task did not finish within its timeout of %g s", t->lb->timeout);
         json_object_set_new(msg, "ename", json_string("TimeoutError"));
         json_object_set_new(msg, "evalue", json_string(why));
     } else if (status && strcmp(status, "aborted") == 0) {

@@ -140,23 +140,23 @@ typedef struct task_list {
 typedef struct task_save task_save;
 
 typedef struct task_table {
-    idmap by_id;                      /* every task in memory */
-    task_list lists[TASK_NLISTS];     /* by state; held finished tasks are in none */
-    size_t counts[TASK_NSTATES];      /* tasks in memory by state */
+    idmap by_id;                  /* every task in memory */
+    task_list lists[TASK_NLISTS]; /* by state; held finished tasks are in none */
+    size_t counts[TASK_NSTATES];  /* tasks in memory by state */
     uint64_t next_id;
-    uint64_t finished_total;          /* tasks that reached a final state, ever */
+    uint64_t finished_total; /* tasks that reached a final state, ever */
     /* No task with a larger id has left memory (ids before this process
      * count as gone).  Written under the lock, read atomically without it:
      * a dependency above it needs no store lookup. */
     uint64_t max_gone_id;
-    size_t keep_finished;             /* finished, unheld tasks kept in memory */
+    size_t keep_finished; /* finished, unheld tasks kept in memory */
     struct registry *engines;
     struct store *store;
     struct events *events;
     void (*finished)(void *ctx, task *t); /* told when a task reaches a final state */
     void *ctx;
-    task *dirty_head;   /* tasks changed since the last take */
-    task_save *saves;   /* records built for tasks freed while dirty */
+    task *dirty_head; /* tasks changed since the last take */
+    task_save *saves; /* records built for tasks freed while dirty */
 } task_table;
 
 void task_table_init(task_table *tt, struct registry *engines, struct store *store,

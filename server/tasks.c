@@ -75,8 +75,7 @@ static int dep_lookup(balancer *b, task *t, size_t i, task_state *state, int *en
     return 1;
 }
 
-static dep_verdict deps_verdict(balancer *b, task *t, int *follow_engine, char *why,
-                                size_t why_len)
+static dep_verdict deps_verdict(balancer *b, task *t, int *follow_engine, char *why, size_t why_len)
 {
     task_balanced *lb = t->lb;
     *follow_engine = -1;
@@ -271,8 +270,8 @@ void tasks_tick(balancer *b, int64_t now)
 int tasks_abort(balancer *b, task *t, int force, ippc_error *err)
 {
     if (task_state_finished(t->state))
-        return ippc_error_set(err, ERR_CONFLICT, "task %llu already %s",
-                              (unsigned long long)t->id, task_state_name(t->state));
+        return ippc_error_set(err, ERR_CONFLICT, "task %llu already %s", (unsigned long long)t->id,
+                              task_state_name(t->state));
     if (t->state == TASK_RUNNING && !force)
         return ippc_error_set(err, ERR_CONFLICT,
                               "task %llu is running on engine %d; use ?force=true to interrupt it",
@@ -284,9 +283,9 @@ int tasks_abort(balancer *b, task *t, int force, ippc_error *err)
         send_interrupt(b, t);
         return 0;
     }
-    task_finish(b->tasks, t, TASK_ABORTED,
-                task_result_new(codec_synth_result("aborted", "TaskAborted", "aborted by request"),
-                                NULL));
+    task_finish(
+        b->tasks, t, TASK_ABORTED,
+        task_result_new(codec_synth_result("aborted", "TaskAborted", "aborted by request"), NULL));
     return 0;
 }
 
@@ -322,12 +321,11 @@ json_t *tasks_queue_json(balancer *b)
             continue;
         char key[16];
         snprintf(key, sizeof key, "%d", e->id);
-        json_object_set_new(engines, key,
-                            json_pack("{s:I, s:I, s:I, s:s}", "queued",
-                                      (json_int_t)(e->queued - e->lb_load), "running",
-                                      (json_int_t)e->lb_load, "completed",
-                                      (json_int_t)e->tasks_done, "state",
-                                      engine_state_name(e->state)));
+        json_object_set_new(
+            engines, key,
+            json_pack("{s:I, s:I, s:I, s:s}", "queued", (json_int_t)(e->queued - e->lb_load),
+                      "running", (json_int_t)e->lb_load, "completed", (json_int_t)e->tasks_done,
+                      "state", engine_state_name(e->state)));
     }
     size_t waiting = b->tasks->lists[TASK_LIST_WAITING].count;
     size_t pending = b->tasks->lists[TASK_LIST_PENDING].count;
@@ -337,8 +335,7 @@ json_t *tasks_queue_json(balancer *b)
 
 /* ------------------------------------------------------------ building */
 
-static int parse_ids(const json_t *v, const char *key, uint64_t **out, size_t *n,
-                     ippc_error *err)
+static int parse_ids(const json_t *v, const char *key, uint64_t **out, size_t *n, ippc_error *err)
 {
     *out = NULL;
     *n = 0;
@@ -362,8 +359,7 @@ static int parse_ids(const json_t *v, const char *key, uint64_t **out, size_t *n
         if (!json_is_integer(item) || json_integer_value(item) <= 0) {
             free(*out);
             *out = NULL;
-            return ippc_error_set(err, ERR_BAD_REQUEST, "\"%s\" must be a list of task ids",
-                                  key);
+            return ippc_error_set(err, ERR_BAD_REQUEST, "\"%s\" must be a list of task ids", key);
         }
         (*out)[(*n)++] = (uint64_t)json_integer_value(item);
     }
@@ -391,9 +387,9 @@ static int parse_target_ids(const json_t *v, task_balanced *lb, ippc_error *err)
     return 0;
 }
 
-static const char *const SPEC_KEYS[] = {"function", "args",    "kwargs",  "code",
-                                        "targets",  "after",   "follow",  "retries",
-                                        "timeout",  "tags",    "success_only"};
+static const char *const SPEC_KEYS[] = {"function", "args",  "kwargs",      "code",
+                                        "targets",  "after", "follow",      "retries",
+                                        "timeout",  "tags",  "success_only"};
 
 /* The engine message of a spec: apply for "function", execute for "code",
  * map for a map chunk. */
@@ -688,10 +684,10 @@ int tasks_enqueue(balancer *b, tasks_batch *batch, request *map, uint64_t *first
         for (size_t k = 0; k < added; k++) {
             task *t = task_table_get(b->tasks, *first_id + k);
             if (t && t->list == TASK_LIST_WAITING && waiting->count)
-                task_finish(b->tasks, t, TASK_ABORTED,
-                            task_result_new(codec_synth_result("aborted", "MemoryError",
-                                                               "out of memory"),
-                                            NULL));
+                task_finish(
+                    b->tasks, t, TASK_ABORTED,
+                    task_result_new(codec_synth_result("aborted", "MemoryError", "out of memory"),
+                                    NULL));
         }
         if (map)
             requests_attached(b->requests, map, added);

@@ -90,9 +90,9 @@ static void test_view_ops(void **state)
 static void test_apply_is_one_message(void **state)
 {
     (void)state;
-    codec_msg *view = call(HUB_OP_APPLY,
-                           "{\"function\": \"f\", \"args\": [[1, 2], \"s\"], \"kwargs\": {\"k\": 1}}",
-                           NULL, NULL);
+    codec_msg *view = call(
+        HUB_OP_APPLY, "{\"function\": \"f\", \"args\": [[1, 2], \"s\"], \"kwargs\": {\"k\": 1}}",
+        NULL, NULL);
     json_t *args = parse("[[1, 2], \"s\"]"), *kwargs = parse("{\"k\": 1}");
     ippc_error err = {{0}, {0}};
     codec_msg *lb = codec_apply("f", args, kwargs, &err);
@@ -156,8 +156,8 @@ static void test_control_and_results(void **state)
     assert_false(codec_result_ok(r));
     json_t *ev = json_object();
     codec_event_outcome(ev, r, NULL);
-    assert_string_equal(
-        json_string_value(json_object_get(json_object_get(ev, "error"), "ename")), "EngineLost");
+    assert_string_equal(json_string_value(json_object_get(json_object_get(ev, "error"), "ename")),
+                        "EngineLost");
     json_decref(ev);
     json_decref(r);
     r = parse("{\"status\": \"ok\", \"value\": [1, 2]}");

@@ -63,8 +63,11 @@ static void test_histogram_after_adopted_text(void **state)
 static void test_hub_families(void **state)
 {
     (void)state;
-    metrics_hub_snapshot s = {.engines_idle = 3, .engines_busy = 1, .queue_depth = 5,
-                              .tasks_submitted_total = 12, .bytes_to_engines = 1ULL << 40};
+    metrics_hub_snapshot s = {.engines_idle = 3,
+                              .engines_busy = 1,
+                              .queue_depth = 5,
+                              .tasks_submitted_total = 12,
+                              .bytes_to_engines = 1ULL << 40};
     static const char *const states[7] = {"waiting", "pending", "running", "completed",
                                           "failed",  "aborted", "lost"};
     for (int k = 0; k < 7; k++) {

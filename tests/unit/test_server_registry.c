@@ -82,8 +82,8 @@ static void test_refusals(void **state)
 {
     fixture *f = *state;
     reg(f, 0, "a", 0, 2, NULL);
-    reg(f, 1, "a", 0, 2, ERR_CONFLICT);    /* rank taken */
-    reg(f, 1, "a", 1, 3, ERR_CONFLICT);    /* size differs */
+    reg(f, 1, "a", 0, 2, ERR_CONFLICT); /* rank taken */
+    reg(f, 1, "a", 1, 3, ERR_CONFLICT); /* size differs */
     json_t *msg = register_msg("wrong", "a", 1, 2);
     hub_engine_link l = link_of(&f->links[1]);
     ippc_error err = {{0}, {0}};

@@ -885,8 +885,8 @@ static void test_schema_1_migrates(void **state)
     assert_int_equal(rec.request_id, 9);
     assert_string_equal(json_string_value(json_object_get(rec.doc, "kind")), "balanced");
     store_record_free(&rec);
-    store_record d = make_record(8, "completed", 2, "2024-01-02T00:00:00Z", "2024-01-02T00:00:01Z",
-                                 NULL);
+    store_record d =
+        make_record(8, "completed", 2, "2024-01-02T00:00:00Z", "2024-01-02T00:00:01Z", NULL);
     d.kind = "direct";
     d.request_id = 9;
     assert_int_equal(store_save(s, &d), 0);
@@ -903,8 +903,8 @@ static void test_schema_1_migrates(void **state)
     ids = query_ids(s, &q, NULL);
     assert_string_equal(ids, "[3,8]");
     free(ids);
-    q = (store_query){.request_id = 9, .kind = "direct", .state = "completed", .engine = 2,
-                      .limit = 10};
+    q = (store_query){
+        .request_id = 9, .kind = "direct", .state = "completed", .engine = 2, .limit = 10};
     ids = query_ids(s, &q, NULL);
     assert_string_equal(ids, "[8]");
     free(ids);

@@ -150,8 +150,15 @@ static engine *eng(fixture *f, int id)
 static void test_transitions(void **state)
 {
     (void)state;
-    enum { W = TASK_WAITING, P = TASK_PENDING, R = TASK_RUNNING, C = TASK_COMPLETED,
-           F = TASK_FAILED, A = TASK_ABORTED, L = TASK_LOST };
+    enum {
+        W = TASK_WAITING,
+        P = TASK_PENDING,
+        R = TASK_RUNNING,
+        C = TASK_COMPLETED,
+        F = TASK_FAILED,
+        A = TASK_ABORTED,
+        L = TASK_LOST
+    };
     static const int direct[][2] = {{P, R}, {P, F}, {R, C}, {R, F}, {R, A}, {R, L}};
     static const int balanced[][2] = {{W, P}, {W, F}, {W, A}, {P, R}, {P, F}, {P, A},
                                       {R, C}, {R, F}, {R, A}, {R, L}, {R, P}};
@@ -167,8 +174,8 @@ static void test_transitions(void **state)
                     want |= legal[k][0] == from && legal[k][1] == to;
                 int got = task_transition_legal((task_kind)kind, (task_state)from, (task_state)to);
                 if (got != want)
-                    print_error("%s %s -> %s: legal %d, want %d\n",
-                                task_kind_name((task_kind)kind), task_state_label((task_state)from),
+                    print_error("%s %s -> %s: legal %d, want %d\n", task_kind_name((task_kind)kind),
+                                task_state_label((task_state)from),
                                 task_state_label((task_state)to), got, want);
                 assert_int_equal(got, want);
                 seen += got;
@@ -275,8 +282,8 @@ static void test_balanced_requeue_then_lost(void **state)
     assert_int_equal(eng(f, 1)->tasks_done, 1);
     assert_int_equal(t->list, TASK_LIST_FINISHED);
     json_t *doc = task_doc(t);
-    assert_string_equal(
-        json_string_value(json_object_get(json_object_get(doc, "error"), "ename")), "EngineLost");
+    assert_string_equal(json_string_value(json_object_get(json_object_get(doc, "error"), "ename")),
+                        "EngineLost");
     assert_string_equal(json_string_value(json_object_get(doc, "kind")), "balanced");
     json_decref(doc);
 }
@@ -291,8 +298,7 @@ static void test_send_failure_is_lost(void **state)
     assert_int_equal(t->state, TASK_LOST);
     assert_int_equal(eng(f, 0)->queued, 0);
     assert_int_equal(f->n_finished, 1);
-    assert_string_equal(json_string_value(json_object_get(t->result->msg, "ename")),
-                        "EngineLost");
+    assert_string_equal(json_string_value(json_object_get(t->result->msg, "ename")), "EngineLost");
 }
 
 /* Results: a timed-out balanced task's interrupted result reads as

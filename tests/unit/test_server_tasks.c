@@ -1767,8 +1767,7 @@ static void test_dependency_known_only_to_the_store(void **state)
     uint64_t after_ok = submit(f, "{\"code\": \"c\", \"after\": [%llu]}", (unsigned long long)ok);
     assert_true(after_ok > bad);
     expect_state(f, after_ok, "running");
-    uint64_t after_bad =
-        submit(f, "{\"code\": \"d\", \"after\": [%llu]}", (unsigned long long)bad);
+    uint64_t after_bad = submit(f, "{\"code\": \"d\", \"after\": [%llu]}", (unsigned long long)bad);
     expect_error(f, after_bad, "failed", "DependencyError", "ended failed");
 }
 
