@@ -39,7 +39,7 @@ static json_t *echo_id(const json_t *cid) {
 }
 
 static void client_send_json(client_session *s, json_t *msg) {
-    char *text = json_dumps(msg, JSON_COMPACT);
+    char *text = jsonout_dumps(msg, JSON_COMPACT);
     json_decref(msg);
     if (text) {
         ws_outq_push_text(&s->q, text, strlen(text));
@@ -394,7 +394,7 @@ int ws_client_callback(struct lws *wsi, enum lws_callback_reasons reason, void *
         events_sink sink = {.conn = s, .send = sink_send, .cut = sink_cut};
         json_t *snap = hub_stream_attach(srv->h, &sink, &s->ec);
         /* The snapshot goes first, ahead of any event queued since. */
-        char *text = json_dumps(snap, JSON_COMPACT);
+        char *text = jsonout_dumps(snap, JSON_COMPACT);
         json_decref(snap);
         if (text) {
             ws_outq_push_front_text(&s->q, text, strlen(text));

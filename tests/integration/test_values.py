@@ -5,7 +5,8 @@ import base64
 import struct
 
 from harness import check, expect
-from common import same, show, view, expect_done, expect_task_results, values_of, pull_var
+from common import (same, show, view, expect_done, expect_task_results, values_of, pull_var,
+                    long_reals)
 
 
 def roundtrip(c, name, value, strict=True, accept=None):
@@ -167,6 +168,29 @@ def test_multi_push_pull(c):
     check(all(same(g, ["s", 7]) for g in body["results"]), "pull order: %r" % r)
 
 
+def test_reals_shortest(c):
+    """Reals are written in the shortest form that reads back to the same
+    double (0.1, not 0.10000000000000001), in values, info (uptime) and engines
+    (heartbeat_age)."""
+    ids = c.ids()
+    reals = [0.1, 0.2, 0.3, 1 / 3, 2.5e-300, 1e22, 123456.789, 5e-324, -0.0, 1.0]
+    roundtrip(c, "r_one", 0.1)
+    roundtrip(c, "r_list", reals)
+    roundtrip(c, "r_mixed", ["x", 0.1, {"y": 0.7}])
+    for name in ("r_one", "r_list", "r_mixed"):
+        r = pull_var(c, name)
+        expect_done(r, len(ids), "GET vars/" + name)
+        check(long_reals(r.raw) == [], "GET vars/%s: reals not shortest: %s in %r"
+              % (name, long_reals(r.raw), r.raw[:300]))
+    r = c.api.post(view("all", "execute"), {"code": "return 0.1 + 0.2, 1.1"})
+    check(long_reals(r.raw) == [] and b"0.30000000000000004" in r.raw,
+          "computed reals: %r" % r.raw[:300])
+    for path in ("/api/v1/info", "/api/v1/engines"):
+        r = c.api.get(path)
+        expect(r, 200, path)
+        check(long_reals(r.raw) == [], "%s: reals not shortest: %s" % (path, long_reals(r.raw)))
+
+
 def test_pull_undefined_name(c):
     ids = c.ids()
     r = pull_var(c, "surely_undefined_name")
@@ -300,6 +324,7 @@ TESTS = [
     ("push_pull_arrays_list", test_push_pull_arrays_list, "shared"),
     ("push_pull_arrays_typed", test_push_pull_arrays_typed, "shared"),
     ("multi_push_pull", test_multi_push_pull, "shared"),
+    ("reals_shortest", test_reals_shortest, "shared"),
     ("pull_undefined_name", test_pull_undefined_name, "shared"),
     ("scatter_uneven", test_scatter_uneven, "shared"),
     ("gather", test_gather_seed, "shared"),
