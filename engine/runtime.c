@@ -541,6 +541,7 @@ static int rt_setup(lua_State *L)
     lua_setglobal(L, "mpi");
     lua_pop(L, 1);
     plugin_open(L, &rt->interrupt);
+    luavalue_open(L);
     rt_install_output(L);
     rt_ns_snapshot(L);
     return 0;
@@ -1016,8 +1017,13 @@ static void op_map(lua_State *L, task_ctx *c)
     c->value = json_array();
     for (lua_Integer i = 1; i <= n; i++) {
         lua_pushvalue(L, base + 1);
-        for (int k = 0; k < nseq; k++)
+        for (int k = 0; k < nseq; k++) {
             lua_geti(L, base + 2 + k, i);
+            if (luavalue_is_null(L, -1)) { /* a null item is a nil argument, as in apply */
+                lua_pop(L, 1);
+                lua_pushnil(L);
+            }
+        }
         int got = task_call(L, c, nseq);
         if (got == 0) {
             lua_pushnil(L);

@@ -191,13 +191,13 @@ static void test_push_pull(void **state)
     json_decref(res);
     assert_exec_int(rt,
                     "return math.type(i) == 'integer' and math.type(f) == 'float' and "
-                    "t.k[3].y == 'w' and t.k[3].z == nil and b and 1 or 0",
+                    "t.k[3].y == 'w' and t.k[3].z == null and b and 1 or 0",
                     1);
 
     res = run_json(rt, "{\"op\":\"pull\",\"names\":[\"i\",\"f\",\"s\",\"b\",\"t\",\"big\"]}");
     assert_status(res, "ok");
     json_t *want = json_loads("{\"i\":7,\"f\":2.5,\"s\":\"h\\u00e9llo\",\"b\":true,"
-                              "\"t\":{\"k\":[1,2,{\"y\":\"w\"}],\"e\":[]},"
+                              "\"t\":{\"k\":[1,2,{\"z\":null,\"y\":\"w\"}],\"e\":[]},"
                               "\"big\":9007199254740993}",
                               0, NULL);
     if (!json_equal(json_object_get(res, "value"), want)) {
