@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "jsonout.h"
 #include "registry.h"
 
 #define EVENT_RESULT_MAX (64 * 1024)
@@ -439,7 +440,7 @@ void codec_event_outcome(json_t *event, const json_t *result, const ippc_blobs *
     json_t *v = bytes <= EVENT_RESULT_MAX
                     ? value_to_client(skel, blobs ? blobs : &none, VALUE_FORMAT_LIST, &err)
                     : NULL;
-    char *text = v ? json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+    char *text = v ? jsonout_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
     if (v && text && strlen(text) <= EVENT_RESULT_MAX)
         json_object_set(event, "result", v);
     else

@@ -727,12 +727,13 @@ json_t *hub_task_resubmit(hub *h, uint64_t task_id, ippc_error *err)
 uint64_t hub_map_submit(hub *h, const json_t *body, ippc_error *err)
 {
     tasks_batch batch;
-    int ordered = 1;
-    if (tasks_build_map(&h->lb, body, &batch, &ordered, err) < 0)
+    tasks_map_shape shape;
+    if (tasks_build_map(&h->lb, body, &batch, &shape, err) < 0)
         return 0;
     uint64_t id = 0, first = 0;
     hub_lock(h);
-    request *r = requests_open_map(&h->requests, batch.n, ordered);
+    request *r =
+        requests_open_map(&h->requests, batch.n, shape.ordered, shape.items, shape.chunksize);
     if (!r)
         ippc_error_set(err, ERR_INTERNAL, "out of memory");
     else if (tasks_enqueue(&h->lb, &batch, r, &first, err) == 0)

@@ -227,11 +227,15 @@ uint64_t requests_submit(requests *rq, const hub_call *c, const int *targets, si
     return id;
 }
 
-request *requests_open_map(requests *rq, size_t nchunks, int ordered)
+request *requests_open_map(requests *rq, size_t nchunks, int ordered, size_t items,
+                           size_t chunksize)
 {
     request *r = request_new(rq, HUB_OP_MAP, nchunks);
-    if (r)
+    if (r) {
         r->ordered = ordered;
+        r->map_items = items;
+        r->map_chunksize = chunksize ? chunksize : 1;
+    }
     return r;
 }
 
@@ -291,6 +295,7 @@ struct request_view {
     hub_op op;
     size_t n, nfinished;
     int ordered;
+    size_t map_items, map_chunksize;
     value_format format;
     char *name;
     json_t *names;
@@ -331,6 +336,8 @@ request_view *requests_view(requests *rq, uint64_t id, ippc_error *err)
     v->n = r->ntasks;
     v->nfinished = r->nfinished;
     v->ordered = r->ordered;
+    v->map_items = r->map_items;
+    v->map_chunksize = r->map_chunksize;
     v->format = r->format;
     v->names = json_incref(r->names); /* never changed after submit */
     memcpy(v->done_order, r->done_order, r->nfinished * sizeof *v->done_order);
@@ -458,6 +465,80 @@ static json_t *ids_json(const request_view *v)
     return a;
 }
 
+/* The error entry of a map answer for the item at index of "results"
+ * (item: its position in the sequences), from an {ename, evalue, traceback}
+ * holder. */
+static json_t *map_error_entry(uint64_t task_id, size_t index, size_t item, const json_t *from)
+{
+    json_t *e = json_pack("{s:I, s:I, s:I}", "task", (json_int_t)task_id, "index",
+                          (json_int_t)index, "item", (json_int_t)item);
+    codec_copy_error(e, from);
+    return e;
+}
+
+static json_t *made_error(const char *ename, const char *evalue)
+{
+    return json_pack("{s:s, s:s, s:[]}", "ename", ename, "evalue", evalue, "traceback");
+}
+
+/* Appends a chunk's items (items lo .. lo + count - 1) to results, and an
+ * entry to errors for each one that has no value, so results always line
+ * up with the items.  A chunk that ran has a value per item; an item that
+ * failed in it is null, with its own error (the engine's "item_errors"); a
+ * chunk that failed as a whole (no such function, interrupted, timed out,
+ * engine lost, its value unreadable) gives every item the chunk's error. */
+static void map_chunk_answer(const view_item *it, size_t lo, size_t count, json_t *results,
+                             json_t *errors)
+{
+    const json_t *res = item_msg(it);
+    const json_t *skel = json_object_get(res, "value");
+    const json_t *item_errors = json_object_get(res, "item_errors");
+    json_t *values = NULL, *chunk_error = NULL;
+    if (skel && (it->state == TASK_COMPLETED || (it->state == TASK_FAILED && item_errors))) {
+        ippc_error err = {0};
+        values = value_to_client(skel, item_blobs(it), VALUE_FORMAT_LIST, &err);
+        if (!values)
+            chunk_error = made_error("ValueError", err.message);
+    } else if (it->state != TASK_COMPLETED) {
+        chunk_error = json_object();
+        codec_copy_error(chunk_error, res);
+    } else {
+        chunk_error = made_error("ProtocolError", "the engine sent no map results");
+    }
+    if (values && !chunk_error && (!json_is_array(values) || json_array_size(values) != count)) {
+        char why[160];
+        snprintf(why, sizeof why, "the engine sent %zu map results for %zu items",
+                 json_is_array(values) ? json_array_size(values) : (size_t)1, count);
+        chunk_error = made_error("ProtocolError", why);
+    }
+    /* own[j]: item j's error when it failed alone ("index" is within the chunk) */
+    const json_t **own = count ? calloc(count, sizeof *own) : NULL;
+    size_t k;
+    json_t *e;
+    json_array_foreach(item_errors, k, e)
+    {
+        json_t *at = json_object_get(e, "index");
+        if (own && json_is_integer(at) && json_integer_value(at) >= 0 &&
+            (uint64_t)json_integer_value(at) < count)
+            own[json_integer_value(at)] = e;
+    }
+    if (count && !own && !chunk_error) /* out of memory: no item is vouched for */
+        chunk_error = made_error("MemoryError", "out of memory");
+    for (size_t j = 0; j < count; j++) {
+        const json_t *why = chunk_error ? chunk_error : own[j];
+        size_t index = json_array_size(results);
+        if (!why) {
+            json_array_append(results, json_array_get(values, j));
+            continue;
+        }
+        json_array_append_new(results, json_null());
+        json_array_append_new(errors, map_error_entry(it->task, index, lo + j, why));
+    }
+    free(own);
+    json_decref(values);
+    json_decref(chunk_error);
+}
+
 static json_t *map_answer(const request_view *v)
 {
     json_t *out = json_pack("{s:I, s:o}", "request", (json_int_t)v->id, "tasks", ids_json(v));
@@ -466,24 +547,16 @@ static json_t *map_answer(const request_view *v)
         json_object_set_new(out, "finished", json_integer((json_int_t)v->nfinished));
         return out;
     }
+    /* Ordered: chunks in input order; unordered: in the order they finished.
+     * Either way each chunk's items stay together, in input order. */
     json_t *results = json_array(), *errors = json_array();
     for (size_t k = 0; k < v->n; k++) {
-        const view_item *it = &v->items[v->ordered ? k : v->done_order[k]];
-        if (it->state != TASK_COMPLETED) {
-            json_t *e = json_object();
-            codec_copy_error(e, item_msg(it));
-            json_object_set_new(e, "task", json_integer((json_int_t)it->task));
-            json_array_append_new(errors, e);
-            continue;
-        }
-        ippc_error err = {0};
-        json_t *skel = json_object_get(item_msg(it), "value");
-        json_t *val = skel ? value_to_client(skel, item_blobs(it), VALUE_FORMAT_LIST, &err) : NULL;
-        if (json_is_array(val))
-            json_array_extend(results, val);
-        else
-            json_array_append(results, val ? val : json_null());
-        json_decref(val);
+        size_t c = v->ordered ? k : v->done_order[k];
+        size_t lo = c * v->map_chunksize;
+        size_t count = lo < v->map_items ? v->map_items - lo : 0;
+        if (count > v->map_chunksize)
+            count = v->map_chunksize;
+        map_chunk_answer(&v->items[c], lo, count, results, errors);
     }
     json_object_set_new(out, "results", results);
     if (json_array_size(errors))

@@ -40,6 +40,9 @@ typedef struct request {
     size_t nfinished;
     size_t *done_order; /* task indexes in the order they finished */
     int ordered;        /* map: results in input order (else completion order) */
+    /* map: chunk c holds items [c * map_chunksize, min((c + 1) *
+     * map_chunksize, map_items)) of the sequences */
+    size_t map_items, map_chunksize;
     char *name;         /* PULL, GATHER */
     json_t *names;      /* PULL_MANY */
     value_format format;
@@ -76,7 +79,8 @@ uint64_t requests_submit(requests *rq, const hub_call *call, const int *targets,
 /* A map request over nchunks chunk tasks that the caller adds with
  * task_add(..., r->id, index, held 1) and requests_attach, then
  * requests_attached.  NULL on OOM. */
-request *requests_open_map(requests *rq, size_t nchunks, int ordered);
+request *requests_open_map(requests *rq, size_t nchunks, int ordered, size_t items,
+                           size_t chunksize);
 void requests_attach(request *r, size_t index, task *t);
 /* Every chunk is attached (n of them: fewer than planned after OOM). */
 void requests_attached(requests *rq, request *r, size_t n);

@@ -531,16 +531,14 @@ static void deps_from_store(const balancer *b, tasks_batch *batch)
                 ippc_error err = {0};
                 if (lb->deps[i] > max || lb->dep_state[i] != TASK_NSTATES)
                     continue;
-                if (store_get_state(b->store, lb->deps[i], state, sizeof state, &engine, &err) !=
-                    1) {
-                    missed = 1;
-                    continue;
-                }
-                for (task_state s = TASK_COMPLETED; s < TASK_NSTATES; s++)
-                    if (strcmp(state, task_state_name(s)) == 0) {
-                        lb->dep_state[i] = s;
-                        lb->dep_engine[i] = engine;
-                    }
+                if (store_get_state(b->store, lb->deps[i], state, sizeof state, &engine, &err) == 1)
+                    for (task_state s = TASK_COMPLETED; s < TASK_NSTATES; s++)
+                        if (strcmp(state, task_state_name(s)) == 0) {
+                            lb->dep_state[i] = s;
+                            lb->dep_engine[i] = engine;
+                        }
+                /* Not there, or an older snapshot (its final one still queued). */
+                missed |= lb->dep_state[i] == TASK_NSTATES;
             }
         }
         if (!missed || round == 1 || store_flush(b->store) < 0)
@@ -591,7 +589,7 @@ int tasks_build(const balancer *b, const json_t *spec, int map_mode, tasks_batch
     return 0;
 }
 
-int tasks_build_map(const balancer *b, const json_t *body, tasks_batch *out, int *ordered,
+int tasks_build_map(const balancer *b, const json_t *body, tasks_batch *out, tasks_map_shape *shape,
                     ippc_error *err)
 {
     memset(out, 0, sizeof *out);
@@ -621,7 +619,9 @@ int tasks_build_map(const balancer *b, const json_t *body, tasks_batch *out, int
         return ippc_error_set(err, ERR_BAD_REQUEST, "\"chunksize\" >= 1, \"ordered\" true|false");
     size_t chunk = cs ? (size_t)json_integer_value(cs) : 1;
     size_t nchunks = sched_chunks(n, chunk);
-    *ordered = ord ? json_is_true(ord) : 1;
+    shape->ordered = ord ? json_is_true(ord) : 1;
+    shape->items = n;
+    shape->chunksize = chunk;
     /* Each chunk is one task: the engine's op "map" applies fn item by item. */
     json_t *specs = json_array();
     for (size_t c = 0; c < nchunks; c++) {

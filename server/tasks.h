@@ -59,9 +59,14 @@ typedef struct tasks_batch {
 int tasks_build(const balancer *b, const json_t *spec, int map_mode, tasks_batch *out,
                 ippc_error *err);
 /* No lock: the chunk tasks of a map body {"function", "sequences",
- * "chunksize", "ordered"}.  0, or -1 + err. */
-int tasks_build_map(const balancer *b, const json_t *body, tasks_batch *out, int *ordered,
-                    ippc_error *err);
+ * "chunksize", "ordered"}; what the map request needs to line results up
+ * with the items in *shape.  0, or -1 + err. */
+typedef struct tasks_map_shape {
+    int ordered;
+    size_t items, chunksize;
+} tasks_map_shape;
+int tasks_build_map(const balancer *b, const json_t *body, tasks_batch *out,
+                    tasks_map_shape *shape, ippc_error *err);
 /* Frees what is still in the batch (no lock). */
 void tasks_batch_clear(tasks_batch *batch);
 

@@ -224,7 +224,7 @@ static void test_map_request(void **state)
 {
     fixture *f = *state;
     for (int ordered = 1; ordered >= 0; ordered--) {
-        request *r = requests_open_map(&f->rq, 2, ordered);
+        request *r = requests_open_map(&f->rq, 2, ordered, 2, 1);
         assert_non_null(r);
         uint64_t id = r->id;
         for (size_t c = 0; c < 2; c++) {
