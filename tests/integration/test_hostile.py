@@ -13,7 +13,7 @@ import socket
 import struct
 import time
 
-from harness import Cluster, Failure, check, expect
+from harness import Cluster, Failure, check, expect, stop_checked
 from wsclient import OP_BINARY, OP_TEXT, Closed, HandshakeError, WebSocket, encode_frame
 from test_streams import Stream, read_until_closed, tag, wait_completed, ws_url
 
@@ -387,7 +387,7 @@ def test_silent_flood(_unused=None):
     finally:
         if flood is not None:
             flood.close()
-        notes += c.stop() or []
+        stop_checked(c)
     return notes
 
 
@@ -460,7 +460,7 @@ def test_ws_overloaded(_unused=None):
         for s in (a, b):
             if s is not None:
                 s.ws.abort()
-        notes += c.stop() or []
+        stop_checked(c)
     return notes
 
 
