@@ -46,6 +46,7 @@ struct fanout {
     lmpi_commstate *ctl; /* control messages: point-to-point only */
     MPI_Comm grp;        /* parent of MPI_Comm_create_group; nothing else */
     fan_comm cache[FANOUT_CACHE];
+    int cache_cap; /* entries used: FANOUT_CACHE, or IPPC_FANOUT_CACHE */
     uint64_t clock;
     int tag_bits;
 };
@@ -87,6 +88,8 @@ fanout *fanout_new(const atomic_int *interrupt)
         return NULL;
     f->interrupt = interrupt;
     f->grp = MPI_COMM_NULL;
+    const char *cap = getenv("IPPC_FANOUT_CACHE");
+    f->cache_cap = cap && atoi(cap) >= 1 && atoi(cap) <= FANOUT_CACHE ? atoi(cap) : FANOUT_CACHE;
     if (!mpi_usable())
         return f;
     MPI_Comm_rank(MPI_COMM_WORLD, &f->rank);
@@ -138,6 +141,16 @@ void fanout_free(fanout *f)
     for (int i = 0; i < FANOUT_CACHE; i++)
         if (f->cache[i].ranks)
             cache_drop(&f->cache[i]);
+    /* Leftovers of abandoned ops (MPI would warn about them at finalize). */
+    for (int flag = 1; f->ctl && mpi_usable() && flag;) {
+        MPI_Status st;
+        if (MPI_Iprobe(MPI_ANY_SOURCE, MPI_ANY_TAG, f->ctl->comm, &flag, &st) != MPI_SUCCESS)
+            break;
+        int64_t junk[4];
+        if (flag)
+            MPI_Recv(junk, 4, MPI_INT64_T, st.MPI_SOURCE, st.MPI_TAG, f->ctl->comm,
+                     MPI_STATUS_IGNORE);
+    }
     lmpi_commstate_release(f->ctl);
     if (f->grp != MPI_COMM_NULL && mpi_usable())
         MPI_Comm_free(&f->grp);
@@ -159,12 +172,12 @@ static fan_comm *cache_find(fanout *f, const int *ranks, int n)
 static void cache_put(fanout *f, const int *ranks, int n, lmpi_commstate *cs, int64_t gen)
 {
     fan_comm *slot = NULL;
-    for (int i = 0; i < FANOUT_CACHE && !slot; i++)
+    for (int i = 0; i < f->cache_cap && !slot; i++)
         if (!f->cache[i].ranks)
             slot = &f->cache[i];
     if (!slot) {
         slot = &f->cache[0];
-        for (int i = 1; i < FANOUT_CACHE; i++)
+        for (int i = 1; i < f->cache_cap; i++)
             if (f->cache[i].used < slot->used)
                 slot = &f->cache[i];
     }

@@ -10,8 +10,10 @@
  * op run on a communicator of exactly its participants: for all ranks a
  * third duplicate made at start, for a subset one made with
  * MPI_Comm_create_group.  Those are kept in a cache keyed by the rank set
- * (FANOUT_CACHE entries; the least recently used one is freed when a new
- * one is needed).  So user MPI traffic (the `mpi` module has its own
+ * (FANOUT_CACHE entries, fewer with the environment variable
+ * IPPC_FANOUT_CACHE=1..FANOUT_CACHE, which tests use to make ranks evict
+ * differently; the least recently used one is freed when a new one is
+ * needed).  So user MPI traffic (the `mpi` module has its own
  * duplicate) never meets these messages.
  *
  * Control protocol (the part that may wait for other engines, and the only
