@@ -33,7 +33,8 @@
  * only, like the tasks' own chunks.
  * os.exit raises instead of ending the engine.
  *
- * The namespace ops (load, reset, delete, list) are in runtime_ns.c; the
+ * The namespace ops (load, reset, delete, list) are in runtime_ns.c, the
+ * data ops fanned out by MPI (a task with "fanout") in fanout*.c; the
  * task_ctx they share with the ops here is in runtime_impl.h.  After every
  * task nd's cache of big blocks is trimmed, so an idle engine holds none.
  */
