@@ -23,6 +23,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "jsonout.h"
+
 enum { FAN_ARRIVE = 1, FAN_GO, FAN_ACK, FAN_WITHDRAW, FAN_COMMIT, FAN_ABORT };
 /* ABORT's a: why; b: the world rank concerned */
 enum { FAN_WHY_INTERRUPTED = 1, FAN_WHY_MISMATCH, FAN_WHY_ERROR };
@@ -272,7 +274,7 @@ void fan_digest(fan_op *op, json_t *desc)
         json_array_append_new(ranks, json_integer(op->ranks[i]));
     json_t *all = json_pack("[s, I, o, i, o]", op->what, (json_int_t)op->id, ranks, op->root,
                             desc ? desc : json_null());
-    char *text = all ? json_dumps(all, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+    char *text = all ? jsonout_dumps(all, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
     json_decref(all);
     uint64_t h = 1469598103934665603ULL; /* FNV-1a */
     for (const char *p = text ? text : ""; *p; p++)

@@ -27,6 +27,7 @@
 
 #include <lauxlib.h>
 
+#include "jsonout.h"
 #include "luavalue.h"
 #include "nd.h"
 
@@ -172,7 +173,7 @@ static int renumber(json_t *v, const ippc_blobs *blobs, fan_map *m, int depth, i
 static unsigned char *wire_pack(const json_t *skel, const ippc_blob *blobs, size_t nblobs,
                                 size_t *len)
 {
-    char *text = json_dumps(skel, JSON_COMPACT | JSON_ENCODE_ANY);
+    char *text = jsonout_dumps(skel, JSON_COMPACT | JSON_ENCODE_ANY);
     if (!text)
         return NULL;
     size_t tlen = strlen(text), total = 16 + lmpi_align8(tlen) + 8 * nblobs;
@@ -309,7 +310,7 @@ static void fan_push(fan_op *op)
     if (op->is_root) {
         if (!json_is_object(ns))
             task_fail(c, TASK_ERROR, "ProtocolError", "push needs an object 'ns'");
-        else if (!(desc = sorted_names(ns)) || !(text = json_dumps(ns, JSON_COMPACT)))
+        else if (!(desc = sorted_names(ns)) || !(text = jsonout_dumps(ns, JSON_COMPACT)))
             fan_oom(op, 0);
         if (text) {
             size_t tlen = strlen(text), nb = c->task_blobs->count;

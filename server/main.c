@@ -44,6 +44,7 @@
 #include "events.h"
 #include "http_api.h"
 #include "hub.h"
+#include "jsonout.h"
 #include "proto.h"
 #include "sched.h"
 #include "store.h"
@@ -224,7 +225,7 @@ static int write_secret_json(const char *path, json_t *value) {
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd < 0)
         return -1;
-    char *text = json_dumps(value, JSON_INDENT(2));
+    char *text = jsonout_dumps(value, JSON_INDENT(2));
     size_t n = text ? strlen(text) : 0;
     int ok = text && write(fd, text, n) == (ssize_t)n && write(fd, "\n", 1) == 1;
     free(text);
