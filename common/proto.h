@@ -50,10 +50,11 @@
  *   "fanout": {"id": ID, "ranks": [r0, r1, ...], "root": R}
  *     id     integer >= 1, the same in every participant's task; unique among
  *            the data ops the job's engines ever get, and larger than the ids
- *            of the data ops issued before it (an engine takes a smaller id
- *            from a peer for a leftover of an abandoned op).  A counter that
- *            does not restart low when the controller restarts, e.g. the
- *            controller's start time in ms * 2^20 + a sequence number.
+ *            of the data ops issued before it (an engine takes a peer's
+ *            control message with a smaller id for a leftover of an
+ *            abandoned op).  A counter that does not restart low when the
+ *            controller restarts, e.g. the controller's start time in ms *
+ *            2^20 + a sequence number (below 2^63).
  *     ranks  the participants' MPI ranks (their "rank" at registration), in
  *            ascending order, no repeats; the receiving engine is one of them
  *     root   one of ranks
@@ -89,10 +90,11 @@
  *   the others answer "status":"error" with "ename":"FanoutError" and an
  *   evalue naming it: "gather 'x': rank 2 failed: NameError: name 'x' is not
  *   defined".  A malformed "fanout" is a ProtocolError at once (nothing
- *   else happens).  Participants whose tasks differ (names, counts, name,
- *   ranks, root or id) all answer ProtocolError "... got different task
- *   messages ...".  A participant that answers an error or "aborted" has
- *   changed no global.
+ *   else happens).  Participants whose tasks differ (names, counts, name, id,
+ *   or ranks) all answer ProtocolError "... got different task messages
+ *   ..." when the root is one of them for all; tasks that disagree on the
+ *   root or leave a participant out wait until they are interrupted.  A
+ *   participant that answers an error or "aborted" has changed no global.
  *   Interrupts.  Until every participant has reached the op, a participant
  *   waits for the others and can be interrupted ("interrupt" with its task
  *   id, or none): it answers "aborted", and the op ends "aborted" on every

@@ -325,6 +325,10 @@ static void test_push_subset(void **state)
     check_b(low, 3, 30);
     push_b(ALL, 4, 3, 40);
     check_b(ALL, 4, 40);
+    static const int one[1] = {2}; /* a fan-out to one engine works too */
+    LUA_CHECK("b = nil t = nil");
+    push_b(one, 1, 2, 50);
+    check_b(one, 1, 50);
     finish();
 }
 
