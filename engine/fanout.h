@@ -4,13 +4,15 @@
  * collectives.  The wire messages are specified in common/proto.h ("Data
  * ops fanned out by MPI"); this is the engine's side.
  *
- * Communicators.  fanout_new duplicates MPI_COMM_WORLD twice: one
- * duplicate carries the control protocol below (point-to-point only), the
- * other is the parent of MPI_Comm_create_group.  The collectives of a data
- * op run on a communicator of exactly its participants: for all ranks a
- * third duplicate made at start, for a subset one made with
- * MPI_Comm_create_group.  Those are kept in a cache keyed by the rank set
- * (FANOUT_CACHE entries, fewer with the environment variable
+ * Communicators.  fanout_new duplicates MPI_COMM_WORLD three times (with
+ * MPI_Comm_idup and the yielding wait): one carries the control protocol
+ * below (point-to-point only), one is the parent of MPI_Comm_create_group
+ * (nothing else uses it), and one is the communicator of data ops over all
+ * ranks.  The collectives of a data op run on a communicator of exactly
+ * its participants: that third duplicate for all ranks, for a subset one
+ * made with MPI_Comm_create_group (collective over the subset only, and
+ * called only once every participant is known to be there).  Those are
+ * kept in a cache keyed by the rank set (FANOUT_CACHE entries, fewer with the environment variable
  * IPPC_FANOUT_CACHE=1..FANOUT_CACHE, which tests use to make ranks evict
  * differently; the least recently used one is freed when a new one is
  * needed).  So user MPI traffic (the `mpi` module has its own
@@ -72,8 +74,9 @@ fanout *fanout_new(const atomic_int *interrupt);
 void fanout_free(fanout *f);
 
 /* Runs the task of c, which has a "fanout" member (op push, scatter or
- * gather); the outcome is recorded in c.  Lua errors are raised only before
- * the first and after the last message to another engine. */
+ * gather); the outcome is recorded in c.  Never raises a Lua error (its Lua
+ * parts run protected), so nothing unwinds between two steps of the
+ * exchange that other engines wait for. */
 void op_fanout(lua_State *L, struct task_ctx *c, fanout *f);
 
 #endif
