@@ -12,11 +12,11 @@
  * its participants: that third duplicate for all ranks, for a subset one
  * made with MPI_Comm_create_group (collective over the subset only, and
  * called only once every participant is known to be there).  Those are
- * kept in a cache keyed by the rank set (FANOUT_CACHE entries, fewer with the environment variable
- * IPPC_FANOUT_CACHE=1..FANOUT_CACHE, which tests use to make ranks evict
- * differently; the least recently used one is freed when a new one is
- * needed).  So user MPI traffic (the `mpi` module has its own
- * duplicate) never meets these messages.
+ * kept in a cache keyed by the rank set (FANOUT_CACHE entries, fewer with
+ * the environment variable IPPC_FANOUT_CACHE=1..FANOUT_CACHE, which tests
+ * use to make ranks evict differently; the least recently used one is
+ * freed when a new one is needed).  So user MPI traffic (the `mpi` module
+ * has its own duplicate) never meets these messages.
  *
  * Control protocol (the part that may wait for other engines, and the only
  * part an interrupt can stop).  Before any collective, the participants of
