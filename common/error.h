@@ -19,6 +19,7 @@
 #define ERR_METHOD "method_not_allowed"     /* 405 */
 #define ERR_TIMEOUT "request_timeout"    /* 408: the request head took too long */
 #define ERR_CONFLICT "conflict"             /* 409 */
+#define ERR_GONE "gone"                     /* 410: a request evicted or released */
 #define ERR_TOO_LARGE "payload_too_large"   /* 413 */
 #define ERR_URI_TOO_LONG "uri_too_long"     /* 414 */
 #define ERR_HEADERS_TOO_LARGE "headers_too_large" /* 431 */

@@ -79,7 +79,8 @@ struct http_api {
     struct MHD_Daemon *daemon;
     hub *h;
     char *token;
-    size_t max_body;
+    size_t max_body; /* JSON bodies (--max-body-mb) */
+    size_t max_raw;  /* raw array bodies (--max-raw-mb) */
     int metrics_public;
     budget *held;      /* every byte requests make us hold */
     budget own_held;   /* held, when the configuration gives none: no limit */
@@ -149,6 +150,7 @@ struct req_ctx {
     /* the body */
     int raw; /* application/octet-stream */
     int chunked;
+    size_t max_body; /* this body's limit: the API's max_body or max_raw */
     char *body;
     size_t len, cap;
     budget_account held;    /* the body's bytes; cap: max_body */
@@ -160,6 +162,7 @@ struct req_ctx {
     json_t *call_body;
     phase phase;
     uint64_t request_id;
+    int pinned;       /* the hub keeps request_id for our answer: tell it when given */
     int raw_answer;   /* answer with the array's bytes (Accept: application/octet-stream) */
     uint64_t task_id; /* waiting on a balanced task instead of a request */
 };
@@ -373,28 +376,43 @@ static void on_registered(void *arg)
     suspend(ctx);
 }
 
-/* The array bytes of a finished pull/gather, with X-Ippc-Dtype/-Shape. */
-static enum MHD_Result send_raw(req_ctx *ctx)
+/* The caller a request was kept for (ctx->pinned: a blocking submit or a
+ * wait) has its answer (done: the finished one) or is gone. */
+static void answered(req_ctx *ctx, int done)
 {
-    ippc_error err = {0};
-    unsigned char *data = NULL;
-    size_t len = 0;
-    nd_ref ref;
-    if (hub_request_array(ctx->api->h, ctx->request_id, &data, &len, &ref, &err) < 0)
-        return send_error(ctx->conn, &err);
-    struct MHD_Response *resp = MHD_create_response_from_buffer(len, data, MHD_RESPMEM_MUST_FREE);
+    if (!ctx->pinned)
+        return;
+    ctx->pinned = 0;
+    hub_request_answered(ctx->api->h, ctx->request_id, done);
+}
+
+/* libmicrohttpd is done with a raw answer's bytes. */
+static void raw_free(void *cls)
+{
+    hub_array *a = cls;
+    hub_array_release(a);
+    free(a);
+}
+
+/* The array bytes of a finished pull/gather (a, taken), with
+ * X-Ippc-Dtype/-Shape: served from the engine's result itself (or the
+ * gathered buffer), released when libmicrohttpd has sent them. */
+static enum MHD_Result send_raw(req_ctx *ctx, hub_array *a)
+{
+    struct MHD_Response *resp = MHD_create_response_from_buffer_with_free_callback_cls(
+        a->len, (void *)a->data, raw_free, a);
     if (!resp) {
-        free(data);
+        raw_free(a);
         return MHD_NO;
     }
     char shape[ND_MAX_DIMS * 21 + 1] = "";
-    for (int i = 0; i < ref.ndim; i++)
+    for (int i = 0; i < a->ref.ndim; i++)
         snprintf(shape + strlen(shape), sizeof shape - strlen(shape), "%s%zu", i ? "," : "",
-                 ref.shape[i]);
+                 a->ref.shape[i]);
     char request[24];
     snprintf(request, sizeof request, "%llu", (unsigned long long)ctx->request_id);
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/octet-stream");
-    MHD_add_response_header(resp, "X-Ippc-Dtype", nd_dtype_name(ref.dtype));
+    MHD_add_response_header(resp, "X-Ippc-Dtype", nd_dtype_name(a->ref.dtype));
     MHD_add_response_header(resp, "X-Ippc-Shape", shape);
     MHD_add_response_header(resp, "X-Ippc-Request", request);
     enum MHD_Result rc = MHD_queue_response(ctx->conn, MHD_HTTP_OK, resp);
@@ -405,15 +423,31 @@ static enum MHD_Result send_raw(req_ctx *ctx)
 static enum MHD_Result answer_request(req_ctx *ctx)
 {
     ippc_error err = {0};
+    if (ctx->raw_answer) {
+        /* No JSON is built for a raw answer, unless it is still pending. */
+        hub_array *a = calloc(1, sizeof *a);
+        int rc = a ? hub_request_array(ctx->api->h, ctx->request_id, a, &err)
+                   : ippc_error_set(&err, ERR_INTERNAL, "out of memory");
+        if (rc == 1) {
+            enum MHD_Result sent = send_raw(ctx, a);
+            answered(ctx, 1);
+            return sent;
+        }
+        free(a);
+        if (rc < 0) {
+            answered(ctx, 1);
+            return send_error(ctx->conn, &err);
+        }
+    }
     int done = 0;
     json_t *body = hub_request_json(ctx->api->h, ctx->request_id, &done, &err);
-    if (!body)
+    if (!body) {
+        answered(ctx, 1);
         return send_error(ctx->conn, &err);
-    if (done && ctx->raw_answer) {
-        json_decref(body);
-        return send_raw(ctx);
     }
-    return send_json(ctx->conn, done ? MHD_HTTP_OK : MHD_HTTP_ACCEPTED, body);
+    enum MHD_Result rc = send_json(ctx->conn, done ? MHD_HTTP_OK : MHD_HTTP_ACCEPTED, body);
+    answered(ctx, done);
+    return rc;
 }
 
 /* Waits for ctx->request_id up to `seconds` (< 0: forever), without a thread.
@@ -425,9 +459,13 @@ static enum MHD_Result wait_or_answer(req_ctx *ctx, double seconds)
     int64_t deadline = 0;
     if (seconds >= 0)
         deadline = hub_now_ms() + (int64_t)(seconds * 1000.0) + 1;
+    /* on_registered may run (and the wake-up follow) before this returns. */
+    ctx->pinned = 1;
     int rc = hub_wait(ctx->api->h, ctx->request_id, deadline, on_wake, on_registered, ctx);
     if (rc == 0)
         return MHD_YES; /* suspended; handle() runs again when woken */
+    if (rc < 0)
+        ctx->pinned = 0; /* unknown: nothing was kept for us */
     return answer_request(ctx);
 }
 
@@ -497,12 +535,14 @@ static enum MHD_Result submit_and_answer(req_ctx *ctx, hub_call *call)
     }
     ctx->raw_answer = is_octet_stream(header(ctx, MHD_HTTP_HEADER_ACCEPT)) &&
                       (call->op == HUB_OP_PULL || call->op == HUB_OP_GATHER);
+    call->blocking = block;
     ippc_error err = {0};
     uint64_t id = hub_submit(ctx->api->h, call, &err);
     call->prepared = NULL;
     if (!id)
         return send_error(ctx->conn, &err);
     ctx->request_id = id;
+    ctx->pinned = block; /* kept for this answer until answered() */
     if (!block)
         return answer_request(ctx);
     return wait_or_answer(ctx, timeout);
@@ -1060,6 +1100,24 @@ static double mib(size_t n)
     return (double)n / (1024.0 * 1024.0);
 }
 
+/* 413 for a body of mib MiB (0: unknown yet, a chunked one) over its limit,
+ * naming the option that sets it.  -1. */
+static int body_too_large(req_ctx *ctx, double mib_given)
+{
+    http_api *api = ctx->api;
+    const char *option = ctx->raw ? "--max-raw-mb" : "--max-body-mb";
+    size_t limit = ctx->raw ? api->max_raw : api->max_body;
+    if (ctx->max_body < limit)
+        option = "--max-held-mb";
+    char size[48] = "";
+    if (mib_given > 0)
+        snprintf(size, sizeof size, "of %.1f MiB ", mib_given);
+    return ippc_error_set(&ctx->refusal, ERR_TOO_LARGE,
+                          "%s body %sis over the limit of %.1f MiB (%s)%s",
+                          ctx->raw ? "raw array" : "request", size, mib(ctx->max_body), option,
+                          ctx->raw ? "" : "; send arrays as application/octet-stream");
+}
+
 /* What the body of an admitted request needs: its buffer, sized and charged
  * now when Content-Length tells the size.  0, or -1 + ctx->refusal. */
 static int body_admit(req_ctx *ctx, const char *transfer_encoding, const char *content_length)
@@ -1068,6 +1126,12 @@ static int body_admit(req_ctx *ctx, const char *transfer_encoding, const char *c
     const route *r = ctx->route;
     ippc_error *err = &ctx->refusal;
     ctx->raw = r->raw_ok && is_octet_stream(header(ctx, MHD_HTTP_HEADER_CONTENT_TYPE));
+    /* A body never passes the whole budget: past it, it is too large, not
+     * a matter of waiting until others are done. */
+    ctx->max_body = ctx->raw ? api->max_raw : api->max_body;
+    if (api->held->limit && ctx->max_body > api->held->limit)
+        ctx->max_body = api->held->limit;
+    ctx->held.limit = ctx->max_body; /* nothing is charged yet */
     if (transfer_encoding) { /* chunked: the size is known at the end only */
         ctx->chunked = 1;
         ctx->drop_body = r->body == BODY_NONE;
@@ -1077,11 +1141,8 @@ static int body_admit(req_ctx *ctx, const char *transfer_encoding, const char *c
         return 0;
     /* libmicrohttpd has checked that it is a number that fits 64 bits. */
     unsigned long long n = strtoull(content_length, NULL, 10);
-    if (n > api->max_body)
-        return ippc_error_set(err, ERR_TOO_LARGE,
-                              "request body of %.1f MiB is over the limit of %.1f MiB "
-                              "(--max-body-mb)",
-                              (double)n / (1024.0 * 1024.0), mib(api->max_body));
+    if (n > ctx->max_body)
+        return body_too_large(ctx, (double)n / (1024.0 * 1024.0));
     if (r->body == BODY_NONE) {
         ctx->drop_body = 1;
         return 0;
@@ -1172,19 +1233,17 @@ static enum MHD_Result begin(req_ctx *ctx, const char *url, const char *method, 
  * ctx->refusal. */
 static int body_grow(req_ctx *ctx, size_t n)
 {
-    http_api *api = ctx->api;
     ippc_error *err = &ctx->refusal;
     if (!ctx->chunked) /* libmicrohttpd passes no more than Content-Length */
         return ippc_error_set(err, ERR_BAD_REQUEST, "more body than Content-Length says");
-    if (n > api->max_body - ctx->len)
-        return ippc_error_set(err, ERR_TOO_LARGE,
-                              "request body is over the limit of %.1f MiB (--max-body-mb)",
-                              mib(api->max_body));
+    size_t max = ctx->max_body;
+    if (n > max - ctx->len)
+        return body_too_large(ctx, 0);
     size_t cap = ctx->cap ? ctx->cap : CHUNKED_FIRST;
     while (cap < ctx->len + n)
-        cap = cap > api->max_body / 2 ? api->max_body : cap * 2;
-    if (cap > api->max_body)
-        cap = api->max_body;
+        cap = cap > max / 2 ? max : cap * 2;
+    if (cap > max)
+        cap = max;
     if (budget_take(&ctx->held, cap - ctx->cap, "request body", err) < 0)
         return -1;
     char *body = realloc(ctx->body, cap);
@@ -1210,7 +1269,7 @@ static enum MHD_Result body_chunk(req_ctx *ctx, const char *data, size_t n)
          * could go on forever, so past the body limit the connection is
          * closed, unanswered. */
         ctx->dropped += n;
-        return ctx->dropped > ctx->api->max_body ? MHD_NO : MHD_YES;
+        return ctx->dropped > ctx->max_body ? MHD_NO : MHD_YES;
     }
     memcpy(ctx->body + ctx->len, data, n);
     ctx->len += n;
@@ -1344,6 +1403,7 @@ static void *uri_logger(void *cls, const char *uri, struct MHD_Connection *conn)
         else
             ctx->nul_in_path = 1;
     }
+    ctx->max_body = api->max_body; /* body_admit knows whether it is raw */
     budget_account_init(&ctx->held, api->held, api->max_body);
     budget_account_init(&ctx->decoded, api->held, api->decode_cap);
     return ctx;
@@ -1365,6 +1425,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
             atomic_fetch_add(&api->lat_buckets[i], 1);
     atomic_fetch_add(&api->lat_count, 1);
     atomic_fetch_add(&api->lat_sum_us, (unsigned long long)(seconds * 1e6));
+    answered(ctx, 0); /* a request kept for an answer this connection never gave */
     body_text_free(ctx);
     json_decref(ctx->json);
     json_decref(ctx->job.value);
@@ -1386,12 +1447,16 @@ http_api *http_start(hub *h, const http_config *cfg, ippc_error *err)
     api->h = h;
     api->token = strdup(cfg->token);
     api->max_body = cfg->max_body ? cfg->max_body : (size_t)64 << 20;
+    api->max_raw = cfg->max_raw ? cfg->max_raw : api->max_body;
     api->metrics_public = cfg->metrics_public;
     budget_init(&api->own_held, 0);
     api->held = cfg->held ? cfg->held : &api->own_held;
     /* A JSON tree takes 20-40 times its text (a json_t per number): one
-     * decode may use a quarter of what the controller may hold. */
-    api->decode_cap = api->held->limit ? api->held->limit / 4 : (size_t)1 << 30;
+     * decode may use a quarter of what the controller may hold (main.c
+     * counts only the part of the budget that is not for raw arrays). */
+    api->decode_cap = cfg->decode_cap    ? cfg->decode_cap
+                      : api->held->limit ? api->held->limit / 4
+                                         : (size_t)1 << 30;
     if (api->decode_cap < DECODE_INLINE_MAX * 64)
         api->decode_cap = DECODE_INLINE_MAX * 64;
     api->decoder = decode_pool_start(DECODE_WORKERS, err);

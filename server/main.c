@@ -58,12 +58,24 @@ typedef struct options {
     const char *db;
     int heartbeat_timeout_s;
     size_t max_body_mb;
-    size_t max_held_mb;
+    size_t max_raw_mb;
+    size_t max_held_mb; /* 0: --max-raw-mb + HELD_FOR_THE_REST_MB */
+    size_t keep_results_mb;
     int sched;
     unsigned hwm;
     int metrics_public;
     int fresh; /* new secrets even if a dead controller's files are there */
 } options;
+
+/* Defaults: JSON bodies, raw array bodies (an array of several GiB), the
+ * results kept in memory, and the part of the byte budget that is not for
+ * one raw array: --max-held-mb defaults to --max-raw-mb plus this, so a raw
+ * body within --max-raw-mb is never refused as overloaded on an idle
+ * controller; a JSON decode may use a quarter of this part. */
+#define MAX_BODY_MB_DEFAULT 64
+#define MAX_RAW_MB_DEFAULT 8192
+#define KEEP_RESULTS_MB_DEFAULT 512
+#define HELD_FOR_THE_REST_MB 2048
 
 /* How long a controller that reuses its predecessor's port waits for it. */
 #define REBIND_WAIT_MS 3000
@@ -90,16 +102,27 @@ static void usage(FILE *out) {
             "  --scheduler NAME        leastload (default), lru, twobin, weighted, random\n"
             "  --hwm N                 balanced tasks an engine may hold at once (default 1)\n"
             "  --heartbeat-timeout S   silence after which an engine is dead (default %d)\n"
-            "  --max-body-mb N         largest request body (default 64)\n"
+            "  --max-body-mb N         largest JSON request body (default %d)\n"
+            "  --max-raw-mb N          largest raw array body, application/octet-stream\n"
+            "                          (default %d)\n"
             "  --max-held-mb N         bytes all peers together may make the controller hold\n"
-            "                          (messages and bodies in flight, queued output; default\n"
-            "                          2048); past it, requests get 503 \"overloaded\"\n"
+            "                          (messages and bodies in flight, queued output); past\n"
+            "                          it, requests get 503 \"overloaded\".  Default:\n"
+            "                          --max-raw-mb + %d, so one raw body of the largest size\n"
+            "                          fits on an idle controller.  A JSON decode may use a\n"
+            "                          quarter of it (of %d when not given)\n"
+            "  --keep-results-mb N     results of finished requests and tasks kept in memory\n"
+            "                          (default %d); the oldest finished are forgotten first\n"
+            "                          (tasks stay in the store; a forgotten request answers\n"
+            "                          410 gone).  Blocking pulls and gathers are released\n"
+            "                          once answered\n"
             "  --metrics-public        serve GET /metrics without the token\n"
             "  --fresh                 new token, engine key and port even when a previous\n"
             "                          controller of this profile left its files behind\n"
             "  --print-routes          print the REST route table and exit\n"
             "  --version, --help\n",
-            IPPC_HEARTBEAT_TIMEOUT_MS / 1000);
+            IPPC_HEARTBEAT_TIMEOUT_MS / 1000, MAX_BODY_MB_DEFAULT, MAX_RAW_MB_DEFAULT,
+            HELD_FOR_THE_REST_MB, HELD_FOR_THE_REST_MB, KEEP_RESULTS_MB_DEFAULT);
 }
 
 static int parse_options(int argc, char **argv, options *o) {
@@ -112,6 +135,8 @@ static int parse_options(int argc, char **argv, options *o) {
         {"heartbeat-timeout", required_argument, NULL, 't'},
         {"max-body-mb", required_argument, NULL, 'm'},
         {"max-held-mb", required_argument, NULL, 'H'},
+        {"max-raw-mb", required_argument, NULL, 'R'},
+        {"keep-results-mb", required_argument, NULL, 'K'},
         {"scheduler", required_argument, NULL, 's'},
         {"hwm", required_argument, NULL, 'w'},
         {"print-routes", no_argument, NULL, 'r'},
@@ -154,6 +179,20 @@ static int parse_options(int argc, char **argv, options *o) {
             o->max_held_mb = (size_t)strtoul(optarg, &end, 10);
             if (*end || o->max_held_mb < 1 || o->max_held_mb > ((size_t)1 << 20)) {
                 fprintf(stderr, "ippc-controller: --max-held-mb must be 1..1048576\n");
+                return 2;
+            }
+            break;
+        case 'R':
+            o->max_raw_mb = (size_t)strtoul(optarg, &end, 10);
+            if (*end || o->max_raw_mb < 1 || o->max_raw_mb > ((size_t)1 << 20)) {
+                fprintf(stderr, "ippc-controller: --max-raw-mb must be 1..1048576\n");
+                return 2;
+            }
+            break;
+        case 'K':
+            o->keep_results_mb = (size_t)strtoul(optarg, &end, 10);
+            if (*end || o->keep_results_mb < 1 || o->keep_results_mb > ((size_t)1 << 20)) {
+                fprintf(stderr, "ippc-controller: --keep-results-mb must be 1..1048576\n");
                 return 2;
             }
             break;
@@ -335,10 +374,21 @@ static void raise_fd_limit(void)
 }
 
 int main(int argc, char **argv) {
-    options o = {.ip = "127.0.0.1", .profile = "default", .max_held_mb = 2048};
+    options o = {.ip = "127.0.0.1",
+                 .profile = "default",
+                 .max_body_mb = MAX_BODY_MB_DEFAULT,
+                 .max_raw_mb = MAX_RAW_MB_DEFAULT,
+                 .keep_results_mb = KEEP_RESULTS_MB_DEFAULT};
     int rc = parse_options(argc, argv, &o);
     if (rc >= 0)
         return rc;
+    /* A JSON decode may use a quarter of --max-held-mb when it is given, and
+     * a quarter of the part that is not for a raw array by default. */
+    size_t decode_base_mb = o.max_held_mb;
+    if (!o.max_held_mb) {
+        o.max_held_mb = o.max_raw_mb + HELD_FOR_THE_REST_MB;
+        decode_base_mb = HELD_FOR_THE_REST_MB;
+    }
     /* The one process-wide budget of what peers make us hold (REST bodies
      * and decoded JSON, WS messages, queued output); every connection's
      * account draws from it. */
@@ -440,11 +490,14 @@ int main(int argc, char **argv) {
                        .heartbeat_timeout_ms = o.heartbeat_timeout_s * 1000,
                        .sched = o.sched,
                        .hwm = o.hwm,
+                       .keep_results_bytes = o.keep_results_mb << 20,
                        .store = st,
                        .events = events_new(10000)};
     hub *h = hcfg.events ? hub_new(&hcfg) : NULL;
     http_config httpcfg = {.token = token,
                            .max_body = o.max_body_mb << 20,
+                           .max_raw = o.max_raw_mb << 20,
+                           .decode_cap = (decode_base_mb << 20) / 4,
                            .metrics_public = o.metrics_public,
                            .held = &held};
     http_api *api = h ? http_start(h, &httpcfg, &err) : NULL;

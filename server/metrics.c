@@ -122,4 +122,15 @@ void metrics_hub(metrics_text *m, const metrics_hub_snapshot *s)
                    "ippc_bytes_total{direction=\"from_engines\"} %llu\n",
                    (unsigned long long)s->bytes_to_engines,
                    (unsigned long long)s->bytes_from_engines);
+    gauge(m, "ippc_kept_result_bytes",
+          "Bytes of results kept in memory (finished requests and tasks).", s->kept_result_bytes);
+    gauge(m, "ippc_keep_results_bytes", "Bound on ippc_kept_result_bytes (--keep-results-mb).",
+          s->keep_results_bytes);
+    metrics_family(m, "ippc_requests_forgotten_total", "counter",
+                   "Finished requests forgotten: over the count kept, over --keep-results-mb, "
+                   "or a blocking pull released once answered.");
+    static const char *const why[3] = {"count", "budget", "delivered"};
+    for (int k = 0; k < 3; k++)
+        metrics_printf(m, "ippc_requests_forgotten_total{reason=\"%s\"} %llu\n", why[k],
+                       (unsigned long long)s->requests_forgotten[k]);
 }

@@ -46,6 +46,8 @@ typedef struct metrics_hub_snapshot {
     size_t ws_clients;
     uint64_t ws_clients_dropped;
     uint64_t bytes_to_engines, bytes_from_engines;
+    size_t kept_result_bytes, keep_results_bytes; /* results in memory, and the bound */
+    uint64_t requests_forgotten[3];               /* by reason: count, budget, delivered */
 } metrics_hub_snapshot;
 
 void metrics_hub(metrics_text *m, const metrics_hub_snapshot *s);

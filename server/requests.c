@@ -8,22 +8,28 @@
  *    t->request_index == i for as long as the request is kept.
  *  - done_order[0..nfinished) are the indexes of the finished tasks, in the
  *    order they finished.
- *  - The done list holds at most max_kept requests, except ones a waiter
- *    still needs (forgotten once it is answered).
+ *  - After requests_trim, the done list holds at most max_kept requests and
+ *    the task table's result_bytes is at most keep_bytes, except for what
+ *    pinned requests and held tasks keep.
+ *  - The done list is in finish order (finish_seq ascending).
  */
 #include "requests.h"
 
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "clock.h"
 #include "registry.h"
 
-void requests_init(requests *rq, task_table *tasks, registry *engines, size_t max_kept)
+void requests_init(requests *rq, task_table *tasks, registry *engines, size_t max_kept,
+                   size_t keep_bytes)
 {
     memset(rq, 0, sizeof *rq);
     idmap_init(&rq->by_id);
     rq->next_id = 1;
     rq->max_kept = max_kept ? max_kept : 1;
+    rq->keep_bytes = keep_bytes ? keep_bytes : SIZE_MAX;
     rq->tasks = tasks;
     rq->engines = engines;
 }
@@ -64,9 +70,14 @@ static void request_free(request *r)
     free(r);
 }
 
-/* Lets the request's tasks go to the task table's own bound, and frees it. */
-static void request_forget(requests *rq, request *r)
+/* Lets the request's tasks go to the task table's own bound, and frees it;
+ * its id answers ERR_GONE for why from now on. */
+static void request_forget(requests *rq, request *r, request_gone why)
 {
+    rq->forgotten[rq->forgotten_next].id = r->id;
+    rq->forgotten[rq->forgotten_next].why = why;
+    rq->forgotten_next = (rq->forgotten_next + 1) % REQUESTS_FORGOTTEN;
+    rq->gone_total[why]++;
     idmap_remove(&rq->by_id, r->id);
     for (size_t i = 0; i < r->ntasks; i++)
         if (r->tasks[i])
@@ -113,28 +124,79 @@ int request_done(const request *r)
     return r->nfinished == r->ntasks;
 }
 
-static void evict_done(requests *rq)
-{
-    request *r = rq->done.head;
-    while (r && rq->done.count > rq->max_kept) {
-        request *next = r->next;
-        if (!r->waiters) {
-            list_remove(&rq->done, r);
-            request_forget(rq, r);
-        }
-        r = next;
-    }
-}
-
 static void request_finish(requests *rq, request *r)
 {
     if (r->finished)
         return;
     r->finished = 1;
+    r->finish_seq = rq->tasks->finished_total;
+    if (r->waiters)
+        r->awaited = 1; /* the woken will read it */
+    if (r->awaited)
+        r->pin_until_ms = clock_now_ms() + PIN_GRACE_MS;
     list_remove(&rq->open, r);
     list_append(&rq->done, r);
     waiters_wake(&r->waiters);
-    evict_done(rq);
+}
+
+static int pinned(const request *r, int64_t *now)
+{
+    if (!r->awaited)
+        return 0;
+    if (!*now)
+        *now = clock_now_ms();
+    return *now < r->pin_until_ms;
+}
+
+void requests_trim(requests *rq)
+{
+    task_table *tt = rq->tasks;
+    task_list *unheld = &tt->lists[TASK_LIST_FINISHED];
+    int64_t now = 0;
+    request *r = rq->done.head;
+    for (;;) {
+        int over_count = rq->done.count > rq->max_kept;
+        int over_bytes = tt->result_bytes > rq->keep_bytes;
+        if (!over_count && !over_bytes)
+            return;
+        while (r && pinned(r, &now))
+            r = r->next;
+        task *t = over_bytes ? unheld->head : NULL;
+        if (!r && !t)
+            return; /* only pinned requests and held tasks are left */
+        if (r && (!t || r->finish_seq <= t->finish_seq)) {
+            request *next = r->next;
+            list_remove(&rq->done, r);
+            request_forget(rq, r, over_count ? GONE_COUNT : GONE_BYTES);
+            r = next;
+        } else {
+            task_evict(tt, t);
+        }
+    }
+}
+
+/* Ops whose answers are values (failures go to "errors"), not task entries. */
+static int pull_like(hub_op op)
+{
+    return op == HUB_OP_PULL || op == HUB_OP_PULL_MANY || op == HUB_OP_GATHER || op == HUB_OP_LIST;
+}
+
+void requests_answered(requests *rq, uint64_t id, int done)
+{
+    request *r = idmap_get(&rq->by_id, id);
+    if (!r)
+        return;
+    r->awaited = 0;
+    if (!r->blocking)
+        return;
+    if (!done) { /* the caller got "pending": it fetches the answer later */
+        r->blocking = 0;
+        return;
+    }
+    if (r->finished && r->op != HUB_OP_LIST && pull_like(r->op)) {
+        list_remove(&rq->done, r);
+        request_forget(rq, r, GONE_DELIVERED);
+    }
 }
 
 void requests_task_finished(requests *rq, task *t)
@@ -192,6 +254,7 @@ uint64_t requests_submit(requests *rq, const hub_call *c, const int *targets, si
         return 0;
     }
     r->format = c->format;
+    r->blocking = r->awaited = c->blocking != 0;
     /* Every task exists (and is attached) before the first is sent: a send
      * that fails finishes its task, and the request counts it. */
     size_t made = 0;
@@ -262,6 +325,9 @@ int requests_wait(requests *rq, uint64_t id, int64_t deadline_ms, void (*wake)(v
     request *r = idmap_get(&rq->by_id, id);
     if (!r)
         return -1;
+    r->awaited = 1;
+    if (r->finished)
+        r->pin_until_ms = clock_now_ms() + PIN_GRACE_MS;
     if (request_done(r) || waiters_add(&r->waiters, deadline_ms, wake, arg) < 0)
         return 1; /* done, or cannot wait: answer with what there is */
     if (registered)
@@ -316,11 +382,49 @@ void request_view_free(request_view *v)
     free(v);
 }
 
+/* Why id is not here: never handed out (not_found), or forgotten (gone). */
+static void request_gone_error(const requests *rq, uint64_t id, ippc_error *err)
+{
+    if (id == 0 || id >= rq->next_id) {
+        ippc_error_set(err, ERR_NOT_FOUND, "no request with id %" PRIu64, id);
+        return;
+    }
+    int why = -1;
+    for (size_t i = 0; i < REQUESTS_FORGOTTEN && why < 0; i++)
+        if (rq->forgotten[i].id == id)
+            why = (int)rq->forgotten[i].why;
+    switch (why) {
+    case GONE_BYTES:
+        ippc_error_set(err, ERR_GONE,
+                       "request %" PRIu64 " was evicted to stay within --keep-results-mb (%zu "
+                       "MiB of results kept); fetch answers sooner or raise the limit",
+                       id, rq->keep_bytes == SIZE_MAX ? (size_t)0 : rq->keep_bytes >> 20);
+        break;
+    case GONE_COUNT:
+        ippc_error_set(err, ERR_GONE,
+                       "request %" PRIu64 " was evicted: only the last %zu finished requests are "
+                       "kept",
+                       id, rq->max_kept);
+        break;
+    case GONE_DELIVERED:
+        ippc_error_set(err, ERR_GONE,
+                       "request %" PRIu64 " was a blocking pull or gather: its answer was "
+                       "delivered and released (ask with ?block=false to fetch it later)",
+                       id);
+        break;
+    default:
+        ippc_error_set(err, ERR_GONE,
+                       "request %" PRIu64 " is no longer kept (finished requests are kept within "
+                       "--keep-results-mb and the last %zu)",
+                       id, rq->max_kept);
+    }
+}
+
 request_view *requests_view(requests *rq, uint64_t id, ippc_error *err)
 {
     request *r = idmap_get(&rq->by_id, id);
     if (!r) {
-        ippc_error_set(err, ERR_NOT_FOUND, "no request with id %llu", (unsigned long long)id);
+        request_gone_error(rq, id, err);
         return NULL;
     }
     request_view *v = calloc(1, sizeof *v);
@@ -566,12 +670,6 @@ static json_t *map_answer(const request_view *v)
     return out;
 }
 
-/* Ops whose results are values (failures go to "errors"), not task entries. */
-static int pull_like(hub_op op)
-{
-    return op == HUB_OP_PULL || op == HUB_OP_PULL_MANY || op == HUB_OP_GATHER || op == HUB_OP_LIST;
-}
-
 json_t *request_view_json(const request_view *v)
 {
     if (v->op == HUB_OP_MAP)
@@ -650,9 +748,59 @@ json_t *request_view_json(const request_view *v)
     return out;
 }
 
-int request_view_array(const request_view *v, unsigned char **data, size_t *len, nd_ref *ref,
-                       ippc_error *err)
+void request_array_release(request_array *a)
 {
+    if (!a)
+        return;
+    task_result_unref(a->hold);
+    free(a->owned);
+    memset(a, 0, sizeof *a);
+}
+
+/* A gather's parts as one array: every part must be an array (checked
+ * before value_gather, which would build JSON lists for anything else); the
+ * result is one buffer, filled once, that out owns.  0 or -1 + err. */
+static int gather_array(const request_view *v, request_array *out, ippc_error *err)
+{
+    for (size_t i = 0; i < v->n; i++) {
+        const json_t *part =
+            json_object_get(json_object_get(item_msg(&v->items[i]), "value"), v->name);
+        nd_ref ref;
+        int rc = part ? value_nd_ref(part, item_blobs(&v->items[i]), &ref, err) : 0;
+        if (rc < 0)
+            return -1;
+        if (rc == 0)
+            return ippc_error_set(err, ERR_INVALID, "the value of %s on engine %d is not an array",
+                                  v->name, v->items[i].engine);
+    }
+    ippc_blobs owned;
+    blobs_init(&owned);
+    int bad;
+    json_t *skel = gather_skel(v, &owned, &bad, err);
+    int rc = -1;
+    int is_nd = skel ? value_nd_ref(skel, &owned, &out->ref, err) : -1;
+    if (is_nd == 0)
+        ippc_error_set(err, ERR_INVALID,
+                       "the parts of %s do not make one array (dtypes or trailing shapes "
+                       "differ)",
+                       v->name);
+    if (is_nd == 1) {
+        ippc_blob *b = &owned.items[out->ref.blob];
+        out->owned = b->data ? b->data : malloc(1);
+        out->data = out->owned;
+        out->len = b->len;
+        b->data = NULL; /* now out's */
+        b->len = 0;
+        rc = out->owned ? 0 : ippc_error_set(err, ERR_INTERNAL, "out of memory");
+    }
+    json_decref(skel);
+    blobs_free(&owned);
+    return rc;
+}
+
+int request_view_array(const request_view *v, request_array *out, ippc_error *err)
+{
+    memset(out, 0, sizeof *out);
     if (v->op == HUB_OP_MAP)
         return ippc_error_set(err, ERR_INVALID, "a map's answer is JSON, not one array");
     if (!request_view_done(v))
@@ -663,42 +811,22 @@ int request_view_array(const request_view *v, unsigned char **data, size_t *len,
             return ippc_error_set(
                 err, ERR_INVALID, "engine %d: %s", v->items[i].engine,
                 json_string_value(json_object_get(item_msg(&v->items[i]), "evalue")));
-    ippc_blobs owned;
-    blobs_init(&owned);
-    const ippc_blobs *blobs = NULL;
-    json_t *skel = NULL;
-    if (v->op == HUB_OP_PULL && v->n == 1) {
-        blobs = item_blobs(&v->items[0]);
-        skel =
-            json_incref(json_object_get(json_object_get(item_msg(&v->items[0]), "value"), v->name));
-    } else if (v->op == HUB_OP_GATHER) {
-        int bad;
-        skel = gather_skel(v, &owned, &bad, err);
-        blobs = &owned;
-        if (!skel) {
-            blobs_free(&owned);
-            return -1;
-        }
-    } else {
+    if (v->op == HUB_OP_GATHER)
+        return gather_array(v, out, err);
+    if (v->op != HUB_OP_PULL || v->n != 1)
         return ippc_error_set(err, ERR_INVALID,
                               "raw (application/octet-stream) answers need one target, or a "
                               "gather");
-    }
-    int rc = -1;
-    int is_nd = skel ? value_nd_ref(skel, blobs, ref, err) : 0;
+    const view_item *it = &v->items[0];
+    const json_t *skel = json_object_get(json_object_get(item_msg(it), "value"), v->name);
+    int is_nd = skel ? value_nd_ref(skel, item_blobs(it), &out->ref, err) : 0;
+    if (is_nd < 0)
+        return -1;
     if (is_nd == 0)
-        ippc_error_set(err, ERR_INVALID, "the value is not an array");
-    if (is_nd == 1) {
-        *len = blobs->items[ref->blob].len;
-        *data = malloc(*len ? *len : 1);
-        if (*data) {
-            memcpy(*data, blobs->items[ref->blob].data, *len);
-            rc = 0;
-        } else {
-            ippc_error_set(err, ERR_INTERNAL, "out of memory");
-        }
-    }
-    json_decref(skel);
-    blobs_free(&owned);
-    return rc;
+        return ippc_error_set(err, ERR_INVALID, "the value is not an array");
+    const ippc_blob *b = &item_blobs(it)->items[out->ref.blob];
+    out->data = b->data;
+    out->len = b->len;
+    out->hold = task_result_ref(it->result);
+    return 0;
 }

@@ -89,6 +89,47 @@ int task_transition_legal(task_kind kind, task_state from, task_state to)
 
 /* ------------------------------------------------------------ results */
 
+/* Estimated bytes jansson holds for a node and its children: the node
+ * (json_t plus its own struct), an object's table slots and keys, a list's
+ * slots, a string's text.  true, false and null are shared singletons. */
+static size_t json_node_estimate(const json_t *v, int depth)
+{
+    size_t n = 0;
+    if (depth > VALUE_MAX_DEPTH * 64) /* deeper than any parser lets through */
+        return 0;
+    switch (json_typeof(v)) {
+    case JSON_OBJECT: {
+        n = 96;
+        const char *key;
+        json_t *item;
+        json_object_foreach((json_t *)v, key, item)
+        {
+            n += 64 + strlen(key) + json_node_estimate(item, depth + 1);
+        }
+        return n;
+    }
+    case JSON_ARRAY: {
+        size_t i;
+        json_t *item;
+        n = 48 + 8 * json_array_size(v);
+        json_array_foreach(v, i, item)
+        {
+            n += json_node_estimate(item, depth + 1);
+        }
+        return n;
+    }
+    case JSON_STRING: return 48 + json_string_length(v);
+    case JSON_INTEGER:
+    case JSON_REAL: return 32;
+    default: return 0;
+    }
+}
+
+size_t json_bytes_estimate(const json_t *v)
+{
+    return v ? json_node_estimate(v, 0) : 0;
+}
+
 task_result *task_result_new(json_t *msg, ippc_blobs *blobs)
 {
     task_result *r = calloc(1, sizeof *r);
@@ -105,6 +146,9 @@ task_result *task_result_new(json_t *msg, ippc_blobs *blobs)
         r->blobs = *blobs;
         blobs_init(blobs);
     }
+    r->bytes = sizeof *r + json_bytes_estimate(msg) + r->blobs.cap * sizeof *r->blobs.items;
+    for (size_t i = 0; i < r->blobs.count; i++)
+        r->bytes += r->blobs.items[i].len;
     return r;
 }
 
@@ -122,6 +166,51 @@ void task_result_unref(task_result *r)
     json_decref(r->msg);
     blobs_free(&r->blobs);
     free(r);
+}
+
+void task_results_drop(task_result **v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        task_result_unref(v[i]);
+    free(v);
+}
+
+/* The table lets go of r (its reference): no longer counted, dropped by the
+ * owner after unlocking, or now when the list cannot grow. */
+static void result_let_go(task_table *tt, task_result *r)
+{
+    if (!r)
+        return;
+    tt->result_bytes -= r->bytes;
+    if (tt->ndropped == tt->dropped_cap) {
+        size_t cap = tt->dropped_cap ? 2 * tt->dropped_cap : 64;
+        task_result **grown = realloc(tt->dropped, cap * sizeof *grown);
+        if (!grown) {
+            task_result_unref(r);
+            return;
+        }
+        tt->dropped = grown;
+        tt->dropped_cap = cap;
+    }
+    tt->dropped[tt->ndropped++] = r;
+}
+
+/* t's result becomes r (taken; NULL for none), counted. */
+static void result_set(task_table *tt, task *t, task_result *r)
+{
+    result_let_go(tt, t->result);
+    t->result = r;
+    if (r)
+        tt->result_bytes += r->bytes;
+}
+
+task_result **task_table_take_dropped(task_table *tt, size_t *n)
+{
+    task_result **v = tt->dropped;
+    *n = tt->ndropped;
+    tt->dropped = NULL;
+    tt->ndropped = tt->dropped_cap = 0;
+    return v;
 }
 
 /* ------------------------------------------------------------ store records */
@@ -330,6 +419,7 @@ void task_table_free(task_table *tt)
         if (tt->by_id.keys[i] && tt->by_id.keys[i] != UINT64_MAX)
             task_free(tt->by_id.values[i]);
     idmap_free(&tt->by_id);
+    task_results_drop(tt->dropped, tt->ndropped);
     task_save *s = tt->saves;
     while (s) {
         task_save *next = s->next;
@@ -360,6 +450,7 @@ static void table_remove(task_table *tt, task *t)
     tt->counts[t->state]--;
     if (t->id > tt->max_gone_id)
         __atomic_store_n(&tt->max_gone_id, t->id, __ATOMIC_RELAXED);
+    result_set(tt, t, NULL);
     task_free(t);
 }
 
@@ -501,10 +592,11 @@ void task_finish(task_table *tt, task *t, task_state to, task_result *result)
     }
     set_state(tt, t, to);
     tt->finished_total++;
-    task_result_unref(t->result);
-    t->result = result
-                    ? result
-                    : task_result_new(codec_synth_result("error", "Internal", "no result"), NULL);
+    t->finish_seq = tt->finished_total;
+    result_set(tt, t,
+               result
+                   ? result
+                   : task_result_new(codec_synth_result("error", "Internal", "no result"), NULL));
     clock_iso8601(t->completed, sizeof t->completed);
     if (t->held)
         list_unlink(tt, t);
@@ -574,13 +666,19 @@ void task_release(task_table *tt, task *t)
     if (t->kind == TASK_DIRECT && t->result &&
         (t->result->blobs.count || json_object_get(t->result->msg, "value"))) {
         task_result *small = outcome_only(t->result);
-        if (small) {
-            task_result_unref(t->result);
-            t->result = small;
-        }
+        if (small)
+            result_set(tt, t, small);
     }
-    list_link(tt, t, TASK_LIST_FINISHED, 0);
+    /* It finished when its request did, before most of what is on the list:
+     * at the front, the first to go. */
+    list_link(tt, t, TASK_LIST_FINISHED, 1);
     evict(tt);
+}
+
+void task_evict(task_table *tt, task *t)
+{
+    assert(task_state_finished(t->state) && !t->held);
+    table_remove(tt, t);
 }
 
 void task_forget(task_table *tt, task *t)

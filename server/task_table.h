@@ -30,9 +30,10 @@
  *
  * Threads: everything but task_result_* and task_saves_commit expects the
  * hub lock held.  Memory: the table owns its tasks; a task is freed by
- * eviction (finished, not held, beyond keep_finished), purge, or
- * task_table_free.  A held task (one a request answers from) is never evicted
- * until released.
+ * eviction (finished, not held, beyond keep_finished or the byte budget that
+ * requests_trim enforces), purge, or task_table_free.  A held task (one a
+ * request answers from) is never evicted until released.  result_bytes
+ * counts what every result in memory costs.
  */
 #ifndef IPPC_TASK_TABLE_H
 #define IPPC_TASK_TABLE_H
@@ -78,17 +79,25 @@ int task_state_finished(task_state s);
 int task_transition_legal(task_kind kind, task_state from, task_state to);
 
 /* An engine's answer (or one the controller made): the result message and
- * its blobs.  Never changed after task_result_new. */
+ * its blobs.  Never changed after task_result_new.  A raw answer serves its
+ * array straight from blobs while it holds a reference. */
 typedef struct task_result {
     int refs; /* atomic */
     json_t *msg;
     ippc_blobs blobs;
+    size_t bytes; /* what keeping it costs: its blobs plus an estimate of msg */
 } task_result;
 
 /* Takes msg, moves blobs in (NULL: none).  NULL on OOM (msg freed). */
 task_result *task_result_new(json_t *msg, ippc_blobs *blobs);
 task_result *task_result_ref(task_result *r);
 void task_result_unref(task_result *r); /* any thread; NULL is fine */
+/* Drops n references collected under the lock (task_table_take_dropped),
+ * and frees v.  Any thread, no lock. */
+void task_results_drop(task_result **v, size_t n);
+/* What jansson holds for v, estimated (a walk of the tree: nodes, keys,
+ * strings, list slots); what the byte budget counts for a result's JSON. */
+size_t json_bytes_estimate(const json_t *v);
 
 /* What only a balanced task has (scheduling data, owned with the task). */
 typedef struct task_balanced {
@@ -121,6 +130,7 @@ typedef struct task {
     json_t *spec;
     codec_msg *msg;      /* what is sent; dropped once finished */
     task_result *result; /* NULL until finished */
+    uint64_t finish_seq; /* the table's finished_total when it finished */
     waiter *waiters;
     task_balanced *lb; /* balanced only */
     /* table bookkeeping */
@@ -150,6 +160,15 @@ typedef struct task_table {
      * a dependency above it needs no store lookup. */
     uint64_t max_gone_id;
     size_t keep_finished; /* finished, unheld tasks kept in memory */
+    /* Bytes of every result in memory (task_result.bytes of each task that
+     * has one, held or not): what --keep-results-mb bounds (requests.c
+     * trims). */
+    size_t result_bytes;
+    /* References this table let go of under the lock, dropped by the owner
+     * after unlocking (task_table_take_dropped): freeing array bytes can
+     * take milliseconds. */
+    task_result **dropped;
+    size_t ndropped, dropped_cap;
     struct registry *engines;
     struct store *store;
     struct events *events;
@@ -193,6 +212,12 @@ void task_complete(task_table *tt, task *t, json_t *msg, ippc_blobs *blobs);
 void task_release(task_table *tt, task *t);
 /* Frees a finished, unheld task now (purge). */
 void task_forget(task_table *tt, task *t);
+/* Takes a finished, unheld task out of memory as the bound does (its store
+ * record is still written): the byte budget's eviction. */
+void task_evict(task_table *tt, task *t);
+/* The references let go of since the last call (caller drops them with
+ * task_results_drop after unlocking), *n of them; NULL when none. */
+task_result **task_table_take_dropped(task_table *tt, size_t *n);
 
 /* The task as clients see it, without "result". */
 json_t *task_doc(const task *t);

@@ -202,6 +202,8 @@ static void answer_wait(client_session *s, ws_wait *w)
         reply_error(s, w->client_id, &err);
     else
         reply(s, w->client_id, done ? 200 : 202, body);
+    if (w->kind == WAIT_REQUEST) /* kept for this reply until now */
+        hub_request_answered(s->server->h, w->id, done || !body);
 }
 
 /* Service thread: answers every wait that woke. */
@@ -314,7 +316,8 @@ static void op_view(client_session *s, const json_t *msg, const json_t *cid, hub
                      .body = msg,
                      .name = json_string_value(json_object_get(msg, "name")),
                      .format = format && strcmp(format, "typed") == 0 ? VALUE_FORMAT_TYPED
-                                                                      : VALUE_FORMAT_LIST};
+                                                                      : VALUE_FORMAT_LIST,
+                     .blocking = msg_block(msg)};
     ippc_error err = {0};
     uint64_t id = hub_submit(s->server->h, &call, &err);
     if (!id) {
