@@ -1088,7 +1088,7 @@ static json_t *task_entry(const task *t, value_format fmt, json_t *errors) {
     return e;
 }
 
-static json_t *gather_result(const request *r, json_t *errors) {
+static json_t *gather_result(const request *r, value_format fmt, json_t *errors) {
     json_t **parts = calloc(r->ntargets, sizeof *parts);
     ippc_blobs *blobs = calloc(r->ntargets, sizeof *blobs);
     json_t *out = NULL;
@@ -1109,7 +1109,7 @@ static json_t *gather_result(const request *r, json_t *errors) {
     blobs_init(&out_blobs);
     json_t *skel = value_gather(parts, blobs, r->ntargets, &out_blobs, &err);
     if (skel)
-        out = value_to_client(skel, &out_blobs, r->format, &err);
+        out = value_to_client(skel, &out_blobs, fmt, &err);
     json_decref(skel);
     blobs_free(&out_blobs);
     if (!out)
@@ -1126,9 +1126,9 @@ static int pull_like(hub_op op) {
            op == HUB_OP_LIST;
 }
 
-static json_t *request_answer(const hub *h, const request *r) {
+static json_t *request_answer(const hub *h, const request *r, value_format fmt) {
     if (r->op == HUB_OP_MAP)
-        return tasks_map_answer_locked(h, r);
+        return tasks_map_answer_locked(h, r, fmt);
     json_t *targets = json_array();
     for (size_t i = 0; i < r->ntargets; i++)
         json_array_append_new(targets, json_integer(r->targets[i]));
@@ -1149,7 +1149,7 @@ static json_t *request_answer(const hub *h, const request *r) {
         switch (r->op) {
         case HUB_OP_PULL: {
             ippc_error err = {0};
-            json_t *v = ok ? pulled_value(t, r->name, r->format, &err) : NULL;
+            json_t *v = ok ? pulled_value(t, r->name, fmt, &err) : NULL;
             if (ok && !v)
                 add_conversion_error(errors, t->engine_id, &err);
             json_array_append_new(results, v ? v : json_null());
@@ -1163,7 +1163,7 @@ static json_t *request_answer(const hub *h, const request *r) {
                 json_t *n;
                 json_array_foreach(r->names, k, n) {
                     ippc_error err = {0};
-                    json_t *v = pulled_value(t, json_string_value(n), r->format, &err);
+                    json_t *v = pulled_value(t, json_string_value(n), fmt, &err);
                     if (!v)
                         add_conversion_error(errors, t->engine_id, &err);
                     json_array_append_new(vals, v ? v : json_null());
@@ -1180,14 +1180,14 @@ static json_t *request_answer(const hub *h, const request *r) {
             break;
         }
         default:
-            json_array_append_new(results, task_entry(t, r->format, errors));
+            json_array_append_new(results, task_entry(t, fmt, errors));
             break;
         }
         failed |= !ok;
     }
     if (r->op == HUB_OP_GATHER) {
         json_object_set_new(out, "result",
-                            json_array_size(errors) ? json_null() : gather_result(r, errors));
+                            json_array_size(errors) ? json_null() : gather_result(r, fmt, errors));
         json_decref(results);
     } else {
         json_object_set_new(out, "results", results);
@@ -1205,12 +1205,16 @@ static json_t *request_answer(const hub *h, const request *r) {
 }
 
 json_t *hub_request_json(hub *h, uint64_t request_id, int *done, ippc_error *err) {
+    return hub_request_json_as(h, request_id, -1, done, err);
+}
+
+json_t *hub_request_json_as(hub *h, uint64_t request_id, int fmt, int *done, ippc_error *err) {
     json_t *out = NULL;
     pthread_mutex_lock(&h->lock);
     request *r = idmap_get(&h->requests, request_id);
     if (r) {
         *done = r->nfinished == r->ntargets;
-        out = request_answer(h, r);
+        out = request_answer(h, r, fmt < 0 ? r->format : (value_format)fmt);
     }
     pthread_mutex_unlock(&h->lock);
     if (!r)

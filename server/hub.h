@@ -135,6 +135,9 @@ int hub_request_array(hub *h, uint64_t request_id, unsigned char **data, size_t 
 /* The request's client view: the blocking answer when done, or a pending body.
  * *done set accordingly.  NULL + not_found if unknown. */
 json_t *hub_request_json(hub *h, uint64_t request_id, int *done, ippc_error *err);
+/* The same with the arrays of its values written as fmt (a value_format)
+ * instead of as the call asked; fmt < 0: as the call asked. */
+json_t *hub_request_json_as(hub *h, uint64_t request_id, int fmt, int *done, ippc_error *err);
 
 /* Waiting without a thread: registers wake(arg) to be called once, with the hub
  * lock held, when the request finishes or deadline_ms (monotonic, 0 = none)
@@ -157,6 +160,9 @@ void hub_wake_all(hub *h);
 json_t *hub_task_submit(hub *h, const json_t *spec, uint64_t *first_id, ippc_error *err);
 /* The task as a client sees it; from memory or the store.  NULL + not_found. */
 json_t *hub_task_json(hub *h, uint64_t task_id, int *finished, ippc_error *err);
+/* The same with the result's arrays written as fmt (hub_task_json: list). */
+json_t *hub_task_json_as(hub *h, uint64_t task_id, value_format fmt, int *finished,
+                         ippc_error *err);
 /* As hub_wait, for one balanced task. */
 int hub_task_wait(hub *h, uint64_t task_id, int64_t deadline_ms, void (*wake)(void *arg),
                   void (*registered)(void *arg), void *arg);

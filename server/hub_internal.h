@@ -187,7 +187,7 @@ int tasks_on_result_locked(hub *h, int engine_id, json_t *msg, ippc_blobs *blobs
 void tasks_on_engine_dead_locked(hub *h, int engine_id);
 void tasks_schedule_locked(hub *h);
 void tasks_tick_locked(hub *h, int64_t now);
-json_t *tasks_map_answer_locked(const hub *h, const request *r);
+json_t *tasks_map_answer_locked(const hub *h, const request *r, value_format fmt);
 json_t *tasks_in_flight_locked(hub *h);
 /* The tags of a balanced task (borrowed), or NULL. */
 const json_t *tasks_tags_locked(hub *h, uint64_t task_id);

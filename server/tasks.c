@@ -188,12 +188,12 @@ static json_t *task_doc(const lbtask *t) {
     return doc;
 }
 
-static json_t *task_client_json(const lbtask *t) {
+static json_t *task_client_json(const lbtask *t, value_format fmt) {
     json_t *doc = task_doc(t);
     json_t *skel = json_object_get(t->result, "value");
     if (t->state == LB_COMPLETED) {
         ippc_error err = {0};
-        json_t *v = skel ? value_to_client(skel, &t->result_blobs, VALUE_FORMAT_LIST, &err) : NULL;
+        json_t *v = skel ? value_to_client(skel, &t->result_blobs, fmt, &err) : NULL;
         json_object_set_new(doc, "result", v ? v : json_null());
     }
     return doc;
@@ -842,7 +842,7 @@ static json_t *submit_specs(hub *h, const json_t *spec, int map_mode, uint64_t *
     } else {
         json_decref(ids);
         lbtask *t = idmap_get(&h->lbtasks, *first_id);
-        out = t ? task_client_json(t) : json_pack("{s:I}", "id", (json_int_t)*first_id);
+        out = t ? task_client_json(t, VALUE_FORMAT_LIST) : json_pack("{s:I}", "id", (json_int_t)*first_id);
     }
 out:
     pthread_mutex_unlock(&h->lock);
@@ -855,11 +855,16 @@ json_t *hub_task_submit(hub *h, const json_t *spec, uint64_t *first_id, ippc_err
 }
 
 json_t *hub_task_json(hub *h, uint64_t task_id, int *finished, ippc_error *err) {
+    return hub_task_json_as(h, task_id, VALUE_FORMAT_LIST, finished, err);
+}
+
+json_t *hub_task_json_as(hub *h, uint64_t task_id, value_format fmt, int *finished,
+                         ippc_error *err) {
     pthread_mutex_lock(&h->lock);
     lbtask *t = idmap_get(&h->lbtasks, task_id);
     json_t *out = NULL;
     if (t) {
-        out = task_client_json(t);
+        out = task_client_json(t, fmt);
         *finished = lb_finished(t->state);
     }
     pthread_mutex_unlock(&h->lock);
@@ -881,7 +886,7 @@ json_t *hub_task_json(hub *h, uint64_t task_id, int *finished, ippc_error *err) 
     json_object_del(out, "spec");
     if (rec.result) {
         ippc_error cerr = {0};
-        json_t *v = value_to_client(rec.result, &rec.blobs, VALUE_FORMAT_LIST, &cerr);
+        json_t *v = value_to_client(rec.result, &rec.blobs, fmt, &cerr);
         json_object_set_new(out, "result", v ? v : json_null());
     } else if (rec.state && strcmp(rec.state, "completed") == 0) {
         json_object_set_new(out, "result", json_null());
@@ -929,12 +934,12 @@ json_t *hub_task_abort(hub *h, uint64_t task_id, int force, ippc_error *err) {
         json_t *msg = json_pack("{s:s, s:I}", "type", "interrupt", "task", (json_int_t)t->id);
         e->link.send(e->link.conn, msg, NULL, 0);
         json_decref(msg);
-        out = task_client_json(t);
+        out = task_client_json(t, VALUE_FORMAT_LIST);
     } else {
         lb_finish(h, t, LB_ABORTED, hub_synth_result("aborted", "TaskAborted", "aborted by request"),
                   NULL);
         dependents_check(h);
-        out = task_client_json(t);
+        out = task_client_json(t, VALUE_FORMAT_LIST);
     }
     pthread_mutex_unlock(&h->lock);
     return out;
@@ -1069,7 +1074,7 @@ uint64_t hub_map_submit(hub *h, const json_t *body, ippc_error *err) {
     return id;
 }
 
-json_t *tasks_map_answer_locked(const hub *h, const request *r) {
+json_t *tasks_map_answer_locked(const hub *h, const request *r, value_format fmt) {
     json_t *out = json_pack("{s:I, s:o}", "request", (json_int_t)r->id, "tasks",
                             ids_json(r->chunk_ids, r->ntargets));
     if (r->nfinished < r->ntargets) {
@@ -1089,7 +1094,7 @@ json_t *tasks_map_answer_locked(const hub *h, const request *r) {
         }
         ippc_error err = {0};
         json_t *skel = json_object_get(t->result, "value");
-        json_t *v = skel ? value_to_client(skel, &t->result_blobs, VALUE_FORMAT_LIST, &err) : NULL;
+        json_t *v = skel ? value_to_client(skel, &t->result_blobs, fmt, &err) : NULL;
         if (json_is_array(v))
             json_array_extend(results, v);
         else
