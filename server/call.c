@@ -439,6 +439,14 @@ static void call_init(call *c, const call_def *d)
     c->format = -1;
 }
 
+/* A direct-view op without a body still hands the hub an (empty) object. */
+static int empty_view_body(call *c, ippc_error *err)
+{
+    if (c->def->kind == CALL_VIEW && !(c->body = json_object()))
+        return oom(err);
+    return 0;
+}
+
 /* REST: the body the op takes, from what was sent (taken). */
 static int rest_body(call *c, const call_rest *in, json_t *body, ippc_error *err)
 {
@@ -446,7 +454,7 @@ static int rest_body(call *c, const call_rest *in, json_t *body, ippc_error *err
     switch (d->body) {
     case CALL_BODY_NONE:
         json_decref(body);
-        return 0;
+        return empty_view_body(c, err);
     case CALL_BODY_OPTIONAL:
         if (!body && !(body = json_object()))
             return oom(err);
@@ -582,7 +590,7 @@ static int ws_body(call *c, const json_t *msg, ippc_error *err)
 {
     const call_def *d = c->def;
     if (d->body == CALL_BODY_NONE)
-        return 0;
+        return empty_view_body(c, err);
     if (d->body == CALL_BODY_SPEC) {
         json_t *task = json_object_get(msg, "task"), *tasks = json_object_get(msg, "tasks");
         if (task && tasks)

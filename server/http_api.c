@@ -819,10 +819,12 @@ static int body_admit(req_ctx *ctx, const char *transfer_encoding, const char *c
     /* libmicrohttpd has checked that Content-Length is a number that fits 64
      * bits. */
     unsigned long long n = content_length ? strtoull(content_length, NULL, 10) : 0;
-    if (takes_body && (transfer_encoding || n > 0)) {
+    if (takes_body) {
+        /* A type no body was sent with is not judged (a raw one still means
+         * an empty array). */
         call_media media = call_media_of(header(ctx, MHD_HTTP_HEADER_CONTENT_TYPE),
                                          ctx->def->raw_ok, err);
-        if (media == CALL_MEDIA_UNSUPPORTED)
+        if (media == CALL_MEDIA_UNSUPPORTED && (transfer_encoding || n > 0))
             return -1;
         ctx->raw = media == CALL_MEDIA_RAW;
     }
