@@ -7,7 +7,7 @@
 #   make unit       the cmocka unit tests only
 #   make integration  the integration tests only (K=SUBSTRING picks tests by name)
 #   make fuzz       every fuzz target for FUZZ_SECONDS (default 30) each
-#   make bench      benchmarks (bench/)
+#   make bench      benchmarks (bench/), ippc side by side with IPython Parallel
 #   make soak       good + hostile clients and engine churn for SOAK_SECONDS (default 180)
 
 SAN ?= 0
@@ -149,16 +149,21 @@ run: deps all
 
 test: deps
 	-@$(MAKE) --no-print-directory npm-deps
-	@$(MAKE) --no-print-directory all $(UNIT_BIN)
+	@$(MAKE) --no-print-directory all $(UNIT_BIN) $(BENCH_BIN)
 	@BUILD=$(BUILD) PYTHON=$(PYTHON) scripts/run-tests $(UNIT_BIN)
 
 unit: all $(UNIT_BIN)
 	@for t in $(UNIT_BIN); do $$t || exit 1; done
 
-integration: all
+# The integration suite's bench smoke test runs bench/bench_peer.py, which needs
+# the limit programs (bench_loopback, bench_mpi_bcast) of $(BENCH_BIN).
+integration: all $(BENCH_BIN)
 	@BUILD=$(BUILD) $(PYTHON) tests/integration/run.py $(if $(K),-k $(K))
 
+# bench_peer runs IPython Parallel beside ippc: `install-deps bench` adds Debian's
+# python3-ipyparallel and python3-numpy (without them it runs the ippc half).
 bench: deps all $(BENCH_BIN)
+	@scripts/install-deps bench || echo "make bench: could not install python3-ipyparallel python3-numpy; bench_peer runs the ippc half"
 	@BUILD=$(BUILD) scripts/run-bench
 
 # The soak: tests/soak/soak.py --seconds N (SOAK_ARGS adds options, e.g.

@@ -1,5 +1,6 @@
 /* rest.c — libcurl + Jansson client for the controller's REST API (see rest.h). */
 #include "rest.h"
+#include "jsonout.h"
 
 #include <curl/curl.h>
 #include <stdio.h>
@@ -118,7 +119,7 @@ int rest_call(rest_client *client, const char *method, const char *path, const j
     }
     snprintf(url, url_len, "%s%s", client->base_url, path);
     if (body != NULL) {
-        body_text = json_dumps(body, JSON_COMPACT);
+        body_text = jsonout_dumps(body, JSON_COMPACT);
         if (body_text == NULL) {
             snprintf(err, err_len, "cannot encode the request as JSON");
             goto done;

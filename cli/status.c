@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "jsonout.h"
 #include "msg.h"
 #include "profile.h"
 #include "rest.h"
@@ -99,7 +100,7 @@ int status_main(int argc, char **argv)
         goto done;
     }
     if (as_json) {
-        json_dumpf(reply.json, stdout, JSON_INDENT(2));
+        jsonout_dumpf(reply.json, stdout, JSON_INDENT(2));
         putchar('\n');
         status = CLI_EXIT_OK;
         goto done;

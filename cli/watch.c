@@ -35,6 +35,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "jsonout.h"
 #include "msg.h"
 #include "profile.h"
 
@@ -189,7 +190,7 @@ static const char *str_field(const json_t *object, const char *key)
 /* A JSON value as compact text, cut to limit characters (malloc'd). */
 static char *compact(const json_t *value, size_t limit)
 {
-    char *text = json_dumps(value, JSON_COMPACT | JSON_ENCODE_ANY);
+    char *text = jsonout_dumps(value, JSON_COMPACT | JSON_ENCODE_ANY);
 
     if (text != NULL && strlen(text) > limit)
         strcpy(text + limit - 3, "...");
@@ -328,7 +329,7 @@ static void outbox_clear(watch_state *w)
 
 static void outbox_add(watch_state *w, json_t *message)
 {
-    char *text = json_dumps(message, JSON_COMPACT);
+    char *text = jsonout_dumps(message, JSON_COMPACT);
 
     json_decref(message);
     if (text == NULL || w->outbox_count == WATCH_OUTBOX) {

@@ -17,6 +17,7 @@
 #define ERR_UNAUTHORIZED "unauthorized"     /* 401: missing or wrong token */
 #define ERR_NOT_FOUND "not_found"           /* 404: no such route/engine/request */
 #define ERR_METHOD "method_not_allowed"     /* 405 */
+#define ERR_TIMEOUT "request_timeout"    /* 408: the request head took too long */
 #define ERR_CONFLICT "conflict"             /* 409 */
 #define ERR_TOO_LARGE "payload_too_large"   /* 413 */
 #define ERR_URI_TOO_LONG "uri_too_long"     /* 414 */

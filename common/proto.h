@@ -25,6 +25,8 @@
  *       op "apply":   "function": NAME, "args": [skeleton...], "kwargs": {...}
  *                     an arg {"$ref": NAME} stands for the engine's global NAME
  *       op "map":     "function": NAME, "sequences": [skeleton...]  (one map chunk)
+ *                     -> value [result per item]; failed items are null there
+ *                     and listed in "item_errors" (see engine/runtime.h)
  *       op "load":    "library": PATH   -> value {"library", "kernels"}
  *       op "reset"    (clears the namespace)
  *       op "delete":  "names": [name, ...]

@@ -14,6 +14,10 @@
  * value_from_client turns both into ndarrays; value_to_client writes nested
  * lists (VALUE_FORMAT_LIST) or typed objects (VALUE_FORMAT_TYPED).
  *
+ * JSON text: values (and every other document of ippc) leave as text through
+ * jsonout.h, which writes reals in their shortest round-trip form; it is
+ * included here so that every module that handles values has it.
+ *
  * Ownership: every function returns new references / fills caller-owned blobs;
  * inputs are never consumed.  Thread-safety: pure, reentrant.
  */
@@ -25,6 +29,7 @@
 #include <jansson.h>
 
 #include "error.h"
+#include "jsonout.h"
 
 typedef enum nd_dtype {
     ND_FLOAT64 = 0,

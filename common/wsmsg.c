@@ -157,7 +157,7 @@ void ws_outq_destroy(ws_outq *q)
 int ws_outq_push(ws_outq *q, json_t *msg, ws_blobref **blobs, size_t nblobs)
 {
     json_object_set_new(msg, "nbuf", json_integer((json_int_t)nblobs));
-    char *text = json_dumps(msg, JSON_COMPACT);
+    char *text = jsonout_dumps(msg, JSON_COMPACT);
     if (!text)
         return -1;
     ws_frame *first = calloc(1, sizeof *first), *last = first;

@@ -19,6 +19,7 @@
  * before anything is built from them.
  */
 #include "lmpi_impl.h"
+#include "jsonout.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -96,7 +97,7 @@ static void pack_wire(lua_State *L, int idx, lmpi_op *op, lmpi_packed *p)
     ippc_error err;
     json_t *skel = luavalue_to_wire(L, idx, &blobs, &err);
     int converted = skel != NULL;
-    char *text = skel ? json_dumps(skel, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+    char *text = skel ? jsonout_dumps(skel, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
     json_decref(skel);
     unsigned char *out = NULL;
     size_t tlen = text ? strlen(text) : 0, total = lmpi_align8(tlen) + 8 * blobs.count;

@@ -9,8 +9,15 @@
  * nd_push_adopt has returned.
  *
  * luavalue_to_wire uses only raw, non-allocating Lua calls (lua_next,
- * lua_rawgeti, lua_tolstring on strings, lua_checkstack) so it never raises
- * and can run outside protected mode; the JSON it builds is plain C memory.
+ * lua_rawgeti, lua_rawgetp, lua_tolstring on strings, lua_checkstack) so it
+ * never raises and can run outside protected mode; the JSON it builds is
+ * plain C memory.
+ *
+ * null: a Lua table cannot hold nil, so a JSON null inside a list or an
+ * object becomes one sentinel value (a userdata kept in the registry and
+ * published as the global `null`), which keeps its place; it turns back into
+ * null on the way out.  A null that is the whole value stays nil (a pushed
+ * variable, an argument), as Lua code expects of "no value".
  */
 #include "luavalue.h"
 
@@ -22,6 +29,51 @@
 #include <lauxlib.h>
 
 #include "nd.h"
+
+/* ------------------------------------------------------------ null */
+
+static const char null_key = 'n'; /* registry: the null sentinel */
+
+static int null_tostring(lua_State *L)
+{
+    lua_pushliteral(L, "null");
+    return 1;
+}
+
+void luavalue_push_null(lua_State *L)
+{
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &null_key) == LUA_TUSERDATA)
+        return;
+    lua_pop(L, 1);
+    lua_newuserdatauv(L, 0, 0);
+    lua_createtable(L, 0, 3);
+    lua_pushcfunction(L, null_tostring);
+    lua_setfield(L, -2, "__tostring");
+    lua_pushliteral(L, "null");
+    lua_setfield(L, -2, "__name"); /* error messages say "got null" */
+    lua_pushliteral(L, "null");
+    lua_setfield(L, -2, "__metatable"); /* and user code cannot change it */
+    lua_setmetatable(L, -2);
+    lua_pushvalue(L, -1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &null_key);
+}
+
+int luavalue_is_null(lua_State *L, int idx)
+{
+    if (lua_type(L, idx) != LUA_TUSERDATA || !lua_checkstack(L, 1))
+        return 0;
+    idx = lua_absindex(L, idx);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &null_key);
+    int is_null = lua_rawequal(L, idx, -1);
+    lua_pop(L, 1);
+    return is_null;
+}
+
+void luavalue_open(lua_State *L)
+{
+    luavalue_push_null(L);
+    lua_setglobal(L, "null");
+}
 
 /* ------------------------------------------------------------ JSON -> Lua */
 
@@ -47,10 +99,7 @@ static int push_list(lua_State *L, const json_t *v, ippc_blobs *blobs, int depth
     size_t n = json_array_size(v);
     lua_createtable(L, n < (size_t)INT32_MAX ? (int)n : 0, 0);
     for (size_t i = 0; i < n; i++) {
-        const json_t *item = json_array_get(v, i);
-        if (json_is_null(item))
-            continue; /* Lua tables cannot hold nil: leave a hole */
-        if (push_rec(L, item, blobs, depth + 1, err) < 0) {
+        if (push_rec(L, json_array_get(v, i), blobs, depth + 1, err) < 0) {
             lua_pop(L, 1);
             return -1;
         }
@@ -66,8 +115,6 @@ static int push_object(lua_State *L, const json_t *v, ippc_blobs *blobs, int dep
     for (void *it = json_object_iter((json_t *)v); it;
          it = json_object_iter_next((json_t *)v, it)) {
         const json_t *item = json_object_iter_value(it);
-        if (json_is_null(item))
-            continue;
         lua_pushlstring(L, json_object_iter_key(it), json_object_iter_key_len(it));
         if (push_rec(L, item, blobs, depth + 1, err) < 0) {
             lua_pop(L, 2);
@@ -83,7 +130,12 @@ static int push_rec(lua_State *L, const json_t *v, ippc_blobs *blobs, int depth,
     if (!lua_checkstack(L, 4))
         return ippc_error_set(err, ERR_INTERNAL, "Lua stack overflow");
     switch (json_typeof(v)) {
-    case JSON_NULL: lua_pushnil(L); return 0;
+    case JSON_NULL:
+        if (depth > 1) /* inside a list or an object: keep the place */
+            luavalue_push_null(L);
+        else
+            lua_pushnil(L);
+        return 0;
     case JSON_TRUE: lua_pushboolean(L, 1); return 0;
     case JSON_FALSE: lua_pushboolean(L, 0); return 0;
     case JSON_INTEGER: lua_pushinteger(L, (lua_Integer)json_integer_value(v)); return 0;
@@ -160,28 +212,34 @@ static json_t *wire_nd(wire_walk *w, nd_array *a)
     return ph;
 }
 
-/* 1 if the table at idx has exactly the keys 1..n (n >= 1), setting *n. */
-static int table_is_sequence(lua_State *L, int idx, size_t *n)
+/* Counts the keys of the table at idx into *count.  Returns 1, with the list
+ * length in *len, if the table reads as a list: every key a positive integer
+ * and the largest, *len, at most twice their count.  The missing keys (nil
+ * items, which Lua does not store) then come out as null, and a table that
+ * is mostly holes ({[1000000] = 1}) stays an object instead of a huge list. */
+static int table_as_list(lua_State *L, int idx, size_t *count, size_t *len)
 {
     size_t total = 0;
     lua_Integer max = 0;
-    int seq = 1;
+    int positive_ints = 1;
     lua_pushnil(L);
     while (lua_next(L, idx)) {
         total++;
-        if (seq && lua_type(L, -2) == LUA_TNUMBER && lua_isinteger(L, -2)) {
+        if (positive_ints && lua_type(L, -2) == LUA_TNUMBER && lua_isinteger(L, -2)) {
             lua_Integer k = lua_tointeger(L, -2);
             if (k < 1)
-                seq = 0;
+                positive_ints = 0;
             else if (k > max)
                 max = k;
         } else {
-            seq = 0;
+            positive_ints = 0;
         }
         lua_pop(L, 1);
     }
-    *n = total;
-    return seq && (size_t)max == total;
+    *count = total;
+    *len = (size_t)max;
+    /* distinct keys in 1..max: max >= total, and max - total are the holes */
+    return positive_ints && total > 0 && (size_t)max - total <= total;
 }
 
 static json_t *wire_list(wire_walk *w, int idx, size_t n, int depth)
@@ -266,9 +324,9 @@ static json_t *wire_table(wire_walk *w, int idx, int depth)
     if (!lua_checkstack(w->L, 6))
         return wire_fail(w, "Lua stack overflow (%s)", "table");
     w->path[depth - 1] = self;
-    size_t n;
-    if (table_is_sequence(w->L, idx, &n))
-        return wire_list(w, idx, n, depth);
+    size_t n, len;
+    if (table_as_list(w->L, idx, &n, &len))
+        return wire_list(w, idx, len, depth);
     if (n == 0) {
         json_t *empty = json_array();
         return empty ? empty : wire_fail(w, "out of memory (%s)", "list");
@@ -301,6 +359,10 @@ static json_t *wire_rec(wire_walk *w, int idx, int depth)
     }
     case LUA_TTABLE: return wire_table(w, idx, depth);
     case LUA_TUSERDATA: {
+        if (luavalue_is_null(L, idx)) {
+            out = json_null();
+            break;
+        }
         nd_array *a = nd_test(L, idx);
         if (a)
             return wire_nd(w, a);

@@ -30,6 +30,7 @@
 #include <libwebsockets.h>
 #include <mpi.h>
 
+#include "jsonout.h"
 #include "proto.h"
 #include "runtime.h"
 #include "wsmsg.h"
@@ -201,7 +202,7 @@ static int write_register(struct lws *wsi) {
     json_t *reg = json_pack("{s:s, s:s, s:s, s:i, s:i, s:s, s:i, s:s, s:i}", "type", "register",
                             "key", E.key, "job", E.job, "rank", E.rank, "size", E.size, "host",
                             E.host, "pid", E.pid, "version", IPPC_VERSION, "nbuf", 0);
-    char *text = json_dumps(reg, JSON_COMPACT);
+    char *text = jsonout_dumps(reg, JSON_COMPACT);
     json_decref(reg);
     if (!text)
         return -1;

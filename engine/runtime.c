@@ -541,6 +541,7 @@ static int rt_setup(lua_State *L)
     lua_setglobal(L, "mpi");
     lua_pop(L, 1);
     plugin_open(L, &rt->interrupt);
+    luavalue_open(L);
     rt_install_output(L);
     rt_ns_snapshot(L);
     return 0;
@@ -983,9 +984,35 @@ static void op_apply(lua_State *L, task_ctx *c)
     lua_settop(L, base);
 }
 
+/* Moves the failure recorded in c to c->item_errors as item index (0-based
+ * within the chunk) and clears it, so the chunk goes on with the next item. */
+static void map_item_failed(task_ctx *c, lua_Integer index)
+{
+    json_t *e = json_pack("{s:I, s:s}", "index", (json_int_t)index, "ename", c->ename);
+    if (e) {
+        json_object_set_new(e, "evalue", c->evalue ? c->evalue : json_string(""));
+        json_object_set_new(e, "traceback", c->traceback ? c->traceback : json_array());
+        c->evalue = c->traceback = NULL;
+    }
+    json_array_append_new(c->item_errors, e);
+    json_decref(c->evalue);
+    json_decref(c->traceback);
+    c->evalue = c->traceback = NULL;
+    c->ename[0] = '\0';
+    c->status = TASK_OK;
+}
+
 /* op "map": {"function", "sequences": [values]} — calls the function on
  * the i-th items of every sequence (zip-like: the shortest one bounds i) and
- * answers the list of first results.  One balanced task is one map chunk. */
+ * answers the list of first results.  One balanced task is one map chunk.
+ *
+ * Every item gets its own outcome: an item whose call raises, or whose
+ * result cannot be sent, is null in "value" and has an entry in
+ * "item_errors"; the chunk goes on with the next item (the Lua state is
+ * fine after a caught error).  The chunk then ends "error" with the first
+ * failed item's ename/evalue/traceback, keeping "value".  Only an interrupt
+ * (or a failure before the first call: no function, bad sequences) ends the
+ * chunk as a whole, with no value. */
 static void op_map(lua_State *L, task_ctx *c)
 {
     size_t flen;
@@ -1014,25 +1041,49 @@ static void op_map(lua_State *L, task_ctx *c)
             n = len;
     }
     c->value = json_array();
+    c->item_errors = json_array();
     for (lua_Integer i = 1; i <= n; i++) {
         lua_pushvalue(L, base + 1);
-        for (int k = 0; k < nseq; k++)
+        for (int k = 0; k < nseq; k++) {
             lua_geti(L, base + 2 + k, i);
+            if (luavalue_is_null(L, -1)) { /* a null item is a nil argument, as in apply */
+                lua_pop(L, 1);
+                lua_pushnil(L);
+            }
+        }
         int got = task_call(L, c, nseq);
         if (got == 0) {
             lua_pushnil(L);
             got = 1;
         }
-        json_t *v;
-        if (got < 0 || task_wire(L, c, lua_gettop(L) - got + 1, "map result", &v) < 0) {
-            json_decref(c->value); /* the task failed: no partial list */
-            c->value = NULL;
+        json_t *v = NULL;
+        if (got > 0)
+            task_wire(L, c, lua_gettop(L) - got + 1, "map result", &v);
+        lua_settop(L, base + 1 + nseq);
+        if (c->status == TASK_ABORTED) { /* interrupted: the chunk ends here */
+            json_decref(c->value);
+            json_decref(c->item_errors);
+            c->value = c->item_errors = NULL;
             break;
         }
+        if (c->status != TASK_OK) {
+            map_item_failed(c, i - 1);
+            v = json_null();
+        }
         json_array_append_new(c->value, v);
-        lua_settop(L, base + 1 + nseq);
     }
     lua_settop(L, base);
+    if (json_array_size(c->item_errors) == 0) {
+        json_decref(c->item_errors);
+        c->item_errors = NULL;
+        return;
+    }
+    /* The chunk reads as failed, with its first failed item's error. */
+    json_t *first = json_array_get(c->item_errors, 0);
+    c->status = TASK_ERROR;
+    snprintf(c->ename, sizeof c->ename, "%s", json_string_value(json_object_get(first, "ename")));
+    c->evalue = json_incref(json_object_get(first, "evalue"));
+    c->traceback = json_incref(json_object_get(first, "traceback"));
 }
 
 static int task_main(lua_State *L)
@@ -1127,17 +1178,23 @@ json_t *runtime_run_task(runtime *rt, const json_t *task, ippc_blobs *task_blobs
                         : json_null());
     json_object_set_new(res, "status", json_string(status_names[c.status]));
     json_object_set_new(res, "stdout", json_text(rt->out ? rt->out : "", rt->out_len));
-    if (c.status == TASK_OK) {
-        if (c.value)
-            json_object_set_new(res, "value", c.value);
-        c.value = NULL;
-    } else {
+    /* A map chunk with failed items keeps its value (and its blobs). */
+    int keep_value = c.status == TASK_OK || (c.status == TASK_ERROR && c.item_errors);
+    if (keep_value && c.value)
+        json_object_set_new(res, "value", c.value);
+    else
+        json_decref(c.value);
+    c.value = NULL;
+    if (c.status != TASK_OK) {
         json_object_set_new(res, "ename", json_string(c.ename));
         json_object_set_new(res, "evalue", c.evalue ? c.evalue : json_string(""));
         json_object_set_new(res, "traceback", c.traceback ? c.traceback : json_array());
         c.evalue = c.traceback = NULL;
-        while (c.result_blobs->count > first_blob) /* nothing refers to them now */
-            free(c.result_blobs->items[--c.result_blobs->count].data);
+        if (keep_value && c.item_errors)
+            json_object_set(res, "item_errors", c.item_errors);
+        else
+            while (c.result_blobs->count > first_blob) /* nothing refers to them now */
+                free(c.result_blobs->items[--c.result_blobs->count].data);
     }
     if (!json_object_get(res, "stdout") || !json_object_get(res, "status")) {
         json_decref(res);
@@ -1147,6 +1204,7 @@ oom:
     json_decref(c.value);
     json_decref(c.evalue);
     json_decref(c.traceback);
+    json_decref(c.item_errors);
     blobs_free(&scratch_result);
     nd_cache_trim(); /* an idle engine keeps no spare array memory */
     /* Keep the buffer of a chatty task from pinning memory for good. */

@@ -47,6 +47,10 @@ void runtime_free(runtime *rt);
  *   {"type":"result","task":T,"status":"ok"|"error"|"aborted","stdout":"...",
  *    "value": <skeleton>            (ok; op-dependent, may be absent),
  *    "ename","evalue","traceback":[lines]   (error/aborted)}
+ * except for a "map" chunk in which some items failed: it is "error" with
+ * the first failed item's ename/evalue/traceback, and keeps "value" (a list
+ * with null at the failed items) plus "item_errors": [{"index" (0-based in
+ * the chunk), "ename", "evalue", "traceback"}], one per failed item.
  * and appends the blobs referenced by "value" to result_blobs (initialised by
  * the caller).  NULL only on allocation failure. */
 json_t *runtime_run_task(runtime *rt, const json_t *task, ippc_blobs *task_blobs,

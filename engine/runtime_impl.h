@@ -24,6 +24,10 @@ typedef struct task_ctx {
     json_t *evalue;
     json_t *traceback; /* list of lines */
     json_t *value;     /* result value, NULL if none */
+    /* op "map": the items that failed, [{"index", "ename", "evalue",
+     * "traceback"}]; when set, the result keeps "value" (null at those
+     * items) although status is "error". */
+    json_t *item_errors;
 } task_ctx;
 
 /* Records a failure with a one-line traceback "ename: evalue". */

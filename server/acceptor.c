@@ -499,6 +499,7 @@ static const char *reason_phrase(int status)
     case 401: return "Unauthorized";
     case 404: return "Not Found";
     case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
     case 414: return "URI Too Long";
     case 426: return "Upgrade Required";
     case 431: return "Request Header Fields Too Large";
@@ -870,7 +871,15 @@ static void tick(acceptor *a, int64_t now)
     for (int idx = a->oldest; idx >= 0;) {
         conn *c = &a->slots[idx];
         int next = c->next;
-        if (now >= c->deadline_ms)
+        if (now >= c->deadline_ms && c->state == CONN_WAITING && c->seen > 0) {
+            /* It spoke but never finished its head: tell it why it is cut
+             * (a silent peer gets nothing, it may not even speak HTTP). */
+            acceptor_verdict v;
+            memset(&v, 0, sizeof v);
+            refuse(&v, 408, ERR_TIMEOUT, "",
+                   "the request head was not complete within %d ms", a->head_timeout_ms);
+            conn_answer(a, idx, &v, now);
+        } else if (now >= c->deadline_ms)
             conn_release(a, idx, 1);
         else if (c->state == CONN_WAITING && c->dirty && now >= c->next_peek_ms)
             conn_peek(a, idx, now);

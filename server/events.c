@@ -6,6 +6,7 @@
  * that was cut off stays listed (its socket closes soon) but gets nothing.
  */
 #include "events.h"
+#include "jsonout.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -173,7 +174,7 @@ void events_emit(events *ev, json_t *event, const event_meta *meta) {
     uint64_t seq = ++ev->seq;
     json_object_set_new(event, "seq", json_integer((json_int_t)seq));
     json_object_set_new(event, "time", json_string(when));
-    char *text = json_dumps(event, JSON_COMPACT);
+    char *text = jsonout_dumps(event, JSON_COMPACT);
     json_decref(event);
     if (!text) {
         pthread_mutex_unlock(&ev->lock);

@@ -172,7 +172,7 @@ static int64_t now_us(void)
 static enum MHD_Result send_json_with(struct MHD_Connection *conn, unsigned int status,
                                       json_t *body, const char *name, const char *value)
 {
-    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    char *text = body ? jsonout_dumps(body, JSON_COMPACT) : NULL;
     json_decref(body);
     if (!text)
         text = strdup("{\"error\":{\"code\":\"internal\",\"message\":\"out of memory\"}}");

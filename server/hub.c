@@ -22,6 +22,7 @@
 #include <time.h>
 
 #include "hub_internal.h"
+#include "jsonout.h"
 #include "proto.h"
 #include "secret.h"
 #include "targets.h"
@@ -78,7 +79,7 @@ void hub_event_outcome(json_t *event, const json_t *result, const ippc_blobs *bl
     ippc_error err = {0};
     json_t *v = bytes <= EVENT_RESULT_MAX ? value_to_client(skel, blobs, VALUE_FORMAT_LIST, &err)
                                           : NULL;
-    char *text = v ? json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+    char *text = v ? jsonout_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
     if (v && text && strlen(text) <= EVENT_RESULT_MAX)
         json_object_set(event, "result", v);
     else

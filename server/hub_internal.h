@@ -115,10 +115,13 @@ typedef struct request {
     value_format format;
     waiter *waiters;
     struct request *prev, *next; /* open list or done list */
-    /* map only: chunk task ids in input order, completion order so far */
+    /* map only: chunk task ids in input order, completion order so far;
+     * chunk c holds items [c * map_chunksize, min((c + 1) * map_chunksize,
+     * map_items)) */
     uint64_t *chunk_ids;
     size_t *done_order;
     int ordered;
+    size_t map_items, map_chunksize;
 } request;
 
 typedef struct req_list {

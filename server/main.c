@@ -45,6 +45,7 @@
 #include "events.h"
 #include "http_api.h"
 #include "hub.h"
+#include "jsonout.h"
 #include "proto.h"
 #include "sched.h"
 #include "store.h"
@@ -155,8 +156,8 @@ static int parse_options(int argc, char **argv, options *o) {
             break;
         case 'H':
             o->max_held_mb = (size_t)strtoul(optarg, &end, 10);
-            if (*end || o->max_held_mb < 16 || o->max_held_mb > ((size_t)1 << 20)) {
-                fprintf(stderr, "ippc-controller: --max-held-mb must be 16..1048576\n");
+            if (*end || o->max_held_mb < 1 || o->max_held_mb > ((size_t)1 << 20)) {
+                fprintf(stderr, "ippc-controller: --max-held-mb must be 1..1048576\n");
                 return 2;
             }
             break;
@@ -229,7 +230,7 @@ static int write_secret_json(const char *path, json_t *value) {
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd < 0)
         return -1;
-    char *text = json_dumps(value, JSON_INDENT(2));
+    char *text = jsonout_dumps(value, JSON_INDENT(2));
     size_t n = text ? strlen(text) : 0;
     int ok = text && write(fd, text, n) == (ssize_t)n && write(fd, "\n", 1) == 1;
     free(text);

@@ -68,6 +68,7 @@
 #include "store.h"
 
 #include "idmap.h"
+#include "jsonout.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -894,14 +895,14 @@ static save_item *item_from_record(const store_record *rec)
         item->times[i] = time_column(times[i]);
         ok = ok && (!times[i] || item->times[i]);
     }
-    item->doc = json_dumps(rec->doc, JSON_COMPACT);
+    item->doc = jsonout_dumps(rec->doc, JSON_COMPACT);
     ok = ok && item->doc;
     if (rec->tags) {
-        item->tags = json_dumps(rec->tags, JSON_COMPACT);
+        item->tags = jsonout_dumps(rec->tags, JSON_COMPACT);
         ok = ok && item->tags;
     }
     if (rec->result) {
-        item->result = json_dumps(rec->result, JSON_COMPACT | JSON_ENCODE_ANY);
+        item->result = jsonout_dumps(rec->result, JSON_COMPACT | JSON_ENCODE_ANY);
         ok = ok && item->result;
     }
     if (!ok) {

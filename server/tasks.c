@@ -842,7 +842,8 @@ static json_t *submit_specs(hub *h, const json_t *spec, int map_mode, uint64_t *
     } else {
         json_decref(ids);
         lbtask *t = idmap_get(&h->lbtasks, *first_id);
-        out = t ? task_client_json(t, VALUE_FORMAT_LIST) : json_pack("{s:I}", "id", (json_int_t)*first_id);
+        out = t ? task_client_json(t, VALUE_FORMAT_LIST)
+                : json_pack("{s:I}", "id", (json_int_t)*first_id);
     }
 out:
     pthread_mutex_unlock(&h->lock);
@@ -1044,6 +1045,8 @@ uint64_t hub_map_submit(hub *h, const json_t *body, ippc_error *err) {
         r->op = HUB_OP_MAP;
         r->ntargets = nchunks;
         r->ordered = ord ? json_is_true(ord) : 1;
+        r->map_items = n;
+        r->map_chunksize = chunk;
         for (size_t c = 0; c < nchunks; c++) {
             r->chunk_ids[c] = first + c;
             lbtask *t = idmap_get(&h->lbtasks, first + c);
@@ -1074,6 +1077,79 @@ uint64_t hub_map_submit(hub *h, const json_t *body, ippc_error *err) {
     return id;
 }
 
+/* The error entry of a map answer for the item at index of "results"
+ * (item: its position in the sequences), from an {ename, evalue, traceback}
+ * holder. */
+static json_t *map_error_entry(uint64_t task_id, size_t index, size_t item, const json_t *from) {
+    json_t *e = json_pack("{s:I, s:I, s:I}", "task", (json_int_t)task_id, "index",
+                          (json_int_t)index, "item", (json_int_t)item);
+    hub_copy_error(e, from);
+    return e;
+}
+
+/* Appends chunk c's items (items lo .. lo + count - 1) to results, and an
+ * entry to errors for each one that has no value, so results always line
+ * up with the items.  A chunk that ran has a value per item; an item that
+ * failed in it is null, with its own error (the engine's "item_errors"); a
+ * chunk that failed as a whole (no such function, interrupted, timed out,
+ * engine lost, its value unreadable) gives every item the chunk's error. */
+static void map_chunk_answer(const hub *h, const request *r, size_t c, size_t lo, size_t count,
+                             value_format fmt, json_t *results, json_t *errors) {
+    uint64_t task_id = r->chunk_ids[c];
+    lbtask *t = idmap_get((idmap *)&h->lbtasks, task_id);
+    const json_t *skel = t ? json_object_get(t->result, "value") : NULL;
+    const json_t *item_errors = t ? json_object_get(t->result, "item_errors") : NULL;
+    json_t *values = NULL, *chunk_error = NULL;
+    if (t && skel && (t->state == LB_COMPLETED || (t->state == LB_FAILED && item_errors))) {
+        ippc_error err = {0};
+        values = value_to_client(skel, &t->result_blobs, fmt, &err);
+        if (!values)
+            chunk_error = json_pack("{s:s, s:s, s:[]}", "ename", "ValueError", "evalue",
+                                    err.message, "traceback");
+    } else if (t && t->state != LB_COMPLETED) {
+        chunk_error = result_error(t->result);
+    } else if (t) {
+        chunk_error = json_pack("{s:s, s:s, s:[]}", "ename", "ProtocolError", "evalue",
+                                "the engine sent no map results", "traceback");
+    } else {
+        chunk_error = json_pack("{s:s, s:s, s:[]}", "ename", "TaskLost", "evalue",
+                                "the chunk's task is gone", "traceback");
+    }
+    if (values && !chunk_error && (!json_is_array(values) || json_array_size(values) != count)) {
+        char why[160];
+        snprintf(why, sizeof why, "the engine sent %zu map results for %zu items",
+                 json_is_array(values) ? json_array_size(values) : (size_t)1, count);
+        chunk_error = json_pack("{s:s, s:s, s:[]}", "ename", "ProtocolError", "evalue", why,
+                                "traceback");
+    }
+    /* own[j]: item j's error when it failed alone ("index" is within the chunk) */
+    const json_t **own = count ? calloc(count, sizeof *own) : NULL;
+    size_t k;
+    json_t *e;
+    json_array_foreach(item_errors, k, e) {
+        json_t *at = json_object_get(e, "index");
+        if (own && json_is_integer(at) && json_integer_value(at) >= 0 &&
+            (uint64_t)json_integer_value(at) < count)
+            own[json_integer_value(at)] = e;
+    }
+    if (count && !own && !chunk_error) /* out of memory: no item is vouched for */
+        chunk_error = json_pack("{s:s, s:s, s:[]}", "ename", "MemoryError", "evalue",
+                                "out of memory", "traceback");
+    for (size_t j = 0; j < count; j++) {
+        const json_t *why = chunk_error ? chunk_error : own[j];
+        size_t index = json_array_size(results);
+        if (!why) {
+            json_array_append(results, json_array_get(values, j));
+            continue;
+        }
+        json_array_append_new(results, json_null());
+        json_array_append_new(errors, map_error_entry(task_id, index, lo + j, why));
+    }
+    free(own);
+    json_decref(values);
+    json_decref(chunk_error);
+}
+
 json_t *tasks_map_answer_locked(const hub *h, const request *r, value_format fmt) {
     json_t *out = json_pack("{s:I, s:o}", "request", (json_int_t)r->id, "tasks",
                             ids_json(r->chunk_ids, r->ntargets));
@@ -1082,24 +1158,16 @@ json_t *tasks_map_answer_locked(const hub *h, const request *r, value_format fmt
         json_object_set_new(out, "finished", json_integer((json_int_t)r->nfinished));
         return out;
     }
+    /* Ordered: chunks in input order; unordered: in the order they finished.
+     * Either way each chunk's items stay together, in input order. */
     json_t *results = json_array(), *errors = json_array();
     for (size_t k = 0; k < r->ntargets; k++) {
         size_t c = r->ordered ? k : r->done_order[k];
-        lbtask *t = idmap_get((idmap *)&h->lbtasks, r->chunk_ids[c]);
-        if (!t || t->state != LB_COMPLETED) {
-            json_t *e = t ? result_error(t->result) : json_object();
-            json_object_set_new(e, "task", json_integer((json_int_t)r->chunk_ids[c]));
-            json_array_append_new(errors, e);
-            continue;
-        }
-        ippc_error err = {0};
-        json_t *skel = json_object_get(t->result, "value");
-        json_t *v = skel ? value_to_client(skel, &t->result_blobs, fmt, &err) : NULL;
-        if (json_is_array(v))
-            json_array_extend(results, v);
-        else
-            json_array_append(results, v ? v : json_null());
-        json_decref(v);
+        size_t lo = c * r->map_chunksize;
+        size_t count = lo < r->map_items ? r->map_items - lo : 0;
+        if (count > r->map_chunksize)
+            count = r->map_chunksize;
+        map_chunk_answer(h, r, c, lo, count, fmt, results, errors);
     }
     json_object_set_new(out, "results", results);
     if (json_array_size(errors))

@@ -56,11 +56,11 @@ static json_t *echo_id(const json_t *cid)
  * notice is left out. */
 static void client_send_notice(client_session *s, json_t *notice)
 {
-    char *text = json_dumps(notice, JSON_COMPACT);
+    char *text = jsonout_dumps(notice, JSON_COMPACT);
     if (text && strlen(text) > 4096 && json_object_get(notice, "id")) {
         free(text);
         json_object_set_new(notice, "id", json_null());
-        text = json_dumps(notice, JSON_COMPACT);
+        text = jsonout_dumps(notice, JSON_COMPACT);
     }
     json_decref(notice);
     if (text && strlen(text) <= 4096)
@@ -83,7 +83,7 @@ static void client_send_error(client_session *s, const ippc_error *err)
 static void client_send_json(client_session *s, json_t *msg)
 {
     ippc_error err = {0};
-    char *text = json_dumps(msg, JSON_COMPACT);
+    char *text = jsonout_dumps(msg, JSON_COMPACT);
     if (!text)
         ippc_error_set(&err, ERR_INTERNAL, "out of memory");
     if (!text || ws_outq_push_text(&s->q, text, strlen(text), &err) < 0) {
@@ -396,7 +396,7 @@ int ws_client_callback(struct lws *wsi, enum lws_callback_reasons reason, void *
         events_sink sink = {.conn = s, .send = sink_send, .cut = sink_cut};
         json_t *snap = hub_stream_attach(srv->h, &sink, &s->ec);
         /* The snapshot goes first, ahead of any event queued since. */
-        char *text = json_dumps(snap, JSON_COMPACT);
+        char *text = jsonout_dumps(snap, JSON_COMPACT);
         json_decref(snap);
         ippc_error err = {0};
         if (!text || ws_outq_push_front_text(&s->q, text, strlen(text), &err) < 0) {

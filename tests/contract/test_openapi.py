@@ -956,6 +956,19 @@ def live_checks(spec, checks):
             r = api.get("/api/v1/requests/%s?wait=60" % b["request"])
             b = conforms(spec, r, "GET", "/api/v1/requests/{id}", "GET /requests/{map id}")
             answer_of(spec, "map", b, "GET /requests/{map id}")
+            # A failing item: null in its place, an error entry naming it.
+            r = api.post("/api/v1/views/all/execute",
+                         {"code": "function inv(x) if x == 0 then error('zero') end return 1/x end"})
+            harness.check(r.status == 200, "define inv: %r" % r)
+            r = api.post("/api/v1/map", {"function": "inv", "sequences": [[1, 2, 0, 4]],
+                                         "chunksize": 2})
+            b = conforms(spec, r, "POST", "/api/v1/map", "POST /map with a failing item")
+            harness.check(b.get("results") == [1.0, 0.5, None, 0.25]
+                          and [e.get("index") for e in b.get("errors", [])] == [2],
+                          "map with a failing item: %r" % r)
+            r = api.get("/api/v1/requests/%s" % b["request"])
+            b = conforms(spec, r, "GET", "/api/v1/requests/{id}", "GET /requests/{failed map}")
+            answer_of(spec, "map", b, "GET /requests/{failed map}")
         checks.run("contract map", map_flow)
 
         def metrics():

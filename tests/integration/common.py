@@ -26,6 +26,26 @@ def same(a, b):
     return a == b
 
 
+def _significant_digits(literal):
+    mantissa = literal.lower().split("e")[0].lstrip("-").replace(".", "")
+    return max(1, len(mantissa.strip("0")))
+
+
+def long_reals(raw):
+    """The real-number literals of a JSON text that are longer than the
+    shortest text reading back to the same double (Python's repr is that
+    shortest form): [] when every real is written shortest."""
+    found = []
+
+    def visit(literal):
+        if _significant_digits(literal) > _significant_digits(repr(float(literal))):
+            found.append(literal)
+        return float(literal)
+
+    json.loads(raw, parse_float=visit)
+    return found
+
+
 def show(v):
     return json.dumps(v)[:600]
 

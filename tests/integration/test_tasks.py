@@ -149,6 +149,80 @@ def test_map(c):
     check(same(again.get("results"), body["results"]), "GET /requests gives the map back")
 
 
+INV = "function inv(x) if x == 0 then error('zero') end return 1/x end"
+
+
+def map_errors(body):
+    """The map answer's errors by position in "results"."""
+    errors = body.get("errors") or []
+    check(all(isinstance(e.get("index"), int) for e in errors),
+          "every map error names its position in results: %r" % body)
+    return {e["index"]: e for e in errors}
+
+
+def test_map_errors_line_up(c):
+    """A failing item leaves null at its own position (and an entry in
+    "errors" naming it), in ordered and completion-order maps, with chunks of
+    one and of several items: results always line up with the items."""
+    api = c.api
+    expect(api.post(view("all", "execute"), {"code": INV}), 200, "define inv")
+    items = [1, 2, 0, 4]
+    for chunksize in (1, 2, 3, 4):
+        what = "ordered map of inv, chunksize %d" % chunksize
+        body = expect(api.post("/api/v1/map", {"function": "inv", "sequences": [items],
+                                               "chunksize": chunksize}), 200, what)
+        check(body.get("status") == "error" and same(body.get("results"), [1.0, 0.5, None, 0.25]),
+              "%s: results must line up with the items: %r" % (what, body))
+        errors = map_errors(body)
+        check(list(errors) == [2], "%s: one error, at index 2: %r" % (what, body))
+        e = errors[2]
+        check(e.get("item") == 2 and e.get("ename") == "RuntimeError" and "zero" in e.get("evalue", "")
+              and isinstance(e.get("traceback"), list) and isinstance(e.get("task"), int)
+              and e["task"] in body["tasks"],
+              "%s: the error names item 2, its task and the Lua error: %r" % (what, body))
+        again = expect(api.get("/api/v1/requests/%d" % body["request"]), 200, what + " again")
+        check(same(again.get("results"), body["results"]) and again.get("errors") == body["errors"],
+              "%s: GET /requests gives the same answer: %r" % (what, again))
+
+        what = "unordered map of inv, chunksize %d" % chunksize
+        body = expect(api.post("/api/v1/map", {"function": "inv", "sequences": [items],
+                                               "chunksize": chunksize, "ordered": False}), 200, what)
+        results = body.get("results")
+        check(isinstance(results, list) and len(results) == 4, "%s: 4 results: %r" % (what, body))
+        errors = map_errors(body)
+        check(len(errors) == 1, "%s: one error: %r" % (what, body))
+        (k, e), = errors.items()
+        check(results[k] is None and e.get("item") == 2 and "zero" in e.get("evalue", ""),
+              "%s: null where the failed item is, the error names item 2: %r" % (what, body))
+        check(sorted(v for v in results if v is not None) == [0.25, 0.5, 1.0],
+              "%s: every other item has its result: %r" % (what, body))
+
+    # A chunk that fails as a whole (no such function): every item has an error.
+    what = "map of an undefined function"
+    body = expect(api.post("/api/v1/map", {"function": "no_such_fn", "sequences": [[1, 2, 3]],
+                                           "chunksize": 2}), 200, what)
+    errors = map_errors(body)
+    check(body.get("status") == "error" and body.get("results") == [None, None, None]
+          and sorted(errors) == [0, 1, 2]
+          and all(e.get("ename") == "NameError" for e in errors.values()),
+          "%s: one NameError per item: %r" % (what, body))
+    # A result that cannot be sent fails that item only.
+    expect(api.post(view("all", "execute"),
+                    {"code": "function fn_or_num(x) if x == 2 then return print end return x end"}),
+           200, "define fn_or_num")
+    what = "map with an unsendable result"
+    body = expect(api.post("/api/v1/map", {"function": "fn_or_num", "sequences": [[1, 2, 3]],
+                                           "chunksize": 3}), 200, what)
+    errors = map_errors(body)
+    check(same(body.get("results"), [1, None, 3]) and list(errors) == [1]
+          and errors[1].get("ename") == "TypeError",
+          "%s: the item whose result cannot be sent fails alone: %r" % (what, body))
+    # The chunk task of a map with a failing item is failed, with that item's error.
+    t = wait_task(api, body["tasks"][0], "chunk task of a partly failed map")
+    check(t["state"] == "failed" and t["error"].get("ename") == "TypeError",
+          "a chunk with a failing item is a failed task: %r" % t)
+
+
 def test_timeout_and_abort(c):
     api = c.api
     t = submit(api, {"code": "while true do end", "timeout": 1}, "endless with timeout")
@@ -279,6 +353,7 @@ TESTS = [
     ("tasks_10000_batch", test_many_tasks_batch, "shared"),
     ("task_dependencies", test_dependencies, "shared"),
     ("task_map", test_map, "shared"),
+    ("task_map_errors_line_up", test_map_errors_line_up, "shared"),
     ("task_timeout_abort_resubmit", test_timeout_and_abort, "shared"),
     ("task_engine_death_retry_lost", test_engine_death_retry_and_lost, "own"),
     ("task_history_survives_restart", test_history_survives_restart, "own"),

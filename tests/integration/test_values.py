@@ -5,7 +5,8 @@ import base64
 import struct
 
 from harness import check, expect
-from common import same, show, view, expect_done, expect_task_results, values_of, pull_var
+from common import (same, show, view, expect_done, expect_task_results, values_of, pull_var,
+                    long_reals)
 
 
 def roundtrip(c, name, value, strict=True, accept=None):
@@ -167,6 +168,64 @@ def test_multi_push_pull(c):
     check(all(same(g, ["s", 7]) for g in body["results"]), "pull order: %r" % r)
 
 
+def test_push_pull_nulls(c):
+    """null inside lists and objects survives the engines, as null, in its
+    place: JSON -> Lua (the `null` sentinel) -> JSON."""
+    roundtrip(c, "z_list", [1, None, 3])
+    roundtrip(c, "z_strs", ["a", None, "c", None])
+    roundtrip(c, "z_only", [None])
+    roundtrip(c, "z_nulls", [None, None])
+    roundtrip(c, "z_obj", {"a": None, "b": [True, None]})
+    roundtrip(c, "z_nested", [[1, None], [None, 2.5], {"k": None}])
+    check(same(values_of(c, "return #z_list"), [3] * 4), "#t counts null items")
+    check(same(values_of(c, "return z_list[2] == null"), [True] * 4),
+          "a null item is the global `null`")
+    check(same(values_of(c, "return {1, null, 3}"), [[1, None, 3]] * 4),
+          "a table holding `null` comes back as a list with null")
+    # Lua tables with holes: a sequence at least half full is a list with
+    # nulls in the holes; a sparse one stays an object.
+    check(same(values_of(c, "return {1, nil, 3}"), [[1, None, 3]] * 4),
+          "a hole in a Lua sequence comes back as null")
+    check(same(values_of(c, "return {nil, 'b'}"), [[None, "b"]] * 4), "a leading hole")
+    check(same(values_of(c, "return {[1] = 1, [100] = 2}"), [{"1": 1, "100": 2}] * 4),
+          "a sparse table stays an object")
+    # A function given null inside a list sees `null`; a null argument is nil.
+    expect(c.api.post(view("all", "execute"),
+                      {"code": "function kind(x) if x == nil then return 'nil' "
+                               "elseif x == null then return 'null' end return type(x) end"}),
+           200, "define kind")
+    r = c.api.post(view("0", "apply"), {"function": "kind", "args": [None]})
+    body = expect_done(r, 1, "apply kind(null)")
+    check(body["results"][0].get("value") == "nil", "a null argument is nil: %r" % r)
+    r = c.api.post("/api/v1/map", {"function": "kind", "sequences": [[1, None, "s"]]})
+    body = expect(r, 200, "map kind over [1, null, 's']")
+    check(body.get("results") == ["number", "nil", "string"],
+          "map passes a null item as nil: %r" % body)
+
+
+def test_reals_shortest(c):
+    """Reals are written in the shortest form that reads back to the same
+    double (0.1, not 0.10000000000000001), in values, info (uptime) and engines
+    (heartbeat_age)."""
+    ids = c.ids()
+    reals = [0.1, 0.2, 0.3, 1 / 3, 2.5e-300, 1e22, 123456.789, 5e-324, -0.0, 1.0]
+    roundtrip(c, "r_one", 0.1)
+    roundtrip(c, "r_list", reals)
+    roundtrip(c, "r_mixed", ["x", 0.1, {"y": 0.7}])
+    for name in ("r_one", "r_list", "r_mixed"):
+        r = pull_var(c, name)
+        expect_done(r, len(ids), "GET vars/" + name)
+        check(long_reals(r.raw) == [], "GET vars/%s: reals not shortest: %s in %r"
+              % (name, long_reals(r.raw), r.raw[:300]))
+    r = c.api.post(view("all", "execute"), {"code": "return 0.1 + 0.2, 1.1"})
+    check(long_reals(r.raw) == [] and b"0.30000000000000004" in r.raw,
+          "computed reals: %r" % r.raw[:300])
+    for path in ("/api/v1/info", "/api/v1/engines"):
+        r = c.api.get(path)
+        expect(r, 200, path)
+        check(long_reals(r.raw) == [], "%s: reals not shortest: %s" % (path, long_reals(r.raw)))
+
+
 def test_pull_undefined_name(c):
     ids = c.ids()
     r = pull_var(c, "surely_undefined_name")
@@ -300,6 +359,8 @@ TESTS = [
     ("push_pull_arrays_list", test_push_pull_arrays_list, "shared"),
     ("push_pull_arrays_typed", test_push_pull_arrays_typed, "shared"),
     ("multi_push_pull", test_multi_push_pull, "shared"),
+    ("push_pull_nulls", test_push_pull_nulls, "shared"),
+    ("reals_shortest", test_reals_shortest, "shared"),
     ("pull_undefined_name", test_pull_undefined_name, "shared"),
     ("scatter_uneven", test_scatter_uneven, "shared"),
     ("gather", test_gather_seed, "shared"),

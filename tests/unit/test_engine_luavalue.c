@@ -98,10 +98,8 @@ static void test_push_scalars_and_containers(void **state)
     push_global(L, "[true, false, 3, 2.5, \"s\\u00e9\", 9007199254740993]", NULL);
     lua_ok(L, "assert(v[1] == true and v[2] == false and v[3] == 3 and math.type(v[3]) == "
               "'integer' and v[4] == 2.5 and v[5] == 's\\xc3\\xa9' and v[6] == 9007199254740993)");
-    push_global(L, "[1, null, 3]", NULL);
-    lua_ok(L, "assert(v[1] == 1 and v[2] == nil and v[3] == 3)");
-    push_global(L, "{\"a\": {\"b\": [1, {\"c\": \"d\"}]}, \"n\": null, \"e\": {}}", NULL);
-    lua_ok(L, "assert(v.a.b[2].c == 'd' and v.n == nil and next(v.e) == nil)");
+    push_global(L, "{\"a\": {\"b\": [1, {\"c\": \"d\"}]}, \"e\": {}}", NULL);
+    lua_ok(L, "assert(v.a.b[2].c == 'd' and next(v.e) == nil)");
     push_global(L, "\"with\\u0000nul\"", NULL);
     lua_ok(L, "assert(#v == 8 and v:byte(5) == 0)");
 }
@@ -141,6 +139,69 @@ static void assert_push_fails(lua_State *L, const char *text, ippc_blobs *blobs,
         fail_msg("%s: error '%s' does not mention '%s'", text, err.message, needle);
     assert_int_equal(lua_gettop(L), top);
     json_decref(j);
+}
+
+/* null inside lists and objects is the `null` sentinel, in its place; the
+ * whole value null is nil; both come back as null. */
+static void test_nulls(void **state)
+{
+    lua_State *L = *state;
+    luavalue_open(L);
+    push_global(L, "[1, null, 3]", NULL);
+    lua_ok(L, "assert(#v == 3 and v[1] == 1 and v[2] == null and v[3] == 3)");
+    push_global(L, "[null, null]", NULL);
+    lua_ok(L, "assert(#v == 2 and v[1] == null and v[2] == null)");
+    push_global(L, "{\"n\": null, \"l\": [null]}", NULL);
+    lua_ok(L, "assert(v.n == null and v.l[1] == null and #v.l == 1)");
+    lua_ok(L, "assert(tostring(null) == 'null' and type(null) == 'userdata')\n"
+              "assert(getmetatable(null) == 'null')\n"
+              "assert(not pcall(setmetatable, null, {}))");
+    push_global(L, "null", NULL);
+    lua_ok(L, "assert(v == nil)");
+
+    assert_wire(L, "return null", "null");
+    assert_wire(L, "return {1, null, 3}", "[1,null,3]");
+    assert_wire(L, "return {null}", "[null]");
+    assert_wire(L, "return {a = null, b = {null, 2}}", "{\"a\":null,\"b\":[null,2]}");
+    /* Holes: a table at least half full of positive integer keys is a
+     * list, holes as null; a sparser one stays an object. */
+    assert_wire(L, "return {1, nil, 3}", "[1,null,3]");
+    assert_wire(L, "return {nil, 2}", "[null,2]");
+    assert_wire(L, "return {[2] = 'b', [4] = 'd'}", "[null,\"b\",null,\"d\"]");
+    assert_wire(L, "return {[1] = 'a', [4] = 'd'}", "[\"a\",null,null,\"d\"]");
+    assert_wire(L, "return {[3] = 'c'}", "{\"3\":\"c\"}");
+    assert_wire(L, "return {[1] = 'a', [5] = 'e'}", "{\"1\":\"a\",\"5\":\"e\"}");
+    assert_wire(L, "return {[1000000] = 1}", "{\"1000000\":1}");
+    assert_wire(L, "return {[0] = 'z', 'a'}", "{\"0\":\"z\",\"1\":\"a\"}");
+
+    /* The sentinel survives a trip through the wire and back. */
+    json_t *j = parse("[{\"k\": [null, 1]}, null]");
+    ippc_error err;
+    assert_int_equal(luavalue_push(L, j, NULL, &err), 0);
+    ippc_blobs blobs;
+    blobs_init(&blobs);
+    json_t *back = luavalue_to_wire(L, -1, &blobs, &err);
+    assert_true(json_equal(back, j));
+    lua_settop(L, 0);
+    json_decref(back);
+    blobs_free(&blobs);
+    json_decref(j);
+}
+
+/* Without luavalue_open the sentinel is still made (and is the same one). */
+static void test_null_without_open(void **state)
+{
+    lua_State *L = *state;
+    push_global(L, "[null]", NULL);
+    luavalue_push_null(L);
+    lua_getglobal(L, "v");
+    lua_rawgeti(L, -1, 1);
+    assert_true(lua_rawequal(L, -1, -3));
+    assert_true(luavalue_is_null(L, -1));
+    assert_false(luavalue_is_null(L, -2));
+    lua_pushnil(L);
+    assert_false(luavalue_is_null(L, -1));
+    lua_settop(L, 0);
 }
 
 static void test_push_errors(void **state)
@@ -187,7 +248,8 @@ static void test_wire_values(void **state)
     assert_wire(L, "return {1, 2, {3}}", "[1,2,[3]]");
     assert_wire(L, "return {}", "[]");
     assert_wire(L, "return {a = 1, b = {c = true}}", "{\"a\":1,\"b\":{\"c\":true}}");
-    assert_wire(L, "return {[1] = 'x', [3] = 'z'}", "{\"1\":\"x\",\"3\":\"z\"}");
+    assert_wire(L, "return {[1] = 'x', [3] = 'z'}", "[\"x\",null,\"z\"]");
+    assert_wire(L, "return {[1] = 'x', [9] = 'z'}", "{\"1\":\"x\",\"9\":\"z\"}");
     assert_wire(L, "return {1, 2, n = 3}", "{\"1\":1,\"2\":2,\"n\":3}");
     assert_wire(L, "return nd.array(5)", "5");
     assert_wire(L, "return nd.array(0.5, 'float32')", "0.5");
@@ -256,6 +318,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_push_scalars_and_containers, lua_setup, lua_teardown),
+        cmocka_unit_test_setup_teardown(test_nulls, lua_setup, lua_teardown),
+        cmocka_unit_test_setup_teardown(test_null_without_open, lua_setup, lua_teardown),
         cmocka_unit_test_setup_teardown(test_push_arrays, lua_setup, lua_teardown),
         cmocka_unit_test_setup_teardown(test_push_errors, lua_setup, lua_teardown),
         cmocka_unit_test_setup_teardown(test_wire_values, lua_setup, lua_teardown),

@@ -191,13 +191,13 @@ static void test_push_pull(void **state)
     json_decref(res);
     assert_exec_int(rt,
                     "return math.type(i) == 'integer' and math.type(f) == 'float' and "
-                    "t.k[3].y == 'w' and t.k[3].z == nil and b and 1 or 0",
+                    "t.k[3].y == 'w' and t.k[3].z == null and b and 1 or 0",
                     1);
 
     res = run_json(rt, "{\"op\":\"pull\",\"names\":[\"i\",\"f\",\"s\",\"b\",\"t\",\"big\"]}");
     assert_status(res, "ok");
     json_t *want = json_loads("{\"i\":7,\"f\":2.5,\"s\":\"h\\u00e9llo\",\"b\":true,"
-                              "\"t\":{\"k\":[1,2,{\"y\":\"w\"}],\"e\":[]},"
+                              "\"t\":{\"k\":[1,2,{\"z\":null,\"y\":\"w\"}],\"e\":[]},"
                               "\"big\":9007199254740993}",
                               0, NULL);
     if (!json_equal(json_object_get(res, "value"), want)) {
@@ -427,6 +427,84 @@ static void test_errors(void **state)
 
     /* still usable */
     assert_exec_int(rt, "y = 5 return y * 2", 10);
+}
+
+/* op "map": every item gets its own outcome.  A failing item is null in
+ * "value" with an entry in "item_errors" and the chunk goes on; the chunk is
+ * then "error" with that item's error, keeping the value and its blobs. */
+static void test_map_item_errors(void **state)
+{
+    runtime *rt = *state;
+    json_t *res = execute(rt, "function inv(x) if x == 0 then error('zero') end return 1/x end\n"
+                              "function arr(x) if x == 0 then error('zero') end "
+                              "return nd.arange(x) end\n"
+                              "function kind(x) if x == nil then return 'nil' end "
+                              "return math.type(x) or type(x) end\n"
+                              "function fn_at_2(x) if x == 2 then return print end return x end");
+    assert_status(res, "ok");
+    json_decref(res);
+
+    res = run_json(rt, "{\"op\":\"map\",\"function\":\"inv\",\"sequences\":[[1,2,0,4]]}");
+    assert_status(res, "error");
+    assert_string_equal(str(res, "ename"), "RuntimeError");
+    assert_non_null(strstr(str(res, "evalue"), "zero"));
+    json_t *want = json_loads("[1.0, 0.5, null, 0.25]", 0, NULL);
+    assert_true(json_equal(json_object_get(res, "value"), want));
+    json_decref(want);
+    json_t *errors = json_object_get(res, "item_errors");
+    assert_int_equal(json_array_size(errors), 1);
+    json_t *e = json_array_get(errors, 0);
+    assert_int_equal(json_integer_value(json_object_get(e, "index")), 2);
+    assert_string_equal(str(e, "ename"), "RuntimeError");
+    assert_non_null(strstr(str(e, "evalue"), "zero"));
+    assert_true(json_array_size(json_object_get(e, "traceback")) > 1);
+    json_decref(res);
+
+    /* Items around a failed one keep their array results (and blobs). */
+    json_t *task =
+        json_loads("{\"op\":\"map\",\"function\":\"arr\",\"sequences\":[[1,0,2]]}", 0, NULL);
+    ippc_blobs out;
+    blobs_init(&out);
+    res = runtime_run_task(rt, task, NULL, &out);
+    assert_status(res, "error");
+    json_t *value = json_object_get(res, "value");
+    assert_int_equal(json_array_size(value), 3);
+    assert_true(json_is_null(json_array_get(value, 1)));
+    assert_int_equal(out.count, 2);
+    nd_ref ref;
+    ippc_error err;
+    assert_int_equal(value_nd_ref(json_array_get(value, 2), &out, &ref, &err), 1);
+    assert_int_equal(ref.blob, 1);
+    assert_int_equal(ref.count, 2);
+    json_decref(res);
+    json_decref(task);
+    blobs_free(&out);
+
+    /* A result that cannot be sent fails its item only. */
+    res = run_json(rt, "{\"op\":\"map\",\"function\":\"fn_at_2\",\"sequences\":[[1,2,3]]}");
+    assert_status(res, "error");
+    assert_string_equal(str(res, "ename"), "TypeError");
+    want = json_loads("[1, null, 3]", 0, NULL);
+    assert_true(json_equal(json_object_get(res, "value"), want));
+    json_decref(want);
+    json_decref(res);
+
+    /* All well: "ok", no item_errors; a null item is a nil argument. */
+    res = run_json(rt, "{\"op\":\"map\",\"function\":\"kind\",\"sequences\":[[1,null,2.5]]}");
+    assert_status(res, "ok");
+    assert_null(json_object_get(res, "item_errors"));
+    want = json_loads("[\"integer\", \"nil\", \"float\"]", 0, NULL);
+    assert_true(json_equal(json_object_get(res, "value"), want));
+    json_decref(want);
+    json_decref(res);
+
+    /* Failing before any item: the chunk fails as a whole, with no value. */
+    res = run_json(rt, "{\"op\":\"map\",\"function\":\"nope\",\"sequences\":[[1]]}");
+    assert_status(res, "error");
+    assert_string_equal(str(res, "ename"), "NameError");
+    assert_null(json_object_get(res, "value"));
+    assert_null(json_object_get(res, "item_errors"));
+    json_decref(res);
 }
 
 static void test_psum(void **state)
@@ -765,6 +843,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_push_pull, rt_setup, rt_teardown),
         cmocka_unit_test_setup_teardown(test_push_pull_nd, rt_setup, rt_teardown),
         cmocka_unit_test_setup_teardown(test_errors, rt_setup, rt_teardown),
+        cmocka_unit_test_setup_teardown(test_map_item_errors, rt_setup, rt_teardown),
         cmocka_unit_test_setup_teardown(test_psum, rt_setup, rt_teardown),
         cmocka_unit_test_setup_teardown(test_mpi_singleton, rt_setup, rt_teardown),
         cmocka_unit_test_setup_teardown(test_interrupt, rt_setup, rt_teardown),

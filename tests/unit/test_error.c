@@ -48,6 +48,7 @@ static void test_status_table(void **state)
         {"unauthorized", 401},
         {"not_found", 404},
         {"method_not_allowed", 405},
+        {"request_timeout", 408},
         {"conflict", 409},
         {"payload_too_large", 413},
         {"uri_too_long", 414},

@@ -1318,7 +1318,7 @@ static void test_map_unordered(void **state)
 }
 
 /* More chunks than engines: they queue like any task; a failed chunk makes
- * the map's status "error" and names the chunk. */
+ * the map's status "error", leaves null at its item and names the chunk. */
 static void test_map_queues_and_reports_errors(void **state)
 {
     fixture *f = *state;
@@ -1342,14 +1342,117 @@ static void test_map_queues_and_reports_errors(void **state)
     }
     a = request_answer(f, req, 1);
     assert_string_equal(json_string_value(json_object_get(a, "status")), "error");
-    expect_json(json_object_get(a, "results"), "[0, 1, 3, 4]");
+    expect_json(json_object_get(a, "results"), "[0, 1, null, 3, 4]");
     json_t *errors = json_object_get(a, "errors");
     assert_int_equal(json_array_size(errors), 1);
     json_t *e0 = json_array_get(errors, 0);
     assert_int_equal(int_at(e0, "task"), json_integer_value(json_array_get(tasks, 2)));
+    assert_int_equal(int_at(e0, "index"), 2);
+    assert_int_equal(int_at(e0, "item"), 2);
     assert_string_equal(json_string_value(json_object_get(e0, "ename")), "ValueError");
     json_decref(a);
     json_decref(tasks);
+}
+
+/* Engine 1 answers chunk 1 (items 3..5) with item 4 failed alone, engine 3
+ * chunk 3 (item 9) with a failure of the whole chunk, the others succeed. */
+static void answer_chunks_with_failures(fixture *f, const uint64_t chunks[4], const int order[4])
+{
+    for (int k = 0; k < 4; k++) {
+        int c = order[k];
+        if (c == 1)
+            reply(f, 1, chunks[1], "error",
+                  json_pack("{s:s, s:s, s:[s], s:[s, n, s], s:[{s:i, s:s, s:s, s:[s]}]}", "ename",
+                            "RuntimeError", "evalue", "zero", "traceback", "zero", "value", "r3",
+                            "r5", "item_errors", "index", 1, "ename", "RuntimeError", "evalue",
+                            "zero", "traceback", "zero"));
+        else if (c == 3)
+            reply_error(f, 3, chunks[3]);
+        else
+            answer_chunk(f, chunks, c);
+    }
+}
+
+static void expect_map_error(const json_t *errors, size_t k, uint64_t task, json_int_t index,
+                             json_int_t item, const char *ename)
+{
+    json_t *e = json_array_get(errors, k);
+    assert_non_null(e);
+    assert_int_equal(int_at(e, "task"), (json_int_t)task);
+    assert_int_equal(int_at(e, "index"), index);
+    assert_int_equal(int_at(e, "item"), item);
+    assert_string_equal(json_string_value(json_object_get(e, "ename")), ename);
+    assert_true(json_is_string(json_object_get(e, "evalue")));
+    assert_true(json_is_array(json_object_get(e, "traceback")));
+}
+
+/* Was a bug: a failed chunk dropped its items from "results", so results no
+ * longer lined up with the items ([1, 2, 0, 4] under 1/x gave 3 results).
+ * Now every item has a result or null with an error naming its position in
+ * "results" (index) and in the sequences (item); an item that failed alone
+ * leaves the rest of its chunk alone. */
+static void test_map_results_line_up_with_items(void **state)
+{
+    fixture *f = *state;
+    start(f, (hub_opts){.hwm = 1, .engines = 4});
+    uint64_t chunks[4];
+    const int order[4] = {3, 1, 0, 2};
+    uint64_t req = map_10_by_3(f, "", chunks);
+    answer_chunks_with_failures(f, chunks, order);
+    json_t *a = request_answer(f, req, 1);
+    assert_string_equal(json_string_value(json_object_get(a, "status")), "error");
+    expect_json(json_object_get(a, "results"),
+                "[\"r0\",\"r1\",\"r2\",\"r3\",null,\"r5\",\"r6\",\"r7\",\"r8\",null]");
+    json_t *errors = json_object_get(a, "errors");
+    assert_int_equal(json_array_size(errors), 2);
+    expect_map_error(errors, 0, chunks[1], 4, 4, "RuntimeError");
+    expect_map_error(errors, 1, chunks[3], 9, 9, "ValueError");
+    json_decref(a);
+    /* The chunk with a failed item is a failed task with that item's error. */
+    json_t *doc = task_json(f, chunks[1], NULL);
+    assert_string_equal(json_string_value(json_object_get(doc, "state")), "failed");
+    assert_string_equal(json_string_value(json_object_get(json_object_get(doc, "error"), "ename")),
+                        "RuntimeError");
+    json_decref(doc);
+
+    /* Completion order: chunks as they finished (3, 1, 0, 2), items in order
+     * within each; index is the position in results, item the input's. */
+    req = map_10_by_3(f, ", \"ordered\": false", chunks);
+    answer_chunks_with_failures(f, chunks, order);
+    a = request_answer(f, req, 1);
+    expect_json(json_object_get(a, "results"),
+                "[null,\"r3\",null,\"r5\",\"r0\",\"r1\",\"r2\",\"r6\",\"r7\",\"r8\"]");
+    errors = json_object_get(a, "errors");
+    assert_int_equal(json_array_size(errors), 2);
+    expect_map_error(errors, 0, chunks[3], 0, 9, "ValueError");
+    expect_map_error(errors, 1, chunks[1], 2, 4, "RuntimeError");
+    json_decref(a);
+}
+
+/* A chunk that fails as a whole gives each of its items the chunk's error:
+ * lost with its engine, aborted, or answered with the wrong number of
+ * results. */
+static void test_map_whole_chunk_failures(void **state)
+{
+    fixture *f = *state;
+    start(f, (hub_opts){.hwm = 1, .engines = 4});
+    uint64_t chunks[4];
+    uint64_t req = map_10_by_3(f, "", chunks);
+    answer_chunk(f, chunks, 0);
+    reply_ok(f, 1, chunks[1], "[\"only one\"]"); /* 3 items, 1 result */
+    reply_aborted(f, 2, chunks[2]);
+    hub_engine_closed(f->h, 3, "test"); /* chunk 3 is lost */
+    json_t *a = request_answer(f, req, 1);
+    expect_json(json_object_get(a, "results"),
+                "[\"r0\",\"r1\",\"r2\",null,null,null,null,null,null,null]");
+    json_t *errors = json_object_get(a, "errors");
+    assert_int_equal(json_array_size(errors), 7);
+    for (json_int_t i = 3; i < 10; i++) {
+        uint64_t task = chunks[i / 3];
+        const char *ename = i < 6 ? "ProtocolError" : i < 9 ? "Aborted" : "EngineLost";
+        expect_map_error(errors, (size_t)(i - 3), task, i, i, ename);
+    }
+    json_decref(a);
 }
 
 static void test_map_bad_bodies(void **state)
@@ -1875,6 +1978,8 @@ int main(void)
         T(test_map_ordered),
         T(test_map_unordered),
         T(test_map_queues_and_reports_errors),
+        T(test_map_results_line_up_with_items),
+        T(test_map_whole_chunk_failures),
         T(test_map_bad_bodies),
         T(test_queue_counts),
         T(test_store_query),

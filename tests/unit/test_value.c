@@ -237,6 +237,11 @@ static void test_mixed_lists_stay_json(void **state)
     assert_round_trip("[[1, 2], [3]]", VALUE_FORMAT_LIST, "[[1, 2], [3]]");
     assert_round_trip("[[1, 2], 3]", VALUE_FORMAT_LIST, "[[1, 2], 3]");
     assert_round_trip("[[1, 2], [3, \"x\"]]", VALUE_FORMAT_LIST, "[[1, 2], [3, \"x\"]]");
+    /* null keeps its place: a list with null is no array, and stays JSON */
+    assert_round_trip("[1, null, 3]", VALUE_FORMAT_LIST, "[1, null, 3]");
+    assert_round_trip("[[1, 2], null, {\"a\": null}]", VALUE_FORMAT_TYPED,
+                      "[{\"dtype\": \"int64\", \"shape\": [2], \"data\": "
+                      "\"AQAAAAAAAAACAAAAAAAAAA==\"}, null, {\"a\": null}]");
 }
 
 static void test_empty_lists_stay_lists(void **state)
