@@ -462,9 +462,22 @@ static int rest_body(call *c, const call_rest *in, json_t *body, ippc_error *err
     case CALL_BODY_VALUE:
         if (!body)
             break;
-        /* One variable's value: the push of a namespace of one. */
-        c->body = json_pack("{s:{s:o}}", "namespace", in->name ? in->name : "", body);
+    {
+        /* One variable's value: the push of a namespace of one.  The name
+         * comes from the path, any bytes: not checked as UTF-8 here, the hub
+         * refuses what is no variable name (422). */
+        json_t *ns = json_object();
+        if (!ns) {
+            json_decref(body);
+            return oom(err);
+        }
+        if (json_object_set_new_nocheck(ns, in->name ? in->name : "", body) < 0) {
+            json_decref(ns);
+            return oom(err);
+        }
+        c->body = json_pack("{s:o}", "namespace", ns);
         return c->body ? 0 : oom(err);
+    }
     case CALL_BODY_OBJECT:
     case CALL_BODY_SPEC: break;
     }
@@ -499,7 +512,9 @@ int call_from_rest(call *c, const call_rest *in, ippc_error *err)
             if (!name)
                 return ippc_error_set(err, ERR_BAD_REQUEST,
                                       "a raw scatter names its variable with ?name=");
-            if (!(c->body = json_pack("{s:s}", "name", name)))
+            /* Any bytes, as a path's name: the hub judges the name. */
+            if (!(c->body = json_object()) ||
+                json_object_set_new(c->body, "name", json_string_nocheck(name)) < 0)
                 return oom(err);
         } else if (!(c->body = json_object())) {
             return oom(err);
