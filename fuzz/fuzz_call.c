@@ -43,7 +43,8 @@ static void check_call(const call *c)
         json_t *value;
         if (!json_is_object(c->body))
             __builtin_trap();
-        json_object_foreach(c->body, key, value) {
+        json_object_foreach(c->body, key, value)
+        {
             int known = 0;
             for (int i = 0; d->fields[i]; i++)
                 known |= strcmp(d->fields[i], key) == 0;
@@ -116,10 +117,10 @@ static json_t *query_of(char *text)
 }
 
 static const char *const operations[] = {
-    "execute", "run",       "push",       "pull",     "scatter",    "gather",
-    "apply",   "load",      "reset",      "pushVar",  "pullVar",    "deleteVar",
-    "listVars", "interrupt", "submitTasks", "map",     "abortTask",  "getTask",
-    "getRequest", "listEngines", "getInfo", "queueStatus",
+    "execute",    "run",         "push",        "pull",        "scatter",   "gather",
+    "apply",      "load",        "reset",       "pushVar",     "pullVar",   "deleteVar",
+    "listVars",   "interrupt",   "submitTasks", "map",         "abortTask", "getTask",
+    "getRequest", "listEngines", "getInfo",     "queueStatus",
 };
 
 static void run_rest(uint8_t control, const uint8_t *data, size_t size)
@@ -143,7 +144,8 @@ static void run_rest(uint8_t control, const uint8_t *data, size_t size)
         }
     }
     json_t *query = query_of(query_text);
-    call_rest in = {.operation = operations[(control >> 2) % (sizeof operations / sizeof *operations)],
+    call_rest in = {.operation =
+                        operations[(control >> 2) % (sizeof operations / sizeof *operations)],
                     .targets = targets,
                     .name = name,
                     .id = id,
@@ -182,7 +184,8 @@ static char *targets_text(const json_t *v)
         out = calloc(json_array_size(v), 21);
         size_t i, len = 0;
         json_t *id;
-        json_array_foreach(v, i, id) {
+        json_array_foreach(v, i, id)
+        {
             if (!out || !json_is_integer(id) || json_integer_value(id) < 0) {
                 free(out);
                 return NULL;
@@ -252,7 +255,8 @@ static void run_parity(const char *text, size_t len)
     }
     if (d->body == CALL_BODY_SPEC) {
         json_t *task = json_object_get(msg, "task"), *tasks = json_object_get(msg, "tasks");
-        if (!!task == !!tasks || (task && !json_is_object(task)) || (tasks && !json_is_array(tasks)))
+        if (!!task == !!tasks || (task && !json_is_object(task)) ||
+            (tasks && !json_is_array(tasks)))
             goto done;
         body = json_incref(task ? task : tasks);
     } else if (d->body != CALL_BODY_NONE) {
@@ -260,7 +264,8 @@ static void run_parity(const char *text, size_t len)
     }
     const char *key;
     json_t *value;
-    json_object_foreach(msg, key, value) {
+    json_object_foreach(msg, key, value)
+    {
         if (strcmp(key, "op") == 0 || strcmp(key, "id") == 0 ||
             ((d->path & CALL_P_TARGETS) && strcmp(key, "targets") == 0) ||
             ((d->path & CALL_P_NAME) && strcmp(key, "name") == 0) ||

@@ -128,10 +128,7 @@ static const call_def call_defs[] = {
      .path = CALL_P_TARGETS,
      .options = VIEW_OPTIONS,
      .block_default = 1},
-    {.ws = "interrupt",
-     .operation = "interrupt",
-     .kind = CALL_INTERRUPT,
-     .path = CALL_P_TARGETS},
+    {.ws = "interrupt", .operation = "interrupt", .kind = CALL_INTERRUPT, .path = CALL_P_TARGETS},
     {.ws = "submit",
      .operation = "submitTasks",
      .kind = CALL_SUBMIT,
@@ -330,8 +327,7 @@ static int read_id_text(const char *text, const char *what, uint64_t *out, ippc_
     errno = 0;
     unsigned long long v = text && *text >= '0' && *text <= '9' ? strtoull(text, &end, 10) : 0;
     if (!text || errno || !end || *end || v == 0 || v > INT64_MAX)
-        return ippc_error_set(err, ERR_NOT_FOUND, "no %s with id '%.64s'", what,
-                              text ? text : "");
+        return ippc_error_set(err, ERR_NOT_FOUND, "no %s with id '%.64s'", what, text ? text : "");
     *out = (uint64_t)v;
     return 0;
 }
@@ -360,11 +356,11 @@ static int decode_options(call *c, const call_input *in, ippc_error *err)
     if ((d->options & CALL_O_BLOCK) &&
         read_bool(json_object_get(o, "block"), in->from_query, "block", &c->block, err) < 0)
         return -1;
-    if ((d->options & CALL_O_TIMEOUT) &&
-        read_seconds(json_object_get(o, "timeout"), in->from_query, "timeout", &c->timeout,
-                     err) < 0)
+    if ((d->options & CALL_O_TIMEOUT) && read_seconds(json_object_get(o, "timeout"), in->from_query,
+                                                      "timeout", &c->timeout, err) < 0)
         return -1;
-    if ((d->options & CALL_O_FORMAT) && read_format(json_object_get(o, "format"), &c->format, err) < 0)
+    if ((d->options & CALL_O_FORMAT) &&
+        read_format(json_object_get(o, "format"), &c->format, err) < 0)
         return -1;
     if ((d->options & CALL_O_WAIT) &&
         read_seconds(json_object_get(o, "wait"), in->from_query, "wait", &c->wait, err) < 0)
@@ -383,7 +379,8 @@ static int check_unknown(const call *c, const call_input *in, ippc_error *err)
     json_t *value;
     const char *name = d->ws ? d->ws : d->operation;
     if (in->message) {
-        json_object_foreach((json_t *)in->message, key, value) {
+        json_object_foreach((json_t *)in->message, key, value)
+        {
             int known = is_field(d, key) || is_ws_parameter(d, key);
             for (size_t i = 0; !known && i < sizeof envelope / sizeof *envelope; i++)
                 known = strcmp(key, envelope[i]) == 0;
@@ -393,7 +390,8 @@ static int check_unknown(const call *c, const call_input *in, ippc_error *err)
         }
     }
     if (in->fields) {
-        json_object_foreach((json_t *)in->fields, key, value) {
+        json_object_foreach((json_t *)in->fields, key, value)
+        {
             if (!is_field(d, key))
                 return ippc_error_set(err, ERR_BAD_REQUEST, "%s takes no field \"%.64s\"", name,
                                       key);
@@ -452,9 +450,7 @@ static int rest_body(call *c, const call_rest *in, json_t *body, ippc_error *err
 {
     const call_def *d = c->def;
     switch (d->body) {
-    case CALL_BODY_NONE:
-        json_decref(body);
-        return empty_view_body(c, err);
+    case CALL_BODY_NONE: json_decref(body); return empty_view_body(c, err);
     case CALL_BODY_OPTIONAL:
         if (!body && !(body = json_object()))
             return oom(err);
@@ -462,22 +458,22 @@ static int rest_body(call *c, const call_rest *in, json_t *body, ippc_error *err
     case CALL_BODY_VALUE:
         if (!body)
             break;
-    {
-        /* One variable's value: the push of a namespace of one.  The name
-         * comes from the path, any bytes: not checked as UTF-8 here, the hub
-         * refuses what is no variable name (422). */
-        json_t *ns = json_object();
-        if (!ns) {
-            json_decref(body);
-            return oom(err);
+        {
+            /* One variable's value: the push of a namespace of one.  The name
+             * comes from the path, any bytes: not checked as UTF-8 here, the hub
+             * refuses what is no variable name (422). */
+            json_t *ns = json_object();
+            if (!ns) {
+                json_decref(body);
+                return oom(err);
+            }
+            if (json_object_set_new_nocheck(ns, in->name ? in->name : "", body) < 0) {
+                json_decref(ns);
+                return oom(err);
+            }
+            c->body = json_pack("{s:o}", "namespace", ns);
+            return c->body ? 0 : oom(err);
         }
-        if (json_object_set_new_nocheck(ns, in->name ? in->name : "", body) < 0) {
-            json_decref(ns);
-            return oom(err);
-        }
-        c->body = json_pack("{s:o}", "namespace", ns);
-        return c->body ? 0 : oom(err);
-    }
     case CALL_BODY_OBJECT:
     case CALL_BODY_SPEC: break;
     }
@@ -527,12 +523,11 @@ int call_from_rest(call *c, const call_rest *in, ippc_error *err)
     if (((d->path & CALL_P_TARGETS) && set_string(&c->targets, in->targets, err) < 0) ||
         (!c->name && (d->path & CALL_P_NAME) && set_string(&c->name, in->name, err) < 0))
         return -1;
-    call_input ci = {.from_query = 1,
-                     .options = in->query,
-                     .id_text = in->id,
-                     .fields = d->body == CALL_BODY_OBJECT || d->body == CALL_BODY_OPTIONAL
-                                   ? c->body
-                                   : NULL};
+    call_input ci = {
+        .from_query = 1,
+        .options = in->query,
+        .id_text = in->id,
+        .fields = d->body == CALL_BODY_OBJECT || d->body == CALL_BODY_OPTIONAL ? c->body : NULL};
     return decode(c, &ci, err);
 }
 
@@ -564,7 +559,8 @@ static int ws_targets(call *c, const json_t *v, ippc_error *err)
         return oom(err);
     size_t i;
     json_t *id;
-    json_array_foreach(v, i, id) {
+    json_array_foreach(v, i, id)
+    {
         if (!json_is_integer(id) || json_integer_value(id) < 0) {
             free(spec);
             return ippc_error_set(err, ERR_BAD_TARGETS, "%s", what);
@@ -616,8 +612,9 @@ static int ws_body(call *c, const json_t *msg, ippc_error *err)
             return ippc_error_set(err, ERR_BAD_REQUEST,
                                   "submit needs \"task\" (one TaskSpec) or \"tasks\" (a list)");
         if (task && !json_is_object(task))
-            return ippc_error_set(err, ERR_BAD_REQUEST, "\"task\" must be one TaskSpec (an "
-                                                        "object); a list goes in \"tasks\"");
+            return ippc_error_set(err, ERR_BAD_REQUEST,
+                                  "\"task\" must be one TaskSpec (an "
+                                  "object); a list goes in \"tasks\"");
         if (tasks && !json_is_array(tasks))
             return ippc_error_set(err, ERR_BAD_REQUEST, "\"tasks\" must be a list of TaskSpecs");
         c->body = json_incref(task ? task : tasks);

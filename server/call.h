@@ -91,7 +91,7 @@ typedef struct call_def {
     unsigned path;        /* CALL_P_* */
     const char *id_field; /* CALL_P_ID: its name on /ws ("task", "request") */
     call_body body;
-    int raw_ok; /* REST: takes application/octet-stream bodies too */
+    int raw_ok;                              /* REST: takes application/octet-stream bodies too */
     const char *fields[CALL_MAX_FIELDS + 1]; /* the body's fields, NULL-ended */
     unsigned options;                        /* CALL_O_* */
     int block_default;
@@ -106,20 +106,24 @@ const call_def *call_def_ws(const char *op);
  * --print-ws-ops, which the contract test compares with the spec). */
 void call_print_ws_ops(FILE *out);
 
-typedef enum call_wait_kind { CALL_WAIT_NONE = 0, CALL_WAIT_REQUEST, CALL_WAIT_TASK } call_wait_kind;
+typedef enum call_wait_kind {
+    CALL_WAIT_NONE = 0,
+    CALL_WAIT_REQUEST,
+    CALL_WAIT_TASK
+} call_wait_kind;
 
 typedef struct call {
     const call_def *def;
-    char *targets;   /* a target spec, or NULL */
-    char *name;      /* path {name} (vars, gather) or a raw scatter's ?name= */
-    uint64_t id;     /* CALL_P_ID */
-    json_t *body;    /* only the op's fields (a submit: the spec or list) */
-    int block;       /* answer when done (within timeout), or at once */
-    double timeout;  /* seconds; < 0: no limit */
-    double wait;     /* task, request: seconds to wait; 0: none */
-    int format;      /* a value_format; < 0 when not given */
-    int force;       /* abort a running task */
-    int raw_answer;  /* REST: Accept: application/octet-stream on a pull/gather */
+    char *targets;      /* a target spec, or NULL */
+    char *name;         /* path {name} (vars, gather) or a raw scatter's ?name= */
+    uint64_t id;        /* CALL_P_ID */
+    json_t *body;       /* only the op's fields (a submit: the spec or list) */
+    int block;          /* answer when done (within timeout), or at once */
+    double timeout;     /* seconds; < 0: no limit */
+    double wait;        /* task, request: seconds to wait; 0: none */
+    int format;         /* a value_format; < 0 when not given */
+    int force;          /* abort a running task */
+    int raw_answer;     /* REST: Accept: application/octet-stream on a pull/gather */
     json_t *wire_value; /* a raw body's skeleton, and its blobs */
     ippc_blobs wire_blobs;
     hub_prepared *prepared; /* CALL_VIEW payload built ahead (call_prepare) */
@@ -136,9 +140,9 @@ typedef struct call_rest {
     const char *targets;   /* path parameters; NULL where the path has none */
     const char *name;
     const char *id;
-    const json_t *query; /* query parameters, an object of strings; NULL = none */
-    json_t *body;        /* the decoded JSON body, or NULL when there is none (taken) */
-    json_t *wire_value;  /* or a raw body's skeleton (taken) ... */
+    const json_t *query;    /* query parameters, an object of strings; NULL = none */
+    json_t *body;           /* the decoded JSON body, or NULL when there is none (taken) */
+    json_t *wire_value;     /* or a raw body's skeleton (taken) ... */
     ippc_blobs *wire_blobs; /* ... and its blobs (moved out) */
 } call_rest;
 

@@ -822,8 +822,8 @@ static int body_admit(req_ctx *ctx, const char *transfer_encoding, const char *c
     if (takes_body) {
         /* A type no body was sent with is not judged (a raw one still means
          * an empty array). */
-        call_media media = call_media_of(header(ctx, MHD_HTTP_HEADER_CONTENT_TYPE),
-                                         ctx->def->raw_ok, err);
+        call_media media =
+            call_media_of(header(ctx, MHD_HTTP_HEADER_CONTENT_TYPE), ctx->def->raw_ok, err);
         if (media == CALL_MEDIA_UNSUPPORTED && (transfer_encoding || n > 0))
             return -1;
         ctx->raw = media == CALL_MEDIA_RAW;
@@ -1044,8 +1044,7 @@ static enum MHD_Result body_complete(req_ctx *ctx)
 {
     if (ctx->refused)
         return send_refusal(ctx);
-    if (ctx->def && ctx->def->body != CALL_BODY_NONE && !ctx->raw &&
-        ctx->len > DECODE_INLINE_MAX) {
+    if (ctx->def && ctx->def->body != CALL_BODY_NONE && !ctx->raw && ctx->len > DECODE_INLINE_MAX) {
         ippc_error err = {0};
         if (query_take(ctx, &err) < 0)
             return send_error(ctx->conn, &err);

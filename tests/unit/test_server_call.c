@@ -112,8 +112,8 @@ static void same_decoding(const rest_case *r, const char *msg, const char *want_
     if (ra != rb || strcmp(ea.code, eb.code) != 0 || strcmp(ea.message, eb.message) != 0 ||
         (want_code && strcmp(ea.code, want_code) != 0) || (!want_code && ra != 0)) {
         print_error("%s %s?%s vs %s:\n  rest %d %s: %s\n  ws   %d %s: %s\n  want %s\n",
-                    r->operation, r->targets ? r->targets : "", r->query ? r->query : "", msg,
-                    ra, ea.code, ea.message, rb, eb.code, eb.message,
+                    r->operation, r->targets ? r->targets : "", r->query ? r->query : "", msg, ra,
+                    ea.code, ea.message, rb, eb.code, eb.message,
                     want_code ? want_code : "success");
         fail();
     }
@@ -130,8 +130,8 @@ static void ws_only(const char *msg, const char *code, const char *text)
     call c;
     ippc_error err = {{0}, {0}};
     int rc = ws_decode(&c, msg, &err);
-    if ((code && (rc == 0 || strcmp(err.code, code) != 0 ||
-                  (text && !strstr(err.message, text)))) ||
+    if ((code &&
+         (rc == 0 || strcmp(err.code, code) != 0 || (text && !strstr(err.message, text)))) ||
         (!code && rc != 0)) {
         print_error("%s: %d %s: %s (want %s, %s)\n", msg, rc, err.code, err.message,
                     code ? code : "success", text ? text : "");
@@ -196,9 +196,8 @@ static void test_block(void **state)
     same_decoding(&r, "{\"op\":\"execute\",\"targets\":\"all\",\"code\":\"x\",\"block\":true}",
                   NULL);
     r.query = "block=maybe";
-    same_decoding(
-        &r, "{\"op\":\"execute\",\"targets\":\"all\",\"code\":\"x\",\"block\":\"maybe\"}",
-        ERR_BAD_REQUEST);
+    same_decoding(&r, "{\"op\":\"execute\",\"targets\":\"all\",\"code\":\"x\",\"block\":\"maybe\"}",
+                  ERR_BAD_REQUEST);
     /* A message's boolean is a JSON boolean. */
     ws_only("{\"op\":\"execute\",\"targets\":\"all\",\"code\":\"x\",\"block\":\"true\"}",
             ERR_BAD_REQUEST, "\"block\" must be true or false");
@@ -223,10 +222,14 @@ static void test_timeout_and_wait(void **state)
         const char *query, *json;
         double want; /* < -1.5: refused */
     } cases[] = {
-        {NULL, NULL, -1},           {"timeout=0", "0", 0},
-        {"timeout=2.5", "2.5", 2.5}, {"timeout=31536000", "31536000", 31536000},
-        {"timeout=-1", "-1", -2},   {"timeout=abc", "\"abc\"", -2},
-        {"timeout=1e9", "1e9", -2}, {"timeout=nan", "\"nan\"", -2},
+        {NULL, NULL, -1},
+        {"timeout=0", "0", 0},
+        {"timeout=2.5", "2.5", 2.5},
+        {"timeout=31536000", "31536000", 31536000},
+        {"timeout=-1", "-1", -2},
+        {"timeout=abc", "\"abc\"", -2},
+        {"timeout=1e9", "1e9", -2},
+        {"timeout=nan", "\"nan\"", -2},
         {"timeout=inf", "\"inf\"", -2},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
@@ -263,8 +266,9 @@ static void test_format(void **state)
     for (int i = 0; i < 2; i++) {
         char query[64], msg[128];
         snprintf(query, sizeof query, "format=%s", ok[i]);
-        snprintf(msg, sizeof msg, "{\"op\":\"gather\",\"targets\":\"all\",\"name\":\"a\","
-                                  "\"format\":\"%s\"}",
+        snprintf(msg, sizeof msg,
+                 "{\"op\":\"gather\",\"targets\":\"all\",\"name\":\"a\","
+                 "\"format\":\"%s\"}",
                  ok[i]);
         rest_case r = {"gather", "all", "a", NULL, query, NULL};
         same_decoding(&r, msg, NULL);
@@ -576,9 +580,9 @@ static void engines_answer(fixture *f, int pull)
         assert_true(blobs_push(&blobs, bytes, sizeof data) >= 0);
         size_t shape[1] = {3};
         json_t *skel = value_nd_placeholder(ND_INT64, 1, shape, 0);
-        json_t *extra = pull ? json_pack("{s:s, s:{s:o}}", "status", "ok", "value", "x", skel)
-                             : json_pack("{s:s, s:s, s:o}", "status", "ok", "stdout", "",
-                                         "value", skel);
+        json_t *extra =
+            pull ? json_pack("{s:s, s:{s:o}}", "status", "ok", "value", "x", skel)
+                 : json_pack("{s:s, s:s, s:o}", "status", "ok", "stdout", "", "value", skel);
         result_from(f->h, f->ids[i], last_task(&f->links[i]), extra, &blobs);
     }
 }
@@ -615,8 +619,8 @@ static void test_answer_done_is_200_blocking_or_not(void **state)
     json_decref(body);
     call_clear(&c);
     /* timeout 0 is block=false. */
-    assert_null(start(f, "{\"op\":\"execute\",\"targets\":[0],\"code\":\"x\",\"timeout\":0}", &c,
-                      &status));
+    assert_null(
+        start(f, "{\"op\":\"execute\",\"targets\":[0],\"code\":\"x\",\"timeout\":0}", &c, &status));
     assert_true(c.now);
     call_clear(&c);
     /* No timeout: waits without a deadline. */
@@ -624,8 +628,8 @@ static void test_answer_done_is_200_blocking_or_not(void **state)
     assert_false(c.now);
     assert_int_equal(c.deadline_ms, 0);
     call_clear(&c);
-    assert_null(start(f, "{\"op\":\"execute\",\"targets\":1,\"code\":\"x\",\"timeout\":5}", &c,
-                      &status));
+    assert_null(
+        start(f, "{\"op\":\"execute\",\"targets\":1,\"code\":\"x\",\"timeout\":5}", &c, &status));
     assert_true(c.deadline_ms > hub_now_ms());
     call_clear(&c);
 }
@@ -655,7 +659,8 @@ static void test_answer_errors_and_immediate_ops(void **state)
     json_decref(body);
     call_clear(&c);
     /* A non-blocking map answers with its tasks. */
-    assert_null(start(f, "{\"op\":\"map\",\"function\":\"f\",\"sequences\":[[1,2]],\"block\":false}",
+    assert_null(start(f,
+                      "{\"op\":\"map\",\"function\":\"f\",\"sequences\":[[1,2]],\"block\":false}",
                       &c, &status));
     body = call_answer(f->h, &c, &status);
     assert_int_equal(status, 202);
