@@ -93,7 +93,7 @@ typedef struct hub_prepared hub_prepared;
 typedef struct hub_call {
     hub_op op;
     const char *targets;   /* target spec */
-    const json_t *body;    /* op-specific JSON, see http_api.c */
+    const json_t *body;    /* the op's fields (call.c's table) */
     const char *name;      /* PUT/GET vars/{name}, gather/{name} */
     value_format format;   /* how pulled arrays are written back */
     /* PUSH of one variable given in wire form already (raw octet-stream
