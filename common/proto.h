@@ -31,12 +31,86 @@
  *       op "reset"    (clears the namespace)
  *       op "delete":  "names": [name, ...]
  *       op "list"     -> value {name: {"type", ...}}
+ *       ops "push", "scatter", "gather" with a "fanout" member: one data op
+ *                     over several engines of a job, see "Data ops fanned
+ *                     out by MPI" below
  *   {"type":"interrupt","task":T|absent}  stop T (or whatever runs); a queued
  *                                         T is dropped and answered "aborted"
  *   {"type":"shutdown","reason":R}                    engine finishes and exits
  *
  * Engines of one MPI job share JOBID (rank 0 makes it, MPI_Bcast shares it);
  * the controller gives them consecutive ids in rank order.
+ *
+ * Data ops fanned out by MPI (engine/fanout.h).  A push, scatter or gather
+ * that targets engines of one MPI job can cross the controller->engine link
+ * once: every targeted engine of the job (the participants) gets a task with
+ * a "fanout" member; only the root's task carries the data (only the root's
+ * result carries a gathered value), and the engines move the bytes among
+ * themselves with MPI collectives on their own communicators.
+ *   "fanout": {"id": ID, "ranks": [r0, r1, ...], "root": R}
+ *     id     integer >= 1, the same in every participant's task; unique among
+ *            the data ops the job's engines ever get, and larger than the ids
+ *            of the data ops issued before it (an engine takes a peer's
+ *            control message with a smaller id for a leftover of an
+ *            abandoned op).  A counter that does not restart low when the
+ *            controller restarts, e.g. the controller's start time in ms *
+ *            2^20 + a sequence number (below 2^63).
+ *     ranks  the participants' MPI ranks (their "rank" at registration), in
+ *            ascending order, no repeats; the receiving engine is one of them
+ *     root   one of ranks
+ *   op "push"    root:   "ns": {name: skeleton, ...} and its blobs, as a push
+ *                others: "names": [name, ...]  the same names, any order
+ *       Every participant sets the same globals and answers
+ *       {"type":"result","task":T,"status":"ok","stdout":""} (no value).
+ *   op "scatter" all:    "name": NAME, "counts": [c0, c1, ...]
+ *                root:   "value": skeleton (an array placeholder of 1 or more
+ *                        dims, or a JSON list) and its blobs
+ *       counts: one integer >= 0 per participant, in ranks order: the items
+ *       (array rows, list items) it gets, summing to the first dimension /
+ *       length of value; the controller computes them (scatter_partition:
+ *       n items over p, the first n % p get one more) and sends the same list
+ *       to every participant.  Each sets NAME to its part: an array of shape
+ *       [ci, d1, ...] (also when ci is 0 or 1), or a list of ci items; each
+ *       answers ok with no value.
+ *   op "gather"  all:    "name": NAME
+ *       Non-roots answer ok with no value.  The root answers one of:
+ *         "value": {NAME: placeholder} with one blob ("nbuf":1), when every
+ *            participant's NAME is an nd array (1 or more dims) of one dtype
+ *            and one trailing shape: their concatenation along the first
+ *            axis, in ranks order (what value_gather makes of them);
+ *         "parts": [v0, v1, ...] (no "value"), otherwise: each participant's
+ *            value in ranks order, as a pull of NAME would answer it, their
+ *            placeholders numbering the result's blobs; the controller
+ *            concatenates them as it does per-engine pull results
+ *            (value_gather).
+ *   Failures.  Every participant answers every data op.  An engine that
+ *   cannot do its part (NameError: no such variable, TypeError: a value
+ *   that cannot be sent, ValueError: counts that do not add up or a bad
+ *   value, MemoryError, ProtocolError: a malformed task) answers that error;
+ *   the others answer "status":"error" with "ename":"FanoutError" and an
+ *   evalue naming it: "gather 'x': rank 2 failed: NameError: name 'x' is not
+ *   defined".  A malformed "fanout" is a ProtocolError at once (nothing
+ *   else happens).  Participants whose tasks differ (names, counts, name, id,
+ *   or ranks) all answer ProtocolError "... got different task messages
+ *   ..." when the root is one of them for all; tasks that disagree on the
+ *   root or leave a participant out wait until they are interrupted.  A
+ *   participant that answers an error or "aborted" has changed no global.
+ *   Interrupts.  Until every participant has reached the op, a participant
+ *   waits for the others and can be interrupted ("interrupt" with its task
+ *   id, or none): it answers "aborted", and the op ends "aborted" on every
+ *   participant, also on those that reach it later ("... interrupted on rank
+ *   R").  So a participant whose task will never run (dropped from the
+ *   queue, or its engine died) leaves the others waiting until they are
+ *   interrupted: the controller must interrupt the participants of a data op
+ *   that it abandons (task lost, timeout, client interrupt).  Once all are
+ *   in, the transfer runs to its end (an interrupt then is too late for it;
+ *   the task answers as usual).
+ *   What the controller must also do: issue the data ops of every job to
+ *   all of their participants in one global order (overlapping rank sets
+ *   then cannot deadlock: each engine runs its tasks in order); send a
+ *   fan-out only when every participant is a live engine of that job (else,
+ *   or across jobs, per-engine ops as before); keep "nbuf" at 0 on the tasks
+ *   of non-roots.  A fan-out to one engine works too, but gains nothing.
  */
 #ifndef IPPC_PROTO_H
 #define IPPC_PROTO_H

@@ -345,7 +345,7 @@ void lmpi_commstate_release(lmpi_commstate *cs)
     free(cs);
 }
 
-static lmpi_commstate *lmpi_commstate_new(MPI_Comm comm, int owned)
+lmpi_commstate *lmpi_commstate_new(MPI_Comm comm, int owned)
 {
     lmpi_commstate *cs = calloc(1, sizeof *cs);
     if (!cs)

@@ -55,6 +55,9 @@ typedef struct lmpi_call {
 } lmpi_call;
 
 lmpi_call lmpi_begin(lua_State *L, int collective);
+/* A state for comm (errors returned, not fatal), one reference; owned: the
+ * last release frees comm.  NULL when out of memory (comm untouched). */
+lmpi_commstate *lmpi_commstate_new(MPI_Comm comm, int owned);
 void lmpi_commstate_release(lmpi_commstate *cs);
 /* Raises "mpi.<what>: <MPI's message>" unless rc is MPI_SUCCESS. */
 void lmpi_check(lua_State *L, int rc, const char *what);

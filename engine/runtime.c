@@ -33,7 +33,8 @@
  * only, like the tasks' own chunks.
  * os.exit raises instead of ending the engine.
  *
- * The namespace ops (load, reset, delete, list) are in runtime_ns.c; the
+ * The namespace ops (load, reset, delete, list) are in runtime_ns.c, the
+ * data ops fanned out by MPI (a task with "fanout") in fanout*.c; the
  * task_ctx they share with the ops here is in runtime_impl.h.  After every
  * task nd's cache of big blocks is trimmed, so an idle engine holds none.
  */
@@ -50,6 +51,7 @@
 #include <lauxlib.h>
 #include <lualib.h>
 
+#include "fanout.h"
 #include "lmpi.h"
 #include "luavalue.h"
 #include "nd.h"
@@ -77,6 +79,7 @@ struct runtime {
     uint64_t task_id;
     size_t streamed;       /* bytes of out already given to the sink */
     int64_t last_flush_ms; /* 0: nothing flushed yet in this task */
+    fanout *fan;           /* data ops fanned out by MPI (fanout.h) */
 };
 
 static runtime *rt_of(lua_State *L)
@@ -575,6 +578,12 @@ runtime *runtime_new(int rank, int size, ippc_error *err)
         runtime_free(rt);
         return NULL;
     }
+    rt->fan = fanout_new(&rt->interrupt); /* after lmpi_open: every rank in this order */
+    if (!rt->fan) {
+        ippc_error_set(err, ERR_INTERNAL, "cannot set up the fan-out communicators");
+        runtime_free(rt);
+        return NULL;
+    }
     return rt;
 }
 
@@ -582,6 +591,7 @@ void runtime_free(runtime *rt)
 {
     if (!rt)
         return;
+    fanout_free(rt->fan);
     if (rt->L)
         lua_close(rt->L);
     free(rt->out);
@@ -790,9 +800,7 @@ const char *task_string(task_ctx *c, const char *key, size_t *len)
     return json_string_value(v);
 }
 
-/* Pushes the global name (raw); 1 if it is defined, else pushes nothing,
- * records a NameError and returns 0. */
-static int task_global(lua_State *L, task_ctx *c, const char *name, size_t len)
+int task_global(lua_State *L, task_ctx *c, const char *name, size_t len)
 {
     lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
     lua_pushlstring(L, name, len);
@@ -829,14 +837,10 @@ static void op_chunk(lua_State *L, task_ctx *c, int is_run)
         task_wire(L, c, top, NULL, &c->value);
 }
 
-static void op_push(lua_State *L, task_ctx *c)
+/* Assigns the globals of ns (name -> skeleton over blobs); converts
+ * everything first, so a bad value changes no global (a ValueError). */
+void rt_push_ns(lua_State *L, task_ctx *c, const json_t *ns, ippc_blobs *blobs)
 {
-    const json_t *ns = json_object_get(c->task, "ns");
-    if (!json_is_object(ns)) {
-        task_fail(c, TASK_ERROR, "ProtocolError", "push needs an object 'ns'");
-        return;
-    }
-    /* Convert everything first: a bad value changes no global. */
     lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
     int g = lua_gettop(L);
     size_t count = 0;
@@ -847,7 +851,7 @@ static void op_push(lua_State *L, task_ctx *c)
         luaL_checkstack(L, 3, "too many names to push");
         lua_pushstring(L, name);
         ippc_error err;
-        if (luavalue_push(L, skel, c->task_blobs, &err) < 0) {
+        if (luavalue_push(L, skel, blobs, &err) < 0) {
             task_fail(c, TASK_ERROR, "ValueError", "%s: %s", name, err.message);
             lua_settop(L, g - 1);
             return;
@@ -857,6 +861,16 @@ static void op_push(lua_State *L, task_ctx *c)
     for (size_t i = 0; i < count; i++)
         lua_rawset(L, g);
     lua_settop(L, g - 1);
+}
+
+static void op_push(lua_State *L, task_ctx *c)
+{
+    const json_t *ns = json_object_get(c->task, "ns");
+    if (!json_is_object(ns)) {
+        task_fail(c, TASK_ERROR, "ProtocolError", "push needs an object 'ns'");
+        return;
+    }
+    rt_push_ns(L, c, ns, c->task_blobs);
 }
 
 static void op_pull(lua_State *L, task_ctx *c)
@@ -1094,6 +1108,8 @@ static int task_main(lua_State *L)
     const char *name = json_string_value(op);
     if (!name)
         task_fail(c, TASK_ERROR, "ProtocolError", "task needs a string 'op'");
+    else if (json_object_get(c->task, "fanout"))
+        op_fanout(L, c, c->rt->fan); /* push, scatter or gather over MPI */
     else if (strcmp(name, "execute") == 0)
         op_chunk(L, c, 0);
     else if (strcmp(name, "run") == 0)
@@ -1185,6 +1201,11 @@ json_t *runtime_run_task(runtime *rt, const json_t *task, ippc_blobs *task_blobs
     else
         json_decref(c.value);
     c.value = NULL;
+    if (c.status == TASK_OK && c.parts) /* a fanned-out gather's root */
+        json_object_set_new(res, "parts", c.parts);
+    else
+        json_decref(c.parts);
+    c.parts = NULL;
     if (c.status != TASK_OK) {
         json_object_set_new(res, "ename", json_string(c.ename));
         json_object_set_new(res, "evalue", c.evalue ? c.evalue : json_string(""));
@@ -1202,6 +1223,7 @@ json_t *runtime_run_task(runtime *rt, const json_t *task, ippc_blobs *task_blobs
     }
 oom:
     json_decref(c.value);
+    json_decref(c.parts);
     json_decref(c.evalue);
     json_decref(c.traceback);
     json_decref(c.item_errors);

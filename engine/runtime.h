@@ -41,11 +41,15 @@ void runtime_free(runtime *rt);
  *            "shape", "bytes" (nd), "bytes" (string), "length" (table, its
  *            border #t)}} for the user's globals only (not the setup's own
  *            values, not kernels), like %whos)
+ * and push, scatter and gather with a "fanout" member (one data op over
+ * several engines of the job, moved by MPI: engine/fanout.h, the messages
+ * in common/proto.h; a fanned-out gather's root may answer "parts"),
  * whose binary attachments are task_blobs (the
  * runtime may steal blob data: it sets items[i].data to NULL when it does).
  * Always returns a new result message
  *   {"type":"result","task":T,"status":"ok"|"error"|"aborted","stdout":"...",
  *    "value": <skeleton>            (ok; op-dependent, may be absent),
+ *    "parts": [<skeleton>...]       (ok; a fanned-out gather's root only),
  *    "ename","evalue","traceback":[lines]   (error/aborted)}
  * except for a "map" chunk in which some items failed: it is "error" with
  * the first failed item's ename/evalue/traceback, and keeps "value" (a list

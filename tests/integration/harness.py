@@ -17,6 +17,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.error
@@ -731,3 +732,17 @@ def kill_engine_job(cluster, job):
         cluster.tracker.pids.add(pid)
         signal_pid(pid, signal.SIGKILL)
     return ranks
+
+
+def stop_checked(cluster):
+    """Stops cluster from a `finally:` block: a shutdown problem (a sanitizer
+    report, a bad exit status, a hung stop, a process left behind) fails the
+    test.  When the test is already failing, its own error goes on and the
+    shutdown problems are printed with it rather than hiding it."""
+    problems = cluster.stop()
+    if not problems:
+        return
+    text = "cluster %r did not stop cleanly:\n  %s" % (cluster.profile, "\n  ".join(problems))
+    if sys.exc_info()[0] is None:
+        raise Failure(text)
+    sys.stdout.write("# %s\n" % text.replace("\n", "\n# "))

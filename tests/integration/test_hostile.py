@@ -13,9 +13,10 @@ import socket
 import struct
 import time
 
-from harness import Cluster, Failure, check, expect
+from harness import Cluster, Failure, check, expect, stop_checked
 from wsclient import OP_BINARY, OP_TEXT, Closed, HandshakeError, WebSocket, encode_frame
 from test_streams import Stream, read_until_closed, tag, wait_completed, ws_url
+from common import same, values_of
 
 RAW_TIMEOUT = float(os.environ.get("IPPC_TEST_RAW_TIMEOUT", "15"))
 
@@ -271,6 +272,40 @@ def test_unregistered_engine_socket_closed(c):
         s.close()
 
 
+def test_engine_first_message_not_register(c):
+    """An authenticated /engine socket whose first message is not a register
+    (a heartbeat, a result, a wrong key in the register) gets an error
+    message and is closed; no engine is added and the live ones keep their
+    ids and their work."""
+    key = c.engine_info["key"]
+    url = "ws://%s:%d/engine" % address(c)
+    before = sorted(e["id"] for e in c.api.live_engines())
+    cases = (("a heartbeat first", {"type": "heartbeat", "busy": False, "task": None},
+              "register"),
+             ("a result first", {"type": "result", "task": 1, "status": "ok"}, "register"),
+             ("a register with a wrong key", {"type": "register", "key": "0" * 64, "job": "x",
+                                              "rank": 0, "size": 1, "host": "h", "pid": 1,
+                                              "version": "0"}, "key"))
+    for what, msg, word in cases:
+        ws = WebSocket.connect(url, token=key, protocols=("ippc.engine.v1",), timeout=30)
+        try:
+            ws.send_json(msg)
+            answer = ws.recv_json(timeout=20)
+            check(answer.get("type") == "error" and word in answer.get("message", ""),
+                  "%s: want an error naming %r, got %r" % (what, word, answer))
+            try:
+                extra = ws.recv_json(timeout=20)
+                raise Failure("%s: the socket stayed open (got %r)" % (what, extra))
+            except (Closed, OSError):
+                pass
+        finally:
+            ws.abort()
+    after = sorted(e["id"] for e in c.api.live_engines())
+    check(after == before, "engines changed: %s -> %s" % (before, after))
+    check(same(values_of(c, "return 5", after), [5] * len(after)),
+          "the engines still run tasks")
+
+
 # ---------------------------------------------------------------- item 4
 
 FLOOD = int(os.environ.get("IPPC_TEST_FLOOD", "1100"))
@@ -387,7 +422,7 @@ def test_silent_flood(_unused=None):
     finally:
         if flood is not None:
             flood.close()
-        notes += c.stop() or []
+        stop_checked(c)
     return notes
 
 
@@ -460,7 +495,7 @@ def test_ws_overloaded(_unused=None):
         for s in (a, b):
             if s is not None:
                 s.ws.abort()
-        notes += c.stop() or []
+        stop_checked(c)
     return notes
 
 
@@ -508,6 +543,8 @@ TESTS = [
     ("hostile_engine_subprotocol_without_key", test_engine_subprotocol_without_key, "shared"),
     ("hostile_refused_upgrade_keeps_streams", test_refused_upgrade_keeps_streams, "shared"),
     ("hostile_refusals_are_json", test_refusals_are_json, "shared"),
+    ("hostile_engine_first_message_not_register", test_engine_first_message_not_register,
+     "shared"),
     ("hostile_unregistered_engine_socket_closed", test_unregistered_engine_socket_closed,
      "shared"),
     ("hostile_ws_message_limit", test_ws_message_limit, "shared"),

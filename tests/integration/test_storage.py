@@ -14,7 +14,7 @@ import subprocess
 import tempfile
 import time
 
-from harness import Cluster, check, expect, expect_error, proc_state
+from harness import Cluster, check, expect, expect_error, proc_state, stop_checked
 
 PAD = "return string.rep('x', 2000)"  # a record that needs pages of its own
 
@@ -140,7 +140,7 @@ def test_full_disk(_unused=None):
               "one log line per change of state, not per task:\n%s" % log[-3000:])
         notes.append("%d tasks, all in the history after the fault" % len(ids))
     finally:
-        notes += c.stop() or []
+        stop_checked(c)
         unmount(mnt)
     return notes
 
@@ -212,7 +212,7 @@ def test_immutable_shm(_unused=None):
     finally:
         if os.path.exists(shm):
             chattr("-i", shm)
-        notes += c.stop() or []
+        stop_checked(c)
     return notes
 
 
@@ -245,7 +245,7 @@ def test_restart_while_zombie(_unused=None):
     finally:
         if old is not None:
             old.wait(10)  # reap the zombie
-        notes += c.stop() or []
+        stop_checked(c)
     return notes
 
 
