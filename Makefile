@@ -127,6 +127,14 @@ $(BUILD)/bench/%: $(OBJ)/bench/%.o $(ENGINE_OBJ) $(COMMON_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(SANFLAGS) -rdynamic -o $@ $^ $(call PKGLIBS,$(ENGINE_PKGS)) -ldl -lpthread -lm
 
+# Benchmarks of the controller (bench_server_*) link its modules instead.
+$(OBJ)/bench/bench_server_%.o: bench/bench_server_%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(BASE_CFLAGS) -iquote server $(call PKG,$(SERVER_PKGS)) -c $< -o $@
+$(BUILD)/bench/bench_server_%: $(OBJ)/bench/bench_server_%.o $(SERVER_OBJ) $(COMMON_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(SANFLAGS) -o $@ $^ $(call PKGLIBS,$(SERVER_PKGS)) -lpthread -lm
+
 # Fuzz targets (libFuzzer, clang): each parser gets FUZZ_SECONDS of fuzzing.
 $(BUILD)/fuzz/fuzz_%: fuzz/fuzz_%.c $(COMMON_SRC) $(SERVER_SRC)
 	@mkdir -p $(dir $@)

@@ -61,6 +61,7 @@
 #include "call.h"
 #include "decode_pool.h"
 #include "linger.h"
+#include "metrics.h"
 #include "proto.h"
 #include "secret.h"
 
@@ -591,13 +592,18 @@ static enum MHD_Result h_task_query(req_ctx *ctx, const route_args *a)
 {
     (void)a;
     const char *engine_s = query(ctx, "engine"), *limit_s = query(ctx, "limit"),
-               *cursor_s = query(ctx, "cursor");
-    long long engine = -1, limit = 100, cursor = 0;
+               *cursor_s = query(ctx, "cursor"), *kind = query(ctx, "kind"),
+               *request_s = query(ctx, "request");
+    long long engine = -1, limit = 100, cursor = 0, request = 0;
     if ((engine_s && parse_id(engine_s, INT32_MAX, &engine) < 0) ||
         (limit_s && (parse_id(limit_s, 1000, &limit) < 0 || limit < 1)) ||
-        (cursor_s && parse_id(cursor_s, INT64_MAX, &cursor) < 0))
+        (cursor_s && parse_id(cursor_s, INT64_MAX, &cursor) < 0) ||
+        (request_s && (parse_id(request_s, INT64_MAX, &request) < 0 || request < 1)) ||
+        (kind && strcmp(kind, "direct") != 0 && strcmp(kind, "balanced") != 0))
         return fail(ctx->conn, ERR_BAD_REQUEST,
-                    "engine is an id, limit 1..1000, cursor a task id%s", NULL);
+                    "engine is an id, limit 1..1000, cursor a task id, request a request id, "
+                    "kind direct or balanced%s",
+                    NULL);
     const char *state = query(ctx, "state");
     static const char *states[] = {"pending", "running", "completed", "failed", "aborted", "lost"};
     int ok = !state;
@@ -607,8 +613,15 @@ static enum MHD_Result h_task_query(req_ctx *ctx, const route_args *a)
         return fail(ctx->conn, ERR_BAD_REQUEST,
                     "state is one of pending running completed failed aborted lost%s", NULL);
     ippc_error err = {0};
-    json_t *out = hub_task_query(ctx->api->h, state, (int)engine, query(ctx, "tag"),
-                                 query(ctx, "since"), (size_t)limit, (uint64_t)cursor, &err);
+    hub_task_filter filter = {.state = state,
+                              .kind = kind,
+                              .request = (uint64_t)request,
+                              .engine = (int)engine,
+                              .tag = query(ctx, "tag"),
+                              .since = query(ctx, "since"),
+                              .limit = (size_t)limit,
+                              .cursor = (uint64_t)cursor};
+    json_t *out = hub_task_list(ctx->api->h, &filter, &err);
     return out ? send_json(ctx->conn, MHD_HTTP_OK, out) : send_error(ctx->conn, &err);
 }
 
@@ -628,31 +641,23 @@ static enum MHD_Result h_metrics(req_ctx *ctx, const route_args *a)
     size_t len = 0;
     hub_metrics(ctx->api->h, &text, &len);
     http_api *api = ctx->api;
-    char hist[2048];
-    int n = snprintf(hist, sizeof hist,
-                     "# HELP ippc_http_request_seconds REST request latency, arrival to answer.\n"
-                     "# TYPE ippc_http_request_seconds histogram\n");
-    const char *les[6] = {"0.001", "0.01", "0.1", "1", "10", "+Inf"};
+    static const char *const les[6] = {"0.001", "0.01", "0.1", "1", "10", "+Inf"};
+    uint64_t buckets[6];
     for (int i = 0; i < 6; i++)
-        n += snprintf(hist + n, sizeof hist - (size_t)n,
-                      "ippc_http_request_seconds_bucket{le=\"%s\"} %llu\n", les[i],
-                      (unsigned long long)atomic_load(&api->lat_buckets[i]));
-    n += snprintf(hist + n, sizeof hist - (size_t)n,
-                  "ippc_http_request_seconds_sum %.6f\nippc_http_request_seconds_count %llu\n",
-                  (double)atomic_load(&api->lat_sum_us) / 1e6,
-                  (unsigned long long)atomic_load(&api->lat_count));
-    n += snprintf(hist + n, sizeof hist - (size_t)n,
-                  "# HELP ippc_held_bytes Bytes clients make the controller hold (--max-held-mb).\n"
-                  "# TYPE ippc_held_bytes gauge\nippc_held_bytes %zu\n"
-                  "# HELP ippc_held_refused_total Requests refused for the memory budget.\n"
-                  "# TYPE ippc_held_refused_total counter\nippc_held_refused_total %llu\n",
-                  budget_used(api->held), (unsigned long long)atomic_load(&api->held->refused));
-    char *all = realloc(text, len + (size_t)n + 1);
-    if (all) {
-        memcpy(all + len, hist, (size_t)n + 1);
-        text = all;
-        len += (size_t)n;
-    }
+        buckets[i] = atomic_load(&api->lat_buckets[i]);
+    metrics_text m;
+    metrics_adopt(&m, text, len);
+    metrics_histogram(&m, "ippc_http_request_seconds", "REST request latency, arrival to answer.",
+                      les, buckets, 6, (double)atomic_load(&api->lat_sum_us) / 1e6,
+                      atomic_load(&api->lat_count));
+    metrics_family(&m, "ippc_held_bytes", "gauge",
+                   "Bytes clients make the controller hold (--max-held-mb).");
+    metrics_printf(&m, "ippc_held_bytes %zu\n", budget_used(api->held));
+    metrics_family(&m, "ippc_held_refused_total", "counter",
+                   "Requests refused for the memory budget.");
+    metrics_printf(&m, "ippc_held_refused_total %llu\n",
+                   (unsigned long long)atomic_load(&api->held->refused));
+    text = metrics_take(&m, &len);
     struct MHD_Response *resp = MHD_create_response_from_buffer(
         len, text ? text : (char *)"", text ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
     if (!resp) {

@@ -1,9 +1,13 @@
-/* hub.h — the controller's state: engines, direct-view requests and their tasks.
+/* hub.h — the controller's state: engines, direct-view requests, balanced
+ * tasks, and the one task record every unit of engine work is.
  *
- * The hub is the one place where engine and request state lives; the REST
- * front end (http_api.c) and the engine socket layer (ws.c) only translate
- * into hub calls.  One mutex guards everything in the hub; every hub_* function
- * takes it itself, so callers never hold it.
+ * The hub is the one place where engine, request and task state lives; the
+ * REST front end (http_api.c) and the socket layers (ws.c, ws_client.c) only
+ * translate into hub calls.  One mutex guards everything in the hub; every
+ * hub_* function takes it itself, so callers never hold it.  It guards
+ * bookkeeping only: request bodies are decoded before it is taken, answers
+ * and store records are rendered after it is released (server/README.md has
+ * the module map and the threads).
  *
  * Threads: hub_* functions may be called from any thread.  Callbacks the hub
  * makes (engine sends, waiter wake-ups) are made with the hub lock held: they
@@ -152,30 +156,45 @@ int hub_wait(hub *h, uint64_t request_id, int64_t deadline_ms, void (*wake)(void
  * resumed before the HTTP daemon stops). */
 void hub_wake_all(hub *h);
 
-/* ---- load-balanced tasks (tasks.c) ---- */
+/* ---- tasks (balanced ones: tasks.c; every kind: task_table.c) ---- */
 
 /* Submits one task object (see api/openapi.yaml, TaskSpec) or, when spec is
  * a list, each of them.  Returns a new {"id": T, "state": ...} for an object,
  * {"ids": [...]} for a list, or NULL + err (nothing is submitted then). */
 json_t *hub_task_submit(hub *h, const json_t *spec, uint64_t *first_id, ippc_error *err);
-/* The task as a client sees it; from memory or the store.  NULL + not_found. */
+/* The task (direct or balanced) as a client sees it; from memory or the
+ * store.  NULL + not_found. */
 json_t *hub_task_json(hub *h, uint64_t task_id, int *finished, ippc_error *err);
 /* The same with the result's arrays written as fmt (hub_task_json: list). */
 json_t *hub_task_json_as(hub *h, uint64_t task_id, value_format fmt, int *finished,
                          ippc_error *err);
-/* As hub_wait, for one balanced task. */
+/* As hub_wait, for one task of either kind. */
 int hub_task_wait(hub *h, uint64_t task_id, int64_t deadline_ms, void (*wake)(void *arg),
                   void (*registered)(void *arg), void *arg);
-/* Aborts a pending task; a running one only with force (interrupt).
- * New task JSON or NULL + err (conflict when finished or running). */
+/* Aborts a pending task; a running one only with force (an interrupt naming
+ * it; direct tasks too).  New task JSON or NULL + err (conflict when finished
+ * or running). */
 json_t *hub_task_abort(hub *h, uint64_t task_id, int force, ippc_error *err);
-/* A new task with the same spec; {"id": NEW, ...} or NULL + err. */
+/* A new balanced task with the same spec; {"id": NEW, ...} or NULL + err
+ * (invalid for a direct-view task: its request is what to repeat). */
 json_t *hub_task_resubmit(hub *h, uint64_t task_id, ippc_error *err);
 /* A map: {"function", "sequences", "chunksize", "ordered"} -> request id. */
 uint64_t hub_map_submit(hub *h, const json_t *body, ippc_error *err);
 /* Per engine queued/running/completed counts, plus unassigned. */
 json_t *hub_queue(hub *h);
-/* History query (flushes the store first). */
+/* History query (flushes the store first; runs without the hub lock). */
+typedef struct hub_task_filter {
+    const char *state; /* NULL = any */
+    const char *kind;  /* "direct" | "balanced"; NULL = any */
+    uint64_t request;  /* tasks of this request (direct-view or map); 0 = any */
+    int engine;        /* -1 = any */
+    const char *tag;   /* NULL = any */
+    const char *since; /* ISO 8601; NULL = any */
+    size_t limit;      /* 1..1000 */
+    uint64_t cursor;   /* tasks with id > cursor */
+} hub_task_filter;
+json_t *hub_task_list(hub *h, const hub_task_filter *filter, ippc_error *err);
+/* The same without kind and request. */
 json_t *hub_task_query(hub *h, const char *state, int engine, const char *tag, const char *since,
                        size_t limit, uint64_t cursor, ippc_error *err);
 /* Purges finished tasks completed before `before` (NULL: all finished). */
@@ -191,7 +210,8 @@ struct events_client;
  * allocation failure). */
 json_t *hub_stream_attach(hub *h, const struct events_sink *sink, struct events_client **client);
 
-/* Counters for /metrics (Prometheus text appended to out). */
+/* The hub's families for /metrics, as Prometheus text in a new *out (caller
+ * frees; server/metrics.h appends more). */
 void hub_metrics(hub *h, char **out, size_t *len);
 
 /* Milliseconds of a monotonic clock. */

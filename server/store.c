@@ -27,14 +27,18 @@
  * SQLITE_BUSY).  <path>-shm or -wal locks held by other programs no longer
  * matter either: this VFS does not take locks on them.
  *
- * Schema (PRAGMA application_id = 'ippc', PRAGMA user_version = 1):
+ * Schema (PRAGMA application_id = 'ippc', PRAGMA user_version = 2):
  *   tasks(id INTEGER PRIMARY KEY, request_id, state, engine, submitted,
- *         started, completed, tags, doc, result, blobs)
+ *         started, completed, tags, doc, result, blobs, kind)
  *     request_id / engine are NULL for "none"; times are ISO 8601 UTC in the
  *     canonical form YYYY-MM-DDTHH:MM:SS.ffffffZ, so text order is time order;
  *     tags, doc and result (the skeleton) are JSON text; blobs is described
- *     below.  Indexes on state, engine, submitted and completed; each one ends
- *     in the rowid, so "state = ? AND id > ? ORDER BY id" is a single seek.
+ *     below; kind is 'direct' or 'balanced'.  Indexes on state, engine,
+ *     submitted, completed, kind and request_id; each one ends in the rowid,
+ *     so "state = ? AND id > ? ORDER BY id" is a single seek.
+ *   Version 1 had no kind (every task was balanced): opening such a file
+ *   adds the column and its index, and "kind" to every stored doc, in the
+ *   transaction that checks the schema.
  *   task_tags(tag, task_id) WITHOUT ROWID, key (tag, task_id), index task_id:
  *     one row per distinct string tag of a task, rewritten on every save.
  *     A tag query is then an index range in id order that stops after `limit`
@@ -86,7 +90,7 @@
 
 #include <sqlite3.h>
 
-#define SCHEMA_VERSION 1
+#define SCHEMA_VERSION 2
 #define APPLICATION_ID 0x69707063 /* "ippc" */
 #define BUSY_TIMEOUT_MS 2000
 #define QUERY_LIMIT_MAX 1000
@@ -96,7 +100,15 @@
 #define CLOSE_PAUSE_MS 200
 
 /* Query variants: one prepared statement per combination of filters. */
-enum { Q_STATE = 1, Q_ENGINE = 2, Q_TAG = 4, Q_SINCE = 8, Q_VARIANTS = 16 };
+enum {
+    Q_STATE = 1,
+    Q_ENGINE = 2,
+    Q_TAG = 4,
+    Q_SINCE = 8,
+    Q_KIND = 16,
+    Q_REQUEST = 32,
+    Q_VARIANTS = 64
+};
 
 typedef struct store_conn {
     sqlite3 *db;
@@ -106,7 +118,7 @@ typedef struct store_conn {
     sqlite3_stmt *upsert, *delete_tags, *insert_tags, *update_max;
     int wal_pages; /* frames in the WAL after the last commit (its WAL hook) */
     /* reader role */
-    sqlite3_stmt *get, *query[Q_VARIANTS];
+    sqlite3_stmt *get, *get_state, *query[Q_VARIANTS];
 } store_conn;
 
 /* One queued save: everything already serialised, so the writer thread never
@@ -116,6 +128,7 @@ typedef struct save_item {
     uint64_t id, request_id;
     int engine;
     char *state;
+    const char *kind; /* a static "direct" or "balanced" */
     char *times[3]; /* submitted, started, completed (canonical) or NULL */
     char *tags, *doc, *result;
     ippc_blobs blobs;
@@ -162,7 +175,7 @@ struct store {
 
 static const char *const TASK_COLUMNS =
     "t.id, t.request_id, t.state, t.engine, t.submitted, t.started, t.completed, t.tags, "
-    "t.doc, t.result, t.blobs";
+    "t.doc, t.result, t.blobs, t.kind";
 
 static const char *const SCHEMA_V1 =
     "CREATE TABLE tasks ("
@@ -188,6 +201,13 @@ static const char *const SCHEMA_V1 =
     "CREATE INDEX task_tags_task ON task_tags(task_id);"
     "CREATE TABLE store_meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;"
     "INSERT INTO store_meta(key, value) VALUES ('max_task_id', 0);";
+
+/* Version 1 -> 2: every task so far was a load-balanced one. */
+static const char *const MIGRATE_V1_V2 =
+    "ALTER TABLE tasks ADD COLUMN kind TEXT NOT NULL DEFAULT 'balanced';"
+    "UPDATE tasks SET doc = json_set(doc, '$.kind', 'balanced') WHERE json_valid(doc);"
+    "CREATE INDEX tasks_kind ON tasks(kind);"
+    "CREATE INDEX tasks_request ON tasks(request_id);";
 
 /* ----------------------------------------------------------------- times */
 
@@ -652,6 +672,7 @@ static int migrate(store *s, store_conn *c, size_t *lost, ippc_error *err)
         snprintf(pragmas, sizeof pragmas, "PRAGMA application_id = %d; PRAGMA user_version = %d",
                  APPLICATION_ID, SCHEMA_VERSION);
         if (exec_sql(s, c, SCHEMA_V1, "creating the schema", err) < 0 ||
+            exec_sql(s, c, MIGRATE_V1_V2, "creating the schema", err) < 0 ||
             exec_sql(s, c, pragmas, "recording the schema version", err) < 0)
             goto fail;
     } else if (app_id != APPLICATION_ID) {
@@ -666,7 +687,11 @@ static int migrate(store *s, store_conn *c, size_t *lost, ippc_error *err)
                        s->label, (int64_t)version, SCHEMA_VERSION);
         goto fail;
     }
-    /* Future versions migrate here, one step at a time: if (version == 1) ... */
+    /* Older versions migrate here, one step at a time. */
+    if (version == 1 &&
+        (exec_sql(s, c, MIGRATE_V1_V2, "migrating the schema to version 2", err) < 0 ||
+         exec_sql(s, c, "PRAGMA user_version = 2", "recording the schema version", err) < 0))
+        goto fail;
 
     time_now(now);
     rc = sqlite3_prepare_v2(
@@ -888,6 +913,7 @@ static save_item *item_from_record(const store_record *rec)
     item->id = rec->id;
     item->request_id = rec->request_id;
     item->engine = rec->engine;
+    item->kind = rec->kind && strcmp(rec->kind, "direct") == 0 ? "direct" : "balanced";
     item->state = strdup(rec->state);
     const char *times[3] = {rec->submitted, rec->started, rec->completed};
     bool ok = item->state != NULL;
@@ -997,6 +1023,8 @@ static int write_item(store_conn *c, const save_item *item, unsigned char **pack
         rc = packed ? sqlite3_bind_blob64(up, 11, *pack, (sqlite3_uint64)packed, SQLITE_STATIC)
                     : sqlite3_bind_null(up, 11);
     if (rc == SQLITE_OK)
+        rc = sqlite3_bind_text(up, 12, item->kind, -1, SQLITE_STATIC);
+    if (rc == SQLITE_OK)
         rc = sqlite3_step(up) == SQLITE_DONE ? SQLITE_OK : sqlite3_errcode(c->db);
     stmt_done(up);
     if (rc != SQLITE_OK)
@@ -1028,13 +1056,13 @@ static int write_batch_once(store *s, store_conn *c, save_item *batch, uint64_t 
     uint64_t max_id = 0;
     if (!cached_stmt(s, c, &c->upsert,
                      "INSERT INTO tasks(id, request_id, state, engine, submitted, started,"
-                     " completed, tags, doc, result, blobs)"
-                     " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+                     " completed, tags, doc, result, blobs, kind)"
+                     " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
                      " ON CONFLICT(id) DO UPDATE SET request_id = excluded.request_id,"
                      " state = excluded.state, engine = excluded.engine,"
                      " submitted = excluded.submitted, started = excluded.started,"
                      " completed = excluded.completed, tags = excluded.tags, doc = excluded.doc,"
-                     " result = excluded.result, blobs = excluded.blobs",
+                     " result = excluded.result, blobs = excluded.blobs, kind = excluded.kind",
                      err) ||
         !cached_stmt(s, c, &c->delete_tags, "DELETE FROM task_tags WHERE task_id = ?1", err) ||
         !cached_stmt(s, c, &c->insert_tags,
@@ -1423,6 +1451,8 @@ static int record_from_row(const store *s, sqlite3_stmt *stmt, store_record *rec
     rec->request_id =
         sqlite3_column_type(stmt, 1) == SQLITE_NULL ? 0 : (uint64_t)sqlite3_column_int64(stmt, 1);
     rec->engine = sqlite3_column_type(stmt, 3) == SQLITE_NULL ? -1 : sqlite3_column_int(stmt, 3);
+    const unsigned char *kind = sqlite3_column_text(stmt, 11);
+    rec->kind = kind && strcmp((const char *)kind, "direct") == 0 ? "direct" : "balanced";
     char *state = column_strdup(stmt, 2);
     rec->state = state;
     char *times[3];
@@ -1491,6 +1521,38 @@ int store_get(store *s, uint64_t id, store_record *rec, ippc_error *err)
     return found;
 }
 
+int store_get_state(store *s, uint64_t id, char *state, size_t size, int *engine, ippc_error *err)
+{
+    if (!s)
+        return ippc_error_set(err, ERR_INTERNAL, "task store: not open");
+    if (id == 0 || id > INT64_MAX)
+        return 0;
+    store_conn *c = s->reader;
+    int found = -1;
+    pthread_mutex_lock(&c->lock);
+    sqlite3_stmt *stmt =
+        cached_stmt(s, c, &c->get_state, "SELECT state, engine FROM tasks WHERE id = ?1", err);
+    if (stmt) {
+        int rc = sqlite3_bind_int64(stmt, 1, (sqlite3_int64)id);
+        if (rc == SQLITE_OK)
+            rc = sqlite3_step(stmt);
+        if (rc == SQLITE_ROW) {
+            const unsigned char *text = sqlite3_column_text(stmt, 0);
+            snprintf(state, size, "%s", text ? (const char *)text : "");
+            *engine =
+                sqlite3_column_type(stmt, 1) == SQLITE_NULL ? -1 : sqlite3_column_int(stmt, 1);
+            found = 1;
+        } else if (rc == SQLITE_DONE) {
+            found = 0;
+        } else {
+            sql_error(s, c->db, rc, "reading a task's state", err);
+        }
+        stmt_done(stmt);
+    }
+    pthread_mutex_unlock(&c->lock);
+    return found;
+}
+
 void store_record_free(store_record *rec)
 {
     if (!rec)
@@ -1510,19 +1572,21 @@ void store_record_free(store_record *rec)
 
 /* The SQL of one query variant.  Built from constant fragments only; every
  * value from the query is a bound parameter: ?1 cursor, ?2 state, ?3 engine,
- * ?4 tag, ?5 since, ?6 limit.  A tag query walks task_tags' (tag, task_id)
+ * ?4 tag, ?5 since, ?6 limit, ?7 kind, ?8 request.  A tag query walks task_tags' (tag, task_id)
  * key and orders by g.task_id (the same as t.id), so SQLite reads the pages in
  * order and stops after `limit` instead of sorting every task with the tag. */
 static void query_sql(int variant, char *sql, size_t size)
 {
     bool tag = variant & Q_TAG;
-    snprintf(sql, size, "SELECT %s FROM %s WHERE t.id > ?1%s%s%s%s ORDER BY %s LIMIT ?6",
+    snprintf(sql, size, "SELECT %s FROM %s WHERE t.id > ?1%s%s%s%s%s%s ORDER BY %s LIMIT ?6",
              TASK_COLUMNS,
              tag ? "task_tags AS g JOIN tasks AS t ON t.id = g.task_id" : "tasks AS t",
              tag ? " AND g.tag = ?4 AND g.task_id > ?1" : "",
              variant & Q_STATE ? " AND t.state = ?2" : "",
              variant & Q_ENGINE ? " AND t.engine = ?3" : "",
-             variant & Q_SINCE ? " AND t.submitted >= ?5" : "", tag ? "g.task_id" : "t.id");
+             variant & Q_SINCE ? " AND t.submitted >= ?5" : "",
+             variant & Q_KIND ? " AND t.kind = ?7" : "",
+             variant & Q_REQUEST ? " AND t.request_id = ?8" : "", tag ? "g.task_id" : "t.id");
 }
 
 /* Doc of a record with "result" in client form (consumes nothing). */
@@ -1569,8 +1633,11 @@ json_t *store_query_tasks(store *s, const store_query *q, uint64_t *next_cursor,
     size_t limit = q->limit < 1 ? 1 : q->limit > QUERY_LIMIT_MAX ? QUERY_LIMIT_MAX : q->limit;
     if (q->cursor > INT64_MAX) /* no id is that large */
         return json_array();
+    if (q->request_id > INT64_MAX) /* no request id is that large */
+        return json_array();
     int variant = (q->state ? Q_STATE : 0) | (q->engine >= 0 ? Q_ENGINE : 0) |
-                  (q->tag ? Q_TAG : 0) | (q->since ? Q_SINCE : 0);
+                  (q->tag ? Q_TAG : 0) | (q->since ? Q_SINCE : 0) | (q->kind ? Q_KIND : 0) |
+                  (q->request_id ? Q_REQUEST : 0);
 
     json_t *list = json_array();
     if (!list) {
@@ -1579,7 +1646,7 @@ json_t *store_query_tasks(store *s, const store_query *q, uint64_t *next_cursor,
     }
     store_conn *c = s->reader;
     pthread_mutex_lock(&c->lock);
-    char sql[640];
+    char sql[768];
     query_sql(variant, sql, sizeof sql);
     sqlite3_stmt *stmt = cached_stmt(s, c, &c->query[variant], sql, err);
     int rc = stmt ? SQLITE_OK : SQLITE_ERROR;
@@ -1593,6 +1660,10 @@ json_t *store_query_tasks(store *s, const store_query *q, uint64_t *next_cursor,
         rc = sqlite3_bind_text(stmt, 4, q->tag, -1, SQLITE_STATIC);
     if (rc == SQLITE_OK && q->since)
         rc = sqlite3_bind_text(stmt, 5, since, -1, SQLITE_STATIC);
+    if (rc == SQLITE_OK && q->kind)
+        rc = sqlite3_bind_text(stmt, 7, q->kind, -1, SQLITE_STATIC);
+    if (rc == SQLITE_OK && q->request_id)
+        rc = sqlite3_bind_int64(stmt, 8, (sqlite3_int64)q->request_id);
     /* One row more than asked tells whether there is a next page. */
     if (rc == SQLITE_OK)
         rc = sqlite3_bind_int64(stmt, 6, (sqlite3_int64)limit + 1);

@@ -46,6 +46,7 @@ typedef struct store store;
 typedef struct store_record {
     uint64_t id;          /* task id, > 0 */
     uint64_t request_id;  /* 0 if none */
+    const char *kind;     /* "direct" or "balanced"; NULL = balanced */
     const char *state;    /* pending running completed failed aborted lost */
     int engine;           /* -1 if none */
     const char *submitted, *started, *completed; /* ISO 8601 UTC or NULL */
@@ -94,9 +95,15 @@ void store_set_pending_max(store *s, size_t max);
  * 0 not found, -1 error. */
 int store_get(store *s, uint64_t id, store_record *rec, ippc_error *err);
 void store_record_free(store_record *rec);
+/* Only a task's state and engine (a dependency check needs no more): 1 found
+ * (state: "pending" ... "lost", copied into state[size]), 0 not found, -1
+ * error. */
+int store_get_state(store *s, uint64_t id, char *state, size_t size, int *engine, ippc_error *err);
 
 typedef struct store_query {
     const char *state;  /* NULL = any */
+    const char *kind;   /* "direct" | "balanced"; NULL = any */
+    uint64_t request_id; /* tasks of this request; 0 = any */
     int engine;         /* -1 = any */
     const char *tag;    /* NULL = any: tasks whose tags contain this string */
     const char *since;  /* ISO 8601; submitted >= since; NULL = any */

@@ -408,8 +408,12 @@ def test_task_sequence(c):
         # Direct-view work shows up as tasks too.
         r = c.api.post(view("0", "execute"), {"code": "return 1"})
         expect(r, 200, "direct execute")
-        s.wait(lambda m: m.get("type") == "task.submitted" and m.get("kind") == "direct",
-               "task.submitted of kind direct for a view execute", 20)
+        ev = s.wait(lambda m: m.get("type") == "task.submitted" and m.get("kind") == "direct",
+                    "task.submitted of kind direct for a view execute", 20)
+        # The id an event (and `ippc watch`) shows answers on REST.
+        t = expect(c.api.get("/api/v1/tasks/%d" % ev["task"]), (200, 202), "direct task by id")
+        check(t.get("kind") == "direct" and t.get("request") == ev.get("request"),
+              "GET /api/v1/tasks/{id} of a direct task: %r" % t)
     finally:
         s.close()
 

@@ -257,6 +257,54 @@ def test_timeout_and_abort(c):
     check(n["state"] == "completed" and same(n.get("result"), 1), "resubmitted runs: %r" % n)
 
 
+def direct_tasks(api, request, what):
+    """The stored tasks of a direct-view request, in engine order."""
+    q = expect(api.get("/api/v1/tasks?kind=direct&request=%d" % request), 200, what)
+    return sorted(q["tasks"], key=lambda t: t["engine"])
+
+
+def test_direct_tasks_in_store(c):
+    """Direct-view work is tasks too: one task of kind "direct" per target,
+    in the history with times, engine, outcome and stdout, and answered by
+    id."""
+    api = c.api
+    ids = c.ids()
+    r = api.post(view("all", "execute"), {"code": "print('hello ' .. mpi.rank()); return 1"})
+    req = expect(r, 200, "direct execute")["request"]
+    tasks = direct_tasks(api, req, "history of a direct request")
+    check([t["engine"] for t in tasks] == ids, "one task per target: %r" % tasks)
+    for t in tasks:
+        check(t["kind"] == "direct" and t["request"] == req and t["state"] == "completed"
+              and t.get("op") == "execute" and t.get("code", "").startswith("print")
+              and t["stdout"].startswith("hello ") and "result" not in t,
+              "a direct task's record: %r" % t)
+        for key in ("submitted", "started", "completed"):
+            check(isinstance(t.get(key), str) and t[key].endswith("Z"), "%s set: %r" % (key, t))
+        one = expect(api.get("/api/v1/tasks/%d" % t["id"]), 200, "direct task by id")
+        check(one["id"] == t["id"] and one["kind"] == "direct" and one["stdout"] == t["stdout"],
+              "GET by id answers a direct task: %r" % one)
+    q = expect(api.get("/api/v1/tasks?kind=balanced&request=%d" % req), 200, "balanced filter")
+    check(q["tasks"] == [], "no balanced task belongs to a direct request: %r" % q)
+    # A failure is the task's outcome.
+    r = api.post(view(str(ids[0]), "execute"), {"code": "error('direct boom')"})
+    req = expect(r, 200, "failing direct execute")["request"]
+    (t,) = direct_tasks(api, req, "history of a failed direct request")
+    check(t["state"] == "failed" and t["error"]["ename"] == "RuntimeError"
+          and "direct boom" in t["error"]["evalue"], "a failed direct task: %r" % t)
+    expect_error(api.post("/api/v1/tasks/%d/resubmit" % t["id"]), 422, "invalid_value",
+                 "resubmit of a direct task")
+    # A map's chunks are found by their request too.
+    expect(api.post(view("all", "execute"), {"code": "function twice(x) return 2 * x end"}),
+           200, "define twice")
+    m = expect(api.post("/api/v1/map", {"function": "twice", "sequences": [[1, 2, 3]]}), 200,
+               "map")
+    q = expect(api.get("/api/v1/tasks?request=%d" % m["request"]), 200, "map chunks")
+    check(sorted(t["id"] for t in q["tasks"]) == sorted(m["tasks"])
+          and all(t["kind"] == "balanced" for t in q["tasks"]), "map chunks by request: %r" % q)
+    expect_error(api.get("/api/v1/tasks?kind=weird"), 400, "bad_request", "bad kind filter")
+    expect_error(api.get("/api/v1/tasks?request=0"), 400, "bad_request", "bad request filter")
+
+
 def wait_running_on(api, tid, engine, what, timeout=60):
     """Polls until the task runs on engine; returns it."""
     deadline = time.time() + timeout
@@ -321,6 +369,10 @@ def test_history_survives_restart(_unused=None):
         check(done["state"] == "completed", "completed before the crash: %r" % done)
         arr = expect(api.post("/api/v1/tasks?block=true", {"code": "return nd.arange(5)"}),
                      200, "array result")
+        direct = expect(api.post(view("all", "execute"), {"code": "return 7"}), 200,
+                        "direct request before the crash")["request"]
+        direct_ids = [t["id"] for t in direct_tasks(api, direct, "direct tasks before the crash")]
+        check(len(direct_ids) == 2, "two direct tasks: %r" % direct_ids)
         running = submit(api, {"code": "while true do end"}, "running at the crash")
         time.sleep(0.5)
         c.kill_controller(signal.SIGKILL)
@@ -339,6 +391,10 @@ def test_history_survives_restart(_unused=None):
         check(same(a2.get("result"), [0, 1, 2, 3, 4]), "array result kept raw: %r" % a2)
         r = expect(api.get("/api/v1/tasks/%d" % running["id"]), 200, "running after restart")
         check(r["state"] == "lost", "a task running at the crash is lost, not forgotten: %r" % r)
+        for tid in direct_ids:
+            d = expect(api.get("/api/v1/tasks/%d" % tid), 200, "direct task after restart")
+            check(d["kind"] == "direct" and d["state"] == "completed" and d["request"] == direct,
+                  "a direct task survives a SIGKILL of the controller: %r" % d)
         q = expect(api.get("/api/v1/tasks?tag=keep"), 200, "query by tag")
         check([t["id"] for t in q["tasks"]] == [done["id"]], "tag query: %r" % q)
         p = expect(api.call("DELETE", "/api/v1/tasks"), 200, "purge")
@@ -355,6 +411,7 @@ TESTS = [
     ("task_map", test_map, "shared"),
     ("task_map_errors_line_up", test_map_errors_line_up, "shared"),
     ("task_timeout_abort_resubmit", test_timeout_and_abort, "shared"),
+    ("task_direct_in_store", test_direct_tasks_in_store, "shared"),
     ("task_engine_death_retry_lost", test_engine_death_retry_and_lost, "own"),
     ("task_history_survives_restart", test_history_survives_restart, "own"),
 ]

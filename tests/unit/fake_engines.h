@@ -177,7 +177,8 @@ static json_t *register_msg(const char *key, const char *job, int rank, int size
 
 /* Registers job/rank on link l with hub h; returns the engine id (asserts
  * success). */
-static int register_ok(hub *h, fake_link *l, const char *job, int rank, int size)
+__attribute__((unused)) static int register_ok(hub *h, fake_link *l, const char *job, int rank,
+                                               int size)
 {
     json_t *msg = register_msg(FAKE_ENGINE_KEY, job, rank, size);
     hub_engine_link link = link_of(l);
@@ -193,7 +194,8 @@ static int register_ok(hub *h, fake_link *l, const char *job, int rank, int size
 
 /* Engine engine_id sends {"type":"result","task":task} plus the fields of
  * extra (consumed; may be NULL) and blobs (moved; may be NULL) to hub h. */
-static void result_from(hub *h, int engine_id, json_int_t task, json_t *extra, ippc_blobs *blobs)
+__attribute__((unused)) static void result_from(hub *h, int engine_id, json_int_t task,
+                                                json_t *extra, ippc_blobs *blobs)
 {
     json_t *msg = json_pack("{s:s, s:I}", "type", "result", "task", task);
     if (extra) {

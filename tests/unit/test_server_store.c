@@ -828,12 +828,13 @@ static void test_schema_recorded(void **state)
     assert_int_equal(sql_int_raw(f->path, "SELECT count(*) FROM tasks"), 1);
     assert_int_equal(sql_int_raw(f->path, "SELECT count(*) FROM task_tags WHERE tag = 't'"), 1);
     store_close(s);
-    assert_int_equal(sql_int_raw(f->path, "PRAGMA user_version"), 1);
+    assert_int_equal(sql_int_raw(f->path, "PRAGMA user_version"), 2);
     assert_int_equal(sql_int_raw(f->path, "PRAGMA application_id"), 0x69707063);
     assert_int_equal(sql_int_raw(f->path, "SELECT count(*) FROM sqlite_master WHERE type = 'index'"
                                           " AND name IN ('tasks_state', 'tasks_engine',"
-                                          " 'tasks_submitted', 'tasks_completed')"),
-                     4);
+                                          " 'tasks_submitted', 'tasks_completed', 'tasks_kind',"
+                                          " 'tasks_request')"),
+                     6);
     sqlite3 *db;
     sqlite3_stmt *stmt;
     assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
@@ -842,6 +843,80 @@ static void test_schema_recorded(void **state)
     assert_string_equal((const char *)sqlite3_column_text(stmt, 0), "wal");
     sqlite3_finalize(stmt);
     sqlite3_close(db);
+}
+
+/* A task store written by schema version 1 (before direct-view tasks were
+ * stored: no kind) opens as version 2: its tasks are balanced ones, their
+ * docs say so, the kind and request filters work, and new records of both
+ * kinds go in beside them. */
+static void test_schema_1_migrates(void **state)
+{
+    fixture *f = *state;
+    char dir[128];
+    snprintf(dir, sizeof dir, "%s/profile_test", f->dir);
+    assert_int_equal(mkdir(dir, 0700), 0);
+    sql_exec_raw(f->path,
+                 "CREATE TABLE tasks (id INTEGER PRIMARY KEY, request_id INTEGER,"
+                 " state TEXT NOT NULL, engine INTEGER, submitted TEXT, started TEXT,"
+                 " completed TEXT, tags TEXT, doc TEXT NOT NULL, result TEXT, blobs BLOB);"
+                 "CREATE INDEX tasks_state ON tasks(state);"
+                 "CREATE INDEX tasks_engine ON tasks(engine);"
+                 "CREATE INDEX tasks_submitted ON tasks(submitted);"
+                 "CREATE INDEX tasks_completed ON tasks(completed);"
+                 "CREATE TABLE task_tags (tag TEXT NOT NULL, task_id INTEGER NOT NULL,"
+                 " PRIMARY KEY (tag, task_id)) WITHOUT ROWID;"
+                 "CREATE INDEX task_tags_task ON task_tags(task_id);"
+                 "CREATE TABLE store_meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;"
+                 "INSERT INTO store_meta(key, value) VALUES ('max_task_id', 7);"
+                 "INSERT INTO tasks(id, request_id, state, engine, submitted, completed, doc)"
+                 " VALUES (3, 9, 'completed', 0, '2024-01-01T00:00:00.000000Z',"
+                 " '2024-01-01T00:00:01.000000Z', '{\"id\":3,\"state\":\"completed\"}'),"
+                 " (7, NULL, 'running', 1, '2024-01-01T00:00:02.000000Z', NULL,"
+                 " '{\"id\":7,\"state\":\"running\"}');"
+                 "PRAGMA application_id = 1768976483; PRAGMA user_version = 1;");
+    size_t lost = 0;
+    store *s = open_ok(f->path, &lost);
+    assert_int_equal(lost, 1); /* task 7 was running when that controller died */
+    assert_int_equal(store_max_id(s), 7);
+    store_record rec;
+    ippc_error err = {{0}, {0}};
+    assert_int_equal(store_get(s, 3, &rec, &err), 1);
+    assert_string_equal(rec.kind, "balanced");
+    assert_int_equal(rec.request_id, 9);
+    assert_string_equal(json_string_value(json_object_get(rec.doc, "kind")), "balanced");
+    store_record_free(&rec);
+    store_record d =
+        make_record(8, "completed", 2, "2024-01-02T00:00:00Z", "2024-01-02T00:00:01Z", NULL);
+    d.kind = "direct";
+    d.request_id = 9;
+    assert_int_equal(store_save(s, &d), 0);
+    assert_int_equal(store_flush(s), 0);
+    store_query q = {.kind = "balanced", .engine = -1, .limit = 10};
+    char *ids = query_ids(s, &q, NULL);
+    assert_string_equal(ids, "[3,7]");
+    free(ids);
+    q = (store_query){.kind = "direct", .engine = -1, .limit = 10};
+    ids = query_ids(s, &q, NULL);
+    assert_string_equal(ids, "[8]");
+    free(ids);
+    q = (store_query){.request_id = 9, .engine = -1, .limit = 10};
+    ids = query_ids(s, &q, NULL);
+    assert_string_equal(ids, "[3,8]");
+    free(ids);
+    q = (store_query){
+        .request_id = 9, .kind = "direct", .state = "completed", .engine = 2, .limit = 10};
+    ids = query_ids(s, &q, NULL);
+    assert_string_equal(ids, "[8]");
+    free(ids);
+    store_close(s);
+    assert_int_equal(sql_int_raw(f->path, "PRAGMA user_version"), 2);
+    /* Opening it again changes nothing. */
+    s = open_ok(f->path, NULL);
+    q = (store_query){.kind = "balanced", .engine = -1, .limit = 10};
+    ids = query_ids(s, &q, NULL);
+    assert_string_equal(ids, "[3,7]");
+    free(ids);
+    store_close(s);
 }
 
 static void test_garbage_file_is_a_clean_error(void **state)
@@ -1509,6 +1584,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_max_id_survives_purge_and_restart, setup_dir,
                                         teardown_dir),
         cmocka_unit_test_setup_teardown(test_schema_recorded, setup_dir, teardown_dir),
+        cmocka_unit_test_setup_teardown(test_schema_1_migrates, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_garbage_file_is_a_clean_error, setup_dir,
                                         teardown_dir),
         cmocka_unit_test_setup_teardown(test_other_sqlite_databases_refused, setup_dir,

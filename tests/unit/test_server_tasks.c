@@ -1770,6 +1770,110 @@ static void test_evicted_task_without_store_is_gone(void **state)
     expect_state(f, recent, "aborted");
 }
 
+/* ------------------------------------------------- one task model */
+
+static char *list_ids(fixture *f, const hub_task_filter *filter)
+{
+    ippc_error err = {{0}, {0}};
+    json_t *out = hub_task_list(f->h, filter, &err);
+    if (!out)
+        print_error("list: %s: %s\n", err.code, err.message);
+    assert_non_null(out);
+    json_t *ids = json_array();
+    size_t i;
+    json_t *doc;
+    json_array_foreach(json_object_get(out, "tasks"), i, doc)
+        json_array_append(ids, json_object_get(doc, "id"));
+    char *text = dump(ids);
+    json_decref(ids);
+    json_decref(out);
+    return text;
+}
+
+/* Direct-view work is task records too: in the store with kind and request,
+ * answered by id, aborted by id, never resubmitted. */
+static void test_direct_tasks_are_tasks(void **state)
+{
+    fixture *f = *state;
+    start(f, (hub_opts){.hwm = 1, .engines = 2, .with_store = 1});
+    uint64_t balanced = submit(f, "{\"code\": \"b\"}");
+    json_t *body = parse("{\"code\": \"d = 1\"}");
+    hub_call call = {.op = HUB_OP_EXECUTE, .targets = "all", .body = body};
+    ippc_error err = {{0}, {0}};
+    uint64_t req = hub_submit(f->h, &call, &err);
+    assert_true(req > 0);
+    json_decref(body);
+    uint64_t d0 = last_task(&f->links[0]), d1 = last_task(&f->links[1]);
+    assert_true(d0 > balanced && d1 > balanced);
+    expect_state(f, d0, "running");
+    json_t *doc = task_json(f, d0, NULL);
+    assert_string_equal(json_string_value(json_object_get(doc, "kind")), "direct");
+    assert_string_equal(json_string_value(json_object_get(doc, "op")), "execute");
+    assert_int_equal(int_at(doc, "request"), (json_int_t)req);
+    json_decref(doc);
+    /* Aborting a running direct task interrupts exactly it. */
+    json_t *out = hub_task_abort(f->h, d1, 1, &err);
+    assert_non_null(out);
+    json_decref(out);
+    json_t *intr = f->links[1].msgs[f->links[1].n - 1].msg;
+    assert_string_equal(msg_type(intr), "interrupt");
+    assert_int_equal(json_integer_value(json_object_get(intr, "task")), (json_int_t)d1);
+    reply_aborted(f, 1, d1);
+    reply(f, 0, d0, "ok", json_pack("{s:s}", "stdout", "hello"));
+    doc = task_json(f, d0, NULL);
+    assert_string_equal(json_string_value(json_object_get(doc, "stdout")), "hello");
+    assert_null(json_object_get(doc, "result"));
+    json_decref(doc);
+    expect_state(f, d1, "aborted");
+
+    char want[64];
+    hub_task_filter filter = {.kind = "direct", .engine = -1, .limit = 100};
+    ids_text(want, sizeof want, 2, d0, d1);
+    char *got = list_ids(f, &filter);
+    assert_string_equal(got, want);
+    free(got);
+    filter = (hub_task_filter){.request = req, .engine = -1, .limit = 100};
+    got = list_ids(f, &filter);
+    assert_string_equal(got, want);
+    free(got);
+    filter = (hub_task_filter){.kind = "balanced", .engine = -1, .limit = 100};
+    ids_text(want, sizeof want, 1, balanced);
+    got = list_ids(f, &filter);
+    assert_string_equal(got, want);
+    free(got);
+    filter = (hub_task_filter){.kind = "direct", .state = "aborted", .engine = -1, .limit = 100};
+    ids_text(want, sizeof want, 1, d1);
+    got = list_ids(f, &filter);
+    assert_string_equal(got, want);
+    free(got);
+
+    memset(&err, 0, sizeof err);
+    assert_null(hub_task_resubmit(f->h, d0, &err));
+    assert_string_equal(err.code, ERR_INVALID);
+}
+
+/* A dependency that is only in the store (a restarted controller) is read
+ * from it at submit, outside the hub lock, and still decides. */
+static void test_dependency_known_only_to_the_store(void **state)
+{
+    fixture *f = *state;
+    start(f, (hub_opts){.hwm = 1, .engines = 1, .with_store = 1});
+    uint64_t ok = submit(f, "{\"code\": \"a\"}");
+    reply_ok(f, 0, ok, "1");
+    uint64_t bad = submit(f, "{\"code\": \"b\"}");
+    reply_error(f, 0, bad);
+    hub_free(f->h);
+    link_clear(&f->links[0]);
+    hub_config cfg = {.engine_key = KEY, .hwm = 1, .store = f->st};
+    f->h = hub_new(&cfg);
+    register_ok(f->h, &f->links[0], "jobA", 0, 1);
+    uint64_t after_ok = submit(f, "{\"code\": \"c\", \"after\": [%llu]}", (unsigned long long)ok);
+    assert_true(after_ok > bad);
+    expect_state(f, after_ok, "running");
+    uint64_t after_bad = submit(f, "{\"code\": \"d\", \"after\": [%llu]}", (unsigned long long)bad);
+    expect_error(f, after_bad, "failed", "DependencyError", "ended failed");
+}
+
 /* ------------------------------------------------------------ known bugs */
 
 /* Was a bug: a map request evicted from the finished-request list (max_requests_kept)
@@ -1987,6 +2091,8 @@ int main(void)
         T(test_store_purge),
         T(test_evicted_task_answered_from_store),
         T(test_evicted_task_without_store_is_gone),
+        T(test_direct_tasks_are_tasks),
+        T(test_dependency_known_only_to_the_store),
         T(test_bug_evicted_map_request_leaves_dangling_chunks),
         T(test_bug_dependency_cycle_waits_forever),
         T(test_bug_impossible_dependency_after_unfinished_one),

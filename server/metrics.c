@@ -1,0 +1,125 @@
+/* metrics.c — Prometheus text (see metrics.h).  Every write goes through
+ * metrics_printf, which measures first and grows the buffer, so no sum of
+ * snprintf results can run past its end. */
+#include "metrics.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void metrics_init(metrics_text *m)
+{
+    memset(m, 0, sizeof *m);
+}
+
+void metrics_adopt(metrics_text *m, char *text, size_t len)
+{
+    metrics_init(m);
+    if (text) {
+        m->buf = text;
+        m->len = len;
+        m->cap = len + 1; /* the NUL is there */
+    }
+}
+
+static int grow(metrics_text *m, size_t need)
+{
+    if (m->cap >= need)
+        return 0;
+    size_t cap = m->cap ? m->cap : 4096;
+    while (cap < need)
+        cap *= 2;
+    char *buf = realloc(m->buf, cap);
+    if (!buf)
+        return -1;
+    m->buf = buf;
+    m->cap = cap;
+    return 0;
+}
+
+void metrics_printf(metrics_text *m, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0 || grow(m, m->len + (size_t)n + 1) < 0)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(m->buf + m->len, m->cap - m->len, fmt, ap);
+    va_end(ap);
+    m->len += (size_t)n;
+}
+
+void metrics_family(metrics_text *m, const char *name, const char *type, const char *help)
+{
+    metrics_printf(m, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+void metrics_histogram(metrics_text *m, const char *name, const char *help, const char *const *les,
+                       const uint64_t *buckets, size_t n, double sum, uint64_t count)
+{
+    metrics_family(m, name, "histogram", help);
+    for (size_t i = 0; i < n; i++)
+        metrics_printf(m, "%s_bucket{le=\"%s\"} %llu\n", name, les[i],
+                       (unsigned long long)buckets[i]);
+    metrics_printf(m, "%s_sum %.6f\n%s_count %llu\n", name, sum, name, (unsigned long long)count);
+}
+
+char *metrics_take(metrics_text *m, size_t *len)
+{
+    if (grow(m, m->len + 1) < 0 && !m->buf) {
+        *len = 0;
+        return NULL;
+    }
+    if (m->cap > m->len)
+        m->buf[m->len] = '\0';
+    char *text = m->buf;
+    *len = m->len;
+    metrics_init(m);
+    return text;
+}
+
+void metrics_free(metrics_text *m)
+{
+    free(m->buf);
+    metrics_init(m);
+}
+
+static void gauge(metrics_text *m, const char *name, const char *help, size_t value)
+{
+    metrics_family(m, name, "gauge", help);
+    metrics_printf(m, "%s %zu\n", name, value);
+}
+
+static void counter(metrics_text *m, const char *name, const char *help, uint64_t value)
+{
+    metrics_family(m, name, "counter", help);
+    metrics_printf(m, "%s %llu\n", name, (unsigned long long)value);
+}
+
+void metrics_hub(metrics_text *m, const metrics_hub_snapshot *s)
+{
+    metrics_family(m, "ippc_engines", "gauge", "Engines by state.");
+    metrics_printf(m,
+                   "ippc_engines{state=\"idle\"} %zu\nippc_engines{state=\"busy\"} %zu\n"
+                   "ippc_engines{state=\"dead\"} %zu\n",
+                   s->engines_idle, s->engines_busy, s->engines_dead);
+    metrics_family(m, "ippc_tasks", "gauge", "Tasks in memory (direct and balanced) by state.");
+    for (int k = 0; k < 7; k++)
+        metrics_printf(m, "ippc_tasks{state=\"%s\"} %zu\n", s->task_states[k], s->tasks[k]);
+    gauge(m, "ippc_queue_depth", "Tasks sent to engines and not finished.", s->queue_depth);
+    gauge(m, "ippc_unassigned_tasks", "Balanced tasks waiting for an engine.", s->unassigned);
+    counter(m, "ippc_requests_total", "Direct-view requests submitted.", s->requests_total);
+    counter(m, "ippc_tasks_submitted_total", "Task ids handed out.", s->tasks_submitted_total);
+    gauge(m, "ippc_ws_clients", "Stream clients connected.", s->ws_clients);
+    counter(m, "ippc_ws_clients_dropped_total", "Stream clients cut off as slow.",
+            s->ws_clients_dropped);
+    metrics_family(m, "ippc_bytes_total", "counter", "Bytes of task messages and results.");
+    metrics_printf(m,
+                   "ippc_bytes_total{direction=\"to_engines\"} %llu\n"
+                   "ippc_bytes_total{direction=\"from_engines\"} %llu\n",
+                   (unsigned long long)s->bytes_to_engines,
+                   (unsigned long long)s->bytes_from_engines);
+}
