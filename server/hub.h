@@ -103,7 +103,7 @@ typedef struct hub_prepared hub_prepared;
 typedef struct hub_call {
     hub_op op;
     const char *targets;   /* target spec */
-    const json_t *body;    /* op-specific JSON, see http_api.c */
+    const json_t *body;    /* the op's fields (call.c's table) */
     const char *name;      /* PUT/GET vars/{name}, gather/{name} */
     value_format format;   /* how pulled arrays are written back */
     /* The caller waits and takes the answer itself: the request is kept
@@ -162,6 +162,9 @@ void hub_array_release(hub_array *a);
  * (evicted for --keep-results-mb or the count, or a blocking pull released
  * once answered: the message says which). */
 json_t *hub_request_json(hub *h, uint64_t request_id, int *done, ippc_error *err);
+/* The same with the arrays of its values written as fmt (a value_format)
+ * instead of as the call asked; fmt < 0: as the call asked. */
+json_t *hub_request_json_as(hub *h, uint64_t request_id, int fmt, int *done, ippc_error *err);
 
 /* The caller a request was kept for (a blocking submit, or hub_wait) has
  * given its answer (done: the finished answer) or gone away: the request may
@@ -192,6 +195,9 @@ json_t *hub_task_submit(hub *h, const json_t *spec, uint64_t *first_id, ippc_err
 /* The task (direct or balanced) as a client sees it; from memory or the
  * store.  NULL + not_found. */
 json_t *hub_task_json(hub *h, uint64_t task_id, int *finished, ippc_error *err);
+/* The same with the result's arrays written as fmt (hub_task_json: list). */
+json_t *hub_task_json_as(hub *h, uint64_t task_id, value_format fmt, int *finished,
+                         ippc_error *err);
 /* As hub_wait, for one task of either kind. */
 int hub_task_wait(hub *h, uint64_t task_id, int64_t deadline_ms, void (*wake)(void *arg),
                   void (*registered)(void *arg), void *arg);

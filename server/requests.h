@@ -150,8 +150,10 @@ typedef struct request_view request_view;
  * forgotten id, the message says why; internal). */
 request_view *requests_view(requests *rq, uint64_t id, ippc_error *err);
 int request_view_done(const request_view *v);
-/* The client answer: the blocking answer when done, else a pending body. */
-json_t *request_view_json(const request_view *v);
+/* The client answer: the blocking answer when done, else a pending body.
+ * Its values' arrays are written as fmt (a value_format: every answer that
+ * carries values, maps' too); fmt < 0: as the request's call asked. */
+json_t *request_view_json(const request_view *v, int fmt);
 /* The one array of a finished pull of one target or of a gather, without a
  * copy: a pull's bytes are the engine's result blob, held by a reference; a
  * gather's are one buffer filled once from the parts.  No JSON is built. */
