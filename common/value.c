@@ -882,3 +882,46 @@ json_t *value_gather(json_t *const *parts, const ippc_blobs *part_blobs, size_t 
         blobs_truncate(out_blobs, mark);
     return out;
 }
+
+/* ------------------------------------------------------------------ sizes */
+
+/* Estimated bytes jansson holds for a node and its children: the node
+ * (json_t plus its own struct), an object's table slots and keys, a list's
+ * slots, a string's text.  true, false and null are shared singletons. */
+static size_t json_node_estimate(const json_t *v, int depth)
+{
+    size_t n = 0;
+    if (depth > VALUE_MAX_DEPTH * 64) /* deeper than any parser lets through */
+        return 0;
+    switch (json_typeof(v)) {
+    case JSON_OBJECT: {
+        n = 96;
+        const char *key;
+        json_t *item;
+        json_object_foreach((json_t *)v, key, item)
+        {
+            n += 64 + strlen(key) + json_node_estimate(item, depth + 1);
+        }
+        return n;
+    }
+    case JSON_ARRAY: {
+        size_t i;
+        json_t *item;
+        n = 48 + 8 * json_array_size(v);
+        json_array_foreach(v, i, item)
+        {
+            n += json_node_estimate(item, depth + 1);
+        }
+        return n;
+    }
+    case JSON_STRING: return 48 + json_string_length(v);
+    case JSON_INTEGER:
+    case JSON_REAL: return 32;
+    default: return 0;
+    }
+}
+
+size_t json_bytes_estimate(const json_t *v)
+{
+    return v ? json_node_estimate(v, 0) : 0;
+}

@@ -53,6 +53,8 @@ typedef struct engine {
     char path[256];
     int port;
     int grace_s;
+    size_t max_message;             /* what this engine takes in one message */
+    atomic_size_t peer_max_message; /* what the controller does ("registered") */
     /* net thread */
     struct lws_context *ctx;
     struct lws *wsi;
@@ -137,7 +139,7 @@ static void schedule_reconnect(void) {
     E.register_sent = 0;
     ws_outq_clear(&E.out);
     ws_reader_free(&E.reader);
-    ws_reader_init(&E.reader, IPPC_MAX_WS_MESSAGE, NULL);
+    ws_reader_init(&E.reader, E.max_message, NULL);
     int64_t now = now_ms();
     if (!E.unreachable_since_ms)
         E.unreachable_since_ms = now;
@@ -199,9 +201,10 @@ static void send_heartbeat(lws_sorted_usec_list_t *sul) {
 }
 
 static int write_register(struct lws *wsi) {
-    json_t *reg = json_pack("{s:s, s:s, s:s, s:i, s:i, s:s, s:i, s:s, s:i}", "type", "register",
-                            "key", E.key, "job", E.job, "rank", E.rank, "size", E.size, "host",
-                            E.host, "pid", E.pid, "version", IPPC_VERSION, "nbuf", 0);
+    json_t *reg = json_pack("{s:s, s:s, s:s, s:i, s:i, s:s, s:i, s:s, s:i, s:I}", "type",
+                            "register", "key", E.key, "job", E.job, "rank", E.rank, "size",
+                            E.size, "host", E.host, "pid", E.pid, "version", IPPC_VERSION, "nbuf",
+                            0, "max_message", (json_int_t)E.max_message);
     char *text = jsonout_dumps(reg, JSON_COMPACT);
     json_decref(reg);
     if (!text)
@@ -289,6 +292,12 @@ static void on_message(json_t *msg, ippc_blobs *blobs) {
     if (type && strcmp(type, "registered") == 0) {
         json_t *id = json_object_get(msg, "id");
         E.engine_id = json_is_integer(id) ? (int)json_integer_value(id) : -1;
+        json_t *max = json_object_get(msg, "max_message");
+        atomic_store(&E.peer_max_message,
+                     json_is_integer(max) && json_integer_value(max) > 0 &&
+                             (uint64_t)json_integer_value(max) < IPPC_MAX_WS_MESSAGE
+                         ? (size_t)json_integer_value(max)
+                         : IPPC_MAX_WS_MESSAGE);
         log_msg("registered as engine %d", E.engine_id);
     } else if (type && strcmp(type, "shutdown") == 0) {
         log_msg("controller asked to shut down");
@@ -447,21 +456,39 @@ static int parse_args(int argc, char **argv) {
         {"file", required_argument, NULL, 'f'}, {"url", required_argument, NULL, 'u'},
         {"key", required_argument, NULL, 'k'},  {"grace", required_argument, NULL, 'g'},
         {"help", no_argument, NULL, 'h'},       {"version", no_argument, NULL, 'v'},
+        {"max-message-mb", required_argument, NULL, 'm'},
         {NULL, 0, NULL, 0},
     };
     const char *file = NULL;
     int c;
+    char *end;
     E.grace_s = 30;
+    E.max_message = IPPC_MAX_WS_MESSAGE;
     while ((c = getopt_long(argc, argv, "", longs, NULL)) != -1) {
         switch (c) {
         case 'f': file = optarg; break;
         case 'u': snprintf(E.url, sizeof E.url, "%s", optarg); break;
         case 'k': snprintf(E.key, sizeof E.key, "%s", optarg); break;
         case 'g': E.grace_s = atoi(optarg) > 0 ? atoi(optarg) : 30; break;
+        case 'm': {
+            unsigned long long mb = strtoull(optarg, &end, 10);
+            if (*end || mb < 1 || mb > (IPPC_MAX_WS_MESSAGE >> 20)) {
+                fprintf(stderr, "ippc-engine: --max-message-mb must be 1..%zu\n",
+                        IPPC_MAX_WS_MESSAGE >> 20);
+                return 2;
+            }
+            E.max_message = (size_t)mb << 20;
+            break;
+        }
         case 'v': printf("ippc-engine %s\n", IPPC_VERSION); return 0;
         case 'h':
             printf("usage: ippc-engine --file ippc-engine.json | --url ws://HOST:PORT/engine "
-                   "--key KEY [--grace SECONDS]\n");
+                   "--key KEY [--grace SECONDS] [--max-message-mb N]\n"
+                   "  --max-message-mb N  the largest message (a task and its arrays) this "
+                   "engine\n"
+                   "                      takes (default %zu); a larger one fails on the "
+                   "controller\n",
+                   IPPC_MAX_WS_MESSAGE >> 20);
             return 0;
         default: return 2;
         }
@@ -501,6 +528,30 @@ static void stream_stdout(void *arg, uint64_t task, const char *data, size_t len
     lws_cancel_service(E.ctx);
 }
 
+/* A result larger than the controller takes would close the connection
+ * (and lose every task queued here): it becomes a TooLargeError, the
+ * engine's variables unchanged by this answer. */
+static json_t *fit_result(json_t *result, ippc_blobs *blobs) {
+    size_t bytes = json_bytes_estimate(result), max = atomic_load(&E.peer_max_message);
+    for (size_t i = 0; i < blobs->count; i++)
+        bytes += blobs->items[i].len;
+    if (bytes <= max)
+        return result;
+    char why[256];
+    snprintf(why, sizeof why,
+             "the result takes %.2f GiB; the controller takes at most %.2f GiB in one message",
+             (double)bytes / (double)(1u << 30), (double)max / (double)(1u << 30));
+    json_t *out = json_pack("{s:s, s:s, s:s, s:s, s:[s]}", "type", "result", "status", "error",
+                            "ename", "TooLargeError", "evalue", why, "traceback", why);
+    json_t *out_stdout = json_object_get(result, "stdout");
+    json_object_set_new(out, "stdout", json_is_string(out_stdout) ? json_incref(out_stdout)
+                                                                  : json_string(""));
+    json_decref(result);
+    blobs_free(blobs);
+    blobs_init(blobs);
+    return out;
+}
+
 static void run_tasks(void) {
     for (;;) {
         pthread_mutex_lock(&E.lock);
@@ -522,6 +573,8 @@ static void run_tasks(void) {
         blobs_init(&result_blobs);
         json_t *result = runtime_run_task(E.rt, it->msg, &it->blobs, &result_blobs);
         atomic_store(&E.running_task, 0);
+        if (result)
+            result = fit_result(result, &result_blobs);
         if (result) {
             json_object_set(result, "task", tid);
             ws_outq_push_blobs(&E.out, result, &result_blobs);
@@ -579,7 +632,8 @@ int main(int argc, char **argv) {
         return 1;
     }
     ws_outq_init(&E.out);
-    ws_reader_init(&E.reader, IPPC_MAX_WS_MESSAGE, NULL);
+    atomic_store(&E.peer_max_message, IPPC_MAX_WS_MESSAGE);
+    ws_reader_init(&E.reader, E.max_message, NULL);
     runtime_set_stdout_sink(E.rt, stream_stdout, NULL);
     lws_set_log_level(LLL_ERR, NULL);
     struct lws_context_creation_info info;

@@ -89,47 +89,6 @@ int task_transition_legal(task_kind kind, task_state from, task_state to)
 
 /* ------------------------------------------------------------ results */
 
-/* Estimated bytes jansson holds for a node and its children: the node
- * (json_t plus its own struct), an object's table slots and keys, a list's
- * slots, a string's text.  true, false and null are shared singletons. */
-static size_t json_node_estimate(const json_t *v, int depth)
-{
-    size_t n = 0;
-    if (depth > VALUE_MAX_DEPTH * 64) /* deeper than any parser lets through */
-        return 0;
-    switch (json_typeof(v)) {
-    case JSON_OBJECT: {
-        n = 96;
-        const char *key;
-        json_t *item;
-        json_object_foreach((json_t *)v, key, item)
-        {
-            n += 64 + strlen(key) + json_node_estimate(item, depth + 1);
-        }
-        return n;
-    }
-    case JSON_ARRAY: {
-        size_t i;
-        json_t *item;
-        n = 48 + 8 * json_array_size(v);
-        json_array_foreach(v, i, item)
-        {
-            n += json_node_estimate(item, depth + 1);
-        }
-        return n;
-    }
-    case JSON_STRING: return 48 + json_string_length(v);
-    case JSON_INTEGER:
-    case JSON_REAL: return 32;
-    default: return 0;
-    }
-}
-
-size_t json_bytes_estimate(const json_t *v)
-{
-    return v ? json_node_estimate(v, 0) : 0;
-}
-
 task_result *task_result_new(json_t *msg, ippc_blobs *blobs)
 {
     task_result *r = calloc(1, sizeof *r);
@@ -547,8 +506,27 @@ void task_ready(task_table *tt, task *t)
     dirty_mark(tt, t);
 }
 
+static double gib(size_t n)
+{
+    return (double)n / (double)((size_t)1 << 30);
+}
+
 int task_start(task_table *tt, task *t, engine *e)
 {
+    size_t bytes = codec_msg_bytes(t->msg);
+    if (bytes > e->max_message) {
+        /* Sent, the engine would close the connection (and lose whatever
+         * else it was doing): it never sees it. */
+        char why[300];
+        snprintf(why, sizeof why,
+                 "the task's message takes %.2f GiB; engine %d accepts at most %.2f GiB in one "
+                 "message (ippc-engine --max-message-mb)",
+                 gib(bytes), e->id, gib(e->max_message));
+        t->engine = e->id;
+        task_finish(tt, t, TASK_FAILED,
+                    task_result_new(codec_synth_result("error", "TooLargeError", why), NULL));
+        return -1;
+    }
     set_state(tt, t, TASK_RUNNING);
     t->engine = e->id;
     clock_iso8601(t->started, sizeof t->started);

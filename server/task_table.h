@@ -85,7 +85,7 @@ typedef struct task_result {
     int refs; /* atomic */
     json_t *msg;
     ippc_blobs blobs;
-    size_t bytes; /* what keeping it costs: its blobs plus an estimate of msg */
+    size_t bytes; /* what keeping it costs: its blobs plus json_bytes_estimate(msg) */
 } task_result;
 
 /* Takes msg, moves blobs in (NULL: none).  NULL on OOM (msg freed). */
@@ -95,9 +95,6 @@ void task_result_unref(task_result *r); /* any thread; NULL is fine */
 /* Drops n references collected under the lock (task_table_take_dropped),
  * and frees v.  Any thread, no lock. */
 void task_results_drop(task_result **v, size_t n);
-/* What jansson holds for v, estimated (a walk of the tree: nodes, keys,
- * strings, list slots); what the byte budget counts for a result's JSON. */
-size_t json_bytes_estimate(const json_t *v);
 
 /* What only a balanced task has (scheduling data, owned with the task). */
 typedef struct task_balanced {
@@ -198,7 +195,9 @@ int task_add(task_table *tt, task *t, task_state initial, uint64_t request_id, s
 /* waiting -> pending (dependencies met). */
 void task_ready(task_table *tt, task *t);
 /* pending -> running on e, and sends it.  0, or -1 if the send failed (the
- * task is then lost: finished). */
+ * task is then lost: finished), or the message is larger than e accepts
+ * (e->max_message: the task fails unsent, TooLargeError, and e is not
+ * disturbed). */
 int task_start(task_table *tt, task *t, struct engine *e);
 /* running -> pending at the front of the queue (balanced retry). */
 void task_requeue(task_table *tt, task *t);

@@ -94,8 +94,15 @@ static void on_message(session *s, json_t *msg, ippc_blobs *blobs)
     if (s->engine_id >= 0) {
         lws_set_timeout(s->wsi, NO_PENDING_TIMEOUT, 0);
         lwsl_user("engine %d registered\n", id);
-        send_now(s, json_pack("{s:s, s:i, s:i}", "type", "registered", "id", id, "heartbeat_period",
-                              IPPC_HEARTBEAT_PERIOD_MS));
+        /* What this side takes in one message: a result over the whole
+         * budget could never be held. */
+        size_t max = IPPC_MAX_WS_MESSAGE;
+        budget *b = s->server->budget;
+        if (b && b->limit && b->limit < max)
+            max = b->limit;
+        send_now(s, json_pack("{s:s, s:i, s:i, s:I}", "type", "registered", "id", id,
+                              "heartbeat_period", IPPC_HEARTBEAT_PERIOD_MS, "max_message",
+                              (json_int_t)max));
     } else {
         lwsl_warn("engine registration refused: %s\n", err.message);
         send_now(s, json_pack("{s:s, s:s, s:s}", "type", "error", "code", err.code, "message",
