@@ -31,6 +31,7 @@
 #include <mpi.h>
 
 #include "jsonout.h"
+#include "profile.h"
 #include "proto.h"
 #include "runtime.h"
 #include "wsmsg.h"
@@ -407,22 +408,14 @@ static void *net_main(void *arg) {
 /* ------------------------------------------------------------ main thread */
 
 static int load_connection_file(const char *path) {
-    json_error_t jerr;
-    json_t *f = json_load_file(path, 0, &jerr);
-    if (!f) {
-        fprintf(stderr, "ippc-engine: cannot read %s: %s\n", path, jerr.text);
+    engine_connection_info info;
+    char err[PATH_MAX + 128];
+    if (engine_connection_read(path, &info, err, sizeof err) < 0) {
+        fprintf(stderr, "ippc-engine: %s\n", err);
         return -1;
     }
-    const char *url = json_string_value(json_object_get(f, "url"));
-    const char *key = json_string_value(json_object_get(f, "key"));
-    if (!url || !key) {
-        fprintf(stderr, "ippc-engine: %s lacks \"url\" or \"key\"\n", path);
-        json_decref(f);
-        return -1;
-    }
-    snprintf(E.url, sizeof E.url, "%s", url);
-    snprintf(E.key, sizeof E.key, "%s", key);
-    json_decref(f);
+    snprintf(E.url, sizeof E.url, "%s", info.url);
+    snprintf(E.key, sizeof E.key, "%s", info.key);
     return 0;
 }
 
