@@ -26,32 +26,25 @@ void requests_init(requests *rq, task_table *tasks, registry *engines, size_t ma
     rq->max_kept = max_kept ? max_kept : 1;
     rq->tasks = tasks;
     rq->engines = engines;
+    list_init(&rq->open.head);
+    list_init(&rq->done.head);
 }
 
-static void list_append(request_list *l, request *r)
+static void request_list_append(request_list *l, request *r)
 {
-    r->next = NULL;
-    r->prev = l->tail;
-    if (l->tail)
-        l->tail->next = r;
-    else
-        l->head = r;
-    l->tail = r;
+    list_push_back(&l->head, &r->link);
     l->count++;
 }
 
-static void list_remove(request_list *l, request *r)
+static void request_list_remove(request_list *l, request *r)
 {
-    if (r->prev)
-        r->prev->next = r->next;
-    else
-        l->head = r->next;
-    if (r->next)
-        r->next->prev = r->prev;
-    else
-        l->tail = r->prev;
-    r->prev = r->next = NULL;
+    list_remove(&r->link);
     l->count--;
+}
+
+static request *request_of(list_node *node)
+{
+    return list_entry(node, request, link);
 }
 
 static void request_free(request *r)
@@ -79,9 +72,9 @@ void requests_free(requests *rq)
     /* The task table is freed with the hub: only the requests go here. */
     request_list *lists[2] = {&rq->open, &rq->done};
     for (int i = 0; i < 2; i++)
-        while (lists[i]->head) {
-            request *r = lists[i]->head;
-            list_remove(lists[i], r);
+        while (!list_empty(&lists[i]->head)) {
+            request *r = request_of(list_first(&lists[i]->head));
+            request_list_remove(lists[i], r);
             request_free(r);
         }
     idmap_free(&rq->by_id);
@@ -104,7 +97,7 @@ static request *request_new(requests *rq, hub_op op, size_t ntasks)
     r->op = op;
     r->ntasks = ntasks;
     r->ordered = 1;
-    list_append(&rq->open, r);
+    request_list_append(&rq->open, r);
     return r;
 }
 
@@ -115,14 +108,14 @@ int request_done(const request *r)
 
 static void evict_done(requests *rq)
 {
-    request *r = rq->done.head;
-    while (r && rq->done.count > rq->max_kept) {
-        request *next = r->next;
+    list_for_each_safe(it, &rq->done.head) {
+        if (rq->done.count <= rq->max_kept)
+            break;
+        request *r = request_of(it);
         if (!r->waiters) {
-            list_remove(&rq->done, r);
+            request_list_remove(&rq->done, r);
             request_forget(rq, r);
         }
-        r = next;
     }
 }
 
@@ -131,8 +124,8 @@ static void request_finish(requests *rq, request *r)
     if (r->finished)
         return;
     r->finished = 1;
-    list_remove(&rq->open, r);
-    list_append(&rq->done, r);
+    request_list_remove(&rq->open, r);
+    request_list_append(&rq->done, r);
     waiters_wake(&r->waiters);
     evict_done(rq);
 }
@@ -183,7 +176,7 @@ uint64_t requests_submit(requests *rq, const hub_call *c, const int *targets, si
         (c->op == HUB_OP_PULL_MANY && !r->names)) {
         json_decref(names);
         if (r) {
-            list_remove(&rq->open, r);
+            request_list_remove(&rq->open, r);
             idmap_remove(&rq->by_id, r->id);
             rq->next_id--;
             request_free(r);
@@ -271,14 +264,14 @@ int requests_wait(requests *rq, uint64_t id, int64_t deadline_ms, void (*wake)(v
 
 void requests_tick(requests *rq, int64_t now)
 {
-    for (request *r = rq->open.head; r; r = r->next)
-        waiters_tick(&r->waiters, now);
+    list_for_each(it, &rq->open.head)
+        waiters_tick(&request_of(it)->waiters, now);
 }
 
 void requests_wake_all(requests *rq)
 {
-    for (request *r = rq->open.head; r; r = r->next)
-        waiters_wake(&r->waiters);
+    list_for_each(it, &rq->open.head)
+        waiters_wake(&request_of(it)->waiters);
 }
 
 /* ------------------------------------------------------------ views */

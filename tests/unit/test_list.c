@@ -18,8 +18,7 @@ typedef struct item {
 static int values(list_node *head, int *out, int max)
 {
     int n = 0;
-    list_for_each(it, head)
-    {
+    list_for_each(it, head) {
         assert_true(n < max);
         out[n++] = list_entry(it, item, node)->value;
     }
@@ -105,8 +104,7 @@ static void test_for_each_safe_may_remove(void **state)
         list_push_back(&head, &items[i].node);
     }
     /* drop the even ones while walking */
-    list_for_each_safe(it, &head)
-    {
+    list_for_each_safe(it, &head) {
         if (list_entry(it, item, node)->value % 2 == 0)
             list_remove(it);
     }
@@ -116,7 +114,8 @@ static void test_for_each_safe_may_remove(void **state)
     assert_int_equal(out[1], 3);
     assert_int_equal(out[2], 5);
     /* and all of them */
-    list_for_each_safe(it, &head) list_remove(it);
+    list_for_each_safe(it, &head)
+        list_remove(it);
     assert_true(list_empty(&head));
 }
 
