@@ -36,8 +36,8 @@ struct ws_wait {
     wait_kind kind;
     uint64_t id;
     json_t *client_id;
-    ws_wait *prev, *next; /* the session's pending list */
-    ws_wait *ready_next;  /* the server's ready list */
+    list_node link;      /* in the session's waits while session is set */
+    ws_wait *ready_next; /* the server's ready list */
 };
 
 /* ------------------------------------------------------------ sending */
@@ -160,13 +160,7 @@ static void wait_unlink_locked(ws_wait *w)
     client_session *s = w->session;
     if (!s)
         return;
-    if (w->prev)
-        w->prev->next = w->next;
-    else
-        s->waits = w->next;
-    if (w->next)
-        w->next->prev = w->prev;
-    w->prev = w->next = NULL;
+    list_remove(&w->link);
 }
 
 static void wait_free(ws_wait *w)
@@ -257,10 +251,7 @@ static void wait_or_reply(client_session *s, wait_kind kind, uint64_t id, const 
     w->client_id = client_id ? json_deep_copy(client_id) : NULL;
     /* Listed before the hub can wake it, so a close in between orphans it. */
     pthread_mutex_lock(&s->server->wait_lock);
-    w->next = s->waits;
-    if (s->waits)
-        s->waits->prev = w;
-    s->waits = w;
+    list_push_front(&s->waits, &w->link);
     pthread_mutex_unlock(&s->server->wait_lock);
     int64_t deadline = seconds > 0 ? hub_now_ms() + (int64_t)(seconds * 1000.0) + 1 : 0;
     int rc = kind == WAIT_REQUEST
@@ -479,6 +470,7 @@ int ws_client_callback(struct lws *wsi, enum lws_callback_reasons reason, void *
         s->established = 1;
         s->wsi = wsi;
         s->server = srv;
+        list_init(&s->waits);
         /* The message cap is the reader's (CLIENT_MAX_MESSAGE); output has
          * no cap of its own (a reply is as big as its REST answer) beyond the
          * slow-consumer limit on events; both draw on the budget. */
@@ -487,10 +479,7 @@ int ws_client_callback(struct lws *wsi, enum lws_callback_reasons reason, void *
         ws_outq_init(&s->q);
         ws_outq_set_account(&s->q, &s->out_account);
         ws_reader_init(&s->reader, CLIENT_MAX_MESSAGE, &s->in_account);
-        s->next = srv->clients;
-        if (srv->clients)
-            srv->clients->prev = s;
-        srv->clients = s;
+        list_push_front(&srv->clients, &s->link);
         events_sink sink = {.conn = s, .send = sink_send, .cut = sink_cut};
         json_t *snap = hub_stream_attach(srv->h, &sink, &s->ec);
         /* The snapshot goes first, ahead of any event queued since. */
@@ -550,16 +539,12 @@ int ws_client_callback(struct lws *wsi, enum lws_callback_reasons reason, void *
         if (s->ec)
             events_client_remove(srv->events, s->ec);
         pthread_mutex_lock(&srv->wait_lock);
-        for (ws_wait *w = s->waits; w; w = w->next)
-            w->session = NULL;
-        s->waits = NULL;
+        list_for_each_safe(it, &s->waits) {
+            list_remove(it);
+            list_entry(it, ws_wait, link)->session = NULL;
+        }
         pthread_mutex_unlock(&srv->wait_lock);
-        if (s->prev)
-            s->prev->next = s->next;
-        else
-            srv->clients = s->next;
-        if (s->next)
-            s->next->prev = s->prev;
+        list_remove(&s->link);
         ws_outq_destroy(&s->q);
         ws_reader_free(&s->reader);
         budget_account_release(&s->in_account);
