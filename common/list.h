@@ -79,6 +79,20 @@ static inline void list_remove(list_node *node)
     node->prev = node->next = NULL;
 }
 
+/* Moves every node of from to the end of to, in order; from is left empty
+ * (taking a whole queue under a lock, handling it after unlocking). */
+static inline void list_move_all(list_node *to, list_node *from)
+{
+    if (list_empty(from))
+        return;
+    list_node *first = from->next, *last = from->prev;
+    first->prev = to->prev;
+    to->prev->next = first;
+    last->next = to;
+    to->prev = last;
+    list_init(from);
+}
+
 /* The first / last node, or NULL when the list is empty. */
 static inline list_node *list_first(const list_node *head)
 {

@@ -119,6 +119,37 @@ static void test_for_each_safe_may_remove(void **state)
     assert_true(list_empty(&head));
 }
 
+static void test_move_all_keeps_the_order(void **state)
+{
+    (void)state;
+    list_node from, to;
+    item items[5];
+    list_init(&from);
+    list_init(&to);
+    for (int i = 0; i < 5; i++) {
+        memset(&items[i], 0, sizeof items[i]);
+        items[i].value = i;
+        list_push_back(i < 2 ? &to : &from, &items[i].node);
+    }
+    list_move_all(&to, &from);
+    assert_true(list_empty(&from));
+    int out[5];
+    assert_int_equal(values(&to, out, 5), 5);
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(out[i], i);
+    list_move_all(&to, &from); /* nothing to move */
+    assert_int_equal(values(&to, out, 5), 5);
+    list_node empty;
+    list_init(&empty);
+    list_move_all(&empty, &to);
+    assert_true(list_empty(&to));
+    assert_int_equal(values(&empty, out, 5), 5);
+    assert_ptr_equal(list_entry(list_last(&empty), item, node), &items[4]);
+    /* the moved nodes are still linked: they can be removed from their new list */
+    list_remove(&items[2].node);
+    assert_int_equal(values(&empty, out, 5), 4);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -127,6 +158,7 @@ int main(void)
         cmocka_unit_test(test_push_back_and_front_order),
         cmocka_unit_test(test_remove_first_middle_last),
         cmocka_unit_test(test_for_each_safe_may_remove),
+        cmocka_unit_test(test_move_all_keeps_the_order),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
