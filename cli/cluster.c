@@ -35,6 +35,7 @@
 #include "launcher.h"
 #include "msg.h"
 #include "proc.h"
+#include "pidfile.h"
 #include "profile.h"
 
 #define STOP_WAIT_DEFAULT 10.0

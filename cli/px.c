@@ -14,6 +14,7 @@
 
 #include "cli.h"
 #include "msg.h"
+#include "buf.h"
 #include "profile.h"
 #include "rest.h"
 
@@ -121,28 +122,17 @@ static int encode_targets(const char *targets, char *out, size_t len)
 
 static char *read_all(FILE *in)
 {
-    size_t len = 0;
-    size_t cap = 4096;
+    ippc_buf text = {0};
+    char chunk[4096];
     size_t got;
-    char *text = malloc(cap);
-    char *grown;
 
-    if (text == NULL)
-        return NULL;
-    while ((got = fread(text + len, 1, cap - len - 1, in)) > 0) {
-        len += got;
-        if (cap - len - 1 == 0) {
-            cap *= 2;
-            grown = realloc(text, cap);
-            if (grown == NULL) {
-                free(text);
-                return NULL;
-            }
-            text = grown;
+    while ((got = fread(chunk, 1, sizeof chunk, in)) > 0) {
+        if (buf_append(&text, chunk, got) < 0) {
+            buf_free(&text);
+            return NULL;
         }
     }
-    text[len] = '\0';
-    return text;
+    return buf_take(&text, NULL);
 }
 
 static char *join_words(int count, char **words)

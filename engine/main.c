@@ -31,12 +31,14 @@
 #include <mpi.h>
 
 #include "jsonout.h"
+#include "list.h"
+#include "profile.h"
 #include "proto.h"
 #include "runtime.h"
 #include "wsmsg.h"
 
 typedef struct inbox_item {
-    struct inbox_item *next;
+    list_node link; /* in E.inbox */
     json_t *msg;
     ippc_blobs blobs;
 } inbox_item;
@@ -69,7 +71,7 @@ typedef struct engine {
     /* shared */
     pthread_mutex_t lock;
     pthread_cond_t cond;
-    inbox_item *head, *tail;
+    list_node inbox; /* inbox_item.link: tasks to run, in arrival order */
     atomic_int stop;          /* 1: finish and exit */
     atomic_int exit_code;
     atomic_llong running_task; /* 0 when idle */
@@ -115,18 +117,23 @@ static void connect_now(lws_sorted_usec_list_t *sul);
 /* The controller forgets an engine's tasks when its socket closes (they are
  * lost or retried elsewhere), so their results could never be delivered:
  * stop the running one and drop the queued ones. */
-static void abandon_tasks(void) {
-    pthread_mutex_lock(&E.lock);
-    inbox_item *it = E.head;
-    E.head = E.tail = NULL;
-    pthread_mutex_unlock(&E.lock);
-    while (it) {
-        inbox_item *next = it->next;
+static void inbox_free_all(list_node *items) {
+    list_for_each_safe(node, items) {
+        inbox_item *it = list_entry(node, inbox_item, link);
+        list_remove(node);
         json_decref(it->msg);
         blobs_free(&it->blobs);
         free(it);
-        it = next;
     }
+}
+
+static void abandon_tasks(void) {
+    list_node dropped;
+    list_init(&dropped);
+    pthread_mutex_lock(&E.lock);
+    list_move_all(&dropped, &E.inbox);
+    pthread_mutex_unlock(&E.lock);
+    inbox_free_all(&dropped);
     if (E.rt && atomic_load(&E.running_task))
         runtime_interrupt(E.rt);
 }
@@ -238,19 +245,16 @@ static void interrupt_task(const json_t *task) {
         return;
     }
     pthread_mutex_lock(&E.lock);
-    inbox_item *prev = NULL, *it = E.head;
-    while (it && json_integer_value(json_object_get(it->msg, "task")) != id) {
-        prev = it;
-        it = it->next;
+    inbox_item *it = NULL;
+    list_for_each(node, &E.inbox) {
+        inbox_item *queued = list_entry(node, inbox_item, link);
+        if (json_integer_value(json_object_get(queued->msg, "task")) == id) {
+            it = queued;
+            break;
+        }
     }
-    if (it) {
-        if (prev)
-            prev->next = it->next;
-        else
-            E.head = it->next;
-        if (E.tail == it)
-            E.tail = prev;
-    }
+    if (it)
+        list_remove(&it->link);
     pthread_mutex_unlock(&E.lock);
     if (!it)
         return; /* finished already: nothing to stop */
@@ -280,11 +284,7 @@ static void on_message(json_t *msg, ippc_blobs *blobs) {
         it->blobs = *blobs;
         blobs_init(blobs);
         pthread_mutex_lock(&E.lock);
-        if (E.tail)
-            E.tail->next = it;
-        else
-            E.head = it;
-        E.tail = it;
+        list_push_back(&E.inbox, &it->link);
         pthread_cond_signal(&E.cond);
         pthread_mutex_unlock(&E.lock);
         return;
@@ -416,22 +416,14 @@ static void *net_main(void *arg) {
 /* ------------------------------------------------------------ main thread */
 
 static int load_connection_file(const char *path) {
-    json_error_t jerr;
-    json_t *f = json_load_file(path, 0, &jerr);
-    if (!f) {
-        fprintf(stderr, "ippc-engine: cannot read %s: %s\n", path, jerr.text);
+    engine_connection_info info;
+    char err[PATH_MAX + 128];
+    if (engine_connection_read(path, &info, err, sizeof err) < 0) {
+        fprintf(stderr, "ippc-engine: %s\n", err);
         return -1;
     }
-    const char *url = json_string_value(json_object_get(f, "url"));
-    const char *key = json_string_value(json_object_get(f, "key"));
-    if (!url || !key) {
-        fprintf(stderr, "ippc-engine: %s lacks \"url\" or \"key\"\n", path);
-        json_decref(f);
-        return -1;
-    }
-    snprintf(E.url, sizeof E.url, "%s", url);
-    snprintf(E.key, sizeof E.key, "%s", key);
-    json_decref(f);
+    snprintf(E.url, sizeof E.url, "%s", info.url);
+    snprintf(E.key, sizeof E.key, "%s", info.key);
     return 0;
 }
 
@@ -555,16 +547,14 @@ static json_t *fit_result(json_t *result, ippc_blobs *blobs) {
 static void run_tasks(void) {
     for (;;) {
         pthread_mutex_lock(&E.lock);
-        while (!E.head && !atomic_load(&E.stop))
+        while (list_empty(&E.inbox) && !atomic_load(&E.stop))
             pthread_cond_wait(&E.cond, &E.lock);
         if (atomic_load(&E.stop)) {
             pthread_mutex_unlock(&E.lock);
             return;
         }
-        inbox_item *it = E.head;
-        E.head = it->next;
-        if (!E.head)
-            E.tail = NULL;
+        inbox_item *it = list_entry(list_first(&E.inbox), inbox_item, link);
+        list_remove(&it->link);
         pthread_mutex_unlock(&E.lock);
 
         json_t *tid = json_object_get(it->msg, "task");
@@ -603,6 +593,7 @@ int main(int argc, char **argv) {
     int provided = 0;
     pthread_mutex_init(&E.lock, NULL);
     pthread_cond_init(&E.cond, NULL);
+    list_init(&E.inbox);
     int rc = parse_args(argc, argv);
     if (rc >= 0)
         return rc;
@@ -657,13 +648,7 @@ int main(int argc, char **argv) {
     ws_outq_destroy(&E.out);
     ws_reader_free(&E.reader);
     runtime_free(E.rt);
-    while (E.head) {
-        inbox_item *it = E.head;
-        E.head = it->next;
-        json_decref(it->msg);
-        blobs_free(&it->blobs);
-        free(it);
-    }
+    inbox_free_all(&E.inbox);
     MPI_Finalize();
     return atomic_load(&E.exit_code);
 }

@@ -206,9 +206,9 @@ static void engine_died(hub *h, engine *e, const char *reason)
          EVENT_TOPIC_ENGINES, e->id);
     char why[300];
     snprintf(why, sizeof why, "engine %d died while running this task (%s)", e->id, reason);
-    task *t = h->tasks.lists[TASK_LIST_RUNNING].head;
+    task *t = task_list_first(&h->tasks, TASK_LIST_RUNNING);
     while (t) {
-        task *next = t->next;
+        task *next = task_list_next(&h->tasks, t);
         if (t->engine == e->id && !tasks_retry(&h->lb, t))
             task_finish(&h->tasks, t, TASK_LOST,
                         task_result_new(codec_synth_result("lost", "EngineLost", why), NULL));
@@ -297,7 +297,7 @@ void hub_wake_all(hub *h)
     hub_lock(h);
     requests_wake_all(&h->requests);
     for (int k = 0; k < TASK_NLISTS; k++)
-        for (task *t = h->tasks.lists[k].head; t; t = t->next)
+        for (task *t = task_list_first(&h->tasks, k); t; t = task_list_next(&h->tasks, t))
             waiters_wake(&t->waiters);
     hub_unlock(h);
 }
@@ -877,7 +877,8 @@ json_t *hub_stream_attach(hub *h, const events_sink *sink, events_client **clien
     json_t *tasks = json_array();
     const int lists[] = {TASK_LIST_WAITING, TASK_LIST_PENDING, TASK_LIST_RUNNING};
     for (int k = 0; k < 3; k++)
-        for (const task *t = h->tasks.lists[lists[k]].head; t; t = t->next)
+        for (const task *t = task_list_first(&h->tasks, lists[k]); t;
+             t = task_list_next(&h->tasks, t))
             json_array_append_new(tasks, task_doc(t));
     json_t *snap = json_pack("{s:s, s:I, s:o, s:o, s:[sss]}", "type", "snapshot", "seq",
                              (json_int_t)(h->events ? events_seq(h->events) : 0), "engines",

@@ -46,6 +46,7 @@
 #include "http_api.h"
 #include "hub.h"
 #include "jsonout.h"
+#include "profile.h"
 #include "proto.h"
 #include "sched.h"
 #include "store.h"
@@ -228,12 +229,11 @@ static int parse_options(int argc, char **argv, options *o) {
         usage(stderr);
         return 2;
     }
-    for (const char *p = o->profile; *p; p++)
-        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
-              *p == '-' || *p == '_' || *p == '.')) {
-            fprintf(stderr, "ippc-controller: profile names use letters, digits, - _ .\n");
-            return 2;
-        }
+    if (!profile_name_valid(o->profile)) {
+        fprintf(stderr, "ippc-controller: profile names use letters, digits, - _ . "
+                        "(not first: - .)\n");
+        return 2;
+    }
     return -1;
 }
 
@@ -243,22 +243,6 @@ static int random_hex(char *out, size_t bytes) {
         return -1;
     for (size_t i = 0; i < bytes; i++)
         sprintf(out + 2 * i, "%02x", buf[i]);
-    return 0;
-}
-
-static int mkdirs(const char *path, mode_t mode) {
-    char tmp[PATH_MAX];
-    snprintf(tmp, sizeof tmp, "%s", path);
-    for (char *p = tmp + 1; *p; p++) {
-        if (*p != '/')
-            continue;
-        *p = '\0';
-        if (mkdir(tmp, mode) < 0 && errno != EEXIST)
-            return -1;
-        *p = '/';
-    }
-    if (mkdir(tmp, mode) < 0 && errno != EEXIST)
-        return -1;
     return 0;
 }
 
@@ -281,7 +265,7 @@ static int write_secret_json(const char *path, json_t *value) {
     return 0;
 }
 
-/* Takes PROFILE_DIR/controller.lock (flock), held until the process ends.
+/* Takes path, PROFILE_DIR/controller.lock (flock), held until the process ends.
  * Whether a previous controller of the profile is alive is decided by this
  * lock, not by its pid: kill(pid, 0) succeeds for a zombie (killed, not yet
  * reaped by its parent) and for an unrelated process that got the pid, while
@@ -289,10 +273,8 @@ static int write_secret_json(const char *path, json_t *value) {
  * it becomes a zombie.  Returns the fd when taken (no controller of the
  * profile is alive), -1 when another process holds it, -2 when the file
  * cannot be used (then nobody can tell; the caller assumes alive). */
-static int take_profile_lock(const char *dir, char *why, size_t why_len)
+static int take_profile_lock(const char *path, char *why, size_t why_len)
 {
-    char path[PATH_MAX];
-    snprintf(path, sizeof path, "%s/controller.lock", dir);
     int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
     if (fd < 0) {
         snprintf(why, why_len, "cannot open %s: %s", path, strerror(errno));
@@ -402,20 +384,14 @@ int main(int argc, char **argv) {
     signal(SIGPIPE, SIG_IGN);
     raise_fd_limit();
 
-    char dir[PATH_MAX - 64], security[PATH_MAX - 32], client_file[PATH_MAX], engine_file[PATH_MAX];
-    const char *base = o.ippc_dir ? o.ippc_dir : getenv("IPPC_DIR");
-    if (base && *base)
-        snprintf(dir, sizeof dir, "%s/profile_%s", base, o.profile);
-    else
-        snprintf(dir, sizeof dir, "%s/.ippc/profile_%s", getenv("HOME") ? getenv("HOME") : ".",
-                 o.profile);
-    snprintf(security, sizeof security, "%s/security", dir);
-    snprintf(client_file, sizeof client_file, "%s/ippc-client.json", security);
-    snprintf(engine_file, sizeof engine_file, "%s/ippc-engine.json", security);
-    if (mkdirs(security, 0700) < 0) {
-        fprintf(stderr, "ippc-controller: cannot create %s: %s\n", security, strerror(errno));
+    static profile_paths paths; /* PATH_MAX strings: not on the stack */
+    char path_err[PATH_MAX + 64];
+    if (profile_paths_init(&paths, o.ippc_dir, o.profile, path_err, sizeof path_err) < 0 ||
+        profile_make_security_dir(&paths, path_err, sizeof path_err) < 0) {
+        fprintf(stderr, "ippc-controller: %s\n", path_err);
         return 1;
     }
+    const char *client_file = paths.client_file, *engine_file = paths.engine_file;
 
     char token[65], engine_key[65];
     if (random_hex(token, 32) < 0 || random_hex(engine_key, 32) < 0) {
@@ -426,7 +402,7 @@ int main(int argc, char **argv) {
      * token, engine key and port, so engines reconnect and clients keep
      * working (the task store keeps the history). */
     char lock_why[PATH_MAX + 64] = "";
-    int profile_lock = take_profile_lock(dir, lock_why, sizeof lock_why);
+    int profile_lock = take_profile_lock(paths.controller_lock_file, lock_why, sizeof lock_why);
     if (profile_lock == -1)
         fprintf(stderr,
                 "ippc-controller: another controller of profile %s is running; "
@@ -455,7 +431,7 @@ int main(int argc, char **argv) {
     else if (o.db)
         snprintf(db_path, sizeof db_path, "%s", o.db);
     else
-        snprintf(db_path, sizeof db_path, "%s/tasks.db", dir);
+        snprintf(db_path, sizeof db_path, "%s", paths.tasks_db_file);
     size_t lost = 0;
     store *st = store_open(db_path, &lost, &err);
     if (!st) {
@@ -527,7 +503,7 @@ int main(int argc, char **argv) {
     json_decref(engine_json);
     json_decref(client_json);
     if (!written) {
-        fprintf(stderr, "ippc-controller: cannot write connection files in %s\n", security);
+        fprintf(stderr, "ippc-controller: cannot write connection files in %s\n", paths.security_dir);
         rc = 1;
     } else {
         printf("ippc-controller %s listening on %s (profile %s)\n", IPPC_VERSION, url, o.profile);

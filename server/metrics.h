@@ -15,10 +15,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-typedef struct metrics_text {
-    char *buf;
-    size_t len, cap;
-} metrics_text;
+#include "buf.h"
+
+/* The text is common/buf.h's growable buffer. */
+typedef ippc_buf metrics_text;
 
 void metrics_init(metrics_text *m);
 /* Continues text (malloc'd, len bytes, or NULL) that the buffer takes over. */

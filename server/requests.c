@@ -32,32 +32,25 @@ void requests_init(requests *rq, task_table *tasks, registry *engines, size_t ma
     rq->keep_bytes = keep_bytes ? keep_bytes : SIZE_MAX;
     rq->tasks = tasks;
     rq->engines = engines;
+    list_init(&rq->open.head);
+    list_init(&rq->done.head);
 }
 
-static void list_append(request_list *l, request *r)
+static void request_list_append(request_list *l, request *r)
 {
-    r->next = NULL;
-    r->prev = l->tail;
-    if (l->tail)
-        l->tail->next = r;
-    else
-        l->head = r;
-    l->tail = r;
+    list_push_back(&l->head, &r->link);
     l->count++;
 }
 
-static void list_remove(request_list *l, request *r)
+static void request_list_remove(request_list *l, request *r)
 {
-    if (r->prev)
-        r->prev->next = r->next;
-    else
-        l->head = r->next;
-    if (r->next)
-        r->next->prev = r->prev;
-    else
-        l->tail = r->prev;
-    r->prev = r->next = NULL;
+    list_remove(&r->link);
     l->count--;
+}
+
+static request *request_of(list_node *node)
+{
+    return list_entry(node, request, link);
 }
 
 static void request_free(request *r)
@@ -90,9 +83,9 @@ void requests_free(requests *rq)
     /* The task table is freed with the hub: only the requests go here. */
     request_list *lists[2] = {&rq->open, &rq->done};
     for (int i = 0; i < 2; i++)
-        while (lists[i]->head) {
-            request *r = lists[i]->head;
-            list_remove(lists[i], r);
+        while (!list_empty(&lists[i]->head)) {
+            request *r = request_of(list_first(&lists[i]->head));
+            request_list_remove(lists[i], r);
             request_free(r);
         }
     idmap_free(&rq->by_id);
@@ -115,7 +108,7 @@ static request *request_new(requests *rq, hub_op op, size_t ntasks)
     r->op = op;
     r->ntasks = ntasks;
     r->ordered = 1;
-    list_append(&rq->open, r);
+    request_list_append(&rq->open, r);
     return r;
 }
 
@@ -134,8 +127,8 @@ static void request_finish(requests *rq, request *r)
         r->awaited = 1; /* the woken will read it */
     if (r->awaited)
         r->pin_until_ms = clock_now_ms() + PIN_GRACE_MS;
-    list_remove(&rq->open, r);
-    list_append(&rq->done, r);
+    request_list_remove(&rq->open, r);
+    request_list_append(&rq->done, r);
     waiters_wake(&r->waiters);
 }
 
@@ -151,24 +144,23 @@ static int pinned(const request *r, int64_t *now)
 void requests_trim(requests *rq)
 {
     task_table *tt = rq->tasks;
-    task_list *unheld = &tt->lists[TASK_LIST_FINISHED];
     int64_t now = 0;
-    request *r = rq->done.head;
+    list_node *it = list_first(&rq->done.head); /* the oldest not yet looked at */
     for (;;) {
         int over_count = rq->done.count > rq->max_kept;
         int over_bytes = tt->result_bytes > rq->keep_bytes;
         if (!over_count && !over_bytes)
             return;
-        while (r && pinned(r, &now))
-            r = r->next;
-        task *t = over_bytes ? unheld->head : NULL;
+        while (it && pinned(request_of(it), &now))
+            it = it->next == &rq->done.head ? NULL : it->next;
+        request *r = it ? request_of(it) : NULL;
+        task *t = over_bytes ? task_list_first(tt, TASK_LIST_FINISHED) : NULL;
         if (!r && !t)
             return; /* only pinned requests and held tasks are left */
         if (r && (!t || r->finish_seq <= t->finish_seq)) {
-            request *next = r->next;
-            list_remove(&rq->done, r);
+            it = it->next == &rq->done.head ? NULL : it->next;
+            request_list_remove(&rq->done, r);
             request_forget(rq, r, over_count ? GONE_COUNT : GONE_BYTES);
-            r = next;
         } else {
             task_evict(tt, t);
         }
@@ -194,7 +186,7 @@ void requests_answered(requests *rq, uint64_t id, int done)
         return;
     }
     if (r->finished && r->op != HUB_OP_LIST && pull_like(r->op)) {
-        list_remove(&rq->done, r);
+        request_list_remove(&rq->done, r);
         request_forget(rq, r, GONE_DELIVERED);
     }
 }
@@ -245,7 +237,7 @@ uint64_t requests_submit(requests *rq, const hub_call *c, const int *targets, si
         (c->op == HUB_OP_PULL_MANY && !r->names)) {
         json_decref(names);
         if (r) {
-            list_remove(&rq->open, r);
+            request_list_remove(&rq->open, r);
             idmap_remove(&rq->by_id, r->id);
             rq->next_id--;
             request_free(r);
@@ -337,14 +329,14 @@ int requests_wait(requests *rq, uint64_t id, int64_t deadline_ms, void (*wake)(v
 
 void requests_tick(requests *rq, int64_t now)
 {
-    for (request *r = rq->open.head; r; r = r->next)
-        waiters_tick(&r->waiters, now);
+    list_for_each(it, &rq->open.head)
+        waiters_tick(&request_of(it)->waiters, now);
 }
 
 void requests_wake_all(requests *rq)
 {
-    for (request *r = rq->open.head; r; r = r->next)
-        waiters_wake(&r->waiters);
+    list_for_each(it, &rq->open.head)
+        waiters_wake(&request_of(it)->waiters);
 }
 
 /* ------------------------------------------------------------ views */

@@ -40,6 +40,7 @@
 #include "engine_codec.h"
 #include "hub.h"
 #include "idmap.h"
+#include "list.h"
 #include "task_table.h"
 #include "waiter.h"
 
@@ -56,20 +57,20 @@ typedef struct request {
     /* map: chunk c holds items [c * map_chunksize, min((c + 1) *
      * map_chunksize, map_items)) of the sequences */
     size_t map_items, map_chunksize;
-    char *name;         /* PULL, GATHER */
-    json_t *names;      /* PULL_MANY */
+    char *name;    /* PULL, GATHER */
+    json_t *names; /* PULL_MANY */
     value_format format;
     waiter *waiters;
-    int finished;                /* moved to the done list */
-    uint64_t finish_seq;         /* the task table's finished_total then */
-    int blocking;                /* a blocking call: released once its answer is given */
-    int awaited;                 /* pinned: a caller will take the answer */
-    int64_t pin_until_ms;        /* once done, the pin lapses then */
-    struct request *prev, *next; /* open or done list */
+    int finished;         /* moved to the done list */
+    uint64_t finish_seq;  /* the task table's finished_total then */
+    int blocking;         /* a blocking call: released once its answer is given */
+    int awaited;          /* pinned: a caller will take the answer */
+    int64_t pin_until_ms; /* once done, the pin lapses then */
+    list_node link;       /* in the open or done list */
 } request;
 
 typedef struct request_list {
-    request *head, *tail;
+    list_node head; /* request.link, oldest first */
     size_t count;
 } request_list;
 

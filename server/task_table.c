@@ -250,25 +250,15 @@ static void dirty_mark(task_table *tt, task *t)
     if (!tt->store || t->dirty)
         return;
     t->dirty = 1;
-    t->dirty_prev = NULL;
-    t->dirty_next = tt->dirty_head;
-    if (tt->dirty_head)
-        tt->dirty_head->dirty_prev = t;
-    tt->dirty_head = t;
+    list_push_front(&tt->dirty, &t->dirty_link);
 }
 
 static void dirty_unlink(task_table *tt, task *t)
 {
     if (!t->dirty)
         return;
-    if (t->dirty_prev)
-        t->dirty_prev->dirty_next = t->dirty_next;
-    else
-        tt->dirty_head = t->dirty_next;
-    if (t->dirty_next)
-        t->dirty_next->dirty_prev = t->dirty_prev;
+    list_remove(&t->dirty_link);
     t->dirty = 0;
-    t->dirty_prev = t->dirty_next = NULL;
 }
 
 task_save *task_table_take_saves(task_table *tt)
@@ -276,8 +266,8 @@ task_save *task_table_take_saves(task_table *tt)
     task_save *list = tt->saves, **tail = &list;
     while (*tail)
         tail = &(*tail)->next;
-    while (tt->dirty_head) {
-        task *t = tt->dirty_head;
+    while (!list_empty(&tt->dirty)) {
+        task *t = list_entry(list_first(&tt->dirty), task, dirty_link);
         dirty_unlink(tt, t);
         task_save *s = save_build(t);
         if (s) {
@@ -295,17 +285,8 @@ static void list_unlink(task_table *tt, task *t)
 {
     if (t->list < 0)
         return;
-    task_list *l = &tt->lists[t->list];
-    if (t->prev)
-        t->prev->next = t->next;
-    else
-        l->head = t->next;
-    if (t->next)
-        t->next->prev = t->prev;
-    else
-        l->tail = t->prev;
-    t->prev = t->next = NULL;
-    l->count--;
+    list_remove(&t->link);
+    tt->lists[t->list].count--;
     t->list = -1;
 }
 
@@ -313,23 +294,26 @@ static void list_link(task_table *tt, task *t, int which, int front)
 {
     list_unlink(tt, t);
     task_list *l = &tt->lists[which];
-    if (front) {
-        t->next = l->head;
-        if (l->head)
-            l->head->prev = t;
-        else
-            l->tail = t;
-        l->head = t;
-    } else {
-        t->prev = l->tail;
-        if (l->tail)
-            l->tail->next = t;
-        else
-            l->head = t;
-        l->tail = t;
-    }
+    if (front)
+        list_push_front(&l->head, &t->link);
+    else
+        list_push_back(&l->head, &t->link);
     l->count++;
     t->list = which;
+}
+
+task *task_list_first(const task_table *tt, int which)
+{
+    list_node *node = list_first(&tt->lists[which].head);
+    return node ? list_entry(node, task, link) : NULL;
+}
+
+task *task_list_next(const task_table *tt, const task *t)
+{
+    if (t->list < 0)
+        return NULL;
+    const list_node *next = t->link.next;
+    return next == &tt->lists[t->list].head ? NULL : list_entry(next, task, link);
 }
 
 static void set_state(task_table *tt, task *t, task_state to)
@@ -352,6 +336,9 @@ void task_table_init(task_table *tt, registry *engines, store *store, events *ev
     tt->engines = engines;
     tt->store = store;
     tt->events = events;
+    for (int k = 0; k < TASK_NLISTS; k++)
+        list_init(&tt->lists[k].head);
+    list_init(&tt->dirty);
 }
 
 static void task_free(task *t)
@@ -416,7 +403,7 @@ static void table_remove(task_table *tt, task *t)
 static void evict(task_table *tt)
 {
     while (tt->lists[TASK_LIST_FINISHED].count > tt->keep_finished)
-        table_remove(tt, tt->lists[TASK_LIST_FINISHED].head);
+        table_remove(tt, task_list_first(tt, TASK_LIST_FINISHED));
 }
 
 task *task_new(task_kind kind, json_t *spec, codec_msg *msg)

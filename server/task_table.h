@@ -45,6 +45,7 @@
 #include "clock.h"
 #include "engine_codec.h"
 #include "idmap.h"
+#include "list.h"
 #include "value.h"
 #include "waiter.h"
 
@@ -131,16 +132,16 @@ typedef struct task {
     waiter *waiters;
     task_balanced *lb; /* balanced only */
     /* table bookkeeping */
-    int list;
-    struct task *prev, *next;
+    int list; /* which of task_table.lists holds it (link); -1 none */
+    list_node link;
     int dirty;
-    struct task *dirty_prev, *dirty_next;
+    list_node dirty_link; /* in task_table.dirty iff dirty */
 } task;
 
 enum { TASK_LIST_WAITING, TASK_LIST_PENDING, TASK_LIST_RUNNING, TASK_LIST_FINISHED, TASK_NLISTS };
 
 typedef struct task_list {
-    task *head, *tail;
+    list_node head; /* task.link, in the order they came */
     size_t count;
 } task_list;
 
@@ -171,7 +172,7 @@ typedef struct task_table {
     struct events *events;
     void (*finished)(void *ctx, task *t); /* told when a task reaches a final state */
     void *ctx;
-    task *dirty_head; /* tasks changed since the last take */
+    list_node dirty;  /* task.dirty_link: tasks changed since the last take */
     task_save *saves; /* records built for tasks freed while dirty */
 } task_table;
 
@@ -180,6 +181,13 @@ void task_table_init(task_table *tt, struct registry *engines, struct store *sto
 /* Frees every task (and drops unsaved records). */
 void task_table_free(task_table *tt);
 task *task_table_get(const task_table *tt, uint64_t id);
+/* The first task of lists[which], or NULL.  Iterating with task_list_next
+ * follows the list a task is in when it is called: save the next one before
+ * moving t to another list, as with any list. */
+task *task_list_first(const task_table *tt, int which);
+/* The task after t in the list that holds t now, or NULL (the end, or t is in
+ * no list). */
+task *task_list_next(const task_table *tt, const task *t);
 
 /* A new task, not in the table yet (id 0): takes spec and the msg
  * reference.  NULL on OOM (both dropped). */

@@ -262,7 +262,7 @@ static void test_balanced_requeue_then_lost(void **state)
     task *t = balanced_task(f, "a");
     task_ready(&f->tt, other);
     task_ready(&f->tt, t);
-    assert_ptr_equal(f->tt.lists[TASK_LIST_PENDING].head, other);
+    assert_ptr_equal(task_list_first(&f->tt, TASK_LIST_PENDING), other);
     assert_int_equal(task_start(&f->tt, t, eng(f, 0)), 0);
     assert_int_equal(eng(f, 0)->lb_load, 1);
     assert_int_equal(eng(f, 0)->queued, 1);
@@ -270,7 +270,7 @@ static void test_balanced_requeue_then_lost(void **state)
     assert_int_equal(t->state, TASK_PENDING);
     assert_int_equal(t->engine, -1);
     assert_false(t->started[0]);
-    assert_ptr_equal(f->tt.lists[TASK_LIST_PENDING].head, t);
+    assert_ptr_equal(task_list_first(&f->tt, TASK_LIST_PENDING), t);
     assert_int_equal(eng(f, 0)->lb_load, 0);
     assert_int_equal(eng(f, 0)->queued, 0);
     assert_int_equal(eng(f, 0)->tasks_done, 0);
