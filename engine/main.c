@@ -208,10 +208,10 @@ static void send_heartbeat(lws_sorted_usec_list_t *sul) {
 }
 
 static int write_register(struct lws *wsi) {
-    json_t *reg = json_pack("{s:s, s:s, s:s, s:i, s:i, s:s, s:i, s:s, s:i, s:I}", "type",
-                            "register", "key", E.key, "job", E.job, "rank", E.rank, "size",
-                            E.size, "host", E.host, "pid", E.pid, "version", IPPC_VERSION, "nbuf",
-                            0, "max_message", (json_int_t)E.max_message);
+    json_t *reg =
+        json_pack("{s:s, s:s, s:s, s:i, s:i, s:s, s:i, s:s, s:i, s:I}", "type", "register", "key",
+                  E.key, "job", E.job, "rank", E.rank, "size", E.size, "host", E.host, "pid", E.pid,
+                  "version", IPPC_VERSION, "nbuf", 0, "max_message", (json_int_t)E.max_message);
     char *text = jsonout_dumps(reg, JSON_COMPACT);
     json_decref(reg);
     if (!text)
@@ -445,9 +445,12 @@ static int parse_url(void) {
 
 static int parse_args(int argc, char **argv) {
     static const struct option longs[] = {
-        {"file", required_argument, NULL, 'f'}, {"url", required_argument, NULL, 'u'},
-        {"key", required_argument, NULL, 'k'},  {"grace", required_argument, NULL, 'g'},
-        {"help", no_argument, NULL, 'h'},       {"version", no_argument, NULL, 'v'},
+        {"file", required_argument, NULL, 'f'},
+        {"url", required_argument, NULL, 'u'},
+        {"key", required_argument, NULL, 'k'},
+        {"grace", required_argument, NULL, 'g'},
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'v'},
         {"max-message-mb", required_argument, NULL, 'm'},
         {NULL, 0, NULL, 0},
     };
@@ -523,7 +526,8 @@ static void stream_stdout(void *arg, uint64_t task, const char *data, size_t len
 /* A result larger than the controller takes would close the connection
  * (and lose every task queued here): it becomes a TooLargeError, the
  * engine's variables unchanged by this answer. */
-static json_t *fit_result(json_t *result, ippc_blobs *blobs) {
+static json_t *fit_result(json_t *result, ippc_blobs *blobs)
+{
     size_t bytes = json_bytes_estimate(result), max = atomic_load(&E.peer_max_message);
     for (size_t i = 0; i < blobs->count; i++)
         bytes += blobs->items[i].len;
@@ -536,8 +540,8 @@ static json_t *fit_result(json_t *result, ippc_blobs *blobs) {
     json_t *out = json_pack("{s:s, s:s, s:s, s:s, s:[s]}", "type", "result", "status", "error",
                             "ename", "TooLargeError", "evalue", why, "traceback", why);
     json_t *out_stdout = json_object_get(result, "stdout");
-    json_object_set_new(out, "stdout", json_is_string(out_stdout) ? json_incref(out_stdout)
-                                                                  : json_string(""));
+    json_object_set_new(out, "stdout",
+                        json_is_string(out_stdout) ? json_incref(out_stdout) : json_string(""));
     json_decref(result);
     blobs_free(blobs);
     blobs_init(blobs);
