@@ -43,8 +43,7 @@ int roster_parse(const json_t *reply, roster *out, char *err, size_t err_len)
             return -1;
         }
     }
-    json_array_foreach(list, index, item)
-    {
+    json_array_foreach(list, index, item) {
         roster_engine *engine = &out->engines[out->count];
 
         if (!json_is_object(item))

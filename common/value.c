@@ -353,10 +353,8 @@ static json_t *nd_elem_json(const unsigned char *data, nd_dtype dtype, size_t i)
         memcpy(&v, data + i * sizeof v, sizeof v);
         return json_integer(v);
     }
-    case ND_UINT8:
-        return json_integer(data[i]);
-    default:
-        return NULL;
+    case ND_UINT8: return json_integer(data[i]);
+    default: return NULL;
     }
 }
 
@@ -449,13 +447,13 @@ static json_t *walk_children(const json_t *v, walk *w, int depth)
     const char *key;
     json_t *child;
     if (json_is_array(v)) {
-        json_array_foreach (v, i, child) {
+        json_array_foreach(v, i, child) {
             if (array_append_visit(out, child, w, depth + 1) < 0)
                 goto fail;
         }
         return out;
     }
-    json_object_foreach ((json_t *)v, key, child) {
+    json_object_foreach((json_t *)v, key, child) {
         json_t *item = w->visit(child, w, depth + 1);
         if (!item)
             goto fail;
@@ -541,7 +539,7 @@ static bool list_matches(const json_t *v, const nd_ref *ref, int dim, bool *all_
         return false;
     size_t i;
     const json_t *item;
-    json_array_foreach (v, i, item) {
+    json_array_foreach(v, i, item) {
         if (!list_matches(item, ref, dim + 1, all_int))
             return false;
     }
@@ -563,7 +561,7 @@ static void list_fill(const json_t *v, const nd_ref *ref, int dim, unsigned char
     }
     size_t i;
     const json_t *item;
-    json_array_foreach (v, i, item)
+    json_array_foreach(v, i, item)
         list_fill(item, ref, dim + 1, data, next);
 }
 
@@ -721,20 +719,14 @@ static json_t *scatter_list_part(const json_t *list, const ippc_blobs *blobs, si
 static const char *json_kind(const json_t *v)
 {
     switch (json_typeof(v)) {
-    case JSON_OBJECT:
-        return "an object";
-    case JSON_STRING:
-        return "a string";
+    case JSON_OBJECT: return "an object";
+    case JSON_STRING: return "a string";
     case JSON_INTEGER:
-    case JSON_REAL:
-        return "a number";
+    case JSON_REAL: return "a number";
     case JSON_TRUE:
-    case JSON_FALSE:
-        return "a boolean";
-    case JSON_NULL:
-        return "null";
-    default:
-        return "this value";
+    case JSON_FALSE: return "a boolean";
+    case JSON_NULL: return "null";
+    default: return "this value";
     }
 }
 

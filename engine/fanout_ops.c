@@ -100,7 +100,8 @@ static json_t *sorted_names(const json_t *v)
     if (json_is_object(v)) {
         const char *key;
         json_t *x;
-        json_object_foreach((json_t *)v, key, x) names[k++] = key;
+        json_object_foreach((json_t *)v, key, x)
+            names[k++] = key;
     } else {
         for (; out && k < n; k++)
             if (!(names[k] = json_string_value(json_array_get(v, k)))) {
@@ -134,7 +135,9 @@ static int renumber(json_t *v, const ippc_blobs *blobs, fan_map *m, int depth, i
     if (json_is_array(v)) {
         size_t i;
         json_t *x;
-        json_array_foreach(v, i, x) if (renumber(x, blobs, m, depth + 1, err) < 0) return -1;
+        json_array_foreach(v, i, x)
+            if (renumber(x, blobs, m, depth + 1, err) < 0)
+                return -1;
         return 0;
     }
     if (!json_is_object(v))
@@ -146,7 +149,9 @@ static int renumber(json_t *v, const ippc_blobs *blobs, fan_map *m, int depth, i
     if (r == 0) {
         const char *key;
         json_t *x;
-        json_object_foreach(v, key, x) if (renumber(x, blobs, m, depth + 1, err) < 0) return -1;
+        json_object_foreach(v, key, x)
+            if (renumber(x, blobs, m, depth + 1, err) < 0)
+                return -1;
         return 0;
     }
     size_t k = m->offset + ref.blob;
