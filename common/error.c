@@ -10,16 +10,15 @@
 #include <stdio.h>
 #include <string.h>
 
-int ippc_error_set(ippc_error *err, const char *code, const char *fmt, ...)
+void ippc_error_fill(ippc_error *err, const char *code, const char *fmt, ...)
 {
     if (!err)
-        return -1;
+        return;
     snprintf(err->code, sizeof err->code, "%s", code ? code : ERR_INTERNAL);
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(err->message, sizeof err->message, fmt, ap);
     va_end(ap);
-    return -1;
 }
 
 static const struct {

@@ -36,10 +36,18 @@ typedef struct ippc_error {
     char message[512];
 } ippc_error;
 
-/* Fills err (if non-NULL) with code and a printf-style message; returns -1 so
- * callers can write `return ippc_error_set(err, ...)`. */
-int ippc_error_set(ippc_error *err, const char *code, const char *fmt, ...)
+/* ippc_error_set(err, code, fmt, ...) fills err (if non-NULL) with code and a
+ * printf-style message and evaluates to -1, so callers can write
+ * `return ippc_error_set(err, ...)`.  It is a macro so that the -1 is visible at
+ * every call: the compiler and clang-tidy's analyzer then know that a function
+ * returning it has failed (ippc_error_fill's body is in another file). */
+#define ippc_error_set(...) (ippc_error_fill(__VA_ARGS__), ippc_error_failed())
+void ippc_error_fill(ippc_error *err, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+static inline int ippc_error_failed(void)
+{
+    return -1;
+}
 
 /* HTTP status for an error code; 500 for unknown codes. */
 int http_status_for(const char *code);

@@ -21,6 +21,7 @@
  */
 #include "fanout_impl.h"
 
+#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -96,6 +97,10 @@ static json_t *sorted_names(const json_t *v)
         return NULL;
     const char **names = malloc(sizeof *names * (n ? n : 1));
     json_t *out = names ? json_array() : NULL;
+    if (!out) {
+        free(names);
+        return NULL;
+    }
     size_t k = 0;
     if (json_is_object(v)) {
         const char *key;
@@ -299,6 +304,7 @@ typedef struct push_hdr {
 static void fan_push(fan_op *op)
 {
     task_ctx *c = op->c;
+    const int is_root = op->is_root; /* set when the op began; fixed for its life */
     const json_t *ns = json_object_get(c->task, "ns");
     push_hdr *h = calloc(1, sizeof *h);
     char *text = NULL;
@@ -312,7 +318,7 @@ static void fan_push(fan_op *op)
     }
     json_t *desc = NULL;
     size_t meta_len = 0;
-    if (op->is_root) {
+    if (is_root) {
         if (!json_is_object(ns))
             task_fail(c, TASK_ERROR, "ProtocolError", "push needs an object 'ns'");
         else if (!(desc = sorted_names(ns)) || !(text = jsonout_dumps(ns, JSON_COMPACT)))
@@ -358,9 +364,9 @@ static void fan_push(fan_op *op)
         tlen = nb = 0;
     }
     meta_len = lmpi_align8(tlen) + 8 * nb;
-    const unsigned char *m = op->is_root ? meta : h->meta;
+    const unsigned char *m = is_root ? meta : h->meta;
     if (!h->inl) {
-        if (!op->is_root && task_ok(op) && !(meta = malloc(meta_len ? meta_len : 1)))
+        if (!is_root && task_ok(op) && !(meta = malloc(meta_len ? meta_len : 1)))
             fan_oom(op, meta_len);
         if (fan_settle(op) < 0)
             goto done;
@@ -369,7 +375,9 @@ static void fan_push(fan_op *op)
             goto done;
         m = meta;
     }
-    if (!op->is_root && task_ok(op)) {
+    if (!is_root && task_ok(op)) {
+        /* h->meta, or meta: had its malloc failed, fan_oom would have failed the task */
+        assert(m);
         json_error_t jerr;
         skel = json_loadb((const char *)m, tlen, JSON_ALLOW_NUL, &jerr);
         if (!json_is_object(skel))
@@ -385,7 +393,7 @@ static void fan_push(fan_op *op)
     }
     if (fan_settle(op) < 0)
         goto done;
-    ippc_blobs *blobs = op->is_root ? c->task_blobs : &got;
+    ippc_blobs *blobs = is_root ? c->task_blobs : &got;
     for (size_t i = 0; i < nb; i++) {
         ippc_blob *b = &blobs->items[i];
         if (b->len > 0 &&
@@ -395,7 +403,7 @@ static void fan_push(fan_op *op)
     }
 
     /* finish */
-    fan_assign_ns(op, op->is_root ? ns : skel, blobs);
+    fan_assign_ns(op, is_root ? ns : skel, blobs);
 done:
     json_decref(skel);
     blobs_free(&got);
@@ -645,6 +653,7 @@ static int gather_concatenates(const int64_t *all, size_t n)
 static void fan_gather(fan_op *op)
 {
     task_ctx *c = op->c;
+    const int is_root = op->is_root; /* set when the op began; fixed for its life */
     lua_State *L = op->L;
     size_t n = (size_t)op->n;
     const json_t *jname = json_object_get(c->task, "name");
@@ -717,6 +726,8 @@ static void fan_gather(fan_op *op)
     int concat = gather_concatenates(all, n);
     if (!concat) { /* parts: every value packed, its size told to everyone */
         if (h[GH_KIND] == KIND_ARRAY) {
+            /* every rank is ok (the exchange checked), so this rank's bytes are at hand */
+            assert(data || h[GH_BYTES] == 0);
             size_t shape[ND_MAX_DIMS], len = 0;
             for (int d = 0; d < h[GH_NDIM]; d++)
                 shape[d] = (size_t)h[GH_SHAPE + d];
@@ -747,7 +758,7 @@ static void fan_gather(fan_op *op)
         displs[i] = (MPI_Aint)total;
         total += concat ? b : lmpi_align8(b);
     }
-    if (op->is_root && !(buf = fan_alloc(total)))
+    if (is_root && !(buf = fan_alloc(total)))
         fan_oom(op, total);
     if (fan_settle(op) < 0)
         goto out;
@@ -756,7 +767,7 @@ static void fan_gather(fan_op *op)
                                 MPI_BYTE, op->rc, comm, &req),
                  &req))
         goto out;
-    if (!op->is_root)
+    if (!is_root)
         goto out; /* a non-root answers no value */
 
     /* finish (root): one array, or the parts */

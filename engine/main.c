@@ -13,6 +13,7 @@
  * registration, or when the controller has been unreachable for --grace
  * seconds (so no rank outlives its cluster when mpiexec is SIGKILLed).
  */
+#include <errno.h>
 #include <getopt.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -181,11 +182,18 @@ static void connect_now(lws_sorted_usec_list_t *sul)
 static long long rss_bytes(void)
 {
     FILE *f = fopen("/proc/self/statm", "r");
-    long long size = 0, resident = -1;
+    char line[256];
+    long long resident = -1;
     if (f) {
-        if (fscanf(f, "%lld %lld", &size, &resident) != 2)
-            resident = -1;
-        fclose(f);
+        if (fgets(line, sizeof line, f)) { /* "SIZE RESIDENT ..." in pages */
+            char *size_end, *resident_end;
+            errno = 0;
+            long long size = strtoll(line, &size_end, 10);
+            resident = strtoll(size_end, &resident_end, 10);
+            if (errno || size_end == line || resident_end == size_end || size < 0)
+                resident = -1;
+        }
+        (void)fclose(f); /* read only: nothing to lose */
     }
     return resident < 0 ? -1 : resident * sysconf(_SC_PAGESIZE);
 }
@@ -456,6 +464,15 @@ static int parse_url(void)
     return 0;
 }
 
+/* --grace SECONDS: a whole number of seconds, at least 1; anything else is 30. */
+static int grace_seconds(const char *text)
+{
+    char *end;
+    errno = 0;
+    long s = strtol(text, &end, 10);
+    return errno || end == text || *end != '\0' || s < 1 || s > INT_MAX ? 30 : (int)s;
+}
+
 static int parse_args(int argc, char **argv)
 {
     static const struct option longs[] = {
@@ -475,7 +492,7 @@ static int parse_args(int argc, char **argv)
         case 'f': file = optarg; break;
         case 'u': snprintf(E.url, sizeof E.url, "%s", optarg); break;
         case 'k': snprintf(E.key, sizeof E.key, "%s", optarg); break;
-        case 'g': E.grace_s = atoi(optarg) > 0 ? atoi(optarg) : 30; break;
+        case 'g': E.grace_s = grace_seconds(optarg); break;
         case 'v': printf("ippc-engine %s\n", IPPC_VERSION); return 0;
         case 'h':
             printf("usage: ippc-engine --file ippc-engine.json | --url ws://HOST:PORT/engine "
