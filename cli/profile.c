@@ -37,12 +37,16 @@ static int default_ippc_dir(char *out, size_t out_len, char *err, size_t err_len
 {
     const char *env = getenv("IPPC_DIR");
     const char *home = getenv("HOME");
-    struct passwd *user;
+    struct passwd entry;
+    struct passwd *user = NULL;
+    char entry_text[4096]; /* the strings of entry; home may point here */
 
     if (env != NULL && env[0] != '\0')
         return snprintf(out, out_len, "%s", env) < (int)out_len ? 0 : -1;
     if (home == NULL || home[0] == '\0') {
-        user = getpwuid(getuid());
+        /* getpwuid_r: getpwuid's entry is static, shared with any other caller */
+        if (getpwuid_r(getuid(), &entry, entry_text, sizeof entry_text, &user) != 0)
+            user = NULL;
         home = user != NULL ? user->pw_dir : NULL;
     }
     if (home == NULL) {
@@ -181,13 +185,20 @@ int connection_read(const char *path, connection_info *info, char *err, size_t e
 pid_t pidfile_read(const char *path)
 {
     FILE *file = fopen(path, "r");
+    char text[32];
+    char *end;
     long pid = 0;
 
     if (file == NULL)
         return 0;
-    if (fscanf(file, "%ld", &pid) != 1 || pid <= 0 || pid > INT_MAX)
-        pid = 0;
-    fclose(file);
+    if (fgets(text, sizeof text, file) != NULL) { /* "PID\n", as pidfile_write writes it */
+        errno = 0;
+        pid = strtol(text, &end, 10);
+        if (errno != 0 || end == text || (*end != '\n' && *end != '\0') || pid <= 0 ||
+            pid > INT_MAX)
+            pid = 0;
+    }
+    (void)fclose(file); /* read only: nothing to lose */
     return (pid_t)pid;
 }
 

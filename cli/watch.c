@@ -426,7 +426,7 @@ static void handle_message(watch_state *w, struct lws *wsi, const char *text, si
     }
 
     if (w->as_json) {
-        fwrite(text, 1, len, stdout);
+        (void)fwrite(text, 1, len, stdout); /* as fputc below: no stdout, no one to tell */
         fputc('\n', stdout);
     } else if (strcmp(type, "snapshot") == 0) {
         print_snapshot(w, message);
