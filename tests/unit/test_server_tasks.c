@@ -1803,7 +1803,7 @@ static void test_bug_dependency_cycle_waits_forever(void **state)
     fixture *f = *state;
     start(f, (hub_opts){.hwm = 1, .engines = 1});
     uint64_t n = submit(f, "{\"code\": \"x\"}");
-    uint64_t self = submit(f, "{\"code\": \"y\", \"after\": [%llu]}", (unsigned long long)(n + 1));
+    uint64_t self = submit(f, "{\"code\": \"y\", \"after\": [%llu]}", (unsigned long long)n + 1);
     assert_int_equal(self, n + 1);
     reply_ok(f, 0, n, "1");
     hub_tick(f->h);
