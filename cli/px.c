@@ -78,8 +78,7 @@ static bool print_result(const json_t *result)
     fprintf(stderr, "[%ld:%s] %s\n", engine, ename != NULL ? ename : (status ? status : "error"),
             evalue != NULL ? evalue : "");
     traceback = json_object_get(result, "traceback");
-    json_array_foreach(traceback, index, line)
-    {
+    json_array_foreach(traceback, index, line) {
         const char *entry = json_string_value(line);
         size_t entry_len;
 
@@ -237,8 +236,7 @@ int px_main(int argc, char **argv)
     }
 
     results = json_object_get(reply.json, "results");
-    json_array_foreach(results, index, result)
-    {
+    json_array_foreach(results, index, result) {
         if (print_result(result))
             any_failed = true;
     }

@@ -157,8 +157,7 @@ static bool topics_valid(const json_t *topics)
     size_t i;
     json_t *topic;
 
-    json_array_foreach(topics, i, topic)
-    {
+    json_array_foreach(topics, i, topic) {
         const char *name = json_string_value(topic);
 
         if (strcmp(name, "engines") != 0 && strcmp(name, "tasks") != 0 &&
@@ -310,8 +309,8 @@ static void print_snapshot(watch_state *w, const json_t *snapshot)
     size_t live = 0;
     char details[256];
 
-    json_array_foreach(json_object_get(snapshot, "engines"), i, engine) live +=
-        strcmp(str_field(engine, "state"), "dead") != 0;
+    json_array_foreach(json_object_get(snapshot, "engines"), i, engine)
+        live += strcmp(str_field(engine, "state"), "dead") != 0;
     snprintf(details, sizeof details, "%zu engines (%zu live), %zu tasks in flight, seq %lld",
              json_array_size(json_object_get(snapshot, "engines")), live,
              json_array_size(json_object_get(snapshot, "tasks")), int_field(snapshot, "seq"));
@@ -427,7 +426,7 @@ static void handle_message(watch_state *w, struct lws *wsi, const char *text, si
     }
 
     if (w->as_json) {
-        fwrite(text, 1, len, stdout);
+        (void)fwrite(text, 1, len, stdout); /* as fputc below: no stdout, no one to tell */
         fputc('\n', stdout);
     } else if (strcmp(type, "snapshot") == 0) {
         print_snapshot(w, message);

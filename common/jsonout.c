@@ -214,11 +214,9 @@ static void w_string(writer *w, const char *text, size_t n)
         case '\t': w_bytes(w, "\\t", 2); continue;
         default: break;
         }
-        if (cp < 0x20) {
-            w_u_escape(w, cp);
-        } else if (!ascii_only || cp < 0x80) {
+        if (cp >= 0x20 && (!ascii_only || cp < 0x80)) {
             w_bytes(w, (const char *)s + i - len, len);
-        } else if (cp < 0x10000) {
+        } else if (cp < 0x10000) { /* a control character, or ascii_only */
             w_u_escape(w, cp);
         } else { /* a surrogate pair */
             uint32_t above = cp - 0x10000;

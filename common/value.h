@@ -80,8 +80,8 @@ typedef struct nd_ref {
     nd_dtype dtype;
     int ndim;
     size_t shape[ND_MAX_DIMS];
-    size_t count;   /* product of shape */
-    size_t blob;    /* index into the message's blobs */
+    size_t count; /* product of shape */
+    size_t blob;  /* index into the message's blobs */
 } nd_ref;
 
 /* If v is an ndarray placeholder {"$nd":K,...}, fills ref and returns 1; returns

@@ -72,7 +72,7 @@ typedef struct engine {
     pthread_mutex_t lock;
     pthread_cond_t cond;
     list_node inbox; /* inbox_item.link: tasks to run, in arrival order */
-    atomic_int stop;          /* 1: finish and exit */
+    atomic_int stop; /* 1: finish and exit */
     atomic_int exit_code;
     atomic_llong running_task; /* 0 when idle */
     runtime *rt;
@@ -80,14 +80,16 @@ typedef struct engine {
 
 static engine E;
 
-static int64_t now_ms(void) {
+static int64_t now_ms(void)
+{
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static void log_msg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void log_msg(const char *fmt, ...) {
+static void log_msg(const char *fmt, ...)
+{
     /* One write per line, so the ranks' lines do not interleave. */
     char line[1024];
     int n = snprintf(line, sizeof line, "ippc-engine[%d/%d]: ", E.rank, E.size);
@@ -99,7 +101,8 @@ static void log_msg(const char *fmt, ...) {
     fputs(line, stderr);
 }
 
-static void request_stop(int code) {
+static void request_stop(int code)
+{
     pthread_mutex_lock(&E.lock);
     if (!atomic_load(&E.stop))
         atomic_store(&E.exit_code, code);
@@ -117,7 +120,8 @@ static void connect_now(lws_sorted_usec_list_t *sul);
 /* The controller forgets an engine's tasks when its socket closes (they are
  * lost or retried elsewhere), so their results could never be delivered:
  * stop the running one and drop the queued ones. */
-static void inbox_free_all(list_node *items) {
+static void inbox_free_all(list_node *items)
+{
     list_for_each_safe(node, items) {
         inbox_item *it = list_entry(node, inbox_item, link);
         list_remove(node);
@@ -127,7 +131,8 @@ static void inbox_free_all(list_node *items) {
     }
 }
 
-static void abandon_tasks(void) {
+static void abandon_tasks(void)
+{
     list_node dropped;
     list_init(&dropped);
     pthread_mutex_lock(&E.lock);
@@ -138,7 +143,8 @@ static void abandon_tasks(void) {
         runtime_interrupt(E.rt);
 }
 
-static void schedule_reconnect(void) {
+static void schedule_reconnect(void)
+{
     if (E.engine_id >= 0)
         abandon_tasks();
     E.engine_id = -1;
@@ -162,7 +168,8 @@ static void schedule_reconnect(void) {
                      (lws_usec_t)E.backoff_ms * LWS_US_PER_MS);
 }
 
-static void connect_now(lws_sorted_usec_list_t *sul) {
+static void connect_now(lws_sorted_usec_list_t *sul)
+{
     (void)sul;
     if (atomic_load(&E.stop))
         return;
@@ -181,7 +188,8 @@ static void connect_now(lws_sorted_usec_list_t *sul) {
 }
 
 /* Resident set size in bytes (from /proc/self/statm), or -1. */
-static long long rss_bytes(void) {
+static long long rss_bytes(void)
+{
     FILE *f = fopen("/proc/self/statm", "r");
     long long size = 0, resident = -1;
     if (f) {
@@ -192,7 +200,8 @@ static long long rss_bytes(void) {
     return resident < 0 ? -1 : resident * sysconf(_SC_PAGESIZE);
 }
 
-static void send_heartbeat(lws_sorted_usec_list_t *sul) {
+static void send_heartbeat(lws_sorted_usec_list_t *sul)
+{
     (void)sul;
     if (E.wsi && E.engine_id >= 0) {
         long long task = atomic_load(&E.running_task);
@@ -207,7 +216,8 @@ static void send_heartbeat(lws_sorted_usec_list_t *sul) {
                      (lws_usec_t)IPPC_HEARTBEAT_PERIOD_MS * LWS_US_PER_MS);
 }
 
-static int write_register(struct lws *wsi) {
+static int write_register(struct lws *wsi)
+{
     json_t *reg =
         json_pack("{s:s, s:s, s:s, s:i, s:i, s:s, s:i, s:s, s:i, s:I}", "type", "register", "key",
                   E.key, "job", E.job, "rank", E.rank, "size", E.size, "host", E.host, "pid", E.pid,
@@ -232,7 +242,8 @@ static int write_register(struct lws *wsi) {
 /* An interrupt names the task it is for (timeouts, aborts) or none (a view's
  * interrupt: whatever runs).  A named task that is still queued here is
  * dropped and answered "aborted" without running. */
-static void interrupt_task(const json_t *task) {
+static void interrupt_task(const json_t *task)
+{
     if (!json_is_integer(task)) {
         if (E.rt)
             runtime_interrupt(E.rt);
@@ -259,9 +270,9 @@ static void interrupt_task(const json_t *task) {
     if (!it)
         return; /* finished already: nothing to stop */
     json_t *result = json_pack("{s:s, s:I, s:s, s:s, s:s, s:s, s:[s]}", "type", "result", "task",
-                               id, "status", "aborted", "stdout", "", "ename", "Aborted",
-                               "evalue", "interrupted before it started",
-                               "traceback", "Aborted: interrupted before it started");
+                               id, "status", "aborted", "stdout", "", "ename", "Aborted", "evalue",
+                               "interrupted before it started", "traceback",
+                               "Aborted: interrupted before it started");
     ws_outq_push(&E.out, result, NULL, 0);
     json_decref(result);
     if (E.wsi)
@@ -271,7 +282,8 @@ static void interrupt_task(const json_t *task) {
     free(it);
 }
 
-static void on_message(json_t *msg, ippc_blobs *blobs) {
+static void on_message(json_t *msg, ippc_blobs *blobs)
+{
     const char *type = json_string_value(json_object_get(msg, "type"));
     if (type && strcmp(type, "task") == 0) {
         inbox_item *it = calloc(1, sizeof *it);
@@ -313,8 +325,9 @@ static void on_message(json_t *msg, ippc_blobs *blobs) {
     blobs_free(blobs);
 }
 
-static int client_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
-                           void *in, size_t len) {
+static int client_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                           size_t len)
+{
     (void)user;
     switch (reason) {
     case LWS_CALLBACK_CLIENT_ESTABLISHED: {
@@ -377,8 +390,7 @@ static int client_callback(struct lws *wsi, enum lws_callback_reasons reason, vo
         if (E.wsi && !ws_outq_empty(&E.out))
             lws_callback_on_writable(E.wsi);
         break;
-    default:
-        break;
+    default: break;
     }
     return 0;
 }
@@ -388,7 +400,8 @@ static const struct lws_protocols protocols[] = {
     {NULL, NULL, 0, 0, 0, NULL, 0},
 };
 
-static void *net_main(void *arg) {
+static void *net_main(void *arg)
+{
     (void)arg;
     lws_sul_schedule(E.ctx, 0, &E.reconnect_timer, connect_now, 1);
     lws_sul_schedule(E.ctx, 0, &E.heartbeat_timer, send_heartbeat,
@@ -415,7 +428,8 @@ static void *net_main(void *arg) {
 
 /* ------------------------------------------------------------ main thread */
 
-static int load_connection_file(const char *path) {
+static int load_connection_file(const char *path)
+{
     engine_connection_info info;
     char err[PATH_MAX + 128];
     if (engine_connection_read(path, &info, err, sizeof err) < 0) {
@@ -427,7 +441,8 @@ static int load_connection_file(const char *path) {
     return 0;
 }
 
-static int parse_url(void) {
+static int parse_url(void)
+{
     char copy[512];
     snprintf(copy, sizeof copy, "%s", E.url);
     const char *prot, *address, *path;
@@ -443,7 +458,8 @@ static int parse_url(void) {
     return 0;
 }
 
-static int parse_args(int argc, char **argv) {
+static int parse_args(int argc, char **argv)
+{
     static const struct option longs[] = {
         {"file", required_argument, NULL, 'f'},
         {"url", required_argument, NULL, 'u'},
@@ -497,7 +513,8 @@ static int parse_args(int argc, char **argv) {
     return parse_url() < 0 ? 2 : -1;
 }
 
-static void make_job_id(void) {
+static void make_job_id(void)
+{
     unsigned char rnd[16] = {0};
     if (E.rank == 0 && getrandom(rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd) {
         unsigned long x = (unsigned long)time(NULL) ^ (unsigned long)getpid();
@@ -512,10 +529,11 @@ static void make_job_id(void) {
 
 /* Stdout while a task runs: sent as it comes (the runtime batches it), so
  * clients see it before the task completes. */
-static void stream_stdout(void *arg, uint64_t task, const char *data, size_t len) {
+static void stream_stdout(void *arg, uint64_t task, const char *data, size_t len)
+{
     (void)arg;
-    json_t *msg = json_pack("{s:s, s:I, s:s%}", "type", "stdout", "task", (json_int_t)task,
-                            "data", data, len);
+    json_t *msg = json_pack("{s:s, s:I, s:s%}", "type", "stdout", "task", (json_int_t)task, "data",
+                            data, len);
     if (!msg)
         return;
     ws_outq_push(&E.out, msg, NULL, 0);
@@ -548,7 +566,8 @@ static json_t *fit_result(json_t *result, ippc_blobs *blobs)
     return out;
 }
 
-static void run_tasks(void) {
+static void run_tasks(void)
+{
     for (;;) {
         pthread_mutex_lock(&E.lock);
         while (list_empty(&E.inbox) && !atomic_load(&E.stop))
@@ -582,7 +601,8 @@ static void run_tasks(void) {
     }
 }
 
-static void on_signal(int sig) {
+static void on_signal(int sig)
+{
     (void)sig;
     atomic_store(&E.stop, 1);
     atomic_store(&E.exit_code, 0);
@@ -593,7 +613,8 @@ static void on_signal(int sig) {
         runtime_interrupt(E.rt);
 }
 
-int main(int argc, char **argv) {
+int main(int argc, char **argv)
+{
     int provided = 0;
     pthread_mutex_init(&E.lock, NULL);
     pthread_cond_init(&E.cond, NULL);

@@ -835,8 +835,7 @@ void rt_push_ns(lua_State *L, task_ctx *c, const json_t *ns, ippc_blobs *blobs)
     size_t count = 0;
     const char *name;
     json_t *skel;
-    json_object_foreach((json_t *)ns, name, skel)
-    {
+    json_object_foreach((json_t *)ns, name, skel) {
         luaL_checkstack(L, 3, "too many names to push");
         lua_pushstring(L, name);
         ippc_error err;
@@ -877,8 +876,7 @@ static void op_pull(lua_State *L, task_ctx *c)
     c->value = json_object();
     size_t i;
     const json_t *item;
-    json_array_foreach(names, i, item)
-    {
+    json_array_foreach(names, i, item) {
         if (!json_is_string(item)) {
             task_fail(c, TASK_ERROR, "ProtocolError", "pull: names must be strings");
             break;
@@ -943,8 +941,7 @@ static void op_apply(lua_State *L, task_ctx *c)
     lua_settop(L, base + 1);
     size_t i;
     const json_t *arg;
-    json_array_foreach(args, i, arg)
-    {
+    json_array_foreach(args, i, arg) {
         char what[32];
         snprintf(what, sizeof what, "argument %zu", i + 1);
         if (push_arg(L, c, arg, what) < 0) {
@@ -956,8 +953,7 @@ static void op_apply(lua_State *L, task_ctx *c)
         lua_createtable(L, 0, (int)json_object_size(kwargs));
         const char *key;
         const json_t *v;
-        json_object_foreach((json_t *)kwargs, key, v)
-        {
+        json_object_foreach((json_t *)kwargs, key, v) {
             lua_pushstring(L, key);
             if (push_arg(L, c, v, key) < 0) {
                 lua_settop(L, base);
