@@ -51,6 +51,10 @@ struct hub {
     balancer lb;
     store *store;
     events *events;
+    /* The last fan-out id handed out: ids start above the controller's start
+     * time in ms * 2^20, so a restarted controller continues above them. */
+    uint64_t fanout_last;
+    uint64_t fanout_ops[3]; /* fanned-out pushes, scatters, gathers */
 };
 
 int64_t hub_now_ms(void)
@@ -133,6 +137,7 @@ hub *hub_new(const hub_config *cfg)
         h->cfg.max_requests_kept = 10000;
     clock_iso8601(h->started, sizeof h->started);
     h->started_ms = clock_now_ms();
+    h->fanout_last = (uint64_t)clock_wall_ms() << 20;
     h->store = cfg->store;
     h->events = cfg->events;
     registry_init(&h->engines);
@@ -420,6 +425,101 @@ static void msgs_free(codec_msg **msgs, size_t n)
     free(msgs);
 }
 
+/* ------------------------------------------------------------ fan-out */
+
+static int cmp_int(const void *a, const void *b)
+{
+    int x = *(const int *)a, y = *(const int *)b;
+    return (x > y) - (x < y);
+}
+
+/* Whether a data op MPI fans out (common/proto.h): a push, scatter or gather
+ * of 2+ targets, all live engines of one MPI job in which no engine is dead,
+ * a push or scatter of at least fanout_min_bytes of arrays, and for scatter
+ * and gather targets in rank order (the parts follow the targets, the
+ * collectives follow the ranks).  Fills ranks[0..n) (ascending) and *root
+ * (the index in targets of the lowest rank). */
+static int fanout_plan(hub *h, const hub_prepared *p, const int *targets, size_t n, int *ranks,
+                       size_t *root)
+{
+    if (!h->cfg.fanout || n < 2 || p->failed)
+        return 0;
+    size_t items;
+    switch (p->op) {
+    case HUB_OP_PUSH:
+        if (p->bytes < h->cfg.fanout_min_bytes || !p->single ||
+            !json_is_object(json_object_get(p->single->msg, "ns")))
+            return 0;
+        break;
+    case HUB_OP_SCATTER:
+        if (p->bytes < h->cfg.fanout_min_bytes || codec_scatter_items(&p->scatter, &items) < 0)
+            return 0;
+        break;
+    case HUB_OP_GATHER:
+        if (!p->single)
+            return 0;
+        break;
+    default: return 0;
+    }
+    const engine *first = registry_live(&h->engines, targets[0]);
+    if (!first || registry_job_has_dead(&h->engines, first->job))
+        return 0;
+    *root = 0;
+    for (size_t i = 0; i < n; i++) {
+        const engine *e = registry_live(&h->engines, targets[i]);
+        if (!e || strcmp(e->job, first->job) != 0)
+            return 0;
+        if (i > 0 && p->op != HUB_OP_PUSH && targets[i] < targets[i - 1])
+            return 0;
+        ranks[i] = e->rank;
+        if (e->rank < ranks[*root])
+            *root = i;
+    }
+    qsort(ranks, n, sizeof *ranks, cmp_int);
+    return 1;
+}
+
+/* Submits a planned fan-out: the root's task with the data, the others' the
+ * same op without it, all queued now (under the lock, so every engine gets its
+ * data ops in the order of their ids).  The messages are left in *root_msg and
+ * *others for the caller to drop after unlocking.  Request id, or 0 + err. */
+static uint64_t submit_fanout(hub *h, const hub_call *c, hub_prepared *p, const int *targets,
+                              size_t n, const int *ranks, size_t root, codec_msg **root_msg,
+                              codec_msg **others, ippc_error *err)
+{
+    codec_fanout f = {.id = ++h->fanout_last, .ranks = ranks, .n = n, .root = ranks[0]};
+    int rc = -1, kind = 0;
+    switch (p->op) {
+    case HUB_OP_PUSH:
+        rc = codec_fanout_push(p->single, &f, others, err);
+        *root_msg = rc == 0 ? codec_msg_ref(p->single) : NULL;
+        break;
+    case HUB_OP_SCATTER:
+        kind = 1;
+        rc = codec_fanout_scatter(&p->scatter, &f, root_msg, others, err);
+        break;
+    default:
+        kind = 2;
+        *others = codec_fanout_gather(c->name, &f, err);
+        *root_msg = codec_msg_ref(*others);
+        rc = *others ? 0 : -1;
+        break;
+    }
+    codec_msg **msgs = rc == 0 ? calloc(n, sizeof *msgs) : NULL;
+    if (!msgs) {
+        if (rc == 0)
+            ippc_error_set(err, ERR_INTERNAL, "out of memory");
+        return 0;
+    }
+    for (size_t i = 0; i < n; i++)
+        msgs[i] = i == root ? *root_msg : *others;
+    uint64_t id = requests_submit_fanout(&h->requests, c, targets, n, msgs, root, f.id, err);
+    free(msgs);
+    if (id)
+        h->fanout_ops[kind]++;
+    return id;
+}
+
 /* Splitting a scatter copies the whole array, so it runs without the lock
  * for the number of targets just seen, and again if engines came or went
  * meanwhile; after this many tries, under the lock. */
@@ -441,6 +541,9 @@ uint64_t hub_submit(hub *h, const hub_call *c, ippc_error *err)
     size_t n = 0;
     codec_msg **split = NULL; /* scatter: one message per target */
     size_t split_for = 0;
+    int *ranks = NULL; /* a fan-out's participants */
+    size_t root = 0;
+    codec_msg *fan_root = NULL, *fan_others = NULL;
     hub_lock(h);
     for (int tries = 0;; tries++) {
         free(targets);
@@ -455,6 +558,15 @@ uint64_t hub_submit(hub *h, const hub_call *c, ippc_error *err)
             goto unlock;
         if (prep->failed) {
             *err = prep->err;
+            goto unlock;
+        }
+        free(ranks);
+        if (!(ranks = malloc(n * sizeof *ranks))) {
+            ippc_error_set(err, ERR_INTERNAL, "out of memory");
+            goto unlock;
+        }
+        if (fanout_plan(h, prep, targets, n, ranks, &root)) {
+            id = submit_fanout(h, c, prep, targets, n, ranks, root, &fan_root, &fan_others, err);
             goto unlock;
         }
         if (prep->op != HUB_OP_SCATTER || (split && split_for == n))
@@ -481,8 +593,11 @@ unlock:
     /* Dropping the messages' last references frees array bytes: after the
      * unlock. */
     msgs_free(split, split_for);
+    codec_msg_unref(fan_root);
+    codec_msg_unref(fan_others);
     hub_prepared_free(prep);
     free(targets);
+    free(ranks);
     return id;
 }
 
@@ -864,6 +979,7 @@ void hub_metrics(hub *h, char **out, size_t *len)
     s.ws_clients_dropped = h->events ? events_dropped_clients(h->events) : 0;
     s.bytes_to_engines = h->engines.bytes_to_engines;
     s.bytes_from_engines = h->engines.bytes_from_engines;
+    memcpy(s.fanout_ops, h->fanout_ops, sizeof s.fanout_ops);
     hub_unlock(h);
     s.engines_idle = by_state[ENGINE_IDLE];
     s.engines_busy = by_state[ENGINE_BUSY];

@@ -63,7 +63,13 @@ typedef struct options {
     unsigned hwm;
     int metrics_public;
     int fresh; /* new secrets even if a dead controller's files are there */
+    int no_fanout;
+    size_t fanout_min_bytes;
 } options;
+
+/* Pushes and scatters with at least this many bytes of arrays fan out by MPI
+ * (bench/NOTES.md, "the controller half": measured both ways). */
+#define DEFAULT_FANOUT_MIN_BYTES ((size_t)256 << 10)
 
 /* How long a controller that reuses its predecessor's port waits for it. */
 #define REBIND_WAIT_MS 3000
@@ -94,12 +100,18 @@ static void usage(FILE *out) {
             "  --max-held-mb N         bytes all peers together may make the controller hold\n"
             "                          (messages and bodies in flight, queued output; default\n"
             "                          2048); past it, requests get 503 \"overloaded\"\n"
+            "  --fanout-min-bytes N    a push or scatter with at least N bytes of arrays to\n"
+            "                          2+ engines of one MPI job sends them to one engine,\n"
+            "                          and MPI fans them out (gathers too: any size); 0 =\n"
+            "                          always, off = never (default %zu)\n"
+            "  --no-fanout             the same as --fanout-min-bytes off: every engine gets\n"
+            "                          its data from the controller\n"
             "  --metrics-public        serve GET /metrics without the token\n"
             "  --fresh                 new token, engine key and port even when a previous\n"
             "                          controller of this profile left its files behind\n"
             "  --print-routes          print the REST route table and exit\n"
             "  --version, --help\n",
-            IPPC_HEARTBEAT_TIMEOUT_MS / 1000);
+            IPPC_HEARTBEAT_TIMEOUT_MS / 1000, DEFAULT_FANOUT_MIN_BYTES);
 }
 
 static int parse_options(int argc, char **argv, options *o) {
@@ -116,6 +128,8 @@ static int parse_options(int argc, char **argv, options *o) {
         {"hwm", required_argument, NULL, 'w'},
         {"print-routes", no_argument, NULL, 'r'},
         {"metrics-public", no_argument, NULL, 'M'},
+        {"fanout-min-bytes", required_argument, NULL, 'f'},
+        {"no-fanout", no_argument, NULL, 'N'},
         {"fresh", no_argument, NULL, 'F'},
         {"version", no_argument, NULL, 'v'},
         {"help", no_argument, NULL, 'h'},
@@ -173,6 +187,20 @@ static int parse_options(int argc, char **argv, options *o) {
             }
             break;
         case 'M': o->metrics_public = 1; break;
+        case 'f':
+            if (strcmp(optarg, "off") == 0) {
+                o->no_fanout = 1;
+                break;
+            }
+            errno = 0;
+            o->fanout_min_bytes = (size_t)strtoull(optarg, &end, 10);
+            if (*end || end == optarg || *optarg == '-' || errno) {
+                fprintf(stderr, "ippc-controller: --fanout-min-bytes is a number of bytes or off\n");
+                return 2;
+            }
+            o->no_fanout = 0;
+            break;
+        case 'N': o->no_fanout = 1; break;
         case 'F': o->fresh = 1; break;
         case 'r': http_print_routes(stdout); return 0;
         case 'v': printf("ippc-controller %s\n", IPPC_VERSION); return 0;
@@ -335,7 +363,10 @@ static void raise_fd_limit(void)
 }
 
 int main(int argc, char **argv) {
-    options o = {.ip = "127.0.0.1", .profile = "default", .max_held_mb = 2048};
+    options o = {.ip = "127.0.0.1",
+                 .profile = "default",
+                 .max_held_mb = 2048,
+                 .fanout_min_bytes = DEFAULT_FANOUT_MIN_BYTES};
     int rc = parse_options(argc, argv, &o);
     if (rc >= 0)
         return rc;
@@ -440,6 +471,8 @@ int main(int argc, char **argv) {
                        .heartbeat_timeout_ms = o.heartbeat_timeout_s * 1000,
                        .sched = o.sched,
                        .hwm = o.hwm,
+                       .fanout = !o.no_fanout,
+                       .fanout_min_bytes = o.fanout_min_bytes,
                        .store = st,
                        .events = events_new(10000)};
     hub *h = hcfg.events ? hub_new(&hcfg) : NULL;

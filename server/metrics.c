@@ -122,4 +122,11 @@ void metrics_hub(metrics_text *m, const metrics_hub_snapshot *s)
                    "ippc_bytes_total{direction=\"from_engines\"} %llu\n",
                    (unsigned long long)s->bytes_to_engines,
                    (unsigned long long)s->bytes_from_engines);
+    metrics_family(m, "ippc_fanout_ops_total", "counter",
+                   "Pushes, scatters and gathers whose data went to one engine of an MPI job "
+                   "and was fanned out by MPI.");
+    static const char *const ops[3] = {"push", "scatter", "gather"};
+    for (int k = 0; k < 3; k++)
+        metrics_printf(m, "ippc_fanout_ops_total{op=\"%s\"} %llu\n", ops[k],
+                       (unsigned long long)s->fanout_ops[k]);
 }

@@ -46,6 +46,7 @@ typedef struct metrics_hub_snapshot {
     size_t ws_clients;
     uint64_t ws_clients_dropped;
     uint64_t bytes_to_engines, bytes_from_engines;
+    uint64_t fanout_ops[3]; /* data ops fanned out by MPI: push, scatter, gather */
 } metrics_hub_snapshot;
 
 void metrics_hub(metrics_text *m, const metrics_hub_snapshot *s);
