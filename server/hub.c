@@ -35,6 +35,8 @@
 /* Finished tasks no request holds, kept in memory (older ones are answered
  * from the store). */
 #define KEEP_FINISHED 50000
+/* Variables whose size the hub remembers (for gathers to fan out). */
+#define SIZE_MEMO 64
 
 struct hub {
     pthread_mutex_t lock;
@@ -55,6 +57,16 @@ struct hub {
      * time in ms * 2^20, so a restarted controller continues above them. */
     uint64_t fanout_last;
     uint64_t fanout_ops[3]; /* fanned-out pushes, scatters, gathers */
+    /* The bytes of arrays the hub last saw a variable take over the engines
+     * it was moved to (a push: its bytes times the targets; a scatter: its
+     * bytes; a gather: what came back), the least recently used forgotten:
+     * what a gather's size is guessed from. */
+    struct size_memo {
+        char name[129];
+        size_t bytes;
+        uint64_t used;
+    } sizes[SIZE_MEMO];
+    uint64_t sizes_clock;
 };
 
 int64_t hub_now_ms(void)
@@ -100,12 +112,57 @@ static void emit(hub *h, json_t *event, int topic, int engine)
     events_emit(h->events, event, &meta);
 }
 
+/* The size last seen of variable name (0: not seen). */
+static size_t size_recall(hub *h, const char *name)
+{
+    for (size_t i = 0; name && i < SIZE_MEMO; i++)
+        if (h->sizes[i].used && strcmp(h->sizes[i].name, name) == 0) {
+            h->sizes[i].used = ++h->sizes_clock;
+            return h->sizes[i].bytes;
+        }
+    return 0;
+}
+
+static void size_note(hub *h, const char *name, size_t bytes)
+{
+    if (!name || strlen(name) >= sizeof h->sizes[0].name)
+        return;
+    struct size_memo *slot = &h->sizes[0];
+    for (size_t i = 0; i < SIZE_MEMO; i++) {
+        if (h->sizes[i].used && strcmp(h->sizes[i].name, name) == 0) {
+            slot = &h->sizes[i];
+            break;
+        }
+        if (h->sizes[i].used < slot->used)
+            slot = &h->sizes[i];
+    }
+    snprintf(slot->name, sizeof slot->name, "%s", name);
+    slot->bytes = bytes;
+    slot->used = ++h->sizes_clock;
+}
+
+/* A gather request finished: what came back is its variable's size. */
+static void size_note_gather(hub *h, const request *r)
+{
+    size_t bytes = 0;
+    for (size_t i = 0; i < r->ntasks; i++) {
+        const task_result *res = r->tasks[i] ? r->tasks[i]->result : NULL;
+        for (size_t k = 0; res && k < res->blobs.count; k++)
+            bytes += res->blobs.items[k].len;
+    }
+    size_note(h, r->name, bytes);
+}
+
 /* The task table's hook: a finished task's request counts it. */
 static void on_task_finished(void *ctx, task *t)
 {
     hub *h = ctx;
-    if (t->request_id)
-        requests_task_finished(&h->requests, t);
+    if (!t->request_id)
+        return;
+    requests_task_finished(&h->requests, t);
+    const request *r = requests_get(&h->requests, t->request_id);
+    if (r && r->op == HUB_OP_GATHER && request_done(r))
+        size_note_gather(h, r);
 }
 
 static char *dup_or_empty(const char *s)
@@ -427,6 +484,23 @@ static void msgs_free(codec_msg **msgs, size_t n)
 
 /* ------------------------------------------------------------ fan-out */
 
+/* What a push or scatter about to be sent to n engines tells of its
+ * variable's size. */
+static void size_note_call(hub *h, const hub_call *c, const hub_prepared *p, size_t n)
+{
+    if (p->failed)
+        return;
+    if (p->op == HUB_OP_SCATTER) {
+        size_note(h, p->scatter.name, p->bytes);
+    } else if (p->op == HUB_OP_PUSH && p->single) {
+        json_t *ns = json_object_get(p->single->msg, "ns");
+        if (json_object_size(ns) == 1) {
+            void *it = json_object_iter(ns);
+            size_note(h, json_object_iter_key(it), p->bytes * n);
+        }
+    }
+}
+
 static int cmp_int(const void *a, const void *b)
 {
     int x = *(const int *)a, y = *(const int *)b;
@@ -439,24 +513,27 @@ static int cmp_int(const void *a, const void *b)
  * and gather targets in rank order (the parts follow the targets, the
  * collectives follow the ranks).  Fills ranks[0..n) (ascending) and *root
  * (the index in targets of the lowest rank). */
-static int fanout_plan(hub *h, const hub_prepared *p, const int *targets, size_t n, int *ranks,
-                       size_t *root)
+static int fanout_plan(hub *h, const hub_call *c, const hub_prepared *p, const int *targets,
+                       size_t n, int *ranks, size_t *root)
 {
     if (!h->cfg.fanout || n < 2 || p->failed)
         return 0;
+    const size_t *min = h->cfg.fanout_min_bytes;
     size_t items;
     switch (p->op) {
     case HUB_OP_PUSH:
-        if (p->bytes < h->cfg.fanout_min_bytes || !p->single ||
+        if (min[HUB_FANOUT_PUSH] == SIZE_MAX || p->bytes < min[HUB_FANOUT_PUSH] || !p->single ||
             !json_is_object(json_object_get(p->single->msg, "ns")))
             return 0;
         break;
     case HUB_OP_SCATTER:
-        if (p->bytes < h->cfg.fanout_min_bytes || codec_scatter_items(&p->scatter, &items) < 0)
+        if (min[HUB_FANOUT_SCATTER] == SIZE_MAX || p->bytes < min[HUB_FANOUT_SCATTER] ||
+            codec_scatter_items(&p->scatter, &items) < 0)
             return 0;
         break;
     case HUB_OP_GATHER:
-        if (!p->single)
+        if (min[HUB_FANOUT_GATHER] == SIZE_MAX || !p->single ||
+            size_recall(h, c->name) < min[HUB_FANOUT_GATHER])
             return 0;
         break;
     default: return 0;
@@ -565,7 +642,9 @@ uint64_t hub_submit(hub *h, const hub_call *c, ippc_error *err)
             ippc_error_set(err, ERR_INTERNAL, "out of memory");
             goto unlock;
         }
-        if (fanout_plan(h, prep, targets, n, ranks, &root)) {
+        if (tries == 0)
+            size_note_call(h, c, prep, n);
+        if (fanout_plan(h, c, prep, targets, n, ranks, &root)) {
             id = submit_fanout(h, c, prep, targets, n, ranks, root, &fan_root, &fan_others, err);
             goto unlock;
         }

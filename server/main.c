@@ -64,12 +64,70 @@ typedef struct options {
     int metrics_public;
     int fresh; /* new secrets even if a dead controller's files are there */
     int no_fanout;
-    size_t fanout_min_bytes;
+    size_t fanout_min_bytes[3]; /* push, scatter, gather; SIZE_MAX: never */
 } options;
 
-/* Pushes and scatters with at least this many bytes of arrays fan out by MPI
- * (bench/NOTES.md, "the controller half": measured both ways). */
-#define DEFAULT_FANOUT_MIN_BYTES ((size_t)256 << 10)
+/* From which size pushes, scatters and gathers fan out by MPI, measured both
+ * ways with bench/bench_fanout_paths.py (bench/NOTES.md): a push or gather
+ * gains from about 128 KiB; a scatter, sent whole over one engine link
+ * instead of in parts over all of them at once, lost at every size while
+ * one link carried ~170 MB/s. */
+#define DEFAULT_FANOUT "push=128K,scatter=off,gather=128K"
+
+/* --fanout-min-bytes: comma-separated items, each "VALUE" (every op) or
+ * "OP=VALUE" (push, scatter, gather); VALUE is bytes with an optional K, M or
+ * G (binary) suffix, or "off".  0, or -1 (min untouched). */
+static int parse_fanout(const char *spec, size_t min[3]) {
+    static const char *const ops[3] = {"push", "scatter", "gather"};
+    size_t out[3];
+    memcpy(out, min, sizeof out);
+    const char *p = spec;
+    for (;;) {
+        const char *end = strchr(p, ',');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        if (len == 0)
+            return -1;
+        int op = -1;
+        const char *eq = memchr(p, '=', len);
+        const char *value = p;
+        if (eq) {
+            for (int k = 0; k < 3; k++)
+                if ((size_t)(eq - p) == strlen(ops[k]) && strncmp(p, ops[k], (size_t)(eq - p)) == 0)
+                    op = k;
+            if (op < 0)
+                return -1;
+            value = eq + 1;
+        }
+        size_t vlen = len - (size_t)(value - p);
+        size_t bytes = SIZE_MAX;
+        if (!(vlen == 3 && strncmp(value, "off", 3) == 0)) {
+            if (vlen == 0 || value[0] < '0' || value[0] > '9')
+                return -1;
+            char *stop;
+            errno = 0;
+            unsigned long long v = strtoull(value, &stop, 10);
+            int shift = 0;
+            if (stop < value + vlen) {
+                const char *units = "KkMmGg";
+                const char *u = strchr(units, *stop);
+                if (!u || !*stop || stop + 1 != value + vlen)
+                    return -1;
+                shift = 10 * (int)(1 + (u - units) / 2);
+            }
+            if (errno || v > (SIZE_MAX >> shift) - 1)
+                return -1;
+            bytes = (size_t)v << shift;
+        }
+        for (int k = 0; k < 3; k++)
+            if (op < 0 || op == k)
+                out[k] = bytes;
+        if (!end)
+            break;
+        p = end + 1;
+    }
+    memcpy(min, out, sizeof out);
+    return 0;
+}
 
 /* How long a controller that reuses its predecessor's port waits for it. */
 #define REBIND_WAIT_MS 3000
@@ -100,18 +158,20 @@ static void usage(FILE *out) {
             "  --max-held-mb N         bytes all peers together may make the controller hold\n"
             "                          (messages and bodies in flight, queued output; default\n"
             "                          2048); past it, requests get 503 \"overloaded\"\n"
-            "  --fanout-min-bytes N    a push or scatter with at least N bytes of arrays to\n"
-            "                          2+ engines of one MPI job sends them to one engine,\n"
-            "                          and MPI fans them out (gathers too: any size); 0 =\n"
-            "                          always, off = never (default %zu)\n"
-            "  --no-fanout             the same as --fanout-min-bytes off: every engine gets\n"
-            "                          its data from the controller\n"
+            "  --fanout-min-bytes SPEC a push, scatter or gather of at least this many bytes\n"
+            "                          of arrays over 2+ engines of one MPI job moves them\n"
+            "                          to or from one engine only, and MPI fans them out:\n"
+            "                          N[K|M|G] or off for every op, or op=N|off items\n"
+            "                          (push, scatter, gather), comma-separated; 0 = always\n"
+            "                          (default %s)\n"
+            "  --no-fanout             the same as --fanout-min-bytes off: every engine\n"
+            "                          gets its data from the controller\n"
             "  --metrics-public        serve GET /metrics without the token\n"
             "  --fresh                 new token, engine key and port even when a previous\n"
             "                          controller of this profile left its files behind\n"
             "  --print-routes          print the REST route table and exit\n"
             "  --version, --help\n",
-            IPPC_HEARTBEAT_TIMEOUT_MS / 1000, DEFAULT_FANOUT_MIN_BYTES);
+            IPPC_HEARTBEAT_TIMEOUT_MS / 1000, DEFAULT_FANOUT);
 }
 
 static int parse_options(int argc, char **argv, options *o) {
@@ -188,17 +248,11 @@ static int parse_options(int argc, char **argv, options *o) {
             break;
         case 'M': o->metrics_public = 1; break;
         case 'f':
-            if (strcmp(optarg, "off") == 0) {
-                o->no_fanout = 1;
-                break;
-            }
-            errno = 0;
-            o->fanout_min_bytes = (size_t)strtoull(optarg, &end, 10);
-            if (*end || end == optarg || *optarg == '-' || errno) {
-                fprintf(stderr, "ippc-controller: --fanout-min-bytes is a number of bytes or off\n");
+            if (parse_fanout(optarg, o->fanout_min_bytes) < 0) {
+                fprintf(stderr, "ippc-controller: --fanout-min-bytes takes N[K|M|G] or off, or "
+                                "comma-separated push=, scatter=, gather= items of them\n");
                 return 2;
             }
-            o->no_fanout = 0;
             break;
         case 'N': o->no_fanout = 1; break;
         case 'F': o->fresh = 1; break;
@@ -363,10 +417,8 @@ static void raise_fd_limit(void)
 }
 
 int main(int argc, char **argv) {
-    options o = {.ip = "127.0.0.1",
-                 .profile = "default",
-                 .max_held_mb = 2048,
-                 .fanout_min_bytes = DEFAULT_FANOUT_MIN_BYTES};
+    options o = {.ip = "127.0.0.1", .profile = "default", .max_held_mb = 2048};
+    parse_fanout(DEFAULT_FANOUT, o.fanout_min_bytes);
     int rc = parse_options(argc, argv, &o);
     if (rc >= 0)
         return rc;
@@ -472,7 +524,8 @@ int main(int argc, char **argv) {
                        .sched = o.sched,
                        .hwm = o.hwm,
                        .fanout = !o.no_fanout,
-                       .fanout_min_bytes = o.fanout_min_bytes,
+                       .fanout_min_bytes = {o.fanout_min_bytes[0], o.fanout_min_bytes[1],
+                                            o.fanout_min_bytes[2]},
                        .store = st,
                        .events = events_new(10000)};
     hub *h = hcfg.events ? hub_new(&hcfg) : NULL;
