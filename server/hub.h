@@ -54,8 +54,8 @@ typedef struct hub_config {
      * that name (a push, scatter or gather of it; unknown: 0). */
     int fanout;
     size_t fanout_min_bytes[3];
-    struct store *store;   /* task history; NULL = none (tests) */
-    struct events *events; /* event stream; NULL = none (tests) */
+    struct store *store;      /* task history; NULL = none (tests) */
+    struct events *events;    /* event stream; NULL = none (tests) */
 } hub_config;
 
 hub *hub_new(const hub_config *cfg);
@@ -87,17 +87,17 @@ json_t *hub_engine(hub *h, int engine_id, ippc_error *err);
 typedef enum hub_op {
     HUB_OP_EXECUTE,
     HUB_OP_RUN,
-    HUB_OP_PUSH, /* body {"namespace": {...}} or one var */
-    HUB_OP_PULL, /* one name: results are values */
+    HUB_OP_PUSH,    /* body {"namespace": {...}} or one var */
+    HUB_OP_PULL,    /* one name: results are values */
     HUB_OP_PULL_MANY,
     HUB_OP_SCATTER,
     HUB_OP_GATHER,
     HUB_OP_APPLY,
-    HUB_OP_LOAD, /* {"library": path} */
+    HUB_OP_LOAD,    /* {"library": path} */
     HUB_OP_RESET,
-    HUB_OP_DELETE, /* name */
-    HUB_OP_LIST,   /* results are each engine's variable listing */
-    HUB_OP_MAP,    /* internal: a map over load-balanced tasks */
+    HUB_OP_DELETE,  /* name */
+    HUB_OP_LIST,    /* results are each engine's variable listing */
+    HUB_OP_MAP,     /* internal: a map over load-balanced tasks */
 } hub_op;
 
 typedef struct hub_prepared hub_prepared;
@@ -106,10 +106,10 @@ typedef struct hub_prepared hub_prepared;
  * the caller (but see `prepared`). */
 typedef struct hub_call {
     hub_op op;
-    const char *targets; /* target spec */
-    const json_t *body;  /* op-specific JSON, see http_api.c */
-    const char *name;    /* PUT/GET vars/{name}, gather/{name} */
-    value_format format; /* how pulled arrays are written back */
+    const char *targets;   /* target spec */
+    const json_t *body;    /* op-specific JSON, see http_api.c */
+    const char *name;      /* PUT/GET vars/{name}, gather/{name} */
+    value_format format;   /* how pulled arrays are written back */
     /* PUSH of one variable given in wire form already (raw octet-stream
      * bodies): the skeleton and its blobs, which the hub moves out. */
     const json_t *wire_value;
@@ -143,8 +143,8 @@ json_t *hub_interrupt(hub *h, const char *targets, ippc_error *err);
  * (octet-stream) answers: a copy of its bytes in *data (caller frees) and its
  * description in *ref.  -1 + err if the request is not done, failed, or the
  * value is not an array. */
-int hub_request_array(hub *h, uint64_t request_id, unsigned char **data, size_t *len, nd_ref *ref,
-                      ippc_error *err);
+int hub_request_array(hub *h, uint64_t request_id, unsigned char **data, size_t *len,
+                      nd_ref *ref, ippc_error *err);
 
 /* The request's client view: the blocking answer when done, or a pending body.
  * *done set accordingly.  NULL + not_found if unknown. */
