@@ -43,8 +43,8 @@ typedef struct request {
     /* map: chunk c holds items [c * map_chunksize, min((c + 1) *
      * map_chunksize, map_items)) of the sequences */
     size_t map_items, map_chunksize;
-    char *name;    /* PULL, GATHER */
-    json_t *names; /* PULL_MANY */
+    char *name;         /* PULL, GATHER */
+    json_t *names;      /* PULL_MANY */
     value_format format;
     /* A push, scatter or gather fanned out by MPI (requests_submit_fanout):
      * its id, the index of the root's task, and whether it was abandoned (a
