@@ -6,13 +6,13 @@
  * that was cut off stays listed (its socket closes soon) but gets nothing.
  */
 #include "events.h"
+#include "clock.h"
 #include "jsonout.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/time.h>
 #include <time.h>
 
 #define FILTER_MAX 1024
@@ -153,23 +153,13 @@ static void deliver(events *ev, events_client *c, const char *text, size_t len) 
         cut_off(ev, c);
 }
 
-static void now_iso(char *buf, size_t size) {
-    struct timeval tv;
-    gettimeofday(&tv, NULL);
-    struct tm tm;
-    gmtime_r(&tv.tv_sec, &tm);
-    char base[32];
-    strftime(base, sizeof base, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(buf, size, "%s.%06ldZ", base, (long)tv.tv_usec);
-}
-
 void events_emit(events *ev, json_t *event, const event_meta *meta) {
     if (!ev || !event) {
         json_decref(event);
         return;
     }
     char when[40];
-    now_iso(when, sizeof when);
+    clock_iso8601(when, sizeof when);
     pthread_mutex_lock(&ev->lock);
     uint64_t seq = ++ev->seq;
     json_object_set_new(event, "seq", json_integer((json_int_t)seq));

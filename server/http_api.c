@@ -14,13 +14,17 @@
  * Content-Length, or, chunked, a buffer that doubles up to the limit; every
  * byte is charged to the request's budget account first.  At the last call
  * (*upload_data_size == 0) a JSON body over DECODE_INLINE_MAX is handed to
- * the decode pool and the connection suspended; the worker parses it and,
- * for a direct-view call, also converts its values (hub_prepare), frees the
- * tree and resumes the connection, whose next call runs the route.  A
- * direct-view call submits to the hub and, unless ?block=false, waits:
- * hub_wait registers a wake-up and suspends the connection under the hub
- * lock, so a completion cannot slip in between; the wake-up resumes it and
- * the answer is built from the hub.
+ * the decode pool and the connection suspended; the worker parses it, decodes
+ * the call (call.h) and, for a direct-view call, also converts its values
+ * (call_prepare), frees the tree and resumes the connection, whose next call
+ * runs the route.  Every route with a /ws twin, and every one that takes a
+ * body, is a call: its path parameters, query and body go through
+ * call_from_rest, the one decoder the /ws request channel uses too, and its
+ * answer is call.c's.  A call that waits (a blocking direct-view call or
+ * map, ?wait= on a task or request) registers a wake-up with call_wait and
+ * suspends the connection under the hub lock, so a completion cannot slip
+ * in between; the wake-up resumes it and call_answer builds the answer.
+ * Content-Type is judged with the head too (call_media_of: 415).
  *
  * What libmicrohttpd 0.9.75 still answers itself, in HTML, with no hook to
  * replace the answer (tried on a kept-alive connection): a request head that
@@ -41,6 +45,7 @@
  */
 #include "http_api.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <malloc.h>
@@ -53,6 +58,7 @@
 #include <unistd.h>
 #include <microhttpd.h>
 
+#include "call.h"
 #include "decode_pool.h"
 #include "linger.h"
 #include "metrics.h"
@@ -96,14 +102,6 @@ struct http_api {
 
 static const double LAT_BOUNDS[6] = {0.001, 0.01, 0.1, 1, 10, 1e300};
 
-/* What a route does with a request body. */
-typedef enum body_kind {
-    BODY_NONE = 0, /* none expected: bytes sent anyway are dropped */
-    BODY_OBJECT,   /* a JSON object */
-    BODY_VALUE,    /* any JSON value */
-    BODY_OPTIONAL, /* a JSON object, or nothing (= {}) */
-} body_kind;
-
 typedef enum phase {
     PHASE_HEAD = 0, /* begin() has not run */
     PHASE_BODY,     /* the body arrives (or is dropped) */
@@ -121,13 +119,13 @@ typedef struct route_args {
 typedef struct req_ctx req_ctx;
 typedef enum MHD_Result (*route_fn)(req_ctx *ctx, const route_args *args);
 
+/* A route is a call (operation: its operationId in call.c's table, which
+ * says what body it takes) or a REST-only handler without a body (fn). */
 typedef struct route {
     const char *method;
     const char *pattern;
     route_fn fn;
-    body_kind body;
-    int raw_ok; /* takes application/octet-stream bodies too */
-    int op;     /* hub_op of a direct-view call with a JSON body; -1 otherwise */
+    const char *operation;
 } route;
 
 struct req_ctx {
@@ -139,7 +137,8 @@ struct req_ctx {
     int nul_in_path, nul_in_query;
     /* begin()'s verdict */
     const route *route;
-    route_args args; /* point into path */
+    const call_def *def; /* the route's call, or NULL */
+    route_args args;     /* point into path */
     char *path;
     int refused; /* answer `refusal` at the last call */
     ippc_error refusal;
@@ -154,14 +153,11 @@ struct req_ctx {
     budget_account held;    /* the body's bytes; cap: max_body */
     budget_account decoded; /* the decoded body and its arrays; cap: decode_cap */
     decode_job job;
-    json_t *json; /* the body as decoded by a worker, for the route */
-    /* a direct-view call with a JSON body: its hub call and body */
-    hub_call call;
-    json_t *call_body;
+    json_t *query; /* the query parameters (strings), taken on the MHD thread */
+    /* the call, decoded here or by a decode worker */
+    call call;
+    int call_ready;
     phase phase;
-    uint64_t request_id;
-    int raw_answer;   /* answer with the array's bytes (Accept: application/octet-stream) */
-    uint64_t task_id; /* waiting on a balanced task instead of a request */
 };
 
 static int64_t now_us(void)
@@ -250,40 +246,27 @@ static int is_octet_stream(const char *content_type)
     return content_type && strncasecmp(content_type, "application/octet-stream", 24) == 0;
 }
 
-/* Parses ?key=SECONDS; -1 if absent; -2 if invalid. */
-static double query_seconds(req_ctx *ctx, const char *key)
+/* The query parameters as an object of strings, for call_from_rest (which
+ * may run on a decode worker, where the connection is not to be touched).
+ * An empty value counts as absent; of a repeated key the first counts. */
+static enum MHD_Result query_arg(void *cls, enum MHD_ValueKind kind, const char *key,
+                                 const char *value)
 {
-    const char *v = query(ctx, key);
-    if (!v)
-        return -1;
-    char *end;
-    errno = 0;
-    double s = strtod(v, &end);
-    if (errno || end == v || *end || !isfinite(s) || s < 0 || s > 86400.0 * 365)
-        return -2;
-    return s;
+    (void)kind;
+    json_t *obj = cls;
+    /* Not checked as UTF-8: values are only compared, never echoed. */
+    if (key && value && *value && !json_object_get(obj, key))
+        json_object_set_new_nocheck(obj, key, json_string_nocheck(value));
+    return MHD_YES;
 }
 
-/* ?block= : 1 (default), 0, or -1 if not a boolean. */
-static int query_block(req_ctx *ctx)
+static int query_take(req_ctx *ctx, ippc_error *err)
 {
-    const char *v = query(ctx, "block");
-    if (!v || strcmp(v, "true") == 0 || strcmp(v, "1") == 0)
-        return 1;
-    if (strcmp(v, "false") == 0 || strcmp(v, "0") == 0)
+    if (ctx->query)
         return 0;
-    return -1;
-}
-
-static int query_format(req_ctx *ctx, value_format *fmt)
-{
-    const char *v = query(ctx, "format");
-    if (!v || strcmp(v, "list") == 0)
-        *fmt = VALUE_FORMAT_LIST;
-    else if (strcmp(v, "typed") == 0)
-        *fmt = VALUE_FORMAT_TYPED;
-    else
-        return -1;
+    if (!(ctx->query = json_object()))
+        return ippc_error_set(err, ERR_INTERNAL, "out of memory");
+    MHD_get_connection_values(ctx->conn, MHD_GET_ARGUMENT_KIND, query_arg, ctx->query);
     return 0;
 }
 
@@ -310,32 +293,21 @@ static void decoded_free(req_ctx *ctx, json_t *value)
         malloc_trim(0);
 }
 
-/* The body as JSON: the value a worker decoded, or decoded here (small
- * bodies).  any_value allows non-object bodies.  NULL + err. */
-static json_t *parse_body(req_ctx *ctx, int any_value, ippc_error *err)
+/* The body as JSON (any value), decoded here (small bodies), charged to the
+ * decoded account.  NULL when there is none; NULL + err when it is not JSON. */
+static json_t *parse_body(req_ctx *ctx, ippc_error *err)
 {
-    json_t *v = ctx->json;
-    ctx->json = NULL;
-    if (!v) {
-        if (ctx->len == 0) {
-            ippc_error_set(err, ERR_BAD_REQUEST, "request body is empty; expected JSON");
-            return NULL;
-        }
-        ctx->job = (decode_job){.text = ctx->body, .len = ctx->len, .account = &ctx->decoded};
-        int rc = decode_json_metered(&ctx->job, NULL);
-        body_text_free(ctx);
-        if (rc < 0) {
-            *err = ctx->job.err;
-            return NULL;
-        }
-        v = ctx->job.value;
-        ctx->job.value = NULL;
-    }
-    if (!any_value && !json_is_object(v)) {
-        decoded_free(ctx, v);
-        ippc_error_set(err, ERR_BAD_REQUEST, "request body must be a JSON object");
+    if (ctx->len == 0)
+        return NULL;
+    ctx->job = (decode_job){.text = ctx->body, .len = ctx->len, .account = &ctx->decoded};
+    int rc = decode_json_metered(&ctx->job, NULL);
+    body_text_free(ctx);
+    if (rc < 0) {
+        *err = ctx->job.err;
         return NULL;
     }
+    json_t *v = ctx->job.value;
+    ctx->job.value = NULL;
     return v;
 }
 
@@ -373,223 +345,94 @@ static void on_registered(void *arg)
     suspend(ctx);
 }
 
-/* The array bytes of a finished pull/gather, with X-Ippc-Dtype/-Shape. */
-static enum MHD_Result send_raw(req_ctx *ctx)
+/* The array bytes of a finished pull/gather, with X-Ippc-Dtype/-Shape.
+ * Returns 0 (and *rc) when sent, an error included; 1 when the request is
+ * not finished (then the answer is JSON). */
+static int send_raw(req_ctx *ctx, enum MHD_Result *rc)
 {
     ippc_error err = {0};
     unsigned char *data = NULL;
     size_t len = 0;
     nd_ref ref;
-    if (hub_request_array(ctx->api->h, ctx->request_id, &data, &len, &ref, &err) < 0)
-        return send_error(ctx->conn, &err);
+    uint64_t request_id = ctx->call.wait_id;
+    if (hub_request_array(ctx->api->h, request_id, &data, &len, &ref, &err) < 0) {
+        if (strcmp(err.code, ERR_CONFLICT) == 0)
+            return 1;
+        *rc = send_error(ctx->conn, &err);
+        return 0;
+    }
     struct MHD_Response *resp = MHD_create_response_from_buffer(len, data, MHD_RESPMEM_MUST_FREE);
     if (!resp) {
         free(data);
-        return MHD_NO;
+        *rc = MHD_NO;
+        return 0;
     }
     char shape[ND_MAX_DIMS * 21 + 1] = "";
     for (int i = 0; i < ref.ndim; i++)
         snprintf(shape + strlen(shape), sizeof shape - strlen(shape), "%s%zu", i ? "," : "",
                  ref.shape[i]);
     char request[24];
-    snprintf(request, sizeof request, "%llu", (unsigned long long)ctx->request_id);
+    snprintf(request, sizeof request, "%llu", (unsigned long long)request_id);
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/octet-stream");
     MHD_add_response_header(resp, "X-Ippc-Dtype", nd_dtype_name(ref.dtype));
     MHD_add_response_header(resp, "X-Ippc-Shape", shape);
     MHD_add_response_header(resp, "X-Ippc-Request", request);
-    enum MHD_Result rc = MHD_queue_response(ctx->conn, MHD_HTTP_OK, resp);
+    *rc = MHD_queue_response(ctx->conn, MHD_HTTP_OK, resp);
     MHD_destroy_response(resp);
-    return rc;
+    return 0;
 }
 
-static enum MHD_Result answer_request(req_ctx *ctx)
+/* The answer of a call that waited, or needed not: call.c's, or the array's
+ * bytes when the client asked for them and the request is done. */
+static enum MHD_Result answer_call(req_ctx *ctx)
 {
-    ippc_error err = {0};
-    int done = 0;
-    json_t *body = hub_request_json(ctx->api->h, ctx->request_id, &done, &err);
-    if (!body)
-        return send_error(ctx->conn, &err);
-    if (done && ctx->raw_answer) {
+    enum MHD_Result rc;
+    if (ctx->call.raw_answer && send_raw(ctx, &rc) == 0)
+        return rc;
+    int status = 0;
+    json_t *body = call_answer(ctx->api->h, &ctx->call, &status);
+    /* Finished between the two looks: the bytes after all. */
+    if (ctx->call.raw_answer && status == MHD_HTTP_OK && send_raw(ctx, &rc) == 0) {
         json_decref(body);
-        return send_raw(ctx);
+        return rc;
     }
-    return send_json(ctx->conn, done ? MHD_HTTP_OK : MHD_HTTP_ACCEPTED, body);
+    return send_json(ctx->conn, (unsigned int)status, body);
 }
 
-/* Waits for ctx->request_id up to `seconds` (< 0: forever), without a thread.
- * While the controller stops, nothing waits: the answer is what there is. */
-static enum MHD_Result wait_or_answer(req_ctx *ctx, double seconds)
+/* Runs a decoded call: its hub calls, then its answer now or once the hub
+ * wakes the connection.  While the controller stops, nothing waits. */
+static enum MHD_Result run_call(req_ctx *ctx)
 {
-    if (atomic_load(&ctx->api->stopping))
-        return answer_request(ctx);
-    int64_t deadline = 0;
-    if (seconds >= 0)
-        deadline = hub_now_ms() + (int64_t)(seconds * 1000.0) + 1;
-    int rc = hub_wait(ctx->api->h, ctx->request_id, deadline, on_wake, on_registered, ctx);
-    if (rc == 0)
+    http_api *api = ctx->api;
+    int status = 0;
+    json_t *body = NULL;
+    int answered = call_start(api->h, &ctx->call, &status, &body);
+    /* The body and its arrays are the hub's (or gone) now. */
+    body_text_free(ctx);
+    decoded_free(ctx, NULL);
+    if (answered)
+        return send_json(ctx->conn, (unsigned int)status, body);
+    if (atomic_load(&api->stopping))
+        return answer_call(ctx);
+    if (call_wait(api->h, &ctx->call, on_wake, on_registered, ctx) == 0)
         return MHD_YES; /* suspended; handle() runs again when woken */
-    return answer_request(ctx);
+    return answer_call(ctx);
 }
 
-/* ------------------------------------------------------------ handlers */
-
-static enum MHD_Result h_info(req_ctx *ctx, const route_args *a)
+/* The call_rest of a request whose body, if any, is `body` (taken). */
+static call_rest rest_input(req_ctx *ctx, json_t *body)
 {
-    (void)a;
-    return send_json(ctx->conn, MHD_HTTP_OK, hub_info(ctx->api->h));
-}
-
-static enum MHD_Result h_engines(req_ctx *ctx, const route_args *a)
-{
-    (void)a;
-    return send_json(ctx->conn, MHD_HTTP_OK, hub_engines(ctx->api->h));
-}
-
-static int parse_id(const char *s, long long max, long long *out)
-{
-    char *end;
-    errno = 0;
-    long long v = strtoll(s, &end, 10);
-    if (errno || end == s || *end || v < 0 || v > max)
-        return -1;
-    *out = v;
-    return 0;
-}
-
-static enum MHD_Result h_engine(req_ctx *ctx, const route_args *a)
-{
-    long long id;
-    if (parse_id(a->params[0], INT32_MAX, &id) < 0)
-        return fail(ctx->conn, ERR_NOT_FOUND, "no engine with id '%.64s'", a->params[0]);
-    ippc_error err = {0};
-    json_t *e = hub_engine(ctx->api->h, (int)id, &err);
-    return e ? send_json(ctx->conn, MHD_HTTP_OK, e) : send_error(ctx->conn, &err);
-}
-
-static enum MHD_Result h_request(req_ctx *ctx, const route_args *a)
-{
-    long long id;
-    if (parse_id(a->params[0], INT64_MAX, &id) < 0)
-        return fail(ctx->conn, ERR_NOT_FOUND, "no request with id '%.64s'", a->params[0]);
-    double wait = query_seconds(ctx, "wait");
-    if (wait == -2)
-        return fail(ctx->conn, ERR_BAD_REQUEST, "?wait= must be a number of seconds%s", NULL);
-    ctx->request_id = (uint64_t)id;
-    if (wait <= 0)
-        return answer_request(ctx);
-    return wait_or_answer(ctx, wait);
-}
-
-/* Submits a direct-view call and answers (or waits) as the query asks:
- * ?block=, ?timeout=, ?format=, and Accept: application/octet-stream.
- * call->prepared is consumed either way. */
-static enum MHD_Result submit_and_answer(req_ctx *ctx, hub_call *call)
-{
-    int block = query_block(ctx);
-    double timeout = query_seconds(ctx, "timeout");
-    if (block < 0 || timeout == -2 || query_format(ctx, &call->format) < 0) {
-        hub_prepared_free(call->prepared);
-        call->prepared = NULL;
-        return fail(ctx->conn, ERR_BAD_REQUEST,
-                    "bad query: block is true|false, timeout a number of seconds, format "
-                    "list|typed%s",
-                    NULL);
-    }
-    ctx->raw_answer = is_octet_stream(header(ctx, MHD_HTTP_HEADER_ACCEPT)) &&
-                      (call->op == HUB_OP_PULL || call->op == HUB_OP_GATHER);
-    ippc_error err = {0};
-    uint64_t id = hub_submit(ctx->api->h, call, &err);
-    call->prepared = NULL;
-    if (!id)
-        return send_error(ctx->conn, &err);
-    ctx->request_id = id;
-    if (!block)
-        return answer_request(ctx);
-    return wait_or_answer(ctx, timeout);
-}
-
-/* A direct-view call without a body. */
-static enum MHD_Result view_call(req_ctx *ctx, hub_op op, const char *targets, const char *name)
-{
-    json_t *body = json_object();
-    hub_call call = {.op = op, .targets = targets, .body = body, .name = name};
-    enum MHD_Result rc = submit_and_answer(ctx, &call);
-    json_decref(body);
-    return rc;
-}
-
-/* ctx->call for a direct-view route with a JSON body (value, consumed; NULL
- * for an absent optional body).  Runs on a decode worker for big bodies. */
-static int view_call_build(req_ctx *ctx, json_t *value, ippc_error *err)
-{
-    const route *r = ctx->route;
-    json_t *body;
-    if (r->body == BODY_VALUE) { /* PUT vars/{name}: one variable's value */
-        body = json_pack("{s:{s:o}}", "namespace", ctx->args.params[1], value);
-    } else if (!value && r->body == BODY_OPTIONAL) {
-        body = json_object();
-    } else if (!json_is_object(value)) {
-        json_decref(value);
-        return ippc_error_set(err, ERR_BAD_REQUEST, "request body must be a JSON object");
-    } else {
-        body = value;
-    }
-    if (!body)
-        return ippc_error_set(err, ERR_INTERNAL, "out of memory");
-    ctx->call_body = body;
-    ctx->call = (hub_call){.op = (hub_op)r->op, .targets = ctx->args.params[0], .body = body};
-    return 0;
-}
-
-/* Every direct-view route with a JSON body: the call was built (and its
- * values converted) by a decode worker, or is built here from a small body. */
-static enum MHD_Result h_view(req_ctx *ctx, const route_args *a)
-{
-    (void)a;
-    ippc_error err = {0};
-    if (!ctx->call.prepared) {
-        json_t *value = NULL;
-        if (ctx->route->body != BODY_OPTIONAL || ctx->len || ctx->json) {
-            value = parse_body(ctx, 1, &err);
-            if (!value)
-                return send_error(ctx->conn, &err);
-        }
-        if (view_call_build(ctx, value, &err) < 0) {
-            decoded_free(ctx, NULL);
-            return send_error(ctx->conn, &err);
-        }
-    }
-    enum MHD_Result rc = submit_and_answer(ctx, &ctx->call);
-    decoded_free(ctx, ctx->call_body);
-    ctx->call_body = NULL;
-    return rc;
-}
-
-static enum MHD_Result h_list_vars(req_ctx *ctx, const route_args *a)
-{
-    return view_call(ctx, HUB_OP_LIST, a->params[0], NULL);
-}
-
-static enum MHD_Result h_delete_var(req_ctx *ctx, const route_args *a)
-{
-    return view_call(ctx, HUB_OP_DELETE, a->params[0], a->params[1]);
-}
-
-static enum MHD_Result h_get_var(req_ctx *ctx, const route_args *a)
-{
-    return view_call(ctx, HUB_OP_PULL, a->params[0], a->params[1]);
-}
-
-static enum MHD_Result h_gather(req_ctx *ctx, const route_args *a)
-{
-    return view_call(ctx, HUB_OP_GATHER, a->params[0], a->params[1]);
-}
-
-static enum MHD_Result h_interrupt(req_ctx *ctx, const route_args *a)
-{
-    ippc_error err = {0};
-    json_t *out = hub_interrupt(ctx->api->h, a->params[0], &err);
-    return out ? send_json(ctx->conn, MHD_HTTP_OK, out) : send_error(ctx->conn, &err);
+    const route_args *a = &ctx->args;
+    unsigned path = ctx->def->path;
+    int next = 0;
+    call_rest in = {.operation = ctx->def->operation, .query = ctx->query, .body = body};
+    if (path & CALL_P_TARGETS)
+        in.targets = a->n > next ? a->params[next++] : NULL;
+    if (path & CALL_P_ID)
+        in.id = a->n > next ? a->params[next++] : NULL;
+    if (path & CALL_P_NAME)
+        in.name = a->n > next ? a->params[next++] : NULL;
+    return in;
 }
 
 /* A raw body (Content-Type: application/octet-stream) as one ndarray: dtype
@@ -670,137 +513,78 @@ static json_t *raw_body_value(req_ctx *ctx, ippc_blobs *blobs, ippc_error *err)
     return value_nd_placeholder((nd_dtype)dtype, ndim, shape, (size_t)k);
 }
 
-/* Pushes or scatters a raw array body. */
-static enum MHD_Result raw_call(req_ctx *ctx, hub_op op, const char *targets, const char *name)
-{
-    ippc_error err = {0};
-    ippc_blobs blobs;
-    blobs_init(&blobs);
-    json_t *skel = raw_body_value(ctx, &blobs, &err);
-    if (!skel) {
-        blobs_free(&blobs);
-        return send_error(ctx->conn, &err);
-    }
-    json_t *body = json_pack("{s:s}", "name", name);
-    hub_call call = {.op = op,
-                     .targets = targets,
-                     .body = body,
-                     .name = name,
-                     .wire_value = skel,
-                     .wire_blobs = &blobs};
-    enum MHD_Result rc = submit_and_answer(ctx, &call);
-    json_decref(body);
-    json_decref(skel);
-    blobs_free(&blobs);
-    /* The bytes belong to the hub (or are freed) now. */
-    budget_account_release(&ctx->held);
-    return rc;
-}
-
-static enum MHD_Result h_put_var(req_ctx *ctx, const route_args *a)
-{
-    if (ctx->raw)
-        return raw_call(ctx, HUB_OP_PUSH, a->params[0], a->params[1]);
-    return h_view(ctx, a);
-}
-
-static enum MHD_Result h_scatter(req_ctx *ctx, const route_args *a)
-{
-    if (ctx->raw) {
-        const char *name = query(ctx, "name");
-        if (!name)
-            return fail(ctx->conn, ERR_BAD_REQUEST,
-                        "a raw scatter names its variable with ?name=%s", NULL);
-        return raw_call(ctx, HUB_OP_SCATTER, a->params[0], name);
-    }
-    return h_view(ctx, a);
-}
-
-/* ------------------------------------------------------ balanced tasks */
-
-static enum MHD_Result answer_task(req_ctx *ctx)
-{
-    ippc_error err = {0};
-    int finished = 0;
-    json_t *body = hub_task_json(ctx->api->h, ctx->task_id, &finished, &err);
-    if (!body)
-        return send_error(ctx->conn, &err);
-    return send_json(ctx->conn, finished ? MHD_HTTP_OK : MHD_HTTP_ACCEPTED, body);
-}
-
-static enum MHD_Result wait_task_or_answer(req_ctx *ctx, double seconds)
-{
-    if (atomic_load(&ctx->api->stopping))
-        return answer_task(ctx);
-    int64_t deadline = seconds >= 0 ? hub_now_ms() + (int64_t)(seconds * 1000.0) + 1 : 0;
-    int rc = hub_task_wait(ctx->api->h, ctx->task_id, deadline, on_wake, on_registered, ctx);
-    return rc == 0 ? MHD_YES : answer_task(ctx);
-}
-
-static enum MHD_Result h_task_submit(req_ctx *ctx, const route_args *a)
+/* Every call route: the call was decoded (and its values converted) by a
+ * decode worker, or is decoded here, from a raw array, a small JSON body or
+ * none. */
+static enum MHD_Result h_call(req_ctx *ctx, const route_args *a)
 {
     (void)a;
     ippc_error err = {0};
-    json_t *body = parse_body(ctx, 1, &err);
-    if (!body)
-        return send_error(ctx->conn, &err);
-    const char *block_s = query(ctx, "block");
-    int block = block_s && (strcmp(block_s, "true") == 0 || strcmp(block_s, "1") == 0);
-    double timeout = query_seconds(ctx, "timeout");
-    if (timeout == -2 || (block && json_is_array(body))) {
-        decoded_free(ctx, body);
-        return fail(ctx->conn, ERR_BAD_REQUEST,
-                    "?block=true takes one task (not a batch); ?timeout= is seconds%s", NULL);
+    if (!ctx->call_ready) {
+        ctx->call_ready = 1;
+        if (query_take(ctx, &err) < 0)
+            return send_error(ctx->conn, &err);
+        int rc;
+        if (ctx->raw) {
+            ippc_blobs blobs;
+            blobs_init(&blobs);
+            json_t *skel = raw_body_value(ctx, &blobs, &err);
+            if (!skel) {
+                blobs_free(&blobs);
+                return send_error(ctx->conn, &err);
+            }
+            call_rest in = rest_input(ctx, NULL);
+            in.wire_value = skel;
+            in.wire_blobs = &blobs;
+            rc = call_from_rest(&ctx->call, &in, &err);
+            blobs_free(&blobs);
+        } else {
+            json_t *body = ctx->def->body != CALL_BODY_NONE ? parse_body(ctx, &err) : NULL;
+            if (!body && err.code[0])
+                return send_error(ctx->conn, &err);
+            call_rest in = rest_input(ctx, body);
+            rc = call_from_rest(&ctx->call, &in, &err);
+        }
+        if (rc < 0)
+            return send_error(ctx->conn, &err);
     }
-    uint64_t first = 0;
-    json_t *out = hub_task_submit(ctx->api->h, body, &first, &err);
-    decoded_free(ctx, body);
-    if (!out)
-        return send_error(ctx->conn, &err);
-    if (!block)
-        return send_json(ctx->conn, MHD_HTTP_ACCEPTED, out);
-    json_decref(out);
-    ctx->task_id = first;
-    return wait_task_or_answer(ctx, timeout);
+    hub_op op = ctx->def->op;
+    ctx->call.raw_answer = ctx->def->kind == CALL_VIEW &&
+                           (op == HUB_OP_PULL || op == HUB_OP_GATHER) &&
+                           is_octet_stream(header(ctx, MHD_HTTP_HEADER_ACCEPT));
+    return run_call(ctx);
 }
 
-static int task_id_arg(req_ctx *ctx, const route_args *a)
+/* ------------------------------------------------------- REST-only routes */
+
+static int parse_id(const char *s, long long max, long long *out)
 {
-    long long id;
-    if (parse_id(a->params[0], INT64_MAX, &id) < 0 || id == 0)
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || end == s || *end || v < 0 || v > max)
         return -1;
-    ctx->task_id = (uint64_t)id;
+    *out = v;
     return 0;
 }
-static enum MHD_Result h_task_get(req_ctx *ctx, const route_args *a)
-{
-    if (task_id_arg(ctx, a) < 0)
-        return fail(ctx->conn, ERR_NOT_FOUND, "no task with id '%.64s'", a->params[0]);
-    double wait = query_seconds(ctx, "wait");
-    if (wait == -2)
-        return fail(ctx->conn, ERR_BAD_REQUEST, "?wait= must be a number of seconds%s", NULL);
-    if (wait <= 0)
-        return answer_task(ctx);
-    return wait_task_or_answer(ctx, wait);
-}
 
-static enum MHD_Result h_task_abort(req_ctx *ctx, const route_args *a)
+static enum MHD_Result h_engine(req_ctx *ctx, const route_args *a)
 {
-    if (task_id_arg(ctx, a) < 0)
-        return fail(ctx->conn, ERR_NOT_FOUND, "no task with id '%.64s'", a->params[0]);
-    const char *force = query(ctx, "force");
+    long long id;
+    if (parse_id(a->params[0], INT32_MAX, &id) < 0)
+        return fail(ctx->conn, ERR_NOT_FOUND, "no engine with id '%.64s'", a->params[0]);
     ippc_error err = {0};
-    json_t *out =
-        hub_task_abort(ctx->api->h, ctx->task_id, force && strcmp(force, "true") == 0, &err);
-    return out ? send_json(ctx->conn, MHD_HTTP_OK, out) : send_error(ctx->conn, &err);
+    json_t *e = hub_engine(ctx->api->h, (int)id, &err);
+    return e ? send_json(ctx->conn, MHD_HTTP_OK, e) : send_error(ctx->conn, &err);
 }
 
 static enum MHD_Result h_task_resubmit(req_ctx *ctx, const route_args *a)
 {
-    if (task_id_arg(ctx, a) < 0)
+    long long id;
+    if (parse_id(a->params[0], INT64_MAX, &id) < 0 || id == 0)
         return fail(ctx->conn, ERR_NOT_FOUND, "no task with id '%.64s'", a->params[0]);
     ippc_error err = {0};
-    json_t *out = hub_task_resubmit(ctx->api->h, ctx->task_id, &err);
+    json_t *out = hub_task_resubmit(ctx->api->h, (uint64_t)id, &err);
     return out ? send_json(ctx->conn, MHD_HTTP_ACCEPTED, out) : send_error(ctx->conn, &err);
 }
 
@@ -849,27 +633,6 @@ static enum MHD_Result h_task_purge(req_ctx *ctx, const route_args *a)
     return out ? send_json(ctx->conn, MHD_HTTP_OK, out) : send_error(ctx->conn, &err);
 }
 
-static enum MHD_Result h_map(req_ctx *ctx, const route_args *a)
-{
-    (void)a;
-    ippc_error err = {0};
-    json_t *body = parse_body(ctx, 0, &err);
-    if (!body)
-        return send_error(ctx->conn, &err);
-    int block = query_block(ctx);
-    double timeout = query_seconds(ctx, "timeout");
-    if (block < 0 || timeout == -2) {
-        decoded_free(ctx, body);
-        return fail(ctx->conn, ERR_BAD_REQUEST, "bad ?block= or ?timeout=%s", NULL);
-    }
-    uint64_t id = hub_map_submit(ctx->api->h, body, &err);
-    decoded_free(ctx, body);
-    if (!id)
-        return send_error(ctx->conn, &err);
-    ctx->request_id = id;
-    return block ? wait_or_answer(ctx, timeout) : answer_request(ctx);
-}
-
 /* Prometheus text exposition. */
 static enum MHD_Result h_metrics(req_ctx *ctx, const route_args *a)
 {
@@ -908,55 +671,44 @@ static enum MHD_Result h_metrics(req_ctx *ctx, const route_args *a)
     return rc;
 }
 
-static enum MHD_Result h_queue(req_ctx *ctx, const route_args *a)
-{
-    (void)a;
-    return send_json(ctx->conn, MHD_HTTP_OK, hub_queue(ctx->api->h));
-}
-
 #define ROUTE(m, p, fn)                                                                            \
     {                                                                                              \
-        m, p, fn, BODY_NONE, 0, -1                                                                 \
+        m, p, fn, NULL                                                                             \
     }
-#define BODY_ROUTE(m, p, fn, body)                                                                 \
+/* A call (call.h), named by its operationId. */
+#define CALL_ROUTE(m, p, operation)                                                                \
     {                                                                                              \
-        m, p, fn, body, 0, -1                                                                      \
-    }
-/* A direct-view call with a JSON body: a decode worker converts its values. */
-#define VIEW_ROUTE(m, p, fn, body, raw_ok, op)                                                     \
-    {                                                                                              \
-        m, p, fn, body, raw_ok, op                                                                 \
+        m, p, h_call, operation                                                                    \
     }
 
 static const route routes[] = {
-    BODY_ROUTE("POST", "/api/v1/tasks", h_task_submit, BODY_VALUE),
+    CALL_ROUTE("POST", "/api/v1/tasks", "submitTasks"),
     ROUTE("GET", "/api/v1/tasks", h_task_query),
     ROUTE("DELETE", "/api/v1/tasks", h_task_purge),
-    ROUTE("GET", "/api/v1/tasks/{id}", h_task_get),
-    ROUTE("DELETE", "/api/v1/tasks/{id}", h_task_abort),
+    CALL_ROUTE("GET", "/api/v1/tasks/{id}", "getTask"),
+    CALL_ROUTE("DELETE", "/api/v1/tasks/{id}", "abortTask"),
     ROUTE("POST", "/api/v1/tasks/{id}/resubmit", h_task_resubmit),
-    BODY_ROUTE("POST", "/api/v1/map", h_map, BODY_OBJECT),
-    ROUTE("GET", "/api/v1/queue", h_queue),
+    CALL_ROUTE("POST", "/api/v1/map", "map"),
+    CALL_ROUTE("GET", "/api/v1/queue", "queueStatus"),
     ROUTE("GET", "/metrics", h_metrics),
-    ROUTE("GET", "/api/v1/info", h_info),
-    ROUTE("GET", "/api/v1/engines", h_engines),
+    CALL_ROUTE("GET", "/api/v1/info", "getInfo"),
+    CALL_ROUTE("GET", "/api/v1/engines", "listEngines"),
     ROUTE("GET", "/api/v1/engines/{id}", h_engine),
-    VIEW_ROUTE("POST", "/api/v1/views/{targets}/execute", h_view, BODY_OBJECT, 0, HUB_OP_EXECUTE),
-    VIEW_ROUTE("POST", "/api/v1/views/{targets}/run", h_view, BODY_OBJECT, 0, HUB_OP_RUN),
-    VIEW_ROUTE("PUT", "/api/v1/views/{targets}/vars/{name}", h_put_var, BODY_VALUE, 1, HUB_OP_PUSH),
-    ROUTE("GET", "/api/v1/views/{targets}/vars/{name}", h_get_var),
-    VIEW_ROUTE("POST", "/api/v1/views/{targets}/push", h_view, BODY_OBJECT, 0, HUB_OP_PUSH),
-    VIEW_ROUTE("POST", "/api/v1/views/{targets}/pull", h_view, BODY_OBJECT, 0, HUB_OP_PULL_MANY),
-    VIEW_ROUTE("POST", "/api/v1/views/{targets}/scatter", h_scatter, BODY_OBJECT, 1,
-               HUB_OP_SCATTER),
-    ROUTE("GET", "/api/v1/views/{targets}/gather/{name}", h_gather),
-    VIEW_ROUTE("POST", "/api/v1/views/{targets}/apply", h_view, BODY_OBJECT, 0, HUB_OP_APPLY),
-    VIEW_ROUTE("POST", "/api/v1/views/{targets}/load", h_view, BODY_OBJECT, 0, HUB_OP_LOAD),
-    VIEW_ROUTE("POST", "/api/v1/views/{targets}/reset", h_view, BODY_OPTIONAL, 0, HUB_OP_RESET),
-    ROUTE("POST", "/api/v1/views/{targets}/interrupt", h_interrupt),
-    ROUTE("GET", "/api/v1/views/{targets}/vars", h_list_vars),
-    ROUTE("DELETE", "/api/v1/views/{targets}/vars/{name}", h_delete_var),
-    ROUTE("GET", "/api/v1/requests/{id}", h_request),
+    CALL_ROUTE("POST", "/api/v1/views/{targets}/execute", "execute"),
+    CALL_ROUTE("POST", "/api/v1/views/{targets}/run", "run"),
+    CALL_ROUTE("PUT", "/api/v1/views/{targets}/vars/{name}", "pushVar"),
+    CALL_ROUTE("GET", "/api/v1/views/{targets}/vars/{name}", "pullVar"),
+    CALL_ROUTE("POST", "/api/v1/views/{targets}/push", "push"),
+    CALL_ROUTE("POST", "/api/v1/views/{targets}/pull", "pull"),
+    CALL_ROUTE("POST", "/api/v1/views/{targets}/scatter", "scatter"),
+    CALL_ROUTE("GET", "/api/v1/views/{targets}/gather/{name}", "gather"),
+    CALL_ROUTE("POST", "/api/v1/views/{targets}/apply", "apply"),
+    CALL_ROUTE("POST", "/api/v1/views/{targets}/load", "load"),
+    CALL_ROUTE("POST", "/api/v1/views/{targets}/reset", "reset"),
+    CALL_ROUTE("POST", "/api/v1/views/{targets}/interrupt", "interrupt"),
+    CALL_ROUTE("GET", "/api/v1/views/{targets}/vars", "listVars"),
+    CALL_ROUTE("DELETE", "/api/v1/views/{targets}/vars/{name}", "deleteVar"),
+    CALL_ROUTE("GET", "/api/v1/requests/{id}", "getRequest"),
 };
 #define N_ROUTES (sizeof routes / sizeof routes[0])
 
@@ -1016,6 +768,8 @@ static int route_find(req_ctx *ctx, const char *url, const char *method)
             continue;
         if (strcmp(routes[i].method, method) == 0) {
             ctx->route = &routes[i];
+            ctx->def = routes[i].operation ? call_def_rest(routes[i].operation) : NULL;
+            assert(!routes[i].operation || ctx->def); /* every call route names a call */
             ctx->args = args;
             return 0;
         }
@@ -1065,24 +819,33 @@ static double mib(size_t n)
 static int body_admit(req_ctx *ctx, const char *transfer_encoding, const char *content_length)
 {
     http_api *api = ctx->api;
-    const route *r = ctx->route;
     ippc_error *err = &ctx->refusal;
-    ctx->raw = r->raw_ok && is_octet_stream(header(ctx, MHD_HTTP_HEADER_CONTENT_TYPE));
+    int takes_body = ctx->def && ctx->def->body != CALL_BODY_NONE;
+    /* libmicrohttpd has checked that Content-Length is a number that fits 64
+     * bits. */
+    unsigned long long n = content_length ? strtoull(content_length, NULL, 10) : 0;
+    if (takes_body) {
+        /* A type no body was sent with is not judged (a raw one still means
+         * an empty array). */
+        call_media media =
+            call_media_of(header(ctx, MHD_HTTP_HEADER_CONTENT_TYPE), ctx->def->raw_ok, err);
+        if (media == CALL_MEDIA_UNSUPPORTED && (transfer_encoding || n > 0))
+            return -1;
+        ctx->raw = media == CALL_MEDIA_RAW;
+    }
     if (transfer_encoding) { /* chunked: the size is known at the end only */
         ctx->chunked = 1;
-        ctx->drop_body = r->body == BODY_NONE;
+        ctx->drop_body = !takes_body;
         return 0;
     }
     if (!content_length)
         return 0;
-    /* libmicrohttpd has checked that it is a number that fits 64 bits. */
-    unsigned long long n = strtoull(content_length, NULL, 10);
     if (n > api->max_body)
         return ippc_error_set(err, ERR_TOO_LARGE,
                               "request body of %.1f MiB is over the limit of %.1f MiB "
                               "(--max-body-mb)",
                               (double)n / (1024.0 * 1024.0), mib(api->max_body));
-    if (r->body == BODY_NONE) {
+    if (!takes_body) {
         ctx->drop_body = 1;
         return 0;
     }
@@ -1219,29 +982,23 @@ static enum MHD_Result body_chunk(req_ctx *ctx, const char *data, size_t n)
 
 /* ---------------------------------------------------------------- decoding */
 
-/* On the worker, after a good parse: the text goes; a direct-view call is
- * built and its values converted here, and the tree goes too. */
+/* On the worker, after a good parse: the text goes, the call is decoded
+ * and a direct-view call's values converted here, and its tree goes too. */
 static int decode_then(decode_job *job)
 {
     req_ctx *ctx = job->arg;
     body_text_free(ctx);
-    if (ctx->route->op < 0)
-        return 0; /* the route takes the tree */
     json_t *value = job->value;
     job->value = NULL;
-    int rc = view_call_build(ctx, value, &job->err);
-    if (rc == 0 && !(ctx->call.prepared = hub_prepare(&ctx->call, &job->err)))
-        rc = -1;
-    json_decref(ctx->call_body);
-    ctx->call_body = NULL;
-    ctx->call.body = NULL;
-    /* The tree is gone; the arrays made from it stay until the submit. */
-    budget_account_release(&ctx->decoded);
-    if (rc == 0 && budget_take(&ctx->decoded, hub_prepared_bytes(ctx->call.prepared),
-                               "the request's arrays", &job->err) < 0) {
-        hub_prepared_free(ctx->call.prepared);
-        ctx->call.prepared = NULL;
-        rc = -1;
+    call_rest in = rest_input(ctx, value);
+    int rc = call_from_rest(&ctx->call, &in, &job->err);
+    if (rc == 0 && ctx->def->kind == CALL_VIEW) {
+        rc = call_prepare(&ctx->call, &job->err);
+        /* The tree is gone; the arrays made from it stay until the submit. */
+        budget_account_release(&ctx->decoded);
+        if (rc == 0 && budget_take(&ctx->decoded, hub_prepared_bytes(ctx->call.prepared),
+                                   "the request's arrays", &job->err) < 0)
+            rc = -1;
     }
     return rc;
 }
@@ -1278,12 +1035,12 @@ static enum MHD_Result decoded(req_ctx *ctx)
 {
     ctx->phase = PHASE_BODY;
     if (ctx->job.failed) {
+        call_clear(&ctx->call);
         decoded_free(ctx, ctx->job.value);
         ctx->job.value = NULL;
         return send_error(ctx->conn, &ctx->job.err);
     }
-    ctx->json = ctx->job.value;
-    ctx->job.value = NULL;
+    ctx->call_ready = 1;
     return ctx->route->fn(ctx, &ctx->args);
 }
 
@@ -1292,8 +1049,12 @@ static enum MHD_Result body_complete(req_ctx *ctx)
 {
     if (ctx->refused)
         return send_refusal(ctx);
-    if (ctx->route->body != BODY_NONE && !ctx->raw && ctx->len > DECODE_INLINE_MAX)
+    if (ctx->def && ctx->def->body != CALL_BODY_NONE && !ctx->raw && ctx->len > DECODE_INLINE_MAX) {
+        ippc_error err = {0};
+        if (query_take(ctx, &err) < 0)
+            return send_error(ctx->conn, &err);
         return decode_start(ctx);
+    }
     return ctx->route->fn(ctx, &ctx->args);
 }
 
@@ -1318,7 +1079,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
         }
         return body_complete(ctx);
     case PHASE_DECODED: return decoded(ctx);
-    case PHASE_WOKEN: return ctx->task_id ? answer_task(ctx) : answer_request(ctx);
+    case PHASE_WOKEN: return answer_call(ctx);
     case PHASE_DECODING:
     case PHASE_WAITING: return MHD_YES; /* a spurious call while suspended */
     }
@@ -1366,10 +1127,9 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     atomic_fetch_add(&api->lat_count, 1);
     atomic_fetch_add(&api->lat_sum_us, (unsigned long long)(seconds * 1e6));
     body_text_free(ctx);
-    json_decref(ctx->json);
     json_decref(ctx->job.value);
-    json_decref(ctx->call_body);
-    hub_prepared_free(ctx->call.prepared);
+    json_decref(ctx->query);
+    call_clear(&ctx->call);
     budget_account_release(&ctx->decoded);
     free(ctx->path);
     free(ctx);

@@ -1,5 +1,7 @@
 /* http_api.h — the REST API over libmicrohttpd: routing, auth, bodies, JSON
- * answers; every operation is a hub call.
+ * answers.  A route with a body or a /ws twin is a call: decoded by
+ * call_from_rest and answered by call.c, as the /ws request channel's are
+ * (call.h); the few REST-only routes call the hub themselves.
  *
  * Threads: libmicrohttpd's internal polling thread runs every handler.  A
  * request that waits is suspended (MHD_suspend_connection) and resumed by the

@@ -707,13 +707,18 @@ json_t *hub_interrupt(hub *h, const char *targets, ippc_error *err)
 
 json_t *hub_request_json(hub *h, uint64_t request_id, int *done, ippc_error *err)
 {
+    return hub_request_json_as(h, request_id, -1, done, err);
+}
+
+json_t *hub_request_json_as(hub *h, uint64_t request_id, int fmt, int *done, ippc_error *err)
+{
     hub_lock(h);
     request_view *v = requests_view(&h->requests, request_id, err);
     hub_unlock(h);
     if (!v)
         return NULL;
     *done = request_view_done(v);
-    json_t *out = request_view_json(v);
+    json_t *out = request_view_json(v, fmt);
     request_view_free(v);
     return out;
 }
@@ -773,7 +778,7 @@ static json_t *enqueue_and_answer(hub *h, tasks_batch *batch, uint64_t *first_id
     if (!out) /* already gone again (evicted): the id is what there is */
         return json_pack("{s:I}", "id", (json_int_t)*first_id);
     if (present)
-        task_doc_add_result(out, res);
+        task_doc_add_result(out, res, VALUE_FORMAT_LIST);
     task_result_unref(res);
     return out;
 }
@@ -787,7 +792,7 @@ json_t *hub_task_submit(hub *h, const json_t *spec, uint64_t *first_id, ippc_err
 }
 
 /* A stored task as a client sees it ("spec" is internal). */
-static json_t *stored_task_json(hub *h, uint64_t task_id, ippc_error *err)
+static json_t *stored_task_json(hub *h, uint64_t task_id, value_format fmt, ippc_error *err)
 {
     store_record rec;
     int found = store_get(h->store, task_id, &rec, err);
@@ -800,7 +805,7 @@ static json_t *stored_task_json(hub *h, uint64_t task_id, ippc_error *err)
     json_object_del(out, "spec");
     if (rec.result) {
         ippc_error cerr = {0};
-        json_t *v = value_to_client(rec.result, &rec.blobs, VALUE_FORMAT_LIST, &cerr);
+        json_t *v = value_to_client(rec.result, &rec.blobs, fmt, &cerr);
         json_object_set_new(out, "result", v ? v : json_null());
     } else if (rec.state && strcmp(rec.state, "completed") == 0 && rec.kind &&
                strcmp(rec.kind, "balanced") == 0) {
@@ -811,6 +816,11 @@ static json_t *stored_task_json(hub *h, uint64_t task_id, ippc_error *err)
 }
 
 json_t *hub_task_json(hub *h, uint64_t task_id, int *finished, ippc_error *err)
+{
+    return hub_task_json_as(h, task_id, VALUE_FORMAT_LIST, finished, err);
+}
+
+json_t *hub_task_json_as(hub *h, uint64_t task_id, value_format fmt, int *finished, ippc_error *err)
 {
     json_t *out = NULL;
     task_result *res = NULL;
@@ -825,7 +835,7 @@ json_t *hub_task_json(hub *h, uint64_t task_id, int *finished, ippc_error *err)
     hub_unlock(h);
     if (out) {
         if (present)
-            task_doc_add_result(out, res);
+            task_doc_add_result(out, res, fmt);
         task_result_unref(res);
         return out;
     }
@@ -833,7 +843,7 @@ json_t *hub_task_json(hub *h, uint64_t task_id, int *finished, ippc_error *err)
         ippc_error_set(err, ERR_NOT_FOUND, "no task with id %llu", (unsigned long long)task_id);
         return NULL;
     }
-    out = stored_task_json(h, task_id, err);
+    out = stored_task_json(h, task_id, fmt, err);
     if (out)
         *finished = 1;
     return out;

@@ -107,7 +107,7 @@ typedef struct hub_prepared hub_prepared;
 typedef struct hub_call {
     hub_op op;
     const char *targets;   /* target spec */
-    const json_t *body;    /* op-specific JSON, see http_api.c */
+    const json_t *body;    /* the op's fields (call.c's table) */
     const char *name;      /* PUT/GET vars/{name}, gather/{name} */
     value_format format;   /* how pulled arrays are written back */
     /* PUSH of one variable given in wire form already (raw octet-stream
@@ -149,6 +149,9 @@ int hub_request_array(hub *h, uint64_t request_id, unsigned char **data, size_t 
 /* The request's client view: the blocking answer when done, or a pending body.
  * *done set accordingly.  NULL + not_found if unknown. */
 json_t *hub_request_json(hub *h, uint64_t request_id, int *done, ippc_error *err);
+/* The same with the arrays of its values written as fmt (a value_format)
+ * instead of as the call asked; fmt < 0: as the call asked. */
+json_t *hub_request_json_as(hub *h, uint64_t request_id, int fmt, int *done, ippc_error *err);
 
 /* Waiting without a thread: registers wake(arg) to be called once, with the hub
  * lock held, when the request finishes or deadline_ms (monotonic, 0 = none)
@@ -172,6 +175,9 @@ json_t *hub_task_submit(hub *h, const json_t *spec, uint64_t *first_id, ippc_err
 /* The task (direct or balanced) as a client sees it; from memory or the
  * store.  NULL + not_found. */
 json_t *hub_task_json(hub *h, uint64_t task_id, int *finished, ippc_error *err);
+/* The same with the result's arrays written as fmt (hub_task_json: list). */
+json_t *hub_task_json_as(hub *h, uint64_t task_id, value_format fmt, int *finished,
+                         ippc_error *err);
 /* As hub_wait, for one task of either kind. */
 int hub_task_wait(hub *h, uint64_t task_id, int64_t deadline_ms, void (*wake)(void *arg),
                   void (*registered)(void *arg), void *arg);

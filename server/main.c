@@ -41,6 +41,7 @@
 
 #include "acceptor.h"
 #include "budget.h"
+#include "call.h"
 #include "events.h"
 #include "http_api.h"
 #include "hub.h"
@@ -170,6 +171,8 @@ static void usage(FILE *out) {
             "  --fresh                 new token, engine key and port even when a previous\n"
             "                          controller of this profile left its files behind\n"
             "  --print-routes          print the REST route table and exit\n"
+            "  --print-ws-ops          print the /ws request ops (op, operationId, fields) and\n"
+            "                          exit\n"
             "  --version, --help\n",
             IPPC_HEARTBEAT_TIMEOUT_MS / 1000, DEFAULT_FANOUT);
 }
@@ -187,6 +190,7 @@ static int parse_options(int argc, char **argv, options *o) {
         {"scheduler", required_argument, NULL, 's'},
         {"hwm", required_argument, NULL, 'w'},
         {"print-routes", no_argument, NULL, 'r'},
+        {"print-ws-ops", no_argument, NULL, 'O'},
         {"metrics-public", no_argument, NULL, 'M'},
         {"fanout-min-bytes", required_argument, NULL, 'f'},
         {"no-fanout", no_argument, NULL, 'N'},
@@ -257,6 +261,7 @@ static int parse_options(int argc, char **argv, options *o) {
         case 'N': o->no_fanout = 1; break;
         case 'F': o->fresh = 1; break;
         case 'r': http_print_routes(stdout); return 0;
+        case 'O': call_print_ws_ops(stdout); return 0;
         case 'v': printf("ippc-controller %s\n", IPPC_VERSION); return 0;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;

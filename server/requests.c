@@ -547,7 +547,7 @@ done:
     return skel;
 }
 
-static json_t *gather_result(const request_view *v, json_t *errors)
+static json_t *gather_result(const request_view *v, value_format fmt, json_t *errors)
 {
     ippc_blobs out_blobs;
     blobs_init(&out_blobs);
@@ -555,7 +555,7 @@ static json_t *gather_result(const request_view *v, json_t *errors)
     int bad = -1;
     const ippc_blobs *blobs = &out_blobs;
     json_t *skel = gather_skel(v, &out_blobs, &blobs, &bad, &err);
-    json_t *out = skel ? value_to_client(skel, blobs, v->format, &err) : NULL;
+    json_t *out = skel ? value_to_client(skel, blobs, fmt, &err) : NULL;
     json_decref(skel);
     blobs_free(&out_blobs);
     if (!out)
@@ -593,8 +593,8 @@ static json_t *made_error(const char *ename, const char *evalue)
  * failed in it is null, with its own error (the engine's "item_errors"); a
  * chunk that failed as a whole (no such function, interrupted, timed out,
  * engine lost, its value unreadable) gives every item the chunk's error. */
-static void map_chunk_answer(const view_item *it, size_t lo, size_t count, json_t *results,
-                             json_t *errors)
+static void map_chunk_answer(const view_item *it, size_t lo, size_t count, value_format fmt,
+                             json_t *results, json_t *errors)
 {
     const json_t *res = item_msg(it);
     const json_t *skel = json_object_get(res, "value");
@@ -602,7 +602,7 @@ static void map_chunk_answer(const view_item *it, size_t lo, size_t count, json_
     json_t *values = NULL, *chunk_error = NULL;
     if (skel && (it->state == TASK_COMPLETED || (it->state == TASK_FAILED && item_errors))) {
         ippc_error err = {0};
-        values = value_to_client(skel, item_blobs(it), VALUE_FORMAT_LIST, &err);
+        values = value_to_client(skel, item_blobs(it), fmt, &err);
         if (!values)
             chunk_error = made_error("ValueError", err.message);
     } else if (it->state != TASK_COMPLETED) {
@@ -645,7 +645,7 @@ static void map_chunk_answer(const view_item *it, size_t lo, size_t count, json_
     json_decref(chunk_error);
 }
 
-static json_t *map_answer(const request_view *v)
+static json_t *map_answer(const request_view *v, value_format fmt)
 {
     json_t *out = json_pack("{s:I, s:o}", "request", (json_int_t)v->id, "tasks", ids_json(v));
     if (!request_view_done(v)) {
@@ -662,7 +662,7 @@ static json_t *map_answer(const request_view *v)
         size_t count = lo < v->map_items ? v->map_items - lo : 0;
         if (count > v->map_chunksize)
             count = v->map_chunksize;
-        map_chunk_answer(&v->items[c], lo, count, results, errors);
+        map_chunk_answer(&v->items[c], lo, count, fmt, results, errors);
     }
     json_object_set_new(out, "results", results);
     if (json_array_size(errors))
@@ -678,10 +678,11 @@ static int pull_like(hub_op op)
     return op == HUB_OP_PULL || op == HUB_OP_PULL_MANY || op == HUB_OP_GATHER || op == HUB_OP_LIST;
 }
 
-json_t *request_view_json(const request_view *v)
+json_t *request_view_json(const request_view *v, int as)
 {
+    value_format fmt = as < 0 ? v->format : (value_format)as;
     if (v->op == HUB_OP_MAP)
-        return map_answer(v);
+        return map_answer(v, fmt);
     json_t *targets = json_array();
     for (size_t i = 0; i < v->n; i++)
         json_array_append_new(targets, json_integer(v->items[i].engine));
@@ -703,7 +704,7 @@ json_t *request_view_json(const request_view *v)
         switch (v->op) {
         case HUB_OP_PULL: {
             ippc_error err = {0};
-            json_t *val = ok ? pulled_value(it, v->name, v->format, &err) : NULL;
+            json_t *val = ok ? pulled_value(it, v->name, fmt, &err) : NULL;
             if (ok && !val)
                 add_conversion_error(errors, it->engine, &err);
             json_array_append_new(results, val ? val : json_null());
@@ -718,7 +719,7 @@ json_t *request_view_json(const request_view *v)
                 json_array_foreach(v->names, k, n)
                 {
                     ippc_error err = {0};
-                    json_t *val = pulled_value(it, json_string_value(n), v->format, &err);
+                    json_t *val = pulled_value(it, json_string_value(n), fmt, &err);
                     if (!val)
                         add_conversion_error(errors, it->engine, &err);
                     json_array_append_new(vals, val ? val : json_null());
@@ -733,13 +734,13 @@ json_t *request_view_json(const request_view *v)
             json_array_append(results, ok && listing ? listing : json_null());
             break;
         }
-        default: json_array_append_new(results, task_entry(it, v->format, errors)); break;
+        default: json_array_append_new(results, task_entry(it, fmt, errors)); break;
         }
         failed |= !ok;
     }
     if (v->op == HUB_OP_GATHER) {
         json_object_set_new(out, "result",
-                            json_array_size(errors) ? json_null() : gather_result(v, errors));
+                            json_array_size(errors) ? json_null() : gather_result(v, fmt, errors));
         json_decref(results);
     } else {
         json_object_set_new(out, "results", results);

@@ -119,8 +119,10 @@ typedef struct request_view request_view;
 /* What the answer of request id needs, or NULL + err (not_found, internal). */
 request_view *requests_view(requests *rq, uint64_t id, ippc_error *err);
 int request_view_done(const request_view *v);
-/* The client answer: the blocking answer when done, else a pending body. */
-json_t *request_view_json(const request_view *v);
+/* The client answer: the blocking answer when done, else a pending body.
+ * Its values' arrays are written as fmt (a value_format: every answer that
+ * carries values, maps' too); fmt < 0: as the request's call asked. */
+json_t *request_view_json(const request_view *v, int fmt);
 /* The one array of a finished pull of one target or of a gather: a copy of
  * its bytes (*data, caller frees) and its description.  -1 + err. */
 int request_view_array(const request_view *v, unsigned char **data, size_t *len, nd_ref *ref,

@@ -647,10 +647,10 @@ task_result *task_doc_result(const task *t, int *present)
     return *present ? task_result_ref(t->result) : NULL;
 }
 
-void task_doc_add_result(json_t *doc, const task_result *res)
+void task_doc_add_result(json_t *doc, const task_result *res, value_format fmt)
 {
     json_t *skel = res ? json_object_get(res->msg, "value") : NULL;
     ippc_error err = {0};
-    json_t *v = skel ? value_to_client(skel, &res->blobs, VALUE_FORMAT_LIST, &err) : NULL;
+    json_t *v = skel ? value_to_client(skel, &res->blobs, fmt, &err) : NULL;
     json_object_set_new(doc, "result", v ? v : json_null());
 }

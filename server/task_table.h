@@ -200,8 +200,9 @@ json_t *task_doc(const task *t);
  * task), and the result it is made from: a reference for the caller, so the
  * value can be converted after unlocking. */
 task_result *task_doc_result(const task *t, int *present);
-/* Adds "result" (client JSON; null without a value) to doc.  Any thread. */
-void task_doc_add_result(json_t *doc, const task_result *res);
+/* Adds "result" (client JSON, its arrays written as fmt; null without a
+ * value) to doc.  Any thread. */
+void task_doc_add_result(json_t *doc, const task_result *res, value_format fmt);
 /* A balanced task's tags (borrowed), or NULL. */
 const json_t *task_tags(const task *t);
 

@@ -11,16 +11,22 @@
  * 1008, 1009, 1011, 1013).  Frames reach lws through wsguard.c, which has
  * already closed the connection on an unmasked one.
  *
- * Waiting without blocking the loop: a blocking op registers a hub waiter
- * whose wake callback (any thread, hub lock held) only moves a ws_wait to the
- * server's ready list and wakes the loop; the loop then builds the answer.
- * A session that closes first orphans its waits (w->session = NULL under
- * wait_lock); the wake then just frees them.
+ * Requests: a message that is not a stream op (subscribe, unsubscribe,
+ * resume, ping) is a call, decoded by call_from_ws — the decoder REST's calls
+ * go through too (call.h) — and answered with call.c's status and body in a
+ * reply, so a reply is what REST would answer.
+ *
+ * Waiting without blocking the loop: a call that waits registers a hub
+ * waiter whose wake callback (any thread, hub lock held) only moves a
+ * ws_wait to the server's ready list and wakes the loop; the loop then builds
+ * the answer.  A session that closes first orphans its waits (w->session =
+ * NULL under wait_lock); the wake then just frees them.
  */
 #include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "call.h"
 #include "events.h"
 #include "secret.h"
 #include "ws_internal.h"
@@ -28,13 +34,10 @@
 #define CLIENT_MAX_MESSAGE ((size_t)16 << 20)
 #define CLIENT_SEND_LIMIT ((size_t)8 << 20)
 
-typedef enum wait_kind { WAIT_REQUEST, WAIT_TASK } wait_kind;
-
 struct ws_wait {
     ws_server *server;
     client_session *session; /* NULL once orphaned (under server->wait_lock) */
-    wait_kind kind;
-    uint64_t id;
+    call call;               /* what the answer is made of */
     json_t *client_id;
     ws_wait *prev, *next; /* the session's pending list */
     ws_wait *ready_next;  /* the server's ready list */
@@ -171,6 +174,7 @@ static void wait_unlink_locked(ws_wait *w)
 
 static void wait_free(ws_wait *w)
 {
+    call_clear(&w->call);
     json_decref(w->client_id);
     free(w);
 }
@@ -194,14 +198,9 @@ static void on_wait_wake(void *arg)
 
 static void answer_wait(client_session *s, ws_wait *w)
 {
-    ippc_error err = {0};
-    int done = 0;
-    json_t *body = w->kind == WAIT_REQUEST ? hub_request_json(s->server->h, w->id, &done, &err)
-                                           : hub_task_json(s->server->h, w->id, &done, &err);
-    if (!body)
-        reply_error(s, w->client_id, &err);
-    else
-        reply(s, w->client_id, done ? 200 : 202, body);
+    int status = 0;
+    json_t *body = call_answer(s->server->h, &w->call, &status);
+    reply(s, w->client_id, status, body);
 }
 
 /* Service thread: answers every wait that woke. */
@@ -239,12 +238,13 @@ void ws_client_free_ready(ws_server *srv)
     }
 }
 
-/* Waits for a request or task, or answers at once when it is done. */
-static void wait_or_reply(client_session *s, wait_kind kind, uint64_t id, const json_t *client_id,
-                          double seconds)
+/* Waits for what a started call's answer is made of, or answers at once
+ * (no wait asked, done already, or unknown).  Takes the call. */
+static void wait_or_reply(client_session *s, call *c, const json_t *client_id)
 {
     ws_wait *w = calloc(1, sizeof *w);
     if (!w) {
+        call_clear(c);
         ippc_error err;
         ippc_error_set(&err, ERR_INTERNAL, "out of memory");
         reply_error(s, client_id, &err);
@@ -252,8 +252,8 @@ static void wait_or_reply(client_session *s, wait_kind kind, uint64_t id, const 
     }
     w->server = s->server;
     w->session = s;
-    w->kind = kind;
-    w->id = id;
+    w->call = *c;
+    memset(c, 0, sizeof *c);
     w->client_id = client_id ? json_deep_copy(client_id) : NULL;
     /* Listed before the hub can wake it, so a close in between orphans it. */
     pthread_mutex_lock(&s->server->wait_lock);
@@ -262,11 +262,7 @@ static void wait_or_reply(client_session *s, wait_kind kind, uint64_t id, const 
         s->waits->prev = w;
     s->waits = w;
     pthread_mutex_unlock(&s->server->wait_lock);
-    int64_t deadline = seconds > 0 ? hub_now_ms() + (int64_t)(seconds * 1000.0) + 1 : 0;
-    int rc = kind == WAIT_REQUEST
-                 ? hub_wait(s->server->h, id, deadline, on_wait_wake, NULL, w)
-                 : hub_task_wait(s->server->h, id, deadline, on_wait_wake, NULL, w);
-    if (rc != 0) { /* done already, or unknown: answer now */
+    if (call_wait(s->server->h, &w->call, on_wait_wake, NULL, w) != 0) {
         pthread_mutex_lock(&s->server->wait_lock);
         wait_unlink_locked(w);
         pthread_mutex_unlock(&s->server->wait_lock);
@@ -275,113 +271,24 @@ static void wait_or_reply(client_session *s, wait_kind kind, uint64_t id, const 
     }
 }
 
-/* ------------------------------------------------------------ ops */
-
-typedef struct view_op {
-    const char *name;
-    hub_op op;
-} view_op;
-
-static const view_op view_ops[] = {
-    {"execute", HUB_OP_EXECUTE}, {"run", HUB_OP_RUN},         {"push", HUB_OP_PUSH},
-    {"pull", HUB_OP_PULL_MANY},  {"scatter", HUB_OP_SCATTER}, {"gather", HUB_OP_GATHER},
-    {"apply", HUB_OP_APPLY},     {"load", HUB_OP_LOAD},       {"reset", HUB_OP_RESET},
-};
-
-static double msg_seconds(const json_t *msg, const char *key)
+/* A request-channel message: decoded as REST's calls are, answered alike. */
+static void on_call(client_session *s, const json_t *msg, const json_t *cid)
 {
-    json_t *v = json_object_get(msg, key);
-    return json_is_number(v) && json_number_value(v) > 0 ? json_number_value(v) : 0;
-}
-
-static int msg_block(const json_t *msg)
-{
-    return !json_is_false(json_object_get(msg, "block"));
-}
-
-static uint64_t msg_id(const json_t *msg, const char *key)
-{
-    json_t *v = json_object_get(msg, key);
-    return json_is_integer(v) && json_integer_value(v) > 0 ? (uint64_t)json_integer_value(v) : 0;
-}
-
-static void op_view(client_session *s, const json_t *msg, const json_t *cid, hub_op op)
-{
-    const char *targets = json_string_value(json_object_get(msg, "targets"));
-    const char *format = json_string_value(json_object_get(msg, "format"));
-    hub_call call = {.op = op,
-                     .targets = targets ? targets : "all",
-                     .body = msg,
-                     .name = json_string_value(json_object_get(msg, "name")),
-                     .format = format && strcmp(format, "typed") == 0 ? VALUE_FORMAT_TYPED
-                                                                      : VALUE_FORMAT_LIST};
+    call c;
     ippc_error err = {0};
-    uint64_t id = hub_submit(s->server->h, &call, &err);
-    if (!id) {
+    if (call_from_ws(&c, msg, &err) < 0) {
+        call_clear(&c);
         reply_error(s, cid, &err);
         return;
     }
-    if (!msg_block(msg)) {
-        int done = 0;
-        reply(s, cid, 202, hub_request_json(s->server->h, id, &done, &err));
-        return;
-    }
-    wait_or_reply(s, WAIT_REQUEST, id, cid, msg_seconds(msg, "timeout"));
-}
-
-/* Answers a hub call that returned a body or NULL + err. */
-static void answer(client_session *s, const json_t *cid, int status, json_t *body,
-                   const ippc_error *err)
-{
-    if (body)
+    int status = 0;
+    json_t *body = NULL;
+    if (call_start(s->server->h, &c, &status, &body)) {
+        call_clear(&c);
         reply(s, cid, status, body);
-    else
-        reply_error(s, cid, err);
-}
-
-static void op_other(client_session *s, const char *op, const json_t *msg, const json_t *cid)
-{
-    hub *h = s->server->h;
-    ippc_error err = {0};
-    if (strcmp(op, "interrupt") == 0) {
-        const char *t = json_string_value(json_object_get(msg, "targets"));
-        answer(s, cid, 200, hub_interrupt(h, t ? t : "all", &err), &err);
-    } else if (strcmp(op, "submit") == 0) {
-        const json_t *spec = json_object_get(msg, "task");
-        if (!spec)
-            spec = json_object_get(msg, "tasks");
-        uint64_t first = 0;
-        if (!spec)
-            ippc_error_set(&err, ERR_BAD_REQUEST, "submit needs \"task\" or \"tasks\"");
-        answer(s, cid, 202, spec ? hub_task_submit(h, spec, &first, &err) : NULL, &err);
-    } else if (strcmp(op, "map") == 0) {
-        uint64_t id = hub_map_submit(h, msg, &err);
-        if (!id)
-            reply_error(s, cid, &err);
-        else if (!msg_block(msg))
-            reply(s, cid, 202,
-                  json_pack("{s:I, s:s}", "request", (json_int_t)id, "status", "pending"));
-        else
-            wait_or_reply(s, WAIT_REQUEST, id, cid, msg_seconds(msg, "timeout"));
-    } else if (strcmp(op, "abort") == 0) {
-        answer(s, cid, 200,
-               hub_task_abort(h, msg_id(msg, "task"), json_is_true(json_object_get(msg, "force")),
-                              &err),
-               &err);
-    } else if (strcmp(op, "task") == 0) {
-        wait_or_reply(s, WAIT_TASK, msg_id(msg, "task"), cid, msg_seconds(msg, "wait"));
-    } else if (strcmp(op, "request") == 0) {
-        wait_or_reply(s, WAIT_REQUEST, msg_id(msg, "request"), cid, msg_seconds(msg, "wait"));
-    } else if (strcmp(op, "engines") == 0) {
-        reply(s, cid, 200, hub_engines(h));
-    } else if (strcmp(op, "info") == 0) {
-        reply(s, cid, 200, hub_info(h));
-    } else if (strcmp(op, "queue") == 0) {
-        reply(s, cid, 200, hub_queue(h));
-    } else {
-        ippc_error_set(&err, ERR_BAD_REQUEST, "unknown op '%.64s'", op);
-        reply_error(s, cid, &err);
+        return;
     }
+    wait_or_reply(s, &c, cid);
 }
 
 static void on_client_message(client_session *s, json_t *msg)
@@ -424,12 +331,7 @@ static void on_client_message(client_session *s, json_t *msg)
         client_send_json(s, pong);
         return;
     }
-    for (size_t i = 0; i < sizeof view_ops / sizeof *view_ops; i++)
-        if (strcmp(op, view_ops[i].name) == 0) {
-            op_view(s, msg, cid, view_ops[i].op);
-            return;
-        }
-    op_other(s, op, msg, cid);
+    on_call(s, msg, cid);
 }
 
 /* ------------------------------------------------------------ lws */

@@ -541,6 +541,7 @@ def check_answer_of(spec):
 
 STREAMS_DOC = os.path.join(harness.ROOT, "docs", "streams.md")
 WS_CLIENT_C = os.path.join(harness.ROOT, "server", "ws_client.c")
+CALL_C = os.path.join(harness.ROOT, "server", "call.c")
 
 
 def ws_messages(spec):
@@ -584,15 +585,54 @@ def streams_doc_lists():
 
 
 def server_ws_ops():
-    """The ops server/ws_client.c dispatches: its view_ops table and the
-    strcmp(op, "...") branches."""
-    src = open(WS_CLIENT_C).read()
-    table = re.search(r"view_ops\[\]\s*=\s*\{(.*?)\};", src, re.S)
-    harness.check(table is not None, "no view_ops table in %s" % WS_CLIENT_C)
-    ops = set(re.findall(r'\{\s*"(\w+)"\s*,\s*HUB_OP_\w+\s*\}', table.group(1)))
-    ops |= set(re.findall(r'strcmp\(op,\s*"(\w+)"\)\s*==\s*0', src))
-    harness.check(ops, "no ops found in %s" % WS_CLIENT_C)
-    return ops
+    """The ops the controller dispatches: the stream ops of server/ws_client.c
+    (its strcmp(op, "...") branches) and the request ops of server/call.c's
+    table (the entries with a `.ws` name)."""
+    ops = set(re.findall(r'strcmp\(op,\s*"(\w+)"\)\s*==\s*0', open(WS_CLIENT_C).read()))
+    harness.check(ops, "no stream ops found in %s" % WS_CLIENT_C)
+    table = re.search(r"call_defs\[\]\s*=\s*\{(.*?)\n\};", open(CALL_C).read(), re.S)
+    harness.check(table is not None, "no call_defs table in %s" % CALL_C)
+    calls = set(re.findall(r'\.ws\s*=\s*"(\w+)"', table.group(1)))
+    harness.check(calls, "no request ops found in %s" % CALL_C)
+    return ops | calls
+
+
+def printed_ws_ops():
+    """`ippc-controller --print-ws-ops`: {op: (operationId, [fields])}."""
+    p = subprocess.run([harness.CONTROLLER, "--print-ws-ops"], stdin=subprocess.DEVNULL,
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
+    harness.check(p.returncode == 0, "--print-ws-ops exited %s: %s" % (p.returncode, p.stderr))
+    out = {}
+    for line in p.stdout.decode().splitlines():
+        parts = line.split()
+        harness.check(len(parts) == 3, "--print-ws-ops line is not 'OP OPERATION FIELDS': %r"
+                      % line)
+        out[parts[0]] = (parts[1], [] if parts[2] == "-" else parts[2].split(","))
+    return out
+
+
+def check_ws_call_fields(spec):
+    """Each request op of x-ippc-ws-messages has exactly the REST twin and the
+    fields the controller's decoder (server/call.c) gives it."""
+    msgs = ws_messages(spec)["client"]
+    printed = printed_ws_ops()
+    problems = []
+    for op, info in msgs.items():
+        if "rest" not in info:
+            continue
+        if op not in printed:
+            problems.append("op %s: not a request op of the controller" % op)
+            continue
+        rest, fields = printed[op]
+        if info["rest"] != rest:
+            problems.append("op %s: REST twin %s in the spec, %s in the controller"
+                            % (op, info["rest"], rest))
+        if sorted(info.get("fields", [])) != sorted(fields):
+            problems.append("op %s: fields %s in the spec, %s in the controller"
+                            % (op, info.get("fields"), fields))
+    for op in set(printed) - set(msgs):
+        problems.append("op %s: the controller's, not in x-ippc-ws-messages" % op)
+    harness.check(not problems, "\n".join(problems))
 
 
 def server_event_types():
@@ -894,6 +934,39 @@ def live_checks(spec, checks):
         case("GET /requests/{id} 404", "GET", "/api/v1/requests/{id}", "/api/v1/requests/123456789",
              status=404)
 
+        def request_format():
+            r = api.post("/api/v1/views/all/pull?block=false", {"names": ["cx"]})
+            b = conforms(spec, r, "POST", V + "pull", "pull?block=false")
+            r = api.get("/api/v1/requests/%s?wait=60&format=typed" % b["request"])
+            b = conforms(spec, r, "GET", "/api/v1/requests/{id}", "GET /requests/{id}?format=typed")
+            answer_of(spec, "pull", b, "GET /requests/{pull id}?format=typed")
+            for per_engine in b["results"]:
+                errs = validate(spec, {"$ref": "#/components/schemas/TypedArray"}, per_engine[0])
+                harness.check(not errs, "format=typed is honoured: %s %r" % (errs, r))
+            r = api.get("/api/v1/requests/%s?format=yaml" % b["request"])
+            conforms(spec, r, "GET", "/api/v1/requests/{id}", "GET /requests/{id}?format=yaml")
+            harness.check(r.status == 400, "an unknown format is 400: %r" % r)
+        checks.run("contract GET /requests/{id}?format=typed 200", request_format)
+
+        def unsupported_media():
+            for method, template, path, body in (
+                    ("POST", V + "execute", "/api/v1/views/all/execute", {"code": "return 1"}),
+                    ("PUT", V + "vars/{name}", "/api/v1/views/all/vars/cm", [1]),
+                    ("POST", "/api/v1/tasks", "/api/v1/tasks", {"code": "return 1"}),
+                    ("POST", "/api/v1/map", "/api/v1/map", {"function": "f", "sequences": [[1]]})):
+                r = api.call(method, path, body=body, headers={"Content-Type": "text/plain"})
+                conforms(spec, r, method, template, "%s %s as text/plain" % (method, path))
+                harness.check(r.status == 415 and r.body["error"]["code"] == "unsupported_media",
+                              "415 unsupported_media: %r" % r)
+            # The operations documented with 415 are those that take a JSON body.
+            for method, path in sorted(spec_routes(spec)):
+                op = spec["paths"][path][method.lower()]
+                takes_json = "application/json" in op.get("requestBody", {}).get("content", {})
+                harness.check(("415" in op["responses"]) == takes_json,
+                              "%s %s: 415 documented %s, a JSON body %s"
+                              % (method, path, "415" in op["responses"], takes_json))
+        checks.run("contract 415 unsupported_media", unsupported_media)
+
         case("POST interrupt 200", "POST", V + "interrupt", "/api/v1/views/all/interrupt",
              status=200)
         case("POST interrupt 422", "POST", V + "interrupt", "/api/v1/views/999/interrupt",
@@ -1052,6 +1125,8 @@ def main():
     checks.run("x-ippc-answer-of: each call answered later has its schema", check_answer_of, spec)
     checks.run("/ws: spec, docs/streams.md and server sources list the same messages",
                check_ws_lists, spec)
+    checks.run("/ws: each request op's fields and REST twin are the controller's",
+               check_ws_call_fields, spec)
     checks.run("redocly lint (recommended rules): no errors", check_redocly_lint)
     checks.run("openapi-typescript types type-check tests/contract/ts/client.ts",
                check_typescript_types)

@@ -106,7 +106,7 @@ static void answer(fixture *f, int e, json_t *value)
 static json_t *render(request_view *v, int want_done)
 {
     assert_int_equal(request_view_done(v), want_done);
-    return request_view_json(v);
+    return request_view_json(v, -1);
 }
 
 static void on_wake(void *arg)
@@ -218,6 +218,74 @@ static void test_view_array(void **state)
     request_view_free(v);
 }
 
+/* An int64 array [5, 6] in new blobs, and its skeleton. */
+static json_t *int64_pair(ippc_blobs *blobs)
+{
+    blobs_init(blobs);
+    int64_t *data = malloc(16);
+    data[0] = 5;
+    data[1] = 6;
+    blobs_push(blobs, (unsigned char *)data, 16);
+    return value_nd_placeholder(ND_INT64, 1, (size_t[]){2}, 0);
+}
+
+static int is_typed(const json_t *v)
+{
+    return json_is_object(v) && json_object_get(v, "dtype") != NULL;
+}
+
+/* A view renders in the format asked for (fmt < 0: its call's): a pull's
+ * values and a map's results alike. */
+static void test_view_format(void **state)
+{
+    fixture *f = *state;
+    json_t *body = json_object();
+    hub_call c = {
+        .op = HUB_OP_PULL, .targets = "0", .body = body, .name = "a", .format = VALUE_FORMAT_TYPED};
+    ippc_error err = {{0}, {0}};
+    codec_msg *m = codec_view_call(&c, &err);
+    const int target = 0;
+    uint64_t id = requests_submit(&f->rq, &c, &target, 1, &m, 1, NULL, &err);
+    codec_msg_unref(m);
+    json_decref(body);
+    ippc_blobs blobs;
+    json_t *skel = int64_pair(&blobs);
+    task_complete(
+        &f->tt, requests_get(&f->rq, id)->tasks[0],
+        json_pack("{s:s, s:s, s:{s:o}}", "type", "result", "status", "ok", "value", "a", skel),
+        &blobs);
+    request_view *v = requests_view(&f->rq, id, &err);
+    json_t *own = request_view_json(v, -1), *list = request_view_json(v, VALUE_FORMAT_LIST);
+    assert_true(is_typed(json_array_get(json_object_get(own, "results"), 0)));
+    json_t *want = json_pack("[[i, i]]", 5, 6);
+    assert_true(json_equal(json_object_get(list, "results"), want));
+    json_decref(own);
+    json_decref(list);
+    request_view_free(v);
+
+    request *r = requests_open_map(&f->rq, 1, 1, 1, 1);
+    assert_non_null(r);
+    task *t = task_new(TASK_BALANCED, json_object(), codec_execute("x", &err));
+    assert_int_equal(task_add(&f->tt, t, TASK_WAITING, r->id, 0, 1), 0);
+    requests_attach(r, 0, t);
+    task_ready(&f->tt, t);
+    task_start(&f->tt, t, registry_get(&f->reg, 1));
+    requests_attached(&f->rq, r, 1);
+    skel = int64_pair(&blobs);
+    task_complete(&f->tt, t,
+                  json_pack("{s:s, s:s, s:[o]}", "type", "result", "status", "ok", "value", skel),
+                  &blobs);
+    v = requests_view(&f->rq, r->id, &err);
+    own = request_view_json(v, -1);
+    json_t *typed = request_view_json(v, VALUE_FORMAT_TYPED);
+    assert_true(json_equal(json_object_get(own, "results"), want)); /* a map's own: list */
+    assert_true(is_typed(json_array_get(json_object_get(typed, "results"), 0)));
+    json_decref(own);
+    json_decref(typed);
+    json_decref(want);
+    request_view_free(v);
+}
+
 /* A map over chunk tasks added by their owner: answers in input order or
  * completion order. */
 static void test_map_request(void **state)
@@ -257,6 +325,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_view_outlives_request, setup_kept1, teardown),
         cmocka_unit_test_setup_teardown(test_view_array, setup, teardown),
         cmocka_unit_test_setup_teardown(test_map_request, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_view_format, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
