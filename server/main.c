@@ -69,11 +69,11 @@ typedef struct options {
 } options;
 
 /* From which size pushes, scatters and gathers fan out by MPI, measured both
- * ways with bench/bench_fanout_paths.py (bench/NOTES.md): a push or gather
- * gains from about 128 KiB; a scatter, sent whole over one engine link
- * instead of in parts over all of them at once, lost at every size while
- * one link carried ~170 MB/s. */
-#define DEFAULT_FANOUT "push=128K,scatter=off,gather=128K"
+ * ways with bench/bench_fanout_paths.py (bench/NOTES.md): a push gains from
+ * 128-256 KiB, a gather from 128 KiB; a scatter, sent whole over one engine
+ * link instead of in parts over all of them at once, lost at every size
+ * while one controller->engine link carried ~170 MB/s. */
+#define DEFAULT_FANOUT "push=256K,scatter=off,gather=128K"
 
 /* --fanout-min-bytes: comma-separated items, each "VALUE" (every op) or
  * "OP=VALUE" (push, scatter, gather); VALUE is bytes with an optional K, M or
