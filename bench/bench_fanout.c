@@ -33,6 +33,7 @@
 #include <jansson.h>
 #include <mpi.h>
 
+#include "bench_args.h"
 #include "lmpi.h"
 #include "runtime.h"
 #include "value.h"
@@ -117,11 +118,28 @@ static void lua(const char *code)
         NULL);
 }
 
+/* p, unless an allocation failed: then every rank ends. */
+static void *must(void *p)
+{
+    if (!p) {
+        fprintf(stderr, "bench_fanout rank %d: out of memory\n", rank);
+        MPI_Abort(MPI_COMM_WORLD, 2);
+        abort(); /* not reached, but MPI_Abort is not declared noreturn */
+    }
+    return p;
+}
+
+/* The last of n doubles in buf (buffers are bytes here, as MPI moves them). */
+static double last_double(const unsigned char *buf, size_t n)
+{
+    double v;
+    memcpy(&v, buf + (n - 1) * sizeof v, sizeof v);
+    return v;
+}
+
 static unsigned char *filled(size_t n)
 {
-    double *p = malloc(n * sizeof *p);
-    if (!p)
-        MPI_Abort(MPI_COMM_WORLD, 2);
+    double *p = must(malloc(n * sizeof *p));
     for (size_t i = 0; i < n; i++)
         p[i] = (double)i;
     return (unsigned char *)p;
@@ -145,7 +163,7 @@ static void report(const char *what, size_t n, int reps, double *t, double *m, c
 
 static void bench_push(size_t n, int reps)
 {
-    double t[MAX_REPS], m[MAX_REPS], fresh[MAX_REPS];
+    double t[MAX_REPS] = {0}, m[MAX_REPS] = {0}, fresh[MAX_REPS] = {0};
     size_t bytes = n * 8;
     char check[160];
     snprintf(check, sizeof check, "assert(v:size() == %zu and v[%zu] == %zu) v = nil", n, n, n - 1);
@@ -186,15 +204,15 @@ static void bench_push(size_t n, int reps)
         unsigned char *b = rank == 0 ? filled(n) : NULL;
         barrier();
         double t0 = MPI_Wtime();
-        if (rank != 0)
-            b = malloc(bytes);
+        if (!b) /* not the root: a fresh receive buffer, inside the timing */
+            b = must(malloc(bytes));
         MPI_Request req;
         MPI_Ibcast_c(b, (MPI_Count)bytes, MPI_BYTE, 0, MPI_COMM_WORLD, &req);
         lmpi_wait(&req, NULL);
         double dt = elapsed(t0);
         if (r >= 0)
             fresh[r] = dt;
-        all_ok &= ((double *)b)[n - 1] == (double)(n - 1);
+        all_ok &= last_double(b, n) == (double)(n - 1);
         free(b);
     }
     double fm = median(fresh, reps);
@@ -208,12 +226,12 @@ static void bench_push(size_t n, int reps)
 
 static void bench_scatter(size_t n, int reps)
 {
-    double t[MAX_REPS], m[MAX_REPS];
+    double t[MAX_REPS] = {0}, m[MAX_REPS] = {0};
     size_t bytes = n * 8, start, count;
     scatter_partition(n, (size_t)size, (size_t)rank, &start, &count);
     json_t *counts = json_array();
-    MPI_Count *sc = calloc((size_t)size, sizeof *sc);
-    MPI_Aint *sd = calloc((size_t)size, sizeof *sd);
+    MPI_Count *sc = must(calloc((size_t)size, sizeof *sc));
+    MPI_Aint *sd = must(calloc((size_t)size, sizeof *sd));
     for (int i = 0; i < size; i++) {
         size_t s, c;
         scatter_partition(n, (size_t)size, (size_t)i, &s, &c);
@@ -264,7 +282,7 @@ static void bench_scatter(size_t n, int reps)
 
 static void bench_gather(size_t n, int reps)
 {
-    double t[MAX_REPS], m[MAX_REPS];
+    double t[MAX_REPS] = {0}, m[MAX_REPS] = {0};
     size_t start, count;
     scatter_partition(n, (size_t)size, (size_t)rank, &start, &count);
     char code[160];
@@ -285,15 +303,15 @@ static void bench_gather(size_t n, int reps)
         int ok = res && strcmp(json_string_value(json_object_get(res, "status")), "ok") == 0;
         if (ok && rank == 0)
             ok = out.count == 1 && out.items[0].len == n * 8 &&
-                 ((double *)out.items[0].data)[n - 1] == (double)(n - 1);
+                 last_double(out.items[0].data, n) == (double)(n - 1);
         all_ok &= ok;
         json_decref(res);
         json_decref(task);
         blobs_free(&out);
     }
     lua("g = nil");
-    MPI_Count *rc = calloc((size_t)size, sizeof *rc);
-    MPI_Aint *rd = calloc((size_t)size, sizeof *rd);
+    MPI_Count *rc = must(calloc((size_t)size, sizeof *rc));
+    MPI_Aint *rd = must(calloc((size_t)size, sizeof *rd));
     for (int i = 0; i < size; i++) {
         size_t s, c;
         scatter_partition(n, (size_t)size, (size_t)i, &s, &c);
@@ -325,14 +343,21 @@ int main(int argc, char **argv)
     MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided);
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &size);
-    int reps = 5, a = 1;
+    int reps = 5, a = 1, usage = 0;
+    double v = 0;
     if (argc > 2 && strcmp(argv[1], "-r") == 0) {
-        reps = atoi(argv[2]);
+        if (bench_arg(argv[2], 1, MAX_REPS, &v) == 0)
+            reps = (int)v;
+        else
+            usage = 1;
         a = 3;
     }
-    if (reps < 1 || reps > MAX_REPS) {
+    for (int i = a; i < argc; i++)
+        if (bench_arg(argv[i], 1, 1e12, &v) < 0)
+            usage = 1;
+    if (usage) {
         if (rank == 0)
-            fprintf(stderr, "usage: bench_fanout [-r REPS (1..%d)] [N...]\n", MAX_REPS);
+            fprintf(stderr, "usage: bench_fanout [-r REPS (1..%d)] [N (>= 1)...]\n", MAX_REPS);
         MPI_Finalize();
         return 2;
     }
@@ -346,9 +371,9 @@ int main(int argc, char **argv)
     char *const *sizes = a < argc ? argv + a : dflt;
     int nsizes = a < argc ? argc - a : 1;
     for (int i = 0; i < nsizes; i++) {
-        size_t n = (size_t)atof(sizes[i]);
-        if (n < 1)
+        if (bench_arg(sizes[i], 1, 1e12, &v) < 0) /* each was checked above */
             continue;
+        size_t n = (size_t)v;
         bench_push(n, reps);
         bench_scatter(n, reps);
         bench_gather(n, reps);

@@ -31,6 +31,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench_args.h"
+
 static double now(void)
 {
     struct timespec ts;
@@ -195,21 +197,25 @@ static void bench_memcpy(size_t bytes, int reps)
 
 int main(int argc, char **argv)
 {
-    int reps = 5, i = 1;
+    int reps = 5, i = 1, usage = 0;
+    double v;
     if (argc > 2 && strcmp(argv[1], "-r") == 0) {
-        reps = atoi(argv[2]);
+        if (bench_arg(argv[2], 1, 1e6, &v) == 0)
+            reps = (int)v;
+        else
+            usage = 1;
         i = 3;
     }
-    if (i >= argc || reps < 1) {
+    if (usage || i >= argc) {
         fprintf(stderr, "usage: bench_loopback [-r REPS] BYTES [BYTES...]\n");
         return 2;
     }
     for (; i < argc; i++) {
-        size_t bytes = strtoull(argv[i], NULL, 10);
-        if (bytes == 0) {
+        if (bench_arg(argv[i], 1, 1e15, &v) < 0) {
             fprintf(stderr, "bench_loopback: bad size %s\n", argv[i]);
             return 2;
         }
+        size_t bytes = (size_t)v;
         bench_loopback(bytes, reps);
         bench_memcpy(bytes, reps);
     }

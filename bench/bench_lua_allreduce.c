@@ -15,6 +15,7 @@
 #include <lualib.h>
 #include <mpi.h>
 
+#include "bench_args.h"
 #include "lmpi.h"
 #include "nd.h"
 
@@ -42,8 +43,13 @@ int main(int argc, char **argv)
 {
     int provided;
     MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided);
-    lua_Integer n = argc > 1 ? (lua_Integer)atof(argv[1]) : 1000000;
-    lua_Integer repeats = argc > 2 ? atoi(argv[2]) : 20;
+    double n = 1000000, repeats = 20;
+    if ((argc > 1 && bench_arg(argv[1], 1, 1e12, &n) < 0) ||
+        (argc > 2 && bench_arg(argv[2], 1, 1000, &repeats) < 0)) {
+        fprintf(stderr, "usage: bench_lua_allreduce [n (>= 1)] [repeats 1..1000]\n");
+        MPI_Finalize();
+        return 2;
+    }
     lua_State *L = luaL_newstate();
     luaL_openlibs(L);
     luaL_requiref(L, "nd", luaopen_nd, 1);
@@ -54,8 +60,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "bench_lua_allreduce: %s\n", lua_tostring(L, -1));
         rc = 1;
     } else {
-        lua_pushinteger(L, n);
-        lua_pushinteger(L, repeats);
+        lua_pushinteger(L, (lua_Integer)n);
+        lua_pushinteger(L, (lua_Integer)repeats);
         if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
             fprintf(stderr, "bench_lua_allreduce: %s\n", lua_tostring(L, -1));
             rc = 1;

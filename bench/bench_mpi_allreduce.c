@@ -10,6 +10,7 @@
  * MPI_Test, sched_yield, then 10 us sleeps): on oversubscribed cores that,
  * not MPI's spinning wait, is the fair limit (PLATFORM.md).
  */
+#include <limits.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +18,8 @@
 #include <time.h>
 
 #include <mpi.h>
+
+#include "bench_args.h"
 
 static int cmp_double(const void *a, const void *b)
 {
@@ -67,12 +70,26 @@ int main(int argc, char **argv)
     int rank, size;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &size);
-    size_t n = argc > 1 ? (size_t)atof(argv[1]) : 1000000;
-    int repeats = argc > 2 ? atoi(argv[2]) : 20;
-    if (n == 0 || repeats < 1 || repeats > 1000)
-        MPI_Abort(MPI_COMM_WORLD, 2);
+    double n_arg = 1000000, repeats_arg = 20;
+    if ((argc > 1 && bench_arg(argv[1], 1, (double)INT_MAX, &n_arg) < 0) ||
+        (argc > 2 && bench_arg(argv[2], 1, 1000, &repeats_arg) < 0)) {
+        if (rank == 0)
+            fprintf(stderr, "usage: bench_mpi_allreduce [n 1..2^31-1] [repeats 1..1000]\n");
+        MPI_Finalize();
+        return 2;
+    }
+    size_t n = (size_t)n_arg;
+    int repeats = (int)repeats_arg;
     double *x = malloc(n * sizeof *x), *y = malloc(n * sizeof *y),
            *t = malloc(sizeof *t * (size_t)repeats);
+    if (!x || !y || !t) {
+        fprintf(stderr, "bench_mpi_allreduce: out of memory\n");
+        MPI_Abort(MPI_COMM_WORLD, 2);
+        free(x); /* not reached, but MPI_Abort is not declared noreturn */
+        free(y);
+        free(t);
+        return 2;
+    }
     for (size_t i = 0; i < n; i++)
         x[i] = (double)rank + (double)i * 1e-6;
     MPI_Allreduce(x, y, (int)n, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD); /* warm-up */

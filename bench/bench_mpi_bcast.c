@@ -21,6 +21,8 @@
 
 #include <mpi.h>
 
+#include "bench_args.h"
+
 static int cmp_double(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
@@ -73,12 +75,19 @@ int main(int argc, char **argv)
     int rank, size;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &size);
-    int reps = 5, a = 1;
+    int reps = 5, a = 1, usage = 0;
+    double v;
     if (argc > 2 && strcmp(argv[1], "-r") == 0) {
-        reps = atoi(argv[2]);
+        if (bench_arg(argv[2], 1, 1000, &v) == 0)
+            reps = (int)v;
+        else
+            usage = 1;
         a = 3;
     }
-    if (a >= argc || reps < 1 || reps > 1000) {
+    for (int i = a; i < argc; i++)
+        if (bench_arg(argv[i], 1, 1e15, &v) < 0)
+            usage = 1;
+    if (usage || a >= argc) {
         if (rank == 0)
             fprintf(stderr, "usage: bench_mpi_bcast [-r REPS] BYTES [BYTES...]\n");
         MPI_Finalize();
@@ -86,10 +95,15 @@ int main(int argc, char **argv)
     }
     double *t = malloc(sizeof *t * (size_t)reps);
     for (; a < argc; a++) {
-        size_t bytes = strtoull(argv[a], NULL, 10);
+        size_t bytes = bench_arg(argv[a], 1, 1e15, &v) == 0 ? (size_t)v : 0; /* checked above */
         unsigned char *buf = bytes ? malloc(bytes) : NULL;
-        if (!buf)
+        if (!buf || !t) {
+            fprintf(stderr, "bench_mpi_bcast: out of memory\n");
             MPI_Abort(MPI_COMM_WORLD, 2);
+            free(buf); /* not reached, but MPI_Abort is not declared noreturn */
+            free(t);
+            return 2;
+        }
         memset(buf, 0, bytes); /* touch every page before timing */
         int ok = 1;
         for (int r = -1; r < reps; r++) {

@@ -16,6 +16,7 @@
 #include <lauxlib.h>
 #include <lualib.h>
 
+#include "bench_args.h"
 #include "nd.h"
 
 static double now(void)
@@ -71,12 +72,14 @@ static double time_c_axpy(double *y, const double *x, size_t n)
 
 int main(int argc, char **argv)
 {
-    size_t n = argc > 1 ? (size_t)atof(argv[1]) : 10000000;
-    int repeats = argc > 2 ? atoi(argv[2]) : 15;
-    if (repeats < 1 || repeats > 64 || n == 0) {
-        fprintf(stderr, "usage: bench_nd [n] [repeats 1..64]\n");
+    double n_arg = 10000000, repeats_arg = 15;
+    if ((argc > 1 && bench_arg(argv[1], 1, 1e12, &n_arg) < 0) ||
+        (argc > 2 && bench_arg(argv[2], 1, 64, &repeats_arg) < 0)) {
+        fprintf(stderr, "usage: bench_nd [n (>= 1)] [repeats 1..64]\n");
         return 2;
     }
+    size_t n = (size_t)n_arg;
+    int repeats = (int)repeats_arg;
     lua_State *L = luaL_newstate();
     luaL_openlibs(L);
     luaL_requiref(L, "nd", luaopen_nd, 1);
@@ -92,8 +95,13 @@ int main(int argc, char **argv)
         return 1;
     }
     double *x = malloc(n * sizeof *x), *y = malloc(n * sizeof *y);
-    if (!x || !y)
+    if (!x || !y) {
+        fprintf(stderr, "bench_nd: out of memory\n");
+        free(x);
+        free(y);
+        lua_close(L);
         return 1;
+    }
     for (size_t i = 0; i < n; i++) {
         x[i] = (double)(i % 1000) * 1e-3;
         y[i] = 1.0;

@@ -47,12 +47,20 @@ def push_while_polling(c, n):
     before = status_kb(pid, "VmRSS")
     stop = threading.Event()
     latencies = []
+    ages = []
 
     def poll():
+        # /info's answer time says whether REST was stalled; the engines'
+        # heartbeat_age (time since the hub last took a heartbeat: about the
+        # 1 s period when nothing holds the hub) says whether heartbeats were.
         while not stop.is_set():
             t = time.time()
             c.api.get("/api/v1/info")
             latencies.append(time.time() - t)
+            r = c.api.get("/api/v1/engines")
+            if r.status == 200 and isinstance(r.body, dict):
+                ages.extend(e.get("heartbeat_age", 0) for e in r.body.get("engines", [])
+                            if e.get("state") != "dead")
             time.sleep(0.05)
 
     poller = threading.Thread(target=poll)
@@ -65,8 +73,10 @@ def push_while_polling(c, n):
     time.sleep(2)
     c.api.post("/api/v1/views/all/execute", {"code": "benchjson = nil collectgarbage()"})
     print("push of %d integers (%.0f MB of JSON): HTTP %d in %.2f s; longest GET /info "
-          "%.3f s (%d polls); RSS %.0f MiB before, peak %.0f MiB, %.0f MiB 2 s after"
+          "%.3f s (%d polls); longest heartbeat age %.2f s (period 1 s); RSS %.0f MiB before, "
+          "peak %.0f MiB, %.0f MiB 2 s after"
           % (n, len(body) / 1e6, r.status, took, max(latencies), len(latencies),
+             max(ages) if ages else -1,
              before / 1024, status_kb(pid, "VmHWM") / 1024, status_kb(pid, "VmRSS") / 1024),
           flush=True)
 

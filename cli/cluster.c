@@ -35,6 +35,7 @@
 #include "launcher.h"
 #include "msg.h"
 #include "proc.h"
+#include "pidfile.h"
 #include "profile.h"
 
 #define STOP_WAIT_DEFAULT 10.0
@@ -415,8 +416,8 @@ static int cluster_start(int argc, char **argv)
     }
     status = launcher_run(&launch);
     pidfile_remove_if_owned(paths.launcher_pid_file, getpid());
-    if (launch.launcher_log != NULL)
-        fclose(launch.launcher_log);
+    if (launch.launcher_log != NULL && fclose(launch.launcher_log) != 0)
+        msg_err("the launcher's log may have lost its last lines: %s", strerror(errno));
     close(lock_fd);
     return status;
 }

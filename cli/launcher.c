@@ -526,11 +526,12 @@ static void launcher_detach(launcher *l)
     fflush(stdout);
     fflush(stderr);
     if (null_fd >= 0) {
-        dup2(null_fd, STDIN_FILENO);
+        (void)dup2(null_fd, STDIN_FILENO); /* if not, stdin stays the terminal's: never read */
         close(null_fd);
     }
-    dup2(log_fd, STDOUT_FILENO);
-    dup2(log_fd, STDERR_FILENO);
+    if (dup2(log_fd, STDOUT_FILENO) < 0 || dup2(log_fd, STDERR_FILENO) < 0)
+        msg_err("cannot send the launcher's output to its log (%s); it stays on this terminal",
+                strerror(errno));
     msg_set_mirror(NULL);
     msg_set_timestamps(true);
     if (chdir("/") < 0) {

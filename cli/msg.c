@@ -44,7 +44,7 @@ static void emit(FILE *out, const char *prefix, const char *text, bool stamped)
             stamp(out);
         if (line == text)
             fputs(prefix, out);
-        fwrite(line, 1, len, out);
+        (void)fwrite(line, 1, len, out); /* as fputs: a message has nowhere else to go */
         fputc('\n', out);
         line += len;
         if (*line == '\n')

@@ -120,7 +120,7 @@ bool proc_is_running(pid_t pid)
         if (close_paren != NULL && close_paren[1] == ' ')
             zombie = close_paren[2] == 'Z' || close_paren[2] == 'X';
     }
-    fclose(file);
+    (void)fclose(file); /* read only: nothing to lose */
     return !zombie;
 }
 
@@ -154,8 +154,8 @@ bool proc_runs_program(pid_t pid, const char *program)
     file = fopen(path, "r");
     if (file != NULL) {
         got = fread(argv0, 1, sizeof argv0 - 1, file);
-        fclose(file);
-        argv0[got] = '\0'; /* cmdline is NUL-separated: this keeps argv[0] */
+        (void)fclose(file); /* read only: nothing to lose */
+        argv0[got] = '\0';  /* cmdline is NUL-separated: this keeps argv[0] */
         if (got > 0) {
             known = true;
             if (base_name_starts_with(argv0, program))

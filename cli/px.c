@@ -14,6 +14,7 @@
 
 #include "cli.h"
 #include "msg.h"
+#include "buf.h"
 #include "profile.h"
 #include "rest.h"
 
@@ -77,8 +78,7 @@ static bool print_result(const json_t *result)
     fprintf(stderr, "[%ld:%s] %s\n", engine, ename != NULL ? ename : (status ? status : "error"),
             evalue != NULL ? evalue : "");
     traceback = json_object_get(result, "traceback");
-    json_array_foreach(traceback, index, line)
-    {
+    json_array_foreach(traceback, index, line) {
         const char *entry = json_string_value(line);
         size_t entry_len;
 
@@ -121,28 +121,17 @@ static int encode_targets(const char *targets, char *out, size_t len)
 
 static char *read_all(FILE *in)
 {
-    size_t len = 0;
-    size_t cap = 4096;
+    ippc_buf text = {0};
+    char chunk[4096];
     size_t got;
-    char *text = malloc(cap);
-    char *grown;
 
-    if (text == NULL)
-        return NULL;
-    while ((got = fread(text + len, 1, cap - len - 1, in)) > 0) {
-        len += got;
-        if (cap - len - 1 == 0) {
-            cap *= 2;
-            grown = realloc(text, cap);
-            if (grown == NULL) {
-                free(text);
-                return NULL;
-            }
-            text = grown;
+    while ((got = fread(chunk, 1, sizeof chunk, in)) > 0) {
+        if (buf_append(&text, chunk, got) < 0) {
+            buf_free(&text);
+            return NULL;
         }
     }
-    text[len] = '\0';
-    return text;
+    return buf_take(&text, NULL);
 }
 
 static char *join_words(int count, char **words)
@@ -247,8 +236,7 @@ int px_main(int argc, char **argv)
     }
 
     results = json_object_get(reply.json, "results");
-    json_array_foreach(results, index, result)
-    {
+    json_array_foreach(results, index, result) {
         if (print_result(result))
             any_failed = true;
     }

@@ -1,5 +1,6 @@
 /* rest.c — libcurl + Jansson client for the controller's REST API (see rest.h). */
 #include "rest.h"
+#include "buf.h"
 #include "jsonout.h"
 
 #include <curl/curl.h>
@@ -11,9 +12,7 @@
 #define REST_MAX_REPLY ((size_t)1 << 30)
 
 typedef struct reply_buffer {
-    char *data;
-    size_t len;
-    size_t cap;
+    ippc_buf text;
     int overflow;
 } reply_buffer;
 
@@ -21,27 +20,12 @@ static size_t collect_body(char *chunk, size_t size, size_t count, void *user)
 {
     reply_buffer *buffer = user;
     size_t len = size * count;
-    size_t cap;
-    char *grown;
 
-    if (len > REST_MAX_REPLY - buffer->len) {
+    if (len > REST_MAX_REPLY - buffer->text.len) {
         buffer->overflow = 1;
         return 0;
     }
-    if (buffer->len + len + 1 > buffer->cap) {
-        cap = buffer->cap != 0 ? buffer->cap : 4096;
-        while (cap < buffer->len + len + 1)
-            cap *= 2;
-        grown = realloc(buffer->data, cap);
-        if (grown == NULL)
-            return 0;
-        buffer->data = grown;
-        buffer->cap = cap;
-    }
-    memcpy(buffer->data + buffer->len, chunk, len);
-    buffer->len += len;
-    buffer->data[buffer->len] = '\0';
-    return len;
+    return buf_append(&buffer->text, chunk, len) < 0 ? 0 : len;
 }
 
 int rest_global_init(void)
@@ -154,12 +138,12 @@ int rest_call(rest_client *client, const char *method, const char *path, const j
         goto done;
     }
     curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &reply->http_status);
-    if (buffer.len > 0)
-        reply->json = json_loadb(buffer.data, buffer.len, 0, NULL);
+    if (buffer.text.len > 0)
+        reply->json = json_loadb(buffer.text.data, buffer.text.len, 0, NULL);
     result = 0;
 
 done:
-    free(buffer.data);
+    buf_free(&buffer.text);
     free(body_text);
     free(url);
     return result;

@@ -36,15 +36,13 @@ int roster_parse(const json_t *reply, roster *out, char *err, size_t err_len)
         snprintf(err, err_len, "the controller's engine list has no \"engines\" array");
         return -1;
     }
-    if (json_array_size(list) > 0) {
-        out->engines = calloc(json_array_size(list), sizeof *out->engines);
-        if (out->engines == NULL) {
-            snprintf(err, err_len, "out of memory");
-            return -1;
-        }
+    /* never a NULL array, even for no engines: the loop below indexes it */
+    out->engines = calloc(json_array_size(list) + 1, sizeof *out->engines);
+    if (out->engines == NULL) {
+        snprintf(err, err_len, "out of memory");
+        return -1;
     }
-    json_array_foreach(list, index, item)
-    {
+    json_array_foreach(list, index, item) {
         roster_engine *engine = &out->engines[out->count];
 
         if (!json_is_object(item))

@@ -26,12 +26,12 @@ static const struct {
     const char *code;
     int status;
 } status_table[] = {
-    {ERR_BAD_REQUEST, 400},      {ERR_BAD_TARGETS, 400},  {ERR_UNAUTHORIZED, 401},
-    {ERR_NOT_FOUND, 404},        {ERR_METHOD, 405},       {ERR_TIMEOUT, 408}, {ERR_CONFLICT, 409},
-    {ERR_TOO_LARGE, 413},        {ERR_URI_TOO_LONG, 414}, {ERR_HEADERS_TOO_LARGE, 431},
-    {ERR_UNSUPPORTED, 415},      {ERR_INVALID, 422},      {ERR_NO_ENGINES, 422},
-    {ERR_UNAVAILABLE, 503},      {ERR_OVERLOADED, 503},   {ERR_INTERNAL, 500},
-    {ERR_UPGRADE_REQUIRED, 426},
+    {ERR_BAD_REQUEST, 400},       {ERR_BAD_TARGETS, 400},      {ERR_UNAUTHORIZED, 401},
+    {ERR_NOT_FOUND, 404},         {ERR_METHOD, 405},           {ERR_TIMEOUT, 408},
+    {ERR_CONFLICT, 409},          {ERR_TOO_LARGE, 413},        {ERR_URI_TOO_LONG, 414},
+    {ERR_HEADERS_TOO_LARGE, 431}, {ERR_UNSUPPORTED, 415},      {ERR_INVALID, 422},
+    {ERR_NO_ENGINES, 422},        {ERR_UNAVAILABLE, 503},      {ERR_OVERLOADED, 503},
+    {ERR_INTERNAL, 500},          {ERR_UPGRADE_REQUIRED, 426}, {ERR_GONE, 410},
 };
 
 int http_status_for(const char *code)

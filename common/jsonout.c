@@ -23,6 +23,8 @@
  */
 #include "jsonout.h"
 
+#include "buf.h"
+
 #include <float.h>
 #include <math.h>
 #include <stdint.h>
@@ -32,8 +34,7 @@
 /* ------------------------------------------------------------- buffer */
 
 typedef struct writer {
-    char *data;
-    size_t len, cap; /* invariant: cap > len, so there is room for the NUL */
+    ippc_buf out; /* the text; common/buf.h keeps room for the NUL */
     size_t flags;
     int failed;
     const json_t **path; /* the containers being written: cycle check */
@@ -50,22 +51,10 @@ static int w_reserve(writer *w, size_t more)
 {
     if (w->failed)
         return -1;
-    if (more < w->cap - w->len)
-        return 0;
-    if (more > SIZE_MAX / 4 - w->len) {
+    if (buf_reserve(&w->out, more) < 0) {
         w_fail(w);
         return -1;
     }
-    size_t cap = w->cap ? w->cap : 256;
-    while (cap - w->len <= more)
-        cap *= 2;
-    char *data = realloc(w->data, cap);
-    if (!data) {
-        w_fail(w);
-        return -1;
-    }
-    w->data = data;
-    w->cap = cap;
     return 0;
 }
 
@@ -73,15 +62,15 @@ static void w_bytes(writer *w, const char *s, size_t n)
 {
     if (w_reserve(w, n) < 0)
         return;
-    memcpy(w->data + w->len, s, n);
-    w->len += n;
+    memcpy(w->out.data + w->out.len, s, n);
+    w->out.len += n;
 }
 
 static void w_char(writer *w, char c)
 {
     if (w_reserve(w, 1) < 0)
         return;
-    w->data[w->len++] = c;
+    w->out.data[w->out.len++] = c;
 }
 
 /* A break inside a container whose items are at depth: see the top. */
@@ -93,9 +82,9 @@ static void w_break(writer *w, size_t depth, int after_comma)
             w_fail(w);
             return;
         }
-        w->data[w->len++] = '\n';
-        memset(w->data + w->len, ' ', depth * indent);
-        w->len += depth * indent;
+        w->out.data[w->out.len++] = '\n';
+        memset(w->out.data + w->out.len, ' ', depth * indent);
+        w->out.len += depth * indent;
     } else if (after_comma && !(w->flags & JSON_COMPACT)) {
         w_char(w, ' ');
     }
@@ -225,11 +214,9 @@ static void w_string(writer *w, const char *text, size_t n)
         case '\t': w_bytes(w, "\\t", 2); continue;
         default: break;
         }
-        if (cp < 0x20) {
-            w_u_escape(w, cp);
-        } else if (!ascii_only || cp < 0x80) {
+        if (cp >= 0x20 && (!ascii_only || cp < 0x80)) {
             w_bytes(w, (const char *)s + i - len, len);
-        } else if (cp < 0x10000) {
+        } else if (cp < 0x10000) { /* a control character, or ascii_only */
             w_u_escape(w, cp);
         } else { /* a surrogate pair */
             uint32_t above = cp - 0x10000;
@@ -387,8 +374,8 @@ static void w_value(writer *w, const json_t *v, size_t depth)
 
 /* ------------------------------------------------------------- public */
 
-/* The text of json in w->data (w->len bytes, NUL-terminated); -1 on failure
- * (w->data is then freed). */
+/* The text of json in w->out.data (w->out.len bytes, NUL-terminated); -1 on failure
+ * (w->out.data is then freed). */
 static int write_all(writer *w, const json_t *json, size_t flags)
 {
     memset(w, 0, sizeof *w);
@@ -405,18 +392,18 @@ static int write_all(writer *w, const json_t *json, size_t flags)
     w_reserve(w, 0);
     free(w->path);
     if (w->failed) {
-        free(w->data);
-        w->data = NULL;
+        free(w->out.data);
+        w->out.data = NULL;
         return -1;
     }
-    w->data[w->len] = '\0';
+    w->out.data[w->out.len] = '\0';
     return 0;
 }
 
 char *jsonout_dumps(const json_t *json, size_t flags)
 {
     writer w;
-    return write_all(&w, json, flags) < 0 ? NULL : w.data;
+    return write_all(&w, json, flags) < 0 ? NULL : w.out.data;
 }
 
 int jsonout_dumpf(const json_t *json, FILE *f, size_t flags)
@@ -424,7 +411,7 @@ int jsonout_dumpf(const json_t *json, FILE *f, size_t flags)
     writer w;
     if (write_all(&w, json, flags) < 0)
         return -1;
-    int rc = fwrite(w.data, 1, w.len, f) == w.len ? 0 : -1;
-    free(w.data);
+    int rc = fwrite(w.out.data, 1, w.out.len, f) == w.out.len ? 0 : -1;
+    free(w.out.data);
     return rc;
 }

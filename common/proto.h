@@ -10,12 +10,12 @@
  *
  * engine -> controller
  *   {"type":"register","key":KEY,"job":JOBID,"rank":r,"size":s,"host":H,"pid":P,
- *    "version":V}                                     first message, always
+ *    "version":V,"max_message":M}                     first message, always
  *   {"type":"heartbeat","busy":bool,"task":T|null}    every heartbeat period
  *   {"type":"stdout","task":T,"data":TEXT}            output while T runs
  *   {"type":"result","task":T,"status":...,...,"nbuf":k}   see engine/runtime.h
  * controller -> engine
- *   {"type":"registered","id":ID,"heartbeat_period":S}
+ *   {"type":"registered","id":ID,"heartbeat_period":S,"max_message":M}
  *   {"type":"error","code":C,"message":M}             then the socket closes
  *   {"type":"task","task":T,"op":OP,...,"nbuf":k}
  *       op "execute": "code"
@@ -40,6 +40,16 @@
  *
  * Engines of one MPI job share JOBID (rank 0 makes it, MPI_Bcast shares it);
  * the controller gives them consecutive ids in rank order.
+ *
+ * Message sizes.  "max_message" is the largest message (JSON text and its
+ * binary frames together) the sender of register / registered accepts, in
+ * bytes, at most IPPC_MAX_WS_MESSAGE (absent: that).  Neither side sends a
+ * larger one, since the receiver would close the connection: a task that
+ * would be larger (an array pushed or scattered) fails unsent on the
+ * controller with ename "TooLargeError", and an engine whose result would be
+ * larger answers "status":"error", "ename":"TooLargeError" instead (its
+ * variables unchanged).  The engine's is `ippc-engine --max-message-mb`; the
+ * controller's is the smaller of IPPC_MAX_WS_MESSAGE and --max-held-mb.
  *
  * Data ops fanned out by MPI (engine/fanout.h).  A push, scatter or gather
  * that targets engines of one MPI job can cross the controller->engine link
@@ -124,8 +134,10 @@
 #define IPPC_HEARTBEAT_TIMEOUT_MS 10000
 
 /* Largest WebSocket message either side accepts: a JSON message and all the
- * binary frames it announces, counted together. */
-#define IPPC_MAX_WS_MESSAGE ((size_t)1 << 30)
+ * binary frames it announces, counted together.  Room for an array of
+ * several GiB (a raw body within --max-raw-mb); each side announces its own
+ * limit, at most this ("max_message"). */
+#define IPPC_MAX_WS_MESSAGE ((size_t)16 << 30)
 
 /* The head of an HTTP request (request line + headers) that the controller
  * reads.  The acceptor checks the first request of a connection against these

@@ -80,8 +80,8 @@ typedef struct nd_ref {
     nd_dtype dtype;
     int ndim;
     size_t shape[ND_MAX_DIMS];
-    size_t count;   /* product of shape */
-    size_t blob;    /* index into the message's blobs */
+    size_t count; /* product of shape */
+    size_t blob;  /* index into the message's blobs */
 } nd_ref;
 
 /* If v is an ndarray placeholder {"$nd":K,...}, fills ref and returns 1; returns
@@ -120,5 +120,12 @@ int value_scatter(const json_t *skel, const ippc_blobs *blobs, size_t p, json_t 
  * client lists, anything else itself).  New skeleton or NULL + err. */
 json_t *value_gather(json_t *const *parts, const ippc_blobs *part_blobs, size_t n,
                      ippc_blobs *out_blobs, ippc_error *err);
+
+/* What jansson holds for v, estimated by a walk of the tree (nodes, keys,
+ * strings, list slots; true/false/null are free).  Above its compact text's
+ * length unless strings are mostly escaped characters, so it also sizes the
+ * JSON part of a message.  What the controller's byte budget counts for a
+ * result's JSON.  0 for NULL.  Pure. */
+size_t json_bytes_estimate(const json_t *v);
 
 #endif

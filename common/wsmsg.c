@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define WS_CHUNK (256 * 1024)
+#define WS_CHUNK ((size_t)256 * 1024)
 
 struct ws_blobref {
     atomic_size_t refs;
@@ -348,7 +348,7 @@ static void reader_credit(ws_reader *r, size_t n)
 }
 
 /* A buffer bigger than this is not kept for the next message. */
-#define READER_KEEP (64 * 1024)
+#define READER_KEEP ((size_t)64 * 1024)
 
 static void reader_drop_buffer(ws_reader *r)
 {

@@ -90,8 +90,13 @@ fanout *fanout_new(const atomic_int *interrupt)
         return NULL;
     f->interrupt = interrupt;
     f->grp = MPI_COMM_NULL;
+    /* IPPC_FANOUT_CACHE: a whole number 1..FANOUT_CACHE; anything else, the default */
     const char *cap = getenv("IPPC_FANOUT_CACHE");
-    f->cache_cap = cap && atoi(cap) >= 1 && atoi(cap) <= FANOUT_CACHE ? atoi(cap) : FANOUT_CACHE;
+    char *end = NULL;
+    long want = cap ? strtol(cap, &end, 10) : 0;
+    f->cache_cap = cap && end != cap && *end == '\0' && want >= 1 && want <= FANOUT_CACHE
+                       ? (int)want
+                       : FANOUT_CACHE;
     if (!mpi_usable())
         return f;
     MPI_Comm_rank(MPI_COMM_WORLD, &f->rank);

@@ -21,6 +21,7 @@
  */
 #include "fanout_impl.h"
 
+#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -96,11 +97,16 @@ static json_t *sorted_names(const json_t *v)
         return NULL;
     const char **names = malloc(sizeof *names * (n ? n : 1));
     json_t *out = names ? json_array() : NULL;
+    if (!out) {
+        free(names);
+        return NULL;
+    }
     size_t k = 0;
     if (json_is_object(v)) {
         const char *key;
         json_t *x;
-        json_object_foreach((json_t *)v, key, x) names[k++] = key;
+        json_object_foreach((json_t *)v, key, x)
+            names[k++] = key;
     } else {
         for (; out && k < n; k++)
             if (!(names[k] = json_string_value(json_array_get(v, k)))) {
@@ -134,7 +140,9 @@ static int renumber(json_t *v, const ippc_blobs *blobs, fan_map *m, int depth, i
     if (json_is_array(v)) {
         size_t i;
         json_t *x;
-        json_array_foreach(v, i, x) if (renumber(x, blobs, m, depth + 1, err) < 0) return -1;
+        json_array_foreach(v, i, x)
+            if (renumber(x, blobs, m, depth + 1, err) < 0)
+                return -1;
         return 0;
     }
     if (!json_is_object(v))
@@ -146,7 +154,9 @@ static int renumber(json_t *v, const ippc_blobs *blobs, fan_map *m, int depth, i
     if (r == 0) {
         const char *key;
         json_t *x;
-        json_object_foreach(v, key, x) if (renumber(x, blobs, m, depth + 1, err) < 0) return -1;
+        json_object_foreach(v, key, x)
+            if (renumber(x, blobs, m, depth + 1, err) < 0)
+                return -1;
         return 0;
     }
     size_t k = m->offset + ref.blob;
@@ -294,6 +304,7 @@ typedef struct push_hdr {
 static void fan_push(fan_op *op)
 {
     task_ctx *c = op->c;
+    const int is_root = op->is_root; /* set when the op began; fixed for its life */
     const json_t *ns = json_object_get(c->task, "ns");
     push_hdr *h = calloc(1, sizeof *h);
     char *text = NULL;
@@ -307,7 +318,7 @@ static void fan_push(fan_op *op)
     }
     json_t *desc = NULL;
     size_t meta_len = 0;
-    if (op->is_root) {
+    if (is_root) {
         if (!json_is_object(ns))
             task_fail(c, TASK_ERROR, "ProtocolError", "push needs an object 'ns'");
         else if (!(desc = sorted_names(ns)) || !(text = jsonout_dumps(ns, JSON_COMPACT)))
@@ -353,9 +364,9 @@ static void fan_push(fan_op *op)
         tlen = nb = 0;
     }
     meta_len = lmpi_align8(tlen) + 8 * nb;
-    const unsigned char *m = op->is_root ? meta : h->meta;
+    const unsigned char *m = is_root ? meta : h->meta;
     if (!h->inl) {
-        if (!op->is_root && task_ok(op) && !(meta = malloc(meta_len ? meta_len : 1)))
+        if (!is_root && task_ok(op) && !(meta = malloc(meta_len ? meta_len : 1)))
             fan_oom(op, meta_len);
         if (fan_settle(op) < 0)
             goto done;
@@ -364,7 +375,9 @@ static void fan_push(fan_op *op)
             goto done;
         m = meta;
     }
-    if (!op->is_root && task_ok(op)) {
+    if (!is_root && task_ok(op)) {
+        /* h->meta, or meta: had its malloc failed, fan_oom would have failed the task */
+        assert(m);
         json_error_t jerr;
         skel = json_loadb((const char *)m, tlen, JSON_ALLOW_NUL, &jerr);
         if (!json_is_object(skel))
@@ -380,7 +393,7 @@ static void fan_push(fan_op *op)
     }
     if (fan_settle(op) < 0)
         goto done;
-    ippc_blobs *blobs = op->is_root ? c->task_blobs : &got;
+    ippc_blobs *blobs = is_root ? c->task_blobs : &got;
     for (size_t i = 0; i < nb; i++) {
         ippc_blob *b = &blobs->items[i];
         if (b->len > 0 &&
@@ -390,7 +403,7 @@ static void fan_push(fan_op *op)
     }
 
     /* finish */
-    fan_assign_ns(op, op->is_root ? ns : skel, blobs);
+    fan_assign_ns(op, is_root ? ns : skel, blobs);
 done:
     json_decref(skel);
     blobs_free(&got);
@@ -640,6 +653,7 @@ static int gather_concatenates(const int64_t *all, size_t n)
 static void fan_gather(fan_op *op)
 {
     task_ctx *c = op->c;
+    const int is_root = op->is_root; /* set when the op began; fixed for its life */
     lua_State *L = op->L;
     size_t n = (size_t)op->n;
     const json_t *jname = json_object_get(c->task, "name");
@@ -712,6 +726,8 @@ static void fan_gather(fan_op *op)
     int concat = gather_concatenates(all, n);
     if (!concat) { /* parts: every value packed, its size told to everyone */
         if (h[GH_KIND] == KIND_ARRAY) {
+            /* every rank is ok (the exchange checked), so this rank's bytes are at hand */
+            assert(data || h[GH_BYTES] == 0);
             size_t shape[ND_MAX_DIMS], len = 0;
             for (int d = 0; d < h[GH_NDIM]; d++)
                 shape[d] = (size_t)h[GH_SHAPE + d];
@@ -742,7 +758,7 @@ static void fan_gather(fan_op *op)
         displs[i] = (MPI_Aint)total;
         total += concat ? b : lmpi_align8(b);
     }
-    if (op->is_root && !(buf = fan_alloc(total)))
+    if (is_root && !(buf = fan_alloc(total)))
         fan_oom(op, total);
     if (fan_settle(op) < 0)
         goto out;
@@ -751,7 +767,7 @@ static void fan_gather(fan_op *op)
                                 MPI_BYTE, op->rc, comm, &req),
                  &req))
         goto out;
-    if (!op->is_root)
+    if (!is_root)
         goto out; /* a non-root answers no value */
 
     /* finish (root): one array, or the parts */

@@ -23,6 +23,7 @@
 #include <mpi.h>
 
 #include "lmpi.h"
+#include "lua_noreturn.h"
 #include "nd.h"
 
 #define LMPI_COMM_MT "ippc.mpi.comm"

@@ -216,7 +216,7 @@ static void nd_truth_in_place(nd_array *a)
     switch (nd_dtype_of(a)) {
 #define TRUTH_CASE(TAG, T)                                                                         \
     case TAG: {                                                                                    \
-        T *p = nd_data(a);                                                                         \
+        T *p = nd_data(a); /* NOLINT(bugprone-macro-parentheses): T is a type */                   \
         for (size_t i = 0; i < n; i++)                                                             \
             p[i] = p[i] != 0;                                                                      \
         break;                                                                                     \

@@ -31,12 +31,14 @@
 #include <mpi.h>
 
 #include "jsonout.h"
+#include "list.h"
+#include "profile.h"
 #include "proto.h"
 #include "runtime.h"
 #include "wsmsg.h"
 
 typedef struct inbox_item {
-    struct inbox_item *next;
+    list_node link; /* in E.inbox */
     json_t *msg;
     ippc_blobs blobs;
 } inbox_item;
@@ -53,6 +55,8 @@ typedef struct engine {
     char path[256];
     int port;
     int grace_s;
+    size_t max_message;             /* what this engine takes in one message */
+    atomic_size_t peer_max_message; /* what the controller does ("registered") */
     /* net thread */
     struct lws_context *ctx;
     struct lws *wsi;
@@ -67,8 +71,8 @@ typedef struct engine {
     /* shared */
     pthread_mutex_t lock;
     pthread_cond_t cond;
-    inbox_item *head, *tail;
-    atomic_int stop;          /* 1: finish and exit */
+    list_node inbox; /* inbox_item.link: tasks to run, in arrival order */
+    atomic_int stop; /* 1: finish and exit */
     atomic_int exit_code;
     atomic_llong running_task; /* 0 when idle */
     runtime *rt;
@@ -76,14 +80,16 @@ typedef struct engine {
 
 static engine E;
 
-static int64_t now_ms(void) {
+static int64_t now_ms(void)
+{
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static void log_msg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void log_msg(const char *fmt, ...) {
+static void log_msg(const char *fmt, ...)
+{
     /* One write per line, so the ranks' lines do not interleave. */
     char line[1024];
     int n = snprintf(line, sizeof line, "ippc-engine[%d/%d]: ", E.rank, E.size);
@@ -95,7 +101,8 @@ static void log_msg(const char *fmt, ...) {
     fputs(line, stderr);
 }
 
-static void request_stop(int code) {
+static void request_stop(int code)
+{
     pthread_mutex_lock(&E.lock);
     if (!atomic_load(&E.stop))
         atomic_store(&E.exit_code, code);
@@ -113,23 +120,31 @@ static void connect_now(lws_sorted_usec_list_t *sul);
 /* The controller forgets an engine's tasks when its socket closes (they are
  * lost or retried elsewhere), so their results could never be delivered:
  * stop the running one and drop the queued ones. */
-static void abandon_tasks(void) {
-    pthread_mutex_lock(&E.lock);
-    inbox_item *it = E.head;
-    E.head = E.tail = NULL;
-    pthread_mutex_unlock(&E.lock);
-    while (it) {
-        inbox_item *next = it->next;
+static void inbox_free_all(list_node *items)
+{
+    list_for_each_safe(node, items) {
+        inbox_item *it = list_entry(node, inbox_item, link);
+        list_remove(node);
         json_decref(it->msg);
         blobs_free(&it->blobs);
         free(it);
-        it = next;
     }
+}
+
+static void abandon_tasks(void)
+{
+    list_node dropped;
+    list_init(&dropped);
+    pthread_mutex_lock(&E.lock);
+    list_move_all(&dropped, &E.inbox);
+    pthread_mutex_unlock(&E.lock);
+    inbox_free_all(&dropped);
     if (E.rt && atomic_load(&E.running_task))
         runtime_interrupt(E.rt);
 }
 
-static void schedule_reconnect(void) {
+static void schedule_reconnect(void)
+{
     if (E.engine_id >= 0)
         abandon_tasks();
     E.engine_id = -1;
@@ -137,7 +152,7 @@ static void schedule_reconnect(void) {
     E.register_sent = 0;
     ws_outq_clear(&E.out);
     ws_reader_free(&E.reader);
-    ws_reader_init(&E.reader, IPPC_MAX_WS_MESSAGE, NULL);
+    ws_reader_init(&E.reader, E.max_message, NULL);
     int64_t now = now_ms();
     if (!E.unreachable_since_ms)
         E.unreachable_since_ms = now;
@@ -153,7 +168,8 @@ static void schedule_reconnect(void) {
                      (lws_usec_t)E.backoff_ms * LWS_US_PER_MS);
 }
 
-static void connect_now(lws_sorted_usec_list_t *sul) {
+static void connect_now(lws_sorted_usec_list_t *sul)
+{
     (void)sul;
     if (atomic_load(&E.stop))
         return;
@@ -172,7 +188,8 @@ static void connect_now(lws_sorted_usec_list_t *sul) {
 }
 
 /* Resident set size in bytes (from /proc/self/statm), or -1. */
-static long long rss_bytes(void) {
+static long long rss_bytes(void)
+{
     FILE *f = fopen("/proc/self/statm", "r");
     long long size = 0, resident = -1;
     if (f) {
@@ -183,7 +200,8 @@ static long long rss_bytes(void) {
     return resident < 0 ? -1 : resident * sysconf(_SC_PAGESIZE);
 }
 
-static void send_heartbeat(lws_sorted_usec_list_t *sul) {
+static void send_heartbeat(lws_sorted_usec_list_t *sul)
+{
     (void)sul;
     if (E.wsi && E.engine_id >= 0) {
         long long task = atomic_load(&E.running_task);
@@ -198,10 +216,12 @@ static void send_heartbeat(lws_sorted_usec_list_t *sul) {
                      (lws_usec_t)IPPC_HEARTBEAT_PERIOD_MS * LWS_US_PER_MS);
 }
 
-static int write_register(struct lws *wsi) {
-    json_t *reg = json_pack("{s:s, s:s, s:s, s:i, s:i, s:s, s:i, s:s, s:i}", "type", "register",
-                            "key", E.key, "job", E.job, "rank", E.rank, "size", E.size, "host",
-                            E.host, "pid", E.pid, "version", IPPC_VERSION, "nbuf", 0);
+static int write_register(struct lws *wsi)
+{
+    json_t *reg =
+        json_pack("{s:s, s:s, s:s, s:i, s:i, s:s, s:i, s:s, s:i, s:I}", "type", "register", "key",
+                  E.key, "job", E.job, "rank", E.rank, "size", E.size, "host", E.host, "pid", E.pid,
+                  "version", IPPC_VERSION, "nbuf", 0, "max_message", (json_int_t)E.max_message);
     char *text = jsonout_dumps(reg, JSON_COMPACT);
     json_decref(reg);
     if (!text)
@@ -222,7 +242,8 @@ static int write_register(struct lws *wsi) {
 /* An interrupt names the task it is for (timeouts, aborts) or none (a view's
  * interrupt: whatever runs).  A named task that is still queued here is
  * dropped and answered "aborted" without running. */
-static void interrupt_task(const json_t *task) {
+static void interrupt_task(const json_t *task)
+{
     if (!json_is_integer(task)) {
         if (E.rt)
             runtime_interrupt(E.rt);
@@ -235,26 +256,23 @@ static void interrupt_task(const json_t *task) {
         return;
     }
     pthread_mutex_lock(&E.lock);
-    inbox_item *prev = NULL, *it = E.head;
-    while (it && json_integer_value(json_object_get(it->msg, "task")) != id) {
-        prev = it;
-        it = it->next;
+    inbox_item *it = NULL;
+    list_for_each(node, &E.inbox) {
+        inbox_item *queued = list_entry(node, inbox_item, link);
+        if (json_integer_value(json_object_get(queued->msg, "task")) == id) {
+            it = queued;
+            break;
+        }
     }
-    if (it) {
-        if (prev)
-            prev->next = it->next;
-        else
-            E.head = it->next;
-        if (E.tail == it)
-            E.tail = prev;
-    }
+    if (it)
+        list_remove(&it->link);
     pthread_mutex_unlock(&E.lock);
     if (!it)
         return; /* finished already: nothing to stop */
     json_t *result = json_pack("{s:s, s:I, s:s, s:s, s:s, s:s, s:[s]}", "type", "result", "task",
-                               id, "status", "aborted", "stdout", "", "ename", "Aborted",
-                               "evalue", "interrupted before it started",
-                               "traceback", "Aborted: interrupted before it started");
+                               id, "status", "aborted", "stdout", "", "ename", "Aborted", "evalue",
+                               "interrupted before it started", "traceback",
+                               "Aborted: interrupted before it started");
     ws_outq_push(&E.out, result, NULL, 0);
     json_decref(result);
     if (E.wsi)
@@ -264,7 +282,8 @@ static void interrupt_task(const json_t *task) {
     free(it);
 }
 
-static void on_message(json_t *msg, ippc_blobs *blobs) {
+static void on_message(json_t *msg, ippc_blobs *blobs)
+{
     const char *type = json_string_value(json_object_get(msg, "type"));
     if (type && strcmp(type, "task") == 0) {
         inbox_item *it = calloc(1, sizeof *it);
@@ -277,11 +296,7 @@ static void on_message(json_t *msg, ippc_blobs *blobs) {
         it->blobs = *blobs;
         blobs_init(blobs);
         pthread_mutex_lock(&E.lock);
-        if (E.tail)
-            E.tail->next = it;
-        else
-            E.head = it;
-        E.tail = it;
+        list_push_back(&E.inbox, &it->link);
         pthread_cond_signal(&E.cond);
         pthread_mutex_unlock(&E.lock);
         return;
@@ -289,6 +304,12 @@ static void on_message(json_t *msg, ippc_blobs *blobs) {
     if (type && strcmp(type, "registered") == 0) {
         json_t *id = json_object_get(msg, "id");
         E.engine_id = json_is_integer(id) ? (int)json_integer_value(id) : -1;
+        json_t *max = json_object_get(msg, "max_message");
+        atomic_store(&E.peer_max_message,
+                     json_is_integer(max) && json_integer_value(max) > 0 &&
+                             (uint64_t)json_integer_value(max) < IPPC_MAX_WS_MESSAGE
+                         ? (size_t)json_integer_value(max)
+                         : IPPC_MAX_WS_MESSAGE);
         log_msg("registered as engine %d", E.engine_id);
     } else if (type && strcmp(type, "shutdown") == 0) {
         log_msg("controller asked to shut down");
@@ -304,8 +325,9 @@ static void on_message(json_t *msg, ippc_blobs *blobs) {
     blobs_free(blobs);
 }
 
-static int client_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
-                           void *in, size_t len) {
+static int client_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                           size_t len)
+{
     (void)user;
     switch (reason) {
     case LWS_CALLBACK_CLIENT_ESTABLISHED: {
@@ -368,8 +390,7 @@ static int client_callback(struct lws *wsi, enum lws_callback_reasons reason, vo
         if (E.wsi && !ws_outq_empty(&E.out))
             lws_callback_on_writable(E.wsi);
         break;
-    default:
-        break;
+    default: break;
     }
     return 0;
 }
@@ -379,7 +400,8 @@ static const struct lws_protocols protocols[] = {
     {NULL, NULL, 0, 0, 0, NULL, 0},
 };
 
-static void *net_main(void *arg) {
+static void *net_main(void *arg)
+{
     (void)arg;
     lws_sul_schedule(E.ctx, 0, &E.reconnect_timer, connect_now, 1);
     lws_sul_schedule(E.ctx, 0, &E.heartbeat_timer, send_heartbeat,
@@ -406,27 +428,21 @@ static void *net_main(void *arg) {
 
 /* ------------------------------------------------------------ main thread */
 
-static int load_connection_file(const char *path) {
-    json_error_t jerr;
-    json_t *f = json_load_file(path, 0, &jerr);
-    if (!f) {
-        fprintf(stderr, "ippc-engine: cannot read %s: %s\n", path, jerr.text);
+static int load_connection_file(const char *path)
+{
+    engine_connection_info info;
+    char err[PATH_MAX + 128];
+    if (engine_connection_read(path, &info, err, sizeof err) < 0) {
+        fprintf(stderr, "ippc-engine: %s\n", err);
         return -1;
     }
-    const char *url = json_string_value(json_object_get(f, "url"));
-    const char *key = json_string_value(json_object_get(f, "key"));
-    if (!url || !key) {
-        fprintf(stderr, "ippc-engine: %s lacks \"url\" or \"key\"\n", path);
-        json_decref(f);
-        return -1;
-    }
-    snprintf(E.url, sizeof E.url, "%s", url);
-    snprintf(E.key, sizeof E.key, "%s", key);
-    json_decref(f);
+    snprintf(E.url, sizeof E.url, "%s", info.url);
+    snprintf(E.key, sizeof E.key, "%s", info.key);
     return 0;
 }
 
-static int parse_url(void) {
+static int parse_url(void)
+{
     char copy[512];
     snprintf(copy, sizeof copy, "%s", E.url);
     const char *prot, *address, *path;
@@ -442,26 +458,48 @@ static int parse_url(void) {
     return 0;
 }
 
-static int parse_args(int argc, char **argv) {
+static int parse_args(int argc, char **argv)
+{
     static const struct option longs[] = {
-        {"file", required_argument, NULL, 'f'}, {"url", required_argument, NULL, 'u'},
-        {"key", required_argument, NULL, 'k'},  {"grace", required_argument, NULL, 'g'},
-        {"help", no_argument, NULL, 'h'},       {"version", no_argument, NULL, 'v'},
+        {"file", required_argument, NULL, 'f'},
+        {"url", required_argument, NULL, 'u'},
+        {"key", required_argument, NULL, 'k'},
+        {"grace", required_argument, NULL, 'g'},
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'v'},
+        {"max-message-mb", required_argument, NULL, 'm'},
         {NULL, 0, NULL, 0},
     };
     const char *file = NULL;
     int c;
+    char *end;
     E.grace_s = 30;
+    E.max_message = IPPC_MAX_WS_MESSAGE;
     while ((c = getopt_long(argc, argv, "", longs, NULL)) != -1) {
         switch (c) {
         case 'f': file = optarg; break;
         case 'u': snprintf(E.url, sizeof E.url, "%s", optarg); break;
         case 'k': snprintf(E.key, sizeof E.key, "%s", optarg); break;
         case 'g': E.grace_s = atoi(optarg) > 0 ? atoi(optarg) : 30; break;
+        case 'm': {
+            unsigned long long mb = strtoull(optarg, &end, 10);
+            if (*end || mb < 1 || mb > (IPPC_MAX_WS_MESSAGE >> 20)) {
+                fprintf(stderr, "ippc-engine: --max-message-mb must be 1..%zu\n",
+                        IPPC_MAX_WS_MESSAGE >> 20);
+                return 2;
+            }
+            E.max_message = (size_t)mb << 20;
+            break;
+        }
         case 'v': printf("ippc-engine %s\n", IPPC_VERSION); return 0;
         case 'h':
             printf("usage: ippc-engine --file ippc-engine.json | --url ws://HOST:PORT/engine "
-                   "--key KEY [--grace SECONDS]\n");
+                   "--key KEY [--grace SECONDS] [--max-message-mb N]\n"
+                   "  --max-message-mb N  the largest message (a task and its arrays) this "
+                   "engine\n"
+                   "                      takes (default %zu); a larger one fails on the "
+                   "controller\n",
+                   IPPC_MAX_WS_MESSAGE >> 20);
             return 0;
         default: return 2;
         }
@@ -475,7 +513,8 @@ static int parse_args(int argc, char **argv) {
     return parse_url() < 0 ? 2 : -1;
 }
 
-static void make_job_id(void) {
+static void make_job_id(void)
+{
     unsigned char rnd[16] = {0};
     if (E.rank == 0 && getrandom(rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd) {
         unsigned long x = (unsigned long)time(NULL) ^ (unsigned long)getpid();
@@ -490,10 +529,11 @@ static void make_job_id(void) {
 
 /* Stdout while a task runs: sent as it comes (the runtime batches it), so
  * clients see it before the task completes. */
-static void stream_stdout(void *arg, uint64_t task, const char *data, size_t len) {
+static void stream_stdout(void *arg, uint64_t task, const char *data, size_t len)
+{
     (void)arg;
-    json_t *msg = json_pack("{s:s, s:I, s:s%}", "type", "stdout", "task", (json_int_t)task,
-                            "data", data, len);
+    json_t *msg = json_pack("{s:s, s:I, s:s%}", "type", "stdout", "task", (json_int_t)task, "data",
+                            data, len);
     if (!msg)
         return;
     ws_outq_push(&E.out, msg, NULL, 0);
@@ -501,19 +541,43 @@ static void stream_stdout(void *arg, uint64_t task, const char *data, size_t len
     lws_cancel_service(E.ctx);
 }
 
-static void run_tasks(void) {
+/* A result larger than the controller takes would close the connection
+ * (and lose every task queued here): it becomes a TooLargeError, the
+ * engine's variables unchanged by this answer. */
+static json_t *fit_result(json_t *result, ippc_blobs *blobs)
+{
+    size_t bytes = json_bytes_estimate(result), max = atomic_load(&E.peer_max_message);
+    for (size_t i = 0; i < blobs->count; i++)
+        bytes += blobs->items[i].len;
+    if (bytes <= max)
+        return result;
+    char why[256];
+    snprintf(why, sizeof why,
+             "the result takes %.2f GiB; the controller takes at most %.2f GiB in one message",
+             (double)bytes / (double)(1u << 30), (double)max / (double)(1u << 30));
+    json_t *out = json_pack("{s:s, s:s, s:s, s:s, s:[s]}", "type", "result", "status", "error",
+                            "ename", "TooLargeError", "evalue", why, "traceback", why);
+    json_t *out_stdout = json_object_get(result, "stdout");
+    json_object_set_new(out, "stdout",
+                        json_is_string(out_stdout) ? json_incref(out_stdout) : json_string(""));
+    json_decref(result);
+    blobs_free(blobs);
+    blobs_init(blobs);
+    return out;
+}
+
+static void run_tasks(void)
+{
     for (;;) {
         pthread_mutex_lock(&E.lock);
-        while (!E.head && !atomic_load(&E.stop))
+        while (list_empty(&E.inbox) && !atomic_load(&E.stop))
             pthread_cond_wait(&E.cond, &E.lock);
         if (atomic_load(&E.stop)) {
             pthread_mutex_unlock(&E.lock);
             return;
         }
-        inbox_item *it = E.head;
-        E.head = it->next;
-        if (!E.head)
-            E.tail = NULL;
+        inbox_item *it = list_entry(list_first(&E.inbox), inbox_item, link);
+        list_remove(&it->link);
         pthread_mutex_unlock(&E.lock);
 
         json_t *tid = json_object_get(it->msg, "task");
@@ -522,6 +586,8 @@ static void run_tasks(void) {
         blobs_init(&result_blobs);
         json_t *result = runtime_run_task(E.rt, it->msg, &it->blobs, &result_blobs);
         atomic_store(&E.running_task, 0);
+        if (result)
+            result = fit_result(result, &result_blobs);
         if (result) {
             json_object_set(result, "task", tid);
             ws_outq_push_blobs(&E.out, result, &result_blobs);
@@ -535,7 +601,8 @@ static void run_tasks(void) {
     }
 }
 
-static void on_signal(int sig) {
+static void on_signal(int sig)
+{
     (void)sig;
     atomic_store(&E.stop, 1);
     atomic_store(&E.exit_code, 0);
@@ -546,10 +613,12 @@ static void on_signal(int sig) {
         runtime_interrupt(E.rt);
 }
 
-int main(int argc, char **argv) {
+int main(int argc, char **argv)
+{
     int provided = 0;
     pthread_mutex_init(&E.lock, NULL);
     pthread_cond_init(&E.cond, NULL);
+    list_init(&E.inbox);
     int rc = parse_args(argc, argv);
     if (rc >= 0)
         return rc;
@@ -579,7 +648,8 @@ int main(int argc, char **argv) {
         return 1;
     }
     ws_outq_init(&E.out);
-    ws_reader_init(&E.reader, IPPC_MAX_WS_MESSAGE, NULL);
+    atomic_store(&E.peer_max_message, IPPC_MAX_WS_MESSAGE);
+    ws_reader_init(&E.reader, E.max_message, NULL);
     runtime_set_stdout_sink(E.rt, stream_stdout, NULL);
     lws_set_log_level(LLL_ERR, NULL);
     struct lws_context_creation_info info;
@@ -603,13 +673,7 @@ int main(int argc, char **argv) {
     ws_outq_destroy(&E.out);
     ws_reader_free(&E.reader);
     runtime_free(E.rt);
-    while (E.head) {
-        inbox_item *it = E.head;
-        E.head = it->next;
-        json_decref(it->msg);
-        blobs_free(&it->blobs);
-        free(it);
-    }
+    inbox_free_all(&E.inbox);
     MPI_Finalize();
     return atomic_load(&E.exit_code);
 }

@@ -213,7 +213,7 @@ nd_array *nd_check(lua_State *L, int idx)
  * layouts; `stride` is in elements on the strided side. */
 #define ND_ROW_COPY(T, DST, DSTEP, SRC, SSTEP)                                                     \
     do {                                                                                           \
-        T *d_ = (T *)(DST);                                                                        \
+        T *d_ = (T *)(DST); /* NOLINT(bugprone-macro-parentheses): T is a type */                  \
         const T *s_ = (const T *)(SRC);                                                            \
         for (size_t j = 0; j < n; j++)                                                             \
             d_[(ptrdiff_t)j * (DSTEP)] = s_[(ptrdiff_t)j * (SSTEP)];                               \
@@ -487,7 +487,7 @@ void nd_push_at(lua_State *L, const void *p, nd_dtype t)
  * through nd_f2i (no UB); integer narrowing wraps. */
 #define ND_CONV_LOOP(DT, ST, EXPR)                                                                 \
     do {                                                                                           \
-        DT *d = dst;                                                                               \
+        DT *d = dst; /* NOLINT(bugprone-macro-parentheses): DT is a type */                        \
         const ST *s = src;                                                                         \
         for (size_t i = 0; i < n; i++) {                                                           \
             ST v = s[i];                                                                           \
@@ -499,11 +499,14 @@ void nd_push_at(lua_State *L, const void *p, nd_dtype t)
     switch (dt) {                                                                                  \
     case ND_FLOAT64: ND_CONV_LOOP(double, ST, v); break;                                           \
     case ND_FLOAT32: ND_CONV_LOOP(float, ST, v); break;                                            \
-    case ND_INT64: ND_CONV_LOOP(int64_t, ST, IS_FLOAT_SRC ? nd_f2i((double)v) : (int64_t)v);       \
+    case ND_INT64:                                                                                 \
+        ND_CONV_LOOP(int64_t, ST, (IS_FLOAT_SRC) ? nd_f2i((double)v) : (int64_t)v);                \
         break;                                                                                     \
-    case ND_INT32: ND_CONV_LOOP(int32_t, ST, IS_FLOAT_SRC ? nd_f2i((double)v) : (int64_t)v);       \
+    case ND_INT32:                                                                                 \
+        ND_CONV_LOOP(int32_t, ST, (IS_FLOAT_SRC) ? nd_f2i((double)v) : (int64_t)v);                \
         break;                                                                                     \
-    case ND_UINT8: ND_CONV_LOOP(uint8_t, ST, IS_FLOAT_SRC ? nd_f2i((double)v) : (int64_t)v);       \
+    case ND_UINT8:                                                                                 \
+        ND_CONV_LOOP(uint8_t, ST, (IS_FLOAT_SRC) ? nd_f2i((double)v) : (int64_t)v);                \
         break;                                                                                     \
     default: break;                                                                                \
     }

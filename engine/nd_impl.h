@@ -19,6 +19,7 @@
 #include <lauxlib.h>
 #include <lua.h>
 
+#include "lua_noreturn.h"
 #include "nd.h"
 
 struct nd_buffer {

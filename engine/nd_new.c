@@ -108,7 +108,8 @@ static int nd_arange_float(lua_State *L, int nnum, nd_dtype dtype)
         return luaL_error(L, "nd.arange: arguments must be finite");
     if (cnt < 0)
         cnt = 0;
-    if (cnt > (double)(ND_MAX_BYTES / 8))
+    const size_t max_count = ND_MAX_BYTES / 8; /* elements of the widest dtype, rounded down */
+    if (cnt > (double)max_count)
         return luaL_error(L, "nd.arange: too many elements");
     size_t n = (size_t)cnt;
     nd_array *a = nd_push_uninit(L, dtype, 1, &n);
@@ -234,7 +235,7 @@ static int l_array(lua_State *L)
         return 1;
     }
     luaL_checktype(L, 1, LUA_TTABLE);
-    size_t shape[ND_MAX_DIMS];
+    size_t shape[ND_MAX_DIMS] = {0};
     int ndim = nd_table_shape(L, 1, shape);
     int all_int = 1;
     nd_table_scan(L, 1, 0, ndim, shape, &all_int);

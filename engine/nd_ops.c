@@ -114,7 +114,7 @@ typedef void (*nd_kernel)(void *out, const void *x, ptrdiff_t sx, const void *y,
     static void NAME(void *out_, const void *x_, ptrdiff_t sx, const void *y_, ptrdiff_t sy,       \
                      size_t n, int *flag)                                                          \
     {                                                                                              \
-        TO *o = out_;                                                                              \
+        TO *o = out_; /* NOLINT(bugprone-macro-parentheses): TO is a type */                       \
         const TI *xs = x_, *ys = y_;                                                               \
         (void)flag;                                                                                \
         if (sx && sy) {                                                                            \
@@ -436,7 +436,7 @@ static int mm_unm(lua_State *L)
 #define UNM_CASE(TAG, T, EXPR)                                                                     \
     case TAG: {                                                                                    \
         const T *s = src;                                                                          \
-        T *o = nd_data(r);                                                                         \
+        T *o = nd_data(r); /* NOLINT(bugprone-macro-parentheses): T is a type */                   \
         for (size_t i = 0; i < n; i++) {                                                           \
             T X = s[i];                                                                            \
             o[i] = (EXPR);                                                                         \

@@ -108,16 +108,14 @@ static void nd_reduce_f64(nd_red op, const double *s, nd_geom g, double *acc, in
     case R_MAX: ND_SWEEP(double, if (v > acc[k] || v != v) acc[k] = v) break;
     case R_ARGMIN:
         ND_SWEEP(
-            double,
-            if (acc[k] == acc[k] && (v < acc[k] || v != v)) {
+            double, if (acc[k] == acc[k] && (v < acc[k] || v != v)) {
                 acc[k] = v;
                 arg[k] = (int64_t)j;
             })
         break;
     case R_ARGMAX:
         ND_SWEEP(
-            double,
-            if (acc[k] == acc[k] && (v > acc[k] || v != v)) {
+            double, if (acc[k] == acc[k] && (v > acc[k] || v != v)) {
                 acc[k] = v;
                 arg[k] = (int64_t)j;
             })
@@ -144,16 +142,14 @@ static void nd_reduce_i64(nd_red op, const int64_t *s, nd_geom g, int64_t *acc, 
     case R_MAX: ND_SWEEP(int64_t, if (v > acc[k]) acc[k] = v) break;
     case R_ARGMIN:
         ND_SWEEP(
-            int64_t,
-            if (v < acc[k]) {
+            int64_t, if (v < acc[k]) {
                 acc[k] = v;
                 arg[k] = (int64_t)j;
             })
         break;
     case R_ARGMAX:
         ND_SWEEP(
-            int64_t,
-            if (v > acc[k]) {
+            int64_t, if (v > acc[k]) {
                 acc[k] = v;
                 arg[k] = (int64_t)j;
             })

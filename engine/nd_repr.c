@@ -20,7 +20,7 @@
 #include <string.h>
 
 #define REPR_THRESHOLD 1000
-#define REPR_EDGE 3
+#define REPR_EDGE ((size_t)3)
 #define REPR_LINE 75
 #define REPR_PREFIX "nd.array("
 #define REPR_PRECISION 8

@@ -189,7 +189,6 @@ typedef struct plugin_kernel {
  * strided array, or nil). */
 static void kernel_arg(lua_State *L, const plugin_kernel *k, int i, ippc_value *v)
 {
-    nd_array *a;
     MPI_Comm comm;
     memset(v, 0, sizeof *v);
     switch (lua_type(L, i)) {
@@ -212,7 +211,7 @@ static void kernel_arg(lua_State *L, const plugin_kernel *k, int i, ippc_value *
         v->u.string.data = lua_tolstring(L, i, &v->u.string.len);
         break;
     default:
-        if ((a = nd_test(L, i)) != NULL) {
+        if (nd_test(L, i)) {
             nd_array *c = nd_push_contiguous(L, i);
             v->kind = IPPC_ARRAY;
             v->u.array = (ippc_array){nd_data(c), (ippc_dtype)nd_dtype_of(c), nd_ndim(c),

@@ -51,6 +51,7 @@
 #include <lauxlib.h>
 #include <lualib.h>
 
+#include "buf.h"
 #include "fanout.h"
 #include "lmpi.h"
 #include "luavalue.h"
@@ -69,8 +70,7 @@ struct runtime {
     _Atomic(lua_State *) running; /* the coroutine being resumed, or L */
     atomic_int busy;              /* interrupts currently using running */
     /* the running task's stdout */
-    char *out;
-    size_t out_len, out_cap;
+    ippc_buf out;
     int out_truncated;
     int output_redirected; /* io.output(file) was called: io.write goes there */
     /* streaming of the running task's stdout (runtime_set_stdout_sink) */
@@ -315,15 +315,15 @@ static int64_t rt_now_ms(void)
  * last time (the first output of a task goes at once). */
 static void rt_stream(runtime *rt, int force)
 {
-    size_t fresh = rt->out_len - rt->streamed;
+    size_t fresh = rt->out.len - rt->streamed;
     if (!rt->sink || fresh == 0)
         return;
     int64_t now = rt_now_ms();
     if (!force && fresh < RT_STREAM_BYTES && rt->last_flush_ms != 0 &&
         now - rt->last_flush_ms < RT_STREAM_PERIOD_MS)
         return;
-    rt->sink(rt->sink_arg, rt->task_id, rt->out + rt->streamed, fresh);
-    rt->streamed = rt->out_len;
+    rt->sink(rt->sink_arg, rt->task_id, rt->out.data + rt->streamed, fresh);
+    rt->streamed = rt->out.len;
     rt->last_flush_ms = now ? now : 1;
 }
 
@@ -337,26 +337,15 @@ static void rt_out_add(runtime *rt, const char *s, size_t n)
 {
     if (rt->out_truncated || n == 0)
         return;
-    size_t room = RT_STDOUT_CAP - rt->out_len, take = n < room ? n : room;
+    size_t room = RT_STDOUT_CAP - rt->out.len, take = n < room ? n : room;
     size_t note = take < n ? sizeof RT_STDOUT_NOTE - 1 : 0;
-    size_t need = rt->out_len + take + note;
-    if (need > rt->out_cap) {
-        size_t cap = rt->out_cap ? rt->out_cap : 4096;
-        while (cap < need)
-            cap *= 2;
-        char *p = realloc(rt->out, cap);
-        if (!p) {
-            rt->out_truncated = 1; /* keep what we have */
-            return;
-        }
-        rt->out = p;
-        rt->out_cap = cap;
+    if (buf_reserve(&rt->out, take + note) < 0) {
+        rt->out_truncated = 1; /* keep what we have */
+        return;
     }
-    memcpy(rt->out + rt->out_len, s, take);
-    rt->out_len += take;
+    buf_append(&rt->out, s, take); /* cannot fail: reserved */
     if (note) {
-        memcpy(rt->out + rt->out_len, RT_STDOUT_NOTE, note);
-        rt->out_len += note;
+        buf_append(&rt->out, RT_STDOUT_NOTE, note);
         rt->out_truncated = 1;
     }
 }
@@ -594,7 +583,7 @@ void runtime_free(runtime *rt)
     fanout_free(rt->fan);
     if (rt->L)
         lua_close(rt->L);
-    free(rt->out);
+    buf_free(&rt->out);
     free(rt);
 }
 
@@ -846,8 +835,7 @@ void rt_push_ns(lua_State *L, task_ctx *c, const json_t *ns, ippc_blobs *blobs)
     size_t count = 0;
     const char *name;
     json_t *skel;
-    json_object_foreach((json_t *)ns, name, skel)
-    {
+    json_object_foreach((json_t *)ns, name, skel) {
         luaL_checkstack(L, 3, "too many names to push");
         lua_pushstring(L, name);
         ippc_error err;
@@ -888,8 +876,7 @@ static void op_pull(lua_State *L, task_ctx *c)
     c->value = json_object();
     size_t i;
     const json_t *item;
-    json_array_foreach(names, i, item)
-    {
+    json_array_foreach(names, i, item) {
         if (!json_is_string(item)) {
             task_fail(c, TASK_ERROR, "ProtocolError", "pull: names must be strings");
             break;
@@ -954,8 +941,7 @@ static void op_apply(lua_State *L, task_ctx *c)
     lua_settop(L, base + 1);
     size_t i;
     const json_t *arg;
-    json_array_foreach(args, i, arg)
-    {
+    json_array_foreach(args, i, arg) {
         char what[32];
         snprintf(what, sizeof what, "argument %zu", i + 1);
         if (push_arg(L, c, arg, what) < 0) {
@@ -967,8 +953,7 @@ static void op_apply(lua_State *L, task_ctx *c)
         lua_createtable(L, 0, (int)json_object_size(kwargs));
         const char *key;
         const json_t *v;
-        json_object_foreach((json_t *)kwargs, key, v)
-        {
+        json_object_foreach((json_t *)kwargs, key, v) {
             lua_pushstring(L, key);
             if (push_arg(L, c, v, key) < 0) {
                 lua_settop(L, base);
@@ -1145,7 +1130,7 @@ json_t *runtime_run_task(runtime *rt, const json_t *task, ippc_blobs *task_blobs
      * previous task and is dropped, as runtime.h promises. */
     lua_sethook(L, NULL, 0, 0);
     atomic_store(&rt->interrupt, 0);
-    rt->out_len = 0;
+    buf_reset(&rt->out);
     rt->out_truncated = 0;
     rt->streamed = 0;
     rt->last_flush_ms = 0;
@@ -1193,7 +1178,7 @@ json_t *runtime_run_task(runtime *rt, const json_t *task, ippc_blobs *task_blobs
                         ? json_object_get(task, "task")
                         : json_null());
     json_object_set_new(res, "status", json_string(status_names[c.status]));
-    json_object_set_new(res, "stdout", json_text(rt->out ? rt->out : "", rt->out_len));
+    json_object_set_new(res, "stdout", json_text(rt->out.data ? rt->out.data : "", rt->out.len));
     /* A map chunk with failed items keeps its value (and its blobs). */
     int keep_value = c.status == TASK_OK || (c.status == TASK_ERROR && c.item_errors);
     if (keep_value && c.value)
@@ -1230,11 +1215,8 @@ oom:
     blobs_free(&scratch_result);
     nd_cache_trim(); /* an idle engine keeps no spare array memory */
     /* Keep the buffer of a chatty task from pinning memory for good. */
-    if (rt->out_cap > ((size_t)1 << 20)) {
-        free(rt->out);
-        rt->out = NULL;
-        rt->out_cap = 0;
-    }
-    rt->out_len = 0;
+    if (rt->out.cap > ((size_t)1 << 20))
+        buf_free(&rt->out);
+    buf_reset(&rt->out);
     return res;
 }

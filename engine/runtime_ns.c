@@ -115,8 +115,7 @@ void op_delete(lua_State *L, task_ctx *c)
     int g = lua_gettop(L);
     size_t i;
     const json_t *name;
-    json_array_foreach(names, i, name)
-    {
+    json_array_foreach(names, i, name) {
         if (!json_is_string(name)) {
             task_fail(c, TASK_ERROR, "ProtocolError", "delete: names must be strings");
             lua_settop(L, g - 1);
@@ -132,8 +131,7 @@ void op_delete(lua_State *L, task_ctx *c)
             return;
         }
     }
-    json_array_foreach(names, i, name)
-    {
+    json_array_foreach(names, i, name) {
         lua_pushlstring(L, json_string_value(name), json_string_length(name));
         lua_pushnil(L);
         lua_rawset(L, g);

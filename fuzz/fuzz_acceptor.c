@@ -49,7 +49,11 @@ static acceptor_kind classify_copy(const uint8_t *data, size_t len, acceptor_ver
         out[n] = '\0';
         const char *body = strstr(out, "\r\n\r\n");
         const char *cl = strstr(out, "Content-Length: ");
-        if (!body || !cl || (size_t)atoi(cl + 16) != strlen(body + 4))
+        if (!body || !cl)
+            __builtin_trap();
+        char *end;
+        unsigned long length = strtoul(cl + 16, &end, 10); /* the header names the body's size */
+        if (end == cl + 16 || *end != '\r' || length != strlen(body + 4))
             __builtin_trap();
         break;
     }

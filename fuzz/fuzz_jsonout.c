@@ -24,9 +24,13 @@ static int has_real(const json_t *v)
     const char *key;
     json_t *item;
     if (json_is_array(v)) {
-        json_array_foreach(v, i, item) if (has_real(item)) return 1;
+        json_array_foreach(v, i, item)
+            if (has_real(item))
+                return 1;
     } else if (json_is_object(v)) {
-        json_object_foreach((json_t *)v, key, item) if (has_real(item)) return 1;
+        json_object_foreach((json_t *)v, key, item)
+            if (has_real(item))
+                return 1;
     }
     return 0;
 }

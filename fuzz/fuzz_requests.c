@@ -137,9 +137,7 @@ static void check_queue(hub *h, int all_answered)
 }
 
 /* is_map: hub_request_array is only asked about direct-view requests, as
- * http_api.c does (raw answers of pull and gather): on a finished map it
- * dereferences the map's NULL task array (hub.c request_array_skel), which
- * would end every run that answers a map before anything else is found. */
+ * http_api.c does (raw answers of pull and gather). */
 static void read_request(hub *h, uint64_t id, int is_map, int must_be_done)
 {
     int done = 0;
@@ -153,12 +151,13 @@ static void read_request(hub *h, uint64_t id, int is_map, int must_be_done)
 
     if (is_map)
         return;
-    unsigned char *data = NULL;
-    size_t len = 0;
-    nd_ref ref;
+    hub_array a;
     ippc_error aerr = {0};
-    if (hub_request_array(h, id, &data, &len, &ref, &aerr) == 0)
-        free(data);
+    if (hub_request_array(h, id, &a, &aerr) == 1) {
+        if (a.len && !a.data)
+            __builtin_trap();
+        hub_array_release(&a);
+    }
 }
 
 static void read_task(hub *h, uint64_t id)

@@ -31,6 +31,7 @@
 #include <unistd.h>
 
 #include "hub.h"
+#include "list.h"
 #include "proto.h"
 #include "secret.h"
 
@@ -590,7 +591,8 @@ typedef struct conn {
     conn_state state;
     int fd;
     uint32_t generation; /* tells a stale epoll event from one for the slot's new socket */
-    int prev, next;      /* accept order (oldest first); or the free list (next) */
+    list_node link;      /* in acceptor.by_age while in use */
+    int free_next;       /* the free list, while free */
     unsigned bucket;
     int64_t deadline_ms;
     int64_t next_peek_ms;
@@ -611,7 +613,8 @@ typedef struct acceptor {
     int epfd, listen_fd;
     int listen_paused; /* accept() ran out of descriptors: retry on the next tick */
     conn *slots;
-    int free_head, oldest, newest;
+    int free_head;
+    list_node by_age; /* conn.link of the slots in use, accept order: oldest first */
     size_t in_use;
     uint16_t *per_bucket;
     uint64_t hash_key;
@@ -635,26 +638,24 @@ static uint64_t event_data(const acceptor *a, int idx)
     return ((uint64_t)a->slots[idx].generation << 32) | (uint32_t)idx;
 }
 
+static int conn_index(const acceptor *a, const list_node *node)
+{
+    return (int)(list_entry(node, conn, link) - a->slots);
+}
+
 static void conn_release(acceptor *a, int idx, int close_fd)
 {
     conn *c = &a->slots[idx];
     epoll_ctl(a->epfd, EPOLL_CTL_DEL, c->fd, NULL);
     if (close_fd)
         close(c->fd);
-    if (c->prev >= 0)
-        a->slots[c->prev].next = c->next;
-    else
-        a->oldest = c->next;
-    if (c->next >= 0)
-        a->slots[c->next].prev = c->prev;
-    else
-        a->newest = c->prev;
+    list_remove(&c->link);
     a->per_bucket[c->bucket]--;
     a->in_use--;
     c->state = CONN_FREE;
     c->fd = -1;
     c->generation++;
-    c->next = a->free_head;
+    c->free_next = a->free_head;
     a->free_head = idx;
 }
 
@@ -769,13 +770,11 @@ static void conn_write(acceptor *a, int idx, int64_t now)
 static int make_room(acceptor *a, int bucket, int64_t now)
 {
     for (int pass = 0; pass < 3; pass++) {
-        for (int idx = a->oldest; idx >= 0;) {
+        list_for_each_safe(it, &a->by_age) {
+            int idx = conn_index(a, it);
             conn *c = &a->slots[idx];
-            int next = c->next;
-            if (bucket >= 0 && c->bucket != (unsigned)bucket) {
-                idx = next;
+            if (bucket >= 0 && c->bucket != (unsigned)bucket)
                 continue;
-            }
             int pick = pass == 0   ? c->state == CONN_WAITING && c->seen == 0
                        : pass == 1 ? c->state == CONN_WAITING
                                    : 1;
@@ -785,15 +784,12 @@ static int make_room(acceptor *a, int bucket, int64_t now)
                     conn_peek(a, idx, now);
                     if (c->generation != generation) /* served (or gone) */
                         return 1;
-                    if (c->seen) { /* it spoke: not silent after all */
-                        idx = next;
+                    if (c->seen) /* it spoke: not silent after all */
                         continue;
-                    }
                 }
                 conn_release(a, idx, 1);
                 return 1;
             }
-            idx = next;
         }
     }
     return 0;
@@ -835,7 +831,7 @@ static void accept_all(acceptor *a, int64_t now)
         }
         int idx = a->free_head;
         conn *c = &a->slots[idx];
-        a->free_head = c->next;
+        a->free_head = c->free_next;
         uint32_t generation = c->generation;
         memset(c, 0, sizeof *c);
         c->generation = generation;
@@ -845,13 +841,7 @@ static void accept_all(acceptor *a, int64_t now)
         c->addr_len = addr_len;
         c->bucket = bucket;
         c->deadline_ms = now + a->head_timeout_ms;
-        c->next = -1;
-        c->prev = a->newest;
-        if (a->newest >= 0)
-            a->slots[a->newest].next = idx;
-        else
-            a->oldest = idx;
-        a->newest = idx;
+        list_push_back(&a->by_age, &c->link);
         a->in_use++;
         a->per_bucket[bucket]++;
         struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP | EPOLLET,
@@ -868,22 +858,21 @@ static void accept_all(acceptor *a, int64_t now)
 /* Expired connections go; dirty ones get their deferred peek. */
 static void tick(acceptor *a, int64_t now)
 {
-    for (int idx = a->oldest; idx >= 0;) {
+    list_for_each_safe(it, &a->by_age) {
+        int idx = conn_index(a, it);
         conn *c = &a->slots[idx];
-        int next = c->next;
         if (now >= c->deadline_ms && c->state == CONN_WAITING && c->seen > 0) {
             /* It spoke but never finished its head: tell it why it is cut
              * (a silent peer gets nothing, it may not even speak HTTP). */
             acceptor_verdict v;
             memset(&v, 0, sizeof v);
-            refuse(&v, 408, ERR_TIMEOUT, "",
-                   "the request head was not complete within %d ms", a->head_timeout_ms);
+            refuse(&v, 408, ERR_TIMEOUT, "", "the request head was not complete within %d ms",
+                   a->head_timeout_ms);
             conn_answer(a, idx, &v, now);
         } else if (now >= c->deadline_ms)
             conn_release(a, idx, 1);
         else if (c->state == CONN_WAITING && c->dirty && now >= c->next_peek_ms)
             conn_peek(a, idx, now);
-        idx = next;
     }
     if (a->listen_paused) {
         struct epoll_event ev = {.events = EPOLLIN, .data.u64 = UINT64_MAX - 1};
@@ -919,7 +908,7 @@ void acceptor_run(int listen_fd, int stop_fd, const acceptor_routes *routes,
         a.max_per_ip = a.max_pending;
     a.head_timeout_ms = cfg->head_timeout_ms > 0 ? cfg->head_timeout_ms : ACCEPTOR_HEAD_TIMEOUT_MS;
     a.listen_fd = listen_fd;
-    a.oldest = a.newest = -1;
+    list_init(&a.by_age);
     if (getrandom(&a.hash_key, sizeof a.hash_key, 0) != (ssize_t)sizeof a.hash_key)
         a.hash_key = (uint64_t)hub_now_ms() ^ (uint64_t)getpid() << 32;
     a.slots = calloc(a.max_pending, sizeof *a.slots);
@@ -932,7 +921,7 @@ void acceptor_run(int listen_fd, int stop_fd, const acceptor_routes *routes,
     }
     for (size_t i = 0; i < a.max_pending; i++) {
         a.slots[i].fd = -1;
-        a.slots[i].next = i + 1 < a.max_pending ? (int)i + 1 : -1;
+        a.slots[i].free_next = i + 1 < a.max_pending ? (int)i + 1 : -1;
     }
     a.free_head = 0;
     struct epoll_event ev = {.events = EPOLLIN, .data.u64 = UINT64_MAX};
@@ -987,8 +976,8 @@ void acceptor_run(int listen_fd, int stop_fd, const acceptor_routes *routes,
         }
     }
 out:
-    while (a.slots && a.oldest >= 0)
-        conn_release(&a, a.oldest, 1);
+    while (a.slots && !list_empty(&a.by_age))
+        conn_release(&a, conn_index(&a, list_first(&a.by_age)), 1);
     if (a.epfd >= 0)
         close(a.epfd);
     free(a.slots);

@@ -681,7 +681,8 @@ static hub_call hub_call_of(call *c)
                       .format = c->format >= 0 ? (value_format)c->format : VALUE_FORMAT_LIST,
                       .wire_value = c->wire_value,
                       .wire_blobs = &c->wire_blobs,
-                      .prepared = c->prepared};
+                      .prepared = c->prepared,
+                      .blocking = c->block && c->timeout != 0};
 }
 
 int call_prepare(call *c, ippc_error *err)
@@ -712,6 +713,9 @@ static int wait_for(call *c, call_wait_kind kind, uint64_t id, int block, double
     c->wait_id = id;
     c->now = !block || seconds == 0;
     c->deadline_ms = !c->now && seconds > 0 ? hub_now_ms() + (int64_t)(seconds * 1000.0) + 1 : 0;
+    /* A blocking submit is kept for its answer from the start, a wait from
+     * hub_wait on. */
+    c->pinned = kind == CALL_WAIT_REQUEST && !c->now;
     return 0;
 }
 
@@ -797,6 +801,14 @@ json_t *call_answer(hub *h, const call *c, int *status)
         return error_answer(&err, status);
     *status = done ? 200 : 202;
     return out;
+}
+
+void call_answered(hub *h, call *c, int done)
+{
+    if (!c->pinned)
+        return;
+    c->pinned = 0;
+    hub_request_answered(h, c->wait_id, done);
 }
 
 /* ------------------------------------------------------------ media */

@@ -132,6 +132,7 @@ typedef struct call {
     uint64_t wait_id;
     int now;             /* answer without waiting */
     int64_t deadline_ms; /* monotonic; 0 = none */
+    int pinned;          /* the hub keeps wait_id (a request) for this answer: call_answered */
 } call;
 
 /* A REST request, as http_api.c has it. */
@@ -174,6 +175,12 @@ int call_wait(hub *h, const call *c, void (*wake)(void *arg), void (*registered)
 /* The answer of a call that waited (or did not need to): 200 and the result
  * when done, 202 and the pending state before, or an Error and its status. */
 json_t *call_answer(hub *h, const call *c, int *status);
+/* The front end has given the answer of a call that waited for a request
+ * (done: the finished one, status 200 or an error) or never will (0): the
+ * hub stops keeping the request for it, and releases a blocking pull or
+ * gather answered finished (hub_request_answered).  Call it once the answer
+ * is sent or queued; a no-op for other calls. */
+void call_answered(hub *h, call *c, int done);
 
 /* What a request body with this Content-Type (NULL: none) is for a route. */
 typedef enum call_media { CALL_MEDIA_JSON, CALL_MEDIA_RAW, CALL_MEDIA_UNSUPPORTED } call_media;

@@ -53,6 +53,14 @@ void codec_msg_unref(codec_msg *m)
     free(m);
 }
 
+size_t codec_msg_bytes(const codec_msg *m)
+{
+    size_t n = json_bytes_estimate(m->msg);
+    for (size_t i = 0; i < m->nblobs; i++)
+        n += ws_blobref_len(m->blobs[i]);
+    return n;
+}
+
 int codec_valid_name(const char *name, ippc_error *err)
 {
     size_t n = name ? strlen(name) : 0;

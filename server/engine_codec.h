@@ -39,6 +39,10 @@ typedef struct codec_msg {
 codec_msg *codec_msg_new(json_t *msg, ippc_blobs *blobs, ippc_error *err);
 codec_msg *codec_msg_ref(codec_msg *m);
 void codec_msg_unref(codec_msg *m); /* NULL is fine */
+/* Bytes the message takes on the wire, about: its blobs and its JSON
+ * (json_bytes_estimate, no smaller than the text in practice); what is
+ * checked against an engine's max_message. */
+size_t codec_msg_bytes(const codec_msg *m);
 
 /* Variable and function names: letters, digits and _, not starting with a
  * digit, 1..128 bytes.  0, or -1 + err (invalid). */

@@ -8,6 +8,7 @@
 #include "events.h"
 #include "clock.h"
 #include "jsonout.h"
+#include "list.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -35,7 +36,7 @@ struct events_client {
     size_t n_tasks;
     json_t *tags; /* list of strings or NULL */
     int cut;
-    events_client *prev, *next;
+    list_node link; /* in events.clients */
 };
 
 struct events {
@@ -43,7 +44,7 @@ struct events {
     ring_entry *ring;
     size_t ring_size, ring_count, ring_start;
     uint64_t seq; /* last emitted */
-    events_client *clients;
+    list_node clients; /* events_client.link, newest first */
     atomic_size_t n_clients;
     atomic_ullong dropped;
 };
@@ -59,6 +60,7 @@ events *events_new(size_t ring_size) {
         return NULL;
     }
     pthread_mutex_init(&ev->lock, NULL);
+    list_init(&ev->clients);
     return ev;
 }
 
@@ -80,9 +82,9 @@ void events_free(events *ev) {
         free(e->text);
         json_decref(e->tags);
     }
-    while (ev->clients) {
-        events_client *c = ev->clients;
-        ev->clients = c->next;
+    list_for_each_safe(it, &ev->clients) {
+        events_client *c = list_entry(it, events_client, link);
+        list_remove(it);
         client_filters_free(c);
         free(c);
     }
@@ -171,9 +173,11 @@ void events_emit(events *ev, json_t *event, const event_meta *meta) {
         return;
     }
     size_t len = strlen(text);
-    for (events_client *c = ev->clients; c; c = c->next)
+    list_for_each(it, &ev->clients) {
+        events_client *c = list_entry(it, events_client, link);
         if (wants(c, meta->topic, meta->engine, meta->task, meta->tags))
             deliver(ev, c, text, len);
+    }
     /* Into the ring, evicting the oldest. */
     ring_entry *slot;
     if (ev->ring_count == ev->ring_size) {
@@ -201,10 +205,7 @@ events_client *events_client_add(events *ev, const events_sink *sink) {
     c->sink = *sink;
     c->topics = EVENT_TOPICS_ALL;
     pthread_mutex_lock(&ev->lock);
-    c->next = ev->clients;
-    if (ev->clients)
-        ev->clients->prev = c;
-    ev->clients = c;
+    list_push_front(&ev->clients, &c->link);
     atomic_fetch_add(&ev->n_clients, 1);
     pthread_mutex_unlock(&ev->lock);
     return c;
@@ -214,12 +215,7 @@ void events_client_remove(events *ev, events_client *c) {
     if (!c)
         return;
     pthread_mutex_lock(&ev->lock);
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        ev->clients = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
+    list_remove(&c->link);
     atomic_fetch_sub(&ev->n_clients, 1);
     pthread_mutex_unlock(&ev->lock);
     client_filters_free(c);

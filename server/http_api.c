@@ -85,7 +85,8 @@ struct http_api {
     struct MHD_Daemon *daemon;
     hub *h;
     char *token;
-    size_t max_body;
+    size_t max_body; /* JSON bodies (--max-body-mb) */
+    size_t max_raw;  /* raw array bodies (--max-raw-mb) */
     int metrics_public;
     budget *held;      /* every byte requests make us hold */
     budget own_held;   /* held, when the configuration gives none: no limit */
@@ -148,6 +149,7 @@ struct req_ctx {
     /* the body */
     int raw; /* application/octet-stream */
     int chunked;
+    size_t max_body; /* this body's limit: the API's max_body or max_raw */
     char *body;
     size_t len, cap;
     budget_account held;    /* the body's bytes; cap: max_body */
@@ -345,36 +347,50 @@ static void on_registered(void *arg)
     suspend(ctx);
 }
 
-/* The array bytes of a finished pull/gather, with X-Ippc-Dtype/-Shape.
- * Returns 0 (and *rc) when sent, an error included; 1 when the request is
- * not finished (then the answer is JSON). */
+/* libmicrohttpd is done with a raw answer's bytes. */
+static void raw_free(void *cls)
+{
+    hub_array *a = cls;
+    hub_array_release(a);
+    free(a);
+}
+
+/* The array bytes of a finished pull/gather, with X-Ippc-Dtype/-Shape,
+ * served from the engine's result itself (or the gathered buffer, filled
+ * once) and released when libmicrohttpd has sent them: no JSON, no copy.
+ * Returns 0 (and *rc) when answered, an error included; 1 when the request
+ * is not finished (then the answer is JSON). */
 static int send_raw(req_ctx *ctx, enum MHD_Result *rc)
 {
     ippc_error err = {0};
-    unsigned char *data = NULL;
-    size_t len = 0;
-    nd_ref ref;
     uint64_t request_id = ctx->call.wait_id;
-    if (hub_request_array(ctx->api->h, request_id, &data, &len, &ref, &err) < 0) {
-        if (strcmp(err.code, ERR_CONFLICT) == 0)
-            return 1;
+    hub_array *a = calloc(1, sizeof *a);
+    int got = a ? hub_request_array(ctx->api->h, request_id, a, &err)
+                : ippc_error_set(&err, ERR_INTERNAL, "out of memory");
+    if (got == 0) {
+        free(a);
+        return 1;
+    }
+    if (got < 0) {
+        free(a);
         *rc = send_error(ctx->conn, &err);
         return 0;
     }
-    struct MHD_Response *resp = MHD_create_response_from_buffer(len, data, MHD_RESPMEM_MUST_FREE);
+    struct MHD_Response *resp = MHD_create_response_from_buffer_with_free_callback_cls(
+        a->len, (void *)a->data, raw_free, a);
     if (!resp) {
-        free(data);
+        raw_free(a);
         *rc = MHD_NO;
         return 0;
     }
     char shape[ND_MAX_DIMS * 21 + 1] = "";
-    for (int i = 0; i < ref.ndim; i++)
+    for (int i = 0; i < a->ref.ndim; i++)
         snprintf(shape + strlen(shape), sizeof shape - strlen(shape), "%s%zu", i ? "," : "",
-                 ref.shape[i]);
+                 a->ref.shape[i]);
     char request[24];
     snprintf(request, sizeof request, "%llu", (unsigned long long)request_id);
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/octet-stream");
-    MHD_add_response_header(resp, "X-Ippc-Dtype", nd_dtype_name(ref.dtype));
+    MHD_add_response_header(resp, "X-Ippc-Dtype", nd_dtype_name(a->ref.dtype));
     MHD_add_response_header(resp, "X-Ippc-Shape", shape);
     MHD_add_response_header(resp, "X-Ippc-Request", request);
     *rc = MHD_queue_response(ctx->conn, MHD_HTTP_OK, resp);
@@ -383,20 +399,26 @@ static int send_raw(req_ctx *ctx, enum MHD_Result *rc)
 }
 
 /* The answer of a call that waited, or needed not: call.c's, or the array's
- * bytes when the client asked for them and the request is done. */
+ * bytes when the client asked for them and the request is done.  Then the
+ * hub may let a request it kept for this answer go (call_answered). */
 static enum MHD_Result answer_call(req_ctx *ctx)
 {
     enum MHD_Result rc;
-    if (ctx->call.raw_answer && send_raw(ctx, &rc) == 0)
+    if (ctx->call.raw_answer && send_raw(ctx, &rc) == 0) {
+        call_answered(ctx->api->h, &ctx->call, 1);
         return rc;
+    }
     int status = 0;
     json_t *body = call_answer(ctx->api->h, &ctx->call, &status);
     /* Finished between the two looks: the bytes after all. */
     if (ctx->call.raw_answer && status == MHD_HTTP_OK && send_raw(ctx, &rc) == 0) {
         json_decref(body);
+        call_answered(ctx->api->h, &ctx->call, 1);
         return rc;
     }
-    return send_json(ctx->conn, (unsigned int)status, body);
+    rc = send_json(ctx->conn, (unsigned int)status, body);
+    call_answered(ctx->api->h, &ctx->call, status != MHD_HTTP_ACCEPTED);
+    return rc;
 }
 
 /* Runs a decoded call: its hub calls, then its answer now or once the hub
@@ -814,6 +836,24 @@ static double mib(size_t n)
     return (double)n / (1024.0 * 1024.0);
 }
 
+/* 413 for a body of mib_given MiB (0: not known yet, a chunked one) over
+ * its limit, naming the option that sets it.  -1. */
+static int body_too_large(req_ctx *ctx, double mib_given)
+{
+    http_api *api = ctx->api;
+    const char *option = ctx->raw ? "--max-raw-mb" : "--max-body-mb";
+    size_t limit = ctx->raw ? api->max_raw : api->max_body;
+    if (ctx->max_body < limit)
+        option = "--max-held-mb";
+    char size[48] = "";
+    if (mib_given > 0)
+        snprintf(size, sizeof size, "of %.1f MiB ", mib_given);
+    return ippc_error_set(&ctx->refusal, ERR_TOO_LARGE,
+                          "%s body %sis over the limit of %.1f MiB (%s)%s",
+                          ctx->raw ? "raw array" : "request", size, mib(ctx->max_body), option,
+                          ctx->raw ? "" : "; send arrays as application/octet-stream");
+}
+
 /* What the body of an admitted request needs: its buffer, sized and charged
  * now when Content-Length tells the size.  0, or -1 + ctx->refusal. */
 static int body_admit(req_ctx *ctx, const char *transfer_encoding, const char *content_length)
@@ -833,6 +873,12 @@ static int body_admit(req_ctx *ctx, const char *transfer_encoding, const char *c
             return -1;
         ctx->raw = media == CALL_MEDIA_RAW;
     }
+    /* A body never passes the whole budget: past it, it is too large, not
+     * a matter of waiting until others are done. */
+    ctx->max_body = ctx->raw ? api->max_raw : api->max_body;
+    if (api->held->limit && ctx->max_body > api->held->limit)
+        ctx->max_body = api->held->limit;
+    ctx->held.limit = ctx->max_body; /* nothing is charged yet */
     if (transfer_encoding) { /* chunked: the size is known at the end only */
         ctx->chunked = 1;
         ctx->drop_body = !takes_body;
@@ -840,11 +886,8 @@ static int body_admit(req_ctx *ctx, const char *transfer_encoding, const char *c
     }
     if (!content_length)
         return 0;
-    if (n > api->max_body)
-        return ippc_error_set(err, ERR_TOO_LARGE,
-                              "request body of %.1f MiB is over the limit of %.1f MiB "
-                              "(--max-body-mb)",
-                              (double)n / (1024.0 * 1024.0), mib(api->max_body));
+    if (n > ctx->max_body)
+        return body_too_large(ctx, (double)n / (1024.0 * 1024.0));
     if (!takes_body) {
         ctx->drop_body = 1;
         return 0;
@@ -935,19 +978,17 @@ static enum MHD_Result begin(req_ctx *ctx, const char *url, const char *method, 
  * ctx->refusal. */
 static int body_grow(req_ctx *ctx, size_t n)
 {
-    http_api *api = ctx->api;
     ippc_error *err = &ctx->refusal;
     if (!ctx->chunked) /* libmicrohttpd passes no more than Content-Length */
         return ippc_error_set(err, ERR_BAD_REQUEST, "more body than Content-Length says");
-    if (n > api->max_body - ctx->len)
-        return ippc_error_set(err, ERR_TOO_LARGE,
-                              "request body is over the limit of %.1f MiB (--max-body-mb)",
-                              mib(api->max_body));
+    size_t max = ctx->max_body;
+    if (n > max - ctx->len)
+        return body_too_large(ctx, 0);
     size_t cap = ctx->cap ? ctx->cap : CHUNKED_FIRST;
     while (cap < ctx->len + n)
-        cap = cap > api->max_body / 2 ? api->max_body : cap * 2;
-    if (cap > api->max_body)
-        cap = api->max_body;
+        cap = cap > max / 2 ? max : cap * 2;
+    if (cap > max)
+        cap = max;
     if (budget_take(&ctx->held, cap - ctx->cap, "request body", err) < 0)
         return -1;
     char *body = realloc(ctx->body, cap);
@@ -973,7 +1014,7 @@ static enum MHD_Result body_chunk(req_ctx *ctx, const char *data, size_t n)
          * could go on forever, so past the body limit the connection is
          * closed, unanswered. */
         ctx->dropped += n;
-        return ctx->dropped > ctx->api->max_body ? MHD_NO : MHD_YES;
+        return ctx->dropped > ctx->max_body ? MHD_NO : MHD_YES;
     }
     memcpy(ctx->body + ctx->len, data, n);
     ctx->len += n;
@@ -1105,6 +1146,7 @@ static void *uri_logger(void *cls, const char *uri, struct MHD_Connection *conn)
         else
             ctx->nul_in_path = 1;
     }
+    ctx->max_body = api->max_body; /* body_admit knows whether it is raw */
     budget_account_init(&ctx->held, api->held, api->max_body);
     budget_account_init(&ctx->decoded, api->held, api->decode_cap);
     return ctx;
@@ -1126,6 +1168,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
             atomic_fetch_add(&api->lat_buckets[i], 1);
     atomic_fetch_add(&api->lat_count, 1);
     atomic_fetch_add(&api->lat_sum_us, (unsigned long long)(seconds * 1e6));
+    call_answered(api->h, &ctx->call, 0); /* kept for an answer never given */
     body_text_free(ctx);
     json_decref(ctx->job.value);
     json_decref(ctx->query);
@@ -1146,12 +1189,16 @@ http_api *http_start(hub *h, const http_config *cfg, ippc_error *err)
     api->h = h;
     api->token = strdup(cfg->token);
     api->max_body = cfg->max_body ? cfg->max_body : (size_t)64 << 20;
+    api->max_raw = cfg->max_raw ? cfg->max_raw : api->max_body;
     api->metrics_public = cfg->metrics_public;
     budget_init(&api->own_held, 0);
     api->held = cfg->held ? cfg->held : &api->own_held;
     /* A JSON tree takes 20-40 times its text (a json_t per number): one
-     * decode may use a quarter of what the controller may hold. */
-    api->decode_cap = api->held->limit ? api->held->limit / 4 : (size_t)1 << 30;
+     * decode may use a quarter of what the controller may hold (main.c
+     * leaves out the part of the default budget that is for raw arrays). */
+    api->decode_cap = cfg->decode_cap    ? cfg->decode_cap
+                      : api->held->limit ? api->held->limit / 4
+                                         : (size_t)1 << 30;
     if (api->decode_cap < DECODE_INLINE_MAX * 64)
         api->decode_cap = DECODE_INLINE_MAX * 64;
     api->decoder = decode_pool_start(DECODE_WORKERS, err);

@@ -12,8 +12,9 @@
  * may be called from any thread (the acceptor's).
  *
  * Memory: every request body byte is charged to a per-request budget account
- * (cap: max_body) drawing from cfg->held before it is stored; a decoded body
- * and its arrays to another (cap: a quarter of held's limit).  A request whose
+ * (cap: max_body for JSON, max_raw for application/octet-stream arrays)
+ * drawing from cfg->held before it is stored; a decoded body and its arrays
+ * to another (cap: decode_cap).  A request whose
  * body would pass either cap is refused with 413, one that would pass held's
  * limit with 503 "overloaded" — before its body is read when Content-Length
  * tells the size.
@@ -32,7 +33,9 @@ typedef struct http_api http_api;
 
 typedef struct http_config {
     const char *token;  /* client bearer token */
-    size_t max_body;    /* bytes; larger bodies get 413 */
+    size_t max_body;    /* bytes of a JSON body; larger ones get 413 */
+    size_t max_raw;     /* bytes of a raw (octet-stream) body; 0: max_body */
+    size_t decode_cap;  /* memory one JSON decode may use; 0: a quarter of held's limit */
     int metrics_public; /* GET /metrics without the token */
     budget *held;       /* process-wide byte budget (outlives the API); NULL: no limit */
 } http_config;

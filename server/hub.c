@@ -79,19 +79,25 @@ static void hub_lock(hub *h)
     pthread_mutex_lock(&h->lock);
 }
 
-/* Releases the lock; the store records of what changed are then written
- * (serialised, result bytes copied) outside it. */
+/* Releases the lock.  First what is kept is trimmed to its bounds
+ * (--keep-results-mb, the request count); then the store records of what
+ * changed are written (serialised, result bytes copied) and the results let
+ * go of are freed, outside it. */
 static void hub_unlock(hub *h)
 {
+    requests_trim(&h->requests);
+    size_t ndropped = 0;
+    task_result **dropped = task_table_take_dropped(&h->tasks, &ndropped);
     task_save *saves = task_table_take_saves(&h->tasks);
     if (!saves) {
         pthread_mutex_unlock(&h->lock);
-        return;
+    } else {
+        pthread_mutex_lock(&h->save_lock);
+        pthread_mutex_unlock(&h->lock);
+        task_saves_commit(h->store, saves);
+        pthread_mutex_unlock(&h->save_lock);
     }
-    pthread_mutex_lock(&h->save_lock);
-    pthread_mutex_unlock(&h->lock);
-    task_saves_commit(h->store, saves);
-    pthread_mutex_unlock(&h->save_lock);
+    task_results_drop(dropped, ndropped);
 }
 
 /* Waits until every critical section that ended before now has queued its
@@ -208,7 +214,10 @@ hub *hub_new(const hub_config *cfg)
             h->tasks.next_id = max + 1;
     }
     h->tasks.max_gone_id = h->tasks.next_id - 1;
-    requests_init(&h->requests, &h->tasks, &h->engines, h->cfg.max_requests_kept);
+    if (!h->cfg.keep_results_bytes)
+        h->cfg.keep_results_bytes = HUB_KEEP_RESULTS_DEFAULT;
+    requests_init(&h->requests, &h->tasks, &h->engines, h->cfg.max_requests_kept,
+                  h->cfg.keep_results_bytes);
     tasks_init(&h->lb, (sched_kind)cfg->sched, cfg->hwm, &h->tasks, &h->engines, &h->requests,
                h->store);
     return h;
@@ -259,9 +268,9 @@ static void engine_died(hub *h, engine *e, const char *reason)
          EVENT_TOPIC_ENGINES, e->id);
     char why[300];
     snprintf(why, sizeof why, "engine %d died while running this task (%s)", e->id, reason);
-    task *t = h->tasks.lists[TASK_LIST_RUNNING].head;
+    task *t = task_list_first(&h->tasks, TASK_LIST_RUNNING);
     while (t) {
-        task *next = t->next;
+        task *next = task_list_next(&h->tasks, t);
         if (t->engine == e->id && !tasks_retry(&h->lb, t))
             task_finish(&h->tasks, t, TASK_LOST,
                         task_result_new(codec_synth_result("lost", "EngineLost", why), NULL));
@@ -350,7 +359,7 @@ void hub_wake_all(hub *h)
     hub_lock(h);
     requests_wake_all(&h->requests);
     for (int k = 0; k < TASK_NLISTS; k++)
-        for (task *t = h->tasks.lists[k].head; t; t = t->next)
+        for (task *t = task_list_first(&h->tasks, k); t; t = task_list_next(&h->tasks, t))
             waiters_wake(&t->waiters);
     hub_unlock(h);
 }
@@ -723,17 +732,42 @@ json_t *hub_request_json_as(hub *h, uint64_t request_id, int fmt, int *done, ipp
     return out;
 }
 
-int hub_request_array(hub *h, uint64_t request_id, unsigned char **data, size_t *len, nd_ref *ref,
-                      ippc_error *err)
+int hub_request_array(hub *h, uint64_t request_id, hub_array *out, ippc_error *err)
 {
+    memset(out, 0, sizeof *out);
     hub_lock(h);
     request_view *v = requests_view(&h->requests, request_id, err);
     hub_unlock(h);
     if (!v)
         return -1;
-    int rc = request_view_array(v, data, len, ref, err);
+    if (!request_view_done(v)) {
+        request_view_free(v);
+        return 0;
+    }
+    request_array a;
+    int rc = request_view_array(v, &a, err);
     request_view_free(v);
-    return rc;
+    if (rc < 0)
+        return -1;
+    *out =
+        (hub_array){.data = a.data, .len = a.len, .ref = a.ref, .hold_ = a.hold, .owned_ = a.owned};
+    return 1;
+}
+
+void hub_array_release(hub_array *a)
+{
+    if (!a)
+        return;
+    request_array r = {.hold = a->hold_, .owned = a->owned_};
+    request_array_release(&r);
+    memset(a, 0, sizeof *a);
+}
+
+void hub_request_answered(hub *h, uint64_t request_id, int done)
+{
+    hub_lock(h);
+    requests_answered(&h->requests, request_id, done);
+    hub_unlock(h);
 }
 
 int hub_wait(hub *h, uint64_t request_id, int64_t deadline_ms, void (*wake)(void *arg),
@@ -1037,7 +1071,8 @@ json_t *hub_stream_attach(hub *h, const events_sink *sink, events_client **clien
     json_t *tasks = json_array();
     const int lists[] = {TASK_LIST_WAITING, TASK_LIST_PENDING, TASK_LIST_RUNNING};
     for (int k = 0; k < 3; k++)
-        for (const task *t = h->tasks.lists[lists[k]].head; t; t = t->next)
+        for (const task *t = task_list_first(&h->tasks, lists[k]); t;
+             t = task_list_next(&h->tasks, t))
             json_array_append_new(tasks, task_doc(t));
     json_t *snap = json_pack("{s:s, s:I, s:o, s:o, s:[sss]}", "type", "snapshot", "seq",
                              (json_int_t)(h->events ? events_seq(h->events) : 0), "engines",
@@ -1068,6 +1103,10 @@ void hub_metrics(hub *h, char **out, size_t *len)
     s.ws_clients_dropped = h->events ? events_dropped_clients(h->events) : 0;
     s.bytes_to_engines = h->engines.bytes_to_engines;
     s.bytes_from_engines = h->engines.bytes_from_engines;
+    s.kept_result_bytes = h->tasks.result_bytes;
+    s.keep_results_bytes = h->requests.keep_bytes;
+    for (int k = 0; k < GONE_NREASONS && k < 3; k++)
+        s.requests_forgotten[k] = h->requests.gone_total[k];
     memcpy(s.fanout_ops, h->fanout_ops, sizeof s.fanout_ops);
     hub_unlock(h);
     s.engines_idle = by_state[ENGINE_IDLE];

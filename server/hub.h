@@ -44,6 +44,10 @@ typedef struct hub_config {
     int heartbeat_period_ms;
     int heartbeat_timeout_ms;
     size_t max_requests_kept; /* finished requests remembered for GET /requests */
+    /* Bytes of results kept in memory (--keep-results-mb): finished
+     * requests' and tasks' results, oldest finished forgotten first.
+     * 0: HUB_KEEP_RESULTS_DEFAULT. */
+    size_t keep_results_bytes;
     int sched;                /* sched_kind of the load balancer */
     unsigned hwm;             /* balanced tasks an engine may hold at once (default 1) */
     /* Data ops fanned out by MPI (common/proto.h): when fanout is set, a
@@ -57,6 +61,8 @@ typedef struct hub_config {
     struct store *store;      /* task history; NULL = none (tests) */
     struct events *events;    /* event stream; NULL = none (tests) */
 } hub_config;
+
+#define HUB_KEEP_RESULTS_DEFAULT ((size_t)512 << 20)
 
 hub *hub_new(const hub_config *cfg);
 void hub_free(hub *h);
@@ -110,6 +116,10 @@ typedef struct hub_call {
     const json_t *body;    /* the op's fields (call.c's table) */
     const char *name;      /* PUT/GET vars/{name}, gather/{name} */
     value_format format;   /* how pulled arrays are written back */
+    /* The caller waits and takes the answer itself: the request is kept
+     * for it (not evicted) until hub_request_answered; a pull or gather is
+     * released then. */
+    int blocking;
     /* PUSH of one variable given in wire form already (raw octet-stream
      * bodies): the skeleton and its blobs, which the hub moves out. */
     const json_t *wire_value;
@@ -140,25 +150,45 @@ uint64_t hub_submit(hub *h, const hub_call *call, ippc_error *err);
 json_t *hub_interrupt(hub *h, const char *targets, ippc_error *err);
 
 /* The array of a finished pull of one target or of a gather, for raw
- * (octet-stream) answers: a copy of its bytes in *data (caller frees) and its
- * description in *ref.  -1 + err if the request is not done, failed, or the
- * value is not an array. */
-int hub_request_array(hub *h, uint64_t request_id, unsigned char **data, size_t *len,
-                      nd_ref *ref, ippc_error *err);
+ * (octet-stream) answers, without a copy and without JSON: data points
+ * into the engine's result (a reference is held) or into the gathered
+ * buffer (one allocation, filled once).  Release it with hub_array_release
+ * (any thread, e.g. when the HTTP response is freed). */
+typedef struct hub_array {
+    const unsigned char *data;
+    size_t len;
+    nd_ref ref;
+    void *hold_;           /* private: the result held */
+    unsigned char *owned_; /* private: the gathered buffer */
+} hub_array;
+/* 1 with *out filled; 0 when the request is not finished (nothing filled:
+ * answer its pending JSON); -1 + err (not_found, gone, or invalid_value:
+ * it failed, the value is not an array, not one target nor a gather). */
+int hub_request_array(hub *h, uint64_t request_id, hub_array *out, ippc_error *err);
+void hub_array_release(hub_array *a);
 
 /* The request's client view: the blocking answer when done, or a pending body.
- * *done set accordingly.  NULL + not_found if unknown. */
+ * *done set accordingly.  NULL + not_found if unknown, gone if forgotten
+ * (evicted for --keep-results-mb or the count, or a blocking pull released
+ * once answered: the message says which). */
 json_t *hub_request_json(hub *h, uint64_t request_id, int *done, ippc_error *err);
 /* The same with the arrays of its values written as fmt (a value_format)
  * instead of as the call asked; fmt < 0: as the call asked. */
 json_t *hub_request_json_as(hub *h, uint64_t request_id, int fmt, int *done, ippc_error *err);
+
+/* The caller a request was kept for (a blocking submit, or hub_wait) has
+ * given its answer (done: the finished answer) or gone away: the request may
+ * be evicted again, and a blocking pull or gather answered finished is
+ * released now (its id then answers 410 gone). */
+void hub_request_answered(hub *h, uint64_t request_id, int done);
 
 /* Waiting without a thread: registers wake(arg) to be called once, with the hub
  * lock held, when the request finishes or deadline_ms (monotonic, 0 = none)
  * passes.  Returns 1 if the request is already finished (wake not registered),
  * 0 if registered, -1 if unknown.  `registered` runs with the hub lock held
  * right after registration (so the caller can suspend its connection before any
- * wake can happen). */
+ * wake can happen).  The request is kept for the caller until
+ * hub_request_answered (or a minute after it finished). */
 int hub_wait(hub *h, uint64_t request_id, int64_t deadline_ms, void (*wake)(void *arg),
              void (*registered)(void *arg), void *arg);
 

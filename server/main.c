@@ -46,6 +46,7 @@
 #include "http_api.h"
 #include "hub.h"
 #include "jsonout.h"
+#include "profile.h"
 #include "proto.h"
 #include "sched.h"
 #include "store.h"
@@ -59,7 +60,9 @@ typedef struct options {
     const char *db;
     int heartbeat_timeout_s;
     size_t max_body_mb;
-    size_t max_held_mb;
+    size_t max_raw_mb;
+    size_t max_held_mb; /* 0: --max-raw-mb + HELD_FOR_THE_REST_MB */
+    size_t keep_results_mb;
     int sched;
     unsigned hwm;
     int metrics_public;
@@ -67,6 +70,16 @@ typedef struct options {
     int no_fanout;
     size_t fanout_min_bytes[3]; /* push, scatter, gather; SIZE_MAX: never */
 } options;
+
+/* Defaults: JSON bodies, raw array bodies (an array of several GiB), the
+ * results kept in memory, and the part of the byte budget that is not for
+ * one raw array: --max-held-mb defaults to --max-raw-mb plus this, so a raw
+ * body within --max-raw-mb is never refused as overloaded on an idle
+ * controller; a JSON decode may use a quarter of this part. */
+#define MAX_BODY_MB_DEFAULT 64
+#define MAX_RAW_MB_DEFAULT 8192
+#define KEEP_RESULTS_MB_DEFAULT 512
+#define HELD_FOR_THE_REST_MB 2048
 
 /* From which size pushes, scatters and gathers fan out by MPI, measured both
  * ways with bench/bench_fanout_paths.py (bench/NOTES.md): a push gains from
@@ -155,10 +168,20 @@ static void usage(FILE *out) {
             "  --scheduler NAME        leastload (default), lru, twobin, weighted, random\n"
             "  --hwm N                 balanced tasks an engine may hold at once (default 1)\n"
             "  --heartbeat-timeout S   silence after which an engine is dead (default %d)\n"
-            "  --max-body-mb N         largest request body (default 64)\n"
+            "  --max-body-mb N         largest JSON request body (default %d)\n"
+            "  --max-raw-mb N          largest raw array body, application/octet-stream\n"
+            "                          (default %d)\n"
             "  --max-held-mb N         bytes all peers together may make the controller hold\n"
-            "                          (messages and bodies in flight, queued output; default\n"
-            "                          2048); past it, requests get 503 \"overloaded\"\n"
+            "                          (messages and bodies in flight, queued output); past\n"
+            "                          it, requests get 503 \"overloaded\".  Default:\n"
+            "                          --max-raw-mb + %d, so one raw body of the largest size\n"
+            "                          fits on an idle controller.  A JSON decode may use a\n"
+            "                          quarter of it (of %d when not given)\n"
+            "  --keep-results-mb N     results of finished requests and tasks kept in memory\n"
+            "                          (default %d); the oldest finished are forgotten first\n"
+            "                          (tasks stay in the store; a forgotten request answers\n"
+            "                          410 gone).  Blocking pulls and gathers are released\n"
+            "                          once answered\n"
             "  --fanout-min-bytes SPEC a push, scatter or gather of at least this many bytes\n"
             "                          of arrays over 2+ engines of one MPI job moves them\n"
             "                          to or from one engine only, and MPI fans them out:\n"
@@ -174,7 +197,8 @@ static void usage(FILE *out) {
             "  --print-ws-ops          print the /ws request ops (op, operationId, fields) and\n"
             "                          exit\n"
             "  --version, --help\n",
-            IPPC_HEARTBEAT_TIMEOUT_MS / 1000, DEFAULT_FANOUT);
+            IPPC_HEARTBEAT_TIMEOUT_MS / 1000, MAX_BODY_MB_DEFAULT, MAX_RAW_MB_DEFAULT,
+            HELD_FOR_THE_REST_MB, HELD_FOR_THE_REST_MB, KEEP_RESULTS_MB_DEFAULT, DEFAULT_FANOUT);
 }
 
 static int parse_options(int argc, char **argv, options *o) {
@@ -187,6 +211,8 @@ static int parse_options(int argc, char **argv, options *o) {
         {"heartbeat-timeout", required_argument, NULL, 't'},
         {"max-body-mb", required_argument, NULL, 'm'},
         {"max-held-mb", required_argument, NULL, 'H'},
+        {"max-raw-mb", required_argument, NULL, 'R'},
+        {"keep-results-mb", required_argument, NULL, 'K'},
         {"scheduler", required_argument, NULL, 's'},
         {"hwm", required_argument, NULL, 'w'},
         {"print-routes", no_argument, NULL, 'r'},
@@ -235,6 +261,20 @@ static int parse_options(int argc, char **argv, options *o) {
                 return 2;
             }
             break;
+        case 'R':
+            o->max_raw_mb = (size_t)strtoul(optarg, &end, 10);
+            if (*end || o->max_raw_mb < 1 || o->max_raw_mb > ((size_t)1 << 20)) {
+                fprintf(stderr, "ippc-controller: --max-raw-mb must be 1..1048576\n");
+                return 2;
+            }
+            break;
+        case 'K':
+            o->keep_results_mb = (size_t)strtoul(optarg, &end, 10);
+            if (*end || o->keep_results_mb < 1 || o->keep_results_mb > ((size_t)1 << 20)) {
+                fprintf(stderr, "ippc-controller: --keep-results-mb must be 1..1048576\n");
+                return 2;
+            }
+            break;
         case 's':
             o->sched = sched_parse(optarg);
             if (o->sched < 0) {
@@ -271,12 +311,11 @@ static int parse_options(int argc, char **argv, options *o) {
         usage(stderr);
         return 2;
     }
-    for (const char *p = o->profile; *p; p++)
-        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
-              *p == '-' || *p == '_' || *p == '.')) {
-            fprintf(stderr, "ippc-controller: profile names use letters, digits, - _ .\n");
-            return 2;
-        }
+    if (!profile_name_valid(o->profile)) {
+        fprintf(stderr, "ippc-controller: profile names use letters, digits, - _ . "
+                        "(not first: - .)\n");
+        return 2;
+    }
     return -1;
 }
 
@@ -286,22 +325,6 @@ static int random_hex(char *out, size_t bytes) {
         return -1;
     for (size_t i = 0; i < bytes; i++)
         sprintf(out + 2 * i, "%02x", buf[i]);
-    return 0;
-}
-
-static int mkdirs(const char *path, mode_t mode) {
-    char tmp[PATH_MAX];
-    snprintf(tmp, sizeof tmp, "%s", path);
-    for (char *p = tmp + 1; *p; p++) {
-        if (*p != '/')
-            continue;
-        *p = '\0';
-        if (mkdir(tmp, mode) < 0 && errno != EEXIST)
-            return -1;
-        *p = '/';
-    }
-    if (mkdir(tmp, mode) < 0 && errno != EEXIST)
-        return -1;
     return 0;
 }
 
@@ -324,7 +347,7 @@ static int write_secret_json(const char *path, json_t *value) {
     return 0;
 }
 
-/* Takes PROFILE_DIR/controller.lock (flock), held until the process ends.
+/* Takes path, PROFILE_DIR/controller.lock (flock), held until the process ends.
  * Whether a previous controller of the profile is alive is decided by this
  * lock, not by its pid: kill(pid, 0) succeeds for a zombie (killed, not yet
  * reaped by its parent) and for an unrelated process that got the pid, while
@@ -332,10 +355,8 @@ static int write_secret_json(const char *path, json_t *value) {
  * it becomes a zombie.  Returns the fd when taken (no controller of the
  * profile is alive), -1 when another process holds it, -2 when the file
  * cannot be used (then nobody can tell; the caller assumes alive). */
-static int take_profile_lock(const char *dir, char *why, size_t why_len)
+static int take_profile_lock(const char *path, char *why, size_t why_len)
 {
-    char path[PATH_MAX];
-    snprintf(path, sizeof path, "%s/controller.lock", dir);
     int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
     if (fd < 0) {
         snprintf(why, why_len, "cannot open %s: %s", path, strerror(errno));
@@ -422,11 +443,22 @@ static void raise_fd_limit(void)
 }
 
 int main(int argc, char **argv) {
-    options o = {.ip = "127.0.0.1", .profile = "default", .max_held_mb = 2048};
+    options o = {.ip = "127.0.0.1",
+                 .profile = "default",
+                 .max_body_mb = MAX_BODY_MB_DEFAULT,
+                 .max_raw_mb = MAX_RAW_MB_DEFAULT,
+                 .keep_results_mb = KEEP_RESULTS_MB_DEFAULT};
     parse_fanout(DEFAULT_FANOUT, o.fanout_min_bytes);
     int rc = parse_options(argc, argv, &o);
     if (rc >= 0)
         return rc;
+    /* A JSON decode may use a quarter of --max-held-mb when it is given, and
+     * a quarter of the part that is not for a raw array by default. */
+    size_t decode_base_mb = o.max_held_mb;
+    if (!o.max_held_mb) {
+        o.max_held_mb = o.max_raw_mb + HELD_FOR_THE_REST_MB;
+        decode_base_mb = HELD_FOR_THE_REST_MB;
+    }
     /* The one process-wide budget of what peers make us hold (REST bodies
      * and decoded JSON, WS messages, queued output); every connection's
      * account draws from it. */
@@ -435,20 +467,14 @@ int main(int argc, char **argv) {
     signal(SIGPIPE, SIG_IGN);
     raise_fd_limit();
 
-    char dir[PATH_MAX - 64], security[PATH_MAX - 32], client_file[PATH_MAX], engine_file[PATH_MAX];
-    const char *base = o.ippc_dir ? o.ippc_dir : getenv("IPPC_DIR");
-    if (base && *base)
-        snprintf(dir, sizeof dir, "%s/profile_%s", base, o.profile);
-    else
-        snprintf(dir, sizeof dir, "%s/.ippc/profile_%s", getenv("HOME") ? getenv("HOME") : ".",
-                 o.profile);
-    snprintf(security, sizeof security, "%s/security", dir);
-    snprintf(client_file, sizeof client_file, "%s/ippc-client.json", security);
-    snprintf(engine_file, sizeof engine_file, "%s/ippc-engine.json", security);
-    if (mkdirs(security, 0700) < 0) {
-        fprintf(stderr, "ippc-controller: cannot create %s: %s\n", security, strerror(errno));
+    static profile_paths paths; /* PATH_MAX strings: not on the stack */
+    char path_err[PATH_MAX + 64];
+    if (profile_paths_init(&paths, o.ippc_dir, o.profile, path_err, sizeof path_err) < 0 ||
+        profile_make_security_dir(&paths, path_err, sizeof path_err) < 0) {
+        fprintf(stderr, "ippc-controller: %s\n", path_err);
         return 1;
     }
+    const char *client_file = paths.client_file, *engine_file = paths.engine_file;
 
     char token[65], engine_key[65];
     if (random_hex(token, 32) < 0 || random_hex(engine_key, 32) < 0) {
@@ -459,7 +485,7 @@ int main(int argc, char **argv) {
      * token, engine key and port, so engines reconnect and clients keep
      * working (the task store keeps the history). */
     char lock_why[PATH_MAX + 64] = "";
-    int profile_lock = take_profile_lock(dir, lock_why, sizeof lock_why);
+    int profile_lock = take_profile_lock(paths.controller_lock_file, lock_why, sizeof lock_why);
     if (profile_lock == -1)
         fprintf(stderr,
                 "ippc-controller: another controller of profile %s is running; "
@@ -488,7 +514,7 @@ int main(int argc, char **argv) {
     else if (o.db)
         snprintf(db_path, sizeof db_path, "%s", o.db);
     else
-        snprintf(db_path, sizeof db_path, "%s/tasks.db", dir);
+        snprintf(db_path, sizeof db_path, "%s", paths.tasks_db_file);
     size_t lost = 0;
     store *st = store_open(db_path, &lost, &err);
     if (!st) {
@@ -531,11 +557,14 @@ int main(int argc, char **argv) {
                        .fanout = !o.no_fanout,
                        .fanout_min_bytes = {o.fanout_min_bytes[0], o.fanout_min_bytes[1],
                                             o.fanout_min_bytes[2]},
+                       .keep_results_bytes = o.keep_results_mb << 20,
                        .store = st,
                        .events = events_new(10000)};
     hub *h = hcfg.events ? hub_new(&hcfg) : NULL;
     http_config httpcfg = {.token = token,
                            .max_body = o.max_body_mb << 20,
+                           .max_raw = o.max_raw_mb << 20,
+                           .decode_cap = (decode_base_mb << 20) / 4,
                            .metrics_public = o.metrics_public,
                            .held = &held};
     http_api *api = h ? http_start(h, &httpcfg, &err) : NULL;
@@ -560,7 +589,7 @@ int main(int argc, char **argv) {
     json_decref(engine_json);
     json_decref(client_json);
     if (!written) {
-        fprintf(stderr, "ippc-controller: cannot write connection files in %s\n", security);
+        fprintf(stderr, "ippc-controller: cannot write connection files in %s\n", paths.security_dir);
         rc = 1;
     } else {
         printf("ippc-controller %s listening on %s (profile %s)\n", IPPC_VERSION, url, o.profile);

@@ -1,6 +1,6 @@
 /* metrics.c — Prometheus text (see metrics.h).  Every write goes through
- * metrics_printf, which measures first and grows the buffer, so no sum of
- * snprintf results can run past its end. */
+ * metrics_printf, which measures first and grows the buffer (common/buf.h),
+ * so no sum of snprintf results can run past its end. */
 #include "metrics.h"
 
 #include <stdarg.h>
@@ -10,46 +10,25 @@
 
 void metrics_init(metrics_text *m)
 {
-    memset(m, 0, sizeof *m);
+    buf_init(m);
 }
 
 void metrics_adopt(metrics_text *m, char *text, size_t len)
 {
-    metrics_init(m);
+    buf_init(m);
     if (text) {
-        m->buf = text;
+        m->data = text;
         m->len = len;
         m->cap = len + 1; /* the NUL is there */
     }
-}
-
-static int grow(metrics_text *m, size_t need)
-{
-    if (m->cap >= need)
-        return 0;
-    size_t cap = m->cap ? m->cap : 4096;
-    while (cap < need)
-        cap *= 2;
-    char *buf = realloc(m->buf, cap);
-    if (!buf)
-        return -1;
-    m->buf = buf;
-    m->cap = cap;
-    return 0;
 }
 
 void metrics_printf(metrics_text *m, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
+    (void)buf_vprintf(m, fmt, ap); /* on failure the text is cut short */
     va_end(ap);
-    if (n < 0 || grow(m, m->len + (size_t)n + 1) < 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(m->buf + m->len, m->cap - m->len, fmt, ap);
-    va_end(ap);
-    m->len += (size_t)n;
 }
 
 void metrics_family(metrics_text *m, const char *name, const char *type, const char *help)
@@ -69,22 +48,15 @@ void metrics_histogram(metrics_text *m, const char *name, const char *help, cons
 
 char *metrics_take(metrics_text *m, size_t *len)
 {
-    if (grow(m, m->len + 1) < 0 && !m->buf) {
+    char *text = buf_take(m, len);
+    if (!text)
         *len = 0;
-        return NULL;
-    }
-    if (m->cap > m->len)
-        m->buf[m->len] = '\0';
-    char *text = m->buf;
-    *len = m->len;
-    metrics_init(m);
     return text;
 }
 
 void metrics_free(metrics_text *m)
 {
-    free(m->buf);
-    metrics_init(m);
+    buf_free(m);
 }
 
 static void gauge(metrics_text *m, const char *name, const char *help, size_t value)
@@ -122,6 +94,17 @@ void metrics_hub(metrics_text *m, const metrics_hub_snapshot *s)
                    "ippc_bytes_total{direction=\"from_engines\"} %llu\n",
                    (unsigned long long)s->bytes_to_engines,
                    (unsigned long long)s->bytes_from_engines);
+    gauge(m, "ippc_kept_result_bytes",
+          "Bytes of results kept in memory (finished requests and tasks).", s->kept_result_bytes);
+    gauge(m, "ippc_keep_results_bytes", "Bound on ippc_kept_result_bytes (--keep-results-mb).",
+          s->keep_results_bytes);
+    metrics_family(m, "ippc_requests_forgotten_total", "counter",
+                   "Finished requests forgotten: over the count kept, over --keep-results-mb, "
+                   "or a blocking pull released once answered.");
+    static const char *const why[3] = {"count", "budget", "delivered"};
+    for (int k = 0; k < 3; k++)
+        metrics_printf(m, "ippc_requests_forgotten_total{reason=\"%s\"} %llu\n", why[k],
+                       (unsigned long long)s->requests_forgotten[k]);
     metrics_family(m, "ippc_fanout_ops_total", "counter",
                    "Pushes, scatters and gathers whose data went to one engine of an MPI job "
                    "and was fanned out by MPI.");

@@ -15,10 +15,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-typedef struct metrics_text {
-    char *buf;
-    size_t len, cap;
-} metrics_text;
+#include "buf.h"
+
+/* The text is common/buf.h's growable buffer. */
+typedef ippc_buf metrics_text;
 
 void metrics_init(metrics_text *m);
 /* Continues text (malloc'd, len bytes, or NULL) that the buffer takes over. */
@@ -46,6 +46,8 @@ typedef struct metrics_hub_snapshot {
     size_t ws_clients;
     uint64_t ws_clients_dropped;
     uint64_t bytes_to_engines, bytes_from_engines;
+    size_t kept_result_bytes, keep_results_bytes; /* results in memory, and the bound */
+    uint64_t requests_forgotten[3];               /* by reason: count, budget, delivered */
     uint64_t fanout_ops[3]; /* data ops fanned out by MPI: push, scatter, gather */
 } metrics_hub_snapshot;
 

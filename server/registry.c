@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "clock.h"
+#include "proto.h"
 #include "secret.h"
 #include "wsmsg.h"
 
@@ -145,6 +146,12 @@ engine *registry_register(registry *r, const json_t *msg, const char *engine_key
     e->link = *link;
     e->queued = 0;
     e->lb_load = 0;
+    /* An engine that does not say takes what the protocol allows. */
+    json_t *max = json_object_get(msg, "max_message");
+    e->max_message = json_is_integer(max) && json_integer_value(max) > 0 &&
+                             (uint64_t)json_integer_value(max) < IPPC_MAX_WS_MESSAGE
+                         ? (size_t)json_integer_value(max)
+                         : IPPC_MAX_WS_MESSAGE;
     return e;
 }
 

@@ -46,6 +46,7 @@ typedef struct engine {
     unsigned lb_load;     /* balanced tasks sent and not finished */
     uint64_t last_used;   /* use counter at its last balanced assignment */
     uint64_t tasks_done;
+    size_t max_message; /* the largest message it accepts ("max_message" at register) */
 } engine;
 
 typedef struct job {

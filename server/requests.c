@@ -8,50 +8,49 @@
  *    t->request_index == i for as long as the request is kept.
  *  - done_order[0..nfinished) are the indexes of the finished tasks, in the
  *    order they finished.
- *  - The done list holds at most max_kept requests, except ones a waiter
- *    still needs (forgotten once it is answered).
+ *  - After requests_trim, the done list holds at most max_kept requests and
+ *    the task table's result_bytes is at most keep_bytes, except for what
+ *    pinned requests and held tasks keep.
+ *  - The done list is in finish order (finish_seq ascending).
  */
 #include "requests.h"
 
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "clock.h"
 #include "registry.h"
 
-void requests_init(requests *rq, task_table *tasks, registry *engines, size_t max_kept)
+void requests_init(requests *rq, task_table *tasks, registry *engines, size_t max_kept,
+                   size_t keep_bytes)
 {
     memset(rq, 0, sizeof *rq);
     idmap_init(&rq->by_id);
     rq->next_id = 1;
     rq->max_kept = max_kept ? max_kept : 1;
+    rq->keep_bytes = keep_bytes ? keep_bytes : SIZE_MAX;
     rq->tasks = tasks;
     rq->engines = engines;
+    list_init(&rq->open.head);
+    list_init(&rq->done.head);
 }
 
-static void list_append(request_list *l, request *r)
+static void request_list_append(request_list *l, request *r)
 {
-    r->next = NULL;
-    r->prev = l->tail;
-    if (l->tail)
-        l->tail->next = r;
-    else
-        l->head = r;
-    l->tail = r;
+    list_push_back(&l->head, &r->link);
     l->count++;
 }
 
-static void list_remove(request_list *l, request *r)
+static void request_list_remove(request_list *l, request *r)
 {
-    if (r->prev)
-        r->prev->next = r->next;
-    else
-        l->head = r->next;
-    if (r->next)
-        r->next->prev = r->prev;
-    else
-        l->tail = r->prev;
-    r->prev = r->next = NULL;
+    list_remove(&r->link);
     l->count--;
+}
+
+static request *request_of(list_node *node)
+{
+    return list_entry(node, request, link);
 }
 
 static void request_free(request *r)
@@ -64,9 +63,14 @@ static void request_free(request *r)
     free(r);
 }
 
-/* Lets the request's tasks go to the task table's own bound, and frees it. */
-static void request_forget(requests *rq, request *r)
+/* Lets the request's tasks go to the task table's own bound, and frees it;
+ * its id answers ERR_GONE for why from now on. */
+static void request_forget(requests *rq, request *r, request_gone why)
 {
+    rq->forgotten[rq->forgotten_next].id = r->id;
+    rq->forgotten[rq->forgotten_next].why = why;
+    rq->forgotten_next = (rq->forgotten_next + 1) % REQUESTS_FORGOTTEN;
+    rq->gone_total[why]++;
     idmap_remove(&rq->by_id, r->id);
     for (size_t i = 0; i < r->ntasks; i++)
         if (r->tasks[i])
@@ -79,9 +83,9 @@ void requests_free(requests *rq)
     /* The task table is freed with the hub: only the requests go here. */
     request_list *lists[2] = {&rq->open, &rq->done};
     for (int i = 0; i < 2; i++)
-        while (lists[i]->head) {
-            request *r = lists[i]->head;
-            list_remove(lists[i], r);
+        while (!list_empty(&lists[i]->head)) {
+            request *r = request_of(list_first(&lists[i]->head));
+            request_list_remove(lists[i], r);
             request_free(r);
         }
     idmap_free(&rq->by_id);
@@ -104,7 +108,7 @@ static request *request_new(requests *rq, hub_op op, size_t ntasks)
     r->op = op;
     r->ntasks = ntasks;
     r->ordered = 1;
-    list_append(&rq->open, r);
+    request_list_append(&rq->open, r);
     return r;
 }
 
@@ -113,28 +117,78 @@ int request_done(const request *r)
     return r->nfinished == r->ntasks;
 }
 
-static void evict_done(requests *rq)
-{
-    request *r = rq->done.head;
-    while (r && rq->done.count > rq->max_kept) {
-        request *next = r->next;
-        if (!r->waiters) {
-            list_remove(&rq->done, r);
-            request_forget(rq, r);
-        }
-        r = next;
-    }
-}
-
 static void request_finish(requests *rq, request *r)
 {
     if (r->finished)
         return;
     r->finished = 1;
-    list_remove(&rq->open, r);
-    list_append(&rq->done, r);
+    r->finish_seq = rq->tasks->finished_total;
+    if (r->waiters)
+        r->awaited = 1; /* the woken will read it */
+    if (r->awaited)
+        r->pin_until_ms = clock_now_ms() + PIN_GRACE_MS;
+    request_list_remove(&rq->open, r);
+    request_list_append(&rq->done, r);
     waiters_wake(&r->waiters);
-    evict_done(rq);
+}
+
+static int pinned(const request *r, int64_t *now)
+{
+    if (!r->awaited)
+        return 0;
+    if (!*now)
+        *now = clock_now_ms();
+    return *now < r->pin_until_ms;
+}
+
+void requests_trim(requests *rq)
+{
+    task_table *tt = rq->tasks;
+    int64_t now = 0;
+    list_node *it = list_first(&rq->done.head); /* the oldest not yet looked at */
+    for (;;) {
+        int over_count = rq->done.count > rq->max_kept;
+        int over_bytes = tt->result_bytes > rq->keep_bytes;
+        if (!over_count && !over_bytes)
+            return;
+        while (it && pinned(request_of(it), &now))
+            it = it->next == &rq->done.head ? NULL : it->next;
+        request *r = it ? request_of(it) : NULL;
+        task *t = over_bytes ? task_list_first(tt, TASK_LIST_FINISHED) : NULL;
+        if (!r && !t)
+            return; /* only pinned requests and held tasks are left */
+        if (r && (!t || r->finish_seq <= t->finish_seq)) {
+            it = it->next == &rq->done.head ? NULL : it->next;
+            request_list_remove(&rq->done, r);
+            request_forget(rq, r, over_count ? GONE_COUNT : GONE_BYTES);
+        } else {
+            task_evict(tt, t);
+        }
+    }
+}
+
+/* Ops whose answers are values (failures go to "errors"), not task entries. */
+static int pull_like(hub_op op)
+{
+    return op == HUB_OP_PULL || op == HUB_OP_PULL_MANY || op == HUB_OP_GATHER || op == HUB_OP_LIST;
+}
+
+void requests_answered(requests *rq, uint64_t id, int done)
+{
+    request *r = idmap_get(&rq->by_id, id);
+    if (!r)
+        return;
+    r->awaited = 0;
+    if (!r->blocking)
+        return;
+    if (!done) { /* the caller got "pending": it fetches the answer later */
+        r->blocking = 0;
+        return;
+    }
+    if (r->finished && r->op != HUB_OP_LIST && pull_like(r->op)) {
+        request_list_remove(&rq->done, r);
+        request_forget(rq, r, GONE_DELIVERED);
+    }
 }
 
 /* A participant of a fanned-out data op ended without it (aborted, lost):
@@ -214,7 +268,7 @@ static uint64_t submit(requests *rq, const hub_call *c, const int *targets, size
         (c->op == HUB_OP_PULL_MANY && !r->names)) {
         json_decref(names);
         if (r) {
-            list_remove(&rq->open, r);
+            request_list_remove(&rq->open, r);
             idmap_remove(&rq->by_id, r->id);
             rq->next_id--;
             request_free(r);
@@ -230,6 +284,7 @@ static uint64_t submit(requests *rq, const hub_call *c, const int *targets, size
         r->fanout_root = fo->root;
         fanout = json_pack("{s:I, s:i}", "id", (json_int_t)fo->id, "root", targets[fo->root]);
     }
+    r->blocking = r->awaited = c->blocking != 0;
     /* Every task exists (and is attached) before the first is sent: a send
      * that fails finishes its task, and the request counts it. */
     size_t made = 0;
@@ -321,6 +376,9 @@ int requests_wait(requests *rq, uint64_t id, int64_t deadline_ms, void (*wake)(v
     request *r = idmap_get(&rq->by_id, id);
     if (!r)
         return -1;
+    r->awaited = 1;
+    if (r->finished)
+        r->pin_until_ms = clock_now_ms() + PIN_GRACE_MS;
     if (request_done(r) || waiters_add(&r->waiters, deadline_ms, wake, arg) < 0)
         return 1; /* done, or cannot wait: answer with what there is */
     if (registered)
@@ -330,14 +388,14 @@ int requests_wait(requests *rq, uint64_t id, int64_t deadline_ms, void (*wake)(v
 
 void requests_tick(requests *rq, int64_t now)
 {
-    for (request *r = rq->open.head; r; r = r->next)
-        waiters_tick(&r->waiters, now);
+    list_for_each(it, &rq->open.head)
+        waiters_tick(&request_of(it)->waiters, now);
 }
 
 void requests_wake_all(requests *rq)
 {
-    for (request *r = rq->open.head; r; r = r->next)
-        waiters_wake(&r->waiters);
+    list_for_each(it, &rq->open.head)
+        waiters_wake(&request_of(it)->waiters);
 }
 
 /* ------------------------------------------------------------ views */
@@ -377,11 +435,49 @@ void request_view_free(request_view *v)
     free(v);
 }
 
+/* Why id is not here: never handed out (not_found), or forgotten (gone). */
+static void request_gone_error(const requests *rq, uint64_t id, ippc_error *err)
+{
+    if (id == 0 || id >= rq->next_id) {
+        ippc_error_set(err, ERR_NOT_FOUND, "no request with id %" PRIu64, id);
+        return;
+    }
+    int why = -1;
+    for (size_t i = 0; i < REQUESTS_FORGOTTEN && why < 0; i++)
+        if (rq->forgotten[i].id == id)
+            why = (int)rq->forgotten[i].why;
+    switch (why) {
+    case GONE_BYTES:
+        ippc_error_set(err, ERR_GONE,
+                       "request %" PRIu64 " was evicted to stay within --keep-results-mb (%zu "
+                       "MiB of results kept); fetch answers sooner or raise the limit",
+                       id, rq->keep_bytes == SIZE_MAX ? (size_t)0 : rq->keep_bytes >> 20);
+        break;
+    case GONE_COUNT:
+        ippc_error_set(err, ERR_GONE,
+                       "request %" PRIu64 " was evicted: only the last %zu finished requests are "
+                       "kept",
+                       id, rq->max_kept);
+        break;
+    case GONE_DELIVERED:
+        ippc_error_set(err, ERR_GONE,
+                       "request %" PRIu64 " was a blocking pull or gather: its answer was "
+                       "delivered and released (ask with ?block=false to fetch it later)",
+                       id);
+        break;
+    default:
+        ippc_error_set(err, ERR_GONE,
+                       "request %" PRIu64 " is no longer kept (finished requests are kept within "
+                       "--keep-results-mb and the last %zu)",
+                       id, rq->max_kept);
+    }
+}
+
 request_view *requests_view(requests *rq, uint64_t id, ippc_error *err)
 {
     request *r = idmap_get(&rq->by_id, id);
     if (!r) {
-        ippc_error_set(err, ERR_NOT_FOUND, "no request with id %llu", (unsigned long long)id);
+        request_gone_error(rq, id, err);
         return NULL;
     }
     request_view *v = calloc(1, sizeof *v);
@@ -672,12 +768,6 @@ static json_t *map_answer(const request_view *v, value_format fmt)
     return out;
 }
 
-/* Ops whose results are values (failures go to "errors"), not task entries. */
-static int pull_like(hub_op op)
-{
-    return op == HUB_OP_PULL || op == HUB_OP_PULL_MANY || op == HUB_OP_GATHER || op == HUB_OP_LIST;
-}
-
 json_t *request_view_json(const request_view *v, int as)
 {
     value_format fmt = as < 0 ? v->format : (value_format)as;
@@ -757,9 +847,100 @@ json_t *request_view_json(const request_view *v, int as)
     return out;
 }
 
-int request_view_array(const request_view *v, unsigned char **data, size_t *len, nd_ref *ref,
-                       ippc_error *err)
+void request_array_release(request_array *a)
 {
+    if (!a)
+        return;
+    task_result_unref(a->hold);
+    free(a->owned);
+    memset(a, 0, sizeof *a);
+}
+
+/* A gather's parts as one array: every part must be an array (checked
+ * before value_gather, which would build JSON lists for anything else); the
+ * result is one buffer, filled once, that out owns.  0 or -1 + err. */
+/* A fanned-out gather's raw answer: the root's concatenated array (held, not
+ * copied), or its parts made into one here. */
+static int fanout_gather_array(const request_view *v, request_array *out, ippc_error *err)
+{
+    const view_item *root = &v->items[v->fanout_root];
+    const json_t *skel = json_object_get(json_object_get(item_msg(root), "value"), v->name);
+    if (skel) {
+        int is_nd = value_nd_ref(skel, item_blobs(root), &out->ref, err);
+        if (is_nd < 0)
+            return -1;
+        if (is_nd == 0)
+            return ippc_error_set(err, ERR_INVALID, "the value of %s is not an array", v->name);
+        const ippc_blob *b = &item_blobs(root)->items[out->ref.blob];
+        out->data = b->data;
+        out->len = b->len;
+        out->hold = task_result_ref(root->result);
+        return 0;
+    }
+    /* "parts", in target order: each must be an array, as per-engine parts
+     * must; then they are made into one below. */
+    const json_t *parts = json_object_get(item_msg(root), "parts");
+    for (size_t i = 0; i < json_array_size(parts) && i < v->n; i++) {
+        nd_ref ref;
+        int rc = value_nd_ref(json_array_get(parts, i), item_blobs(root), &ref, err);
+        if (rc < 0)
+            return -1;
+        if (rc == 0)
+            return ippc_error_set(err, ERR_INVALID, "the value of %s on engine %d is not an array",
+                                  v->name, v->items[i].engine);
+    }
+    return -2;
+}
+
+static int gather_array(const request_view *v, request_array *out, ippc_error *err)
+{
+    if (v->fanout) {
+        int rc = fanout_gather_array(v, out, err);
+        if (rc != -2)
+            return rc;
+    }
+    /* (A fanned-out gather's parts come from its root: value_gather below
+     * says whether they make one array.) */
+    for (size_t i = 0; !v->fanout && i < v->n; i++) {
+        const json_t *part =
+            json_object_get(json_object_get(item_msg(&v->items[i]), "value"), v->name);
+        nd_ref ref;
+        int rc = part ? value_nd_ref(part, item_blobs(&v->items[i]), &ref, err) : 0;
+        if (rc < 0)
+            return -1;
+        if (rc == 0)
+            return ippc_error_set(err, ERR_INVALID, "the value of %s on engine %d is not an array",
+                                  v->name, v->items[i].engine);
+    }
+    ippc_blobs owned;
+    blobs_init(&owned);
+    int bad;
+    const ippc_blobs *blobs = &owned;
+    json_t *skel = gather_skel(v, &owned, &blobs, &bad, err);
+    int rc = -1;
+    int is_nd = skel && blobs == &owned ? value_nd_ref(skel, &owned, &out->ref, err) : -1;
+    if (is_nd == 0)
+        ippc_error_set(err, ERR_INVALID,
+                       "the parts of %s do not make one array (dtypes or trailing shapes "
+                       "differ)",
+                       v->name);
+    if (is_nd == 1) {
+        ippc_blob *b = &owned.items[out->ref.blob];
+        out->owned = b->data ? b->data : malloc(1);
+        out->data = out->owned;
+        out->len = b->len;
+        b->data = NULL; /* now out's */
+        b->len = 0;
+        rc = out->owned ? 0 : ippc_error_set(err, ERR_INTERNAL, "out of memory");
+    }
+    json_decref(skel);
+    blobs_free(&owned);
+    return rc;
+}
+
+int request_view_array(const request_view *v, request_array *out, ippc_error *err)
+{
+    memset(out, 0, sizeof *out);
     if (v->op == HUB_OP_MAP)
         return ippc_error_set(err, ERR_INVALID, "a map's answer is JSON, not one array");
     if (!request_view_done(v))
@@ -770,41 +951,22 @@ int request_view_array(const request_view *v, unsigned char **data, size_t *len,
             return ippc_error_set(
                 err, ERR_INVALID, "engine %d: %s", v->items[i].engine,
                 json_string_value(json_object_get(item_msg(&v->items[i]), "evalue")));
-    ippc_blobs owned;
-    blobs_init(&owned);
-    const ippc_blobs *blobs = NULL;
-    json_t *skel = NULL;
-    if (v->op == HUB_OP_PULL && v->n == 1) {
-        blobs = item_blobs(&v->items[0]);
-        skel =
-            json_incref(json_object_get(json_object_get(item_msg(&v->items[0]), "value"), v->name));
-    } else if (v->op == HUB_OP_GATHER) {
-        int bad;
-        skel = gather_skel(v, &owned, &blobs, &bad, err);
-        if (!skel) {
-            blobs_free(&owned);
-            return -1;
-        }
-    } else {
+    if (v->op == HUB_OP_GATHER)
+        return gather_array(v, out, err);
+    if (v->op != HUB_OP_PULL || v->n != 1)
         return ippc_error_set(err, ERR_INVALID,
                               "raw (application/octet-stream) answers need one target, or a "
                               "gather");
-    }
-    int rc = -1;
-    int is_nd = skel ? value_nd_ref(skel, blobs, ref, err) : 0;
+    const view_item *it = &v->items[0];
+    const json_t *skel = json_object_get(json_object_get(item_msg(it), "value"), v->name);
+    int is_nd = skel ? value_nd_ref(skel, item_blobs(it), &out->ref, err) : 0;
+    if (is_nd < 0)
+        return -1;
     if (is_nd == 0)
-        ippc_error_set(err, ERR_INVALID, "the value is not an array");
-    if (is_nd == 1) {
-        *len = blobs->items[ref->blob].len;
-        *data = malloc(*len ? *len : 1);
-        if (*data) {
-            memcpy(*data, blobs->items[ref->blob].data, *len);
-            rc = 0;
-        } else {
-            ippc_error_set(err, ERR_INTERNAL, "out of memory");
-        }
-    }
-    json_decref(skel);
-    blobs_free(&owned);
-    return rc;
+        return ippc_error_set(err, ERR_INVALID, "the value is not an array");
+    const ippc_blob *b = &item_blobs(it)->items[out->ref.blob];
+    out->data = b->data;
+    out->len = b->len;
+    out->hold = task_result_ref(it->result);
+    return 0;
 }

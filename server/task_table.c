@@ -105,6 +105,9 @@ task_result *task_result_new(json_t *msg, ippc_blobs *blobs)
         r->blobs = *blobs;
         blobs_init(blobs);
     }
+    r->bytes = sizeof *r + json_bytes_estimate(msg) + r->blobs.cap * sizeof *r->blobs.items;
+    for (size_t i = 0; i < r->blobs.count; i++)
+        r->bytes += r->blobs.items[i].len;
     return r;
 }
 
@@ -122,6 +125,51 @@ void task_result_unref(task_result *r)
     json_decref(r->msg);
     blobs_free(&r->blobs);
     free(r);
+}
+
+void task_results_drop(task_result **v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        task_result_unref(v[i]);
+    free(v);
+}
+
+/* The table lets go of r (its reference): no longer counted, dropped by the
+ * owner after unlocking, or now when the list cannot grow. */
+static void result_let_go(task_table *tt, task_result *r)
+{
+    if (!r)
+        return;
+    tt->result_bytes -= r->bytes;
+    if (tt->ndropped == tt->dropped_cap) {
+        size_t cap = tt->dropped_cap ? 2 * tt->dropped_cap : 64;
+        task_result **grown = realloc(tt->dropped, cap * sizeof *grown);
+        if (!grown) {
+            task_result_unref(r);
+            return;
+        }
+        tt->dropped = grown;
+        tt->dropped_cap = cap;
+    }
+    tt->dropped[tt->ndropped++] = r;
+}
+
+/* t's result becomes r (taken; NULL for none), counted. */
+static void result_set(task_table *tt, task *t, task_result *r)
+{
+    result_let_go(tt, t->result);
+    t->result = r;
+    if (r)
+        tt->result_bytes += r->bytes;
+}
+
+task_result **task_table_take_dropped(task_table *tt, size_t *n)
+{
+    task_result **v = tt->dropped;
+    *n = tt->ndropped;
+    tt->dropped = NULL;
+    tt->ndropped = tt->dropped_cap = 0;
+    return v;
 }
 
 /* ------------------------------------------------------------ store records */
@@ -202,25 +250,15 @@ static void dirty_mark(task_table *tt, task *t)
     if (!tt->store || t->dirty)
         return;
     t->dirty = 1;
-    t->dirty_prev = NULL;
-    t->dirty_next = tt->dirty_head;
-    if (tt->dirty_head)
-        tt->dirty_head->dirty_prev = t;
-    tt->dirty_head = t;
+    list_push_front(&tt->dirty, &t->dirty_link);
 }
 
 static void dirty_unlink(task_table *tt, task *t)
 {
     if (!t->dirty)
         return;
-    if (t->dirty_prev)
-        t->dirty_prev->dirty_next = t->dirty_next;
-    else
-        tt->dirty_head = t->dirty_next;
-    if (t->dirty_next)
-        t->dirty_next->dirty_prev = t->dirty_prev;
+    list_remove(&t->dirty_link);
     t->dirty = 0;
-    t->dirty_prev = t->dirty_next = NULL;
 }
 
 task_save *task_table_take_saves(task_table *tt)
@@ -228,8 +266,8 @@ task_save *task_table_take_saves(task_table *tt)
     task_save *list = tt->saves, **tail = &list;
     while (*tail)
         tail = &(*tail)->next;
-    while (tt->dirty_head) {
-        task *t = tt->dirty_head;
+    while (!list_empty(&tt->dirty)) {
+        task *t = list_entry(list_first(&tt->dirty), task, dirty_link);
         dirty_unlink(tt, t);
         task_save *s = save_build(t);
         if (s) {
@@ -247,17 +285,8 @@ static void list_unlink(task_table *tt, task *t)
 {
     if (t->list < 0)
         return;
-    task_list *l = &tt->lists[t->list];
-    if (t->prev)
-        t->prev->next = t->next;
-    else
-        l->head = t->next;
-    if (t->next)
-        t->next->prev = t->prev;
-    else
-        l->tail = t->prev;
-    t->prev = t->next = NULL;
-    l->count--;
+    list_remove(&t->link);
+    tt->lists[t->list].count--;
     t->list = -1;
 }
 
@@ -265,23 +294,26 @@ static void list_link(task_table *tt, task *t, int which, int front)
 {
     list_unlink(tt, t);
     task_list *l = &tt->lists[which];
-    if (front) {
-        t->next = l->head;
-        if (l->head)
-            l->head->prev = t;
-        else
-            l->tail = t;
-        l->head = t;
-    } else {
-        t->prev = l->tail;
-        if (l->tail)
-            l->tail->next = t;
-        else
-            l->head = t;
-        l->tail = t;
-    }
+    if (front)
+        list_push_front(&l->head, &t->link);
+    else
+        list_push_back(&l->head, &t->link);
     l->count++;
     t->list = which;
+}
+
+task *task_list_first(const task_table *tt, int which)
+{
+    list_node *node = list_first(&tt->lists[which].head);
+    return node ? list_entry(node, task, link) : NULL;
+}
+
+task *task_list_next(const task_table *tt, const task *t)
+{
+    if (t->list < 0)
+        return NULL;
+    const list_node *next = t->link.next;
+    return next == &tt->lists[t->list].head ? NULL : list_entry(next, task, link);
 }
 
 static void set_state(task_table *tt, task *t, task_state to)
@@ -304,6 +336,9 @@ void task_table_init(task_table *tt, registry *engines, store *store, events *ev
     tt->engines = engines;
     tt->store = store;
     tt->events = events;
+    for (int k = 0; k < TASK_NLISTS; k++)
+        list_init(&tt->lists[k].head);
+    list_init(&tt->dirty);
 }
 
 static void task_free(task *t)
@@ -330,6 +365,7 @@ void task_table_free(task_table *tt)
         if (tt->by_id.keys[i] && tt->by_id.keys[i] != UINT64_MAX)
             task_free(tt->by_id.values[i]);
     idmap_free(&tt->by_id);
+    task_results_drop(tt->dropped, tt->ndropped);
     task_save *s = tt->saves;
     while (s) {
         task_save *next = s->next;
@@ -360,13 +396,14 @@ static void table_remove(task_table *tt, task *t)
     tt->counts[t->state]--;
     if (t->id > tt->max_gone_id)
         __atomic_store_n(&tt->max_gone_id, t->id, __ATOMIC_RELAXED);
+    result_set(tt, t, NULL);
     task_free(t);
 }
 
 static void evict(task_table *tt)
 {
     while (tt->lists[TASK_LIST_FINISHED].count > tt->keep_finished)
-        table_remove(tt, tt->lists[TASK_LIST_FINISHED].head);
+        table_remove(tt, task_list_first(tt, TASK_LIST_FINISHED));
 }
 
 task *task_new(task_kind kind, json_t *spec, codec_msg *msg)
@@ -456,8 +493,27 @@ void task_ready(task_table *tt, task *t)
     dirty_mark(tt, t);
 }
 
+static double gib(size_t n)
+{
+    return (double)n / (double)((size_t)1 << 30);
+}
+
 int task_start(task_table *tt, task *t, engine *e)
 {
+    size_t bytes = codec_msg_bytes(t->msg);
+    if (bytes > e->max_message) {
+        /* Sent, the engine would close the connection (and lose whatever
+         * else it was doing): it never sees it. */
+        char why[300];
+        snprintf(why, sizeof why,
+                 "the task's message takes %.2f GiB; engine %d accepts at most %.2f GiB in one "
+                 "message (ippc-engine --max-message-mb)",
+                 gib(bytes), e->id, gib(e->max_message));
+        t->engine = e->id;
+        task_finish(tt, t, TASK_FAILED,
+                    task_result_new(codec_synth_result("error", "TooLargeError", why), NULL));
+        return -1;
+    }
     set_state(tt, t, TASK_RUNNING);
     t->engine = e->id;
     clock_iso8601(t->started, sizeof t->started);
@@ -501,10 +557,11 @@ void task_finish(task_table *tt, task *t, task_state to, task_result *result)
     }
     set_state(tt, t, to);
     tt->finished_total++;
-    task_result_unref(t->result);
-    t->result = result
-                    ? result
-                    : task_result_new(codec_synth_result("error", "Internal", "no result"), NULL);
+    t->finish_seq = tt->finished_total;
+    result_set(tt, t,
+               result
+                   ? result
+                   : task_result_new(codec_synth_result("error", "Internal", "no result"), NULL));
     clock_iso8601(t->completed, sizeof t->completed);
     if (t->held)
         list_unlink(tt, t);
@@ -574,13 +631,19 @@ void task_release(task_table *tt, task *t)
     if (t->kind == TASK_DIRECT && t->result &&
         (t->result->blobs.count || json_object_get(t->result->msg, "value"))) {
         task_result *small = outcome_only(t->result);
-        if (small) {
-            task_result_unref(t->result);
-            t->result = small;
-        }
+        if (small)
+            result_set(tt, t, small);
     }
-    list_link(tt, t, TASK_LIST_FINISHED, 0);
+    /* It finished when its request did, before most of what is on the list:
+     * at the front, the first to go. */
+    list_link(tt, t, TASK_LIST_FINISHED, 1);
     evict(tt);
+}
+
+void task_evict(task_table *tt, task *t)
+{
+    assert(task_state_finished(t->state) && !t->held);
+    table_remove(tt, t);
 }
 
 void task_forget(task_table *tt, task *t)

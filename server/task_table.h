@@ -30,9 +30,10 @@
  *
  * Threads: everything but task_result_* and task_saves_commit expects the
  * hub lock held.  Memory: the table owns its tasks; a task is freed by
- * eviction (finished, not held, beyond keep_finished), purge, or
- * task_table_free.  A held task (one a request answers from) is never evicted
- * until released.
+ * eviction (finished, not held, beyond keep_finished or the byte budget that
+ * requests_trim enforces), purge, or task_table_free.  A held task (one a
+ * request answers from) is never evicted until released.  result_bytes
+ * counts what every result in memory costs.
  */
 #ifndef IPPC_TASK_TABLE_H
 #define IPPC_TASK_TABLE_H
@@ -44,6 +45,7 @@
 #include "clock.h"
 #include "engine_codec.h"
 #include "idmap.h"
+#include "list.h"
 #include "value.h"
 #include "waiter.h"
 
@@ -78,17 +80,22 @@ int task_state_finished(task_state s);
 int task_transition_legal(task_kind kind, task_state from, task_state to);
 
 /* An engine's answer (or one the controller made): the result message and
- * its blobs.  Never changed after task_result_new. */
+ * its blobs.  Never changed after task_result_new.  A raw answer serves its
+ * array straight from blobs while it holds a reference. */
 typedef struct task_result {
     int refs; /* atomic */
     json_t *msg;
     ippc_blobs blobs;
+    size_t bytes; /* what keeping it costs: its blobs plus json_bytes_estimate(msg) */
 } task_result;
 
 /* Takes msg, moves blobs in (NULL: none).  NULL on OOM (msg freed). */
 task_result *task_result_new(json_t *msg, ippc_blobs *blobs);
 task_result *task_result_ref(task_result *r);
 void task_result_unref(task_result *r); /* any thread; NULL is fine */
+/* Drops n references collected under the lock (task_table_take_dropped),
+ * and frees v.  Any thread, no lock. */
+void task_results_drop(task_result **v, size_t n);
 
 /* What only a balanced task has (scheduling data, owned with the task). */
 typedef struct task_balanced {
@@ -121,19 +128,20 @@ typedef struct task {
     json_t *spec;
     codec_msg *msg;      /* what is sent; dropped once finished */
     task_result *result; /* NULL until finished */
+    uint64_t finish_seq; /* the table's finished_total when it finished */
     waiter *waiters;
     task_balanced *lb; /* balanced only */
     /* table bookkeeping */
-    int list;
-    struct task *prev, *next;
+    int list; /* which of task_table.lists holds it (link); -1 none */
+    list_node link;
     int dirty;
-    struct task *dirty_prev, *dirty_next;
+    list_node dirty_link; /* in task_table.dirty iff dirty */
 } task;
 
 enum { TASK_LIST_WAITING, TASK_LIST_PENDING, TASK_LIST_RUNNING, TASK_LIST_FINISHED, TASK_NLISTS };
 
 typedef struct task_list {
-    task *head, *tail;
+    list_node head; /* task.link, in the order they came */
     size_t count;
 } task_list;
 
@@ -150,12 +158,21 @@ typedef struct task_table {
      * a dependency above it needs no store lookup. */
     uint64_t max_gone_id;
     size_t keep_finished; /* finished, unheld tasks kept in memory */
+    /* Bytes of every result in memory (task_result.bytes of each task that
+     * has one, held or not): what --keep-results-mb bounds (requests.c
+     * trims). */
+    size_t result_bytes;
+    /* References this table let go of under the lock, dropped by the owner
+     * after unlocking (task_table_take_dropped): freeing array bytes can
+     * take milliseconds. */
+    task_result **dropped;
+    size_t ndropped, dropped_cap;
     struct registry *engines;
     struct store *store;
     struct events *events;
     void (*finished)(void *ctx, task *t); /* told when a task reaches a final state */
     void *ctx;
-    task *dirty_head; /* tasks changed since the last take */
+    list_node dirty;  /* task.dirty_link: tasks changed since the last take */
     task_save *saves; /* records built for tasks freed while dirty */
 } task_table;
 
@@ -164,6 +181,13 @@ void task_table_init(task_table *tt, struct registry *engines, struct store *sto
 /* Frees every task (and drops unsaved records). */
 void task_table_free(task_table *tt);
 task *task_table_get(const task_table *tt, uint64_t id);
+/* The first task of lists[which], or NULL.  Iterating with task_list_next
+ * follows the list a task is in when it is called: save the next one before
+ * moving t to another list, as with any list. */
+task *task_list_first(const task_table *tt, int which);
+/* The task after t in the list that holds t now, or NULL (the end, or t is in
+ * no list). */
+task *task_list_next(const task_table *tt, const task *t);
 
 /* A new task, not in the table yet (id 0): takes spec and the msg
  * reference.  NULL on OOM (both dropped). */
@@ -179,7 +203,9 @@ int task_add(task_table *tt, task *t, task_state initial, uint64_t request_id, s
 /* waiting -> pending (dependencies met). */
 void task_ready(task_table *tt, task *t);
 /* pending -> running on e, and sends it.  0, or -1 if the send failed (the
- * task is then lost: finished). */
+ * task is then lost: finished), or the message is larger than e accepts
+ * (e->max_message: the task fails unsent, TooLargeError, and e is not
+ * disturbed). */
 int task_start(task_table *tt, task *t, struct engine *e);
 /* running -> pending at the front of the queue (balanced retry). */
 void task_requeue(task_table *tt, task *t);
@@ -193,6 +219,12 @@ void task_complete(task_table *tt, task *t, json_t *msg, ippc_blobs *blobs);
 void task_release(task_table *tt, task *t);
 /* Frees a finished, unheld task now (purge). */
 void task_forget(task_table *tt, task *t);
+/* Takes a finished, unheld task out of memory as the bound does (its store
+ * record is still written): the byte budget's eviction. */
+void task_evict(task_table *tt, task *t);
+/* The references let go of since the last call (caller drops them with
+ * task_results_drop after unlocking), *n of them; NULL when none. */
+task_result **task_table_take_dropped(task_table *tt, size_t *n);
 
 /* The task as clients see it, without "result". */
 json_t *task_doc(const task *t);

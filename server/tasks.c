@@ -131,13 +131,12 @@ two_engines:
 /* Settles every waiting task whose dependencies are now decided. */
 static void dependents_check(balancer *b)
 {
-    task_list *waiting = &b->tasks->lists[TASK_LIST_WAITING];
     int changed;
     do {
         changed = 0;
-        task *t = waiting->head;
+        task *t = task_list_first(b->tasks, TASK_LIST_WAITING);
         while (t) {
-            task *next = t->next;
+            task *next = task_list_next(b->tasks, t);
             char why[200];
             int fe;
             dep_verdict v = deps_verdict(b, t, &fe, why, sizeof why);
@@ -168,16 +167,15 @@ static int allowed_on(const task *t, int engine_id)
 
 static void schedule(balancer *b)
 {
-    task_list *pending = &b->tasks->lists[TASK_LIST_PENDING];
     registry *r = b->engines;
-    if (!pending->head)
+    if (!task_list_first(b->tasks, TASK_LIST_PENDING))
         return;
     sched_engine *cands = malloc((r->n_engines ? r->n_engines : 1) * sizeof *cands);
     if (!cands)
         return;
-    task *t = pending->head;
+    task *t = task_list_first(b->tasks, TASK_LIST_PENDING);
     while (t) {
-        task *next = t->next;
+        task *next = task_list_next(b->tasks, t);
         int fe = -1;
         char why[200];
         if (t->lb->n_follow && deps_verdict(b, t, &fe, why, sizeof why) == DEP_FAIL) {
@@ -245,9 +243,9 @@ void tasks_tick(balancer *b, int64_t now)
 {
     const int lists[] = {TASK_LIST_WAITING, TASK_LIST_PENDING, TASK_LIST_RUNNING};
     for (int k = 0; k < 3; k++) {
-        task *t = b->tasks->lists[lists[k]].head;
+        task *t = task_list_first(b->tasks, lists[k]);
         while (t) {
-            task *next = t->next;
+            task *next = task_list_next(b->tasks, t);
             waiters_tick(&t->waiters, now);
             task_balanced *lb = t->lb;
             if (lb && lb->deadline_ms && now >= lb->deadline_ms && !lb->timed_out) {
@@ -297,12 +295,12 @@ void tasks_forget_finished(balancer *b, const char *before)
     idmap_init(&needed);
     const int open_lists[] = {TASK_LIST_WAITING, TASK_LIST_PENDING};
     for (int k = 0; k < 2; k++)
-        for (task *u = b->tasks->lists[open_lists[k]].head; u; u = u->next)
+        for (task *u = task_list_first(b->tasks, open_lists[k]); u; u = task_list_next(b->tasks, u))
             for (size_t i = 0; u->lb && i < u->lb->n_after + u->lb->n_follow; i++)
                 idmap_put(&needed, u->lb->deps[i], u);
-    task *t = b->tasks->lists[TASK_LIST_FINISHED].head;
+    task *t = task_list_first(b->tasks, TASK_LIST_FINISHED);
     while (t) {
-        task *next = t->next;
+        task *next = task_list_next(b->tasks, t);
         if (!t->waiters && !idmap_get(&needed, t->id) &&
             (!before || strcmp(t->completed, before) < 0))
             task_forget(b->tasks, t);

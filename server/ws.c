@@ -38,7 +38,7 @@ struct engine_session {
     int engine_id;   /* -1 until registered */
     atomic_int close_requested;
     char close_reason[128];
-    session *prev, *next;
+    list_node link; /* in ws_server.sessions */
 };
 
 static int engine_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
@@ -94,8 +94,15 @@ static void on_message(session *s, json_t *msg, ippc_blobs *blobs)
     if (s->engine_id >= 0) {
         lws_set_timeout(s->wsi, NO_PENDING_TIMEOUT, 0);
         lwsl_user("engine %d registered\n", id);
-        send_now(s, json_pack("{s:s, s:i, s:i}", "type", "registered", "id", id, "heartbeat_period",
-                              IPPC_HEARTBEAT_PERIOD_MS));
+        /* What this side takes in one message: a result over the whole
+         * budget could never be held. */
+        size_t max = IPPC_MAX_WS_MESSAGE;
+        budget *b = s->server->budget;
+        if (b && b->limit && b->limit < max)
+            max = b->limit;
+        send_now(s, json_pack("{s:s, s:i, s:i, s:I}", "type", "registered", "id", id,
+                              "heartbeat_period", IPPC_HEARTBEAT_PERIOD_MS, "max_message",
+                              (json_int_t)max));
     } else {
         lwsl_warn("engine registration refused: %s\n", err.message);
         send_now(s, json_pack("{s:s, s:s, s:s}", "type", "error", "code", err.code, "message",
@@ -163,10 +170,7 @@ static int engine_callback(struct lws *wsi, enum lws_callback_reasons reason, vo
         ws_outq_init(&s->q);
         ws_reader_init(&s->reader, IPPC_MAX_WS_MESSAGE, &s->in_account);
         lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, ENGINE_REGISTER_TIMEOUT_S);
-        s->next = srv->sessions;
-        if (srv->sessions)
-            srv->sessions->prev = s;
-        srv->sessions = s;
+        list_push_front(&srv->sessions, &s->link);
         atomic_fetch_add(&srv->engine_sockets, 1);
         break;
     case LWS_CALLBACK_RECEIVE: {
@@ -199,12 +203,7 @@ static int engine_callback(struct lws *wsi, enum lws_callback_reasons reason, vo
         s->established = 0;
         if (s->engine_id >= 0)
             hub_engine_closed(srv->h, s->engine_id, "connection closed");
-        if (s->prev)
-            s->prev->next = s->next;
-        else
-            srv->sessions = s->next;
-        if (s->next)
-            s->next->prev = s->prev;
+        list_remove(&s->link);
         ws_outq_destroy(&s->q);
         ws_reader_free(&s->reader);
         budget_account_release(&s->in_account);
@@ -249,12 +248,16 @@ int ws_common_callback(struct lws *wsi, enum lws_callback_reasons reason, void *
             return 0;
         drain_adoptions(srv);
         ws_client_drain_ready(srv);
-        for (session *s = srv->sessions; s; s = s->next)
+        list_for_each(it, &srv->sessions) {
+            session *s = list_entry(it, session, link);
             if (!ws_outq_empty(&s->q) || atomic_load(&s->close_requested))
                 lws_callback_on_writable(s->wsi);
-        for (client_session *c = srv->clients; c; c = c->next)
+        }
+        list_for_each(it, &srv->clients) {
+            client_session *c = list_entry(it, client_session, link);
             if (!ws_outq_empty(&c->q) || atomic_load(&c->close_requested))
                 lws_callback_on_writable(c->wsi);
+        }
         return 0;
     }
     if (reason == LWS_CALLBACK_HTTP) {
@@ -292,6 +295,8 @@ ws_server *ws_start(hub *h, struct events *ev, const ws_config *cfg, ippc_error 
     }
     srv->h = h;
     srv->events = ev;
+    list_init(&srv->sessions);
+    list_init(&srv->clients);
     srv->token = strdup(cfg->token ? cfg->token : "");
     srv->engine_key = strdup(cfg->engine_key ? cfg->engine_key : "");
     srv->budget = cfg->budget;

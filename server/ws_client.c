@@ -39,8 +39,8 @@ struct ws_wait {
     client_session *session; /* NULL once orphaned (under server->wait_lock) */
     call call;               /* what the answer is made of */
     json_t *client_id;
-    ws_wait *prev, *next; /* the session's pending list */
-    ws_wait *ready_next;  /* the server's ready list */
+    list_node link;      /* in the session's waits while session is set */
+    ws_wait *ready_next; /* the server's ready list */
 };
 
 /* ------------------------------------------------------------ sending */
@@ -163,13 +163,7 @@ static void wait_unlink_locked(ws_wait *w)
     client_session *s = w->session;
     if (!s)
         return;
-    if (w->prev)
-        w->prev->next = w->next;
-    else
-        s->waits = w->next;
-    if (w->next)
-        w->next->prev = w->prev;
-    w->prev = w->next = NULL;
+    list_remove(&w->link);
 }
 
 static void wait_free(ws_wait *w)
@@ -201,6 +195,7 @@ static void answer_wait(client_session *s, ws_wait *w)
     int status = 0;
     json_t *body = call_answer(s->server->h, &w->call, &status);
     reply(s, w->client_id, status, body);
+    call_answered(s->server->h, &w->call, status != 202); /* kept for this reply until now */
 }
 
 /* Service thread: answers every wait that woke. */
@@ -224,6 +219,8 @@ void ws_client_drain_ready(ws_server *srv)
         ws_wait *next = ordered->ready_next;
         if (ordered->session)
             answer_wait(ordered->session, ordered);
+        else
+            call_answered(srv->h, &ordered->call, 0); /* its client is gone */
         wait_free(ordered);
         ordered = next;
     }
@@ -244,6 +241,7 @@ static void wait_or_reply(client_session *s, call *c, const json_t *client_id)
 {
     ws_wait *w = calloc(1, sizeof *w);
     if (!w) {
+        call_answered(s->server->h, c, 0);
         call_clear(c);
         ippc_error err;
         ippc_error_set(&err, ERR_INTERNAL, "out of memory");
@@ -257,10 +255,7 @@ static void wait_or_reply(client_session *s, call *c, const json_t *client_id)
     w->client_id = client_id ? json_deep_copy(client_id) : NULL;
     /* Listed before the hub can wake it, so a close in between orphans it. */
     pthread_mutex_lock(&s->server->wait_lock);
-    w->next = s->waits;
-    if (s->waits)
-        s->waits->prev = w;
-    s->waits = w;
+    list_push_front(&s->waits, &w->link);
     pthread_mutex_unlock(&s->server->wait_lock);
     if (call_wait(s->server->h, &w->call, on_wait_wake, NULL, w) != 0) {
         pthread_mutex_lock(&s->server->wait_lock);
@@ -381,6 +376,7 @@ int ws_client_callback(struct lws *wsi, enum lws_callback_reasons reason, void *
         s->established = 1;
         s->wsi = wsi;
         s->server = srv;
+        list_init(&s->waits);
         /* The message cap is the reader's (CLIENT_MAX_MESSAGE); output has
          * no cap of its own (a reply is as big as its REST answer) beyond the
          * slow-consumer limit on events; both draw on the budget. */
@@ -389,10 +385,7 @@ int ws_client_callback(struct lws *wsi, enum lws_callback_reasons reason, void *
         ws_outq_init(&s->q);
         ws_outq_set_account(&s->q, &s->out_account);
         ws_reader_init(&s->reader, CLIENT_MAX_MESSAGE, &s->in_account);
-        s->next = srv->clients;
-        if (srv->clients)
-            srv->clients->prev = s;
-        srv->clients = s;
+        list_push_front(&srv->clients, &s->link);
         events_sink sink = {.conn = s, .send = sink_send, .cut = sink_cut};
         json_t *snap = hub_stream_attach(srv->h, &sink, &s->ec);
         /* The snapshot goes first, ahead of any event queued since. */
@@ -452,16 +445,12 @@ int ws_client_callback(struct lws *wsi, enum lws_callback_reasons reason, void *
         if (s->ec)
             events_client_remove(srv->events, s->ec);
         pthread_mutex_lock(&srv->wait_lock);
-        for (ws_wait *w = s->waits; w; w = w->next)
-            w->session = NULL;
-        s->waits = NULL;
+        list_for_each_safe(it, &s->waits) {
+            list_remove(it);
+            list_entry(it, ws_wait, link)->session = NULL;
+        }
         pthread_mutex_unlock(&srv->wait_lock);
-        if (s->prev)
-            s->prev->next = s->next;
-        else
-            srv->clients = s->next;
-        if (s->next)
-            s->next->prev = s->prev;
+        list_remove(&s->link);
         ws_outq_destroy(&s->q);
         ws_reader_free(&s->reader);
         budget_account_release(&s->in_account);

@@ -9,6 +9,7 @@
 #include <libwebsockets.h>
 
 #include "hub.h"
+#include "list.h"
 #include "ws.h"
 #include "wsguard.h"
 
@@ -31,8 +32,8 @@ typedef struct client_session {
     atomic_int close_requested;
     int close_code;
     char close_reason[64];
-    ws_wait *waits; /* pending blocking ops (under server->wait_lock) */
-    struct client_session *prev, *next;
+    list_node waits; /* ws_wait.link: pending blocking ops (under server->wait_lock) */
+    list_node link;  /* in ws_server.clients */
 } client_session;
 
 typedef struct engine_session engine_session;
@@ -52,8 +53,8 @@ struct ws_server {
     pthread_mutex_t adopt_lock;
     int adopt_fds[ADOPT_MAX];
     int n_adopt;
-    engine_session *sessions;
-    client_session *clients;
+    list_node sessions;        /* engine_session.link */
+    list_node clients;         /* client_session.link */
     pthread_mutex_t wait_lock; /* ws_wait.session, client_session.waits, ready */
     ws_wait *ready;
     lws_sorted_usec_list_t tick;

@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "hub.h"
+#include "list.h"
 
 /* ------------------------------------------------------------ scanning */
 
@@ -183,7 +184,8 @@ struct gconn {
     int lingering;       /* everything is sent: reading the client until it ends */
     int64_t deadline_ms; /* for refusing and lingering; 0: none */
     int dead;
-    gconn *prev, *next;
+    gconn *next;    /* in wsguard.incoming */
+    list_node link; /* in wsguard.conns, once taken from incoming */
 };
 
 struct wsguard {
@@ -193,7 +195,7 @@ struct wsguard {
     atomic_size_t count;
     pthread_mutex_t lock; /* incoming */
     gconn *incoming;
-    gconn *conns; /* the relay thread's */
+    list_node conns; /* gconn.link; the relay thread's */
 };
 
 static size_t room(const dirbuf *d)
@@ -428,19 +430,13 @@ static void write_client(wsguard *g, gconn *c, int64_t now)
 
 static void conn_free_dead(wsguard *g)
 {
-    for (gconn *c = g->conns; c;) {
-        gconn *next = c->next;
+    list_for_each_safe(it, &g->conns) {
+        gconn *c = list_entry(it, gconn, link);
         if (c->dead) {
-            if (c->prev)
-                c->prev->next = c->next;
-            else
-                g->conns = c->next;
-            if (c->next)
-                c->next->prev = c->prev;
+            list_remove(&c->link);
             free(c);
             atomic_fetch_sub(&g->count, 1);
         }
-        c = next;
     }
 }
 
@@ -456,11 +452,8 @@ static void take_incoming(wsguard *g)
     while (in) {
         gconn *c = in;
         in = in->next;
-        c->prev = NULL;
-        c->next = g->conns;
-        if (g->conns)
-            g->conns->prev = c;
-        g->conns = c;
+        c->next = NULL;
+        list_push_front(&g->conns, &c->link);
         update_interest(g, c);
     }
 }
@@ -504,9 +497,11 @@ static void *relay_main(void *arg)
             update_interest(g, c);
         }
         if (now >= next_check) {
-            for (gconn *c = g->conns; c; c = c->next)
+            list_for_each(it, &g->conns) {
+                gconn *c = list_entry(it, gconn, link);
                 if (!c->dead && c->deadline_ms && now >= c->deadline_ms)
                     conn_kill(g, c);
+            }
             next_check = now + 100;
         }
         conn_free_dead(g);
@@ -522,6 +517,7 @@ wsguard *wsguard_start(ippc_error *err)
         return NULL;
     }
     pthread_mutex_init(&g->lock, NULL);
+    list_init(&g->conns);
     g->epfd = epoll_create1(EPOLL_CLOEXEC);
     g->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};
@@ -586,8 +582,8 @@ void wsguard_stop(wsguard *g)
     (void)rc;
     pthread_join(g->thread, NULL);
     take_incoming(g);
-    for (gconn *c = g->conns; c; c = c->next)
-        conn_kill(g, c);
+    list_for_each(it, &g->conns)
+        conn_kill(g, list_entry(it, gconn, link));
     conn_free_dead(g);
     close(g->epfd);
     close(g->wake_fd);

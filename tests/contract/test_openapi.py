@@ -934,6 +934,16 @@ def live_checks(spec, checks):
         case("GET /requests/{id} 404", "GET", "/api/v1/requests/{id}", "/api/v1/requests/123456789",
              status=404)
 
+        def request_gone():
+            # A blocking pull is released once answered: its id is 410 gone.
+            r = api.get("/api/v1/views/all/vars/cx")
+            b = conforms(spec, r, "GET", V + "vars/{name}", "GET vars (blocking)")
+            r = api.get("/api/v1/requests/%s" % b["request"])
+            b = conforms(spec, r, "GET", "/api/v1/requests/{id}", "GET /requests/{released id}")
+            harness.check(r.status == 410 and b["error"]["code"] == "gone"
+                          and "delivered" in b["error"]["message"], "410 gone: %r" % r)
+        checks.run("contract GET /requests/{id} 410", request_gone)
+
         def request_format():
             r = api.post("/api/v1/views/all/pull?block=false", {"names": ["cx"]})
             b = conforms(spec, r, "POST", V + "pull", "pull?block=false")

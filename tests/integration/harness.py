@@ -380,12 +380,14 @@ class Cluster:
     jobs=[4, 1] starts a 4-rank job, waits for it, then a 1-rank job: ids
     0..3 are the first job's ranks, id 4 the singleton."""
 
-    def __init__(self, n=4, profile="itest", mpiexec_args=(), controller_args=(), jobs=None):
+    def __init__(self, n=4, profile="itest", mpiexec_args=(), controller_args=(), jobs=None,
+                 engine_args=()):
         self.jobs = list(jobs) if jobs is not None else [n]  # [] = controller only
         self.n = sum(self.jobs)
         self.profile = profile
         self.mpiexec_args = list(mpiexec_args)
         self.controller_args = list(controller_args)
+        self.engine_args = list(engine_args)  # after ippc-engine --file FILE
         self.dir = tempfile.mkdtemp(prefix="ippc-itest-")
         self.tracker = ProcessTracker(self.dir)
         self.controller = None
@@ -455,7 +457,8 @@ class Cluster:
         live = []
         for size in self.jobs:
             p = subprocess.Popen(
-                [MPIEXEC] + self.mpiexec_args + ["-n", str(size), ENGINE, "--file", engine_file],
+                [MPIEXEC] + self.mpiexec_args + ["-n", str(size), ENGINE, "--file", engine_file]
+                + self.engine_args,
                 env=self.env(), cwd=self.dir, stdin=subprocess.DEVNULL,
                 stdout=self.log("engines.log"), stderr=subprocess.STDOUT,
                 start_new_session=True)
@@ -684,7 +687,8 @@ def start_engine_job(cluster, size, timeout=START_TIMEOUT):
     before = {e["id"] for e in cluster.api.engines()}
     engine_file = os.path.join(cluster.security_dir, "ippc-engine.json")
     p = subprocess.Popen(
-        [MPIEXEC] + cluster.mpiexec_args + ["-n", str(size), ENGINE, "--file", engine_file],
+        [MPIEXEC] + cluster.mpiexec_args + ["-n", str(size), ENGINE, "--file", engine_file]
+        + cluster.engine_args,
         env=cluster.env(), cwd=cluster.dir, stdin=subprocess.DEVNULL,
         stdout=cluster.log("engines.log"), stderr=subprocess.STDOUT, start_new_session=True)
     cluster.mpiexecs.append(p)

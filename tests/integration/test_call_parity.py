@@ -318,6 +318,9 @@ def cases(c, ids, fixtures):
         Case("request wait 'soon'", "request", ABSENT, {"request": rid_done},
              {"wait": "soon"}, 400),
         Case("request unknown", "request", ABSENT, {"request": 999999999}, status=404),
+        Case("request of a blocking pull, released once answered", "request", ABSENT,
+             {"request": fixtures["rid_released"]}, status=410,
+             post=message_has("delivered and released")),
         Case("request 0", "request", ABSENT, {"request": 0}, status=404),
         Case("request 'x' (not an id)", "request", ABSENT, {"request": "x"}, status=400,
              ws_only=True),
@@ -393,13 +396,19 @@ def make_fixtures(c, ids):
                 "function cp_arr(x) return nd.array({x, x}) end "
                 "function cp_slowsq(x) local t = mpi.wtime(); "
                 "while mpi.wtime() - t < 0.3 do end return x * x end"}), 200, "functions")
-    done = expect(api.post(view("all", "pull"), {"names": ["cp_a"]}), 200, "a pull")
+    # A blocking pull is released once its answer is given (its id is then
+    # 410 gone): the pull read again later is a non-blocking one.
+    released = expect(api.post(view("all", "pull"), {"names": ["cp_a"]}), 200, "a pull")
+    done = expect(api.post(view("all", "pull") + "?block=false", {"names": ["cp_a"]}),
+                  (200, 202), "a non-blocking pull")
+    expect(api.get("/api/v1/requests/%d?wait=60" % done["request"]), 200, "the pull")
     tp = expect(api.post(view("all", "pull") + "?format=typed&block=false", {"names": ["cp_a"]}),
                 (200, 202), "a typed pull")
     expect(api.get("/api/v1/requests/%d?wait=60" % tp["request"]), 200, "the typed pull")
     t = expect(api.post("/api/v1/tasks?block=true&timeout=60", {"code": "return cp_a"}), 200,
                "a task returning an array")
-    return {"rid_done": done["request"], "rid_typed": tp["request"], "tid_array": t["id"]}
+    return {"rid_done": done["request"], "rid_typed": tp["request"], "tid_array": t["id"],
+            "rid_released": released["request"]}
 
 
 def test_call_parity(c):

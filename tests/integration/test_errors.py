@@ -105,17 +105,25 @@ def test_unknown_routes(c):
 
 
 def test_payload_too_large(_):
-    """A body over --max-body-mb is 413 payload_too_large, and the controller
-    keeps serving.  Own controller (no engines needed)."""
-    c = Cluster(jobs=[], profile="limits", controller_args=["--max-body-mb", "1"])
+    """A JSON body over --max-body-mb and a raw array body over --max-raw-mb
+    are 413 payload_too_large, naming the option; a raw body over
+    --max-body-mb but within --max-raw-mb is taken.  The controller keeps
+    serving.  Own controller (no engines needed)."""
+    c = Cluster(jobs=[], profile="limits",
+                controller_args=["--max-body-mb", "1", "--max-raw-mb", "2"])
     try:
         c.start()
         big = "x" * (2 << 20)
         r = c.api.post(view("all", "execute"), {"code": "-- " + big})
-        expect_error(r, 413, "payload_too_large", "2 MiB body with --max-body-mb 1")
+        err = expect_error(r, 413, "payload_too_large", "2 MiB body with --max-body-mb 1")
+        check("--max-body-mb" in err["message"], "the 413 names --max-body-mb: %r" % r)
         r = c.api.call("PUT", view("all", "vars/big"), raw=b"0" * (3 << 20),
                        headers={"Content-Type": "application/octet-stream"})
-        expect_error(r, 413, "payload_too_large", "3 MiB raw body with --max-body-mb 1")
+        err = expect_error(r, 413, "payload_too_large", "3 MiB raw body with --max-raw-mb 2")
+        check("--max-raw-mb" in err["message"], "the 413 names --max-raw-mb: %r" % r)
+        r = c.api.call("PUT", view("all", "vars/big"), raw=b"0" * (3 << 19),
+                       headers={"Content-Type": "application/octet-stream"})
+        expect_error(r, 422, "no_engines", "a 1.5 MiB raw body passes --max-body-mb 1")
         info = expect(c.api.get("/api/v1/info"), 200, "info after 413s")
         check(info.get("engines") == 0, "no engines: %s" % info)
         expect_error(c.api.post(view("all", "execute"), {"code": "return 1"}), 422, "no_engines",

@@ -129,7 +129,7 @@ static void test_threads_balance(void **state)
     for (int i = 0; i < 4; i++) {
         budget_account_init(&a[i], &b, 0);
         w[i] = (worker_arg){.a = &a[i]};
-        pthread_create(&t[i], NULL, worker, &w[i]);
+        assert_int_equal(pthread_create(&t[i], NULL, worker, &w[i]), 0);
     }
     for (int i = 0; i < 4; i++)
         pthread_join(t[i], NULL);

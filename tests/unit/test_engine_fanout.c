@@ -151,17 +151,19 @@ static const char *str(const json_t *res, const char *key)
     return s ? s : "";
 }
 
-/* Checks a result's status (and, for failures, ename and a piece of evalue). */
-#define CHECK_RESULT(res, status, ename, needle)                                                   \
-    do {                                                                                           \
-        const json_t *res_ = (res);                                                                \
-        CHECK(strcmp(str(res_, "status"), status) == 0 &&                                          \
-                  (!(ename) || strcmp(str(res_, "ename"), (ename) ? (ename) : "") == 0) &&         \
-                  (!(needle) || strstr(str(res_, "evalue"), (needle) ? (needle) : "")),            \
-              "want %s %s '%s', got %s %s: %s", status, (ename) ? (ename) : "",                    \
-              (needle) ? (needle) : "", str(res_, "status"), str(res_, "ename"),                   \
-              str(res_, "evalue"));                                                                \
-    } while (0)
+/* Checks a result's status (and, for failures, ename and a piece of evalue;
+ * NULL: any); a mismatch is noted against the caller's line. */
+static void check_result(int line, const json_t *res, const char *status, const char *ename,
+                         const char *needle)
+{
+    if (strcmp(str(res, "status"), status) == 0 &&
+        (!ename || strcmp(str(res, "ename"), ename) == 0) &&
+        (!needle || strstr(str(res, "evalue"), needle)))
+        return;
+    note(line, "want %s %s '%s', got %s %s: %s", status, ename ? ename : "", needle ? needle : "",
+         str(res, "status"), str(res, "ename"), str(res, "evalue"));
+}
+#define CHECK_RESULT(res, status, ename, needle) check_result(__LINE__, res, status, ename, needle)
 
 /* Runs Lua code that must succeed (it asserts what this rank holds). */
 #define LUA_CHECK(...)                                                                             \
@@ -180,7 +182,8 @@ static const char *str(const json_t *res, const char *key)
 static long push_blob(ippc_blobs *b, nd_dtype dtype, size_t count, double base)
 {
     size_t es = nd_dtype_size(dtype);
-    unsigned char *p = malloc(count * es > 0 ? count * es : 1);
+    void *p = malloc(count * es > 0 ? count * es : 1);
+    assert_non_null(p);
     for (size_t i = 0; i < count; i++) {
         double v = (double)i + base;
         switch (dtype) {
@@ -188,7 +191,7 @@ static long push_blob(ippc_blobs *b, nd_dtype dtype, size_t count, double base)
         case ND_FLOAT32: ((float *)p)[i] = (float)v; break;
         case ND_INT64: ((int64_t *)p)[i] = (int64_t)v; break;
         case ND_INT32: ((int32_t *)p)[i] = (int32_t)v; break;
-        default: p[i] = (unsigned char)v; break;
+        default: ((unsigned char *)p)[i] = (unsigned char)v; break;
         }
     }
     return blobs_push(b, p, count * es);
@@ -426,8 +429,8 @@ static void check_nonroot_gather(const json_t *res)
 }
 
 /* The array placeholder at v: dtype, shape (up to 2 dims), the blob. */
-static const unsigned char *array_at(const json_t *v, const ippc_blobs *blobs, const char *dtype,
-                                     size_t d0, size_t d1)
+static const void *array_at(const json_t *v, const ippc_blobs *blobs, const char *dtype, size_t d0,
+                            size_t d1)
 {
     nd_ref ref;
     ippc_error err;
@@ -453,8 +456,8 @@ static void test_gather_concat(void **state)
     if (rank == 1) {
         CHECK_RESULT(res, "ok", NULL, NULL);
         CHECK(!json_object_get(res, "parts"), "concatenated, not parts");
-        const double *d = (const double *)array_at(
-            json_object_get(json_object_get(res, "value"), "g"), &out, "float64", 10, 0);
+        const double *d =
+            array_at(json_object_get(json_object_get(res, "value"), "g"), &out, "float64", 10, 0);
         static const double want[10] = {0, 10, 11, 20, 21, 22, 30, 31, 32, 33};
         for (int i = 0; d && i < 10; i++)
             CHECK(d[i] == want[i], "g[%d] = %g, want %g", i, d[i], want[i]);
@@ -473,8 +476,8 @@ static void test_gather_concat(void **state)
     res = gather("g2", 0, &out);
     if (rank == 0) {
         CHECK_RESULT(res, "ok", NULL, NULL);
-        const int32_t *d = (const int32_t *)array_at(
-            json_object_get(json_object_get(res, "value"), "g2"), &out, "int32", 12, 2);
+        const int32_t *d =
+            array_at(json_object_get(json_object_get(res, "value"), "g2"), &out, "int32", 12, 2);
         /* rank 2's rows are the columns of [[20 21 22] [23 24 25]]: 20 23, 21 24, 22 25 */
         static const int32_t want[24] = {0,  1,  2,  3,  4,  5,  10, 11, 12, 13, 14, 15,
                                          20, 23, 21, 24, 22, 25, 30, 31, 32, 33, 34, 35};
@@ -506,7 +509,7 @@ static void test_gather_parts(void **state)
         json_t *parts = json_object_get(res, "parts");
         CHECK(json_array_size(parts) == NRANKS && !json_object_get(res, "value"),
               "want 4 parts and no value: %s", json_dumps(res, JSON_COMPACT));
-        const double *a = (const double *)array_at(json_array_get(parts, 0), &out, "float64", 2, 0);
+        const double *a = array_at(json_array_get(parts, 0), &out, "float64", 2, 0);
         CHECK(a && a[1] == 1.0, "part 0");
         CHECK(json_integer_value(json_object_get(json_array_get(parts, 1), "x")) == 1, "part 1");
         CHECK(strcmp(json_string_value(json_array_get(parts, 2))
@@ -514,7 +517,7 @@ static void test_gather_parts(void **state)
                          : "",
                      "str") == 0,
               "part 2");
-        const int64_t *b = (const int64_t *)array_at(json_array_get(parts, 3), &out, "int64", 3, 0);
+        const int64_t *b = array_at(json_array_get(parts, 3), &out, "int64", 3, 0);
         CHECK(b && b[2] == 9, "part 3");
         CHECK(out.count == 2, "two blobs, got %zu", out.count);
     } else {

@@ -270,7 +270,7 @@ static void test_push_pull_nd(void **state)
     blobs_init(&out);
     int64_t *ints = malloc(4 * sizeof *ints);
     for (int i = 0; i < 4; i++)
-        ints[i] = 10 * i;
+        ints[i] = (int64_t)10 * i;
     float *fl = malloc(6 * sizeof *fl);
     for (int i = 0; i < 6; i++)
         fl[i] = 0.5f * (float)i;
@@ -324,7 +324,9 @@ static void test_push_pull_nd(void **state)
     json_decref(task);
     assert_status(res, "ok");
     assert_int_equal(out.count, 1);
-    assert_true(((double *)out.items[0].data)[2] == 1.0);
+    double last;
+    memcpy(&last, out.items[0].data + 2 * sizeof last, sizeof last);
+    assert_true(last == 1.0);
     json_decref(res);
     blobs_free(&out);
 

@@ -43,21 +43,11 @@ static void test_status_table(void **state)
         const char *code;
         int status;
     } expected[] = {
-        {"bad_request", 400},
-        {"bad_targets", 400},
-        {"unauthorized", 401},
-        {"not_found", 404},
-        {"method_not_allowed", 405},
-        {"request_timeout", 408},
-        {"conflict", 409},
-        {"payload_too_large", 413},
-        {"uri_too_long", 414},
-        {"headers_too_large", 431},
-        {"overloaded", 503},
-        {"unsupported_media", 415},
-        {"invalid_value", 422},
-        {"no_engines", 422},
-        {"unavailable", 503},
+        {"bad_request", 400},       {"bad_targets", 400},        {"unauthorized", 401},
+        {"not_found", 404},         {"method_not_allowed", 405}, {"request_timeout", 408},
+        {"conflict", 409},          {"payload_too_large", 413},  {"uri_too_long", 414},
+        {"headers_too_large", 431}, {"overloaded", 503},         {"unsupported_media", 415},
+        {"invalid_value", 422},     {"no_engines", 422},         {"unavailable", 503},
         {"internal", 500},
     };
     for (size_t i = 0; i < sizeof expected / sizeof expected[0]; i++)

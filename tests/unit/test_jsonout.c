@@ -375,8 +375,10 @@ static void test_reals_shortest_random(void **state)
     }
     /* Integers held as reals, around 2^53. */
     double v = 9007199254740992.0 - 64;
-    for (int i = 0; i < 128; i++, v = nextafter(v, INFINITY))
+    for (int i = 0; i < 128; i++) {
         check_real_shortest(v);
+        v = nextafter(v, INFINITY);
+    }
 }
 
 static void test_reals_not_finite(void **state)
@@ -475,7 +477,7 @@ static void test_dumpf(void **state)
     json_t *scalar = json_integer(1);
     assert_int_equal(jsonout_dumpf(scalar, f, 0), -1);
     json_decref(scalar);
-    fclose(f);
+    assert_int_equal(fclose(f), 0);
     json_decref(v);
 }
 

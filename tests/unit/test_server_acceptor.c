@@ -387,7 +387,7 @@ static void check_answer(const char *request, int status)
     body += 4;
     const char *cl = strstr(out, "Content-Length: ");
     assert_non_null(cl);
-    assert_int_equal(atoi(cl + 16), (int)strlen(body));
+    assert_int_equal(strtol(cl + 16, NULL, 10), (long)strlen(body));
     json_error_t jerr;
     json_t *doc = json_loads(body, 0, &jerr);
     assert_non_null(doc);

@@ -207,7 +207,7 @@ static void test_tree_stays_charged(void **state)
     assert_int_equal(decode_json_metered(&w.job, NULL), 0);
     assert_int_equal(json_array_size(w.job.value), 100000);
     /* a json_t per number, plus the list's table */
-    assert_true(w.job.peak >= 100000 * 24);
+    assert_true(w.job.peak >= (size_t)100000 * 24);
     assert_true(budget_account_held(&account) >= w.job.peak);
     json_decref(w.job.value);
     w.job.value = NULL;
@@ -257,7 +257,7 @@ static void test_stop_with_jobs_queued(void **state)
         decode_pool_submit(p, &queued[i].job);
     }
     pthread_t stopper;
-    pthread_create(&stopper, NULL, stop_pool, p);
+    assert_int_equal(pthread_create(&stopper, NULL, stop_pool, p), 0);
     for (int i = 0; i < 3; i++) {
         job_wait(&queued[i]);
         assert_true(queued[i].job.failed);

@@ -407,15 +407,27 @@ static void test_gather_answers_from_the_root(void **state)
     assert_string_equal(status_of(a), "ok");
     expect_json(json_object_get(a, "result"), "[1,2,3,4,5,6]");
     json_decref(a);
-    /* The raw answer is the root's bytes. */
-    unsigned char *data = NULL;
-    size_t len = 0;
-    nd_ref ref;
+    /* The raw answer is the root's bytes, held, not copied. */
+    hub_array arr;
     ippc_error err = {{0}, {0}};
-    assert_int_equal(hub_request_array(f->h, id, &data, &len, &ref, &err), 0);
-    assert_int_equal(len, 48);
-    assert_memory_equal(data, v, 48);
-    free(data);
+    assert_int_equal(hub_request_array(f->h, id, &arr, &err), 1);
+    assert_int_equal(arr.len, 48);
+    assert_memory_equal(arr.data, v, 48);
+    assert_non_null(arr.hold_);
+    assert_null(arr.owned_);
+    hub_array_release(&arr);
+
+    /* "parts" of one dtype: the raw answer is made of them. */
+    id = submit(f, HUB_OP_GATHER, "1,3", NULL, "g");
+    ok_result(f, 3, NULL, NULL);
+    blobs_init(&blobs);
+    json_t *q0 = int64_placeholder(&blobs, v, 2);
+    json_t *q1 = int64_placeholder(&blobs, v + 2, 4);
+    ok_result(f, 1, json_pack("{s:[o, o]}", "parts", q0, q1), &blobs);
+    assert_int_equal(hub_request_array(f->h, id, &arr, &err), 1);
+    assert_int_equal(arr.len, 48);
+    assert_memory_equal(arr.data, v, 48);
+    hub_array_release(&arr);
 
     /* "parts": the root's answer of values that do not make one array. */
     id = submit(f, HUB_OP_GATHER, "0,2", NULL, "g");
@@ -440,7 +452,7 @@ static void test_gather_answers_from_the_root(void **state)
     assert_true(json_is_null(json_object_get(a, "result")));
     assert_int_equal(json_array_size(json_object_get(a, "errors")), 4);
     json_decref(a);
-    assert_int_equal(fanout_count(f, "gather"), 3);
+    assert_int_equal(fanout_count(f, "gather"), 4);
 }
 
 /* A gather's size is not known before it runs: it fans out when the size the

@@ -769,7 +769,7 @@ static void test_scatter_typed_floats(void **state)
     assert_int_equal(f->links[1].n, 0);
     assert_int_equal(f->links[3].n, 0);
     for (int i = 0; i < 2; i++) {
-        wire_msg *w = last_msg(&f->links[2 * i]);
+        wire_msg *w = last_msg(&f->links[(size_t)2 * i]);
         json_t *skel = json_object_get(json_object_get(w->msg, "ns"), "x");
         ippc_error err = {{0}, {0}};
         json_t *client = value_to_client(skel, &w->blobs, VALUE_FORMAT_LIST, &err);
@@ -892,7 +892,7 @@ static void answer_pull_a(fixture *f, int i)
 {
     ippc_blobs blobs;
     blobs_init(&blobs);
-    const int64_t v[3] = {i * 10, i * 10 + 1, i * 10 + 2};
+    const int64_t v[3] = {(int64_t)i * 10, (int64_t)i * 10 + 1, (int64_t)i * 10 + 2};
     json_t *skel = int64_array(&blobs, v, 3);
     result_from(f->h, i, task_of(&f->links[i]),
                 json_pack("{s:s, s:s, s:{s:o}}", "status", "ok", "stdout", "", "value", "a", skel),

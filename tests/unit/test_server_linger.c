@@ -94,7 +94,7 @@ static void test_byte_limit(void **state)
 {
     (void)state;
     ippc_error err;
-    linger *l = linger_start(64 * 1024, &err);
+    linger *l = linger_start((size_t)64 * 1024, &err);
     int fds[2];
     pair(fds);
     linger_add(l, fds[0]);

@@ -34,7 +34,7 @@ static void test_grows(void **state)
     assert_int_equal(count_lines(text), 5000);
     assert_non_null(strstr(text, "line_4999{"));
     free(text);
-    assert_null(m.buf); /* taken: the buffer is empty again */
+    assert_null(m.data); /* taken: the buffer is empty again */
     text = metrics_take(&m, &len);
     assert_int_equal(len, 0);
     assert_string_equal(text, "");

@@ -2,7 +2,10 @@
  * registry (fake engine links): a direct-view request's tasks are direct
  * task records it holds; views taken under the lock render later, even
  * after the request finished or was forgotten; forgotten requests release
- * their tasks to the table; map requests answer from their chunk tasks. */
+ * their tasks to the table; map requests answer from their chunk tasks;
+ * what is kept stays within the byte budget, oldest finished first, counted
+ * byte for byte; pinned requests wait for their answer; forgotten ids say
+ * why (410 gone); raw answers hold the engine's bytes, never a copy. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -41,7 +44,7 @@ static int setup_kept(void **state, size_t kept)
     task_table_init(&f->tt, &f->reg, NULL, NULL, 100);
     f->tt.finished = on_finished;
     f->tt.ctx = f;
-    requests_init(&f->rq, &f->tt, &f->reg, kept);
+    requests_init(&f->rq, &f->tt, &f->reg, kept, 0);
     for (int rank = 0; rank < 2; rank++) {
         json_t *msg = register_msg(FAKE_ENGINE_KEY, "job", rank, 2);
         hub_engine_link link = link_of(&f->links[rank]);
@@ -168,7 +171,12 @@ static void test_view_outlives_request(void **state)
     uint64_t second = submit(f, HUB_OP_EXECUTE, "{\"code\": \"x\"}", NULL);
     answer(f, 0, NULL);
     answer(f, 1, NULL);
+    assert_non_null(requests_get(&f->rq, first)); /* until the trim */
+    requests_trim(&f->rq);
     assert_null(requests_get(&f->rq, first));
+    assert_null(requests_view(&f->rq, first, &err));
+    assert_string_equal(err.code, ERR_GONE);
+    assert_non_null(strstr(err.message, "last 1 finished"));
     assert_non_null(requests_get(&f->rq, second));
     json_t *a = render(v, 1);
     json_t *want = json_pack("[i, i]", 1, 2);
@@ -183,39 +191,206 @@ static void test_view_outlives_request(void **state)
     assert_null(json_object_get(t->result->msg, "value"));
 }
 
-/* The one array of a pull of one target, copied out of the view. */
-static void test_view_array(void **state)
+/* A pull of one target answered by engine 0 with an int64 array of n
+ * elements 0, 1, ... (or, as_list, a JSON list); the request id. */
+static uint64_t pull_array(fixture *f, const char *name, size_t n, int as_list, int blocking)
 {
-    fixture *f = *state;
     json_t *body = json_object();
-    hub_call c = {.op = HUB_OP_PULL, .targets = "0", .body = body, .name = "a"};
+    hub_call c = {
+        .op = HUB_OP_PULL, .targets = "0", .body = body, .name = name, .blocking = blocking};
     ippc_error err = {{0}, {0}};
     codec_msg *m = codec_view_call(&c, &err);
     const int target = 0;
     uint64_t id = requests_submit(&f->rq, &c, &target, 1, &m, 1, NULL, &err);
+    assert_true(id > 0);
     codec_msg_unref(m);
     json_decref(body);
     ippc_blobs blobs;
     blobs_init(&blobs);
-    int64_t *data = malloc(16);
-    data[0] = 5;
-    data[1] = 6;
-    blobs_push(&blobs, (unsigned char *)data, 16);
+    json_t *value;
+    if (as_list) {
+        value = json_array();
+        for (size_t i = 0; i < n; i++)
+            json_array_append_new(value, json_integer((json_int_t)i));
+    } else {
+        int64_t *data = malloc(n * sizeof *data);
+        for (size_t i = 0; i < n; i++)
+            data[i] = (int64_t)i;
+        blobs_push(&blobs, (unsigned char *)data, n * sizeof *data);
+        value = value_nd_placeholder(ND_INT64, 1, (size_t[]){n}, 0);
+    }
     task *t = requests_get(&f->rq, id)->tasks[0];
-    task_complete(&f->tt, t,
-                  json_pack("{s:s, s:s, s:{s:o}}", "type", "result", "status", "ok", "value", "a",
-                            value_nd_placeholder(ND_INT64, 1, (size_t[]){2}, 0)),
-                  &blobs);
+    task_complete(
+        &f->tt, t,
+        json_pack("{s:s, s:s, s:{s:o}}", "type", "result", "status", "ok", "value", name, value),
+        &blobs);
+    return id;
+}
+
+/* The one array of a pull of one target: the view points into the engine's
+ * result blob (no copy) and holds it after the request is gone. */
+static void test_view_array(void **state)
+{
+    fixture *f = *state;
+    uint64_t id = pull_array(f, "a", 2, 0, 0);
+    const unsigned char *blob = requests_get(&f->rq, id)->tasks[0]->result->blobs.items[0].data;
+    ippc_error err = {{0}, {0}};
     request_view *v = requests_view(&f->rq, id, &err);
-    unsigned char *out = NULL;
-    size_t len = 0;
-    nd_ref ref;
-    assert_int_equal(request_view_array(v, &out, &len, &ref, &err), 0);
-    assert_int_equal(len, 16);
-    assert_int_equal(((int64_t *)out)[1], 6);
-    assert_int_equal(ref.dtype, ND_INT64);
-    free(out);
+    request_array a;
+    assert_int_equal(request_view_array(v, &a, &err), 0);
     request_view_free(v);
+    assert_int_equal(a.len, 16);
+    assert_ptr_equal(a.data, blob); /* the engine's bytes themselves */
+    assert_int_equal(a.ref.dtype, ND_INT64);
+    assert_non_null(a.hold);
+    /* The request is forgotten and its task keeps its outcome only: the
+     * bytes live on in the answer's reference. */
+    f->rq.max_kept = 1;
+    pull_array(f, "b", 1, 0, 0);
+    requests_trim(&f->rq);
+    assert_null(requests_get(&f->rq, id));
+    assert_int_equal(((const int64_t *)a.data)[1], 1);
+    request_array_release(&a);
+    assert_null(a.hold);
+
+    /* Not an array: a clear error, nothing held. */
+    uint64_t listed = pull_array(f, "l", 3, 1, 0);
+    v = requests_view(&f->rq, listed, &err);
+    assert_int_equal(request_view_array(v, &a, &err), -1);
+    assert_string_equal(err.code, ERR_INVALID);
+    assert_null(a.hold);
+    request_view_free(v);
+}
+
+/* A gather's parts become one buffer the answer owns; parts that are not
+ * arrays are refused before any list is built. */
+static void test_view_array_gather(void **state)
+{
+    fixture *f = *state;
+    json_t *body = json_object();
+    hub_call c = {.op = HUB_OP_GATHER, .targets = "all", .body = body, .name = "g"};
+    ippc_error err = {{0}, {0}};
+    codec_msg *m = codec_view_call(&c, &err);
+    const int targets[2] = {0, 1};
+    uint64_t id = requests_submit(&f->rq, &c, targets, 2, &m, 1, NULL, &err);
+    codec_msg_unref(m);
+    json_decref(body);
+    for (int e = 0; e < 2; e++) {
+        ippc_blobs blobs;
+        blobs_init(&blobs);
+        double *d = malloc(3 * sizeof *d);
+        for (int i = 0; i < 3; i++)
+            d[i] = 10.0 * e + i;
+        blobs_push(&blobs, (unsigned char *)d, 3 * sizeof *d);
+        task *t = requests_get(&f->rq, id)->tasks[e];
+        task_complete(&f->tt, t,
+                      json_pack("{s:s, s:s, s:{s:o}}", "type", "result", "status", "ok", "value",
+                                "g", value_nd_placeholder(ND_FLOAT64, 1, (size_t[]){3}, 0)),
+                      &blobs);
+    }
+    request_view *v = requests_view(&f->rq, id, &err);
+    request_array a;
+    assert_int_equal(request_view_array(v, &a, &err), 0);
+    request_view_free(v);
+    assert_int_equal(a.len, 6 * sizeof(double));
+    assert_int_equal(a.ref.shape[0], 6);
+    assert_ptr_equal(a.data, a.owned);
+    assert_null(a.hold);
+    const double *d = (const double *)a.data;
+    assert_true(d[0] == 0.0 && d[2] == 2.0 && d[3] == 10.0 && d[5] == 12.0);
+    request_array_release(&a);
+}
+
+/* The budget counts every result byte (blobs + the JSON estimate), and
+ * evicts the oldest finished first — requests and unheld tasks alike —
+ * until what is kept fits; pinned requests stay. */
+static void test_byte_budget_order(void **state)
+{
+    fixture *f = *state;
+    assert_int_equal(f->tt.result_bytes, 0);
+    uint64_t a = pull_array(f, "a", 1000, 0, 0); /* 8000 bytes of array */
+    task_result *ra = requests_get(&f->rq, a)->tasks[0]->result;
+    assert_true(ra->bytes >= 8000 + json_bytes_estimate(ra->msg));
+    assert_int_equal(f->tt.result_bytes, ra->bytes);
+    size_t one = ra->bytes;
+    /* A balanced task finished after a, before b: unheld, in the table only. */
+    ippc_error err = {{0}, {0}};
+    task *lb = task_new(TASK_BALANCED, json_object(), codec_execute("x", &err));
+    assert_int_equal(task_add(&f->tt, lb, TASK_PENDING, 0, 0, 0), 0);
+    task_start(&f->tt, lb, registry_get(&f->reg, 1));
+    ippc_blobs blobs;
+    blobs_init(&blobs);
+    blobs_push(&blobs, calloc(1, 8000), 8000);
+    task_complete(&f->tt, lb,
+                  json_pack("{s:s, s:s, s:o}", "type", "result", "status", "ok", "value",
+                            value_nd_placeholder(ND_UINT8, 1, (size_t[]){8000}, 0)),
+                  &blobs);
+    uint64_t lb_id = lb->id;
+    size_t lb_bytes = lb->result->bytes;
+    uint64_t b = pull_array(f, "b", 1000, 0, 0);
+    uint64_t c = pull_array(f, "c", 1000, 0, 1); /* blocking: pinned */
+    assert_int_equal(f->tt.result_bytes, 3 * one + lb_bytes);
+    requests_trim(&f->rq); /* no bound: nothing goes */
+    assert_non_null(requests_get(&f->rq, a));
+
+    /* Room for about two arrays: a goes first, then the balanced task;
+     * b fits; c is pinned. */
+    f->rq.keep_bytes = 2 * one + one / 2;
+    requests_trim(&f->rq);
+    assert_null(requests_get(&f->rq, a));
+    assert_null(task_table_get(&f->tt, lb_id));
+    assert_non_null(requests_get(&f->rq, b));
+    assert_non_null(requests_get(&f->rq, c));
+    assert_true(f->tt.result_bytes <= f->rq.keep_bytes);
+    assert_int_equal(f->rq.gone_total[GONE_BYTES], 1);
+    assert_null(requests_view(&f->rq, a, &err));
+    assert_string_equal(err.code, ERR_GONE);
+    assert_non_null(strstr(err.message, "--keep-results-mb"));
+
+    /* Room for less than one: b goes, the pinned c stays over the bound. */
+    f->rq.keep_bytes = one / 2;
+    requests_trim(&f->rq);
+    assert_null(requests_get(&f->rq, b));
+    assert_non_null(requests_get(&f->rq, c));
+    /* Its caller answers it (the finished answer): a blocking pull is
+     * released at once, whatever the budget. */
+    f->rq.keep_bytes = SIZE_MAX;
+    requests_answered(&f->rq, c, 1);
+    assert_null(requests_get(&f->rq, c));
+    assert_null(requests_view(&f->rq, c, &err));
+    assert_string_equal(err.code, ERR_GONE);
+    assert_non_null(strstr(err.message, "delivered"));
+    assert_int_equal(f->rq.gone_total[GONE_DELIVERED], 1);
+    /* What is left: the released direct tasks' outcomes, a few hundred
+     * bytes each, and nothing of the arrays. */
+    assert_true(f->tt.result_bytes < 3 * 1024);
+    size_t n = 0;
+    task_result **dropped = task_table_take_dropped(&f->tt, &n);
+    assert_true(n >= 4); /* a, b, c's results and the balanced task's */
+    task_results_drop(dropped, n);
+
+    /* Unknown ids stay 404. */
+    assert_null(requests_view(&f->rq, f->rq.next_id, &err));
+    assert_string_equal(err.code, ERR_NOT_FOUND);
+}
+
+/* A blocking call answered "pending" (its timeout) becomes one to fetch
+ * later: answered finished by GET /requests, it is kept; the pin of a
+ * waiter lapses PIN_GRACE_MS after the request finished. */
+static void test_pins(void **state)
+{
+    fixture *f = *state;
+    uint64_t id = pull_array(f, "a", 10, 0, 1);
+    requests_answered(&f->rq, id, 0); /* the caller got 202 */
+    requests_answered(&f->rq, id, 1); /* later, GET /requests answered it */
+    assert_non_null(requests_get(&f->rq, id));
+    f->rq.keep_bytes = 1;
+    assert_int_equal(requests_wait(&f->rq, id, 0, on_wake, NULL, &f->woken), 1);
+    requests_trim(&f->rq);
+    assert_non_null(requests_get(&f->rq, id));  /* pinned by the wait */
+    requests_get(&f->rq, id)->pin_until_ms = 1; /* a minute passed */
+    requests_trim(&f->rq);
+    assert_null(requests_get(&f->rq, id));
 }
 
 /* An int64 array [5, 6] in new blobs, and its skeleton. */
@@ -324,6 +499,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_direct_request, setup, teardown),
         cmocka_unit_test_setup_teardown(test_view_outlives_request, setup_kept1, teardown),
         cmocka_unit_test_setup_teardown(test_view_array, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_view_array_gather, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_byte_budget_order, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pins, setup, teardown),
         cmocka_unit_test_setup_teardown(test_map_request, setup, teardown),
         cmocka_unit_test_setup_teardown(test_view_format, setup, teardown),
     };

@@ -262,7 +262,7 @@ static void test_balanced_requeue_then_lost(void **state)
     task *t = balanced_task(f, "a");
     task_ready(&f->tt, other);
     task_ready(&f->tt, t);
-    assert_ptr_equal(f->tt.lists[TASK_LIST_PENDING].head, other);
+    assert_ptr_equal(task_list_first(&f->tt, TASK_LIST_PENDING), other);
     assert_int_equal(task_start(&f->tt, t, eng(f, 0)), 0);
     assert_int_equal(eng(f, 0)->lb_load, 1);
     assert_int_equal(eng(f, 0)->queued, 1);
@@ -270,7 +270,7 @@ static void test_balanced_requeue_then_lost(void **state)
     assert_int_equal(t->state, TASK_PENDING);
     assert_int_equal(t->engine, -1);
     assert_false(t->started[0]);
-    assert_ptr_equal(f->tt.lists[TASK_LIST_PENDING].head, t);
+    assert_ptr_equal(task_list_first(&f->tt, TASK_LIST_PENDING), t);
     assert_int_equal(eng(f, 0)->lb_load, 0);
     assert_int_equal(eng(f, 0)->queued, 0);
     assert_int_equal(eng(f, 0)->tasks_done, 0);
@@ -342,12 +342,22 @@ static void test_results_shared(void **state)
     assert_null(json_object_get(t->result->msg, "value"));
     assert_string_equal(json_string_value(json_object_get(t->result->msg, "stdout")), "out");
     assert_non_null(json_object_get(ref->msg, "value"));
+    /* The table's own reference is dropped by its owner after unlocking,
+     * and no longer counted. */
+    assert_int_equal(ref->refs, 2);
+    assert_int_equal(f->tt.result_bytes, t->result->bytes);
+    size_t n = 0;
+    task_result **dropped = task_table_take_dropped(&f->tt, &n);
+    assert_int_equal(n, 1);
+    assert_ptr_equal(dropped[0], ref);
+    task_results_drop(dropped, n);
     assert_int_equal(ref->refs, 1);
     task_result_unref(ref);
 }
 
 /* Finished tasks beyond the bound are evicted, oldest first; held ones only
- * once released. */
+ * once released, and then by when they finished (at the front of the list,
+ * as the request that held them is forgotten when it is the oldest). */
 static void test_eviction(void **state)
 {
     fixture *f = *state; /* keep_finished 2 */
@@ -367,10 +377,16 @@ static void test_eviction(void **state)
     assert_non_null(task_table_get(&f->tt, held->id));
     assert_int_equal(f->tt.counts[TASK_COMPLETED], 3);
     uint64_t held_id = held->id;
-    task_release(&f->tt, held); /* joins the list: the oldest unheld goes */
-    assert_null(task_table_get(&f->tt, ids[1]));
-    assert_non_null(task_table_get(&f->tt, held_id));
+    task_release(&f->tt, held); /* joins the list: the oldest finished goes */
+    assert_null(task_table_get(&f->tt, held_id));
+    assert_non_null(task_table_get(&f->tt, ids[1]));
+    assert_non_null(task_table_get(&f->tt, ids[2]));
     assert_int_equal(f->tt.lists[TASK_LIST_FINISHED].count, 2);
+    /* Every result in memory is counted, and nothing else. */
+    size_t bytes = 0;
+    for (int i = 1; i < 3; i++)
+        bytes += task_table_get(&f->tt, ids[i])->result->bytes;
+    assert_int_equal(f->tt.result_bytes, bytes);
 }
 
 /* Aborted or failed before it ran: no engine was ever counted. */

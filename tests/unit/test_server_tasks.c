@@ -35,7 +35,6 @@
 /* tasks.c keeps this many finished tasks in memory (KEEP_FINISHED). */
 #define KEEP_FINISHED 50000
 
-
 /* ------------------------------------------ what the fake engines received */
 
 static const char *msg_type(const json_t *m)
@@ -1560,8 +1559,7 @@ static char *query_ids(fixture *f, const char *st, int engine, const char *tag, 
     json_t *ids = json_array();
     size_t i;
     json_t *doc;
-    json_array_foreach(json_object_get(out, "tasks"), i, doc)
-    {
+    json_array_foreach(json_object_get(out, "tasks"), i, doc) {
         assert_null(json_object_get(doc, "spec"));
         json_array_append(ids, json_object_get(doc, "id"));
     }
@@ -1909,7 +1907,7 @@ static void test_bug_dependency_cycle_waits_forever(void **state)
     fixture *f = *state;
     start(f, (hub_opts){.hwm = 1, .engines = 1});
     uint64_t n = submit(f, "{\"code\": \"x\"}");
-    uint64_t self = submit(f, "{\"code\": \"y\", \"after\": [%llu]}", (unsigned long long)(n + 1));
+    uint64_t self = submit(f, "{\"code\": \"y\", \"after\": [%llu]}", (unsigned long long)n + 1);
     assert_int_equal(self, n + 1);
     reply_ok(f, 0, n, "1");
     hub_tick(f->h);

@@ -215,18 +215,19 @@ static int setup_relay(void **state)
 {
     relay *r = calloc(1, sizeof *r);
     ippc_error err = {{0}, {0}};
-    int pair[2];
+    int pair[2] = {-1, -1};
     if (!r || socketpair(AF_UNIX, SOCK_STREAM, 0, pair) < 0)
-        return -1;
+        goto fail;
     r->g = wsguard_start(&err);
     if (!r->g)
-        return -1;
+        goto fail;
     r->client = pair[0];
     /* The client's request head, as the acceptor leaves it: unread. */
     send_all(r->client, request, strlen(request));
     r->lws = wsguard_add(r->g, pair[1], strlen(request));
+    pair[1] = -1; /* wsguard_add took it, and closed it if it failed */
     if (r->lws < 0)
-        return -1;
+        goto fail;
     /* lws reads the head and upgrades. */
     unsigned char head[sizeof request];
     recv_exact(r->lws, head, strlen(request));
@@ -237,6 +238,15 @@ static int setup_relay(void **state)
     assert_memory_equal(got, answer101, strlen(answer101));
     *state = r;
     return 0;
+fail:
+    if (pair[0] >= 0)
+        close(pair[0]);
+    if (pair[1] >= 0)
+        close(pair[1]);
+    if (r && r->g)
+        wsguard_stop(r->g);
+    free(r);
+    return -1;
 }
 
 static int teardown_relay(void **state)
@@ -309,7 +319,7 @@ static void test_close_waits_for_the_frame_in_flight(void **state)
     send_all(r->lws, big + 1000, n - 1000);
     unsigned char next[64];
     size_t m = frame(next, 1, 10, 0, 'n');
-    send(r->lws, next, m, MSG_NOSIGNAL); /* may fail: the relay drops lws */
+    (void)send(r->lws, next, m, MSG_NOSIGNAL); /* may fail: the relay drops lws */
     size_t got = recv_to_end(r->client, in, sizeof in);
     assert_true(got >= n + 4);
     assert_memory_equal(in, big, n);

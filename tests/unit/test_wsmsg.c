@@ -277,7 +277,7 @@ static void test_budget_charges_and_credits(void **state)
     assert_true(budget_used(&b) >= strlen("{\"op\":\"push\",\"nbuf\":2}") + 5010);
     assert_int_equal(binary(&f, 100, 1), 1);
     /* ... and handing it over gives it back (the caller holds it now). */
-    assert_true(budget_used(&b) <= 64 * 1024); /* at most the kept buffer */
+    assert_true(budget_used(&b) <= (size_t)64 * 1024); /* at most the kept buffer */
     assert_int_equal(f.blobs.count, 2);
 
     /* A refused message gives back what it held. */

@@ -1,4 +1,4 @@
-/* profile.c — profile folders, connection files and pid files (see profile.h). */
+/* profile.c — profile folders and connection files (see profile.h). */
 #include "profile.h"
 
 #include <ctype.h>
@@ -13,7 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static bool profile_name_valid(const char *name)
+bool profile_name_valid(const char *name)
 {
     size_t len = strlen(name);
 
@@ -95,6 +95,8 @@ int profile_paths_init(profile_paths *paths, const char *ippc_dir, const char *n
         path_join(paths->pid_dir, PATH_MAX, paths->dir, "pid") < 0 ||
         path_join(paths->client_file, PATH_MAX, paths->security_dir, "ippc-client.json") < 0 ||
         path_join(paths->engine_file, PATH_MAX, paths->security_dir, "ippc-engine.json") < 0 ||
+        path_join(paths->tasks_db_file, PATH_MAX, paths->dir, "tasks.db") < 0 ||
+        path_join(paths->controller_lock_file, PATH_MAX, paths->dir, "controller.lock") < 0 ||
         path_join(paths->launcher_pid_file, PATH_MAX, paths->pid_dir, "launcher.pid") < 0 ||
         path_join(paths->launcher_lock_file, PATH_MAX, paths->pid_dir, "launcher.lock") < 0 ||
         path_join(paths->launcher_log, PATH_MAX, paths->log_dir, "launcher.log") < 0 ||
@@ -139,6 +141,11 @@ int profile_make_dirs(const profile_paths *paths, char *err, size_t err_len)
     return 0;
 }
 
+int profile_make_security_dir(const profile_paths *paths, char *err, size_t err_len)
+{
+    return make_dir_tree(paths->security_dir, err, err_len);
+}
+
 static void copy_string_field(const json_t *object, const char *key, char *out, size_t out_len)
 {
     const char *value = json_string_value(json_object_get(object, key));
@@ -178,52 +185,26 @@ int connection_read(const char *path, connection_info *info, char *err, size_t e
     return 0;
 }
 
-pid_t pidfile_read(const char *path)
+int engine_connection_read(const char *path, engine_connection_info *info, char *err,
+                           size_t err_len)
 {
-    FILE *file = fopen(path, "r");
-    long pid = 0;
+    json_error_t json_err;
+    json_t *root = json_load_file(path, 0, &json_err);
 
-    if (file == NULL)
-        return 0;
-    if (fscanf(file, "%ld", &pid) != 1 || pid <= 0 || pid > INT_MAX)
-        pid = 0;
-    fclose(file);
-    return (pid_t)pid;
-}
-
-int pidfile_write(const char *path, pid_t pid, char *err, size_t err_len)
-{
-    char temporary[PATH_MAX + 32];
-    char text[32];
-    int fd;
-    int len;
-
-    if (snprintf(temporary, sizeof temporary, "%s.%ld.tmp", path, (long)getpid()) >=
-        (int)sizeof temporary) {
-        snprintf(err, err_len, "pid file path too long");
+    memset(info, 0, sizeof *info);
+    if (root == NULL) {
+        snprintf(err, err_len, "cannot read %s: %s", path, json_err.text);
         return -1;
     }
-    len = snprintf(text, sizeof text, "%ld\n", (long)pid);
-    fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0 || write(fd, text, (size_t)len) != len || fsync(fd) < 0) {
-        snprintf(err, err_len, "cannot write %s: %s", temporary, strerror(errno));
-        if (fd >= 0) {
-            close(fd);
-            unlink(temporary);
-        }
+    const char *url = json_string_value(json_object_get(root, "url"));
+    const char *key = json_string_value(json_object_get(root, "key"));
+    if (url == NULL || key == NULL) {
+        snprintf(err, err_len, "%s lacks \"url\" or \"key\"", path);
+        json_decref(root);
         return -1;
     }
-    close(fd);
-    if (rename(temporary, path) < 0) {
-        snprintf(err, err_len, "cannot rename %s to %s: %s", temporary, path, strerror(errno));
-        unlink(temporary);
-        return -1;
-    }
+    snprintf(info->url, sizeof info->url, "%s", url);
+    snprintf(info->key, sizeof info->key, "%s", key);
+    json_decref(root);
     return 0;
-}
-
-void pidfile_remove_if_owned(const char *path, pid_t pid)
-{
-    if (pidfile_read(path) == pid)
-        unlink(path);
 }

@@ -1,16 +1,23 @@
-/* profile.h — where a profile's files live, and reading/writing them.
+/* profile.h — the one place that knows where a profile's files live (the
+ * controller, the engine and the `ippc` launcher all use it).
  *
- * A profile NAME is a folder $IPPC_DIR/profile_NAME (IPPC_DIR: --ippc-dir, else
+ * A profile NAME (letters, digits, '_', '-', '.'; not starting with '.' or
+ * '-') is a folder $IPPC_DIR/profile_NAME (IPPC_DIR: --ippc-dir, else
  * $IPPC_DIR, else ~/.ippc) with
  *   security/ippc-client.json   written by the controller: url, token, pid...
  *   security/ippc-engine.json   written by the controller: engine url and key
+ *   tasks.db                    the controller's task store (SQLite)
+ *   controller.lock             flock()ed by the controller for its whole life
  *   log/                        launcher.log, controller.log, engines.log
  *   pid/launcher.pid            the supervising `ippc cluster start` process
  *   pid/launcher.lock           flock()ed by that process for its whole life
  * All paths are absolute (a daemonized launcher changes directory to /).
+ * Thread-safety: pure except for reading the environment and the cwd.
  */
-#ifndef IPPC_CLI_PROFILE_H
-#define IPPC_CLI_PROFILE_H
+#ifndef IPPC_PROFILE_H
+#define IPPC_PROFILE_H
+
+#include <stdbool.h>
 
 #include <limits.h>
 #include <stddef.h>
@@ -27,12 +34,17 @@ typedef struct profile_paths {
     char pid_dir[PATH_MAX];
     char client_file[PATH_MAX];
     char engine_file[PATH_MAX];
+    char tasks_db_file[PATH_MAX];
+    char controller_lock_file[PATH_MAX];
     char launcher_pid_file[PATH_MAX];
     char launcher_lock_file[PATH_MAX];
     char launcher_log[PATH_MAX];
     char controller_log[PATH_MAX];
     char engines_log[PATH_MAX];
 } profile_paths;
+
+/* Whether name is a valid profile name (see the top). */
+bool profile_name_valid(const char *name);
 
 /* Fills paths for profile name (NULL: "default") under ippc_dir (NULL: the
  * default).  Returns 0, or -1 with a message in err (bad name, no home). */
@@ -41,6 +53,10 @@ int profile_paths_init(profile_paths *paths, const char *ippc_dir, const char *n
 
 /* Creates the profile's folders (mode 0700).  Returns 0 or -1 with err. */
 int profile_make_dirs(const profile_paths *paths, char *err, size_t err_len);
+
+/* Creates only the security folder (and its parents), mode 0700: what the
+ * controller needs.  Returns 0 or -1 with err. */
+int profile_make_security_dir(const profile_paths *paths, char *err, size_t err_len);
 
 /* The fields of ippc-client.json that ippc uses. */
 typedef struct connection_info {
@@ -56,13 +72,16 @@ typedef struct connection_info {
  * ENOENT); -2 when it is unreadable or not a valid connection file (err). */
 int connection_read(const char *path, connection_info *info, char *err, size_t err_len);
 
-/* pid in a pid file; 0 when the file is missing or holds no valid pid. */
-pid_t pidfile_read(const char *path);
+/* The fields of ippc-engine.json (written by the controller, read by
+ * ippc-engine --file). */
+typedef struct engine_connection_info {
+    char url[512]; /* ws://HOST:PORT/engine */
+    char key[256];
+} engine_connection_info;
 
-/* Writes pid atomically (temporary file + rename), mode 0644. */
-int pidfile_write(const char *path, pid_t pid, char *err, size_t err_len);
-
-/* Removes the pid file only if it still holds pid (a successor may own it). */
-void pidfile_remove_if_owned(const char *path, pid_t pid);
+/* Reads an engine connection file.  Returns 0, or -1 with a message in err
+ * (unreadable, not JSON, no "url" or "key"). */
+int engine_connection_read(const char *path, engine_connection_info *info, char *err,
+                           size_t err_len);
 
 #endif
