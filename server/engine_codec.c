@@ -397,7 +397,8 @@ int codec_fanout_push(codec_msg *push, const codec_fanout *f, codec_msg **others
     json_t *names = json_array();
     const char *key;
     json_t *v;
-    json_object_foreach(ns, key, v) json_array_append_new(names, json_string(key));
+    json_object_foreach(ns, key, v)
+        json_array_append_new(names, json_string(key));
     json_t *member = fanout_member(f);
     json_t *msg = json_pack("{s:s, s:s, s:o, s:O}", "type", "task", "op", "push", "names", names,
                             "fanout", member);

@@ -591,7 +591,7 @@ static uint64_t submit_fanout(hub *h, const hub_call *c, hub_prepared *p, const 
         rc = *others ? 0 : -1;
         break;
     }
-    codec_msg **msgs = rc == 0 ? calloc(n, sizeof *msgs) : NULL;
+    codec_msg **msgs = rc == 0 ? calloc(n ? n : 1, sizeof *msgs) : NULL;
     if (!msgs) {
         if (rc == 0)
             ippc_error_set(err, ERR_INTERNAL, "out of memory");
@@ -647,7 +647,7 @@ uint64_t hub_submit(hub *h, const hub_call *c, ippc_error *err)
             goto unlock;
         }
         free(ranks);
-        if (!(ranks = malloc(n * sizeof *ranks))) {
+        if (!(ranks = malloc((n ? n : 1) * sizeof *ranks))) {
             ippc_error_set(err, ERR_INTERNAL, "out of memory");
             goto unlock;
         }

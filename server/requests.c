@@ -869,11 +869,11 @@ static int fanout_gather_array(const request_view *v, request_array *out, ippc_e
         int is_nd = value_nd_ref(skel, item_blobs(root), &out->ref, err);
         if (is_nd < 0)
             return -1;
-        if (is_nd == 0)
+        const ippc_blobs *rb = item_blobs(root);
+        if (is_nd == 0 || !rb->items || out->ref.blob >= rb->count)
             return ippc_error_set(err, ERR_INVALID, "the value of %s is not an array", v->name);
-        const ippc_blob *b = &item_blobs(root)->items[out->ref.blob];
-        out->data = b->data;
-        out->len = b->len;
+        out->data = rb->items[out->ref.blob].data;
+        out->len = rb->items[out->ref.blob].len;
         out->hold = task_result_ref(root->result);
         return 0;
     }
