@@ -518,10 +518,11 @@ static int cmp_int(const void *a, const void *b)
 
 /* Whether a data op MPI fans out (common/proto.h): a push, scatter or gather
  * of 2+ targets, all live engines of one MPI job in which no engine is dead,
- * a push or scatter of at least fanout_min_bytes of arrays, and for scatter
- * and gather targets in rank order (the parts follow the targets, the
- * collectives follow the ranks).  Fills ranks[0..n) (ascending) and *root
- * (the index in targets of the lowest rank). */
+ * moving at least its op's fanout_min_bytes of arrays (a gather: the size
+ * last seen of its name), and for scatter and gather targets in rank order
+ * (the parts follow the targets, the collectives follow the ranks).  Fills
+ * ranks[0..n) (ascending) and *root (the index in targets of the lowest
+ * rank). */
 static int fanout_plan(hub *h, const hub_call *c, const hub_prepared *p, const int *targets,
                        size_t n, int *ranks, size_t *root)
 {
