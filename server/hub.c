@@ -562,6 +562,14 @@ static int fanout_plan(hub *h, const hub_call *c, const hub_prepared *p, const i
         if (e->rank < ranks[*root])
             *root = i;
     }
+    /* The root's task carries all the data: one it would refuse goes per
+     * engine (where each part may fit, or each says TooLargeError). */
+    const engine *re = registry_live(&h->engines, targets[*root]);
+    size_t root_bytes = p->op == HUB_OP_PUSH      ? codec_msg_bytes(p->single)
+                        : p->op == HUB_OP_SCATTER ? p->bytes + json_bytes_estimate(p->scatter.skel)
+                                                  : 0;
+    if (root_bytes + 64 + 24 * n > re->max_message)
+        return 0;
     qsort(ranks, n, sizeof *ranks, cmp_int);
     return 1;
 }

@@ -191,13 +191,16 @@ void requests_answered(requests *rq, uint64_t id, int done)
     }
 }
 
-/* A participant of a fanned-out data op ended without it (aborted, lost):
- * the others may be waiting for it in the op, so each one still running is
- * interrupted (a queued one is then dropped by its engine, answered
- * "aborted").  Once per request. */
+/* A participant of a fanned-out data op ended without it (aborted, lost,
+ * or failed before it was sent: too large for its engine): the others may be
+ * waiting for it in the op, so each one still running is interrupted (a
+ * queued one is then dropped by its engine, answered "aborted").  Once per
+ * request. */
 static void fanout_abandon(requests *rq, request *r, const task *t)
 {
-    if (!r->fanout || r->fanout_abandoned || (t->state != TASK_ABORTED && t->state != TASK_LOST))
+    int unsent = t->state == TASK_FAILED && !t->started[0];
+    if (!r->fanout || r->fanout_abandoned ||
+        (t->state != TASK_ABORTED && t->state != TASK_LOST && !unsent))
         return;
     r->fanout_abandoned = 1;
     for (size_t i = 0; i < r->ntasks; i++) {

@@ -636,6 +636,74 @@ static void test_unsendable_participant(void **state)
     json_decref(a);
 }
 
+/* Registers rank of job (size ranks) on link l, saying it takes at most max
+ * bytes in one message. */
+static int register_max(fixture *f, fake_link *l, const char *job, int rank, int size,
+                        json_int_t max)
+{
+    json_t *msg = register_msg(FAKE_ENGINE_KEY, job, rank, size);
+    json_object_set_new(msg, "max_message", json_integer(max));
+    hub_engine_link link = link_of(l);
+    int id = -1;
+    ippc_error err = {{0}, {0}};
+    assert_int_equal(hub_engine_register(f->h, msg, &link, &id, &err), 0);
+    json_decref(msg);
+    return id;
+}
+
+/* The root's task carries all the data: a root that would refuse it makes
+ * the op go per engine (each part judged on its own); a participant whose
+ * task is refused unsent makes the others stop. */
+static void test_message_limits(void **state)
+{
+    fixture *f = fixture_new(0, 0, 0);
+    *state = f;
+    register_max(f, &f->links[0], "jobM", 0, 3, 5000);
+    register_max(f, &f->links[1], "jobM", 1, 3, 1 << 20);
+    register_max(f, &f->links[2], "jobM", 2, 3, 1 << 20);
+    register_max(f, &f->links[3], "jobN", 0, 2, 1 << 20);
+    register_max(f, &f->links[4], "jobN", 1, 2, 100);
+    /* 1000 int64 (8000 bytes) pushed: too large for engine 0, the root. */
+    char body[8192] = "{\"namespace\":{\"a\":[";
+    for (int i = 0; i < 1000; i++)
+        snprintf(body + strlen(body), sizeof body - strlen(body), "%s%d", i ? "," : "", i);
+    strcat(body, "]}}");
+    uint64_t id = submit(f, HUB_OP_PUSH, "0:3", body, NULL);
+    assert_int_equal(f->links[0].n, 0);
+    for (int i = 1; i < 3; i++) {
+        assert_null(json_object_get(last_msg(&f->links[i])->msg, "fanout"));
+        ok_result(f, i, NULL, NULL);
+    }
+    json_t *a = answer(f, id, 1);
+    json_t *r0 = json_array_get(json_object_get(a, "results"), 0);
+    assert_string_equal(json_string_value(json_object_get(r0, "ename")), "TooLargeError");
+    json_decref(a);
+    /* A scatter of them: the root would get all; per engine, engine 0's part
+     * (334 items) fits. */
+    char sbody[8192] = "{\"name\":\"s\",\"data\":[";
+    for (int i = 0; i < 1000; i++)
+        snprintf(sbody + strlen(sbody), sizeof sbody - strlen(sbody), "%s%d", i ? "," : "", i);
+    strcat(sbody, "]}");
+    submit(f, HUB_OP_SCATTER, "0:3", sbody, NULL);
+    assert_string_equal(op_of(last_msg(&f->links[0])), "push");
+    assert_int_equal(fanout_count(f, "push") + fanout_count(f, "scatter"), 0);
+    /* Engines 1 and 2 (root 1 takes it): fanned out. */
+    submit(f, HUB_OP_PUSH, "1,2", body, NULL);
+    assert_non_null(json_object_get(last_msg(&f->links[2])->msg, "fanout"));
+    assert_int_equal(fanout_count(f, "push"), 1);
+    /* Engine 4 refuses even its data-less gather task (100 bytes): it fails
+     * unsent, and the root's task, sent already, is interrupted. */
+    id = submit(f, HUB_OP_GATHER, "3,4", NULL, "g");
+    assert_int_equal(f->links[4].n, 0);
+    assert_int_equal(f->links[3].n, 2);
+    json_int_t t3 = json_integer_value(json_object_get(f->links[3].msgs[0].msg, "task"));
+    assert_int_equal(interrupts_for(&f->links[3], t3), 1);
+    result_from(f->h, 3, t3, json_pack("{s:s, s:s}", "status", "aborted", "stdout", ""), NULL);
+    a = answer(f, id, 1);
+    assert_string_equal(status_of(a), "error");
+    json_decref(a);
+}
+
 int main(void)
 {
 #define T(fn, setup) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -651,6 +719,7 @@ int main(void)
         T(test_lost_participant_interrupts_the_others, setup_always),
         T(test_aborted_participant_interrupts_the_others, setup_always),
         T(test_unsendable_participant, setup_always),
+        cmocka_unit_test_teardown(test_message_limits, teardown),
     };
 #undef T
     return cmocka_run_group_tests(tests, NULL, NULL);
