@@ -57,7 +57,9 @@ environment is signalled by pid (SIGTERM, then SIGKILL).
 
 Environment: BUILD, BENCH_PEER_REPS (repetitions, default 3), BENCH_PEER_BUDGET
 (seconds, default 900; the run stops itself after it), BENCH_KEEP=1 (keep temp
-folders).  BLAS/OpenMP threads are set to 1 for every process started.
+folders), BENCH_PEER_IPPC_ARGS (more ippc-controller options, split on spaces, e.g.
+--no-fanout), BENCH_PEER_DATA_ONLY=1 (only the data workloads and memory, one
+start-up each).  BLAS/OpenMP threads are set to 1 for every process started.
 """
 
 import base64
@@ -97,12 +99,19 @@ else:
     CFG = dict(n_small=10 ** 6, n_large=10 ** 7, reps=3, rtt_runs=200, tasks=10000,
                map_n=10000, startup_reps=3, limit_reps=5, budget=900)
 CFG["reps"] = int(os.environ.get("BENCH_PEER_REPS", CFG["reps"]))
+# Only the data workloads (push, pull, scatter, gather) and memory; one start-up.
+DATA_ONLY = os.environ.get("BENCH_PEER_DATA_ONLY") == "1"
+if DATA_ONLY:
+    CFG["startup_reps"] = 1
 CFG["budget"] = float(os.environ.get("BENCH_PEER_BUDGET", CFG["budget"]))
 
 # The ippc controller: --db memory (IPython Parallel's default hub store is in
 # memory too).  Raw array bodies have their own limit, --max-raw-mb (8 GiB by
 # default), so an 80 MB raw body needs no option.
 IPPC_CONTROLLER_ARGS = ["--db", "memory"]
+# More controller options for a run, e.g. BENCH_PEER_IPPC_ARGS=--no-fanout to measure
+# the per-engine data path beside the fanned-out one (bench/NOTES.md).
+IPPC_CONTROLLER_ARGS += os.environ.get("BENCH_PEER_IPPC_ARGS", "").split()
 
 START = time.monotonic()
 
@@ -755,13 +764,13 @@ class Run:
         arrays = {k: make_array(n) for k, n in sizes.items()}
         for rep in range(CFG["reps"]):
             log("repetition %d of %d" % (rep + 1, CFG["reps"]))
-            for side, obj in self.sides(rep):
+            for side, obj in self.sides(rep) if not DATA_ONLY else ():
                 self.add("apply_rtt", side, obj.apply_rtt(CFG["rtt_runs"]))
-            for side, obj in self.sides(rep):
+            for side, obj in self.sides(rep) if not DATA_ONLY else ():
                 self.add("execute_all", side, obj.execute_all(CFG["rtt_runs"]))
-            for side, obj in self.sides(rep):
+            for side, obj in self.sides(rep) if not DATA_ONLY else ():
                 self.add("tasks", side, obj.tasks(CFG["tasks"]))
-            for side, obj in self.sides(rep):
+            for side, obj in self.sides(rep) if not DATA_ONLY else ():
                 self.add("map", side, obj.map(CFG["map_n"]))
             for key, n in sizes.items():
                 raw, arr = arrays[key]

@@ -11,6 +11,8 @@
 #define CLOCK_ISO_LEN 40 /* buffer size for clock_iso8601 */
 
 int64_t clock_now_ms(void);
+/* Milliseconds since the Unix epoch (wall clock: may jump). */
+int64_t clock_wall_ms(void);
 void clock_iso8601(char *buf, size_t size);
 
 #endif

@@ -379,6 +379,98 @@ done:
     return rc;
 }
 
+/* ------------------------------------------------------------ fan-out */
+
+static json_t *fanout_member(const codec_fanout *f)
+{
+    json_t *ranks = json_array();
+    for (size_t i = 0; i < f->n; i++)
+        json_array_append_new(ranks, json_integer(f->ranks[i]));
+    return json_pack("{s:I, s:o, s:i}", "id", (json_int_t)f->id, "ranks", ranks, "root", f->root);
+}
+
+int codec_fanout_push(codec_msg *push, const codec_fanout *f, codec_msg **others, ippc_error *err)
+{
+    json_t *ns = json_object_get(push->msg, "ns");
+    if (!json_is_object(ns))
+        return ippc_error_set(err, ERR_INTERNAL, "not a push message");
+    json_t *names = json_array();
+    const char *key;
+    json_t *v;
+    json_object_foreach(ns, key, v)
+        json_array_append_new(names, json_string(key));
+    json_t *member = fanout_member(f);
+    json_t *msg = json_pack("{s:s, s:s, s:o, s:O}", "type", "task", "op", "push", "names", names,
+                            "fanout", member);
+    *others = msg ? codec_msg_new(msg, NULL, err) : NULL;
+    if (!*others) {
+        json_decref(member);
+        return ippc_error_set(err, ERR_INTERNAL, "out of memory");
+    }
+    if (json_object_set_new(push->msg, "fanout", member) < 0) {
+        codec_msg_unref(*others);
+        *others = NULL;
+        return ippc_error_set(err, ERR_INTERNAL, "out of memory");
+    }
+    return 0;
+}
+
+int codec_scatter_items(const codec_scatter *s, size_t *n)
+{
+    nd_ref ref;
+    ippc_error err = {0};
+    int is_nd = value_nd_ref(s->skel, &s->blobs, &ref, &err);
+    if (is_nd == 1 && ref.ndim >= 1) {
+        *n = ref.shape[0];
+        return 0;
+    }
+    if (is_nd == 0 && json_is_array(s->skel)) {
+        *n = json_array_size(s->skel);
+        return 0;
+    }
+    return -1;
+}
+
+int codec_fanout_scatter(codec_scatter *s, const codec_fanout *f, codec_msg **root,
+                         codec_msg **others, ippc_error *err)
+{
+    size_t items;
+    *root = *others = NULL;
+    if (codec_scatter_items(s, &items) < 0)
+        return ippc_error_set(err, ERR_INVALID, "only arrays and lists can be scattered");
+    json_t *counts = json_array();
+    for (size_t i = 0; i < f->n; i++) {
+        size_t start, count;
+        scatter_partition(items, f->n, i, &start, &count);
+        json_array_append_new(counts, json_integer((json_int_t)count));
+    }
+    json_t *member = fanout_member(f);
+    json_t *rmsg = json_pack("{s:s, s:s, s:s, s:O, s:O, s:O}", "type", "task", "op", "scatter",
+                             "name", s->name, "counts", counts, "fanout", member, "value", s->skel);
+    json_t *omsg = json_pack("{s:s, s:s, s:s, s:o, s:o}", "type", "task", "op", "scatter", "name",
+                             s->name, "counts", counts, "fanout", member);
+    *others = omsg ? codec_msg_new(omsg, NULL, err) : NULL;
+    if (!*others) {
+        json_decref(rmsg);
+        return ippc_error_set(err, ERR_INTERNAL, "out of memory");
+    }
+    /* The blobs move to the root's message (freed with s on failure). */
+    *root = rmsg ? codec_msg_new(rmsg, &s->blobs, err) : NULL;
+    if (!*root) {
+        codec_msg_unref(*others);
+        *others = NULL;
+        return ippc_error_set(err, ERR_INTERNAL, "out of memory");
+    }
+    return 0;
+}
+
+codec_msg *codec_fanout_gather(const char *name, const codec_fanout *f, ippc_error *err)
+{
+    json_t *msg = json_pack("{s:s, s:s, s:s, s:o}", "type", "task", "op", "gather", "name", name,
+                            "fanout", fanout_member(f));
+    return codec_msg_new(msg, NULL, err);
+}
+
 /* ------------------------------------------------------------ sending */
 
 int codec_send(registry *r, engine *e, codec_msg *m, uint64_t task_id)

@@ -63,6 +63,35 @@ int codec_scatter_decode(const hub_call *call, codec_scatter *out, ippc_error *e
 int codec_scatter_split(const codec_scatter *s, size_t p, codec_msg **out, ippc_error *err);
 void codec_scatter_clear(codec_scatter *s);
 
+/* ---- data ops fanned out by MPI (common/proto.h, "Data ops fanned out by
+ * MPI"): the root's task carries the data, the other participants get the
+ * same op without it. ---- */
+
+/* The "fanout" member: the op's id, the participants' MPI ranks (ascending,
+ * distinct) and the root (one of them). */
+typedef struct codec_fanout {
+    uint64_t id;
+    const int *ranks;
+    size_t n;
+    int root;
+} codec_fanout;
+
+/* A fanned-out push: push (a push message no task holds yet) becomes the
+ * root's task ("fanout" added); *others is the other participants' task
+ * ("names": the names pushed, no blobs).  0, or -1 + err (push untouched). */
+int codec_fanout_push(codec_msg *push, const codec_fanout *f, codec_msg **others, ippc_error *err);
+/* The items a scatter splits along its first axis (array rows, list items):
+ * 0, or -1 when its value cannot be scattered (a scalar, an object, a 0-d
+ * array). */
+int codec_scatter_items(const codec_scatter *s, size_t *n);
+/* A fanned-out scatter: "name", "counts" (scatter_partition of the items over
+ * the f->n participants, in ranks order) for all; the root's task also has
+ * "value" and the blobs, moved out of s.  0, or -1 + err (nothing made). */
+int codec_fanout_scatter(codec_scatter *s, const codec_fanout *f, codec_msg **root,
+                         codec_msg **others, ippc_error *err);
+/* A fanned-out gather of name: the one task every participant gets. */
+codec_msg *codec_fanout_gather(const char *name, const codec_fanout *f, ippc_error *err);
+
 /* Balanced tasks: "execute" of code, "apply" of a function to args/kwargs
  * (each argument a client value of its own: a list of numbers becomes an
  * ndarray, the args list itself stays a list), and a map chunk: op "map" with

@@ -35,6 +35,8 @@
 /* Finished tasks no request holds, kept in memory (older ones are answered
  * from the store). */
 #define KEEP_FINISHED 50000
+/* Variables whose size the hub remembers (for gathers to fan out). */
+#define SIZE_MEMO 64
 
 struct hub {
     pthread_mutex_t lock;
@@ -51,6 +53,20 @@ struct hub {
     balancer lb;
     store *store;
     events *events;
+    /* The last fan-out id handed out: ids start above the controller's start
+     * time in ms * 2^20, so a restarted controller continues above them. */
+    uint64_t fanout_last;
+    uint64_t fanout_ops[3]; /* fanned-out pushes, scatters, gathers */
+    /* The bytes of arrays the hub last saw a variable take over the engines
+     * it was moved to (a push: its bytes times the targets; a scatter: its
+     * bytes; a gather: what came back), the least recently used forgotten:
+     * what a gather's size is guessed from. */
+    struct size_memo {
+        char name[129];
+        size_t bytes;
+        uint64_t used;
+    } sizes[SIZE_MEMO];
+    uint64_t sizes_clock;
 };
 
 int64_t hub_now_ms(void)
@@ -102,12 +118,57 @@ static void emit(hub *h, json_t *event, int topic, int engine)
     events_emit(h->events, event, &meta);
 }
 
+/* The size last seen of variable name (0: not seen). */
+static size_t size_recall(hub *h, const char *name)
+{
+    for (size_t i = 0; name && i < SIZE_MEMO; i++)
+        if (h->sizes[i].used && strcmp(h->sizes[i].name, name) == 0) {
+            h->sizes[i].used = ++h->sizes_clock;
+            return h->sizes[i].bytes;
+        }
+    return 0;
+}
+
+static void size_note(hub *h, const char *name, size_t bytes)
+{
+    if (!name || strlen(name) >= sizeof h->sizes[0].name)
+        return;
+    struct size_memo *slot = &h->sizes[0];
+    for (size_t i = 0; i < SIZE_MEMO; i++) {
+        if (h->sizes[i].used && strcmp(h->sizes[i].name, name) == 0) {
+            slot = &h->sizes[i];
+            break;
+        }
+        if (h->sizes[i].used < slot->used)
+            slot = &h->sizes[i];
+    }
+    snprintf(slot->name, sizeof slot->name, "%s", name);
+    slot->bytes = bytes;
+    slot->used = ++h->sizes_clock;
+}
+
+/* A gather request finished: what came back is its variable's size. */
+static void size_note_gather(hub *h, const request *r)
+{
+    size_t bytes = 0;
+    for (size_t i = 0; i < r->ntasks; i++) {
+        const task_result *res = r->tasks[i] ? r->tasks[i]->result : NULL;
+        for (size_t k = 0; res && k < res->blobs.count; k++)
+            bytes += res->blobs.items[k].len;
+    }
+    size_note(h, r->name, bytes);
+}
+
 /* The task table's hook: a finished task's request counts it. */
 static void on_task_finished(void *ctx, task *t)
 {
     hub *h = ctx;
-    if (t->request_id)
-        requests_task_finished(&h->requests, t);
+    if (!t->request_id)
+        return;
+    requests_task_finished(&h->requests, t);
+    const request *r = requests_get(&h->requests, t->request_id);
+    if (r && r->op == HUB_OP_GATHER && request_done(r))
+        size_note_gather(h, r);
 }
 
 static char *dup_or_empty(const char *s)
@@ -139,6 +200,7 @@ hub *hub_new(const hub_config *cfg)
         h->cfg.max_requests_kept = 10000;
     clock_iso8601(h->started, sizeof h->started);
     h->started_ms = clock_now_ms();
+    h->fanout_last = (uint64_t)clock_wall_ms() << 20;
     h->store = cfg->store;
     h->events = cfg->events;
     registry_init(&h->engines);
@@ -429,6 +491,130 @@ static void msgs_free(codec_msg **msgs, size_t n)
     free(msgs);
 }
 
+/* ------------------------------------------------------------ fan-out */
+
+/* What a push or scatter about to be sent to n engines tells of its
+ * variable's size. */
+static void size_note_call(hub *h, const hub_call *c, const hub_prepared *p, size_t n)
+{
+    if (p->failed)
+        return;
+    if (p->op == HUB_OP_SCATTER) {
+        size_note(h, p->scatter.name, p->bytes);
+    } else if (p->op == HUB_OP_PUSH && p->single) {
+        json_t *ns = json_object_get(p->single->msg, "ns");
+        if (json_object_size(ns) == 1) {
+            void *it = json_object_iter(ns);
+            size_note(h, json_object_iter_key(it), p->bytes * n);
+        }
+    }
+}
+
+static int cmp_int(const void *a, const void *b)
+{
+    int x = *(const int *)a, y = *(const int *)b;
+    return (x > y) - (x < y);
+}
+
+/* Whether a data op MPI fans out (common/proto.h): a push, scatter or gather
+ * of 2+ targets, all live engines of one MPI job in which no engine is dead,
+ * moving at least its op's fanout_min_bytes of arrays (a gather: the size
+ * last seen of its name), and for scatter and gather targets in rank order
+ * (the parts follow the targets, the collectives follow the ranks).  Fills
+ * ranks[0..n) (ascending) and *root (the index in targets of the lowest
+ * rank). */
+static int fanout_plan(hub *h, const hub_call *c, const hub_prepared *p, const int *targets,
+                       size_t n, int *ranks, size_t *root)
+{
+    if (!h->cfg.fanout || n < 2 || p->failed)
+        return 0;
+    const size_t *min = h->cfg.fanout_min_bytes;
+    size_t items;
+    switch (p->op) {
+    case HUB_OP_PUSH:
+        if (min[HUB_FANOUT_PUSH] == SIZE_MAX || p->bytes < min[HUB_FANOUT_PUSH] || !p->single ||
+            !json_is_object(json_object_get(p->single->msg, "ns")))
+            return 0;
+        break;
+    case HUB_OP_SCATTER:
+        if (min[HUB_FANOUT_SCATTER] == SIZE_MAX || p->bytes < min[HUB_FANOUT_SCATTER] ||
+            codec_scatter_items(&p->scatter, &items) < 0)
+            return 0;
+        break;
+    case HUB_OP_GATHER:
+        if (min[HUB_FANOUT_GATHER] == SIZE_MAX || !p->single ||
+            size_recall(h, c->name) < min[HUB_FANOUT_GATHER])
+            return 0;
+        break;
+    default: return 0;
+    }
+    const engine *first = registry_live(&h->engines, targets[0]);
+    if (!first || registry_job_has_dead(&h->engines, first->job))
+        return 0;
+    *root = 0;
+    for (size_t i = 0; i < n; i++) {
+        const engine *e = registry_live(&h->engines, targets[i]);
+        if (!e || strcmp(e->job, first->job) != 0)
+            return 0;
+        if (i > 0 && p->op != HUB_OP_PUSH && targets[i] < targets[i - 1])
+            return 0;
+        ranks[i] = e->rank;
+        if (e->rank < ranks[*root])
+            *root = i;
+    }
+    /* The root's task carries all the data: one it would refuse goes per
+     * engine (where each part may fit, or each says TooLargeError). */
+    const engine *re = registry_live(&h->engines, targets[*root]);
+    size_t root_bytes = p->op == HUB_OP_PUSH      ? codec_msg_bytes(p->single)
+                        : p->op == HUB_OP_SCATTER ? p->bytes + json_bytes_estimate(p->scatter.skel)
+                                                  : 0;
+    if (root_bytes + 64 + 24 * n > re->max_message)
+        return 0;
+    qsort(ranks, n, sizeof *ranks, cmp_int);
+    return 1;
+}
+
+/* Submits a planned fan-out: the root's task with the data, the others' the
+ * same op without it, all queued now (under the lock, so every engine gets its
+ * data ops in the order of their ids).  The messages are left in *root_msg and
+ * *others for the caller to drop after unlocking.  Request id, or 0 + err. */
+static uint64_t submit_fanout(hub *h, const hub_call *c, hub_prepared *p, const int *targets,
+                              size_t n, const int *ranks, size_t root, codec_msg **root_msg,
+                              codec_msg **others, ippc_error *err)
+{
+    codec_fanout f = {.id = ++h->fanout_last, .ranks = ranks, .n = n, .root = ranks[0]};
+    int rc = -1, kind = 0;
+    switch (p->op) {
+    case HUB_OP_PUSH:
+        rc = codec_fanout_push(p->single, &f, others, err);
+        *root_msg = rc == 0 ? codec_msg_ref(p->single) : NULL;
+        break;
+    case HUB_OP_SCATTER:
+        kind = 1;
+        rc = codec_fanout_scatter(&p->scatter, &f, root_msg, others, err);
+        break;
+    default:
+        kind = 2;
+        *others = codec_fanout_gather(c->name, &f, err);
+        *root_msg = codec_msg_ref(*others);
+        rc = *others ? 0 : -1;
+        break;
+    }
+    codec_msg **msgs = rc == 0 ? calloc(n ? n : 1, sizeof *msgs) : NULL;
+    if (!msgs) {
+        if (rc == 0)
+            ippc_error_set(err, ERR_INTERNAL, "out of memory");
+        return 0;
+    }
+    for (size_t i = 0; i < n; i++)
+        msgs[i] = i == root ? *root_msg : *others;
+    uint64_t id = requests_submit_fanout(&h->requests, c, targets, n, msgs, root, f.id, err);
+    free(msgs);
+    if (id)
+        h->fanout_ops[kind]++;
+    return id;
+}
+
 /* Splitting a scatter copies the whole array, so it runs without the lock
  * for the number of targets just seen, and again if engines came or went
  * meanwhile; after this many tries, under the lock. */
@@ -450,6 +636,9 @@ uint64_t hub_submit(hub *h, const hub_call *c, ippc_error *err)
     size_t n = 0;
     codec_msg **split = NULL; /* scatter: one message per target */
     size_t split_for = 0;
+    int *ranks = NULL; /* a fan-out's participants */
+    size_t root = 0;
+    codec_msg *fan_root = NULL, *fan_others = NULL;
     hub_lock(h);
     for (int tries = 0;; tries++) {
         free(targets);
@@ -464,6 +653,17 @@ uint64_t hub_submit(hub *h, const hub_call *c, ippc_error *err)
             goto unlock;
         if (prep->failed) {
             *err = prep->err;
+            goto unlock;
+        }
+        free(ranks);
+        if (!(ranks = malloc((n ? n : 1) * sizeof *ranks))) {
+            ippc_error_set(err, ERR_INTERNAL, "out of memory");
+            goto unlock;
+        }
+        if (tries == 0)
+            size_note_call(h, c, prep, n);
+        if (fanout_plan(h, c, prep, targets, n, ranks, &root)) {
+            id = submit_fanout(h, c, prep, targets, n, ranks, root, &fan_root, &fan_others, err);
             goto unlock;
         }
         if (prep->op != HUB_OP_SCATTER || (split && split_for == n))
@@ -490,8 +690,11 @@ unlock:
     /* Dropping the messages' last references frees array bytes: after the
      * unlock. */
     msgs_free(split, split_for);
+    codec_msg_unref(fan_root);
+    codec_msg_unref(fan_others);
     hub_prepared_free(prep);
     free(targets);
+    free(ranks);
     return id;
 }
 
@@ -913,6 +1116,7 @@ void hub_metrics(hub *h, char **out, size_t *len)
     s.keep_results_bytes = h->requests.keep_bytes;
     for (int k = 0; k < GONE_NREASONS && k < 3; k++)
         s.requests_forgotten[k] = h->requests.gone_total[k];
+    memcpy(s.fanout_ops, h->fanout_ops, sizeof s.fanout_ops);
     hub_unlock(h);
     s.engines_idle = by_state[ENGINE_IDLE];
     s.engines_busy = by_state[ENGINE_BUSY];

@@ -34,6 +34,8 @@ typedef struct hub_engine_link {
     void (*close)(void *conn, const char *reason);
 } hub_engine_link;
 
+enum { HUB_FANOUT_PUSH, HUB_FANOUT_SCATTER, HUB_FANOUT_GATHER };
+
 typedef struct hub_config {
     const char *engine_key;
     const char *profile;
@@ -48,6 +50,14 @@ typedef struct hub_config {
     size_t keep_results_bytes;
     int sched;                /* sched_kind of the load balancer */
     unsigned hwm;             /* balanced tasks an engine may hold at once (default 1) */
+    /* Data ops fanned out by MPI (common/proto.h): when fanout is set, a
+     * push, scatter or gather (index HUB_FANOUT_*) over 2+ live engines of
+     * one MPI job with no dead engine, moving at least fanout_min_bytes[op]
+     * bytes of arrays (SIZE_MAX: never), sends or takes its data once, to or
+     * from the lowest rank.  A gather's size is the one the hub last saw of
+     * that name (a push, scatter or gather of it; unknown: 0). */
+    int fanout;
+    size_t fanout_min_bytes[3];
     struct store *store;      /* task history; NULL = none (tests) */
     struct events *events;    /* event stream; NULL = none (tests) */
 } hub_config;

@@ -67,6 +67,8 @@ typedef struct options {
     unsigned hwm;
     int metrics_public;
     int fresh; /* new secrets even if a dead controller's files are there */
+    int no_fanout;
+    size_t fanout_min_bytes[3]; /* push, scatter, gather; SIZE_MAX: never */
 } options;
 
 /* Defaults: JSON bodies, raw array bodies (an array of several GiB), the
@@ -78,6 +80,68 @@ typedef struct options {
 #define MAX_RAW_MB_DEFAULT 8192
 #define KEEP_RESULTS_MB_DEFAULT 512
 #define HELD_FOR_THE_REST_MB 2048
+
+/* From which size pushes, scatters and gathers fan out by MPI, measured both
+ * ways with bench/bench_fanout_paths.py (bench/NOTES.md): a push gains from
+ * 128-256 KiB, a gather from 128 KiB; a scatter, sent whole over one engine
+ * link instead of in parts over all of them at once, lost at every size
+ * while one controller->engine link carried ~170 MB/s. */
+#define DEFAULT_FANOUT "push=256K,scatter=off,gather=128K"
+
+/* --fanout-min-bytes: comma-separated items, each "VALUE" (every op) or
+ * "OP=VALUE" (push, scatter, gather); VALUE is bytes with an optional K, M or
+ * G (binary) suffix, or "off".  0, or -1 (min untouched). */
+static int parse_fanout(const char *spec, size_t min[3]) {
+    static const char *const ops[3] = {"push", "scatter", "gather"};
+    size_t out[3];
+    memcpy(out, min, sizeof out);
+    const char *p = spec;
+    for (;;) {
+        const char *end = strchr(p, ',');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        if (len == 0)
+            return -1;
+        int op = -1;
+        const char *eq = memchr(p, '=', len);
+        const char *value = p;
+        if (eq) {
+            for (int k = 0; k < 3; k++)
+                if ((size_t)(eq - p) == strlen(ops[k]) && strncmp(p, ops[k], (size_t)(eq - p)) == 0)
+                    op = k;
+            if (op < 0)
+                return -1;
+            value = eq + 1;
+        }
+        size_t vlen = len - (size_t)(value - p);
+        size_t bytes = SIZE_MAX;
+        if (!(vlen == 3 && strncmp(value, "off", 3) == 0)) {
+            if (vlen == 0 || value[0] < '0' || value[0] > '9')
+                return -1;
+            char *stop;
+            errno = 0;
+            unsigned long long v = strtoull(value, &stop, 10);
+            int shift = 0;
+            if (stop < value + vlen) {
+                const char *units = "KkMmGg";
+                const char *u = strchr(units, *stop);
+                if (!u || !*stop || stop + 1 != value + vlen)
+                    return -1;
+                shift = 10 * (int)(1 + (u - units) / 2);
+            }
+            if (errno || v > (SIZE_MAX >> shift) - 1)
+                return -1;
+            bytes = (size_t)v << shift;
+        }
+        for (int k = 0; k < 3; k++)
+            if (op < 0 || op == k)
+                out[k] = bytes;
+        if (!end)
+            break;
+        p = end + 1;
+    }
+    memcpy(min, out, sizeof out);
+    return 0;
+}
 
 /* How long a controller that reuses its predecessor's port waits for it. */
 #define REBIND_WAIT_MS 3000
@@ -118,6 +182,14 @@ static void usage(FILE *out) {
             "                          (tasks stay in the store; a forgotten request answers\n"
             "                          410 gone).  Blocking pulls and gathers are released\n"
             "                          once answered\n"
+            "  --fanout-min-bytes SPEC a push, scatter or gather of at least this many bytes\n"
+            "                          of arrays over 2+ engines of one MPI job moves them\n"
+            "                          to or from one engine only, and MPI fans them out:\n"
+            "                          N[K|M|G] or off for every op, or op=N|off items\n"
+            "                          (push, scatter, gather), comma-separated; 0 = always\n"
+            "                          (default %s)\n"
+            "  --no-fanout             the same as --fanout-min-bytes off: every engine\n"
+            "                          gets its data from the controller\n"
             "  --metrics-public        serve GET /metrics without the token\n"
             "  --fresh                 new token, engine key and port even when a previous\n"
             "                          controller of this profile left its files behind\n"
@@ -126,7 +198,7 @@ static void usage(FILE *out) {
             "                          exit\n"
             "  --version, --help\n",
             IPPC_HEARTBEAT_TIMEOUT_MS / 1000, MAX_BODY_MB_DEFAULT, MAX_RAW_MB_DEFAULT,
-            HELD_FOR_THE_REST_MB, HELD_FOR_THE_REST_MB, KEEP_RESULTS_MB_DEFAULT);
+            HELD_FOR_THE_REST_MB, HELD_FOR_THE_REST_MB, KEEP_RESULTS_MB_DEFAULT, DEFAULT_FANOUT);
 }
 
 static int parse_options(int argc, char **argv, options *o) {
@@ -146,6 +218,8 @@ static int parse_options(int argc, char **argv, options *o) {
         {"print-routes", no_argument, NULL, 'r'},
         {"print-ws-ops", no_argument, NULL, 'O'},
         {"metrics-public", no_argument, NULL, 'M'},
+        {"fanout-min-bytes", required_argument, NULL, 'f'},
+        {"no-fanout", no_argument, NULL, 'N'},
         {"fresh", no_argument, NULL, 'F'},
         {"version", no_argument, NULL, 'v'},
         {"help", no_argument, NULL, 'h'},
@@ -217,6 +291,14 @@ static int parse_options(int argc, char **argv, options *o) {
             }
             break;
         case 'M': o->metrics_public = 1; break;
+        case 'f':
+            if (parse_fanout(optarg, o->fanout_min_bytes) < 0) {
+                fprintf(stderr, "ippc-controller: --fanout-min-bytes takes N[K|M|G] or off, or "
+                                "comma-separated push=, scatter=, gather= items of them\n");
+                return 2;
+            }
+            break;
+        case 'N': o->no_fanout = 1; break;
         case 'F': o->fresh = 1; break;
         case 'r': http_print_routes(stdout); return 0;
         case 'O': call_print_ws_ops(stdout); return 0;
@@ -366,6 +448,7 @@ int main(int argc, char **argv) {
                  .max_body_mb = MAX_BODY_MB_DEFAULT,
                  .max_raw_mb = MAX_RAW_MB_DEFAULT,
                  .keep_results_mb = KEEP_RESULTS_MB_DEFAULT};
+    parse_fanout(DEFAULT_FANOUT, o.fanout_min_bytes);
     int rc = parse_options(argc, argv, &o);
     if (rc >= 0)
         return rc;
@@ -471,6 +554,9 @@ int main(int argc, char **argv) {
                        .heartbeat_timeout_ms = o.heartbeat_timeout_s * 1000,
                        .sched = o.sched,
                        .hwm = o.hwm,
+                       .fanout = !o.no_fanout,
+                       .fanout_min_bytes = {o.fanout_min_bytes[0], o.fanout_min_bytes[1],
+                                            o.fanout_min_bytes[2]},
                        .keep_results_bytes = o.keep_results_mb << 20,
                        .store = st,
                        .events = events_new(10000)};

@@ -105,4 +105,11 @@ void metrics_hub(metrics_text *m, const metrics_hub_snapshot *s)
     for (int k = 0; k < 3; k++)
         metrics_printf(m, "ippc_requests_forgotten_total{reason=\"%s\"} %llu\n", why[k],
                        (unsigned long long)s->requests_forgotten[k]);
+    metrics_family(m, "ippc_fanout_ops_total", "counter",
+                   "Pushes, scatters and gathers whose data went to one engine of an MPI job "
+                   "and was fanned out by MPI.");
+    static const char *const ops[3] = {"push", "scatter", "gather"};
+    for (int k = 0; k < 3; k++)
+        metrics_printf(m, "ippc_fanout_ops_total{op=\"%s\"} %llu\n", ops[k],
+                       (unsigned long long)s->fanout_ops[k]);
 }

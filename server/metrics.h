@@ -48,6 +48,7 @@ typedef struct metrics_hub_snapshot {
     uint64_t bytes_to_engines, bytes_from_engines;
     size_t kept_result_bytes, keep_results_bytes; /* results in memory, and the bound */
     uint64_t requests_forgotten[3];               /* by reason: count, budget, delivered */
+    uint64_t fanout_ops[3]; /* data ops fanned out by MPI: push, scatter, gather */
 } metrics_hub_snapshot;
 
 void metrics_hub(metrics_text *m, const metrics_hub_snapshot *s);

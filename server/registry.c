@@ -181,6 +181,20 @@ int registry_live_ids(const registry *r, int **ids, size_t *n)
     return 0;
 }
 
+int registry_job_has_dead(const registry *r, const char *name)
+{
+    for (size_t i = 0; i < r->n_jobs; i++) {
+        const job *j = &r->jobs[i];
+        if (strcmp(j->name, name) != 0)
+            continue;
+        for (int k = 0; k < j->size; k++)
+            if (r->engines[j->base + k].state == ENGINE_DEAD)
+                return 1;
+        return 0;
+    }
+    return 0;
+}
+
 void registry_heard(engine *e, int64_t now)
 {
     e->last_heartbeat_ms = now;

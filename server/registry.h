@@ -82,6 +82,10 @@ engine *registry_live(registry *r, int engine_id);
 /* The live ids in id order: *ids malloc'd (caller frees).  0, or -1 (OOM). */
 int registry_live_ids(const registry *r, int **ids, size_t *n);
 
+/* 1 if some engine of MPI job `name` is dead (its job may be broken: no
+ * collective is asked of it then), else 0. */
+int registry_job_has_dead(const registry *r, const char *name);
+
 /* Any message from an engine counts as a heartbeat. */
 void registry_heard(engine *e, int64_t now);
 /* A heartbeat message's own busy flag. */

@@ -191,11 +191,36 @@ void requests_answered(requests *rq, uint64_t id, int done)
     }
 }
 
+/* A participant of a fanned-out data op ended without it (aborted, lost,
+ * or failed before it was sent: too large for its engine): the others may be
+ * waiting for it in the op, so each one still running is interrupted (a
+ * queued one is then dropped by its engine, answered "aborted").  Once per
+ * request. */
+static void fanout_abandon(requests *rq, request *r, const task *t)
+{
+    int unsent = t->state == TASK_FAILED && !t->started[0];
+    if (!r->fanout || r->fanout_abandoned ||
+        (t->state != TASK_ABORTED && t->state != TASK_LOST && !unsent))
+        return;
+    r->fanout_abandoned = 1;
+    for (size_t i = 0; i < r->ntasks; i++) {
+        task *u = r->tasks[i];
+        engine *e =
+            u && u != t && u->state == TASK_RUNNING ? registry_live(rq->engines, u->engine) : NULL;
+        if (!e)
+            continue;
+        json_t *msg = codec_interrupt(u->id);
+        registry_send(rq->engines, e, msg, NULL, 0);
+        json_decref(msg);
+    }
+}
+
 void requests_task_finished(requests *rq, task *t)
 {
     request *r = idmap_get(&rq->by_id, t->request_id);
     if (!r || t->request_index >= r->ntasks || r->tasks[t->request_index] != t)
         return; /* not (or no longer) one of a kept request's tasks */
+    fanout_abandon(rq, r, t);
     r->done_order[r->nfinished++] = t->request_index;
     if (request_done(r))
         request_finish(rq, r);
@@ -213,11 +238,13 @@ static const char *op_name(hub_op op)
     return (unsigned)op < sizeof names / sizeof *names && names[op] ? names[op] : "unknown";
 }
 
-/* What a direct task's document says it does: the op, and the code or
- * function its message carries. */
-static json_t *direct_spec(hub_op op, const codec_msg *m)
+/* What a direct task's document says it does: the op, the code or function
+ * its message carries, and the data op it is part of (fanout: shared). */
+static json_t *direct_spec(hub_op op, const codec_msg *m, json_t *fanout)
 {
     json_t *spec = json_pack("{s:s}", "op", op_name(op));
+    if (fanout)
+        json_object_set(spec, "fanout", fanout);
     const char *key = op == HUB_OP_EXECUTE ? "code" : op == HUB_OP_APPLY ? "function" : NULL;
     json_t *v = key ? json_object_get(m->msg, key) : NULL;
     if (json_is_string(v))
@@ -225,8 +252,15 @@ static json_t *direct_spec(hub_op op, const codec_msg *m)
     return spec;
 }
 
-uint64_t requests_submit(requests *rq, const hub_call *c, const int *targets, size_t n,
-                         codec_msg *const *msgs, size_t nmsgs, json_t *names, ippc_error *err)
+/* What fans out, for submit(): the root's task index and the op's id. */
+typedef struct fanout_info {
+    size_t root;
+    uint64_t id;
+} fanout_info;
+
+static uint64_t submit(requests *rq, const hub_call *c, const int *targets, size_t n,
+                       codec_msg *const *msgs, size_t nmsgs, json_t *names, const fanout_info *fo,
+                       ippc_error *err)
 {
     request *r = request_new(rq, c->op, n);
     if (r) {
@@ -246,13 +280,20 @@ uint64_t requests_submit(requests *rq, const hub_call *c, const int *targets, si
         return 0;
     }
     r->format = c->format;
+    json_t *fanout = NULL;
+    if (fo) {
+        r->fanout = 1;
+        r->fanout_id = fo->id;
+        r->fanout_root = fo->root;
+        fanout = json_pack("{s:I, s:i}", "id", (json_int_t)fo->id, "root", targets[fo->root]);
+    }
     r->blocking = r->awaited = c->blocking != 0;
     /* Every task exists (and is attached) before the first is sent: a send
      * that fails finishes its task, and the request counts it. */
     size_t made = 0;
     for (; made < n; made++) {
         codec_msg *m = msgs[nmsgs == 1 ? 0 : made];
-        task *t = task_new(TASK_DIRECT, direct_spec(c->op, m), codec_msg_ref(m));
+        task *t = task_new(TASK_DIRECT, direct_spec(c->op, m, fanout), codec_msg_ref(m));
         if (t)
             t->engine = targets[made];
         if (!t || task_add(rq->tasks, t, TASK_PENDING, r->id, made, 1) < 0) {
@@ -261,6 +302,7 @@ uint64_t requests_submit(requests *rq, const hub_call *c, const int *targets, si
         }
         r->tasks[made] = t;
     }
+    json_decref(fanout);
     if (made < n) {
         /* Out of memory: what was made fails unsent, and the request ends. */
         r->ntasks = made;
@@ -276,10 +318,30 @@ uint64_t requests_submit(requests *rq, const hub_call *c, const int *targets, si
     for (size_t i = 0; i < n; i++) {
         task *t = r->tasks[i];
         engine *e = registry_get(rq->engines, t->engine);
-        if (e)
+        if (r->fanout_abandoned) /* a participant could not be sent its part */
+            task_finish(rq->tasks, t, TASK_FAILED,
+                        task_result_new(codec_synth_result("error", "FanoutError",
+                                                           "not sent: another participant of "
+                                                           "this data op could not be reached"),
+                                        NULL));
+        else if (e)
             task_start(rq->tasks, t, e); /* a failed send finishes it as lost */
     }
     return id;
+}
+
+uint64_t requests_submit(requests *rq, const hub_call *c, const int *targets, size_t n,
+                         codec_msg *const *msgs, size_t nmsgs, json_t *names, ippc_error *err)
+{
+    return submit(rq, c, targets, n, msgs, nmsgs, names, NULL, err);
+}
+
+uint64_t requests_submit_fanout(requests *rq, const hub_call *c, const int *targets, size_t n,
+                                codec_msg *const *msgs, size_t root_index, uint64_t fanout_id,
+                                ippc_error *err)
+{
+    fanout_info fo = {.root = root_index, .id = fanout_id};
+    return submit(rq, c, targets, n, msgs, n, NULL, &fo, err);
 }
 
 request *requests_open_map(requests *rq, size_t nchunks, int ordered, size_t items,
@@ -355,6 +417,8 @@ struct request_view {
     int ordered;
     size_t map_items, map_chunksize;
     value_format format;
+    int fanout; /* a fanned-out gather answers from the root's task */
+    size_t fanout_root;
     char *name;
     json_t *names;
     view_item *items;
@@ -435,6 +499,8 @@ request_view *requests_view(requests *rq, uint64_t id, ippc_error *err)
     v->map_items = r->map_items;
     v->map_chunksize = r->map_chunksize;
     v->format = r->format;
+    v->fanout = r->fanout;
+    v->fanout_root = r->fanout_root;
     v->names = json_incref(r->names); /* never changed after submit */
     memcpy(v->done_order, r->done_order, r->nfinished * sizeof *v->done_order);
     for (size_t i = 0; i < r->ntasks; i++) {
@@ -510,14 +576,56 @@ static json_t *task_entry(const view_item *it, value_format fmt, json_t *errors)
     return e;
 }
 
-/* The gathered value's skeleton (new reference; blobs into out_blobs), or
- * NULL + err (failing engine in *bad). */
-static json_t *gather_skel(const request_view *v, ippc_blobs *out_blobs, int *bad, ippc_error *err)
+/* A fanned-out gather's value: the root's concatenation as it is (its
+ * blobs), or its "parts" (one per participant, numbering the root's blobs)
+ * concatenated here as per-engine pulls would be.  NULL + err. */
+static json_t *fanout_gather_skel(const request_view *v, ippc_blobs *out_blobs,
+                                  const ippc_blobs **blobs_used, int *bad, ippc_error *err)
 {
+    const view_item *root = &v->items[v->fanout_root];
+    const json_t *res = item_msg(root);
+    json_t *skel = json_object_get(json_object_get(res, "value"), v->name);
+    json_t *parts = json_object_get(res, "parts");
+    *bad = root->engine;
+    if (skel) {
+        *blobs_used = item_blobs(root);
+        return json_incref(skel);
+    }
+    if (!json_is_array(parts) || json_array_size(parts) != v->n) {
+        ippc_error_set(err, ERR_INTERNAL, "engine %d sent no gathered value for %s", root->engine,
+                       v->name);
+        return NULL;
+    }
+    json_t **each = calloc(v->n ? v->n : 1, sizeof *each);
+    ippc_blobs *blobs = calloc(v->n ? v->n : 1, sizeof *blobs);
+    if (!each || !blobs) {
+        ippc_error_set(err, ERR_INTERNAL, "out of memory");
+    } else {
+        for (size_t i = 0; i < v->n; i++) {
+            each[i] = json_array_get(parts, i);
+            blobs[i] = *item_blobs(root); /* shallow: every part numbers the root's blobs */
+        }
+        skel = value_gather(each, blobs, v->n, out_blobs, err);
+        *blobs_used = out_blobs;
+    }
+    free(each);
+    free(blobs);
+    return skel;
+}
+
+/* The gathered value's skeleton (new reference) and the blobs it numbers
+ * (*blobs_used: out_blobs, filled, or a result's), or NULL + err (failing
+ * engine in *bad). */
+static json_t *gather_skel(const request_view *v, ippc_blobs *out_blobs,
+                           const ippc_blobs **blobs_used, int *bad, ippc_error *err)
+{
+    if (v->fanout)
+        return fanout_gather_skel(v, out_blobs, blobs_used, bad, err);
     json_t **parts = calloc(v->n ? v->n : 1, sizeof *parts);
     ippc_blobs *blobs = calloc(v->n ? v->n : 1, sizeof *blobs);
     json_t *skel = NULL;
     *bad = -1;
+    *blobs_used = out_blobs;
     if (!parts || !blobs) {
         ippc_error_set(err, ERR_INTERNAL, "out of memory");
         goto done;
@@ -544,8 +652,9 @@ static json_t *gather_result(const request_view *v, value_format fmt, json_t *er
     blobs_init(&out_blobs);
     ippc_error err = {0};
     int bad = -1;
-    json_t *skel = gather_skel(v, &out_blobs, &bad, &err);
-    json_t *out = skel ? value_to_client(skel, &out_blobs, fmt, &err) : NULL;
+    const ippc_blobs *blobs = &out_blobs;
+    json_t *skel = gather_skel(v, &out_blobs, &blobs, &bad, &err);
+    json_t *out = skel ? value_to_client(skel, blobs, fmt, &err) : NULL;
     json_decref(skel);
     blobs_free(&out_blobs);
     if (!out)
@@ -753,9 +862,49 @@ void request_array_release(request_array *a)
 /* A gather's parts as one array: every part must be an array (checked
  * before value_gather, which would build JSON lists for anything else); the
  * result is one buffer, filled once, that out owns.  0 or -1 + err. */
+/* A fanned-out gather's raw answer: the root's concatenated array (held, not
+ * copied), or its parts made into one here. */
+static int fanout_gather_array(const request_view *v, request_array *out, ippc_error *err)
+{
+    const view_item *root = &v->items[v->fanout_root];
+    const json_t *skel = json_object_get(json_object_get(item_msg(root), "value"), v->name);
+    if (skel) {
+        int is_nd = value_nd_ref(skel, item_blobs(root), &out->ref, err);
+        if (is_nd < 0)
+            return -1;
+        const ippc_blobs *rb = item_blobs(root);
+        if (is_nd == 0 || !rb->items || out->ref.blob >= rb->count)
+            return ippc_error_set(err, ERR_INVALID, "the value of %s is not an array", v->name);
+        out->data = rb->items[out->ref.blob].data;
+        out->len = rb->items[out->ref.blob].len;
+        out->hold = task_result_ref(root->result);
+        return 0;
+    }
+    /* "parts", in target order: each must be an array, as per-engine parts
+     * must; then they are made into one below. */
+    const json_t *parts = json_object_get(item_msg(root), "parts");
+    for (size_t i = 0; i < json_array_size(parts) && i < v->n; i++) {
+        nd_ref ref;
+        int rc = value_nd_ref(json_array_get(parts, i), item_blobs(root), &ref, err);
+        if (rc < 0)
+            return -1;
+        if (rc == 0)
+            return ippc_error_set(err, ERR_INVALID, "the value of %s on engine %d is not an array",
+                                  v->name, v->items[i].engine);
+    }
+    return -2;
+}
+
 static int gather_array(const request_view *v, request_array *out, ippc_error *err)
 {
-    for (size_t i = 0; i < v->n; i++) {
+    if (v->fanout) {
+        int rc = fanout_gather_array(v, out, err);
+        if (rc != -2)
+            return rc;
+    }
+    /* (A fanned-out gather's parts come from its root: value_gather below
+     * says whether they make one array.) */
+    for (size_t i = 0; !v->fanout && i < v->n; i++) {
         const json_t *part =
             json_object_get(json_object_get(item_msg(&v->items[i]), "value"), v->name);
         nd_ref ref;
@@ -769,9 +918,10 @@ static int gather_array(const request_view *v, request_array *out, ippc_error *e
     ippc_blobs owned;
     blobs_init(&owned);
     int bad;
-    json_t *skel = gather_skel(v, &owned, &bad, err);
+    const ippc_blobs *blobs = &owned;
+    json_t *skel = gather_skel(v, &owned, &blobs, &bad, err);
     int rc = -1;
-    int is_nd = skel ? value_nd_ref(skel, &owned, &out->ref, err) : -1;
+    int is_nd = skel && blobs == &owned ? value_nd_ref(skel, &owned, &out->ref, err) : -1;
     if (is_nd == 0)
         ippc_error_set(err, ERR_INVALID,
                        "the parts of %s do not make one array (dtypes or trailing shapes "

@@ -60,6 +60,13 @@ typedef struct request {
     char *name;    /* PULL, GATHER */
     json_t *names; /* PULL_MANY */
     value_format format;
+    /* A push, scatter or gather fanned out by MPI (requests_submit_fanout):
+     * its id, the index of the root's task, and whether it was abandoned (a
+     * participant's task aborted or lost: the others were interrupted). */
+    int fanout;
+    uint64_t fanout_id;
+    size_t fanout_root;
+    int fanout_abandoned;
     waiter *waiters;
     int finished;         /* moved to the done list */
     uint64_t finish_seq;  /* the task table's finished_total then */
@@ -123,6 +130,16 @@ void requests_answered(requests *rq, uint64_t id, int done);
  * request id, or 0 + err. */
 uint64_t requests_submit(requests *rq, const hub_call *call, const int *targets, size_t ntargets,
                          codec_msg *const *msgs, size_t nmsgs, json_t *names, ippc_error *err);
+
+/* The same for a data op fanned out by MPI (common/proto.h): msgs holds one
+ * message per target (the root's, at root_index, carries the data), each
+ * already with its "fanout" member of id fanout_id.  Once one of its tasks
+ * ends aborted or lost, every other one still running is interrupted (an
+ * engine waiting in the op would wait for it forever), and one not sent yet
+ * is not sent. */
+uint64_t requests_submit_fanout(requests *rq, const hub_call *call, const int *targets, size_t n,
+                                codec_msg *const *msgs, size_t root_index, uint64_t fanout_id,
+                                ippc_error *err);
 
 /* A map request over nchunks chunk tasks that the caller adds with
  * task_add(..., r->id, index, held 1) and requests_attach, then

@@ -678,7 +678,7 @@ json_t *task_doc(const task *t)
     json_object_set_new(doc, "completed", time_json(t->completed));
     json_t *out = t->result ? json_object_get(t->result->msg, "stdout") : NULL;
     json_object_set_new(doc, "stdout", json_is_string(out) ? json_incref(out) : json_string(""));
-    const char *copy[] = {"op", "function", "code", "tags"};
+    const char *copy[] = {"op", "function", "code", "tags", "fanout"};
     for (size_t k = 0; k < sizeof copy / sizeof *copy; k++) {
         json_t *v = json_object_get(t->spec, copy[k]);
         if (v && (k > 0 || t->kind == TASK_DIRECT))
