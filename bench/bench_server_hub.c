@@ -115,7 +115,7 @@ static void *probe_main(void *arg)
         double dt = now_us() - t0;
         if (p->n < p->cap)
             p->lat[p->n++] = dt;
-        struct timespec pause = {0, 200 * 1000}; /* 200 us between probes */
+        struct timespec pause = {0, 200L * 1000}; /* 200 us between probes */
         nanosleep(&pause, NULL);
     }
     return NULL;
@@ -133,7 +133,10 @@ static void probe_start(probe *p, hub *h, pthread_t *t)
     p->h = h;
     p->cap = 1000000;
     p->lat = malloc(p->cap * sizeof *p->lat);
-    pthread_create(t, NULL, probe_main, p);
+    if (!p->lat || pthread_create(t, NULL, probe_main, p) != 0) {
+        fprintf(stderr, "bench_server_hub: cannot start the probe thread\n");
+        exit(1);
+    }
 }
 
 static void probe_report(probe *p, pthread_t t, const char *what)
@@ -256,7 +259,7 @@ static void bench_deps(void)
 
 int main(int argc, char **argv)
 {
-    double seconds = argc > 1 ? atof(argv[1]) : 2.0;
+    double seconds = argc > 1 ? strtod(argv[1], NULL) : 2.0;
     if (seconds <= 0)
         seconds = 2.0;
     printf("bench_server_hub (%.1f s per scenario)\n", seconds);

@@ -13,7 +13,7 @@
 #include "jsonout.h"
 #include "registry.h"
 
-#define EVENT_RESULT_MAX (64 * 1024)
+#define EVENT_RESULT_MAX ((size_t)64 * 1024)
 
 /* ------------------------------------------------------------ messages */
 
@@ -105,8 +105,7 @@ static json_t *push_message(const json_t *ns, ippc_blobs *blobs, ippc_error *err
     json_t *wire = json_object();
     const char *key;
     json_t *value;
-    json_object_foreach((json_t *)ns, key, value)
-    {
+    json_object_foreach((json_t *)ns, key, value) {
         json_t *skel = NULL;
         if (codec_valid_name(key, err) < 0 || !(skel = value_from_client(value, blobs, err))) {
             json_decref(wire);
@@ -138,16 +137,14 @@ static int encode_arguments(const json_t *args, const json_t *kwargs, ippc_blobs
     *wkwargs = json_object();
     size_t i;
     json_t *v;
-    json_array_foreach(args, i, v)
-    {
+    json_array_foreach(args, i, v) {
         json_t *w = value_from_client(v, blobs, err);
         if (!w)
             goto fail;
         json_array_append_new(*wargs, w);
     }
     const char *k;
-    json_object_foreach((json_t *)kwargs, k, v)
-    {
+    json_object_foreach((json_t *)kwargs, k, v) {
         json_t *w = value_from_client(v, blobs, err);
         if (!w)
             goto fail;
@@ -168,7 +165,7 @@ codec_msg *codec_apply(const char *function, const json_t *args, const json_t *k
         return NULL;
     ippc_blobs blobs;
     blobs_init(&blobs);
-    json_t *wargs, *wkwargs;
+    json_t *wargs = NULL, *wkwargs = NULL;
     if (encode_arguments(args, kwargs, &blobs, &wargs, &wkwargs, err) < 0) {
         blobs_free(&blobs);
         return NULL;
@@ -272,8 +269,7 @@ codec_msg *codec_view_call(const hub_call *c, ippc_error *err)
         }
         size_t i;
         json_t *n;
-        json_array_foreach(names, i, n)
-        {
+        json_array_foreach(names, i, n) {
             if (!json_is_string(n)) {
                 ippc_error_set(err, ERR_BAD_REQUEST, "\"names\" must hold strings");
                 return NULL;

@@ -16,6 +16,7 @@
  */
 #include "hub.h"
 
+#include <assert.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -672,6 +673,7 @@ uint64_t hub_submit(hub *h, const hub_call *c, ippc_error *err)
         if (unlocked)
             hub_unlock(h);
         msgs_free(split, split_for);
+        assert(n > 0); /* targets were resolved: at least one engine */
         split = calloc(n, sizeof *split);
         split_for = n;
         rc = split ? codec_scatter_split(&prep->scatter, n, split, err)
@@ -815,7 +817,7 @@ static json_t *enqueue_and_answer(hub *h, tasks_batch *batch, uint64_t *first_id
     if (is_list) {
         json_t *ids = json_array();
         for (size_t i = 0; i < n; i++)
-            json_array_append_new(ids, json_integer((json_int_t)(*first_id + i)));
+            json_array_append_new(ids, json_integer((json_int_t)*first_id + (json_int_t)i));
         return json_pack("{s:o}", "ids", ids);
     }
     if (!out) /* already gone again (evicted): the id is what there is */
@@ -1031,7 +1033,8 @@ json_t *hub_task_list(hub *h, const hub_task_filter *f, ippc_error *err)
         return NULL;
     size_t i;
     json_t *doc;
-    json_array_foreach(list, i, doc) json_object_del(doc, "spec");
+    json_array_foreach(list, i, doc)
+        json_object_del(doc, "spec");
     json_t *out = json_pack("{s:o}", "tasks", list);
     json_object_set_new(out, "next_cursor", next ? json_integer((json_int_t)next) : json_null());
     return out;
@@ -1114,7 +1117,9 @@ void hub_metrics(hub *h, char **out, size_t *len)
     s.bytes_from_engines = h->engines.bytes_from_engines;
     s.kept_result_bytes = h->tasks.result_bytes;
     s.keep_results_bytes = h->requests.keep_bytes;
-    for (int k = 0; k < GONE_NREASONS && k < 3; k++)
+    _Static_assert(GONE_NREASONS == sizeof s.requests_forgotten / sizeof s.requests_forgotten[0],
+                   "one metrics counter per reason a request is forgotten");
+    for (int k = 0; k < GONE_NREASONS; k++)
         s.requests_forgotten[k] = h->requests.gone_total[k];
     memcpy(s.fanout_ops, h->fanout_ops, sizeof s.fanout_ops);
     hub_unlock(h);

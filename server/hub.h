@@ -48,8 +48,8 @@ typedef struct hub_config {
      * requests' and tasks' results, oldest finished forgotten first.
      * 0: HUB_KEEP_RESULTS_DEFAULT. */
     size_t keep_results_bytes;
-    int sched;                /* sched_kind of the load balancer */
-    unsigned hwm;             /* balanced tasks an engine may hold at once (default 1) */
+    int sched;    /* sched_kind of the load balancer */
+    unsigned hwm; /* balanced tasks an engine may hold at once (default 1) */
     /* Data ops fanned out by MPI (common/proto.h): when fanout is set, a
      * push, scatter or gather (index HUB_FANOUT_*) over 2+ live engines of
      * one MPI job with no dead engine, moving at least fanout_min_bytes[op]
@@ -58,8 +58,8 @@ typedef struct hub_config {
      * that name (a push, scatter or gather of it; unknown: 0). */
     int fanout;
     size_t fanout_min_bytes[3];
-    struct store *store;      /* task history; NULL = none (tests) */
-    struct events *events;    /* event stream; NULL = none (tests) */
+    struct store *store;   /* task history; NULL = none (tests) */
+    struct events *events; /* event stream; NULL = none (tests) */
 } hub_config;
 
 #define HUB_KEEP_RESULTS_DEFAULT ((size_t)512 << 20)
@@ -93,17 +93,17 @@ json_t *hub_engine(hub *h, int engine_id, ippc_error *err);
 typedef enum hub_op {
     HUB_OP_EXECUTE,
     HUB_OP_RUN,
-    HUB_OP_PUSH,    /* body {"namespace": {...}} or one var */
-    HUB_OP_PULL,    /* one name: results are values */
+    HUB_OP_PUSH, /* body {"namespace": {...}} or one var */
+    HUB_OP_PULL, /* one name: results are values */
     HUB_OP_PULL_MANY,
     HUB_OP_SCATTER,
     HUB_OP_GATHER,
     HUB_OP_APPLY,
-    HUB_OP_LOAD,    /* {"library": path} */
+    HUB_OP_LOAD, /* {"library": path} */
     HUB_OP_RESET,
-    HUB_OP_DELETE,  /* name */
-    HUB_OP_LIST,    /* results are each engine's variable listing */
-    HUB_OP_MAP,     /* internal: a map over load-balanced tasks */
+    HUB_OP_DELETE, /* name */
+    HUB_OP_LIST,   /* results are each engine's variable listing */
+    HUB_OP_MAP,    /* internal: a map over load-balanced tasks */
 } hub_op;
 
 typedef struct hub_prepared hub_prepared;
@@ -112,10 +112,10 @@ typedef struct hub_prepared hub_prepared;
  * the caller (but see `prepared`). */
 typedef struct hub_call {
     hub_op op;
-    const char *targets;   /* target spec */
-    const json_t *body;    /* the op's fields (call.c's table) */
-    const char *name;      /* PUT/GET vars/{name}, gather/{name} */
-    value_format format;   /* how pulled arrays are written back */
+    const char *targets; /* target spec */
+    const json_t *body;  /* the op's fields (call.c's table) */
+    const char *name;    /* PUT/GET vars/{name}, gather/{name} */
+    value_format format; /* how pulled arrays are written back */
     /* The caller waits and takes the answer itself: the request is kept
      * for it (not evicted) until hub_request_answered; a pull or gather is
      * released then. */

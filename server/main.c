@@ -91,7 +91,8 @@ typedef struct options {
 /* --fanout-min-bytes: comma-separated items, each "VALUE" (every op) or
  * "OP=VALUE" (push, scatter, gather); VALUE is bytes with an optional K, M or
  * G (binary) suffix, or "off".  0, or -1 (min untouched). */
-static int parse_fanout(const char *spec, size_t min[3]) {
+static int parse_fanout(const char *spec, size_t min[3])
+{
     static const char *const ops[3] = {"push", "scatter", "gather"};
     size_t out[3];
     memcpy(out, min, sizeof out);
@@ -149,14 +150,16 @@ static int parse_fanout(const char *spec, size_t min[3]) {
 
 static int stop_fd = -1;
 
-static void on_signal(int sig) {
+static void on_signal(int sig)
+{
     (void)sig;
     uint64_t one = 1;
     ssize_t rc = write(stop_fd, &one, sizeof one);
     (void)rc;
 }
 
-static void usage(FILE *out) {
+static void usage(FILE *out)
+{
     fprintf(out,
             "usage: ippc-controller [options]\n"
             "  --ip ADDR               address to bind (default 127.0.0.1)\n"
@@ -201,7 +204,8 @@ static void usage(FILE *out) {
             HELD_FOR_THE_REST_MB, HELD_FOR_THE_REST_MB, KEEP_RESULTS_MB_DEFAULT, DEFAULT_FANOUT);
 }
 
-static int parse_options(int argc, char **argv, options *o) {
+static int parse_options(int argc, char **argv, options *o)
+{
     static const struct option longs[] = {
         {"ip", required_argument, NULL, 'i'},
         {"port", required_argument, NULL, 'p'},
@@ -319,7 +323,8 @@ static int parse_options(int argc, char **argv, options *o) {
     return -1;
 }
 
-static int random_hex(char *out, size_t bytes) {
+static int random_hex(char *out, size_t bytes)
+{
     unsigned char buf[64];
     if (bytes > sizeof buf || getrandom(buf, bytes, 0) != (ssize_t)bytes)
         return -1;
@@ -329,7 +334,8 @@ static int random_hex(char *out, size_t bytes) {
 }
 
 /* Writes JSON to path with mode 0600, atomically (temp file + rename). */
-static int write_secret_json(const char *path, json_t *value) {
+static int write_secret_json(const char *path, json_t *value)
+{
     char tmp[PATH_MAX];
     snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
@@ -375,7 +381,8 @@ static int take_profile_lock(const char *path, char *why, size_t why_len)
 /* Reads the secrets a previous controller of this profile left behind (the
  * caller knows it is gone).  1 if reused. */
 static int reuse_secrets(const char *client_file, const char *engine_file, char token[65],
-                         char key[65], int *port) {
+                         char key[65], int *port)
+{
     json_t *c = json_load_file(client_file, 0, NULL), *e = json_load_file(engine_file, 0, NULL);
     int ok = 0;
     const char *t = json_string_value(json_object_get(c, "token"));
@@ -383,10 +390,14 @@ static int reuse_secrets(const char *client_file, const char *engine_file, char 
     const char *url = json_string_value(json_object_get(c, "url"));
     const char *colon = url ? strrchr(url, ':') : NULL;
     if (t && k && strlen(t) == 64 && strlen(k) == 64 && colon) {
-        memcpy(token, t, 65);
-        memcpy(key, k, 65);
-        *port = atoi(colon + 1);
-        ok = 1;
+        char *end;
+        long p = strtol(colon + 1, &end, 10);
+        ok = *end == '\0' && p > 0 && p <= 65535; /* a damaged file is not reused */
+        if (ok) {
+            memcpy(token, t, 65);
+            memcpy(key, k, 65);
+            *port = (int)p;
+        }
     }
     json_decref(c);
     json_decref(e);
@@ -422,7 +433,8 @@ static int listen_again(const char *ip, int old_port, int *port, ippc_error *err
     return acceptor_listen(ip, 0, port, err);
 }
 
-static void route_http(void *arg, int fd, const struct sockaddr *addr, socklen_t len) {
+static void route_http(void *arg, int fd, const struct sockaddr *addr, socklen_t len)
+{
     http_add_connection(((void **)arg)[0], fd, addr, len);
 }
 
@@ -442,7 +454,8 @@ static void raise_fd_limit(void)
     }
 }
 
-int main(int argc, char **argv) {
+int main(int argc, char **argv)
+{
     options o = {.ip = "127.0.0.1",
                  .profile = "default",
                  .max_body_mb = MAX_BODY_MB_DEFAULT,
@@ -522,8 +535,10 @@ int main(int argc, char **argv) {
         return 1;
     }
     if (lost)
-        fprintf(stderr, "ippc-controller: %zu tasks were unfinished when the last controller "
-                        "stopped; they are marked lost\n", lost);
+        fprintf(stderr,
+                "ippc-controller: %zu tasks were unfinished when the last controller "
+                "stopped; they are marked lost\n",
+                lost);
     int port = 0;
     int listen_fd = reused_port && o.port == reused_port
                         ? listen_again(o.ip, reused_port, &port, &err)
@@ -547,19 +562,19 @@ int main(int argc, char **argv) {
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
 
-    hub_config hcfg = {.engine_key = engine_key,
-                       .profile = o.profile,
-                       .url = url,
-                       .ws_url = ws_url,
-                       .heartbeat_timeout_ms = o.heartbeat_timeout_s * 1000,
-                       .sched = o.sched,
-                       .hwm = o.hwm,
-                       .fanout = !o.no_fanout,
-                       .fanout_min_bytes = {o.fanout_min_bytes[0], o.fanout_min_bytes[1],
-                                            o.fanout_min_bytes[2]},
-                       .keep_results_bytes = o.keep_results_mb << 20,
-                       .store = st,
-                       .events = events_new(10000)};
+    hub_config hcfg = {
+        .engine_key = engine_key,
+        .profile = o.profile,
+        .url = url,
+        .ws_url = ws_url,
+        .heartbeat_timeout_ms = o.heartbeat_timeout_s * 1000,
+        .sched = o.sched,
+        .hwm = o.hwm,
+        .fanout = !o.no_fanout,
+        .fanout_min_bytes = {o.fanout_min_bytes[0], o.fanout_min_bytes[1], o.fanout_min_bytes[2]},
+        .keep_results_bytes = o.keep_results_mb << 20,
+        .store = st,
+        .events = events_new(10000)};
     hub *h = hcfg.events ? hub_new(&hcfg) : NULL;
     http_config httpcfg = {.token = token,
                            .max_body = o.max_body_mb << 20,
@@ -581,15 +596,16 @@ int main(int argc, char **argv) {
 
     json_t *engine_json = json_pack("{s:s, s:s, s:s, s:i}", "url", engine_url, "key", engine_key,
                                     "controller", url, "pid", (int)getpid());
-    json_t *client_json = json_pack("{s:s, s:s, s:s, s:s, s:i, s:s}", "url", url, "ws_url",
-                                    ws_url, "token", token, "profile", o.profile, "pid",
-                                    (int)getpid(), "engine_file", engine_file);
+    json_t *client_json =
+        json_pack("{s:s, s:s, s:s, s:s, s:i, s:s}", "url", url, "ws_url", ws_url, "token", token,
+                  "profile", o.profile, "pid", (int)getpid(), "engine_file", engine_file);
     int written = write_secret_json(engine_file, engine_json) == 0 &&
                   write_secret_json(client_file, client_json) == 0;
     json_decref(engine_json);
     json_decref(client_json);
     if (!written) {
-        fprintf(stderr, "ippc-controller: cannot write connection files in %s\n", paths.security_dir);
+        fprintf(stderr, "ippc-controller: cannot write connection files in %s\n",
+                paths.security_dir);
         rc = 1;
     } else {
         printf("ippc-controller %s listening on %s (profile %s)\n", IPPC_VERSION, url, o.profile);

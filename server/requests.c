@@ -15,6 +15,7 @@
  */
 #include "requests.h"
 
+#include <assert.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
@@ -720,8 +721,7 @@ static void map_chunk_answer(const view_item *it, size_t lo, size_t count, value
     const json_t **own = count ? calloc(count, sizeof *own) : NULL;
     size_t k;
     json_t *e;
-    json_array_foreach(item_errors, k, e)
-    {
+    json_array_foreach(item_errors, k, e) {
         json_t *at = json_object_get(e, "index");
         if (own && json_is_integer(at) && json_integer_value(at) >= 0 &&
             (uint64_t)json_integer_value(at) < count)
@@ -730,7 +730,7 @@ static void map_chunk_answer(const view_item *it, size_t lo, size_t count, value
     if (count && !own && !chunk_error) /* out of memory: no item is vouched for */
         chunk_error = made_error("MemoryError", "out of memory");
     for (size_t j = 0; j < count; j++) {
-        const json_t *why = chunk_error ? chunk_error : own[j];
+        const json_t *why = chunk_error ? chunk_error : own ? own[j] : NULL;
         size_t index = json_array_size(results);
         if (!why) {
             json_array_append(results, json_array_get(values, j));
@@ -809,8 +809,7 @@ json_t *request_view_json(const request_view *v, int as)
                 vals = json_array();
                 size_t k;
                 json_t *n;
-                json_array_foreach(v->names, k, n)
-                {
+                json_array_foreach(v->names, k, n) {
                     ippc_error err = {0};
                     json_t *val = pulled_value(it, json_string_value(n), fmt, &err);
                     if (!val)
@@ -967,6 +966,8 @@ int request_view_array(const request_view *v, request_array *out, ippc_error *er
         return -1;
     if (is_nd == 0)
         return ippc_error_set(err, ERR_INVALID, "the value is not an array");
+    /* value_nd_ref checked the blob index against the blobs it was given. */
+    assert(out->ref.blob < item_blobs(it)->count);
     const ippc_blob *b = &item_blobs(it)->items[out->ref.blob];
     out->data = b->data;
     out->len = b->len;
