@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -15,9 +16,17 @@ pid_t pidfile_read(const char *path)
 
     if (file == NULL)
         return 0;
-    if (fscanf(file, "%ld", &pid) != 1 || pid <= 0 || pid > INT_MAX)
+    char line[32];
+    char *end = NULL;
+    if (fgets(line, sizeof line, file)) {
+        errno = 0;
+        pid = strtol(line, &end, 10);
+        if (end == line || errno != 0 || (*end != '\0' && *end != '\n'))
+            pid = 0;
+    }
+    if (pid <= 0 || pid > INT_MAX)
         pid = 0;
-    fclose(file);
+    (void)fclose(file); /* opened for reading: nothing to lose */
     return (pid_t)pid;
 }
 

@@ -37,12 +37,16 @@ static int default_ippc_dir(char *out, size_t out_len, char *err, size_t err_len
 {
     const char *env = getenv("IPPC_DIR");
     const char *home = getenv("HOME");
-    struct passwd *user;
+    struct passwd entry;
+    struct passwd *user = NULL;
+    char buf[4096]; /* getpwuid_r's strings; pw_dir points into it */
 
     if (env != NULL && env[0] != '\0')
         return snprintf(out, out_len, "%s", env) < (int)out_len ? 0 : -1;
     if (home == NULL || home[0] == '\0') {
-        user = getpwuid(getuid());
+        /* reentrant: the controller calls this with other threads running */
+        if (getpwuid_r(getuid(), &entry, buf, sizeof buf, &user) != 0)
+            user = NULL;
         home = user != NULL ? user->pw_dir : NULL;
     }
     if (home == NULL) {

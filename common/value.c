@@ -145,6 +145,10 @@ static size_t nd_bytes(const nd_ref *ref)
     return ref->count * nd_dtype_size(ref->dtype);
 }
 
+/* Sets err and yields -1: the shape parsers below return -1 explicitly so
+ * that no caller can ever read a half-filled nd_ref as a success. */
+#define nd_fail(...) ((void)ippc_error_set(__VA_ARGS__), -1)
+
 /* Computes ref->count from ref->shape and checks that the shape's span (the
  * product with zeros read as ones) times the widest itemsize fits a size_t.
  * After this, every partial product of the shape and every byte count of
@@ -152,13 +156,13 @@ static size_t nd_bytes(const nd_ref *ref)
 static int nd_ref_measure(nd_ref *ref, ippc_error *err)
 {
     if (ref->ndim < 1 || ref->ndim > ND_MAX_DIMS)
-        return ippc_error_set(err, ERR_INVALID, "an array needs 1 to %d dimensions, not %d",
-                              ND_MAX_DIMS, ref->ndim);
+        return nd_fail(err, ERR_INVALID, "an array needs 1 to %d dimensions, not %d", ND_MAX_DIMS,
+                       ref->ndim);
     size_t span = 1, count = 1;
     for (int d = 0; d < ref->ndim; d++) {
         size_t dim = ref->shape[d] ? ref->shape[d] : 1;
         if (dim > SIZE_MAX / ND_MAX_ITEMSIZE / span)
-            return ippc_error_set(err, ERR_INVALID, "array shape is too large");
+            return nd_fail(err, ERR_INVALID, "array shape is too large");
         span *= dim;
         count *= ref->shape[d];
     }
@@ -184,19 +188,18 @@ static int nd_ref_from_json(const json_t *dtype, const json_t *shape, nd_ref *re
 {
     int parsed = nd_dtype_parse(json_string_value(dtype));
     if (parsed < 0)
-        return ippc_error_set(err, ERR_INVALID,
-                              "unknown dtype '%.32s': expected float64, float32, int64, int32 "
-                              "or uint8",
-                              json_is_string(dtype) ? json_string_value(dtype) : "(not a string)");
+        return nd_fail(err, ERR_INVALID,
+                       "unknown dtype '%.32s': expected float64, float32, int64, int32 "
+                       "or uint8",
+                       json_is_string(dtype) ? json_string_value(dtype) : "(not a string)");
     ref->dtype = (nd_dtype)parsed;
     if (!json_is_array(shape) || json_array_size(shape) < 1 || json_array_size(shape) > ND_MAX_DIMS)
-        return ippc_error_set(err, ERR_INVALID, "shape must be a list of 1 to %d integers",
-                              ND_MAX_DIMS);
+        return nd_fail(err, ERR_INVALID, "shape must be a list of 1 to %d integers", ND_MAX_DIMS);
     ref->ndim = (int)json_array_size(shape);
     for (int d = 0; d < ref->ndim; d++) {
         const json_t *dim = json_array_get(shape, (size_t)d);
         if (!json_is_integer(dim) || json_integer_value(dim) < 0)
-            return ippc_error_set(err, ERR_INVALID, "shape entries must be non-negative integers");
+            return nd_fail(err, ERR_INVALID, "shape entries must be non-negative integers");
         ref->shape[d] = (size_t)json_integer_value(dim);
     }
     return nd_ref_measure(ref, err);
@@ -209,15 +212,15 @@ int value_nd_ref(const json_t *v, const ippc_blobs *blobs, nd_ref *ref, ippc_err
         return 0;
     if (!json_is_integer(index) || json_integer_value(index) < 0 ||
         (unsigned long long)json_integer_value(index) >= blobs_count(blobs))
-        return ippc_error_set(err, ERR_INVALID, "array placeholder names blob %lld of %zu",
-                              json_is_integer(index) ? (long long)json_integer_value(index) : -1LL,
-                              blobs_count(blobs));
-    if (nd_ref_from_json(json_object_get(v, "dtype"), json_object_get(v, "shape"), ref, err) < 0)
+        return nd_fail(err, ERR_INVALID, "array placeholder names blob %lld of %zu",
+                       json_is_integer(index) ? (long long)json_integer_value(index) : -1LL,
+                       blobs_count(blobs));
+    if (nd_ref_from_json(json_object_get(v, "dtype"), json_object_get(v, "shape"), ref, err) != 0)
         return -1;
     ref->blob = (size_t)json_integer_value(index);
     if (blobs->items[ref->blob].len != nd_bytes(ref))
-        return ippc_error_set(err, ERR_INVALID, "blob %zu holds %zu bytes, its array needs %zu",
-                              ref->blob, blobs->items[ref->blob].len, nd_bytes(ref));
+        return nd_fail(err, ERR_INVALID, "blob %zu holds %zu bytes, its array needs %zu", ref->blob,
+                       blobs->items[ref->blob].len, nd_bytes(ref));
     return 1;
 }
 
@@ -906,8 +909,7 @@ static size_t json_node_estimate(const json_t *v, int depth)
         n = 96;
         const char *key;
         json_t *item;
-        json_object_foreach((json_t *)v, key, item)
-        {
+        json_object_foreach((json_t *)v, key, item) {
             n += 64 + strlen(key) + json_node_estimate(item, depth + 1);
         }
         return n;
@@ -916,8 +918,7 @@ static size_t json_node_estimate(const json_t *v, int depth)
         size_t i;
         json_t *item;
         n = 48 + 8 * json_array_size(v);
-        json_array_foreach(v, i, item)
-        {
+        json_array_foreach(v, i, item) {
             n += json_node_estimate(item, depth + 1);
         }
         return n;

@@ -191,11 +191,18 @@ static void connect_now(lws_sorted_usec_list_t *sul)
 static long long rss_bytes(void)
 {
     FILE *f = fopen("/proc/self/statm", "r");
-    long long size = 0, resident = -1;
+    long long resident = -1;
     if (f) {
-        if (fscanf(f, "%lld %lld", &size, &resident) != 2)
-            resident = -1;
-        fclose(f);
+        char line[128];
+        char *end = NULL, *next = NULL;
+        if (fgets(line, sizeof line, f)) {
+            (void)strtoll(line, &end, 10); /* the total size: not needed */
+            if (end != line)
+                resident = strtoll(end, &next, 10);
+            if (next == end)
+                resident = -1;
+        }
+        (void)fclose(f); /* read-only: nothing to lose */
     }
     return resident < 0 ? -1 : resident * sysconf(_SC_PAGESIZE);
 }
@@ -480,7 +487,11 @@ static int parse_args(int argc, char **argv)
         case 'f': file = optarg; break;
         case 'u': snprintf(E.url, sizeof E.url, "%s", optarg); break;
         case 'k': snprintf(E.key, sizeof E.key, "%s", optarg); break;
-        case 'g': E.grace_s = atoi(optarg) > 0 ? atoi(optarg) : 30; break;
+        case 'g': {
+            long g = strtol(optarg, &end, 10);
+            E.grace_s = !*end && g > 0 && g <= INT_MAX ? (int)g : 30;
+            break;
+        }
         case 'm': {
             unsigned long long mb = strtoull(optarg, &end, 10);
             if (*end || mb < 1 || mb > (IPPC_MAX_WS_MESSAGE >> 20)) {

@@ -43,8 +43,7 @@ static void check_call(const call *c)
         json_t *value;
         if (!json_is_object(c->body))
             __builtin_trap();
-        json_object_foreach(c->body, key, value)
-        {
+        json_object_foreach(c->body, key, value) {
             int known = 0;
             for (int i = 0; d->fields[i]; i++)
                 known |= strcmp(d->fields[i], key) == 0;
@@ -184,8 +183,7 @@ static char *targets_text(const json_t *v)
         out = calloc(json_array_size(v), 21);
         size_t i, len = 0;
         json_t *id;
-        json_array_foreach(v, i, id)
-        {
+        json_array_foreach(v, i, id) {
             if (!out || !json_is_integer(id) || json_integer_value(id) < 0) {
                 free(out);
                 return NULL;
@@ -264,8 +262,7 @@ static void run_parity(const char *text, size_t len)
     }
     const char *key;
     json_t *value;
-    json_object_foreach(msg, key, value)
-    {
+    json_object_foreach(msg, key, value) {
         if (strcmp(key, "op") == 0 || strcmp(key, "id") == 0 ||
             ((d->path & CALL_P_TARGETS) && strcmp(key, "targets") == 0) ||
             ((d->path & CALL_P_NAME) && strcmp(key, "name") == 0) ||

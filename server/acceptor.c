@@ -577,7 +577,7 @@ int acceptor_listen(const char *ip, int port, int *bound_port, ippc_error *err)
 #define PEEK_INTERVAL_MS 10
 #define TICK_MS 10
 #define IP_BUCKETS 4096 /* per-address counts, by a keyed hash of the address */
-#define DRAIN_MAX (64 * 1024)
+#define DRAIN_MAX ((size_t)64 * 1024)
 #define ANSWER_MAX 1024
 
 typedef enum conn_state {
@@ -798,7 +798,8 @@ static int make_room(acceptor *a, int bucket, int64_t now)
 static void accept_all(acceptor *a, int64_t now)
 {
     for (;;) {
-        struct sockaddr_storage addr;
+        /* zeroed: accept4 may fill less than ss_family (an unnamed peer) */
+        struct sockaddr_storage addr = {0};
         socklen_t addr_len = sizeof addr;
         int fd = accept4(a->listen_fd, (struct sockaddr *)&addr, &addr_len,
                          SOCK_CLOEXEC | SOCK_NONBLOCK);

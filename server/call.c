@@ -379,8 +379,7 @@ static int check_unknown(const call *c, const call_input *in, ippc_error *err)
     json_t *value;
     const char *name = d->ws ? d->ws : d->operation;
     if (in->message) {
-        json_object_foreach((json_t *)in->message, key, value)
-        {
+        json_object_foreach((json_t *)in->message, key, value) {
             int known = is_field(d, key) || is_ws_parameter(d, key);
             for (size_t i = 0; !known && i < sizeof envelope / sizeof *envelope; i++)
                 known = strcmp(key, envelope[i]) == 0;
@@ -390,8 +389,7 @@ static int check_unknown(const call *c, const call_input *in, ippc_error *err)
         }
     }
     if (in->fields) {
-        json_object_foreach((json_t *)in->fields, key, value)
-        {
+        json_object_foreach((json_t *)in->fields, key, value) {
             if (!is_field(d, key))
                 return ippc_error_set(err, ERR_BAD_REQUEST, "%s takes no field \"%.64s\"", name,
                                       key);
@@ -559,8 +557,7 @@ static int ws_targets(call *c, const json_t *v, ippc_error *err)
         return oom(err);
     size_t i;
     json_t *id;
-    json_array_foreach(v, i, id)
-    {
+    json_array_foreach(v, i, id) {
         if (!json_is_integer(id) || json_integer_value(id) < 0) {
             free(spec);
             return ippc_error_set(err, ERR_BAD_TARGETS, "%s", what);

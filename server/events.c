@@ -43,13 +43,14 @@ struct events {
     pthread_mutex_t lock;
     ring_entry *ring;
     size_t ring_size, ring_count, ring_start;
-    uint64_t seq; /* last emitted */
+    uint64_t seq;      /* last emitted */
     list_node clients; /* events_client.link, newest first */
     atomic_size_t n_clients;
     atomic_ullong dropped;
 };
 
-events *events_new(size_t ring_size) {
+events *events_new(size_t ring_size)
+{
     events *ev = calloc(1, sizeof *ev);
     if (!ev)
         return NULL;
@@ -64,7 +65,8 @@ events *events_new(size_t ring_size) {
     return ev;
 }
 
-static void client_filters_free(events_client *c) {
+static void client_filters_free(events_client *c)
+{
     free(c->engines);
     free(c->tasks);
     json_decref(c->tags);
@@ -74,7 +76,8 @@ static void client_filters_free(events_client *c) {
     c->n_engines = c->n_tasks = 0;
 }
 
-void events_free(events *ev) {
+void events_free(events *ev)
+{
     if (!ev)
         return;
     for (size_t i = 0; i < ev->ring_count; i++) {
@@ -93,17 +96,25 @@ void events_free(events *ev) {
     free(ev);
 }
 
-uint64_t events_seq(events *ev) {
+uint64_t events_seq(events *ev)
+{
     pthread_mutex_lock(&ev->lock);
     uint64_t s = ev->seq;
     pthread_mutex_unlock(&ev->lock);
     return s;
 }
 
-size_t events_clients(events *ev) { return ev ? atomic_load(&ev->n_clients) : 0; }
-uint64_t events_dropped_clients(events *ev) { return ev ? atomic_load(&ev->dropped) : 0; }
+size_t events_clients(events *ev)
+{
+    return ev ? atomic_load(&ev->n_clients) : 0;
+}
+uint64_t events_dropped_clients(events *ev)
+{
+    return ev ? atomic_load(&ev->dropped) : 0;
+}
 
-static int tags_meet(const json_t *a, const json_t *b) {
+static int tags_meet(const json_t *a, const json_t *b)
+{
     size_t i, j;
     json_t *x, *y;
     json_array_foreach(a, i, x) {
@@ -115,8 +126,8 @@ static int tags_meet(const json_t *a, const json_t *b) {
     return 0;
 }
 
-static int wants(const events_client *c, int topic, int engine, uint64_t task,
-                 const json_t *tags) {
+static int wants(const events_client *c, int topic, int engine, uint64_t task, const json_t *tags)
+{
     if (c->cut)
         return 0;
     if (topic == EVENT_TOPIC_ALWAYS)
@@ -142,7 +153,8 @@ static int wants(const events_client *c, int topic, int engine, uint64_t task,
     return 1;
 }
 
-static void cut_off(events *ev, events_client *c) {
+static void cut_off(events *ev, events_client *c)
+{
     c->cut = 1;
     atomic_fetch_add(&ev->dropped, 1);
     c->sink.cut(c->sink.conn,
@@ -150,12 +162,14 @@ static void cut_off(events *ev, events_client *c) {
                 "buffer behind the event stream and is disconnected; reconnect and resume\"}");
 }
 
-static void deliver(events *ev, events_client *c, const char *text, size_t len) {
+static void deliver(events *ev, events_client *c, const char *text, size_t len)
+{
     if (c->sink.send(c->sink.conn, text, len) < 0)
         cut_off(ev, c);
 }
 
-void events_emit(events *ev, json_t *event, const event_meta *meta) {
+void events_emit(events *ev, json_t *event, const event_meta *meta)
+{
     if (!ev || !event) {
         json_decref(event);
         return;
@@ -198,7 +212,8 @@ void events_emit(events *ev, json_t *event, const event_meta *meta) {
     pthread_mutex_unlock(&ev->lock);
 }
 
-events_client *events_client_add(events *ev, const events_sink *sink) {
+events_client *events_client_add(events *ev, const events_sink *sink)
+{
     events_client *c = calloc(1, sizeof *c);
     if (!c)
         return NULL;
@@ -211,7 +226,8 @@ events_client *events_client_add(events *ev, const events_sink *sink) {
     return c;
 }
 
-void events_client_remove(events *ev, events_client *c) {
+void events_client_remove(events *ev, events_client *c)
+{
     if (!c)
         return;
     pthread_mutex_lock(&ev->lock);
@@ -222,7 +238,8 @@ void events_client_remove(events *ev, events_client *c) {
     free(c);
 }
 
-static int parse_topics(const json_t *topics, int *mask, ippc_error *err) {
+static int parse_topics(const json_t *topics, int *mask, ippc_error *err)
+{
     static const char *names[] = {"engines", "tasks", "stdout"};
     *mask = 0;
     if (!json_is_array(topics))
@@ -243,7 +260,8 @@ static int parse_topics(const json_t *topics, int *mask, ippc_error *err) {
     return 0;
 }
 
-static json_t *topics_json(int mask) {
+static json_t *topics_json(int mask)
+{
     static const char *names[] = {"engines", "tasks", "stdout"};
     json_t *a = json_array();
     for (int k = 0; k < 3; k++)
@@ -253,7 +271,8 @@ static json_t *topics_json(int mask) {
 }
 
 /* Reads an optional list of non-negative integers into *out. */
-static int id_list(const json_t *v, const char *key, uint64_t **out, size_t *n, ippc_error *err) {
+static int id_list(const json_t *v, const char *key, uint64_t **out, size_t *n, ippc_error *err)
+{
     *out = NULL;
     *n = 0;
     if (!v)
@@ -267,8 +286,7 @@ static int id_list(const json_t *v, const char *key, uint64_t **out, size_t *n, 
         if (!json_is_integer(x) || json_integer_value(x) < 0) {
             free(*out);
             *out = NULL;
-            return ippc_error_set(err, ERR_BAD_REQUEST, "filter \"%s\" must be a list of ids",
-                                  key);
+            return ippc_error_set(err, ERR_BAD_REQUEST, "filter \"%s\" must be a list of ids", key);
         }
         (*out)[(*n)++] = (uint64_t)json_integer_value(x);
     }
@@ -276,7 +294,8 @@ static int id_list(const json_t *v, const char *key, uint64_t **out, size_t *n, 
 }
 
 json_t *events_client_subscribe(events *ev, events_client *c, const json_t *msg, int unsubscribe,
-                                ippc_error *err) {
+                                ippc_error *err)
+{
     int mask;
     if (parse_topics(json_object_get(msg, "topics"), &mask, err) < 0)
         return NULL;
@@ -292,7 +311,8 @@ json_t *events_client_subscribe(events *ev, events_client *c, const json_t *msg,
         size_t i;
         json_t *t;
         int ok = json_is_array(tags) && json_array_size(tags) <= FILTER_MAX;
-        json_array_foreach(tags, i, t) ok = ok && json_is_string(t);
+        json_array_foreach(tags, i, t)
+            ok = ok && json_is_string(t);
         if (!ok) {
             ippc_error_set(err, ERR_BAD_REQUEST, "filter \"tags\" must be a list of strings");
             return NULL;
@@ -320,7 +340,8 @@ json_t *events_client_subscribe(events *ev, events_client *c, const json_t *msg,
         c->n_tasks = n_tasks;
         c->tags = tags ? json_deep_copy(tags) : NULL;
     }
-    json_t *answer = json_pack("{s:s, s:o}", "type", "subscribed", "topics", topics_json(c->topics));
+    json_t *answer =
+        json_pack("{s:s, s:o}", "type", "subscribed", "topics", topics_json(c->topics));
     json_t *f = json_object();
     if (c->n_engines) {
         json_t *a = json_array();
@@ -341,7 +362,8 @@ json_t *events_client_subscribe(events *ev, events_client *c, const json_t *msg,
     return answer;
 }
 
-void events_client_resume(events *ev, events_client *c, uint64_t since) {
+void events_client_resume(events *ev, events_client *c, uint64_t since)
+{
     pthread_mutex_lock(&ev->lock);
     if (c->cut) { /* cut off already: it gets nothing more */
         pthread_mutex_unlock(&ev->lock);

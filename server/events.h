@@ -32,8 +32,8 @@ enum {
 /* What filters look at, besides the topic. */
 typedef struct event_meta {
     int topic;
-    int engine;        /* -1 if none */
-    uint64_t task;     /* 0 if none */
+    int engine;         /* -1 if none */
+    uint64_t task;      /* 0 if none */
     const json_t *tags; /* list of strings or NULL */
 } event_meta;
 

@@ -365,8 +365,12 @@ static int send_raw(req_ctx *ctx, enum MHD_Result *rc)
     ippc_error err = {0};
     uint64_t request_id = ctx->call.wait_id;
     hub_array *a = calloc(1, sizeof *a);
-    int got = a ? hub_request_array(ctx->api->h, request_id, a, &err)
-                : ippc_error_set(&err, ERR_INTERNAL, "out of memory");
+    if (!a) {
+        ippc_error_set(&err, ERR_INTERNAL, "out of memory");
+        *rc = send_error(ctx->conn, &err);
+        return 0;
+    }
+    int got = hub_request_array(ctx->api->h, request_id, a, &err);
     if (got == 0) {
         free(a);
         return 1;
@@ -519,7 +523,10 @@ static json_t *raw_body_value(req_ctx *ctx, ippc_blobs *blobs, ippc_error *err)
     unsigned char *data = (unsigned char *)ctx->body;
     if (data && ctx->cap > ctx->len) { /* a chunked body's buffer has slack */
         unsigned char *fit = realloc(data, ctx->len ? ctx->len : 1);
-        data = fit ? fit : data;
+        if (fit) /* else data, still ours, is kept as it is */
+            data = fit;
+        /* cppcheck-suppress memleak ; false positive: fit, when not NULL, is
+         * now data, which is returned in the array (or freed on error). */
     }
     if (!data && !(data = malloc(1))) {
         ippc_error_set(err, ERR_INTERNAL, "out of memory");
@@ -879,7 +886,7 @@ static int body_admit(req_ctx *ctx, const char *transfer_encoding, const char *c
     if (api->held->limit && ctx->max_body > api->held->limit)
         ctx->max_body = api->held->limit;
     ctx->held.limit = ctx->max_body; /* nothing is charged yet */
-    if (transfer_encoding) { /* chunked: the size is known at the end only */
+    if (transfer_encoding) {         /* chunked: the size is known at the end only */
         ctx->chunked = 1;
         ctx->drop_body = !takes_body;
         return 0;

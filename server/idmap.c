@@ -7,26 +7,30 @@
 
 #define TOMB UINT64_MAX
 
-static size_t slot_of(uint64_t key, size_t cap) {
+static size_t slot_of(uint64_t key, size_t cap)
+{
     key ^= key >> 33;
     key *= 0xff51afd7ed558ccdULL;
     key ^= key >> 33;
     return (size_t)key & (cap - 1);
 }
 
-void idmap_init(idmap *m) {
+void idmap_init(idmap *m)
+{
     m->keys = NULL;
     m->values = NULL;
     m->cap = m->count = m->tombstones = 0;
 }
 
-void idmap_free(idmap *m) {
+void idmap_free(idmap *m)
+{
     free(m->keys);
     free(m->values);
     idmap_init(m);
 }
 
-static int rehash(idmap *m, size_t cap) {
+static int rehash(idmap *m, size_t cap)
+{
     uint64_t *keys = calloc(cap, sizeof *keys);
     void **values = calloc(cap, sizeof *values);
     if (!keys || !values) {
@@ -52,7 +56,8 @@ static int rehash(idmap *m, size_t cap) {
     return 0;
 }
 
-int idmap_put(idmap *m, uint64_t key, void *value) {
+int idmap_put(idmap *m, uint64_t key, void *value)
+{
     if (key == 0 || key == TOMB)
         return -1; /* the two markers are not keys */
     if ((m->count + m->tombstones + 1) * 4 >= m->cap * 3) {
@@ -83,7 +88,8 @@ int idmap_put(idmap *m, uint64_t key, void *value) {
     return 0;
 }
 
-static size_t find(const idmap *m, uint64_t key) {
+static size_t find(const idmap *m, uint64_t key)
+{
     if (!m->cap || key == 0 || key == TOMB)
         return SIZE_MAX;
     size_t s = slot_of(key, m->cap);
@@ -95,12 +101,14 @@ static size_t find(const idmap *m, uint64_t key) {
     return SIZE_MAX;
 }
 
-void *idmap_get(const idmap *m, uint64_t key) {
+void *idmap_get(const idmap *m, uint64_t key)
+{
     size_t s = find(m, key);
     return s == SIZE_MAX ? NULL : m->values[s];
 }
 
-void *idmap_remove(idmap *m, uint64_t key) {
+void *idmap_remove(idmap *m, uint64_t key)
+{
     size_t s = find(m, key);
     if (s == SIZE_MAX)
         return NULL;

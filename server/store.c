@@ -74,6 +74,7 @@
 #include "idmap.h"
 #include "jsonout.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -129,7 +130,7 @@ typedef struct save_item {
     int engine;
     char *state;
     const char *kind; /* a static "direct" or "balanced" */
-    char *times[3]; /* submitted, started, completed (canonical) or NULL */
+    char *times[3];   /* submitted, started, completed (canonical) or NULL */
     char *tags, *doc, *result;
     ippc_blobs blobs;
     bool unstorable; /* SQLite refused it as too big: skipped and counted once */
@@ -359,7 +360,8 @@ static long long blobs_pack(const ippc_blobs *blobs, unsigned char **buf, size_t
             return -1;
         total += blobs->items[i].len;
     }
-    if (total > *cap) {
+    assert(total > 4); /* count >= 1 and the checks above: no wrap */
+    if (total > *cap || !*buf) {
         unsigned char *grown = realloc(*buf, total);
         if (!grown)
             return -1;
@@ -793,7 +795,7 @@ store *store_open(const char *path, size_t *lost_on_open, ippc_error *err)
     s->sync_ready = true;
 
     if (!s->memory) {
-        if (path[0] == '\0') {
+        if (!path || path[0] == '\0') {
             ippc_error_set(err, ERR_INVALID, "the task store path is empty");
             goto fail;
         }
@@ -1226,7 +1228,7 @@ static void unsaved_take_queue(store *s)
 static void unsaved_drop(store *s, size_t keep, bool at_close)
 {
     size_t dropped = 0;
-    while (s->unsaved_count > keep) {
+    while (s->unsaved_count > keep && s->unsaved_head) {
         save_item *oldest = s->unsaved_head;
         s->unsaved_head = oldest->next;
         if (!s->unsaved_head)

@@ -44,16 +44,16 @@
 typedef struct store store;
 
 typedef struct store_record {
-    uint64_t id;          /* task id, > 0 */
-    uint64_t request_id;  /* 0 if none */
-    const char *kind;     /* "direct" or "balanced"; NULL = balanced */
-    const char *state;    /* pending running completed failed aborted lost */
-    int engine;           /* -1 if none */
+    uint64_t id;                                 /* task id, > 0 */
+    uint64_t request_id;                         /* 0 if none */
+    const char *kind;                            /* "direct" or "balanced"; NULL = balanced */
+    const char *state;                           /* pending running completed failed aborted lost */
+    int engine;                                  /* -1 if none */
     const char *submitted, *started, *completed; /* ISO 8601 UTC or NULL */
-    json_t *tags;         /* list of strings or NULL */
-    json_t *doc;          /* the task's client JSON (without "result") */
-    json_t *result;       /* result skeleton or NULL */
-    ippc_blobs blobs;     /* the skeleton's blobs */
+    json_t *tags;                                /* list of strings or NULL */
+    json_t *doc;                                 /* the task's client JSON (without "result") */
+    json_t *result;                              /* result skeleton or NULL */
+    ippc_blobs blobs;                            /* the skeleton's blobs */
 } store_record;
 
 /* Fills *lost_on_open with how many unfinished tasks were marked lost. */
@@ -101,14 +101,14 @@ void store_record_free(store_record *rec);
 int store_get_state(store *s, uint64_t id, char *state, size_t size, int *engine, ippc_error *err);
 
 typedef struct store_query {
-    const char *state;  /* NULL = any */
-    const char *kind;   /* "direct" | "balanced"; NULL = any */
+    const char *state;   /* NULL = any */
+    const char *kind;    /* "direct" | "balanced"; NULL = any */
     uint64_t request_id; /* tasks of this request; 0 = any */
-    int engine;         /* -1 = any */
-    const char *tag;    /* NULL = any: tasks whose tags contain this string */
-    const char *since;  /* ISO 8601; submitted >= since; NULL = any */
-    size_t limit;       /* 1..1000 */
-    uint64_t cursor;    /* return tasks with id > cursor; 0 = from the start */
+    int engine;          /* -1 = any */
+    const char *tag;     /* NULL = any: tasks whose tags contain this string */
+    const char *since;   /* ISO 8601; submitted >= since; NULL = any */
+    size_t limit;        /* 1..1000 */
+    uint64_t cursor;     /* return tasks with id > cursor; 0 = from the start */
 } store_query;
 
 /* Tasks matching q in id order: a new JSON list of docs (with "result" in

@@ -328,7 +328,7 @@ json_t *tasks_queue_json(balancer *b)
     size_t waiting = b->tasks->lists[TASK_LIST_WAITING].count;
     size_t pending = b->tasks->lists[TASK_LIST_PENDING].count;
     return json_pack("{s:o, s:I, s:I}", "engines", engines, "unassigned",
-                     (json_int_t)(pending + waiting), "waiting", (json_int_t)waiting);
+                     (json_int_t)pending + (json_int_t)waiting, "waiting", (json_int_t)waiting);
 }
 
 /* ------------------------------------------------------------ building */
@@ -341,6 +341,8 @@ static int parse_ids(const json_t *v, const char *key, uint64_t **out, size_t *n
         return 0;
     if (json_is_integer(v)) {
         json_t *one = json_pack("[O]", v);
+        if (!one) /* not "no dependencies": the task would run too early */
+            return ippc_error_set(err, ERR_INTERNAL, "out of memory");
         int rc = parse_ids(one, key, out, n, err);
         json_decref(one);
         return rc;
@@ -352,12 +354,13 @@ static int parse_ids(const json_t *v, const char *key, uint64_t **out, size_t *n
         return ippc_error_set(err, ERR_INTERNAL, "out of memory");
     size_t i;
     json_t *item;
-    json_array_foreach(v, i, item)
-    {
+    json_array_foreach(v, i, item) {
         if (!json_is_integer(item) || json_integer_value(item) <= 0) {
             free(*out);
             *out = NULL;
-            return ippc_error_set(err, ERR_BAD_REQUEST, "\"%s\" must be a list of task ids", key);
+            *n = 0;
+            (void)ippc_error_set(err, ERR_BAD_REQUEST, "\"%s\" must be a list of task ids", key);
+            return -1;
         }
         (*out)[(*n)++] = (uint64_t)json_integer_value(item);
     }
@@ -375,8 +378,7 @@ static int parse_target_ids(const json_t *v, task_balanced *lb, ippc_error *err)
         return ippc_error_set(err, ERR_INTERNAL, "out of memory");
     size_t i;
     json_t *item;
-    json_array_foreach(v, i, item)
-    {
+    json_array_foreach(v, i, item) {
         if (!json_is_integer(item) || json_integer_value(item) < 0 ||
             json_integer_value(item) > INT32_MAX)
             return ippc_error_set(err, ERR_BAD_REQUEST, "\"targets\" holds engine ids");
@@ -418,8 +420,7 @@ static task *build_one(const json_t *spec, int map_mode, json_t **target_spec, i
     }
     const char *key;
     json_t *v;
-    json_object_foreach((json_t *)spec, key, v)
-    {
+    json_object_foreach((json_t *)spec, key, v) {
         int known = 0;
         for (size_t i = 0; i < sizeof SPEC_KEYS / sizeof *SPEC_KEYS; i++)
             known |= strcmp(key, SPEC_KEYS[i]) == 0;
@@ -446,7 +447,8 @@ static task *build_one(const json_t *spec, int map_mode, json_t **target_spec, i
         size_t i;
         json_t *tag;
         int ok = json_is_array(tags) && json_array_size(tags) <= 64;
-        json_array_foreach(tags, i, tag) ok = ok && json_is_string(tag);
+        json_array_foreach(tags, i, tag)
+            ok = ok && json_is_string(tag);
         if (!ok) {
             ippc_error_set(err, ERR_BAD_REQUEST, "\"tags\" must be a list of strings");
             return NULL;
@@ -603,8 +605,7 @@ int tasks_build_map(const balancer *b, const json_t *body, tasks_batch *out, tas
                               "\"sequences\" must be a non-empty list of lists");
     size_t n = SIZE_MAX, i;
     json_t *seq;
-    json_array_foreach(seqs, i, seq)
-    {
+    json_array_foreach(seqs, i, seq) {
         if (!json_is_array(seq))
             return ippc_error_set(err, ERR_BAD_REQUEST, "\"sequences\" must be a list of lists");
         if (json_array_size(seq) < n)
@@ -625,8 +626,7 @@ int tasks_build_map(const balancer *b, const json_t *body, tasks_batch *out, tas
     for (size_t c = 0; c < nchunks; c++) {
         size_t lo = c * chunk, hi = lo + chunk < n ? lo + chunk : n;
         json_t *args = json_array();
-        json_array_foreach(seqs, i, seq)
-        {
+        json_array_foreach(seqs, i, seq) {
             json_t *part = json_array();
             for (size_t k = lo; k < hi; k++)
                 json_array_append(part, json_array_get(seq, k));

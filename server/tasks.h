@@ -65,8 +65,8 @@ typedef struct tasks_map_shape {
     int ordered;
     size_t items, chunksize;
 } tasks_map_shape;
-int tasks_build_map(const balancer *b, const json_t *body, tasks_batch *out,
-                    tasks_map_shape *shape, ippc_error *err);
+int tasks_build_map(const balancer *b, const json_t *body, tasks_batch *out, tasks_map_shape *shape,
+                    ippc_error *err);
 /* Frees what is still in the batch (no lock). */
 void tasks_batch_clear(tasks_batch *batch);
 

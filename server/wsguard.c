@@ -86,9 +86,8 @@ int wsguard_scan(wsguard_scan_state *s, const unsigned char *p, size_t n, int re
             if (s->status_n < sizeof s->status)
                 s->status[s->status_n++] = (char)b;
             i++;
-            if (b == '\r' && (s->match == 0 || s->match == 2))
-                s->match++;
-            else if (b == '\n' && (s->match == 1 || s->match == 3))
+            if ((b == '\r' && (s->match == 0 || s->match == 2)) ||
+                (b == '\n' && (s->match == 1 || s->match == 3)))
                 s->match++;
             else
                 s->match = b == '\r' ? 1 : 0;
@@ -147,7 +146,7 @@ int wsguard_scan(wsguard_scan_state *s, const unsigned char *p, size_t n, int re
 
 /* ------------------------------------------------------------ relaying */
 
-#define BUF_SIZE (64 * 1024)
+#define BUF_SIZE ((size_t)64 * 1024)
 #define LINGER_MS 2000
 #define SOCKETPAIR_SNDBUF (4 << 20)
 

@@ -480,7 +480,7 @@ static void test_defs(void **state)
     size_t len = 0;
     FILE *f = open_memstream(&text, &len);
     call_print_ws_ops(f);
-    fclose(f);
+    assert_int_equal(fclose(f), 0);
     assert_non_null(strstr(text, "execute execute targets,code,block,timeout,format\n"));
     assert_non_null(strstr(text, "submit submitTasks task,tasks,block,timeout,format\n"));
     assert_non_null(strstr(text, "engines listEngines -\n"));
@@ -575,8 +575,10 @@ static void engines_answer(fixture *f, int pull)
         ippc_blobs blobs;
         blobs_init(&blobs);
         int64_t data[3] = {1, 2, 3};
-        unsigned char *bytes = malloc(sizeof data);
-        memcpy(bytes, data, sizeof data);
+        size_t nbytes = sizeof data;
+        unsigned char *bytes = malloc(nbytes);
+        assert_non_null(bytes);
+        memcpy(bytes, data, nbytes);
         assert_true(blobs_push(&blobs, bytes, sizeof data) >= 0);
         size_t shape[1] = {3};
         json_t *skel = value_nd_placeholder(ND_INT64, 1, shape, 0);
