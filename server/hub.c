@@ -542,11 +542,16 @@ static int fanout_plan(hub *h, const hub_call *c, const hub_prepared *p, const i
             codec_scatter_items(&p->scatter, &items) < 0)
             return 0;
         break;
-    case HUB_OP_GATHER:
-        if (min[HUB_FANOUT_GATHER] == SIZE_MAX || !p->single ||
-            size_recall(h, c->name) < min[HUB_FANOUT_GATHER])
+    case HUB_OP_GATHER: {
+        /* Its size: the one last seen.  The root answers the whole array in
+         * one message, which must fit what the controller takes. */
+        size_t seen = size_recall(h, c->name);
+        size_t max = h->cfg.engine_message_max ? h->cfg.engine_message_max : IPPC_MAX_WS_MESSAGE;
+        if (min[HUB_FANOUT_GATHER] == SIZE_MAX || !p->single || seen < min[HUB_FANOUT_GATHER] ||
+            seen + 4096 > max)
             return 0;
         break;
+    }
     default: return 0;
     }
     const engine *first = registry_live(&h->engines, targets[0]);

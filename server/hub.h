@@ -58,6 +58,10 @@ typedef struct hub_config {
      * that name (a push, scatter or gather of it; unknown: 0). */
     int fanout;
     size_t fanout_min_bytes[3];
+    /* The largest message the controller takes from an engine (what ws.c
+     * tells engines at register; 0: IPPC_MAX_WS_MESSAGE): a gather whose
+     * whole array would not fit in one stays per engine. */
+    size_t engine_message_max;
     struct store *store;   /* task history; NULL = none (tests) */
     struct events *events; /* event stream; NULL = none (tests) */
 } hub_config;

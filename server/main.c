@@ -571,6 +571,7 @@ int main(int argc, char **argv)
         .sched = o.sched,
         .hwm = o.hwm,
         .fanout = !o.no_fanout,
+        .engine_message_max = held.limit < IPPC_MAX_WS_MESSAGE ? held.limit : IPPC_MAX_WS_MESSAGE,
         .fanout_min_bytes = {o.fanout_min_bytes[0], o.fanout_min_bytes[1], o.fanout_min_bytes[2]},
         .keep_results_bytes = o.keep_results_mb << 20,
         .store = st,

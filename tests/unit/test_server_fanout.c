@@ -704,6 +704,40 @@ static void test_message_limits(void **state)
     json_decref(a);
 }
 
+/* A gather whose whole array would not fit in one message to the
+ * controller stays per engine (each part is its own message). */
+static void test_gather_bigger_than_a_message(void **state)
+{
+    fixture *f = calloc(1, sizeof *f);
+    assert_non_null(f);
+    *state = f;
+    hub_config cfg = {.engine_key = FAKE_ENGINE_KEY,
+                      .profile = "default",
+                      .url = "http://127.0.0.1:1",
+                      .ws_url = "ws://127.0.0.1:1/engine",
+                      .fanout = 1,
+                      .engine_message_max = 8192};
+    f->h = hub_new(&cfg);
+    assert_non_null(f->h);
+    four(f);
+    /* 3,000 bytes scattered, then gathered: fans out. */
+    char body[8192] = "{\"name\":\"s\",\"data\":[";
+    for (int i = 0; i < 375; i++)
+        snprintf(body + strlen(body), sizeof body - strlen(body), "%s%d", i ? "," : "", i);
+    strcat(body, "]}");
+    submit(f, HUB_OP_SCATTER, "all", body, NULL);
+    submit(f, HUB_OP_GATHER, "all", NULL, "s");
+    assert_string_equal(op_of(last_msg(&f->links[0])), "gather");
+    /* 3,000 bytes pushed to 4: 12,000 to gather, more than 8 KiB. */
+    char pbody[8192] = "{\"namespace\":{\"p\":[";
+    for (int i = 0; i < 375; i++)
+        snprintf(pbody + strlen(pbody), sizeof pbody - strlen(pbody), "%s%d", i ? "," : "", i);
+    strcat(pbody, "]}}");
+    submit(f, HUB_OP_PUSH, "all", pbody, NULL);
+    submit(f, HUB_OP_GATHER, "all", NULL, "p");
+    assert_string_equal(op_of(last_msg(&f->links[0])), "pull");
+}
+
 int main(void)
 {
 #define T(fn, setup) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -720,6 +754,7 @@ int main(void)
         T(test_aborted_participant_interrupts_the_others, setup_always),
         T(test_unsendable_participant, setup_always),
         cmocka_unit_test_teardown(test_message_limits, teardown),
+        cmocka_unit_test_teardown(test_gather_bigger_than_a_message, teardown),
     };
 #undef T
     return cmocka_run_group_tests(tests, NULL, NULL);
