@@ -834,10 +834,112 @@ call_media call_media_of(const char *content_type, int raw_ok, ippc_error *err)
             return CALL_MEDIA_JSON;
         if (raw_ok && sub_len == 12 && strncasecmp(sub, "octet-stream", 12) == 0)
             return CALL_MEDIA_RAW;
+        if (raw_ok && sub_len == 5 && strncasecmp(sub, "x-npy", 5) == 0)
+            return CALL_MEDIA_NPY;
     }
     ippc_error_set(err, ERR_UNSUPPORTED,
                    "Content-Type '%.*s' is not accepted here: send JSON (application/json)%s",
                    (int)(len > 64 ? 64 : len), start,
-                   raw_ok ? ", or an array's bytes as application/octet-stream" : "");
+                   raw_ok ? ", or an array as application/octet-stream or application/x-npy" : "");
     return CALL_MEDIA_UNSUPPORTED;
+}
+
+/* s[0..n) trimmed of blanks on both sides. */
+static void trim(const char **s, size_t *n)
+{
+    while (*n && (**s == ' ' || **s == '\t')) {
+        (*s)++;
+        (*n)--;
+    }
+    while (*n && ((*s)[*n - 1] == ' ' || (*s)[*n - 1] == '\t'))
+        (*n)--;
+}
+
+static int token_is(const char *s, size_t n, const char *word)
+{
+    return n == strlen(word) && strncasecmp(s, word, n) == 0;
+}
+
+/* One media range of an Accept header, range[0..n): what it offers (or -1)
+ * and its q.  Parameters other than q and multipart's part are ignored. */
+static int accept_range(const char *range, size_t n, hub_op op, double *q)
+{
+    size_t type_len = 0;
+    while (type_len < n && range[type_len] != ';')
+        type_len++;
+    const char *type = range;
+    size_t tn = type_len;
+    trim(&type, &tn);
+    *q = 1.0;
+    int part_npy = 0, part_bad = 0;
+    /* ;name=value parameters; a quoted value may not hold ';' or ','. */
+    size_t at = type_len;
+    while (at < n) {
+        at++; /* the ';' */
+        size_t end = at;
+        while (end < n && range[end] != ';')
+            end++;
+        const char *param = range + at;
+        size_t pn = end - at;
+        trim(&param, &pn);
+        size_t eq = 0;
+        while (eq < pn && param[eq] != '=')
+            eq++;
+        const char *name = param, *value = param + (eq < pn ? eq + 1 : pn);
+        size_t name_n = eq, value_n = eq < pn ? pn - eq - 1 : 0;
+        trim(&name, &name_n);
+        trim(&value, &value_n);
+        if (value_n >= 2 && value[0] == '"' && value[value_n - 1] == '"') {
+            value++;
+            value_n -= 2;
+        }
+        if (token_is(name, name_n, "q")) {
+            char num[16];
+            char *stop;
+            if (value_n == 0 || value_n >= sizeof num)
+                return -1;
+            memcpy(num, value, value_n);
+            num[value_n] = '\0';
+            *q = strtod(num, &stop);
+            if (*stop || !(*q >= 0 && *q <= 1))
+                return -1;
+        } else if (token_is(name, name_n, "part")) {
+            part_npy = token_is(value, value_n, "application/x-npy");
+            part_bad = !part_npy && !token_is(value, value_n, "application/octet-stream");
+        }
+        at = end;
+    }
+    int data_op = op == HUB_OP_PULL || op == HUB_OP_GATHER;
+    if (token_is(type, tn, "application/json") || token_is(type, tn, "application/*") ||
+        token_is(type, tn, "*/*"))
+        return CALL_ANSWER_JSON;
+    if (data_op && token_is(type, tn, "application/octet-stream"))
+        return CALL_ANSWER_RAW;
+    if (data_op && token_is(type, tn, "application/x-npy"))
+        return CALL_ANSWER_NPY;
+    if (op == HUB_OP_PULL && token_is(type, tn, "multipart/mixed") && !part_bad)
+        return part_npy ? CALL_ANSWER_MULTIPART_NPY : CALL_ANSWER_MULTIPART;
+    return -1;
+}
+
+call_answer_kind call_answer_of(const char *accept, hub_op op)
+{
+    if (!accept)
+        return CALL_ANSWER_JSON;
+    int best = CALL_ANSWER_JSON;
+    double best_q = 0;
+    const char *p = accept;
+    while (*p) {
+        size_t n = strcspn(p, ",");
+        double q;
+        int kind = accept_range(p, n, op, &q);
+        if (kind >= 0 && q > best_q) {
+            best = kind;
+            best_q = q;
+        }
+        p += n;
+        if (*p == ',')
+            p++;
+    }
+    return (call_answer_kind)best;
 }

@@ -123,7 +123,7 @@ typedef struct call {
     double wait;        /* task, request: seconds to wait; 0: none */
     int format;         /* a value_format; < 0 when not given */
     int force;          /* abort a running task */
-    int raw_answer;     /* REST: Accept: application/octet-stream on a pull/gather */
+    int answer_as;      /* REST: a call_answer_kind (Accept on a pull or gather) */
     json_t *wire_value; /* a raw body's skeleton, and its blobs */
     ippc_blobs wire_blobs;
     hub_prepared *prepared; /* CALL_VIEW payload built ahead (call_prepare) */
@@ -183,11 +183,34 @@ json_t *call_answer(hub *h, const call *c, int *status);
 void call_answered(hub *h, call *c, int done);
 
 /* What a request body with this Content-Type (NULL: none) is for a route. */
-typedef enum call_media { CALL_MEDIA_JSON, CALL_MEDIA_RAW, CALL_MEDIA_UNSUPPORTED } call_media;
+typedef enum call_media {
+    CALL_MEDIA_JSON,
+    CALL_MEDIA_RAW,
+    CALL_MEDIA_NPY,
+    CALL_MEDIA_UNSUPPORTED
+} call_media;
 /* JSON when the type is absent, application/json, any application/...+json,
  * or application/x-www-form-urlencoded (what `curl -d` sends; the body is
- * still read as JSON); raw for application/octet-stream where raw_ok; else
- * unsupported, with err set (415 unsupported_media). */
+ * still read as JSON); raw for application/octet-stream and npy for
+ * application/x-npy where raw_ok; else unsupported, with err set (415
+ * unsupported_media). */
 call_media call_media_of(const char *content_type, int raw_ok, ippc_error *err);
+
+/* The form of a pull's or gather's answer, from its Accept header. */
+typedef enum call_answer_kind {
+    CALL_ANSWER_JSON = 0,
+    CALL_ANSWER_RAW,            /* application/octet-stream: one array's bytes */
+    CALL_ANSWER_NPY,            /* application/x-npy: one array as a .npy file */
+    CALL_ANSWER_MULTIPART,      /* multipart/mixed: one part per engine, raw bytes */
+    CALL_ANSWER_MULTIPART_NPY,  /* multipart/mixed; part=application/x-npy */
+} call_answer_kind;
+/* Picks the answer form an Accept header (NULL: none) asks for, as HTTP
+ * negotiates: the media range of highest q (ties: the first listed) among
+ * those the op offers — application/json (also any of its wildcards),
+ * application/octet-stream and application/x-npy on a pull or gather,
+ * multipart/mixed (parameter part=application/octet-stream, the default,
+ * or part=application/x-npy) on a pull.  Ranges of q=0 and unknown ones
+ * are skipped; when nothing offered is named, JSON.  Pure. */
+call_answer_kind call_answer_of(const char *accept, hub_op op);
 
 #endif

@@ -58,10 +58,12 @@
 #include <unistd.h>
 #include <microhttpd.h>
 
+#include "binbody.h"
 #include "call.h"
 #include "decode_pool.h"
 #include "linger.h"
 #include "metrics.h"
+#include "npy.h"
 #include "proto.h"
 #include "secret.h"
 
@@ -147,7 +149,10 @@ struct req_ctx {
     int drop_body;  /* read body bytes are dropped, never held */
     size_t dropped;
     /* the body */
-    int raw; /* application/octet-stream */
+    int raw; /* application/octet-stream, or application/x-npy: */
+    int npy; /* the body's .npy header goes to npy_head, its data to body */
+    unsigned char *npy_head;
+    size_t npy_head_len;
     int chunked;
     size_t max_body; /* this body's limit: the API's max_body or max_raw */
     char *body;
@@ -241,11 +246,6 @@ static const char *query(req_ctx *ctx, const char *key)
 static const char *header(req_ctx *ctx, const char *name)
 {
     return MHD_lookup_connection_value(ctx->conn, MHD_HEADER_KIND, name);
-}
-
-static int is_octet_stream(const char *content_type)
-{
-    return content_type && strncasecmp(content_type, "application/octet-stream", 24) == 0;
 }
 
 /* The query parameters as an object of strings, for call_from_rest (which
@@ -355,47 +355,102 @@ static void raw_free(void *cls)
     free(a);
 }
 
-/* The array bytes of a finished pull/gather, with X-Ippc-Dtype/-Shape,
- * served from the engine's result itself (or the gathered buffer, filled
- * once) and released when libmicrohttpd has sent them: no JSON, no copy.
- * Returns 0 (and *rc) when answered, an error included; 1 when the request
- * is not finished (then the answer is JSON). */
-static int send_raw(req_ctx *ctx, enum MHD_Result *rc)
+static void add_array_headers(struct MHD_Response *resp, const nd_ref *ref)
 {
-    ippc_error err = {0};
-    uint64_t request_id = ctx->call.wait_id;
+    char shape[ND_MAX_DIMS * 21 + 1] = "";
+    for (int i = 0; i < ref->ndim; i++)
+        snprintf(shape + strlen(shape), sizeof shape - strlen(shape), "%s%zu", i ? "," : "",
+                 ref->shape[i]);
+    MHD_add_response_header(resp, "X-Ippc-Dtype", nd_dtype_name(ref->dtype));
+    MHD_add_response_header(resp, "X-Ippc-Shape", shape);
+}
+
+/* One array (a pull of one target, or a gather), as raw bytes with
+ * X-Ippc-Dtype/-Shape or as a .npy file.  The raw bytes are served from the
+ * engine's result itself (or the gathered buffer, filled once), the .npy
+ * file from its header and those bytes (binbody.h); either is released when
+ * libmicrohttpd is done with it: no JSON, no copy.  NULL + *got 0 when the
+ * request is not finished; NULL + *got -1 + err on an error. */
+static struct MHD_Response *array_response(req_ctx *ctx, int *got, ippc_error *err)
+{
     hub_array *a = calloc(1, sizeof *a);
     if (!a) {
-        ippc_error_set(&err, ERR_INTERNAL, "out of memory");
-        *rc = send_error(ctx->conn, &err);
-        return 0;
+        *got = -1;
+        ippc_error_set(err, ERR_INTERNAL, "out of memory");
+        return NULL;
     }
-    int got = hub_request_array(ctx->api->h, request_id, a, &err);
-    if (got == 0) {
+    *got = hub_request_array(ctx->api->h, ctx->call.wait_id, a, err);
+    if (*got <= 0) {
         free(a);
-        return 1;
+        return NULL;
     }
-    if (got < 0) {
-        free(a);
-        *rc = send_error(ctx->conn, &err);
-        return 0;
+    nd_ref ref = a->ref;
+    struct MHD_Response *resp;
+    if (ctx->call.answer_as == CALL_ANSWER_NPY) {
+        resp = binbody_npy(a, err);
+    } else {
+        resp = MHD_create_response_from_buffer_with_free_callback_cls(a->len, (void *)a->data,
+                                                                      raw_free, a);
+        if (!resp)
+            raw_free(a);
     }
-    struct MHD_Response *resp = MHD_create_response_from_buffer_with_free_callback_cls(
-        a->len, (void *)a->data, raw_free, a);
     if (!resp) {
-        raw_free(a);
-        *rc = MHD_NO;
+        *got = -1;
+        ippc_error_set(err, ERR_INTERNAL, "out of memory");
+        return NULL;
+    }
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
+                            ctx->call.answer_as == CALL_ANSWER_NPY ? "application/x-npy"
+                                                                   : "application/octet-stream");
+    add_array_headers(resp, &ref);
+    return resp;
+}
+
+/* A pull's per-engine values as multipart/mixed (binbody.h). */
+static struct MHD_Response *multipart_response(req_ctx *ctx, int *got, ippc_error *err)
+{
+    hub_parts *p = calloc(1, sizeof *p);
+    if (!p) {
+        *got = -1;
+        ippc_error_set(err, ERR_INTERNAL, "out of memory");
+        return NULL;
+    }
+    *got = hub_request_parts(ctx->api->h, ctx->call.wait_id, p, err);
+    if (*got <= 0) {
+        free(p);
+        return NULL;
+    }
+    char content_type[96];
+    struct MHD_Response *resp =
+        binbody_multipart(p, ctx->call.answer_as == CALL_ANSWER_MULTIPART_NPY, content_type,
+                          sizeof content_type, err);
+    if (!resp) {
+        *got = -1;
+        return NULL;
+    }
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
+    return resp;
+}
+
+/* The binary answer of a finished pull or gather (call.answer_as).
+ * Returns 0 (and *rc) when answered, an error included; 1 when the
+ * request is not finished (then the answer is JSON). */
+static int send_binary(req_ctx *ctx, enum MHD_Result *rc)
+{
+    ippc_error err = {0};
+    int got = 0;
+    int multipart = ctx->call.answer_as == CALL_ANSWER_MULTIPART ||
+                    ctx->call.answer_as == CALL_ANSWER_MULTIPART_NPY;
+    struct MHD_Response *resp =
+        multipart ? multipart_response(ctx, &got, &err) : array_response(ctx, &got, &err);
+    if (got == 0)
+        return 1;
+    if (!resp) {
+        *rc = send_error(ctx->conn, &err);
         return 0;
     }
-    char shape[ND_MAX_DIMS * 21 + 1] = "";
-    for (int i = 0; i < a->ref.ndim; i++)
-        snprintf(shape + strlen(shape), sizeof shape - strlen(shape), "%s%zu", i ? "," : "",
-                 a->ref.shape[i]);
     char request[24];
-    snprintf(request, sizeof request, "%llu", (unsigned long long)request_id);
-    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/octet-stream");
-    MHD_add_response_header(resp, "X-Ippc-Dtype", nd_dtype_name(a->ref.dtype));
-    MHD_add_response_header(resp, "X-Ippc-Shape", shape);
+    snprintf(request, sizeof request, "%llu", (unsigned long long)ctx->call.wait_id);
     MHD_add_response_header(resp, "X-Ippc-Request", request);
     *rc = MHD_queue_response(ctx->conn, MHD_HTTP_OK, resp);
     MHD_destroy_response(resp);
@@ -408,14 +463,14 @@ static int send_raw(req_ctx *ctx, enum MHD_Result *rc)
 static enum MHD_Result answer_call(req_ctx *ctx)
 {
     enum MHD_Result rc;
-    if (ctx->call.raw_answer && send_raw(ctx, &rc) == 0) {
+    if (ctx->call.answer_as && send_binary(ctx, &rc) == 0) {
         call_answered(ctx->api->h, &ctx->call, 1);
         return rc;
     }
     int status = 0;
     json_t *body = call_answer(ctx->api->h, &ctx->call, &status);
     /* Finished between the two looks: the bytes after all. */
-    if (ctx->call.raw_answer && status == MHD_HTTP_OK && send_raw(ctx, &rc) == 0) {
+    if (ctx->call.answer_as && status == MHD_HTTP_OK && send_binary(ctx, &rc) == 0) {
         json_decref(body);
         call_answered(ctx->api->h, &ctx->call, 1);
         return rc;
@@ -461,11 +516,73 @@ static call_rest rest_input(req_ctx *ctx, json_t *body)
     return in;
 }
 
-/* A raw body (Content-Type: application/octet-stream) as one ndarray: dtype
- * and shape from ?dtype=&shape=d0,d1 or X-Ippc-Dtype / X-Ippc-Shape (default
- * float64, 1-D).  The body buffer becomes the blob: no copy.  NULL + err. */
+/* The body buffer (count items of dtype, checked) as blob of blobs: its
+ * placeholder, or NULL + err. */
+static json_t *body_blob_value(req_ctx *ctx, nd_dtype dtype, int ndim, const size_t *shape,
+                               size_t count, ippc_blobs *blobs, ippc_error *err)
+{
+    size_t item = nd_dtype_size(dtype);
+    unsigned char *data = (unsigned char *)ctx->body;
+    if (data && ctx->cap > ctx->len) { /* a chunked body's buffer has slack */
+        unsigned char *fit = realloc(data, ctx->len ? ctx->len : 1);
+        if (fit) /* else data, still ours, is kept as it is */
+            data = fit;
+        /* cppcheck-suppress memleak ; false positive: fit, when not NULL, is
+         * now data, which is returned in the array (or freed on error). */
+    }
+    if (!data && !(data = malloc(1))) {
+        ippc_error_set(err, ERR_INTERNAL, "out of memory");
+        return NULL;
+    }
+    ctx->body = NULL;
+    ctx->len = ctx->cap = 0;
+    long k = blobs_push(blobs, data, count * item);
+    if (k < 0) {
+        ippc_error_set(err, ERR_INTERNAL, "out of memory");
+        return NULL;
+    }
+    return value_nd_placeholder(dtype, ndim, shape, (size_t)k);
+}
+
+/* A .npy body's array: dtype and shape from its header (npy_head); the
+ * data (ctx->body) must be exactly what they need.  Big-endian data is
+ * swapped in place.  0, or -1 + err (400: the header's fault or a length
+ * that does not match it). */
+static int npy_body_array(req_ctx *ctx, nd_dtype *dtype, int *ndim, size_t *shape, size_t *count,
+                          ippc_error *err)
+{
+    npy_header h;
+    if (npy_parse(ctx->npy_head, ctx->npy_head_len, &h, err) < 0)
+        return -1;
+    if (ctx->len != npy_data_bytes(&h))
+        return ippc_error_set(err, ERR_BAD_REQUEST,
+                              "npy body: the header says %zu items of '%s' (%zu bytes) but %zu "
+                              "bytes follow it",
+                              h.count, h.descr, npy_data_bytes(&h), ctx->len);
+    if (h.big_endian)
+        npy_swap((unsigned char *)ctx->body, h.count, nd_dtype_size(h.dtype));
+    *dtype = h.dtype;
+    *ndim = h.ndim;
+    memcpy(shape, h.shape, sizeof h.shape[0] * (size_t)h.ndim);
+    *count = h.count;
+    return 0;
+}
+
+/* A raw body as one ndarray.  application/x-npy: dtype and shape from its
+ * header.  application/octet-stream: from ?dtype=&shape=d0,d1 or
+ * X-Ippc-Dtype / X-Ippc-Shape (default float64, 1-D).  The body buffer
+ * becomes the blob: no copy.  NULL + err. */
 static json_t *raw_body_value(req_ctx *ctx, ippc_blobs *blobs, ippc_error *err)
 {
+    size_t shape[ND_MAX_DIMS];
+    int ndim = 0;
+    size_t count = 1;
+    nd_dtype npy_dtype = ND_FLOAT64;
+    if (ctx->npy) {
+        if (npy_body_array(ctx, &npy_dtype, &ndim, shape, &count, err) < 0)
+            return NULL;
+        return body_blob_value(ctx, npy_dtype, ndim, shape, count, blobs, err);
+    }
     const char *dtype_s = query(ctx, "dtype") ? query(ctx, "dtype") : header(ctx, "X-Ippc-Dtype");
     const char *shape_s = query(ctx, "shape") ? query(ctx, "shape") : header(ctx, "X-Ippc-Shape");
     int dtype = nd_dtype_parse(dtype_s ? dtype_s : "float64");
@@ -474,9 +591,6 @@ static json_t *raw_body_value(req_ctx *ctx, ippc_blobs *blobs, ippc_error *err)
         return NULL;
     }
     size_t item = nd_dtype_size((nd_dtype)dtype);
-    size_t shape[ND_MAX_DIMS];
-    int ndim = 0;
-    size_t count = 1;
     /* span: the product with zeros read as ones.  Bounding it (as value.c's
      * nd_ref_measure does for typed arrays) keeps a zero dimension from
      * letting any other dimension through, so every size stays writable as
@@ -520,26 +634,7 @@ static json_t *raw_body_value(req_ctx *ctx, ippc_blobs *blobs, ippc_error *err)
                        ctx->len, nd_dtype_name((nd_dtype)dtype), count * item);
         return NULL;
     }
-    unsigned char *data = (unsigned char *)ctx->body;
-    if (data && ctx->cap > ctx->len) { /* a chunked body's buffer has slack */
-        unsigned char *fit = realloc(data, ctx->len ? ctx->len : 1);
-        if (fit) /* else data, still ours, is kept as it is */
-            data = fit;
-        /* cppcheck-suppress memleak ; false positive: fit, when not NULL, is
-         * now data, which is returned in the array (or freed on error). */
-    }
-    if (!data && !(data = malloc(1))) {
-        ippc_error_set(err, ERR_INTERNAL, "out of memory");
-        return NULL;
-    }
-    ctx->body = NULL;
-    ctx->len = ctx->cap = 0;
-    long k = blobs_push(blobs, data, count * item);
-    if (k < 0) {
-        ippc_error_set(err, ERR_INTERNAL, "out of memory");
-        return NULL;
-    }
-    return value_nd_placeholder((nd_dtype)dtype, ndim, shape, (size_t)k);
+    return body_blob_value(ctx, (nd_dtype)dtype, ndim, shape, count, blobs, err);
 }
 
 /* Every call route: the call was decoded (and its values converted) by a
@@ -577,10 +672,9 @@ static enum MHD_Result h_call(req_ctx *ctx, const route_args *a)
         if (rc < 0)
             return send_error(ctx->conn, &err);
     }
-    hub_op op = ctx->def->op;
-    ctx->call.raw_answer = ctx->def->kind == CALL_VIEW &&
-                           (op == HUB_OP_PULL || op == HUB_OP_GATHER) &&
-                           is_octet_stream(header(ctx, MHD_HTTP_HEADER_ACCEPT));
+    ctx->call.answer_as = ctx->def->kind == CALL_VIEW
+                              ? (int)call_answer_of(header(ctx, MHD_HTTP_HEADER_ACCEPT), ctx->def->op)
+                              : CALL_ANSWER_JSON;
     return run_call(ctx);
 }
 
@@ -878,7 +972,8 @@ static int body_admit(req_ctx *ctx, const char *transfer_encoding, const char *c
             call_media_of(header(ctx, MHD_HTTP_HEADER_CONTENT_TYPE), ctx->def->raw_ok, err);
         if (media == CALL_MEDIA_UNSUPPORTED && (transfer_encoding || n > 0))
             return -1;
-        ctx->raw = media == CALL_MEDIA_RAW;
+        ctx->raw = media == CALL_MEDIA_RAW || media == CALL_MEDIA_NPY;
+        ctx->npy = media == CALL_MEDIA_NPY;
     }
     /* A body never passes the whole budget: past it, it is too large, not
      * a matter of waiting until others are done. */
@@ -1009,6 +1104,28 @@ static int body_grow(req_ctx *ctx, size_t n)
     return 0;
 }
 
+/* A .npy body's header bytes, as they arrive, go to their own small buffer
+ * (npy_header_size says how many there are), so that the body buffer holds
+ * only the data and becomes the array without a copy.  Takes what belongs
+ * to the header off the front of *data. */
+static void npy_head_take(req_ctx *ctx, const char **data, size_t *n)
+{
+    for (;;) {
+        size_t want = npy_header_size(ctx->npy_head, ctx->npy_head_len);
+        if (ctx->npy_head_len >= want || *n == 0)
+            return;
+        if (!ctx->npy_head && !(ctx->npy_head = malloc(NPY_PREAMBLE_V2 + NPY_DICT_MAX)))
+            return; /* the header is then short: npy_parse refuses it */
+        /* npy_header_size never asks for more than the buffer holds. */
+        assert(want <= NPY_PREAMBLE_V2 + NPY_DICT_MAX);
+        size_t take = want - ctx->npy_head_len < *n ? want - ctx->npy_head_len : *n;
+        memcpy(ctx->npy_head + ctx->npy_head_len, *data, take);
+        ctx->npy_head_len += take;
+        *data += take;
+        *n -= take;
+    }
+}
+
 static enum MHD_Result body_chunk(req_ctx *ctx, const char *data, size_t n)
 {
     if (!ctx->drop_body && n > ctx->cap - ctx->len && body_grow(ctx, n) < 0) {
@@ -1023,6 +1140,8 @@ static enum MHD_Result body_chunk(req_ctx *ctx, const char *data, size_t n)
         ctx->dropped += n;
         return ctx->dropped > ctx->max_body ? MHD_NO : MHD_YES;
     }
+    if (ctx->npy)
+        npy_head_take(ctx, &data, &n);
     memcpy(ctx->body + ctx->len, data, n);
     ctx->len += n;
     return MHD_YES;
@@ -1179,6 +1298,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     body_text_free(ctx);
     json_decref(ctx->job.value);
     json_decref(ctx->query);
+    free(ctx->npy_head);
     call_clear(&ctx->call);
     budget_account_release(&ctx->decoded);
     free(ctx->path);

@@ -779,6 +779,48 @@ void hub_array_release(hub_array *a)
     memset(a, 0, sizeof *a);
 }
 
+int hub_request_parts(hub *h, uint64_t request_id, hub_parts *out, ippc_error *err)
+{
+    memset(out, 0, sizeof *out);
+    hub_lock(h);
+    request_view *v = requests_view(&h->requests, request_id, err);
+    hub_unlock(h);
+    if (!v)
+        return -1;
+    if (!request_view_done(v)) {
+        request_view_free(v);
+        return 0;
+    }
+    request_part *parts;
+    size_t n;
+    int rc = request_view_parts(v, &parts, &n, err);
+    request_view_free(v);
+    if (rc < 0)
+        return -1;
+    hub_part *items = calloc(n ? n : 1, sizeof *items);
+    if (!items) {
+        request_parts_free(parts, n);
+        return ippc_error_set(err, ERR_INTERNAL, "out of memory");
+    }
+    for (size_t i = 0; i < n; i++)
+        items[i] = (hub_part){.engine = parts[i].engine,
+                              .is_array = parts[i].is_array,
+                              .data = parts[i].data,
+                              .len = parts[i].len,
+                              .ref = parts[i].ref};
+    *out = (hub_parts){.items = items, .n = n, .hold_ = parts};
+    return 1;
+}
+
+void hub_parts_release(hub_parts *p)
+{
+    if (!p)
+        return;
+    request_parts_free(p->hold_, p->n);
+    free(p->items);
+    memset(p, 0, sizeof *p);
+}
+
 void hub_request_answered(hub *h, uint64_t request_id, int done)
 {
     hub_lock(h);

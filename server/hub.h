@@ -171,6 +171,28 @@ typedef struct hub_array {
 int hub_request_array(hub *h, uint64_t request_id, hub_array *out, ippc_error *err);
 void hub_array_release(hub_array *a);
 
+/* The per-engine parts of a finished pull, for multipart answers: each
+ * target's array, without a copy (a reference to the engine's result is
+ * held), or its value's client JSON text when it is not an array.  Release
+ * them with hub_parts_release (any thread). */
+typedef struct hub_part {
+    int engine;
+    int is_array;
+    const unsigned char *data; /* the array's bytes, or the JSON text */
+    size_t len;
+    nd_ref ref; /* is_array */
+} hub_part;
+typedef struct hub_parts {
+    hub_part *items;
+    size_t n;
+    void *hold_; /* private: what the parts point into */
+} hub_parts;
+/* 1 with *out filled; 0 when the request is not finished; -1 + err
+ * (not_found, gone, or invalid_value: not a pull, or it failed on an
+ * engine). */
+int hub_request_parts(hub *h, uint64_t request_id, hub_parts *out, ippc_error *err);
+void hub_parts_release(hub_parts *p);
+
 /* The request's client view: the blocking answer when done, or a pending body.
  * *done set accordingly.  NULL + not_found if unknown, gone if forgotten
  * (evicted for --keep-results-mb or the count, or a blocking pull released

@@ -940,11 +940,10 @@ static int gather_array(const request_view *v, request_array *out, ippc_error *e
     return rc;
 }
 
-int request_view_array(const request_view *v, request_array *out, ippc_error *err)
+/* Every engine of a finished request succeeded, or -1 + err naming the
+ * first that did not. */
+static int all_ok(const request_view *v, ippc_error *err)
 {
-    memset(out, 0, sizeof *out);
-    if (v->op == HUB_OP_MAP)
-        return ippc_error_set(err, ERR_INVALID, "a map's answer is JSON, not one array");
     if (!request_view_done(v))
         return ippc_error_set(err, ERR_CONFLICT, "request %llu is not finished",
                               (unsigned long long)v->id);
@@ -953,12 +952,86 @@ int request_view_array(const request_view *v, request_array *out, ippc_error *er
             return ippc_error_set(
                 err, ERR_INVALID, "engine %d: %s", v->items[i].engine,
                 json_string_value(json_object_get(item_msg(&v->items[i]), "evalue")));
+    return 0;
+}
+
+void request_parts_free(request_part *parts, size_t n)
+{
+    for (size_t i = 0; parts && i < n; i++) {
+        task_result_unref(parts[i].hold);
+        free(parts[i].json);
+    }
+    free(parts);
+}
+
+/* One target's part: its array by reference, or its value as JSON text. */
+static int view_part(const request_view *v, const view_item *it, request_part *part,
+                     ippc_error *err)
+{
+    part->engine = it->engine;
+    const json_t *skel = json_object_get(json_object_get(item_msg(it), "value"), v->name);
+    if (!skel)
+        return ippc_error_set(err, ERR_INTERNAL, "engine %d sent no value for %s", it->engine,
+                              v->name);
+    int is_nd = value_nd_ref(skel, item_blobs(it), &part->ref, err);
+    if (is_nd < 0)
+        return -1;
+    if (is_nd) {
+        /* value_nd_ref checked the blob index against the blobs it was given. */
+        const ippc_blob *b = &item_blobs(it)->items[part->ref.blob];
+        part->is_array = 1;
+        part->data = b->data;
+        part->len = b->len;
+        part->hold = task_result_ref(it->result);
+        return 0;
+    }
+    json_t *value = value_to_client(skel, item_blobs(it), VALUE_FORMAT_LIST, err);
+    part->json = value ? jsonout_dumps(value, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+    json_decref(value);
+    if (!part->json)
+        return value ? ippc_error_set(err, ERR_INTERNAL, "out of memory") : -1;
+    part->data = (const unsigned char *)part->json;
+    part->len = strlen(part->json);
+    return 0;
+}
+
+int request_view_parts(const request_view *v, request_part **parts, size_t *n, ippc_error *err)
+{
+    *parts = NULL;
+    *n = 0;
+    if (v->op != HUB_OP_PULL)
+        return ippc_error_set(err, ERR_INVALID,
+                              "multipart answers are for pulls of one variable (GET vars/{name})");
+    if (all_ok(v, err) < 0)
+        return -1;
+    request_part *out = calloc(v->n ? v->n : 1, sizeof *out);
+    if (!out)
+        return ippc_error_set(err, ERR_INTERNAL, "out of memory");
+    for (size_t i = 0; i < v->n; i++) {
+        if (view_part(v, &v->items[i], &out[i], err) < 0) {
+            request_parts_free(out, v->n);
+            return -1;
+        }
+    }
+    *parts = out;
+    *n = v->n;
+    return 0;
+}
+
+int request_view_array(const request_view *v, request_array *out, ippc_error *err)
+{
+    memset(out, 0, sizeof *out);
+    if (v->op == HUB_OP_MAP)
+        return ippc_error_set(err, ERR_INVALID, "a map's answer is JSON, not one array");
+    if (all_ok(v, err) < 0)
+        return -1;
     if (v->op == HUB_OP_GATHER)
         return gather_array(v, out, err);
     if (v->op != HUB_OP_PULL || v->n != 1)
         return ippc_error_set(err, ERR_INVALID,
-                              "raw (application/octet-stream) answers need one target, or a "
-                              "gather");
+                              "one array (application/octet-stream or application/x-npy) is "
+                              "the answer of a pull of one target, or of a gather; a pull "
+                              "from several engines answers in binary as multipart/mixed");
     const view_item *it = &v->items[0];
     const json_t *skel = json_object_get(json_object_get(item_msg(it), "value"), v->name);
     int is_nd = skel ? value_nd_ref(skel, item_blobs(it), &out->ref, err) : 0;

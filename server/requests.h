@@ -187,6 +187,23 @@ typedef struct request_array {
  * one target or a gather). */
 int request_view_array(const request_view *v, request_array *out, ippc_error *err);
 void request_array_release(request_array *a);
+/* One target's part of a finished pull, for a multipart answer: its array
+ * (the engine's result blob, held by a reference: no copy) or, when the
+ * value is not an array, its client JSON text (list format). */
+typedef struct request_part {
+    int engine;
+    int is_array;
+    const unsigned char *data; /* the array's bytes, or the JSON text */
+    size_t len;
+    nd_ref ref;        /* is_array */
+    task_result *hold; /* is_array: the result data points into */
+    char *json;        /* !is_array: the text data points to (owned) */
+} request_part;
+/* Fills *parts (n of them, in target order; free with request_parts_free,
+ * any thread).  -1 + err (conflict: not finished; invalid_value: not a
+ * pull, or the pull failed on an engine: the message names it). */
+int request_view_parts(const request_view *v, request_part **parts, size_t *n, ippc_error *err);
+void request_parts_free(request_part *parts, size_t n);
 void request_view_free(request_view *v);
 
 #endif
