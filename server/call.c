@@ -315,7 +315,8 @@ static int read_format(const json_t *v, int *out, ippc_error *err)
     if (s && strcmp(s, "raw") == 0)
         return ippc_error_set(err, ERR_BAD_REQUEST,
                               "\"format\" must be list or typed (raw bytes: a REST pull or "
-                              "gather with Accept: application/octet-stream)");
+                              "gather with Accept: application/octet-stream, "
+                              "application/x-npy or multipart/mixed)");
     return ippc_error_set(err, ERR_BAD_REQUEST, "\"format\" must be list or typed");
 }
 

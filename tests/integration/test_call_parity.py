@@ -480,7 +480,7 @@ def test_content_types(c):
                ("POST", view("all", "reset"), {}, "text/plain"),
                ("POST", view("all", "scatter"), {"name": "x", "data": [1]}, "text/plain"),
                ("PUT", view("all", "vars/cp_ct"), [1], "text/plain"),
-               ("PUT", view("all", "vars/cp_ct"), b"\0" * 8, "application/x-npy")]
+               ("PUT", view("all", "vars/cp_ct"), b"\0" * 8, "application/x-numpy")]
     for method, path, body, ctype in refused:
         status, answer = post_typed(c, method, path, body, ctype)
         check(status == 415 and (answer or {}).get("error", {}).get("code") ==

@@ -505,7 +505,9 @@ static void test_media(void **state)
         {"application/x-www-form-urlencoded", 1, CALL_MEDIA_JSON},
         {"application/octet-stream", 1, CALL_MEDIA_RAW},
         {"application/octet-stream", 0, CALL_MEDIA_UNSUPPORTED},
-        {"application/x-npy", 1, CALL_MEDIA_UNSUPPORTED},
+        {"application/x-npy", 1, CALL_MEDIA_NPY},
+        {"Application/X-NPY; charset=x", 1, CALL_MEDIA_NPY},
+        {"application/x-npy", 0, CALL_MEDIA_UNSUPPORTED},
         {"text/plain", 0, CALL_MEDIA_UNSUPPORTED},
         {"text/json", 0, CALL_MEDIA_UNSUPPORTED},
         {"application/+json", 0, CALL_MEDIA_UNSUPPORTED},
@@ -525,6 +527,52 @@ static void test_media(void **state)
         if (got == CALL_MEDIA_UNSUPPORTED) {
             assert_string_equal(err.code, ERR_UNSUPPORTED);
             assert_int_equal(http_status_for(err.code), 415);
+        }
+    }
+}
+
+static void test_answer_of(void **state)
+{
+    (void)state;
+    const struct {
+        const char *accept;
+        hub_op op;
+        call_answer_kind want;
+    } cases[] = {
+        {NULL, HUB_OP_PULL, CALL_ANSWER_JSON},
+        {"", HUB_OP_PULL, CALL_ANSWER_JSON},
+        {"*/*", HUB_OP_PULL, CALL_ANSWER_JSON},
+        {"application/octet-stream", HUB_OP_PULL, CALL_ANSWER_RAW},
+        {"application/octet-stream", HUB_OP_GATHER, CALL_ANSWER_RAW},
+        {"application/octet-stream", HUB_OP_EXECUTE, CALL_ANSWER_JSON},
+        {" Application/X-Npy ", HUB_OP_PULL, CALL_ANSWER_NPY},
+        {"application/x-npy", HUB_OP_GATHER, CALL_ANSWER_NPY},
+        {"application/x-npy", HUB_OP_PULL_MANY, CALL_ANSWER_JSON},
+        {"multipart/mixed", HUB_OP_PULL, CALL_ANSWER_MULTIPART},
+        {"multipart/mixed", HUB_OP_GATHER, CALL_ANSWER_JSON},
+        {"multipart/mixed; part=application/x-npy", HUB_OP_PULL, CALL_ANSWER_MULTIPART_NPY},
+        {"multipart/mixed;part=\"application/x-npy\";q=0.5", HUB_OP_PULL,
+         CALL_ANSWER_MULTIPART_NPY},
+        {"multipart/mixed; part=application/octet-stream", HUB_OP_PULL, CALL_ANSWER_MULTIPART},
+        {"multipart/mixed; part=text/csv", HUB_OP_PULL, CALL_ANSWER_JSON},
+        {"application/json, application/x-npy", HUB_OP_PULL, CALL_ANSWER_JSON},
+        {"application/x-npy, application/json", HUB_OP_PULL, CALL_ANSWER_NPY},
+        {"application/json;q=0.2, application/x-npy;q=0.3", HUB_OP_PULL, CALL_ANSWER_NPY},
+        {"application/x-npy;q=0, text/html", HUB_OP_PULL, CALL_ANSWER_JSON},
+        {"application/x-npy;q=2", HUB_OP_PULL, CALL_ANSWER_JSON},
+        {"application/x-npy;q=abc", HUB_OP_PULL, CALL_ANSWER_JSON},
+        {"application/x-npy;q=", HUB_OP_PULL, CALL_ANSWER_JSON},
+        {"application/x-npy;q=0.00000000000000000001", HUB_OP_PULL, CALL_ANSWER_JSON},
+        {",,;;,=,q=1", HUB_OP_PULL, CALL_ANSWER_JSON},
+        {"text/html, multipart/mixed", HUB_OP_PULL, CALL_ANSWER_MULTIPART},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        call_answer_kind got = call_answer_of(cases[i].accept, cases[i].op);
+        if (got != cases[i].want) {
+            print_error("Accept %s (op %d): %d, want %d\n",
+                        cases[i].accept ? cases[i].accept : "(none)", (int)cases[i].op, got,
+                        cases[i].want);
+            fail();
         }
     }
 }
@@ -719,6 +767,7 @@ int main(void)
         cmocka_unit_test(test_rest_bodies),
         cmocka_unit_test(test_defs),
         cmocka_unit_test(test_media),
+        cmocka_unit_test(test_answer_of),
         cmocka_unit_test_setup_teardown(test_answer_done_is_200_blocking_or_not, setup_hub,
                                         teardown_hub),
         cmocka_unit_test_setup_teardown(test_answer_errors_and_immediate_ops, setup_hub,
