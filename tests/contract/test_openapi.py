@@ -994,6 +994,49 @@ def live_checks(spec, checks):
                           "raw Content-Type: %s" % r.headers)
         checks.run("contract GET vars raw octet-stream 200", raw_answer)
 
+        def binary_answers():
+            """.npy and multipart/mixed answers: documented where served, with
+            the documented headers, and a .npy body is what the spec says."""
+            cases = [("/api/v1/views/0/vars/cx", V + "vars/{name}", "application/x-npy"),
+                     ("/api/v1/views/all/gather/cx", V + "gather/{name}", "application/x-npy"),
+                     ("/api/v1/views/all/vars/cx", V + "vars/{name}", "multipart/mixed")]
+            for url, path, media in cases:
+                r = api.get(url, headers={"Accept": media})
+                harness.check(r.status == 200, "%s as %s: %r" % (url, media, r))
+                op = spec["paths"][path]["get"]["responses"]["200"]
+                harness.check(media in op["content"], "%s answers of %s must be documented"
+                              % (media, path))
+                got = r.headers.get("Content-Type", "")
+                harness.check(got.split(";")[0] == media, "%s: Content-Type %s" % (url, got))
+                if media == "application/x-npy":
+                    harness.check(r.raw.startswith(b"\x93NUMPY\x01\x00"), "npy magic: %r"
+                                  % r.raw[:16])
+                    for h in op.get("headers", {}):
+                        harness.check(h in r.headers, "documented header %s missing" % h)
+                else:
+                    harness.check(re.search(r"boundary=ippc-[0-9a-f]{32}$", got),
+                                  "multipart boundary: %s" % got)
+                    harness.check(r.raw.count(b"X-Ippc-Engine: ") == 4, "4 parts: %r"
+                                  % r.raw[:300])
+            # A .npy body is taken where the spec says so, and nowhere else.
+            npy = (b"\x93NUMPY\x01\x00\x76\x00" +
+                   b"{'descr': '<f8', 'fortran_order': False, 'shape': (2,), }".ljust(117) +
+                   b"\n" + struct.pack("<2d", 1.5, 2.5))
+            for method, path in sorted(spec_routes(spec)):
+                op = spec["paths"][path][method.lower()]
+                takes = "application/x-npy" in op.get("requestBody", {}).get("content", {})
+                harness.check(takes == (path in (V + "vars/{name}", V + "scatter")
+                                        and method in ("PUT", "POST")),
+                              "%s %s: x-npy body documented %s" % (method, path, takes))
+            r = api.call("PUT", "/api/v1/views/all/vars/cnpy", raw=npy,
+                         headers={"Content-Type": "application/x-npy"})
+            harness.check(r.status == 200, "npy push: %r" % r)
+            r = api.call("PUT", "/api/v1/views/all/vars/cnpy", raw=npy[:-4],
+                         headers={"Content-Type": "application/x-npy"})
+            harness.check(r.status == 400 and "400" in spec["paths"][V + "vars/{name}"]["put"][
+                "responses"], "bad npy: %r" % r)
+        checks.run("contract binary answers (npy, multipart)", binary_answers)
+
         # Load-balanced tasks, map, queue, history.
         T = "/api/v1/tasks"
 
