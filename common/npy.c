@@ -340,9 +340,11 @@ int npy_parse(const unsigned char *bytes, size_t len, npy_header *out, ippc_erro
     npy_header h;
     memset(&h, 0, sizeof h);
     scanner s = {.err = err};
-    if (len < 8 || memcmp(bytes, MAGIC, sizeof MAGIC) != 0)
-        return bad(&s, len < 8 ? "truncated: fewer bytes than the magic and version"
-                               : "bad magic: the body does not start with \\x93NUMPY");
+    size_t magic_seen = len < sizeof MAGIC ? len : sizeof MAGIC;
+    if (magic_seen && memcmp(bytes, MAGIC, magic_seen) != 0)
+        return bad(&s, "bad magic: the body does not start with \\x93NUMPY");
+    if (len < 8)
+        return bad(&s, "truncated: fewer bytes than the magic and version");
     h.major = bytes[6];
     h.minor = bytes[7];
     size_t pre = preamble_len(h.major, h.minor);

@@ -163,6 +163,8 @@ static void test_preamble(void **state)
     unsigned char buf[8192];
     size_t n = make(buf, 1, "{'descr': '<f8', 'fortran_order': False, 'shape': (3,), }");
     refused_bytes(buf, 0, "truncated");
+    refused_bytes((const unsigned char *)"garbage", 7, "bad magic");
+    refused_bytes(buf, 3, "truncated");
     refused_bytes(buf, 7, "truncated");
     refused_bytes(buf, 9, "truncated");
     refused_bytes(buf, n - 1, "truncated");
