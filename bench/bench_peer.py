@@ -22,8 +22,10 @@ the next repetition IPP then ippc).  Every figure is the median over repetitions
                     application/octet-stream; IPP dview.push({'a': ndarray})
   pull from all     ippc: 4 raw GETs (one per engine, Accept: application/octet-stream,
                     in parallel on 4 keep-alive connections), one GET /views/all/vars/a
-                    ?format=typed (base64 in JSON, decoded), and a multipart/mixed
-                    answer when the controller offers one; IPP dview.pull('a')
+                    ?format=typed (base64 in JSON, decoded), and one GET with
+                    Accept: multipart/mixed (one binary part per engine,
+                    docs/binary.md; skipped by a controller that does not offer
+                    it); IPP dview.pull('a')
   scatter / gather  1e7 float64: ippc raw body / raw answer; IPP dview.scatter/gather
   memory            PSS (/proc/PID/smaps_rollup) of the controller (its process and
                     any children: IPP's schedulers) and of the 4 engines summed, idle

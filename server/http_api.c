@@ -12,7 +12,10 @@
  * is answered at its last call, which keeps the connection alive.  The
  * body then arrives in chunks: into one buffer of the declared
  * Content-Length, or, chunked, a buffer that doubles up to the limit; every
- * byte is charged to the request's budget account first.  At the last call
+ * byte is charged to the request's budget account first.  A .npy body's
+ * header is split off into a small buffer of its own as it arrives
+ * (npy_head_take), so the body buffer holds only the data and becomes the
+ * array as it is.  At the last call
  * (*upload_data_size == 0) a JSON body over DECODE_INLINE_MAX is handed to
  * the decode pool and the connection suspended; the worker parses it, decodes
  * the call (call.h) and, for a direct-view call, also converts its values
@@ -24,6 +27,9 @@
  * map, ?wait= on a task or request) registers a wake-up with call_wait and
  * suspends the connection under the hub lock, so a completion cannot slip
  * in between; the wake-up resumes it and call_answer builds the answer.
+ * A pull or gather that asked (Accept, call_answer_of) for raw bytes, a .npy
+ * file or multipart/mixed is answered from the engines' results by
+ * reference (send_binary; binbody.h) once it is done.
  * Content-Type is judged with the head too (call_media_of: 415).
  *
  * What libmicrohttpd 0.9.75 still answers itself, in HTML, with no hook to

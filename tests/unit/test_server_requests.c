@@ -262,6 +262,80 @@ static void test_view_array(void **state)
     request_view_free(v);
 }
 
+/* A pull's multipart parts: an array part points into the engine's result
+ * blob (no copy) and holds it; a value that is not an array is its client
+ * JSON text; a failure on any engine, or an op that is not a pull, is a
+ * clear error with nothing held. */
+static void test_view_parts(void **state)
+{
+    fixture *f = *state;
+    uint64_t id = submit(f, HUB_OP_PULL, "{}", "p");
+    ippc_blobs blobs;
+    blobs_init(&blobs);
+    int32_t *data = malloc(3 * sizeof *data);
+    for (int i = 0; i < 3; i++)
+        data[i] = 7 * i;
+    blobs_push(&blobs, (unsigned char *)data, 3 * sizeof *data);
+    task_complete(&f->tt, requests_get(&f->rq, id)->tasks[0],
+                  json_pack("{s:s, s:s, s:{s:o}}", "type", "result", "status", "ok", "value", "p",
+                            value_nd_placeholder(ND_INT32, 1, (size_t[]){3}, 0)),
+                  &blobs);
+    answer(f, 1, json_pack("{s:[s, i]}", "p", "x", 1));
+    ippc_error err = {{0}, {0}};
+    request_view *v = requests_view(&f->rq, id, &err);
+    request_part *parts = NULL;
+    size_t n = 0;
+    assert_int_equal(request_view_parts(v, &parts, &n, &err), 0);
+    request_view_free(v);
+    assert_int_equal(n, 2);
+    assert_int_equal(parts[0].engine, 0);
+    assert_true(parts[0].is_array);
+    assert_ptr_equal(parts[0].data, (const unsigned char *)data); /* the engine's bytes */
+    assert_int_equal(parts[0].len, 12);
+    assert_int_equal(parts[0].ref.dtype, ND_INT32);
+    assert_non_null(parts[0].hold);
+    assert_int_equal(parts[1].engine, 1);
+    assert_false(parts[1].is_array);
+    assert_null(parts[1].hold);
+    assert_int_equal(parts[1].len, strlen("[\"x\",1]"));
+    assert_memory_equal(parts[1].data, "[\"x\",1]", parts[1].len);
+    /* The request forgotten, the bytes live on in the parts' references. */
+    f->rq.max_kept = 1;
+    submit(f, HUB_OP_EXECUTE, "{\"code\": \"x\"}", NULL);
+    answer(f, 0, NULL);
+    answer(f, 1, NULL);
+    requests_trim(&f->rq);
+    assert_null(requests_get(&f->rq, id));
+    assert_int_equal(((const int32_t *)parts[0].data)[2], 14);
+    request_parts_free(parts, n);
+
+    /* A failure on engine 1: the error names it. */
+    uint64_t failed = submit(f, HUB_OP_PULL, "{}", "q");
+    answer(f, 0, json_pack("{s:i}", "q", 1));
+    fake_link *l = &f->links[1];
+    task *t = task_table_get(
+        &f->tt, (uint64_t)json_integer_value(json_object_get(l->msgs[l->n - 1].msg, "task")));
+    task_complete(&f->tt, t,
+                  json_pack("{s:s, s:s, s:s, s:s}", "type", "result", "status", "error", "ename",
+                            "NameError", "evalue", "name 'q' is not defined"),
+                  NULL);
+    v = requests_view(&f->rq, failed, &err);
+    assert_int_equal(request_view_parts(v, &parts, &n, &err), -1);
+    assert_string_equal(err.code, ERR_INVALID);
+    assert_non_null(strstr(err.message, "engine 1"));
+    assert_null(parts);
+    request_view_free(v);
+
+    /* Not a pull. */
+    uint64_t executed = submit(f, HUB_OP_EXECUTE, "{\"code\": \"x\"}", NULL);
+    answer(f, 0, NULL);
+    answer(f, 1, NULL);
+    v = requests_view(&f->rq, executed, &err);
+    assert_int_equal(request_view_parts(v, &parts, &n, &err), -1);
+    assert_string_equal(err.code, ERR_INVALID);
+    request_view_free(v);
+}
+
 /* A gather's parts become one buffer the answer owns; parts that are not
  * arrays are refused before any list is built. */
 static void test_view_array_gather(void **state)
@@ -501,6 +575,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_view_outlives_request, setup_kept1, teardown),
         cmocka_unit_test_setup_teardown(test_view_array, setup, teardown),
         cmocka_unit_test_setup_teardown(test_view_array_gather, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_view_parts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_byte_budget_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pins, setup, teardown),
         cmocka_unit_test_setup_teardown(test_map_request, setup, teardown),
