@@ -393,8 +393,7 @@ size_t npy_write_header(nd_dtype dtype, int ndim, const size_t *shape, unsigned 
         [ND_FLOAT64] = "<f8", [ND_FLOAT32] = "<f4", [ND_INT64] = "<i8",
         [ND_INT32] = "<i4",   [ND_UINT8] = "|u1",
     };
-    if ((unsigned)dtype >= ND_DTYPE_COUNT || ndim < 1 || ndim > ND_MAX_DIMS ||
-        cap < NPY_HEADER_MAX)
+    if ((unsigned)dtype >= ND_DTYPE_COUNT || ndim < 1 || ndim > ND_MAX_DIMS || cap < NPY_HEADER_MAX)
         return 0;
     char dict[NPY_HEADER_MAX];
     int n = snprintf(dict, sizeof dict, "{'descr': '%s', 'fortran_order': False, 'shape': (",

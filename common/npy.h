@@ -41,15 +41,15 @@
 #define NPY_HEADER_MAX 512
 
 typedef struct npy_header {
-    int major, minor;      /* the file's version */
-    size_t header_len;     /* preamble + dict: where the data starts */
-    nd_dtype dtype;        /* what ippc stores it as */
-    int big_endian;        /* the data must be swapped (npy_swap) */
-    int is_bool;           /* descr was b1 (stored as uint8) */
-    char descr[8];         /* the descr as given, for messages */
-    int ndim;              /* 1..ND_MAX_DIMS */
+    int major, minor;  /* the file's version */
+    size_t header_len; /* preamble + dict: where the data starts */
+    nd_dtype dtype;    /* what ippc stores it as */
+    int big_endian;    /* the data must be swapped (npy_swap) */
+    int is_bool;       /* descr was b1 (stored as uint8) */
+    char descr[8];     /* the descr as given, for messages */
+    int ndim;          /* 1..ND_MAX_DIMS */
     size_t shape[ND_MAX_DIMS];
-    size_t count;          /* product of shape */
+    size_t count; /* product of shape */
 } npy_header;
 
 /* How many leading bytes of a file the header takes, as far as the first

@@ -34,9 +34,9 @@ typedef struct binbody {
     size_t nsegs, cap;
     ippc_buf text; /* every piece written here */
     uint64_t total;
-    size_t cursor;          /* the segment that holds cursor_start.. */
-    uint64_t cursor_start;  /* the body position where segs[cursor] starts */
-    hub_array *array;       /* released with the body */
+    size_t cursor;         /* the segment that holds cursor_start.. */
+    uint64_t cursor_start; /* the body position where segs[cursor] starts */
+    hub_array *array;      /* released with the body */
     hub_parts *parts;
 } binbody;
 
@@ -222,16 +222,15 @@ static int add_part(binbody *b, const hub_part *part, int npy, const char *bound
                   "--%s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nX-Ippc-Engine: %d\r\n"
                   "X-Ippc-Dtype: %s\r\nX-Ippc-Shape: %s\r\n\r\n",
                   boundary, npy ? "application/x-npy" : "application/octet-stream",
-                  header_len + part->len, part->engine, nd_dtype_name(part->ref.dtype),
-                  shape) < 0)
+                  header_len + part->len, part->engine, nd_dtype_name(part->ref.dtype), shape) < 0)
         return -1;
     if (npy && add_text(b, header, header_len) < 0)
         return -1;
     return add_borrowed(b, part->data, part->len) < 0 || add_text(b, "\r\n", 2) < 0 ? -1 : 0;
 }
 
-struct MHD_Response *binbody_multipart(hub_parts *p, int npy_parts, char *content_type,
-                                       size_t cap, ippc_error *err)
+struct MHD_Response *binbody_multipart(hub_parts *p, int npy_parts, char *content_type, size_t cap,
+                                       ippc_error *err)
 {
     assert(cap >= 64);
     binbody *b = calloc(1, sizeof *b);

@@ -39,8 +39,8 @@ struct MHD_Response *binbody_npy(hub_array *a, ippc_error *err);
  * free()); array parts as .npy files when npy_parts, else as raw bytes.
  * content_type receives "multipart/mixed; boundary=..." (cap >= 64).  NULL
  * + err when out of memory. */
-struct MHD_Response *binbody_multipart(hub_parts *p, int npy_parts, char *content_type,
-                                       size_t cap, ippc_error *err);
+struct MHD_Response *binbody_multipart(hub_parts *p, int npy_parts, char *content_type, size_t cap,
+                                       ippc_error *err);
 
 /* The largest piece MHD asks the content callback for at once. */
 #define BINBODY_BLOCK ((size_t)256 << 10)

@@ -199,10 +199,10 @@ call_media call_media_of(const char *content_type, int raw_ok, ippc_error *err);
 /* The form of a pull's or gather's answer, from its Accept header. */
 typedef enum call_answer_kind {
     CALL_ANSWER_JSON = 0,
-    CALL_ANSWER_RAW,            /* application/octet-stream: one array's bytes */
-    CALL_ANSWER_NPY,            /* application/x-npy: one array as a .npy file */
-    CALL_ANSWER_MULTIPART,      /* multipart/mixed: one part per engine, raw bytes */
-    CALL_ANSWER_MULTIPART_NPY,  /* multipart/mixed; part=application/x-npy */
+    CALL_ANSWER_RAW,           /* application/octet-stream: one array's bytes */
+    CALL_ANSWER_NPY,           /* application/x-npy: one array as a .npy file */
+    CALL_ANSWER_MULTIPART,     /* multipart/mixed: one part per engine, raw bytes */
+    CALL_ANSWER_MULTIPART_NPY, /* multipart/mixed; part=application/x-npy */
 } call_answer_kind;
 /* Picks the answer form an Accept header (NULL: none) asks for, as HTTP
  * negotiates: the media range of highest q (ties: the first listed) among

@@ -678,9 +678,10 @@ static enum MHD_Result h_call(req_ctx *ctx, const route_args *a)
         if (rc < 0)
             return send_error(ctx->conn, &err);
     }
-    ctx->call.answer_as = ctx->def->kind == CALL_VIEW
-                              ? (int)call_answer_of(header(ctx, MHD_HTTP_HEADER_ACCEPT), ctx->def->op)
-                              : CALL_ANSWER_JSON;
+    ctx->call.answer_as =
+        ctx->def->kind == CALL_VIEW
+            ? (int)call_answer_of(header(ctx, MHD_HTTP_HEADER_ACCEPT), ctx->def->op)
+            : CALL_ANSWER_JSON;
     return run_call(ctx);
 }
 

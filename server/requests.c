@@ -978,7 +978,9 @@ static int view_part(const request_view *v, const view_item *it, request_part *p
         return -1;
     if (is_nd) {
         /* value_nd_ref checked the blob index against the blobs it was given. */
-        const ippc_blob *b = &item_blobs(it)->items[part->ref.blob];
+        const ippc_blobs *blobs = item_blobs(it);
+        assert(blobs->items && part->ref.blob < blobs->count);
+        const ippc_blob *b = &blobs->items[part->ref.blob];
         part->is_array = 1;
         part->data = b->data;
         part->len = b->len;

@@ -259,8 +259,7 @@ static void test_write_round_trip(void **state)
     size_t three = 3;
     n = npy_write_header(ND_FLOAT64, 1, &three, out, sizeof out);
     assert_int_equal(n, 128);
-    assert_memory_equal(out + 10, "{'descr': '<f8', 'fortran_order': False, 'shape': (3,), }",
-                        57);
+    assert_memory_equal(out + 10, "{'descr': '<f8', 'fortran_order': False, 'shape': (3,), }", 57);
 }
 
 static void test_swap(void **state)
@@ -286,8 +285,8 @@ static void test_swap(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_numpy_headers), cmocka_unit_test(test_refusals),
-        cmocka_unit_test(test_preamble),      cmocka_unit_test(test_header_size),
+        cmocka_unit_test(test_numpy_headers),    cmocka_unit_test(test_refusals),
+        cmocka_unit_test(test_preamble),         cmocka_unit_test(test_header_size),
         cmocka_unit_test(test_write_round_trip), cmocka_unit_test(test_swap),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
