@@ -22,12 +22,15 @@ BENCH = os.path.join(ROOT, "bench", "bench_peer.py")
 
 ROWS = ("startup", "apply_rtt", "execute_all", "tasks", "map",
         "push_all_small", "pull_all_raw_small", "pull_all_typed_small",
+        "pull_all_multipart_small",
         "push_all_large", "pull_all_raw_large", "pull_all_typed_large",
+        "pull_all_multipart_large",
         "scatter_large", "gather_large",
         "controller_pss_idle", "engines_pss_idle", "controller_pss_after", "engines_pss_after",
         "support_pss_idle", "support_pss_after")
 ARRAY_CHECKS = ("ippc pull (raw GETs) gives the pushed array",
                 "ippc pull (?format=typed) gives the pushed array",
+                "ippc pull (multipart) gives the pushed array",
                 "ippc gather gives the scattered array")
 IPP_CHECKS = ("IPP pull gives the pushed array", "IPP gather gives the scattered array")
 
