@@ -574,6 +574,20 @@ class Socket {
       /* already closed */
     }
   }
+
+  /**
+   * Gives up on a socket that stopped answering: nothing it still delivers
+   * is seen, waiting calls reject now, and its close is not waited for (a
+   * half-open connection may never finish the closing handshake).
+   */
+  abandon() {
+    this.hooks = { onMessage: () => {}, onClose: () => {} };
+    for (const p of this.pending.values()) {
+      p.reject(new IppcError('the socket stopped answering', { code: 'disconnected' }));
+    }
+    this.pending.clear();
+    this.close(4000);
+  }
 }
 
 // ------------------------------------------------------------------ results
@@ -692,11 +706,12 @@ export class DirectResult extends AsyncResult {
   /**
    * @param {Client} client
    * @param {{single: boolean, values: (answer: any) => any[]|any, perTarget?: boolean}} shape
-   * @param {() => Promise<any>} fetchAnswer the finished answer
+   * @param {(pending: (body: any) => void) => Promise<any>} fetchAnswer the
+   *   finished answer; calls pending(body) with a 202's body first
    */
   constructor(client, shape, fetchAnswer) {
     super(client, async (self) => {
-      const answer = await fetchAnswer();
+      const answer = await fetchAnswer((body) => /** @type {DirectResult} */ (self)._pending(body));
       /** @type {DirectResult} */ (self)._take(answer);
       const values = shape.values(answer);
       const errs = directErrors(answer);
@@ -710,6 +725,12 @@ export class DirectResult extends AsyncResult {
     this.targets = null;
     /** @type {any} the controller's whole answer */
     this.answer = null;
+  }
+
+  /** @private */
+  _pending(body) {
+    if (body && body.request) this.requestId = body.request;
+    if (body && body.targets) this.targets = body.targets;
   }
 
   /** @private */
@@ -952,8 +973,8 @@ export class DirectView {
   /** @private */
   _call(op, fields, opts, values, perTarget = true) {
     const shape = { single: this.single, values, perTarget };
-    return new DirectResult(this.client, shape, () =>
-      this.client._viewCall(op, this.targets, fields, { block: opts.block ?? this.block, format: opts.format }),
+    return new DirectResult(this.client, shape, (pending) =>
+      this.client._viewCall(op, this.targets, fields, { block: opts.block ?? this.block, format: opts.format }, pending),
     );
   }
 
@@ -977,9 +998,9 @@ export class DirectView {
   run(filename, source, opts = {}) {
     if (source && typeof source === 'object') [source, opts] = [undefined, source];
     const shape = { single: this.single, values: returnValues };
-    return new DirectResult(this.client, shape, async () => {
+    return new DirectResult(this.client, shape, async (pending) => {
       const text = source ?? (await readFileText(filename));
-      return this.client._viewCall('run', this.targets, { filename, source: text }, { block: opts.block ?? this.block, format: opts.format });
+      return this.client._viewCall('run', this.targets, { filename, source: text }, { block: opts.block ?? this.block, format: opts.format }, pending);
     });
   }
 
@@ -1058,8 +1079,8 @@ export class DirectView {
     if (opts.raw) {
       return new DirectResult(this.client, { ...shape, values: (a) => a.result }, () => this.client._rawGather(this.targets, name));
     }
-    return new DirectResult(this.client, shape, () =>
-      this.client._viewCall('gather', this.targets, { name }, { block: opts.block ?? this.block, format: opts.format }),
+    return new DirectResult(this.client, shape, (pending) =>
+      this.client._viewCall('gather', this.targets, { name }, { block: opts.block ?? this.block, format: opts.format }, pending),
     );
   }
 
@@ -1218,7 +1239,9 @@ class Subscription {
       this.awaitingPong = true;
       this.socket.send({ op: 'ping', id: 'heartbeat' });
       this.heartbeat = unrefTimer(() => {
-        if (this.awaitingPong && this.socket) this.socket.close(4000);
+        if (!this.awaitingPong || !this.socket || this.closed) return;
+        this.socket.abandon();
+        this._onClose({ code: 4000, reason: 'no answer to a ping' });
       }, this.client.options.heartbeatTimeout);
     }, this.client.options.heartbeatInterval);
   }
@@ -1290,7 +1313,7 @@ class Subscription {
     if (this.closed) return;
     this.reconnects++;
     this.onStatus('reconnecting', ev);
-    unrefTimer(() => this._start(), 0);
+    setTimeout(() => this._start(), 0);
   }
 
   close() {
@@ -1733,13 +1756,14 @@ export class Client {
    * A call whose answer may come later (direct-view calls, map): waits for
    * a 202 through the request op until it is done.
    */
-  async _waitedCall(op, fields, { block, format }) {
+  async _waitedCall(op, fields, { block, format }, pending) {
     const options = { block, format: format || 'typed' };
-    let body = await this._call(op, fields, options);
-    return this._finish(body, options.format);
+    const body = await this._call(op, fields, options);
+    return this._finish(body, options.format, pending);
   }
 
-  async _finish(body, format) {
+  async _finish(body, format, pending) {
+    if (pending && body && body.status === 'pending') pending(body);
     while (body && body.status === 'pending' && body.request) {
       body = await this._call('request', { request: body.request }, { wait: WAIT_CHUNK_S, format });
     }
@@ -1747,8 +1771,8 @@ export class Client {
   }
 
   /** A direct-view call's finished answer. */
-  _viewCall(op, targets, fields, { block, format }) {
-    return this._waitedCall(op, { targets, ...fields }, { block, format });
+  _viewCall(op, targets, fields, { block, format }, pending) {
+    return this._waitedCall(op, { targets, ...fields }, { block, format }, pending);
   }
 
   /** A REST-only view route (vars listing, delete), finished. */
