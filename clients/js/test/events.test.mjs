@@ -4,6 +4,9 @@
 // cuts or freezes.
 
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { after, before, test } from 'node:test';
 
 import { Client, IppcError } from '../ippc.js';
@@ -95,6 +98,60 @@ test('subscribe: the snapshot, then task events with stdout as it is printed', a
   assert.equal(done.result, 1);
   assertUnbroken(events);
   assert.equal(unsubscribe.lastSeq, events[events.length - 1].seq);
+});
+
+/**
+ * Lua that prints `first`, waits (up to 60 s) until the file flag exists,
+ * then prints `second`: output seen before the flag is made was streamed.
+ */
+function printWaitPrint(flag) {
+  return `
+    print("first " .. mpi.rank())
+    local deadline = mpi.wtime() + 60
+    while mpi.wtime() < deadline do
+      local f = io.open(${JSON.stringify(flag)})
+      if f then f:close() break end
+    end
+    print("second")
+    return mpi.rank()`;
+}
+
+test('onStdout: the output of a call arrives while it runs, per engine', async (t) => {
+  const flag = path.join(os.tmpdir(), `ippc-js-flag-${process.pid}-direct`);
+  t.after(() => fs.rmSync(flag, { force: true }));
+  const seen = [];
+  const ar = direct.view('all').execute(printWaitPrint(flag), {
+    onStdout: (engine, text) => seen.push([engine, text]),
+  });
+  await until(() => new Set(seen.map(([e]) => e)).size === 4, 'the first line of every engine');
+  assert.equal(ar.ready(), false);
+  assert.deepEqual(
+    [...ar.stdout].sort(),
+    ['first 0\n', 'first 1\n', 'first 2\n', 'first 3\n'],
+  );
+  fs.writeFileSync(flag, '');
+  assert.deepEqual(await ar, [0, 1, 2, 3]);
+  assert.deepEqual(ar.stdout, [0, 1, 2, 3].map((r) => `first ${r}\nsecond\n`));
+  await until(() => seen.length >= 8, 'the second lines');
+  for (const engine of [0, 1, 2, 3]) {
+    const text = seen.filter(([e]) => e === engine).map(([, x]) => x).join('');
+    assert.equal(text, `first ${engine}\nsecond\n`);
+  }
+});
+
+test('onStdout: the output of a task arrives while it runs', async (t) => {
+  const flag = path.join(os.tmpdir(), `ippc-js-flag-${process.pid}-task`);
+  t.after(() => fs.rmSync(flag, { force: true }));
+  const seen = [];
+  const task = direct.submit({ code: printWaitPrint(flag) }, { onStdout: (engine, text, id) => seen.push([engine, text, id]) });
+  await until(() => seen.length > 0, 'the first line');
+  assert.equal(task.ready(), false);
+  assert.match(task.stdout, /^first \d\n$/);
+  fs.writeFileSync(flag, '');
+  await task;
+  assert.match(task.stdout, /^first \d\nsecond\n$/);
+  await until(() => seen.map(([, x]) => x).join('') === task.stdout, 'the second line');
+  assert.ok(seen.every(([engine, , id]) => engine === task.metadata.engine && id === task.id));
 });
 
 test('topics and filters are the controller’s: only tagged tasks, no engine events', async (t) => {
