@@ -575,6 +575,8 @@ class Socket {
 
   close(code = 1000) {
     this.open = false;
+    for (const p of this.pending.values()) p.reject(new IppcError('the client closed the socket', { code: 'closed' }));
+    this.pending.clear();
     try {
       if (this.ws) this.ws.close(code);
     } catch {
@@ -1291,7 +1293,6 @@ class Subscription {
           sock.close();
           return;
         }
-        this.backoff = this.client.options.reconnectMin;
         this._beat();
         this.onStatus('open');
         return;
@@ -1349,6 +1350,8 @@ class Subscription {
         return;
       case 'pong':
         if (msg.id === 'synced') {
+          // A working session: the next drop reconnects quickly again.
+          this.backoff = this.client.options.reconnectMin;
           this.syncing = false;
           this.buffer.sort((a, b) => a.seq - b.seq);
           for (const ev of this.buffer) this._event(ev);
@@ -1385,8 +1388,12 @@ class Subscription {
     clearTimeout(this.heartbeat);
     if (this.closed) return;
     this.reconnects++;
-    this.onStatus('reconnecting', ev);
-    setTimeout(() => this._start(), 0);
+    this.onStatus('reconnecting', { ...ev, refusal: this.lastRefusal });
+    this.lastRefusal = undefined;
+    // A socket dropped before it was in sync (say, refused as overloaded)
+    // waits longer each time.
+    setTimeout(() => this._start(), this.syncing ? this.backoff : 0);
+    if (this.syncing) this.backoff = Math.min(this.backoff * 2, this.client.options.reconnectMax);
   }
 
   close() {
@@ -1745,7 +1752,12 @@ export class Client {
     const sock = new Socket(this, {
       onMessage: (m) => this._onMainMessage(m),
       onClose: () => {
-        if (this._main === sock) this._main = null;
+        if (this._main !== sock) return;
+        this._main = null;
+        // Reopened soon, so ids stay current; calls meanwhile take REST.
+        setTimeout(() => {
+          if (!this._closed && !this._main) this._openMain().catch(() => {});
+        }, this.options.reconnectMin);
       },
     });
     this._mainOpening = (async () => {
