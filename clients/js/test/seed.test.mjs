@@ -62,6 +62,21 @@ for (const transport of ['ws', 'rest']) {
   });
 }
 
+test('load: a native plugin becomes callable (the seed psum in C); a missing one is a PluginError', async (t) => {
+  const client = await connected(t);
+  const build = process.env.BUILD || 'build';
+  const lib = path.join(path.isAbsolute(build) ? build : path.join(ROOT, build), 'plugins', 'libpsum.so');
+  const view = client.view('all');
+  await view.load(lib);
+  await view.push({ c: new Float64Array([1, 2, 3]) });
+  // psum now is the plugin's kernel: an MPI_Allreduce in C.
+  assert.deepEqual(await view.apply('psum', [ref('c')]), [24, 24, 24, 24]);
+  const err = await client.view(0).load('/nonexistent/libnothing.so').catch((e) => e);
+  assert.ok(err instanceof RemoteError);
+  assert.equal(err.ename, 'PluginError');
+  await view.execute('c = nil psum = nil');
+});
+
 test('execute: per-engine values, stdout and metadata; a one-engine view unwraps', async (t) => {
   const client = await connected(t);
   const ar = client.view('all').execute('print("rank", mpi.rank()) return mpi.rank() * 10');
