@@ -1660,6 +1660,55 @@ export class Client {
   }
 
   /**
+   * One task's record (GET /api/v1/tasks/{id}), after waiting up to `wait`
+   * seconds for it to finish (default: answer at once).
+   * @param {number} id
+   * @param {{wait?: number}} [opts]
+   * @returns {Promise<any>}
+   */
+  taskRecord(id, opts = {}) {
+    return this._taskRecord(id, opts.wait ?? 0);
+  }
+
+  /**
+   * Aborts a task: a pending one never runs; with force a running one is
+   * interrupted.  Resolves with the task record.
+   * @param {number} id
+   * @param {{force?: boolean}} [opts]
+   */
+  abort(id, opts = {}) {
+    return this._abort(id, !!opts.force);
+  }
+
+  /**
+   * Submits a task again (a new id); a TaskResult for the new one.
+   * @param {number} id
+   */
+  resubmit(id) {
+    return new TaskResult(
+      this,
+      async () => {
+        const rec = await this._restJson('POST', `${API}/tasks/${id}/resubmit`);
+        return { ids: [rec.id], records: [rec] };
+      },
+      false,
+    );
+  }
+
+  /**
+   * A direct-view request's or map's answer by its id (GET
+   * /api/v1/requests/{id}), after waiting up to `wait` seconds for it to
+   * finish; arrays typed.  A blocking pull or gather is not kept after its
+   * answer (410 gone).
+   * @param {number} id
+   * @param {{wait?: number}} [opts]
+   * @returns {Promise<any>}
+   */
+  requestAnswer(id, opts = {}) {
+    return this._call('request', { request: id }, { wait: opts.wait ?? 0, format: 'typed' });
+  }
+
+  /**
    * IPython Parallel's LoadBalancedView.map: fname applied to the items of
    * the sequences (several sequences: one argument from each), in chunks of
    * `chunksize` items per task.  The last argument may be the options.

@@ -109,6 +109,9 @@ test('non-blocking calls: the request id comes first, get/wait later', async (t)
   assert.deepEqual(await ar.get(), [1, 1, 1, 1]);
   assert.ok(ar.requestId > 0);
   assert.ok(ar.elapsed >= 0);
+  // A non-blocking request's answer is kept: it can be read again by id.
+  const again = await client.requestAnswer(ar.requestId);
+  assert.deepEqual(again.results.map((r) => r.value), [1, 1, 1, 1]);
 });
 
 test('a 1e6-element Float64Array pushed and pulled back bit-exact through raw bytes', async (t) => {
