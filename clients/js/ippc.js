@@ -566,7 +566,8 @@ class Socket {
   call(msg) {
     const id = this.nextId++;
     const text = JSON.stringify({ ...msg, id });
-    if (text.length > WS_MESSAGE_MAX) return null; // REST takes it
+    // A UTF-16 unit is at most 3 UTF-8 bytes: count exactly only near the limit.
+    if (text.length * 3 > WS_MESSAGE_MAX && new TextEncoder().encode(text).length > WS_MESSAGE_MAX) return null; // REST takes it
     return new Promise((resolve, reject) => {
       this.pending.set(id, { resolve, reject });
       this.ws.send(text);

@@ -195,6 +195,18 @@ test('typed arrays of every dtype and shaped arrays round-trip through JSON', as
   await view.execute('f64, f32, i64, i32, u8, m, mixed = nil');
 });
 
+test('a JSON call too big for the socket (over 8 MiB) goes over REST', async (t) => {
+  const seen = [];
+  const realFetch = globalThis.fetch;
+  const client = await connected(t, { fetch: (url, init) => (seen.push(String(url)), realFetch(url, init)) });
+  assert.equal(client.socketOpen, true);
+  const text = 'é'.repeat(5 << 20); // 5 Mi characters, 10 MiB of UTF-8
+  await client.view(0).push({ text });
+  assert.ok(seen.some((u) => u.endsWith('/views/0/push?block=true&format=typed')), seen.join(' '));
+  assert.equal(await client.view(0).execute('return #text'), 10 << 20);
+  await client.view(0).execute('text = nil');
+});
+
 test('the value codec: encodeValue/decodeValue and references', () => {
   const wire = encodeValue({ a: new Int32Array([1, 2]), r: ref('x'), n: 5n, s: 'x' });
   assert.deepEqual(wire, { a: { dtype: 'int32', shape: [2], data: 'AQAAAAIAAAA=' }, r: { $ref: 'x' }, n: 5, s: 'x' });
