@@ -294,6 +294,29 @@ function isTypedArray(v) {
   return ArrayBuffer.isView(v) && !(v instanceof DataView);
 }
 
+/** Plain arrays of numbers from this length on are sent as arrays' bytes. */
+const PACK_MIN_ITEMS = 1024;
+
+/**
+ * A long plain array of finite numbers as the TypedArray the controller
+ * would make of it as a JSON list (int64 when every number is an integer,
+ * else float64), so it travels as bytes, not JSON numbers.  Anything else
+ * is returned as it is.
+ * @param {any} v
+ */
+function packNumbers(v) {
+  if (!Array.isArray(v) || v.length < PACK_MIN_ITEMS) return v;
+  let integers = true;
+  for (const x of v) {
+    if (typeof x !== 'number' || !Number.isFinite(x)) return v;
+    if (integers && !Number.isSafeInteger(x)) integers = false;
+  }
+  if (!integers) return Float64Array.from(v);
+  const out = new BigInt64Array(v.length);
+  for (let i = 0; i < v.length; i++) out[i] = BigInt(v[i]);
+  return out;
+}
+
 /** A TypedArray or NDArray: its dtype, shape and bytes.  Throws for other views. */
 function arrayParts(v) {
   checkEndian();
@@ -1080,7 +1103,9 @@ export class DirectView {
 
   /**
    * Sets variables on every target.  TypedArrays and NDArrays of 64 KiB and
-   * more go as raw bytes (one request each), the rest in one JSON call.
+   * more go as raw bytes (one request each), the rest in one JSON call.  A
+   * plain array of 1024 or more numbers is sent as the array the engines
+   * would make of it (int64 if all are integers, else float64).
    * @param {Record<string, any>} namespace
    * @param {CallOptions} [opts]
    */
@@ -1088,7 +1113,8 @@ export class DirectView {
     if (!namespace || typeof namespace !== 'object') throw new TypeError('push takes an object of name: value');
     const raw = [];
     const json = {};
-    for (const [name, v] of Object.entries(namespace)) {
+    for (const [name, given] of Object.entries(namespace)) {
+      const v = packNumbers(given);
       if ((v instanceof NDArray || isTypedArray(v)) && arrayParts(v).bytes.byteLength >= RAW_MIN_BYTES) raw.push([name, v]);
       else json[name] = encodeValue(v);
     }
@@ -1128,14 +1154,16 @@ export class DirectView {
 
   /**
    * Splits data over the targets (the first n % p get one more item).
-   * A TypedArray or NDArray goes as raw bytes (split along its first axis).
+   * A TypedArray or NDArray goes as raw bytes (split along its first axis),
+   * as does a plain array of 1024 or more numbers.
    * @param {string} name
-   * @param {any[]|TypedArrayLike|NDArray} data
+   * @param {any[]|TypedArrayLike|NDArray} given
    * @param {CallOptions} [opts]
    */
-  scatter(name, data, opts = {}) {
+  scatter(name, given, opts = {}) {
     const shape = { single: this.single, values: nullValues };
     const block = opts.block ?? this.block;
+    const data = packNumbers(given);
     if (data instanceof NDArray || isTypedArray(data)) {
       return new DirectResult(this.client, shape, () => this.client._rawScatter(this.targets, name, data, block));
     }

@@ -195,6 +195,32 @@ test('typed arrays of every dtype and shaped arrays round-trip through JSON', as
   await view.execute('f64, f32, i64, i32, u8, m, mixed = nil');
 });
 
+test('long plain arrays of numbers travel as bytes, with the dtype the controller would give them', async (t) => {
+  const seen = [];
+  const realFetch = globalThis.fetch;
+  const client = await connected(t, { fetch: (url, init) => (seen.push(init && init.headers && init.headers['Content-Type']), realFetch(url, init)) });
+  const view = client.view('all');
+  const ints = Array.from({ length: 10000 }, (_, i) => i - 5000);
+  const reals = Array.from({ length: 10000 }, (_, i) => i / 7);
+  await view.push({ ints, reals });
+  await view.scatter('part', ints);
+  assert.equal(seen.filter((t) => t === 'application/octet-stream').length, 3);
+  const listing = await client.view(0).vars();
+  assert.equal(listing.ints.dtype, 'int64');
+  assert.equal(listing.reals.dtype, 'float64');
+  assert.deepEqual(listing.part.shape, [2500]);
+  const back = await client.view(3).pull(['reals', 'part']);
+  assert.deepEqual(Array.from(back[0]), reals);
+  assert.deepEqual(Array.from(back[1], Number), ints.slice(7500));
+  // Short ones, and lists with other values, stay JSON lists.
+  await view.push({ few: [1, 2, 3], mixed: Array.from({ length: 2000 }, (_, i) => (i ? i : 'x')) });
+  assert.equal(seen.filter((t) => t === 'application/octet-stream').length, 3);
+  const listing2 = await client.view(0).vars();
+  assert.equal(listing2.few.dtype, 'int64');
+  assert.equal(listing2.mixed.type, 'table');
+  await view.execute('ints, reals, part, few, mixed = nil');
+});
+
 test('a JSON call too big for the socket (over 8 MiB) goes over REST', async (t) => {
   const seen = [];
   const realFetch = globalThis.fetch;
