@@ -2089,7 +2089,9 @@ export class Client {
   async _rawPull(targets, name) {
     let ids;
     if (typeof targets === 'number') ids = [targets];
+    else if (Array.isArray(targets)) ids = [...new Set(targets)];
     else {
+      // A spec names engines among the live ones: ask which are live now.
       await this.engines();
       ids = resolveTargets(targets, this.ids);
     }
