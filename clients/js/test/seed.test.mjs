@@ -136,7 +136,7 @@ test('a 1e6-element Float64Array pushed and pulled back bit-exact through raw by
   assert.ok(seen.some((s) => s.type === 'application/octet-stream' && s.url.includes('/vars/big')));
   const sums = await client.view('all').execute('return #big');
   assert.deepEqual(sums, [n, n, n, n]);
-  for (const target of [0, '1:3']) {
+  for (const target of [0, '1:3', [3, 2]]) {
     const back = await c2.view(target).pull('big', { raw: true });
     const arrays = target === 0 ? [back] : back;
     assert.equal(arrays.length, target === 0 ? 1 : 2);
