@@ -77,6 +77,21 @@ test('load: a native plugin becomes callable (the seed psum in C); a missing one
   await view.execute('c = nil psum = nil');
 });
 
+test('examples/seed.mjs, run as a user would, prints totalsum: [120,120,120,120]', async () => {
+  const { execFile } = await import('node:child_process');
+  const flags = typeof WebSocket === 'undefined' ? ['--experimental-websocket'] : [];
+  const out = await new Promise((resolve, reject) => {
+    execFile(
+      process.execPath,
+      [...flags, path.join(ROOT, 'examples', 'seed.mjs')],
+      { env: { ...process.env, IPPC_DIR: cluster.dir, PROFILE: cluster.profile }, timeout: 60000 },
+      (err, stdout, stderr) => (err ? reject(new Error(`${err.message}\n${stdout}${stderr}`)) : resolve(stdout)),
+    );
+  });
+  assert.match(out, /^totalsum: \[120,120,120,120\]$/m);
+  assert.match(out, /^a: \[\[0,1,2,3\],\[4,5,6,7\],\[8,9,10,11\],\[12,13,14,15\]\]$/m);
+});
+
 test('execute: per-engine values, stdout and metadata; a one-engine view unwraps', async (t) => {
   const client = await connected(t);
   const ar = client.view('all').execute('print("rank", mpi.rank()) return mpi.rank() * 10');
