@@ -28,6 +28,8 @@ export const VERSION = '0.1.0';
 const API = '/api/v1';
 /** Longest single wait asked of the controller; longer waits loop. */
 const WAIT_CHUNK_S = 30;
+/** A REST read that waits W seconds and has no answer after W + this is dead. */
+const REST_READ_MARGIN_S = 15;
 /** Larger JSON messages go over REST: /ws takes at most 16 MiB. */
 const WS_MESSAGE_MAX = 8 << 20;
 /** Arrays from this many bytes inside a push travel as raw bodies. */
@@ -480,15 +482,24 @@ function isNode() {
 let nodeWsDispatcher;
 function wsInitFor(WS, protocols) {
   if (!isNode() || WS !== globalThis.WebSocket) return protocols;
-  if (nodeWsDispatcher === undefined) {
-    const global = globalThis[Symbol.for('undici.globalDispatcher.1')];
-    try {
-      nodeWsDispatcher = global ? new global.constructor() : null;
-    } catch {
-      nodeWsDispatcher = null;
-    }
-  }
+  if (nodeWsDispatcher === undefined) nodeWsDispatcher = newNodePool();
   return nodeWsDispatcher ? { protocols, dispatcher: nodeWsDispatcher } : protocols;
+}
+
+/**
+ * A connection pool of its own for Node's built-in fetch/WebSocket (an
+ * undici Agent, made from the global one's class), or null elsewhere.
+ * @returns {any}
+ */
+function newNodePool() {
+  if (!isNode()) return null;
+  void globalThis.fetch; // Node loads undici, and so sets its global pool, lazily
+  const global = globalThis[Symbol.for('undici.globalDispatcher.1')];
+  try {
+    return global ? new global.constructor() : null;
+  } catch {
+    return null;
+  }
 }
 
 // ------------------------------------------------------------------ the socket
@@ -509,6 +520,29 @@ class Socket {
     this.open = false;
     this.pending = new Map();
     this.nextId = 1;
+    this.beatTimer = null;
+    this.beat = null;
+  }
+
+  /**
+   * Pings every `interval` ms; onDead() when a pong takes longer than
+   * `timeout` ms (a half-open connection never reports its own death).
+   * @param {number} interval
+   * @param {number} timeout
+   * @param {() => void} onDead
+   */
+  heartbeat(interval, timeout, onDead) {
+    this.beat = () => {
+      clearTimeout(this.beatTimer);
+      this.beatTimer = unrefTimer(() => {
+        if (!this.open) return;
+        this.send({ op: 'ping', id: 'heartbeat' });
+        this.beatTimer = unrefTimer(() => {
+          if (this.open) onDead();
+        }, timeout);
+      }, interval);
+    };
+    this.beat();
   }
 
   /** Resolves once open; rejects if the connection fails. */
@@ -545,6 +579,10 @@ class Socket {
         } catch {
           return;
         }
+        if (msg && msg.type === 'pong' && msg.id === 'heartbeat') {
+          if (this.beat) this.beat();
+          return;
+        }
         if (msg && msg.type === 'reply' && this.pending.has(msg.id)) {
           const p = this.pending.get(msg.id);
           this.pending.delete(msg.id);
@@ -562,6 +600,7 @@ class Socket {
       ws.onclose = (ev) => {
         const was = this.open;
         this.open = false;
+        clearTimeout(this.beatTimer);
         if (!settled) {
           settled = true;
           reject(new IppcError(`cannot open ${url}: closed (${ev.code})`, { code: 'network' }));
@@ -599,6 +638,8 @@ class Socket {
 
   close(code = 1000) {
     this.open = false;
+    clearTimeout(this.beatTimer);
+    this.beat = null;
     for (const p of this.pending.values()) p.reject(new IppcError('the client closed the socket', { code: 'closed' }));
     this.pending.clear();
     try {
@@ -891,7 +932,7 @@ export class TaskResult extends AsyncResult {
         first.ids.map(async (id, i) => {
           let rec = t.records[i];
           while (!rec || !DONE_TASK_STATES.has(rec.state)) {
-            rec = await client._taskRecord(id, WAIT_CHUNK_S);
+            rec = await client._retrying(() => client._taskRecord(id, WAIT_CHUNK_S));
             t.records[i] = rec;
           }
         }),
@@ -1296,7 +1337,6 @@ class Subscription {
     this.reconnects = 0;
     this.backoff = client.options.reconnectMin;
     this.socket = null;
-    this.heartbeat = null;
     this._start();
   }
 
@@ -1322,7 +1362,11 @@ class Subscription {
           sock.close();
           return;
         }
-        this._beat();
+        const opts = this.client.options;
+        sock.heartbeat(opts.heartbeatInterval, opts.heartbeatTimeout, () => {
+          sock.abandon();
+          this._onClose({ code: 4000, reason: 'no answer to a ping' });
+        });
         this.onStatus('open');
         return;
       } catch (e) {
@@ -1332,21 +1376,6 @@ class Subscription {
         this.backoff = Math.min(this.backoff * 2, this.client.options.reconnectMax);
       }
     }
-  }
-
-  /** Pings now and then; a socket that stops answering is dropped. */
-  _beat() {
-    clearTimeout(this.heartbeat);
-    this.heartbeat = unrefTimer(() => {
-      if (this.closed || !this.socket || !this.socket.open) return;
-      this.awaitingPong = true;
-      this.socket.send({ op: 'ping', id: 'heartbeat' });
-      this.heartbeat = unrefTimer(() => {
-        if (!this.awaitingPong || !this.socket || this.closed) return;
-        this.socket.abandon();
-        this._onClose({ code: 4000, reason: 'no answer to a ping' });
-      }, this.client.options.heartbeatTimeout);
-    }, this.client.options.heartbeatInterval);
   }
 
   _onMessage(msg) {
@@ -1385,9 +1414,6 @@ class Subscription {
           this.buffer.sort((a, b) => a.seq - b.seq);
           for (const ev of this.buffer) this._event(ev);
           this.buffer = [];
-        } else if (msg.id === 'heartbeat') {
-          this.awaitingPong = false;
-          this._beat();
         }
         return;
       case 'reply':
@@ -1414,7 +1440,6 @@ class Subscription {
   }
 
   _onClose(ev) {
-    clearTimeout(this.heartbeat);
     if (this.closed) return;
     this.reconnects++;
     this.onStatus('reconnecting', { ...ev, refusal: this.lastRefusal });
@@ -1428,7 +1453,6 @@ class Subscription {
   close() {
     if (this.closed) return;
     this.closed = true;
-    clearTimeout(this.heartbeat);
     if (this.socket) this.socket.close();
     this.client._subscriptions.delete(this);
     this.onStatus('closed');
@@ -1536,6 +1560,8 @@ class StdoutHub {
  * @property {number} [reconnectMax] longest ms between reconnects (5000)
  * @property {number} [heartbeatInterval] ms between pings of a quiet socket (15000)
  * @property {number} [heartbeatTimeout] ms to wait for the pong (10000)
+ * @property {number} [retryFor] ms for which waiting on a task or request
+ *   goes on through connection failures before it gives up (30000)
  */
 
 /**
@@ -1568,9 +1594,16 @@ export class Client {
       reconnectMax: options.reconnectMax ?? 5000,
       heartbeatInterval: options.heartbeatInterval ?? 15000,
       heartbeatTimeout: options.heartbeatTimeout ?? 10000,
+      retryFor: options.retryFor ?? 30000,
     };
     this._WebSocket = options.WebSocket || globalThis.WebSocket;
     this._fetch = options.fetch || globalThis.fetch.bind(globalThis);
+    // In Node, REST has a pool of its own that can be thrown away when the
+    // network path dies: requests stuck on its dead connections fail then
+    // (and waits are asked again) instead of hanging until TCP gives up.
+    // Browsers manage their connections themselves.
+    this._ownFetch = !options.fetch;
+    this._restPool = this._ownFetch ? newNodePool() : null;
     /** @type {number[]} the live engine ids, kept current while connected */
     this.ids = [];
     /** @type {Map<number, any>} engine id -> latest Engine record */
@@ -1595,6 +1628,7 @@ export class Client {
    * @returns {Promise<any>} the controller's info
    */
   async connect() {
+    if (this._ownFetch && !this._restPool) this._restPool = newNodePool();
     this._closed = false;
     const info = await this._restJson('GET', `${API}/info`);
     this.infoAtConnect = info;
@@ -1611,6 +1645,8 @@ export class Client {
   close() {
     this._closed = true;
     this._stdoutHub = null;
+    if (this._restPool) this._restPool.close().catch(() => {});
+    this._restPool = null;
     for (const s of [...this._subscriptions]) s.close();
     if (this._main) this._main.close();
     this._main = null;
@@ -1827,17 +1863,15 @@ export class Client {
     if (this._main && this._main.open) return this._main;
     if (this._mainOpening) return this._mainOpening;
     if (Date.now() < this._mainRetryAt) throw new IppcError('the socket failed recently', { code: 'network' });
-    const sock = new Socket(this, {
-      onMessage: (m) => this._onMainMessage(m),
-      onClose: () => {
-        if (this._main !== sock) return;
-        this._main = null;
-        // Reopened soon, so ids stay current; calls meanwhile take REST.
-        setTimeout(() => {
-          if (!this._closed && !this._main) this._openMain().catch(() => {});
-        }, this.options.reconnectMin);
-      },
-    });
+    const dropped = () => {
+      if (this._main !== sock) return;
+      this._main = null;
+      // Reopened soon, so ids stay current; calls meanwhile take REST.
+      setTimeout(() => {
+        if (!this._closed && !this._main) this._openMain().catch(() => {});
+      }, this.options.reconnectMin);
+    };
+    const sock = new Socket(this, { onMessage: (m) => this._onMainMessage(m), onClose: dropped });
     this._mainOpening = (async () => {
       // A failed upgrade is retried a few times before calls fall back to REST.
       let last;
@@ -1845,6 +1879,13 @@ export class Client {
         try {
           await sock.connect();
           sock.send({ op: 'subscribe', topics: ['engines'] });
+          sock.heartbeat(this.options.heartbeatInterval, this.options.heartbeatTimeout, () => {
+            // The path to the controller died silently: REST's pooled
+            // connections with it.  Waiting calls reject; reads are asked again.
+            this._renewRestPool();
+            sock.abandon();
+            dropped();
+          });
           this._main = sock;
           return sock;
         } catch (e) {
@@ -1965,7 +2006,10 @@ export class Client {
       default:
         throw new IppcError(`unknown op '${op}'`, { code: 'bad_request' });
     }
-    return this._rest(method, path, { query: q, json: body });
+    // A read that waits gets its wait and a margin; a longer silence means
+    // the connection is dead, and the read is asked again.
+    const timeoutMs = op === 'task' || op === 'request' ? ((q.wait || 0) + REST_READ_MARGIN_S) * 1000 : undefined;
+    return this._rest(method, path, { query: q, json: body, timeoutMs });
   }
 
   /**
@@ -1973,7 +2017,7 @@ export class Client {
    * for an octet-stream answer, {status, bytes, dtype, shape, request}.
    * @param {string} method
    * @param {string} path
-   * @param {{query?: object, json?: any, bytes?: Uint8Array, accept?: string}} [o]
+   * @param {{query?: object, json?: any, bytes?: Uint8Array, accept?: string, timeoutMs?: number}} [o]
    */
   async _rest(method, path, o = {}) {
     if (this._closed) throw new IppcError('the client is closed', { code: 'closed' });
@@ -1990,12 +2034,24 @@ export class Client {
       body = JSON.stringify(o.json);
     }
     if (o.accept) headers.Accept = o.accept;
+    // The request ends when the client closes, or after o.timeoutMs.
+    const abort = new AbortController();
+    const onClose = () => abort.abort();
+    const closing = this._aborter.signal;
+    closing.addEventListener('abort', onClose);
+    const timer = o.timeoutMs ? setTimeout(() => abort.abort(), o.timeoutMs) : null;
+    /** @type {any} */
+    const init = { method, headers, body, signal: abort.signal };
+    if (this._restPool) init.dispatcher = this._restPool;
     let res;
     try {
-      res = await this._fetch(this.url + path + (qs ? '?' + qs : ''), { method, headers, body, signal: this._aborter.signal });
+      res = await this._fetch(this.url + path + (qs ? '?' + qs : ''), init);
     } catch (e) {
       if (this._closed) throw new IppcError('the client is closed', { code: 'closed' });
-      throw new IppcError(`${method} ${path}: ${e.message}`, { code: 'network', cause: e });
+      throw new IppcError(`${method} ${path}: ${abort.signal.aborted ? 'no answer in time' : e.message}`, { code: 'network', cause: e });
+    } finally {
+      clearTimeout(timer);
+      closing.removeEventListener('abort', onClose);
     }
     const type = res.headers.get('content-type') || '';
     if (type.startsWith('application/octet-stream')) {
@@ -2044,7 +2100,8 @@ export class Client {
   async _finish(body, format, pending) {
     if (pending && body && body.status === 'pending') pending(body);
     while (body && body.status === 'pending' && body.request) {
-      body = await this._call('request', { request: body.request }, { wait: WAIT_CHUNK_S, format });
+      const request = body.request;
+      body = await this._retrying(() => this._call('request', { request }, { wait: WAIT_CHUNK_S, format }));
     }
     return body;
   }
@@ -2120,6 +2177,39 @@ export class Client {
   }
 
   /** A task record, waiting up to `wait` seconds for it to finish. */
+  /** Throws the REST pool away (its requests fail) and starts a new one. */
+  _renewRestPool() {
+    if (!this._restPool) return;
+    const old = this._restPool;
+    this._restPool = newNodePool();
+    old.destroy().catch(() => {});
+  }
+
+  /**
+   * A read that waits for something to finish, asked again when the
+   * connection fails (a network blip, a controller restarting) until it
+   * has failed for options.retryFor ms in a row.
+   * @template T
+   * @param {() => Promise<T>} read
+   * @returns {Promise<T>}
+   */
+  async _retrying(read) {
+    let since = 0;
+    let pause = this.options.reconnectMin;
+    for (;;) {
+      try {
+        return await read();
+      } catch (e) {
+        const transient = e instanceof IppcError && (e.code === 'network' || e.code === 'disconnected');
+        if (!transient || this._closed) throw e;
+        since = since || Date.now();
+        if (Date.now() - since > this.options.retryFor) throw e;
+        await sleep(pause);
+        pause = Math.min(pause * 2, this.options.reconnectMax);
+      }
+    }
+  }
+
   _taskRecord(id, wait) {
     return this._call('task', { task: id }, { wait, format: 'typed' });
   }

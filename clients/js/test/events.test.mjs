@@ -328,6 +328,28 @@ test('a silent (half-open) socket is noticed by its heartbeat and replaced', asy
   assert.deepEqual(ofTask(events, task.id), ['task.submitted', 'task.started', 'task.completed']);
 });
 
+test('a silent request socket is noticed too; a task wait goes on through the outage', async (t) => {
+  const proxy = new Proxy(cluster.url);
+  const url = await proxy.listen();
+  t.after(() => proxy.close());
+  const client = new Client(url, cluster.token, { reconnectMin: 50, reconnectMax: 200, heartbeatInterval: 200, heartbeatTimeout: 300 });
+  await client.connect();
+  t.after(() => client.close());
+  assert.equal(client.socketOpen, true);
+  const flag = path.join(os.tmpdir(), `ippc-js-flag-${process.pid}-outage`);
+  t.after(() => fs.rmSync(flag, { force: true }));
+  const task = client.submit({ code: printWaitPrint(flag) });
+  await task.submitted;
+  proxy.freeze();
+  await until(() => !client.socketOpen, 'the heartbeat to give up on the request socket');
+  proxy.up();
+  fs.writeFileSync(flag, '');
+  assert.equal(typeof (await task), 'number');
+  assert.equal(task.state, 'completed');
+  await until(() => client.socketOpen, 'the request socket to reopen');
+  assert.deepEqual(await client.view('all').execute('return 2'), [2, 2, 2, 2]);
+});
+
 test('a request waiting on a socket that drops rejects with code disconnected; reads are retried', async (t) => {
   const proxy = new Proxy(cluster.url);
   const url = await proxy.listen();
