@@ -36,7 +36,7 @@ PKGLIBS = $(shell pkg-config --libs $(1))
 
 COMMON_PKGS := jansson libwebsockets
 SERVER_PKGS := libmicrohttpd libwebsockets jansson sqlite3
-ENGINE_PKGS := libwebsockets jansson lua5.4 mpich
+ENGINE_PKGS := libwebsockets jansson lua5.4 mpich python3-embed
 CLI_PKGS := libcurl jansson libwebsockets
 
 COMMON_SRC := $(wildcard common/*.c)
