@@ -427,6 +427,20 @@ static void op_map(task_ctx *c)
         snprintf(what, sizeof what, "sequence %zu", k + 1);
         if (!(seq[k] = py_arg(c, json_array_get(seqs, k), what)))
             goto done;
+        /* A list of numbers arrives as a 1-d array: its items go to the
+         * function as Python numbers, as ipyparallel's map passes them. */
+        PyObject *ndim = pyvalue_is_ndarray(seq[k]) ? PyObject_GetAttrString(seq[k], "ndim") : NULL;
+        if (ndim && PyLong_AsLong(ndim) == 1) {
+            PyObject *list = PyObject_CallMethod(seq[k], "tolist", NULL);
+            if (!list) {
+                py_task_fail(c);
+                Py_DECREF(ndim);
+                goto done;
+            }
+            Py_SETREF(seq[k], list);
+        }
+        Py_XDECREF(ndim);
+        PyErr_Clear();
         Py_ssize_t len = PyObject_Length(seq[k]);
         if (len < 0) {
             PyErr_Clear();

@@ -1,0 +1,284 @@
+"""test_python_runtime.py — the Python runtime (ippc-engine --runtime python)
+through REST on 4 real MPI engines: the seed's psum.py unchanged, execute and
+run with Python tracebacks naming file and line, values both ways (JSON and a
+1e6-element float64 array bit-exact as raw bytes), scatter/gather, apply with
+$ref and kwargs, balanced tasks and map, stdout streamed before the task ends,
+interrupts of a spinning loop, reset/delete/list, a native plugin kernel as a
+Python callable, and bad input.  One cluster serves every step."""
+
+import os
+import struct
+import tempfile
+
+from harness import Cluster, ROOT, check, expect, expect_error
+from common import same, show, view, expect_done, expect_task_results
+from test_runtime import plugin, start, interrupt_until_done
+from test_streams import Stream, wait_completed, submit
+
+PY = ["--runtime", "python"]
+
+
+def run_all(c, code, what=None):
+    r = c.api.post(view("all", "execute"), {"code": code})
+    return [res.get("value") for res in expect_task_results(r, c.ids(), what or code[:60])]
+
+
+def errors_of(r, n, what):
+    body = expect_done(r, n, what, status="error")
+    return body["results"]
+
+
+def seed_flow(c):
+    api, ids = c.api, c.ids()
+    with open(os.path.join(ROOT, "examples", "psum.py")) as f:
+        source = f.read()
+    expect_task_results(api.post(view("all", "run"), {"filename": "psum.py", "source": source}),
+                        ids, "run psum.py (the seed's file, unchanged)")
+    data = [float(x) for x in range(16)]
+    expect_task_results(api.post(view("all", "scatter"), {"name": "a", "data": data}), ids,
+                        "scatter a = arange(16.0)")
+    body = expect_done(api.get(view("all", "vars/a")), 4, "view['a']")
+    want = [[0.0, 1.0, 2.0, 3.0], [4.0, 5.0, 6.0, 7.0], [8.0, 9.0, 10.0, 11.0],
+            [12.0, 13.0, 14.0, 15.0]]
+    check(same(body["results"], want), "view['a']: %s" % show(body))
+    expect_task_results(api.post(view("all", "execute"), {"code": "totalsum = psum(a)"}), ids,
+                        "totalsum = psum(a)")
+    body = expect_done(api.get(view("all", "vars/totalsum")), 4, "view['totalsum']")
+    check(same(body["results"], [120.0] * 4), "totalsum: %s" % show(body))
+
+
+def engines_report_python(c):
+    body = expect(c.api.get("/api/v1/engines"), 200, "GET /api/v1/engines")
+    check([e.get("runtime") for e in body["engines"]] == ["python"] * 4,
+          "every engine reports runtime python: %s" % show(body))
+
+
+def tracebacks(c):
+    api = c.api
+    res = errors_of(api.post(view("all", "execute"), {"code": "x = 1\n1/0"}), 4, "1/0")
+    for r in res:
+        check(r["ename"] == "ZeroDivisionError" and r["evalue"] == "division by zero",
+              "ename/evalue of 1/0: %s" % show(r))
+        check('  File "<execute>", line 2, in <module>' in r["traceback"],
+              "the traceback names <execute> line 2: %s" % show(r))
+    src = "def inner(v):\n    return v['missing']\n\ndef outer():\n    return inner({})\n\nouter()\n"
+    res = errors_of(api.post(view("all", "run"), {"filename": "bad.py", "source": src}), 4,
+                    "run bad.py")
+    for r in res:
+        tb = r["traceback"]
+        check(r["ename"] == "KeyError" and '  File "bad.py", line 7, in <module>' in tb
+              and '  File "bad.py", line 2, in inner' in tb
+              and "    return v['missing']" in tb and tb[-1] == "KeyError: 'missing'",
+              "the traceback names bad.py's lines and shows them: %s" % show(r))
+        check(not any("<ippc>" in line for line in tb), "no engine frames: %s" % show(tb))
+    res = errors_of(api.post(view("all", "run"), {"filename": "syn.py", "source": "a = 1\nb = (\n"}),
+                    4, "syntax error")
+    for r in res:
+        check(r["ename"] == "SyntaxError" and "syn.py" in r["evalue"]
+              and any('File "syn.py", line 2' in x for x in r["traceback"]),
+              "a syntax error names the file and line: %s" % show(r))
+    # the engine goes on, the namespace kept what ran before the error
+    check(run_all(c, "x") == [1] * 4, "x from before 1/0 is kept")
+
+
+def values(c):
+    api = c.api
+    v = {"s": "h\u00e9", "l": [1, "a", None, True, 2.5], "d": {"k": [1.5, {"z": None}]},
+         "n": None, "b": False, "i": -(2 ** 63), "f": 0.1}
+    expect_task_results(api.post(view("all", "push"), {"namespace": {"v": v}}), c.ids(), "push v")
+    check(run_all(c, "type(v['l']).__name__, type(v['d']).__name__, v['l'][2] is None") ==
+          [["list", "dict", True]] * 4, "JSON becomes list, dict and None")
+    body = expect_done(api.get(view("all", "vars/v")), 4, "pull v")
+    check(all(same(x, v) for x in body["results"]), "v comes back as it went: %s" % show(body))
+    check(run_all(c, "t = (1, 2.0, 'x'); {3: 'int key'}") == [{"3": "int key"}] * 4,
+          "int keys become strings")
+    body = expect_done(api.get(view("all", "vars/t")), 4, "pull a tuple")
+    check(all(same(x, [1, 2.0, "x"]) for x in body["results"]), "a tuple is a list: %s" % show(body))
+
+    n = 1000000
+    raw = struct.pack("<%dd" % n, *[i * 0.5 + 1e-3 for i in range(n)])
+    r = api.put(view("all", "vars/big") + "?dtype=float64&shape=%d" % n, raw=raw,
+                headers={"Content-Type": "application/octet-stream"})
+    expect(r, 200, "raw PUT of 1e6 float64")
+    check(run_all(c, "type(big).__name__, str(big.dtype), big.shape[0], float(big[3])")
+          == [["ndarray", "float64", n, 1.501]] * 4, "big is a numpy array on every engine")
+    # the array lies over the received bytes, owned by the engine's buffer object
+    owner = "b = big\nwhile getattr(b, 'base', None) is not None:\n    b = b.base\n"
+    check(run_all(c, owner + "type(b).__name__, big.flags.writeable") == [["blob", True]] * 4,
+          "big is a view of the received bytes (no copy), and writable")
+    for e in ("0", "3"):
+        r = api.get(view(e, "vars/big"), headers={"Accept": "application/octet-stream"})
+        check(r.status == 200 and r.raw == raw, "1e6 float64 pulled bit-exact from engine %s "
+              "(%d bytes back)" % (e, len(r.raw or b"")))
+    expect_task_results(api.post(view("all", "execute"), {"code": "del big"}), c.ids(), "del big")
+
+    res = errors_of(api.post(view("all", "execute"), {"code": "import sys\nsys"}), 4,
+                    "a module as a value")
+    check(all(r["ename"] == "TypeError" and "module" in r["evalue"] for r in res),
+          "a value that cannot travel is a TypeError: %s" % show(res[0]))
+    res = errors_of(api.post(view("all", "execute"), {"code": "import numpy as np\nnp.zeros(3, 'complex')"}),
+                    4, "a complex array")
+    check(all(r["ename"] == "TypeError" and "complex128" in r["evalue"] for r in res),
+          "an array of another dtype says which: %s" % show(res[0]))
+
+
+def scatter_gather(c):
+    api = c.api
+    expect_task_results(api.post(view("all", "scatter"), {"name": "s", "data": list(range(10))}),
+                        c.ids(), "scatter 10 ints")
+    check(run_all(c, "s.tolist()") == [[0, 1, 2], [3, 4, 5], [6, 7], [8, 9]], "scatter parts")
+    body = expect(api.get(view("all", "gather/s")), 200, "gather s")
+    check(same(body.get("result"), list(range(10))), "gather s: %s" % show(body))
+    expect_task_results(api.post(view("all", "scatter"), {"name": "w", "data": ["a", {"b": 1}, None, 3]}),
+                        c.ids(), "scatter a mixed list")
+    body = expect(api.get(view("all", "gather/w")), 200, "gather w")
+    check(same(body.get("result"), ["a", {"b": 1}, None, 3]), "gather w: %s" % show(body))
+
+
+def apply_refs(c):
+    api = c.api
+    run_all(c, "def f(a, b=0, *, scale=1):\n    return (a.sum() + b) * scale\n"
+               "import numpy as np\nm = np.arange(4)\n")
+    r = api.post(view("all", "apply"), {"function": "f", "args": [{"$ref": "m"}, 2],
+                                         "kwargs": {"scale": 3}})
+    res = expect_task_results(r, c.ids(), "apply f($ref m, 2, scale=3)")
+    check([x.get("value") for x in res] == [24] * 4, "f -> 24: %s" % show(res))
+    r = api.post(view("all", "apply"), {"function": "max", "args": [[3, 9, 4]]})
+    check([x.get("value") for x in expect_task_results(r, c.ids(), "apply max")] == [9] * 4,
+          "a builtin by name")
+    res = errors_of(api.post(view("all", "apply"), {"function": "nope", "args": []}), 4, "unknown")
+    check(all(x["ename"] == "NameError" and "nope" in x["evalue"] for x in res),
+          "an unknown function is a NameError: %s" % show(res[0]))
+    res = errors_of(api.post(view("all", "apply"), {"function": "m", "args": []}), 4, "not callable")
+    check(all(x["ename"] == "TypeError" and "not a function" in x["evalue"] for x in res),
+          "a non-callable is a TypeError: %s" % show(res[0]))
+    res = errors_of(api.post(view("all", "apply"), {"function": "f", "args": ["text", 1]}), 4,
+                    "wrong argument type")
+    check(all(x["ename"] == "AttributeError" and "'str' object" in x["evalue"] for x in res),
+          "a wrong argument type is Python's own error: %s" % show(res[0]))
+    res = errors_of(api.post(view("all", "apply"), {"function": "f", "args": [{"$ref": "zz"}]}), 4,
+                    "$ref to nothing")
+    check(all(x["ename"] == "NameError" for x in res), "$ref to nothing: %s" % show(res[0]))
+
+
+def balanced(c):
+    api = c.api
+    run_all(c, "def sq(x):\n    return x * x\ndef inv(x):\n    return 1 / x\n"
+               "def kind(x):\n    return type(x).__name__\n")
+    body = expect(api.post("/api/v1/tasks?block=true", {"function": "sq", "args": [7]}), 200,
+                  "balanced sq(7)")
+    check(body.get("state") == "completed" and body.get("result") == 49, "sq(7): %s" % show(body))
+    body = expect(api.post("/api/v1/tasks?block=true", {"code": "y = 5\ny * 2"}), 200,
+                  "balanced code")
+    check(body.get("result") == 10, "a code task answers its last expression: %s" % show(body))
+    body = expect(api.post("/api/v1/map", {"function": "inv", "sequences": [[1, 2, 0, 4]],
+                                          "chunksize": 2}), 200, "map inv")
+    check(same(body.get("results"), [1.0, 0.5, None, 0.25]) and body.get("status") == "error"
+          and body["errors"][0]["ename"] == "ZeroDivisionError" and body["errors"][0]["index"] == 2,
+          "map with a failing item: %s" % show(body))
+    body = expect(api.post("/api/v1/map", {"function": "kind", "sequences": [[1, 2.5]]}), 200,
+                  "map kind")
+    check(body.get("results") == ["int", "float"], "map items are Python numbers: %s" % show(body))
+
+
+def streamed_print(c):
+    flag = os.path.join(tempfile.mkdtemp(prefix="ippc-pyrt-"), "go")
+    s = Stream(c)
+    try:
+        code = ("import os, time\nprint('first', flush=True)\n"
+                "while not os.path.exists(%r):\n    time.sleep(0.01)\nprint('second')\n'done'" % flag)
+        t = submit(c.api, {"code": code}, "task that prints, then waits for the test")
+        s.wait(lambda m: m.get("type") == "task.stdout" and m.get("task") == t["id"]
+               and "first" in m.get("data", ""), "stdout 'first' while the task runs", 60)
+        done = [m for _, m in s.log if m.get("type") == "task.completed" and m.get("task") == t["id"]]
+        check(not done, "the task cannot have completed: it waits for the flag file")
+        open(flag, "w").close()
+        wait_completed(s, [t["id"]], "the printing task")
+    finally:
+        s.close()
+        if os.path.exists(flag):
+            os.unlink(flag)
+    body = expect(c.api.get("/api/v1/tasks/%d" % t["id"]), 200, "the printing task")
+    check(body.get("stdout") == "first\nsecond\n" and body.get("result") == "done",
+          "the result keeps all of stdout: %s" % show(body))
+
+
+def interrupts(c):
+    run_all(c, "kept = 42")
+    rid = start(c, "n = 0\nwhile True:\n    try:\n        n += 1\n    except BaseException:\n        pass\n")
+    r = interrupt_until_done(c, rid)
+    body = expect_done(r, 4, "interrupted loop", status="error")
+    check(all(x["status"] == "aborted" for x in body["results"]),
+          "every engine ends aborted (an except clause cannot swallow it): %s" % show(body))
+    check(run_all(c, "kept, n > 0") == [[42, True]] * 4, "the namespace survives the interrupt")
+    rid = start(c, "import time\ntime.sleep(3600)")
+    body = expect_done(interrupt_until_done(c, rid), 4, "interrupted sleep", status="error")
+    check(all(x["status"] == "aborted" for x in body["results"]), "a sleep is interrupted too")
+
+
+def namespace_ops(c):
+    api = c.api
+    run_all(c, "import numpy as np\narr = np.ones((2, 3), 'float32')\nword = 'abc'\nseq = [1, 2]")
+    body = expect_done(api.get(view("all", "vars")), 4, "list")
+    for vs in body["results"]:
+        check(vs.get("arr") == {"type": "ndarray", "dtype": "float32", "shape": [2, 3], "bytes": 24}
+              and vs.get("word") == {"type": "str", "bytes": 3}
+              and vs.get("seq") == {"type": "list", "length": 2} and "__builtins__" not in vs,
+              "vars lists user names with dtype/shape/bytes: %s" % show(vs))
+    expect_task_results(api.call("DELETE", view("all", "vars/word")), c.ids(), "delete word")
+    check(run_all(c, "'word' in globals()") == [False] * 4, "word is gone")
+    res = errors_of(api.call("DELETE", view("all", "vars/word")), 4, "delete it again")
+    check(all(x["ename"] == "NameError" for x in res), "deleting a missing name: %s" % show(res[0]))
+    expect_task_results(api.post(view("all", "reset")), c.ids(), "reset")
+    body = expect_done(api.get(view("all", "vars")), 4, "list after reset")
+    check(all(vs == {} for vs in body["results"]), "reset empties the namespace: %s" % show(body))
+    check(run_all(c, "print('still here')\n__name__") == ["__main__"] * 4, "print works after reset")
+
+
+def plugin_kernel(c):
+    api = c.api
+    r = api.post(view("all", "load"), {"library": plugin("psum")})
+    res = expect_task_results(r, c.ids(), "load libpsum.so")
+    check(all("psum" in x["value"]["kernels"] for x in res), "psum kernel: %s" % show(res[0]))
+    check(run_all(c, "import numpy as np\nb = np.arange(4.0) + 4 * %s\npsum(b)" % "0") ==
+          [24.0] * 4, "psum kernel over numpy arrays: 4 x (0+1+2+3)")
+    check(run_all(c, "psum(2)") == [8] * 4, "psum kernel of an int")
+    res = errors_of(api.post(view("all", "execute"), {"code": "psum({'a': 1})"}), 4, "bad kernel arg")
+    check(all(x["ename"] == "TypeError" and "psum" in x["evalue"] for x in res),
+          "a dict argument to a kernel is a TypeError: %s" % show(res[0]))
+    res = errors_of(api.post(view("all", "execute"), {"code": "psum()"}), 4, "kernel error")
+    check(all(x["ename"] == "RuntimeError" and "takes 1 or 2 arguments" in x["evalue"]
+              for x in res), "a kernel's error message: %s" % show(res[0]))
+    body = expect_done(api.get(view("all", "vars")), 4, "list with a kernel")
+    check(all("psum" not in vs for vs in body["results"]), "kernels are not user names")
+    res = errors_of(api.post(view("all", "load"), {"library": "/nonexistent/libx.so"}), 4, "bad lib")
+    check(all(x["ename"] == "PluginError" for x in res), "a missing library: %s" % show(res[0]))
+
+
+def bad_input(c):
+    api = c.api
+    expect_error(api.post(view("all", "execute"), {"code": 5}), 400, "bad_request",
+                 "code must be a string")
+    res = errors_of(api.post(view("all", "execute"), {"code": "def f(:\n  pass"}), 4, "syntax")
+    check(all(x["ename"] == "SyntaxError" for x in res), "syntax error: %s" % show(res[0]))
+    res = errors_of(api.post(view("all", "execute"), {"code": "raise SystemExit(3)"}), 4, "exit")
+    check(all(x["ename"] == "SystemExit" for x in res), "SystemExit is an error, not an exit")
+    check(run_all(c, "1 + 1") == [2] * 4, "the engines are still up")
+
+
+STEPS = [engines_report_python, tracebacks, values, scatter_gather, apply_refs, balanced,
+         streamed_print, interrupts, namespace_ops, plugin_kernel, bad_input, seed_flow]
+
+
+def test_python_runtime(_):
+    with Cluster(n=4, profile="python-rt", engine_args=PY).start() as c:
+        for step in STEPS:
+            try:
+                step(c)
+            except Exception as e:
+                raise type(e)("%s: %s" % (step.__name__, e)) from e
+
+
+TESTS = [
+    ("python_runtime", test_python_runtime, "own"),
+]
