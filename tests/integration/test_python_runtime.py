@@ -266,6 +266,22 @@ def bad_input(c):
     check(run_all(c, "1 + 1") == [2] * 4, "the engines are still up")
 
 
+def test_seed_python_script(_):
+    """examples/seed-python.sh: its own cluster (ippc cluster start
+    --runtime=python), the seed over REST, the last line the seed's answer."""
+    import subprocess
+    d = tempfile.mkdtemp(prefix="ippc-seedpy-")
+    env = dict(os.environ, IPPC_DIR=d, PYTHON="/usr/bin/python3")
+    p = subprocess.run(["sh", os.path.join(ROOT, "examples", "seed-python.sh")], env=env,
+                       stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, timeout=180)
+    out = p.stdout.decode("utf-8", "replace")
+    lines = out.rstrip().splitlines()
+    check(p.returncode == 0 and lines and lines[-1] == "totalsum: [120.0, 120.0, 120.0, 120.0]",
+          "examples/seed-python.sh (exit %s) must end with the seed's totalsum:\n%s"
+          % (p.returncode, out))
+
+
 STEPS = [engines_report_python, tracebacks, values, scatter_gather, apply_refs, balanced,
          streamed_print, interrupts, namespace_ops, plugin_kernel, bad_input, seed_flow]
 
@@ -281,4 +297,5 @@ def test_python_runtime(_):
 
 TESTS = [
     ("python_runtime", test_python_runtime, "own"),
+    ("seed_python_script", test_seed_python_script, "own"),
 ]
