@@ -53,6 +53,30 @@ def engines_report_python(c):
           "every engine reports runtime python: %s" % show(body))
 
 
+def register_runtime_checks(c):
+    """A register naming no known runtime, or a rank of a Python job saying
+    Lua, is refused with an error message; the engines stay as they were."""
+    from test_hostile import address
+    from wsclient import WebSocket
+    job = c.api.engines()[0]["job"]
+    base = {"type": "register", "key": c.engine_info["key"], "rank": 0, "size": 4,
+            "host": "h", "pid": 1, "version": "0"}
+    for what, extra, word in (("runtime ruby", {"job": "other", "runtime": "ruby"}, "runtime must"),
+                              ("runtime 5", {"job": "other", "runtime": 5}, "runtime must"),
+                              ("lua in a python job", {"job": job, "runtime": "lua"},
+                               "runs the python runtime, rank 0 says lua")):
+        ws = WebSocket.connect("ws://%s:%d/engine" % address(c), token=c.engine_info["key"],
+                               protocols=("ippc.engine.v1",), timeout=30)
+        try:
+            ws.send_json(dict(base, **extra))
+            answer = ws.recv_json(timeout=20)
+            check(answer.get("type") == "error" and word in answer.get("message", ""),
+                  "%s: want an error saying %r, got %r" % (what, word, answer))
+        finally:
+            ws.abort()
+    check(len(c.api.live_engines()) == 4, "the 4 engines are still there")
+
+
 def tracebacks(c):
     api = c.api
     res = errors_of(api.post(view("all", "execute"), {"code": "x = 1\n1/0"}), 4, "1/0")
@@ -88,6 +112,9 @@ def values(c):
     expect_task_results(api.post(view("all", "push"), {"namespace": {"v": v}}), c.ids(), "push v")
     check(run_all(c, "type(v['l']).__name__, type(v['d']).__name__, v['l'][2] is None") ==
           [["list", "dict", True]] * 4, "JSON becomes list, dict and None")
+    expect_done(api.put(view("1", "vars/one"), {"x": [1.5, None]}), 1, "a push to one engine")
+    check(run_all(c, "globals().get('one')") == [None, {"x": [1.5, None]}, None, None],
+          "a push to engine 1 only")
     body = expect_done(api.get(view("all", "vars/v")), 4, "pull v")
     check(all(same(x, v) for x in body["results"]), "v comes back as it went: %s" % show(body))
     check(run_all(c, "t = (1, 2.0, 'x'); {3: 'int key'}") == [{"3": "int key"}] * 4,
@@ -123,7 +150,9 @@ def values(c):
 
 
 def scatter_gather(c):
+    from test_fanout import fanout_counts
     api = c.api
+    before = fanout_counts(c)
     expect_task_results(api.post(view("all", "scatter"), {"name": "s", "data": list(range(10))}),
                         c.ids(), "scatter 10 ints")
     check(run_all(c, "s.tolist()") == [[0, 1, 2], [3, 4, 5], [6, 7], [8, 9]], "scatter parts")
@@ -133,6 +162,19 @@ def scatter_gather(c):
                         c.ids(), "scatter a mixed list")
     body = expect(api.get(view("all", "gather/w")), 200, "gather w")
     check(same(body.get("result"), ["a", {"b": 1}, None, 3]), "gather w: %s" % show(body))
+    # strided arrays gather as their elements, in rank order
+    run_all(c, "import numpy as np\ng = np.arange(12.0).reshape(3, 4)[:, 1::2]")
+    body = expect(api.get(view("all", "gather/g")), 200, "gather a strided array")
+    check(same(body.get("result"), [[1.0, 3.0], [5.0, 7.0], [9.0, 11.0]] * 4),
+          "gather g: %s" % show(body))
+    after = fanout_counts(c)
+    check(all(after[op] > before[op] for op in ("scatter", "gather")),
+          "these scatters and gathers fanned out by MPI: %s -> %s" % (before, after))
+    r = api.get(view("all", "gather/nothere"))
+    check(r.status >= 400 or (r.body or {}).get("status") == "error", "gather of a missing name "
+          "fails: %r" % r)
+    check("NameError" in str(r.body) and "nothere" in str(r.body),
+          "the error names NameError and the name: %r" % r)
 
 
 def apply_refs(c):
@@ -210,7 +252,7 @@ def interrupts(c):
     body = expect_done(r, 4, "interrupted loop", status="error")
     check(all(x["status"] == "aborted" for x in body["results"]),
           "every engine ends aborted (an except clause cannot swallow it): %s" % show(body))
-    check(run_all(c, "kept, n > 0") == [[42, True]] * 4, "the namespace survives the interrupt")
+    check(run_all(c, "kept") == [42] * 4, "the namespace survives the interrupt")
     rid = start(c, "import time\ntime.sleep(3600)")
     body = expect_done(interrupt_until_done(c, rid), 4, "interrupted sleep", status="error")
     check(all(x["status"] == "aborted" for x in body["results"]), "a sleep is interrupted too")
@@ -282,12 +324,54 @@ def test_seed_python_script(_):
           % (p.returncode, out))
 
 
-STEPS = [engines_report_python, tracebacks, values, scatter_gather, apply_refs, balanced,
+# An mpiexec that makes its engines run Lua whatever the launcher asked for
+# (getopt: the last --runtime wins), as engines joining by hand might.
+LUA_MPIEXEC = """#!/bin/sh
+exec REAL_MPIEXEC "$@" --runtime lua
+"""
+
+
+def test_launcher_refuses_mix(_):
+    """ippc cluster start --runtime=python with engines that run Lua: it
+    refuses, naming the engine and both runtimes, and leaves nothing behind;
+    an unknown --runtime is a usage error."""
+    import subprocess
+    from harness import CLI, MPIEXEC, wait_gone, describe
+    from test_launcher import Launch, write_script
+    from test_cli import cli_env
+    with Launch("pymix") as launch:
+        fake = write_script(os.path.join(launch.tmp, "lua-mpiexec"),
+                            LUA_MPIEXEC.replace("REAL_MPIEXEC", MPIEXEC))
+        launch.start(["-n", "2", "--profile", "pymix", "--runtime=python", "--mpiexec", fake])
+        try:
+            rc = launch.proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            raise AssertionError("the launcher did not refuse Lua engines within 120 s:\n%s"
+                                 % launch.text())
+        text = launch.text()
+        check(rc == 1 and "runs the lua runtime, but this cluster was started with "
+              "--runtime=python" in text and "Token:" not in text,
+              "the launcher refuses engines of another runtime (exit %s):\n%s" % (rc, text))
+        left = wait_gone(launch.tracker.snapshot(), 20)
+        check(not left, "after the refusal these still run: %s\n%s" % (describe(left), text))
+        p = subprocess.run([CLI, "cluster", "start", "-n", "1", "--runtime=ruby"],
+                           env=cli_env(launch.tmp), stdin=subprocess.DEVNULL,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=30)
+        out = p.stdout.decode("utf-8", "replace")
+        check(p.returncode == 2 and "--runtime must be lua or python, not 'ruby'" in out,
+              "--runtime=ruby is a usage error (exit %s):\n%s" % (p.returncode, out))
+    return []
+
+
+STEPS = [engines_report_python, register_runtime_checks, tracebacks, values, scatter_gather, apply_refs, balanced,
          streamed_print, interrupts, namespace_ops, plugin_kernel, bad_input, seed_flow]
 
 
 def test_python_runtime(_):
-    with Cluster(n=4, profile="python-rt", engine_args=PY).start() as c:
+    # Every push, scatter and gather over several engines fans out by MPI
+    # (the Python namespace's side of engine/fanout.h); one-engine ones do not.
+    with Cluster(n=4, profile="python-rt", engine_args=PY,
+                 controller_args=["--fanout-min-bytes", "0"]).start() as c:
         for step in STEPS:
             try:
                 step(c)
@@ -298,4 +382,5 @@ def test_python_runtime(_):
 TESTS = [
     ("python_runtime", test_python_runtime, "own"),
     ("seed_python_script", test_seed_python_script, "own"),
+    ("launcher_refuses_mix", test_launcher_refuses_mix, "own"),
 ]
