@@ -325,8 +325,15 @@ static step_result launcher_start_engines(launcher *l)
 
     snprintf(count, sizeof count, "%ld", o->engines);
     if (o->kind == LAUNCH_MPI) {
-        char *argv[] = {(char *)o->mpiexec_path, "-n", count, (char *)o->engine_path, "--file",
-                        l->engine_file, "--runtime", (char *)o->runtime, NULL};
+        char *argv[] = {(char *)o->mpiexec_path,
+                        "-n",
+                        count,
+                        (char *)o->engine_path,
+                        "--file",
+                        l->engine_file,
+                        "--runtime",
+                        (char *)o->runtime,
+                        NULL};
 
         format_command(argv, command, sizeof command);
         msg_err("starting %ld engine%s: %s", o->engines, o->engines == 1 ? "" : "s", command);
@@ -342,7 +349,7 @@ static step_result launcher_start_engines(launcher *l)
     }
 
     char *argv[] = {(char *)o->engine_path, "--file", l->engine_file, "--runtime",
-                    (char *)o->runtime, NULL};
+                    (char *)o->runtime,     NULL};
 
     l->locals = calloc((size_t)o->engines, sizeof *l->locals);
     if (l->locals == NULL) {

@@ -57,7 +57,7 @@ typedef struct engine {
     char path[256];
     int port;
     int grace_s;
-    runtime_kind runtime; /* --runtime: lua (default) or python */
+    runtime_kind runtime;           /* --runtime: lua (default) or python */
     size_t max_message;             /* what this engine takes in one message */
     atomic_size_t peer_max_message; /* what the controller does ("registered") */
     /* net thread */

@@ -243,7 +243,7 @@ static PyObject *kernel_result(py_result *r)
         r->data = NULL;
         return pyvalue_array(data, r->len, (nd_dtype)r->dtype, r->ndim, r->shape);
     }
-    default: Py_RETURN_NONE;
+    default: return Py_NewRef(Py_None);
     }
 }
 
@@ -431,6 +431,7 @@ PyObject *pyplugin_load(py_runtime *rt, const char *path, char *err, size_t errl
     ippc_api *api = NULL;
     load_ctx *ctx = NULL;
     PyObject *names = NULL;
+    int kernels_made = 0; /* kernel objects point to api: it must stay then */
     if (!path || !path[0])
         LOAD_FAIL("cannot load a plugin: empty library path");
     if (stat(path, &st) != 0)
@@ -479,6 +480,7 @@ PyObject *pyplugin_load(py_runtime *rt, const char *path, char *err, size_t errl
         py_kernel *k = PyObject_New(py_kernel, &kernel_type);
         PyObject *name = k ? PyUnicode_FromString(ctx->kernels[i].name) : NULL;
         if (k) {
+            kernels_made = 1;
             k->fn = ctx->kernels[i].fn;
             k->api = api;
             snprintf(k->name, sizeof k->name, "%s", ctx->kernels[i].name);
@@ -501,9 +503,11 @@ PyObject *pyplugin_load(py_runtime *rt, const char *path, char *err, size_t errl
 fail:
     Py_XDECREF(names);
     free(ctx);
-    if (handle) /* kernels made before a failure point into it: keep it then */
-        if (!api || PyDict_Size(rt->kernels) == 0)
+    if (!kernels_made) { /* else kernels (in rt->kernels) still point into both */
+        free(api);
+        if (handle)
             dlclose(handle);
+    }
     PyErr_Clear();
     return NULL;
 }

@@ -35,7 +35,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-
 py_runtime *py_runtime_current;
 
 /* LeakSanitizer (make SAN=1) reads this hook of the executable.  The
@@ -116,7 +115,7 @@ static PyObject *ippc_write(PyObject *self, PyObject *arg)
         if (memchr(s, '\n', (size_t)n))
             taskout_stream(&rt->out, 0); /* whole lines at a time */
     }
-    Py_RETURN_NONE;
+    return Py_NewRef(Py_None);
 }
 
 /* The Python-level handler of the interrupt signal (see the top). */
@@ -130,7 +129,7 @@ static PyObject *ippc_on_interrupt(PyObject *self, PyObject *args)
         PyErr_SetString(PyExc_KeyboardInterrupt, "task interrupted");
         return NULL;
     }
-    Py_RETURN_NONE;
+    return Py_NewRef(Py_None);
 }
 
 static PyMethodDef ippc_methods[] = {
@@ -140,8 +139,15 @@ static PyMethodDef ippc_methods[] = {
 };
 
 static struct PyModuleDef ippc_module = {
-    PyModuleDef_HEAD_INIT, "_ippc", "the engine's own hooks (not for user code)", -1,
-    ippc_methods, NULL, NULL, NULL, NULL,
+    PyModuleDef_HEAD_INIT,
+    "_ippc",
+    "the engine's own hooks (not for user code)",
+    -1,
+    ippc_methods,
+    NULL,
+    NULL,
+    NULL,
+    NULL,
 };
 
 static int interrupt_signal(void)
@@ -272,8 +278,8 @@ static void op_code(task_ctx *c, int is_run)
     const char *filename = is_run ? task_string(c, "filename", NULL) : "<execute>";
     if (!filename)
         return;
-    PyObject *r = PyObject_CallMethod(rt->boot, "run", "s#sO", src, (Py_ssize_t)len, filename,
-                                      rt->ns);
+    PyObject *r =
+        PyObject_CallMethod(rt->boot, "run", "s#sO", src, (Py_ssize_t)len, filename, rt->ns);
     if (!r) {
         py_task_fail(c);
         return;

@@ -73,7 +73,8 @@ PyObject *pyvalue_array(unsigned char *data, size_t len, nd_dtype dtype, int ndi
     }
     b->data = data;
     b->len = (Py_ssize_t)len;
-    PyObject *flat = PyObject_CallFunction(np_frombuffer, "Os", (PyObject *)b, nd_dtype_name(dtype));
+    PyObject *flat =
+        PyObject_CallFunction(np_frombuffer, "Os", (PyObject *)b, nd_dtype_name(dtype));
     Py_DECREF(b); /* the array holds it now */
     if (!flat)
         return NULL;
@@ -113,9 +114,9 @@ static PyObject *from_wire(const json_t *v, ippc_blobs *blobs, int depth, ippc_e
     }
     PyObject *out = NULL;
     switch (json_typeof(v)) {
-    case JSON_NULL: Py_RETURN_NONE;
-    case JSON_TRUE: Py_RETURN_TRUE;
-    case JSON_FALSE: Py_RETURN_FALSE;
+    case JSON_NULL: return Py_NewRef(Py_None);
+    case JSON_TRUE: return Py_NewRef(Py_True);
+    case JSON_FALSE: return Py_NewRef(Py_False);
     case JSON_INTEGER: out = PyLong_FromLongLong((long long)json_integer_value(v)); break;
     case JSON_REAL: out = PyFloat_FromDouble(json_real_value(v)); break;
     case JSON_STRING:
@@ -245,7 +246,10 @@ static json_t *to_wire(PyObject *v, ippc_blobs *blobs, int depth, ippc_error *er
 static json_t *array_to_wire(PyObject *v, ippc_blobs *blobs, ippc_error *err)
 {
     pyvalue_view view;
-    if (pyvalue_view_of(v, &view, err) < 0)
+    int r = pyvalue_view_of(v, &view, err);
+    if (r == 0)
+        ippc_error_set(err, ERR_INVALID, "cannot send a %s value", Py_TYPE(v)->tp_name);
+    if (r != 1)
         return NULL;
     if (view.ndim == 0) { /* a 0-d array is its scalar */
         PyBuffer_Release(&view.buf);
@@ -324,7 +328,8 @@ static json_t *dict_to_wire(PyObject *v, ippc_blobs *blobs, int depth, ippc_erro
             klen = snprintf(num, sizeof num, "%lld", x);
             k = num;
         } else {
-            ippc_error_set(err, ERR_INVALID, "cannot send a dict with a %s key (str or int keys travel)",
+            ippc_error_set(err, ERR_INVALID,
+                           "cannot send a dict with a %s key (str or int keys travel)",
                            Py_TYPE(key)->tp_name);
             goto fail;
         }

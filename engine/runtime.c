@@ -71,9 +71,9 @@ typedef struct lua_runtime {
     atomic_int interrupt;
     _Atomic(lua_State *) running; /* the coroutine being resumed, or L */
     atomic_int busy;              /* interrupts currently using running */
-    taskout out;           /* the running task's stdout, streamed */
-    int output_redirected; /* io.output(file) was called: io.write goes there */
-    fanout *fan;           /* data ops fanned out by MPI (fanout.h) */
+    taskout out;                  /* the running task's stdout, streamed */
+    int output_redirected;        /* io.output(file) was called: io.write goes there */
+    fanout *fan;                  /* data ops fanned out by MPI (fanout.h) */
 } lua_runtime;
 
 static lua_runtime *rt_of(lua_State *L)

@@ -273,8 +273,8 @@ json_t *engine_json(const engine *e, int64_t now)
     return json_pack("{s:i, s:i, s:i, s:s, s:s, s:I, s:s, s:s, s:s, s:f, s:I, s:I}", "id", e->id,
                      "rank", e->rank, "size", e->size, "job", e->job, "host", e->host, "pid",
                      (json_int_t)e->pid, "runtime", e->runtime[0] ? e->runtime : "lua", "state",
-                     engine_state_name(e->state), "registered", e->registered, "heartbeat_age",
-                     age, "queue", (json_int_t)e->queued, "tasks_done", (json_int_t)e->tasks_done);
+                     engine_state_name(e->state), "registered", e->registered, "heartbeat_age", age,
+                     "queue", (json_int_t)e->queued, "tasks_done", (json_int_t)e->tasks_done);
 }
 
 void registry_counts(const registry *r, size_t by_state[ENGINE_NSTATES], size_t *queued)
