@@ -5,6 +5,7 @@
 #   make test       unit + integration + contract tests, one summary line at the end
 #   make test SAN=1 the same with AddressSanitizer + UndefinedBehaviorSanitizer
 #   make unit       the cmocka unit tests only
+#   make pympi      the Python MPI module (mpi4py names) on 4 MPI ranks
 #   make integration  the integration tests only (K=SUBSTRING picks tests by name)
 #   make fuzz       every fuzz target for FUZZ_SECONDS (default 30) each
 #   make bench      benchmarks (bench/), ippc side by side with IPython Parallel
@@ -62,7 +63,7 @@ FUZZ_SRC := $(wildcard fuzz/fuzz_*.c)
 FUZZ_BIN := $(FUZZ_SRC:fuzz/%.c=$(BUILD)/fuzz/%)
 FUZZ_SECONDS ?= 30
 
-.PHONY: all deps npm-deps run test unit integration bench fuzz soak clean lint compile_commands
+.PHONY: all deps npm-deps run test unit pympi integration bench fuzz soak clean lint compile_commands
 all: $(BIN)/ippc-controller $(BIN)/ippc-engine $(BIN)/ippc $(PLUGIN_LIB)
 
 deps:
@@ -121,6 +122,15 @@ $(BUILD)/tests/test_%: $(OBJ)/tests/test_%.o $(COMMON_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(SANFLAGS) -o $@ $^ $(call PKGLIBS,cmocka $(COMMON_PKGS)) -lpthread -lm
 
+# The Python MPI module's host program (tests/mpi/run.py runs it under mpiexec).
+PYMPI_HOST := $(BUILD)/tests/pympi_host
+$(OBJ)/tests/mpi/%.o: tests/mpi/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(BASE_CFLAGS) -iquote engine $(call PKG,$(ENGINE_PKGS)) -c $< -o $@
+$(PYMPI_HOST): $(OBJ)/tests/mpi/pympi_host.o $(ENGINE_OBJ) $(COMMON_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(SANFLAGS) -rdynamic -o $@ $^ $(call PKGLIBS,$(ENGINE_PKGS)) -ldl -lpthread -lm
+
 # Benchmarks in C link the engine runtime (nd, mpi) and MPICH.
 $(OBJ)/bench/%.o: bench/%.c
 	@mkdir -p $(dir $@)
@@ -159,11 +169,15 @@ run: deps all
 
 test: deps
 	-@$(MAKE) --no-print-directory npm-deps
-	@$(MAKE) --no-print-directory all $(UNIT_BIN) $(BENCH_BIN)
+	@$(MAKE) --no-print-directory all $(UNIT_BIN) $(BENCH_BIN) $(PYMPI_HOST)
 	@BUILD=$(BUILD) PYTHON=$(PYTHON) scripts/run-tests $(UNIT_BIN)
 
 unit: all $(UNIT_BIN)
 	@for t in $(UNIT_BIN); do $$t || exit 1; done
+
+# The Python MPI module (mpi4py names) on 4 MPICH ranks: tests/mpi/run.py.
+pympi: $(PYMPI_HOST)
+	@BUILD=$(BUILD) $(PYTHON) tests/mpi/run.py
 
 # The integration suite's bench smoke test runs bench/bench_peer.py, which needs
 # the limit programs (bench_loopback, bench_mpi_bcast) of $(BENCH_BIN).
