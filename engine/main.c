@@ -480,6 +480,7 @@ static int parse_args(int argc, char **argv)
         {"version", no_argument, NULL, 'v'},
         {"max-message-mb", required_argument, NULL, 'm'},
         {"runtime", required_argument, NULL, 'r'},
+        {"real-mpi4py", no_argument, NULL, 'R'},
         {NULL, 0, NULL, 0},
     };
     const char *file = NULL;
@@ -516,6 +517,7 @@ static int parse_args(int argc, char **argv)
             E.runtime = (runtime_kind)kind;
             break;
         }
+        case 'R': runtime_python_real_mpi4py(1); break;
         case 'v': printf("ippc-engine %s\n", IPPC_VERSION); return 0;
         case 'h':
             printf("usage: ippc-engine --file ippc-engine.json | --url ws://HOST:PORT/engine "
@@ -523,6 +525,9 @@ static int parse_args(int argc, char **argv)
                    "  --runtime R         the language of this engine's namespace: lua "
                    "(default)\n"
                    "                      or python (embedded CPython, NumPy, mpi4py)\n"
+                   "  --real-mpi4py       python: an installed mpi4py built for MPICH instead "
+                   "of\n"
+                   "                      the engine's own mpi4py.MPI\n"
                    "  --max-message-mb N  the largest message (a task and its arrays) this "
                    "engine\n"
                    "                      takes (default %zu); a larger one fails on the "

@@ -30,12 +30,21 @@
  * expression statement (as a notebook cell does), if not None.
  */
 #include "pyruntime_impl.h"
+#include "pympi.h"
 
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 
 py_runtime *py_runtime_current;
+
+/* runtime_python_real_mpi4py: an installed mpi4py instead of ours. */
+static int use_real_mpi4py;
+
+void runtime_python_real_mpi4py(int on)
+{
+    use_real_mpi4py = on;
+}
 
 /* LeakSanitizer (make SAN=1) reads this hook of the executable.  The
  * interpreter is never finalised (NumPy cannot be started twice in a
@@ -593,6 +602,14 @@ static int py_start(py_runtime *rt, ippc_error *err)
     setenv("OMP_NUM_THREADS", "1", 0);
     if (PyImport_AppendInittab("_ippc", ippc_module_init) < 0)
         return ippc_error_set(err, ERR_INTERNAL, "cannot register the _ippc module");
+    /* Ours: `from mpi4py import MPI` finds the built-in module, which waits
+     * the yielding way and polls the interrupt flag.  (Collective when MPI
+     * is initialised: every rank registers at this point of its start.) */
+    if (!use_real_mpi4py) {
+        pympi_set_interrupt(&rt->interrupt);
+        if (pympi_register() < 0)
+            return ippc_error_set(err, ERR_INTERNAL, "cannot register the mpi4py.MPI module");
+    }
     PyConfig config;
     PyConfig_InitPythonConfig(&config);
     config.install_signal_handlers = 0; /* SIGINT/SIGTERM stay the engine's */
@@ -604,6 +621,9 @@ static int py_start(py_runtime *rt, ippc_error *err)
     if (PyStatus_Exception(st))
         return ippc_error_set(err, ERR_INTERNAL, "cannot start Python: %s",
                               st.err_msg ? st.err_msg : "?");
+    char why[512];
+    if (use_real_mpi4py && pympi_real_check(why, sizeof why) < 0)
+        return ippc_error_set(err, ERR_INVALID, "--real-mpi4py: %s", why);
     if (pyvalue_open() < 0 || pyplugin_open() < 0) {
         pyvalue_error_from_python(err, "cannot import numpy (apt-get install python3-numpy)");
         return -1;

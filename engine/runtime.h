@@ -44,6 +44,11 @@ runtime *runtime_new(runtime_kind kind, int rank, int size, ippc_error *err);
 void runtime_free(runtime *rt);
 runtime_kind runtime_kind_of(const runtime *rt);
 
+/* Python only, before runtime_new: on, `import mpi4py` finds an installed
+ * mpi4py built for MPICH (ippc-engine --real-mpi4py; runtime_new fails,
+ * saying why, when there is none) instead of the engine's own module. */
+void runtime_python_real_mpi4py(int on);
+
 /* Runs one task message from the controller (see common/proto.h for the ops:
  * execute, run, push, pull, apply, map, and these namespace ops:
  *   "load"   {"library": path} -> value {"library": path, "kernels": [names]};
