@@ -258,6 +258,30 @@ def interrupts(c):
     check(all(x["status"] == "aborted" for x in body["results"]), "a sleep is interrupted too")
 
 
+def blocked_recv(c):
+    """A rank waiting in MPI (mpi4py's recv of a message nobody sends) stops
+    on interrupt; the engine and the other ranks carry on."""
+    run_all(c, "kept = 42")
+    rid = start(c, "from mpi4py import MPI\nMPI.COMM_WORLD.recv(source=1, tag=77)", targets="0")
+    body = expect_done(interrupt_until_done(c, rid, targets="0"), 1, "interrupted recv",
+                       status="error")
+    check(body["results"][0]["status"] == "aborted", "the recv ends aborted: %s" % show(body))
+    check(run_all(c, "kept") == [42] * 4, "the namespace survives")
+
+
+def mpi_from_python(c):
+    """mpi4py's buffer and object calls between the 4 engines, checked on
+    every rank (the module itself has its own suite: make pympi)."""
+    code = ("from mpi4py import MPI\nimport numpy as np\ncomm = MPI.COMM_WORLD\n"
+            "x = np.arange(1000000, dtype='d') * (comm.rank + 1)\ny = np.empty_like(x)\n"
+            "comm.Allreduce(x, y, op=MPI.SUM)\n"
+            "ok = bool((y == np.arange(1000000, dtype='d') * 10).all())\n"
+            "got = comm.allgather({'r': comm.Get_rank()})\n"
+            "ok, comm.size, [g['r'] for g in got], comm.bcast('from 0' if comm.rank == 0 else None)")
+    check(run_all(c, code) == [[True, 4, [0, 1, 2, 3], "from 0"]] * 4,
+          "Allreduce of 1e6 float64, allgather and bcast on every rank")
+
+
 def namespace_ops(c):
     api = c.api
     run_all(c, "import numpy as np\narr = np.ones((2, 3), 'float32')\nword = 'abc'\nseq = [1, 2]")
@@ -364,7 +388,7 @@ def test_launcher_refuses_mix(_):
 
 
 STEPS = [engines_report_python, register_runtime_checks, tracebacks, values, scatter_gather, apply_refs, balanced,
-         streamed_print, interrupts, namespace_ops, plugin_kernel, bad_input, seed_flow]
+         streamed_print, interrupts, blocked_recv, mpi_from_python, namespace_ops, plugin_kernel, bad_input, seed_flow]
 
 
 def test_python_runtime(_):
