@@ -27,7 +27,8 @@
  * Code.  execute and run parse the source with the file's name ("<execute>"
  * or the run's filename; the source is put in linecache so tracebacks show
  * its lines), execute it in the namespace, and answer the value of a final
- * expression statement (as a notebook cell does), if not None.
+ * expression statement (as a notebook cell does), if not None and the code
+ * does not end with ';' (IPython's way to keep a value quiet).
  */
 #include "pyruntime_impl.h"
 #include "pympi.h"
@@ -91,7 +92,8 @@ static const char boot_source[] =
     "    try:\n"
     "        tree = ast.parse(src, filename, 'exec')\n"
     "        last = None\n"
-    "        if tree.body and isinstance(tree.body[-1], ast.Expr):\n"
+    "        quiet = src.rstrip().endswith(';')\n"
+    "        if tree.body and isinstance(tree.body[-1], ast.Expr) and not quiet:\n"
     "            last = ast.Expression(tree.body.pop().value)\n"
     "        code = compile(tree, filename, 'exec')\n"
     "        final = compile(last, filename, 'eval') if last is not None else None\n"
@@ -294,7 +296,8 @@ static void op_code(task_ctx *c, int is_run)
         return;
     }
     if (r != Py_None)
-        py_task_wire(c, r, NULL, &c->value);
+        py_task_wire(c, r, "the value of the code's last expression (end it with ';' to keep it)",
+                     &c->value);
     Py_DECREF(r);
 }
 
@@ -610,6 +613,18 @@ static int py_start(py_runtime *rt, ippc_error *err)
         if (pympi_register() < 0)
             return ippc_error_set(err, ERR_INTERNAL, "cannot register the mpi4py.MPI module");
     }
+#if defined(__SANITIZE_ADDRESS__)
+    /* Under AddressSanitizer Python allocates with malloc (as its docs
+     * advise), so LeakSanitizer sees Python objects and what they point to
+     * (a NumPy array's received bytes). */
+    PyPreConfig pre;
+    PyPreConfig_InitPythonConfig(&pre);
+    pre.allocator = PYMEM_ALLOCATOR_MALLOC;
+    PyStatus pst = Py_PreInitialize(&pre);
+    if (PyStatus_Exception(pst))
+        return ippc_error_set(err, ERR_INTERNAL, "cannot start Python: %s",
+                              pst.err_msg ? pst.err_msg : "?");
+#endif
     PyConfig config;
     PyConfig_InitPythonConfig(&config);
     config.install_signal_handlers = 0; /* SIGINT/SIGTERM stay the engine's */
@@ -649,10 +664,13 @@ static int py_start(py_runtime *rt, ippc_error *err)
 
 static runtime *py_rt_new(int rank, int size, ippc_error *err)
 {
-    if (py_runtime_current || Py_IsInitialized()) {
+    /* Once per process: NumPy cannot be started again after a finalize. */
+    static int started;
+    if (started || Py_IsInitialized()) {
         ippc_error_set(err, ERR_INTERNAL, "one Python runtime per process");
         return NULL;
     }
+    started = 1;
     py_runtime *rt = calloc(1, sizeof *rt);
     if (!rt) {
         ippc_error_set(err, ERR_INTERNAL, "out of memory");
@@ -691,6 +709,30 @@ static runtime *py_rt_new(int rank, int size, ippc_error *err)
     return &rt->base;
 }
 
+/* Ends the interpreter, before MPI_Finalize: mpi4py.MPI frees its
+ * communicators and lets go of the MPI progress thread then (pympi.h).
+ * Threads a task started are not waited for (threading's shutdown hook is
+ * replaced): a forgotten non-daemon thread must not keep a stopping engine
+ * alive. */
+static void py_finish(py_runtime *rt)
+{
+    if (rt->idle)
+        PyEval_RestoreThread(rt->idle);
+    rt->idle = NULL;
+    atomic_store(&rt->interrupt, 0);
+    PyErr_Clear();
+    Py_CLEAR(rt->kernels);
+    Py_CLEAR(rt->baseline);
+    Py_CLEAR(rt->boot);
+    Py_CLEAR(rt->ns);
+    PyRun_SimpleString("import sys\n"
+                       "if 'threading' in sys.modules:\n"
+                       "    sys.modules['threading']._shutdown = lambda: None\n");
+    Py_FinalizeEx();
+    /* Python put the interrupt signal back to its default (terminate). */
+    signal(rt->signo, SIG_IGN);
+}
+
 static void py_rt_free(runtime *base)
 {
     py_runtime *rt = (py_runtime *)base;
@@ -698,17 +740,8 @@ static void py_rt_free(runtime *base)
     fanout_free(rt->fan);
     if (rt->world != MPI_COMM_NULL)
         MPI_Comm_free(&rt->world);
-    if (Py_IsInitialized()) {
-        if (rt->idle)
-            PyEval_RestoreThread(rt->idle);
-        /* The interpreter stays: NumPy cannot be initialised twice in one
-         * process, and the engine exits right after.  Our references go. */
-        Py_CLEAR(rt->kernels);
-        Py_CLEAR(rt->baseline);
-        Py_CLEAR(rt->boot);
-        Py_CLEAR(rt->ns);
-        PyEval_SaveThread();
-    }
+    if (Py_IsInitialized())
+        py_finish(rt);
     taskout_free(&rt->out);
     py_runtime_current = NULL;
     free(rt);

@@ -141,8 +141,10 @@ def values(c):
 
     res = errors_of(api.post(view("all", "execute"), {"code": "import sys\nsys"}), 4,
                     "a module as a value")
-    check(all(r["ename"] == "TypeError" and "module" in r["evalue"] for r in res),
+    check(all(r["ename"] == "TypeError" and "module" in r["evalue"]
+              and "last expression" in r["evalue"] for r in res),
           "a value that cannot travel is a TypeError: %s" % show(res[0]))
+    check(run_all(c, "import sys\nsys;") == [None] * 4, "';' keeps the last value quiet")
     res = errors_of(api.post(view("all", "execute"), {"code": "import numpy as np\nnp.zeros(3, 'complex')"}),
                     4, "a complex array")
     check(all(r["ename"] == "TypeError" and "complex128" in r["evalue"] for r in res),
@@ -330,6 +332,11 @@ def bad_input(c):
     res = errors_of(api.post(view("all", "execute"), {"code": "raise SystemExit(3)"}), 4, "exit")
     check(all(x["ename"] == "SystemExit" for x in res), "SystemExit is an error, not an exit")
     check(run_all(c, "1 + 1") == [2] * 4, "the engines are still up")
+    # a thread that never ends and an atexit hook must not keep the engines
+    # from stopping (the cluster's clean stop at the end checks it)
+    run_all(c, "import threading, time, atexit\n"
+               "threading.Thread(target=time.sleep, args=(3600,)).start()\n"
+               "atexit.register(print, 'bye');")
 
 
 def test_seed_python_script(_):
