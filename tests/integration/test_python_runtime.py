@@ -9,6 +9,7 @@ Python callable, and bad input.  One cluster serves every step."""
 import os
 import struct
 import tempfile
+import time
 
 from harness import Cluster, ROOT, check, expect, expect_error
 from common import same, show, view, expect_done, expect_task_results
@@ -247,9 +248,29 @@ def streamed_print(c):
           "the result keeps all of stdout: %s" % show(body))
 
 
+def heartbeats_while_busy(c, limit=30):
+    """While every engine spins in Python (holding the GIL), each one's
+    heartbeat age still drops now and then: heartbeats come from the network
+    thread, which never needs the GIL."""
+    deadline = time.time() + limit
+    last, fresh = {}, set()
+    while time.time() < deadline and len(fresh) < 4:
+        for e in c.api.engines():
+            age = e.get("heartbeat_age")
+            check(e.get("state") != "dead", "an engine busy in Python is not dead: %s" % show(e))
+            prev = last.get(e["id"])
+            if e.get("state") == "busy" and prev is not None and age < prev:
+                fresh.add(e["id"])
+            last[e["id"]] = age if e.get("state") == "busy" else None
+        time.sleep(0.3)
+    check(len(fresh) == 4, "every busy engine sent a new heartbeat while Python ran: %s"
+          % sorted(fresh))
+
+
 def interrupts(c):
     run_all(c, "kept = 42")
     rid = start(c, "n = 0\nwhile True:\n    try:\n        n += 1\n    except BaseException:\n        pass\n")
+    heartbeats_while_busy(c)
     r = interrupt_until_done(c, rid)
     body = expect_done(r, 4, "interrupted loop", status="error")
     check(all(x["status"] == "aborted" for x in body["results"]),
