@@ -22,7 +22,9 @@
  * drained, when a task starts.
  *
  * Output.  sys.stdout and sys.stderr are one writer into the task's stdout
- * (taskout.h), streamed as lines end.
+ * (taskout.h), streamed as lines end (reset puts them back); sys.stdin is
+ * empty (input() gets EOFError, never the terminal of mpiexec).  os._exit
+ * raises instead of ending the engine, as the Lua runtime's os.exit.
  *
  * Code.  execute and run parse the source with the file's name ("<execute>"
  * or the run's filename; the source is put in linecache so tracebacks show
@@ -67,7 +69,7 @@ const char *__lsan_default_suppressions(void)  // NOLINT(bugprone-reserved-ident
 /* The engine's own Python: the writer, code running and error formatting.
  * Its frames are dropped from tracebacks (the file name "<ippc>"). */
 static const char boot_source[] =
-    "import ast, linecache, signal, sys, traceback, _ippc\n"
+    "import ast, io, linecache, os, signal, sys, traceback, _ippc\n"
     "class TaskOutput:\n"
     "    encoding = 'utf-8'\n"
     "    errors = 'replace'\n"
@@ -84,7 +86,13 @@ static const char boot_source[] =
     "    def writable(self): return True\n"
     "    def readable(self): return False\n"
     "    def seekable(self): return False\n"
-    "sys.stdout = sys.stderr = TaskOutput()\n"
+    "def reset_io():\n"
+    "    sys.stdout = sys.stderr = TaskOutput()\n"
+    "    sys.stdin = io.StringIO('')\n"
+    "reset_io()\n"
+    "def no_exit(status=0):\n"
+    "    raise RuntimeError('os._exit is not available on an engine (it would stop the engine)')\n"
+    "os._exit = no_exit\n"
     "sys.argv = ['']\n"
     "signal.signal(_ippc.SIGNAL, _ippc.on_interrupt)\n"
     "def run(src, filename, ns):\n"

@@ -33,6 +33,8 @@ void py_op_reset(task_ctx *c)
         py_task_fail(c);
         return;
     }
+    PyObject *io = PyObject_CallMethod(rt->boot, "reset_io", NULL); /* print goes to the task */
+    Py_XDECREF(io);
     PyObject *gc = PyImport_ImportModule("gc");
     PyObject *r = gc ? PyObject_CallMethod(gc, "collect", NULL) : NULL;
     Py_XDECREF(r);

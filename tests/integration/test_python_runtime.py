@@ -321,7 +321,12 @@ def namespace_ops(c):
     expect_task_results(api.post(view("all", "reset")), c.ids(), "reset")
     body = expect_done(api.get(view("all", "vars")), 4, "list after reset")
     check(all(vs == {} for vs in body["results"]), "reset empties the namespace: %s" % show(body))
-    check(run_all(c, "print('still here')\n__name__") == ["__main__"] * 4, "print works after reset")
+    run_all(c, "import sys, io\nsys.stdout = io.StringIO()")
+    expect_task_results(api.post(view("all", "reset")), c.ids(), "reset after replacing stdout")
+    r = api.post(view("all", "execute"), {"code": "print('still here')\n__name__"})
+    res = expect_task_results(r, c.ids(), "print after reset")
+    check(all(x.get("stdout") == "still here\n" and x.get("value") == "__main__" for x in res),
+          "reset puts print back into the task's stdout: %s" % show(res[0]))
 
 
 def plugin_kernel(c):
@@ -352,6 +357,11 @@ def bad_input(c):
     check(all(x["ename"] == "SyntaxError" for x in res), "syntax error: %s" % show(res[0]))
     res = errors_of(api.post(view("all", "execute"), {"code": "raise SystemExit(3)"}), 4, "exit")
     check(all(x["ename"] == "SystemExit" for x in res), "SystemExit is an error, not an exit")
+    res = errors_of(api.post(view("all", "execute"), {"code": "import os\nos._exit(1)"}), 4, "_exit")
+    check(all(x["ename"] == "RuntimeError" and "not available" in x["evalue"] for x in res),
+          "os._exit is refused: %s" % show(res[0]))
+    res = errors_of(api.post(view("all", "execute"), {"code": "input()"}), 4, "input")
+    check(all(x["ename"] == "EOFError" for x in res), "input() has no stdin: %s" % show(res[0]))
     check(run_all(c, "1 + 1") == [2] * 4, "the engines are still up")
     # a thread that never ends and an atexit hook must not keep the engines
     # from stopping (the cluster's clean stop at the end checks it)
