@@ -308,12 +308,26 @@ void pympi_park(pympi_commstate *cs, MPI_Request req, pympi_op *op, int collecti
 
 /* ------------------------------------------------------------ waiting */
 
+typedef struct test_arg {
+    MPI_Request *req;
+    MPI_Status *status;
+} test_arg;
+
+/* Each round of a wait also lets lazy irecvs match (pympi_p2p.c). */
+static int test_step(void *arg, int *done)
+{
+    test_arg *t = arg;
+    pympi_irecv_service();
+    return MPI_Test(t->req, done, t->status);
+}
+
 int pympi_wait(pympi_commstate *cs, MPI_Request *req, MPI_Status *status, pympi_op *op,
                int collective)
 {
+    test_arg t = {req, status ? status : MPI_STATUS_IGNORE};
     int rc;
     Py_BEGIN_ALLOW_THREADS
-    rc = lmpi_wait_status(req, status ? status : MPI_STATUS_IGNORE, pympi_flag);
+    rc = lmpi_poll(test_step, &t, pympi_flag);
     Py_END_ALLOW_THREADS
     if (rc == 0)
         return 0;
@@ -339,6 +353,7 @@ typedef struct probe_arg {
 static int probe_step(void *arg, int *done)
 {
     probe_arg *p = arg;
+    pympi_irecv_service();
     return MPI_Improbe(p->source, p->tag, p->comm, done, p->msg, p->status);
 }
 
@@ -743,6 +758,11 @@ int pympi_register(void)
         return -1;
     if (!mpi_active() || world_state)
         return 0;
+    /* As mpi4py does: errors on the predefined communicators return.  MPICH
+     * reports errors of MPI_Test (a truncated receive, a failed collective)
+     * to MPI_COMM_WORLD's handler, which would otherwise abort the job. */
+    MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+    MPI_Comm_set_errhandler(MPI_COMM_SELF, MPI_ERRORS_RETURN);
     /* Private duplicates: user traffic never matches the engine's own. */
     MPI_Comm world = MPI_COMM_NULL, self = MPI_COMM_NULL;
     MPI_Request req;
@@ -751,6 +771,10 @@ int pympi_register(void)
         rc = lmpi_wait(&req, NULL);
     if (rc == MPI_SUCCESS)
         rc = MPI_Comm_dup(MPI_COMM_SELF, &self);
+    if (rc == MPI_SUCCESS) { /* the names mpi4py users see */
+        MPI_Comm_set_name(world, "MPI_COMM_WORLD");
+        MPI_Comm_set_name(self, "MPI_COMM_SELF");
+    }
     if (rc == MPI_SUCCESS && !(world_state = pympi_commstate_new(world, 1)))
         rc = MPI_ERR_NO_MEM;
     if (rc == MPI_SUCCESS && !(self_state = pympi_commstate_new(self, 1)))

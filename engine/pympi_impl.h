@@ -204,6 +204,9 @@ typedef struct pympi_status {
 } pympi_status;
 extern PyTypeObject pympi_status_type;
 extern PyTypeObject pympi_request_type;
+/* Lets the unmatched object irecvs match their messages, oldest first
+ * (called by every wait round; no GIL needed). */
+void pympi_irecv_service(void);
 /* Adds Request and Status to module m. */
 int pympi_p2p_init(PyObject *m);
 /* Copies st into a Status object (or does nothing for None / NULL); -1 +

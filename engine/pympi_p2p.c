@@ -5,15 +5,26 @@
  * Blocking receives wait in a matched probe (MPI_Improbe, polled the
  * yielding way) and only then receive (MPI_Imrecv): an interrupted receive
  * has not touched MPI, and an object arrives whole whatever its size.  An
- * irecv of an object has no buffer to post, so (as the Lua module's irecv)
- * it matches its message when it is first tested or waited on: two irecvs
- * for the same source and tag match messages in the order they are waited
- * on.  Irecv of a buffer is posted at once (MPI_Irecv).
+ * irecv of an object has no buffer to post: it is a "lazy" receive, kept
+ * in a list in the order they were made, and every wait of the module (and
+ * every test) first tries to match the lazy receives in that order
+ * (pympi_irecv_service).  So while this rank is inside any MPI call of the
+ * module its irecvs take their messages as a posted receive would, in
+ * posting order, before a later recv can; `req = irecv(); send(big);
+ * req.wait()` on every rank does not deadlock.  Irecv of a buffer is posted
+ * at once (MPI_Irecv).
+ *
+ * The lazy list is guarded by lazy_lock (waits run without the GIL);
+ * everything else here runs with the GIL, or (request_step) on the thread
+ * waiting for that request.
  *
  * A Request keeps every buffer of its operation until it completes; a
  * Request dropped while MPI still owns its operation is parked (pympi.c).
  */
 #include "pympi_impl.h"
+
+#include <pthread.h>
+#include <string.h>
 
 #include "lmpi.h"
 
@@ -134,7 +145,10 @@ int pympi_status_fill(PyObject *status_obj, const MPI_Status *st)
                      Py_TYPE(status_obj)->tp_name);
         return -1;
     }
+    /* MPI leaves MPI_ERROR unset for single completions; as in mpi4py it
+     * reads SUCCESS after a call that returned normally. */
     ((pympi_status *)status_obj)->status = *st;
+    ((pympi_status *)status_obj)->status.MPI_ERROR = MPI_SUCCESS;
     return 0;
 }
 
@@ -161,10 +175,107 @@ typedef struct pympi_request {
     int source, tag;     /* REQ_OBJ_RECV: what to match */
     MPI_Count nbytes;    /* REQ_OBJ_RECV: the matched message's size */
     int done;            /* MPI completed it (or it failed) */
+    int failed;          /* REQ_OBJ_RECV: an MPI error while matching */
     int counted;         /* counted by lmpi_outstanding_add */
     MPI_Status status;
     PyObject *result; /* REQ_OBJ_RECV: the object, until wait()/test() returns it */
 } pympi_request;
+
+/* ------------------------------------------------------------ lazy irecvs */
+
+static pthread_mutex_t lazy_lock = PTHREAD_MUTEX_INITIALIZER;
+static pympi_request **lazy; /* unmatched object irecvs, oldest first */
+static size_t lazy_count, lazy_cap;
+static atomic_size_t lazy_size; /* lazy_count, read without the lock */
+
+static int lazy_add(pympi_request *r)
+{
+    pthread_mutex_lock(&lazy_lock);
+    int rc = 0;
+    if (lazy_count == lazy_cap) {
+        size_t cap = lazy_cap ? lazy_cap * 2 : 16;
+        pympi_request **p = PyMem_RawRealloc(lazy, cap * sizeof *p);
+        if (p) {
+            lazy = p;
+            lazy_cap = cap;
+        } else {
+            rc = -1;
+        }
+    }
+    if (rc == 0) {
+        lazy[lazy_count++] = r;
+        atomic_store(&lazy_size, lazy_count);
+    }
+    pthread_mutex_unlock(&lazy_lock);
+    return rc;
+}
+
+/* Removes lazy[i], keeping the order (lock held). */
+static void lazy_remove_at(size_t i)
+{
+    memmove(&lazy[i], &lazy[i + 1], (lazy_count - i - 1) * sizeof *lazy);
+    lazy_count--;
+    atomic_store(&lazy_size, lazy_count);
+}
+
+static void lazy_remove(pympi_request *r)
+{
+    pthread_mutex_lock(&lazy_lock);
+    for (size_t i = 0; i < lazy_count; i++)
+        if (lazy[i] == r) {
+            lazy_remove_at(i);
+            break;
+        }
+    pthread_mutex_unlock(&lazy_lock);
+}
+
+/* Tries to match r's message and start its receive (lock held). */
+static int lazy_match(pympi_request *r)
+{
+    MPI_Message msg;
+    MPI_Status st;
+    int flag = 0;
+    int rc = MPI_Improbe(r->source, r->tag, r->cs->comm, &flag, &msg, &st);
+    if (rc != MPI_SUCCESS || !flag)
+        return rc;
+    MPI_Count n = 0;
+    MPI_Get_count_c(&st, MPI_BYTE, &n);
+    void *raw = PyMem_RawMalloc(n > 0 ? (size_t)n : 1);
+    r->matched = 1;
+    if (!raw) {
+        /* The matched message must still be received: it is dropped. */
+        char one;
+        MPI_Mrecv_c(&one, 0, MPI_BYTE, &msg, MPI_STATUS_IGNORE);
+        r->failed = MPI_ERR_NO_MEM;
+        return MPI_SUCCESS;
+    }
+    r->op.raw = raw;
+    r->nbytes = n;
+    rc = MPI_Imrecv_c(raw, n, MPI_BYTE, &msg, &r->req);
+    if (rc != MPI_SUCCESS)
+        r->failed = rc;
+    return MPI_SUCCESS;
+}
+
+void pympi_irecv_service(void)
+{
+    if (atomic_load(&lazy_size) == 0)
+        return;
+    pthread_mutex_lock(&lazy_lock);
+    for (size_t i = 0; i < lazy_count;) {
+        pympi_request *r = lazy[i];
+        int rc = lazy_match(r);
+        if (rc != MPI_SUCCESS && !r->failed) {
+            r->matched = 1;
+            r->failed = rc;
+        }
+        if (r->matched)
+            lazy_remove_at(i);
+        else
+            i++;
+    }
+    pthread_mutex_unlock(&lazy_lock);
+}
 
 static pympi_request *request_new(pympi_commstate *cs, req_kind kind)
 {
@@ -183,6 +294,7 @@ static pympi_request *request_new(pympi_commstate *cs, req_kind kind)
     r->nbytes = 0;
     r->done = kind == REQ_NULL;
     r->counted = 0;
+    r->failed = 0;
     r->result = NULL;
     r->status.MPI_SOURCE = MPI_ANY_SOURCE;
     r->status.MPI_TAG = MPI_ANY_TAG;
@@ -208,6 +320,8 @@ static PyObject *request_tp_new(PyTypeObject *t, PyObject *args, PyObject *kwds)
 static void request_dealloc(PyObject *self)
 {
     pympi_request *r = (pympi_request *)self;
+    if (r->kind == REQ_OBJ_RECV && !r->done)
+        lazy_remove(r);
     if (!r->done && r->req != MPI_REQUEST_NULL && r->cs)
         pympi_park(r->cs, r->req, &r->op, 0);
     if (r->counted)
@@ -218,41 +332,20 @@ static void request_dealloc(PyObject *self)
     PyObject_Free(self);
 }
 
-/* One step of a wait, without the GIL: matches an object irecv's message
- * (starting its receive into raw memory), then tests. */
+/* One step of a wait, without the GIL: lets the lazy irecvs (this one
+ * included) match their messages, then tests. */
 static int request_step(void *arg, int *done)
 {
     pympi_request *r = arg;
-    if (r->done) {
-        *done = 1;
+    *done = r->done;
+    if (r->done)
         return MPI_SUCCESS;
-    }
-    *done = 0;
-    if (r->kind == REQ_OBJ_RECV && !r->matched) {
-        MPI_Message msg;
-        MPI_Status st;
-        int flag = 0;
-        int rc = MPI_Improbe(r->source, r->tag, r->cs->comm, &flag, &msg, &st);
-        if (rc != MPI_SUCCESS || !flag)
-            return rc;
-        MPI_Count n = 0;
-        MPI_Get_count_c(&st, MPI_BYTE, &n);
-        void *raw = PyMem_RawMalloc(n > 0 ? (size_t)n : 1);
-        if (!raw) {
-            /* The matched message must still be received: drop it. */
-            char one;
-            MPI_Mrecv_c(&one, 0, MPI_BYTE, &msg, MPI_STATUS_IGNORE);
-            r->done = 1;
-            return MPI_ERR_NO_MEM;
-        }
-        r->op.raw = raw;
-        r->nbytes = n;
-        r->matched = 1;
-        rc = MPI_Imrecv_c(raw, n, MPI_BYTE, &msg, &r->req);
-        if (rc != MPI_SUCCESS) {
-            r->done = 1;
-            return rc;
-        }
+    pympi_irecv_service();
+    if (r->kind == REQ_OBJ_RECV && !r->matched)
+        return MPI_SUCCESS;
+    if (r->failed) {
+        r->done = 1;
+        return r->failed;
     }
     int rc = MPI_Test(&r->req, done, &r->status);
     if (rc != MPI_SUCCESS || *done)
@@ -653,13 +746,36 @@ static PyObject *p_send(PyObject *self, PyObject *args, PyObject *kwds)
     Py_RETURN_NONE;
 }
 
-/* Receives the message matching source/tag into m (probe first). */
+/* Receives the message matching source/tag into m (probe first).  A
+ * message larger than m is received whole into scratch memory and raises
+ * MPI.Exception ERR_TRUNCATE (MPICH's own truncation error on a matched
+ * message would go to MPI_COMM_WORLD's handler, which aborts). */
 static int recv_into(pympi_commstate *cs, const pympi_msg *m, pympi_op *op, int source, int tag,
                      MPI_Status *st)
 {
     MPI_Message msg;
     if (pympi_probe(cs, source, tag, &msg, st) < 0)
         return -1;
+    MPI_Count have = 0, size = 0, n = 0;
+    MPI_Get_count_c(st, MPI_BYTE, &n);
+    if (m->buf && MPI_Type_size_c(m->type, &size) == MPI_SUCCESS)
+        have = m->count * size;
+    if (n > have) {
+        pympi_op scratch = {0};
+        scratch.raw = PyMem_RawMalloc((size_t)n);
+        MPI_Request req;
+        int rc = scratch.raw ? MPI_Imrecv_c(scratch.raw, n, MPI_BYTE, &msg, &req) : MPI_ERR_NO_MEM;
+        if (!scratch.raw) {
+            char one;
+            MPI_Mrecv_c(&one, 0, MPI_BYTE, &msg, MPI_STATUS_IGNORE);
+        }
+        if (pympi_check(rc) == 0 && pympi_wait(cs, &req, NULL, &scratch, 0) == 0)
+            pympi_raise_msg(MPI_ERR_TRUNCATE,
+                            "Message truncated: %lld bytes arrived, the receive buffer holds %lld",
+                            (long long)n, (long long)have);
+        pympi_op_clear(&scratch);
+        return -1;
+    }
     MPI_Request req;
     if (pympi_check(MPI_Imrecv_c(m->buf, m->count, m->type, &msg, &req)) < 0)
         return -1;
@@ -781,6 +897,7 @@ typedef struct iprobe_arg {
 static int iprobe_step(void *arg, int *done)
 {
     iprobe_arg *p = arg;
+    pympi_irecv_service();
     return MPI_Iprobe(p->source, p->tag, p->comm, done, p->status);
 }
 
@@ -983,6 +1100,11 @@ static PyObject *o_irecv(PyObject *self, PyObject *args, PyObject *kwds)
         return NULL;
     r->source = source;
     r->tag = tag;
+    if (lazy_add(r) < 0) {
+        r->done = 1;
+        Py_DECREF(r);
+        return PyErr_NoMemory();
+    }
     return (PyObject *)r;
 }
 
