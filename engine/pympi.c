@@ -26,11 +26,6 @@ void pympi_set_interrupt(const atomic_int *flag)
     pympi_flag = flag;
 }
 
-const atomic_int *pympi_interrupt_flag(void)
-{
-    return pympi_flag;
-}
-
 int pympi_interrupted(void)
 {
     return pympi_flag && atomic_load(pympi_flag);
@@ -60,7 +55,8 @@ static int exc_init(PyObject *self, PyObject *args, PyObject *kwds)
     PyObject *message = NULL;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "|iU:Exception", kw, &ierr, &message))
         return -1;
-    PyObject *base_args = message ? Py_BuildValue("(iO)", ierr, message) : Py_BuildValue("(i)", ierr);
+    PyObject *base_args =
+        message ? Py_BuildValue("(iO)", ierr, message) : Py_BuildValue("(i)", ierr);
     if (!base_args)
         return -1;
     int rc = ((PyTypeObject *)PyExc_RuntimeError)->tp_init(self, base_args, NULL);
@@ -131,14 +127,14 @@ static PyObject *exc_int(PyObject *self)
 static PyObject *exc_richcompare(PyObject *self, PyObject *other, int op)
 {
     if (op != Py_EQ && op != Py_NE)
-        Py_RETURN_NOTIMPLEMENTED;
+        return Py_NewRef(Py_NotImplemented);
     long a = ((pympi_exc *)self)->ierr, b;
     if (PyObject_TypeCheck(other, &exc_type))
         b = ((pympi_exc *)other)->ierr;
     else if (PyLong_Check(other))
         b = PyLong_AsLong(other);
     else
-        Py_RETURN_NOTIMPLEMENTED;
+        return Py_NewRef(Py_NotImplemented);
     if (b == -1 && PyErr_Occurred())
         return NULL;
     return PyBool_FromLong(op == Py_EQ ? a == b : a != b);
@@ -308,6 +304,14 @@ void pympi_park(pympi_commstate *cs, MPI_Request req, pympi_op *op, int collecti
 
 /* ------------------------------------------------------------ waiting */
 
+int pympi_poll(lmpi_step step, void *arg)
+{
+    PyThreadState *ts = PyEval_SaveThread(); /* the GIL is released */
+    int rc = lmpi_poll(step, arg, pympi_flag);
+    PyEval_RestoreThread(ts);
+    return rc;
+}
+
 typedef struct test_arg {
     MPI_Request *req;
     MPI_Status *status;
@@ -325,10 +329,7 @@ int pympi_wait(pympi_commstate *cs, MPI_Request *req, MPI_Status *status, pympi_
                int collective)
 {
     test_arg t = {req, status ? status : MPI_STATUS_IGNORE};
-    int rc;
-    Py_BEGIN_ALLOW_THREADS
-    rc = lmpi_poll(test_step, &t, pympi_flag);
-    Py_END_ALLOW_THREADS
+    int rc = pympi_poll(test_step, &t);
     if (rc == 0)
         return 0;
     if (rc > 0) {
@@ -360,10 +361,7 @@ static int probe_step(void *arg, int *done)
 int pympi_probe(pympi_commstate *cs, int source, int tag, MPI_Message *msg, MPI_Status *status)
 {
     probe_arg p = {source, tag, cs->comm, msg, status};
-    int rc;
-    Py_BEGIN_ALLOW_THREADS
-    rc = lmpi_poll(probe_step, &p, pympi_flag);
-    Py_END_ALLOW_THREADS
+    int rc = pympi_poll(probe_step, &p);
     if (rc == 0)
         return 0;
     if (rc > 0)

@@ -75,15 +75,16 @@ static PyObject *status_count_of(PyObject *self, PyObject *args, PyObject *kwds,
 {
     static char *kw[] = {"datatype", NULL};
     PyObject *dt = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, elements ? "O!:Get_elements" : "|O!:Get_count",
-                                     kw, &pympi_datatype_type, &dt))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, elements ? "O!:Get_elements" : "|O!:Get_count", kw,
+                                     &pympi_datatype_type, &dt))
         return NULL;
     MPI_Datatype type = dt ? ((pympi_datatype *)dt)->type : MPI_BYTE;
     MPI_Count n = 0;
     if (type == MPI_DATATYPE_NULL)
         return pympi_raise_msg(MPI_ERR_TYPE, "invalid datatype (MPI.DATATYPE_NULL)");
     MPI_Status *st = &((pympi_status *)self)->status;
-    if (pympi_check(elements ? MPI_Get_elements_c(st, type, &n) : MPI_Get_count_c(st, type, &n)) < 0)
+    if (pympi_check(elements ? MPI_Get_elements_c(st, type, &n) : MPI_Get_count_c(st, type, &n)) <
+        0)
         return NULL;
     return PyLong_FromLongLong((long long)n);
 }
@@ -154,8 +155,7 @@ int pympi_status_fill(PyObject *status_obj, const MPI_Status *st)
 
 static int status_arg_ok(PyObject *status_obj)
 {
-    if (!status_obj || status_obj == Py_None ||
-        PyObject_TypeCheck(status_obj, &pympi_status_type))
+    if (!status_obj || status_obj == Py_None || PyObject_TypeCheck(status_obj, &pympi_status_type))
         return 1;
     PyErr_Format(PyExc_TypeError, "status must be an MPI.Status or None, not '%s'",
                  Py_TYPE(status_obj)->tp_name);
@@ -384,10 +384,7 @@ static int request_wait(pympi_request *r)
     if (r->done && !r->cs)
         return 0;
     pympi_reap();
-    int rc;
-    Py_BEGIN_ALLOW_THREADS
-    rc = lmpi_poll(request_step, r, pympi_interrupt_flag());
-    Py_END_ALLOW_THREADS
+    int rc = pympi_poll(request_step, r);
     if (rc < 0) {
         PyErr_SetNone(PyExc_KeyboardInterrupt);
         return -1;
@@ -424,7 +421,7 @@ static PyObject *req_Wait(PyObject *self, PyObject *args, PyObject *kwds)
     pympi_request *r = (pympi_request *)self;
     if (request_wait(r) < 0 || pympi_status_fill(st, &r->status) < 0)
         return NULL;
-    Py_RETURN_TRUE;
+    return Py_NewRef(Py_True);
 }
 
 static PyObject *req_wait(PyObject *self, PyObject *args, PyObject *kwds)
@@ -536,7 +533,7 @@ static PyObject *waitall_common(PyObject *args, PyObject *kwds, int objects)
     }
     if (!objects) {
         Py_DECREF(list);
-        Py_RETURN_TRUE;
+        return Py_NewRef(Py_True);
     }
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(list); i++) {
         PyObject *v = request_take((pympi_request *)PyList_GET_ITEM(list, i));
@@ -654,10 +651,7 @@ static PyObject *req_Waitany(PyObject *cls, PyObject *args, PyObject *kwds)
         goto done;
     }
     any_arg a = {reqs, active, -1};
-    int rc;
-    Py_BEGIN_ALLOW_THREADS
-    rc = lmpi_poll(any_step, &a, pympi_interrupt_flag());
-    Py_END_ALLOW_THREADS
+    int rc = pympi_poll(any_step, &a);
     if (rc < 0) {
         PyErr_SetNone(PyExc_KeyboardInterrupt);
         goto done;
@@ -678,7 +672,8 @@ static int request_bool(PyObject *self)
 }
 
 static PyMethodDef request_methods[] = {
-    {"Wait", PYMPI_KW(req_Wait), METH_VARARGS | METH_KEYWORDS, "Wait(status=None): True when done."},
+    {"Wait", PYMPI_KW(req_Wait), METH_VARARGS | METH_KEYWORDS,
+     "Wait(status=None): True when done."},
     {"Test", PYMPI_KW(req_Test), METH_VARARGS | METH_KEYWORDS, "Test(status=None): done?"},
     {"wait", PYMPI_KW(req_wait), METH_VARARGS | METH_KEYWORDS,
      "wait(status=None): the received object (irecv) or None."},
@@ -743,7 +738,7 @@ static PyObject *p_send(PyObject *self, PyObject *args, PyObject *kwds)
         return NULL;
     }
     pympi_op_clear(&op);
-    Py_RETURN_NONE;
+    return Py_NewRef(Py_None);
 }
 
 /* Receives the message matching source/tag into m (probe first).  A
@@ -802,17 +797,17 @@ static PyObject *p_recv(PyObject *self, PyObject *args, PyObject *kwds)
     pympi_op_clear(&op);
     if (rc < 0 || pympi_status_fill(st, &status) < 0)
         return NULL;
-    Py_RETURN_NONE;
+    return Py_NewRef(Py_None);
 }
 
 static PyObject *p_sendrecv(PyObject *self, PyObject *args, PyObject *kwds)
 {
-    static char *kw[] = {"sendbuf", "dest", "sendtag", "recvbuf", "source", "recvtag", "status",
-                         NULL};
+    static char *kw[] = {"sendbuf", "dest",    "sendtag", "recvbuf",
+                         "source",  "recvtag", "status",  NULL};
     PyObject *sendbuf, *recvbuf = Py_None, *st = NULL;
     int dest, sendtag = 0, source = MPI_ANY_SOURCE, recvtag = MPI_ANY_TAG;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "Oi|iOiiO:Sendrecv", kw, &sendbuf, &dest,
-                                     &sendtag, &recvbuf, &source, &recvtag, &st) ||
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "Oi|iOiiO:Sendrecv", kw, &sendbuf, &dest, &sendtag,
+                                     &recvbuf, &source, &recvtag, &st) ||
         !status_arg_ok(st))
         return NULL;
     pympi_commstate *cs = pympi_begin(self, 0, "Sendrecv");
@@ -837,7 +832,7 @@ done:
     pympi_op_clear(&rop);
     if (rc < 0 || pympi_status_fill(st, &status) < 0)
         return NULL;
-    Py_RETURN_NONE;
+    return Py_NewRef(Py_None);
 }
 
 static PyObject *p_isend(PyObject *self, PyObject *args, PyObject *kwds)
@@ -918,9 +913,7 @@ static PyObject *probe_common(PyObject *self, PyObject *args, PyObject *kwds, in
     iprobe_arg p = {source, tag, cs->comm, &status};
     int flag = 0, rc;
     if (wait) {
-        Py_BEGIN_ALLOW_THREADS
-        rc = lmpi_poll(iprobe_step, &p, pympi_interrupt_flag());
-        Py_END_ALLOW_THREADS
+        rc = pympi_poll(iprobe_step, &p);
         flag = rc == 0;
         if (rc < 0) {
             PyErr_SetNone(PyExc_KeyboardInterrupt);
@@ -971,7 +964,7 @@ static PyObject *o_send(PyObject *self, PyObject *args, PyObject *kwds)
     pympi_op_clear(&op);
     if (rc < 0)
         return NULL;
-    Py_RETURN_NONE;
+    return Py_NewRef(Py_None);
 }
 
 /* Receives one pickled object (probe, then a receive of its exact size). */
@@ -1018,8 +1011,8 @@ static PyObject *o_recv(PyObject *self, PyObject *args, PyObject *kwds)
 
 static PyObject *o_sendrecv(PyObject *self, PyObject *args, PyObject *kwds)
 {
-    static char *kw[] = {"sendobj", "dest", "sendtag", "recvbuf", "source", "recvtag", "status",
-                         NULL};
+    static char *kw[] = {"sendobj", "dest",    "sendtag", "recvbuf",
+                         "source",  "recvtag", "status",  NULL};
     PyObject *obj, *recvbuf = Py_None, *st = NULL;
     int dest, sendtag = 0, source = MPI_ANY_SOURCE, recvtag = MPI_ANY_TAG;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "Oi|iOiiO:sendrecv", kw, &obj, &dest, &sendtag,
@@ -1115,7 +1108,8 @@ PyMethodDef pympi_p2p_methods[] = {
     {"Sendrecv", PYMPI_KW(p_sendrecv), METH_VARARGS | METH_KEYWORDS,
      "Sendrecv(sendbuf, dest, sendtag=0, recvbuf=None, source=ANY_SOURCE, recvtag=ANY_TAG, "
      "status=None)."},
-    {"Isend", PYMPI_KW(p_isend), METH_VARARGS | METH_KEYWORDS, "Isend(buf, dest, tag=0) -> Request."},
+    {"Isend", PYMPI_KW(p_isend), METH_VARARGS | METH_KEYWORDS,
+     "Isend(buf, dest, tag=0) -> Request."},
     {"Irecv", PYMPI_KW(p_irecv), METH_VARARGS | METH_KEYWORDS,
      "Irecv(buf, source=ANY_SOURCE, tag=ANY_TAG) -> Request."},
     {"Probe", PYMPI_KW(p_probe), METH_VARARGS | METH_KEYWORDS,
@@ -1128,7 +1122,8 @@ PyMethodDef pympi_p2p_methods[] = {
     {"sendrecv", PYMPI_KW(o_sendrecv), METH_VARARGS | METH_KEYWORDS,
      "sendrecv(sendobj, dest, sendtag=0, recvbuf=None, source=ANY_SOURCE, recvtag=ANY_TAG, "
      "status=None) -> object."},
-    {"isend", PYMPI_KW(o_isend), METH_VARARGS | METH_KEYWORDS, "isend(obj, dest, tag=0) -> Request."},
+    {"isend", PYMPI_KW(o_isend), METH_VARARGS | METH_KEYWORDS,
+     "isend(obj, dest, tag=0) -> Request."},
     {"irecv", PYMPI_KW(o_irecv), METH_VARARGS | METH_KEYWORDS,
      "irecv(buf=None, source=ANY_SOURCE, tag=ANY_TAG) -> Request; wait() returns the object."},
     {"probe", PYMPI_KW(p_probe), METH_VARARGS | METH_KEYWORDS, "probe(...): Probe."},
