@@ -257,6 +257,16 @@ static int lazy_match(pympi_request *r)
     return MPI_SUCCESS;
 }
 
+/* Whether r's message is matched: another thread's wait may have matched
+ * it (and written r->req) under the lock. */
+static int lazy_matched(pympi_request *r)
+{
+    pthread_mutex_lock(&lazy_lock);
+    int matched = r->matched;
+    pthread_mutex_unlock(&lazy_lock);
+    return matched;
+}
+
 void pympi_irecv_service(void)
 {
     if (atomic_load(&lazy_size) == 0)
@@ -341,7 +351,7 @@ static int request_step(void *arg, int *done)
     if (r->done)
         return MPI_SUCCESS;
     pympi_irecv_service();
-    if (r->kind == REQ_OBJ_RECV && !r->matched)
+    if (r->kind == REQ_OBJ_RECV && !lazy_matched(r))
         return MPI_SUCCESS;
     if (r->failed) {
         r->done = 1;

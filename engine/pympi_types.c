@@ -176,7 +176,19 @@ static int datatype_bool(PyObject *self)
     return ((pympi_datatype *)self)->type != MPI_DATATYPE_NULL;
 }
 
+/* Predefined datatypes pickle by name (mpi4py.MPI.DOUBLE). */
+static PyObject *datatype_reduce(PyObject *self, PyObject *unused)
+{
+    pympi_datatype *d = (pympi_datatype *)self;
+    for (const named_type *n = datatypes; n->name; n++)
+        if (n->type == d->type)
+            return PyUnicode_FromString(n->name);
+    PyErr_SetString(PyExc_TypeError, "cannot pickle this MPI.Datatype");
+    return NULL;
+}
+
 static PyMethodDef datatype_methods[] = {
+    {"__reduce__", datatype_reduce, METH_NOARGS, NULL},
     {"Get_size", datatype_get_size, METH_NOARGS, "Bytes of one element's data."},
     {"Get_extent", datatype_get_extent, METH_NOARGS, "(lb, extent) in bytes."},
     {"Get_name", datatype_get_name, METH_NOARGS, "MPI's name of the datatype."},
@@ -421,7 +433,14 @@ static PyObject *op_is_commutative(PyObject *self, PyObject *unused)
     return PyBool_FromLong(commute);
 }
 
+/* Predefined ops pickle by name (mpi4py.MPI.SUM). */
+static PyObject *op_reduce(PyObject *self, PyObject *unused)
+{
+    return PyUnicode_FromString(ops[((pympi_opobj *)self)->kind].name);
+}
+
 static PyMethodDef op_methods[] = {
+    {"__reduce__", op_reduce, METH_NOARGS, NULL},
     {"Is_commutative", op_is_commutative, METH_NOARGS, "Whether the op commutes."},
     {NULL, NULL, 0, NULL},
 };

@@ -107,6 +107,10 @@ def ops_on_objects():
     assert MPI.MAXLOC((1, 3), (1, 2)) == (1, 2) and MPI.MAXLOC((2, 3), (1, 2)) == (2, 3)
     assert MPI.MINLOC((1, 3), (0, 9)) == (0, 9)
     assert MPI.SUM.Is_commutative() and MPI.SUM == MPI.SUM and MPI.SUM != MPI.PROD
+    # predefined ops and datatypes travel by name, as in mpi4py
+    assert pickle.loads(pickle.dumps(MPI.MAX)) is MPI.MAX
+    assert pickle.loads(pickle.dumps(MPI.INT64_T)) is MPI.INT64_T
+    assert comm.bcast(MPI.PROD if rank == 0 else None) is MPI.PROD
 
 
 # ------------------------------------------------------------------ buffer collectives
@@ -462,6 +466,9 @@ def mpi4py_exceptions():
     raises(ValueError, comm.Recv, ro, source=MPI.PROC_NULL)  # NumPy's own error
     raises(BufferError, comm.Recv, b"xx", source=MPI.PROC_NULL)
     raises(KeyError, comm.Bcast, np.zeros(2, ">f8"))  # big-endian: no MPI datatype
+    raises(KeyError, comm.Bcast, np.zeros(2, "e"))  # half floats: none either
+    e = raises(ValueError, comm.Bcast, np.zeros((4, 4))[:, 0])  # NumPy: not contiguous
+    assert "contiguous" in str(e)
     raises(TypeError, comm.Recv, np.zeros(1), source=MPI.PROC_NULL, status="no")
     # truncation: a message bigger than the receive buffer
     right, left = (rank + 1) % size, (rank - 1) % size
