@@ -202,7 +202,7 @@ soak: deps all
 # recipes by a dry run (`make compile_commands` alone for editors and clangd).
 LINT_UNITS := $(OBJ)/server/main.o $(SERVER_OBJ) $(OBJ)/engine/main.o $(ENGINE_OBJ) \
   $(OBJ)/cli/main.o $(CLI_OBJ) $(COMMON_OBJ) $(UNIT_SRC:tests/unit/%.c=$(OBJ)/tests/%.o) \
-  $(PLUGIN_LIB) $(BENCH_SRC:bench/%.c=$(OBJ)/bench/%.o) $(FUZZ_BIN)
+  $(PLUGIN_LIB) $(BENCH_SRC:bench/%.c=$(OBJ)/bench/%.o) $(FUZZ_BIN) $(OBJ)/tests/mpi/pympi_host.o
 compile_commands:
 	@mkdir -p $(BUILD)
 	@$(MAKE) --no-print-directory -n -B $(LINT_UNITS) | scripts/lint/compile-commands > $(BUILD)/compile_commands.json.tmp

@@ -26,11 +26,6 @@ void pympi_set_interrupt(const atomic_int *flag)
     pympi_flag = flag;
 }
 
-const atomic_int *pympi_interrupt_flag(void)
-{
-    return pympi_flag;
-}
-
 int pympi_interrupted(void)
 {
     return pympi_flag && atomic_load(pympi_flag);
@@ -60,7 +55,8 @@ static int exc_init(PyObject *self, PyObject *args, PyObject *kwds)
     PyObject *message = NULL;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "|iU:Exception", kw, &ierr, &message))
         return -1;
-    PyObject *base_args = message ? Py_BuildValue("(iO)", ierr, message) : Py_BuildValue("(i)", ierr);
+    PyObject *base_args =
+        message ? Py_BuildValue("(iO)", ierr, message) : Py_BuildValue("(i)", ierr);
     if (!base_args)
         return -1;
     int rc = ((PyTypeObject *)PyExc_RuntimeError)->tp_init(self, base_args, NULL);
@@ -131,14 +127,14 @@ static PyObject *exc_int(PyObject *self)
 static PyObject *exc_richcompare(PyObject *self, PyObject *other, int op)
 {
     if (op != Py_EQ && op != Py_NE)
-        Py_RETURN_NOTIMPLEMENTED;
+        return Py_NewRef(Py_NotImplemented);
     long a = ((pympi_exc *)self)->ierr, b;
     if (PyObject_TypeCheck(other, &exc_type))
         b = ((pympi_exc *)other)->ierr;
     else if (PyLong_Check(other))
         b = PyLong_AsLong(other);
     else
-        Py_RETURN_NOTIMPLEMENTED;
+        return Py_NewRef(Py_NotImplemented);
     if (b == -1 && PyErr_Occurred())
         return NULL;
     return PyBool_FromLong(op == Py_EQ ? a == b : a != b);
@@ -308,13 +304,32 @@ void pympi_park(pympi_commstate *cs, MPI_Request req, pympi_op *op, int collecti
 
 /* ------------------------------------------------------------ waiting */
 
+int pympi_poll(lmpi_step step, void *arg)
+{
+    PyThreadState *ts = PyEval_SaveThread(); /* the GIL is released */
+    int rc = lmpi_poll(step, arg, pympi_flag);
+    PyEval_RestoreThread(ts);
+    return rc;
+}
+
+typedef struct test_arg {
+    MPI_Request *req;
+    MPI_Status *status;
+} test_arg;
+
+/* Each round of a wait also lets lazy irecvs match (pympi_p2p.c). */
+static int test_step(void *arg, int *done)
+{
+    test_arg *t = arg;
+    pympi_irecv_service();
+    return MPI_Test(t->req, done, t->status);
+}
+
 int pympi_wait(pympi_commstate *cs, MPI_Request *req, MPI_Status *status, pympi_op *op,
                int collective)
 {
-    int rc;
-    Py_BEGIN_ALLOW_THREADS
-    rc = lmpi_wait_status(req, status ? status : MPI_STATUS_IGNORE, pympi_flag);
-    Py_END_ALLOW_THREADS
+    test_arg t = {req, status ? status : MPI_STATUS_IGNORE};
+    int rc = pympi_poll(test_step, &t);
     if (rc == 0)
         return 0;
     if (rc > 0) {
@@ -339,16 +354,14 @@ typedef struct probe_arg {
 static int probe_step(void *arg, int *done)
 {
     probe_arg *p = arg;
+    pympi_irecv_service();
     return MPI_Improbe(p->source, p->tag, p->comm, done, p->msg, p->status);
 }
 
 int pympi_probe(pympi_commstate *cs, int source, int tag, MPI_Message *msg, MPI_Status *status)
 {
     probe_arg p = {source, tag, cs->comm, msg, status};
-    int rc;
-    Py_BEGIN_ALLOW_THREADS
-    rc = lmpi_poll(probe_step, &p, pympi_flag);
-    Py_END_ALLOW_THREADS
+    int rc = pympi_poll(probe_step, &p);
     if (rc == 0)
         return 0;
     if (rc > 0)
@@ -743,6 +756,11 @@ int pympi_register(void)
         return -1;
     if (!mpi_active() || world_state)
         return 0;
+    /* As mpi4py does: errors on the predefined communicators return.  MPICH
+     * reports errors of MPI_Test (a truncated receive, a failed collective)
+     * to MPI_COMM_WORLD's handler, which would otherwise abort the job. */
+    MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+    MPI_Comm_set_errhandler(MPI_COMM_SELF, MPI_ERRORS_RETURN);
     /* Private duplicates: user traffic never matches the engine's own. */
     MPI_Comm world = MPI_COMM_NULL, self = MPI_COMM_NULL;
     MPI_Request req;
@@ -751,6 +769,10 @@ int pympi_register(void)
         rc = lmpi_wait(&req, NULL);
     if (rc == MPI_SUCCESS)
         rc = MPI_Comm_dup(MPI_COMM_SELF, &self);
+    if (rc == MPI_SUCCESS) { /* the names mpi4py users see */
+        MPI_Comm_set_name(world, "MPI_COMM_WORLD");
+        MPI_Comm_set_name(self, "MPI_COMM_SELF");
+    }
     if (rc == MPI_SUCCESS && !(world_state = pympi_commstate_new(world, 1)))
         rc = MPI_ERR_NO_MEM;
     if (rc == MPI_SUCCESS && !(self_state = pympi_commstate_new(self, 1)))

@@ -34,7 +34,11 @@
  * MPI` and `import mpi4py.MPI` find them.  When MPI is initialised this also
  * duplicates MPI_COMM_WORLD and MPI_COMM_SELF for MPI.COMM_WORLD and
  * MPI.COMM_SELF: a collective call over MPI_COMM_WORLD, so every rank calls
- * it at the same point of its start-up.  Call at most once per process,
+ * it at the same point of its start-up.  And, as mpi4py does, it sets
+ * MPI_ERRORS_RETURN on MPI_COMM_WORLD and MPI_COMM_SELF: MPICH reports the
+ * errors of MPI_Test there, and they must become Python exceptions, not
+ * abort the job (so the host's own calls on MPI_COMM_WORLD must check
+ * their return codes).  Call at most once per process,
  * before Py_Initialize.  0, or -1 when the table or MPI refused. */
 int pympi_register(void);
 

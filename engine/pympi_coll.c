@@ -18,7 +18,7 @@ static PyObject *finish(pympi_commstate *cs, MPI_Request *req, pympi_op *op)
     pympi_op_clear(op);
     if (rc < 0)
         return NULL;
-    Py_RETURN_NONE;
+    return Py_NewRef(Py_None);
 }
 
 /* Starting failed (rc is not MPI_SUCCESS, or an exception is set). */
@@ -82,8 +82,9 @@ static PyObject *reduce_common(PyObject *self, PyObject *args, PyObject *kwds, r
         return NULL;
     MPI_Op mop = opobj ? pympi_op_of(opobj) : MPI_SUM;
     if (mop == MPI_OP_NULL)
-        return opobj && PyErr_Occurred() ? NULL
-                                         : pympi_raise_msg(MPI_ERR_OP, "%s: invalid op (MPI.OP_NULL)", what);
+        return opobj && PyErr_Occurred()
+                   ? NULL
+                   : pympi_raise_msg(MPI_ERR_OP, "%s: invalid op (MPI.OP_NULL)", what);
     pympi_commstate *cs = pympi_begin(self, 1, what);
     if (!cs)
         return NULL;
@@ -104,18 +105,10 @@ static PyObject *reduce_common(PyObject *self, PyObject *args, PyObject *kwds, r
     MPI_Request req;
     int rc;
     switch (kind) {
-    case R_REDUCE:
-        rc = MPI_Ireduce_c(s.buf, r.buf, count, type, mop, root, cs->comm, &req);
-        break;
-    case R_ALLREDUCE:
-        rc = MPI_Iallreduce_c(s.buf, r.buf, count, type, mop, cs->comm, &req);
-        break;
-    case R_SCAN:
-        rc = MPI_Iscan_c(s.buf, r.buf, count, type, mop, cs->comm, &req);
-        break;
-    default:
-        rc = MPI_Iexscan_c(s.buf, r.buf, count, type, mop, cs->comm, &req);
-        break;
+    case R_REDUCE: rc = MPI_Ireduce_c(s.buf, r.buf, count, type, mop, root, cs->comm, &req); break;
+    case R_ALLREDUCE: rc = MPI_Iallreduce_c(s.buf, r.buf, count, type, mop, cs->comm, &req); break;
+    case R_SCAN: rc = MPI_Iscan_c(s.buf, r.buf, count, type, mop, cs->comm, &req); break;
+    default: rc = MPI_Iexscan_c(s.buf, r.buf, count, type, mop, cs->comm, &req); break;
     }
     return rc != MPI_SUCCESS ? fail(&op, rc) : finish(cs, &req, &op);
 }
@@ -245,7 +238,6 @@ PyMethodDef pympi_coll_methods[] = {
      "Scatter(sendbuf, recvbuf, root=0)."},
     {"Allgather", PYMPI_KW(c_allgather), METH_VARARGS | METH_KEYWORDS,
      "Allgather(sendbuf, recvbuf)."},
-    {"Alltoall", PYMPI_KW(c_alltoall), METH_VARARGS | METH_KEYWORDS,
-     "Alltoall(sendbuf, recvbuf)."},
+    {"Alltoall", PYMPI_KW(c_alltoall), METH_VARARGS | METH_KEYWORDS, "Alltoall(sendbuf, recvbuf)."},
     {NULL, NULL, 0, NULL},
 };

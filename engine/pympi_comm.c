@@ -13,7 +13,6 @@
 
 #include "lmpi.h"
 
-
 pympi_commstate *pympi_commstate_new(MPI_Comm comm, int owned)
 {
     pympi_commstate *cs = PyMem_RawCalloc(1, sizeof *cs);
@@ -103,14 +102,14 @@ static PyObject *comm_is_inter(PyObject *self, PyObject *unused)
 {
     if (!comm_state(self, "Is_inter"))
         return NULL;
-    Py_RETURN_FALSE;
+    return Py_NewRef(Py_False);
 }
 
 static PyObject *comm_is_intra(PyObject *self, PyObject *unused)
 {
     if (!comm_state(self, "Is_intra"))
         return NULL;
-    Py_RETURN_TRUE;
+    return Py_NewRef(Py_True);
 }
 
 static PyObject *comm_barrier(PyObject *self, PyObject *unused)
@@ -124,7 +123,7 @@ static PyObject *comm_barrier(PyObject *self, PyObject *unused)
     pympi_op op = {0};
     if (pympi_wait(cs, &req, NULL, &op, 1) < 0)
         return NULL;
-    Py_RETURN_NONE;
+    return Py_NewRef(Py_None);
 }
 
 /* Split(color=0, key=0): the (color, key) pairs are exchanged with a
@@ -213,13 +212,13 @@ static PyObject *comm_free(PyObject *self, PyObject *unused)
         return pympi_raise_msg(MPI_ERR_COMM, "Free: cannot free a predefined communicator");
     pympi_commstate_release(c->cs);
     c->cs = NULL;
-    Py_RETURN_NONE;
+    return Py_NewRef(Py_None);
 }
 
 static PyObject *comm_richcompare(PyObject *a, PyObject *b, int op)
 {
     if (!PyObject_TypeCheck(b, &pympi_comm_type) || (op != Py_EQ && op != Py_NE))
-        Py_RETURN_NOTIMPLEMENTED;
+        return Py_NewRef(Py_NotImplemented);
     pympi_commstate *x = ((pympi_comm *)a)->cs, *y = ((pympi_comm *)b)->cs;
     MPI_Comm cx = x ? x->comm : MPI_COMM_NULL, cy = y ? y->comm : MPI_COMM_NULL;
     return PyBool_FromLong(op == Py_EQ ? cx == cy : cx != cy);

@@ -31,6 +31,7 @@
 
 #include <mpi.h>
 
+#include "lmpi.h"
 #include "pympi.h"
 
 /* Casts a METH_VARARGS | METH_KEYWORDS function for a PyMethodDef. */
@@ -98,6 +99,9 @@ void pympi_op_clear(pympi_op *op);
  * collective. */
 int pympi_wait(pympi_commstate *cs, MPI_Request *req, MPI_Status *status, pympi_op *op,
                int collective);
+/* lmpi_poll(step, arg) with the GIL released and the interrupt flag: 0,
+ * -1 interrupted, or an MPI error code (nothing raised). */
+int pympi_poll(lmpi_step step, void *arg);
 /* Waits in a matched probe (GIL released).  0 found; -1 + exception
  * (MPI.Exception, or KeyboardInterrupt: nothing to park). */
 int pympi_probe(pympi_commstate *cs, int source, int tag, MPI_Message *msg, MPI_Status *status);
@@ -105,9 +109,8 @@ int pympi_probe(pympi_commstate *cs, int source, int tag, MPI_Message *msg, MPI_
 void pympi_park(pympi_commstate *cs, MPI_Request req, pympi_op *op, int collective);
 /* Frees parked operations that MPI has completed. */
 void pympi_reap(void);
-/* 1 when the interrupt flag is set; the flag itself (may be NULL). */
+/* 1 when the interrupt flag is set. */
 int pympi_interrupted(void);
-const atomic_int *pympi_interrupt_flag(void);
 
 /* Raises MPI.Exception for rc (an MPI error code) and returns NULL. */
 PyObject *pympi_raise(int rc);
@@ -175,9 +178,9 @@ typedef struct pympi_msg {
 } pympi_msg;
 
 enum {
-    PYMPI_MSG_WRITE = 1,     /* MPI writes the buffer */
-    PYMPI_MSG_IN_PLACE = 2,  /* MPI.IN_PLACE is allowed */
-    PYMPI_MSG_NONE = 4       /* None is allowed (an unused buffer) */
+    PYMPI_MSG_WRITE = 1,    /* MPI writes the buffer */
+    PYMPI_MSG_IN_PLACE = 2, /* MPI.IN_PLACE is allowed */
+    PYMPI_MSG_NONE = 4      /* None is allowed (an unused buffer) */
 };
 
 /* Parses obj into msg for `blocks` equal blocks (1, or the communicator's
@@ -204,6 +207,9 @@ typedef struct pympi_status {
 } pympi_status;
 extern PyTypeObject pympi_status_type;
 extern PyTypeObject pympi_request_type;
+/* Lets the unmatched object irecvs match their messages, oldest first
+ * (called by every wait round; no GIL needed). */
+void pympi_irecv_service(void);
 /* Adds Request and Status to module m. */
 int pympi_p2p_init(PyObject *m);
 /* Copies st into a Status object (or does nothing for None / NULL); -1 +

@@ -118,7 +118,8 @@ static int run(pympi_commstate *cs, int rc, MPI_Request *req, pympi_op *op)
 }
 
 /* A list of the p objects pickled in data at displs/lens. */
-static PyObject *unpickle_all(const char *data, const MPI_Count *lens, const MPI_Aint *displs, int p)
+static PyObject *unpickle_all(const char *data, const MPI_Count *lens, const MPI_Aint *displs,
+                              int p)
 {
     PyObject *list = PyList_New(p);
     for (int i = 0; list && i < p; i++) {
@@ -250,7 +251,7 @@ static PyObject *fold(PyObject *list, PyObject *opobj)
 {
     Py_ssize_t n = PyList_GET_SIZE(list);
     if (n == 0)
-        Py_RETURN_NONE;
+        return Py_NewRef(Py_None);
     PyObject *acc = Py_NewRef(PyList_GET_ITEM(list, 0));
     for (Py_ssize_t i = 1; acc && i < n; i++) {
         PyObject *next = pympi_op_apply(opobj, acc, PyList_GET_ITEM(list, i));
@@ -273,15 +274,11 @@ static PyObject *ogather_common(PyObject *self, PyObject *args, PyObject *kwds, 
     case O_GATHER:
         ok = PyArg_ParseTupleAndKeywords(args, kwds, "O|i", kw_gather, &obj, &root);
         break;
-    case O_ALLGATHER:
-        ok = PyArg_ParseTupleAndKeywords(args, kwds, "O", kw_allgather, &obj);
-        break;
+    case O_ALLGATHER: ok = PyArg_ParseTupleAndKeywords(args, kwds, "O", kw_allgather, &obj); break;
     case O_REDUCE:
         ok = PyArg_ParseTupleAndKeywords(args, kwds, "O|Oi", kw_reduce, &obj, &opobj, &root);
         break;
-    default:
-        ok = PyArg_ParseTupleAndKeywords(args, kwds, "O|O", kw_allreduce, &obj, &opobj);
-        break;
+    default: ok = PyArg_ParseTupleAndKeywords(args, kwds, "O|O", kw_allreduce, &obj, &opobj); break;
     }
     if (!ok)
         return NULL;
@@ -396,7 +393,7 @@ static PyObject *o_scatter(PyObject *self, PyObject *args, PyObject *kwds)
     if (run(cs, MPI_Iscatter(lens, 1, MPI_INT64_T, mine, 1, MPI_INT64_T, root, cs->comm, &req),
             &req, &op) < 0)
         goto done;
-    if (*mine < 0) {
+    if (*mine < 0 || (is_root && !data)) { /* the root told everyone */
         raise_failed("scatter", err, root);
         err = NULL;
         goto done;

@@ -5,15 +5,26 @@
  * Blocking receives wait in a matched probe (MPI_Improbe, polled the
  * yielding way) and only then receive (MPI_Imrecv): an interrupted receive
  * has not touched MPI, and an object arrives whole whatever its size.  An
- * irecv of an object has no buffer to post, so (as the Lua module's irecv)
- * it matches its message when it is first tested or waited on: two irecvs
- * for the same source and tag match messages in the order they are waited
- * on.  Irecv of a buffer is posted at once (MPI_Irecv).
+ * irecv of an object has no buffer to post: it is a "lazy" receive, kept
+ * in a list in the order they were made, and every wait of the module (and
+ * every test) first tries to match the lazy receives in that order
+ * (pympi_irecv_service).  So while this rank is inside any MPI call of the
+ * module its irecvs take their messages as a posted receive would, in
+ * posting order, before a later recv can; `req = irecv(); send(big);
+ * req.wait()` on every rank does not deadlock.  Irecv of a buffer is posted
+ * at once (MPI_Irecv).
+ *
+ * The lazy list is guarded by lazy_lock (waits run without the GIL);
+ * everything else here runs with the GIL, or (request_step) on the thread
+ * waiting for that request.
  *
  * A Request keeps every buffer of its operation until it completes; a
  * Request dropped while MPI still owns its operation is parked (pympi.c).
  */
 #include "pympi_impl.h"
+
+#include <pthread.h>
+#include <string.h>
 
 #include "lmpi.h"
 
@@ -64,15 +75,16 @@ static PyObject *status_count_of(PyObject *self, PyObject *args, PyObject *kwds,
 {
     static char *kw[] = {"datatype", NULL};
     PyObject *dt = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, elements ? "O!:Get_elements" : "|O!:Get_count",
-                                     kw, &pympi_datatype_type, &dt))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, elements ? "O!:Get_elements" : "|O!:Get_count", kw,
+                                     &pympi_datatype_type, &dt))
         return NULL;
     MPI_Datatype type = dt ? ((pympi_datatype *)dt)->type : MPI_BYTE;
     MPI_Count n = 0;
     if (type == MPI_DATATYPE_NULL)
         return pympi_raise_msg(MPI_ERR_TYPE, "invalid datatype (MPI.DATATYPE_NULL)");
     MPI_Status *st = &((pympi_status *)self)->status;
-    if (pympi_check(elements ? MPI_Get_elements_c(st, type, &n) : MPI_Get_count_c(st, type, &n)) < 0)
+    if (pympi_check(elements ? MPI_Get_elements_c(st, type, &n) : MPI_Get_count_c(st, type, &n)) <
+        0)
         return NULL;
     return PyLong_FromLongLong((long long)n);
 }
@@ -134,14 +146,16 @@ int pympi_status_fill(PyObject *status_obj, const MPI_Status *st)
                      Py_TYPE(status_obj)->tp_name);
         return -1;
     }
+    /* MPI leaves MPI_ERROR unset for single completions; as in mpi4py it
+     * reads SUCCESS after a call that returned normally. */
     ((pympi_status *)status_obj)->status = *st;
+    ((pympi_status *)status_obj)->status.MPI_ERROR = MPI_SUCCESS;
     return 0;
 }
 
 static int status_arg_ok(PyObject *status_obj)
 {
-    if (!status_obj || status_obj == Py_None ||
-        PyObject_TypeCheck(status_obj, &pympi_status_type))
+    if (!status_obj || status_obj == Py_None || PyObject_TypeCheck(status_obj, &pympi_status_type))
         return 1;
     PyErr_Format(PyExc_TypeError, "status must be an MPI.Status or None, not '%s'",
                  Py_TYPE(status_obj)->tp_name);
@@ -161,10 +175,117 @@ typedef struct pympi_request {
     int source, tag;     /* REQ_OBJ_RECV: what to match */
     MPI_Count nbytes;    /* REQ_OBJ_RECV: the matched message's size */
     int done;            /* MPI completed it (or it failed) */
+    int failed;          /* REQ_OBJ_RECV: an MPI error while matching */
     int counted;         /* counted by lmpi_outstanding_add */
     MPI_Status status;
     PyObject *result; /* REQ_OBJ_RECV: the object, until wait()/test() returns it */
 } pympi_request;
+
+/* ------------------------------------------------------------ lazy irecvs */
+
+static pthread_mutex_t lazy_lock = PTHREAD_MUTEX_INITIALIZER;
+static pympi_request **lazy; /* unmatched object irecvs, oldest first */
+static size_t lazy_count, lazy_cap;
+static atomic_size_t lazy_size; /* lazy_count, read without the lock */
+
+static int lazy_add(pympi_request *r)
+{
+    pthread_mutex_lock(&lazy_lock);
+    int rc = 0;
+    if (lazy_count == lazy_cap) {
+        size_t cap = lazy_cap ? lazy_cap * 2 : 16;
+        pympi_request **p = PyMem_RawRealloc(lazy, cap * sizeof *p);
+        if (p) {
+            lazy = p;
+            lazy_cap = cap;
+        } else {
+            rc = -1;
+        }
+    }
+    if (rc == 0) {
+        lazy[lazy_count++] = r;
+        atomic_store(&lazy_size, lazy_count);
+    }
+    pthread_mutex_unlock(&lazy_lock);
+    return rc;
+}
+
+/* Removes lazy[i], keeping the order (lock held). */
+static void lazy_remove_at(size_t i)
+{
+    memmove(&lazy[i], &lazy[i + 1], (lazy_count - i - 1) * sizeof *lazy);
+    lazy_count--;
+    atomic_store(&lazy_size, lazy_count);
+}
+
+static void lazy_remove(pympi_request *r)
+{
+    pthread_mutex_lock(&lazy_lock);
+    for (size_t i = 0; i < lazy_count; i++)
+        if (lazy[i] == r) {
+            lazy_remove_at(i);
+            break;
+        }
+    pthread_mutex_unlock(&lazy_lock);
+}
+
+/* Tries to match r's message and start its receive (lock held). */
+static int lazy_match(pympi_request *r)
+{
+    MPI_Message msg;
+    MPI_Status st;
+    int flag = 0;
+    int rc = MPI_Improbe(r->source, r->tag, r->cs->comm, &flag, &msg, &st);
+    if (rc != MPI_SUCCESS || !flag)
+        return rc;
+    MPI_Count n = 0;
+    MPI_Get_count_c(&st, MPI_BYTE, &n);
+    void *raw = PyMem_RawMalloc(n > 0 ? (size_t)n : 1);
+    r->matched = 1;
+    if (!raw) {
+        /* The matched message must still be received: it is dropped. */
+        char one;
+        MPI_Mrecv_c(&one, 0, MPI_BYTE, &msg, MPI_STATUS_IGNORE);
+        r->failed = MPI_ERR_NO_MEM;
+        return MPI_SUCCESS;
+    }
+    r->op.raw = raw;
+    r->nbytes = n;
+    rc = MPI_Imrecv_c(raw, n, MPI_BYTE, &msg, &r->req);
+    if (rc != MPI_SUCCESS)
+        r->failed = rc;
+    return MPI_SUCCESS;
+}
+
+/* Whether r's message is matched: another thread's wait may have matched
+ * it (and written r->req) under the lock. */
+static int lazy_matched(pympi_request *r)
+{
+    pthread_mutex_lock(&lazy_lock);
+    int matched = r->matched;
+    pthread_mutex_unlock(&lazy_lock);
+    return matched;
+}
+
+void pympi_irecv_service(void)
+{
+    if (atomic_load(&lazy_size) == 0)
+        return;
+    pthread_mutex_lock(&lazy_lock);
+    for (size_t i = 0; i < lazy_count;) {
+        pympi_request *r = lazy[i];
+        int rc = lazy_match(r);
+        if (rc != MPI_SUCCESS && !r->failed) {
+            r->matched = 1;
+            r->failed = rc;
+        }
+        if (r->matched)
+            lazy_remove_at(i);
+        else
+            i++;
+    }
+    pthread_mutex_unlock(&lazy_lock);
+}
 
 static pympi_request *request_new(pympi_commstate *cs, req_kind kind)
 {
@@ -183,6 +304,7 @@ static pympi_request *request_new(pympi_commstate *cs, req_kind kind)
     r->nbytes = 0;
     r->done = kind == REQ_NULL;
     r->counted = 0;
+    r->failed = 0;
     r->result = NULL;
     r->status.MPI_SOURCE = MPI_ANY_SOURCE;
     r->status.MPI_TAG = MPI_ANY_TAG;
@@ -208,6 +330,8 @@ static PyObject *request_tp_new(PyTypeObject *t, PyObject *args, PyObject *kwds)
 static void request_dealloc(PyObject *self)
 {
     pympi_request *r = (pympi_request *)self;
+    if (r->kind == REQ_OBJ_RECV && !r->done)
+        lazy_remove(r);
     if (!r->done && r->req != MPI_REQUEST_NULL && r->cs)
         pympi_park(r->cs, r->req, &r->op, 0);
     if (r->counted)
@@ -218,41 +342,20 @@ static void request_dealloc(PyObject *self)
     PyObject_Free(self);
 }
 
-/* One step of a wait, without the GIL: matches an object irecv's message
- * (starting its receive into raw memory), then tests. */
+/* One step of a wait, without the GIL: lets the lazy irecvs (this one
+ * included) match their messages, then tests. */
 static int request_step(void *arg, int *done)
 {
     pympi_request *r = arg;
-    if (r->done) {
-        *done = 1;
+    *done = r->done;
+    if (r->done)
         return MPI_SUCCESS;
-    }
-    *done = 0;
-    if (r->kind == REQ_OBJ_RECV && !r->matched) {
-        MPI_Message msg;
-        MPI_Status st;
-        int flag = 0;
-        int rc = MPI_Improbe(r->source, r->tag, r->cs->comm, &flag, &msg, &st);
-        if (rc != MPI_SUCCESS || !flag)
-            return rc;
-        MPI_Count n = 0;
-        MPI_Get_count_c(&st, MPI_BYTE, &n);
-        void *raw = PyMem_RawMalloc(n > 0 ? (size_t)n : 1);
-        if (!raw) {
-            /* The matched message must still be received: drop it. */
-            char one;
-            MPI_Mrecv_c(&one, 0, MPI_BYTE, &msg, MPI_STATUS_IGNORE);
-            r->done = 1;
-            return MPI_ERR_NO_MEM;
-        }
-        r->op.raw = raw;
-        r->nbytes = n;
-        r->matched = 1;
-        rc = MPI_Imrecv_c(raw, n, MPI_BYTE, &msg, &r->req);
-        if (rc != MPI_SUCCESS) {
-            r->done = 1;
-            return rc;
-        }
+    pympi_irecv_service();
+    if (r->kind == REQ_OBJ_RECV && !lazy_matched(r))
+        return MPI_SUCCESS;
+    if (r->failed) {
+        r->done = 1;
+        return r->failed;
     }
     int rc = MPI_Test(&r->req, done, &r->status);
     if (rc != MPI_SUCCESS || *done)
@@ -291,10 +394,7 @@ static int request_wait(pympi_request *r)
     if (r->done && !r->cs)
         return 0;
     pympi_reap();
-    int rc;
-    Py_BEGIN_ALLOW_THREADS
-    rc = lmpi_poll(request_step, r, pympi_interrupt_flag());
-    Py_END_ALLOW_THREADS
+    int rc = pympi_poll(request_step, r);
     if (rc < 0) {
         PyErr_SetNone(PyExc_KeyboardInterrupt);
         return -1;
@@ -331,7 +431,7 @@ static PyObject *req_Wait(PyObject *self, PyObject *args, PyObject *kwds)
     pympi_request *r = (pympi_request *)self;
     if (request_wait(r) < 0 || pympi_status_fill(st, &r->status) < 0)
         return NULL;
-    Py_RETURN_TRUE;
+    return Py_NewRef(Py_True);
 }
 
 static PyObject *req_wait(PyObject *self, PyObject *args, PyObject *kwds)
@@ -443,7 +543,7 @@ static PyObject *waitall_common(PyObject *args, PyObject *kwds, int objects)
     }
     if (!objects) {
         Py_DECREF(list);
-        Py_RETURN_TRUE;
+        return Py_NewRef(Py_True);
     }
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(list); i++) {
         PyObject *v = request_take((pympi_request *)PyList_GET_ITEM(list, i));
@@ -561,10 +661,7 @@ static PyObject *req_Waitany(PyObject *cls, PyObject *args, PyObject *kwds)
         goto done;
     }
     any_arg a = {reqs, active, -1};
-    int rc;
-    Py_BEGIN_ALLOW_THREADS
-    rc = lmpi_poll(any_step, &a, pympi_interrupt_flag());
-    Py_END_ALLOW_THREADS
+    int rc = pympi_poll(any_step, &a);
     if (rc < 0) {
         PyErr_SetNone(PyExc_KeyboardInterrupt);
         goto done;
@@ -585,7 +682,8 @@ static int request_bool(PyObject *self)
 }
 
 static PyMethodDef request_methods[] = {
-    {"Wait", PYMPI_KW(req_Wait), METH_VARARGS | METH_KEYWORDS, "Wait(status=None): True when done."},
+    {"Wait", PYMPI_KW(req_Wait), METH_VARARGS | METH_KEYWORDS,
+     "Wait(status=None): True when done."},
     {"Test", PYMPI_KW(req_Test), METH_VARARGS | METH_KEYWORDS, "Test(status=None): done?"},
     {"wait", PYMPI_KW(req_wait), METH_VARARGS | METH_KEYWORDS,
      "wait(status=None): the received object (irecv) or None."},
@@ -650,16 +748,39 @@ static PyObject *p_send(PyObject *self, PyObject *args, PyObject *kwds)
         return NULL;
     }
     pympi_op_clear(&op);
-    Py_RETURN_NONE;
+    return Py_NewRef(Py_None);
 }
 
-/* Receives the message matching source/tag into m (probe first). */
+/* Receives the message matching source/tag into m (probe first).  A
+ * message larger than m is received whole into scratch memory and raises
+ * MPI.Exception ERR_TRUNCATE (MPICH's own truncation error on a matched
+ * message would go to MPI_COMM_WORLD's handler, which aborts). */
 static int recv_into(pympi_commstate *cs, const pympi_msg *m, pympi_op *op, int source, int tag,
                      MPI_Status *st)
 {
     MPI_Message msg;
     if (pympi_probe(cs, source, tag, &msg, st) < 0)
         return -1;
+    MPI_Count have = 0, size = 0, n = 0;
+    MPI_Get_count_c(st, MPI_BYTE, &n);
+    if (m->buf && MPI_Type_size_c(m->type, &size) == MPI_SUCCESS)
+        have = m->count * size;
+    if (n > have) {
+        pympi_op scratch = {0};
+        scratch.raw = PyMem_RawMalloc((size_t)n);
+        MPI_Request req;
+        int rc = scratch.raw ? MPI_Imrecv_c(scratch.raw, n, MPI_BYTE, &msg, &req) : MPI_ERR_NO_MEM;
+        if (!scratch.raw) {
+            char one;
+            MPI_Mrecv_c(&one, 0, MPI_BYTE, &msg, MPI_STATUS_IGNORE);
+        }
+        if (pympi_check(rc) == 0 && pympi_wait(cs, &req, NULL, &scratch, 0) == 0)
+            pympi_raise_msg(MPI_ERR_TRUNCATE,
+                            "Message truncated: %lld bytes arrived, the receive buffer holds %lld",
+                            (long long)n, (long long)have);
+        pympi_op_clear(&scratch);
+        return -1;
+    }
     MPI_Request req;
     if (pympi_check(MPI_Imrecv_c(m->buf, m->count, m->type, &msg, &req)) < 0)
         return -1;
@@ -686,17 +807,17 @@ static PyObject *p_recv(PyObject *self, PyObject *args, PyObject *kwds)
     pympi_op_clear(&op);
     if (rc < 0 || pympi_status_fill(st, &status) < 0)
         return NULL;
-    Py_RETURN_NONE;
+    return Py_NewRef(Py_None);
 }
 
 static PyObject *p_sendrecv(PyObject *self, PyObject *args, PyObject *kwds)
 {
-    static char *kw[] = {"sendbuf", "dest", "sendtag", "recvbuf", "source", "recvtag", "status",
-                         NULL};
+    static char *kw[] = {"sendbuf", "dest",    "sendtag", "recvbuf",
+                         "source",  "recvtag", "status",  NULL};
     PyObject *sendbuf, *recvbuf = Py_None, *st = NULL;
     int dest, sendtag = 0, source = MPI_ANY_SOURCE, recvtag = MPI_ANY_TAG;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "Oi|iOiiO:Sendrecv", kw, &sendbuf, &dest,
-                                     &sendtag, &recvbuf, &source, &recvtag, &st) ||
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "Oi|iOiiO:Sendrecv", kw, &sendbuf, &dest, &sendtag,
+                                     &recvbuf, &source, &recvtag, &st) ||
         !status_arg_ok(st))
         return NULL;
     pympi_commstate *cs = pympi_begin(self, 0, "Sendrecv");
@@ -721,7 +842,7 @@ done:
     pympi_op_clear(&rop);
     if (rc < 0 || pympi_status_fill(st, &status) < 0)
         return NULL;
-    Py_RETURN_NONE;
+    return Py_NewRef(Py_None);
 }
 
 static PyObject *p_isend(PyObject *self, PyObject *args, PyObject *kwds)
@@ -781,6 +902,7 @@ typedef struct iprobe_arg {
 static int iprobe_step(void *arg, int *done)
 {
     iprobe_arg *p = arg;
+    pympi_irecv_service();
     return MPI_Iprobe(p->source, p->tag, p->comm, done, p->status);
 }
 
@@ -801,9 +923,7 @@ static PyObject *probe_common(PyObject *self, PyObject *args, PyObject *kwds, in
     iprobe_arg p = {source, tag, cs->comm, &status};
     int flag = 0, rc;
     if (wait) {
-        Py_BEGIN_ALLOW_THREADS
-        rc = lmpi_poll(iprobe_step, &p, pympi_interrupt_flag());
-        Py_END_ALLOW_THREADS
+        rc = pympi_poll(iprobe_step, &p);
         flag = rc == 0;
         if (rc < 0) {
             PyErr_SetNone(PyExc_KeyboardInterrupt);
@@ -854,7 +974,7 @@ static PyObject *o_send(PyObject *self, PyObject *args, PyObject *kwds)
     pympi_op_clear(&op);
     if (rc < 0)
         return NULL;
-    Py_RETURN_NONE;
+    return Py_NewRef(Py_None);
 }
 
 /* Receives one pickled object (probe, then a receive of its exact size). */
@@ -901,8 +1021,8 @@ static PyObject *o_recv(PyObject *self, PyObject *args, PyObject *kwds)
 
 static PyObject *o_sendrecv(PyObject *self, PyObject *args, PyObject *kwds)
 {
-    static char *kw[] = {"sendobj", "dest", "sendtag", "recvbuf", "source", "recvtag", "status",
-                         NULL};
+    static char *kw[] = {"sendobj", "dest",    "sendtag", "recvbuf",
+                         "source",  "recvtag", "status",  NULL};
     PyObject *obj, *recvbuf = Py_None, *st = NULL;
     int dest, sendtag = 0, source = MPI_ANY_SOURCE, recvtag = MPI_ANY_TAG;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "Oi|iOiiO:sendrecv", kw, &obj, &dest, &sendtag,
@@ -983,6 +1103,11 @@ static PyObject *o_irecv(PyObject *self, PyObject *args, PyObject *kwds)
         return NULL;
     r->source = source;
     r->tag = tag;
+    if (lazy_add(r) < 0) {
+        r->done = 1;
+        Py_DECREF(r);
+        return PyErr_NoMemory();
+    }
     return (PyObject *)r;
 }
 
@@ -993,7 +1118,8 @@ PyMethodDef pympi_p2p_methods[] = {
     {"Sendrecv", PYMPI_KW(p_sendrecv), METH_VARARGS | METH_KEYWORDS,
      "Sendrecv(sendbuf, dest, sendtag=0, recvbuf=None, source=ANY_SOURCE, recvtag=ANY_TAG, "
      "status=None)."},
-    {"Isend", PYMPI_KW(p_isend), METH_VARARGS | METH_KEYWORDS, "Isend(buf, dest, tag=0) -> Request."},
+    {"Isend", PYMPI_KW(p_isend), METH_VARARGS | METH_KEYWORDS,
+     "Isend(buf, dest, tag=0) -> Request."},
     {"Irecv", PYMPI_KW(p_irecv), METH_VARARGS | METH_KEYWORDS,
      "Irecv(buf, source=ANY_SOURCE, tag=ANY_TAG) -> Request."},
     {"Probe", PYMPI_KW(p_probe), METH_VARARGS | METH_KEYWORDS,
@@ -1006,7 +1132,8 @@ PyMethodDef pympi_p2p_methods[] = {
     {"sendrecv", PYMPI_KW(o_sendrecv), METH_VARARGS | METH_KEYWORDS,
      "sendrecv(sendobj, dest, sendtag=0, recvbuf=None, source=ANY_SOURCE, recvtag=ANY_TAG, "
      "status=None) -> object."},
-    {"isend", PYMPI_KW(o_isend), METH_VARARGS | METH_KEYWORDS, "isend(obj, dest, tag=0) -> Request."},
+    {"isend", PYMPI_KW(o_isend), METH_VARARGS | METH_KEYWORDS,
+     "isend(obj, dest, tag=0) -> Request."},
     {"irecv", PYMPI_KW(o_irecv), METH_VARARGS | METH_KEYWORDS,
      "irecv(buf=None, source=ANY_SOURCE, tag=ANY_TAG) -> Request; wait() returns the object."},
     {"probe", PYMPI_KW(p_probe), METH_VARARGS | METH_KEYWORDS, "probe(...): Probe."},

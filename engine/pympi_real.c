@@ -26,7 +26,7 @@ static unsigned char *read_file(const char *path, size_t *len)
         free(data);
         data = NULL;
     }
-    fclose(f);
+    (void)fclose(f); /* read-only: nothing to lose */
     *len = data ? (size_t)n : 0;
     return data;
 }
@@ -38,8 +38,8 @@ static int elf_needed(const unsigned char *d, size_t len, char *out, size_t out_
     if (len < sizeof(Elf64_Ehdr) || memcmp(d, ELFMAG, SELFMAG) != 0 || d[EI_CLASS] != ELFCLASS64)
         return -1;
     const Elf64_Ehdr *eh = (const Elf64_Ehdr *)d;
-    if (eh->e_shoff == 0 || eh->e_shentsize != sizeof(Elf64_Shdr) ||
-        eh->e_shoff > len || (size_t)eh->e_shnum * sizeof(Elf64_Shdr) > len - eh->e_shoff)
+    if (eh->e_shoff == 0 || eh->e_shentsize != sizeof(Elf64_Shdr) || eh->e_shoff > len ||
+        (size_t)eh->e_shnum * sizeof(Elf64_Shdr) > len - eh->e_shoff)
         return -1;
     const Elf64_Shdr *sh = (const Elf64_Shdr *)(d + eh->e_shoff);
     out[0] = 0;
@@ -59,8 +59,8 @@ static int elf_needed(const unsigned char *d, size_t len, char *out, size_t out_
             const char *name = strs + dyn[j].d_un.d_val;
             size_t max = strtab->sh_size - dyn[j].d_un.d_val;
             size_t used = strlen(out);
-            snprintf(out + used, out_len - used, "%s%.*s", used ? " " : "",
-                     (int)strnlen(name, max), name);
+            snprintf(out + used, out_len - used, "%s%.*s", used ? " " : "", (int)strnlen(name, max),
+                     name);
         }
     }
     return 0;
@@ -114,8 +114,8 @@ int pympi_real_check(char *why, size_t why_len)
         rc = 0;
     } else {
         snprintf(why, why_len,
-                 "mpi4py at %s is built for another MPI (it needs: %s), not MPICH (libmpich)",
-                 path, needed[0] ? needed : "no MPI library");
+                 "mpi4py at %s is built for another MPI (it needs: %s), not MPICH (libmpich)", path,
+                 needed[0] ? needed : "no MPI library");
         rc = -1;
     }
     PyErr_Clear();

@@ -151,7 +151,7 @@ static PyObject *datatype_name(PyObject *self, void *c)
 static PyObject *datatype_richcompare(PyObject *a, PyObject *b, int op)
 {
     if (!PyObject_TypeCheck(b, &pympi_datatype_type) || (op != Py_EQ && op != Py_NE))
-        Py_RETURN_NOTIMPLEMENTED;
+        return Py_NewRef(Py_NotImplemented);
     int eq = ((pympi_datatype *)a)->type == ((pympi_datatype *)b)->type;
     return PyBool_FromLong(op == Py_EQ ? eq : !eq);
 }
@@ -176,7 +176,19 @@ static int datatype_bool(PyObject *self)
     return ((pympi_datatype *)self)->type != MPI_DATATYPE_NULL;
 }
 
+/* Predefined datatypes pickle by name (mpi4py.MPI.DOUBLE). */
+static PyObject *datatype_reduce(PyObject *self, PyObject *unused)
+{
+    pympi_datatype *d = (pympi_datatype *)self;
+    for (const named_type *n = datatypes; n->name; n++)
+        if (n->type == d->type)
+            return PyUnicode_FromString(n->name);
+    PyErr_SetString(PyExc_TypeError, "cannot pickle this MPI.Datatype");
+    return NULL;
+}
+
 static PyMethodDef datatype_methods[] = {
+    {"__reduce__", datatype_reduce, METH_NOARGS, NULL},
     {"Get_size", datatype_get_size, METH_NOARGS, "Bytes of one element's data."},
     {"Get_extent", datatype_get_extent, METH_NOARGS, "(lb, extent) in bytes."},
     {"Get_name", datatype_get_name, METH_NOARGS, "MPI's name of the datatype."},
@@ -229,51 +241,31 @@ MPI_Datatype pympi_format_type(const char *format)
     }
     if (format[0] == 'Z' && format[1] && !format[2]) {
         switch (format[1]) {
-        case 'f':
-            return MPI_C_FLOAT_COMPLEX;
-        case 'd':
-            return MPI_C_DOUBLE_COMPLEX;
-        case 'g':
-            return native ? MPI_C_LONG_DOUBLE_COMPLEX : MPI_DATATYPE_NULL;
-        default:
-            return MPI_DATATYPE_NULL;
+        case 'f': return MPI_C_FLOAT_COMPLEX;
+        case 'd': return MPI_C_DOUBLE_COMPLEX;
+        case 'g': return native ? MPI_C_LONG_DOUBLE_COMPLEX : MPI_DATATYPE_NULL;
+        default: return MPI_DATATYPE_NULL;
         }
     }
     if (!format[0] || format[1])
         return MPI_DATATYPE_NULL;
     switch (format[0]) {
-    case '?':
-        return MPI_C_BOOL;
-    case 'c':
-        return MPI_CHAR;
-    case 'b':
-        return MPI_SIGNED_CHAR;
-    case 'B':
-        return MPI_UNSIGNED_CHAR;
-    case 'h':
-        return native ? MPI_SHORT : MPI_INT16_T;
-    case 'H':
-        return native ? MPI_UNSIGNED_SHORT : MPI_UINT16_T;
-    case 'i':
-        return native ? MPI_INT : MPI_INT32_T;
-    case 'I':
-        return native ? MPI_UNSIGNED : MPI_UINT32_T;
-    case 'l':
-        return native ? MPI_LONG : MPI_INT32_T;
-    case 'L':
-        return native ? MPI_UNSIGNED_LONG : MPI_UINT32_T;
-    case 'q':
-        return native ? MPI_LONG_LONG : MPI_INT64_T;
-    case 'Q':
-        return native ? MPI_UNSIGNED_LONG_LONG : MPI_UINT64_T;
-    case 'f':
-        return MPI_FLOAT;
-    case 'd':
-        return MPI_DOUBLE;
-    case 'g':
-        return native ? MPI_LONG_DOUBLE : MPI_DATATYPE_NULL;
-    default:
-        return MPI_DATATYPE_NULL;
+    case '?': return MPI_C_BOOL;
+    case 'c': return MPI_CHAR;
+    case 'b': return MPI_SIGNED_CHAR;
+    case 'B': return MPI_UNSIGNED_CHAR;
+    case 'h': return native ? MPI_SHORT : MPI_INT16_T;
+    case 'H': return native ? MPI_UNSIGNED_SHORT : MPI_UINT16_T;
+    case 'i': return native ? MPI_INT : MPI_INT32_T;
+    case 'I': return native ? MPI_UNSIGNED : MPI_UINT32_T;
+    case 'l': return native ? MPI_LONG : MPI_INT32_T;
+    case 'L': return native ? MPI_UNSIGNED_LONG : MPI_UINT32_T;
+    case 'q': return native ? MPI_LONG_LONG : MPI_INT64_T;
+    case 'Q': return native ? MPI_UNSIGNED_LONG_LONG : MPI_UINT64_T;
+    case 'f': return MPI_FLOAT;
+    case 'd': return MPI_DOUBLE;
+    case 'g': return native ? MPI_LONG_DOUBLE : MPI_DATATYPE_NULL;
+    default: return MPI_DATATYPE_NULL;
     }
 }
 
@@ -286,14 +278,22 @@ typedef struct named_op {
 } named_op;
 
 static const named_op ops[] = {
-    {"SUM", MPI_SUM, PYMPI_SUM},         {"PROD", MPI_PROD, PYMPI_PROD},
-    {"MAX", MPI_MAX, PYMPI_MAX},         {"MIN", MPI_MIN, PYMPI_MIN},
-    {"LAND", MPI_LAND, PYMPI_LAND},      {"LOR", MPI_LOR, PYMPI_LOR},
-    {"LXOR", MPI_LXOR, PYMPI_LXOR},      {"BAND", MPI_BAND, PYMPI_BAND},
-    {"BOR", MPI_BOR, PYMPI_BOR},         {"BXOR", MPI_BXOR, PYMPI_BXOR},
-    {"MAXLOC", MPI_MAXLOC, PYMPI_MAXLOC}, {"MINLOC", MPI_MINLOC, PYMPI_MINLOC},
-    {"REPLACE", MPI_REPLACE, PYMPI_REPLACE}, {"NO_OP", MPI_NO_OP, PYMPI_NO_OP},
-    {"OP_NULL", MPI_OP_NULL, PYMPI_OP_NULL}, {NULL, MPI_OP_NULL, PYMPI_OP_NULL},
+    {"SUM", MPI_SUM, PYMPI_SUM},
+    {"PROD", MPI_PROD, PYMPI_PROD},
+    {"MAX", MPI_MAX, PYMPI_MAX},
+    {"MIN", MPI_MIN, PYMPI_MIN},
+    {"LAND", MPI_LAND, PYMPI_LAND},
+    {"LOR", MPI_LOR, PYMPI_LOR},
+    {"LXOR", MPI_LXOR, PYMPI_LXOR},
+    {"BAND", MPI_BAND, PYMPI_BAND},
+    {"BOR", MPI_BOR, PYMPI_BOR},
+    {"BXOR", MPI_BXOR, PYMPI_BXOR},
+    {"MAXLOC", MPI_MAXLOC, PYMPI_MAXLOC},
+    {"MINLOC", MPI_MINLOC, PYMPI_MINLOC},
+    {"REPLACE", MPI_REPLACE, PYMPI_REPLACE},
+    {"NO_OP", MPI_NO_OP, PYMPI_NO_OP},
+    {"OP_NULL", MPI_OP_NULL, PYMPI_OP_NULL},
+    {NULL, MPI_OP_NULL, PYMPI_OP_NULL},
 };
 
 static PyObject *op_repr(PyObject *self)
@@ -351,39 +351,27 @@ static PyObject *op_kind_apply(pympi_opkind kind, PyObject *x, PyObject *y)
 {
     int t;
     switch (kind) {
-    case PYMPI_SUM:
-        return PyNumber_Add(x, y);
-    case PYMPI_PROD:
-        return PyNumber_Multiply(x, y);
+    case PYMPI_SUM: return PyNumber_Add(x, y);
+    case PYMPI_PROD: return PyNumber_Multiply(x, y);
     case PYMPI_MAX:
     case PYMPI_MIN:
         t = PyObject_RichCompareBool(y, x, kind == PYMPI_MAX ? Py_GT : Py_LT);
         return t < 0 ? NULL : Py_NewRef(t ? y : x);
-    case PYMPI_LAND:
-        return truth_pick(x, y, 1);
-    case PYMPI_LOR:
-        return truth_pick(x, y, 0);
+    case PYMPI_LAND: return truth_pick(x, y, 1);
+    case PYMPI_LOR: return truth_pick(x, y, 0);
     case PYMPI_LXOR: {
         int a = PyObject_IsTrue(x), b = a < 0 ? -1 : PyObject_IsTrue(y);
         return b < 0 ? NULL : PyBool_FromLong(a != b);
     }
-    case PYMPI_BAND:
-        return PyNumber_And(x, y);
-    case PYMPI_BOR:
-        return PyNumber_Or(x, y);
-    case PYMPI_BXOR:
-        return PyNumber_Xor(x, y);
-    case PYMPI_MAXLOC:
-        return loc_apply(x, y, Py_GT);
-    case PYMPI_MINLOC:
-        return loc_apply(x, y, Py_LT);
-    case PYMPI_REPLACE:
-        return Py_NewRef(y);
-    case PYMPI_NO_OP:
-        return Py_NewRef(x);
+    case PYMPI_BAND: return PyNumber_And(x, y);
+    case PYMPI_BOR: return PyNumber_Or(x, y);
+    case PYMPI_BXOR: return PyNumber_Xor(x, y);
+    case PYMPI_MAXLOC: return loc_apply(x, y, Py_GT);
+    case PYMPI_MINLOC: return loc_apply(x, y, Py_LT);
+    case PYMPI_REPLACE: return Py_NewRef(y);
+    case PYMPI_NO_OP: return Py_NewRef(x);
     case PYMPI_OP_NULL:
-    default:
-        break;
+    default: break;
     }
     pympi_raise_msg(MPI_ERR_OP, "invalid operation (MPI.OP_NULL)");
     return NULL;
@@ -423,7 +411,7 @@ static PyObject *op_call(PyObject *self, PyObject *args, PyObject *kwds)
 static PyObject *op_richcompare(PyObject *a, PyObject *b, int cmp)
 {
     if (!PyObject_TypeCheck(b, &pympi_op_type) || (cmp != Py_EQ && cmp != Py_NE))
-        Py_RETURN_NOTIMPLEMENTED;
+        return Py_NewRef(Py_NotImplemented);
     int eq = ((pympi_opobj *)a)->op == ((pympi_opobj *)b)->op;
     return PyBool_FromLong(cmp == Py_EQ ? eq : !eq);
 }
@@ -445,7 +433,14 @@ static PyObject *op_is_commutative(PyObject *self, PyObject *unused)
     return PyBool_FromLong(commute);
 }
 
+/* Predefined ops pickle by name (mpi4py.MPI.SUM). */
+static PyObject *op_reduce(PyObject *self, PyObject *unused)
+{
+    return PyUnicode_FromString(ops[((pympi_opobj *)self)->kind].name);
+}
+
 static PyMethodDef op_methods[] = {
+    {"__reduce__", op_reduce, METH_NOARGS, NULL},
     {"Is_commutative", op_is_commutative, METH_NOARGS, "Whether the op commutes."},
     {NULL, NULL, 0, NULL},
 };
@@ -606,7 +601,8 @@ int pympi_msg_parse(PyObject *obj, int flags, MPI_Count blocks, pympi_op *op, py
         goto fail;
     }
     Py_buffer view;
-    int pflags = PyBUF_ANY_CONTIGUOUS | PyBUF_FORMAT | ((flags & PYMPI_MSG_WRITE) ? PyBUF_WRITABLE : 0);
+    int pflags =
+        PyBUF_ANY_CONTIGUOUS | PyBUF_FORMAT | ((flags & PYMPI_MSG_WRITE) ? PyBUF_WRITABLE : 0);
     if (PyObject_GetBuffer(data, &view, pflags) < 0)
         goto fail;
     if (pympi_op_view(op, &view) < 0)
@@ -638,13 +634,16 @@ int pympi_msg_parse(PyObject *obj, int flags, MPI_Count blocks, pympi_op *op, py
             goto fail;
         }
         count = items / blocks;
-    } else if ((displ + count * blocks) * extent > nbytes) {
-        PyErr_Format(PyExc_ValueError,
-                     "message: buffer length %lld is smaller than %lld items of extent %lld "
-                     "(count %lld x %lld blocks, displacement %lld)",
-                     (long long)nbytes, (long long)((displ + count * blocks)), (long long)extent,
-                     (long long)count, (long long)blocks, (long long)displ);
-        goto fail;
+    } else {
+        MPI_Count items = displ + count * blocks;
+        if (items * extent > nbytes) {
+            PyErr_Format(PyExc_ValueError,
+                         "message: buffer length %lld is smaller than %lld items of extent %lld "
+                         "(count %lld x %lld blocks, displacement %lld)",
+                         (long long)nbytes, (long long)items, (long long)extent, (long long)count,
+                         (long long)blocks, (long long)displ);
+            goto fail;
+        }
     }
     msg->buf = (char *)v->buf + displ * extent;
     msg->count = count;

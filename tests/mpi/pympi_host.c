@@ -53,13 +53,13 @@ static PyObject *host_interrupt_after(PyObject *m, PyObject *arg)
         return PyErr_Format(PyExc_OSError, "pthread_create failed");
     }
     pthread_detach(t);
-    Py_RETURN_NONE;
+    return Py_NewRef(Py_None);
 }
 
 static PyObject *host_clear_interrupt(PyObject *m, PyObject *unused)
 {
     atomic_store(&interrupt_flag, 0);
-    Py_RETURN_NONE;
+    return Py_NewRef(Py_None);
 }
 
 static PyMethodDef host_methods[] = {
@@ -113,7 +113,8 @@ int main(int argc, char **argv)
     }
     int real_check = strcmp(argv[1], "--real-check") == 0;
     int provided = 0;
-    if (!real_check && MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided) != MPI_SUCCESS) {
+    if (!real_check &&
+        MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided) != MPI_SUCCESS) {
         fprintf(stderr, "pympi_host: MPI_Init_thread failed\n");
         return 1;
     }
