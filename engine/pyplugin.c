@@ -268,7 +268,11 @@ static PyObject *kernel_call(PyObject *self, PyObject *args, PyObject *kwargs)
     for (Py_ssize_t i = 0; i < n; i++)
         if (kernel_arg(k, PyTuple_GET_ITEM(args, i), (int)i, &vals[i], &held[i]) < 0)
             goto done;
+    /* The kernel is C (it never calls Python): other Python threads may run
+     * meanwhile; the arguments' buffers are held until it returns. */
+    PyThreadState *saved = PyEval_SaveThread();
     int rc = k->fn(k->api, &call, vals, (int)n);
+    PyEval_RestoreThread(saved);
     if (rc != 0 || call.failed) {
         if (api_interrupted())
             PyErr_SetString(PyExc_KeyboardInterrupt, "task interrupted");
