@@ -189,6 +189,21 @@ enum {
  * a count that does not fit, BufferError for a read-only receive buffer). */
 int pympi_msg_parse(PyObject *obj, int flags, MPI_Count blocks, pympi_op *op, pympi_msg *msg);
 
+/* A vector message (Gatherv, Scatterv, Allgatherv, Alltoallv): buf |
+ * [buf, datatype] | [buf, counts] | [buf, counts, datatype] |
+ * [buf, (counts, displs), datatype] | [buf, counts, displs, datatype], one
+ * count and displacement (in elements) per rank.  Without counts the
+ * buffer is split in equal blocks; without displacements the blocks follow
+ * each other.  counts/displs live in op. */
+typedef struct pympi_msgv {
+    void *buf;
+    MPI_Count *counts;
+    MPI_Aint *displs;
+    MPI_Datatype type;
+    int in_place;
+} pympi_msgv;
+int pympi_msgv_parse(PyObject *obj, int flags, int blocks, pympi_op *op, pympi_msgv *msg);
+
 /* ---- method tables of the parts (the Comm type concatenates them) */
 extern PyMethodDef pympi_coll_methods[]; /* pympi_coll.c */
 extern PyMethodDef pympi_obj_methods[];  /* pympi_obj.c */
