@@ -635,13 +635,15 @@ int pympi_msg_parse(PyObject *obj, int flags, MPI_Count blocks, pympi_op *op, py
         }
         count = items / blocks;
     } else {
-        MPI_Count items = displ + count * blocks;
-        if (items * extent > nbytes) {
+        /* fits: displ + count * blocks <= the buffer's items, computed so
+         * that no user-given number can overflow */
+        MPI_Count items = extent > 0 ? nbytes / extent : 0;
+        if (displ > items || count > (items - displ) / blocks) {
             PyErr_Format(PyExc_ValueError,
-                         "message: buffer length %lld is smaller than %lld items of extent %lld "
-                         "(count %lld x %lld blocks, displacement %lld)",
-                         (long long)nbytes, (long long)items, (long long)extent, (long long)count,
-                         (long long)blocks, (long long)displ);
+                         "message: buffer of %lld items of extent %lld is too small for count "
+                         "%lld x %lld blocks at displacement %lld",
+                         (long long)items, (long long)extent, (long long)count, (long long)blocks,
+                         (long long)displ);
             goto fail;
         }
     }
@@ -793,7 +795,7 @@ int pympi_msgv_parse(PyObject *obj, int flags, int blocks, pympi_op *op, pympi_m
             goto fail;
     }
     for (int i = 0; i < blocks; i++)
-        if ((MPI_Count)msg->displs[i] + msg->counts[i] > items) {
+        if (msg->counts[i] > items || (MPI_Count)msg->displs[i] > items - msg->counts[i]) {
             PyErr_Format(PyExc_ValueError,
                          "message: block %d (displacement %lld, count %lld) ends beyond the "
                          "buffer's %lld items",

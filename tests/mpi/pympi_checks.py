@@ -508,6 +508,12 @@ def mpi4py_exceptions():
     e = raises(ValueError, comm.Bcast, [np.zeros(3), 1, 0, MPI.DOUBLE, 5])
     assert "2 to 4 items" in str(e)
     raises(ValueError, comm.Bcast, [np.zeros(3), 4, MPI.DOUBLE])
+    raises(ValueError, comm.Bcast, [np.zeros(3), 2 ** 62, MPI.DOUBLE])  # no overflow
+    raises(ValueError, comm.Bcast, [np.zeros(3), 1, 2 ** 62, MPI.DOUBLE])
+    raises(OverflowError, comm.Bcast, [np.zeros(3), 2 ** 64, MPI.DOUBLE])
+    raises(ValueError, comm.Bcast, [np.zeros(3), -1, MPI.DOUBLE])
+    huge = ([1] * size, [2 ** 62] * size)
+    raises(ValueError, comm.Allgatherv, np.zeros(1), [np.zeros(4), huge, MPI.DOUBLE])
     e = raises(ValueError, comm.Bcast, [bytearray(7), MPI.DOUBLE])
     assert "multiple" in str(e)
     e = raises(ValueError, comm.Gather, np.zeros(1), np.zeros(size + 1), root=rank)
