@@ -6,15 +6,17 @@
  *   pympi_types.c  MPI.Datatype and MPI.Op, buffer message specs
  *   pympi_comm.c   MPI.Comm / MPI.Intracomm: attributes, Barrier, Split,
  *                  Dup, Free, and the method table of every part
- *   pympi_coll.c   buffer collectives (Bcast ... Alltoall)
+ *   pympi_coll.c   buffer collectives (Bcast ... Alltoall, Gatherv ...)
  *   pympi_obj.c    pickle-based lower-case collectives
  *   pympi_p2p.c    point-to-point (buffer and pickle), MPI.Request,
  *                  MPI.Status
  *   pympi_real.c   the --real-mpi4py check
  *
- * Threads: everything runs with the GIL held, except the waits, which
- * release it and touch no Python object.  Module-wide state (the parked
- * list, the lazy receives) is therefore guarded by the GIL.
+ * Threads: everything runs with the GIL held (any Python thread), except
+ * the waits, which release it and touch no Python object.  The parked list
+ * and the communicator states are guarded by the GIL; the list of lazy
+ * object irecvs (pympi_p2p.c) by its own mutex, since every wait matches
+ * them without the GIL.  The progress thread (lmpi.c) touches none of it.
  *
  * Ownership: every byte MPI may still touch after a Python exception (an
  * interrupt) belongs to a pympi_op — buffer views of user objects and
