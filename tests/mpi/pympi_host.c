@@ -11,7 +11,8 @@
  *
  * The built-in module `_pympi_host` gives scripts the engine's side of an
  * interrupt: interrupt_after(seconds) sets the flag from another thread,
- * clear_interrupt() clears it (as the engine does when a task starts).
+ * interrupt_now() at once, clear_interrupt() clears it (as the engine does
+ * when a task starts).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -58,6 +59,12 @@ static PyObject *host_interrupt_after(PyObject *m, PyObject *arg)
     return Py_NewRef(Py_None);
 }
 
+static PyObject *host_interrupt_now(PyObject *m, PyObject *unused)
+{
+    atomic_store(&interrupt_flag, 1);
+    return Py_NewRef(Py_None);
+}
+
 static PyObject *host_clear_interrupt(PyObject *m, PyObject *unused)
 {
     atomic_store(&interrupt_flag, 0);
@@ -66,6 +73,7 @@ static PyObject *host_clear_interrupt(PyObject *m, PyObject *unused)
 
 static PyMethodDef host_methods[] = {
     {"interrupt_after", host_interrupt_after, METH_O, "Sets the interrupt flag after seconds."},
+    {"interrupt_now", host_interrupt_now, METH_NOARGS, "Sets the interrupt flag."},
     {"clear_interrupt", host_clear_interrupt, METH_NOARGS, "Clears the interrupt flag."},
     {NULL, NULL, 0, NULL},
 };
