@@ -155,6 +155,12 @@ $(BUILD)/fuzz/fuzz_%: fuzz/fuzz_%.c $(COMMON_SRC) $(SERVER_SRC)
 	  -iquote server $(call PKG,$(SERVER_PKGS)) -o $@ $< $(COMMON_SRC) $(SERVER_SRC) \
 	  $(call PKGLIBS,$(SERVER_PKGS)) -lpthread -lm
 
+# fuzz_elfdeps reads ELF files for the engine (engine/elfdeps.c), nothing else.
+$(BUILD)/fuzz/fuzz_elfdeps: fuzz/fuzz_elfdeps.c engine/elfdeps.c engine/elfdeps.h
+	@mkdir -p $(dir $@)
+	clang -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined \
+	  -fno-sanitize-recover=undefined -iquote engine -o $@ fuzz/fuzz_elfdeps.c engine/elfdeps.c
+
 fuzz:
 	@scripts/install-deps fuzz
 	@$(MAKE) --no-print-directory $(FUZZ_BIN)

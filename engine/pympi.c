@@ -661,8 +661,21 @@ static void release_progress(void)
     progress_held = 0;
 }
 
+/* Operations parked by an earlier interpreter of this process hold objects
+ * of that interpreter: they are never released (MPI may still write their
+ * memory, and no interpreter can free them any more), only reaped. */
+static void forget_parked_objects(void)
+{
+    for (size_t i = 0; i < parked_count; i++) {
+        parked[i].op.nviews = 0;
+        parked[i].op.keep = NULL;
+    }
+}
+
 static PyObject *mpi_init(void)
 {
+    forget_parked_objects();
+    pympi_exception_type = NULL;
     exc_type.tp_base = (PyTypeObject *)PyExc_RuntimeError;
     if (PyType_Ready(&exc_type) < 0 || PyType_Ready(&in_place_type) < 0)
         return NULL;
@@ -670,7 +683,8 @@ static PyObject *mpi_init(void)
     if (!m)
         return NULL;
     pympi_exception_type = (PyObject *)&exc_type;
-    if (!pympi_in_place && !(pympi_in_place = PyType_GenericNew(&in_place_type, NULL, NULL)))
+    /* one per interpreter (an earlier one's is left to it) */
+    if (!(pympi_in_place = PyType_GenericNew(&in_place_type, NULL, NULL)))
         goto fail;
     if (PyModule_AddObjectRef(m, "Exception", pympi_exception_type) < 0 ||
         PyModule_AddObjectRef(m, "IN_PLACE", pympi_in_place) < 0)

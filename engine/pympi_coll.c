@@ -1,7 +1,11 @@
 /* pympi_coll.c — the buffer-based collectives of MPI.Comm: Bcast, Reduce,
- * Allreduce, Scan, Exscan, Gather, Scatter, Allgather, Alltoall, on
+ * Allreduce, Scan, Exscan, Gather, Scatter, Allgather, Alltoall and their
+ * v-forms, on
  * buffer messages (NumPy arrays, NumPy scalars, bytearrays, [buf, type]
  * specs; pympi_msg_parse) with MPI.IN_PLACE where MPI allows it.
+ *
+ * Gatherv, Scatterv, Allgatherv and Alltoallv take vector messages
+ * (pympi_msgv_parse) on their per-rank side.
  *
  * Each starts MPI's nonblocking form and waits with pympi_wait (yielding,
  * GIL released); the buffer views stay in the op, so an interrupted
@@ -221,6 +225,86 @@ static PyObject *c_alltoall(PyObject *self, PyObject *args, PyObject *kwds)
     return gather_common(self, args, kwds, G_ALLTOALL, "Alltoall");
 }
 
+typedef enum { V_GATHER, V_SCATTER, V_ALLGATHER, V_ALLTOALL } vector_kind;
+
+/* Gatherv / Scatterv (sendbuf, recvbuf, root=0), Allgatherv, Alltoallv:
+ * the rooted side's buffer (both for Alltoallv) is a vector message. */
+static PyObject *vector_common(PyObject *self, PyObject *args, PyObject *kwds, vector_kind kind,
+                               const char *what)
+{
+    static char *kw_root[] = {"sendbuf", "recvbuf", "root", NULL};
+    static char *kw[] = {"sendbuf", "recvbuf", NULL};
+    PyObject *sendbuf, *recvbuf;
+    int root = 0, ok;
+    if (kind == V_GATHER || kind == V_SCATTER)
+        ok = PyArg_ParseTupleAndKeywords(args, kwds, "OO|i", kw_root, &sendbuf, &recvbuf, &root);
+    else
+        ok = PyArg_ParseTupleAndKeywords(args, kwds, "OO", kw, &sendbuf, &recvbuf);
+    if (!ok)
+        return NULL;
+    pympi_commstate *cs = pympi_begin(self, 1, what);
+    if (!cs)
+        return NULL;
+    int is_root = cs->rank == root, p = cs->size;
+    pympi_op op = {0};
+    pympi_msg s = {.type = MPI_BYTE}, r = {.type = MPI_BYTE};
+    pympi_msgv sv = {.type = MPI_BYTE}, rv = {.type = MPI_BYTE};
+    MPI_Request req;
+    int rc;
+    switch (kind) {
+    case V_GATHER:
+        if (pympi_msg_parse(sendbuf, is_root ? PYMPI_MSG_IN_PLACE : 0, 1, &op, &s) < 0 ||
+            (is_root && pympi_msgv_parse(recvbuf, PYMPI_MSG_WRITE, p, &op, &rv) < 0))
+            return fail(&op, MPI_SUCCESS);
+        rc = MPI_Igatherv_c(s.buf, s.count, s.type, rv.buf, rv.counts, rv.displs, rv.type, root,
+                            cs->comm, &req);
+        break;
+    case V_SCATTER:
+        if ((is_root && pympi_msgv_parse(sendbuf, 0, p, &op, &sv) < 0) ||
+            pympi_msg_parse(recvbuf, PYMPI_MSG_WRITE | (is_root ? PYMPI_MSG_IN_PLACE : 0), 1, &op,
+                            &r) < 0)
+            return fail(&op, MPI_SUCCESS);
+        rc = MPI_Iscatterv_c(sv.buf, sv.counts, sv.displs, sv.type, r.buf, r.count, r.type, root,
+                             cs->comm, &req);
+        break;
+    case V_ALLGATHER:
+        if (pympi_msg_parse(sendbuf, PYMPI_MSG_IN_PLACE, 1, &op, &s) < 0 ||
+            pympi_msgv_parse(recvbuf, PYMPI_MSG_WRITE, p, &op, &rv) < 0)
+            return fail(&op, MPI_SUCCESS);
+        rc = MPI_Iallgatherv_c(s.buf, s.count, s.type, rv.buf, rv.counts, rv.displs, rv.type,
+                               cs->comm, &req);
+        break;
+    default:
+        if (pympi_msgv_parse(sendbuf, PYMPI_MSG_IN_PLACE, p, &op, &sv) < 0 ||
+            pympi_msgv_parse(recvbuf, PYMPI_MSG_WRITE, p, &op, &rv) < 0)
+            return fail(&op, MPI_SUCCESS);
+        rc = MPI_Ialltoallv_c(sv.buf, sv.counts, sv.displs, sv.type, rv.buf, rv.counts, rv.displs,
+                              rv.type, cs->comm, &req);
+        break;
+    }
+    return rc != MPI_SUCCESS ? fail(&op, rc) : finish(cs, &req, &op);
+}
+
+static PyObject *c_gatherv(PyObject *self, PyObject *args, PyObject *kwds)
+{
+    return vector_common(self, args, kwds, V_GATHER, "Gatherv");
+}
+
+static PyObject *c_scatterv(PyObject *self, PyObject *args, PyObject *kwds)
+{
+    return vector_common(self, args, kwds, V_SCATTER, "Scatterv");
+}
+
+static PyObject *c_allgatherv(PyObject *self, PyObject *args, PyObject *kwds)
+{
+    return vector_common(self, args, kwds, V_ALLGATHER, "Allgatherv");
+}
+
+static PyObject *c_alltoallv(PyObject *self, PyObject *args, PyObject *kwds)
+{
+    return vector_common(self, args, kwds, V_ALLTOALL, "Alltoallv");
+}
+
 PyMethodDef pympi_coll_methods[] = {
     {"Bcast", PYMPI_KW(c_bcast), METH_VARARGS | METH_KEYWORDS,
      "Bcast(buf, root=0): root's buffer into every rank's."},
@@ -239,5 +323,13 @@ PyMethodDef pympi_coll_methods[] = {
     {"Allgather", PYMPI_KW(c_allgather), METH_VARARGS | METH_KEYWORDS,
      "Allgather(sendbuf, recvbuf)."},
     {"Alltoall", PYMPI_KW(c_alltoall), METH_VARARGS | METH_KEYWORDS, "Alltoall(sendbuf, recvbuf)."},
+    {"Gatherv", PYMPI_KW(c_gatherv), METH_VARARGS | METH_KEYWORDS,
+     "Gatherv(sendbuf, [recvbuf, counts, displs, datatype], root=0)."},
+    {"Scatterv", PYMPI_KW(c_scatterv), METH_VARARGS | METH_KEYWORDS,
+     "Scatterv([sendbuf, counts, displs, datatype], recvbuf, root=0)."},
+    {"Allgatherv", PYMPI_KW(c_allgatherv), METH_VARARGS | METH_KEYWORDS,
+     "Allgatherv(sendbuf, [recvbuf, counts, displs, datatype])."},
+    {"Alltoallv", PYMPI_KW(c_alltoallv), METH_VARARGS | METH_KEYWORDS,
+     "Alltoallv([sendbuf, counts, displs, datatype], [recvbuf, counts, displs, datatype])."},
     {NULL, NULL, 0, NULL},
 };

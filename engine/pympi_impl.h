@@ -6,15 +6,17 @@
  *   pympi_types.c  MPI.Datatype and MPI.Op, buffer message specs
  *   pympi_comm.c   MPI.Comm / MPI.Intracomm: attributes, Barrier, Split,
  *                  Dup, Free, and the method table of every part
- *   pympi_coll.c   buffer collectives (Bcast ... Alltoall)
+ *   pympi_coll.c   buffer collectives (Bcast ... Alltoall, Gatherv ...)
  *   pympi_obj.c    pickle-based lower-case collectives
  *   pympi_p2p.c    point-to-point (buffer and pickle), MPI.Request,
  *                  MPI.Status
  *   pympi_real.c   the --real-mpi4py check
  *
- * Threads: everything runs with the GIL held, except the waits, which
- * release it and touch no Python object.  Module-wide state (the parked
- * list, the lazy receives) is therefore guarded by the GIL.
+ * Threads: everything runs with the GIL held (any Python thread), except
+ * the waits, which release it and touch no Python object.  The parked list
+ * and the communicator states are guarded by the GIL; the list of lazy
+ * object irecvs (pympi_p2p.c) by its own mutex, since every wait matches
+ * them without the GIL.  The progress thread (lmpi.c) touches none of it.
  *
  * Ownership: every byte MPI may still touch after a Python exception (an
  * interrupt) belongs to a pympi_op — buffer views of user objects and
@@ -188,6 +190,21 @@ enum {
  * -1 with mpi4py's exceptions (TypeError for a non-buffer, ValueError for
  * a count that does not fit, BufferError for a read-only receive buffer). */
 int pympi_msg_parse(PyObject *obj, int flags, MPI_Count blocks, pympi_op *op, pympi_msg *msg);
+
+/* A vector message (Gatherv, Scatterv, Allgatherv, Alltoallv): buf |
+ * [buf, datatype] | [buf, counts] | [buf, counts, datatype] |
+ * [buf, (counts, displs), datatype] | [buf, counts, displs, datatype], one
+ * count and displacement (in elements) per rank.  Without counts the
+ * buffer is split in equal blocks; without displacements the blocks follow
+ * each other.  counts/displs live in op. */
+typedef struct pympi_msgv {
+    void *buf;
+    MPI_Count *counts;
+    MPI_Aint *displs;
+    MPI_Datatype type;
+    int in_place;
+} pympi_msgv;
+int pympi_msgv_parse(PyObject *obj, int flags, int blocks, pympi_op *op, pympi_msgv *msg);
 
 /* ---- method tables of the parts (the Comm type concatenates them) */
 extern PyMethodDef pympi_coll_methods[]; /* pympi_coll.c */

@@ -718,6 +718,12 @@ PyTypeObject pympi_request_type = {
 
 int pympi_p2p_init(PyObject *m)
 {
+    /* Lazy irecvs of an earlier interpreter (leaked at its end) stop
+     * matching messages. */
+    pthread_mutex_lock(&lazy_lock);
+    lazy_count = 0;
+    atomic_store(&lazy_size, 0);
+    pthread_mutex_unlock(&lazy_lock);
     if (PyType_Ready(&pympi_status_type) < 0 || PyType_Ready(&pympi_request_type) < 0)
         return -1;
     if (PyModule_AddObjectRef(m, "Status", (PyObject *)&pympi_status_type) < 0 ||

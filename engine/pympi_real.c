@@ -1,13 +1,14 @@
 /* pympi_real.c — pympi_real_check (pympi.h): is an installed mpi4py built
  * for MPICH?  Its MPI extension is found without importing it
- * (importlib.util.find_spec) and its ELF dynamic section is read for the
- * MPI library it needs: libmpich (MPICH) is accepted, anything else (Open
+ * (importlib.util.find_spec) and its ELF dynamic section is read
+ * (elfdeps.h) for the MPI library it needs: libmpich (MPICH) is accepted, anything else (Open
  * MPI's libmpi.so.40, ...) is named in the refusal.  Loading the wrong one
  * would put two MPI libraries in one process.
  */
 #include "pympi_impl.h"
 
-#include <elf.h>
+#include "elfdeps.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,41 +30,6 @@ static unsigned char *read_file(const char *path, size_t *len)
     (void)fclose(f); /* read-only: nothing to lose */
     *len = data ? (size_t)n : 0;
     return data;
-}
-
-/* Writes the DT_NEEDED entries of a 64-bit ELF file, space separated, into
- * out; -1 when it is not one. */
-static int elf_needed(const unsigned char *d, size_t len, char *out, size_t out_len)
-{
-    if (len < sizeof(Elf64_Ehdr) || memcmp(d, ELFMAG, SELFMAG) != 0 || d[EI_CLASS] != ELFCLASS64)
-        return -1;
-    const Elf64_Ehdr *eh = (const Elf64_Ehdr *)d;
-    if (eh->e_shoff == 0 || eh->e_shentsize != sizeof(Elf64_Shdr) || eh->e_shoff > len ||
-        (size_t)eh->e_shnum * sizeof(Elf64_Shdr) > len - eh->e_shoff)
-        return -1;
-    const Elf64_Shdr *sh = (const Elf64_Shdr *)(d + eh->e_shoff);
-    out[0] = 0;
-    for (size_t i = 0; i < eh->e_shnum; i++) {
-        if (sh[i].sh_type != SHT_DYNAMIC || sh[i].sh_link >= eh->e_shnum)
-            continue;
-        const Elf64_Shdr *strtab = &sh[sh[i].sh_link];
-        if (sh[i].sh_offset > len || sh[i].sh_size > len - sh[i].sh_offset ||
-            strtab->sh_offset > len || strtab->sh_size > len - strtab->sh_offset)
-            return -1;
-        const Elf64_Dyn *dyn = (const Elf64_Dyn *)(d + sh[i].sh_offset);
-        size_t n = sh[i].sh_size / sizeof(Elf64_Dyn);
-        const char *strs = (const char *)(d + strtab->sh_offset);
-        for (size_t j = 0; j < n && dyn[j].d_tag != DT_NULL; j++) {
-            if (dyn[j].d_tag != DT_NEEDED || dyn[j].d_un.d_val >= strtab->sh_size)
-                continue;
-            const char *name = strs + dyn[j].d_un.d_val;
-            size_t max = strtab->sh_size - dyn[j].d_un.d_val;
-            size_t used = strlen(out);
-            snprintf(out + used, out_len - used, "%s%.*s", used ? " " : "", (int)strnlen(name, max),
-                     name);
-        }
-    }
-    return 0;
 }
 
 /* The file of mpi4py.MPI as find_spec reports it: a new str, None when
@@ -105,7 +71,7 @@ int pympi_real_check(char *why, size_t why_len)
     size_t len = 0;
     unsigned char *data = path ? read_file(path, &len) : NULL;
     char needed[1024];
-    int rc = data ? elf_needed(data, len, needed, sizeof needed) : -1;
+    int rc = data ? elfdeps_needed(data, len, needed, sizeof needed) : -1;
     free(data);
     if (rc < 0) {
         snprintf(why, why_len, "mpi4py at %s: not a readable 64-bit shared library",

@@ -635,18 +635,174 @@ int pympi_msg_parse(PyObject *obj, int flags, MPI_Count blocks, pympi_op *op, py
         }
         count = items / blocks;
     } else {
-        MPI_Count items = displ + count * blocks;
-        if (items * extent > nbytes) {
+        /* fits: displ + count * blocks <= the buffer's items, computed so
+         * that no user-given number can overflow */
+        MPI_Count items = extent > 0 ? nbytes / extent : 0;
+        if (displ > items || count > (items - displ) / blocks) {
             PyErr_Format(PyExc_ValueError,
-                         "message: buffer length %lld is smaller than %lld items of extent %lld "
-                         "(count %lld x %lld blocks, displacement %lld)",
-                         (long long)nbytes, (long long)items, (long long)extent, (long long)count,
-                         (long long)blocks, (long long)displ);
+                         "message: buffer of %lld items of extent %lld is too small for count "
+                         "%lld x %lld blocks at displacement %lld",
+                         (long long)items, (long long)extent, (long long)count, (long long)blocks,
+                         (long long)displ);
             goto fail;
         }
     }
     msg->buf = (char *)v->buf + displ * extent;
     msg->count = count;
+    Py_XDECREF(fast);
+    return 0;
+fail:
+    Py_XDECREF(fast);
+    return -1;
+}
+
+/* ------------------------------------------------------------ vector messages */
+
+/* Displacements are read into the MPI_Aint array as MPI_Count values. */
+_Static_assert(sizeof(MPI_Aint) == sizeof(MPI_Count), "MPI_Aint and MPI_Count differ in size");
+
+/* counts/displs: None, an int (counts only: the same for every block) or a
+ * sequence of `blocks` non-negative ints, into out. */
+static int msgv_ints(PyObject *o, const char *what, int blocks, MPI_Count *out)
+{
+    if (PyLong_Check(o) && strcmp(what, "counts") == 0) {
+        MPI_Count v;
+        if (msg_int(o, "count", &v) < 0)
+            return -1;
+        for (int i = 0; i < blocks; i++)
+            out[i] = v;
+        return 0;
+    }
+    PyObject *fast = PySequence_Fast(o, "message: counts and displacements must be sequences");
+    if (!fast)
+        return -1;
+    int rc = 0;
+    if (PySequence_Fast_GET_SIZE(fast) != blocks) {
+        PyErr_Format(PyExc_ValueError, "message: expecting %d %s, got %zd", blocks, what,
+                     PySequence_Fast_GET_SIZE(fast));
+        rc = -1;
+    }
+    for (int i = 0; rc == 0 && i < blocks; i++)
+        rc = msg_int(PySequence_Fast_GET_ITEM(fast, i), what, &out[i]);
+    Py_DECREF(fast);
+    return rc;
+}
+
+/* The parts of a list/tuple vector message. */
+static int msgv_split(PyObject *fast, PyObject **data, PyObject **counts, PyObject **displs,
+                      PyObject **type)
+{
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
+    PyObject **items = PySequence_Fast_ITEMS(fast);
+    *data = items[0];
+    if (n == 2) {
+        if (PyObject_TypeCheck(items[1], &pympi_datatype_type) || PyUnicode_Check(items[1]))
+            *type = items[1];
+        else
+            *counts = items[1];
+    } else if (n == 3) {
+        *counts = items[1];
+        *type = items[2];
+    } else if (n == 4) {
+        *counts = items[1];
+        *displs = items[2];
+        *type = items[3];
+    } else {
+        PyErr_Format(PyExc_ValueError, "message: expecting 2 to 4 items, got %zd", n);
+        return -1;
+    }
+    /* (counts, displs): a pair whose first item is itself a sequence */
+    if (*counts && !*displs && PyTuple_Check(*counts) && PyTuple_GET_SIZE(*counts) == 2 &&
+        PySequence_Check(PyTuple_GET_ITEM(*counts, 0))) {
+        *displs = PyTuple_GET_ITEM(*counts, 1);
+        *counts = PyTuple_GET_ITEM(*counts, 0);
+    }
+    return 0;
+}
+
+int pympi_msgv_parse(PyObject *obj, int flags, int blocks, pympi_op *op, pympi_msgv *msg)
+{
+    *msg = (pympi_msgv){.buf = NULL, .type = MPI_BYTE};
+    if (obj == pympi_in_place) {
+        if (!(flags & PYMPI_MSG_IN_PLACE)) {
+            PyErr_SetString(PyExc_ValueError, "message: MPI.IN_PLACE is not allowed here");
+            return -1;
+        }
+        msg->in_place = 1;
+        msg->buf = MPI_IN_PLACE;
+    }
+    /* counts and displacements live as long as the operation */
+    PyObject *store = PyBytes_FromStringAndSize(
+        NULL, (Py_ssize_t)((sizeof(MPI_Count) + sizeof(MPI_Aint)) * (size_t)blocks));
+    if (!store)
+        return -1;
+    int kept = pympi_op_keep(op, store);
+    msg->counts = (MPI_Count *)PyBytes_AS_STRING(store);
+    msg->displs = (MPI_Aint *)(msg->counts + blocks);
+    Py_DECREF(store); /* op holds it */
+    if (kept < 0)
+        return -1;
+    if (msg->in_place)
+        return 0;
+    PyObject *data = obj, *counts_obj = NULL, *displs_obj = NULL, *type_obj = NULL, *fast = NULL;
+    if (PyList_Check(obj) || PyTuple_Check(obj)) {
+        if (!(fast = PySequence_Fast(obj, "message")))
+            return -1;
+        if (PySequence_Fast_GET_SIZE(fast) == 0) {
+            PyErr_SetString(PyExc_ValueError, "message: expecting 2 to 4 items, got 0");
+            goto fail;
+        }
+        if (msgv_split(fast, &data, &counts_obj, &displs_obj, &type_obj) < 0)
+            goto fail;
+    }
+    if (!PyObject_CheckBuffer(data)) {
+        PyErr_Format(PyExc_TypeError, "message: expecting buffer or list/tuple, not '%s'",
+                     Py_TYPE(data)->tp_name);
+        goto fail;
+    }
+    Py_buffer view;
+    int pflags =
+        PyBUF_ANY_CONTIGUOUS | PyBUF_FORMAT | ((flags & PYMPI_MSG_WRITE) ? PyBUF_WRITABLE : 0);
+    if (PyObject_GetBuffer(data, &view, pflags) < 0 || pympi_op_view(op, &view) < 0)
+        goto fail;
+    Py_buffer *v = &op->views[op->nviews - 1];
+    MPI_Count lb = 0, extent = 0;
+    if (msg_type(type_obj, v, &msg->type) < 0 ||
+        pympi_check(MPI_Type_get_extent_c(msg->type, &lb, &extent)) < 0)
+        goto fail;
+    MPI_Count items = extent > 0 ? (MPI_Count)v->len / extent : 0;
+    if (!counts_obj || counts_obj == Py_None) {
+        if ((extent > 0 && (MPI_Count)v->len % extent) || items % blocks) {
+            PyErr_Format(PyExc_ValueError,
+                         "message: cannot infer counts, buffer length %zd is not a multiple of "
+                         "%d blocks of datatype extent %lld",
+                         v->len, blocks, (long long)extent);
+            goto fail;
+        }
+        for (int i = 0; i < blocks; i++)
+            msg->counts[i] = items / blocks;
+    } else if (msgv_ints(counts_obj, "counts", blocks, msg->counts) < 0) {
+        goto fail;
+    }
+    if (!displs_obj || displs_obj == Py_None) {
+        MPI_Aint at = 0;
+        for (int i = 0; i < blocks; i++) {
+            msg->displs[i] = at;
+            at += (MPI_Aint)msg->counts[i];
+        }
+    } else {
+        if (msgv_ints(displs_obj, "displacements", blocks, (MPI_Count *)msg->displs) < 0)
+            goto fail;
+    }
+    for (int i = 0; i < blocks; i++)
+        if (msg->counts[i] > items || (MPI_Count)msg->displs[i] > items - msg->counts[i]) {
+            PyErr_Format(PyExc_ValueError,
+                         "message: block %d (displacement %lld, count %lld) ends beyond the "
+                         "buffer's %lld items",
+                         i, (long long)msg->displs[i], (long long)msg->counts[i], (long long)items);
+            goto fail;
+        }
+    msg->buf = v->buf;
     Py_XDECREF(fast);
     return 0;
 fail:

@@ -252,6 +252,56 @@ def Gather_Scatter_Allgather_Alltoall():
         assert exc[0] == rank * (rank + 1) // 2
 
 
+@check
+def vector_collectives():
+    p = size
+    counts = [r + 1 for r in range(p)]  # rank r has r + 1 items
+    displs = [sum(counts[:r]) for r in range(p)]
+    total = sum(counts)
+    mine = np.full(rank + 1, float(rank))
+    want = np.concatenate([np.full(r + 1, float(r)) for r in range(p)])
+    out = np.zeros(total) if rank == 1 else None
+    comm.Gatherv(mine, [out, counts, displs, MPI.DOUBLE] if rank == 1 else None, root=1)
+    if rank == 1:
+        eq(out, want)
+    out = np.zeros(total)
+    comm.Allgatherv(mine, [out, counts])  # displacements follow the counts
+    eq(out, want)
+    # ipyparallel's uneven split of arange(10) over 4 ranks: 3, 3, 2, 2
+    n = 10
+    sc = [n // p + (1 if r < n % p else 0) for r in range(p)]
+    sd = [sum(sc[:r]) for r in range(p)]
+    send = np.arange(n, dtype="i8") if rank == 0 else None
+    got = np.zeros(sc[rank], "i8")
+    comm.Scatterv([send, sc, sd, MPI.INT64_T] if rank == 0 else None, got, root=0)
+    eq(got, np.arange(sd[rank], sd[rank] + sc[rank]))
+    if rank == 0:  # and back, the root's part in place
+        whole = np.zeros(n, "i8")
+        whole[:sc[0]] = got
+        comm.Gatherv(MPI.IN_PLACE, [whole, sc, sd, MPI.INT64_T], root=0)
+        eq(whole, np.arange(n))
+    else:
+        comm.Gatherv(got, None, root=0)
+    # holes: a (counts, displs) pair leaving every other slot alone
+    out = np.full(2 * p, -1.0)
+    comm.Allgatherv(np.array([rank * 1.5]), [out, ([1] * p, [2 * r for r in range(p)]), MPI.DOUBLE])
+    eq(out[0::2], [r * 1.5 for r in range(p)])
+    eq(out[1::2], [-1.0] * p)
+    # Alltoallv: rank r sends j + 1 items of value r to rank j
+    send = np.concatenate([np.full(j + 1, rank, "i4") for j in range(p)])
+    recv = np.zeros((rank + 1) * p, "i4")
+    comm.Alltoallv([send, [j + 1 for j in range(p)]], [recv, rank + 1])
+    eq(recv, np.repeat(np.arange(p), rank + 1))
+    out = np.zeros(2 * p)  # no counts: equal blocks
+    comm.Allgatherv(np.array([rank, -rank], "f8"), out)
+    eq(out, np.array([[r, -r] for r in range(p)]).ravel())
+    e = raises(ValueError, comm.Allgatherv, mine, [np.zeros(3), counts])
+    assert "beyond" in str(e)
+    e = raises(ValueError, comm.Allgatherv, mine, [np.zeros(total), counts[:2]])
+    assert "expecting 4 counts" in str(e)
+    raises(ValueError, comm.Allgatherv, mine, np.zeros(total + 1))  # not equal blocks
+
+
 # ------------------------------------------------------------------ point-to-point
 
 
@@ -391,8 +441,12 @@ def object_point_to_point():
     r = comm.irecv(source=left, tag=10)
     comm.send(np.full(200_000, rank), dest=right, tag=10)  # large: needs the wait
     eq(r.wait(), np.full(200_000, left))
-    done, vals = MPI.Request.testall([comm.isend(1, dest=rank, tag=12)])
-    assert done and vals == [None] and comm.recv(source=rank, tag=12) == 1
+    reqs = [comm.isend(1, dest=rank, tag=12)]
+    assert comm.recv(source=rank, tag=12) == 1
+    done = False
+    while not done:  # the send completes now that it was received
+        done, vals = MPI.Request.testall(reqs)
+    assert vals == [None]
     assert comm.recv(source=MPI.PROC_NULL) is None
     comm.send("nothing", dest=MPI.PROC_NULL)
 
@@ -458,6 +512,12 @@ def mpi4py_exceptions():
     e = raises(ValueError, comm.Bcast, [np.zeros(3), 1, 0, MPI.DOUBLE, 5])
     assert "2 to 4 items" in str(e)
     raises(ValueError, comm.Bcast, [np.zeros(3), 4, MPI.DOUBLE])
+    raises(ValueError, comm.Bcast, [np.zeros(3), 2 ** 62, MPI.DOUBLE])  # no overflow
+    raises(ValueError, comm.Bcast, [np.zeros(3), 1, 2 ** 62, MPI.DOUBLE])
+    raises(OverflowError, comm.Bcast, [np.zeros(3), 2 ** 64, MPI.DOUBLE])
+    raises(ValueError, comm.Bcast, [np.zeros(3), -1, MPI.DOUBLE])
+    huge = ([1] * size, [2 ** 62] * size)
+    raises(ValueError, comm.Allgatherv, np.zeros(1), [np.zeros(4), huge, MPI.DOUBLE])
     e = raises(ValueError, comm.Bcast, [bytearray(7), MPI.DOUBLE])
     assert "multiple" in str(e)
     e = raises(ValueError, comm.Gather, np.zeros(1), np.zeros(size + 1), root=rank)

@@ -4,12 +4,15 @@
  * pympi_register, Py_Initialize) and runs one Python script.
  *
  *   pympi_host SCRIPT [ARGS...]   runs SCRIPT as __main__; exit 0 unless it raised
+ *   pympi_host --twice SCRIPT     the same with a new interpreter the second time
+ *                                 (Py_FinalizeEx, Py_Initialize in between)
  *   pympi_host --real-check       prints pympi_real_check's verdict (no MPI module
  *                                 registered, as with the engine's --real-mpi4py)
  *
  * The built-in module `_pympi_host` gives scripts the engine's side of an
  * interrupt: interrupt_after(seconds) sets the flag from another thread,
- * clear_interrupt() clears it (as the engine does when a task starts).
+ * interrupt_now() at once, clear_interrupt() clears it (as the engine does
+ * when a task starts).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -56,6 +59,12 @@ static PyObject *host_interrupt_after(PyObject *m, PyObject *arg)
     return Py_NewRef(Py_None);
 }
 
+static PyObject *host_interrupt_now(PyObject *m, PyObject *unused)
+{
+    atomic_store(&interrupt_flag, 1);
+    return Py_NewRef(Py_None);
+}
+
 static PyObject *host_clear_interrupt(PyObject *m, PyObject *unused)
 {
     atomic_store(&interrupt_flag, 0);
@@ -64,6 +73,7 @@ static PyObject *host_clear_interrupt(PyObject *m, PyObject *unused)
 
 static PyMethodDef host_methods[] = {
     {"interrupt_after", host_interrupt_after, METH_O, "Sets the interrupt flag after seconds."},
+    {"interrupt_now", host_interrupt_now, METH_NOARGS, "Sets the interrupt flag."},
     {"clear_interrupt", host_clear_interrupt, METH_NOARGS, "Clears the interrupt flag."},
     {NULL, NULL, 0, NULL},
 };
@@ -112,6 +122,12 @@ int main(int argc, char **argv)
         return 2;
     }
     int real_check = strcmp(argv[1], "--real-check") == 0;
+    int runs = strcmp(argv[1], "--twice") == 0 ? 2 : 1;
+    if (runs == 2) {
+        argv[1] = argv[0];
+        argv++;
+        argc--;
+    }
     int provided = 0;
     if (!real_check &&
         MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided) != MPI_SUCCESS) {
@@ -124,18 +140,20 @@ int main(int argc, char **argv)
         fprintf(stderr, "pympi_host: registering the modules failed\n");
         return 1;
     }
-    Py_InitializeEx(0);
-    int rc;
-    if (real_check) {
-        char why[512] = "";
-        rc = pympi_real_check(why, sizeof why) == 0 ? 0 : 1;
-        printf("%s\n", rc == 0 ? "real mpi4py: ok" : why);
-    } else {
-        rc = run_script(argc, argv);
+    int rc = 0;
+    for (int run = 0; run < runs && rc == 0; run++) {
+        Py_InitializeEx(0);
+        if (real_check) {
+            char why[512] = "";
+            rc = pympi_real_check(why, sizeof why) == 0 ? 0 : 1;
+            printf("%s\n", rc == 0 ? "real mpi4py: ok" : why);
+        } else {
+            rc = run_script(argc, argv);
+        }
+        fflush(stdout);
+        if (Py_FinalizeEx() < 0)
+            rc = 1;
     }
-    fflush(stdout);
-    if (Py_FinalizeEx() < 0)
-        rc = 1;
     if (!real_check)
         MPI_Finalize();
     return rc;

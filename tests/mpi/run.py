@@ -5,7 +5,7 @@ Runs build/tests/pympi_host — which initialises MPI and Python as the
 engine does — under `mpiexec.mpich -n 4` on pympi_checks.py (every call on
 arrays and objects, errors, missing names) and pympi_interrupts.py (the
 engine's interrupt flag), and the --real-mpi4py check on fake mpi4py
-packages.  A check passes when all 4 ranks report it ok.  Last line:
+packages, and the module in a second interpreter (pympi_reinit.py).  A check passes when all 4 ranks report it ok.  Last line:
 `pympi: N passed, N failed`; exit status 1 if anything failed.
 
 Environment: BUILD (default build), PYMPI_TIMEOUT (seconds per mpiexec,
@@ -95,6 +95,15 @@ def run_script(script):
             record(f"{script[:-3]}.exit", False, f"mpiexec exit {rc}: {out[-2000:]}")
 
 
+def reinit():
+    """The module in a second interpreter of the same process."""
+    cmd = ["mpiexec.mpich", "-n", str(RANKS), HOST, "--twice", os.path.join(HERE, "pympi_reinit.py")]
+    rc, out = run(cmd, host_env(), TIMEOUT + 20)
+    oks = sorted(re.findall(r"reinit ok (\d+)", out))
+    want = sorted(str(r) for r in range(RANKS)) * 2
+    record("reinit.second_interpreter", rc == 0 and oks == sorted(want), f"exit {rc}: {out[-2000:]}")
+
+
 def fake_mpi4py(root, link_mpich):
     """A package mpi4py whose MPI extension is a shared library linked to
     libmpich (or to no MPI): what pympi_real_check reads."""
@@ -138,6 +147,7 @@ def main():
     else:
         run_script("pympi_checks.py")
         run_script("pympi_interrupts.py")
+        reinit()
         real_checks()
     passed = sum(1 for _, ok, _ in results if ok)
     failed = len(results) - passed
