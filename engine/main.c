@@ -2,7 +2,9 @@
  *
  * Threads:
  *   main — called MPI_Init_thread; waits on a condition variable for tasks and
- *          runs them one at a time in the Lua runtime (user code, MPI calls).
+ *          runs them one at a time in the runtime (Lua or Python: user code,
+ *          MPI calls).  Python's GIL is only ever taken here: the net thread
+ *          never runs Python, so heartbeats flow while user code holds it.
  *   net  — the WebSocket link (link.c, a plain socket): connects (and
  *          reconnects with backoff), registers, sends heartbeats on a timer
  *          (so a busy engine is not a dead one), receives tasks into the
@@ -59,6 +61,7 @@ typedef struct engine {
     char path[256];
     int port;
     int grace_s;
+    runtime_kind runtime;           /* --runtime: lua (default) or python */
     size_t max_message;             /* what this engine takes in one message */
     atomic_size_t peer_max_message; /* what the controller does ("registered") */
     /* net thread */
@@ -237,9 +240,10 @@ static void send_heartbeat(void)
 static int queue_register(void)
 {
     json_t *reg =
-        json_pack("{s:s, s:s, s:s, s:i, s:i, s:s, s:i, s:s, s:i, s:I}", "type", "register", "key",
-                  E.key, "job", E.job, "rank", E.rank, "size", E.size, "host", E.host, "pid", E.pid,
-                  "version", IPPC_VERSION, "nbuf", 0, "max_message", (json_int_t)E.max_message);
+        json_pack("{s:s, s:s, s:s, s:i, s:i, s:s, s:i, s:s, s:i, s:I, s:s}", "type", "register",
+                  "key", E.key, "job", E.job, "rank", E.rank, "size", E.size, "host", E.host, "pid",
+                  E.pid, "version", IPPC_VERSION, "nbuf", 0, "max_message",
+                  (json_int_t)E.max_message, "runtime", runtime_kind_name(E.runtime));
     char *text = jsonout_dumps(reg, JSON_COMPACT);
     json_decref(reg);
     if (!text)
@@ -450,6 +454,8 @@ static int parse_args(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'v'},
         {"max-message-mb", required_argument, NULL, 'm'},
+        {"runtime", required_argument, NULL, 'r'},
+        {"real-mpi4py", no_argument, NULL, 'R'},
         {NULL, 0, NULL, 0},
     };
     const char *file = NULL;
@@ -477,10 +483,26 @@ static int parse_args(int argc, char **argv)
             E.max_message = (size_t)mb << 20;
             break;
         }
+        case 'r': {
+            int kind = runtime_kind_parse(optarg);
+            if (kind < 0) {
+                fprintf(stderr, "ippc-engine: --runtime must be lua or python, not '%s'\n", optarg);
+                return 2;
+            }
+            E.runtime = (runtime_kind)kind;
+            break;
+        }
+        case 'R': runtime_python_real_mpi4py(1); break;
         case 'v': printf("ippc-engine %s\n", IPPC_VERSION); return 0;
         case 'h':
             printf("usage: ippc-engine --file ippc-engine.json | --url ws://HOST:PORT/engine "
-                   "--key KEY [--grace SECONDS] [--max-message-mb N]\n"
+                   "--key KEY [--grace SECONDS] [--max-message-mb N] [--runtime lua|python]\n"
+                   "  --runtime R         the language of this engine's namespace: lua "
+                   "(default)\n"
+                   "                      or python (embedded CPython, NumPy, mpi4py)\n"
+                   "  --real-mpi4py       python: an installed mpi4py built for MPICH instead "
+                   "of\n"
+                   "                      the engine's own mpi4py.MPI\n"
                    "  --max-message-mb N  the largest message (a task and its arrays) this "
                    "engine\n"
                    "                      takes (default %zu); a larger one fails on the "
@@ -628,9 +650,9 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     ippc_error err = {0};
-    E.rt = runtime_new(E.rank, E.size, &err);
+    E.rt = runtime_new(E.runtime, E.rank, E.size, &err);
     if (!E.rt) {
-        log_msg("cannot start the Lua runtime: %s", err.message);
+        log_msg("cannot start the %s runtime: %s", runtime_kind_name(E.runtime), err.message);
         MPI_Finalize();
         return 1;
     }
