@@ -2,9 +2,10 @@
 #
 #   make            build build/bin/{ippc,ippc-controller,ippc-engine}
 #   make run        start a controller + 4 MPI engines on 127.0.0.1 (foreground)
-#   make test       unit + integration + contract + JS SDK tests, one summary line at the end
+#   make test       unit + MPI + integration + contract + JS SDK tests, one summary line at the end
 #   make test SAN=1 the same with AddressSanitizer + UndefinedBehaviorSanitizer
 #   make unit       the cmocka unit tests only
+#   make pympi      the Python MPI module (mpi4py names) on 4 MPI ranks
 #   make integration  the integration tests only (K=SUBSTRING picks tests by name)
 #   make js-test    the JavaScript SDK's tests only (clients/js, Node.js >= 20.10)
 #   make fuzz       every fuzz target for FUZZ_SECONDS (default 30) each
@@ -37,7 +38,7 @@ PKGLIBS = $(shell pkg-config --libs $(1))
 
 COMMON_PKGS := jansson libwebsockets
 SERVER_PKGS := libmicrohttpd libwebsockets jansson sqlite3
-ENGINE_PKGS := libwebsockets jansson lua5.4 mpich
+ENGINE_PKGS := libwebsockets jansson lua5.4 mpich python3-embed
 CLI_PKGS := libcurl jansson libwebsockets
 
 COMMON_SRC := $(wildcard common/*.c)
@@ -63,7 +64,7 @@ FUZZ_SRC := $(wildcard fuzz/fuzz_*.c)
 FUZZ_BIN := $(FUZZ_SRC:fuzz/%.c=$(BUILD)/fuzz/%)
 FUZZ_SECONDS ?= 30
 
-.PHONY: all deps npm-deps run test unit integration js-test bench fuzz soak clean lint compile_commands
+.PHONY: all deps npm-deps run test unit pympi integration js-test bench fuzz soak clean lint compile_commands
 all: $(BIN)/ippc-controller $(BIN)/ippc-engine $(BIN)/ippc $(PLUGIN_LIB)
 
 deps:
@@ -122,6 +123,15 @@ $(BUILD)/tests/test_%: $(OBJ)/tests/test_%.o $(COMMON_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(SANFLAGS) -o $@ $^ $(call PKGLIBS,cmocka $(COMMON_PKGS)) -lpthread -lm
 
+# The Python MPI module's host program (tests/mpi/run.py runs it under mpiexec).
+PYMPI_HOST := $(BUILD)/tests/pympi_host
+$(OBJ)/tests/mpi/%.o: tests/mpi/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(BASE_CFLAGS) -iquote engine $(call PKG,$(ENGINE_PKGS)) -c $< -o $@
+$(PYMPI_HOST): $(OBJ)/tests/mpi/pympi_host.o $(ENGINE_OBJ) $(COMMON_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(SANFLAGS) -rdynamic -o $@ $^ $(call PKGLIBS,$(ENGINE_PKGS)) -ldl -lpthread -lm
+
 # Benchmarks in C link the engine runtime (nd, mpi) and MPICH.
 $(OBJ)/bench/%.o: bench/%.c
 	@mkdir -p $(dir $@)
@@ -146,6 +156,12 @@ $(BUILD)/fuzz/fuzz_%: fuzz/fuzz_%.c $(COMMON_SRC) $(SERVER_SRC)
 	  -iquote server $(call PKG,$(SERVER_PKGS)) -o $@ $< $(COMMON_SRC) $(SERVER_SRC) \
 	  $(call PKGLIBS,$(SERVER_PKGS)) -lpthread -lm
 
+# fuzz_elfdeps reads ELF files for the engine (engine/elfdeps.c), nothing else.
+$(BUILD)/fuzz/fuzz_elfdeps: fuzz/fuzz_elfdeps.c engine/elfdeps.c engine/elfdeps.h
+	@mkdir -p $(dir $@)
+	clang -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined \
+	  -fno-sanitize-recover=undefined -iquote engine -o $@ fuzz/fuzz_elfdeps.c engine/elfdeps.c
+
 fuzz:
 	@scripts/install-deps fuzz
 	@$(MAKE) --no-print-directory $(FUZZ_BIN)
@@ -160,11 +176,15 @@ run: deps all
 
 test: deps
 	-@$(MAKE) --no-print-directory npm-deps
-	@$(MAKE) --no-print-directory all $(UNIT_BIN) $(BENCH_BIN)
+	@$(MAKE) --no-print-directory all $(UNIT_BIN) $(BENCH_BIN) $(PYMPI_HOST)
 	@BUILD=$(BUILD) PYTHON=$(PYTHON) scripts/run-tests $(UNIT_BIN)
 
 unit: all $(UNIT_BIN)
 	@for t in $(UNIT_BIN); do $$t || exit 1; done
+
+# The Python MPI module (mpi4py names) on 4 MPICH ranks: tests/mpi/run.py.
+pympi: $(PYMPI_HOST)
+	@BUILD=$(BUILD) $(PYTHON) tests/mpi/run.py
 
 # The JavaScript SDK's tests (clients/js/test, Node's test runner) against real
 # clusters; ends with "js-sdk: N passed, N failed".
@@ -194,7 +214,7 @@ soak: deps all
 # recipes by a dry run (`make compile_commands` alone for editors and clangd).
 LINT_UNITS := $(OBJ)/server/main.o $(SERVER_OBJ) $(OBJ)/engine/main.o $(ENGINE_OBJ) \
   $(OBJ)/cli/main.o $(CLI_OBJ) $(COMMON_OBJ) $(UNIT_SRC:tests/unit/%.c=$(OBJ)/tests/%.o) \
-  $(PLUGIN_LIB) $(BENCH_SRC:bench/%.c=$(OBJ)/bench/%.o) $(FUZZ_BIN)
+  $(PLUGIN_LIB) $(BENCH_SRC:bench/%.c=$(OBJ)/bench/%.o) $(FUZZ_BIN) $(OBJ)/tests/mpi/pympi_host.o
 compile_commands:
 	@mkdir -p $(BUILD)
 	@$(MAKE) --no-print-directory -n -B $(LINT_UNITS) | scripts/lint/compile-commands > $(BUILD)/compile_commands.json.tmp

@@ -58,6 +58,7 @@
 #include <unistd.h>
 #include <microhttpd.h>
 
+#include "buf.h"
 #include "call.h"
 #include "decode_pool.h"
 #include "linger.h"
@@ -903,7 +904,7 @@ static int body_admit(req_ctx *ctx, const char *transfer_encoding, const char *c
         return 0;
     if (budget_take(&ctx->held, (size_t)n, "request body", err) < 0)
         return -1;
-    ctx->body = malloc((size_t)n);
+    ctx->body = buf_alloc_big((size_t)n);
     if (!ctx->body) {
         budget_give(&ctx->held, (size_t)n);
         return ippc_error_set(err, ERR_OVERLOADED,
