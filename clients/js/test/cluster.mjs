@@ -105,11 +105,12 @@ for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP']) {
 }
 
 export class Cluster {
-  /** @param {{engines?: number, profile?: string, controllerArgs?: string[]}} [opts] */
+  /** @param {{engines?: number, profile?: string, controllerArgs?: string[], engineArgs?: string[]}} [opts] */
   constructor(opts = {}) {
     this.n = opts.engines ?? 4;
     this.profile = opts.profile || 'jstest';
     this.controllerArgs = opts.controllerArgs || [];
+    this.engineArgs = opts.engineArgs || []; // after ippc-engine --file FILE
     this.dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ippc-jstest-'));
     this.children = [];
     this.enginePids = [];
@@ -165,7 +166,7 @@ export class Cluster {
       this.token = info.token;
       this.mpiexec = this.spawn(
         MPIEXEC,
-        ['-n', String(this.n), ENGINE, '--file', engineFile],
+        ['-n', String(this.n), ENGINE, '--file', engineFile, ...this.engineArgs],
         'engines.log',
       );
       await this.waitEngines(this.n);
