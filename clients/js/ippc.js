@@ -1483,12 +1483,20 @@ class StdoutHub {
     /** @type {Map<number, Function>} */
     this.byTask = new Map();
     let ready;
-    /** Resolves once events of tasks submitted from now on will be seen. */
+    /**
+     * Resolves once events of tasks submitted from now on will be seen, or
+     * when the stream cannot be had (no WebSockets): calls then go ahead,
+     * and their output comes with their answers only.
+     */
     this.ready = new Promise((r) => (ready = r));
-    this.unsubscribe = client.subscribe(['tasks', 'stdout'], (ev) => {
-      if (ev.type === 'snapshot') ready();
-      else this._event(ev);
-    });
+    this.unsubscribe = client.subscribe(
+      ['tasks', 'stdout'],
+      (ev) => {
+        if (ev.type === 'snapshot') ready();
+        else this._event(ev);
+      },
+      { onStatus: (state) => state !== 'open' && ready() },
+    );
   }
 
   _event(ev) {

@@ -383,6 +383,12 @@ test('without WebSockets (a proxy refuses them) calls go over REST; subscription
   assert.equal(client.socketOpen, false);
   assert.deepEqual(await client.view('all').execute('return mpi.size()'), [4, 4, 4, 4]);
   assert.equal(await client.submit({ code: 'return 6 * 7' }), 42);
+  // onStdout cannot stream: the call goes ahead; its output comes with the answer.
+  const streamed = [];
+  const ar = client.view(0).execute('print("hello") return 1', { onStdout: (e, text) => streamed.push(text) });
+  assert.equal(await ar, 1);
+  assert.equal(ar.stdout, 'hello\n');
+  assert.deepEqual(streamed, []);
   const statuses = [];
   const unsubscribe = client.subscribe('all', () => {}, { onStatus: (s) => statuses.push(s) });
   await until(() => statuses.filter((s) => s === 'reconnecting').length >= 2, 'the refusals');
