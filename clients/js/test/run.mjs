@@ -36,9 +36,11 @@ const files = process.argv.slice(2).length
 
 const flags = typeof globalThis.WebSocket === 'undefined' ? ['--experimental-websocket'] : [];
 // Node's notice that WebSocket is experimental says nothing about the tests.
-if (process.allowedNodeEnvironmentFlags.has('--disable-warning')) flags.push('--disable-warning=ExperimentalWarning');
+// Both flags came with Node 20.11.
+const since2011 = major > 20 || (major === 20 && minor >= 11);
+if (since2011) flags.push('--disable-warning=ExperimentalWarning');
 // A test that hangs fails alone (generous: 2 cores, 4 ranks, sanitizer builds).
-if (process.allowedNodeEnvironmentFlags.has('--test-timeout')) flags.push('--test-timeout=120000');
+if (since2011) flags.push('--test-timeout=120000');
 const child = spawn(
   process.execPath,
   [...flags, '--test', '--test-reporter=tap', '--test-concurrency=1', ...files],
