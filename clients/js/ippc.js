@@ -868,6 +868,18 @@ export class DirectResult extends AsyncResult {
   }
 
   /**
+   * This request's tasks' records, one per target (state, engine,
+   * submitted/started/completed times, ...), as the task store has them now.
+   * @returns {Promise<any[]>}
+   */
+  async taskRecords() {
+    if (!this.requestId) await this._done; // a blocking call learns it with its answer
+    if (!this.requestId) return [];
+    const page = await this._client.tasks({ request: this.requestId, kind: 'direct', limit: 1000 });
+    return page.tasks;
+  }
+
+  /**
    * Aborts this request's tasks that have not finished (force: interrupts
    * running ones too).  Resolves with the abort answers.
    * @param {{force?: boolean}} [opts]
@@ -1032,8 +1044,8 @@ export class MapResult extends AsyncResult {
     this.answer = null;
   }
 
-  /** The chunk tasks' records (fetched). */
-  async metadata() {
+  /** Once answered: the chunk tasks' records (state, engine, times, ...). */
+  async taskRecords() {
     await this._done;
     return Promise.all((this.tasks || []).map((id) => this._client._taskRecord(id, 0)));
   }

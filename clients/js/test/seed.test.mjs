@@ -104,6 +104,9 @@ test('execute: per-engine values, stdout and metadata; a one-engine view unwraps
     [[0, 'ok'], [1, 'ok'], [2, 'ok'], [3, 'ok']],
   );
   assert.ok(ar.requestId > 0);
+  const records = await ar.taskRecords();
+  assert.deepEqual(records.map((r) => [r.engine, r.state, r.op]).sort(), [0, 1, 2, 3].map((e) => [e, 'completed', 'execute']));
+  assert.ok(records.every((r) => r.started && r.completed && r.request === ar.requestId));
   const one = client.view(2).execute('print("hi") return mpi.rank()');
   assert.equal(await one.get(), 2);
   assert.equal(one.stdout, 'hi\n');

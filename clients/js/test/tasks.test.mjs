@@ -98,7 +98,7 @@ test('map: one result per item, chunks, several sequences, failed items', async 
   const m = client.map('sq', [1, 2, 3, 4, 5], { chunksize: 2 });
   assert.deepEqual(await m, [1, 4, 9, 16, 25]);
   assert.equal(m.tasks.length, 3);
-  const records = await m.metadata();
+  const records = await m.taskRecords();
   assert.ok(records.every((r) => r.state === 'completed'));
   assert.deepEqual(await client.map('add', [1, 2, 3], new Int32Array([10, 20, 30])), [11, 22, 33]);
   const failing = client.map('inv', [1, 2, 0, 4], { chunksize: 2 });
