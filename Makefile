@@ -79,6 +79,12 @@ $(NPM_STAMP): package-lock.json package.json
 	npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
+# Where ippc-controller reads the dashboard (web/) and the JavaScript SDK
+# (clients/js/) from unless --web-root / --sdk-root say otherwise.
+WEB_ROOT ?= $(CURDIR)/web
+SDK_ROOT ?= $(CURDIR)/clients/js
+$(OBJ)/server/main.o: BASE_CFLAGS += -DIPPC_WEB_ROOT='"$(WEB_ROOT)"' -DIPPC_SDK_ROOT='"$(SDK_ROOT)"'
+
 $(OBJ)/common/%.o: common/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(BASE_CFLAGS) $(call PKG,$(COMMON_PKGS)) -c $< -o $@
