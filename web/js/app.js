@@ -50,8 +50,12 @@ async function start(conn) {
   state.unsubscribe = conn.subscribe((ev) => {
     if (!loaded) { early.push(ev); return; }
     onEvent(ev);
+  }, (status) => {
+    if (status === 'open') setLink('live');
+    else if (status === 'reconnecting') setLink('connecting');
+    else if (status === 'closed') setLink('off', 'disconnected');
   });
-  const [engines, tasks] = await Promise.all([conn.engines(), conn.tasks({ limit: 500 })
+  const [engines, tasks] = await Promise.all([conn.engines(), conn.tasks({ since: new Date(Date.now() - 600000).toISOString(), limit: 1000 })
     .catch(() => [])]);
   store.setEngines(engines);
   store.addTasks(tasks);
@@ -77,7 +81,7 @@ async function start(conn) {
     store.sampleBusy(Date.now());
     invalidate('engines', 'throughput', 'timeline', 'maps');
   }, 1000);
-  const [info] = await Promise.all([conn.rest('GET', '/api/v1/info').catch(() => null)]);
+  const info = await conn.info().catch(() => null);
   if (info) $('#cluster').textContent = 'profile ' + info.profile + ' · ippc ' + info.version;
   // A keyboard user who just signed in continues in the dashboard.
   if (document.activeElement === document.body || $('#signin').contains(document.activeElement))
@@ -89,11 +93,12 @@ function onEvent(ev) {
     setLink('stopped', 'cluster stopped: ' + (ev.reason || ''));
     return;
   }
-  if (ev.type === 'gap' || ev.type === 'slow_consumer' || ev.type === 'reconnecting') {
+  if (ev.type === 'gap') {
+    // Events were missed; a fresh snapshot follows.
     setLink('connecting', 'catching up…');
     return;
   }
-  if (ev.type === 'resumed' || ev.type === 'connected') setLink('live');
+  if (ev.type === 'snapshot') setLink('live');
   const changed = state.store.apply(ev);
   if (changed.length) invalidate(...changed);
 }

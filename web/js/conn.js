@@ -51,53 +51,51 @@ export class Conn {
     this.client = new Client(location.origin, token);
   }
 
+  /** Checks the token; rejects with the SDK's IppcError (code 'unauthorized'
+   * for a wrong one). */
   async connect() {
-    await this.client.connect();
+    return this.client.connect();
   }
 
   close() {
-    try { this.client.close?.(); } catch { /* already closed */ }
+    try { this.client.close(); } catch { /* already closed */ }
   }
 
-  async engines() {
-    const r = await this.client.engines();
-    return Array.isArray(r) ? r : r.engines;
+  info() {
+    return this.client.infoAtConnect ? Promise.resolve(this.client.infoAtConnect) : this.client.info();
   }
 
-  /** Task records, newest last. */
+  engines() {
+    return this.client.engines();
+  }
+
+  /** Task records (GET /api/v1/tasks). */
   async tasks(query) {
-    const r = await this.client.tasks(query);
-    return Array.isArray(r) ? r : r.tasks;
+    return (await this.client.tasks(query)).tasks;
   }
 
-  /** Subscribes to the event stream; handler(event) per event; returns the
-   * function that unsubscribes. */
-  subscribe(handler) {
-    return this.client.subscribe(['engines', 'tasks', 'stdout'], handler);
+  /** The event stream: handler(event) for the snapshot and every event after
+   * it, across reconnects; onStatus('open'|'reconnecting'|'closed').
+   * Returns the function that unsubscribes. */
+  subscribe(handler, onStatus) {
+    return this.client.subscribe(['engines', 'tasks', 'stdout'], handler, { onStatus });
   }
 
   /** Starts code on targets.  Returns {started, done}: started resolves to
    * {request, targets} as soon as the controller took the request (stdout
    * events of its tasks carry that request id), done to the answer
    * {targets, results: [{engine, status, stdout, value | ename, evalue,
-   * traceback}]}, errors on engines included (not thrown). */
+   * traceback}]}, engines' errors included (not thrown).
+   * (REST, not the SDK: its execute tells the request id only with the
+   * answer, and the console needs it first to route streaming stdout.) */
   execute(targets, code) {
-    const ar = this.client.view(targets).execute(code, { block: false });
-    const started = Promise.resolve(ar.metadata ?? ar.submitted ?? ar).then((m) => ({
-      request: ar.request ?? m?.request, targets: ar.targets ?? m?.targets }));
-    const done = (async () => {
-      try {
-        if (typeof ar.wait === 'function') await ar.wait();
-        const v = typeof ar.get === 'function' ? await ar.get() : await ar;
-        return v && Array.isArray(v.results) ? v : { results: v, targets: ar.targets };
-      } catch (err) {
-        // A remote error: the answer with every engine's part, when the SDK
-        // kept it.
-        const body = err.body ?? err.answer ?? err.response;
-        if (body && Array.isArray(body.results)) return body;
-        throw err;
-      }
-    })();
+    const spec = encodeURIComponent(Array.isArray(targets) ? targets.join(',') : String(targets));
+    const started = this.rest('POST', `/api/v1/views/${spec}/execute?block=false`, { code });
+    const done = started.then(async (first) => {
+      let body = first;
+      while (body.status === 'pending') body = await this.rest('GET', `/api/v1/requests/${first.request}?wait=30`);
+      return body;
+    });
     // Whoever awaits them sees a failure; one nobody awaits (the answer when
     // the start already failed) is not reported as unhandled.
     started.catch(() => {});
@@ -111,66 +109,60 @@ export class Conn {
 
   /** Per target: {name: {type, dtype, shape, bytes}}. */
   async vars(targets) {
-    const r = await this.client.view(targets).vars();
-    return resultsOf(r);
+    return await this.client.view(targets).vars();
   }
 
-  /** One engine's array through the binary path: {dtype, shape, data: TypedArray}. */
+  /** One engine's array through the binary path (application/octet-stream):
+   * {dtype, shape, data: TypedArray}. */
   async pullArray(engine, name, info) {
-    const r = await this.client.view([engine]).pull(name);
-    let v = resultsOf(r);
-    if (Array.isArray(v) && v.length === 1) v = v[0];
-    return asArray(v, info);
+    const values = await this.client.view([engine]).pull(name, { raw: true });
+    return asArray(values[0], info);
   }
 
+  /** Aborts a task (force: interrupts a running one). */
   abort(id, force) {
-    return this.client.task(id).abort({ force });
+    return this.client.task(id).abort({ force: !!force });
   }
 
-  /** One task's whole record (code, args, result, stdout, traceback). */
-  async task(id) {
+  /** The same task again; resolves to the new task's id. */
+  async resubmit(id) {
+    const again = this.client.task(id).resubmit();
+    const [newId] = await again.submitted;
+    if (newId === undefined) await again.get(); // the resubmit's own error
+    return newId;
+  }
+
+  /** One task's whole record (code, args, result, stdout, traceback), now:
+   * REST, as the SDK's task(id) waits for the task to finish. */
+  task(id) {
     return this.rest('GET', '/api/v1/tasks/' + id);
   }
 
-  /** Resubmits a task: the REST route (the SDK has no method for it). */
-  async resubmit(id) {
-    return this.rest('POST', '/api/v1/tasks/' + id + '/resubmit');
-  }
-
-  async rest(method, path) {
-    const r = await fetch(path, { method, headers: { Authorization: 'Bearer ' + this.token } });
-    const body = await r.json().catch(() => null);
+  async rest(method, path, body) {
+    const headers = { Authorization: 'Bearer ' + this.token };
+    if (body !== undefined) headers['Content-Type'] = 'application/json';
+    const r = await fetch(path, { method, headers,
+                                  body: body === undefined ? undefined : JSON.stringify(body) });
+    const answer = await r.json().catch(() => null);
     if (!r.ok) {
-      const err = new Error(body?.error?.message || 'HTTP ' + r.status);
+      const err = new Error(answer?.error?.message || 'HTTP ' + r.status);
       err.status = r.status;
-      err.code = body?.error?.code;
+      err.code = answer?.error?.code;
       throw err;
     }
-    return body;
+    return answer;
   }
-}
-
-/** The per-target values of an SDK answer (an AsyncResult, a body, or an array). */
-function resultsOf(r) {
-  if (r && typeof r.get === 'function' && !(r instanceof Map)) r = r.get();
-  if (r && Array.isArray(r.results)) return r.results;
-  return r;
 }
 
 const TYPED = { float64: Float64Array, float32: Float32Array, int64: BigInt64Array,
                 int32: Int32Array, uint8: Uint8Array };
 
-/** {dtype, shape, data} from whatever the SDK gives for an array. */
+/** {dtype, shape, data} of the SDK's array: a TypedArray (1-D) or an NDArray. */
 function asArray(v, info) {
   if (v && ArrayBuffer.isView(v.data)) return { dtype: v.dtype, shape: v.shape, data: v.data };
   if (ArrayBuffer.isView(v)) {
-    const dtype = v.dtype || Object.keys(TYPED).find((k) => v instanceof TYPED[k]);
-    return { dtype, shape: v.shape || info?.shape || [v.length], data: v };
+    const dtype = Object.keys(TYPED).find((k) => v instanceof TYPED[k]) || info?.dtype;
+    return { dtype, shape: [v.length], data: v };
   }
-  if (Array.isArray(v)) {
-    const flat = v.flat(Infinity);
-    const shape = Array.isArray(v[0]) ? [v.length, v[0].length] : [v.length];
-    return { dtype: info?.dtype || 'float64', shape, data: Float64Array.from(flat.map(Number)) };
-  }
-  throw new Error('not an array');
+  throw new Error('the engine did not answer an array');
 }

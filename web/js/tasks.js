@@ -81,7 +81,7 @@ export class TasksView {
     const cells = {};
     cells.button = h('button', { type: 'button', class: 'link', onclick: () => this.open(row.task) });
     const tr = h('tr', null,
-      h('td', null, cells.button), cells.state = h('td', { class: 'state' }),
+      h('td', null, cells.button), h('td', null, cells.state = h('span', { class: 'state' })),
       cells.engine = h('td'), cells.duration = h('td', { class: 'num' }), cells.kind = h('td'),
       cells.tags = h('td'));
     const row = { tr, cells, task: null };
@@ -199,9 +199,9 @@ export class TasksView {
 
   async resubmit(id) {
     try {
-      const r = await this.ctx.conn.resubmit(id);
+      const newId = await this.ctx.conn.resubmit(id);
       this.actionMessage = '';
-      if (r && typeof r.id === 'number') this.open(r.id);
+      if (typeof newId === 'number') this.open(newId);
     } catch (err) {
       this.actionMessage = 'Resubmit failed: ' + err.message;
       this.ctx.invalidate('details');
