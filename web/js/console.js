@@ -171,13 +171,14 @@ export class ConsoleView {
       const engine = r?.engine ?? targets[i];
       const c = this.cell(run, engine);
       c.out.replaceChildren();
-      const ok = r && r.status !== 'error';
-      c.status.textContent = ok ? 'ok' : r?.ename === 'Interrupted' || r?.ename === 'Aborted' ? 'aborted' : 'error';
-      c.status.dataset.state = ok ? 'completed' : 'failed';
+      const ok = r && r.status === 'ok';
+      const word = ok ? 'ok' : r?.status === 'aborted' ? 'aborted' : 'error';
+      c.status.textContent = word;
+      c.status.dataset.state = ok ? 'completed' : word === 'aborted' ? 'aborted' : 'failed';
       if (r?.stdout) c.out.append(h('span', { class: 'stdout' }, r.stdout));
       if (r && 'value' in r && r.value !== undefined)
         c.out.append(h('span', { class: 'value' }, 'Out: ' + show(r.value) + '\n'));
-      if (r && r.status === 'error')
+      if (r && !ok && (r.ename || r.evalue || r.traceback))
         c.out.append(h('span', { class: 'traceback' }, (r.ename || 'Error') + ': ' + (r.evalue || '') +
           '\n' + [].concat(r.traceback || []).join('\n')));
     });

@@ -23,6 +23,9 @@ export class TasksView {
     for (const id of ['#filter-state', '#filter-engine', '#filter-tag'])
       $(id).addEventListener('input', () => { this.lastTable = 0; ctx.invalidate('tasks'); });
     $('#task-filters').addEventListener('submit', (e) => e.preventDefault());
+    $('#task-details').addEventListener('keydown', (e) => {
+      if (e.key === 'Escape') this.close();
+    });
     this.store.stdoutListeners.add((t) => {
       if (t.id === this.openId) ctx.invalidate('details');
     });
@@ -122,9 +125,13 @@ export class TasksView {
   }
 
   close() {
+    const id = this.openId;
     this.openId = null;
     $('#task-details').hidden = true;
     this.ctx.invalidate('tasks');
+    // Back to the row it was opened from, when it is still shown.
+    const row = this.rows.find((r) => r.task === id && r.tr.isConnected);
+    if (row) row.cells.button.focus();
   }
 
   renderDetails() {
