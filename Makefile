@@ -6,6 +6,7 @@
 #   make test SAN=1 the same with AddressSanitizer + UndefinedBehaviorSanitizer
 #   make unit       the cmocka unit tests only
 #   make integration  the integration tests only (K=SUBSTRING picks tests by name)
+#   make browser    the dashboard's browser tests only (headless chromium)
 #   make fuzz       every fuzz target for FUZZ_SECONDS (default 30) each
 #   make bench      benchmarks (bench/), ippc side by side with IPython Parallel
 #   make soak       good + hostile clients and engine churn for SOAK_SECONDS (default 180)
@@ -62,17 +63,18 @@ FUZZ_SRC := $(wildcard fuzz/fuzz_*.c)
 FUZZ_BIN := $(FUZZ_SRC:fuzz/%.c=$(BUILD)/fuzz/%)
 FUZZ_SECONDS ?= 30
 
-.PHONY: all deps npm-deps run test unit integration bench fuzz soak clean lint compile_commands
+.PHONY: all deps npm-deps run test unit integration browser bench fuzz soak clean lint compile_commands
 all: $(BIN)/ippc-controller $(BIN)/ippc-engine $(BIN)/ippc $(PLUGIN_LIB)
 
 deps:
 	@scripts/install-deps
 
-# The contract tests' npm tools (package.json: @redocly/cli, openapi-typescript,
-# typescript at pinned versions).  `npm ci` runs only when node_modules is missing
+# The contract tests' and browser tests' npm tools (package.json: @redocly/cli,
+# openapi-typescript, typescript, playwright-core at pinned versions).  `npm ci` runs only when node_modules is missing
 # or older than package-lock.json / package.json; after that `make test` needs no
 # network.  (node and npm themselves come from scripts/install-deps.)  `make test`
-# goes on when it fails: the contract suite then counts its npm checks as failed.
+# goes on when it fails: the contract suite then counts its npm checks as failed,
+# and the browser suite fails for want of playwright-core.
 NPM_STAMP := node_modules/.package-lock.json
 npm-deps: $(NPM_STAMP)
 $(NPM_STAMP): package-lock.json package.json
@@ -175,6 +177,11 @@ unit: all $(UNIT_BIN)
 # the limit programs (bench_loopback, bench_mpi_bcast) of $(BENCH_BIN).
 integration: all $(BENCH_BIN)
 	@BUILD=$(BUILD) $(PYTHON) tests/integration/run.py $(if $(K),-k $(K))
+
+# The dashboard (web/) in Debian's chromium, headless, through playwright-core
+# (node_modules, `make npm-deps`), against a cluster of its own.
+browser: deps all npm-deps
+	@BUILD=$(BUILD) $(PYTHON) tests/browser/run.py
 
 # bench_peer runs IPython Parallel beside ippc: `install-deps bench` adds Debian's
 # python3-ipyparallel and python3-numpy (without them it runs the ippc half).

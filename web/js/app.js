@@ -55,7 +55,7 @@ async function start(conn) {
     else if (status === 'reconnecting') setLink('connecting');
     else if (status === 'closed') setLink('off', 'disconnected');
   });
-  const [engines, tasks] = await Promise.all([conn.engines(), conn.tasks({ since: new Date(Date.now() - 600000).toISOString(), limit: 1000 })
+  const [engines, tasks] = await Promise.all([conn.engines(), conn.recentTasks(600, 5000)
     .catch(() => [])]);
   store.setEngines(engines);
   store.addTasks(tasks);

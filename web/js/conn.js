@@ -69,9 +69,21 @@ export class Conn {
     return this.client.engines();
   }
 
-  /** Task records (GET /api/v1/tasks). */
-  async tasks(query) {
-    return (await this.client.tasks(query)).tasks;
+  /** The newest (at most max) task records submitted in the last `seconds`,
+   * oldest first.  The history is paged oldest first, so the pages are
+   * walked (at most `pages` of them) and the newest kept. */
+  async recentTasks(seconds, max, pages = 10) {
+    const since = new Date(Date.now() - seconds * 1000).toISOString();
+    let all = [];
+    let cursor;
+    for (let i = 0; i < pages; i++) {
+      const page = await this.client.tasks({ since, limit: 1000, cursor });
+      all = all.concat(page.tasks);
+      if (all.length > max) all = all.slice(all.length - max);
+      if (page.next_cursor == null || page.tasks.length < 1000) break;
+      cursor = page.next_cursor;
+    }
+    return all;
   }
 
   /** The event stream: handler(event) for the snapshot and every event after
