@@ -70,9 +70,9 @@ deps:
 	@scripts/install-deps
 
 # The contract tests' and browser tests' npm tools (package.json: @redocly/cli,
-# openapi-typescript, typescript, playwright-core at pinned versions).  `npm ci` runs only when node_modules is missing
-# or older than package-lock.json / package.json; after that `make test` needs no
-# network.  (node and npm themselves come from scripts/install-deps.)  `make test`
+# openapi-typescript, typescript, playwright-core at pinned versions).  `npm ci`
+# runs only when node_modules is missing or older than package-lock.json /
+# package.json; after that `make test` needs no network.  (node and npm themselves come from scripts/install-deps.)  `make test`
 # goes on when it fails: the contract suite then counts its npm checks as failed,
 # and the browser suite fails for want of playwright-core.
 NPM_STAMP := node_modules/.package-lock.json

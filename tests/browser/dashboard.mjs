@@ -406,8 +406,14 @@ test('keyboard_reaches_the_main_controls', async () => {
 });
 
 test('phone_width_has_no_horizontal_overflow', async (browser) => {
+  // The newest task: a page opened now lists it first (the history is
+  // paged oldest first; the page must find the newest).
+  const newest = await api('POST', '/api/v1/tasks?block=true', { code: 'return 0' });
   const { context, page } = await signedIn(browser, 'phone', { width: 390, height: 844 });
   try {
+    await tab(page, 'tasks');
+    await until('the newest task first', async () =>
+      (await page.locator('#task-rows button').first().textContent()) === '#' + newest.id);
     for (const name of ['engines', 'tasks', 'console', 'data', 'throughput']) {
       await tab(page, name);
       await page.waitForTimeout(300);
