@@ -91,8 +91,8 @@ struct http_api {
     int metrics_public;
     const webroot *files; /* the dashboard's static files, or NULL */
     budget *held;         /* every byte requests make us hold */
-    budget own_held;   /* held, when the configuration gives none: no limit */
-    size_t decode_cap; /* most memory one JSON decode may use */
+    budget own_held;      /* held, when the configuration gives none: no limit */
+    size_t decode_cap;    /* most memory one JSON decode may use */
     decode_pool *decoder;
     linger *linger;
     atomic_int stopping;  /* no new suspensions */
@@ -978,8 +978,7 @@ static int file_admit(req_ctx *ctx, const char *url, const char *method, const c
                               "HEAD)",
                               method);
     }
-    if (webroot_parse(url, &ctx->file_dir, ctx->file_rel, sizeof ctx->file_rel, &ctx->refusal) <
-        0)
+    if (webroot_parse(url, &ctx->file_dir, ctx->file_rel, sizeof ctx->file_rel, &ctx->refusal) < 0)
         return -1;
     ctx->is_file = 1;
     return body_admit(ctx, te, header(ctx, MHD_HTTP_HEADER_CONTENT_LENGTH));
@@ -1023,8 +1022,7 @@ static int admit(req_ctx *ctx, const char *url, const char *method, const char *
                               "token is in ippc-client.json)");
     /* Everything outside /api and /metrics is a dashboard file: no token (the
      * page asks for it), GET and HEAD only. */
-    if (!is_api && strncmp(url, "/api/", 5) != 0 && strcmp(url, "/metrics") != 0 &&
-        ctx->api->files)
+    if (!is_api && strncmp(url, "/api/", 5) != 0 && strcmp(url, "/metrics") != 0 && ctx->api->files)
         return file_admit(ctx, url, method, te);
     if (route_find(ctx, url, method) < 0)
         return -1;

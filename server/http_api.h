@@ -36,12 +36,12 @@
 typedef struct http_api http_api;
 
 typedef struct http_config {
-    const char *token;  /* client bearer token */
-    size_t max_body;    /* bytes of a JSON body; larger ones get 413 */
-    size_t max_raw;     /* bytes of a raw (octet-stream) body; 0: max_body */
-    size_t decode_cap;  /* memory one JSON decode may use; 0: a quarter of held's limit */
-    int metrics_public; /* GET /metrics without the token */
-    budget *held;       /* process-wide byte budget (outlives the API); NULL: no limit */
+    const char *token;    /* client bearer token */
+    size_t max_body;      /* bytes of a JSON body; larger ones get 413 */
+    size_t max_raw;       /* bytes of a raw (octet-stream) body; 0: max_body */
+    size_t decode_cap;    /* memory one JSON decode may use; 0: a quarter of held's limit */
+    int metrics_public;   /* GET /metrics without the token */
+    budget *held;         /* process-wide byte budget (outlives the API); NULL: no limit */
     const webroot *files; /* the dashboard's files (outlives the API); NULL: none served */
 } http_config;
 

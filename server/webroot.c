@@ -24,8 +24,8 @@ struct webroot {
 
 static int segment_byte_ok(unsigned char c)
 {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '.' || c == '_' || c == '-';
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+           c == '_' || c == '-';
 }
 
 /* Checks the segments of rel ('/'-separated): each 1..WEBROOT_MAX_SEGMENT
@@ -232,8 +232,7 @@ int webroot_open_file(const webroot *w, webroot_dir dir, const char *rel, webroo
     }
     if ((uint64_t)st.st_size > WEBROOT_MAX_FILE) {
         close(fd);
-        return ippc_error_set(err, ERR_INTERNAL, "%.200s is larger than a served file may be",
-                              rel);
+        return ippc_error_set(err, ERR_INTERNAL, "%.200s is larger than a served file may be", rel);
     }
     /* Reads are plain blocking reads again (sendfile from a regular file). */
     int fl = fcntl(fd, F_GETFL);
@@ -248,9 +247,8 @@ int webroot_open_file(const webroot *w, webroot_dir dir, const char *rel, webroo
              (unsigned long)st.st_ino);
     struct tm tm;
     time_t mtime = st.st_mtim.tv_sec;
-    if (!gmtime_r(&mtime, &tm) ||
-        strftime(out->last_modified, sizeof out->last_modified, "%a, %d %b %Y %H:%M:%S GMT",
-                 &tm) == 0)
+    if (!gmtime_r(&mtime, &tm) || strftime(out->last_modified, sizeof out->last_modified,
+                                           "%a, %d %b %Y %H:%M:%S GMT", &tm) == 0)
         out->last_modified[0] = '\0';
     return 0;
 }

@@ -49,8 +49,8 @@
  * nosniff, no referrer (the sign-in link carries the token in its fragment,
  * which is never sent, but nothing else should leak either) and no framing. */
 #define WEBROOT_CSP                                                                                \
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "            \
-    "connect-src 'self'; font-src 'self'; manifest-src 'self'; base-uri 'none'; "                \
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "              \
+    "connect-src 'self'; font-src 'self'; manifest-src 'self'; base-uri 'none'; "                  \
     "form-action 'none'; frame-ancestors 'none'; object-src 'none'"
 
 typedef enum webroot_dir {

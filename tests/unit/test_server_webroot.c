@@ -10,6 +10,7 @@
 #include <cmocka.h>
 
 #include <fcntl.h>
+#include <ftw.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -166,7 +167,7 @@ static void test_not_modified(void **state)
 /* ------------------------------------------------------- the file system */
 
 typedef struct tree {
-    char root[256];         /* a temp folder: web/, sdk/, outside.txt */
+    char root[256]; /* a temp folder: web/, sdk/, outside.txt */
     char web[PATH_MAX];
     char sdk[PATH_MAX];
     char outside[PATH_MAX]; /* a file next to web/, not below it */
@@ -178,56 +179,70 @@ static void write_file(const char *dir, const char *name, const char *text)
     snprintf(path, sizeof path, "%s/%s", dir, name);
     FILE *f = fopen(path, "w");
     assert_non_null(f);
-    fputs(text, f);
-    fclose(f);
+    assert_true(fputs(text, f) >= 0);
+    assert_int_equal(fclose(f), 0);
 }
 
-static int tree_setup(void **state)
+static int tree_teardown(void **state);
+
+/* 0 when every step worked. */
+static int tree_build(tree *t)
 {
-    tree *t = calloc(1, sizeof *t);
-    snprintf(t->root, sizeof t->root, "/tmp/ippc-webroot-XXXXXX");
-    if (!mkdtemp(t->root))
-        return -1;
+    char path[PATH_MAX * 2];
     snprintf(t->web, sizeof t->web, "%s/web", t->root);
     snprintf(t->sdk, sizeof t->sdk, "%s/sdk", t->root);
     snprintf(t->outside, sizeof t->outside, "%s/outside.txt", t->root);
-    char path[PATH_MAX * 2];
-    mkdir(t->web, 0755);
-    mkdir(t->sdk, 0755);
     snprintf(path, sizeof path, "%s/css", t->web);
-    mkdir(path, 0755);
+    if (mkdir(t->web, 0755) < 0 || mkdir(t->sdk, 0755) < 0 || mkdir(path, 0755) < 0)
+        return -1;
     write_file(t->web, "index.html", "<!doctype html>");
     write_file(t->web, "css/app.css", "body{}");
     write_file(t->sdk, "ippc.js", "export {}");
     write_file(t->root, "outside.txt", "secret");
     /* links: to a file outside, to a file inside, a folder out, a folder in */
-    snprintf(path, sizeof path, "%s/leak.txt", t->web);
-    if (symlink(t->outside, path) < 0)
-        return -1;
-    snprintf(path, sizeof path, "%s/alias.html", t->web);
-    if (symlink("index.html", path) < 0)
-        return -1;
-    snprintf(path, sizeof path, "%s/up", t->web);
-    if (symlink("..", path) < 0)
-        return -1;
-    snprintf(path, sizeof path, "%s/style", t->web);
-    if (symlink("css", path) < 0)
-        return -1;
+    static const char *const links[][2] = {
+        {NULL, "leak.txt"}, {"index.html", "alias.html"}, {"..", "up"}, {"css", "style"}};
+    for (size_t i = 0; i < sizeof links / sizeof links[0]; i++) {
+        snprintf(path, sizeof path, "%s/%s", t->web, links[i][1]);
+        if (symlink(links[i][0] ? links[i][0] : t->outside, path) < 0)
+            return -1;
+    }
     snprintf(path, sizeof path, "%s/pipe.js", t->web);
-    if (mkfifo(path, 0644) < 0)
+    return mkfifo(path, 0644);
+}
+
+static int tree_setup(void **state)
+{
+    tree *t = calloc(1, sizeof *t);
+    if (!t)
         return -1;
     *state = t;
+    snprintf(t->root, sizeof t->root, "/tmp/ippc-webroot-XXXXXX");
+    if (!mkdtemp(t->root)) {
+        free(t);
+        return -1;
+    }
+    if (tree_build(t) < 0) {
+        tree_teardown(state);
+        return -1;
+    }
     return 0;
+}
+
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
 }
 
 static int tree_teardown(void **state)
 {
     tree *t = *state;
-    char cmd[PATH_MAX + 16];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", t->root);
-    int rc = system(cmd);
+    int rc = nftw(t->root, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
     free(t);
-    return rc == 0 ? 0 : -1;
+    return rc;
 }
 
 /* Opens url below t's roots: 0 with the file's text in text, or -1 + err. */
@@ -236,7 +251,7 @@ static int fetch(const tree *t, const char *url, char *text, size_t text_len, ip
 {
     webroot *w = webroot_new(t->web, t->sdk);
     assert_non_null(w);
-    webroot_dir dir;
+    webroot_dir dir = WEBROOT_WEB;
     char rel[WEBROOT_MAX_PATH];
     int rc = webroot_parse(url, &dir, rel, sizeof rel, err);
     if (rc == 0)
@@ -257,7 +272,7 @@ static void test_serves_files_below_the_roots(void **state)
     tree *t = *state;
     char text[256];
     ippc_error err = {0};
-    webroot_file f;
+    webroot_file f = {.fd = -1};
     assert_int_equal(fetch(t, "/", text, sizeof text, &err, &f), 0);
     assert_string_equal(text, "<!doctype html>");
     assert_string_equal(f.content_type, "text/html; charset=utf-8");
@@ -313,7 +328,7 @@ static void test_root_missing_or_linked(void **state)
     assert_non_null(w);
     assert_string_equal(webroot_dir_path(w, WEBROOT_WEB), linked);
     ippc_error err = {0};
-    webroot_file f;
+    webroot_file f = {.fd = -1};
     assert_int_equal(webroot_open_file(w, WEBROOT_WEB, "index.html", &f, &err), 0);
     close(f.fd);
     /* a missing root: not_found that names the folder and the option */
