@@ -348,6 +348,7 @@ test('burst_of_tiny_tasks_keeps_the_page_responsive', async () => {
     const n = Number(/#(\d+)/.exec(top)?.[1]);
     return n >= last;
   }, 20000);
+  await shot(page, 'tasks');
   await tab(page, 'throughput');
   await until('the map\'s bar is full', async () => {
     const bar = page.locator(`#maps li[data-map="${map.request}"] progress`);

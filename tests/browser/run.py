@@ -46,6 +46,9 @@ def main():
     out_dir = os.path.join(harness.BIN, "..", "browser")
     out_dir = os.path.abspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)
+    for name in os.listdir(out_dir):  # this run's screenshots only
+        if name.endswith(".png"):
+            os.unlink(os.path.join(out_dir, name))
     missing = []
     if not os.access(CHROMIUM, os.X_OK):
         missing.append("%s (apt-get install chromium; scripts/install-deps does)" % CHROMIUM)
