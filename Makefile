@@ -2,10 +2,11 @@
 #
 #   make            build build/bin/{ippc,ippc-controller,ippc-engine}
 #   make run        start a controller + 4 MPI engines on 127.0.0.1 (foreground)
-#   make test       unit + integration + contract tests, one summary line at the end
+#   make test       unit + integration + contract + JS SDK tests, one summary line at the end
 #   make test SAN=1 the same with AddressSanitizer + UndefinedBehaviorSanitizer
 #   make unit       the cmocka unit tests only
 #   make integration  the integration tests only (K=SUBSTRING picks tests by name)
+#   make js-test    the JavaScript SDK's tests only (clients/js, Node.js >= 20.10)
 #   make browser    the dashboard's browser tests only (headless chromium)
 #   make fuzz       every fuzz target for FUZZ_SECONDS (default 30) each
 #   make bench      benchmarks (bench/), ippc side by side with IPython Parallel
@@ -63,7 +64,7 @@ FUZZ_SRC := $(wildcard fuzz/fuzz_*.c)
 FUZZ_BIN := $(FUZZ_SRC:fuzz/%.c=$(BUILD)/fuzz/%)
 FUZZ_SECONDS ?= 30
 
-.PHONY: all deps npm-deps run test unit integration browser bench fuzz soak clean lint compile_commands
+.PHONY: all deps npm-deps run test unit integration js-test browser bench fuzz soak clean lint compile_commands
 all: $(BIN)/ippc-controller $(BIN)/ippc-engine $(BIN)/ippc $(PLUGIN_LIB)
 
 deps:
@@ -172,6 +173,11 @@ test: deps
 
 unit: all $(UNIT_BIN)
 	@for t in $(UNIT_BIN); do $$t || exit 1; done
+
+# The JavaScript SDK's tests (clients/js/test, Node's test runner) against real
+# clusters; ends with "js-sdk: N passed, N failed".
+js-test: all
+	@BUILD=$(BUILD) node clients/js/test/run.mjs
 
 # The integration suite's bench smoke test runs bench/bench_peer.py, which needs
 # the limit programs (bench_loopback, bench_mpi_bcast) of $(BENCH_BIN).

@@ -574,6 +574,20 @@ class Socket {
       /* already closed */
     }
   }
+
+  /**
+   * Gives up on a socket that stopped answering: nothing it still delivers
+   * is seen, waiting calls reject now, and its close is not waited for (a
+   * half-open connection may never finish the closing handshake).
+   */
+  abandon() {
+    this.hooks = { onMessage: () => {}, onClose: () => {} };
+    for (const p of this.pending.values()) {
+      p.reject(new IppcError('the socket stopped answering', { code: 'disconnected' }));
+    }
+    this.pending.clear();
+    this.close(4000);
+  }
 }
 
 // ------------------------------------------------------------------ results
@@ -692,11 +706,12 @@ export class DirectResult extends AsyncResult {
   /**
    * @param {Client} client
    * @param {{single: boolean, values: (answer: any) => any[]|any, perTarget?: boolean}} shape
-   * @param {() => Promise<any>} fetchAnswer the finished answer
+   * @param {(pending: (body: any) => void) => Promise<any>} fetchAnswer the
+   *   finished answer; calls pending(body) with a 202's body first
    */
   constructor(client, shape, fetchAnswer) {
     super(client, async (self) => {
-      const answer = await fetchAnswer();
+      const answer = await fetchAnswer((body) => /** @type {DirectResult} */ (self)._pending(body));
       /** @type {DirectResult} */ (self)._take(answer);
       const values = shape.values(answer);
       const errs = directErrors(answer);
@@ -706,10 +721,29 @@ export class DirectResult extends AsyncResult {
     this._shape = shape;
     /** @type {number|null} the controller's request id, once known */
     this.requestId = null;
-    /** @type {number[]|null} the engines, in target order, once answered */
+    /** @type {number[]|null} the engines, in target order, once known */
     this.targets = null;
     /** @type {any} the controller's whole answer */
     this.answer = null;
+    /** @type {Map<number, string>} engine -> what it printed so far (onStdout) */
+    this._live = new Map();
+    /** @type {((engine: number, text: string) => void)|null} */
+    this._onStdout = null;
+  }
+
+  /** @private */
+  _pending(body) {
+    if (body && body.request) this.requestId = body.request;
+    if (body && body.targets) this.targets = body.targets;
+    if (this._onStdout && this.requestId) {
+      const hub = this._client._stdout();
+      const request = this.requestId;
+      hub.watchRequest(request, (engine, text) => {
+        this._live.set(engine, (this._live.get(engine) || '') + text);
+        this._onStdout(engine, text);
+      });
+      this._done.then(() => hub.unwatchRequest(request));
+    }
   }
 
   /** @private */
@@ -719,10 +753,18 @@ export class DirectResult extends AsyncResult {
     this.targets = answer.targets || null;
   }
 
-  /** Per target, what the engine printed (a string for a one-engine view). */
+  /**
+   * Per target, what the engine printed (a string for a one-engine view).
+   * With onStdout, it grows while the call runs.
+   */
   get stdout() {
-    const results = (this.answer && this.answer.results) || [];
-    const out = results.map((r) => (r && typeof r === 'object' && typeof r.stdout === 'string' ? r.stdout : ''));
+    let out;
+    if (this.answer) {
+      const results = this.answer.results || [];
+      out = results.map((r) => (r && typeof r === 'object' && typeof r.stdout === 'string' ? r.stdout : ''));
+    } else {
+      out = (this.targets || [...this._live.keys()]).map((engine) => this._live.get(engine) || '');
+    }
     return this._shape.single ? out[0] ?? '' : out;
   }
 
@@ -803,6 +845,15 @@ export class TaskResult extends AsyncResult {
       t.ids = first.ids;
       t.records = first.records.slice();
       resolveIds(first.ids);
+      if (t._onStdout) {
+        const hub = client._stdout();
+        first.ids.forEach((id, i) =>
+          hub.watchTask(id, (engine, text) => {
+            t._live[i] = (t._live[i] || '') + text;
+            t._onStdout(engine, text, id);
+          }),
+        );
+      }
       await Promise.all(
         first.ids.map(async (id, i) => {
           let rec = t.records[i];
@@ -829,6 +880,10 @@ export class TaskResult extends AsyncResult {
     this.records = [];
     /** @type {Promise<number[]>} the task ids (empty if the submit failed) */
     this.submitted = idsKnown;
+    /** @type {string[]} per task, what it printed so far (onStdout) */
+    this._live = [];
+    /** @type {((engine: number, text: string, task: number) => void)|null} */
+    this._onStdout = null;
   }
 
   /** The first (or only) task id, once submitted. */
@@ -838,7 +893,11 @@ export class TaskResult extends AsyncResult {
 
   /** What the task printed (a list for a batch). */
   get stdout() {
-    const out = this.records.map((r) => (r && r.stdout) || '');
+    const n = Math.max(this.records.length, this._live.length);
+    const out = Array.from({ length: n }, (_, i) => {
+      const r = this.records[i];
+      return r && DONE_TASK_STATES.has(r.state) ? r.stdout || '' : this._live[i] || (r && r.stdout) || '';
+    });
     return this._batch ? out : out[0] ?? '';
   }
 
@@ -921,6 +980,9 @@ export class MapResult extends AsyncResult {
  *   Either way the call returns an AsyncResult.
  * @property {'typed'|'list'} [format] how arrays come back: 'typed'
  *   (default: TypedArrays) or 'list' (JSON lists of numbers).
+ * @property {(engine: number, text: string) => void} [onStdout] called with
+ *   each engine's output while the call runs (execute, run, apply); the
+ *   result's stdout grows meanwhile
  */
 
 /**
@@ -952,9 +1014,30 @@ export class DirectView {
   /** @private */
   _call(op, fields, opts, values, perTarget = true) {
     const shape = { single: this.single, values, perTarget };
-    return new DirectResult(this.client, shape, () =>
-      this.client._viewCall(op, this.targets, fields, { block: opts.block ?? this.block, format: opts.format }),
+    return this._streamed(
+      new DirectResult(this.client, shape, (pending) =>
+        this._started(opts).then(() =>
+          this.client._viewCall(op, this.targets, fields, this._options(opts), pending),
+        ),
+      ),
+      opts,
     );
+  }
+
+  /** @private Call options; a call that streams stdout learns its request id at once. */
+  _options(opts) {
+    return { block: opts.onStdout ? false : opts.block ?? this.block, format: opts.format };
+  }
+
+  /** @private Resolves when stdout events of a new call will be seen. */
+  _started(opts) {
+    return opts.onStdout ? this.client._stdout().ready : Promise.resolve();
+  }
+
+  /** @private */
+  _streamed(ar, opts) {
+    if (opts.onStdout) ar._onStdout = opts.onStdout;
+    return ar;
   }
 
   /**
@@ -977,10 +1060,12 @@ export class DirectView {
   run(filename, source, opts = {}) {
     if (source && typeof source === 'object') [source, opts] = [undefined, source];
     const shape = { single: this.single, values: returnValues };
-    return new DirectResult(this.client, shape, async () => {
+    const ar = new DirectResult(this.client, shape, async (pending) => {
       const text = source ?? (await readFileText(filename));
-      return this.client._viewCall('run', this.targets, { filename, source: text }, { block: opts.block ?? this.block, format: opts.format });
+      await this._started(opts);
+      return this.client._viewCall('run', this.targets, { filename, source: text }, this._options(opts), pending);
     });
+    return this._streamed(ar, opts);
   }
 
   /**
@@ -1058,8 +1143,8 @@ export class DirectView {
     if (opts.raw) {
       return new DirectResult(this.client, { ...shape, values: (a) => a.result }, () => this.client._rawGather(this.targets, name));
     }
-    return new DirectResult(this.client, shape, () =>
-      this.client._viewCall('gather', this.targets, { name }, { block: opts.block ?? this.block, format: opts.format }),
+    return new DirectResult(this.client, shape, (pending) =>
+      this.client._viewCall('gather', this.targets, { name }, { block: opts.block ?? this.block, format: opts.format }, pending),
     );
   }
 
@@ -1218,7 +1303,9 @@ class Subscription {
       this.awaitingPong = true;
       this.socket.send({ op: 'ping', id: 'heartbeat' });
       this.heartbeat = unrefTimer(() => {
-        if (this.awaitingPong && this.socket) this.socket.close(4000);
+        if (!this.awaitingPong || !this.socket || this.closed) return;
+        this.socket.abandon();
+        this._onClose({ code: 4000, reason: 'no answer to a ping' });
       }, this.client.options.heartbeatTimeout);
     }, this.client.options.heartbeatInterval);
   }
@@ -1290,7 +1377,7 @@ class Subscription {
     if (this.closed) return;
     this.reconnects++;
     this.onStatus('reconnecting', ev);
-    unrefTimer(() => this._start(), 0);
+    setTimeout(() => this._start(), 0);
   }
 
   close() {
@@ -1300,6 +1387,94 @@ class Subscription {
     if (this.socket) this.socket.close();
     this.client._subscriptions.delete(this);
     this.onStatus('closed');
+  }
+}
+
+/** How much output of tasks nobody claimed yet is kept for a late claim. */
+const STDOUT_KEEP_BYTES = 1 << 20;
+const STDOUT_KEEP_TASKS = 10000;
+
+/**
+ * Routes task.stdout events to the onStdout callbacks of calls and tasks:
+ * one subscription (tasks + stdout) per client, made on first use.  A call
+ * learns its request or task ids only when the controller answers, and its
+ * tasks may print before that: output of tasks nobody claimed yet is kept
+ * (bounded) and handed over when they are claimed.
+ */
+class StdoutHub {
+  /** @param {Client} client */
+  constructor(client) {
+    /** @type {Map<number, number>} task id -> request id (task.submitted) */
+    this.taskRequest = new Map();
+    /** @type {Map<number, {engine: number, text: string}[]>} unclaimed output */
+    this.kept = new Map();
+    this.keptBytes = 0;
+    /** @type {Map<number, Function>} */
+    this.byRequest = new Map();
+    /** @type {Map<number, Function>} */
+    this.byTask = new Map();
+    let ready;
+    /** Resolves once events of tasks submitted from now on will be seen. */
+    this.ready = new Promise((r) => (ready = r));
+    this.unsubscribe = client.subscribe(['tasks', 'stdout'], (ev) => {
+      if (ev.type === 'snapshot') ready();
+      else this._event(ev);
+    });
+  }
+
+  _event(ev) {
+    if (ev.type === 'task.submitted' && ev.request != null) {
+      this.taskRequest.set(ev.task, ev.request);
+      if (this.taskRequest.size > STDOUT_KEEP_TASKS) this.taskRequest.delete(this.taskRequest.keys().next().value);
+      const fn = this.byRequest.get(ev.request);
+      if (fn) this._claim(ev.task, fn);
+    } else if (ev.type === 'task.stdout') {
+      const fn = this.byTask.get(ev.task) || this.byRequest.get(this.taskRequest.get(ev.task));
+      if (fn) fn(ev.engine, ev.data);
+      else this._keep(ev.task, ev.engine, ev.data);
+    } else if (ev.type === 'task.completed') {
+      // Its output came before this (one socket, seq order).  Unclaimed
+      // output stays: the call may learn its ids after the task ended.
+      this.byTask.delete(ev.task);
+    }
+  }
+
+  _keep(task, engine, text) {
+    if (!this.kept.has(task)) this.kept.set(task, []);
+    this.kept.get(task).push({ engine, text });
+    this.keptBytes += text.length;
+    while (this.keptBytes > STDOUT_KEEP_BYTES && this.kept.size) {
+      const [oldest, chunks] = this.kept.entries().next().value;
+      this.kept.delete(oldest);
+      for (const c of chunks) this.keptBytes -= c.text.length;
+    }
+  }
+
+  _claim(task, fn) {
+    this.byTask.set(task, fn);
+    const chunks = this.kept.get(task);
+    if (!chunks) return;
+    this.kept.delete(task);
+    for (const c of chunks) {
+      this.keptBytes -= c.text.length;
+      fn(c.engine, c.text);
+    }
+  }
+
+  /** Output of the tasks of a direct-view request goes to fn(engine, text). */
+  watchRequest(request, fn) {
+    this.byRequest.set(request, fn);
+    for (const [task, r] of this.taskRequest) if (r === request) this._claim(task, fn);
+  }
+
+  /** The request's call is answered; output still on its way is dropped soon. */
+  unwatchRequest(request) {
+    unrefTimer(() => this.byRequest.delete(request), 5000);
+  }
+
+  /** Output of one task goes to fn(engine, text). */
+  watchTask(task, fn) {
+    this._claim(task, fn);
   }
 }
 
@@ -1363,6 +1538,8 @@ export class Client {
     this._aborter = new AbortController();
     /** @type {Set<Subscription>} */
     this._subscriptions = new Set();
+    /** @type {StdoutHub|null} */
+    this._stdoutHub = null;
   }
 
   /**
@@ -1383,6 +1560,7 @@ export class Client {
   /** Closes every socket; calls still waiting reject with code 'closed'. */
   close() {
     this._closed = true;
+    this._stdoutHub = null;
     for (const s of [...this._subscriptions]) s.close();
     if (this._main) this._main.close();
     this._main = null;
@@ -1432,19 +1610,24 @@ export class Client {
    * Returns at once; the TaskResult learns its ids when the controller
    * answers (`await t.submitted`).
    * @param {object|object[]} spec
+   * @param {{onStdout?: (engine: number, text: string, task: number) => void}} [opts]
+   *   onStdout: called with the task's output while it runs
    */
-  submit(spec) {
+  submit(spec, opts = {}) {
     const batch = Array.isArray(spec);
     const wire = encodeValue(spec);
-    return new TaskResult(
+    const t = new TaskResult(
       this,
       async () => {
+        if (opts.onStdout) await this._stdout().ready;
         const body = await this._call('submit', batch ? { tasks: wire } : { task: wire }, { format: 'typed' });
         if (batch) return { ids: body.ids, records: [] };
         return { ids: [body.id], records: [body] };
       },
       batch,
     );
+    if (opts.onStdout) t._onStdout = opts.onStdout;
+    return t;
   }
 
   /**
@@ -1507,6 +1690,12 @@ export class Client {
   }
 
   // -------------------------------------------------------------- internals
+
+  /** The stream that routes task output to onStdout callbacks (made on first use). */
+  _stdout() {
+    if (!this._stdoutHub) this._stdoutHub = new StdoutHub(this);
+    return this._stdoutHub;
+  }
 
   _updateIds() {
     this.ids = [...this.engineTable.values()]
@@ -1733,13 +1922,14 @@ export class Client {
    * A call whose answer may come later (direct-view calls, map): waits for
    * a 202 through the request op until it is done.
    */
-  async _waitedCall(op, fields, { block, format }) {
+  async _waitedCall(op, fields, { block, format }, pending) {
     const options = { block, format: format || 'typed' };
-    let body = await this._call(op, fields, options);
-    return this._finish(body, options.format);
+    const body = await this._call(op, fields, options);
+    return this._finish(body, options.format, pending);
   }
 
-  async _finish(body, format) {
+  async _finish(body, format, pending) {
+    if (pending && body && body.status === 'pending') pending(body);
     while (body && body.status === 'pending' && body.request) {
       body = await this._call('request', { request: body.request }, { wait: WAIT_CHUNK_S, format });
     }
@@ -1747,8 +1937,8 @@ export class Client {
   }
 
   /** A direct-view call's finished answer. */
-  _viewCall(op, targets, fields, { block, format }) {
-    return this._waitedCall(op, { targets, ...fields }, { block, format });
+  _viewCall(op, targets, fields, { block, format }, pending) {
+    return this._waitedCall(op, { targets, ...fields }, { block, format }, pending);
   }
 
   /** A REST-only view route (vars listing, delete), finished. */

@@ -30,6 +30,8 @@ const MPIEXEC = process.env.IPPC_TEST_MPIEXEC || 'mpiexec.mpich';
 const START_TIMEOUT_MS = Number(process.env.IPPC_TEST_START_TIMEOUT || 60) * 1000;
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+/** A sleep that does not keep the process alive (for races with an exit). */
+const unrefSleep = (ms) => new Promise((r) => setTimeout(r, ms).unref());
 
 function readJson(file) {
   try {
@@ -246,13 +248,13 @@ export class Cluster {
         : new Promise((r) => child.once('exit', r));
     if (this.controller && this.controller.exitCode === null && this.controller.signalCode === null) {
       signal(this.controller.pid, 'SIGTERM');
-      const done = await Promise.race([exited(this.controller).then(() => true), sleep(15000)]);
+      const done = await Promise.race([exited(this.controller).then(() => true), unrefSleep(15000)]);
       if (!done) problems.push('controller ignored SIGTERM for 15 s');
       else if (this.controller.exitCode !== 0) {
         problems.push(`controller exited with ${this.controller.exitCode ?? this.controller.signalCode}`);
       }
     }
-    if (this.mpiexec) await Promise.race([exited(this.mpiexec), sleep(10000)]);
+    if (this.mpiexec) await Promise.race([exited(this.mpiexec), unrefSleep(10000)]);
     let left = this.ours();
     for (const pid of left) signal(pid, 'SIGTERM');
     left = await waitGone(left, 5000);
