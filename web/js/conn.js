@@ -93,26 +93,16 @@ export class Conn {
     return this.client.subscribe(['engines', 'tasks', 'stdout'], handler, { onStatus });
   }
 
-  /** Starts code on targets.  Returns {started, done}: started resolves to
-   * {request, targets} as soon as the controller took the request (stdout
-   * events of its tasks carry that request id), done to the answer
-   * {targets, results: [{engine, status, stdout, value | ename, evalue,
-   * traceback}]}, engines' errors included (not thrown).
-   * (REST, not the SDK: its execute tells the request id only with the
-   * answer, and the console needs it first to route streaming stdout.) */
-  execute(targets, code) {
-    const spec = encodeURIComponent(Array.isArray(targets) ? targets.join(',') : String(targets));
-    const started = this.rest('POST', `/api/v1/views/${spec}/execute?block=false`, { code });
-    const done = started.then(async (first) => {
-      let body = first;
-      while (body.status === 'pending') body = await this.rest('GET', `/api/v1/requests/${first.request}?wait=30`);
-      return body;
-    });
-    // Whoever awaits them sees a failure; one nobody awaits (the answer when
-    // the start already failed) is not reported as unhandled.
-    started.catch(() => {});
-    done.catch(() => {});
-    return { started, done };
+  /** Runs code on targets.  onStdout(engine, text) gets what each engine
+   * prints while the run goes on; resolves to the whole answer {targets,
+   * results: [{engine, status, stdout, value | ename, evalue, traceback}]},
+   * engines' errors included (not thrown); rejects when the controller
+   * refused the call (bad targets, no engines, ...). */
+  async execute(targets, code, onStdout) {
+    const ar = this.client.view(targets).execute(code, { block: false, onStdout });
+    await ar.wait();
+    if (ar.answer) return ar.answer;
+    throw ar.error;
   }
 
   interrupt(targets) {

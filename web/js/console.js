@@ -1,7 +1,7 @@
 // console.js — ippc's %px: Lua on the engines picked (a target spec, or the
 // engine chips), each engine's stdout, value or traceback side by side.
-// stdout streams in from task.stdout events of the run's tasks (matched by
-// request id) before the answer comes; a running run can be interrupted.
+// stdout streams into each engine's cell while the run goes on (the SDK's
+// onStdout); a running run can be interrupted.
 // History: the last HISTORY_MAX runs, kept in localStorage, walked with
 // ArrowUp at the first line and ArrowDown at the last.
 
@@ -17,13 +17,12 @@ export class ConsoleView {
     this.history = loadHistory();
     this.pos = this.history.length; // history.length: the draft being typed
     this.draft = '';
-    this.run = null; // {request, targets, cells: Map(engine -> {out, value, el}), ...}
+    this.run = null; // {targets, running, cells: Map(engine -> {el, out, status, text})}
     this.chips = new Map();
     $('#console-form').addEventListener('submit', (e) => { e.preventDefault(); this.execute(); });
     $('#console-code').addEventListener('keydown', (e) => this.key(e));
     $('#console-interrupt').addEventListener('click', () => this.interrupt());
     $('#console-targets').addEventListener('input', () => ctx.invalidate('targets'));
-    this.store.stdoutListeners.add((t, data) => this.stdout(t, data));
   }
 
   renderers() {
@@ -96,18 +95,18 @@ export class ConsoleView {
     }
     this.pos = this.history.length;
     this.draft = '';
-    const run = { targets, running: true, request: null, cells: new Map(), early: [] };
+    const run = { targets, running: true, cells: new Map() };
     this.run = run;
     fill($('#console-out'));
     this.setState('running on ' + targets + '…', true);
     try {
-      const { started, done } = this.ctx.conn.execute(targets, code);
-      // The request id, as soon as the controller gave it, routes stdout.
-      const meta = await started;
-      if (meta.request !== undefined) run.request = meta.request;
-      if (meta.targets) for (const e of meta.targets) this.cell(run, e);
-      for (const t of run.early.splice(0)) this.stdout(t, null);
-      const answer = await done;
+      // Each engine's output as it prints, into its cell.
+      const answer = await this.ctx.conn.execute(targets, code, (engine, text) => {
+        if (this.run !== run || !run.running) return;
+        const c = this.cell(run, engine);
+        c.text += text;
+        c.out.textContent = c.text;
+      });
       run.running = false;
       this.showAnswer(run, answer);
       this.setState('done' + (answer.status === 'error' ? ' (with errors)' : ''), false);
@@ -149,19 +148,6 @@ export class ConsoleView {
       box.insertBefore(el, after || null);
     }
     return c;
-  }
-
-  stdout(t, data) {
-    const run = this.run;
-    if (!run || !run.running) return;
-    if (run.request === null) { // too early to know whose it is
-      if (!run.early.includes(t)) run.early.push(t);
-      return;
-    }
-    if (t.request !== run.request || t.engine === null) return;
-    const c = this.cell(run, t.engine);
-    c.text = t.stdout;
-    c.out.textContent = c.text;
   }
 
   showAnswer(run, answer) {
