@@ -79,7 +79,7 @@ async function start(conn) {
   // Heartbeat ages and the throughput axes move with the clock.
   state.ticker = setInterval(() => {
     store.sampleBusy(Date.now());
-    invalidate('engines', 'throughput', 'timeline', 'maps');
+    invalidate('engines', 'tasks', 'throughput', 'timeline', 'maps');
   }, 1000);
   const info = await conn.info().catch(() => null);
   if (info) $('#cluster').textContent = 'profile ' + info.profile + ' · ippc ' + info.version;

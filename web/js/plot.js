@@ -97,8 +97,19 @@ function heat(canvas, data, rows, cols, min, max) {
   off.height = rows;
   off.getContext('2d').putImageData(img, 0, 0);
   c2.imageSmoothingEnabled = false;
-  const w = Math.min(fitted.width - 8, cols * Math.max(1, height / rows));
+  const w = Math.min(fitted.width - 70, cols * Math.max(1, height / rows));
   c2.drawImage(off, 4, 0, w, height);
+  // The colour scale, max at the top.
+  const lx = w + 14;
+  for (let y = 0; y < height; y++) {
+    const [R, G, B] = ramp(1 - y / Math.max(1, height - 1));
+    c2.fillStyle = `rgb(${R},${G},${B})`;
+    c2.fillRect(lx, y, 12, 1);
+  }
+  c2.fillStyle = '#555';
+  c2.font = '10px system-ui, sans-serif';
+  c2.fillText(short(max), lx + 16, 10);
+  c2.fillText(short(min), lx + 16, height - 2);
   void ctx;
 }
 

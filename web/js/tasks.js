@@ -20,6 +20,10 @@ export class TasksView {
     this.openId = null;
     this.openRecord = null;
     this.timeline = new Timeline($('#timeline'), ctx.store);
+    $('#timeline-window').addEventListener('change', (e) => {
+      this.timeline.windowS = Number(e.target.value);
+      ctx.invalidate('timeline');
+    });
     for (const id of ['#filter-state', '#filter-engine', '#filter-tag'])
       $(id).addEventListener('input', () => { this.lastTable = 0; ctx.invalidate('tasks'); });
     $('#task-filters').addEventListener('submit', (e) => e.preventDefault());
@@ -148,9 +152,11 @@ export class TasksView {
     const running = state === 'pending' || state === 'running';
     const panel = $('#task-details');
     const what = rec.code !== undefined ? h('pre', { class: 'code' }, rec.code)
-      : rec.function !== undefined ? h('pre', { class: 'code' }, rec.function + '(' +
-        [...(rec.args || []).map(show), ...Object.entries(rec.kwargs || {}).map(([k, v]) => k + '=' + show(v))]
-          .join(', ') + ')')
+      : rec.function !== undefined ? [h('pre', { class: 'code' }, rec.function + '(' +
+        (rec.args === undefined && rec.kwargs === undefined ? '…' :
+          [...(rec.args || []).map(show), ...Object.entries(rec.kwargs || {}).map(([k, v]) => k + '=' + show(v))]
+            .join(', ')) + ')'),
+        rec.args === undefined ? h('p', { class: 'muted' }, 'The controller does not keep a task\'s arguments in its record.') : null]
       : h('p', { class: 'muted' }, rec.op ? 'a direct ' + rec.op : '…');
     const kept = panel.querySelector('pre.stdout');
     const atBottom = kept ? kept.scrollTop + kept.clientHeight >= kept.scrollHeight - 4 : true;

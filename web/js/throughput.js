@@ -42,6 +42,9 @@ export class ThroughputView {
     ctx.fillText('0', 2, hgt + 4);
     ctx.fillText('-5 min', pad, height - 4);
     ctx.fillText('now', width - 26, height - 4);
+    ctx.fillStyle = '#1e88e5';
+    ctx.fillText(engines + ' busy', width - 44, 12);
+    ctx.fillStyle = '#888';
     ctx.strokeStyle = '#888';
     ctx.beginPath();
     ctx.moveTo(pad, 4); ctx.lineTo(pad, hgt + 4); ctx.lineTo(width - 4, hgt + 4);

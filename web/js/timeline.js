@@ -1,11 +1,10 @@
 // timeline.js — the task stream: one lane per engine, one bar per task from
-// its start to its end (or now), coloured by state, over the last WINDOW_S
-// seconds; drawn on a canvas.  Only tasks that started within the window are
+// its start to its end (or now), coloured by state, over the last 10 s, 1 min
+// or 5 min (windowS); drawn on a canvas.  Only tasks that started within the window are
 // looked at, found from the newest backwards.
 
 import { fitCanvas, STATE_COLOURS } from './dom.js';
 
-const WINDOW_S = 60;
 const LANE = 14;
 const LABEL = 34;
 
@@ -13,6 +12,7 @@ export class Timeline {
   constructor(canvas, store) {
     this.canvas = canvas;
     this.store = store;
+    this.windowS = 60;
   }
 
   draw() {
@@ -25,6 +25,7 @@ export class Timeline {
     ctx.font = '10px system-ui, sans-serif';
     ctx.fillStyle = style.getPropertyValue('--muted') || '#666';
     const now = Date.now();
+    const WINDOW_S = this.windowS;
     const t0 = now - WINDOW_S * 1000;
     const plotW = width - LABEL - 4;
     const x = (ms) => LABEL + ((ms - t0) / (WINDOW_S * 1000)) * plotW;
@@ -35,10 +36,10 @@ export class Timeline {
       ctx.fillStyle = style.getPropertyValue('--muted') || '#666';
     }
     // seconds axis
-    for (let s = 0; s <= WINDOW_S; s += 10) {
-      const px = LABEL + (s / WINDOW_S) * plotW;
-      ctx.fillText(s === WINDOW_S ? 'now' : '-' + (WINDOW_S - s) + ' s', Math.min(px, width - 24),
-        height - 4);
+    for (let k = 0; k <= 6; k++) {
+      const px = LABEL + (k / 6) * plotW;
+      const ago = WINDOW_S * (1 - k / 6);
+      ctx.fillText(k === 6 ? 'now' : '-' + +ago.toFixed(1) + ' s', Math.min(px, width - 24), height - 4);
     }
     let drawn = 0;
     const ids = [...this.store.tasks.keys()];
