@@ -16,7 +16,7 @@ const URL_ = process.env.IPPC_URL;
 const TOKEN = process.env.IPPC_TOKEN;
 const OUT = process.env.BROWSER_OUT || 'build/browser';
 const CHROMIUM = process.env.IPPC_CHROMIUM || '/usr/bin/chromium';
-const TEST_TIMEOUT_MS = Number(process.env.BROWSER_TEST_TIMEOUT_MS || 45000);
+const TEST_TIMEOUT_MS = Number(process.env.BROWSER_TEST_TIMEOUT_MS || 90000);
 const PSUM = 'function psum(a) return mpi.allreduce(a:sum(), "sum") end';
 // Busy for s seconds of wall time (the engines' clock), printing nothing.
 const wait = (s) => `do local t0 = mpi.wtime() while mpi.wtime() - t0 < ${s} do end end`;
