@@ -222,12 +222,14 @@ export function ref(name) {
   return new Reference(name);
 }
 
+/** Node's Buffer when there is one (fast base64), else undefined. */
+const NodeBuffer = /** @type {any} */ (globalThis).Buffer;
+
 /** @param {Uint8Array} bytes */
 function bytesToBase64(bytes) {
-  if (typeof bytes.toBase64 === 'function') return bytes.toBase64();
-  if (typeof Buffer !== 'undefined') {
-    return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('base64');
-  }
+  const u8 = /** @type {any} */ (bytes);
+  if (typeof u8.toBase64 === 'function') return u8.toBase64();
+  if (NodeBuffer) return NodeBuffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('base64');
   let text = '';
   for (let i = 0; i < bytes.length; i += 0x8000) {
     text += String.fromCharCode.apply(null, bytes.subarray(i, i + 0x8000));
@@ -241,9 +243,10 @@ function bytesToBase64(bytes) {
  * @param {string} text
  */
 function base64ToBytes(text) {
-  if (typeof Uint8Array.fromBase64 === 'function') return Uint8Array.fromBase64(text);
-  if (typeof Buffer !== 'undefined') {
-    const b = Buffer.from(text, 'base64');
+  const U8 = /** @type {any} */ (Uint8Array);
+  if (typeof U8.fromBase64 === 'function') return U8.fromBase64(text);
+  if (NodeBuffer) {
+    const b = NodeBuffer.from(text, 'base64');
     const out = new Uint8Array(b.length);
     out.set(b);
     return out;
@@ -272,6 +275,7 @@ function checkEndian() {
  */
 function arrayFromBytes(bytes, dtype, shape) {
   checkEndian();
+  /** @type {any} */
   const Cls = DTYPE_CLASS[/** @type {Dtype} */ (dtype)];
   if (!Cls) throw new IppcError(`unknown dtype '${dtype}'`, { code: 'invalid_value' });
   const u8 = bytes instanceof Uint8Array ? bytes : new Uint8Array(bytes);
@@ -427,6 +431,7 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /** A timer that does not keep Node.js alive. */
 function unrefTimer(fn, ms) {
+  /** @type {any} */
   const t = setTimeout(fn, ms);
   if (t && typeof t === 'object' && typeof t.unref === 'function') t.unref();
   return t;
@@ -439,7 +444,8 @@ function errorFromBody(status, body, fallback) {
 }
 
 function isNode() {
-  return typeof process !== 'undefined' && !!(process.versions && process.versions.node);
+  const proc = /** @type {any} */ (globalThis).process;
+  return !!(proc && proc.versions && proc.versions.node);
 }
 
 /**
@@ -552,9 +558,10 @@ class Socket {
   }
 
   /**
-   * A request-channel call: resolves with {status, body}.
+   * A request-channel call: resolves with {status, body}; null (nothing
+   * sent) when the message is too big for the socket.
    * @param {object} msg without id
-   * @param {string} [text] the message already serialised (with id "\u0000")
+   * @returns {Promise<{status: number, body: any}>|null}
    */
   call(msg) {
     const id = this.nextId++;
@@ -1214,7 +1221,9 @@ const nullValues = (a) => (a.results || a.targets || []).map(() => null);
 
 async function readFileText(filename) {
   if (!isNode()) throw new TypeError('run(filename) needs the source in a browser: run(filename, source)');
-  const fs = await import('node:fs/promises');
+  // A computed name: browsers and bundlers never try to load it.
+  const name = 'node:fs/promises';
+  const fs = await import(name);
   return fs.readFile(filename, 'utf8');
 }
 
@@ -1534,6 +1543,7 @@ export class Client {
     this.infoAtConnect = null;
     this._main = null;
     this._mainOpening = null;
+    this._mainRetryAt = 0;
     this._closed = false;
     this._aborter = new AbortController();
     /** @type {Set<Subscription>} */
@@ -1553,7 +1563,11 @@ export class Client {
     const info = await this._restJson('GET', `${API}/info`);
     this.infoAtConnect = info;
     await this.engines();
-    if (this.options.transport === 'ws' && this._WebSocket) await this._openMain();
+    if (this.options.transport === 'ws' && this._WebSocket) {
+      // Without the socket (a proxy that refuses WebSockets, say) calls go
+      // over REST; the token is known to be good already.
+      await this._openMain().catch(() => {});
+    }
     return info;
   }
 
@@ -1727,6 +1741,7 @@ export class Client {
   async _openMain() {
     if (this._main && this._main.open) return this._main;
     if (this._mainOpening) return this._mainOpening;
+    if (Date.now() < this._mainRetryAt) throw new IppcError('the socket failed recently', { code: 'network' });
     const sock = new Socket(this, {
       onMessage: (m) => this._onMainMessage(m),
       onClose: () => {
@@ -1747,6 +1762,8 @@ export class Client {
           await sleep(50 * (attempt + 1));
         }
       }
+      // Calls take REST for a while rather than wait for a socket each time.
+      this._mainRetryAt = Date.now() + this.options.reconnectMax;
       throw last || new IppcError('client closed', { code: 'closed' });
     })();
     try {
@@ -1922,6 +1939,12 @@ export class Client {
    * A call whose answer may come later (direct-view calls, map): waits for
    * a 202 through the request op until it is done.
    */
+  /**
+   * @param {string} op
+   * @param {object} fields
+   * @param {{block?: boolean, format?: string}} options
+   * @param {(body: any) => void} [pending]
+   */
   async _waitedCall(op, fields, { block, format }, pending) {
     const options = { block, format: format || 'typed' };
     const body = await this._call(op, fields, options);
@@ -1937,6 +1960,13 @@ export class Client {
   }
 
   /** A direct-view call's finished answer. */
+  /**
+   * @param {string} op
+   * @param {Targets} targets
+   * @param {object} fields
+   * @param {{block?: boolean, format?: string}} options
+   * @param {(body: any) => void} [pending]
+   */
   _viewCall(op, targets, fields, { block, format }, pending) {
     return this._waitedCall(op, { targets, ...fields }, { block, format }, pending);
   }
@@ -1977,11 +2007,7 @@ export class Client {
       ids.map(async (id) => {
         const r = await this._rest('GET', `${API}/views/${id}/vars/${encodeURIComponent(name)}`, { accept: 'application/octet-stream' });
         if (r.bytes) return { ok: true, value: arrayFromBytes(r.bytes, r.dtype, r.shape), request: r.request };
-        if (r.status >= 400) {
-          const e = r.body && r.body.error;
-          return { ok: false, error: { engine: id, ename: e ? e.code : 'Error', evalue: e ? e.message : `HTTP ${r.status}`, traceback: [] } };
-        }
-        return { ok: false, error: { engine: id, ename: 'Error', evalue: 'no array in the answer', traceback: [] } };
+        return { ok: false, error: rawFailure(r, id) };
       }),
     );
     const errors = parts.filter((p) => !p.ok).map((p) => p.error);
@@ -1998,11 +2024,7 @@ export class Client {
   async _rawGather(targets, name) {
     const r = await this._rest('GET', `${API}/views/${targetsPath(targets)}/gather/${encodeURIComponent(name)}`, { accept: 'application/octet-stream' });
     if (r.bytes) return { request: r.request, status: 'ok', result: arrayFromBytes(r.bytes, r.dtype, r.shape) };
-    if (r.status >= 400) {
-      const e = r.body && r.body.error;
-      return { status: 'error', errors: [{ engine: null, ename: e ? e.code : 'Error', evalue: e ? e.message : `HTTP ${r.status}`, traceback: [] }] };
-    }
-    return r.body;
+    return { status: 'error', errors: [rawFailure(r, null)] };
   }
 
   /** A task record, waiting up to `wait` seconds for it to finish. */
@@ -2025,6 +2047,19 @@ export class Client {
       prev._batch,
     );
   }
+}
+
+/**
+ * Why a raw (octet-stream) answer carries no array: the value is not one,
+ * or an engine failed ('invalid_value': a RemoteError's fields); any other
+ * refusal of the controller is thrown as an IppcError.
+ */
+function rawFailure(r, engine) {
+  const e = r.body && r.body.error;
+  if (r.status < 400) return { engine, ename: 'Error', evalue: 'the answer holds no array', traceback: [] };
+  if (!e || e.code !== 'invalid_value') throw errorFromBody(r.status, r.body);
+  const m = /^engine (\d+): (.*)$/s.exec(e.message || '');
+  return { engine: m ? Number(m[1]) : engine, ename: e.code, evalue: m ? m[2] : e.message, traceback: [] };
 }
 
 /** Ops that only read: asked again over REST when the socket drops. */

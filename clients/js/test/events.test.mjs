@@ -311,6 +311,26 @@ test('a request waiting on a socket that drops rejects with code disconnected; r
   assert.equal(await task, 9);
 });
 
+test('without WebSockets (a proxy refuses them) calls go over REST; subscriptions keep trying', async (t) => {
+  const proxy = new Proxy(cluster.url);
+  proxy.noWebSockets = true;
+  const url = await proxy.listen();
+  t.after(() => proxy.close());
+  const client = new Client(url, cluster.token, { reconnectMin: 20, reconnectMax: 50 });
+  await client.connect();
+  t.after(() => client.close());
+  assert.equal(client.socketOpen, false);
+  assert.deepEqual(await client.view('all').execute('return mpi.size()'), [4, 4, 4, 4]);
+  assert.equal(await client.submit({ code: 'return 6 * 7' }), 42);
+  const statuses = [];
+  const unsubscribe = client.subscribe('all', () => {}, { onStatus: (s) => statuses.push(s) });
+  await until(() => statuses.filter((s) => s === 'reconnecting').length >= 2, 'the refusals');
+  // Once WebSockets pass again, the subscription opens.
+  proxy.noWebSockets = false;
+  await until(() => statuses.includes('open'), 'the subscription');
+  unsubscribe();
+});
+
 test('subscribe with a wrong token keeps trying and says so; it can be stopped', async (t) => {
   const bad = new Client(cluster.url, 'wrong', { reconnectMin: 20, reconnectMax: 50 });
   const statuses = [];

@@ -13,6 +13,8 @@ export class Proxy {
     this.port = Number(u.port);
     this.sockets = new Set();
     this.refusing = false;
+    /** Refuse WebSocket upgrades (pass REST), as some proxies do. */
+    this.noWebSockets = false;
     this.accepted = 0;
     this.server = net.createServer((client) => this._relay(client));
   }
@@ -36,7 +38,15 @@ export class Proxy {
       s.on('close', () => this.sockets.delete(s));
       s.on('error', () => {});
     }
-    client.pipe(upstream);
+    // The first bytes tell a WebSocket upgrade from a REST request.
+    client.once('data', (head) => {
+      if (this.noWebSockets && /^upgrade:\s*websocket/im.test(head.toString('latin1'))) {
+        client.destroy();
+        return;
+      }
+      upstream.write(head);
+      client.pipe(upstream);
+    });
     upstream.pipe(client);
     client.on('close', () => upstream.destroy());
     upstream.on('close', () => client.destroy());

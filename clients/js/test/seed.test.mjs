@@ -229,9 +229,19 @@ test('a Lua error rejects with a RemoteError carrying the traceback; the engine 
   const missing = await client.view(1).pull('no_such_var').catch((e) => e);
   assert.ok(missing instanceof RemoteError);
   assert.equal(missing.ename, 'NameError');
-  // A raw pull of something that is not an array says so.
-  const notArray = await client.view(1).pull('no_such_var', { raw: true }).catch((e) => e);
-  assert.ok(notArray instanceof RemoteError);
+  // A raw pull of something missing, or not an array, says so.
+  const notThere = await client.view(1).pull('no_such_var', { raw: true }).catch((e) => e);
+  assert.ok(notThere instanceof RemoteError);
+  assert.match(notThere.evalue, /not defined/);
+  assert.equal(notThere.engine, 1);
+  await client.view('all').execute('scalar = 1');
+  const notArray = await client.view('0:2').pull('scalar', { raw: true }).catch((e) => e);
+  assert.ok(notArray instanceof CompositeError);
+  assert.match(notArray.evalue, /not an array/);
+  // A raw pull from an engine that does not exist is the controller's refusal.
+  const none = await client.view(7).pull('scalar', { raw: true }).catch((e) => e);
+  assert.ok(none instanceof IppcError && !(none instanceof RemoteError));
+  assert.equal(none.code, 'no_engines');
 });
 
 test('bad tokens, targets and requests reject with the controller error codes', async (t) => {
