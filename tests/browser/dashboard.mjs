@@ -177,6 +177,14 @@ test('console_runs_the_seed_psum_side_by_side', async () => {
   const boxes = await Promise.all([0, 1].map((i) => cells.nth(i).boundingBox()));
   check(Math.abs(boxes[0].y - boxes[1].y) < 2 && boxes[1].x > boxes[0].x, 'cells should be side by side');
   await shot(page, 'console');
+  // The engine buttons edit the targets.
+  await page.fill('#console-targets', 'all');
+  await page.locator('#console-target-chips button[aria-label="engine 1"]').click();
+  check(await page.inputValue('#console-targets') === '0,2,3', 'a chip takes engine 1 out');
+  check(await page.locator('#console-target-chips button[aria-label="engine 1"]').getAttribute('aria-pressed') === 'false',
+    'its button is not pressed');
+  await page.locator('#console-target-chips button[aria-label="engine 1"]').click();
+  check(await page.inputValue('#console-targets') === 'all', 'and back in');
   // An error shows its traceback in its engine's cell.
   await runInConsole(page, '1', 'error("boom")');
   await page.waitForSelector('#console-state:text("done (with errors)")', { timeout: 30000 });

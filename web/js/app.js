@@ -132,6 +132,8 @@ function showTab(name, focus) {
     $('#' + t.getAttribute('aria-controls')).hidden = !on;
     if (on && focus) t.focus();
   }
+  // The variables are listed on demand: fresh each time their tab opens.
+  if (name === 'data') state.data?.refresh();
   invalidate('engines', 'tasks', 'timeline', 'throughput', 'maps');
 }
 

@@ -15,7 +15,6 @@ export class DataView {
       this.engine = Number(e.target.value);
       this.refresh();
     });
-    $('#tab-data').addEventListener('click', () => this.refresh());
   }
 
   renderers() {

@@ -56,7 +56,7 @@ export class TasksView {
     const store = this.store;
     let counts = { pending: 0, running: 0 };
     for (const t of store.tasks.values()) if (t.state in counts) counts[t.state]++;
-    $('#task-summary').textContent = `${store.tasks.size} shown · ${counts.running} running · ` +
+    $('#task-summary').textContent = `${store.tasks.size} recent tasks · ${counts.running} running · ` +
       `${counts.pending} pending`;
     if ($('#panel-tasks').hidden) return;
     if (now - this.lastTable < TABLE_MS) {
