@@ -72,7 +72,8 @@ def main():
         cluster.start()
         env = cluster.env()  # carries the marker the teardown sweeps by
         env.update({"IPPC_URL": cluster.api.url, "IPPC_TOKEN": cluster.api.token,
-                    "BROWSER_OUT": out_dir, "IPPC_CHROMIUM": CHROMIUM})
+                    "BROWSER_OUT": out_dir, "IPPC_CHROMIUM": CHROMIUM,
+                    "IPPC_CONTROLLER": harness.CONTROLLER})
         node = subprocess.Popen([NODE, os.path.join(HERE, "dashboard.mjs")], cwd=harness.ROOT,
                                 env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, start_new_session=True)

@@ -52,8 +52,10 @@ async function start(conn) {
     onEvent(ev);
   }, (status) => {
     if (status === 'open') setLink('live');
-    else if (status === 'reconnecting') setLink('connecting');
-    else if (status === 'closed') setLink('off', 'disconnected');
+    else if (status === 'reconnecting') {
+      setLink('connecting');
+      checkTokenSoon();
+    } else if (status === 'closed') setLink('off', 'disconnected');
   });
   const [engines, tasks] = await Promise.all([conn.engines(), conn.recentTasks(600, 5000)
     .catch(() => [])]);
@@ -101,6 +103,41 @@ function onEvent(ev) {
   if (ev.type === 'snapshot') setLink('live');
   const changed = state.store.apply(ev);
   if (changed.length) invalidate(...changed);
+}
+
+// A stream that keeps reconnecting may face a controller restarted with a
+// new token (browsers do not tell why a WebSocket upgrade failed): asked over
+// REST, a 401 sends the page back to the sign-in with a message (through a
+// reload, so every view starts clean).
+let tokenCheck = 0;
+function checkTokenSoon() {
+  if (tokenCheck) return;
+  tokenCheck = setTimeout(async () => {
+    tokenCheck = 0;
+    try {
+      await state.conn.rest('GET', '/api/v1/info');
+    } catch (err) {
+      if (err.status !== 401) return; // down or restarting: the SDK keeps trying
+      forgetToken();
+      try {
+        sessionStorage.setItem(NOTICE_KEY, 'The token is no longer accepted: the cluster was ' +
+          'restarted with a new one. Paste the new token, or open the new Dashboard link.');
+      } catch { /* shown without the notice */ }
+      location.reload();
+    }
+  }, 2000);
+}
+
+const NOTICE_KEY = 'ippc.signin-notice';
+
+function takeNotice() {
+  try {
+    const text = sessionStorage.getItem(NOTICE_KEY);
+    sessionStorage.removeItem(NOTICE_KEY);
+    return text || '';
+  } catch {
+    return '';
+  }
 }
 
 function setLink(kind, text) {
@@ -165,7 +202,7 @@ function main() {
   });
   const token = takeToken();
   if (token) signIn(token);
-  else showSignin('');
+  else showSignin(takeNotice());
 }
 
 main();
