@@ -235,13 +235,14 @@ static enum MHD_Result send_refusal(req_ctx *ctx)
                           ctx->allow[0] ? MHD_HTTP_HEADER_ALLOW : NULL, ctx->allow);
 }
 
+static const char *header(req_ctx *ctx, const char *name);
+
 /* A dashboard file (webroot.h): its bytes straight from the file
  * (libmicrohttpd sends them with sendfile and closes the fd), or 304 when
  * the browser's copy is current.  Every answer carries the validators, the
  * Content-Security-Policy and the other headers that keep the page to
- * itself. */
-static const char *header(req_ctx *ctx, const char *name);
-
+ * itself.  The file is opened here, on the MHD thread: local files of a few
+ * KiB, read by the kernel, not by this thread. */
 static enum MHD_Result send_file(req_ctx *ctx)
 {
     ippc_error err = {0};
