@@ -483,17 +483,31 @@ test('restart_with_a_new_token_sends_the_page_to_sign_in', async (browser) => {
   }
 });
 
-test('killed_engine_turns_dead', async () => {
+test('second_mpi_job_is_grouped_and_its_killed_engine_turns_dead', async () => {
+  // A one-rank MPI job joins: a second group; SIGKILL its engine: that card
+  // turns dead, the 4 of the first job stay idle.
   const { page } = main;
   await tab(page, 'engines');
-  const engines = (await api('GET', '/api/v1/engines')).engines;
-  const victim = engines.find((e) => e.id === 3 && e.state !== 'dead');
-  check(victim, 'engine 3 should be alive');
-  process.kill(victim.pid, 'SIGKILL');
-  const card = page.locator('.engine[data-engine="3"]');
-  await until('engine 3 dead in the grid', async () =>
-    (await card.getAttribute('data-state')) === 'dead' && (await card.locator('.state').textContent()) === 'dead', 30000);
-  await shot(page, 'engine-dead');
+  const job = spawn(process.env.IPPC_MPIEXEC || 'mpiexec.mpich',
+    ['-n', '1', process.env.IPPC_ENGINE, '--file', process.env.IPPC_ENGINE_FILE], { stdio: 'ignore' });
+  try {
+    await until('two MPI jobs, 5 engines', async () =>
+      (await page.locator('.job').count()) === 2 && (await page.locator('.engine').count()) === 5, 30000);
+    const titles = await page.locator('.job-title').allTextContents();
+    check(/4 ranks/.test(titles[0]) && /1 rank\b/.test(titles[1]), 'job titles: ' + titles);
+    const single = (await api('GET', '/api/v1/engines')).engines.find((e) => e.size === 1);
+    check(single && single.id === 4, 'the new engine is id 4: ' + JSON.stringify(single));
+    const card = page.locator('.engine[data-engine="4"]');
+    await until('engine 4 idle', async () => (await card.getAttribute('data-state')) === 'idle');
+    process.kill(single.pid, 'SIGKILL');
+    await until('engine 4 dead in the grid', async () =>
+      (await card.getAttribute('data-state')) === 'dead' && (await card.locator('.state').textContent()) === 'dead', 30000);
+    const others = await page.locator('.job').first().locator('.engine .state').allTextContents();
+    check(others.length === 4 && others.every((s) => s === 'idle'), 'the first job: ' + others);
+    await shot(page, 'engine-dead');
+  } finally {
+    if (job.exitCode === null) job.kill('SIGTERM');
+  }
 });
 
 // --------------------------------------------------------------------- run

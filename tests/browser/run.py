@@ -73,7 +73,9 @@ def main():
         env = cluster.env()  # carries the marker the teardown sweeps by
         env.update({"IPPC_URL": cluster.api.url, "IPPC_TOKEN": cluster.api.token,
                     "BROWSER_OUT": out_dir, "IPPC_CHROMIUM": CHROMIUM,
-                    "IPPC_CONTROLLER": harness.CONTROLLER})
+                    "IPPC_CONTROLLER": harness.CONTROLLER, "IPPC_ENGINE": harness.ENGINE,
+                    "IPPC_MPIEXEC": harness.MPIEXEC,
+                    "IPPC_ENGINE_FILE": os.path.join(cluster.security_dir, "ippc-engine.json")})
         node = subprocess.Popen([NODE, os.path.join(HERE, "dashboard.mjs")], cwd=harness.ROOT,
                                 env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, start_new_session=True)

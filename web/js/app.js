@@ -2,7 +2,7 @@
 // store every view reads.  Events go into the store as they come; views are
 // rendered at most once per animation frame (frame.js).
 
-import { $ } from './dom.js';
+import { $, onCanvasResize } from './dom.js';
 import { Conn, explain, forgetToken, storeToken, takeToken } from './conn.js';
 import { Store } from './store.js';
 import { invalidate, onFrame } from './frame.js';
@@ -78,6 +78,7 @@ async function start(conn) {
   for (const v of [state.engines, state.tasks, state.console, state.data, state.throughput])
     for (const [name, render] of Object.entries(v.renderers())) onFrame(name, render);
   invalidate('engines', 'tasks', 'timeline', 'targets', 'throughput', 'maps');
+  onCanvasResize(() => invalidate('timeline', 'throughput'));
   // Heartbeat ages and the throughput axes move with the clock.
   state.ticker = setInterval(() => {
     store.sampleBusy(Date.now());

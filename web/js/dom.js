@@ -53,11 +53,29 @@ export function seconds(s) {
   return (s / 3600).toFixed(1) + ' h';
 }
 
+// Canvas widths, kept by a ResizeObserver: reading clientWidth while drawing
+// would force a layout in the middle of a frame that just changed the DOM.
+const widths = new WeakMap();
+const resized = new Set();
+const observer = new ResizeObserver((entries) => {
+  for (const e of entries) widths.set(e.target, Math.floor(e.contentRect.width));
+  for (const f of resized) f();
+});
+
+/** Calls f after any observed canvas changed size (to draw it again). */
+export function onCanvasResize(f) {
+  resized.add(f);
+}
+
 /** A canvas sized to its CSS box at the device's pixel ratio; returns its 2-D
  * context scaled so drawing is in CSS pixels, and the size. */
 export function fitCanvas(canvas, cssHeight) {
   const ratio = window.devicePixelRatio || 1;
-  const width = Math.max(1, Math.floor(canvas.clientWidth || canvas.parentElement.clientWidth));
+  if (!widths.has(canvas)) {
+    widths.set(canvas, Math.floor(canvas.clientWidth || canvas.parentElement.clientWidth));
+    observer.observe(canvas);
+  }
+  const width = Math.max(1, widths.get(canvas) || canvas.clientWidth);
   const height = cssHeight;
   if (canvas.width !== Math.floor(width * ratio) || canvas.height !== Math.floor(height * ratio)) {
     canvas.width = Math.floor(width * ratio);

@@ -7,7 +7,7 @@
 import { $, fill, h, seconds } from './dom.js';
 import { Timeline } from './timeline.js';
 
-const ROWS = 200;
+const ROWS = 100;
 const TABLE_MS = 250;
 
 export class TasksView {
@@ -116,6 +116,7 @@ export class TasksView {
     this.detailsError = '';
     const panel = $('#task-details');
     panel.hidden = false;
+    panel.parentElement.classList.add('with-details');
     this.ctx.invalidate('details', 'tasks');
     try {
       this.openRecord = await this.ctx.conn.task(id);
@@ -132,6 +133,7 @@ export class TasksView {
     const id = this.openId;
     this.openId = null;
     $('#task-details').hidden = true;
+    $('#task-details').parentElement.classList.remove('with-details');
     this.ctx.invalidate('tasks');
     // Back to the row it was opened from, when it is still shown.
     const row = this.rows.find((r) => r.task === id && r.tr.isConnected);

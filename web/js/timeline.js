@@ -7,6 +7,7 @@ import { fitCanvas, STATE_COLOURS } from './dom.js';
 
 const LANE = 14;
 const LABEL = 34;
+const MUTED = '#5f6b7a'; // dashboard.css --muted (no getComputedStyle while drawing)
 
 export class Timeline {
   constructor(canvas, store) {
@@ -20,10 +21,9 @@ export class Timeline {
     const lanes = new Map(engines.map((e, i) => [e.id, i]));
     const height = Math.max(3, engines.length) * LANE + 18;
     const { ctx, width } = fitCanvas(this.canvas, height);
-    const style = getComputedStyle(this.canvas);
     ctx.clearRect(0, 0, width, height);
     ctx.font = '10px system-ui, sans-serif';
-    ctx.fillStyle = style.getPropertyValue('--muted') || '#666';
+    ctx.fillStyle = MUTED;
     const now = Date.now();
     const WINDOW_S = this.windowS;
     const t0 = now - WINDOW_S * 1000;
@@ -33,7 +33,7 @@ export class Timeline {
       ctx.fillText(String(id), 4, i * LANE + 11);
       ctx.fillStyle = i % 2 ? 'rgba(127,127,127,0.06)' : 'rgba(127,127,127,0.12)';
       ctx.fillRect(LABEL, i * LANE, plotW, LANE);
-      ctx.fillStyle = style.getPropertyValue('--muted') || '#666';
+      ctx.fillStyle = MUTED;
     }
     // seconds axis
     for (let k = 0; k <= 6; k++) {
