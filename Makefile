@@ -83,7 +83,8 @@ $(NPM_STAMP): package-lock.json package.json
 	@touch $@
 
 # Where ippc-controller reads the dashboard (web/) and the JavaScript SDK
-# (clients/js/) from unless --web-root / --sdk-root say otherwise.
+# (clients/js/) from unless --web-root / --sdk-root say otherwise.  Only
+# server/main.o holds them: after changing them alone, `touch server/main.c`.
 WEB_ROOT ?= $(CURDIR)/web
 SDK_ROOT ?= $(CURDIR)/clients/js
 $(OBJ)/server/main.o: BASE_CFLAGS += -DIPPC_WEB_ROOT='"$(WEB_ROOT)"' -DIPPC_SDK_ROOT='"$(SDK_ROOT)"'
