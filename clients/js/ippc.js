@@ -294,6 +294,29 @@ function isTypedArray(v) {
   return ArrayBuffer.isView(v) && !(v instanceof DataView);
 }
 
+/** Plain arrays of numbers from this length on are sent as arrays' bytes. */
+const PACK_MIN_ITEMS = 1024;
+
+/**
+ * A long plain array of finite numbers as the TypedArray the controller
+ * would make of it as a JSON list (int64 when every number is an integer,
+ * else float64), so it travels as bytes, not JSON numbers.  Anything else
+ * is returned as it is.
+ * @param {any} v
+ */
+function packNumbers(v) {
+  if (!Array.isArray(v) || v.length < PACK_MIN_ITEMS) return v;
+  let integers = true;
+  for (const x of v) {
+    if (typeof x !== 'number' || !Number.isFinite(x)) return v;
+    if (integers && !Number.isSafeInteger(x)) integers = false;
+  }
+  if (!integers) return Float64Array.from(v);
+  const out = new BigInt64Array(v.length);
+  for (let i = 0; i < v.length; i++) out[i] = BigInt(v[i]);
+  return out;
+}
+
 /** A TypedArray or NDArray: its dtype, shape and bytes.  Throws for other views. */
 function arrayParts(v) {
   checkEndian();
@@ -566,7 +589,8 @@ class Socket {
   call(msg) {
     const id = this.nextId++;
     const text = JSON.stringify({ ...msg, id });
-    if (text.length > WS_MESSAGE_MAX) return null; // REST takes it
+    // A UTF-16 unit is at most 3 UTF-8 bytes: count exactly only near the limit.
+    if (text.length * 3 > WS_MESSAGE_MAX && new TextEncoder().encode(text).length > WS_MESSAGE_MAX) return null; // REST takes it
     return new Promise((resolve, reject) => {
       this.pending.set(id, { resolve, reject });
       this.ws.send(text);
@@ -575,6 +599,8 @@ class Socket {
 
   close(code = 1000) {
     this.open = false;
+    for (const p of this.pending.values()) p.reject(new IppcError('the client closed the socket', { code: 'closed' }));
+    this.pending.clear();
     try {
       if (this.ws) this.ws.close(code);
     } catch {
@@ -1077,7 +1103,9 @@ export class DirectView {
 
   /**
    * Sets variables on every target.  TypedArrays and NDArrays of 64 KiB and
-   * more go as raw bytes (one request each), the rest in one JSON call.
+   * more go as raw bytes (one request each), the rest in one JSON call.  A
+   * plain array of 1024 or more numbers is sent as the array the engines
+   * would make of it (int64 if all are integers, else float64).
    * @param {Record<string, any>} namespace
    * @param {CallOptions} [opts]
    */
@@ -1085,7 +1113,8 @@ export class DirectView {
     if (!namespace || typeof namespace !== 'object') throw new TypeError('push takes an object of name: value');
     const raw = [];
     const json = {};
-    for (const [name, v] of Object.entries(namespace)) {
+    for (const [name, given] of Object.entries(namespace)) {
+      const v = packNumbers(given);
       if ((v instanceof NDArray || isTypedArray(v)) && arrayParts(v).bytes.byteLength >= RAW_MIN_BYTES) raw.push([name, v]);
       else json[name] = encodeValue(v);
     }
@@ -1125,14 +1154,16 @@ export class DirectView {
 
   /**
    * Splits data over the targets (the first n % p get one more item).
-   * A TypedArray or NDArray goes as raw bytes (split along its first axis).
+   * A TypedArray or NDArray goes as raw bytes (split along its first axis),
+   * as does a plain array of 1024 or more numbers.
    * @param {string} name
-   * @param {any[]|TypedArrayLike|NDArray} data
+   * @param {any[]|TypedArrayLike|NDArray} given
    * @param {CallOptions} [opts]
    */
-  scatter(name, data, opts = {}) {
+  scatter(name, given, opts = {}) {
     const shape = { single: this.single, values: nullValues };
     const block = opts.block ?? this.block;
+    const data = packNumbers(given);
     if (data instanceof NDArray || isTypedArray(data)) {
       return new DirectResult(this.client, shape, () => this.client._rawScatter(this.targets, name, data, block));
     }
@@ -1291,7 +1322,6 @@ class Subscription {
           sock.close();
           return;
         }
-        this.backoff = this.client.options.reconnectMin;
         this._beat();
         this.onStatus('open');
         return;
@@ -1349,6 +1379,8 @@ class Subscription {
         return;
       case 'pong':
         if (msg.id === 'synced') {
+          // A working session: the next drop reconnects quickly again.
+          this.backoff = this.client.options.reconnectMin;
           this.syncing = false;
           this.buffer.sort((a, b) => a.seq - b.seq);
           for (const ev of this.buffer) this._event(ev);
@@ -1385,8 +1417,12 @@ class Subscription {
     clearTimeout(this.heartbeat);
     if (this.closed) return;
     this.reconnects++;
-    this.onStatus('reconnecting', ev);
-    setTimeout(() => this._start(), 0);
+    this.onStatus('reconnecting', { ...ev, refusal: this.lastRefusal });
+    this.lastRefusal = undefined;
+    // A socket dropped before it was in sync (say, refused as overloaded)
+    // waits longer each time.
+    setTimeout(() => this._start(), this.syncing ? this.backoff : 0);
+    if (this.syncing) this.backoff = Math.min(this.backoff * 2, this.client.options.reconnectMax);
   }
 
   close() {
@@ -1653,6 +1689,55 @@ export class Client {
   }
 
   /**
+   * One task's record (GET /api/v1/tasks/{id}), after waiting up to `wait`
+   * seconds for it to finish (default: answer at once).
+   * @param {number} id
+   * @param {{wait?: number}} [opts]
+   * @returns {Promise<any>}
+   */
+  taskRecord(id, opts = {}) {
+    return this._taskRecord(id, opts.wait ?? 0);
+  }
+
+  /**
+   * Aborts a task: a pending one never runs; with force a running one is
+   * interrupted.  Resolves with the task record.
+   * @param {number} id
+   * @param {{force?: boolean}} [opts]
+   */
+  abort(id, opts = {}) {
+    return this._abort(id, !!opts.force);
+  }
+
+  /**
+   * Submits a task again (a new id); a TaskResult for the new one.
+   * @param {number} id
+   */
+  resubmit(id) {
+    return new TaskResult(
+      this,
+      async () => {
+        const rec = await this._restJson('POST', `${API}/tasks/${id}/resubmit`);
+        return { ids: [rec.id], records: [rec] };
+      },
+      false,
+    );
+  }
+
+  /**
+   * A direct-view request's or map's answer by its id (GET
+   * /api/v1/requests/{id}), after waiting up to `wait` seconds for it to
+   * finish; arrays typed.  A blocking pull or gather is not kept after its
+   * answer (410 gone).
+   * @param {number} id
+   * @param {{wait?: number}} [opts]
+   * @returns {Promise<any>}
+   */
+  requestAnswer(id, opts = {}) {
+    return this._call('request', { request: id }, { wait: opts.wait ?? 0, format: 'typed' });
+  }
+
+  /**
    * IPython Parallel's LoadBalancedView.map: fname applied to the items of
    * the sequences (several sequences: one argument from each), in chunks of
    * `chunksize` items per task.  The last argument may be the options.
@@ -1745,7 +1830,12 @@ export class Client {
     const sock = new Socket(this, {
       onMessage: (m) => this._onMainMessage(m),
       onClose: () => {
-        if (this._main === sock) this._main = null;
+        if (this._main !== sock) return;
+        this._main = null;
+        // Reopened soon, so ids stay current; calls meanwhile take REST.
+        setTimeout(() => {
+          if (!this._closed && !this._main) this._openMain().catch(() => {});
+        }, this.options.reconnectMin);
       },
     });
     this._mainOpening = (async () => {
@@ -1999,7 +2089,9 @@ export class Client {
   async _rawPull(targets, name) {
     let ids;
     if (typeof targets === 'number') ids = [targets];
+    else if (Array.isArray(targets)) ids = [...new Set(targets)];
     else {
+      // A spec names engines among the live ones: ask which are live now.
       await this.engines();
       ids = resolveTargets(targets, this.ids);
     }

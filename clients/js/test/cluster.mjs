@@ -95,6 +95,14 @@ process.on('exit', () => {
   // Last resort, synchronous: whatever a test did not stop.
   for (const c of running) c.killNow();
 });
+// A runner that times out or is interrupted signals the test process; its
+// clusters go with it ('exit' is not emitted for a signal).
+for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP']) {
+  process.on(sig, () => {
+    for (const c of running) c.killNow();
+    process.exit(128 + (sig === 'SIGHUP' ? 1 : sig === 'SIGINT' ? 2 : 15));
+  });
+}
 
 export class Cluster {
   /** @param {{engines?: number, profile?: string, controllerArgs?: string[]}} [opts] */
@@ -274,8 +282,9 @@ export class Cluster {
     return problems;
   }
 
-  /** Synchronous SIGKILL of everything (the exit handler). */
+  /** Synchronous SIGKILL of everything (the exit and signal handlers). */
   killNow() {
     for (const pid of this.ours()) signal(pid, 'SIGKILL');
+    if (!process.env.IPPC_TEST_KEEP) fs.rmSync(this.dir, { recursive: true, force: true });
   }
 }

@@ -262,6 +262,45 @@ test('a filtered subscription resumes with its filter: each matching event once,
   assert.ok(unsubscribe.reconnects >= 3);
 });
 
+test('when the missed events are gone from the ring, the handler gets a gap and a fresh snapshot', async (t) => {
+  const proxy = new Proxy(cluster.url);
+  const url = await proxy.listen();
+  t.after(() => proxy.close());
+  const client = new Client(url, cluster.token, { transport: 'rest', reconnectMin: 20, reconnectMax: 50 });
+  await client.connect();
+  t.after(() => client.close());
+  const events = [];
+  const statuses = [];
+  const unsubscribe = client.subscribe(['tasks'], (e) => events.push(e), { onStatus: (s) => statuses.push(s) });
+  t.after(unsubscribe);
+  await until(() => statuses.includes('open') && events.length === 1, 'the subscription');
+  proxy.down();
+  await until(() => statuses.includes('reconnecting'), 'the drop to be noticed');
+  // More than the ring's 10,000 events while away: 3 per task.
+  await direct.view('all').execute('function sq(x) return x * x end');
+  const squares = await direct.map('sq', Array.from({ length: 3500 }, (_, i) => i));
+  assert.equal(squares.length, 3500);
+  proxy.up();
+  await until(() => events.some((e) => e.type === 'gap'), 'the gap');
+  const gapAt = events.findIndex((e) => e.type === 'gap');
+  assert.equal(gapAt, 1, 'right after the first snapshot');
+  assert.equal(events[gapAt].since, events[0].seq);
+  assert.ok(events[gapAt].oldest > events[0].seq + 1);
+  // The state after the gap is a new snapshot; the events it already
+  // covers are not delivered, later ones are.
+  await until(() => events.length > gapAt + 1, 'the snapshot');
+  const snapshot = events[gapAt + 1];
+  assert.equal(snapshot.type, 'snapshot');
+  assert.ok(snapshot.seq > events[gapAt].oldest);
+  const marker = direct.submit({ code: 'return "after"' });
+  await marker;
+  await until(() => ofTask(events, marker.id).includes('task.completed'), 'the marker task');
+  const after = events.slice(gapAt + 2);
+  assert.ok(after.every((e, i) => e.seq > snapshot.seq && (i === 0 || e.seq > after[i - 1].seq)));
+  assert.deepEqual(ofTask(events, marker.id), ['task.submitted', 'task.started', 'task.completed']);
+  assert.equal(events.filter((e) => e.type === 'task.completed').length, 1, 'nothing from before the snapshot');
+});
+
 test('a silent (half-open) socket is noticed by its heartbeat and replaced', async (t) => {
   const proxy = new Proxy(cluster.url);
   const url = await proxy.listen();

@@ -62,6 +62,36 @@ for (const transport of ['ws', 'rest']) {
   });
 }
 
+test('load: a native plugin becomes callable (the seed psum in C); a missing one is a PluginError', async (t) => {
+  const client = await connected(t);
+  const build = process.env.BUILD || 'build';
+  const lib = path.join(path.isAbsolute(build) ? build : path.join(ROOT, build), 'plugins', 'libpsum.so');
+  const view = client.view('all');
+  await view.load(lib);
+  await view.push({ c: new Float64Array([1, 2, 3]) });
+  // psum now is the plugin's kernel: an MPI_Allreduce in C.
+  assert.deepEqual(await view.apply('psum', [ref('c')]), [24, 24, 24, 24]);
+  const err = await client.view(0).load('/nonexistent/libnothing.so').catch((e) => e);
+  assert.ok(err instanceof RemoteError);
+  assert.equal(err.ename, 'PluginError');
+  await view.execute('c = nil psum = nil');
+});
+
+test('examples/seed.mjs, run as a user would, prints totalsum: [120,120,120,120]', async () => {
+  const { execFile } = await import('node:child_process');
+  const flags = typeof WebSocket === 'undefined' ? ['--experimental-websocket'] : [];
+  const out = await new Promise((resolve, reject) => {
+    execFile(
+      process.execPath,
+      [...flags, path.join(ROOT, 'examples', 'seed.mjs')],
+      { env: { ...process.env, IPPC_DIR: cluster.dir, PROFILE: cluster.profile }, timeout: 60000 },
+      (err, stdout, stderr) => (err ? reject(new Error(`${err.message}\n${stdout}${stderr}`)) : resolve(stdout)),
+    );
+  });
+  assert.match(out, /^totalsum: \[120,120,120,120\]$/m);
+  assert.match(out, /^a: \[\[0,1,2,3\],\[4,5,6,7\],\[8,9,10,11\],\[12,13,14,15\]\]$/m);
+});
+
 test('execute: per-engine values, stdout and metadata; a one-engine view unwraps', async (t) => {
   const client = await connected(t);
   const ar = client.view('all').execute('print("rank", mpi.rank()) return mpi.rank() * 10');
@@ -94,6 +124,9 @@ test('non-blocking calls: the request id comes first, get/wait later', async (t)
   assert.deepEqual(await ar.get(), [1, 1, 1, 1]);
   assert.ok(ar.requestId > 0);
   assert.ok(ar.elapsed >= 0);
+  // A non-blocking request's answer is kept: it can be read again by id.
+  const again = await client.requestAnswer(ar.requestId);
+  assert.deepEqual(again.results.map((r) => r.value), [1, 1, 1, 1]);
 });
 
 test('a 1e6-element Float64Array pushed and pulled back bit-exact through raw bytes', async (t) => {
@@ -118,7 +151,7 @@ test('a 1e6-element Float64Array pushed and pulled back bit-exact through raw by
   assert.ok(seen.some((s) => s.type === 'application/octet-stream' && s.url.includes('/vars/big')));
   const sums = await client.view('all').execute('return #big');
   assert.deepEqual(sums, [n, n, n, n]);
-  for (const target of [0, '1:3']) {
+  for (const target of [0, '1:3', [3, 2]]) {
     const back = await c2.view(target).pull('big', { raw: true });
     const arrays = target === 0 ? [back] : back;
     assert.equal(arrays.length, target === 0 ? 1 : 2);
@@ -175,6 +208,44 @@ test('typed arrays of every dtype and shaped arrays round-trip through JSON', as
   // {format: 'list'} answers plain JSON lists.
   assert.deepEqual(await view.execute('return nd.arange(3)', { format: 'list' }), [0, 1, 2]);
   await view.execute('f64, f32, i64, i32, u8, m, mixed = nil');
+});
+
+test('long plain arrays of numbers travel as bytes, with the dtype the controller would give them', async (t) => {
+  const seen = [];
+  const realFetch = globalThis.fetch;
+  const client = await connected(t, { fetch: (url, init) => (seen.push(init && init.headers && init.headers['Content-Type']), realFetch(url, init)) });
+  const view = client.view('all');
+  const ints = Array.from({ length: 10000 }, (_, i) => i - 5000);
+  const reals = Array.from({ length: 10000 }, (_, i) => i / 7);
+  await view.push({ ints, reals });
+  await view.scatter('part', ints);
+  assert.equal(seen.filter((t) => t === 'application/octet-stream').length, 3);
+  const listing = await client.view(0).vars();
+  assert.equal(listing.ints.dtype, 'int64');
+  assert.equal(listing.reals.dtype, 'float64');
+  assert.deepEqual(listing.part.shape, [2500]);
+  const back = await client.view(3).pull(['reals', 'part']);
+  assert.deepEqual(Array.from(back[0]), reals);
+  assert.deepEqual(Array.from(back[1], Number), ints.slice(7500));
+  // Short ones, and lists with other values, stay JSON lists.
+  await view.push({ few: [1, 2, 3], mixed: Array.from({ length: 2000 }, (_, i) => (i ? i : 'x')) });
+  assert.equal(seen.filter((t) => t === 'application/octet-stream').length, 3);
+  const listing2 = await client.view(0).vars();
+  assert.equal(listing2.few.dtype, 'int64');
+  assert.equal(listing2.mixed.type, 'table');
+  await view.execute('ints, reals, part, few, mixed = nil');
+});
+
+test('a JSON call too big for the socket (over 8 MiB) goes over REST', async (t) => {
+  const seen = [];
+  const realFetch = globalThis.fetch;
+  const client = await connected(t, { fetch: (url, init) => (seen.push(String(url)), realFetch(url, init)) });
+  assert.equal(client.socketOpen, true);
+  const text = 'é'.repeat(5 << 20); // 5 Mi characters, 10 MiB of UTF-8
+  await client.view(0).push({ text });
+  assert.ok(seen.some((u) => u.endsWith('/views/0/push?block=true&format=typed')), seen.join(' '));
+  assert.equal(await client.view(0).execute('return #text'), 10 << 20);
+  await client.view(0).execute('text = nil');
 });
 
 test('the value codec: encodeValue/decodeValue and references', () => {

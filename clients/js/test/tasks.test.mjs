@@ -64,6 +64,10 @@ test('submit: a task result, its stdout and record; a batch; task(id); resubmit'
   assert.equal(await again, 49);
   assert.notEqual(again.id, t.id);
 
+  // The same through the client's helpers.
+  const third = await client.resubmit(t.id).submitted;
+  assert.equal((await client.taskRecord(third[0], { wait: 30 })).result, 49);
+
   // The history query finds it by tag.
   const page = await client.tasks({ tag: 'js-sdk', limit: 10 });
   assert.ok(page.tasks.some((rec) => rec.id === t.id));
@@ -122,7 +126,7 @@ test('abort: a pending task never runs; force stops a running one', async () => 
   assert.ok(wErr instanceof RemoteError, String(wErr));
   assert.equal(waiting.state, 'aborted');
   assert.equal((await client._taskRecord(waitingId, 0)).state, 'aborted');
-  await long.abort({ force: true });
+  assert.equal((await client.abort(longId, { force: true })).id, longId);
   const lErr = await long.get().catch((e) => e);
   assert.ok(lErr instanceof RemoteError);
   assert.equal(long.state, 'aborted');
