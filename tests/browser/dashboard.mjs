@@ -184,8 +184,9 @@ test('console_runs_the_seed_psum_side_by_side', async () => {
   await page.fill('#console-targets', 'all');
   await page.locator('#console-target-chips button[aria-label="engine 1"]').click();
   check(await page.inputValue('#console-targets') === '0,2,3', 'a chip takes engine 1 out');
-  check(await page.locator('#console-target-chips button[aria-label="engine 1"]').getAttribute('aria-pressed') === 'false',
-    'its button is not pressed');
+  // (the buttons are drawn in the next frame)
+  await until('its button not pressed', async () =>
+    await page.locator('#console-target-chips button[aria-label="engine 1"]').getAttribute('aria-pressed') === 'false', 5000);
   await page.locator('#console-target-chips button[aria-label="engine 1"]').click();
   check(await page.inputValue('#console-targets') === 'all', 'and back in');
   // An error shows its traceback in its engine's cell.
