@@ -532,6 +532,9 @@ static void launcher_print_banner(launcher *l)
             world, url);
     msg_out("URL:   %s", url);
     msg_out("Token: %s", l->connection.token);
+    /* The token rides in the fragment, which browsers never send; the page
+     * moves it to sessionStorage and out of the address bar. */
+    msg_out("Dashboard: %s/#token=%s", url, l->connection.token);
     msg_out("Connection file: %s", o->paths->client_file);
     msg_out("Try: curl -H \"Authorization: Bearer $TOKEN\" %s/api/v1/engines", url);
     if (o->daemonize)
