@@ -417,6 +417,9 @@ def object_collectives():
     assert comm.allreduce((rank % 2, rank), op=MPI.MAXLOC) == (1, 1)
     assert comm.allreduce((rank % 2, rank), op=MPI.MINLOC) == (0, 0)
     assert comm.allreduce(rank, op=lambda a, b: a * 10 + b) == int("".join(map(str, range(p))))
+    assert comm.scan(rank + 1) == (rank + 1) * (rank + 2) // 2
+    assert comm.exscan(rank + 1) == (None if rank == 0 else rank * (rank + 1) // 2)
+    assert comm.scan([rank], op=MPI.SUM) == list(range(rank + 1))
     arr = comm.allreduce(np.arange(3) * rank)
     eq(arr, np.arange(3) * (p * (p - 1) // 2))
     big = np.random.default_rng(rank).random(300_000)  # 2.4 MB: not an eager message
