@@ -1,0 +1,222 @@
+"""The client's live event stream: one WebSocket to ``/ws`` read by one
+background thread.
+
+It keeps what results need to finish without polling: for every task it has
+seen, its request, its ``task.completed`` event and its stdout so far.  These
+are kept for the last ``keep`` tasks (a bounded table), so a result asked for
+right after its submit finds events that arrived before it was asked.
+Waiters block on one condition variable that every event notifies.
+
+If the socket breaks, the thread reconnects and asks for the missed events
+(``resume``); until then :attr:`EventStream.alive` is False and results fall
+back to the controller's long-poll (``?wait=``).
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from typing import Any, Callable, Dict, List, Optional
+
+from .websocket import Closed, WebSocket, WebSocketError
+
+__all__ = ["EventStream", "TaskInfo"]
+
+
+class TaskInfo:
+    """What the stream knows of one task."""
+
+    __slots__ = ("task", "request", "engine", "completed", "stdout")
+
+    def __init__(self, task: int) -> None:
+        self.task = task
+        self.request: Optional[int] = None
+        self.engine: Optional[int] = None
+        #: The ``task.completed`` event, once it came.
+        self.completed: Optional[Dict[str, Any]] = None
+        #: stdout chunks, in order.
+        self.stdout: List[str] = []
+
+
+class EventStream:
+    """One WebSocket to the controller's ``/ws``, read by a daemon thread."""
+
+    def __init__(self, ws_url: str, token: str, keep: int = 200000) -> None:
+        self.ws_url = ws_url
+        self.token = token
+        self.keep = keep
+        self.cond = threading.Condition()
+        self.tasks: "collections.OrderedDict[int, TaskInfo]" = collections.OrderedDict()
+        self.requests: Dict[int, List[int]] = {}
+        self.engines_changed = 0
+        self.seq: Optional[int] = None
+        self.alive = False
+        self.error: Optional[BaseException] = None
+        self._ws: Optional[WebSocket] = None
+        self._stop = False
+        self._listeners: List[Callable[[Dict[str, Any]], None]] = []
+        self._thread: Optional[threading.Thread] = None
+
+    # ------------------------------------------------------------ lifecycle
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Connects and waits for the snapshot (so every task submitted after
+        this returns is seen), then starts the reader thread."""
+        self._connect(timeout)
+        self._thread = threading.Thread(target=self._run, name="ippc-events", daemon=True)
+        self._thread.start()
+
+    def _connect(self, timeout: float) -> None:
+        ws = WebSocket.connect(self.ws_url, headers={"Authorization": "Bearer " + self.token},
+                               protocols=("ippc.client.v1",), timeout=timeout)
+        try:
+            ws.send_json({"op": "subscribe", "topics": ["engines", "tasks", "stdout"]})
+            if self.seq is not None:
+                ws.send_json({"op": "resume", "since": self.seq})
+            deadline = time.monotonic() + timeout
+            while True:
+                msg = ws.recv_json(timeout=max(0.01, deadline - time.monotonic()))
+                if msg.get("type") == "snapshot":
+                    with self.cond:
+                        if self.seq is None:
+                            self.seq = msg.get("seq")
+                        for t in msg.get("tasks") or []:
+                            info = self._info(t.get("id"))
+                            if info is not None:
+                                info.engine = t.get("engine")
+                                if t.get("request") is not None:
+                                    info.request = t.get("request")
+                        self.alive = True
+                        self.cond.notify_all()
+                    break
+        except BaseException:
+            ws.abort()
+            raise
+        self._ws = ws
+
+    def close(self) -> None:
+        """Stops the thread and closes the socket."""
+        self._stop = True
+        ws = self._ws
+        if ws is not None:
+            ws.close(timeout=1)
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+        with self.cond:
+            self.alive = False
+            self.cond.notify_all()
+
+    def add_listener(self, fn: Callable[[Dict[str, Any]], None]) -> None:
+        """Calls ``fn(event)`` from the reader thread for every event."""
+        with self.cond:
+            self._listeners.append(fn)
+
+    def remove_listener(self, fn: Callable[[Dict[str, Any]], None]) -> None:
+        """Stops calling ``fn``."""
+        with self.cond:
+            if fn in self._listeners:
+                self._listeners.remove(fn)
+
+    # -------------------------------------------------------------- reading
+
+    def _run(self) -> None:
+        backoff = 0.2
+        while not self._stop:
+            ws = self._ws
+            try:
+                assert ws is not None
+                msg = ws.recv_json(timeout=None)
+            except (Closed, WebSocketError, OSError, ValueError, AssertionError) as e:
+                with self.cond:
+                    self.alive = False
+                    self.error = e
+                    self.cond.notify_all()
+                if self._stop:
+                    return
+                # Reconnect with resume; results wait by long-poll meanwhile.
+                while not self._stop:
+                    time.sleep(backoff)
+                    try:
+                        self._connect(10.0)
+                        backoff = 0.2
+                        break
+                    except (WebSocketError, OSError, ValueError, TimeoutError):
+                        backoff = min(backoff * 2, 5.0)
+                continue
+            if isinstance(msg, dict):
+                self._on_message(msg)
+
+    def _info(self, task: Any) -> Optional[TaskInfo]:
+        if not isinstance(task, int):
+            return None
+        info = self.tasks.get(task)
+        if info is None:
+            info = TaskInfo(task)
+            self.tasks[task] = info
+            while len(self.tasks) > self.keep:
+                _, old = self.tasks.popitem(last=False)
+                if old.request is not None:
+                    self.requests.pop(old.request, None)
+        return info
+
+    def _on_message(self, msg: Dict[str, Any]) -> None:
+        kind = msg.get("type", "")
+        with self.cond:
+            if isinstance(msg.get("seq"), int):
+                self.seq = msg["seq"]
+            if kind.startswith("task."):
+                info = self._info(msg.get("task"))
+                if info is not None:
+                    if msg.get("engine") is not None:
+                        info.engine = msg.get("engine")
+                    req = msg.get("request")
+                    if isinstance(req, int) and info.request is None:
+                        info.request = req
+                        self.requests.setdefault(req, []).append(info.task)
+                    if kind == "task.stdout":
+                        info.stdout.append(str(msg.get("data", "")))
+                    elif kind == "task.completed":
+                        info.completed = msg
+            elif kind.startswith("engine."):
+                self.engines_changed += 1
+            listeners = list(self._listeners)
+            self.cond.notify_all()
+        for fn in listeners:
+            try:
+                fn(msg)
+            except Exception:  # a display callback must not stop the stream
+                pass
+
+    # -------------------------------------------------------------- queries
+
+    def completed(self, task: int) -> Optional[Dict[str, Any]]:
+        """The task's ``task.completed`` event, or None (call under :attr:`cond`)."""
+        info = self.tasks.get(task)
+        return info.completed if info else None
+
+    def stdout(self, task: int) -> str:
+        """The stdout streamed so far for ``task``."""
+        with self.cond:
+            info = self.tasks.get(task)
+            return "".join(info.stdout) if info else ""
+
+    def request_tasks(self, request: int) -> List[int]:
+        """The task ids seen for ``request`` so far."""
+        with self.cond:
+            return list(self.requests.get(request, []))
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: Optional[float]) -> bool:
+        """Waits until ``predicate()`` (called under the lock) is true, the
+        stream dies, or ``timeout`` passes.  Returns ``predicate()``."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self.cond:
+            while True:
+                if predicate():
+                    return True
+                if not self.alive:
+                    return False
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self.cond.wait(remaining if remaining is not None else 1.0)
