@@ -189,6 +189,9 @@ class DirectView(_View):
         travel as raw bytes.  Returns None when blocking, else the AsyncResult."""
         if not isinstance(ns, Mapping):
             raise TypeError("push takes a dict of names to values")
+        for k in ns:
+            if not isinstance(k, str):
+                raise TypeError("push: variable names are strings, not %r" % (k,))
         big = {k: v for k, v in ns.items()
                if values.is_array(v) and v.nbytes >= RAW_MIN_BYTES}
         small = {k: values.to_wire(v) for k, v in ns.items() if k not in big}

@@ -1,0 +1,74 @@
+"""ippc.Cluster as a context manager leaves no process behind; `python -m
+ippc status|watch` against the session cluster."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+import ippc
+from conftest import SDK, processes_with
+
+
+def test_cluster_context_manager_leaves_nothing():
+    cl = ippc.Cluster(n=2, engines="mpi", timeout=60)
+    marker = cl.ippc_dir
+    with cl as c:
+        assert c.ids == [0, 1]
+        assert c[:].apply_sync("tostring", 5) == ["5", "5"]
+        assert processes_with(marker)  # the controller and the engines run
+        assert "2 engines" in cl.output
+    assert not cl.running
+    assert processes_with(marker) == []
+    assert not os.path.exists(marker)
+
+
+def test_cluster_start_failure_is_clear(tmp_path):
+    cl = ippc.Cluster(n=2, engines="mpi", ippc=str(tmp_path / "no-such-ippc"))
+    with pytest.raises((ippc.IppcError, OSError)):
+        cl.start_cluster_sync()
+    with pytest.raises(ValueError):
+        ippc.Cluster(n=0)
+
+
+def run_cli(cluster, *args):
+    env = dict(os.environ, PYTHONPATH=SDK)
+    return subprocess.run([sys.executable, "-m", "ippc", *args, "--file",
+                           cluster.connection_file], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, env=env, timeout=60, text=True)
+
+
+def test_status(cluster):
+    p = run_cli(cluster, "status")
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    assert "4 engine(s) live" in lines[0]
+    assert sum(1 for line in lines if line.split()[:1] in (["0"], ["1"], ["2"], ["3"])) == 4
+    p = run_cli(cluster, "status", "--json")
+    assert p.returncode == 0 and '"engines"' in p.stdout
+
+
+def test_watch(cluster, c):
+    env = dict(os.environ, PYTHONPATH=SDK)
+    proc = subprocess.Popen([sys.executable, "-m", "ippc", "watch", "--file",
+                             cluster.connection_file, "--topics", "tasks,stdout",
+                             "--count", "4"], stdout=subprocess.PIPE, env=env, text=True)
+    try:
+        first = proc.stdout.readline()
+        assert "snapshot" in first
+        c[0].execute('print("watched")', block=True)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert "[stdout:0] task" in out and "watched" in out
+
+
+def test_bad_file_exit_status(tmp_path):
+    env = dict(os.environ, PYTHONPATH=SDK)
+    p = subprocess.run([sys.executable, "-m", "ippc", "status", "--file",
+                        str(tmp_path / "none.json")], stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, env=env, timeout=60, text=True)
+    assert p.returncode == 1 and "no connection file" in p.stderr
