@@ -62,7 +62,7 @@ FUZZ_SRC := $(wildcard fuzz/fuzz_*.c)
 FUZZ_BIN := $(FUZZ_SRC:fuzz/%.c=$(BUILD)/fuzz/%)
 FUZZ_SECONDS ?= 30
 
-.PHONY: all deps npm-deps run test unit integration bench fuzz soak clean lint compile_commands
+.PHONY: all deps npm-deps run test unit integration python-sdk bench fuzz soak clean lint compile_commands
 all: $(BIN)/ippc-controller $(BIN)/ippc-engine $(BIN)/ippc $(PLUGIN_LIB)
 
 deps:
@@ -169,6 +169,10 @@ unit: all $(UNIT_BIN)
 # the limit programs (bench_loopback, bench_mpi_bcast) of $(BENCH_BIN).
 integration: all $(BENCH_BIN)
 	@BUILD=$(BUILD) $(PYTHON) tests/integration/run.py $(if $(K),-k $(K))
+
+# The Python SDK's pytest suite alone (K=PATTERN picks tests, as -k does).
+python-sdk: all
+	@BUILD=$(BUILD) $(PYTHON) clients/python/tests/run.py $(if $(K),-k $(K))
 
 # bench_peer runs IPython Parallel beside ippc: `install-deps bench` adds Debian's
 # python3-ipyparallel and python3-numpy (without them it runs the ippc half).
