@@ -115,7 +115,7 @@ class AsyncResult:
         if self._kind == "direct":
             assert self._request is not None
             return sum(1 for t in ev.requests.get(self._request, [])
-                       if ev.tasks[t].completed is not None)
+                       if t in ev.tasks and ev.tasks[t].completed is not None)
         return sum(1 for t in self._tasks if ev.completed(t) is not None)
 
     def _done_locked(self) -> bool:

@@ -85,6 +85,22 @@ class Cluster:
         #: What the launcher printed at start.
         self.output = ""
 
+    @classmethod
+    def from_file(cls, profile: Optional[str] = None, ippc_dir: Optional[str] = None,
+                  timeout: float = 60.0) -> "Cluster":
+        """The cluster already running for ``profile`` (as ``ipp.Cluster.from_file()``):
+        ``connect_client_sync()`` connects to it, ``stop_cluster_sync()`` stops it."""
+        cl = cls(n=1, profile=profile or "default",
+                 ippc_dir=ippc_dir or os.environ.get("IPPC_DIR")
+                 or os.path.join(os.path.expanduser("~"), ".ippc"), timeout=timeout)
+        info = Client.from_file(cl.connection_file, timeout=0)
+        try:
+            cl.n = max(1, len(info.ids))
+        finally:
+            info.close()
+        cl.running = True
+        return cl
+
     def __repr__(self) -> str:
         return "<ippc.Cluster n=%d profile=%s %s>" % (self.n, self.profile,
                                                       "running" if self.running else "stopped")

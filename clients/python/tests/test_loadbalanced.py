@@ -2,6 +2,7 @@
 iteration driven by the event stream, dependencies, and the AsyncResult API."""
 
 import io
+import time
 
 import pytest
 
@@ -138,3 +139,53 @@ def test_progress_bar_terminal(lb, capsys):
     assert "3/10 tasks" in buf.getvalue() and "10/10 tasks" in buf.getvalue()
     assert lb.map("sq", range(20), block=True, progress=True) == [x * x for x in range(20)]
     assert "20/20 tasks" in capsys.readouterr().err
+
+
+def count_requests(c):
+    """Wraps the client's transport so the test sees every HTTP request."""
+    seen = []
+    real = c._rest.request
+
+    def request(method, path, *a, **kw):
+        seen.append((method, path))
+        return real(method, path, *a, **kw)
+
+    c._rest.request = request
+    return seen
+
+
+def test_results_come_from_the_stream_not_polling(c, lb):
+    seen = count_requests(c)
+    ar = lb.apply_async("work", 0.5, 7)
+    assert ar.get(60) == 7
+    # One POST to submit; the completion and the (scalar) result came as events.
+    assert seen == [("POST", "/api/v1/tasks")]
+    seen.clear()
+    ar = c[:].execute("work(0.3, 0) return mpi.rank()", block=False)
+    assert ar.wait(60)
+    assert [m for m, _ in seen] == ["POST"]  # waiting asked the controller nothing
+    assert ar.get() == [0, 1, 2, 3]
+
+
+def test_stream_reconnects_and_resumes(c, lb):
+    ev = c._ensure_events()
+    assert ev is not None and ev.alive
+    ev._ws.abort()  # the socket breaks under the client
+    ar = lb.apply_async("work", 0.2, "after the break")
+    assert ar.get(60) == "after the break"  # by the resumed stream or the long-poll
+    deadline = time.monotonic() + 30
+    while not ev.alive and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert ev.alive
+    seen = count_requests(c)
+    ar = lb.apply_async("work", 0.2, "again")
+    assert ar.get(60) == "again" and seen == [("POST", "/api/v1/tasks")]
+
+
+def test_cluster_from_file(cluster):
+    cl = ippc.Cluster.from_file(profile=cluster.profile, ippc_dir=cluster.ippc_dir)
+    client = cl.connect_client_sync()
+    try:
+        assert cl.n == 4 and client.ids == [0, 1, 2, 3]
+    finally:
+        client.close()
