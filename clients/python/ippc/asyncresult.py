@@ -99,8 +99,14 @@ class AsyncResult:
     msg_ids = task_ids
 
     def _task_ids_from_store(self) -> List[int]:
-        page = self._client._rest.get("/api/v1/tasks", query={"limit": 1000})
-        return [t["id"] for t in page.get("tasks", []) if t.get("request") == self._request]
+        """The request's task ids from the task store (when the stream missed them)."""
+        found = []
+        for t in self._client.tasks():
+            if t.get("request") == self._request and t.get("kind") == "direct":
+                found.append(t["id"])
+                if len(found) == len(self._targets):
+                    break
+        return found
 
     def __len__(self) -> int:
         return len(self._targets) if self._kind == "direct" else len(self._tasks)
@@ -431,9 +437,10 @@ class AsyncResult:
     @property
     def elapsed(self) -> float:
         """Seconds from submission to completion (or to now while pending)."""
-        end = self._done_at if self._done_at is not None else (
-            time.monotonic() if not self.ready() else self._done_at)
-        return (end or time.monotonic()) - self._submitted
+        if self._done_at is None:
+            self.ready()  # notes the time it is first seen finished
+        end = self._done_at if self._done_at is not None else time.monotonic()
+        return end - self._submitted
 
     @property
     def progress(self) -> int:

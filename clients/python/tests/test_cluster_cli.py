@@ -72,3 +72,20 @@ def test_bad_file_exit_status(tmp_path):
                         str(tmp_path / "none.json")], stdout=subprocess.PIPE,
                        stderr=subprocess.PIPE, env=env, timeout=60, text=True)
     assert p.returncode == 1 and "no connection file" in p.stderr
+
+
+def test_engine_death_is_engine_error():
+    # A cluster of its own: one of its engines is killed under a running task.
+    import signal
+    import time
+    cl = ippc.Cluster(n=2, engines="mpi", timeout=60)
+    with cl as c:
+        ar = c[1].execute("while true do end", block=False)
+        pid = [e["pid"] for e in c.engines() if e["id"] == 1][0]
+        time.sleep(0.2)
+        os.kill(pid, signal.SIGKILL)
+        with pytest.raises(ippc.EngineError) as info:
+            ar.get(60)
+        assert info.value.engine_id == 1 and "died" in str(info.value)
+        assert c.ids == [0] or c.ids == []  # MPI may take the other rank down too
+    assert processes_with(cl.ippc_dir) == []

@@ -88,3 +88,23 @@ def test_python_function_on_lua_engines_is_clear(c):
 
     with pytest.raises(TypeError, match="Python functions need Python engines"):
         c[:].apply_sync(f, 1)
+
+
+def test_native_plugin_load(c):
+    from conftest import BIN
+    lib = os.path.join(os.path.dirname(BIN), "plugins", "libpsum.so")
+    v = c[:]
+    v.load(lib, block=True)
+    v.scatter("p", list(range(1, 9)), block=True)
+    assert v.apply_sync("psum", ippc.Reference("p")) == [36, 36, 36, 36]
+    with pytest.raises(ippc.CompositeError) as info:
+        v.load("/nonexistent/libnothing.so", block=True)
+    assert info.value.ename == "PluginError"
+
+
+def test_reset_clears_namespace(c):
+    v = c[2]
+    v["gone"] = 1
+    v.reset(block=True)
+    with pytest.raises(ippc.RemoteError):
+        v.pull("gone", block=True)
