@@ -89,3 +89,48 @@ def test_engine_death_is_engine_error():
         assert info.value.engine_id == 1 and "died" in str(info.value)
         assert c.ids == [0] or c.ids == []  # MPI may take the other rank down too
     assert processes_with(cl.ippc_dir) == []
+
+
+def test_client_shutdown_stops_the_cluster():
+    cl = ippc.Cluster(n=1, engines="mpi", timeout=60)
+    c = cl.start_and_connect_sync()
+    try:
+        assert c.ids == [0]
+        c.shutdown()
+        assert processes_with(cl.ippc_dir) == []
+        with pytest.raises(ippc.ConnectionError):
+            ippc.Client(c.url, c.token)
+    finally:
+        cl.stop_cluster_sync()
+    assert processes_with(cl.ippc_dir) == []
+
+
+def test_client_waits_for_the_connection_file(cluster, tmp_path):
+    import shutil
+    import threading
+    dest = tmp_path / "profile_late" / "security"
+
+    def write_later():
+        import time
+        time.sleep(0.5)
+        dest.mkdir(parents=True)
+        shutil.copy(cluster.connection_file, dest / "ippc-client.json")
+
+    t = threading.Thread(target=write_later)
+    t.start()
+    try:
+        c = ippc.Client(profile="late", ippc_dir=str(tmp_path), timeout=30)
+        assert c.ids == [0, 1, 2, 3]
+        c.close()
+    finally:
+        t.join()
+
+
+def test_progress_in_a_notebook_display(capsys):
+    from ippc.progress import Progress
+    bar = Progress(4, "map", widget=True)
+    bar.update(1)
+    bar.update(4)
+    bar.close()
+    out = capsys.readouterr().out
+    assert "1/4 tasks" in out and "4/4 tasks" in out

@@ -2,7 +2,6 @@
 with the engines' tracebacks; bad URLs, tokens and targets give clear errors."""
 
 import json
-import os
 import socket
 
 import pytest
