@@ -12,6 +12,7 @@ defaults to ``~/.ippc``), waiting for it to appear as ``ipp.Client()`` does;
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import inspect
 import json
@@ -92,6 +93,7 @@ class Client:
         self._events_lock = threading.Lock()
         self._defined: Dict[str, set] = {}
         self._runtime: Optional[str] = None
+        self._executor: Optional[concurrent.futures.ThreadPoolExecutor] = None
         #: The AsyncResults of this client's calls, oldest first.
         self.history: List[AsyncResult] = []
         # Check the controller and the token now: a clear error at once.
@@ -120,9 +122,20 @@ class Client:
         """Closes the event stream and the HTTP connection."""
         with self._events_lock:
             ev, self._events = self._events, None
+            pool, self._executor = self._executor, None
         if ev is not None:
             ev.close()
+        if pool is not None:
+            pool.shutdown(wait=True)
         self._rest.close()
+
+    def _pool(self) -> concurrent.futures.ThreadPoolExecutor:
+        """Threads for requests sent side by side (each keeps its connection)."""
+        with self._events_lock:
+            if self._executor is None:
+                self._executor = concurrent.futures.ThreadPoolExecutor(
+                    max_workers=8, thread_name_prefix="ippc-http")
+            return self._executor
 
     def __enter__(self) -> "Client":
         return self

@@ -226,10 +226,15 @@ class DirectView(_View):
         NumPy arrays when NumPy is installed (by raw bytes on one engine)."""
         blocking = self._block(block)
         if isinstance(names, str):
-            if blocking and values.HAVE_NUMPY and self._single_for(targets):
-                raw = self._pull_raw(names, targets)
-                if raw is not None:
-                    return raw
+            if blocking and values.HAVE_NUMPY:
+                if self._single_for(targets):
+                    raw = self._pull_raw(names, targets)
+                    if raw is not None:
+                        return raw
+                else:
+                    parts = self._pull_raw_parts(names, targets)
+                    if parts is not None:
+                        return parts
             ar = self._call("GET", "vars/" + names, "pull", block=block, targets=targets,
                             post=_values_post)
         else:
@@ -237,6 +242,23 @@ class DirectView(_View):
             ar = self._call("POST", "pull", "pull", {"names": names}, block=block,
                             targets=targets, post=_values_post)
         return ar.get() if blocking else ar
+
+    def _pull_raw_parts(self, name: str, targets: Targets) -> Optional[List[Any]]:
+        """Big arrays on several engines: one raw pull per engine, side by
+        side, when the listing says every target holds a big array under
+        ``name`` (typed JSON costs base64 and a JSON parse); else None."""
+        listing = self.client._rest.get(self._path("vars", targets))
+        ids = listing.get("targets", [])
+        infos = [r.get(name) if isinstance(r, dict) else None
+                 for r in listing.get("results", [])]
+        if not ids or len(infos) != len(ids) or not all(
+                isinstance(i, dict) and i.get("dtype") and i.get("bytes", 0) >= RAW_MIN_BYTES
+                for i in infos):
+            return None
+        parts = list(self.client._pool().map(lambda eid: self._pull_raw(name, eid), ids))
+        if any(p is None for p in parts):
+            return None  # changed meanwhile: the JSON pull answers
+        return parts
 
     def _pull_raw(self, name: str, targets: Targets) -> Any:
         """One engine's array by raw bytes, or None when the value is no array."""

@@ -38,13 +38,15 @@ def test_1e7_float64_round_trip_bit_exact(c):
     rng = np.random.default_rng(7)
     x = rng.standard_normal(10_000_000)
     x[:4] = [np.nan, -0.0, np.inf, 5e-324]  # bit patterns JSON could not carry
+    c._ensure_events()  # opened before timing: both paths then only move data
+    raw = raw_rest_round_trip(c, x)
     t0 = time.perf_counter()
     c[0]["big"] = x
     y = c[0]["big"]
     sdk = time.perf_counter() - t0
     assert isinstance(y, np.ndarray) and y.dtype == np.float64 and y.shape == x.shape
     assert y.tobytes() == x.tobytes()
-    raw = raw_rest_round_trip(c, x)
+    # Printed, not asserted (no timed assertions on a shared 2-core machine).
     print("1e7 float64 round trip: SDK %.3f s, raw REST %.3f s" % (sdk, raw))
     c[0].execute("big = nil rawref = nil", block=True)
 
@@ -68,7 +70,9 @@ def test_scatter_gather_arrays(c):
     v.block = True
     x = np.arange(1_000_003, dtype=np.float64)
     v.scatter("part", x)
-    assert [len(p) for p in v["part"]] == [250001, 250001, 250001, 250000]
+    parts = v["part"]  # big arrays on several engines: raw, one request each
+    assert [len(p) for p in parts] == [250001, 250001, 250001, 250000]
+    assert np.concatenate(parts).tobytes() == x.tobytes()
     g = v.gather("part")
     assert isinstance(g, np.ndarray) and g.tobytes() == x.tobytes()
     v.execute("total = part:sum()")
