@@ -16,6 +16,7 @@ import concurrent.futures
 import hashlib
 import inspect
 import json
+import operator
 import os
 import signal
 import subprocess
@@ -223,6 +224,8 @@ class Client:
         self._runtime = None
 
     def __getitem__(self, key: Union[int, slice, Sequence[int], str]) -> DirectView:
+        if not isinstance(key, (bool, slice, str, list, tuple)) and hasattr(key, "__index__"):
+            key = operator.index(key)  # NumPy integers too
         if isinstance(key, int) and not isinstance(key, bool):
             if key < 0:
                 key = self.ids[key]
@@ -260,6 +263,10 @@ class Client:
                          fmt=values.wire_format())
         self._history_add(ar)
         return ar
+
+    def _finished(self, result: List[Any]) -> AsyncResult:
+        """An AsyncResult of no task (a map over nothing), finished at once."""
+        return AsyncResult(self, "tasks", "map", tasks=[], single=False)
 
     def _define_function(self, f: Callable[..., Any], targets: Targets) -> str:
         """Sends a module-level Python function's source to the engines

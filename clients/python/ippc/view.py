@@ -359,6 +359,8 @@ class DirectView(_View):
         if not sequences:
             raise ValueError("map needs at least one sequence")
         items = list(zip(*[list(s) for s in sequences]))
+        if not items:
+            return [] if self._block(block) else self.client._finished([])
         ids = self.client._resolve_targets(self._spec)
         name = self._function_name(f, self.targets)
         parts = values.split_like_scatter(items, len(ids))
@@ -542,6 +544,8 @@ class LoadBalancedView(_View):
             raise ValueError("chunksize must be >= 1")
         seqs = [values.to_wire(list(s)) for s in sequences]
         nitems = min(len(s) for s in seqs)
+        if nitems == 0:
+            return [] if self._block(block) else self.client._finished([])
         name = self._function_name(f)
         fmt = values.wire_format()
         self.client._ensure_events()

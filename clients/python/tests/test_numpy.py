@@ -103,3 +103,8 @@ def test_values_without_numpy_shapes():
     assert (back == data).all()
     assert values._nest(list(range(6)), [2, 3]) == [[0, 1, 2], [3, 4, 5]]
     assert values.to_wire((1, ippc.Reference("a"), np.float32(0.5))) == [1, {"$ref": "a"}, 0.5]
+
+
+def test_numpy_scalars_as_ids_and_args(c):
+    assert c[np.int64(1)].apply_sync("tostring", np.float64(2.5)) == "2.5"
+    assert c[np.int32(0)].targets == 0
