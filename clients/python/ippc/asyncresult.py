@@ -73,6 +73,28 @@ class AsyncResult:
         self._metadata: Optional[List[Dict[str, Any]]] = None
         if answer is not None:
             self._done_at = self._submitted
+        # The stream keeps this call's events until it is resolved.
+        self._watching = None
+        # Tasks (or a request) the stream had forgotten before this result
+        # watched them: their outcome is asked of the controller instead.
+        self._missed: List[int] = []
+        self._request_missed = False
+        ev = client._events
+        if answer is None and ev is not None:
+            self._missed, self._request_missed = ev.watch(
+                self._tasks, request if kind == "direct" else None, len(self._targets))
+            self._watching = ev
+
+    def _unwatch(self) -> None:
+        ev, self._watching = self._watching, None
+        if ev is not None:
+            ev.unwatch(self._tasks, self._request if self._kind == "direct" else None)
+
+    def __del__(self) -> None:
+        try:
+            self._unwatch()
+        except Exception:
+            pass
 
     # ---------------------------------------------------------------- identity
 
@@ -122,7 +144,8 @@ class AsyncResult:
             assert self._request is not None
             return sum(1 for t in ev.requests.get(self._request, [])
                        if t in ev.tasks and ev.tasks[t].completed is not None)
-        return sum(1 for t in self._tasks if ev.completed(t) is not None)
+        return sum(1 for t in self._tasks
+                   if t in self._task_values or ev.completed(t) is not None)
 
     def _done_locked(self) -> bool:
         if self._answer is not None or self._resolved:
@@ -134,15 +157,38 @@ class AsyncResult:
         """Whether the call has finished (every task of it)."""
         if self._answer is not None or self._resolved:
             return True
-        ev = self._client._events
-        if ev is not None and ev.alive:
-            with ev.cond:
-                done = self._done_locked()
+        if self._stream_ok():
+            ev = self._client._events
+            assert ev is not None
+            if self._missed and not self._fetch_missed(0):
+                done = False
+            else:
+                with ev.cond:
+                    done = self._done_locked()
         else:
             done = self._poll(0)
         if done and self._done_at is None:
             self._done_at = time.monotonic()
         return done
+
+    def _stream_ok(self) -> bool:
+        """Whether waiting can rely on the event stream."""
+        ev = self._client._events
+        return ev is not None and ev.alive and not self._request_missed
+
+    def _fetch_missed(self, wait: float) -> bool:
+        """Asks the controller for the tasks the stream forgot (long-poll up
+        to ``wait`` s); True when they all finished."""
+        deadline = time.monotonic() + wait
+        for t in list(self._missed):
+            left = max(0.0, deadline - time.monotonic())
+            task = self._client._rest.get("/api/v1/tasks/%d" % t,
+                                          query={"wait": left, "format": self._fmt})
+            if task.get("state") not in _FINISHED:
+                return False
+            self._task_values[t] = task
+            self._missed.remove(t)
+        return True
 
     def _poll(self, wait: float) -> bool:
         """Asks the controller (long-poll up to ``wait`` s) whether it is done."""
@@ -156,6 +202,8 @@ class AsyncResult:
             return False
         deadline = time.monotonic() + wait
         for t in self._tasks:
+            if t in self._task_values:
+                continue
             left = max(0.0, deadline - time.monotonic())
             task = rest.get("/api/v1/tasks/%d" % t, query={"wait": left, "format": self._fmt})
             if task.get("state") not in _FINISHED:
@@ -172,7 +220,13 @@ class AsyncResult:
         ev = self._client._events
         while True:
             remaining = None if deadline is None else deadline - time.monotonic()
-            if ev is not None and ev.alive:
+            if ev is not None and self._stream_ok():
+                if self._missed:
+                    step = 30.0 if remaining is None else max(0.0, min(30.0, remaining))
+                    if not self._fetch_missed(step):
+                        if remaining is not None and remaining <= step:
+                            return False
+                        continue
                 if ev.wait_for(self._done_locked, remaining):
                     break
                 if ev.alive:
@@ -287,12 +341,17 @@ class AsyncResult:
         self._result = result
         self._errors = errors
         self._resolved = True
+        self._unwatch()
 
     # ------------------------------------------------------------ iteration
 
     def __iter__(self) -> Iterator[Any]:
         """Results as their tasks complete (completion order), raising the
         remote error of a failed one when it comes to it."""
+        if self._resolved:  # all there already: in order
+            result = self.get()
+            yield from ([result] if self._single else result)
+            return
         if self._kind == "direct":
             yield from self._iter_direct()
         elif self._kind == "tasks":
@@ -309,15 +368,21 @@ class AsyncResult:
         pending = set(tasks)
         ev = self._client._events
         while pending:
-            if ev is None or not ev.alive:
-                self.wait()
+            if ev is None or not self._stream_ok() or self._missed:
+                self.wait()  # all finished: the rest in submission order
                 yield from [t for t in tasks if t in pending]
                 return
+
+            def finished(t: int) -> bool:
+                return t in self._task_values or ev.completed(t) is not None  # type: ignore
+
+            def seq(t: int) -> int:
+                event = ev.completed(t)  # type: ignore
+                return int(event.get("seq", 0)) if event else 0
+
             with ev.cond:
-                ev.wait_for(lambda: any(ev.completed(t) is not None for t in pending)
-                            or not ev.alive, None)
-                done = sorted((t for t in pending if ev.completed(t) is not None),
-                              key=lambda t: ev.completed(t).get("seq", 0))  # type: ignore
+                ev.wait_for(lambda: any(finished(t) for t in pending) or not ev.alive, None)
+                done = sorted((t for t in pending if finished(t)), key=seq)
             for t in done:
                 pending.discard(t)
                 yield t
@@ -325,7 +390,7 @@ class AsyncResult:
     def _iter_direct(self) -> Iterator[Any]:
         assert self._request is not None
         ev = self._client._events
-        if self._answer is not None or ev is None or not ev.alive:
+        if self._answer is not None or ev is None or not self._stream_ok():
             result = self.get()
             yield from ([result] if self._single else result)
             return
@@ -519,7 +584,7 @@ class AsyncMapResult(AsyncResult):
         self._ordered = ordered
 
     def __iter__(self) -> Iterator[Any]:
-        if self._answer is not None:
+        if self._answer is not None or self._resolved:
             yield from self.get()
             return
         order = self._completion_order(self._tasks)

@@ -3,8 +3,10 @@ background thread.
 
 It keeps what results need to finish without polling: for every task it has
 seen, its request, its ``task.completed`` event and its stdout so far.  These
-are kept for the last ``keep`` tasks (a bounded table), so a result asked for
-right after its submit finds events that arrived before it was asked.
+are kept for the last ``keep`` tasks (a bounded table; results of more than
+``keep_result_bytes`` of JSON are dropped from it and fetched by REST when
+asked for), so a result asked for right after its submit finds events that
+arrived before it was asked.
 Waiters block on one condition variable that every event notifies.
 
 If the socket breaks, the thread reconnects and asks for the missed events
@@ -15,11 +17,12 @@ back to the controller's long-poll (``?wait=``).
 from __future__ import annotations
 
 import collections
+import json
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from .websocket import Closed, WebSocket, WebSocketError
+from .websocket import OP_TEXT, Closed, WebSocket, WebSocketError
 
 __all__ = ["EventStream", "TaskInfo"]
 
@@ -42,10 +45,14 @@ class TaskInfo:
 class EventStream:
     """One WebSocket to the controller's ``/ws``, read by a daemon thread."""
 
-    def __init__(self, ws_url: str, token: str, keep: int = 200000) -> None:
+    def __init__(self, ws_url: str, token: str, keep: int = 20000,
+                 keep_result_bytes: int = 4096) -> None:
         self.ws_url = ws_url
         self.token = token
+        #: How many tasks are remembered (oldest forgotten first).
         self.keep = keep
+        #: Results of events longer than this are not kept (fetched by REST).
+        self.keep_result_bytes = keep_result_bytes
         self.cond = threading.Condition()
         self.tasks: "collections.OrderedDict[int, TaskInfo]" = collections.OrderedDict()
         self.requests: Dict[int, List[int]] = {}
@@ -56,6 +63,11 @@ class EventStream:
         self._ws: Optional[WebSocket] = None
         self._stop = False
         self._listeners: List[Callable[[Dict[str, Any]], None]] = []
+        self._watched: Dict[int, int] = {}
+        #: The highest task id (and request id) forgotten so far.
+        self.evicted_max = 0
+        self.evicted_request_max = 0
+        self._watched_requests: Dict[int, int] = {}
         self._thread: Optional[threading.Thread] = None
 
     # ------------------------------------------------------------ lifecycle
@@ -100,7 +112,14 @@ class EventStream:
         self._stop = True
         ws = self._ws
         if ws is not None:
-            ws.close(timeout=1)
+            try:
+                ws.send_close()  # the reader thread sees the answer and ends
+            except OSError:
+                pass
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=2)
+        if ws is not None:
+            ws.abort()  # ends a reader still waiting on a silent peer
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=5)
         with self.cond:
@@ -126,7 +145,15 @@ class EventStream:
             ws = self._ws
             try:
                 assert ws is not None
-                msg = ws.recv_json(timeout=None)
+                op, text = ws.recv(timeout=None)
+                if op != OP_TEXT:
+                    continue
+                msg = json.loads(text)
+                if isinstance(msg, dict) and len(text) > self.keep_result_bytes and \
+                        msg.get("type") == "task.completed" and "result" in msg:
+                    # Kept events stay small: a big result is fetched when asked for.
+                    del msg["result"]
+                    msg["result_omitted"] = True
             except (Closed, WebSocketError, OSError, ValueError, AssertionError) as e:
                 with self.cond:
                     self.alive = False
@@ -154,11 +181,62 @@ class EventStream:
         if info is None:
             info = TaskInfo(task)
             self.tasks[task] = info
-            while len(self.tasks) > self.keep:
-                _, old = self.tasks.popitem(last=False)
-                if old.request is not None:
-                    self.requests.pop(old.request, None)
+            self._evict()
         return info
+
+    def _evict(self) -> None:
+        """Forgets the oldest tasks past ``keep``, except those a result
+        still waits on (watched tasks and requests go to the back)."""
+        spared = 0
+        while len(self.tasks) > self.keep and spared < len(self.tasks):
+            tid, old = self.tasks.popitem(last=False)
+            if tid in self._watched or (old.request is not None
+                                        and old.request in self._watched_requests):
+                self.tasks[tid] = old
+                spared += 1
+                continue
+            self.evicted_max = max(self.evicted_max, tid)
+            if old.request is not None:
+                self.evicted_request_max = max(self.evicted_request_max, old.request)
+                ids = self.requests.get(old.request)
+                if ids is not None:
+                    if tid in ids:
+                        ids.remove(tid)
+                    if not ids:
+                        del self.requests[old.request]
+
+    def watch(self, tasks: Sequence[int] = (), request: Optional[int] = None,
+              expected: int = 0) -> Tuple[List[int], bool]:
+        """Keeps the events of ``tasks`` (and of ``request``'s ``expected``
+        tasks) until :meth:`unwatch`: a result waiting on them must not lose
+        them.  Answers what was forgotten already (the tasks, and whether
+        some of the request's were): those must be asked of the controller."""
+        with self.cond:
+            for t in tasks:
+                self._watched[t] = self._watched.get(t, 0) + 1
+            missed = [t for t in tasks if t not in self.tasks and t <= self.evicted_max]
+            request_missed = False
+            if request is not None:
+                self._watched_requests[request] = self._watched_requests.get(request, 0) + 1
+                request_missed = (request <= self.evicted_request_max
+                                  and len(self.requests.get(request, [])) < expected)
+            return missed, request_missed
+
+    def unwatch(self, tasks: Sequence[int] = (), request: Optional[int] = None) -> None:
+        """Undoes one :meth:`watch`."""
+        with self.cond:
+            for t in tasks:
+                n = self._watched.get(t, 0) - 1
+                if n > 0:
+                    self._watched[t] = n
+                else:
+                    self._watched.pop(t, None)
+            if request is not None:
+                n = self._watched_requests.get(request, 0) - 1
+                if n > 0:
+                    self._watched_requests[request] = n
+                else:
+                    self._watched_requests.pop(request, None)
 
     def _on_message(self, msg: Dict[str, Any]) -> None:
         kind = msg.get("type", "")

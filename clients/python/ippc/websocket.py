@@ -292,14 +292,20 @@ class WebSocket:
             raise ValueError("a control frame payload is at most 125 bytes")
         self._send_raw(encode_frame(OP_PING, payload))
 
+    def send_close(self, code: int = 1000, reason: str = "") -> None:
+        """Sends a close frame (once) without waiting for the answer: for a
+        connection another thread reads, which then sees the peer's close."""
+        if self._close_sent or self.closed is not None:
+            return
+        self._close_sent = True
+        payload = struct.pack("!H", code) + reason.encode("utf-8")[:123]
+        self._send_raw(encode_frame(OP_CLOSE, payload))
+
     def close(self, code: int = 1000, reason: str = "", timeout: float = 5.0) -> None:
         """Sends a close frame (once), waits up to ``timeout`` for the peer's,
         then closes the socket.  Never raises."""
         try:
-            if not self._close_sent and self.closed is None:
-                self._close_sent = True
-                payload = struct.pack("!H", code) + reason.encode("utf-8")[:123]
-                self._send_raw(encode_frame(OP_CLOSE, payload))
+            self.send_close(code, reason)
             deadline = time.monotonic() + timeout
             while self.closed is None and time.monotonic() < deadline:
                 self.recv(timeout=max(0.01, deadline - time.monotonic()))

@@ -189,3 +189,24 @@ def test_cluster_from_file(cluster):
         assert cl.n == 4 and client.ids == [0, 1, 2, 3]
     finally:
         client.close()
+
+
+@pytest.mark.parametrize("keep", [5, 50])
+def test_results_outlive_the_event_table(c, lb, keep):
+    # More tasks than the stream remembers: the ones a result waits on are
+    # kept; those forgotten before the result could watch them (keep=5: most
+    # finish before the map's answer) are asked of the controller.
+    ev = c._ensure_events()
+    ev.keep = keep
+    try:
+        amr = lb.map_async("sq", range(300))  # 300 chunk tasks, 900 events
+        assert keep > 5 or amr._missed  # the case this test is for happened
+        assert list(amr) == [x * x for x in range(300)]
+        assert len(ev.tasks) <= keep + 300
+        assert amr.get() == [x * x for x in range(300)]
+        more = lb.map_sync("sq", range(120), progress=False)
+        assert more == [x * x for x in range(120)]
+        assert lb.apply_sync("sq", 3) == 9  # a new task makes room
+        assert len(ev.tasks) <= keep + 1  # resolved results let go of theirs
+    finally:
+        ev.keep = 20000
