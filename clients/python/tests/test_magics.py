@@ -95,3 +95,16 @@ def test_load_ext_alone_uses_default_profile(c, monkeypatch, cluster, capsys):
     assert res.success, res.error_in_exec
     assert out.splitlines() == ["[stdout:0] 1"]
     magics._state.clear()
+
+
+def test_seed_session_with_magics(shell, c, capsys):
+    # The document's session: view.activate(), view.run, scatter, %px, view[...].
+    import os
+    from conftest import ROOT
+    view = c[:]
+    view.activate()
+    view.run(os.path.join(ROOT, "examples", "psum.lua"), block=True)
+    view.scatter("a", range(16), block=True)
+    res, out = run(shell, capsys, "%px totalsum = psum(a)")
+    assert res.success, res.error_in_exec
+    assert view["totalsum"] == [120, 120, 120, 120]
