@@ -80,6 +80,7 @@ class AsyncResult:
         self._missed: List[int] = []
         self._request_missed = False
         ev = client._events
+        self._epoch = ev.epoch if ev is not None else 0
         if answer is None and ev is not None:
             self._missed, self._request_missed = ev.watch(
                 self._tasks, request if kind == "direct" else None, len(self._targets))
@@ -174,7 +175,8 @@ class AsyncResult:
     def _stream_ok(self) -> bool:
         """Whether waiting can rely on the event stream."""
         ev = self._client._events
-        return ev is not None and ev.alive and not self._request_missed
+        return (ev is not None and ev.alive and not self._request_missed
+                and ev.epoch == self._epoch)
 
     def _fetch_missed(self, wait: float) -> bool:
         """Asks the controller for the tasks the stream forgot (long-poll up
@@ -227,8 +229,11 @@ class AsyncResult:
                         if remaining is not None and remaining <= step:
                             return False
                         continue
-                if ev.wait_for(self._done_locked, remaining):
-                    break
+                if ev.wait_for(lambda: self._done_locked() or ev.epoch != self._epoch,
+                               remaining):
+                    if ev.epoch == self._epoch:
+                        break
+                    continue  # events were lost: ask the controller
                 if ev.alive:
                     return False  # timed out
             else:
@@ -381,58 +386,60 @@ class AsyncResult:
                 return int(event.get("seq", 0)) if event else 0
 
             with ev.cond:
-                ev.wait_for(lambda: any(finished(t) for t in pending) or not ev.alive, None)
+                ev.wait_for(lambda: any(finished(t) for t in pending) or not ev.alive
+                            or ev.epoch != self._epoch, None)
                 done = sorted((t for t in pending if finished(t)), key=seq)
             for t in done:
                 pending.discard(t)
                 yield t
 
     def _iter_direct(self) -> Iterator[Any]:
+        """Per-target values as the targets finish (their events' order)."""
         assert self._request is not None
         ev = self._client._events
-        if self._answer is not None or ev is None or not self._stream_ok():
-            result = self.get()
-            yield from ([result] if self._single else result)
-            return
-        order: List[int] = []
-        seen: set = set()
-        n = len(self._targets)
-        while len(order) < n:
-            with ev.cond:
-                def more() -> bool:
-                    return any(ev.tasks[t].completed is not None and t not in seen
-                               for t in ev.requests.get(self._request, []))  # type: ignore
-                if not ev.wait_for(lambda: more() or not ev.alive, None) or not ev.alive:
-                    break
-                fresh = sorted((t for t in ev.requests.get(self._request, [])
-                                if ev.tasks[t].completed is not None and t not in seen),
-                               key=lambda t: ev.tasks[t].completed.get("seq", 0))  # type: ignore
-                events = [ev.tasks[t].completed for t in fresh]
-            for t, event in zip(fresh, events):
-                seen.add(t)
-                order.append(t)
-                assert event is not None
-                if event.get("state") != "completed":
-                    raise remote_error_from(event.get("error") or {}, event.get("engine"), t,
-                                            event.get("state"))
-                value = event.get("result")
-                if event.get("result_omitted") or not self._event_values or (
-                        self._fmt == "typed" and _needs_typed(value)):
-                    # The whole answer has the exact value (arrays typed).
-                    result = self.get()
-                    per = [result] if self._single else list(result)
+        yielded: set = set()  # engines
+        if self._answer is None and ev is not None and self._stream_ok():
+            seen: set = set()  # tasks
+            while len(yielded) < len(self._targets):
+                with ev.cond:
+                    def fresh_tasks() -> List[int]:
+                        return [t for t in ev.requests.get(self._request, [])  # type: ignore
+                                if t not in seen and t in ev.tasks  # type: ignore
+                                and ev.tasks[t].completed is not None]  # type: ignore
+                    if not ev.wait_for(lambda: bool(fresh_tasks()) or not self._stream_ok(),
+                                       None) or not self._stream_ok():
+                        break  # the stream cannot tell: the rest from the answer
+                    fresh = sorted(fresh_tasks(),
+                                   key=lambda t: ev.tasks[t].completed.get("seq", 0))  # type: ignore
+                    events = [ev.tasks[t].completed for t in fresh]
+                for t, event in zip(fresh, events):
+                    assert event is not None
+                    seen.add(t)
                     eng = event.get("engine")
-                    yield per[self._targets.index(eng)] if eng in self._targets else None
-                else:
-                    yield values.from_wire(value)
-        else:
-            return
-        if len(order) < n:  # the stream died: the rest from the answer
-            result = self.get()
-            per = [result] if self._single else list(result)
-            for i, eng in enumerate(self._targets):
-                if i >= len(order):
-                    yield per[i]
+                    yielded.add(eng)
+                    if event.get("state") != "completed":
+                        raise remote_error_from(event.get("error") or {}, eng, t,
+                                                event.get("state"))
+                    value = event.get("result")
+                    if event.get("result_omitted") or not self._event_values or (
+                            self._fmt == "typed" and _needs_typed(value)):
+                        yield self._target_value(eng)  # exact (arrays typed) from the answer
+                    else:
+                        yield values.from_wire(value)
+        for eng in self._targets:
+            if eng not in yielded:
+                yield self._target_value(eng)
+
+    def _target_value(self, engine: Any) -> Any:
+        """One target's value from the whole answer (raising its error)."""
+        self.wait()
+        self._resolve()
+        for e in self._errors or []:
+            if e.engine_id == engine:
+                raise e
+        per = [self._result] if self._single else list(self._result or [])
+        i = self._targets.index(engine)
+        return per[i] if i < len(per) else None
 
     # ---------------------------------------------------------------- extras
 

@@ -11,7 +11,9 @@ Waiters block on one condition variable that every event notifies.
 
 If the socket breaks, the thread reconnects and asks for the missed events
 (``resume``); until then :attr:`EventStream.alive` is False and results fall
-back to the controller's long-poll (``?wait=``).
+back to the controller's long-poll (``?wait=``).  If some were lost for good
+(``gap``), :attr:`EventStream.epoch` grows and results that were waiting
+since before ask the controller instead.
 """
 
 from __future__ import annotations
@@ -57,6 +59,8 @@ class EventStream:
         self.tasks: "collections.OrderedDict[int, TaskInfo]" = collections.OrderedDict()
         self.requests: Dict[int, List[int]] = {}
         self.engines_changed = 0
+        #: Increased when events were lost for good (a ``gap`` after resume).
+        self.epoch = 0
         self.seq: Optional[int] = None
         self.alive = False
         self.error: Optional[BaseException] = None
@@ -144,7 +148,8 @@ class EventStream:
         while not self._stop:
             ws = self._ws
             try:
-                assert ws is not None
+                if ws is None:
+                    raise WebSocketError("not connected")
                 op, text = ws.recv(timeout=None)
                 if op != OP_TEXT:
                     continue
@@ -154,7 +159,7 @@ class EventStream:
                     # Kept events stay small: a big result is fetched when asked for.
                     del msg["result"]
                     msg["result_omitted"] = True
-            except (Closed, WebSocketError, OSError, ValueError, AssertionError) as e:
+            except (Closed, WebSocketError, OSError, ValueError) as e:
                 with self.cond:
                     self.alive = False
                     self.error = e
@@ -258,6 +263,10 @@ class EventStream:
                         info.completed = msg
             elif kind.startswith("engine."):
                 self.engines_changed += 1
+            elif kind == "gap":
+                # Events were lost (the resume ring had moved on): results
+                # waiting since before cannot trust the stream any more.
+                self.epoch += 1
             listeners = list(self._listeners)
             self.cond.notify_all()
         for fn in listeners:
