@@ -18,6 +18,7 @@ checkout (``build/bin/ippc``), or on ``PATH``.
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import subprocess
@@ -60,26 +61,31 @@ class Cluster:
         db: the controller's task store (``"memory"`` by default here).
         timeout: how long to wait for the engines to come up.
         args: more ``ippc cluster start`` options.
+        ippc: the ``ippc`` program (default: :func:`find_ippc`).
+        shutdown_atexit: stop the cluster when Python exits, if it still runs.
     """
 
     def __init__(self, n: int = 4, engines: str = "mpi", runtime: Optional[str] = None,
                  profile: Optional[str] = None, ippc_dir: Optional[str] = None,
                  db: Optional[str] = "memory", timeout: float = 60.0,
-                 args: Optional[List[str]] = None, ippc: Optional[str] = None) -> None:
+                 args: Optional[List[str]] = None, ippc: Optional[str] = None,
+                 shutdown_atexit: bool = True) -> None:
         if int(n) < 1:
             raise ValueError("a cluster needs n >= 1 engines")
         self.n = int(n)
         self.engines = engines
         self.runtime = runtime
         self._own_dir = ippc_dir is None and profile is None
-        self.ippc_dir = ippc_dir or (tempfile.mkdtemp(prefix="ippc-cluster-") if self._own_dir
-                                     else os.environ.get("IPPC_DIR")
-                                     or os.path.join(os.path.expanduser("~"), ".ippc"))
+        # A private folder is made at start (and removed at stop).
+        self.ippc_dir: str = ippc_dir or ("" if self._own_dir else os.environ.get("IPPC_DIR")
+                                          or os.path.join(os.path.expanduser("~"), ".ippc"))
         self.profile = profile or "default"
         self.db = db
         self.timeout = timeout
         self.args = list(args or [])
         self.ippc = ippc or find_ippc()
+        #: Stop the cluster when Python exits, if it still runs (as ipp's).
+        self.shutdown_atexit = shutdown_atexit
         self.client: Optional[Client] = None
         self.running = False
         #: What the launcher printed at start.
@@ -92,7 +98,8 @@ class Cluster:
         ``connect_client_sync()`` connects to it, ``stop_cluster_sync()`` stops it."""
         cl = cls(n=1, profile=profile or "default",
                  ippc_dir=ippc_dir or os.environ.get("IPPC_DIR")
-                 or os.path.join(os.path.expanduser("~"), ".ippc"), timeout=timeout)
+                 or os.path.join(os.path.expanduser("~"), ".ippc"), timeout=timeout,
+                 shutdown_atexit=False)
         info = Client.from_file(cl.connection_file, timeout=0)
         try:
             cl.n = max(1, len(info.ids))
@@ -108,6 +115,8 @@ class Cluster:
     @property
     def connection_file(self) -> str:
         """The client connection file the controller writes."""
+        if not self.ippc_dir:
+            raise IppcError("the cluster has not been started (no folder yet)")
         return connection_file(self.profile, self.ippc_dir)
 
     def _command(self) -> List[str]:
@@ -126,18 +135,26 @@ class Cluster:
         """Starts the controller and the engines; returns once all are up."""
         if self.running:
             return
+        if self._own_dir and not self.ippc_dir:
+            self.ippc_dir = tempfile.mkdtemp(prefix="ippc-cluster-")
         # The daemon keeps the launcher's stdout: a file, not a pipe, so
         # that reading it does not wait for the daemon's end.
-        with tempfile.TemporaryFile() as out:
-            proc = subprocess.run(self._command(), stdout=out, stderr=subprocess.STDOUT,
-                                  stdin=subprocess.DEVNULL, timeout=self.timeout + 30)
-            out.seek(0)
-            self.output = out.read().decode("utf-8", "replace")
+        try:
+            with tempfile.TemporaryFile() as out:
+                proc = subprocess.run(self._command(), stdout=out, stderr=subprocess.STDOUT,
+                                      stdin=subprocess.DEVNULL, timeout=self.timeout + 30)
+                out.seek(0)
+                self.output = out.read().decode("utf-8", "replace")
+        except (OSError, subprocess.SubprocessError) as e:
+            self._cleanup_dir()
+            raise IppcError("cannot run %s: %s" % (self.ippc, e)) from None
         if proc.returncode != 0:
             self._cleanup_dir()
             raise IppcError("ippc cluster start failed (exit %d):\n%s"
                             % (proc.returncode, self.output.strip()))
         self.running = True
+        if self.shutdown_atexit:
+            atexit.register(self._stop_at_exit)
 
     def connect_client_sync(self, **kw: Any) -> Client:
         """A Client of the running cluster (waiting for all ``n`` engines)."""
@@ -167,14 +184,24 @@ class Cluster:
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                   stdin=subprocess.DEVNULL, timeout=60)
             self.running = False
+            atexit.unregister(self._stop_at_exit)
             if proc.returncode != 0:
                 raise IppcError("ippc cluster stop failed (exit %d):\n%s" % (
                     proc.returncode, proc.stdout.decode("utf-8", "replace").strip()))
         self._cleanup_dir()
 
     def _cleanup_dir(self) -> None:
-        if self._own_dir and os.path.isdir(self.ippc_dir):
+        if self._own_dir and self.ippc_dir and os.path.isdir(self.ippc_dir):
             shutil.rmtree(self.ippc_dir, ignore_errors=True)
+
+    def _stop_at_exit(self) -> None:
+        """At interpreter exit: stops a cluster this object started and no
+        one stopped (a daemonized cluster would outlive the program)."""
+        if self.running:
+            try:
+                self.stop_cluster_sync()
+            except Exception:
+                pass
 
     def __enter__(self) -> Client:
         return self.start_and_connect_sync()

@@ -8,6 +8,7 @@ skipped counts as failed: a check that did not run must not pass silently.
 """
 
 import os
+import signal
 import sys
 
 import pytest
@@ -33,7 +34,14 @@ class Count:
             self.outcome[report.nodeid or "collection"] = "failed"
 
 
+def _terminate(signum, frame):
+    # SIGTERM (run-tests' time limit) as Ctrl-C: pytest then runs the
+    # fixtures' teardown, which stops the clusters the tests started.
+    raise KeyboardInterrupt("SIGTERM")
+
+
 def main(argv):
+    signal.signal(signal.SIGTERM, _terminate)
     count = Count()
     rc = pytest.main(["-q", "-p", "no:cacheprovider", "-rfEs", HERE] + argv, plugins=[count])
     passed = sum(1 for v in count.outcome.values() if v == "passed")
