@@ -60,6 +60,7 @@ def stop_and_check(cluster):
     """Stops ``cluster``; returns the pids that were still running after
     (and kills them, by pid, so nothing outlives the tests)."""
     marker = cluster.ippc_dir
+    assert marker, "the cluster was not started"
     try:
         cluster.stop_cluster_sync()
     finally:

@@ -13,8 +13,10 @@ from conftest import SDK, processes_with
 
 def test_cluster_context_manager_leaves_nothing():
     cl = ippc.Cluster(n=2, engines="mpi", timeout=60)
-    marker = cl.ippc_dir
+    assert cl.ippc_dir == ""  # its private folder is made at start
     with cl as c:
+        marker = cl.ippc_dir
+        assert os.path.isdir(marker)
         assert c.ids == [0, 1]
         assert c[:].apply_sync("tostring", 5) == ["5", "5"]
         assert processes_with(marker)  # the controller and the engines run
