@@ -23,6 +23,7 @@ import subprocess
 import textwrap
 import threading
 import time
+import types
 import urllib.parse
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Union
 
@@ -288,7 +289,7 @@ class Client:
         lines = source.splitlines()
         while lines and lines[0].lstrip().startswith("@"):
             lines.pop(0)  # decorators run here, not on the engines
-        source = "\n".join(lines) + "\n"
+        source = "".join(l + "\n" for l in _module_imports(f)) + "\n".join(lines) + "\n"
         digest = hashlib.sha256(source.encode()).hexdigest()
         live = set(self.ids)
         if not live <= self._defined.get(digest, set()):
@@ -401,6 +402,25 @@ class Client:
                     return
                 time.sleep(0.1)
             raise TimeoutError("the controller (pid %s) is still running" % pid)
+
+
+def _module_imports(f: Callable[..., Any]) -> List[str]:
+    """``import`` lines for the modules ``f`` uses by a global name (``np``
+    for ``import numpy as np``), so that its source runs on the engines."""
+    out = []
+    glob = getattr(f, "__globals__", {})
+    for name in f.__code__.co_names:
+        mod = glob.get(name)
+        if not isinstance(mod, types.ModuleType):
+            continue
+        full = mod.__name__
+        if "." in full:
+            parent, _, leaf = full.rpartition(".")
+            out.append("from %s import %s as %s" % (parent, leaf, name) if leaf != name
+                       else "from %s import %s" % (parent, leaf))
+        else:
+            out.append("import %s as %s" % (full, name) if full != name else "import " + full)
+    return out
 
 
 def _ws_url_of(url: str) -> str:

@@ -35,6 +35,10 @@ def square_plus(x, y=0):
     return x * x + y
 
 
+def norm(a):
+    return float(np.sqrt(np.dot(a, a)))  # np: imported on the engines for it
+
+
 def rank_and_value(a):
     from mpi4py import MPI
     return [MPI.COMM_WORLD.Get_rank(), float(np.sum(a))]
@@ -64,6 +68,8 @@ def test_apply_python_function_by_source(pc):
     assert v.apply_sync(double, 21) == [42, 42, 42, 42]
     assert pc[1].apply_sync(square_plus, 3, y=1) == 10
     assert v.map_sync(double, range(10)) == [2 * x for x in range(10)]
+    v.push({"vec": np.array([3.0, 4.0])}, block=True)
+    assert v.apply_sync(norm, ippc.Reference("vec")) == [5.0, 5.0, 5.0, 5.0]
 
 
 def test_apply_with_reference_and_mpi4py(pc):
