@@ -473,10 +473,12 @@ class AsyncResult:
             return outs[0] if self._single else outs
         ev = self._client._events
         outs = []
+        ready = self.ready()
         for t in self._tasks:
+            complete = ev is not None and ev.stdout_complete(t)
             text = ev.stdout(t) if ev is not None else ""
-            if not text and self.ready():
-                text = self._metadata_of(t).get("stdout", "")
+            if ready and (not text or not complete):
+                text = self._metadata_of(t).get("stdout", "")  # the whole text
             outs.append(text)
         return outs[0] if self._single else outs
 

@@ -26,13 +26,17 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from .websocket import OP_TEXT, Closed, WebSocket, WebSocketError
 
-__all__ = ["EventStream", "TaskInfo"]
+__all__ = ["EventStream", "TaskInfo", "STDOUT_KEEP"]
+
+#: Streamed stdout kept per task; past it, the task store has the whole text.
+STDOUT_KEEP = 1 << 20
 
 
 class TaskInfo:
     """What the stream knows of one task."""
 
-    __slots__ = ("task", "request", "engine", "completed", "stdout")
+    __slots__ = ("task", "request", "engine", "completed", "stdout", "stdout_bytes",
+                 "stdout_truncated")
 
     def __init__(self, task: int) -> None:
         self.task = task
@@ -40,8 +44,10 @@ class TaskInfo:
         self.engine: Optional[int] = None
         #: The ``task.completed`` event, once it came.
         self.completed: Optional[Dict[str, Any]] = None
-        #: stdout chunks, in order.
+        #: stdout chunks, in order (at most STDOUT_KEEP bytes; then truncated).
         self.stdout: List[str] = []
+        self.stdout_bytes = 0
+        self.stdout_truncated = False
 
 
 class EventStream:
@@ -258,7 +264,12 @@ class EventStream:
                         info.request = req
                         self.requests.setdefault(req, []).append(info.task)
                     if kind == "task.stdout":
-                        info.stdout.append(str(msg.get("data", "")))
+                        data = str(msg.get("data", ""))
+                        if info.stdout_bytes + len(data) <= STDOUT_KEEP:
+                            info.stdout.append(data)
+                            info.stdout_bytes += len(data)
+                        else:
+                            info.stdout_truncated = True  # the task store has it all
                     elif kind == "task.completed":
                         info.completed = msg
             elif kind.startswith("engine."):
@@ -283,10 +294,16 @@ class EventStream:
         return info.completed if info else None
 
     def stdout(self, task: int) -> str:
-        """The stdout streamed so far for ``task``."""
+        """The stdout streamed so far for ``task`` (see :meth:`stdout_complete`)."""
         with self.cond:
             info = self.tasks.get(task)
             return "".join(info.stdout) if info else ""
+
+    def stdout_complete(self, task: int) -> bool:
+        """Whether :meth:`stdout` holds all the task printed so far."""
+        with self.cond:
+            info = self.tasks.get(task)
+            return info is not None and not info.stdout_truncated
 
     def request_tasks(self, request: int) -> List[int]:
         """The task ids seen for ``request`` so far."""

@@ -33,6 +33,20 @@ def test_seed_flow(cluster, monkeypatch):
         c.close()
 
 
+def test_seed_flow_as_typed_nonblocking(c):
+    # view.block is False by default (as ipp): calls queue in order per engine.
+    view = c[:]
+    assert view.block is False
+    ar = view.run(PSUM)
+    assert isinstance(ar, ippc.AsyncResult)
+    view.scatter("b", range(16))
+    assert [list(p) for p in view["b"]] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11],
+                                            [12, 13, 14, 15]]
+    done = view.execute("totalsum2 = psum(b)")
+    assert view["totalsum2"] == [120, 120, 120, 120]
+    assert done.ready() and done.successful() and ar.successful()
+
+
 def test_views_by_index(c):
     c[:].execute("r = mpi.rank()", block=True)
     assert c[0]["r"] == 0
