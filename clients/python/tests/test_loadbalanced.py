@@ -11,6 +11,7 @@ import ippc
 SETUP = """
 function sq(x) return x * x end
 function add(a, b) return a + b end
+function shout(x) print("got " .. x) return x end
 -- busy for about `seconds` (Lua has no sleep; engines run one task at a time)
 function work(seconds, tag)
   local t0 = mpi.wtime()
@@ -101,6 +102,8 @@ def test_async_result_api(c, lb):
 def test_single_task_result(lb):
     ar = lb.apply_async("add", 2, 3)
     assert ar.get(60) == 5
+    loud = lb.apply_async("shout", "x")
+    assert loud.get(60) == "x" and loud.stdout == "got x\n"
     assert ar.engine_id in (0, 1, 2, 3)
     assert ar.metadata["status"] == "completed"
 
