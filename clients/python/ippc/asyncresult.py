@@ -267,6 +267,14 @@ class AsyncResult:
             self._raise()
         return self._result
 
+    def result(self, timeout: Optional[float] = None) -> Any:
+        """``get(timeout)`` (the name ``concurrent.futures`` uses)."""
+        return self.get(timeout)
+
+    def done(self) -> bool:
+        """``ready()`` (the name ``concurrent.futures`` uses)."""
+        return self.ready()
+
     def _raise(self) -> None:
         assert self._errors
         if self._single or (self._kind == "tasks" and len(self._tasks) == 1):

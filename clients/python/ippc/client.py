@@ -308,6 +308,15 @@ class Client:
                 return False
         return True
 
+    @property
+    def outstanding(self) -> List[int]:
+        """Task ids of this client's calls that have not finished."""
+        return [t for ar in self.history if not ar.ready() for t in ar.task_ids]
+
+    def spin(self) -> None:
+        """Does nothing: results arrive by the event stream without spinning
+        (kept so IPython Parallel scripts run unchanged)."""
+
     def queue_status(self, targets: Targets = None, verbose: bool = False) -> Dict[Any, Any]:
         """Per engine id ``{"queue", "completed", "tasks"}`` (queued, done,
         running) and ``"unassigned"``, as IPython Parallel's."""

@@ -101,7 +101,11 @@ def test_async_result_api(c, lb):
 
 def test_single_task_result(lb):
     ar = lb.apply_async("add", 2, 3)
+    assert ar.result(60) == 5 and ar.done()
     assert ar.get(60) == 5
+    c = lb.client
+    c.spin()
+    assert ar.task_ids[0] not in c.outstanding
     loud = lb.apply_async("shout", "x")
     assert loud.get(60) == "x" and loud.stdout == "got x\n"
     assert ar.engine_id in (0, 1, 2, 3)
