@@ -65,6 +65,7 @@ class AsyncResult:
         # can yield it before the whole answer is there.
         self._event_values = event_values
         self._submitted = time.monotonic()
+        self._submitted_wall = time.time()
         self._done_at: Optional[float] = None
         self._result: Any = None
         self._errors: Optional[List[RemoteError]] = None
@@ -112,9 +113,14 @@ class AsyncResult:
     def task_ids(self) -> List[int]:
         """The ids of this call's tasks (IPython Parallel's ``msg_ids``)."""
         if self._kind == "direct" and self._request is not None:
-            seen = self._client._events.request_tasks(self._request) if self._client._events \
-                else []
-            if len(seen) < len(self._targets):
+            ev = self._client._events
+            n = len(self._targets)
+            seen: List[int] = []
+            if ev is not None and self._stream_ok():
+                # task.submitted events may trail the REST answer a little.
+                ev.wait_for(lambda: len(ev.requests.get(self._request, [])) >= n, 5.0)
+                seen = ev.request_tasks(self._request)
+            if len(seen) < n:
                 seen = self._task_ids_from_store()
             return sorted(seen)
         return list(self._tasks)
@@ -124,7 +130,8 @@ class AsyncResult:
     def _task_ids_from_store(self) -> List[int]:
         """The request's task ids from the task store (when the stream missed them)."""
         found = []
-        for t in self._client.tasks():
+        since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self._submitted_wall - 60))
+        for t in self._client.tasks(since=since):
             if t.get("request") == self._request and t.get("kind") == "direct":
                 found.append(t["id"])
                 if len(found) == len(self._targets):
