@@ -106,8 +106,18 @@ class DirectView(_View):
 
     def __init__(self, client: "Client", targets: Targets = "all", block: bool = False) -> None:
         super().__init__(client, block)
-        self.targets: Targets = targets
+        self._targets: Targets = targets
         self._spec = target_spec(targets)
+
+    @property
+    def targets(self) -> Targets:
+        """The engines of this view (settable, as IPython Parallel's)."""
+        return self._targets
+
+    @targets.setter
+    def targets(self, targets: Targets) -> None:
+        self._spec = target_spec(targets)
+        self._targets = targets
 
     def __repr__(self) -> str:
         return "<DirectView %s>" % self._spec

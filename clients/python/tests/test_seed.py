@@ -57,6 +57,9 @@ def test_views_by_index(c):
     assert c.direct_view()["r"] == [0, 1, 2, 3]
     assert c[0:2].targets == slice(0, 2)
     assert len(c[0:2]) == 2
+    v = c[:]
+    v.targets = [3, 1]
+    assert v.pull("r", block=True) == [3, 1]
 
 
 def test_from_file_and_url_token(cluster):
