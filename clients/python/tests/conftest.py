@@ -10,6 +10,7 @@ after, with a check that no process of theirs is left.
 """
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -56,9 +57,35 @@ def processes_with(marker):
     return found
 
 
+SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
+                   "WARNING: ThreadSanitizer")
+
+
+def sanitizer_reports(ippc_dir):
+    """Lines of the cluster's logs that are sanitizer reports."""
+    found = []
+    for root, _, files in os.walk(ippc_dir):
+        for name in files:
+            if name.endswith(".log"):
+                with open(os.path.join(root, name), errors="replace") as f:
+                    found += [line.strip() for line in f
+                              if any(m in line for m in SANITIZER_MARKS)]
+    return found
+
+
+def start_cluster(tmp_path_factory, **kw):
+    """An ippc.Cluster in a folder of the test session (kept until its logs
+    were checked)."""
+    d = str(tmp_path_factory.mktemp("ippc"))
+    cl = ippc.Cluster(n=4, engines="mpi", ippc_dir=d, **kw)
+    cl.start_cluster_sync()
+    return cl
+
+
 def stop_and_check(cluster):
     """Stops ``cluster``; returns the pids that were still running after
-    (and kills them, by pid, so nothing outlives the tests)."""
+    (and kills them, by pid, so nothing outlives the tests) and the
+    sanitizer reports in its logs; removes its folder."""
     marker = cluster.ippc_dir
     assert marker, "the cluster was not started"
     try:
@@ -74,16 +101,18 @@ def stop_and_check(cluster):
                 os.kill(pid, signal.SIGKILL)
             except OSError:
                 pass
-    return left
+    reports = sanitizer_reports(marker)
+    shutil.rmtree(marker, ignore_errors=True)
+    return left, reports
 
 
 @pytest.fixture(scope="session")
-def cluster():
-    cl = ippc.Cluster(n=4, engines="mpi", timeout=60)
-    cl.start_cluster_sync()
+def cluster(tmp_path_factory):
+    cl = start_cluster(tmp_path_factory, timeout=60)
     yield cl
-    left = stop_and_check(cl)
+    left, reports = stop_and_check(cl)
     assert not left, "processes left after the session cluster stopped: %s" % left
+    assert not reports, "sanitizer reports in the cluster's logs: %s" % reports[:5]
 
 
 @pytest.fixture
@@ -106,16 +135,16 @@ def engine_runtimes():
 
 
 @pytest.fixture(scope="session")
-def python_cluster():
+def python_cluster(tmp_path_factory):
     if "python" not in engine_runtimes():
         pytest.fail("not available: build/bin/ippc-engine --help offers no --runtime python "
                     "(Python engines, issue 12, are not built in): this test did not run",
                     pytrace=False)
-    cl = ippc.Cluster(n=4, engines="mpi", runtime="python", timeout=90)
-    cl.start_cluster_sync()
+    cl = start_cluster(tmp_path_factory, runtime="python", timeout=90)
     yield cl
-    left = stop_and_check(cl)
+    left, reports = stop_and_check(cl)
     assert not left, "processes left after the python cluster stopped: %s" % left
+    assert not reports, "sanitizer reports in the cluster's logs: %s" % reports[:5]
 
 
 @pytest.fixture

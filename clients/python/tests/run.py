@@ -8,8 +8,10 @@ skipped counts as failed: a check that did not run must not pass silently.
 """
 
 import os
+import shutil
 import signal
 import sys
+import tempfile
 
 import pytest
 
@@ -43,7 +45,14 @@ def _terminate(signum, frame):
 def main(argv):
     signal.signal(signal.SIGTERM, _terminate)
     count = Count()
-    rc = pytest.main(["-q", "-p", "no:cacheprovider", "-rfEs", HERE] + argv, plugins=[count])
+    # A private temporary folder: pytest's shared /tmp/pytest-of-USER rotation
+    # could remove the folder of a cluster another session is using.
+    base = tempfile.mkdtemp(prefix="ippc-python-sdk-")
+    try:
+        rc = pytest.main(["-q", "-p", "no:cacheprovider", "-rfEs", "--basetemp", base, HERE]
+                         + argv, plugins=[count])
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
     passed = sum(1 for v in count.outcome.values() if v == "passed")
     failed = sum(1 for v in count.outcome.values() if v == "failed")
     if rc not in (0, 1) and failed == 0:
