@@ -49,6 +49,8 @@ static const char cluster_usage_text[] =
     "  -n, --n N              number of engines (required)\n"
     "      --engines=mpi      one MPI job: MPIEXEC -n N ippc-engine (default)\n"
     "      --engines=local    N separate ippc-engine processes (MPI singletons)\n"
+    "      --runtime=lua      the engines run Lua (default)\n"
+    "      --runtime=python   the engines run Python (CPython, NumPy, mpi4py.MPI)\n"
     "      --profile P        cluster profile (default: default)\n"
     "      --ippc-dir DIR     where profiles live (default: $IPPC_DIR or ~/.ippc)\n"
     "      --ip ADDR          address the controller binds (default: 127.0.0.1)\n"
@@ -102,6 +104,7 @@ typedef struct start_args {
     const char *port;
     const char *db;
     const char *mpiexec;
+    const char *runtime;
     double timeout;
     bool daemonize;
 } start_args;
@@ -118,6 +121,7 @@ static int parse_start(int argc, char **argv, start_args *args)
         OPT_MPIEXEC,
         OPT_TIMEOUT,
         OPT_DAEMONIZE,
+        OPT_RUNTIME,
         OPT_HELP
     };
     static const struct option options[] = {
@@ -131,6 +135,7 @@ static int parse_start(int argc, char **argv, start_args *args)
         {"mpiexec", required_argument, NULL, OPT_MPIEXEC},
         {"timeout", required_argument, NULL, OPT_TIMEOUT},
         {"daemonize", no_argument, NULL, OPT_DAEMONIZE},
+        {"runtime", required_argument, NULL, OPT_RUNTIME},
         {"help", no_argument, NULL, OPT_HELP},
         {NULL, 0, NULL, 0},
     };
@@ -140,6 +145,7 @@ static int parse_start(int argc, char **argv, start_args *args)
 
     memset(args, 0, sizeof *args);
     args->engines_kind = "mpi";
+    args->runtime = "lua";
     args->timeout = 60;
     optind = 0;
     opterr = 0;
@@ -176,6 +182,12 @@ static int parse_start(int argc, char **argv, start_args *args)
                                        optarg);
             break;
         case OPT_DAEMONIZE: args->daemonize = true; break;
+        case OPT_RUNTIME:
+            if (strcmp(optarg, "lua") != 0 && strcmp(optarg, "python") != 0)
+                return cli_usage_error("cluster", cluster_usage_text,
+                                       "--runtime must be lua or python, not '%s'", optarg);
+            args->runtime = optarg;
+            break;
         case 'h':
         case OPT_HELP: fputs(cluster_usage_text, stdout); return CLI_EXIT_OK;
         default: return cli_bad_option("cluster", cluster_usage_text, option, argv[optind - 1]);
@@ -364,6 +376,7 @@ static int cluster_start(int argc, char **argv)
     launch.port = args.port;
     launch.db = args.db;
     launch.timeout = args.timeout;
+    launch.runtime = args.runtime;
     launch.daemonize = args.daemonize;
     launch.ready_fd = -1;
     if (find_sibling("ippc-controller", launch.controller_path, PATH_MAX) < 0 ||

@@ -325,8 +325,15 @@ static step_result launcher_start_engines(launcher *l)
 
     snprintf(count, sizeof count, "%ld", o->engines);
     if (o->kind == LAUNCH_MPI) {
-        char *argv[] = {(char *)o->mpiexec_path, "-n", count, (char *)o->engine_path, "--file",
-                        l->engine_file,          NULL};
+        char *argv[] = {(char *)o->mpiexec_path,
+                        "-n",
+                        count,
+                        (char *)o->engine_path,
+                        "--file",
+                        l->engine_file,
+                        "--runtime",
+                        (char *)o->runtime,
+                        NULL};
 
         format_command(argv, command, sizeof command);
         msg_err("starting %ld engine%s: %s", o->engines, o->engines == 1 ? "" : "s", command);
@@ -341,7 +348,8 @@ static step_result launcher_start_engines(launcher *l)
         return STEP_OK;
     }
 
-    char *argv[] = {(char *)o->engine_path, "--file", l->engine_file, NULL};
+    char *argv[] = {(char *)o->engine_path, "--file", l->engine_file, "--runtime",
+                    (char *)o->runtime,     NULL};
 
     l->locals = calloc((size_t)o->engines, sizeof *l->locals);
     if (l->locals == NULL) {
@@ -487,6 +495,25 @@ static step_result launcher_check_world(launcher *l, const roster *registered)
     }
 }
 
+/* Every engine must run the language the cluster was started for: a client
+ * of a --runtime=python cluster sends Python, which a Lua engine (say, one
+ * that joined by hand) cannot serve. */
+static step_result launcher_check_runtime(launcher *l, const roster *registered)
+{
+    const launch_options *o = l->options;
+    for (size_t i = 0; i < registered->count; i++) {
+        const roster_engine *e = &registered->engines[i];
+        if (roster_engine_live(e) && strcmp(e->runtime, o->runtime) != 0) {
+            msg_err("engine %ld (rank %ld of job %s) runs the %s runtime, but this cluster was "
+                    "started with --runtime=%s: one cluster serves one language; stop the "
+                    "other engines or start it with --runtime=%s",
+                    e->id, e->rank, e->job, e->runtime, o->runtime, e->runtime);
+            return STEP_FAILED;
+        }
+    }
+    return STEP_OK;
+}
+
 static void launcher_print_banner(launcher *l)
 {
     const launch_options *o = l->options;
@@ -505,6 +532,9 @@ static void launcher_print_banner(launcher *l)
             world, url);
     msg_out("URL:   %s", url);
     msg_out("Token: %s", l->connection.token);
+    /* The token rides in the fragment, which browsers never send; the page
+     * moves it to sessionStorage and out of the address bar. */
+    msg_out("Dashboard: %s/#token=%s", url, l->connection.token);
     msg_out("Connection file: %s", o->paths->client_file);
     msg_out("Try: curl -H \"Authorization: Bearer $TOKEN\" %s/api/v1/engines", url);
     if (o->daemonize)
@@ -709,6 +739,8 @@ static step_result launcher_bring_up(launcher *l)
         step = launcher_wait_for_engines(l, deadline, &registered);
     if (step == STEP_OK)
         step = launcher_check_world(l, &registered);
+    if (step == STEP_OK)
+        step = launcher_check_runtime(l, &registered);
     roster_free(&registered);
     return step;
 }

@@ -26,10 +26,11 @@ typedef struct launch_options {
     const profile_paths *paths;
     long engines; /* N >= 1 */
     launch_kind kind;
-    const char *ip;   /* NULL: the controller's default */
-    const char *port; /* NULL: the controller's default (0: a free port) */
-    const char *db;   /* NULL: the controller's default */
-    double timeout;   /* seconds for the controller and all N engines to come up */
+    const char *ip;      /* NULL: the controller's default */
+    const char *port;    /* NULL: the controller's default (0: a free port) */
+    const char *db;      /* NULL: the controller's default */
+    double timeout;      /* seconds for the controller and all N engines to come up */
+    const char *runtime; /* the engines' language: "lua" or "python" (--runtime) */
     char controller_path[PATH_MAX];
     char engine_path[PATH_MAX];
     char mpiexec_path[PATH_MAX]; /* LAUNCH_MPI only */

@@ -54,6 +54,9 @@ int roster_parse(const json_t *reply, roster *out, char *err, size_t err_len)
         string_field(item, "job", engine->job, sizeof engine->job);
         string_field(item, "host", engine->host, sizeof engine->host);
         string_field(item, "state", engine->state, sizeof engine->state);
+        string_field(item, "runtime", engine->runtime, sizeof engine->runtime);
+        if (engine->runtime[0] == '\0')
+            snprintf(engine->runtime, sizeof engine->runtime, "lua");
         out->count++;
     }
     return 0;

@@ -21,6 +21,7 @@ typedef struct roster_engine {
     char job[72];
     char host[256];
     char state[16];
+    char runtime[16]; /* "lua" when the engine did not say */
 } roster_engine;
 
 typedef struct roster {
