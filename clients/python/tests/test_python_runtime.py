@@ -118,3 +118,38 @@ def test_python_px(pc, monkeypatch, python_cluster, capsys):
     magics._state.clear()
     assert res.success, res.error_in_exec
     assert out.splitlines() == ["[stdout:%d] rank %d" % (i, i) for i in range(4)]
+
+
+def test_the_document_session(python_cluster, pc, monkeypatch, capsys):
+    # The seed document's In [1]..In [8], with ippc for ipp.
+    from IPython.core.interactiveshell import InteractiveShell
+    from ippc import magics
+    magics._state.clear()
+    sh = InteractiveShell.instance()
+    sh.run_cell("%load_ext ippc")
+    c = ippc.Cluster.from_file(profile=python_cluster.profile,
+                               ippc_dir=python_cluster.ippc_dir).connect_client_sync()
+    try:
+        view = c[:]
+        view.activate()
+        path = os.path.join(ROOT, "examples", "psum.py")
+        view.run(path, block=True)
+        view.scatter("a", np.arange(16, dtype="float"), block=True)
+        assert [list(x) for x in view["a"]] == [[0.0, 1.0, 2.0, 3.0], [4.0, 5.0, 6.0, 7.0],
+                                                [8.0, 9.0, 10.0, 11.0], [12.0, 13.0, 14.0, 15.0]]
+        res = sh.run_cell("%px totalsum = psum(a)")
+        assert res.success, res.error_in_exec
+        assert [float(x) for x in view["totalsum"]] == [120.0, 120.0, 120.0, 120.0]
+    finally:
+        c.close()
+        magics._state.clear()
+
+
+def test_python_1e7_round_trip_and_stdout_stream(pc):
+    x = np.random.default_rng(11).standard_normal(10_000_000)
+    pc[0]["big"] = x
+    assert pc[0]["big"].tobytes() == x.tobytes()
+    pc[0].execute("del big", block=True)
+    ar = pc[:].execute("import time\nfor i in range(3):\n    print('tick', i)\n", block=False)
+    assert ar.get(60) is not None
+    assert ar.stdout == ["tick 0\ntick 1\ntick 2\n"] * 4
