@@ -65,7 +65,7 @@ FUZZ_SRC := $(wildcard fuzz/fuzz_*.c)
 FUZZ_BIN := $(FUZZ_SRC:fuzz/%.c=$(BUILD)/fuzz/%)
 FUZZ_SECONDS ?= 30
 
-.PHONY: all deps npm-deps run test unit pympi integration js-test browser bench fuzz soak clean lint compile_commands
+.PHONY: all deps npm-deps run test unit pympi integration python-sdk js-test browser bench fuzz soak clean lint compile_commands
 all: $(BIN)/ippc-controller $(BIN)/ippc-engine $(BIN)/ippc $(PLUGIN_LIB)
 
 deps:
@@ -204,6 +204,10 @@ js-test: all
 # the limit programs (bench_loopback, bench_mpi_bcast) of $(BENCH_BIN).
 integration: all $(BENCH_BIN)
 	@BUILD=$(BUILD) $(PYTHON) tests/integration/run.py $(if $(K),-k $(K))
+
+# The Python SDK's pytest suite alone (K=PATTERN picks tests, as -k does).
+python-sdk: all
+	@BUILD=$(BUILD) $(PYTHON) clients/python/tests/run.py $(if $(K),-k $(K))
 
 # The dashboard (web/) in Debian's chromium, headless, through playwright-core
 # (node_modules, `make npm-deps`), against a cluster of its own.
