@@ -13,6 +13,7 @@
  * registration, or when the controller has been unreachable for --grace
  * seconds (so no rank outlives its cluster when mpiexec is SIGKILLed).
  */
+#include <ctype.h>
 #include <getopt.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -21,6 +22,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -465,6 +467,17 @@ static int parse_url(void)
     return 0;
 }
 
+static bool job_name_valid(const char *name)
+{
+    size_t len = strlen(name);
+    if (len == 0 || len >= sizeof E.job)
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if (!isalnum((unsigned char)name[i]) && !strchr(".-_", name[i]))
+            return false;
+    return true;
+}
+
 static int parse_args(int argc, char **argv)
 {
     static const struct option longs[] = {
@@ -475,6 +488,7 @@ static int parse_args(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'v'},
         {"max-message-mb", required_argument, NULL, 'm'},
+        {"job", required_argument, NULL, 'j'},
         {NULL, 0, NULL, 0},
     };
     const char *file = NULL;
@@ -502,10 +516,21 @@ static int parse_args(int argc, char **argv)
             E.max_message = (size_t)mb << 20;
             break;
         }
+        case 'j':
+            /* The launcher names its jobs so it can tell their engines apart. */
+            if (!job_name_valid(optarg)) {
+                fprintf(stderr, "ippc-engine: --job needs 1-32 letters, digits, '.', '-' or "
+                                "'_'\n");
+                return 2;
+            }
+            snprintf(E.job, sizeof E.job, "%s", optarg);
+            break;
         case 'v': printf("ippc-engine %s\n", IPPC_VERSION); return 0;
         case 'h':
             printf("usage: ippc-engine --file ippc-engine.json | --url ws://HOST:PORT/engine "
-                   "--key KEY [--grace SECONDS] [--max-message-mb N]\n"
+                   "--key KEY [--grace SECONDS] [--max-message-mb N] [--job NAME]\n"
+                   "  --job NAME          the MPI job's name at the controller (default: a "
+                   "random id)\n"
                    "  --max-message-mb N  the largest message (a task and its arrays) this "
                    "engine\n"
                    "                      takes (default %zu); a larger one fails on the "
@@ -527,6 +552,12 @@ static int parse_args(int argc, char **argv)
 static void make_job_id(void)
 {
     unsigned char rnd[16] = {0};
+    if (E.job[0]) {
+        /* Named by --job: rank 0's name is the job's, as with a random id. */
+        MPI_Bcast(E.job, sizeof E.job, MPI_CHAR, 0, MPI_COMM_WORLD);
+        E.job[sizeof E.job - 1] = '\0';
+        return;
+    }
     if (E.rank == 0 && getrandom(rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd) {
         unsigned long x = (unsigned long)time(NULL) ^ (unsigned long)getpid();
         memcpy(rnd, &x, sizeof x);
