@@ -49,6 +49,7 @@ typedef struct engine {
     /* identity */
     int rank, size, pid;
     char job[33];
+    char job_prefix[16]; /* --job NAME: the job is NAME.<16 hex> */
     char host[256];
     /* controller */
     char url[512];
@@ -470,7 +471,7 @@ static int parse_url(void)
 static bool job_name_valid(const char *name)
 {
     size_t len = strlen(name);
-    if (len == 0 || len >= sizeof E.job)
+    if (len == 0 || len >= sizeof E.job_prefix)
         return false;
     for (size_t i = 0; i < len; i++)
         if (!isalnum((unsigned char)name[i]) && !strchr(".-_", name[i]))
@@ -519,18 +520,18 @@ static int parse_args(int argc, char **argv)
         case 'j':
             /* The launcher names its jobs so it can tell their engines apart. */
             if (!job_name_valid(optarg)) {
-                fprintf(stderr, "ippc-engine: --job needs 1-32 letters, digits, '.', '-' or "
+                fprintf(stderr, "ippc-engine: --job needs 1-15 letters, digits, '.', '-' or "
                                 "'_'\n");
                 return 2;
             }
-            snprintf(E.job, sizeof E.job, "%s", optarg);
+            snprintf(E.job_prefix, sizeof E.job_prefix, "%s", optarg);
             break;
         case 'v': printf("ippc-engine %s\n", IPPC_VERSION); return 0;
         case 'h':
             printf("usage: ippc-engine --file ippc-engine.json | --url ws://HOST:PORT/engine "
                    "--key KEY [--grace SECONDS] [--max-message-mb N] [--job NAME]\n"
-                   "  --job NAME          the MPI job's name at the controller (default: a "
-                   "random id)\n"
+                   "  --job NAME          the MPI job's id at the controller is NAME.<random hex> "
+                   "(default:\n                      only the random hex)\n"
                    "  --max-message-mb N  the largest message (a task and its arrays) this "
                    "engine\n"
                    "                      takes (default %zu); a larger one fails on the "
@@ -552,21 +553,21 @@ static int parse_args(int argc, char **argv)
 static void make_job_id(void)
 {
     unsigned char rnd[16] = {0};
-    if (E.job[0]) {
-        /* Named by --job: rank 0's name is the job's, as with a random id. */
-        MPI_Bcast(E.job, sizeof E.job, MPI_CHAR, 0, MPI_COMM_WORLD);
-        E.job[sizeof E.job - 1] = '\0';
-        return;
-    }
+    size_t n_random = E.job_prefix[0] ? 8 : 16;
     if (E.rank == 0 && getrandom(rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd) {
         unsigned long x = (unsigned long)time(NULL) ^ (unsigned long)getpid();
         memcpy(rnd, &x, sizeof x);
     }
     /* Every rank of this job gets rank 0's id: that is how the controller
-     * knows which engines share a COMM_WORLD. */
+     * knows which engines share a COMM_WORLD.  A --job name only prefixes
+     * it: ranks that came up as separate singletons (an mpiexec of another
+     * MPI) must still be separate jobs. */
     MPI_Bcast(rnd, sizeof rnd, MPI_BYTE, 0, MPI_COMM_WORLD);
-    for (size_t i = 0; i < sizeof rnd; i++)
-        sprintf(E.job + 2 * i, "%02x", rnd[i]);
+    size_t used = 0;
+    if (E.job_prefix[0])
+        used = (size_t)snprintf(E.job, sizeof E.job, "%s.", E.job_prefix);
+    for (size_t i = 0; i < n_random && used + 2 < sizeof E.job; i++, used += 2)
+        sprintf(E.job + used, "%02x", rnd[i]);
 }
 
 /* Stdout while a task runs: sent as it comes (the runtime batches it), so
