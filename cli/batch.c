@@ -166,9 +166,15 @@ static int run_command(char *const argv[], char *out, size_t len, char *err, siz
     int pipe_fds[2];
     size_t used = 0;
     double deadline = proc_now() + BATCH_COMMAND_TIMEOUT;
+    sigset_t no_signals_blocked;
     proc_options spawn = {.stdout_fd = -1, .stderr_fd = -1, .process_group = 0};
     pid_t pid;
     int status;
+
+    /* The launcher blocks SIGTERM and friends; a command (and whatever it
+     * leaves running, such as a stand-in qsub's job) must not inherit that. */
+    sigemptyset(&no_signals_blocked);
+    spawn.sigmask = &no_signals_blocked;
 
     out[0] = '\0';
     if (proc_find_program(argv[0], path, sizeof path) < 0) {

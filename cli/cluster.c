@@ -175,8 +175,11 @@ enum {
         {"account", required_argument, NULL, OPT_ACCOUNT},                                         \
         {"batch-directive", required_argument, NULL, OPT_DIRECTIVE}
 
-/* Handles one job option into spec.  Returns 0 when handled, 1 when option
- * is not a job option, or a usage error's exit status. */
+#define NOT_THIS_KIND_OF_OPTION (-2)
+
+/* Handles one job option into spec.  Returns 0 when handled,
+ * NOT_THIS_KIND_OF_OPTION, or the exit status of a usage error (2) or of a
+ * failure (1, a message was printed). */
 static int parse_job_option(int option, const char *arg, jobspec *spec)
 {
     char err[512];
@@ -227,7 +230,7 @@ static int parse_job_option(int option, const char *arg, jobspec *spec)
                                   JOBSPEC_NAME_CHARS, err, sizeof err);
         break;
     case OPT_DIRECTIVE: status = jobspec_add_directive(spec, arg, err, sizeof err); break;
-    default: return 1;
+    default: return NOT_THIS_KIND_OF_OPTION;
     }
     if (status < 0)
         return cli_usage_error("cluster", cluster_usage_text, "%s", err);
@@ -281,7 +284,7 @@ static int parse_start(int argc, char **argv, start_args *args)
     opterr = 0;
     while ((option = getopt_long(argc, argv, ":n:h", options, NULL)) != -1) {
         status = parse_job_option(option, optarg, &args->spec);
-        if (status != 1) {
+        if (status != NOT_THIS_KIND_OF_OPTION) {
             if (status != 0)
                 return status;
             continue;
@@ -801,7 +804,7 @@ static int parse_client_option(int option, client_args *args)
         return 0;
     case OPT_JOB: args->job = optarg; return 0;
     case OPT_JSON: args->json = true; return 0;
-    default: return 1;
+    default: return NOT_THIS_KIND_OF_OPTION;
     }
 }
 
@@ -832,9 +835,9 @@ static int cluster_add(int argc, char **argv)
             return CLI_EXIT_OK;
         }
         status = parse_job_option(option, optarg, &spec);
-        if (status == 1)
+        if (status == NOT_THIS_KIND_OF_OPTION)
             status = parse_client_option(option, &args);
-        if (status == 1)
+        if (status == NOT_THIS_KIND_OF_OPTION)
             return cli_bad_option("cluster", cluster_usage_text, option, argv[optind - 1]);
         if (status != 0)
             return status;
@@ -900,7 +903,7 @@ static int cluster_remove_or_jobs(int argc, char **argv, bool remove)
             return CLI_EXIT_OK;
         }
         status = parse_client_option(option, &args);
-        if (status == 1 || (option == OPT_JOB && !remove) || (option == OPT_JSON && remove))
+        if (status == NOT_THIS_KIND_OF_OPTION || (option == OPT_JOB && !remove) || (option == OPT_JSON && remove))
             return cli_bad_option("cluster", cluster_usage_text, option, argv[optind - 1]);
         if (status != 0)
             return status;
@@ -938,13 +941,21 @@ static int cluster_remove_or_jobs(int argc, char **argv, bool remove)
             const char *batch = json_string_value(json_object_get(job, "batch_id"));
             const char *why = json_string_value(json_object_get(job, "why"));
 
-            msg_out("%-5s %-6s %8lld  %-8s %s%s%s%s%s", json_string_value(json_object_get(job, "job")),
+            char details[1024] = "";
+
+            if (batch != NULL)
+                snprintf(details, sizeof details, "%s job %s: %s",
+                         strcmp(json_string_value(json_object_get(job, "kind")), "pbs") == 0
+                             ? "PBS"
+                             : "Slurm",
+                         batch, json_string_value(json_object_get(job, "batch_state")));
+            if (why != NULL)
+                snprintf(details + strlen(details), sizeof details - strlen(details), "%s%s",
+                         details[0] != '\0' ? "; " : "", why);
+            msg_out("%-5s %-6s %8lld  %-8s %s", json_string_value(json_object_get(job, "job")),
                     json_string_value(json_object_get(job, "kind")),
                     (long long)json_integer_value(json_object_get(job, "engines")),
-                    json_string_value(json_object_get(job, "state")), batch != NULL ? "batch job " : "",
-                    batch != NULL ? batch : "", batch != NULL ? " " : "",
-                    batch != NULL ? json_string_value(json_object_get(job, "batch_state")) : "",
-                    why != NULL ? why : "");
+                    json_string_value(json_object_get(job, "state")), details);
         }
     }
     json_decref(reply);

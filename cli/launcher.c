@@ -598,7 +598,7 @@ static void launcher_control_close(launcher *l)
 }
 
 /* Reads one line (the request) within CONTROL_READ_S.  Returns its length,
- * or -1. */
+ * -1 (no line in time, or an error) or -2 (longer than cap). */
 static ssize_t control_read_line(int fd, char *buf, size_t cap)
 {
     size_t used = 0;
@@ -623,7 +623,7 @@ static ssize_t control_read_line(int fd, char *buf, size_t cap)
                 return (ssize_t)used + i;
         used += (size_t)got;
     }
-    return -1; /* longer than JOBSPEC_REQUEST_MAX */
+    return -2; /* longer than JOBSPEC_REQUEST_MAX */
 }
 
 static void control_reply(int fd, json_t *reply)
@@ -761,9 +761,10 @@ static void launcher_control_serve(launcher *l)
             continue;
         }
         len = control_read_line(fd, line, sizeof line - 1);
-        if (len < 0)
-            reply = control_error("no request line within %g s (or one over %d bytes)",
-                                  CONTROL_READ_S, JOBSPEC_REQUEST_MAX);
+        if (len == -2)
+            reply = control_error("a control request is at most %d bytes", JOBSPEC_REQUEST_MAX);
+        else if (len < 0)
+            reply = control_error("no request line within %g s", CONTROL_READ_S);
         else if (jobspec_request_parse(line, (size_t)len, &request, err, sizeof err) < 0)
             reply = control_error("bad request: %s", err);
         else if (request.op == JOBSPEC_ADD)
