@@ -63,7 +63,7 @@ static void emit_quoted(script *s, const char *word)
 /* --mpiexec-args, split at blanks, each word quoted. */
 static void emit_extra_args(script *s, const char *args)
 {
-    char copy[sizeof ((jobspec *)0)->mpiexec_args];
+    char copy[sizeof((jobspec *)0)->mpiexec_args];
     char *save = NULL;
 
     snprintf(copy, sizeof copy, "%s", args);
@@ -220,8 +220,7 @@ static int run_command(char *const argv[], char *out, size_t len, char *err, siz
             kill(-pid, SIGKILL);
             waitpid(pid, &status, 0);
             close(pipe_fds[0]);
-            snprintf(err, err_len, "%s did not answer within %g s", argv[0],
-                     BATCH_COMMAND_TIMEOUT);
+            snprintf(err, err_len, "%s did not answer within %g s", argv[0], BATCH_COMMAND_TIMEOUT);
             return -1;
         }
     }
@@ -248,8 +247,8 @@ static bool succeeded(int status)
     return status >= 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0;
 }
 
-int batch_submit(jobspec_kind kind, const char *script_path, char *job_id, size_t id_len,
-                 char *err, size_t err_len)
+int batch_submit(jobspec_kind kind, const char *script_path, char *job_id, size_t id_len, char *err,
+                 size_t err_len)
 {
     char *slurm[] = {"sbatch", "--parsable", (char *)script_path, NULL};
     char *pbs[] = {"qsub", (char *)script_path, NULL};
@@ -316,9 +315,9 @@ static bool find_value(const char *text, const char *key, char *out, size_t len)
 
 static bool slurm_state_ended(const char *state)
 {
-    static const char *const active[] = {"PENDING",    "CONFIGURING", "RUNNING", "COMPLETING",
-                                         "RESIZING",   "SUSPENDED",   "REQUEUED", "REQUEUE_HOLD",
-                                         "REQUEUE_FED", "SIGNALING",  "STAGE_OUT", NULL};
+    static const char *const active[] = {"PENDING",     "CONFIGURING", "RUNNING",   "COMPLETING",
+                                         "RESIZING",    "SUSPENDED",   "REQUEUED",  "REQUEUE_HOLD",
+                                         "REQUEUE_FED", "SIGNALING",   "STAGE_OUT", NULL};
 
     for (size_t i = 0; active[i] != NULL; i++)
         if (strcmp(state, active[i]) == 0)
@@ -332,8 +331,8 @@ batch_state batch_query(jobspec_kind kind, const char *job_id, char *state_text,
     char *pbs[] = {"qstat", "-f", (char *)job_id, NULL};
     char output[8192];
     char err[512];
-    int status = run_command(kind == JOB_SLURM ? slurm : pbs, output, sizeof output, err,
-                             sizeof err);
+    int status =
+        run_command(kind == JOB_SLURM ? slurm : pbs, output, sizeof output, err, sizeof err);
 
     if (status < 0) {
         snprintf(state_text, len, "%s", err);
@@ -372,8 +371,7 @@ int batch_cancel(jobspec_kind kind, const char *job_id, char *err, size_t err_le
         return -1;
     if (!succeeded(status)) {
         trim(output);
-        snprintf(err, err_len, "%s %s: %s", kind == JOB_SLURM ? "scancel" : "qdel", job_id,
-                 output);
+        snprintf(err, err_len, "%s %s: %s", kind == JOB_SLURM ? "scancel" : "qdel", job_id, output);
         return -1;
     }
     return 0;

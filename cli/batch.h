@@ -20,10 +20,10 @@
 
 /* What the script runs, besides the spec. */
 typedef struct batch_context {
-    const char *profile;     /* cluster profile, for the batch job's name */
-    const char *job_name;    /* the launcher's name of this job ("j1") */
-    const char *engine_path; /* ippc-engine */
-    const char *engine_file; /* ippc-engine.json (on a shared file system) */
+    const char *profile;      /* cluster profile, for the batch job's name */
+    const char *job_name;     /* the launcher's name of this job ("j1") */
+    const char *engine_path;  /* ippc-engine */
+    const char *engine_file;  /* ippc-engine.json (on a shared file system) */
     const char *mpiexec_path; /* PBS: the mpiexec run inside the allocation */
     const char *log_dir;      /* where the batch system writes the job's output */
 } batch_context;
@@ -38,8 +38,8 @@ const char *batch_system_name(jobspec_kind kind);
 
 /* Submits script_path; fills job_id ("123", "45.server").  Returns 0, or -1
  * with what the submit command said in err. */
-int batch_submit(jobspec_kind kind, const char *script_path, char *job_id, size_t id_len,
-                 char *err, size_t err_len);
+int batch_submit(jobspec_kind kind, const char *script_path, char *job_id, size_t id_len, char *err,
+                 size_t err_len);
 
 typedef enum batch_state {
     BATCH_ACTIVE,  /* queued, starting or running */

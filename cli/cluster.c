@@ -166,14 +166,16 @@ enum {
 };
 
 #define JOB_LONG_OPTIONS                                                                           \
-    {"n", required_argument, NULL, 'n'}, {"engines", required_argument, NULL, OPT_ENGINES},       \
+    {"n", required_argument, NULL, 'n'}, {"engines", required_argument, NULL, OPT_ENGINES},        \
         {"hostfile", required_argument, NULL, OPT_HOSTFILE},                                       \
         {"ppn", required_argument, NULL, OPT_PPN},                                                 \
         {"mpiexec-args", required_argument, NULL, OPT_MPIEXEC_ARGS},                               \
         {"partition", required_argument, NULL, OPT_PARTITION},                                     \
         {"time", required_argument, NULL, OPT_TIME},                                               \
         {"account", required_argument, NULL, OPT_ACCOUNT},                                         \
-        {"batch-directive", required_argument, NULL, OPT_DIRECTIVE}
+    {                                                                                              \
+        "batch-directive", required_argument, NULL, OPT_DIRECTIVE                                  \
+    }
 
 #define NOT_THIS_KIND_OF_OPTION (-2)
 
@@ -214,8 +216,8 @@ static int parse_job_option(int option, const char *arg, jobspec *spec)
         break;
     }
     case OPT_MPIEXEC_ARGS:
-        status = jobspec_set_text(spec->mpiexec_args, sizeof spec->mpiexec_args,
-                                  "--mpiexec-args", arg, NULL, err, sizeof err);
+        status = jobspec_set_text(spec->mpiexec_args, sizeof spec->mpiexec_args, "--mpiexec-args",
+                                  arg, NULL, err, sizeof err);
         break;
     case OPT_PARTITION:
         status = jobspec_set_text(spec->partition, sizeof spec->partition, "--partition", arg,
@@ -544,7 +546,8 @@ static int cluster_start(int argc, char **argv)
         if (find_mpiexec(args.mpiexec, launch.mpiexec_path, PATH_MAX) < 0)
             return CLI_EXIT_FAIL;
     } else if (args.mpiexec != NULL) {
-        msg_err("note: --mpiexec is not used with --engines=%s", jobspec_kind_name(launch.spec.kind));
+        msg_err("note: --mpiexec is not used with --engines=%s",
+                jobspec_kind_name(launch.spec.kind));
     } else if (find_mpiexec(NULL, launch.mpiexec_path, PATH_MAX) < 0) {
         launch.mpiexec_path[0] = '\0'; /* only `ippc cluster add --engines=mpi` needs it */
     }
@@ -903,7 +906,8 @@ static int cluster_remove_or_jobs(int argc, char **argv, bool remove)
             return CLI_EXIT_OK;
         }
         status = parse_client_option(option, &args);
-        if (status == NOT_THIS_KIND_OF_OPTION || (option == OPT_JOB && !remove) || (option == OPT_JSON && remove))
+        if (status == NOT_THIS_KIND_OF_OPTION || (option == OPT_JOB && !remove) ||
+            (option == OPT_JSON && remove))
             return cli_bad_option("cluster", cluster_usage_text, option, argv[optind - 1]);
         if (status != 0)
             return status;

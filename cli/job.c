@@ -88,8 +88,8 @@ static void format_command(char *const argv[], char *out, size_t len)
 
 /* mpiexec [-f HOSTFILE] [-ppn K] [ARGS...] -n N ippc-engine --file F --job jN.
  * words holds the split --mpiexec-args (argv points into it). */
-static int mpi_argv(const engine_job *job, const job_env *env, char *argv[MAX_ARGV],
-                    char *words, size_t words_len, char *numbers, size_t numbers_len)
+static int mpi_argv(const engine_job *job, const job_env *env, char *argv[MAX_ARGV], char *words,
+                    size_t words_len, char *numbers, size_t numbers_len)
 {
     const jobspec *spec = &job->spec;
     size_t argc = 0;
@@ -154,8 +154,8 @@ static int start_mpi(engine_job *job, const job_env *env, proc_options *spawn)
 
 static int start_local(engine_job *job, const job_env *env, proc_options *spawn)
 {
-    char *argv[] = {(char *)env->engine_path, "--file", (char *)env->engine_file, "--job",
-                    job->name, NULL};
+    char *argv[] = {
+        (char *)env->engine_path, "--file", (char *)env->engine_file, "--job", job->name, NULL};
     char command[3 * PATH_MAX];
     char err[PATH_MAX + 128];
 
@@ -315,8 +315,8 @@ int job_cancel(engine_job *job)
         /* It may have ended between the query and the cancel. */
         if (job_batch_ended(job, true))
             return 0;
-        msg_err("cancelling %s job %s failed: %s", batch_system_name(job->spec.kind),
-                job->batch_id, err);
+        msg_err("cancelling %s job %s failed: %s", batch_system_name(job->spec.kind), job->batch_id,
+                err);
         return -1;
     }
     msg_err("cancelled %s job %s (job %s)", batch_system_name(job->spec.kind), job->batch_id,
@@ -341,9 +341,7 @@ void job_describe(const engine_job *job, char *buf, size_t len)
         snprintf(buf, len, "MPI world of %ld%s%s", spec->engines,
                  spec->hostfile[0] != '\0' ? " on the hosts of " : "", spec->hostfile);
         break;
-    case JOB_LOCAL:
-        snprintf(buf, len, "%ld local MPI singleton%s", spec->engines, plural);
-        break;
+    case JOB_LOCAL: snprintf(buf, len, "%ld local MPI singleton%s", spec->engines, plural); break;
     case JOB_SLURM:
     case JOB_PBS:
     default:

@@ -64,12 +64,12 @@ typedef struct engine_job {
     job_phase phase;
     char ended_why[256]; /* JOB_ENDED / JOB_FAILED: what happened */
 
-    job_child mpiexec;  /* JOB_MPI */
-    job_child *locals;  /* JOB_LOCAL: spec.engines of them */
+    job_child mpiexec; /* JOB_MPI */
+    job_child *locals; /* JOB_LOCAL: spec.engines of them */
     size_t local_count;
-    pid_t group;        /* process group of mpiexec or of the locals */
+    pid_t group; /* process group of mpiexec or of the locals */
 
-    char batch_id[64];  /* JOB_SLURM, JOB_PBS: the batch system's id */
+    char batch_id[64]; /* JOB_SLURM, JOB_PBS: the batch system's id */
     char batch_state[160];
     bool batch_ended;
     double batch_checked_at;

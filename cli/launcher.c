@@ -326,7 +326,6 @@ static step_result launcher_wait_for_controller(launcher *l, double deadline)
     }
 }
 
-
 /* ---- engine jobs --------------------------------------------------------- */
 
 static engine_job *launcher_new_job(launcher *l, const jobspec *spec)
@@ -450,9 +449,9 @@ static step_result launcher_wait_for_job(launcher *l, engine_job *job, double de
             return STEP_FAILED;
         }
         if (launcher_job_gone(l, job, why, sizeof why)) {
-            msg_err("%s after %zu of %ld engines of job %s registered", why, live, want,
-                    job->name);
-            snprintf(job->ended_why, sizeof job->ended_why, "%.*s", (int)sizeof job->ended_why - 1, why);
+            msg_err("%s after %zu of %ld engines of job %s registered", why, live, want, job->name);
+            snprintf(job->ended_why, sizeof job->ended_why, "%.*s", (int)sizeof job->ended_why - 1,
+                     why);
             return STEP_FAILED;
         }
         if (proc_now() >= deadline) {
@@ -467,8 +466,8 @@ static step_result launcher_wait_for_job(launcher *l, engine_job *job, double de
                 msg_err("job %s still runs but not all of its engines registered; --timeout "
                         "SECONDS allows more time",
                         job->name);
-            snprintf(job->ended_why, sizeof job->ended_why, "timed out: %zu/%ld registered",
-                     live, want);
+            snprintf(job->ended_why, sizeof job->ended_why, "timed out: %zu/%ld registered", live,
+                     want);
             return STEP_FAILED;
         }
         launcher_sleep(l, POLL_MS);
@@ -480,7 +479,7 @@ static step_result launcher_check_world(launcher *l, const engine_job *job,
                                         const roster *registered)
 {
     char worlds[1024];
-    const char *starter = job->spec.kind == JOB_MPI    ? l->options->mpiexec_path
+    const char *starter = job->spec.kind == JOB_MPI     ? l->options->mpiexec_path
                           : job->spec.kind == JOB_SLURM ? "srun"
                                                         : "the PBS job's mpiexec";
 
@@ -505,8 +504,7 @@ static step_result launcher_check_world(launcher *l, const engine_job *job,
 
 /* Starts a job and waits for its engines.  On success the job is JOB_UP
  * and ids (if not NULL) gets a new list of its engine ids. */
-static step_result launcher_bring_up_job(launcher *l, engine_job *job, double timeout,
-                                         json_t **ids)
+static step_result launcher_bring_up_job(launcher *l, engine_job *job, double timeout, json_t **ids)
 {
     roster registered = {0};
     step_result step = STEP_FAILED;
@@ -695,11 +693,10 @@ static json_t *launcher_control_add(launcher *l, const jobspec_request *request)
     step = launcher_bring_up_job(l, job, timeout, &ids);
     if (step != STEP_OK) {
         launcher_stop_job(l, job);
-        return control_error("job %s did not come up: %s%s", job->name,
-                             step == STEP_STOPPED ? "the cluster is stopping" : job->ended_why,
-                             step == STEP_STOPPED || job->ended_why[0] != '\0'
-                                 ? ""
-                                 : "see the launcher's output");
+        return control_error(
+            "job %s did not come up: %s%s", job->name,
+            step == STEP_STOPPED ? "the cluster is stopping" : job->ended_why,
+            step == STEP_STOPPED || job->ended_why[0] != '\0' ? "" : "see the launcher's output");
     }
     job_describe(job, description, sizeof description);
     msg_err("job %s is up: %ld engine%s (%s)", job->name, spec->engines,
@@ -744,7 +741,10 @@ static void launcher_control_serve(launcher *l)
     static char line[JOBSPEC_REQUEST_MAX + 1];
 
     while (l->control_fd >= 0 && l->stop_signal == 0) {
-        int fd = accept4(l->control_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+        struct sockaddr_un from;
+        socklen_t from_len = sizeof from;
+        int fd = accept4(l->control_fd, (struct sockaddr *)&from, &from_len,
+                         SOCK_CLOEXEC | SOCK_NONBLOCK);
         struct ucred peer;
         socklen_t peer_len = sizeof peer;
         jobspec_request request;
@@ -788,8 +788,8 @@ static void launcher_print_banner(launcher *l)
     char world[PATH_MAX + 64];
 
     job_describe(l->jobs[0], world, sizeof world);
-    msg_out("ippc cluster \"%s\": %ld engine%s (%s) on %s", o->paths->name, o->spec.engines,
-            plural, world, url);
+    msg_out("ippc cluster \"%s\": %ld engine%s (%s) on %s", o->paths->name, o->spec.engines, plural,
+            world, url);
     msg_out("URL:   %s", url);
     msg_out("Token: %s", l->connection.token);
     msg_out("Connection file: %s", o->paths->client_file);

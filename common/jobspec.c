@@ -119,8 +119,9 @@ int jobspec_validate(const jobspec *spec, char *err, size_t err_len)
             return -1;
         }
     if (spec->hostfile[0] != '\0' && spec->kind != JOB_MPI) {
-        snprintf(err, err_len, "a hostfile is for --engines=mpi (a batch system places the "
-                               "engines itself)");
+        snprintf(err, err_len,
+                 "a hostfile is for --engines=mpi (a batch system places the "
+                 "engines itself)");
         return -1;
     }
     return 0;
@@ -197,9 +198,9 @@ static int only_keys(const json_t *object, const char *const *keys, char *err, s
 
 static int spec_from_json(const json_t *object, jobspec *spec, char *err, size_t err_len)
 {
-    static const char *const keys[] = {"kind",      "engines", "ppn",     "hostfile",
+    static const char *const keys[] = {"kind",         "engines",   "ppn",  "hostfile",
                                        "mpiexec_args", "partition", "time", "account",
-                                       "directives", NULL};
+                                       "directives",   NULL};
     const json_t *kind = json_object_get(object, "kind");
     const json_t *directives = json_object_get(object, "directives");
     const json_t *line;
@@ -306,8 +307,7 @@ int jobspec_request_parse(const char *text, size_t len, jobspec_request *out, ch
         if (only_keys(root, keys, err, err_len) == 0)
             status = 0;
     } else {
-        snprintf(err, err_len, "unknown op \"%.32s\" (add, remove or jobs)",
-                 json_string_value(op));
+        snprintf(err, err_len, "unknown op \"%.32s\" (add, remove or jobs)", json_string_value(op));
     }
     json_decref(root);
     return status;

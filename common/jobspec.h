@@ -30,17 +30,17 @@ typedef enum jobspec_kind { JOB_MPI, JOB_LOCAL, JOB_SLURM, JOB_PBS } jobspec_kin
 
 #define JOBSPEC_MAX_ENGINES 100000
 #define JOBSPEC_MAX_DIRECTIVES 16
-#define JOBSPEC_REQUEST_MAX (64 * 1024) /* bytes of one control line */
+#define JOBSPEC_REQUEST_MAX 65536 /* bytes of one control line */
 
 typedef struct jobspec {
     jobspec_kind kind;
-    long engines;               /* 1..JOBSPEC_MAX_ENGINES */
-    long ppn;                   /* engines per host; 0: the MPI's default */
-    char hostfile[PATH_MAX];    /* "" for none (mpi, and pbs/slurm ignore it) */
-    char mpiexec_args[1024];    /* extra mpiexec arguments, split at blanks */
-    char partition[128];        /* slurm --partition, pbs -q; "" for none */
-    char time_limit[64];        /* slurm --time, pbs -l walltime; "" for none */
-    char account[128];          /* slurm --account, pbs -A; "" for none */
+    long engines;                                 /* 1..JOBSPEC_MAX_ENGINES */
+    long ppn;                                     /* engines per host; 0: the MPI's default */
+    char hostfile[PATH_MAX];                      /* "" for none (mpi, and pbs/slurm ignore it) */
+    char mpiexec_args[1024];                      /* extra mpiexec arguments, split at blanks */
+    char partition[128];                          /* slurm --partition, pbs -q; "" for none */
+    char time_limit[64];                          /* slurm --time, pbs -l walltime; "" for none */
+    char account[128];                            /* slurm --account, pbs -A; "" for none */
     char directives[JOBSPEC_MAX_DIRECTIVES][256]; /* extra #SBATCH / #PBS lines */
     size_t n_directives;
 } jobspec;
@@ -49,9 +49,9 @@ typedef enum jobspec_op { JOBSPEC_ADD, JOBSPEC_REMOVE, JOBSPEC_LIST } jobspec_op
 
 typedef struct jobspec_request {
     jobspec_op op;
-    jobspec spec;     /* JOBSPEC_ADD */
-    double timeout;   /* JOBSPEC_ADD: seconds to wait for the engines; 0: default */
-    char job[64];     /* JOBSPEC_REMOVE: a job's name or number */
+    jobspec spec;   /* JOBSPEC_ADD */
+    double timeout; /* JOBSPEC_ADD: seconds to wait for the engines; 0: default */
+    char job[64];   /* JOBSPEC_REMOVE: a job's name or number */
 } jobspec_request;
 
 /* "mpi", "local", "slurm", "pbs". */
@@ -79,8 +79,7 @@ int jobspec_request_parse(const char *text, size_t len, jobspec_request *out, ch
                           size_t err_len);
 
 /* Alphabets of the text fields (NULL in jobspec_set_text: any printable). */
-#define JOBSPEC_NAME_CHARS                                                                         \
-    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-,@"
+#define JOBSPEC_NAME_CHARS "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-,@"
 #define JOBSPEC_TIME_CHARS "0123456789:-abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 #endif

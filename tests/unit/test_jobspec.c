@@ -63,8 +63,8 @@ static void test_add_round_trip(void **state)
     assert_int_equal(jobspec_add_directive(&spec, "--exclusive", err, sizeof err), 0);
     assert_int_equal(jobspec_validate(&spec, err, sizeof err), 0);
 
-    line = json_pack("{s:s, s:o, s:f}", "op", "add", "spec", jobspec_to_json(&spec), "timeout",
-                     12.5);
+    line =
+        json_pack("{s:s, s:o, s:f}", "op", "add", "spec", jobspec_to_json(&spec), "timeout", 12.5);
     text = json_dumps(line, JSON_COMPACT);
     assert_int_equal(parse(text, &request, err, sizeof err), 0);
     assert_int_equal(request.op, JOBSPEC_ADD);
@@ -122,8 +122,7 @@ static void test_refusals(void **state)
     expect_refused("{\"op\":\"add\",\"spec\":{\"engines\":1,\"kind\":\"ssh\"}}", "\"kind\"");
     expect_refused("{\"op\":\"add\",\"spec\":{\"engines\":1,\"nodes\":2}}", "unknown field");
     expect_refused("{\"op\":\"add\",\"spec\":{\"engines\":1,\"hostfile\":7}}", "must be a string");
-    expect_refused("{\"op\":\"add\",\"spec\":{\"engines\":1,\"hostfile\":\"a\\u0000b\"}}",
-                   "NUL");
+    expect_refused("{\"op\":\"add\",\"spec\":{\"engines\":1,\"hostfile\":\"a\\u0000b\"}}", "NUL");
     expect_refused("{\"op\":\"add\",\"spec\":{\"engines\":1,\"mpiexec_args\":\"-x\\ny\"}}",
                    "not allowed");
     expect_refused("{\"op\":\"add\",\"spec\":{\"engines\":1,\"kind\":\"slurm\","
@@ -183,8 +182,8 @@ static void test_field_limits(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_kinds),          cmocka_unit_test(test_add_round_trip),
-        cmocka_unit_test(test_other_ops),      cmocka_unit_test(test_refusals),
+        cmocka_unit_test(test_kinds),        cmocka_unit_test(test_add_round_trip),
+        cmocka_unit_test(test_other_ops),    cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_field_limits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
