@@ -18,7 +18,8 @@ import struct
 import subprocess
 import time
 
-from harness import (CLI, ENGINE, MPIEXEC, ROOT, Failure, check, describe, expect, wait_gone)
+from harness import (CLI, ENGINE, MPIEXEC, ROOT, SANITIZER_MARKS, Failure, check, describe,
+                     expect, wait_gone)
 from common import same, view, expect_done, expect_task_results, psum_source
 from test_cli import cli_env
 from test_launcher import Launch, write_script
@@ -37,6 +38,13 @@ def jobs_of(launch, profile, env=None):
     rc, out, err = run_cli(launch, ["cluster", "jobs", "--json", "--profile", profile], env=env)
     check(rc == 0, "ippc cluster jobs --json: exit %s %s %s" % (rc, out, err))
     return {j["job"]: j for j in json.loads(out)}
+
+
+def clean_output(text, what="the launcher's output"):
+    """No sanitizer report in text (the launcher, controller and engines of a
+    foreground launch all write to it)."""
+    found = [m for m in SANITIZER_MARKS if m in text]
+    check(not found, "%s has a sanitizer report (%s):\n%s" % (what, found, text[-4000:]))
 
 
 def wait_for(what, predicate, timeout=60, interval=0.2):
@@ -148,6 +156,7 @@ def test_several_jobs(_):
         rc, out, err = run_cli(launch, ["cluster", "remove", "--job", "j9", "--profile", "jobs"])
         check(rc == 1 and "no job j9" in err, "an unknown job: %s %s" % (rc, err))
         launch.stop(signal.SIGINT, launch.ours(api))
+        clean_output(launch.text())
     return []
 
 
@@ -236,6 +245,7 @@ def test_control_bad_input(_):
         check(rc == 1 and "no launcher" in err, "jobs of a profile not running: %s %s"
               % (rc, err))
         launch.stop(signal.SIGTERM, launch.ours(api))
+        clean_output(launch.text())
         check(not os.path.exists(path), "the control socket is removed at the end")
     return []
 
@@ -272,6 +282,7 @@ def test_hostfile_ppn_args(_):
               == ["7/4"] * 4, "-genv reached every rank of one world of 4: %r" % r)
         seed(api, [0, 1, 2, 3], [120] * 4)
         launch.stop(signal.SIGTERM, launch.ours(api))
+        clean_output(launch.text())
     return []
 
 
@@ -404,6 +415,7 @@ def test_pbs_standin(_):
         check(jobs_of(launch, "pbs", env)["j1"]["state"] == "ended", "j1 is listed as ended")
         wait_for("engines 4, 5 dead", lambda: len(api.live_engines()) == 4)
         launch.stop(signal.SIGINT, ours)
+        clean_output(launch.text())
         calls = open(os.path.join(bindir, "state", "calls")).read()
         check("qsub %s" % script in calls and "qstat -f 1.standin" in calls,
               "the launcher used qsub and qstat: %s" % calls)

@@ -23,7 +23,7 @@ import time
 
 from harness import CLI, Failure, check, describe, wait_gone
 from test_cli import Reader, cli_env
-from test_clusters import jobs_of, run_cli, seed, wait_for
+from test_clusters import clean_output, jobs_of, run_cli, seed, wait_for
 from test_launcher import Launch
 
 SLURM_CONF = """ClusterName=ippctest
@@ -242,6 +242,7 @@ def run_slurm_scenario(launch, node):
 
     # Stop: the running job j1 ends, nothing of ours stays in Slurm's queue.
     launch.stop(signal.SIGTERM, ours)
+    clean_output(launch.text())
     wait_for("an empty Slurm queue", lambda: not node.queue(), 30)
     left = wait_gone(launch.tracker.snapshot(), 20)
     check(not left, "processes left: %s" % describe(left))

@@ -21,8 +21,8 @@ import subprocess
 import tempfile
 import time
 
-from harness import (CLI, CONTROLLER, ENGINE, MPIEXEC, Failure, ProcessTracker, check,
-                     describe, wait_file)
+from harness import (CLI, CONTROLLER, ENGINE, MPIEXEC, SANITIZER_MARKS, Failure, ProcessTracker,
+                     check, describe, wait_file)
 
 SEED_CLIENT = r"""
 import json, sys, urllib.request
@@ -199,6 +199,10 @@ def run_two_hosts(ns, tmp, tracker, env, psum):
         mpiexec.wait(timeout=30)
     except subprocess.TimeoutExpired:
         raise Failure("the engine job did not end after the controller stopped")
+    for name in ("controller.log", "engines.log"):
+        text = open(os.path.join(tmp, name), errors="replace").read()
+        found = [m for m in SANITIZER_MARKS if m in text]
+        check(not found, "%s has a sanitizer report:\n%s" % (name, text[-4000:]))
 
 
 def test_address_without_interface(_):
