@@ -475,8 +475,7 @@ static step_result launcher_wait_for_job(launcher *l, engine_job *job, double de
 }
 
 /* Engines of an MPI job must be ranks 0..N-1 of one world of N. */
-static step_result launcher_check_world(launcher *l, const engine_job *job,
-                                        const roster *registered)
+static step_result launcher_check_world(launcher *l, engine_job *job, const roster *registered)
 {
     char worlds[1024];
     const char *starter = job->spec.kind == JOB_MPI     ? l->options->mpiexec_path
@@ -493,11 +492,14 @@ static step_result launcher_check_world(launcher *l, const engine_job *job,
                 "ippc-engine was built with (MPICH); use --mpiexec mpiexec.mpich%s",
                 job->spec.engines, starter, roster_live_count(registered),
                 job->spec.kind == JOB_SLURM ? " (under Slurm: srun --mpi=pmi2)" : "");
+        snprintf(job->ended_why, sizeof job->ended_why,
+                 "its engines came up as MPI singletons (an mpiexec of another MPI)");
         return STEP_FAILED;
     case ROSTER_SPLIT:
     default:
         msg_err("the %ld engines started by %s did not form one MPI world of %ld (%s)",
                 job->spec.engines, starter, job->spec.engines, worlds);
+        snprintf(job->ended_why, sizeof job->ended_why, "its engines did not form one MPI world");
         return STEP_FAILED;
     }
 }
@@ -693,10 +695,10 @@ static json_t *launcher_control_add(launcher *l, const jobspec_request *request)
     step = launcher_bring_up_job(l, job, timeout, &ids);
     if (step != STEP_OK) {
         launcher_stop_job(l, job);
-        return control_error(
-            "job %s did not come up: %s%s", job->name,
-            step == STEP_STOPPED ? "the cluster is stopping" : job->ended_why,
-            step == STEP_STOPPED || job->ended_why[0] != '\0' ? "" : "see the launcher's output");
+        return control_error("job %s did not come up: %s", job->name,
+                             step == STEP_STOPPED        ? "the cluster is stopping"
+                             : job->ended_why[0] != '\0' ? job->ended_why
+                                                         : "see the launcher's output");
     }
     job_describe(job, description, sizeof description);
     msg_err("job %s is up: %ld engine%s (%s)", job->name, spec->engines,
