@@ -953,7 +953,10 @@ static int cluster_remove_or_jobs(int argc, char **argv, bool remove)
                              ? "PBS"
                              : "Slurm",
                          batch, json_string_value(json_object_get(job, "batch_state")));
-            if (why != NULL)
+            /* A batch job's end is its state, already said; other reasons are not. */
+            if (why != NULL &&
+                (batch == NULL ||
+                 strcmp(json_string_value(json_object_get(job, "state")), "ended") != 0))
                 snprintf(details + strlen(details), sizeof details - strlen(details), "%s%s",
                          details[0] != '\0' ? "; " : "", why);
             msg_out("%-5s %-6s %8lld  %-8s %s", json_string_value(json_object_get(job, "job")),
