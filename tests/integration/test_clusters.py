@@ -16,10 +16,11 @@ import signal
 import socket
 import struct
 import subprocess
+import tempfile
 import time
 
-from harness import (CLI, ENGINE, MPIEXEC, ROOT, SANITIZER_MARKS, Failure, check, describe,
-                     expect, wait_gone)
+from harness import (CLI, ENGINE, MPIEXEC, ROOT, SANITIZER_MARKS, Failure, ProcessTracker,
+                     check, describe, expect, wait_gone)
 from common import same, view, expect_done, expect_task_results, psum_source
 from test_cli import cli_env
 from test_launcher import Launch, write_script
@@ -422,10 +423,41 @@ def test_pbs_standin(_):
     return []
 
 
+# ---------------------------------------------------------------- bench_scale
+
+def test_bench_scale_smoke(_):
+    """bench/bench_scale.py at toy size (2 jobs of 2): every figure printed,
+    exit 0, nothing left running.  Never asserts speed."""
+    tmp = tempfile.mkdtemp(prefix="ippc-itest-scale-")
+    tracker = ProcessTracker(tmp)
+    env = dict(os.environ, BENCH_SCALE_JOBS="2", BENCH_SCALE_JOB_SIZE="2", BENCH_IDLE_S="1",
+               IPPC_TEST_MARKER=tmp)
+    try:
+        p = subprocess.Popen(["/usr/bin/python3", os.path.join(ROOT, "bench", "bench_scale.py")],
+                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             start_new_session=True)
+        tracker.add_popen(p)
+        out = p.communicate(timeout=180)[0].decode()
+        check(p.returncode == 0, "bench_scale exit %s:\n%s" % (p.returncode, out))
+        for figure in ("job 1 of 2 engines registered", "job 2 of 2 engines registered",
+                       "controller CPU, idle with 4 engines", "controller RSS with 4 engines",
+                       "execute `x = 1` on all 4", "to all 4 (2 jobs: per engine)",
+                       "to the 2 of one job (MPI fan-out)", "controller RSS after the pushes"):
+            check(re.search(re.escape(figure) + r".* [0-9.]+ ", out),
+                  "bench_scale prints %r with a number:\n%s" % (figure, out))
+        left = wait_gone(tracker.snapshot(), 20)
+        check(not left, "bench_scale left processes: %s" % describe(left))
+    finally:
+        tracker.kill_all(grace=5)
+        shutil.rmtree(tmp, ignore_errors=True)
+    return []
+
+
 TESTS = [
     ("clusters_several_jobs", test_several_jobs, "own"),
     ("clusters_control_bad_input", test_control_bad_input, "own"),
     ("clusters_hostfile_ppn_args", test_hostfile_ppn_args, "own"),
     ("clusters_batch_scripts", test_batch_scripts, "own"),
     ("clusters_pbs_standin", test_pbs_standin, "own"),
+    ("clusters_bench_scale_smoke", test_bench_scale_smoke, "own"),
 ]
