@@ -8,9 +8,11 @@
 #   make pympi      the Python MPI module (mpi4py names) on 4 MPI ranks
 #   make integration  the integration tests only (K=SUBSTRING picks tests by name)
 #   make js-test    the JavaScript SDK's tests only (clients/js, Node.js >= 20.10)
+#   make browser    the dashboard's browser tests only (headless chromium)
 #   make fuzz       every fuzz target for FUZZ_SECONDS (default 30) each
 #   make bench      benchmarks (bench/), ippc side by side with IPython Parallel
 #   make soak       good + hostile clients and engine churn for SOAK_SECONDS (default 180)
+#   make docker-replay  docker/Dockerfile replayed in a Debian 12 chroot, then the seed
 #   make lint       clang-format, cppcheck and clang-tidy over every tracked *.c/*.h
 #                   (FILES="a.c b.h" for some; about 2 minutes cold, seconds after)
 
@@ -64,22 +66,31 @@ FUZZ_SRC := $(wildcard fuzz/fuzz_*.c)
 FUZZ_BIN := $(FUZZ_SRC:fuzz/%.c=$(BUILD)/fuzz/%)
 FUZZ_SECONDS ?= 30
 
-.PHONY: all deps npm-deps run test unit pympi integration js-test bench fuzz soak clean lint compile_commands
+.PHONY: all deps npm-deps run test unit pympi integration python-sdk js-test browser bench fuzz soak clean lint compile_commands \
+  docker-replay
 all: $(BIN)/ippc-controller $(BIN)/ippc-engine $(BIN)/ippc $(PLUGIN_LIB)
 
 deps:
 	@scripts/install-deps
 
-# The contract tests' npm tools (package.json: @redocly/cli, openapi-typescript,
-# typescript at pinned versions).  `npm ci` runs only when node_modules is missing
-# or older than package-lock.json / package.json; after that `make test` needs no
-# network.  (node and npm themselves come from scripts/install-deps.)  `make test`
-# goes on when it fails: the contract suite then counts its npm checks as failed.
+# The contract tests' and browser tests' npm tools (package.json: @redocly/cli,
+# openapi-typescript, typescript, playwright-core at pinned versions).  `npm ci`
+# runs only when node_modules is missing or older than package-lock.json /
+# package.json; after that `make test` needs no network.  (node and npm themselves come from scripts/install-deps.)  `make test`
+# goes on when it fails: the contract suite then counts its npm checks as failed,
+# and the browser suite fails for want of playwright-core.
 NPM_STAMP := node_modules/.package-lock.json
 npm-deps: $(NPM_STAMP)
 $(NPM_STAMP): package-lock.json package.json
 	npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
+
+# Where ippc-controller reads the dashboard (web/) and the JavaScript SDK
+# (clients/js/) from unless --web-root / --sdk-root say otherwise.  Only
+# server/main.o holds them: after changing them alone, `touch server/main.c`.
+WEB_ROOT ?= $(CURDIR)/web
+SDK_ROOT ?= $(CURDIR)/clients/js
+$(OBJ)/server/main.o: BASE_CFLAGS += -DIPPC_WEB_ROOT='"$(WEB_ROOT)"' -DIPPC_SDK_ROOT='"$(SDK_ROOT)"'
 
 $(OBJ)/common/%.o: common/%.c
 	@mkdir -p $(dir $@)
@@ -171,6 +182,11 @@ fuzz:
 	    $(BUILD)/fuzz/corpus/$$n > $(BUILD)/fuzz/$$n.log 2>&1; rc=$$?; tail -n 3 $(BUILD)/fuzz/$$n.log; \
 	  if [ $$rc -ne 0 ]; then echo "fuzz: $$n failed (see $(BUILD)/fuzz/$$n.log)"; exit 1; fi; done
 
+# docker/Dockerfile replayed in a debootstrap chroot of Debian 12, and the seed
+# run there (downloads Debian once; minutes; not part of `make test`).
+docker-replay:
+	@scripts/docker-replay
+
 run: deps all
 	$(BIN)/ippc cluster start -n 4 --engines=mpi
 
@@ -195,6 +211,15 @@ js-test: all
 # the limit programs (bench_loopback, bench_mpi_bcast) of $(BENCH_BIN).
 integration: all $(BENCH_BIN)
 	@BUILD=$(BUILD) $(PYTHON) tests/integration/run.py $(if $(K),-k $(K))
+
+# The Python SDK's pytest suite alone (K=PATTERN picks tests, as -k does).
+python-sdk: all
+	@BUILD=$(BUILD) $(PYTHON) clients/python/tests/run.py $(if $(K),-k $(K))
+
+# The dashboard (web/) in Debian's chromium, headless, through playwright-core
+# (node_modules, `make npm-deps`), against a cluster of its own.
+browser: deps all npm-deps
+	@BUILD=$(BUILD) $(PYTHON) tests/browser/run.py
 
 # bench_peer runs IPython Parallel beside ippc: `install-deps bench` adds Debian's
 # python3-ipyparallel and python3-numpy (without them it runs the ippc half).

@@ -194,9 +194,11 @@ int pympi_msg_parse(PyObject *obj, int flags, MPI_Count blocks, pympi_op *op, py
 /* A vector message (Gatherv, Scatterv, Allgatherv, Alltoallv): buf |
  * [buf, datatype] | [buf, counts] | [buf, counts, datatype] |
  * [buf, (counts, displs), datatype] | [buf, counts, displs, datatype], one
- * count and displacement (in elements) per rank.  Without counts the
- * buffer is split in equal blocks; without displacements the blocks follow
- * each other.  counts/displs live in op. */
+ * count and displacement (in elements) per rank; without displacements
+ * the blocks follow each other, an int is a stride (block i at i *
+ * stride); without counts
+ * the buffer's items are split as evenly as they go (the first items %
+ * blocks blocks one more), as in mpi4py.  counts/displs live in op. */
 typedef struct pympi_msgv {
     void *buf;
     MPI_Count *counts;

@@ -1,6 +1,6 @@
 /* pympi_obj.c — the pickle-based (lower-case) collectives of MPI.Comm:
- * bcast, gather, scatter, allgather, alltoall, reduce, allreduce, barrier
- * is pympi_comm.c's.
+ * bcast, gather, scatter, allgather, alltoall, reduce, allreduce, scan,
+ * exscan (barrier is pympi_comm.c's).
  *
  * Every one is two rounds: first the pickle lengths (int64), then the
  * bytes with the large-count v-forms.  A rank whose object cannot be
@@ -194,7 +194,7 @@ done:
 
 /* ------------------------------------------------------------ gather family */
 
-typedef enum { O_GATHER, O_ALLGATHER, O_REDUCE, O_ALLREDUCE } ogather_kind;
+typedef enum { O_GATHER, O_ALLGATHER, O_REDUCE, O_ALLREDUCE, O_SCAN, O_EXSCAN } ogather_kind;
 
 /* Gathers every rank's pickled obj to root (or to all): a list on the
  * receiving ranks, Py_None elsewhere (new references); NULL + exception. */
@@ -246,10 +246,10 @@ done:
     return res;
 }
 
-/* Folds list in rank order with op (NULL: SUM); a new reference. */
-static PyObject *fold(PyObject *list, PyObject *opobj)
+/* Folds the first n items of list in rank order with op (NULL: SUM); a
+ * new reference (None when n is 0). */
+static PyObject *fold(PyObject *list, Py_ssize_t n, PyObject *opobj)
 {
-    Py_ssize_t n = PyList_GET_SIZE(list);
     if (n == 0)
         return Py_NewRef(Py_None);
     PyObject *acc = Py_NewRef(PyList_GET_ITEM(list, 0));
@@ -267,7 +267,7 @@ static PyObject *ogather_common(PyObject *self, PyObject *args, PyObject *kwds, 
     static char *kw_gather[] = {"sendobj", "root", NULL};
     static char *kw_allgather[] = {"sendobj", NULL};
     static char *kw_reduce[] = {"sendobj", "op", "root", NULL};
-    static char *kw_allreduce[] = {"sendobj", "op", NULL};
+    static char *kw_allreduce[] = {"sendobj", "op", NULL}; /* and scan, exscan */
     PyObject *obj, *opobj = NULL;
     int root = 0, ok;
     switch (kind) {
@@ -291,11 +291,16 @@ static PyObject *ogather_common(PyObject *self, PyObject *args, PyObject *kwds, 
     if ((kind == O_GATHER || kind == O_REDUCE) && (root < 0 || root >= cs->size))
         return pympi_raise_msg(MPI_ERR_ROOT, "%s: invalid root %d (communicator size %d)", what,
                                root, cs->size);
-    int all = kind == O_ALLGATHER || kind == O_ALLREDUCE;
+    int all = kind != O_GATHER && kind != O_REDUCE;
     PyObject *list = gather_objects(cs, obj, root, all, what);
     if (!list || list == Py_None || kind == O_GATHER || kind == O_ALLGATHER)
         return list;
-    PyObject *sum = fold(list, opobj);
+    /* reductions fold every rank's object, scan those up to this rank's,
+     * exscan those before it (None on rank 0), as in mpi4py */
+    Py_ssize_t n = kind == O_SCAN     ? cs->rank + 1
+                   : kind == O_EXSCAN ? cs->rank
+                                      : PyList_GET_SIZE(list);
+    PyObject *sum = fold(list, n, opobj);
     Py_DECREF(list);
     return sum;
 }
@@ -318,6 +323,16 @@ static PyObject *o_reduce(PyObject *self, PyObject *args, PyObject *kwds)
 static PyObject *o_allreduce(PyObject *self, PyObject *args, PyObject *kwds)
 {
     return ogather_common(self, args, kwds, O_ALLREDUCE, "allreduce");
+}
+
+static PyObject *o_scan(PyObject *self, PyObject *args, PyObject *kwds)
+{
+    return ogather_common(self, args, kwds, O_SCAN, "scan");
+}
+
+static PyObject *o_exscan(PyObject *self, PyObject *args, PyObject *kwds)
+{
+    return ogather_common(self, args, kwds, O_EXSCAN, "exscan");
 }
 
 /* ------------------------------------------------------------ scatter, alltoall */
@@ -485,5 +500,9 @@ PyMethodDef pympi_obj_methods[] = {
      "reduce(sendobj, op=SUM, root=0): objects folded with op on root, None elsewhere."},
     {"allreduce", PYMPI_KW(o_allreduce), METH_VARARGS | METH_KEYWORDS,
      "allreduce(sendobj, op=SUM): objects folded with op, on every rank."},
+    {"scan", PYMPI_KW(o_scan), METH_VARARGS | METH_KEYWORDS,
+     "scan(sendobj, op=SUM): the objects of ranks 0..rank folded with op."},
+    {"exscan", PYMPI_KW(o_exscan), METH_VARARGS | METH_KEYWORDS,
+     "exscan(sendobj, op=SUM): the objects of ranks 0..rank-1 folded (None on rank 0)."},
     {NULL, NULL, 0, NULL},
 };

@@ -734,6 +734,17 @@ int pympi_p2p_init(PyObject *m)
 
 /* ------------------------------------------------------------ buffers */
 
+/* The buffer message for a peer; as in mpi4py, none is read for
+ * MPI.PROC_NULL (nothing moves). */
+static int p2p_msg(PyObject *buf, int flags, int peer, pympi_op *op, pympi_msg *m)
+{
+    if (peer == MPI_PROC_NULL) {
+        *m = (pympi_msg){.buf = NULL, .count = 0, .type = MPI_BYTE};
+        return 0;
+    }
+    return pympi_msg_parse(buf, flags, 1, op, m);
+}
+
 static PyObject *p_send(PyObject *self, PyObject *args, PyObject *kwds)
 {
     static char *kw[] = {"buf", "dest", "tag", NULL};
@@ -747,7 +758,7 @@ static PyObject *p_send(PyObject *self, PyObject *args, PyObject *kwds)
     pympi_op op = {0};
     pympi_msg m;
     MPI_Request req;
-    if (pympi_msg_parse(buf, 0, 1, &op, &m) < 0 ||
+    if (p2p_msg(buf, 0, dest, &op, &m) < 0 ||
         pympi_check(MPI_Isend_c(m.buf, m.count, m.type, dest, tag, cs->comm, &req)) < 0 ||
         pympi_wait(cs, &req, NULL, &op, 0) < 0) {
         pympi_op_clear(&op);
@@ -807,7 +818,7 @@ static PyObject *p_recv(PyObject *self, PyObject *args, PyObject *kwds)
     pympi_op op = {0};
     pympi_msg m;
     MPI_Status status;
-    int rc = pympi_msg_parse(buf, PYMPI_MSG_WRITE, 1, &op, &m);
+    int rc = p2p_msg(buf, PYMPI_MSG_WRITE, source, &op, &m);
     if (rc == 0)
         rc = recv_into(cs, &m, &op, source, tag, &status);
     pympi_op_clear(&op);
@@ -834,8 +845,8 @@ static PyObject *p_sendrecv(PyObject *self, PyObject *args, PyObject *kwds)
     MPI_Status status;
     MPI_Request sreq = MPI_REQUEST_NULL;
     int rc = -1;
-    if (pympi_msg_parse(sendbuf, 0, 1, &sop, &s) < 0 ||
-        pympi_msg_parse(recvbuf, PYMPI_MSG_WRITE, 1, &rop, &r) < 0 ||
+    if (p2p_msg(sendbuf, 0, dest, &sop, &s) < 0 ||
+        p2p_msg(recvbuf, PYMPI_MSG_WRITE, source, &rop, &r) < 0 ||
         pympi_check(MPI_Isend_c(s.buf, s.count, s.type, dest, sendtag, cs->comm, &sreq)) < 0)
         goto done;
     if (recv_into(cs, &r, &rop, source, recvtag, &status) < 0) {
@@ -865,7 +876,7 @@ static PyObject *p_isend(PyObject *self, PyObject *args, PyObject *kwds)
     pympi_msg m;
     if (!r)
         return NULL;
-    if (pympi_msg_parse(buf, 0, 1, &r->op, &m) < 0 ||
+    if (p2p_msg(buf, 0, dest, &r->op, &m) < 0 ||
         pympi_check(MPI_Isend_c(m.buf, m.count, m.type, dest, tag, cs->comm, &r->req)) < 0) {
         r->done = 1;
         Py_DECREF(r);
@@ -889,7 +900,7 @@ static PyObject *p_irecv(PyObject *self, PyObject *args, PyObject *kwds)
     pympi_msg m;
     if (!r)
         return NULL;
-    if (pympi_msg_parse(buf, PYMPI_MSG_WRITE, 1, &r->op, &m) < 0 ||
+    if (p2p_msg(buf, PYMPI_MSG_WRITE, source, &r->op, &m) < 0 ||
         pympi_check(MPI_Irecv_c(m.buf, m.count, m.type, source, tag, cs->comm, &r->req)) < 0) {
         r->done = 1;
         Py_DECREF(r);

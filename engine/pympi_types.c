@@ -521,6 +521,11 @@ static int msg_split(PyObject *obj, PyObject **data, PyObject **count, PyObject 
 static int msg_type(PyObject *type_obj, const Py_buffer *view, MPI_Datatype *type)
 {
     if (!type_obj) {
+        if (view->format && (view->format[0] == '>' || view->format[0] == '!')) {
+            PyErr_Format(PyExc_ValueError, "format string '%s' with non-native byte order",
+                         view->format);
+            return -1;
+        }
         *type = pympi_format_type(view->format);
         MPI_Count size = 0;
         if (*type != MPI_DATATYPE_NULL && MPI_Type_size_c(*type, &size) == MPI_SUCCESS &&
@@ -570,7 +575,8 @@ static int msg_int(PyObject *o, const char *what, MPI_Count *out)
 int pympi_msg_parse(PyObject *obj, int flags, MPI_Count blocks, pympi_op *op, pympi_msg *msg)
 {
     *msg = (pympi_msg){.buf = NULL, .count = 0, .type = MPI_BYTE};
-    if (obj == pympi_in_place) {
+    /* as in mpi4py, None stands for IN_PLACE where IN_PLACE is allowed */
+    if (obj == pympi_in_place || (obj == Py_None && (flags & PYMPI_MSG_IN_PLACE))) {
         if (!(flags & PYMPI_MSG_IN_PLACE)) {
             PyErr_SetString(PyExc_ValueError, "message: MPI.IN_PLACE is not allowed here");
             return -1;
@@ -711,9 +717,13 @@ static int msgv_split(PyObject *fast, PyObject **data, PyObject **counts, PyObje
         PyErr_Format(PyExc_ValueError, "message: expecting 2 to 4 items, got %zd", n);
         return -1;
     }
-    /* (counts, displs): a pair whose first item is itself a sequence */
-    if (*counts && !*displs && PyTuple_Check(*counts) && PyTuple_GET_SIZE(*counts) == 2 &&
-        PySequence_Check(PyTuple_GET_ITEM(*counts, 0))) {
+    /* as in mpi4py, a tuple there is (counts, displs); a list is counts */
+    if (*counts && !*displs && PyTuple_Check(*counts)) {
+        if (PyTuple_GET_SIZE(*counts) != 2) {
+            PyErr_SetString(PyExc_ValueError,
+                            "message: expecting (counts, displacements), a tuple of 2 items");
+            return -1;
+        }
         *displs = PyTuple_GET_ITEM(*counts, 1);
         *counts = PyTuple_GET_ITEM(*counts, 0);
     }
@@ -723,7 +733,7 @@ static int msgv_split(PyObject *fast, PyObject **data, PyObject **counts, PyObje
 int pympi_msgv_parse(PyObject *obj, int flags, int blocks, pympi_op *op, pympi_msgv *msg)
 {
     *msg = (pympi_msgv){.buf = NULL, .type = MPI_BYTE};
-    if (obj == pympi_in_place) {
+    if (obj == pympi_in_place || (obj == Py_None && (flags & PYMPI_MSG_IN_PLACE))) {
         if (!(flags & PYMPI_MSG_IN_PLACE)) {
             PyErr_SetString(PyExc_ValueError, "message: MPI.IN_PLACE is not allowed here");
             return -1;
@@ -772,15 +782,16 @@ int pympi_msgv_parse(PyObject *obj, int flags, int blocks, pympi_op *op, pympi_m
         goto fail;
     MPI_Count items = extent > 0 ? (MPI_Count)v->len / extent : 0;
     if (!counts_obj || counts_obj == Py_None) {
-        if ((extent > 0 && (MPI_Count)v->len % extent) || items % blocks) {
+        /* as mpi4py: items / blocks each, the first items % blocks one more */
+        if (extent > 0 && (MPI_Count)v->len % extent) {
             PyErr_Format(PyExc_ValueError,
-                         "message: cannot infer counts, buffer length %zd is not a multiple of "
-                         "%d blocks of datatype extent %lld",
-                         v->len, blocks, (long long)extent);
+                         "message: cannot infer count, buffer length %zd is not a multiple of "
+                         "datatype extent %lld",
+                         v->len, (long long)extent);
             goto fail;
         }
         for (int i = 0; i < blocks; i++)
-            msg->counts[i] = items / blocks;
+            msg->counts[i] = items / blocks + (items % blocks > i);
     } else if (msgv_ints(counts_obj, "counts", blocks, msg->counts) < 0) {
         goto fail;
     }
@@ -790,6 +801,17 @@ int pympi_msgv_parse(PyObject *obj, int flags, int blocks, pympi_op *op, pympi_m
             msg->displs[i] = at;
             at += (MPI_Aint)msg->counts[i];
         }
+    } else if (PyLong_Check(displs_obj)) { /* a stride: block i at i * stride */
+        MPI_Count stride;
+        if (msg_int(displs_obj, "displacement", &stride) < 0)
+            goto fail;
+        if (blocks > 1 && stride > items / (blocks - 1)) {
+            PyErr_Format(PyExc_ValueError, "message: stride %lld is past the buffer's %lld items",
+                         (long long)stride, (long long)items);
+            goto fail;
+        }
+        for (int i = 0; i < blocks; i++)
+            msg->displs[i] = (MPI_Aint)(stride * i);
     } else {
         if (msgv_ints(displs_obj, "displacements", blocks, (MPI_Count *)msg->displs) < 0)
             goto fail;

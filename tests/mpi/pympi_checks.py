@@ -221,6 +221,10 @@ def IN_PLACE():
     eq(t, [j * 10 + rank for j in range(p)])
     e = raises(ValueError, comm.Allreduce, a, MPI.IN_PLACE)
     assert "IN_PLACE" in str(e)
+    a = np.array([rank + 1])
+    comm.Allreduce(None, a, op=MPI.MAX)  # None is IN_PLACE where that is allowed
+    assert a[0] == p
+    raises(TypeError, comm.Allreduce, np.zeros(1), None)
 
 
 @check
@@ -282,11 +286,17 @@ def vector_collectives():
         eq(whole, np.arange(n))
     else:
         comm.Gatherv(got, None, root=0)
-    # holes: a (counts, displs) pair leaving every other slot alone
-    out = np.full(2 * p, -1.0)
-    comm.Allgatherv(np.array([rank * 1.5]), [out, ([1] * p, [2 * r for r in range(p)]), MPI.DOUBLE])
-    eq(out[0::2], [r * 1.5 for r in range(p)])
-    eq(out[1::2], [-1.0] * p)
+    # holes: a (counts, displs) pair leaving every other slot alone, and
+    # the same with a stride
+    for spec in (([1] * p, [2 * r for r in range(p)]), (1, 2)):
+        out = np.full(2 * p, -1.0)
+        comm.Allgatherv(np.array([rank * 1.5]), [out, spec, MPI.DOUBLE])
+        eq(out[0::2], [r * 1.5 for r in range(p)])
+        eq(out[1::2], [-1.0] * p)
+    # no counts: split as evenly as it goes, the first ranks one more
+    out = np.zeros(n, "i8")
+    comm.Allgatherv(np.arange(sd[rank], sd[rank] + sc[rank], dtype="i8"), out)
+    eq(out, np.arange(n))
     # Alltoallv: rank r sends j + 1 items of value r to rank j
     send = np.concatenate([np.full(j + 1, rank, "i4") for j in range(p)])
     recv = np.zeros((rank + 1) * p, "i4")
@@ -299,7 +309,9 @@ def vector_collectives():
     assert "beyond" in str(e)
     e = raises(ValueError, comm.Allgatherv, mine, [np.zeros(total), counts[:2]])
     assert "expecting 4 counts" in str(e)
-    raises(ValueError, comm.Allgatherv, mine, np.zeros(total + 1))  # not equal blocks
+    raises(ValueError, comm.Allgatherv, mine, [bytearray(7), MPI.DOUBLE])  # not whole items
+    e = raises(ValueError, comm.Allgatherv, mine, [np.zeros(total), tuple(counts)])
+    assert "(counts, displacements)" in str(e)
 
 
 # ------------------------------------------------------------------ point-to-point
@@ -332,6 +344,9 @@ def Send_Recv_Sendrecv_Status():
     # PROC_NULL: nothing moves, the call returns
     comm.Send(np.zeros(1), dest=MPI.PROC_NULL)
     comm.Recv(np.zeros(1), source=MPI.PROC_NULL)
+    comm.Send(None, dest=MPI.PROC_NULL)  # as in mpi4py: no buffer is read
+    comm.Sendrecv("not a buffer", MPI.PROC_NULL, recvbuf=None, source=MPI.PROC_NULL)
+    assert comm.Irecv(None, source=MPI.PROC_NULL).Wait()
     # Probe / Iprobe
     comm.Barrier()
     if rank == 0:
@@ -402,6 +417,9 @@ def object_collectives():
     assert comm.allreduce((rank % 2, rank), op=MPI.MAXLOC) == (1, 1)
     assert comm.allreduce((rank % 2, rank), op=MPI.MINLOC) == (0, 0)
     assert comm.allreduce(rank, op=lambda a, b: a * 10 + b) == int("".join(map(str, range(p))))
+    assert comm.scan(rank + 1) == (rank + 1) * (rank + 2) // 2
+    assert comm.exscan(rank + 1) == (None if rank == 0 else rank * (rank + 1) // 2)
+    assert comm.scan([rank], op=MPI.SUM) == list(range(rank + 1))
     arr = comm.allreduce(np.arange(3) * rank)
     eq(arr, np.arange(3) * (p * (p - 1) // 2))
     big = np.random.default_rng(rank).random(300_000)  # 2.4 MB: not an eager message
@@ -523,13 +541,14 @@ def mpi4py_exceptions():
     e = raises(ValueError, comm.Gather, np.zeros(1), np.zeros(size + 1), root=rank)
     ro = np.zeros(2)
     ro.setflags(write=False)
-    raises(ValueError, comm.Recv, ro, source=MPI.PROC_NULL)  # NumPy's own error
-    raises(BufferError, comm.Recv, b"xx", source=MPI.PROC_NULL)
-    raises(KeyError, comm.Bcast, np.zeros(2, ">f8"))  # big-endian: no MPI datatype
+    raises(ValueError, comm.Recv, ro, source=rank)  # NumPy's own error, before any wait
+    raises(BufferError, comm.Recv, b"xx", source=rank)
+    e = raises(ValueError, comm.Bcast, np.zeros(2, ">f8"))  # big-endian
+    assert "byte order" in str(e)
     raises(KeyError, comm.Bcast, np.zeros(2, "e"))  # half floats: none either
     e = raises(ValueError, comm.Bcast, np.zeros((4, 4))[:, 0])  # NumPy: not contiguous
     assert "contiguous" in str(e)
-    raises(TypeError, comm.Recv, np.zeros(1), source=MPI.PROC_NULL, status="no")
+    raises(TypeError, comm.Recv, np.zeros(1), source=rank, status="no")
     # truncation: a message bigger than the receive buffer
     right, left = (rank + 1) % size, (rank - 1) % size
     req = comm.Isend(np.zeros(10), dest=right, tag=31)
