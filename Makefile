@@ -2,13 +2,17 @@
 #
 #   make            build build/bin/{ippc,ippc-controller,ippc-engine}
 #   make run        start a controller + 4 MPI engines on 127.0.0.1 (foreground)
-#   make test       unit + integration + contract tests, one summary line at the end
+#   make test       unit + MPI + integration + contract + JS SDK tests, one summary line at the end
 #   make test SAN=1 the same with AddressSanitizer + UndefinedBehaviorSanitizer
 #   make unit       the cmocka unit tests only
+#   make pympi      the Python MPI module (mpi4py names) on 4 MPI ranks
 #   make integration  the integration tests only (K=SUBSTRING picks tests by name)
+#   make js-test    the JavaScript SDK's tests only (clients/js, Node.js >= 20.10)
+#   make browser    the dashboard's browser tests only (headless chromium)
 #   make fuzz       every fuzz target for FUZZ_SECONDS (default 30) each
 #   make bench      benchmarks (bench/), ippc side by side with IPython Parallel
 #   make soak       good + hostile clients and engine churn for SOAK_SECONDS (default 180)
+#   make docker-replay  docker/Dockerfile replayed in a Debian 12 chroot, then the seed
 #   make lint       clang-format, cppcheck and clang-tidy over every tracked *.c/*.h
 #                   (FILES="a.c b.h" for some; about 2 minutes cold, seconds after)
 
@@ -36,7 +40,7 @@ PKGLIBS = $(shell pkg-config --libs $(1))
 
 COMMON_PKGS := jansson libwebsockets
 SERVER_PKGS := libmicrohttpd libwebsockets jansson sqlite3
-ENGINE_PKGS := libwebsockets jansson lua5.4 mpich
+ENGINE_PKGS := libwebsockets jansson lua5.4 mpich python3-embed
 CLI_PKGS := libcurl jansson libwebsockets
 
 COMMON_SRC := $(wildcard common/*.c)
@@ -62,22 +66,31 @@ FUZZ_SRC := $(wildcard fuzz/fuzz_*.c)
 FUZZ_BIN := $(FUZZ_SRC:fuzz/%.c=$(BUILD)/fuzz/%)
 FUZZ_SECONDS ?= 30
 
-.PHONY: all deps npm-deps run test unit integration bench fuzz soak clean lint compile_commands
+.PHONY: all deps npm-deps run test unit pympi integration python-sdk js-test browser bench fuzz soak clean lint compile_commands \
+  docker-replay
 all: $(BIN)/ippc-controller $(BIN)/ippc-engine $(BIN)/ippc $(PLUGIN_LIB)
 
 deps:
 	@scripts/install-deps
 
-# The contract tests' npm tools (package.json: @redocly/cli, openapi-typescript,
-# typescript at pinned versions).  `npm ci` runs only when node_modules is missing
-# or older than package-lock.json / package.json; after that `make test` needs no
-# network.  (node and npm themselves come from scripts/install-deps.)  `make test`
-# goes on when it fails: the contract suite then counts its npm checks as failed.
+# The contract tests' and browser tests' npm tools (package.json: @redocly/cli,
+# openapi-typescript, typescript, playwright-core at pinned versions).  `npm ci`
+# runs only when node_modules is missing or older than package-lock.json /
+# package.json; after that `make test` needs no network.  (node and npm themselves come from scripts/install-deps.)  `make test`
+# goes on when it fails: the contract suite then counts its npm checks as failed,
+# and the browser suite fails for want of playwright-core.
 NPM_STAMP := node_modules/.package-lock.json
 npm-deps: $(NPM_STAMP)
 $(NPM_STAMP): package-lock.json package.json
 	npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
+
+# Where ippc-controller reads the dashboard (web/) and the JavaScript SDK
+# (clients/js/) from unless --web-root / --sdk-root say otherwise.  Only
+# server/main.o holds them: after changing them alone, `touch server/main.c`.
+WEB_ROOT ?= $(CURDIR)/web
+SDK_ROOT ?= $(CURDIR)/clients/js
+$(OBJ)/server/main.o: BASE_CFLAGS += -DIPPC_WEB_ROOT='"$(WEB_ROOT)"' -DIPPC_SDK_ROOT='"$(SDK_ROOT)"'
 
 $(OBJ)/common/%.o: common/%.c
 	@mkdir -p $(dir $@)
@@ -121,6 +134,15 @@ $(BUILD)/tests/test_%: $(OBJ)/tests/test_%.o $(COMMON_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(SANFLAGS) -o $@ $^ $(call PKGLIBS,cmocka $(COMMON_PKGS)) -lpthread -lm
 
+# The Python MPI module's host program (tests/mpi/run.py runs it under mpiexec).
+PYMPI_HOST := $(BUILD)/tests/pympi_host
+$(OBJ)/tests/mpi/%.o: tests/mpi/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(BASE_CFLAGS) -iquote engine $(call PKG,$(ENGINE_PKGS)) -c $< -o $@
+$(PYMPI_HOST): $(OBJ)/tests/mpi/pympi_host.o $(ENGINE_OBJ) $(COMMON_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(SANFLAGS) -rdynamic -o $@ $^ $(call PKGLIBS,$(ENGINE_PKGS)) -ldl -lpthread -lm
+
 # Benchmarks in C link the engine runtime (nd, mpi) and MPICH.
 $(OBJ)/bench/%.o: bench/%.c
 	@mkdir -p $(dir $@)
@@ -145,6 +167,12 @@ $(BUILD)/fuzz/fuzz_%: fuzz/fuzz_%.c $(COMMON_SRC) $(SERVER_SRC)
 	  -iquote server $(call PKG,$(SERVER_PKGS)) -o $@ $< $(COMMON_SRC) $(SERVER_SRC) \
 	  $(call PKGLIBS,$(SERVER_PKGS)) -lpthread -lm
 
+# fuzz_elfdeps reads ELF files for the engine (engine/elfdeps.c), nothing else.
+$(BUILD)/fuzz/fuzz_elfdeps: fuzz/fuzz_elfdeps.c engine/elfdeps.c engine/elfdeps.h
+	@mkdir -p $(dir $@)
+	clang -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined \
+	  -fno-sanitize-recover=undefined -iquote engine -o $@ fuzz/fuzz_elfdeps.c engine/elfdeps.c
+
 fuzz:
 	@scripts/install-deps fuzz
 	@$(MAKE) --no-print-directory $(FUZZ_BIN)
@@ -154,21 +182,44 @@ fuzz:
 	    $(BUILD)/fuzz/corpus/$$n > $(BUILD)/fuzz/$$n.log 2>&1; rc=$$?; tail -n 3 $(BUILD)/fuzz/$$n.log; \
 	  if [ $$rc -ne 0 ]; then echo "fuzz: $$n failed (see $(BUILD)/fuzz/$$n.log)"; exit 1; fi; done
 
+# docker/Dockerfile replayed in a debootstrap chroot of Debian 12, and the seed
+# run there (downloads Debian once; minutes; not part of `make test`).
+docker-replay:
+	@scripts/docker-replay
+
 run: deps all
 	$(BIN)/ippc cluster start -n 4 --engines=mpi
 
 test: deps
 	-@$(MAKE) --no-print-directory npm-deps
-	@$(MAKE) --no-print-directory all $(UNIT_BIN) $(BENCH_BIN)
+	@$(MAKE) --no-print-directory all $(UNIT_BIN) $(BENCH_BIN) $(PYMPI_HOST)
 	@BUILD=$(BUILD) PYTHON=$(PYTHON) scripts/run-tests $(UNIT_BIN)
 
 unit: all $(UNIT_BIN)
 	@for t in $(UNIT_BIN); do $$t || exit 1; done
 
+# The Python MPI module (mpi4py names) on 4 MPICH ranks: tests/mpi/run.py.
+pympi: $(PYMPI_HOST)
+	@BUILD=$(BUILD) $(PYTHON) tests/mpi/run.py
+
+# The JavaScript SDK's tests (clients/js/test, Node's test runner) against real
+# clusters; ends with "js-sdk: N passed, N failed".
+js-test: all
+	@BUILD=$(BUILD) node clients/js/test/run.mjs
+
 # The integration suite's bench smoke test runs bench/bench_peer.py, which needs
 # the limit programs (bench_loopback, bench_mpi_bcast) of $(BENCH_BIN).
 integration: all $(BENCH_BIN)
 	@BUILD=$(BUILD) $(PYTHON) tests/integration/run.py $(if $(K),-k $(K))
+
+# The Python SDK's pytest suite alone (K=PATTERN picks tests, as -k does).
+python-sdk: all
+	@BUILD=$(BUILD) $(PYTHON) clients/python/tests/run.py $(if $(K),-k $(K))
+
+# The dashboard (web/) in Debian's chromium, headless, through playwright-core
+# (node_modules, `make npm-deps`), against a cluster of its own.
+browser: deps all npm-deps
+	@BUILD=$(BUILD) $(PYTHON) tests/browser/run.py
 
 # bench_peer runs IPython Parallel beside ippc: `install-deps bench` adds Debian's
 # python3-ipyparallel and python3-numpy (without them it runs the ippc half).
@@ -188,7 +239,7 @@ soak: deps all
 # recipes by a dry run (`make compile_commands` alone for editors and clangd).
 LINT_UNITS := $(OBJ)/server/main.o $(SERVER_OBJ) $(OBJ)/engine/main.o $(ENGINE_OBJ) \
   $(OBJ)/cli/main.o $(CLI_OBJ) $(COMMON_OBJ) $(UNIT_SRC:tests/unit/%.c=$(OBJ)/tests/%.o) \
-  $(PLUGIN_LIB) $(BENCH_SRC:bench/%.c=$(OBJ)/bench/%.o) $(FUZZ_BIN)
+  $(PLUGIN_LIB) $(BENCH_SRC:bench/%.c=$(OBJ)/bench/%.o) $(FUZZ_BIN) $(OBJ)/tests/mpi/pympi_host.o
 compile_commands:
 	@mkdir -p $(BUILD)
 	@$(MAKE) --no-print-directory -n -B $(LINT_UNITS) | scripts/lint/compile-commands > $(BUILD)/compile_commands.json.tmp

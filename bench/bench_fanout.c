@@ -362,7 +362,7 @@ int main(int argc, char **argv)
         return 2;
     }
     ippc_error err;
-    rt = runtime_new(rank, size, &err);
+    rt = runtime_new(RUNTIME_LUA, rank, size, &err);
     if (!rt) {
         fprintf(stderr, "bench_fanout: runtime_new: %s\n", err.message);
         MPI_Abort(MPI_COMM_WORLD, 1);

@@ -15,7 +15,9 @@ repeated runs, and the ratio to a baseline where there is one):
       ?format=typed: MB/s of array data (8 MB each way);
   (d) PUT of a 1e6-element variable as a JSON list vs as typed base64: list/typed;
   (e) the seed sequence (run psum.lua, scatter 0..15, execute psum, pull) end
-      to end, median over 20, against 4 blocking execute round trips.
+      to end, median over 20, against 4 blocking execute round trips;
+  (f) the same with Python engines (a second cluster, --runtime python): the
+      seed's own psum.py and arange(16.0), against (e).
 
 Everything it starts runs in its own session and is stopped at the end, also
 on errors and SIGTERM/SIGINT: the controller by SIGTERM (it tells the engines
@@ -51,6 +53,7 @@ MPIEXEC = os.environ.get("IPPC_BENCH_MPIEXEC", "mpiexec.mpich")
 N_ENGINES = int(os.environ.get("BENCH_ENGINES", "4"))
 BUDGET = float(os.environ.get("BENCH_BUDGET", "100"))
 PSUM = os.path.join(ROOT, "examples", "psum.lua")
+PSUM_PY = os.path.join(ROOT, "examples", "psum.py")
 
 START = time.monotonic()
 
@@ -194,7 +197,8 @@ def wait_json_file(path, proc, timeout):
 
 
 class Cluster:
-    def __init__(self):
+    def __init__(self, engine_args=()):
+        self.engine_args = list(engine_args)
         self.dir = tempfile.mkdtemp(prefix="ippc-bench-")
         self.controller = None
         self.mpiexec = None
@@ -223,7 +227,8 @@ class Cluster:
         wait_json_file(engine_file, self.controller, 20)
         out = open(os.path.join(self.dir, "engines.log"), "ab")
         self.mpiexec = subprocess.Popen(
-            [MPIEXEC, "-n", str(N_ENGINES), ENGINE, "--file", engine_file], env=self.env(),
+            [MPIEXEC, "-n", str(N_ENGINES), ENGINE, "--file", engine_file] + self.engine_args,
+            env=self.env(),
             cwd=self.dir, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True)
         out.close()
@@ -426,10 +431,15 @@ def bench_push_list_vs_typed(c, raw, reps):
     print("  list / typed: %.1fx" % (median(lt) / median(tt)))
 
 
-def bench_seed(c, execute_median, reps):
-    with open(PSUM) as f:
-        run_body = json.dumps({"filename": "psum.lua", "source": f.read()})
-    scatter_body = json.dumps({"name": "a", "data": list(range(16))})
+def bench_seed(c, execute_median, reps, python=False):
+    """The seed sequence; returns its median.  python: psum.py, arange(16.0)
+    and [120.0] * 4 on Python engines."""
+    with open(PSUM_PY if python else PSUM) as f:
+        run_body = json.dumps({"filename": "psum.py" if python else "psum.lua",
+                               "source": f.read()})
+    data = [float(i) for i in range(16)] if python else list(range(16))
+    scatter_body = json.dumps({"name": "a", "data": data})
+    want = [120.0 if python else 120] * N_ENGINES
     exec_body = json.dumps({"code": "totalsum = psum(a)"})
 
     steps = {"run": [], "scatter": [], "execute": [], "pull": []}
@@ -445,18 +455,39 @@ def bench_seed(c, execute_median, reps):
         step("scatter", "POST", "/api/v1/views/all/scatter", scatter_body)
         step("execute", "POST", "/api/v1/views/all/execute", exec_body)
         doc = step("pull", "GET", "/api/v1/views/all/vars/totalsum")
-        if doc.get("results") != [120] * N_ENGINES:
+        if doc.get("results") != want:
             raise BenchError("totalsum: %s" % doc.get("results"))
 
     seed()  # warm-up, not counted
     for v in steps.values():
         v.clear()
     t = timed(seed, reps)
-    print("seed sequence (run, scatter, execute psum, pull): median %s, p90 %s  (%d runs)"
-          % (ms(median(t)), ms(pct(t, 90)), reps))
+    print("seed sequence%s (run, scatter, execute psum, pull): median %s, p90 %s  (%d runs)"
+          % (" in Python" if python else "", ms(median(t)), ms(pct(t, 90)), reps))
     print("  steps (medians): " + ", ".join("%s %s" % (k, ms(median(v)))
                                              for k, v in steps.items()))
     print("  seed / (4 x execute x=1): %.1fx" % (median(t) / (4 * execute_median)))
+    return median(t)
+
+
+def bench_seed_python(lua_seed):
+    """(f): a second cluster of Python engines, the seed as written."""
+    cluster = Cluster(["--runtime", "python"])
+    try:
+        cluster.start()
+        c = cluster.client
+        body = json.dumps({"code": "x = 1"})
+        t = timed(lambda: expect_ok(c.json("POST", "/api/v1/views/all/execute", body),
+                                    "execute x = 1 in Python"), 50, warmup=3)
+        print("execute x = 1 on %d Python engines: median %s" % (N_ENGINES, ms(median(t))))
+        py_seed = bench_seed(c, median(t), 20, python=True)
+        print("  seed in Python / seed in Lua: %.1fx" % (py_seed / lua_seed))
+        return 0
+    finally:
+        forced, survivors = cluster.stop()
+        if survivors:
+            print("bench: Python engines still alive after SIGKILL: %s" % survivors,
+                  file=sys.stderr)
 
 
 # ------------------------------------------------------------------ main
@@ -487,7 +518,11 @@ def main():
         else:
             print("push list vs typed: skipped (time budget)")
         if left() > 10:
-            bench_seed(c, execute_median, 20)
+            lua_seed = bench_seed(c, execute_median, 20)
+            if left() > 10:
+                rc = bench_seed_python(lua_seed)
+            else:
+                print("seed sequence in Python: skipped (time budget)")
         else:
             print("seed sequence: skipped (time budget)")
     except (BenchError, OSError, http.client.HTTPException) as e:

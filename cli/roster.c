@@ -54,6 +54,9 @@ int roster_parse(const json_t *reply, roster *out, char *err, size_t err_len)
         string_field(item, "job", engine->job, sizeof engine->job);
         string_field(item, "host", engine->host, sizeof engine->host);
         string_field(item, "state", engine->state, sizeof engine->state);
+        string_field(item, "runtime", engine->runtime, sizeof engine->runtime);
+        if (engine->runtime[0] == '\0')
+            snprintf(engine->runtime, sizeof engine->runtime, "lua");
         out->count++;
     }
     return 0;
@@ -64,6 +67,20 @@ void roster_free(roster *r)
     free(r->engines);
     r->engines = NULL;
     r->count = 0;
+}
+
+int roster_select_job(const roster *r, const char *name, roster *out)
+{
+    size_t len = strlen(name);
+
+    out->count = 0;
+    out->engines = calloc(r->count + 1, sizeof *out->engines);
+    if (out->engines == NULL)
+        return -1;
+    for (size_t i = 0; i < r->count; i++)
+        if (strncmp(r->engines[i].job, name, len) == 0 && r->engines[i].job[len] == '.')
+            out->engines[out->count++] = r->engines[i];
+    return 0;
 }
 
 bool roster_engine_live(const roster_engine *engine)

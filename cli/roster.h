@@ -21,6 +21,7 @@ typedef struct roster_engine {
     char job[72];
     char host[256];
     char state[16];
+    char runtime[16]; /* "lua" when the engine did not say */
 } roster_engine;
 
 typedef struct roster {
@@ -31,6 +32,10 @@ typedef struct roster {
 /* Parses {"engines":[...]}.  Returns 0, or -1 with err. */
 int roster_parse(const json_t *reply, roster *out, char *err, size_t err_len);
 void roster_free(roster *r);
+
+/* The engines of the launcher's job `name` (job ids "NAME.<hex>"), copied
+ * into out (free with roster_free).  Returns 0, or -1 (out of memory). */
+int roster_select_job(const roster *r, const char *name, roster *out);
 
 bool roster_engine_live(const roster_engine *engine);
 size_t roster_live_count(const roster *r);

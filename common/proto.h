@@ -6,7 +6,11 @@
  * register within 5 s is disconnected.  Every message is one JSON text
  * frame, optionally followed by "nbuf" binary frames: the blobs that the
  * message's value skeletons reference by index ("$nd": K -> the K-th binary
- * frame after this message; see value.h).
+ * frame after this message; see value.h), and "sizes": their byte lengths,
+ * so the receiver allocates each once (wsmsg.h).  Each binary frame goes as
+ * one whole WebSocket frame: the engine's link (engine/link.c) masks with the
+ * zero key, the controller writes large ones straight from the blob
+ * (ws_outq_set_direct); neither side pings.
  *
  * engine -> controller
  *   {"type":"register","key":KEY,"job":JOBID,"rank":r,"size":s,"host":H,"pid":P,

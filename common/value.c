@@ -13,6 +13,7 @@
  * Relies on: Jansson, libwebsockets' base64.  Pure and reentrant.
  */
 #include "value.h"
+#include "buf.h"
 
 #include <limits.h>
 #include <math.h>
@@ -235,7 +236,7 @@ json_t *value_nd_placeholder(nd_dtype dtype, int ndim, const size_t *shape, size
 /* Room for len bytes plus slack; never a zero-size request. */
 static unsigned char *nd_alloc(size_t len, size_t slack)
 {
-    return len > SIZE_MAX - slack - 1 ? NULL : malloc(len + slack + 1);
+    return len > SIZE_MAX - slack - 1 ? NULL : buf_alloc_big(len + slack + 1);
 }
 
 /* Appends data (taken, even on failure) to blobs as the bytes of ref and

@@ -9,9 +9,15 @@
 #include "wsmsg.h"
 
 #include <assert.h>
+#include <errno.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include "buf.h"
+#include "wsframe.h"
 
 #define WS_CHUNK ((size_t)256 * 1024)
 
@@ -93,6 +99,9 @@ struct ws_frame {
     size_t len;
     size_t sent;
     size_t charged; /* bytes charged to the queue's account for this frame */
+    /* ws_outq_send only: the frame's header and how much of it went out */
+    unsigned char hdr[14];
+    size_t hdr_len, hdr_sent;
 };
 
 void ws_outq_init(ws_outq *q)
@@ -102,6 +111,14 @@ void ws_outq_init(ws_outq *q)
     q->bytes = 0;
     q->frames = 0;
     q->account = NULL;
+    q->direct = 0;
+}
+
+void ws_outq_set_direct(ws_outq *q)
+{
+    pthread_mutex_lock(&q->lock);
+    q->direct = 1;
+    pthread_mutex_unlock(&q->lock);
 }
 
 void ws_outq_set_account(ws_outq *q, budget_account *account)
@@ -122,13 +139,27 @@ static void frame_free(ws_outq *q, ws_frame *f)
     free(f);
 }
 
-void ws_outq_clear(ws_outq *q)
+/* Pops the head frame once it is all out; returns it (to be freed outside
+ * the lock) or NULL.  Called with the lock held. */
+static ws_frame *outq_pop_sent(ws_outq *q)
+{
+    ws_frame *f = q->head;
+    if (!f || f->sent < f->len || !f->hdr_len || f->hdr_sent < f->hdr_len)
+        return NULL;
+    q->head = f->next;
+    if (!q->head)
+        q->tail = NULL;
+    q->frames--;
+    return f;
+}
+
+static void outq_drop(ws_outq *q, int keep_started)
 {
     pthread_mutex_lock(&q->lock);
     ws_frame *f = q->head;
     /* A message already partly on the wire must be finished first, or the
      * next frame would break the stream (RFC 6455 fragments). */
-    ws_frame *keep = f && f->sent > 0 ? f : NULL;
+    ws_frame *keep = keep_started && f && (f->sent > 0 || f->hdr_sent > 0) ? f : NULL;
     if (keep) {
         f = keep->next;
         keep->next = NULL;
@@ -148,15 +179,37 @@ void ws_outq_clear(ws_outq *q)
     }
 }
 
+void ws_outq_clear(ws_outq *q)
+{
+    outq_drop(q, 1);
+}
+
+void ws_outq_reset(ws_outq *q)
+{
+    outq_drop(q, 0);
+}
+
 void ws_outq_destroy(ws_outq *q)
 {
-    ws_outq_clear(q);
+    ws_outq_reset(q);
     pthread_mutex_destroy(&q->lock);
 }
 
 int ws_outq_push(ws_outq *q, json_t *msg, ws_blobref **blobs, size_t nblobs)
 {
     json_object_set_new(msg, "nbuf", json_integer((json_int_t)nblobs));
+    /* The receiver allocates each binary frame once from "sizes" instead of
+     * growing a buffer as the fragments come (docs/streams.md). */
+    if (nblobs) {
+        json_t *sizes = json_array();
+        for (size_t i = 0; sizes && i < nblobs; i++)
+            json_array_append_new(sizes, json_integer((json_int_t)blobs[i]->len));
+        if (!sizes || json_array_size(sizes) != nblobs ||
+            json_object_set_new(msg, "sizes", sizes) < 0)
+            return -1;
+    } else {
+        json_object_del(msg, "sizes");
+    }
     char *text = jsonout_dumps(msg, JSON_COMPACT);
     if (!text)
         return -1;
@@ -278,6 +331,58 @@ int ws_outq_empty(ws_outq *q)
     return empty;
 }
 
+/* Sends what is left of f (its header, then its payload) with one sendmsg,
+ * without blocking; accounts what went.  Called with the lock held.  The
+ * bytes sent, or -1 with errno (EAGAIN: the socket is full). */
+static ssize_t frame_sendmsg(ws_outq *q, ws_frame *f, int fd)
+{
+    const unsigned char *src = f->binary ? f->blob->data : (const unsigned char *)f->text;
+    struct iovec iov[2];
+    int n = 0;
+    if (f->hdr_sent < f->hdr_len)
+        iov[n++] = (struct iovec){f->hdr + f->hdr_sent, f->hdr_len - f->hdr_sent};
+    if (f->sent < f->len)
+        iov[n++] = (struct iovec){(void *)(src + f->sent), f->len - f->sent};
+    if (n == 0)
+        return 0;
+    struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)n};
+    ssize_t w;
+    do
+        w = sendmsg(fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+    while (w < 0 && errno == EINTR);
+    if (w < 0)
+        return -1;
+    size_t k = (size_t)w, h = f->hdr_len - f->hdr_sent;
+    if (h > k)
+        h = k;
+    f->hdr_sent += h;
+    f->sent += k - h;
+    q->bytes -= k - h;
+    return w;
+}
+
+/* ws_outq_write's way for a large binary frame on a direct queue: the header
+ * and then the blob itself, written to the socket as it takes them.  Called
+ * with the lock held; the same return values. */
+static int outq_write_direct(ws_outq *q, ws_frame *f, struct lws *wsi)
+{
+    if (!f->hdr_len)
+        f->hdr_len = wsframe_server_header(f->hdr, WSFRAME_OP_BINARY, f->len);
+    int fd = lws_get_socket_fd(wsi);
+    while (f->hdr_sent < f->hdr_len || f->sent < f->len) {
+        if (frame_sendmsg(q, f, fd) < 0) {
+            pthread_mutex_unlock(&q->lock);
+            return errno == EAGAIN || errno == EWOULDBLOCK ? 1 : -1;
+        }
+    }
+    ws_frame *done = outq_pop_sent(q);
+    assert(done == f);
+    int more = q->head != NULL;
+    pthread_mutex_unlock(&q->lock);
+    frame_free(q, done);
+    return more;
+}
+
 int ws_outq_write(ws_outq *q, struct lws *wsi)
 {
     static _Thread_local unsigned char scratch[LWS_PRE + WS_CHUNK];
@@ -289,6 +394,10 @@ int ws_outq_write(ws_outq *q, struct lws *wsi)
         pthread_mutex_unlock(&q->lock);
         return 0;
     }
+    /* A direct frame, once begun, is finished the same way. */
+    if (f->hdr_sent || (q->direct && f->binary && f->len > WS_CHUNK && f->sent == 0 &&
+                        !lws_partial_buffered(wsi)))
+        return outq_write_direct(q, f, wsi);
     size_t chunk = f->len - f->sent;
     if (chunk > WS_CHUNK)
         chunk = WS_CHUNK;
@@ -323,6 +432,7 @@ void ws_reader_init(ws_reader *r, size_t max_message, budget_account *account)
     memset(r, 0, sizeof *r);
     r->max_message = max_message;
     r->account = account;
+    r->announced = WS_NOT_ANNOUNCED;
     blobs_init(&r->blobs);
 }
 
@@ -371,6 +481,7 @@ static void reader_drop_message(ws_reader *r)
     r->blob_charge = r->json_charge = 0;
     r->message_bytes = 0;
     r->len = 0;
+    r->announced = WS_NOT_ANNOUNCED;
     if (r->cap > READER_KEEP)
         reader_drop_buffer(r);
 }
@@ -412,17 +523,25 @@ static int reader_protocol_error(ws_reader *r, ippc_error *err, const char *what
 static int reader_reserve(ws_reader *r, size_t len, size_t remaining, ippc_error *err)
 {
     size_t need = r->len + len;
+    /* A binary frame the JSON announced ("sizes") is allocated whole, once,
+     * in fresh memory (buf_alloc_big) rather than grown from the text's. */
+    int announced = r->announced != WS_NOT_ANNOUNCED && need <= r->announced;
+    if (announced && r->len == 0 && r->buf && r->cap != r->announced)
+        reader_drop_buffer(r);
     if (need <= r->cap)
         return 0;
     size_t cap = r->cap ? r->cap * 2 : 4096;
+    if (announced)
+        cap = r->announced;
     size_t frame_end = need + remaining; /* <= max_message: checked by the caller */
-    if (cap > frame_end)
+    if (cap > frame_end && r->announced == WS_NOT_ANNOUNCED)
         cap = frame_end;
     if (cap < need)
         cap = need;
     if (reader_charge(r, cap - r->cap, err) < 0)
         return -1;
-    unsigned char *buf = realloc(r->buf, cap);
+    /* A frame's first allocation is usually its whole size ("sizes"). */
+    unsigned char *buf = r->buf ? realloc(r->buf, cap) : buf_alloc_big(cap);
     if (!buf) {
         reader_credit(r, cap - r->cap);
         return ippc_error_set(err, ERR_INTERNAL, "out of memory");
@@ -453,6 +572,13 @@ static int reader_end_binary(ws_reader *r, const ws_fragment *f, json_t **msg, i
 {
     unsigned char *data = r->buf;
     size_t n = r->len, charge = r->cap;
+    if (r->announced != WS_NOT_ANNOUNCED && n != r->announced) {
+        ippc_error_set(err, ERR_BAD_REQUEST,
+                       "binary frame %zu is %zu bytes long, but \"sizes\" announced %zu",
+                       r->blobs.count + 1, n, r->announced);
+        return reader_refuse(r, f);
+    }
+    r->announced = WS_NOT_ANNOUNCED;
     if (!data) {
         if (reader_charge(r, 1, err) < 0)
             return reader_refuse(r, f);
@@ -477,6 +603,33 @@ static int reader_end_binary(ws_reader *r, const ws_fragment *f, json_t **msg, i
     return 0;
 }
 
+/* "sizes" must be one byte length per announced binary frame, and the whole
+ * message must fit max_message (so no announced size can make the reader
+ * allocate past it). */
+static int reader_check_sizes(const ws_reader *r, const json_t *sizes, const json_t *nbuf,
+                              size_t text, ippc_error *err)
+{
+    size_t n = nbuf ? (size_t)json_integer_value(nbuf) : 0;
+    if (!json_is_array(sizes) || json_array_size(sizes) != n)
+        return ippc_error_set(err, ERR_BAD_REQUEST,
+                              "\"sizes\" must be an array of \"nbuf\" byte lengths");
+    size_t total = text;
+    for (size_t i = 0; i < n; i++) {
+        json_t *v = json_array_get(sizes, i);
+        if (!json_is_integer(v) || json_integer_value(v) < 0)
+            return ippc_error_set(err, ERR_BAD_REQUEST,
+                                  "\"sizes\" must hold byte lengths (integers >= 0)");
+        size_t len = (size_t)json_integer_value(v);
+        if (len > r->max_message - total)
+            return ippc_error_set(err, ERR_TOO_LARGE,
+                                  "message larger than %zu bytes (JSON and its binary frames "
+                                  "together)",
+                                  r->max_message);
+        total += len;
+    }
+    return 0;
+}
+
 static int reader_end_text(ws_reader *r, const ws_fragment *f, json_t **msg, ippc_blobs *blobs,
                            ippc_error *err)
 {
@@ -498,6 +651,11 @@ static int reader_end_text(ws_reader *r, const ws_fragment *f, json_t **msg, ipp
         json_decref(m);
         ippc_error_set(err, ERR_BAD_REQUEST, "\"nbuf\" must be an integer from 0 to %d",
                        WS_MAX_NBUF);
+        return reader_refuse(r, f);
+    }
+    json_t *sizes = json_object_get(m, "sizes");
+    if (sizes && reader_check_sizes(r, sizes, nbuf, text, err) < 0) {
+        json_decref(m);
         return reader_refuse(r, f);
     }
     /* The parsed JSON is held until its binary frames are in: it keeps the
@@ -530,6 +688,12 @@ int ws_reader_push(ws_reader *r, const ws_fragment *f, const void *in, size_t le
                            "(\"nbuf\")");
             return reader_refuse(r, f);
         }
+        if (f->binary) {
+            json_t *sizes = json_object_get(r->pending, "sizes");
+            r->announced = sizes ? (size_t)json_integer_value(json_array_get(
+                                       sizes, r->blobs.count))
+                                 : WS_NOT_ANNOUNCED;
+        }
         if (!f->binary && r->pending) {
             ippc_error_set(err, ERR_BAD_REQUEST,
                            "a text message came while %zu binary frames were due; both are "
@@ -555,6 +719,12 @@ int ws_reader_push(ws_reader *r, const ws_fragment *f, const void *in, size_t le
         ippc_error_set(err, ERR_TOO_LARGE,
                        "message larger than %zu bytes (JSON and its binary frames together)",
                        r->max_message);
+        return reader_refuse(r, f);
+    }
+    if (r->announced != WS_NOT_ANNOUNCED && len > r->announced - r->len) {
+        ippc_error_set(err, ERR_BAD_REQUEST,
+                       "binary frame %zu is longer than the %zu bytes \"sizes\" announced",
+                       r->blobs.count + 1, r->announced);
         return reader_refuse(r, f);
     }
     if (reader_reserve(r, len, f->remaining, err) < 0)
@@ -591,4 +761,35 @@ int ws_reader_fatal(const ws_reader *r, const ippc_error *err)
     if (strcmp(err->code, ERR_OVERLOADED) == 0)
         return 1013;
     return 0;
+}
+
+int ws_outq_send(ws_outq *q, int fd)
+{
+    for (;;) {
+        pthread_mutex_lock(&q->lock);
+        ws_frame *f = q->head;
+        if (!f) {
+            pthread_mutex_unlock(&q->lock);
+            return 0;
+        }
+        if (!f->hdr_len)
+            f->hdr_len = wsframe_client_header(
+                f->hdr, f->binary ? WSFRAME_OP_BINARY : WSFRAME_OP_TEXT, f->len);
+        if (frame_sendmsg(q, f, fd) < 0) {
+            pthread_mutex_unlock(&q->lock);
+            return errno == EAGAIN || errno == EWOULDBLOCK ? 1 : -1;
+        }
+        ws_frame *done = outq_pop_sent(q);
+        pthread_mutex_unlock(&q->lock);
+        if (done)
+            frame_free(q, done);
+    }
+}
+
+int ws_outq_mid_frame(ws_outq *q)
+{
+    pthread_mutex_lock(&q->lock);
+    int mid = q->head && (q->head->sent > 0 || q->head->hdr_sent > 0);
+    pthread_mutex_unlock(&q->lock);
+    return mid;
 }

@@ -50,13 +50,22 @@ typedef struct ws_outq {
     size_t bytes;            /* queued bytes not yet written */
     size_t frames;           /* queued frames */
     budget_account *account; /* NULL: nothing is charged */
+    int direct;              /* ws_outq_set_direct */
 } ws_outq;
 
 void ws_outq_init(ws_outq *q);
 /* From now on, queued frames are charged to account (the caller's; it must
  * outlive q) until written or dropped.  Call before the first push. */
 void ws_outq_set_account(ws_outq *q, budget_account *account);
+/* From now on, ws_outq_write sends a large binary frame as one whole frame
+ * written straight from its blob to the socket (no copy into a chunk buffer,
+ * no fragments), whenever libwebsockets has nothing of its own buffered.
+ * Only for a peer that never pings (lws would answer a ping by itself, in the
+ * middle of such a frame): the controller's engine sockets. */
+void ws_outq_set_direct(ws_outq *q);
 void ws_outq_clear(ws_outq *q); /* drops everything queued; q stays usable */
+/* The same, the frame partly written included: for a new connection. */
+void ws_outq_reset(ws_outq *q);
 void ws_outq_destroy(ws_outq *q);
 /* Queues msg (sets msg["nbuf"] = nblobs and serialises it) and then the blobs
  * (retained, not copied).  0, or -1 on allocation failure or when the account
@@ -77,14 +86,27 @@ int ws_outq_empty(ws_outq *q);
  * 1 if more is queued (ask for another WRITEABLE), 0 if the queue is empty, -1
  * if lws_write failed (close the connection). */
 int ws_outq_write(ws_outq *q, struct lws *wsi);
+/* The engine's writer (engine/link.c, no libwebsockets): writes queued frames
+ * to the non-blocking socket fd as whole client frames (wsframe.h: one frame
+ * per queued frame, its payload straight from the blob, no copy), as much as
+ * the socket takes.  Returns 0 when the queue is empty, 1 when the socket is
+ * full (wait for POLLOUT), -1 on an error (errno; close the connection).
+ * Do not mix with ws_outq_write on one queue. */
+int ws_outq_send(ws_outq *q, int fd);
+/* 1 while the head frame is partly written (a control frame must wait). */
+int ws_outq_mid_frame(ws_outq *q);
 
 /* Inbound reassembly of fragments and of JSON + binary attachments.
  *
  * A message counts as a whole against max_message: its JSON text plus every
  * binary frame it announces, checked as soon as a frame header says how big
  * the frame will be (before its bytes are buffered).  "nbuf" is at most
- * WS_MAX_NBUF. */
+ * WS_MAX_NBUF.  When the JSON also carries "sizes" (one byte length per
+ * binary frame, as ws_outq_push writes it), each binary frame is allocated
+ * whole when its first bytes arrive, instead of growing as its fragments come;
+ * a frame whose length differs from its announced size is refused. */
 #define WS_MAX_NBUF 4096
+#define WS_NOT_ANNOUNCED SIZE_MAX
 
 typedef struct ws_reader {
     unsigned char *buf; /* the frame being received */
@@ -97,6 +119,8 @@ typedef struct ws_reader {
     size_t message_bytes;    /* of the message so far, for max_message: JSON + blobs */
     json_t *pending;         /* a JSON message still waiting for its binary frames */
     size_t want;             /* binary frames still expected for pending */
+    size_t announced;        /* the binary frame being received: its size from
+                                pending's "sizes", or WS_NOT_ANNOUNCED */
     ippc_blobs blobs;
     int in_message;     /* a WebSocket message has begun and not ended */
     int skipping;       /* dropping the rest of a refused WebSocket message */

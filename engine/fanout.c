@@ -207,12 +207,12 @@ static int json_rank(const json_t *v, int size)
     return (int)json_integer_value(v);
 }
 
-int fan_op_init(fan_op *op, fanout *f, task_ctx *c, lua_State *L, const char *what)
+int fan_op_init(fan_op *op, fanout *f, task_ctx *c, const fan_ns *ns, const char *what)
 {
     memset(op, 0, sizeof *op);
     op->f = f;
     op->c = c;
-    op->L = L;
+    op->ns = ns;
     op->what = what;
     if (!f || !f->active || !mpi_usable()) {
         task_fail(c, TASK_ERROR, "FanoutError", "%s: MPI is not initialised on this engine", what);

@@ -58,8 +58,11 @@
 #define IPPC_ENGINE_FANOUT_H
 
 #include <stdatomic.h>
+#include <stddef.h>
 
-#include <lua.h>
+#include <jansson.h>
+
+#include "value.h"
 
 #define FANOUT_CACHE 16
 
@@ -73,10 +76,37 @@ struct task_ctx;
 fanout *fanout_new(const atomic_int *interrupt);
 void fanout_free(fanout *f);
 
+/* A variable as a gather sends it: an array of 1 or more dims as its
+ * contiguous bytes, anything else as a wire value (skeleton + its blobs). */
+typedef struct fan_value {
+    int is_array;
+    nd_dtype dtype;
+    int ndim;
+    size_t shape[ND_MAX_DIMS];
+    const void *data; /* is_array: bytes elements, row-major, valid until release */
+    size_t bytes;
+    json_t *skel; /* !is_array */
+    ippc_blobs blobs;
+    void *hold[2]; /* the runtime's, until release */
+} fan_value;
+
+/* What a data op needs of the runtime's namespace (one per runtime kind:
+ * fanout_lua.c, pyruntime_ns.c).  None of these may raise or unwind: they
+ * run between steps of an exchange that other engines wait for. */
+typedef struct fan_ns {
+    void *self;
+    /* Sets the names of ns (skeletons over blobs, whose arrays it may adopt)
+     * all at once, or none and a failure recorded in c. */
+    void (*assign)(void *self, struct task_ctx *c, const json_t *ns, ippc_blobs *blobs);
+    /* Reads the variable name into out (zeroed by the caller): 0, or -1 with
+     * the failure recorded in c (NameError, TypeError). */
+    int (*read)(void *self, struct task_ctx *c, const char *name, fan_value *out);
+    /* Lets go of what read filled in (also after a failed read). */
+    void (*release)(void *self, fan_value *v);
+} fan_ns;
+
 /* Runs the task of c, which has a "fanout" member (op push, scatter or
- * gather); the outcome is recorded in c.  Never raises a Lua error (its Lua
- * parts run protected), so nothing unwinds between two steps of the
- * exchange that other engines wait for. */
-void op_fanout(lua_State *L, struct task_ctx *c, fanout *f);
+ * gather) over the namespace ns; the outcome is recorded in c. */
+void op_fanout(const fan_ns *ns, struct task_ctx *c, fanout *f);
 
 #endif

@@ -12,13 +12,13 @@
 
 #include "fanout.h"
 #include "lmpi_impl.h"
-#include "runtime_impl.h"
+#include "task.h"
 
 /* One data op as it runs on this engine. */
 typedef struct fan_op {
     fanout *f;
     task_ctx *c;
-    lua_State *L;
+    const fan_ns *ns;
     const char *what; /* "push", "scatter", "gather" */
     const char *name; /* scatter/gather: the variable; push: NULL */
     int64_t id;
@@ -33,7 +33,7 @@ typedef struct fan_op {
 
 /* Parses the "fanout" member into op (ranks are malloc'd: fan_op_clear);
  * 0, or -1 with a ProtocolError recorded. */
-int fan_op_init(fan_op *op, fanout *f, task_ctx *c, lua_State *L, const char *what);
+int fan_op_init(fan_op *op, fanout *f, task_ctx *c, const fan_ns *ns, const char *what);
 void fan_op_clear(fan_op *op);
 /* The digest of a canonical description of the op (what, id, ranks, root and
  * the op's own fields in desc), which every participant must share. */

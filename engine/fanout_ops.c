@@ -7,16 +7,17 @@
  *   protocol  fan_begin: every participant is in, or the op ends here;
  *   exchange  small headers first (so receivers allocate once), the ok
  *             agreement (fan_settle), then the bulk bytes with one
- *             nonblocking collective; no Lua here;
+ *             nonblocking collective; no runtime code here;
  *   finish    assign the globals (push, scatter) or build the root's answer
  *             (gather).
- * Lua runs only in prep and finish, under lua_pcall, so no Lua error can
- * unwind through the exchange and leave other engines waiting.
+ * The runtime's namespace (fan_ns: Lua or Python) is touched only in prep
+ * and finish, by functions that never unwind, so no error can leave the
+ * exchange half done and other engines waiting.
  *
  * Arrays move as their raw bytes, straight from where they are (a blob of
- * the root's task, an nd array's elements) into the buffer that becomes the
+ * the root's task, an array's elements) into the buffer that becomes the
  * receiver's array (adopted, not copied).  Other values (JSON from the
- * controller, Lua values for gather) move packed: a skeleton's JSON text
+ * controller, other values for gather) move packed: a skeleton's JSON text
  * plus its blobs (wire_pack).
  */
 #include "fanout_impl.h"
@@ -26,10 +27,7 @@
 #include <string.h>
 #include <sys/mman.h>
 
-#include <lauxlib.h>
-
 #include "jsonout.h"
-#include "luavalue.h"
 #include "nd.h"
 
 /* push: a namespace's skeleton text and blob lengths up to this size ride
@@ -61,27 +59,6 @@ static unsigned char *fan_alloc(size_t len)
 }
 
 /* ------------------------------------------------------------ helpers */
-
-/* Runs fn(L) with arg as its light userdata argument, protected; nres
- * results stay on the stack.  -1 (error recorded) when it raised. */
-static int fan_pcall(fan_op *op, lua_CFunction fn, void *arg, int nres)
-{
-    lua_State *L = op->L;
-    if (!lua_checkstack(L, 4)) {
-        task_fail(op->c, TASK_ERROR, "MemoryError", "%s: Lua stack overflow", op->what);
-        return -1;
-    }
-    lua_pushcfunction(L, fn);
-    lua_pushlightuserdata(L, arg);
-    int st = lua_pcall(L, 1, nres, 0);
-    if (st == LUA_OK)
-        return 0;
-    const char *msg = lua_tostring(L, -1);
-    task_fail(op->c, TASK_ERROR, st == LUA_ERRMEM ? "MemoryError" : "RuntimeError", "%s: %s",
-              op->what, msg ? msg : "error");
-    lua_pop(L, 1);
-    return -1;
-}
 
 static int cmp_str(const void *a, const void *b)
 {
@@ -265,25 +242,10 @@ bad:
     return NULL;
 }
 
-/* finish of push and scatter: the globals of ns (over blobs). */
-typedef struct fan_assign {
-    fan_op *op;
-    const json_t *ns;
-    ippc_blobs *blobs;
-} fan_assign;
-
-static int assign_globals(lua_State *L)
-{
-    fan_assign *a = lua_touserdata(L, 1);
-    lua_settop(L, 0);
-    rt_push_ns(L, a->op->c, a->ns, a->blobs);
-    return 0;
-}
-
+/* finish of push and scatter: the names of ns (over blobs). */
 static void fan_assign_ns(fan_op *op, const json_t *ns, ippc_blobs *blobs)
 {
-    fan_assign a = {op, ns, blobs};
-    fan_pcall(op, assign_globals, &a, 0);
+    op->ns->assign(op->ns->self, op->c, ns, blobs);
 }
 
 static int task_ok(const fan_op *op)
@@ -620,15 +582,6 @@ out:
 
 enum { GH_OK, GH_KIND, GH_DTYPE, GH_NDIM, GH_BYTES, GH_SHAPE, GH_WORDS = GH_SHAPE + ND_MAX_DIMS };
 
-static int gather_read(lua_State *L)
-{
-    fan_op *op = lua_touserdata(L, 1);
-    lua_settop(L, 0);
-    if (!task_global(L, op->c, op->name, strlen(op->name)))
-        lua_pushnil(L); /* a NameError is recorded */
-    return 1;
-}
-
 /* 1 if every header is an array of one dtype, one ndim and one trailing
  * shape (the bytes then concatenate along the first axis). */
 static int gather_concatenates(const int64_t *all, size_t n)
@@ -654,18 +607,16 @@ static void fan_gather(fan_op *op)
 {
     task_ctx *c = op->c;
     const int is_root = op->is_root; /* set when the op began; fixed for its life */
-    lua_State *L = op->L;
     size_t n = (size_t)op->n;
     const json_t *jname = json_object_get(c->task, "name");
     op->name = json_string_value(jname);
     int64_t *all = calloc(n, sizeof(int64_t) * GH_WORDS), *pairs = calloc(n, 2 * sizeof(int64_t));
     MPI_Count *counts = calloc(n, sizeof *counts);
     MPI_Aint *displs = calloc(n, sizeof *displs);
-    int top = lua_gettop(L), slot = 0;
-    unsigned char *copy = NULL, *packed = NULL, *buf = NULL;
-    json_t *skel = NULL;
-    ippc_blobs wb;
-    blobs_init(&wb);
+    unsigned char *packed = NULL, *buf = NULL;
+    fan_value v;
+    memset(&v, 0, sizeof v);
+    int have = 0;
     if (!all || !pairs || !counts || !displs) {
         fan_oom(op, n * sizeof(int64_t) * GH_WORDS);
         goto out; /* the others wait for this rank until they are interrupted */
@@ -675,32 +626,22 @@ static void fan_gather(fan_op *op)
     const void *data = NULL;
     if (!op->name)
         task_fail(c, TASK_ERROR, "ProtocolError", "gather needs a string 'name'");
-    else if (fan_pcall(op, gather_read, op, 1) == 0)
-        slot = lua_gettop(L);
+    else
+        have = op->ns->read(op->ns->self, c, op->name, &v) == 0;
     if (task_ok(op)) {
-        nd_array *a = nd_test(L, slot);
-        if (a && nd_ndim(a) >= 1) {
+        assert(have);
+        if (v.is_array) {
             h[GH_KIND] = KIND_ARRAY;
-            h[GH_DTYPE] = nd_dtype_of(a);
-            h[GH_NDIM] = nd_ndim(a);
-            for (int d = 0; d < nd_ndim(a); d++)
-                h[GH_SHAPE + d] = (int64_t)nd_shape(a)[d];
-            h[GH_BYTES] = (int64_t)nd_bytes(a);
-            data = nd_data(a);
-            if (!nd_is_contiguous(a)) {
-                if ((copy = malloc(nd_bytes(a) ? nd_bytes(a) : 1)))
-                    nd_copy_out(a, copy);
-                else
-                    fan_oom(op, nd_bytes(a));
-                data = copy;
-            }
+            h[GH_DTYPE] = v.dtype;
+            h[GH_NDIM] = v.ndim;
+            for (int d = 0; d < v.ndim; d++)
+                h[GH_SHAPE + d] = (int64_t)v.shape[d];
+            h[GH_BYTES] = (int64_t)v.bytes;
+            data = v.data;
         } else {
-            ippc_error err;
             size_t len = 0;
             h[GH_KIND] = KIND_WIRE;
-            if (!(skel = luavalue_to_wire(L, slot, &wb, &err)))
-                task_fail(c, TASK_ERROR, "TypeError", "gather '%s': %s", op->name, err.message);
-            else if (!(packed = wire_pack(skel, wb.items, wb.count, &len)))
+            if (!(packed = wire_pack(v.skel, v.blobs.items, v.blobs.count, &len)))
                 fan_oom(op, 0);
             h[GH_BYTES] = (int64_t)len;
             data = packed;
@@ -798,12 +739,10 @@ static void fan_gather(fan_op *op)
             fan_oom(op, 0);
     }
 out:
-    lua_settop(L, top);
-    json_decref(skel);
-    blobs_free(&wb);
+    if (have || v.skel || v.hold[0] || v.hold[1])
+        op->ns->release(op->ns->self, &v);
     free(buf);
     free(packed);
-    free(copy);
     free(displs);
     free(counts);
     free(pairs);
@@ -812,7 +751,7 @@ out:
 
 /* ------------------------------------------------------------ dispatch */
 
-void op_fanout(lua_State *L, task_ctx *c, fanout *f)
+void op_fanout(const fan_ns *ns, task_ctx *c, fanout *f)
 {
     const char *what = json_string_value(json_object_get(c->task, "op"));
     void (*run)(fan_op *) = NULL;
@@ -828,7 +767,7 @@ void op_fanout(lua_State *L, task_ctx *c, fanout *f)
         return;
     }
     fan_op op;
-    if (fan_op_init(&op, f, c, L, what) == 0)
+    if (fan_op_init(&op, f, c, ns, what) == 0)
         run(&op);
     fan_op_clear(&op);
 }

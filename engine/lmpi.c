@@ -10,6 +10,7 @@
  */
 #include "lmpi_impl.h"
 
+#include <assert.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdlib.h>
@@ -23,11 +24,11 @@ static const char lmpi_state_key = 's';
 
 /* ------------------------------------------------------------- waiting */
 
-int lmpi_wait(MPI_Request *req, const atomic_int *interrupt)
+int lmpi_poll(lmpi_step step, void *arg, const atomic_int *interrupt)
 {
     for (unsigned spins = 0;; spins++) {
         int done = 0;
-        int rc = MPI_Test(req, &done, MPI_STATUS_IGNORE);
+        int rc = step(arg, &done);
         if (rc != MPI_SUCCESS)
             return rc;
         if (done)
@@ -41,6 +42,28 @@ int lmpi_wait(MPI_Request *req, const atomic_int *interrupt)
             nanosleep(&ts, NULL);
         }
     }
+}
+
+typedef struct lmpi_test_arg {
+    MPI_Request *req;
+    MPI_Status *status;
+} lmpi_test_arg;
+
+static int lmpi_test_step(void *arg, int *done)
+{
+    lmpi_test_arg *t = arg;
+    return MPI_Test(t->req, done, t->status);
+}
+
+int lmpi_wait_status(MPI_Request *req, MPI_Status *status, const atomic_int *interrupt)
+{
+    lmpi_test_arg t = {req, status};
+    return lmpi_poll(lmpi_test_step, &t, interrupt);
+}
+
+int lmpi_wait(MPI_Request *req, const atomic_int *interrupt)
+{
+    return lmpi_wait_status(req, MPI_STATUS_IGNORE, interrupt);
 }
 
 static int lmpi_active(void)
@@ -247,6 +270,23 @@ static void progress_end(void)
         MPI_Wait(&progress_req, MPI_STATUS_IGNORE);
         MPI_Comm_free(&progress_comm);
     }
+}
+
+/* Every user of the thread (a Lua mpi module, the Python MPI module) holds
+ * one reference; the thread stops when the last one is released. */
+static int progress_users;
+
+void lmpi_progress_acquire(void)
+{
+    if (progress_users++ == 0)
+        progress_start();
+}
+
+void lmpi_progress_release(void)
+{
+    assert(progress_users > 0);
+    if (--progress_users == 0)
+        progress_end();
 }
 
 void lmpi_outstanding_add(int delta)
@@ -577,7 +617,8 @@ static void lmpi_register_all(lua_State *L, lmpi_state *st, int world)
 static int state_gc(lua_State *L)
 {
     lmpi_state *st = lua_touserdata(L, 1);
-    progress_end();
+    if (st->world)
+        lmpi_progress_release();
     lmpi_commstate_release(st->world);
     st->world = NULL;
     return 0;
@@ -610,7 +651,7 @@ int lmpi_open(lua_State *L, atomic_int *interrupt)
             MPI_Comm_free(&world);
             return luaL_error(L, "mpi: out of memory");
         }
-        progress_start();
+        lmpi_progress_acquire();
     }
 
     if (luaL_newmetatable(L, LMPI_COMM_MT)) {

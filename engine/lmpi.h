@@ -98,6 +98,27 @@ int luaopen_mpi(lua_State *L);
  * became non-zero first (req is then still active); an MPI error code (> 0)
  * when MPI_Test failed. */
 int lmpi_wait(MPI_Request *req, const atomic_int *interrupt);
+/* The same, filling *status (or MPI_STATUS_IGNORE) when req completes. */
+int lmpi_wait_status(MPI_Request *req, MPI_Status *status, const atomic_int *interrupt);
+
+/* The yielding loop itself, for waits that are not one request (a matched
+ * probe, several requests): calls step(arg, &done) until it sets done
+ * (returns 0), returns an MPI error (returned as is) or *interrupt becomes
+ * non-zero (-1).  Between steps: sched_yield for ~50 rounds, then ~10 us
+ * sleeps.  Called without any lock: step runs on the caller's thread. */
+typedef int (*lmpi_step)(void *arg, int *done);
+int lmpi_poll(lmpi_step step, void *arg, const atomic_int *interrupt);
+
+/* The progress helper thread (see "Progress while idle" above), shared by
+ * every MPI module of the engine (Lua's, Python's): each module acquires it
+ * once when it starts using MPI and releases it when it goes; it stops
+ * with the last release.  lmpi_outstanding_add(+1) for each operation that
+ * must progress while no call of the module waits for it, (-1) when it
+ * completed.  acquire/release: the thread that calls MPI for the runtime;
+ * outstanding_add: any thread. */
+void lmpi_progress_acquire(void);
+void lmpi_progress_release(void);
+void lmpi_outstanding_add(int delta);
 
 /* The communicator of the comm object at idx, or of the module's world when
  * idx holds the mpi module's COMM_WORLD; 0 and *comm unset when the value is

@@ -102,10 +102,9 @@ void lmpi_wait_op(lua_State *L, const lmpi_call *c, MPI_Request *req, int op_idx
                   const char *what);
 /* Keeps req and op (may be NULL) until MPI completes req, then frees op. */
 void lmpi_park(lmpi_commstate *cs, MPI_Request req, lmpi_op *op, int collective);
-/* Counts operations that need progress while no Lua call waits for them
- * (parked ones, active isend/irecv requests): the progress thread runs
- * while the count is above 0. */
-void lmpi_outstanding_add(int delta);
+/* lmpi_outstanding_add (lmpi.h) counts operations that need progress while
+ * no Lua call waits for them (parked ones, active isend/irecv requests): the
+ * progress thread runs while the count is above 0. */
 /* Frees parked ops whose requests have completed. */
 void lmpi_reap(void);
 /* Raises "interrupted" when the flag is set (before starting anything). */

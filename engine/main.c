@@ -2,28 +2,35 @@
  *
  * Threads:
  *   main — called MPI_Init_thread; waits on a condition variable for tasks and
- *          runs them one at a time in the Lua runtime (user code, MPI calls).
- *   net  — the libwebsockets client: connects (and reconnects with backoff),
- *          registers, sends heartbeats on a timer (so a busy engine is not a
- *          dead one), receives tasks into the inbox, writes results.
+ *          runs them one at a time in the runtime (Lua or Python: user code,
+ *          MPI calls).  Python's GIL is only ever taken here: the net thread
+ *          never runs Python, so heartbeats flow while user code holds it.
+ *   net  — the WebSocket link (link.c, a plain socket): connects (and
+ *          reconnects with backoff), registers, sends heartbeats on a timer
+ *          (so a busy engine is not a dead one), receives tasks into the
+ *          inbox, writes results; it sleeps in poll() on the socket and an
+ *          eventfd.
  * The inbox (tasks) is guarded by `lock`; results travel in a ws_outq, which
- * has its own lock, and the net thread is woken with lws_cancel_service.
+ * has its own lock, and the net thread is woken with net_wake (the eventfd).
  *
  * Lifetime: the engine exits after a "shutdown" message, after a refused
  * registration, or when the controller has been unreachable for --grace
  * seconds (so no rank outlives its cluster when mpiexec is SIGKILLed).
  */
+#include <errno.h>
+#include <ctype.h>
 #include <getopt.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <limits.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
@@ -31,6 +38,7 @@
 #include <mpi.h>
 
 #include "jsonout.h"
+#include "link.h"
 #include "list.h"
 #include "profile.h"
 #include "proto.h"
@@ -47,6 +55,7 @@ typedef struct engine {
     /* identity */
     int rank, size, pid;
     char job[33];
+    char job_prefix[16]; /* --job NAME: the job is NAME.<16 hex> */
     char host[256];
     /* controller */
     char url[512];
@@ -55,19 +64,19 @@ typedef struct engine {
     char path[256];
     int port;
     int grace_s;
+    runtime_kind runtime;           /* --runtime: lua (default) or python */
     size_t max_message;             /* what this engine takes in one message */
     atomic_size_t peer_max_message; /* what the controller does ("registered") */
     /* net thread */
-    struct lws_context *ctx;
-    struct lws *wsi;
+    link_conn *conn; /* NULL while not connected */
+    int wake_fd; /* eventfd: other threads wake the net thread (net_wake) */
     pthread_t net;
     ws_outq out;
     ws_reader reader;
-    int register_sent;
     int engine_id;
     int64_t unreachable_since_ms; /* 0 while connected */
+    int64_t reconnect_at_ms;      /* when not connected: the next attempt */
     int backoff_ms;
-    lws_sorted_usec_list_t heartbeat_timer, reconnect_timer;
     /* shared */
     pthread_mutex_t lock;
     pthread_cond_t cond;
@@ -115,7 +124,14 @@ static void request_stop(int code)
 
 /* ------------------------------------------------------------ net thread */
 
-static void connect_now(lws_sorted_usec_list_t *sul);
+/* Wakes the net thread (from any thread, signal handlers included): output
+ * was queued, or stop was set. */
+static void net_wake(void)
+{
+    uint64_t one = 1;
+    ssize_t rc = write(E.wake_fd, &one, sizeof one);
+    (void)rc; /* a full counter already wakes it */
+}
 
 /* The controller forgets an engine's tasks when its socket closes (they are
  * lost or retried elsewhere), so their results could never be delivered:
@@ -148,9 +164,9 @@ static void schedule_reconnect(void)
     if (E.engine_id >= 0)
         abandon_tasks();
     E.engine_id = -1;
-    E.wsi = NULL;
-    E.register_sent = 0;
-    ws_outq_clear(&E.out);
+    link_close(E.conn, 1001);
+    E.conn = NULL;
+    ws_outq_reset(&E.out);
     ws_reader_free(&E.reader);
     ws_reader_init(&E.reader, E.max_message, NULL);
     int64_t now = now_ms();
@@ -164,26 +180,30 @@ static void schedule_reconnect(void)
     E.backoff_ms = E.backoff_ms ? E.backoff_ms * 2 : 100;
     if (E.backoff_ms > 2000)
         E.backoff_ms = 2000;
-    lws_sul_schedule(E.ctx, 0, &E.reconnect_timer, connect_now,
-                     (lws_usec_t)E.backoff_ms * LWS_US_PER_MS);
+    E.reconnect_at_ms = now + E.backoff_ms;
 }
 
-static void connect_now(lws_sorted_usec_list_t *sul)
+static int queue_register(void);
+
+static void connect_now(void)
 {
-    (void)sul;
-    if (atomic_load(&E.stop))
+    link_target t = {.address = E.address,
+                     .port = E.port,
+                     .path = E.path,
+                     .protocol = IPPC_ENGINE_SUBPROTOCOL,
+                     .key = E.key};
+    ippc_error err = {0};
+    E.conn = link_connect(&t, 5000, &err);
+    if (!E.conn) {
+        if (E.unreachable_since_ms == 0)
+            log_msg("cannot reach %s: %s", E.url, err.message);
+        schedule_reconnect();
         return;
-    struct lws_client_connect_info ci;
-    memset(&ci, 0, sizeof ci);
-    ci.context = E.ctx;
-    ci.address = E.address;
-    ci.port = E.port;
-    ci.path = E.path;
-    ci.host = E.address;
-    ci.origin = E.address;
-    ci.protocol = IPPC_ENGINE_SUBPROTOCOL;
-    ci.pwsi = &E.wsi;
-    if (!lws_client_connect_via_info(&ci))
+    }
+    E.unreachable_since_ms = 0;
+    E.backoff_ms = 0;
+    E.engine_id = -1;
+    if (queue_register() < 0)
         schedule_reconnect();
 }
 
@@ -207,42 +227,32 @@ static long long rss_bytes(void)
     return resident < 0 ? -1 : resident * sysconf(_SC_PAGESIZE);
 }
 
-static void send_heartbeat(lws_sorted_usec_list_t *sul)
+static void send_heartbeat(void)
 {
-    (void)sul;
-    if (E.wsi && E.engine_id >= 0) {
+    if (E.conn && E.engine_id >= 0) {
         long long task = atomic_load(&E.running_task);
         json_t *hb = json_pack("{s:s, s:b, s:I}", "type", "heartbeat", "busy", task != 0, "rss",
                                (json_int_t)rss_bytes());
         json_object_set_new(hb, "task", task ? json_integer(task) : json_null());
         ws_outq_push(&E.out, hb, NULL, 0);
         json_decref(hb);
-        lws_callback_on_writable(E.wsi);
     }
-    lws_sul_schedule(E.ctx, 0, &E.heartbeat_timer, send_heartbeat,
-                     (lws_usec_t)IPPC_HEARTBEAT_PERIOD_MS * LWS_US_PER_MS);
 }
 
-static int write_register(struct lws *wsi)
+/* The first message on a new connection (ahead of anything queued since). */
+static int queue_register(void)
 {
     json_t *reg =
-        json_pack("{s:s, s:s, s:s, s:i, s:i, s:s, s:i, s:s, s:i, s:I}", "type", "register", "key",
-                  E.key, "job", E.job, "rank", E.rank, "size", E.size, "host", E.host, "pid", E.pid,
-                  "version", IPPC_VERSION, "nbuf", 0, "max_message", (json_int_t)E.max_message);
+        json_pack("{s:s, s:s, s:s, s:i, s:i, s:s, s:i, s:s, s:i, s:I, s:s}", "type", "register",
+                  "key", E.key, "job", E.job, "rank", E.rank, "size", E.size, "host", E.host, "pid",
+                  E.pid, "version", IPPC_VERSION, "nbuf", 0, "max_message",
+                  (json_int_t)E.max_message, "runtime", runtime_kind_name(E.runtime));
     char *text = jsonout_dumps(reg, JSON_COMPACT);
     json_decref(reg);
     if (!text)
         return -1;
-    size_t n = strlen(text);
-    unsigned char *buf = malloc(LWS_PRE + n);
-    int rc = -1;
-    if (buf) {
-        memcpy(buf + LWS_PRE, text, n);
-        rc = lws_write(wsi, buf + LWS_PRE, n, LWS_WRITE_TEXT) < (int)n ? -1 : 0;
-        free(buf);
-    }
+    int rc = ws_outq_push_front_text(&E.out, text, strlen(text), NULL);
     free(text);
-    E.register_sent = 1;
     return rc;
 }
 
@@ -282,15 +292,14 @@ static void interrupt_task(const json_t *task)
                                "Aborted: interrupted before it started");
     ws_outq_push(&E.out, result, NULL, 0);
     json_decref(result);
-    if (E.wsi)
-        lws_callback_on_writable(E.wsi);
     json_decref(it->msg);
     blobs_free(&it->blobs);
     free(it);
 }
 
-static void on_message(json_t *msg, ippc_blobs *blobs)
+static void on_message(void *arg, json_t *msg, ippc_blobs *blobs)
 {
+    (void)arg;
     const char *type = json_string_value(json_object_get(msg, "type"));
     if (type && strcmp(type, "task") == 0) {
         inbox_item *it = calloc(1, sizeof *it);
@@ -332,103 +341,76 @@ static void on_message(json_t *msg, ippc_blobs *blobs)
     blobs_free(blobs);
 }
 
-static int client_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
-                           size_t len)
+/* The connection failed or ended: log why (unless stopping) and retry. */
+static void connection_lost(const char *why)
 {
-    (void)user;
-    switch (reason) {
-    case LWS_CALLBACK_CLIENT_ESTABLISHED: {
-        /* A result is a JSON frame plus binary frames: do not let the second
-         * small write wait for a delayed ACK. */
-        int one = 1;
-        setsockopt(lws_get_socket_fd(wsi), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        E.unreachable_since_ms = 0;
-        E.backoff_ms = 0;
-        E.engine_id = -1;
-        lws_callback_on_writable(wsi);
-        break;
-    }
-    case LWS_CALLBACK_CLIENT_APPEND_HANDSHAKE_HEADER: {
-        /* The controller checks the key on the upgrade itself, before it
-         * reads a frame (the register message carries it as well). */
-        unsigned char **p = in, *end = *p + len;
-        char value[sizeof E.key + 8];
-        int n = snprintf(value, sizeof value, "Bearer %s", E.key);
-        if (lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_AUTHORIZATION, (unsigned char *)value,
-                                         n, p, end))
-            return -1;
-        break;
-    }
-    case LWS_CALLBACK_CLIENT_RECEIVE: {
-        json_t *msg = NULL;
-        ippc_blobs blobs;
-        blobs_init(&blobs);
-        ippc_error err = {0};
-        int rc = ws_reader_feed(&E.reader, wsi, in, len, &msg, &blobs, &err);
-        if (rc < 0) {
-            log_msg("bad message from the controller: %s", err.message);
-            return -1;
-        }
-        if (rc == 1)
-            on_message(msg, &blobs);
-        break;
-    }
-    case LWS_CALLBACK_CLIENT_WRITEABLE: {
-        if (!E.register_sent)
-            return write_register(wsi) < 0 ? -1 : (lws_callback_on_writable(wsi), 0);
-        int rc = ws_outq_write(&E.out, wsi);
-        if (rc < 0)
-            return -1;
-        if (rc > 0)
-            lws_callback_on_writable(wsi);
-        break;
-    }
-    case LWS_CALLBACK_CLIENT_CONNECTION_ERROR:
-        if (E.unreachable_since_ms == 0)
-            log_msg("cannot reach %s: %s", E.url, in ? (const char *)in : "connection error");
-        schedule_reconnect();
-        break;
-    case LWS_CALLBACK_CLIENT_CLOSED:
-        if (!atomic_load(&E.stop))
-            log_msg("connection to the controller closed; reconnecting");
-        schedule_reconnect();
-        break;
-    case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
-        if (E.wsi && !ws_outq_empty(&E.out))
-            lws_callback_on_writable(E.wsi);
-        break;
-    default: break;
-    }
-    return 0;
+    if (!atomic_load(&E.stop))
+        log_msg("connection to the controller lost (%s); reconnecting", why);
+    schedule_reconnect();
 }
-
-static const struct lws_protocols protocols[] = {
-    {IPPC_ENGINE_SUBPROTOCOL, client_callback, 0, 65536, 0, NULL, 0},
-    {NULL, NULL, 0, 0, 0, NULL, 0},
-};
 
 static void *net_main(void *arg)
 {
     (void)arg;
-    lws_sul_schedule(E.ctx, 0, &E.reconnect_timer, connect_now, 1);
-    lws_sul_schedule(E.ctx, 0, &E.heartbeat_timer, send_heartbeat,
-                     (lws_usec_t)IPPC_HEARTBEAT_PERIOD_MS * LWS_US_PER_MS);
+    int64_t next_heartbeat = now_ms() + IPPC_HEARTBEAT_PERIOD_MS;
     /* After stop, keep serving briefly so queued results and the close go out. */
     int64_t stop_deadline = 0;
+    int want_write = 0;
     for (;;) {
+        int64_t now = now_ms();
         if (atomic_load(&E.stop)) {
             if (!stop_deadline) {
-                stop_deadline = now_ms() + 1000;
+                stop_deadline = now + 1000;
                 /* A signal handler set stop: wake the main thread for it. */
                 pthread_mutex_lock(&E.lock);
                 pthread_cond_broadcast(&E.cond);
                 pthread_mutex_unlock(&E.lock);
             }
-            if (!E.wsi || ws_outq_empty(&E.out) || now_ms() > stop_deadline)
+            if (!E.conn || ws_outq_empty(&E.out) || now > stop_deadline)
                 break;
+        } else if (!E.conn && now >= E.reconnect_at_ms) {
+            connect_now();
+            want_write = E.conn != NULL;
+            continue;
         }
-        if (lws_service(E.ctx, 0) < 0)
+        if (now >= next_heartbeat) {
+            send_heartbeat();
+            next_heartbeat = now + IPPC_HEARTBEAT_PERIOD_MS;
+        }
+        if (E.conn && (want_write || !ws_outq_empty(&E.out))) {
+            int rc = link_write(E.conn, &E.out);
+            if (rc < 0) {
+                connection_lost(strerror(errno));
+                continue;
+            }
+            want_write = rc > 0;
+        }
+        int64_t until = next_heartbeat;
+        if (!E.conn && E.reconnect_at_ms < until)
+            until = E.reconnect_at_ms;
+        if (stop_deadline && stop_deadline < until)
+            until = stop_deadline;
+        struct pollfd p[2] = {{.fd = E.wake_fd, .events = POLLIN}, {.fd = -1}};
+        if (E.conn)
+            p[1] = (struct pollfd){.fd = link_fd(E.conn),
+                                   .events = (short)(POLLIN | (want_write ? POLLOUT : 0))};
+        int left = until > now ? (int)(until - now) : 0;
+        if (poll(p, 2, left) < 0 && errno != EINTR)
             break;
+        if (p[0].revents & POLLIN) {
+            uint64_t n;
+            ssize_t rc = read(E.wake_fd, &n, sizeof n);
+            (void)rc; /* only the wake-up matters */
+        }
+        if (E.conn && (p[1].revents & (POLLIN | POLLHUP | POLLERR))) {
+            ippc_error err = {0};
+            if (link_read(E.conn, &E.reader, on_message, NULL, &err) < 0)
+                connection_lost(err.message);
+        }
+    }
+    if (E.conn) {
+        link_close(E.conn, 1000);
+        E.conn = NULL;
     }
     return NULL;
 }
@@ -465,6 +447,17 @@ static int parse_url(void)
     return 0;
 }
 
+static bool job_name_valid(const char *name)
+{
+    size_t len = strlen(name);
+    if (len == 0 || len >= sizeof E.job_prefix)
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if (!isalnum((unsigned char)name[i]) && !strchr(".-_", name[i]))
+            return false;
+    return true;
+}
+
 static int parse_args(int argc, char **argv)
 {
     static const struct option longs[] = {
@@ -475,6 +468,9 @@ static int parse_args(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'v'},
         {"max-message-mb", required_argument, NULL, 'm'},
+        {"runtime", required_argument, NULL, 'r'},
+        {"real-mpi4py", no_argument, NULL, 'R'},
+        {"job", required_argument, NULL, 'j'},
         {NULL, 0, NULL, 0},
     };
     const char *file = NULL;
@@ -502,10 +498,38 @@ static int parse_args(int argc, char **argv)
             E.max_message = (size_t)mb << 20;
             break;
         }
+        case 'r': {
+            int kind = runtime_kind_parse(optarg);
+            if (kind < 0) {
+                fprintf(stderr, "ippc-engine: --runtime must be lua or python, not '%s'\n", optarg);
+                return 2;
+            }
+            E.runtime = (runtime_kind)kind;
+            break;
+        }
+        case 'R': runtime_python_real_mpi4py(1); break;
+        case 'j':
+            /* The launcher names its jobs so it can tell their engines apart. */
+            if (!job_name_valid(optarg)) {
+                fprintf(stderr, "ippc-engine: --job needs 1-15 letters, digits, '.', '-' or "
+                                "'_'\n");
+                return 2;
+            }
+            snprintf(E.job_prefix, sizeof E.job_prefix, "%s", optarg);
+            break;
         case 'v': printf("ippc-engine %s\n", IPPC_VERSION); return 0;
         case 'h':
             printf("usage: ippc-engine --file ippc-engine.json | --url ws://HOST:PORT/engine "
-                   "--key KEY [--grace SECONDS] [--max-message-mb N]\n"
+                   "--key KEY [--grace SECONDS] [--max-message-mb N] [--runtime lua|python]\n"
+                   "       [--real-mpi4py] [--job NAME]\n"
+                   "  --runtime R         the language of this engine's namespace: lua "
+                   "(default)\n"
+                   "                      or python (embedded CPython, NumPy, mpi4py)\n"
+                   "  --real-mpi4py       python: an installed mpi4py built for MPICH instead "
+                   "of\n"
+                   "                      the engine's own mpi4py.MPI\n"
+                   "  --job NAME          the MPI job's id at the controller is NAME.<random hex> "
+                   "(default:\n                      only the random hex)\n"
                    "  --max-message-mb N  the largest message (a task and its arrays) this "
                    "engine\n"
                    "                      takes (default %zu); a larger one fails on the "
@@ -527,15 +551,21 @@ static int parse_args(int argc, char **argv)
 static void make_job_id(void)
 {
     unsigned char rnd[16] = {0};
+    size_t n_random = E.job_prefix[0] ? 8 : 16;
     if (E.rank == 0 && getrandom(rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd) {
         unsigned long x = (unsigned long)time(NULL) ^ (unsigned long)getpid();
         memcpy(rnd, &x, sizeof x);
     }
     /* Every rank of this job gets rank 0's id: that is how the controller
-     * knows which engines share a COMM_WORLD. */
+     * knows which engines share a COMM_WORLD.  A --job name only prefixes
+     * it: ranks that came up as separate singletons (an mpiexec of another
+     * MPI) must still be separate jobs. */
     MPI_Bcast(rnd, sizeof rnd, MPI_BYTE, 0, MPI_COMM_WORLD);
-    for (size_t i = 0; i < sizeof rnd; i++)
-        sprintf(E.job + 2 * i, "%02x", rnd[i]);
+    size_t used = 0;
+    if (E.job_prefix[0])
+        used = (size_t)snprintf(E.job, sizeof E.job, "%s.", E.job_prefix);
+    for (size_t i = 0; i < n_random && used + 2 < sizeof E.job; i++, used += 2)
+        sprintf(E.job + used, "%02x", rnd[i]);
 }
 
 /* Stdout while a task runs: sent as it comes (the runtime batches it), so
@@ -549,7 +579,7 @@ static void stream_stdout(void *arg, uint64_t task, const char *data, size_t len
         return;
     ws_outq_push(&E.out, msg, NULL, 0);
     json_decref(msg);
-    lws_cancel_service(E.ctx);
+    net_wake();
 }
 
 /* A result larger than the controller takes would close the connection
@@ -603,7 +633,7 @@ static void run_tasks(void)
             json_object_set(result, "task", tid);
             ws_outq_push_blobs(&E.out, result, &result_blobs);
             json_decref(result);
-            lws_cancel_service(E.ctx);
+            net_wake();
         }
         blobs_free(&result_blobs);
         json_decref(it->msg);
@@ -622,6 +652,7 @@ static void on_signal(int sig)
      * wakes it: a signal handler may not touch the condition variable. */
     if (E.rt)
         runtime_interrupt(E.rt);
+    net_wake();
 }
 
 int main(int argc, char **argv)
@@ -652,9 +683,9 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     ippc_error err = {0};
-    E.rt = runtime_new(E.rank, E.size, &err);
+    E.rt = runtime_new(E.runtime, E.rank, E.size, &err);
     if (!E.rt) {
-        log_msg("cannot start the Lua runtime: %s", err.message);
+        log_msg("cannot start the %s runtime: %s", runtime_kind_name(E.runtime), err.message);
         MPI_Finalize();
         return 1;
     }
@@ -662,13 +693,8 @@ int main(int argc, char **argv)
     atomic_store(&E.peer_max_message, IPPC_MAX_WS_MESSAGE);
     ws_reader_init(&E.reader, E.max_message, NULL);
     runtime_set_stdout_sink(E.rt, stream_stdout, NULL);
-    lws_set_log_level(LLL_ERR, NULL);
-    struct lws_context_creation_info info;
-    memset(&info, 0, sizeof info);
-    info.port = CONTEXT_PORT_NO_LISTEN;
-    info.protocols = protocols;
-    E.ctx = lws_create_context(&info);
-    if (!E.ctx || pthread_create(&E.net, NULL, net_main, NULL) != 0) {
+    E.wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (E.wake_fd < 0 || pthread_create(&E.net, NULL, net_main, NULL) != 0) {
         log_msg("cannot start the network thread");
         return 1;
     }
@@ -678,9 +704,9 @@ int main(int argc, char **argv)
     sa.sa_handler = SIG_IGN;
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
-    lws_cancel_service(E.ctx);
+    net_wake();
     pthread_join(E.net, NULL);
-    lws_context_destroy(E.ctx);
+    close(E.wake_fd);
     ws_outq_destroy(&E.out);
     ws_reader_free(&E.reader);
     runtime_free(E.rt);

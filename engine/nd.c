@@ -12,6 +12,7 @@
  * bound).
  */
 #include "nd_impl.h"
+#include "buf.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -97,7 +98,9 @@ static unsigned char *nd_alloc_bytes(size_t bytes, int zero)
             memset(p, 0, bytes);
         return p;
     }
-    return zero ? calloc(bytes ? bytes : 1, 1) : malloc(bytes ? bytes : 1);
+    if (!zero)
+        return buf_alloc_big(bytes);
+    return calloc(bytes ? bytes : 1, 1);
 }
 
 nd_buffer *nd_buffer_wrap(unsigned char *data, size_t bytes)

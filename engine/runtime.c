@@ -57,34 +57,28 @@
 #include "luavalue.h"
 #include "nd.h"
 #include "plugin.h"
+#include "runtime_class.h"
 #include "runtime_impl.h"
+#include "task.h"
+#include "taskout.h"
 
-#define RT_STDOUT_CAP ((size_t)8 << 20)
-#define RT_STDOUT_NOTE "\n[stdout truncated]\n"
 #define RT_HOOK_COUNT 1000
 
-struct runtime {
+typedef struct lua_runtime {
+    runtime base; /* first: the runtime * of runtime.h (runtime_class.h) */
     lua_State *L;
     int rank, size;
     atomic_int interrupt;
     _Atomic(lua_State *) running; /* the coroutine being resumed, or L */
     atomic_int busy;              /* interrupts currently using running */
-    /* the running task's stdout */
-    ippc_buf out;
-    int out_truncated;
-    int output_redirected; /* io.output(file) was called: io.write goes there */
-    /* streaming of the running task's stdout (runtime_set_stdout_sink) */
-    runtime_stdout_sink sink;
-    void *sink_arg;
-    uint64_t task_id;
-    size_t streamed;       /* bytes of out already given to the sink */
-    int64_t last_flush_ms; /* 0: nothing flushed yet in this task */
-    fanout *fan;           /* data ops fanned out by MPI (fanout.h) */
-};
+    taskout out;                  /* the running task's stdout, streamed */
+    int output_redirected;        /* io.output(file) was called: io.write goes there */
+    fanout *fan;                  /* data ops fanned out by MPI (fanout.h) */
+} lua_runtime;
 
-static runtime *rt_of(lua_State *L)
+static lua_runtime *rt_of(lua_State *L)
 {
-    return *(runtime **)lua_getextraspace(L);
+    return *(lua_runtime **)lua_getextraspace(L);
 }
 
 /* ---------------------------------------------------------- interrupt */
@@ -103,10 +97,9 @@ static void rt_set_hook(lua_State *L)
     lua_sethook(L, rt_hook, LUA_MASKCOUNT, RT_HOOK_COUNT);
 }
 
-void runtime_interrupt(runtime *rt)
+static void lua_rt_interrupt(runtime *base)
 {
-    if (!rt)
-        return;
+    lua_runtime *rt = (lua_runtime *)base;
     /* Flag first: rt_enter publishes then reads the flag, we set the flag
      * then read what is published (all seq_cst), so a coroutine starting
      * right now is hooked by one side or the other. */
@@ -120,7 +113,7 @@ void runtime_interrupt(runtime *rt)
 }
 
 /* Publishes that co is about to run; returns what ran before. */
-static lua_State *rt_enter(runtime *rt, lua_State *co)
+static lua_State *rt_enter(lua_runtime *rt, lua_State *co)
 {
     lua_State *prev = atomic_exchange(&rt->running, co);
     if (atomic_load(&rt->interrupt))
@@ -130,7 +123,7 @@ static lua_State *rt_enter(runtime *rt, lua_State *co)
 
 /* Unpublishes a coroutine that stopped running; once this returns no
  * interrupt holds a pointer to it, so it may be collected. */
-static void rt_leave(runtime *rt, lua_State *prev)
+static void rt_leave(lua_runtime *rt, lua_State *prev)
 {
     atomic_store(&rt->running, prev);
     while (atomic_load(&rt->busy)) /* an interrupt on another thread, briefly */
@@ -138,7 +131,7 @@ static void rt_leave(runtime *rt, lua_State *prev)
 }
 
 /* After a coroutine returned to L: an interrupt stops L too, at once. */
-static void rt_check_interrupt(lua_State *L, runtime *rt)
+static void rt_check_interrupt(lua_State *L, lua_runtime *rt)
 {
     if (atomic_load(&rt->interrupt)) {
         rt_set_hook(L);
@@ -156,7 +149,7 @@ static int rt_auxresume(lua_State *L, lua_State *co, int narg)
         return -1;
     }
     lua_xmove(L, co, narg);
-    runtime *rt = rt_of(L);
+    lua_runtime *rt = rt_of(L);
     lua_State *prev = rt_enter(rt, co);
     int nres;
     int status = lua_resume(co, L, narg, &nres);
@@ -300,78 +293,28 @@ static int rt_dofile(lua_State *L)
 
 /* ------------------------------------------------------------- stdout */
 
-#define RT_STREAM_PERIOD_MS 100
-#define RT_STREAM_BYTES ((size_t)64 << 10)
-
-static int64_t rt_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* Gives the sink the stdout it has not seen: when forced (end of task), when
- * RT_STREAM_BYTES are waiting, or when RT_STREAM_PERIOD_MS passed since the
- * last time (the first output of a task goes at once). */
-static void rt_stream(runtime *rt, int force)
-{
-    size_t fresh = rt->out.len - rt->streamed;
-    if (!rt->sink || fresh == 0)
-        return;
-    int64_t now = rt_now_ms();
-    if (!force && fresh < RT_STREAM_BYTES && rt->last_flush_ms != 0 &&
-        now - rt->last_flush_ms < RT_STREAM_PERIOD_MS)
-        return;
-    rt->sink(rt->sink_arg, rt->task_id, rt->out.data + rt->streamed, fresh);
-    rt->streamed = rt->out.len;
-    rt->last_flush_ms = now ? now : 1;
-}
-
-void runtime_set_stdout_sink(runtime *rt, runtime_stdout_sink sink, void *arg)
-{
-    rt->sink = sink;
-    rt->sink_arg = arg;
-}
-
-static void rt_out_add(runtime *rt, const char *s, size_t n)
-{
-    if (rt->out_truncated || n == 0)
-        return;
-    size_t room = RT_STDOUT_CAP - rt->out.len, take = n < room ? n : room;
-    size_t note = take < n ? sizeof RT_STDOUT_NOTE - 1 : 0;
-    if (buf_reserve(&rt->out, take + note) < 0) {
-        rt->out_truncated = 1; /* keep what we have */
-        return;
-    }
-    buf_append(&rt->out, s, take); /* cannot fail: reserved */
-    if (note) {
-        buf_append(&rt->out, RT_STDOUT_NOTE, note);
-        rt->out_truncated = 1;
-    }
-}
-
 /* Lua's print, into the task's stdout. */
 static int rt_print(lua_State *L)
 {
-    runtime *rt = rt_of(L);
+    lua_runtime *rt = rt_of(L);
     int n = lua_gettop(L);
     for (int i = 1; i <= n; i++) {
         size_t len;
         const char *s = luaL_tolstring(L, i, &len);
         if (i > 1)
-            rt_out_add(rt, "\t", 1);
-        rt_out_add(rt, s, len);
+            taskout_add(&rt->out, "\t", 1);
+        taskout_add(&rt->out, s, len);
         lua_pop(L, 1);
     }
-    rt_out_add(rt, "\n", 1);
-    rt_stream(rt, 0); /* whole lines at a time */
+    taskout_add(&rt->out, "\n", 1);
+    taskout_stream(&rt->out, 0); /* whole lines at a time */
     return 0;
 }
 
 /* io.write's formatting (liolib.c g_write) for arguments first..top. */
 static void rt_write_args(lua_State *L, int first)
 {
-    runtime *rt = rt_of(L);
+    lua_runtime *rt = rt_of(L);
     int n = lua_gettop(L);
     for (int i = first; i <= n; i++) {
         if (lua_type(L, i) == LUA_TNUMBER) {
@@ -380,14 +323,14 @@ static void rt_write_args(lua_State *L, int first)
                 lua_isinteger(L, i)
                     ? snprintf(buf, sizeof buf, LUA_INTEGER_FMT, (LUAI_UACINT)lua_tointeger(L, i))
                     : snprintf(buf, sizeof buf, LUA_NUMBER_FMT, (LUAI_UACNUMBER)lua_tonumber(L, i));
-            rt_out_add(rt, buf, (size_t)len);
+            taskout_add(&rt->out, buf, (size_t)len);
         } else {
             size_t len;
             const char *s = luaL_checklstring(L, i, &len);
-            rt_out_add(rt, s, len);
+            taskout_add(&rt->out, s, len);
         }
     }
-    rt_stream(rt, 0);
+    taskout_stream(&rt->out, 0);
 }
 
 /* upvalues: 1 the stdout proxy, 2 the original io.write */
@@ -407,7 +350,7 @@ static int rt_io_write(lua_State *L)
 /* upvalues: 1 the stdout proxy, 2 the original io.output */
 static int rt_io_output(lua_State *L)
 {
-    runtime *rt = rt_of(L);
+    lua_runtime *rt = rt_of(L);
     if (lua_isnoneornil(L, 1) && !rt->output_redirected) {
         lua_pushvalue(L, lua_upvalueindex(1));
         return 1;
@@ -522,7 +465,7 @@ static void rt_install_output(lua_State *L)
 
 static int rt_setup(lua_State *L)
 {
-    runtime *rt = lua_touserdata(L, 1);
+    lua_runtime *rt = lua_touserdata(L, 1);
     luaL_openlibs(L);
     luaL_requiref(L, "nd", luaopen_nd, 1);
     lua_pop(L, 1);
@@ -539,13 +482,16 @@ static int rt_setup(lua_State *L)
     return 0;
 }
 
-runtime *runtime_new(int rank, int size, ippc_error *err)
+static void lua_rt_free(runtime *base);
+
+static runtime *lua_rt_new(int rank, int size, ippc_error *err)
 {
-    runtime *rt = calloc(1, sizeof *rt);
+    lua_runtime *rt = calloc(1, sizeof *rt);
     if (!rt) {
         ippc_error_set(err, ERR_INTERNAL, "out of memory");
         return NULL;
     }
+    rt->base.cls = &runtime_lua_class;
     rt->rank = rank;
     rt->size = size;
     atomic_init(&rt->interrupt, 0);
@@ -554,124 +500,39 @@ runtime *runtime_new(int rank, int size, ippc_error *err)
     rt->L = luaL_newstate();
     if (!rt->L) {
         ippc_error_set(err, ERR_INTERNAL, "cannot create a Lua state");
-        runtime_free(rt);
+        lua_rt_free(&rt->base);
         return NULL;
     }
     atomic_store(&rt->running, rt->L);
-    *(runtime **)lua_getextraspace(rt->L) = rt; /* copied into every new coroutine */
+    *(lua_runtime **)lua_getextraspace(rt->L) = rt; /* copied into every new coroutine */
     lua_pushcfunction(rt->L, rt_setup);
     lua_pushlightuserdata(rt->L, rt);
     if (lua_pcall(rt->L, 1, 0, 0) != LUA_OK) {
         ippc_error_set(err, ERR_INTERNAL, "cannot set up the Lua runtime: %s",
                        lua_tostring(rt->L, -1) ? lua_tostring(rt->L, -1) : "?");
-        runtime_free(rt);
+        lua_rt_free(&rt->base);
         return NULL;
     }
     rt->fan = fanout_new(&rt->interrupt); /* after lmpi_open: every rank in this order */
     if (!rt->fan) {
         ippc_error_set(err, ERR_INTERNAL, "cannot set up the fan-out communicators");
-        runtime_free(rt);
+        lua_rt_free(&rt->base);
         return NULL;
     }
-    return rt;
+    return &rt->base;
 }
 
-void runtime_free(runtime *rt)
+static void lua_rt_free(runtime *base)
 {
-    if (!rt)
-        return;
+    lua_runtime *rt = (lua_runtime *)base;
     fanout_free(rt->fan);
     if (rt->L)
         lua_close(rt->L);
-    buf_free(&rt->out);
+    taskout_free(&rt->out);
     free(rt);
 }
 
 /* ------------------------------------------------------- result pieces */
-
-/* Length of the valid UTF-8 sequence at s (n bytes left), 0 if invalid.
- * Rejects overlongs, surrogates and code points above U+10FFFF, as Jansson. */
-static size_t utf8_seq(const unsigned char *s, size_t n)
-{
-    unsigned char c = s[0];
-    if (c < 0x80)
-        return 1;
-    size_t len;
-    unsigned cp, min;
-    if ((c & 0xE0) == 0xC0) {
-        len = 2, cp = c & 0x1F, min = 0x80;
-    } else if ((c & 0xF0) == 0xE0) {
-        len = 3, cp = c & 0x0F, min = 0x800;
-    } else if ((c & 0xF8) == 0xF0) {
-        len = 4, cp = c & 0x07, min = 0x10000;
-    } else {
-        return 0;
-    }
-    if (len > n)
-        return 0;
-    for (size_t i = 1; i < len; i++) {
-        if ((s[i] & 0xC0) != 0x80)
-            return 0;
-        cp = (cp << 6) | (s[i] & 0x3F);
-    }
-    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
-        return 0;
-    return len;
-}
-
-/* A JSON string for arbitrary bytes: invalid UTF-8 becomes U+FFFD. */
-json_t *json_text(const char *s, size_t n)
-{
-    json_t *j = json_stringn(s ? s : "", s ? n : 0);
-    if (j || !s)
-        return j;
-    if (n > SIZE_MAX / 3)
-        return NULL;
-    char *clean = malloc(n * 3 + 1);
-    if (!clean)
-        return NULL;
-    size_t o = 0;
-    const unsigned char *u = (const unsigned char *)s;
-    for (size_t i = 0; i < n;) {
-        size_t len = utf8_seq(u + i, n - i);
-        if (len) {
-            memcpy(clean + o, u + i, len);
-            o += len;
-            i += len;
-        } else {
-            memcpy(clean + o, "\xEF\xBF\xBD", 3);
-            o += 3;
-            i++;
-        }
-    }
-    j = json_stringn(clean, o);
-    free(clean);
-    return j;
-}
-
-void task_fail(task_ctx *c, task_status status, const char *ename, const char *fmt, ...)
-{
-    char *msg = NULL;
-    va_list ap;
-    va_start(ap, fmt);
-    int len = vasprintf(&msg, fmt, ap);
-    va_end(ap);
-    c->status = status;
-    snprintf(c->ename, sizeof c->ename, "%s", ename);
-    json_decref(c->evalue);
-    json_decref(c->traceback);
-    c->evalue = json_text(len >= 0 ? msg : "out of memory", len >= 0 ? (size_t)len : 13);
-    c->traceback = json_array();
-    if (len >= 0 && c->traceback) {
-        char *line = NULL;
-        if (asprintf(&line, "%s: %s", ename, msg) >= 0) {
-            json_array_append_new(c->traceback, json_text(line, strlen(line)));
-            free(line);
-        }
-    }
-    if (len >= 0)
-        free(msg);
-}
 
 /* Message handler for user code: {evalue = message, traceback = text}. */
 static int task_msgh(lua_State *L)
@@ -733,7 +594,7 @@ static int task_call(lua_State *L, task_ctx *c, int nargs)
     if (st == LUA_OK)
         return lua_gettop(L) - base + 1;
 
-    int aborted = atomic_load(&c->rt->interrupt);
+    int aborted = atomic_load(c->interrupt);
     task_status status = aborted ? TASK_ABORTED : TASK_ERROR;
     const char *ename = aborted ? "Aborted" : st == LUA_ERRMEM ? "MemoryError" : "RuntimeError";
     if (lua_type(L, -1) == LUA_TTABLE) {
@@ -776,18 +637,6 @@ int task_wire(lua_State *L, task_ctx *c, int idx, const char *what, json_t **out
 }
 
 /* ----------------------------------------------------------------- ops */
-
-const char *task_string(task_ctx *c, const char *key, size_t *len)
-{
-    const json_t *v = json_object_get(c->task, key);
-    if (!json_is_string(v)) {
-        task_fail(c, TASK_ERROR, "ProtocolError", "task needs a string '%s'", key);
-        return NULL;
-    }
-    if (len)
-        *len = json_string_length(v);
-    return json_string_value(v);
-}
 
 int task_global(lua_State *L, task_ctx *c, const char *name, size_t len)
 {
@@ -983,24 +832,6 @@ static void op_apply(lua_State *L, task_ctx *c)
     lua_settop(L, base);
 }
 
-/* Moves the failure recorded in c to c->item_errors as item index (0-based
- * within the chunk) and clears it, so the chunk goes on with the next item. */
-static void map_item_failed(task_ctx *c, lua_Integer index)
-{
-    json_t *e = json_pack("{s:I, s:s}", "index", (json_int_t)index, "ename", c->ename);
-    if (e) {
-        json_object_set_new(e, "evalue", c->evalue ? c->evalue : json_string(""));
-        json_object_set_new(e, "traceback", c->traceback ? c->traceback : json_array());
-        c->evalue = c->traceback = NULL;
-    }
-    json_array_append_new(c->item_errors, e);
-    json_decref(c->evalue);
-    json_decref(c->traceback);
-    c->evalue = c->traceback = NULL;
-    c->ename[0] = '\0';
-    c->status = TASK_OK;
-}
-
 /* op "map": {"function", "sequences": [values]} — calls the function on
  * the i-th items of every sequence (zip-like: the shortest one bounds i) and
  * answers the list of first results.  One balanced task is one map chunk.
@@ -1066,23 +897,13 @@ static void op_map(lua_State *L, task_ctx *c)
             break;
         }
         if (c->status != TASK_OK) {
-            map_item_failed(c, i - 1);
+            task_item_failed(c, (long long)(i - 1));
             v = json_null();
         }
         json_array_append_new(c->value, v);
     }
     lua_settop(L, base);
-    if (json_array_size(c->item_errors) == 0) {
-        json_decref(c->item_errors);
-        c->item_errors = NULL;
-        return;
-    }
-    /* The chunk reads as failed, with its first failed item's error. */
-    json_t *first = json_array_get(c->item_errors, 0);
-    c->status = TASK_ERROR;
-    snprintf(c->ename, sizeof c->ename, "%s", json_string_value(json_object_get(first, "ename")));
-    c->evalue = json_incref(json_object_get(first, "evalue"));
-    c->traceback = json_incref(json_object_get(first, "traceback"));
+    task_items_settle(c);
 }
 
 static int task_main(lua_State *L)
@@ -1094,7 +915,7 @@ static int task_main(lua_State *L)
     if (!name)
         task_fail(c, TASK_ERROR, "ProtocolError", "task needs a string 'op'");
     else if (json_object_get(c->task, "fanout"))
-        op_fanout(L, c, c->rt->fan); /* push, scatter or gather over MPI */
+        fanout_lua_run(L, c, ((lua_runtime *)c->rt)->fan); /* push, scatter or gather over MPI */
     else if (strcmp(name, "execute") == 0)
         op_chunk(L, c, 0);
     else if (strcmp(name, "run") == 0)
@@ -1120,26 +941,22 @@ static int task_main(lua_State *L)
     return 0;
 }
 
-static const char *const status_names[] = {"ok", "error", "aborted"};
-
-json_t *runtime_run_task(runtime *rt, const json_t *task, ippc_blobs *task_blobs,
-                         ippc_blobs *result_blobs)
+static json_t *lua_rt_run_task(runtime *base, const json_t *task, ippc_blobs *task_blobs,
+                               ippc_blobs *result_blobs)
 {
+    lua_runtime *rt = (lua_runtime *)base;
     lua_State *L = rt->L;
     /* Hook first, then flag: an interrupt landing in between is for the
      * previous task and is dropped, as runtime.h promises. */
     lua_sethook(L, NULL, 0, 0);
     atomic_store(&rt->interrupt, 0);
-    buf_reset(&rt->out);
-    rt->out_truncated = 0;
-    rt->streamed = 0;
-    rt->last_flush_ms = 0;
     const json_t *task_id = json_is_object(task) ? json_object_get(task, "task") : NULL;
-    rt->task_id = json_is_integer(task_id) ? (uint64_t)json_integer_value(task_id) : 0;
+    taskout_begin(&rt->out, json_is_integer(task_id) ? (uint64_t)json_integer_value(task_id) : 0);
 
     ippc_blobs no_blobs;
     blobs_init(&no_blobs);
-    task_ctx c = {.rt = rt,
+    task_ctx c = {.rt = &rt->base,
+                  .interrupt = &rt->interrupt,
                   .task = task,
                   .task_blobs = task_blobs ? task_blobs : &no_blobs,
                   .result_blobs = result_blobs,
@@ -1148,7 +965,7 @@ json_t *runtime_run_task(runtime *rt, const json_t *task, ippc_blobs *task_blobs
     blobs_init(&scratch_result);
     if (!c.result_blobs)
         c.result_blobs = &scratch_result;
-    size_t first_blob = c.result_blobs->count;
+    c.first_blob = c.result_blobs->count;
 
     lua_settop(L, 0);
     if (!json_is_object(task)) {
@@ -1167,56 +984,27 @@ json_t *runtime_run_task(runtime *rt, const json_t *task, ippc_blobs *task_blobs
         }
     }
     lua_settop(L, 0);
-    rt_stream(rt, 1); /* the sink sees every byte before the result exists */
-
-    json_t *res = json_object();
-    if (!res)
-        goto oom;
-    json_object_set_new(res, "type", json_string("result"));
-    json_object_set(res, "task",
-                    json_is_object(task) && json_object_get(task, "task")
-                        ? json_object_get(task, "task")
-                        : json_null());
-    json_object_set_new(res, "status", json_string(status_names[c.status]));
-    json_object_set_new(res, "stdout", json_text(rt->out.data ? rt->out.data : "", rt->out.len));
-    /* A map chunk with failed items keeps its value (and its blobs). */
-    int keep_value = c.status == TASK_OK || (c.status == TASK_ERROR && c.item_errors);
-    if (keep_value && c.value)
-        json_object_set_new(res, "value", c.value);
-    else
-        json_decref(c.value);
-    c.value = NULL;
-    if (c.status == TASK_OK && c.parts) /* a fanned-out gather's root */
-        json_object_set_new(res, "parts", c.parts);
-    else
-        json_decref(c.parts);
-    c.parts = NULL;
-    if (c.status != TASK_OK) {
-        json_object_set_new(res, "ename", json_string(c.ename));
-        json_object_set_new(res, "evalue", c.evalue ? c.evalue : json_string(""));
-        json_object_set_new(res, "traceback", c.traceback ? c.traceback : json_array());
-        c.evalue = c.traceback = NULL;
-        if (keep_value && c.item_errors)
-            json_object_set(res, "item_errors", c.item_errors);
-        else
-            while (c.result_blobs->count > first_blob) /* nothing refers to them now */
-                free(c.result_blobs->items[--c.result_blobs->count].data);
-    }
-    if (!json_object_get(res, "stdout") || !json_object_get(res, "status")) {
-        json_decref(res);
-        res = NULL;
-    }
-oom:
-    json_decref(c.value);
-    json_decref(c.parts);
-    json_decref(c.evalue);
-    json_decref(c.traceback);
-    json_decref(c.item_errors);
+    taskout_stream(&rt->out, 1); /* the sink sees every byte before the result exists */
+    json_t *res = task_result(&c, &rt->out);
     blobs_free(&scratch_result);
     nd_cache_trim(); /* an idle engine keeps no spare array memory */
-    /* Keep the buffer of a chatty task from pinning memory for good. */
-    if (rt->out.cap > ((size_t)1 << 20))
-        buf_free(&rt->out);
-    buf_reset(&rt->out);
+    taskout_end(&rt->out);
     return res;
 }
+
+static void lua_rt_set_stdout_sink(runtime *base, runtime_stdout_sink sink, void *arg)
+{
+    lua_runtime *rt = (lua_runtime *)base;
+    rt->out.sink = sink;
+    rt->out.sink_arg = arg;
+}
+
+const runtime_class runtime_lua_class = {
+    .name = "lua",
+    .kind = RUNTIME_LUA,
+    .create = lua_rt_new,
+    .destroy = lua_rt_free,
+    .run_task = lua_rt_run_task,
+    .set_stdout_sink = lua_rt_set_stdout_sink,
+    .interrupt = lua_rt_interrupt,
+};

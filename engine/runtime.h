@@ -1,8 +1,17 @@
-/* runtime.h — the engine's Lua 5.4 runtime: one namespace, one task at a time.
+/* runtime.h — the engine's runtime: one namespace, one task at a time.
  *
- * The runtime owns one lua_State whose global table is the user namespace (as
- * IPython's user_ns), with the `nd` and `mpi` modules loaded and `print` /
- * `io.write` captured into the running task's stdout.
+ * Two implementations behind one interface (runtime_class.h):
+ *   RUNTIME_LUA     (runtime.c, the default) one lua_State whose global table
+ *                   is the user namespace (as IPython's user_ns), with the
+ *                   `nd` and `mpi` modules loaded;
+ *   RUNTIME_PYTHON  (pyruntime*.c) the embedded CPython interpreter whose
+ *                   __main__ dict is the namespace, with NumPy and the
+ *                   mpi4py-compatible `mpi4py.MPI` (docs/python.md).
+ * Both capture print into the running task's stdout, take the same task
+ * messages and answer the same result messages; what is said below of Lua
+ * globals holds for Python's namespace alike (docs/python.md has the
+ * differences: Python values and NumPy arrays instead of Lua tables and nd).
+ * Only one runtime exists per engine process (CPython is per process).
  *
  * Threads: runtime_new, runtime_run_task and runtime_free are called from the
  * engine's main thread only (the thread that called MPI_Init_thread).
@@ -21,9 +30,24 @@
 
 typedef struct runtime runtime;
 
-/* rank/size of MPI_COMM_WORLD (0/1 when MPI is not used).  NULL + err on failure. */
-runtime *runtime_new(int rank, int size, ippc_error *err);
+typedef enum runtime_kind { RUNTIME_LUA = 0, RUNTIME_PYTHON, RUNTIME_KIND_COUNT } runtime_kind;
+
+/* "lua", "python"; NULL for another value. */
+const char *runtime_kind_name(runtime_kind kind);
+/* Parses a runtime name; -1 if unknown. */
+int runtime_kind_parse(const char *name);
+
+/* rank/size of MPI_COMM_WORLD (0/1 when MPI is not used).  NULL + err on
+ * failure.  With MPI every rank must create the same kind, in the same order
+ * (both duplicate MPI_COMM_WORLD). */
+runtime *runtime_new(runtime_kind kind, int rank, int size, ippc_error *err);
 void runtime_free(runtime *rt);
+runtime_kind runtime_kind_of(const runtime *rt);
+
+/* Python only, before runtime_new: on, `import mpi4py` finds an installed
+ * mpi4py built for MPICH (ippc-engine --real-mpi4py; runtime_new fails,
+ * saying why, when there is none) instead of the engine's own module. */
+void runtime_python_real_mpi4py(int on);
 
 /* Runs one task message from the controller (see common/proto.h for the ops:
  * execute, run, push, pull, apply, map, and these namespace ops:
@@ -75,7 +99,9 @@ typedef void (*runtime_stdout_sink)(void *arg, uint64_t task, const char *data, 
 void runtime_set_stdout_sink(runtime *rt, runtime_stdout_sink sink, void *arg);
 
 /* Asks the running task (if any) to stop; it ends with status "aborted".  Safe
- * from any thread; a no-op when idle (the flag is cleared when a task starts). */
+ * from any thread and async-signal-safe (engine/main.c calls it from its
+ * SIGTERM handler); a no-op when idle (the flag is cleared when a task
+ * starts). */
 void runtime_interrupt(runtime *rt);
 
 #endif

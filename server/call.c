@@ -168,7 +168,7 @@ static const call_def call_defs[] = {
 
 /* Fields of a /ws message that are the envelope, not the call: the op, the
  * client's id, and the count of binary attachments (wsmsg.h). */
-static const char *const envelope[] = {"op", "id", "nbuf"};
+static const char *const envelope[] = {"op", "id", "nbuf", "sizes"};
 
 static const struct {
     unsigned bit;

@@ -65,6 +65,7 @@
 #include <microhttpd.h>
 
 #include "binbody.h"
+#include "buf.h"
 #include "call.h"
 #include "decode_pool.h"
 #include "linger.h"
@@ -72,6 +73,7 @@
 #include "npy.h"
 #include "proto.h"
 #include "secret.h"
+#include "webroot.h"
 
 #define MAX_SEGMENTS 8
 /* JSON bodies larger than this are decoded on a decode-pool worker. */
@@ -96,9 +98,10 @@ struct http_api {
     size_t max_body; /* JSON bodies (--max-body-mb) */
     size_t max_raw;  /* raw array bodies (--max-raw-mb) */
     int metrics_public;
-    budget *held;      /* every byte requests make us hold */
-    budget own_held;   /* held, when the configuration gives none: no limit */
-    size_t decode_cap; /* most memory one JSON decode may use */
+    const webroot *files; /* the dashboard's static files, or NULL */
+    budget *held;         /* every byte requests make us hold */
+    budget own_held;      /* held, when the configuration gives none: no limit */
+    size_t decode_cap;    /* most memory one JSON decode may use */
     decode_pool *decoder;
     linger *linger;
     atomic_int stopping;  /* no new suspensions */
@@ -149,6 +152,10 @@ struct req_ctx {
     const call_def *def; /* the route's call, or NULL */
     route_args args;     /* point into path */
     char *path;
+    /* a static file (webroot.h) rather than a route */
+    int is_file;
+    webroot_dir file_dir;
+    char file_rel[WEBROOT_MAX_PATH];
     int refused; /* answer `refusal` at the last call */
     ippc_error refusal;
     char allow[64]; /* Allow header of a 405 */
@@ -238,6 +245,51 @@ static enum MHD_Result send_refusal(req_ctx *ctx)
     const ippc_error *err = &ctx->refusal;
     return send_json_with(ctx->conn, (unsigned int)http_status_for(err->code), ippc_error_json(err),
                           ctx->allow[0] ? MHD_HTTP_HEADER_ALLOW : NULL, ctx->allow);
+}
+
+static const char *header(req_ctx *ctx, const char *name);
+
+/* A dashboard file (webroot.h): its bytes straight from the file
+ * (libmicrohttpd sends them with sendfile and closes the fd), or 304 when
+ * the browser's copy is current.  Every answer carries the validators, the
+ * Content-Security-Policy and the other headers that keep the page to
+ * itself.  The file is opened here, on the MHD thread: local files of a few
+ * KiB, read by the kernel, not by this thread. */
+static enum MHD_Result send_file(req_ctx *ctx)
+{
+    ippc_error err = {0};
+    webroot_file f;
+    if (webroot_open_file(ctx->api->files, ctx->file_dir, ctx->file_rel, &f, &err) < 0)
+        return send_error(ctx->conn, &err);
+    unsigned int status = MHD_HTTP_OK;
+    struct MHD_Response *resp;
+    if (webroot_not_modified(&f, header(ctx, MHD_HTTP_HEADER_IF_NONE_MATCH),
+                             header(ctx, MHD_HTTP_HEADER_IF_MODIFIED_SINCE))) {
+        close(f.fd);
+        status = MHD_HTTP_NOT_MODIFIED;
+        resp = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
+    } else {
+        resp = MHD_create_response_from_fd64(f.size, f.fd);
+        if (!resp)
+            close(f.fd); /* given to the response only when one was made */
+        else
+            MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, f.content_type);
+    }
+    if (!resp)
+        return MHD_NO;
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_ETAG, f.etag);
+    if (f.last_modified[0])
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_LAST_MODIFIED, f.last_modified);
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+    MHD_add_response_header(resp, "Content-Security-Policy", WEBROOT_CSP);
+    MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
+    MHD_add_response_header(resp, "Referrer-Policy", "no-referrer");
+    MHD_add_response_header(resp, "X-Frame-Options", "DENY");
+    MHD_add_response_header(resp, "Cross-Origin-Opener-Policy", "same-origin");
+    MHD_add_response_header(resp, "Cross-Origin-Resource-Policy", "same-origin");
+    enum MHD_Result rc = MHD_queue_response(ctx->conn, status, resp);
+    MHD_destroy_response(resp);
+    return rc;
 }
 
 /* ------------------------------------------------------------ parameters */
@@ -846,6 +898,8 @@ void http_print_routes(FILE *out)
 {
     for (size_t i = 0; i < N_ROUTES; i++)
         fprintf(out, "%s %s\n", routes[i].method, routes[i].pattern);
+    /* The dashboard's files (file_admit), as the spec names them. */
+    fprintf(out, "GET /\nGET /sdk/{file}\n");
 }
 
 /* Matches url against pattern segment by segment; {x} segments capture into
@@ -1005,7 +1059,7 @@ static int body_admit(req_ctx *ctx, const char *transfer_encoding, const char *c
         return 0;
     if (budget_take(&ctx->held, (size_t)n, "request body", err) < 0)
         return -1;
-    ctx->body = malloc((size_t)n);
+    ctx->body = buf_alloc_big((size_t)n);
     if (!ctx->body) {
         budget_give(&ctx->held, (size_t)n);
         return ippc_error_set(err, ERR_OVERLOADED,
@@ -1014,6 +1068,24 @@ static int body_admit(req_ctx *ctx, const char *transfer_encoding, const char *c
     }
     ctx->cap = (size_t)n;
     return 0;
+}
+
+/* A dashboard file's request: the path must be one webroot_parse takes (the
+ * file itself is opened when the request is answered); a body is dropped.
+ * 0, or -1 + ctx->refusal. */
+static int file_admit(req_ctx *ctx, const char *url, const char *method, const char *te)
+{
+    if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
+        snprintf(ctx->allow, sizeof ctx->allow, "GET, HEAD");
+        return ippc_error_set(&ctx->refusal, ERR_METHOD,
+                              "method %.16s is not allowed on a dashboard file (it takes GET, "
+                              "HEAD)",
+                              method);
+    }
+    if (webroot_parse(url, &ctx->file_dir, ctx->file_rel, sizeof ctx->file_rel, &ctx->refusal) < 0)
+        return -1;
+    ctx->is_file = 1;
+    return body_admit(ctx, te, header(ctx, MHD_HTTP_HEADER_CONTENT_LENGTH));
 }
 
 /* Everything about a request that its head tells.  0 if admitted; -1 with
@@ -1052,6 +1124,10 @@ static int admit(req_ctx *ctx, const char *url, const char *method, const char *
         return ippc_error_set(err, ERR_UNAUTHORIZED,
                               "missing or wrong token: send 'Authorization: Bearer <token>' (the "
                               "token is in ippc-client.json)");
+    /* Everything outside /api and /metrics is a dashboard file: no token (the
+     * page asks for it), GET and HEAD only. */
+    if (!is_api && strncmp(url, "/api/", 5) != 0 && strcmp(url, "/metrics") != 0 && ctx->api->files)
+        return file_admit(ctx, url, method, te);
     if (route_find(ctx, url, method) < 0)
         return -1;
     return body_admit(ctx, te, header(ctx, MHD_HTTP_HEADER_CONTENT_LENGTH));
@@ -1223,6 +1299,8 @@ static enum MHD_Result body_complete(req_ctx *ctx)
 {
     if (ctx->refused)
         return send_refusal(ctx);
+    if (ctx->is_file)
+        return send_file(ctx);
     if (ctx->def && ctx->def->body != CALL_BODY_NONE && !ctx->raw && ctx->len > DECODE_INLINE_MAX) {
         ippc_error err = {0};
         if (query_take(ctx, &err) < 0)
@@ -1325,6 +1403,7 @@ http_api *http_start(hub *h, const http_config *cfg, ippc_error *err)
     api->max_body = cfg->max_body ? cfg->max_body : (size_t)64 << 20;
     api->max_raw = cfg->max_raw ? cfg->max_raw : api->max_body;
     api->metrics_public = cfg->metrics_public;
+    api->files = cfg->files;
     budget_init(&api->own_held, 0);
     api->held = cfg->held ? cfg->held : &api->own_held;
     /* A JSON tree takes 20-40 times its text (a json_t per number): one

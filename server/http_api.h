@@ -11,6 +11,9 @@
  * is suspended, so no decode stalls the polling thread.  http_add_connection
  * may be called from any thread (the acceptor's).
  *
+ * Dashboard files: every path outside /api and /metrics names a static file
+ * (webroot.h), served without the token; only GET and HEAD.
+ *
  * Memory: every request body byte is charged to a per-request budget account
  * (cap: max_body for JSON, max_raw for application/octet-stream arrays)
  * drawing from cfg->held before it is stored; a decoded body and its arrays
@@ -28,16 +31,18 @@
 
 #include "budget.h"
 #include "hub.h"
+#include "webroot.h"
 
 typedef struct http_api http_api;
 
 typedef struct http_config {
-    const char *token;  /* client bearer token */
-    size_t max_body;    /* bytes of a JSON body; larger ones get 413 */
-    size_t max_raw;     /* bytes of a raw (octet-stream) body; 0: max_body */
-    size_t decode_cap;  /* memory one JSON decode may use; 0: a quarter of held's limit */
-    int metrics_public; /* GET /metrics without the token */
-    budget *held;       /* process-wide byte budget (outlives the API); NULL: no limit */
+    const char *token;    /* client bearer token */
+    size_t max_body;      /* bytes of a JSON body; larger ones get 413 */
+    size_t max_raw;       /* bytes of a raw (octet-stream) body; 0: max_body */
+    size_t decode_cap;    /* memory one JSON decode may use; 0: a quarter of held's limit */
+    int metrics_public;   /* GET /metrics without the token */
+    budget *held;         /* process-wide byte budget (outlives the API); NULL: no limit */
+    const webroot *files; /* the dashboard's files (outlives the API); NULL: none served */
 } http_config;
 
 http_api *http_start(hub *h, const http_config *cfg, ippc_error *err);

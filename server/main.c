@@ -40,6 +40,7 @@
 #include <unistd.h>
 
 #include "acceptor.h"
+#include "advertise.h"
 #include "budget.h"
 #include "call.h"
 #include "events.h"
@@ -50,10 +51,12 @@
 #include "proto.h"
 #include "sched.h"
 #include "store.h"
+#include "webroot.h"
 #include "ws.h"
 
 typedef struct options {
     const char *ip;
+    const char *location; /* host written into the connection files; NULL: from --ip */
     int port;
     const char *profile;
     const char *ippc_dir;
@@ -69,7 +72,19 @@ typedef struct options {
     int fresh; /* new secrets even if a dead controller's files are there */
     int no_fanout;
     size_t fanout_min_bytes[3]; /* push, scatter, gather; SIZE_MAX: never */
+    const char *web_root;       /* the dashboard's files */
+    const char *sdk_root;       /* the JavaScript SDK, served at /sdk/ */
 } options;
+
+/* Where the dashboard and the SDK are read from unless --web-root and
+ * --sdk-root say otherwise: set by the build (the source tree's web/ and
+ * clients/js/; `make WEB_ROOT=... SDK_ROOT=...` for an installed copy). */
+#ifndef IPPC_WEB_ROOT
+#define IPPC_WEB_ROOT "web"
+#endif
+#ifndef IPPC_SDK_ROOT
+#define IPPC_SDK_ROOT "clients/js"
+#endif
 
 /* Defaults: JSON bodies, raw array bodies (an array of several GiB), the
  * results kept in memory, and the part of the byte budget that is not for
@@ -162,7 +177,11 @@ static void usage(FILE *out)
 {
     fprintf(out,
             "usage: ippc-controller [options]\n"
-            "  --ip ADDR               address to bind (default 127.0.0.1)\n"
+            "  --ip ADDR               address to bind (default 127.0.0.1; 0.0.0.0: every\n"
+            "                          interface)\n"
+            "  --location HOST         host written into the connection files (default: the\n"
+            "                          --ip address; for 0.0.0.0 this host's first\n"
+            "                          non-loopback IPv4 address), e.g. a name behind NAT\n"
             "  --port N                port (default 0: any free port; see the connection file)\n"
             "  --profile NAME          profile (default \"default\")\n"
             "  --ippc-dir DIR          state folder (default $IPPC_DIR or ~/.ippc)\n"
@@ -194,6 +213,10 @@ static void usage(FILE *out)
             "  --no-fanout             the same as --fanout-min-bytes off: every engine\n"
             "                          gets its data from the controller\n"
             "  --metrics-public        serve GET /metrics without the token\n"
+            "  --web-root DIR          the dashboard's files, served at / without the token\n"
+            "                          (default %s)\n"
+            "  --sdk-root DIR          the JavaScript SDK, served at /sdk/NAME.js\n"
+            "                          (default %s)\n"
             "  --fresh                 new token, engine key and port even when a previous\n"
             "                          controller of this profile left its files behind\n"
             "  --print-routes          print the REST route table and exit\n"
@@ -201,13 +224,15 @@ static void usage(FILE *out)
             "                          exit\n"
             "  --version, --help\n",
             IPPC_HEARTBEAT_TIMEOUT_MS / 1000, MAX_BODY_MB_DEFAULT, MAX_RAW_MB_DEFAULT,
-            HELD_FOR_THE_REST_MB, HELD_FOR_THE_REST_MB, KEEP_RESULTS_MB_DEFAULT, DEFAULT_FANOUT);
+            HELD_FOR_THE_REST_MB, HELD_FOR_THE_REST_MB, KEEP_RESULTS_MB_DEFAULT, DEFAULT_FANOUT,
+            IPPC_WEB_ROOT, IPPC_SDK_ROOT);
 }
 
 static int parse_options(int argc, char **argv, options *o)
 {
     static const struct option longs[] = {
         {"ip", required_argument, NULL, 'i'},
+        {"location", required_argument, NULL, 'L'},
         {"port", required_argument, NULL, 'p'},
         {"profile", required_argument, NULL, 'P'},
         {"ippc-dir", required_argument, NULL, 'd'},
@@ -224,6 +249,8 @@ static int parse_options(int argc, char **argv, options *o)
         {"metrics-public", no_argument, NULL, 'M'},
         {"fanout-min-bytes", required_argument, NULL, 'f'},
         {"no-fanout", no_argument, NULL, 'N'},
+        {"web-root", required_argument, NULL, 'W'},
+        {"sdk-root", required_argument, NULL, 'S'},
         {"fresh", no_argument, NULL, 'F'},
         {"version", no_argument, NULL, 'v'},
         {"help", no_argument, NULL, 'h'},
@@ -234,6 +261,7 @@ static int parse_options(int argc, char **argv, options *o)
     while ((c = getopt_long(argc, argv, "", longs, NULL)) != -1) {
         switch (c) {
         case 'i': o->ip = optarg; break;
+        case 'L': o->location = optarg; break;
         case 'p':
             o->port = (int)strtol(optarg, &end, 10);
             if (*end || o->port < 0 || o->port > 65535) {
@@ -303,6 +331,8 @@ static int parse_options(int argc, char **argv, options *o)
             }
             break;
         case 'N': o->no_fanout = 1; break;
+        case 'W': o->web_root = optarg; break;
+        case 'S': o->sdk_root = optarg; break;
         case 'F': o->fresh = 1; break;
         case 'r': http_print_routes(stdout); return 0;
         case 'O': call_print_ws_ops(stdout); return 0;
@@ -460,7 +490,9 @@ int main(int argc, char **argv)
                  .profile = "default",
                  .max_body_mb = MAX_BODY_MB_DEFAULT,
                  .max_raw_mb = MAX_RAW_MB_DEFAULT,
-                 .keep_results_mb = KEEP_RESULTS_MB_DEFAULT};
+                 .keep_results_mb = KEEP_RESULTS_MB_DEFAULT,
+                 .web_root = IPPC_WEB_ROOT,
+                 .sdk_root = IPPC_SDK_ROOT};
     parse_fanout(DEFAULT_FANOUT, o.fanout_min_bytes);
     int rc = parse_options(argc, argv, &o);
     if (rc >= 0)
@@ -548,9 +580,22 @@ int main(int argc, char **argv)
         store_close(st);
         return 1;
     }
-    /* Clients use the address they can reach: 0.0.0.0 is not one. */
-    const char *host = strcmp(o.ip, "0.0.0.0") == 0 ? "127.0.0.1" : o.ip;
-    char url[128], ws_url[128], engine_url[128];
+    /* Clients and engines need an address they can reach: 0.0.0.0 is not
+     * one, and behind NAT neither is the bound one (advertise.h). */
+    char host[256];
+    if (advertise_host(o.ip, o.location, host, sizeof host, &err) < 0) {
+        fprintf(stderr, "ippc-controller: %s\n", err.message);
+        close(listen_fd);
+        store_close(st);
+        return 1;
+    }
+    if (!advertise_is_loopback(o.ip))
+        fprintf(stderr,
+                "ippc-controller: warning: listening on %s:%d without TLS: the token, the "
+                "engine key and all data cross the network unencrypted; use it on a trusted "
+                "network only (docs/clusters.md)\n",
+                o.ip, port);
+    char url[320], ws_url[320], engine_url[320];
     snprintf(url, sizeof url, "http://%s:%d", host, port);
     snprintf(ws_url, sizeof ws_url, "ws://%s:%d/ws", host, port);
     snprintf(engine_url, sizeof engine_url, "ws://%s:%d/engine", host, port);
@@ -577,18 +622,25 @@ int main(int argc, char **argv)
         .store = st,
         .events = events_new(10000)};
     hub *h = hcfg.events ? hub_new(&hcfg) : NULL;
+    webroot *files = webroot_new(o.web_root, o.sdk_root);
+    struct stat web_st;
+    if (files && (stat(o.web_root, &web_st) < 0 || !S_ISDIR(web_st.st_mode)))
+        fprintf(stderr, "ippc-controller: no dashboard: %s is not a folder (--web-root)\n",
+                o.web_root);
     http_config httpcfg = {.token = token,
                            .max_body = o.max_body_mb << 20,
                            .max_raw = o.max_raw_mb << 20,
                            .decode_cap = (decode_base_mb << 20) / 4,
                            .metrics_public = o.metrics_public,
-                           .held = &held};
-    http_api *api = h ? http_start(h, &httpcfg, &err) : NULL;
+                           .held = &held,
+                           .files = files};
+    http_api *api = h && files ? http_start(h, &httpcfg, &err) : NULL;
     ws_config wscfg = {.token = token, .engine_key = engine_key, .budget = &held};
     ws_server *ws = api ? ws_start(h, hcfg.events, &wscfg, &err) : NULL;
     if (!ws) {
         fprintf(stderr, "ippc-controller: %s\n", err.message[0] ? err.message : "out of memory");
         http_stop(api);
+        webroot_free(files);
         hub_free(h);
         events_free(hcfg.events);
         store_close(st);
@@ -627,6 +679,7 @@ int main(int argc, char **argv)
         usleep(100 * 1000);
     http_stop(api);
     ws_stop(ws);
+    webroot_free(files);
     hub_free(h);
     events_free(hcfg.events);
     store_close(st);

@@ -95,6 +95,7 @@ static job *job_add(registry *r, const char *name, int size)
         r->engines[r->n_engines + (size_t)k].id = (int)r->n_engines + k;
     job *j = &r->jobs[r->n_jobs++];
     snprintf(j->name, sizeof j->name, "%s", name);
+    j->runtime[0] = '\0'; /* its first rank's register says */
     j->size = size;
     j->base = (int)r->n_engines;
     r->n_engines = need;
@@ -119,6 +120,12 @@ engine *registry_register(registry *r, const json_t *msg, const char *engine_key
                        "register needs job, host, pid, size >= 1 and 0 <= rank < size");
         return NULL;
     }
+    const json_t *rt = json_object_get(msg, "runtime");
+    const char *runtime = rt ? json_string_value(rt) : "lua"; /* engines before it: Lua */
+    if (!runtime || (strcmp(runtime, "lua") != 0 && strcmp(runtime, "python") != 0)) {
+        ippc_error_set(err, ERR_BAD_REQUEST, "register: runtime must be \"lua\" or \"python\"");
+        return NULL;
+    }
     job *j = job_find(r, job_name);
     if (!j && !(j = job_add(r, job_name, (int)size))) {
         ippc_error_set(err, ERR_INTERNAL, "out of memory");
@@ -127,6 +134,13 @@ engine *registry_register(registry *r, const json_t *msg, const char *engine_key
     if (j->size != size) {
         ippc_error_set(err, ERR_CONFLICT, "job %s was registered with size %d, not %d", job_name,
                        j->size, (int)size);
+        return NULL;
+    }
+    if (!j->runtime[0])
+        snprintf(j->runtime, sizeof j->runtime, "%s", runtime);
+    if (strcmp(j->runtime, runtime) != 0) {
+        ippc_error_set(err, ERR_CONFLICT, "job %s runs the %s runtime, rank %d says %s", job_name,
+                       j->runtime, (int)rank, runtime);
         return NULL;
     }
     engine *e = &r->engines[j->base + rank];
@@ -141,6 +155,7 @@ engine *registry_register(registry *r, const json_t *msg, const char *engine_key
     snprintf(e->job, sizeof e->job, "%s", job_name);
     snprintf(e->host, sizeof e->host, "%s", host);
     e->pid = (long)pid;
+    snprintf(e->runtime, sizeof e->runtime, "%s", runtime);
     clock_iso8601(e->registered, sizeof e->registered);
     e->last_heartbeat_ms = now;
     e->link = *link;
@@ -255,11 +270,11 @@ void registry_task_ended(engine *e, int balanced, int done)
 json_t *engine_json(const engine *e, int64_t now)
 {
     double age = engine_is_live(e) ? (double)(now - e->last_heartbeat_ms) / 1000.0 : -1;
-    return json_pack("{s:i, s:i, s:i, s:s, s:s, s:I, s:s, s:s, s:f, s:I, s:I}", "id", e->id, "rank",
-                     e->rank, "size", e->size, "job", e->job, "host", e->host, "pid",
-                     (json_int_t)e->pid, "state", engine_state_name(e->state), "registered",
-                     e->registered, "heartbeat_age", age, "queue", (json_int_t)e->queued,
-                     "tasks_done", (json_int_t)e->tasks_done);
+    return json_pack("{s:i, s:i, s:i, s:s, s:s, s:I, s:s, s:s, s:s, s:f, s:I, s:I}", "id", e->id,
+                     "rank", e->rank, "size", e->size, "job", e->job, "host", e->host, "pid",
+                     (json_int_t)e->pid, "runtime", e->runtime[0] ? e->runtime : "lua", "state",
+                     engine_state_name(e->state), "registered", e->registered, "heartbeat_age", age,
+                     "queue", (json_int_t)e->queued, "tasks_done", (json_int_t)e->tasks_done);
 }
 
 void registry_counts(const registry *r, size_t by_state[ENGINE_NSTATES], size_t *queued)

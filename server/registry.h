@@ -47,10 +47,12 @@ typedef struct engine {
     uint64_t last_used;   /* use counter at its last balanced assignment */
     uint64_t tasks_done;
     size_t max_message; /* the largest message it accepts ("max_message" at register) */
+    char runtime[8];    /* "lua" or "python" ("runtime" at register; absent: "lua") */
 } engine;
 
 typedef struct job {
     char name[65];
+    char runtime[8]; /* every rank of a job runs the same runtime */
     int size;
     int base; /* rank r of this job is engine base + r */
 } job;

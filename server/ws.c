@@ -44,11 +44,16 @@ struct engine_session {
 static int engine_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
                            size_t len);
 
+/* Bytes lws reads from a socket at once and hands an engine's RECEIVE. */
+#define WS_READ_SIZE (1024 * 1024)
+/* Chunks (wsmsg.c: 256 KiB each) written per WRITEABLE at most. */
+#define WS_WRITES_PER_ROUND 16
+
 /* The client protocol comes first: lws gives upgrades without a subprotocol
  * to the first one, and plain engines always name theirs. */
 static const struct lws_protocols protocols[] = {
     {IPPC_CLIENT_SUBPROTOCOL, ws_client_callback, sizeof(client_session), 65536, 0, NULL, 0},
-    {IPPC_ENGINE_SUBPROTOCOL, engine_callback, sizeof(session), 65536, 0, NULL, 0},
+    {IPPC_ENGINE_SUBPROTOCOL, engine_callback, sizeof(session), WS_READ_SIZE, 0, NULL, 0},
     {NULL, NULL, 0, 0, 0, NULL, 0},
 };
 
@@ -168,6 +173,7 @@ static int engine_callback(struct lws *wsi, enum lws_callback_reasons reason, vo
          * they make us hold still comes out of the process-wide budget. */
         budget_account_init(&s->in_account, srv->budget, 0);
         ws_outq_init(&s->q);
+        ws_outq_set_direct(&s->q); /* engines never ping */
         ws_reader_init(&s->reader, IPPC_MAX_WS_MESSAGE, &s->in_account);
         lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, ENGINE_REGISTER_TIMEOUT_S);
         list_push_front(&srv->sessions, &s->link);
@@ -216,7 +222,12 @@ static int engine_callback(struct lws *wsi, enum lws_callback_reasons reason, vo
 
 int ws_writeable(struct lws *wsi, ws_outq *q, int closing, int close_code, const char *close_reason)
 {
+    /* Several chunks per WRITEABLE while the socket takes them: a client
+     * following the event stream must get out at least as fast as engines
+     * get in (lws reads up to WS_READ_SIZE from each engine per round). */
     int rc = ws_outq_write(q, wsi);
+    for (int n = 1; rc > 0 && n < WS_WRITES_PER_ROUND && !lws_send_pipe_choked(wsi); n++)
+        rc = ws_outq_write(q, wsi);
     if (rc < 0)
         return -1;
     if (rc > 0) {
@@ -321,6 +332,9 @@ ws_server *ws_start(hub *h, struct events *ev, const ws_config *cfg, ippc_error 
      * the acceptor lets through, or lws would drop a head the acceptor
      * passed (a browser's cookies can be long). */
     info.max_http_header_data = IPPC_MAX_REQUEST_HEAD;
+    /* lws reads a socket this much at a time: engines' arrays come in a few
+     * large reads instead of one per 4 KiB (bench/NOTES.md, issue 10 item 1). */
+    info.pt_serv_buf_size = WS_READ_SIZE;
     srv->ctx = lws_create_context(&info);
     if (!srv->ctx)
         goto fail;

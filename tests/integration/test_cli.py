@@ -12,7 +12,7 @@ import threading
 import time
 
 from harness import (CLI, Api, Cluster, ProcessTracker, check, describe, wait_gone, alive,
-                     HarnessError)
+                     HarnessError, http)
 from common import same, view, expect_done, expect_task_results, psum_source
 
 
@@ -111,6 +111,12 @@ def test_cli_foreground(_):
             check(False, "%s\noutput:\n%s" % (e, out.text()))
         ids = check_mpi_world(api)
         run_seed(api, ids)
+        # The dashboard link: the page, with the token in the fragment.
+        link = "Dashboard: %s/#token=%s" % (url, token)
+        check(link in out.text(), "no %r in the output:\n%s" % (link, out.text()))
+        page = http("GET", url + "/")
+        check(page.status == 200 and page.headers.get("Content-Type", "").startswith("text/html"),
+              "the dashboard link's page: %s" % page)
         # The default task store is a file (--db memory writes none: test_launcher).
         db = os.path.join(tmp, "profile_clifg", "tasks.db")
         check(os.path.exists(db), "no task store at %s" % db)

@@ -80,7 +80,7 @@ def test_engines_registry(c):
     check(isinstance(engines, list) and len(engines) == 4, "expected 4 engines: %r" % r)
     engines = sorted(engines, key=lambda e: e.get("id", -1))
     fields = {"id": int, "rank": int, "size": int, "host": str, "pid": int, "state": str,
-              "registered": str, "heartbeat_age": (int, float), "queue": int}
+              "registered": str, "heartbeat_age": (int, float), "queue": int, "runtime": str}
     for e in engines:
         for f, t in fields.items():
             check(isinstance(e.get(f), t) and not isinstance(e.get(f), bool),
@@ -88,6 +88,7 @@ def test_engines_registry(c):
         check("job" in e, "engine has no job: %s" % show(e))
         check(e["state"] in ("idle", "busy"), "live engine state: %s" % show(e))
         check(e["size"] == 4, "engine size must be 4: %s" % show(e))
+        check(e["runtime"] == "lua", "the default runtime is lua: %s" % show(e))
         check(alive(e["pid"]), "engine pid %s is not a running process" % e["pid"])
     ids = [e["id"] for e in engines]
     check(ids == list(range(ids[0], ids[0] + 4)), "ids not consecutive: %s" % ids)

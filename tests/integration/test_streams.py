@@ -5,6 +5,7 @@ REST) and `ippc watch`.  The client is wsclient.py (stdlib, RFC 6455)."""
 
 import json
 import os
+import queue
 import signal
 import socket
 import subprocess
@@ -44,18 +45,45 @@ class Stream:
     """A connected client that keeps every message it reads, with its arrival
     time, and checks that the first one is the snapshot."""
 
-    def __init__(self, c, **kw):
+    def __init__(self, c, background=False, **kw):
         kw.setdefault("token", c.client_info["token"])
         kw.setdefault("timeout", 30)
         self.ws = WebSocket.connect(ws_url(c), **kw)
         self.log = []        # [(monotonic arrival, message)]
+        # background: a thread reads the socket all the time, as a real client
+        # that follows the stream would (the test thread may be busy elsewhere,
+        # e.g. in a REST call, while the events flow).
+        self.queue = None
+        if background:
+            self.queue = queue.Queue()
+            threading.Thread(target=self._reader, daemon=True).start()
         self.snapshot = self.next(30, "the snapshot")
         check(self.snapshot.get("type") == "snapshot",
               "the first message must be the snapshot: %s" % short(self.snapshot))
 
+    def _reader(self):
+        while True:
+            try:
+                self.queue.put(self.ws.recv_json(None))
+            except Exception as e:  # Closed, OSError, ProtocolError: the end
+                self.queue.put(e)
+                return
+
+    def _recv(self, timeout):
+        if self.queue is None:
+            return self.ws.recv_json(timeout)
+        try:
+            got = self.queue.get(timeout=timeout)
+        except queue.Empty:
+            raise TimeoutError("no message within %.0f s" % timeout)
+        if isinstance(got, Exception):
+            self.queue.put(got)  # every later read sees the end too
+            raise got
+        return got
+
     def next(self, timeout, what="a message"):
         try:
-            msg = self.ws.recv_json(timeout)
+            msg = self._recv(timeout)
         except TimeoutError:
             raise Failure("%s: nothing within %.0f s; last messages: %s"
                           % (what, timeout, self.tail()))
@@ -96,6 +124,9 @@ class Stream:
         return [m for _, m in self.log if "seq" in m and m.get("type") != "snapshot" and pred(m)]
 
     def close(self):
+        if self.queue is not None:
+            self.ws.abort()  # the reader thread owns the receiving side
+            return
         self.ws.close(timeout=2)
 
 
@@ -647,8 +678,12 @@ def test_slow_consumer(c):
     """A client that never reads while 32 MiB of stdout events stream does
     not slow the tasks a fast client follows, and is dropped with a notice."""
     n, size = 64, 512 * 1024
-    spec = {"code": "io.write(string.rep('x', %d)) return 1" % size}
-    fast = Stream(c)
+    # Each task works 50 ms of CPU first: the stream then runs at a pace a
+    # client in Python follows (unpaced, 4 engines make output faster than
+    # one Python reader parses JSON, and the fast client is cut too).
+    spec = {"code": "local t = os.clock() + 0.05 while os.clock() < t do end "
+                    "io.write(string.rep('x', %d)) return 1" % size}
+    fast = Stream(c, background=True)
     slow = None
     try:
         def batch(what):

@@ -73,7 +73,7 @@ HARNESS_FN void lua_fails(lua_State *L, const char *code, const char *needle)
 HARNESS_FN int rt_setup(void **state)
 {
     ippc_error err;
-    runtime *rt = runtime_new(0, 1, &err);
+    runtime *rt = runtime_new(RUNTIME_LUA, 0, 1, &err);
     if (!rt)
         fail_msg("runtime_new: %s", err.message);
     *state = rt;

@@ -738,7 +738,7 @@ static void test_cache_eviction(void **state)
     runtime *keep = rt;
     setenv("IPPC_FANOUT_CACHE", "2", 1);
     ippc_error err;
-    rt = runtime_new(rank, NRANKS, &err);
+    rt = runtime_new(RUNTIME_LUA, rank, NRANKS, &err);
     unsetenv("IPPC_FANOUT_CACHE");
     CHECK(rt != NULL, "runtime_new: %s", err.message);
     if (rt) {
@@ -796,7 +796,7 @@ int main(int argc, char **argv)
         return 1;
     }
     ippc_error err;
-    rt = runtime_new(rank, size, &err);
+    rt = runtime_new(RUNTIME_LUA, rank, size, &err);
     if (!rt) {
         fprintf(stderr, "rank %d: runtime_new: %s\n", rank, err.message);
         MPI_Abort(MPI_COMM_WORLD, 1);

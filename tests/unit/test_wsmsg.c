@@ -391,6 +391,77 @@ static void test_outq_charges_until_written(void **state)
     json_decref(msg);
 }
 
+
+/* "sizes" announces each binary frame: it is allocated whole at its first
+ * bytes, and a frame of another length is refused. */
+static void test_sizes_allocate_once(void **state)
+{
+    (void)state;
+    ws_reader r;
+    ws_reader_init(&r, 1 << 20, NULL);
+    feed f;
+    feed_init(&f, &r);
+    assert_int_equal(text(&f, "{\"op\":\"x\",\"nbuf\":2,\"sizes\":[7,3]}"), 0);
+    assert_int_equal(push(&f, 1, 0, 1, 0, "ab", 2), 0);
+    assert_int_equal(r.cap, 7); /* the whole frame at once, not doubled to it */
+    assert_int_equal(push(&f, 0, 1, 1, 0, "cdefg", 5), 0);
+    assert_int_equal(push(&f, 1, 1, 1, 0, "xyz", 3), 1);
+    assert_int_equal(f.blobs.count, 2);
+    assert_memory_equal(f.blobs.items[0].data, "abcdefg", 7);
+    assert_memory_equal(f.blobs.items[1].data, "xyz", 3);
+
+    /* Shorter than announced: refused at its end; longer: at once. */
+    assert_int_equal(text(&f, "{\"nbuf\":1,\"sizes\":[4]}"), 0);
+    assert_int_equal(push(&f, 1, 1, 1, 0, "abc", 3), -1);
+    assert_string_equal(f.err.code, ERR_BAD_REQUEST);
+    assert_non_null(strstr(f.err.message, "announced"));
+    assert_int_equal(text(&f, "{\"nbuf\":1,\"sizes\":[2]}"), 0);
+    assert_int_equal(push(&f, 1, 0, 1, 10, "abc", 3), -1);
+    assert_string_equal(f.err.code, ERR_BAD_REQUEST);
+    assert_int_equal(ws_reader_fatal(&r, &f.err), 0);
+    assert_int_equal(push(&f, 0, 1, 1, 0, "0123456789", 10), 0); /* skipped */
+    assert_int_equal(text(&f, "{\"ok\":1}"), 1);                 /* and the next is fine */
+
+    /* Malformed "sizes". */
+    const char *bad[] = {"{\"nbuf\":2,\"sizes\":[1]}", "{\"nbuf\":1,\"sizes\":[-1]}",
+                         "{\"nbuf\":1,\"sizes\":[1.5]}", "{\"nbuf\":1,\"sizes\":\"7\"}",
+                         "{\"sizes\":[1]}"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        assert_int_equal(text(&f, bad[i]), -1);
+        assert_string_equal(f.err.code, ERR_BAD_REQUEST);
+    }
+    /* Announcing more than the limit is refused before anything is held. */
+    assert_int_equal(text(&f, "{\"nbuf\":2,\"sizes\":[1048000,1000]}"), -1);
+    assert_string_equal(f.err.code, ERR_TOO_LARGE);
+    assert_int_equal(text(&f, "{\"nbuf\":1,\"sizes\":[18446744073709551615]}"), -1);
+    feed_done(&f);
+    ws_reader_free(&r);
+}
+
+/* What ws_outq_push writes, the reader takes: "sizes" matches the blobs. */
+static void test_outq_announces_sizes(void **state)
+{
+    (void)state;
+    ws_outq q;
+    ws_outq_init(&q);
+    unsigned char *a = malloc(5), *b = malloc(1);
+    assert_non_null(a);
+    assert_non_null(b);
+    ws_blobref *refs[2] = {ws_blobref_new(a, 5), ws_blobref_new(b, 0)};
+    json_t *msg = json_pack("{s:s}", "type", "result");
+    assert_int_equal(ws_outq_push(&q, msg, refs, 2), 0);
+    json_t *sizes = json_object_get(msg, "sizes");
+    assert_int_equal(json_array_size(sizes), 2);
+    assert_int_equal(json_integer_value(json_array_get(sizes, 0)), 5);
+    assert_int_equal(json_integer_value(json_array_get(sizes, 1)), 0);
+    assert_int_equal(ws_outq_push(&q, msg, NULL, 0), 0); /* reused: no stale sizes */
+    assert_null(json_object_get(msg, "sizes"));
+    json_decref(msg);
+    ws_blobref_release(refs[0]);
+    ws_blobref_release(refs[1]);
+    ws_outq_destroy(&q);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -404,6 +475,8 @@ int main(void)
         cmocka_unit_test(test_budget_charges_and_credits),
         cmocka_unit_test(test_budget_refusals),
         cmocka_unit_test(test_outq_charges_until_written),
+        cmocka_unit_test(test_sizes_allocate_once),
+        cmocka_unit_test(test_outq_announces_sizes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

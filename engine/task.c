@@ -1,0 +1,187 @@
+/* task.c — one task's outcome and its result message (task.h). */
+#include "task.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Length of the valid UTF-8 sequence at s (n bytes left), 0 if invalid.
+ * Rejects overlongs, surrogates and code points above U+10FFFF, as Jansson. */
+static size_t utf8_seq(const unsigned char *s, size_t n)
+{
+    unsigned char c = s[0];
+    if (c < 0x80)
+        return 1;
+    size_t len;
+    unsigned cp, min;
+    if ((c & 0xE0) == 0xC0) {
+        len = 2, cp = c & 0x1F, min = 0x80;
+    } else if ((c & 0xF0) == 0xE0) {
+        len = 3, cp = c & 0x0F, min = 0x800;
+    } else if ((c & 0xF8) == 0xF0) {
+        len = 4, cp = c & 0x07, min = 0x10000;
+    } else {
+        return 0;
+    }
+    if (len > n)
+        return 0;
+    for (size_t i = 1; i < len; i++) {
+        if ((s[i] & 0xC0) != 0x80)
+            return 0;
+        cp = (cp << 6) | (s[i] & 0x3F);
+    }
+    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+        return 0;
+    return len;
+}
+
+/* A JSON string for arbitrary bytes: invalid UTF-8 becomes U+FFFD. */
+json_t *json_text(const char *s, size_t n)
+{
+    json_t *j = json_stringn(s ? s : "", s ? n : 0);
+    if (j || !s)
+        return j;
+    if (n > SIZE_MAX / 3)
+        return NULL;
+    char *clean = malloc(n * 3 + 1);
+    if (!clean)
+        return NULL;
+    size_t o = 0;
+    const unsigned char *u = (const unsigned char *)s;
+    for (size_t i = 0; i < n;) {
+        size_t len = utf8_seq(u + i, n - i);
+        if (len) {
+            memcpy(clean + o, u + i, len);
+            o += len;
+            i += len;
+        } else {
+            memcpy(clean + o, "\xEF\xBF\xBD", 3);
+            o += 3;
+            i++;
+        }
+    }
+    j = json_stringn(clean, o);
+    free(clean);
+    return j;
+}
+
+void task_fail(task_ctx *c, task_status status, const char *ename, const char *fmt, ...)
+{
+    char *msg = NULL;
+    va_list ap;
+    va_start(ap, fmt);
+    int len = vasprintf(&msg, fmt, ap);
+    va_end(ap);
+    c->status = status;
+    snprintf(c->ename, sizeof c->ename, "%s", ename);
+    json_decref(c->evalue);
+    json_decref(c->traceback);
+    c->evalue = json_text(len >= 0 ? msg : "out of memory", len >= 0 ? (size_t)len : 13);
+    c->traceback = json_array();
+    if (len >= 0 && c->traceback) {
+        char *line = NULL;
+        if (asprintf(&line, "%s: %s", ename, msg) >= 0) {
+            json_array_append_new(c->traceback, json_text(line, strlen(line)));
+            free(line);
+        }
+    }
+    if (len >= 0)
+        free(msg);
+}
+
+const char *task_string(task_ctx *c, const char *key, size_t *len)
+{
+    const json_t *v = json_object_get(c->task, key);
+    if (!json_is_string(v)) {
+        task_fail(c, TASK_ERROR, "ProtocolError", "task needs a string '%s'", key);
+        return NULL;
+    }
+    if (len)
+        *len = json_string_length(v);
+    return json_string_value(v);
+}
+
+void task_item_failed(task_ctx *c, long long index)
+{
+    json_t *e = json_pack("{s:I, s:s}", "index", (json_int_t)index, "ename", c->ename);
+    if (e) {
+        json_object_set_new(e, "evalue", c->evalue ? c->evalue : json_string(""));
+        json_object_set_new(e, "traceback", c->traceback ? c->traceback : json_array());
+        c->evalue = c->traceback = NULL;
+    }
+    json_array_append_new(c->item_errors, e);
+    json_decref(c->evalue);
+    json_decref(c->traceback);
+    c->evalue = c->traceback = NULL;
+    c->ename[0] = '\0';
+    c->status = TASK_OK;
+}
+
+void task_items_settle(task_ctx *c)
+{
+    if (json_array_size(c->item_errors) == 0) {
+        json_decref(c->item_errors);
+        c->item_errors = NULL;
+        return;
+    }
+    json_t *first = json_array_get(c->item_errors, 0);
+    c->status = TASK_ERROR;
+    snprintf(c->ename, sizeof c->ename, "%s", json_string_value(json_object_get(first, "ename")));
+    json_decref(c->evalue);
+    json_decref(c->traceback);
+    c->evalue = json_incref(json_object_get(first, "evalue"));
+    c->traceback = json_incref(json_object_get(first, "traceback"));
+}
+
+static const char *const status_names[] = {"ok", "error", "aborted"};
+
+json_t *task_result(task_ctx *c, const taskout *out)
+{
+    const json_t *task = c->task;
+    json_t *res = json_object();
+    if (!res)
+        goto oom;
+    json_object_set_new(res, "type", json_string("result"));
+    json_object_set(res, "task",
+                    json_is_object(task) && json_object_get(task, "task")
+                        ? json_object_get(task, "task")
+                        : json_null());
+    json_object_set_new(res, "status", json_string(status_names[c->status]));
+    json_object_set_new(res, "stdout", json_text(out->out.data ? out->out.data : "", out->out.len));
+    /* A map chunk with failed items keeps its value (and its blobs). */
+    int keep_value = c->status == TASK_OK || (c->status == TASK_ERROR && c->item_errors);
+    if (keep_value && c->value)
+        json_object_set_new(res, "value", c->value);
+    else
+        json_decref(c->value);
+    c->value = NULL;
+    if (c->status == TASK_OK && c->parts) /* a fanned-out gather's root */
+        json_object_set_new(res, "parts", c->parts);
+    else
+        json_decref(c->parts);
+    c->parts = NULL;
+    if (c->status != TASK_OK) {
+        json_object_set_new(res, "ename", json_string(c->ename));
+        json_object_set_new(res, "evalue", c->evalue ? c->evalue : json_string(""));
+        json_object_set_new(res, "traceback", c->traceback ? c->traceback : json_array());
+        c->evalue = c->traceback = NULL;
+        if (keep_value && c->item_errors)
+            json_object_set(res, "item_errors", c->item_errors);
+        else
+            while (c->result_blobs->count > c->first_blob) /* nothing refers to them now */
+                free(c->result_blobs->items[--c->result_blobs->count].data);
+    }
+    if (!json_object_get(res, "stdout") || !json_object_get(res, "status")) {
+        json_decref(res);
+        res = NULL;
+    }
+oom:
+    json_decref(c->value);
+    json_decref(c->parts);
+    json_decref(c->evalue);
+    json_decref(c->traceback);
+    json_decref(c->item_errors);
+    c->value = c->parts = c->evalue = c->traceback = c->item_errors = NULL;
+    return res;
+}

@@ -1,0 +1,61 @@
+/* task.h — one task's outcome, shared by both runtimes: what an op records
+ * (status, error, value, parts, item errors) and the result message built
+ * from it (the shape is runtime_run_task's, runtime.h).
+ *
+ * A task_ctx owns everything it holds, so an error unwinding through an op
+ * (a Lua error) leaks nothing; task_result hands it all to the message.
+ *
+ * Threads: the runtime's thread only.
+ */
+#ifndef IPPC_ENGINE_TASK_H
+#define IPPC_ENGINE_TASK_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+
+#include <jansson.h>
+
+#include "runtime.h"
+#include "taskout.h"
+#include "value.h"
+
+typedef enum { TASK_OK, TASK_ERROR, TASK_ABORTED } task_status;
+
+typedef struct task_ctx {
+    runtime *rt;
+    const atomic_int *interrupt; /* the runtime's: set when the task is to stop */
+    const json_t *task;
+    ippc_blobs *task_blobs;
+    ippc_blobs *result_blobs;
+    size_t first_blob; /* result_blobs->count when the task started */
+    task_status status;
+    char ename[32];
+    json_t *evalue;
+    json_t *traceback; /* list of lines */
+    json_t *value;     /* result value, NULL if none */
+    json_t *parts;     /* result "parts" (a fanned-out gather's root), NULL if none */
+    /* op "map": the items that failed, [{"index", "ename", "evalue",
+     * "traceback"}]; when set, the result keeps "value" (null at those
+     * items) although status is "error". */
+    json_t *item_errors;
+} task_ctx;
+
+/* Records a failure with a one-line traceback "ename: evalue". */
+void task_fail(task_ctx *c, task_status status, const char *ename, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* The task's string field key, or NULL after recording a ProtocolError. */
+const char *task_string(task_ctx *c, const char *key, size_t *len);
+/* A JSON string for arbitrary bytes (invalid UTF-8 becomes U+FFFD). */
+json_t *json_text(const char *s, size_t n);
+/* Moves the failure recorded in c to c->item_errors as item index (0-based
+ * within a map chunk) and clears it, so the chunk goes on. */
+void task_item_failed(task_ctx *c, long long index);
+/* After a map chunk: when items failed, the chunk reads as failed with its
+ * first failed item's error (and keeps its value). */
+void task_items_settle(task_ctx *c);
+/* The result message of c (runtime.h) with out's text as "stdout"; moves
+ * c's values into it and frees the rest of c (result blobs that no value
+ * refers to any more included).  NULL only when out of memory. */
+json_t *task_result(task_ctx *c, const taskout *out);
+
+#endif
