@@ -51,6 +51,8 @@ static const char cluster_usage_text[] =
     "      --engines=local    N separate ippc-engine processes (MPI singletons)\n"
     "      --runtime=lua      the engines run Lua (default)\n"
     "      --runtime=python   the engines run Python (CPython, NumPy, mpi4py.MPI)\n"
+    "      --real-mpi4py      with --runtime=python: the engines import an installed\n"
+    "                         mpi4py built for MPICH instead of their own\n"
     "      --profile P        cluster profile (default: default)\n"
     "      --ippc-dir DIR     where profiles live (default: $IPPC_DIR or ~/.ippc)\n"
     "      --ip ADDR          address the controller binds (default: 127.0.0.1)\n"
@@ -107,6 +109,7 @@ typedef struct start_args {
     const char *runtime;
     double timeout;
     bool daemonize;
+    bool real_mpi4py;
 } start_args;
 
 static int parse_start(int argc, char **argv, start_args *args)
@@ -122,6 +125,7 @@ static int parse_start(int argc, char **argv, start_args *args)
         OPT_TIMEOUT,
         OPT_DAEMONIZE,
         OPT_RUNTIME,
+        OPT_REAL_MPI4PY,
         OPT_HELP
     };
     static const struct option options[] = {
@@ -136,6 +140,7 @@ static int parse_start(int argc, char **argv, start_args *args)
         {"timeout", required_argument, NULL, OPT_TIMEOUT},
         {"daemonize", no_argument, NULL, OPT_DAEMONIZE},
         {"runtime", required_argument, NULL, OPT_RUNTIME},
+        {"real-mpi4py", no_argument, NULL, OPT_REAL_MPI4PY},
         {"help", no_argument, NULL, OPT_HELP},
         {NULL, 0, NULL, 0},
     };
@@ -188,6 +193,7 @@ static int parse_start(int argc, char **argv, start_args *args)
                                        "--runtime must be lua or python, not '%s'", optarg);
             args->runtime = optarg;
             break;
+        case OPT_REAL_MPI4PY: args->real_mpi4py = true; break;
         case 'h':
         case OPT_HELP: fputs(cluster_usage_text, stdout); return CLI_EXIT_OK;
         default: return cli_bad_option("cluster", cluster_usage_text, option, argv[optind - 1]);
@@ -199,6 +205,11 @@ static int parse_start(int argc, char **argv, start_args *args)
     if (!have_n)
         return cli_usage_error("cluster", cluster_usage_text, "%s",
                                "-n N (the number of engines) is required");
+    /* Lua engines have no mpi4py to choose: refuse rather than ignore it. */
+    if (args->real_mpi4py && strcmp(args->runtime, "python") != 0)
+        return cli_usage_error("cluster", cluster_usage_text, "%s",
+                               "--real-mpi4py picks the mpi4py of Python engines: add "
+                               "--runtime=python");
     return -1; /* parsed: go on */
 }
 
@@ -377,6 +388,7 @@ static int cluster_start(int argc, char **argv)
     launch.db = args.db;
     launch.timeout = args.timeout;
     launch.runtime = args.runtime;
+    launch.real_mpi4py = args.real_mpi4py;
     launch.daemonize = args.daemonize;
     launch.ready_fd = -1;
     if (find_sibling("ippc-controller", launch.controller_path, PATH_MAX) < 0 ||

@@ -333,6 +333,7 @@ static step_result launcher_start_engines(launcher *l)
                         l->engine_file,
                         "--runtime",
                         (char *)o->runtime,
+                        o->real_mpi4py ? "--real-mpi4py" : NULL,
                         NULL};
 
         format_command(argv, command, sizeof command);
@@ -349,7 +350,7 @@ static step_result launcher_start_engines(launcher *l)
     }
 
     char *argv[] = {(char *)o->engine_path, "--file", l->engine_file, "--runtime",
-                    (char *)o->runtime,     NULL};
+                    (char *)o->runtime,     o->real_mpi4py ? "--real-mpi4py" : NULL, NULL};
 
     l->locals = calloc((size_t)o->engines, sizeof *l->locals);
     if (l->locals == NULL) {

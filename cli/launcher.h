@@ -31,6 +31,7 @@ typedef struct launch_options {
     const char *db;      /* NULL: the controller's default */
     double timeout;      /* seconds for the controller and all N engines to come up */
     const char *runtime; /* the engines' language: "lua" or "python" (--runtime) */
+    bool real_mpi4py;    /* python: engines get --real-mpi4py (an installed mpi4py) */
     char controller_path[PATH_MAX];
     char engine_path[PATH_MAX];
     char mpiexec_path[PATH_MAX]; /* LAUNCH_MPI only */

@@ -513,7 +513,104 @@ def test_python_big_array_rss(_):
         big_array(c)
 
 
+# ---------------------------------------------------------------- ippc cluster start --real-mpi4py
+
+# An mpiexec that gives its engines a PYTHONPATH of the test's choosing,
+# then is MPICH's.
+PYPATH_MPIEXEC = """#!/bin/sh
+PYTHONPATH=PATH_HERE
+export PYTHONPATH
+exec REAL_MPIEXEC "$@"
+"""
+
+
+def fake_mpi4py(root):
+    """A package mpi4py whose MPI extension is a shared library linked to
+    libmpich (what the engine's check reads) but no Python module: importing
+    mpi4py works, importing mpi4py.MPI does not."""
+    import subprocess
+    import sysconfig
+    pkg = os.path.join(root, "mpi4py")
+    os.makedirs(pkg)
+    open(os.path.join(pkg, "__init__.py"), "w").close()
+    src = os.path.join(root, "empty.c")
+    with open(src, "w") as f:
+        f.write("int fake_mpi4py_extension;\n")
+    libs = subprocess.run(["pkg-config", "--libs", "mpich"], capture_output=True, text=True,
+                          check=True).stdout.split()
+    subprocess.run(["cc", "-shared", "-fPIC", "-Wl,--no-as-needed", "-o",
+                    os.path.join(pkg, "MPI" + sysconfig.get_config_var("EXT_SUFFIX")), src] + libs,
+                   check=True, capture_output=True)
+
+
+def test_cli_python_real_mpi4py(_):
+    """ippc cluster start --real-mpi4py: refused without --runtime=python;
+    with it the engines get --real-mpi4py: with no mpi4py installed they do
+    not start and the launcher says why; with one built for MPICH on the
+    engines' PYTHONPATH the cluster comes up and `import mpi4py` is that one.
+    ippc status shows the engines' runtime."""
+    import signal
+    import subprocess
+    from harness import CLI, MPIEXEC, wait_gone, describe
+    from test_launcher import Launch, write_script
+    from test_cli import cli_env
+    with Launch("realmpi4py") as launch:
+        for args in (["--real-mpi4py"], ["--runtime=lua", "--real-mpi4py"]):
+            p = subprocess.run([CLI, "cluster", "start", "-n", "1"] + args, env=cli_env(launch.tmp),
+                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, timeout=30)
+            out = p.stdout.decode("utf-8", "replace")
+            check(p.returncode == 2 and "--real-mpi4py picks the mpi4py of Python engines: add "
+                  "--runtime=python" in out, "%s is a usage error (exit %s):\n%s"
+                  % (" ".join(args), p.returncode, out))
+        empty = os.path.join(launch.tmp, "nothing")
+        os.makedirs(empty)
+        fake = os.path.join(launch.tmp, "fake")
+        os.makedirs(fake)
+        fake_mpi4py(fake)
+        for profile, path in (("nompi4py", empty), ("fakempi4py", fake)):
+            write_script(os.path.join(launch.tmp, profile + "-mpiexec"),
+                         PYPATH_MPIEXEC.replace("PATH_HERE", path).replace("REAL_MPIEXEC", MPIEXEC))
+        launch.start(["-n", "2", "--profile", "nompi4py", "--runtime=python", "--real-mpi4py",
+                      "--mpiexec", os.path.join(launch.tmp, "nompi4py-mpiexec")])
+        try:
+            rc = launch.proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            raise AssertionError("the launcher did not give up within 120 s:\n%s" % launch.text())
+        text = launch.text()
+        check(rc == 1 and "--runtime python --real-mpi4py" in text
+              and "--real-mpi4py: no mpi4py is installed for this Python" in text
+              and "Token:" not in text,
+              "without an mpi4py the engines say why and the start fails (exit %s):\n%s"
+              % (rc, text))
+        left = wait_gone(launch.tracker.snapshot(), 20)
+        check(not left, "after the failed start these still run: %s" % describe(left))
+
+        launch.start(["-n", "2", "--profile", "fakempi4py", "--runtime=python", "--real-mpi4py",
+                      "--mpiexec", os.path.join(launch.tmp, "fakempi4py-mpiexec")])
+        api = launch.wait_up(2)
+        ours = launch.ours(api)
+        r = api.post(view("all", "execute"), {"code": "import mpi4py\nmpi4py.__file__"})
+        res = expect_task_results(r, [e["id"] for e in api.engines()], "import mpi4py")
+        check([x.get("value") for x in res] == [os.path.join(fake, "mpi4py", "__init__.py")] * 2,
+              "import mpi4py is the installed one: %s" % show(res))
+        r = api.post(view("all", "execute"), {"code": "from mpi4py import MPI"})
+        body = expect_done(r, 2, "from mpi4py import MPI", status="error")
+        check(all(x.get("ename") == "ImportError" for x in body["results"]),
+              "the engines' own MPI module is not there to fall back on: %s" % show(body))
+        p = subprocess.run([CLI, "status", "--profile", "fakempi4py"], env=cli_env(launch.tmp),
+                           stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, timeout=30)
+        lines = p.stdout.decode("utf-8", "replace").splitlines()
+        check(p.returncode == 0 and len(lines) == 4 and lines[1].split()[-1] == "RUNTIME"
+              and all(line.split()[-1] == "python" for line in lines[2:]),
+              "ippc status shows the runtime of each engine: %s" % lines)
+        launch.stop(signal.SIGINT, ours)
+    return []
+
+
 TESTS = [
     ("python_mpi_calls", test_python_mpi_calls, "own"),
     ("python_big_array_rss", test_python_big_array_rss, "own"),
+    ("cli_python_real_mpi4py", test_cli_python_real_mpi4py, "own"),
 ]
