@@ -349,8 +349,13 @@ static step_result launcher_start_engines(launcher *l)
         return STEP_OK;
     }
 
-    char *argv[] = {(char *)o->engine_path, "--file", l->engine_file, "--runtime",
-                    (char *)o->runtime,     o->real_mpi4py ? "--real-mpi4py" : NULL, NULL};
+    char *argv[] = {(char *)o->engine_path,
+                    "--file",
+                    l->engine_file,
+                    "--runtime",
+                    (char *)o->runtime,
+                    o->real_mpi4py ? "--real-mpi4py" : NULL,
+                    NULL};
 
     l->locals = calloc((size_t)o->engines, sizeof *l->locals);
     if (l->locals == NULL) {
