@@ -26,7 +26,7 @@ import os
 import struct
 import time
 
-from harness import BUILD, Cluster, ROOT, check, expect, proc_rss_kb, _read
+from harness import BUILD, Cluster, ROOT, check, expect, proc_rss_kb
 from common import show, view, expect_done, expect_task_results
 from test_runtime import start, interrupt_until_done
 
@@ -216,7 +216,7 @@ NAMES = ["ident", "wtime", "bc", "bc_spec", "red", "ops", "land", "lor", "scalar
 def expected(r):
     """What rank r must hold after the chunks above, computed without MPI."""
     p = P
-    right, left = (r + 1) % p, (r - 1) % p
+    left = (r - 1) % p
     ranks = range(p)
     x = [[q + 1.0, 4.0 - q] for q in ranks]
 
@@ -422,9 +422,11 @@ def test_python_mpi_calls(_):
 # ---------------------------------------------------------------- 1e7 float64, no copy
 
 def proc_status_kb(pid, field):
-    for line in (_read("/proc/%d/status" % pid) or "").splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
+    """A field of /proc/PID/status in KiB (VmHWM: the peak resident set)."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
     raise AssertionError("no %s for pid %d" % (field, pid))
 
 
