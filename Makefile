@@ -12,6 +12,7 @@
 #   make fuzz       every fuzz target for FUZZ_SECONDS (default 30) each
 #   make bench      benchmarks (bench/), ippc side by side with IPython Parallel
 #   make soak       good + hostile clients and engine churn for SOAK_SECONDS (default 180)
+#   make docker-replay  docker/Dockerfile replayed in a Debian 12 chroot, then the seed
 #   make lint       clang-format, cppcheck and clang-tidy over every tracked *.c/*.h
 #                   (FILES="a.c b.h" for some; about 2 minutes cold, seconds after)
 
@@ -65,7 +66,8 @@ FUZZ_SRC := $(wildcard fuzz/fuzz_*.c)
 FUZZ_BIN := $(FUZZ_SRC:fuzz/%.c=$(BUILD)/fuzz/%)
 FUZZ_SECONDS ?= 30
 
-.PHONY: all deps npm-deps run test unit pympi integration js-test browser bench fuzz soak clean lint compile_commands
+.PHONY: all deps npm-deps run test unit pympi integration python-sdk js-test browser bench fuzz soak clean lint compile_commands \
+  docker-replay
 all: $(BIN)/ippc-controller $(BIN)/ippc-engine $(BIN)/ippc $(PLUGIN_LIB)
 
 deps:
@@ -180,6 +182,11 @@ fuzz:
 	    $(BUILD)/fuzz/corpus/$$n > $(BUILD)/fuzz/$$n.log 2>&1; rc=$$?; tail -n 3 $(BUILD)/fuzz/$$n.log; \
 	  if [ $$rc -ne 0 ]; then echo "fuzz: $$n failed (see $(BUILD)/fuzz/$$n.log)"; exit 1; fi; done
 
+# docker/Dockerfile replayed in a debootstrap chroot of Debian 12, and the seed
+# run there (downloads Debian once; minutes; not part of `make test`).
+docker-replay:
+	@scripts/docker-replay
+
 run: deps all
 	$(BIN)/ippc cluster start -n 4 --engines=mpi
 
@@ -204,6 +211,10 @@ js-test: all
 # the limit programs (bench_loopback, bench_mpi_bcast) of $(BENCH_BIN).
 integration: all $(BENCH_BIN)
 	@BUILD=$(BUILD) $(PYTHON) tests/integration/run.py $(if $(K),-k $(K))
+
+# The Python SDK's pytest suite alone (K=PATTERN picks tests, as -k does).
+python-sdk: all
+	@BUILD=$(BUILD) $(PYTHON) clients/python/tests/run.py $(if $(K),-k $(K))
 
 # The dashboard (web/) in Debian's chromium, headless, through playwright-core
 # (node_modules, `make npm-deps`), against a cluster of its own.

@@ -1,12 +1,17 @@
 /* launcher.h — the supervising process behind `ippc cluster start`.
  *
- * launcher_run() starts a controller and N engines, waits until all N are
+ * launcher_run() starts a controller and a first engine job (job.h: mpiexec,
+ * local engines, or a Slurm/PBS batch job), waits until its engines are
  * registered, checks the MPI world they form, prints how to reach the cluster
  * and then supervises it until SIGINT/SIGTERM/SIGHUP or until the controller
- * dies.  Whatever happens, before it returns every process it started is gone:
- * the controller, mpiexec (and its process group) or the local engines, and
- * every engine pid learned at registration (SIGKILL to mpiexec leaves MPI ranks
- * running, so a forced stop kills the ranks by pid).
+ * dies.  While it supervises, `ippc cluster add/remove/jobs` talk to it over
+ * its control socket (profile.h: pid/launcher.sock; jobspec.h has the
+ * protocol): more engine jobs on the same controller, each its own MPI world.
+ * Whatever happens, before it returns every process it started is gone: the
+ * controller, each mpiexec (and its process group) or local engine, every
+ * engine pid learned at registration (SIGKILL to mpiexec leaves MPI ranks
+ * running, so a forced stop kills the ranks by pid), and each batch job still
+ * queued or running is cancelled.
  *
  * It blocks SIGINT, SIGTERM, SIGHUP and SIGCHLD and waits for them with
  * sigtimedwait(), so signals are plain events in its loops, never handlers.
@@ -18,23 +23,22 @@
 #include <stdbool.h>
 #include <stdio.h>
 
+#include "jobspec.h"
 #include "profile.h"
-
-typedef enum launch_kind { LAUNCH_MPI, LAUNCH_LOCAL } launch_kind;
 
 typedef struct launch_options {
     const profile_paths *paths;
-    long engines; /* N >= 1 */
-    launch_kind kind;
-    const char *ip;      /* NULL: the controller's default */
-    const char *port;    /* NULL: the controller's default (0: a free port) */
-    const char *db;      /* NULL: the controller's default */
-    double timeout;      /* seconds for the controller and all N engines to come up */
-    const char *runtime; /* the engines' language: "lua" or "python" (--runtime) */
-    bool real_mpi4py;    /* python: engines get --real-mpi4py (an installed mpi4py) */
+    jobspec spec;         /* the first engine job */
+    const char *ip;       /* NULL: the controller's default */
+    const char *location; /* NULL: the controller's default (from --ip) */
+    const char *port;     /* NULL: the controller's default (0: a free port) */
+    const char *db;       /* NULL: the controller's default */
+    double timeout;       /* seconds for the controller and a job's engines to come up */
+    const char *runtime;  /* every job's engines: "lua" or "python" (--runtime) */
+    bool real_mpi4py;     /* python: every job's engines get --real-mpi4py */
     char controller_path[PATH_MAX];
     char engine_path[PATH_MAX];
-    char mpiexec_path[PATH_MAX]; /* LAUNCH_MPI only */
+    char mpiexec_path[PATH_MAX]; /* JOB_MPI, JOB_PBS; "" if not found */
 
     /* Daemon mode: children's output goes to log files, and once the cluster is
      * up the launcher points its stdio at launcher_log, writes one status byte

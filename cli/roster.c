@@ -69,6 +69,20 @@ void roster_free(roster *r)
     r->count = 0;
 }
 
+int roster_select_job(const roster *r, const char *name, roster *out)
+{
+    size_t len = strlen(name);
+
+    out->count = 0;
+    out->engines = calloc(r->count + 1, sizeof *out->engines);
+    if (out->engines == NULL)
+        return -1;
+    for (size_t i = 0; i < r->count; i++)
+        if (strncmp(r->engines[i].job, name, len) == 0 && r->engines[i].job[len] == '.')
+            out->engines[out->count++] = r->engines[i];
+    return 0;
+}
+
 bool roster_engine_live(const roster_engine *engine)
 {
     return strcmp(engine->state, "dead") != 0;

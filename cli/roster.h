@@ -33,6 +33,10 @@ typedef struct roster {
 int roster_parse(const json_t *reply, roster *out, char *err, size_t err_len);
 void roster_free(roster *r);
 
+/* The engines of the launcher's job `name` (job ids "NAME.<hex>"), copied
+ * into out (free with roster_free).  Returns 0, or -1 (out of memory). */
+int roster_select_job(const roster *r, const char *name, roster *out);
+
 bool roster_engine_live(const roster_engine *engine);
 size_t roster_live_count(const roster *r);
 

@@ -103,6 +103,8 @@ int profile_paths_init(profile_paths *paths, const char *ippc_dir, const char *n
         path_join(paths->controller_lock_file, PATH_MAX, paths->dir, "controller.lock") < 0 ||
         path_join(paths->launcher_pid_file, PATH_MAX, paths->pid_dir, "launcher.pid") < 0 ||
         path_join(paths->launcher_lock_file, PATH_MAX, paths->pid_dir, "launcher.lock") < 0 ||
+        path_join(paths->launcher_socket, PATH_MAX, paths->pid_dir, "launcher.sock") < 0 ||
+        path_join(paths->jobs_dir, PATH_MAX, paths->dir, "jobs") < 0 ||
         path_join(paths->launcher_log, PATH_MAX, paths->log_dir, "launcher.log") < 0 ||
         path_join(paths->controller_log, PATH_MAX, paths->log_dir, "controller.log") < 0 ||
         path_join(paths->engines_log, PATH_MAX, paths->log_dir, "engines.log") < 0)
@@ -140,7 +142,8 @@ int profile_make_dirs(const profile_paths *paths, char *err, size_t err_len)
 {
     if (make_dir_tree(paths->security_dir, err, err_len) < 0 ||
         make_dir_tree(paths->log_dir, err, err_len) < 0 ||
-        make_dir_tree(paths->pid_dir, err, err_len) < 0)
+        make_dir_tree(paths->pid_dir, err, err_len) < 0 ||
+        make_dir_tree(paths->jobs_dir, err, err_len) < 0)
         return -1;
     return 0;
 }

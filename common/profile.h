@@ -11,6 +11,9 @@
  *   log/                        launcher.log, controller.log, engines.log
  *   pid/launcher.pid            the supervising `ippc cluster start` process
  *   pid/launcher.lock           flock()ed by that process for its whole life
+ *   pid/launcher.sock           that process's control socket (ippc cluster
+ *                               add/remove/jobs; AF_UNIX, in a 0700 folder)
+ *   jobs/                       the batch scripts it wrote (Slurm, PBS)
  * All paths are absolute (a daemonized launcher changes directory to /).
  * Thread-safety: pure except for reading the environment and the cwd.
  */
@@ -38,6 +41,8 @@ typedef struct profile_paths {
     char controller_lock_file[PATH_MAX];
     char launcher_pid_file[PATH_MAX];
     char launcher_lock_file[PATH_MAX];
+    char launcher_socket[PATH_MAX];
+    char jobs_dir[PATH_MAX];
     char launcher_log[PATH_MAX];
     char controller_log[PATH_MAX];
     char engines_log[PATH_MAX];

@@ -331,6 +331,36 @@ int ws_outq_empty(ws_outq *q)
     return empty;
 }
 
+/* Sends what is left of f (its header, then its payload) with one sendmsg,
+ * without blocking; accounts what went.  Called with the lock held.  The
+ * bytes sent, or -1 with errno (EAGAIN: the socket is full). */
+static ssize_t frame_sendmsg(ws_outq *q, ws_frame *f, int fd)
+{
+    const unsigned char *src = f->binary ? f->blob->data : (const unsigned char *)f->text;
+    struct iovec iov[2];
+    int n = 0;
+    if (f->hdr_sent < f->hdr_len)
+        iov[n++] = (struct iovec){f->hdr + f->hdr_sent, f->hdr_len - f->hdr_sent};
+    if (f->sent < f->len)
+        iov[n++] = (struct iovec){(void *)(src + f->sent), f->len - f->sent};
+    if (n == 0)
+        return 0;
+    struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)n};
+    ssize_t w;
+    do
+        w = sendmsg(fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+    while (w < 0 && errno == EINTR);
+    if (w < 0)
+        return -1;
+    size_t k = (size_t)w, h = f->hdr_len - f->hdr_sent;
+    if (h > k)
+        h = k;
+    f->hdr_sent += h;
+    f->sent += k - h;
+    q->bytes -= k - h;
+    return w;
+}
+
 /* ws_outq_write's way for a large binary frame on a direct queue: the header
  * and then the blob itself, written to the socket as it takes them.  Called
  * with the lock held; the same return values. */
@@ -339,29 +369,11 @@ static int outq_write_direct(ws_outq *q, ws_frame *f, struct lws *wsi)
     if (!f->hdr_len)
         f->hdr_len = wsframe_server_header(f->hdr, WSFRAME_OP_BINARY, f->len);
     int fd = lws_get_socket_fd(wsi);
-    for (;;) {
-        struct iovec iov[2];
-        int n = 0;
-        if (f->hdr_sent < f->hdr_len)
-            iov[n++] = (struct iovec){f->hdr + f->hdr_sent, f->hdr_len - f->hdr_sent};
-        if (f->sent < f->len)
-            iov[n++] = (struct iovec){f->blob->data + f->sent, f->len - f->sent};
-        if (n == 0)
-            break;
-        struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)n};
-        ssize_t w = sendmsg(fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w < 0) {
+    while (f->hdr_sent < f->hdr_len || f->sent < f->len) {
+        if (frame_sendmsg(q, f, fd) < 0) {
             pthread_mutex_unlock(&q->lock);
             return errno == EAGAIN || errno == EWOULDBLOCK ? 1 : -1;
         }
-        size_t k = (size_t)w, h = f->hdr_len - f->hdr_sent;
-        if (h > k)
-            h = k;
-        f->hdr_sent += h;
-        f->sent += k - h;
-        q->bytes -= k - h;
     }
     ws_frame *done = outq_pop_sent(q);
     assert(done == f);
@@ -763,27 +775,10 @@ int ws_outq_send(ws_outq *q, int fd)
         if (!f->hdr_len)
             f->hdr_len = wsframe_client_header(
                 f->hdr, f->binary ? WSFRAME_OP_BINARY : WSFRAME_OP_TEXT, f->len);
-        const unsigned char *src = f->binary ? f->blob->data : (const unsigned char *)f->text;
-        struct iovec iov[2];
-        int n = 0;
-        if (f->hdr_sent < f->hdr_len)
-            iov[n++] = (struct iovec){f->hdr + f->hdr_sent, f->hdr_len - f->hdr_sent};
-        if (f->sent < f->len)
-            iov[n++] = (struct iovec){(void *)(src + f->sent), f->len - f->sent};
-        struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)n};
-        ssize_t w = sendmsg(fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
-        if (w < 0) {
+        if (frame_sendmsg(q, f, fd) < 0) {
             pthread_mutex_unlock(&q->lock);
-            if (errno == EINTR)
-                continue;
             return errno == EAGAIN || errno == EWOULDBLOCK ? 1 : -1;
         }
-        size_t k = (size_t)w, h = f->hdr_len - f->hdr_sent;
-        if (h > k)
-            h = k;
-        f->hdr_sent += h;
-        f->sent += k - h;
-        q->bytes -= k - h;
         ws_frame *done = outq_pop_sent(q);
         pthread_mutex_unlock(&q->lock);
         if (done)

@@ -18,6 +18,7 @@
  * seconds (so no rank outlives its cluster when mpiexec is SIGKILLed).
  */
 #include <errno.h>
+#include <ctype.h>
 #include <getopt.h>
 #include <poll.h>
 #include <stdarg.h>
@@ -25,6 +26,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,6 +55,7 @@ typedef struct engine {
     /* identity */
     int rank, size, pid;
     char job[33];
+    char job_prefix[16]; /* --job NAME: the job is NAME.<16 hex> */
     char host[256];
     /* controller */
     char url[512];
@@ -444,6 +447,17 @@ static int parse_url(void)
     return 0;
 }
 
+static bool job_name_valid(const char *name)
+{
+    size_t len = strlen(name);
+    if (len == 0 || len >= sizeof E.job_prefix)
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if (!isalnum((unsigned char)name[i]) && !strchr(".-_", name[i]))
+            return false;
+    return true;
+}
+
 static int parse_args(int argc, char **argv)
 {
     static const struct option longs[] = {
@@ -456,6 +470,7 @@ static int parse_args(int argc, char **argv)
         {"max-message-mb", required_argument, NULL, 'm'},
         {"runtime", required_argument, NULL, 'r'},
         {"real-mpi4py", no_argument, NULL, 'R'},
+        {"job", required_argument, NULL, 'j'},
         {NULL, 0, NULL, 0},
     };
     const char *file = NULL;
@@ -493,16 +508,28 @@ static int parse_args(int argc, char **argv)
             break;
         }
         case 'R': runtime_python_real_mpi4py(1); break;
+        case 'j':
+            /* The launcher names its jobs so it can tell their engines apart. */
+            if (!job_name_valid(optarg)) {
+                fprintf(stderr, "ippc-engine: --job needs 1-15 letters, digits, '.', '-' or "
+                                "'_'\n");
+                return 2;
+            }
+            snprintf(E.job_prefix, sizeof E.job_prefix, "%s", optarg);
+            break;
         case 'v': printf("ippc-engine %s\n", IPPC_VERSION); return 0;
         case 'h':
             printf("usage: ippc-engine --file ippc-engine.json | --url ws://HOST:PORT/engine "
                    "--key KEY [--grace SECONDS] [--max-message-mb N] [--runtime lua|python]\n"
+                   "       [--real-mpi4py] [--job NAME]\n"
                    "  --runtime R         the language of this engine's namespace: lua "
                    "(default)\n"
                    "                      or python (embedded CPython, NumPy, mpi4py)\n"
                    "  --real-mpi4py       python: an installed mpi4py built for MPICH instead "
                    "of\n"
                    "                      the engine's own mpi4py.MPI\n"
+                   "  --job NAME          the MPI job's id at the controller is NAME.<random hex> "
+                   "(default:\n                      only the random hex)\n"
                    "  --max-message-mb N  the largest message (a task and its arrays) this "
                    "engine\n"
                    "                      takes (default %zu); a larger one fails on the "
@@ -524,15 +551,21 @@ static int parse_args(int argc, char **argv)
 static void make_job_id(void)
 {
     unsigned char rnd[16] = {0};
+    size_t n_random = E.job_prefix[0] ? 8 : 16;
     if (E.rank == 0 && getrandom(rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd) {
         unsigned long x = (unsigned long)time(NULL) ^ (unsigned long)getpid();
         memcpy(rnd, &x, sizeof x);
     }
     /* Every rank of this job gets rank 0's id: that is how the controller
-     * knows which engines share a COMM_WORLD. */
+     * knows which engines share a COMM_WORLD.  A --job name only prefixes
+     * it: ranks that came up as separate singletons (an mpiexec of another
+     * MPI) must still be separate jobs. */
     MPI_Bcast(rnd, sizeof rnd, MPI_BYTE, 0, MPI_COMM_WORLD);
-    for (size_t i = 0; i < sizeof rnd; i++)
-        sprintf(E.job + 2 * i, "%02x", rnd[i]);
+    size_t used = 0;
+    if (E.job_prefix[0])
+        used = (size_t)snprintf(E.job, sizeof E.job, "%s.", E.job_prefix);
+    for (size_t i = 0; i < n_random && used + 2 < sizeof E.job; i++, used += 2)
+        sprintf(E.job + used, "%02x", rnd[i]);
 }
 
 /* Stdout while a task runs: sent as it comes (the runtime batches it), so

@@ -40,6 +40,7 @@
 #include <unistd.h>
 
 #include "acceptor.h"
+#include "advertise.h"
 #include "budget.h"
 #include "call.h"
 #include "events.h"
@@ -55,6 +56,7 @@
 
 typedef struct options {
     const char *ip;
+    const char *location; /* host written into the connection files; NULL: from --ip */
     int port;
     const char *profile;
     const char *ippc_dir;
@@ -175,7 +177,11 @@ static void usage(FILE *out)
 {
     fprintf(out,
             "usage: ippc-controller [options]\n"
-            "  --ip ADDR               address to bind (default 127.0.0.1)\n"
+            "  --ip ADDR               address to bind (default 127.0.0.1; 0.0.0.0: every\n"
+            "                          interface)\n"
+            "  --location HOST         host written into the connection files (default: the\n"
+            "                          --ip address; for 0.0.0.0 this host's first\n"
+            "                          non-loopback IPv4 address), e.g. a name behind NAT\n"
             "  --port N                port (default 0: any free port; see the connection file)\n"
             "  --profile NAME          profile (default \"default\")\n"
             "  --ippc-dir DIR          state folder (default $IPPC_DIR or ~/.ippc)\n"
@@ -226,6 +232,7 @@ static int parse_options(int argc, char **argv, options *o)
 {
     static const struct option longs[] = {
         {"ip", required_argument, NULL, 'i'},
+        {"location", required_argument, NULL, 'L'},
         {"port", required_argument, NULL, 'p'},
         {"profile", required_argument, NULL, 'P'},
         {"ippc-dir", required_argument, NULL, 'd'},
@@ -254,6 +261,7 @@ static int parse_options(int argc, char **argv, options *o)
     while ((c = getopt_long(argc, argv, "", longs, NULL)) != -1) {
         switch (c) {
         case 'i': o->ip = optarg; break;
+        case 'L': o->location = optarg; break;
         case 'p':
             o->port = (int)strtol(optarg, &end, 10);
             if (*end || o->port < 0 || o->port > 65535) {
@@ -572,9 +580,22 @@ int main(int argc, char **argv)
         store_close(st);
         return 1;
     }
-    /* Clients use the address they can reach: 0.0.0.0 is not one. */
-    const char *host = strcmp(o.ip, "0.0.0.0") == 0 ? "127.0.0.1" : o.ip;
-    char url[128], ws_url[128], engine_url[128];
+    /* Clients and engines need an address they can reach: 0.0.0.0 is not
+     * one, and behind NAT neither is the bound one (advertise.h). */
+    char host[256];
+    if (advertise_host(o.ip, o.location, host, sizeof host, &err) < 0) {
+        fprintf(stderr, "ippc-controller: %s\n", err.message);
+        close(listen_fd);
+        store_close(st);
+        return 1;
+    }
+    if (!advertise_is_loopback(o.ip))
+        fprintf(stderr,
+                "ippc-controller: warning: listening on %s:%d without TLS: the token, the "
+                "engine key and all data cross the network unencrypted; use it on a trusted "
+                "network only (docs/clusters.md)\n",
+                o.ip, port);
+    char url[320], ws_url[320], engine_url[320];
     snprintf(url, sizeof url, "http://%s:%d", host, port);
     snprintf(ws_url, sizeof ws_url, "ws://%s:%d/ws", host, port);
     snprintf(engine_url, sizeof engine_url, "ws://%s:%d/engine", host, port);
