@@ -508,16 +508,15 @@ static int print_script(const launch_options *launch)
 {
     static char script[64 * 1024];
     char err[512];
-    batch_context ctx = {.profile = launch->paths->name,
-                         .job_name = "j0",
-                         .engine_path = launch->engine_path,
-                         .engine_file = launch->paths->engine_file,
-                         .mpiexec_path = launch->mpiexec_path,
-                         .log_dir = launch->paths->log_dir,
-                         .runtime = launch->runtime && strcmp(launch->runtime, "lua") != 0
-                                        ? launch->runtime
-                                        : NULL,
-                         .real_mpi4py = launch->real_mpi4py};
+    batch_context ctx = {
+        .profile = launch->paths->name,
+        .job_name = "j0",
+        .engine_path = launch->engine_path,
+        .engine_file = launch->paths->engine_file,
+        .mpiexec_path = launch->mpiexec_path,
+        .log_dir = launch->paths->log_dir,
+        .runtime = launch->runtime && strcmp(launch->runtime, "lua") != 0 ? launch->runtime : NULL,
+        .real_mpi4py = launch->real_mpi4py};
 
     if (batch_script(&launch->spec, &ctx, script, sizeof script, err, sizeof err) < 0) {
         msg_err("%s", err);

@@ -563,7 +563,8 @@ def test_cli_python_real_mpi4py(_):
     with it the engines get --real-mpi4py: with no mpi4py installed they do
     not start and the launcher says why; with one built for MPICH on the
     engines' PYTHONPATH the cluster comes up and `import mpi4py` is that one.
-    ippc status shows the engines' runtime."""
+    batch scripts (--print-script) pass it on too.  ippc status shows the
+    engines' runtime."""
     import signal
     import subprocess
     from harness import CLI, MPIEXEC, wait_gone, describe
@@ -578,6 +579,14 @@ def test_cli_python_real_mpi4py(_):
             check(p.returncode == 2 and "--real-mpi4py picks the mpi4py of Python engines: add "
                   "--runtime=python" in out, "%s is a usage error (exit %s):\n%s"
                   % (" ".join(args), p.returncode, out))
+        p = subprocess.run([CLI, "cluster", "start", "-n", "2", "--engines=slurm", "--runtime=python",
+                            "--real-mpi4py", "--print-script"], env=cli_env(launch.tmp),
+                           stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, timeout=30)
+        out = p.stdout.decode("utf-8", "replace")
+        check(p.returncode == 0 and any("srun --mpi=pmi2" in line and line.endswith(
+            " --runtime python --real-mpi4py") for line in out.splitlines()),
+              "a batch script's engines get --real-mpi4py too (exit %s):\n%s" % (p.returncode, out))
         empty = os.path.join(launch.tmp, "nothing")
         os.makedirs(empty)
         fake = os.path.join(launch.tmp, "fake")
