@@ -16,7 +16,7 @@
 #include "pympi_impl.h"
 
 /* Waits for req and releases op: Py_None (a new reference) or NULL. */
-static PyObject *finish(pympi_commstate *cs, MPI_Request *req, pympi_op *op)
+static PyObject *finish(lmpi_commstate *cs, MPI_Request *req, pympi_op *op)
 {
     int rc = pympi_wait(cs, req, NULL, op, 1);
     pympi_op_clear(op);
@@ -55,7 +55,7 @@ static PyObject *c_bcast(PyObject *self, PyObject *args, PyObject *kwds)
     int root = 0;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|i:Bcast", kw, &buf, &root))
         return NULL;
-    pympi_commstate *cs = pympi_begin(self, 1, "Bcast");
+    lmpi_commstate *cs = pympi_begin(self, 1, "Bcast");
     if (!cs)
         return NULL;
     pympi_op op = {0};
@@ -89,7 +89,7 @@ static PyObject *reduce_common(PyObject *self, PyObject *args, PyObject *kwds, r
         return opobj && PyErr_Occurred()
                    ? NULL
                    : pympi_raise_msg(MPI_ERR_OP, "%s: invalid op (MPI.OP_NULL)", what);
-    pympi_commstate *cs = pympi_begin(self, 1, what);
+    lmpi_commstate *cs = pympi_begin(self, 1, what);
     if (!cs)
         return NULL;
     int receives = kind != R_REDUCE || cs->rank == root;
@@ -153,7 +153,7 @@ static PyObject *gather_common(PyObject *self, PyObject *args, PyObject *kwds, g
         ok = PyArg_ParseTupleAndKeywords(args, kwds, "OO", kw, &sendbuf, &recvbuf);
     if (!ok)
         return NULL;
-    pympi_commstate *cs = pympi_begin(self, 1, what);
+    lmpi_commstate *cs = pympi_begin(self, 1, what);
     if (!cs)
         return NULL;
     int is_root = cs->rank == root, p = cs->size;
@@ -242,7 +242,7 @@ static PyObject *vector_common(PyObject *self, PyObject *args, PyObject *kwds, v
         ok = PyArg_ParseTupleAndKeywords(args, kwds, "OO", kw, &sendbuf, &recvbuf);
     if (!ok)
         return NULL;
-    pympi_commstate *cs = pympi_begin(self, 1, what);
+    lmpi_commstate *cs = pympi_begin(self, 1, what);
     if (!cs)
         return NULL;
     int is_root = cs->rank == root, p = cs->size;

@@ -169,7 +169,7 @@ typedef enum { REQ_NULL, REQ_PLAIN, REQ_OBJ_RECV } req_kind;
 typedef struct pympi_request {
     PyObject_HEAD MPI_Request req;
     req_kind kind;
-    pympi_commstate *cs; /* a reference while the request is active */
+    lmpi_commstate *cs; /* a reference while the request is active */
     pympi_op op;         /* what MPI reads or writes (op.raw: an irecv's bytes) */
     int matched;         /* REQ_OBJ_RECV: the message is matched, Imrecv started */
     int source, tag;     /* REQ_OBJ_RECV: what to match */
@@ -287,7 +287,7 @@ void pympi_irecv_service(void)
     pthread_mutex_unlock(&lazy_lock);
 }
 
-static pympi_request *request_new(pympi_commstate *cs, req_kind kind)
+static pympi_request *request_new(lmpi_commstate *cs, req_kind kind)
 {
     pympi_request *r = PyObject_New(pympi_request, &pympi_request_type);
     if (!r)
@@ -338,7 +338,7 @@ static void request_dealloc(PyObject *self)
         lmpi_outstanding_add(-1);
     pympi_op_clear(&r->op);
     Py_CLEAR(r->result);
-    pympi_commstate_release(r->cs);
+    lmpi_commstate_release(r->cs);
     PyObject_Free(self);
 }
 
@@ -380,7 +380,7 @@ static int request_finish(pympi_request *r, int rc)
             rc = -1;
     }
     pympi_op_clear(&r->op);
-    pympi_commstate_release(r->cs);
+    lmpi_commstate_release(r->cs);
     r->cs = NULL;
     if (rc > 0)
         pympi_raise(rc);
@@ -752,7 +752,7 @@ static PyObject *p_send(PyObject *self, PyObject *args, PyObject *kwds)
     int dest, tag = 0;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "Oi|i:Send", kw, &buf, &dest, &tag))
         return NULL;
-    pympi_commstate *cs = pympi_begin(self, 0, "Send");
+    lmpi_commstate *cs = pympi_begin(self, 0, "Send");
     if (!cs)
         return NULL;
     pympi_op op = {0};
@@ -772,7 +772,7 @@ static PyObject *p_send(PyObject *self, PyObject *args, PyObject *kwds)
  * message larger than m is received whole into scratch memory and raises
  * MPI.Exception ERR_TRUNCATE (MPICH's own truncation error on a matched
  * message would go to MPI_COMM_WORLD's handler, which aborts). */
-static int recv_into(pympi_commstate *cs, const pympi_msg *m, pympi_op *op, int source, int tag,
+static int recv_into(lmpi_commstate *cs, const pympi_msg *m, pympi_op *op, int source, int tag,
                      MPI_Status *st)
 {
     MPI_Message msg;
@@ -812,7 +812,7 @@ static PyObject *p_recv(PyObject *self, PyObject *args, PyObject *kwds)
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|iiO:Recv", kw, &buf, &source, &tag, &st) ||
         !status_arg_ok(st))
         return NULL;
-    pympi_commstate *cs = pympi_begin(self, 0, "Recv");
+    lmpi_commstate *cs = pympi_begin(self, 0, "Recv");
     if (!cs)
         return NULL;
     pympi_op op = {0};
@@ -837,7 +837,7 @@ static PyObject *p_sendrecv(PyObject *self, PyObject *args, PyObject *kwds)
                                      &recvbuf, &source, &recvtag, &st) ||
         !status_arg_ok(st))
         return NULL;
-    pympi_commstate *cs = pympi_begin(self, 0, "Sendrecv");
+    lmpi_commstate *cs = pympi_begin(self, 0, "Sendrecv");
     if (!cs)
         return NULL;
     pympi_op sop = {0}, rop = {0};
@@ -869,7 +869,7 @@ static PyObject *p_isend(PyObject *self, PyObject *args, PyObject *kwds)
     int dest, tag = 0;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "Oi|i:Isend", kw, &buf, &dest, &tag))
         return NULL;
-    pympi_commstate *cs = pympi_begin(self, 0, "Isend");
+    lmpi_commstate *cs = pympi_begin(self, 0, "Isend");
     if (!cs)
         return NULL;
     pympi_request *r = request_new(cs, REQ_PLAIN);
@@ -893,7 +893,7 @@ static PyObject *p_irecv(PyObject *self, PyObject *args, PyObject *kwds)
     int source = MPI_ANY_SOURCE, tag = MPI_ANY_TAG;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|ii:Irecv", kw, &buf, &source, &tag))
         return NULL;
-    pympi_commstate *cs = pympi_begin(self, 0, "Irecv");
+    lmpi_commstate *cs = pympi_begin(self, 0, "Irecv");
     if (!cs)
         return NULL;
     pympi_request *r = request_new(cs, REQ_PLAIN);
@@ -933,7 +933,7 @@ static PyObject *probe_common(PyObject *self, PyObject *args, PyObject *kwds, in
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "|iiO", kw, &source, &tag, &st) ||
         !status_arg_ok(st))
         return NULL;
-    pympi_commstate *cs = pympi_begin(self, 0, what);
+    lmpi_commstate *cs = pympi_begin(self, 0, what);
     if (!cs)
         return NULL;
     MPI_Status status;
@@ -973,7 +973,7 @@ static PyObject *o_send(PyObject *self, PyObject *args, PyObject *kwds)
     int dest, tag = 0;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "Oi|i:send", kw, &obj, &dest, &tag))
         return NULL;
-    pympi_commstate *cs = pympi_begin(self, 0, "send");
+    lmpi_commstate *cs = pympi_begin(self, 0, "send");
     if (!cs)
         return NULL;
     PyObject *data = pympi_dumps(obj);
@@ -995,7 +995,7 @@ static PyObject *o_send(PyObject *self, PyObject *args, PyObject *kwds)
 }
 
 /* Receives one pickled object (probe, then a receive of its exact size). */
-static PyObject *recv_object(pympi_commstate *cs, int source, int tag, MPI_Status *st)
+static PyObject *recv_object(lmpi_commstate *cs, int source, int tag, MPI_Status *st)
 {
     MPI_Message msg;
     if (pympi_probe(cs, source, tag, &msg, st) < 0)
@@ -1026,7 +1026,7 @@ static PyObject *o_recv(PyObject *self, PyObject *args, PyObject *kwds)
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "|OiiO:recv", kw, &buf, &source, &tag, &st) ||
         !status_arg_ok(st))
         return NULL;
-    pympi_commstate *cs = pympi_begin(self, 0, "recv");
+    lmpi_commstate *cs = pympi_begin(self, 0, "recv");
     if (!cs)
         return NULL;
     MPI_Status status;
@@ -1046,7 +1046,7 @@ static PyObject *o_sendrecv(PyObject *self, PyObject *args, PyObject *kwds)
                                      &recvbuf, &source, &recvtag, &st) ||
         !status_arg_ok(st))
         return NULL;
-    pympi_commstate *cs = pympi_begin(self, 0, "sendrecv");
+    lmpi_commstate *cs = pympi_begin(self, 0, "sendrecv");
     if (!cs)
         return NULL;
     PyObject *data = pympi_dumps(obj), *res = NULL;
@@ -1079,7 +1079,7 @@ static PyObject *o_isend(PyObject *self, PyObject *args, PyObject *kwds)
     int dest, tag = 0;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "Oi|i:isend", kw, &obj, &dest, &tag))
         return NULL;
-    pympi_commstate *cs = pympi_begin(self, 0, "isend");
+    lmpi_commstate *cs = pympi_begin(self, 0, "isend");
     if (!cs)
         return NULL;
     PyObject *data = pympi_dumps(obj);
@@ -1109,7 +1109,7 @@ static PyObject *o_irecv(PyObject *self, PyObject *args, PyObject *kwds)
     int source = MPI_ANY_SOURCE, tag = MPI_ANY_TAG;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "|Oii:irecv", kw, &buf, &source, &tag))
         return NULL;
-    pympi_commstate *cs = pympi_begin(self, 0, "irecv");
+    lmpi_commstate *cs = pympi_begin(self, 0, "irecv");
     if (!cs)
         return NULL;
     if (source != MPI_ANY_SOURCE && source != MPI_PROC_NULL && (source < 0 || source >= cs->size))

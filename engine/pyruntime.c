@@ -33,6 +33,7 @@
  * does not end with ';' (IPython's way to keep a value quiet).
  */
 #include "pyruntime_impl.h"
+#include "lmpi.h"
 #include "pympi.h"
 
 #include <signal.h>
@@ -638,11 +639,8 @@ static runtime *py_rt_new(int rank, int size, ippc_error *err)
         py_rt_free(&rt->base);
         return NULL;
     }
-    int init = 0, fin = 0;
-    MPI_Initialized(&init);
-    MPI_Finalized(&fin);
     /* Every rank in this order: both are collective. */
-    if (init && !fin && MPI_Comm_dup(MPI_COMM_WORLD, &rt->world) != MPI_SUCCESS) {
+    if (lmpi_active() && MPI_Comm_dup(MPI_COMM_WORLD, &rt->world) != MPI_SUCCESS) {
         ippc_error_set(err, ERR_INTERNAL, "cannot duplicate MPI_COMM_WORLD");
         py_rt_free(&rt->base);
         return NULL;
