@@ -422,56 +422,60 @@ static PyObject *request_take(pympi_request *r)
     return v;
 }
 
-static PyObject *req_Wait(PyObject *self, PyObject *args, PyObject *kwds)
+/* Wait and wait: parses (status=None) for the method fmt names, waits for
+ * the request and fills status; NULL with an exception. */
+static pympi_request *wait_common(PyObject *self, PyObject *args, PyObject *kwds, const char *fmt)
 {
     static char *kw[] = {"status", NULL};
     PyObject *st = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O:Wait", kw, &st) || !status_arg_ok(st))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, fmt, kw, &st) || !status_arg_ok(st))
         return NULL;
     pympi_request *r = (pympi_request *)self;
     if (request_wait(r) < 0 || pympi_status_fill(st, &r->status) < 0)
         return NULL;
-    return Py_NewRef(Py_True);
+    return r;
+}
+
+/* Test and test: as wait_common, testing once; 1 done (status filled), 0
+ * not yet, -1 with an exception. */
+static int test_common(PyObject *self, PyObject *args, PyObject *kwds, const char *fmt)
+{
+    static char *kw[] = {"status", NULL};
+    PyObject *st = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, fmt, kw, &st) || !status_arg_ok(st))
+        return -1;
+    pympi_request *r = (pympi_request *)self;
+    int done = request_test(r);
+    if (done < 0 || (done && pympi_status_fill(st, &r->status) < 0))
+        return -1;
+    return done;
+}
+
+static PyObject *req_Wait(PyObject *self, PyObject *args, PyObject *kwds)
+{
+    return wait_common(self, args, kwds, "|O:Wait") ? Py_NewRef(Py_True) : NULL;
 }
 
 static PyObject *req_wait(PyObject *self, PyObject *args, PyObject *kwds)
 {
-    static char *kw[] = {"status", NULL};
-    PyObject *st = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O:wait", kw, &st) || !status_arg_ok(st))
-        return NULL;
-    pympi_request *r = (pympi_request *)self;
-    if (request_wait(r) < 0 || pympi_status_fill(st, &r->status) < 0)
-        return NULL;
-    return request_take(r);
+    pympi_request *r = wait_common(self, args, kwds, "|O:wait");
+    return r ? request_take(r) : NULL;
 }
 
 static PyObject *req_Test(PyObject *self, PyObject *args, PyObject *kwds)
 {
-    static char *kw[] = {"status", NULL};
-    PyObject *st = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O:Test", kw, &st) || !status_arg_ok(st))
-        return NULL;
-    pympi_request *r = (pympi_request *)self;
-    int done = request_test(r);
-    if (done < 0 || (done && pympi_status_fill(st, &r->status) < 0))
-        return NULL;
-    return PyBool_FromLong(done);
+    int done = test_common(self, args, kwds, "|O:Test");
+    return done < 0 ? NULL : PyBool_FromLong(done);
 }
 
 static PyObject *req_test(PyObject *self, PyObject *args, PyObject *kwds)
 {
-    static char *kw[] = {"status", NULL};
-    PyObject *st = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O:test", kw, &st) || !status_arg_ok(st))
-        return NULL;
-    pympi_request *r = (pympi_request *)self;
-    int done = request_test(r);
-    if (done < 0 || (done && pympi_status_fill(st, &r->status) < 0))
+    int done = test_common(self, args, kwds, "|O:test");
+    if (done < 0)
         return NULL;
     if (!done)
         return Py_BuildValue("(OO)", Py_False, Py_None);
-    PyObject *v = request_take(r);
+    PyObject *v = request_take((pympi_request *)self);
     PyObject *t = Py_BuildValue("(OO)", Py_True, v);
     Py_DECREF(v);
     return t;
@@ -862,22 +866,30 @@ done:
     return Py_NewRef(Py_None);
 }
 
-static PyObject *p_isend(PyObject *self, PyObject *args, PyObject *kwds)
+/* Isend (buf, dest, tag=0) and Irecv (buf, source=ANY_SOURCE,
+ * tag=ANY_TAG): a started Request, or NULL with an exception. */
+static PyObject *start_plain(PyObject *self, PyObject *args, PyObject *kwds, int send)
 {
-    static char *kw[] = {"buf", "dest", "tag", NULL};
+    static char *kw_send[] = {"buf", "dest", "tag", NULL};
+    static char *kw_recv[] = {"buf", "source", "tag", NULL};
     PyObject *buf;
-    int dest, tag = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "Oi|i:Isend", kw, &buf, &dest, &tag))
+    int peer = MPI_ANY_SOURCE, tag = send ? 0 : MPI_ANY_TAG;
+    int ok = send ? PyArg_ParseTupleAndKeywords(args, kwds, "Oi|i:Isend", kw_send, &buf, &peer,
+                                                &tag)
+                  : PyArg_ParseTupleAndKeywords(args, kwds, "O|ii:Irecv", kw_recv, &buf, &peer,
+                                                &tag);
+    if (!ok)
         return NULL;
-    lmpi_commstate *cs = pympi_begin(self, 0, "Isend");
+    lmpi_commstate *cs = pympi_begin(self, 0, send ? "Isend" : "Irecv");
     if (!cs)
         return NULL;
     pympi_request *r = request_new(cs, REQ_PLAIN);
     pympi_msg m;
     if (!r)
         return NULL;
-    if (p2p_msg(buf, 0, dest, &r->op, &m) < 0 ||
-        pympi_check(MPI_Isend_c(m.buf, m.count, m.type, dest, tag, cs->comm, &r->req)) < 0) {
+    if (p2p_msg(buf, send ? 0 : PYMPI_MSG_WRITE, peer, &r->op, &m) < 0 ||
+        pympi_check(send ? MPI_Isend_c(m.buf, m.count, m.type, peer, tag, cs->comm, &r->req)
+                         : MPI_Irecv_c(m.buf, m.count, m.type, peer, tag, cs->comm, &r->req)) < 0) {
         r->done = 1;
         Py_DECREF(r);
         return NULL;
@@ -886,28 +898,14 @@ static PyObject *p_isend(PyObject *self, PyObject *args, PyObject *kwds)
     return (PyObject *)r;
 }
 
+static PyObject *p_isend(PyObject *self, PyObject *args, PyObject *kwds)
+{
+    return start_plain(self, args, kwds, 1);
+}
+
 static PyObject *p_irecv(PyObject *self, PyObject *args, PyObject *kwds)
 {
-    static char *kw[] = {"buf", "source", "tag", NULL};
-    PyObject *buf;
-    int source = MPI_ANY_SOURCE, tag = MPI_ANY_TAG;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|ii:Irecv", kw, &buf, &source, &tag))
-        return NULL;
-    lmpi_commstate *cs = pympi_begin(self, 0, "Irecv");
-    if (!cs)
-        return NULL;
-    pympi_request *r = request_new(cs, REQ_PLAIN);
-    pympi_msg m;
-    if (!r)
-        return NULL;
-    if (p2p_msg(buf, PYMPI_MSG_WRITE, source, &r->op, &m) < 0 ||
-        pympi_check(MPI_Irecv_c(m.buf, m.count, m.type, source, tag, cs->comm, &r->req)) < 0) {
-        r->done = 1;
-        Py_DECREF(r);
-        return NULL;
-    }
-    request_started(r);
-    return (PyObject *)r;
+    return start_plain(self, args, kwds, 0);
 }
 
 typedef struct iprobe_arg {
