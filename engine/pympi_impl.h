@@ -46,7 +46,7 @@
 
 typedef struct pympi_comm {
     PyObject_HEAD lmpi_commstate *cs; /* NULL: MPI.COMM_NULL (or freed) */
-    int predefined;                    /* COMM_WORLD, COMM_SELF: Free refuses */
+    int predefined;                   /* COMM_WORLD, COMM_SELF: Free refuses */
 } pympi_comm;
 
 extern PyTypeObject pympi_comm_type;      /* MPI.Comm */

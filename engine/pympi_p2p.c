@@ -170,13 +170,13 @@ typedef struct pympi_request {
     PyObject_HEAD MPI_Request req;
     req_kind kind;
     lmpi_commstate *cs; /* a reference while the request is active */
-    pympi_op op;         /* what MPI reads or writes (op.raw: an irecv's bytes) */
-    int matched;         /* REQ_OBJ_RECV: the message is matched, Imrecv started */
-    int source, tag;     /* REQ_OBJ_RECV: what to match */
-    MPI_Count nbytes;    /* REQ_OBJ_RECV: the matched message's size */
-    int done;            /* MPI completed it (or it failed) */
-    int failed;          /* REQ_OBJ_RECV: an MPI error while matching */
-    int counted;         /* counted by lmpi_outstanding_add */
+    pympi_op op;        /* what MPI reads or writes (op.raw: an irecv's bytes) */
+    int matched;        /* REQ_OBJ_RECV: the message is matched, Imrecv started */
+    int source, tag;    /* REQ_OBJ_RECV: what to match */
+    MPI_Count nbytes;   /* REQ_OBJ_RECV: the matched message's size */
+    int done;           /* MPI completed it (or it failed) */
+    int failed;         /* REQ_OBJ_RECV: an MPI error while matching */
+    int counted;        /* counted by lmpi_outstanding_add */
     MPI_Status status;
     PyObject *result; /* REQ_OBJ_RECV: the object, until wait()/test() returns it */
 } pympi_request;
@@ -874,10 +874,9 @@ static PyObject *start_plain(PyObject *self, PyObject *args, PyObject *kwds, int
     static char *kw_recv[] = {"buf", "source", "tag", NULL};
     PyObject *buf;
     int peer = MPI_ANY_SOURCE, tag = send ? 0 : MPI_ANY_TAG;
-    int ok = send ? PyArg_ParseTupleAndKeywords(args, kwds, "Oi|i:Isend", kw_send, &buf, &peer,
-                                                &tag)
-                  : PyArg_ParseTupleAndKeywords(args, kwds, "O|ii:Irecv", kw_recv, &buf, &peer,
-                                                &tag);
+    int ok =
+        send ? PyArg_ParseTupleAndKeywords(args, kwds, "Oi|i:Isend", kw_send, &buf, &peer, &tag)
+             : PyArg_ParseTupleAndKeywords(args, kwds, "O|ii:Irecv", kw_recv, &buf, &peer, &tag);
     if (!ok)
         return NULL;
     lmpi_commstate *cs = pympi_begin(self, 0, send ? "Isend" : "Irecv");

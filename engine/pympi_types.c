@@ -516,7 +516,6 @@ static int msg_items(PyObject *fast, PyObject **data, PyObject **count, PyObject
     return 0;
 }
 
-
 /* The parts of a list/tuple message; 0 or -1 with mpi4py's errors. */
 static int msg_split(PyObject *obj, PyObject **data, PyObject **count, PyObject **displ,
                      PyObject **type)
@@ -593,8 +592,8 @@ typedef int (*msg_split_fn)(PyObject *fast, PyObject **data, PyObject **count, P
  * list's fast sequence or NULL, which the caller releases).  NULL with an
  * exception when the message is not one. */
 static Py_buffer *msg_view(PyObject *obj, int flags, msg_split_fn split, pympi_op *op,
-                           PyObject **fast, PyObject **count, PyObject **displ,
-                           MPI_Datatype *type, MPI_Count *extent)
+                           PyObject **fast, PyObject **count, PyObject **displ, MPI_Datatype *type,
+                           MPI_Count *extent)
 {
     PyObject *data = obj, *type_obj = NULL;
     *fast = NULL;
@@ -645,8 +644,8 @@ int pympi_msg_parse(PyObject *obj, int flags, MPI_Count blocks, pympi_op *op, py
     }
     PyObject *count_obj = NULL, *displ_obj = NULL, *fast = NULL;
     MPI_Count extent = 0, count = 0, displ = 0;
-    Py_buffer *v = msg_view(obj, flags, msg_split, op, &fast, &count_obj, &displ_obj, &msg->type,
-                            &extent);
+    Py_buffer *v =
+        msg_view(obj, flags, msg_split, op, &fast, &count_obj, &displ_obj, &msg->type, &extent);
     if (!v)
         goto fail;
     if (count_obj && count_obj != Py_None && msg_int(count_obj, "count", &count) < 0)
@@ -770,8 +769,8 @@ int pympi_msgv_parse(PyObject *obj, int flags, int blocks, pympi_op *op, pympi_m
         return 0;
     PyObject *counts_obj = NULL, *displs_obj = NULL, *fast = NULL;
     MPI_Count extent = 0;
-    Py_buffer *v = msg_view(obj, flags, msgv_split, op, &fast, &counts_obj, &displs_obj,
-                            &msg->type, &extent);
+    Py_buffer *v =
+        msg_view(obj, flags, msgv_split, op, &fast, &counts_obj, &displs_obj, &msg->type, &extent);
     if (!v)
         goto fail;
     MPI_Count items = extent > 0 ? (MPI_Count)v->len / extent : 0;
