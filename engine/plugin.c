@@ -5,9 +5,8 @@
  * stack: init only fills a C list of kernels (plugin_lib.h; made into Lua
  * functions after it returned), and a kernel's results are C memory
  * (plugin_call.h) that the wrapper turns into Lua values after the kernel
- * returned.  A
- * longjmp through a plugin's frames would skip its cleanup (or C++
- * destructors); this way it never happens.
+ * returned.  A longjmp through a plugin's frames would skip its cleanup (or
+ * C++ destructors); this way it never happens.
  *
  * Everything a call allocates hangs off a userdata on the stack, so a Lua
  * error while arguments are converted or results pushed leaks nothing.

@@ -68,8 +68,7 @@ static void assert_agrees(const unsigned char *b, size_t n)
     json_t *j = json_stringn((const char *)b, n);
     if (valid_text(b, n) != (j != NULL))
         fail_msg("%zu bytes %02x %02x %02x %02x: utf8 says %d, Jansson %d", n, b[0],
-                 n > 1 ? b[1] : 0, n > 2 ? b[2] : 0, n > 3 ? b[3] : 0, valid_text(b, n),
-                 j != NULL);
+                 n > 1 ? b[1] : 0, n > 2 ? b[2] : 0, n > 3 ? b[3] : 0, valid_text(b, n), j != NULL);
     json_decref(j);
 }
 
