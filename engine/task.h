@@ -1,6 +1,10 @@
 /* task.h — one task's outcome, shared by both runtimes: what an op records
  * (status, error, value, parts, item errors) and the result message built
- * from it (the shape is runtime_run_task's, runtime.h).
+ * from it (the shape is runtime_run_task's, runtime.h); and the parts of
+ * running a task that do not depend on the language: its start and finish
+ * (stdout, blobs), the checks of the ops' arguments, op "pull" over a
+ * runtime's own lookup, and the per-item outcomes of op "map".  What a
+ * value or a global is stays the runtime's (runtime.c, pyruntime.c).
  *
  * A task_ctx owns everything it holds, so an error unwinding through an op
  * (a Lua error) leaks nothing; task_result hands it all to the message.
