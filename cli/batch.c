@@ -83,6 +83,8 @@ static void emit_engine(script *s, const batch_context *ctx)
     emit(s, " --job %s", ctx->job_name);
     if (ctx->runtime)
         emit(s, " --runtime %s", ctx->runtime);
+    if (ctx->real_mpi4py)
+        emit(s, " --real-mpi4py");
     emit(s, "\n");
 }
 

@@ -27,6 +27,7 @@ typedef struct batch_context {
     const char *mpiexec_path; /* PBS: the mpiexec run inside the allocation */
     const char *log_dir;      /* where the batch system writes the job's output */
     const char *runtime;      /* the engines' --runtime, or NULL for the default */
+    bool real_mpi4py;         /* the engines get --real-mpi4py */
 } batch_context;
 
 /* The script for spec (kind JOB_SLURM or JOB_PBS) into out.  Returns 0, or -1

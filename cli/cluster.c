@@ -73,6 +73,8 @@ static const char cluster_usage_text[] =
     "      --runtime=lua      the engines run Lua (default)\n"
     "      --runtime=python   the engines run Python (CPython, NumPy, mpi4py.MPI); every\n"
     "                         job the cluster adds runs the same\n"
+    "      --real-mpi4py      with --runtime=python: the engines import an installed\n"
+    "                         mpi4py built for MPICH instead of their own\n"
     "\n"
     "job options (start and add):\n"
     "      --engines=mpi      one MPI job: MPIEXEC -n N ippc-engine (default)\n"
@@ -142,6 +144,7 @@ typedef struct start_args {
     bool daemonize;
     bool print_script;
     const char *runtime;
+    bool real_mpi4py;
 } start_args;
 
 /* Options that describe an engine job, shared by start and add. */
@@ -165,6 +168,7 @@ enum {
     OPT_DAEMONIZE,
     OPT_PRINT_SCRIPT,
     OPT_RUNTIME,
+    OPT_REAL_MPI4PY,
     OPT_JOB,
     OPT_JSON,
     OPT_HELP
@@ -278,6 +282,7 @@ static int parse_start(int argc, char **argv, start_args *args)
         {"daemonize", no_argument, NULL, OPT_DAEMONIZE},
         {"print-script", no_argument, NULL, OPT_PRINT_SCRIPT},
         {"runtime", required_argument, NULL, OPT_RUNTIME},
+        {"real-mpi4py", no_argument, NULL, OPT_REAL_MPI4PY},
         {"help", no_argument, NULL, OPT_HELP},
         {NULL, 0, NULL, 0},
     };
@@ -326,6 +331,7 @@ static int parse_start(int argc, char **argv, start_args *args)
                                        "--runtime must be lua or python, not '%s'", optarg);
             args->runtime = optarg;
             break;
+        case OPT_REAL_MPI4PY: args->real_mpi4py = true; break;
         case 'h':
         case OPT_HELP: fputs(cluster_usage_text, stdout); return CLI_EXIT_OK;
         default: return cli_bad_option("cluster", cluster_usage_text, option, argv[optind - 1]);
@@ -340,6 +346,11 @@ static int parse_start(int argc, char **argv, start_args *args)
     if (args->print_script && args->spec.kind != JOB_SLURM && args->spec.kind != JOB_PBS)
         return cli_usage_error("cluster", cluster_usage_text, "%s",
                                "--print-script is for --engines=slurm or pbs");
+    /* Lua engines have no mpi4py to choose: refuse rather than ignore it. */
+    if (args->real_mpi4py && strcmp(args->runtime, "python") != 0)
+        return cli_usage_error("cluster", cluster_usage_text, "%s",
+                               "--real-mpi4py picks the mpi4py of Python engines: add "
+                               "--runtime=python");
     return check_job_spec(&args->spec); /* -1: parsed, go on */
 }
 
@@ -497,15 +508,15 @@ static int print_script(const launch_options *launch)
 {
     static char script[64 * 1024];
     char err[512];
-    batch_context ctx = {.profile = launch->paths->name,
-                         .job_name = "j0",
-                         .engine_path = launch->engine_path,
-                         .engine_file = launch->paths->engine_file,
-                         .mpiexec_path = launch->mpiexec_path,
-                         .log_dir = launch->paths->log_dir,
-                         .runtime = launch->runtime && strcmp(launch->runtime, "lua") != 0
-                                        ? launch->runtime
-                                        : NULL};
+    batch_context ctx = {
+        .profile = launch->paths->name,
+        .job_name = "j0",
+        .engine_path = launch->engine_path,
+        .engine_file = launch->paths->engine_file,
+        .mpiexec_path = launch->mpiexec_path,
+        .log_dir = launch->paths->log_dir,
+        .runtime = launch->runtime && strcmp(launch->runtime, "lua") != 0 ? launch->runtime : NULL,
+        .real_mpi4py = launch->real_mpi4py};
 
     if (batch_script(&launch->spec, &ctx, script, sizeof script, err, sizeof err) < 0) {
         msg_err("%s", err);
@@ -554,6 +565,7 @@ static int cluster_start(int argc, char **argv)
     launch.db = args.db;
     launch.timeout = args.timeout;
     launch.runtime = args.runtime;
+    launch.real_mpi4py = args.real_mpi4py;
     launch.daemonize = args.daemonize;
     launch.ready_fd = -1;
     if (find_sibling("ippc-controller", launch.controller_path, PATH_MAX) < 0 ||

@@ -136,6 +136,8 @@ static int mpi_argv(const engine_job *job, const job_env *env, char *argv[MAX_AR
         argv[argc++] = "--runtime";
         argv[argc++] = (char *)env->runtime;
     }
+    if (env->real_mpi4py)
+        argv[argc++] = "--real-mpi4py";
     argv[argc] = NULL;
     return 0;
 }
@@ -173,6 +175,7 @@ static int start_local(engine_job *job, const job_env *env, proc_options *spawn)
                     job->name,
                     job_env_runtime(env) ? "--runtime" : NULL,
                     (char *)env->runtime,
+                    env->real_mpi4py ? "--real-mpi4py" : NULL,
                     NULL};
     char command[3 * PATH_MAX];
     char err[PATH_MAX + 128];
@@ -212,6 +215,7 @@ static int start_batch(engine_job *job, const job_env *env)
                          .engine_path = env->engine_path,
                          .engine_file = env->engine_file,
                          .runtime = job_env_runtime(env),
+                         .real_mpi4py = env->real_mpi4py,
                          .mpiexec_path = env->mpiexec_path,
                          .log_dir = env->paths->log_dir};
     const char *system = batch_system_name(job->spec.kind);

@@ -46,6 +46,7 @@ typedef struct job_env {
     const char *mpiexec_path;
     const char *engine_file;
     const char *runtime;        /* the engines' language: NULL or "lua" (default), "python" */
+    bool real_mpi4py;           /* python: the engines get --real-mpi4py */
     int log_fd;                 /* engines' output in daemon mode; -1: inherit */
     const sigset_t *child_mask; /* the children's signal mask */
 } job_env;

@@ -1021,6 +1021,7 @@ static step_result launcher_bring_up(launcher *l)
     l->api_ready = true;
     l->env.engine_file = l->engine_file;
     l->env.runtime = o->runtime;
+    l->env.real_mpi4py = o->real_mpi4py;
     first = launcher_new_job(l, &o->spec);
     if (first == NULL) {
         msg_err("out of memory");

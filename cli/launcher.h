@@ -35,6 +35,7 @@ typedef struct launch_options {
     const char *db;       /* NULL: the controller's default */
     double timeout;       /* seconds for the controller and a job's engines to come up */
     const char *runtime;  /* every job's engines: "lua" or "python" (--runtime) */
+    bool real_mpi4py;     /* python: every job's engines get --real-mpi4py */
     char controller_path[PATH_MAX];
     char engine_path[PATH_MAX];
     char mpiexec_path[PATH_MAX]; /* JOB_MPI, JOB_PBS; "" if not found */

@@ -14,7 +14,8 @@
 static const char status_usage_text[] =
     "usage: ippc status [options]\n"
     "\n"
-    "List the engines of a running cluster: id, MPI rank/size, job, host, pid, state.\n"
+    "List the engines of a running cluster: id, MPI rank/size, job, host, pid, state,\n"
+    "runtime (lua or python).\n"
     "      --profile P     cluster profile (default: default)\n"
     "      --ippc-dir DIR  where profiles live (default: $IPPC_DIR or ~/.ippc)\n"
     "      --file PATH     connection file to use instead of the profile's\n"
@@ -36,15 +37,15 @@ static void print_table(const connection_info *info, const roster *r)
            r->count == 1 ? "" : "s", live);
     if (r->count == 0)
         return;
-    printf("%4s  %-9s  %-10s  %-*s  %8s  %s\n", "ID", "RANK", "JOB", host_width, "HOST", "PID",
-           "STATE");
+    printf("%4s  %-9s  %-10s  %-*s  %8s  %-5s  %s\n", "ID", "RANK", "JOB", host_width, "HOST",
+           "PID", "STATE", "RUNTIME");
     for (size_t i = 0; i < r->count; i++) {
         const roster_engine *engine = &r->engines[i];
         char rank[48];
 
         snprintf(rank, sizeof rank, "%ld/%ld", engine->rank, engine->size);
-        printf("%4ld  %-9s  %-10.10s  %-*s  %8ld  %s\n", engine->id, rank, engine->job, host_width,
-               engine->host, engine->pid, engine->state);
+        printf("%4ld  %-9s  %-10.10s  %-*s  %8ld  %-5s  %s\n", engine->id, rank, engine->job,
+               host_width, engine->host, engine->pid, engine->state, engine->runtime);
     }
 }
 

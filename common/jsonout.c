@@ -24,7 +24,9 @@
 #include "jsonout.h"
 
 #include "buf.h"
+#include "utf8.h"
 
+#include <assert.h>
 #include <float.h>
 #include <math.h>
 #include <stdint.h>
@@ -137,42 +139,12 @@ int jsonout_real(double v, char *buf, size_t size)
 
 /* ------------------------------------------------------------ strings */
 
-/* Length of the valid UTF-8 sequence at s (n > 0 bytes left) and its code
- * point; 0 if it is not one (overlong forms, surrogates and code points
- * above U+10FFFF are not, as Jansson holds). */
-static size_t utf8_decode(const unsigned char *s, size_t n, uint32_t *cp)
-{
-    unsigned char c = s[0];
-    size_t len;
-    uint32_t min;
-    if (c < 0x80) {
-        *cp = c;
-        return 1;
-    } else if (c >= 0xC2 && c <= 0xDF) {
-        len = 2, min = 0x80, *cp = c & 0x1F;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-        len = 3, min = 0x800, *cp = c & 0x0F;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        len = 4, min = 0x10000, *cp = c & 0x07;
-    } else {
-        return 0;
-    }
-    if (len > n)
-        return 0;
-    for (size_t i = 1; i < len; i++) {
-        if ((s[i] & 0xC0) != 0x80)
-            return 0;
-        *cp = (*cp << 6) | (s[i] & 0x3F);
-    }
-    if (*cp < min || *cp > 0x10FFFF || (*cp >= 0xD800 && *cp <= 0xDFFF))
-        return 0;
-    return len;
-}
-
+/* unit is one UTF-16 code unit (at most 0xFFFF): always six bytes. */
 static void w_u_escape(writer *w, uint32_t unit)
 {
+    assert(unit <= 0xFFFF);
     char esc[8];
-    snprintf(esc, sizeof esc, "\\u%04X", (unsigned)unit);
+    snprintf(esc, sizeof esc, "\\u%04X", (unsigned)(unit & 0xFFFF));
     w_bytes(w, esc, 6);
 }
 

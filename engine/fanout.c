@@ -53,14 +53,6 @@ struct fanout {
     int tag_bits;
 };
 
-static int mpi_usable(void)
-{
-    int init = 0, fin = 0;
-    MPI_Initialized(&init);
-    MPI_Finalized(&fin);
-    return init && !fin;
-}
-
 /* ------------------------------------------------------------ state */
 
 /* Duplicates MPI_COMM_WORLD with the nonblocking call and the yielding wait
@@ -97,7 +89,7 @@ fanout *fanout_new(const atomic_int *interrupt)
     f->cache_cap = cap && end != cap && *end == '\0' && want >= 1 && want <= FANOUT_CACHE
                        ? (int)want
                        : FANOUT_CACHE;
-    if (!mpi_usable())
+    if (!lmpi_active())
         return f;
     MPI_Comm_rank(MPI_COMM_WORLD, &f->rank);
     MPI_Comm_size(MPI_COMM_WORLD, &f->size);
@@ -149,7 +141,7 @@ void fanout_free(fanout *f)
         if (f->cache[i].ranks)
             cache_drop(&f->cache[i]);
     /* Leftovers of abandoned ops (MPI would warn about them at finalize). */
-    for (int flag = 1; f->ctl && mpi_usable() && flag;) {
+    for (int flag = 1; f->ctl && lmpi_active() && flag;) {
         MPI_Status st;
         if (MPI_Iprobe(MPI_ANY_SOURCE, MPI_ANY_TAG, f->ctl->comm, &flag, &st) != MPI_SUCCESS)
             break;
@@ -159,7 +151,7 @@ void fanout_free(fanout *f)
                      MPI_STATUS_IGNORE);
     }
     lmpi_commstate_release(f->ctl);
-    if (f->grp != MPI_COMM_NULL && mpi_usable())
+    if (f->grp != MPI_COMM_NULL && lmpi_active())
         MPI_Comm_free(&f->grp);
     free(f);
 }
@@ -214,7 +206,7 @@ int fan_op_init(fan_op *op, fanout *f, task_ctx *c, const fan_ns *ns, const char
     op->c = c;
     op->ns = ns;
     op->what = what;
-    if (!f || !f->active || !mpi_usable()) {
+    if (!f || !f->active || !lmpi_active()) {
         task_fail(c, TASK_ERROR, "FanoutError", "%s: MPI is not initialised on this engine", what);
         return -1;
     }

@@ -66,7 +66,7 @@ int lmpi_wait(MPI_Request *req, const atomic_int *interrupt)
     return lmpi_wait_status(req, MPI_STATUS_IGNORE, interrupt);
 }
 
-static int lmpi_active(void)
+int lmpi_active(void)
 {
     int init = 0, fin = 0;
     MPI_Initialized(&init);
@@ -300,54 +300,23 @@ void lmpi_outstanding_add(int delta)
 
 /* ------------------------------------------------------------- parking */
 
-typedef struct lmpi_parked {
-    MPI_Request req;
-    lmpi_op *op;
-    lmpi_commstate *cs; /* with a reference; pending counted if collective */
-    int collective;
-} lmpi_parked;
+static lmpi_parking parked; /* the Lua module's lot */
 
-static lmpi_parked *parked;
-static size_t parked_count, parked_cap;
+static void parked_op_free(void *op)
+{
+    lmpi_op_free(op);
+}
 
 void lmpi_reap(void)
 {
-    if (parked_count == 0 || !lmpi_active())
-        return;
-    for (size_t i = 0; i < parked_count;) {
-        int done = 0;
-        int rc = MPI_Test(&parked[i].req, &done, MPI_STATUS_IGNORE);
-        if (done || rc != MPI_SUCCESS) {
-            lmpi_parked *p = &parked[i];
-            if (p->collective)
-                p->cs->pending--;
-            lmpi_commstate_release(p->cs);
-            lmpi_op_free(p->op);
-            parked[i] = parked[--parked_count];
-            lmpi_outstanding_add(-1);
-        } else {
-            i++;
-        }
-    }
+    lmpi_parking_reap(&parked);
 }
 
-/* Keeps req and op until MPI completes it.  If even the list cannot grow,
- * the op is leaked on purpose: freeing memory MPI may write is worse. */
+/* Keeps req and op until MPI completes it (lmpi_parking_add leaks op when
+ * even the list cannot grow). */
 void lmpi_park(lmpi_commstate *cs, MPI_Request req, lmpi_op *op, int collective)
 {
-    if (parked_count == parked_cap) {
-        size_t cap = parked_cap ? parked_cap * 2 : 8;
-        lmpi_parked *p = realloc(parked, cap * sizeof *p);
-        if (!p)
-            return;
-        parked = p;
-        parked_cap = cap;
-    }
-    cs->refs++;
-    if (collective)
-        cs->pending++;
-    parked[parked_count++] = (lmpi_parked){req, op, cs, collective};
-    lmpi_outstanding_add(1);
+    lmpi_parking_add(&parked, cs, req, op, parked_op_free, collective);
 }
 
 void lmpi_wait_op(lua_State *L, const lmpi_call *c, MPI_Request *req, int op_idx, int collective,

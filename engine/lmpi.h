@@ -120,6 +120,56 @@ void lmpi_progress_acquire(void);
 void lmpi_progress_release(void);
 void lmpi_outstanding_add(int delta);
 
+/* 1 when MPI is initialised and not finalised (calls are allowed). */
+int lmpi_active(void);
+
+/* A communicator as every MPI module of the engine (Lua's, Python's) keeps
+ * it: shared by the module's communicator object and the parked operations
+ * (interrupted, not yet complete) that used it.  Not locked: each module
+ * uses its own states on its runtime's thread only. */
+typedef struct lmpi_commstate {
+    MPI_Comm comm;
+    int rank, size;
+    int refs;
+    int owned;   /* MPI_Comm_free it when the last reference goes */
+    int pending; /* interrupted collectives not yet complete on this rank */
+} lmpi_commstate;
+
+/* A state for comm (errors returned, not fatal), one reference; owned: the
+ * last release frees comm (if MPI is still active).  NULL when out of
+ * memory (comm untouched). */
+lmpi_commstate *lmpi_commstate_new(MPI_Comm comm, int owned);
+/* Drops one reference; the last one frees the state. */
+void lmpi_commstate_release(lmpi_commstate *cs);
+
+/* Parked operations: a send or collective that was started cannot be
+ * cancelled in MPI, so when an interrupt stops its wait the operation is
+ * parked with its buffers (op) and a reference to its communicator state,
+ * and release(op) runs once MPI_Test reports it complete (or failed).  A
+ * parked collective counts in cs->pending until then.  Each MPI module
+ * keeps its own lot and reaps it on the thread (and under the lock, such
+ * as Python's GIL) that release needs; lmpi_outstanding_add counts parked
+ * operations while they wait. */
+typedef void (*lmpi_parked_release)(void *op);
+typedef struct lmpi_parked {
+    MPI_Request req;
+    void *op;
+    lmpi_parked_release release;
+    lmpi_commstate *cs; /* with a reference; pending counted if collective */
+    int collective;
+} lmpi_parked;
+typedef struct lmpi_parking {
+    lmpi_parked *items;
+    size_t count, cap;
+} lmpi_parking;
+/* Parks req with op; 0, or -1 when even the list cannot grow (nothing is
+ * kept: the caller leaks op on purpose, as freeing memory MPI may still
+ * write is worse). */
+int lmpi_parking_add(lmpi_parking *lot, lmpi_commstate *cs, MPI_Request req, void *op,
+                     lmpi_parked_release release, int collective);
+/* Releases the parked operations that MPI has completed. */
+void lmpi_parking_reap(lmpi_parking *lot);
+
 /* The communicator of the comm object at idx, or of the module's world when
  * idx holds the mpi module's COMM_WORLD; 0 and *comm unset when the value is
  * not a communicator object. */

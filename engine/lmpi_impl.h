@@ -32,14 +32,8 @@
 
 /* ---- communicators */
 
-/* Shared by the comm userdata and the parked operations that used it. */
-typedef struct lmpi_commstate {
-    MPI_Comm comm;
-    int rank, size;
-    int refs;
-    int owned;   /* MPI_Comm_free it when the last reference goes */
-    int pending; /* interrupted collectives not yet complete on this rank */
-} lmpi_commstate;
+/* lmpi_commstate (lmpi.h) is shared by the comm userdata and the parked
+ * operations that used it. */
 
 typedef struct lmpi_state {
     const atomic_int *interrupt; /* may be NULL */
@@ -56,10 +50,6 @@ typedef struct lmpi_call {
 } lmpi_call;
 
 lmpi_call lmpi_begin(lua_State *L, int collective);
-/* A state for comm (errors returned, not fatal), one reference; owned: the
- * last release frees comm.  NULL when out of memory (comm untouched). */
-lmpi_commstate *lmpi_commstate_new(MPI_Comm comm, int owned);
-void lmpi_commstate_release(lmpi_commstate *cs);
 /* Raises "mpi.<what>: <MPI's message>" unless rc is MPI_SUCCESS. */
 void lmpi_check(lua_State *L, int rc, const char *what);
 /* A rank argument (root, dest, source) in [0, size) or raises; `any`

@@ -2,11 +2,11 @@
  * plugin.h and include/ippc/plugin.h).
  *
  * Nothing that can raise a Lua error runs while plugin code is on the C
- * stack: init only fills a C list of kernels (made into Lua functions after
- * it returned), and a kernel's results are C memory (return_array callocs)
- * that the wrapper turns into Lua values after the kernel returned.  A
- * longjmp through a plugin's frames would skip its cleanup (or C++
- * destructors); this way it never happens.
+ * stack: init only fills a C list of kernels (plugin_lib.h; made into Lua
+ * functions after it returned), and a kernel's results are C memory
+ * (plugin_call.h) that the wrapper turns into Lua values after the kernel
+ * returned.  A longjmp through a plugin's frames would skip its cleanup (or
+ * C++ destructors); this way it never happens.
  *
  * Everything a call allocates hangs off a userdata on the stack, so a Lua
  * error while arguments are converted or results pushed leaks nothing.
@@ -14,23 +14,18 @@
 #include "plugin.h"
 
 #include <dlfcn.h>
-#include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include <ippc/plugin.h>
 #include <lauxlib.h>
 
 #include "lmpi.h"
 #include "nd.h"
-#include "proto.h"
+#include "plugin_call.h"
+#include "plugin_lib.h"
 
 #define PLUGIN_CALL_MT "ippc.plugin.call"
-#define PLUGIN_MAX_KERNELS 256
-#define PLUGIN_NAME_MAX 64
 
 static const char libs_key = 'l';    /* registry: handle -> {names...} */
 static const char kernels_key = 'k'; /* registry: name -> function */
@@ -45,131 +40,10 @@ _Static_assert((int)IPPC_FLOAT64 == (int)ND_FLOAT64 && (int)IPPC_FLOAT32 == (int
 
 /* ---------------------------------------------------------- calls */
 
-typedef struct plugin_result {
-    ippc_kind kind;
-    int64_t integer;
-    double number;
-    unsigned char *data; /* strings and arrays; NULL once Lua owns it */
-    size_t len;
-    ippc_dtype dtype;
-    int ndim;
-    size_t shape[IPPC_MAX_DIMS];
-} plugin_result;
-
-struct ippc_call {
-    int failed;
-    char error[512];
-    plugin_result *results;
-    size_t count, cap;
-};
-
 static int call_gc(lua_State *L)
 {
-    ippc_call *call = luaL_checkudata(L, 1, PLUGIN_CALL_MT);
-    for (size_t i = 0; i < call->count; i++)
-        free(call->results[i].data);
-    free(call->results);
-    call->results = NULL;
-    call->count = 0;
+    plugin_call_free(luaL_checkudata(L, 1, PLUGIN_CALL_MT));
     return 0;
-}
-
-static plugin_result *call_add(ippc_call *call, ippc_kind kind)
-{
-    if (call->count == call->cap) {
-        size_t cap = call->cap ? call->cap * 2 : 4;
-        plugin_result *r = realloc(call->results, cap * sizeof *r);
-        if (!r)
-            return NULL;
-        call->results = r;
-        call->cap = cap;
-    }
-    plugin_result *r = &call->results[call->count++];
-    memset(r, 0, sizeof *r);
-    r->kind = kind;
-    return r;
-}
-
-static int api_return_nil(ippc_call *call)
-{
-    return call_add(call, IPPC_NIL) ? 0 : -1;
-}
-
-static int api_return_boolean(ippc_call *call, int value)
-{
-    plugin_result *r = call_add(call, IPPC_BOOLEAN);
-    if (!r)
-        return -1;
-    r->integer = value != 0;
-    return 0;
-}
-
-static int api_return_integer(ippc_call *call, int64_t value)
-{
-    plugin_result *r = call_add(call, IPPC_INTEGER);
-    if (!r)
-        return -1;
-    r->integer = value;
-    return 0;
-}
-
-static int api_return_number(ippc_call *call, double value)
-{
-    plugin_result *r = call_add(call, IPPC_NUMBER);
-    if (!r)
-        return -1;
-    r->number = value;
-    return 0;
-}
-
-static int api_return_string(ippc_call *call, const char *data, size_t len)
-{
-    unsigned char *copy = malloc(len ? len : 1);
-    plugin_result *r = copy ? call_add(call, IPPC_STRING) : NULL;
-    if (!r) {
-        free(copy);
-        return -1;
-    }
-    if (len)
-        memcpy(copy, data, len);
-    r->data = copy;
-    r->len = len;
-    return 0;
-}
-
-static void *api_return_array(ippc_call *call, ippc_dtype dtype, int ndim, const size_t *shape)
-{
-    size_t es = ippc_dtype_size(dtype), count = 1;
-    if (es == 0 || ndim < 0 || ndim > IPPC_MAX_DIMS || (ndim > 0 && !shape))
-        return NULL;
-    for (int d = 0; d < ndim; d++) {
-        if (shape[d] && count > (SIZE_MAX / 4) / es / shape[d])
-            return NULL;
-        count *= shape[d];
-    }
-    unsigned char *data = calloc(count ? count * es : 1, 1);
-    plugin_result *r = data ? call_add(call, IPPC_ARRAY) : NULL;
-    if (!r) {
-        free(data);
-        return NULL;
-    }
-    r->data = data;
-    r->len = count * es;
-    r->dtype = dtype;
-    r->ndim = ndim;
-    for (int d = 0; d < ndim; d++)
-        r->shape[d] = shape[d];
-    return data;
-}
-
-static int api_error(ippc_call *call, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(call->error, sizeof call->error, fmt ? fmt : "error", ap);
-    va_end(ap);
-    call->failed = 1;
-    return -1;
 }
 
 static int api_interrupted(void)
@@ -182,7 +56,7 @@ static int api_interrupted(void)
 typedef struct plugin_kernel {
     ippc_kernel fn;
     const ippc_api *api;
-    char name[PLUGIN_NAME_MAX];
+    char name[PLUGIN_LIB_NAME_MAX];
 } plugin_kernel;
 
 /* Converts argument i into v; pushes one value (a contiguous copy of a
@@ -231,7 +105,7 @@ static void kernel_arg(lua_State *L, const plugin_kernel *k, int i, ippc_value *
     lua_pushnil(L);
 }
 
-static void kernel_push_result(lua_State *L, plugin_result *r)
+static void kernel_push_result(lua_State *L, plugin_call_result *r)
 {
     switch (r->kind) {
     case IPPC_BOOLEAN: lua_pushboolean(L, (int)r->integer); break;
@@ -279,76 +153,11 @@ static int kernel_call(lua_State *L)
 
 /* ---------------------------------------------------------- loading */
 
-typedef struct load_ctx {
-    int count;
-    struct {
-        char name[PLUGIN_NAME_MAX];
-        ippc_kernel fn;
-    } kernels[PLUGIN_MAX_KERNELS];
-    char error[256];
-} load_ctx;
-
-static int valid_name(const char *name)
-{
-    size_t n = name ? strlen(name) : 0;
-    if (n == 0 || n >= PLUGIN_NAME_MAX || (name[0] >= '0' && name[0] <= '9'))
-        return 0;
-    for (size_t i = 0; i < n; i++) {
-        char c = name[i];
-        if (!(c == '_' || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-              (c >= '0' && c <= '9')))
-            return 0;
-    }
-    return 1;
-}
-
-static int api_register(const ippc_api *api, const char *name, ippc_kernel fn, const char *doc)
-{
-    (void)doc;
-    load_ctx *ctx = api->host;
-    if (!ctx) /* after init: too late */
-        return -1;
-    if (!valid_name(name) || !fn) {
-        snprintf(ctx->error, sizeof ctx->error, "register_kernel: invalid kernel name '%.64s'",
-                 name ? name : "(null)");
-        return -1;
-    }
-    if (ctx->count == PLUGIN_MAX_KERNELS) {
-        snprintf(ctx->error, sizeof ctx->error, "more than %d kernels", PLUGIN_MAX_KERNELS);
-        return -1;
-    }
-    snprintf(ctx->kernels[ctx->count].name, PLUGIN_NAME_MAX, "%s", name);
-    ctx->kernels[ctx->count++].fn = fn;
-    return 0;
-}
-
-static int api_init_error(const ippc_api *api, const char *message)
-{
-    load_ctx *ctx = api->host;
-    if (ctx)
-        snprintf(ctx->error, sizeof ctx->error, "%s", message ? message : "init failed");
-    return -1;
-}
-
 /* Pushes a new api (a userdata: it lives as long as a kernel uses it). */
 static ippc_api *api_push(lua_State *L)
 {
     ippc_api *api = lua_newuserdatauv(L, sizeof *api, 0);
-    memset(api, 0, sizeof *api);
-    api->abi_version = IPPC_PLUGIN_ABI_VERSION;
-    api->size = sizeof *api;
-    api->engine_version = IPPC_VERSION;
-    api->world = lmpi_world(L);
-    api->register_kernel = api_register;
-    api->interrupted = api_interrupted;
-    api->return_nil = api_return_nil;
-    api->return_boolean = api_return_boolean;
-    api->return_integer = api_return_integer;
-    api->return_number = api_return_number;
-    api->return_string = api_return_string;
-    api->return_array = api_return_array;
-    api->error = api_error;
-    api->init_error = api_init_error;
+    plugin_lib_api(api, lmpi_world(L), api_interrupted);
     return api;
 }
 
@@ -364,7 +173,7 @@ static void set_global(lua_State *L, const char *name, int value_idx)
 
 /* Makes the Lua functions of ctx's kernels (api at api_idx), registers and
  * sets them as globals; pushes the list of names. */
-static void install_kernels(lua_State *L, const load_ctx *ctx, int api_idx)
+static void install_kernels(lua_State *L, const plugin_lib_kernels *ctx, int api_idx)
 {
     const ippc_api *api = lua_touserdata(L, api_idx);
     lua_createtable(L, ctx->count, 0);
@@ -419,27 +228,12 @@ static int reload(lua_State *L, const char *path, int names_idx)
     return 0;
 }
 
-#define LOAD_FAIL(...)                                                                             \
-    do {                                                                                           \
-        snprintf(err, errlen, __VA_ARGS__);                                                        \
-        goto fail;                                                                                 \
-    } while (0)
-
 int plugin_load(lua_State *L, const char *path, char *err, size_t errlen)
 {
-    struct stat st;
-    void *handle = NULL;
     int top = lua_gettop(L);
-    if (!path || !path[0])
-        LOAD_FAIL("cannot load a plugin: empty library path");
-    if (stat(path, &st) != 0)
-        LOAD_FAIL("cannot load plugin %s: %s", path, strerror(errno));
-    dlerror();
-    handle = dlopen(path, RTLD_NOW | RTLD_LOCAL);
-    if (!handle) {
-        const char *why = dlerror();
-        LOAD_FAIL("cannot load plugin %s: %s", path, why ? why : "dlopen failed");
-    }
+    void *handle = plugin_lib_open(path, err, errlen);
+    if (!handle)
+        return -1;
     lua_rawgetp(L, LUA_REGISTRYINDEX, &libs_key);
     lua_rawgetp(L, -1, handle);
     if (lua_istable(L, -1)) { /* loaded before: dlopen only counted it again */
@@ -450,30 +244,15 @@ int plugin_load(lua_State *L, const char *path, char *err, size_t errlen)
         return 0;
     }
     lua_settop(L, top);
-    const uint32_t *abi = dlsym(handle, "ippc_plugin_abi");
-    if (!abi)
-        LOAD_FAIL("%s is not an ippc plugin: it does not define ippc_plugin_abi "
-                  "(IPPC_PLUGIN_DEFINE() from ippc/plugin.h)",
-                  path);
-    if (*abi != IPPC_PLUGIN_ABI_VERSION)
-        LOAD_FAIL("%s was built for plugin ABI version %u; this engine implements version %u "
-                  "(rebuild it against this ippc's include/ippc/plugin.h)",
-                  path, (unsigned)*abi, (unsigned)IPPC_PLUGIN_ABI_VERSION);
-    int (*init)(const ippc_api *);
-    *(void **)(&init) = dlsym(handle, "ippc_plugin_init");
-    if (!init)
-        LOAD_FAIL("%s is not an ippc plugin: it does not define ippc_plugin_init", path);
-
     ippc_api *api = api_push(L);
     int api_idx = lua_gettop(L);
-    load_ctx *ctx = lua_newuserdatauv(L, sizeof *ctx, 0); /* big: not on the C stack */
+    plugin_lib_kernels *ctx = lua_newuserdatauv(L, sizeof *ctx, 0); /* big: not on the C stack */
     memset(ctx, 0, sizeof *ctx);
-    api->host = ctx;
-    int rc = init(api);
-    api->host = NULL;
-    if (rc != 0)
-        LOAD_FAIL("ippc_plugin_init of %s failed: %s", path,
-                  ctx->error[0] ? ctx->error : "it returned non-zero");
+    if (plugin_lib_init(handle, path, api, ctx, err, errlen) < 0) {
+        dlclose(handle);
+        lua_settop(L, top);
+        return -1;
+    }
     install_kernels(L, ctx, api_idx);
     lua_rawgetp(L, LUA_REGISTRYINDEX, &libs_key);
     lua_pushvalue(L, -2);
@@ -483,11 +262,6 @@ int plugin_load(lua_State *L, const char *path, char *err, size_t errlen)
     lua_replace(L, top + 1);
     lua_settop(L, top + 1);
     return 0;
-fail:
-    if (handle)
-        dlclose(handle);
-    lua_settop(L, top);
-    return -1;
 }
 
 void plugin_install_globals(lua_State *L)

@@ -17,7 +17,7 @@
 #include "lmpi.h"
 
 static const atomic_int *pympi_flag;
-static pympi_commstate *world_state, *self_state; /* NULL without MPI */
+static lmpi_commstate *world_state, *self_state; /* NULL without MPI */
 PyObject *pympi_exception_type;
 PyObject *pympi_in_place;
 
@@ -29,14 +29,6 @@ void pympi_set_interrupt(const atomic_int *flag)
 int pympi_interrupted(void)
 {
     return pympi_flag && atomic_load(pympi_flag);
-}
-
-static int mpi_active(void)
-{
-    int init = 0, fin = 0;
-    MPI_Initialized(&init);
-    MPI_Finalized(&fin);
-    return init && !fin;
 }
 
 /* ------------------------------------------------------------ MPI.Exception */
@@ -249,57 +241,32 @@ void pympi_op_clear(pympi_op *op)
 
 /* ------------------------------------------------------------ parking */
 
-typedef struct pympi_parked {
-    MPI_Request req;
-    pympi_op op;
-    pympi_commstate *cs; /* with a reference; pending counted if collective */
-    int collective;
-} pympi_parked;
+static lmpi_parking parked; /* the Python module's lot */
 
-static pympi_parked *parked;
-static size_t parked_count, parked_cap;
+/* A parked op's contents live in a block of their own (the lot keeps
+ * pointers); released with the GIL held (pympi_reap's callers hold it). */
+static void parked_op_free(void *op)
+{
+    pympi_op_clear(op);
+    PyMem_RawFree(op);
+}
 
 void pympi_reap(void)
 {
-    if (parked_count == 0 || !mpi_active())
-        return;
-    for (size_t i = 0; i < parked_count;) {
-        int done = 0;
-        int rc = MPI_Test(&parked[i].req, &done, MPI_STATUS_IGNORE);
-        if (!done && rc == MPI_SUCCESS) {
-            i++;
-            continue;
-        }
-        pympi_parked *p = &parked[i];
-        if (p->collective)
-            p->cs->pending--;
-        pympi_commstate_release(p->cs);
-        pympi_op_clear(&p->op);
-        parked[i] = parked[--parked_count];
-        lmpi_outstanding_add(-1);
-    }
+    lmpi_parking_reap(&parked);
 }
 
-/* If even the list cannot grow, op's contents are leaked on purpose:
- * releasing memory MPI may still write is worse. */
-void pympi_park(pympi_commstate *cs, MPI_Request req, pympi_op *op, int collective)
+/* If the op's block or the list cannot grow, op's contents are leaked on
+ * purpose: releasing memory MPI may still write is worse. */
+void pympi_park(lmpi_commstate *cs, MPI_Request req, pympi_op *op, int collective)
 {
-    if (parked_count == parked_cap) {
-        size_t cap = parked_cap ? parked_cap * 2 : 8;
-        pympi_parked *p = PyMem_RawRealloc(parked, cap * sizeof *p);
-        if (!p) {
-            *op = (pympi_op){0};
-            return;
-        }
-        parked = p;
-        parked_cap = cap;
+    pympi_op *held = PyMem_RawMalloc(sizeof *held);
+    if (held) {
+        *held = *op;
+        if (lmpi_parking_add(&parked, cs, req, held, parked_op_free, collective) < 0)
+            PyMem_RawFree(held);
     }
-    cs->refs++;
-    if (collective)
-        cs->pending++;
-    parked[parked_count++] = (pympi_parked){req, *op, cs, collective};
     *op = (pympi_op){0};
-    lmpi_outstanding_add(1);
 }
 
 /* ------------------------------------------------------------ waiting */
@@ -325,7 +292,7 @@ static int test_step(void *arg, int *done)
     return MPI_Test(t->req, done, t->status);
 }
 
-int pympi_wait(pympi_commstate *cs, MPI_Request *req, MPI_Status *status, pympi_op *op,
+int pympi_wait(lmpi_commstate *cs, MPI_Request *req, MPI_Status *status, pympi_op *op,
                int collective)
 {
     test_arg t = {req, status ? status : MPI_STATUS_IGNORE};
@@ -358,7 +325,7 @@ static int probe_step(void *arg, int *done)
     return MPI_Improbe(p->source, p->tag, p->comm, done, p->msg, p->status);
 }
 
-int pympi_probe(pympi_commstate *cs, int source, int tag, MPI_Message *msg, MPI_Status *status)
+int pympi_probe(lmpi_commstate *cs, int source, int tag, MPI_Message *msg, MPI_Status *status)
 {
     probe_arg p = {source, tag, cs->comm, msg, status};
     int rc = pympi_poll(probe_step, &p);
@@ -371,10 +338,10 @@ int pympi_probe(pympi_commstate *cs, int source, int tag, MPI_Message *msg, MPI_
     return -1;
 }
 
-pympi_commstate *pympi_begin(PyObject *self, int collective, const char *what)
+lmpi_commstate *pympi_begin(PyObject *self, int collective, const char *what)
 {
-    pympi_commstate *cs = ((pympi_comm *)self)->cs;
-    if (!cs || !mpi_active()) {
+    lmpi_commstate *cs = ((pympi_comm *)self)->cs;
+    if (!cs || !lmpi_active()) {
         pympi_raise_msg(MPI_ERR_COMM, "%s: %s", what,
                         cs ? "MPI is not initialised" : "invalid communicator (MPI.COMM_NULL)");
         return NULL;
@@ -478,7 +445,7 @@ static PyObject *module_getattr(PyObject *module, PyObject *name)
 
 static PyObject *f_wtime(PyObject *m, PyObject *unused)
 {
-    if (mpi_active())
+    if (lmpi_active())
         return PyFloat_FromDouble(MPI_Wtime());
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -487,7 +454,7 @@ static PyObject *f_wtime(PyObject *m, PyObject *unused)
 
 static PyObject *f_wtick(PyObject *m, PyObject *unused)
 {
-    if (mpi_active())
+    if (lmpi_active())
         return PyFloat_FromDouble(MPI_Wtick());
     return PyFloat_FromDouble(1e-9);
 }
@@ -509,7 +476,7 @@ static PyObject *f_is_finalized(PyObject *m, PyObject *unused)
 static PyObject *f_query_thread(PyObject *m, PyObject *unused)
 {
     int level = MPI_THREAD_SINGLE;
-    if (mpi_active() && pympi_check(MPI_Query_thread(&level)) < 0)
+    if (lmpi_active() && pympi_check(MPI_Query_thread(&level)) < 0)
         return NULL;
     return PyLong_FromLong(level);
 }
@@ -517,7 +484,7 @@ static PyObject *f_query_thread(PyObject *m, PyObject *unused)
 static PyObject *f_is_thread_main(PyObject *m, PyObject *unused)
 {
     int flag = 1;
-    if (mpi_active() && pympi_check(MPI_Is_thread_main(&flag)) < 0)
+    if (lmpi_active() && pympi_check(MPI_Is_thread_main(&flag)) < 0)
         return NULL;
     return PyBool_FromLong(flag);
 }
@@ -640,7 +607,7 @@ static struct PyModuleDef mpi_module = {
     .m_methods = mpi_functions,
 };
 
-static int add_comm(PyObject *m, const char *name, pympi_commstate *cs, int predefined)
+static int add_comm(PyObject *m, const char *name, lmpi_commstate *cs, int predefined)
 {
     if (cs)
         cs->refs++;
@@ -666,9 +633,10 @@ static void release_progress(void)
  * memory, and no interpreter can free them any more), only reaped. */
 static void forget_parked_objects(void)
 {
-    for (size_t i = 0; i < parked_count; i++) {
-        parked[i].op.nviews = 0;
-        parked[i].op.keep = NULL;
+    for (size_t i = 0; i < parked.count; i++) {
+        pympi_op *op = parked.items[i].op;
+        op->nviews = 0;
+        op->keep = NULL;
     }
 }
 
@@ -768,7 +736,7 @@ int pympi_register(void)
     if (PyImport_AppendInittab("mpi4py", package_init) < 0 ||
         PyImport_AppendInittab("mpi4py.MPI", mpi_init) < 0)
         return -1;
-    if (!mpi_active() || world_state)
+    if (!lmpi_active() || world_state)
         return 0;
     /* As mpi4py does: errors on the predefined communicators return.  MPICH
      * reports errors of MPI_Test (a truncated receive, a failed collective)
@@ -787,13 +755,13 @@ int pympi_register(void)
         MPI_Comm_set_name(world, "MPI_COMM_WORLD");
         MPI_Comm_set_name(self, "MPI_COMM_SELF");
     }
-    if (rc == MPI_SUCCESS && !(world_state = pympi_commstate_new(world, 1)))
+    if (rc == MPI_SUCCESS && !(world_state = lmpi_commstate_new(world, 1)))
         rc = MPI_ERR_NO_MEM;
-    if (rc == MPI_SUCCESS && !(self_state = pympi_commstate_new(self, 1)))
+    if (rc == MPI_SUCCESS && !(self_state = lmpi_commstate_new(self, 1)))
         rc = MPI_ERR_NO_MEM;
     if (rc != MPI_SUCCESS) {
         if (world_state)
-            pympi_commstate_release(world_state);
+            lmpi_commstate_release(world_state);
         else if (world != MPI_COMM_NULL)
             MPI_Comm_free(&world);
         if (self != MPI_COMM_NULL)

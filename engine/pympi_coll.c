@@ -16,7 +16,7 @@
 #include "pympi_impl.h"
 
 /* Waits for req and releases op: Py_None (a new reference) or NULL. */
-static PyObject *finish(pympi_commstate *cs, MPI_Request *req, pympi_op *op)
+static PyObject *finish(lmpi_commstate *cs, MPI_Request *req, pympi_op *op)
 {
     int rc = pympi_wait(cs, req, NULL, op, 1);
     pympi_op_clear(op);
@@ -55,7 +55,7 @@ static PyObject *c_bcast(PyObject *self, PyObject *args, PyObject *kwds)
     int root = 0;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|i:Bcast", kw, &buf, &root))
         return NULL;
-    pympi_commstate *cs = pympi_begin(self, 1, "Bcast");
+    lmpi_commstate *cs = pympi_begin(self, 1, "Bcast");
     if (!cs)
         return NULL;
     pympi_op op = {0};
@@ -89,7 +89,7 @@ static PyObject *reduce_common(PyObject *self, PyObject *args, PyObject *kwds, r
         return opobj && PyErr_Occurred()
                    ? NULL
                    : pympi_raise_msg(MPI_ERR_OP, "%s: invalid op (MPI.OP_NULL)", what);
-    pympi_commstate *cs = pympi_begin(self, 1, what);
+    lmpi_commstate *cs = pympi_begin(self, 1, what);
     if (!cs)
         return NULL;
     int receives = kind != R_REDUCE || cs->rank == root;
@@ -137,23 +137,33 @@ static PyObject *c_exscan(PyObject *self, PyObject *args, PyObject *kwds)
     return reduce_common(self, args, kwds, R_EXSCAN, "Exscan");
 }
 
+/* The (sendbuf, recvbuf[, root=0]) arguments of the gather/scatter
+ * family (rooted: with root) and the start of a collective call on self;
+ * the communicator state, or NULL with an exception. */
+static lmpi_commstate *buffers_begin(PyObject *self, PyObject *args, PyObject *kwds, int rooted,
+                                     const char *what, PyObject **sendbuf, PyObject **recvbuf,
+                                     int *root)
+{
+    static char *kw_root[] = {"sendbuf", "recvbuf", "root", NULL};
+    static char *kw[] = {"sendbuf", "recvbuf", NULL};
+    int ok;
+    if (rooted)
+        ok = PyArg_ParseTupleAndKeywords(args, kwds, "OO|i", kw_root, sendbuf, recvbuf, root);
+    else
+        ok = PyArg_ParseTupleAndKeywords(args, kwds, "OO", kw, sendbuf, recvbuf);
+    return ok ? pympi_begin(self, 1, what) : NULL;
+}
+
 typedef enum { G_GATHER, G_SCATTER, G_ALLGATHER, G_ALLTOALL } gather_kind;
 
 /* Gather / Scatter (sendbuf, recvbuf, root=0), Allgather, Alltoall. */
 static PyObject *gather_common(PyObject *self, PyObject *args, PyObject *kwds, gather_kind kind,
                                const char *what)
 {
-    static char *kw_root[] = {"sendbuf", "recvbuf", "root", NULL};
-    static char *kw[] = {"sendbuf", "recvbuf", NULL};
     PyObject *sendbuf, *recvbuf;
-    int root = 0, ok;
-    if (kind == G_GATHER || kind == G_SCATTER)
-        ok = PyArg_ParseTupleAndKeywords(args, kwds, "OO|i", kw_root, &sendbuf, &recvbuf, &root);
-    else
-        ok = PyArg_ParseTupleAndKeywords(args, kwds, "OO", kw, &sendbuf, &recvbuf);
-    if (!ok)
-        return NULL;
-    pympi_commstate *cs = pympi_begin(self, 1, what);
+    int root = 0;
+    lmpi_commstate *cs = buffers_begin(self, args, kwds, kind == G_GATHER || kind == G_SCATTER,
+                                       what, &sendbuf, &recvbuf, &root);
     if (!cs)
         return NULL;
     int is_root = cs->rank == root, p = cs->size;
@@ -232,17 +242,10 @@ typedef enum { V_GATHER, V_SCATTER, V_ALLGATHER, V_ALLTOALL } vector_kind;
 static PyObject *vector_common(PyObject *self, PyObject *args, PyObject *kwds, vector_kind kind,
                                const char *what)
 {
-    static char *kw_root[] = {"sendbuf", "recvbuf", "root", NULL};
-    static char *kw[] = {"sendbuf", "recvbuf", NULL};
     PyObject *sendbuf, *recvbuf;
-    int root = 0, ok;
-    if (kind == V_GATHER || kind == V_SCATTER)
-        ok = PyArg_ParseTupleAndKeywords(args, kwds, "OO|i", kw_root, &sendbuf, &recvbuf, &root);
-    else
-        ok = PyArg_ParseTupleAndKeywords(args, kwds, "OO", kw, &sendbuf, &recvbuf);
-    if (!ok)
-        return NULL;
-    pympi_commstate *cs = pympi_begin(self, 1, what);
+    int root = 0;
+    lmpi_commstate *cs = buffers_begin(self, args, kwds, kind == V_GATHER || kind == V_SCATTER,
+                                       what, &sendbuf, &recvbuf, &root);
     if (!cs)
         return NULL;
     int is_root = cs->rank == root, p = cs->size;

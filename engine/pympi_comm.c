@@ -1,7 +1,8 @@
-/* pympi_comm.c — MPI.Comm and MPI.Intracomm: communicator states shared
- * with parked operations, rank/size, Barrier, Split, Dup, Free, and the
- * one method table made of every part's methods (this file's, the buffer
- * collectives', the pickle collectives', point-to-point's).
+/* pympi_comm.c — MPI.Comm and MPI.Intracomm over the communicator states
+ * they share with parked operations (lmpi_commstate, lmpi.h): rank/size,
+ * Barrier, Split, Dup, Free, and the one method table made of every part's
+ * methods (this file's, the buffer collectives', the pickle collectives',
+ * point-to-point's).
  *
  * Communicators that this module creates (COMM_WORLD's and COMM_SELF's
  * duplicates, Split, Dup) are freed when their last user goes: the object
@@ -13,38 +14,12 @@
 
 #include "lmpi.h"
 
-pympi_commstate *pympi_commstate_new(MPI_Comm comm, int owned)
-{
-    pympi_commstate *cs = PyMem_RawCalloc(1, sizeof *cs);
-    if (!cs)
-        return NULL;
-    cs->comm = comm;
-    cs->owned = owned;
-    cs->refs = 1;
-    MPI_Comm_set_errhandler(comm, MPI_ERRORS_RETURN);
-    MPI_Comm_rank(comm, &cs->rank);
-    MPI_Comm_size(comm, &cs->size);
-    return cs;
-}
-
-void pympi_commstate_release(pympi_commstate *cs)
-{
-    if (!cs || --cs->refs > 0)
-        return;
-    int init = 0, fin = 0;
-    MPI_Initialized(&init);
-    MPI_Finalized(&fin);
-    if (cs->owned && init && !fin)
-        MPI_Comm_free(&cs->comm);
-    PyMem_RawFree(cs);
-}
-
-PyObject *pympi_comm_new(pympi_commstate *cs, int predefined)
+PyObject *pympi_comm_new(lmpi_commstate *cs, int predefined)
 {
     PyTypeObject *t = cs ? &pympi_intracomm_type : &pympi_comm_type;
     pympi_comm *c = PyObject_New(pympi_comm, t);
     if (!c) {
-        pympi_commstate_release(cs);
+        lmpi_commstate_release(cs);
         return NULL;
     }
     c->cs = cs;
@@ -54,13 +29,13 @@ PyObject *pympi_comm_new(pympi_commstate *cs, int predefined)
 
 static void comm_dealloc(PyObject *self)
 {
-    pympi_commstate_release(((pympi_comm *)self)->cs);
+    lmpi_commstate_release(((pympi_comm *)self)->cs);
     PyObject_Free(self);
 }
 
-static pympi_commstate *comm_state(PyObject *self, const char *what)
+static lmpi_commstate *comm_state(PyObject *self, const char *what)
 {
-    pympi_commstate *cs = ((pympi_comm *)self)->cs;
+    lmpi_commstate *cs = ((pympi_comm *)self)->cs;
     if (!cs)
         pympi_raise_msg(MPI_ERR_COMM, "%s: invalid communicator (MPI.COMM_NULL)", what);
     return cs;
@@ -68,13 +43,13 @@ static pympi_commstate *comm_state(PyObject *self, const char *what)
 
 static PyObject *comm_get_rank(PyObject *self, PyObject *unused)
 {
-    pympi_commstate *cs = comm_state(self, "Get_rank");
+    lmpi_commstate *cs = comm_state(self, "Get_rank");
     return cs ? PyLong_FromLong(cs->rank) : NULL;
 }
 
 static PyObject *comm_get_size(PyObject *self, PyObject *unused)
 {
-    pympi_commstate *cs = comm_state(self, "Get_size");
+    lmpi_commstate *cs = comm_state(self, "Get_size");
     return cs ? PyLong_FromLong(cs->size) : NULL;
 }
 
@@ -90,7 +65,7 @@ static PyObject *comm_size(PyObject *self, void *c)
 
 static PyObject *comm_get_name(PyObject *self, PyObject *unused)
 {
-    pympi_commstate *cs = comm_state(self, "Get_name");
+    lmpi_commstate *cs = comm_state(self, "Get_name");
     char name[MPI_MAX_OBJECT_NAME + 1];
     int len = 0;
     if (!cs || pympi_check(MPI_Comm_get_name(cs->comm, name, &len)) < 0)
@@ -114,7 +89,7 @@ static PyObject *comm_is_intra(PyObject *self, PyObject *unused)
 
 static PyObject *comm_barrier(PyObject *self, PyObject *unused)
 {
-    pympi_commstate *cs = pympi_begin(self, 1, "Barrier");
+    lmpi_commstate *cs = pympi_begin(self, 1, "Barrier");
     if (!cs)
         return NULL;
     MPI_Request req;
@@ -135,7 +110,7 @@ static PyObject *comm_split(PyObject *self, PyObject *args, PyObject *kwds)
     int color = 0, key = 0;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "|ii:Split", kw, &color, &key))
         return NULL;
-    pympi_commstate *cs = pympi_begin(self, 1, "Split");
+    lmpi_commstate *cs = pympi_begin(self, 1, "Split");
     if (!cs)
         return NULL;
     if (color < 0 && color != MPI_UNDEFINED)
@@ -162,7 +137,7 @@ static PyObject *comm_split(PyObject *self, PyObject *args, PyObject *kwds)
         return NULL;
     if (comm == MPI_COMM_NULL)
         return pympi_comm_new(NULL, 0);
-    pympi_commstate *ns = pympi_commstate_new(comm, 1);
+    lmpi_commstate *ns = lmpi_commstate_new(comm, 1);
     if (!ns) {
         MPI_Comm_free(&comm);
         return PyErr_NoMemory();
@@ -175,7 +150,7 @@ static PyObject *comm_split(PyObject *self, PyObject *args, PyObject *kwds)
  * nothing of it: a leak of one communicator per interrupted Dup). */
 static PyObject *comm_dup(PyObject *self, PyObject *unused)
 {
-    pympi_commstate *cs = pympi_begin(self, 1, "Dup");
+    lmpi_commstate *cs = pympi_begin(self, 1, "Dup");
     if (!cs)
         return NULL;
     MPI_Comm *comm = PyMem_RawMalloc(sizeof *comm);
@@ -195,7 +170,7 @@ static PyObject *comm_dup(PyObject *self, PyObject *unused)
     }
     MPI_Comm c = *comm;
     PyMem_RawFree(comm);
-    pympi_commstate *ns = pympi_commstate_new(c, 1);
+    lmpi_commstate *ns = lmpi_commstate_new(c, 1);
     if (!ns) {
         MPI_Comm_free(&c);
         return PyErr_NoMemory();
@@ -210,7 +185,7 @@ static PyObject *comm_free(PyObject *self, PyObject *unused)
         return NULL;
     if (c->predefined)
         return pympi_raise_msg(MPI_ERR_COMM, "Free: cannot free a predefined communicator");
-    pympi_commstate_release(c->cs);
+    lmpi_commstate_release(c->cs);
     c->cs = NULL;
     return Py_NewRef(Py_None);
 }
@@ -219,14 +194,14 @@ static PyObject *comm_richcompare(PyObject *a, PyObject *b, int op)
 {
     if (!PyObject_TypeCheck(b, &pympi_comm_type) || (op != Py_EQ && op != Py_NE))
         return Py_NewRef(Py_NotImplemented);
-    pympi_commstate *x = ((pympi_comm *)a)->cs, *y = ((pympi_comm *)b)->cs;
+    lmpi_commstate *x = ((pympi_comm *)a)->cs, *y = ((pympi_comm *)b)->cs;
     MPI_Comm cx = x ? x->comm : MPI_COMM_NULL, cy = y ? y->comm : MPI_COMM_NULL;
     return PyBool_FromLong(op == Py_EQ ? cx == cy : cx != cy);
 }
 
 static Py_hash_t comm_hash(PyObject *self)
 {
-    pympi_commstate *cs = ((pympi_comm *)self)->cs;
+    lmpi_commstate *cs = ((pympi_comm *)self)->cs;
     Py_hash_t h = cs ? (Py_hash_t)cs->comm : (Py_hash_t)MPI_COMM_NULL;
     return h == -1 ? -2 : h;
 }
@@ -238,7 +213,7 @@ static int comm_bool(PyObject *self)
 
 static PyObject *comm_repr(PyObject *self)
 {
-    pympi_commstate *cs = ((pympi_comm *)self)->cs;
+    lmpi_commstate *cs = ((pympi_comm *)self)->cs;
     if (!cs)
         return PyUnicode_FromString("<mpi4py.MPI.Comm COMM_NULL>");
     return PyUnicode_FromFormat("<mpi4py.MPI.Intracomm rank %d of %d>", cs->rank, cs->size);

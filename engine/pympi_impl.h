@@ -41,29 +41,18 @@
 
 /* ---- communicators (pympi_comm.c) */
 
-/* Shared by a communicator object and the parked operations that used it. */
-typedef struct pympi_commstate {
-    MPI_Comm comm;
-    int rank, size;
-    int refs;
-    int owned;   /* MPI_Comm_free it when the last reference goes */
-    int pending; /* interrupted collectives not yet complete on this rank */
-} pympi_commstate;
-
-/* A new state with one reference (errors of comm return); NULL when out of
- * memory. */
-pympi_commstate *pympi_commstate_new(MPI_Comm comm, int owned);
-void pympi_commstate_release(pympi_commstate *cs);
+/* A communicator object and the parked operations that used it share an
+ * lmpi_commstate (lmpi.h: lmpi_commstate_new, lmpi_commstate_release). */
 
 typedef struct pympi_comm {
-    PyObject_HEAD pympi_commstate *cs; /* NULL: MPI.COMM_NULL (or freed) */
-    int predefined;                    /* COMM_WORLD, COMM_SELF: Free refuses */
+    PyObject_HEAD lmpi_commstate *cs; /* NULL: MPI.COMM_NULL (or freed) */
+    int predefined;                   /* COMM_WORLD, COMM_SELF: Free refuses */
 } pympi_comm;
 
 extern PyTypeObject pympi_comm_type;      /* MPI.Comm */
 extern PyTypeObject pympi_intracomm_type; /* MPI.Intracomm */
 /* A new Intracomm owning one reference to cs (NULL: COMM_NULL of type Comm). */
-PyObject *pympi_comm_new(pympi_commstate *cs, int predefined);
+PyObject *pympi_comm_new(lmpi_commstate *cs, int predefined);
 /* Readies Comm and Intracomm (method table included) and adds them to m. */
 int pympi_comm_types_init(PyObject *m);
 /* tp_getattro of every MPI type: AttributeError naming what exists. */
@@ -74,7 +63,7 @@ PyObject *pympi_getattro(PyObject *self, PyObject *name);
  * raises KeyboardInterrupt when the interrupt flag is already set, and
  * (collective) MPI.Exception ERR_PENDING when an interrupted collective is
  * still pending on it.  NULL with an exception set. */
-pympi_commstate *pympi_begin(PyObject *self, int collective, const char *what);
+lmpi_commstate *pympi_begin(PyObject *self, int collective, const char *what);
 
 /* ---- operations and waiting (pympi.c) */
 
@@ -99,16 +88,16 @@ void pympi_op_clear(pympi_op *op);
  * error; KeyboardInterrupt when interrupted — then *req and op's contents
  * are parked (op left empty), counted as a pending collective on cs when
  * collective. */
-int pympi_wait(pympi_commstate *cs, MPI_Request *req, MPI_Status *status, pympi_op *op,
+int pympi_wait(lmpi_commstate *cs, MPI_Request *req, MPI_Status *status, pympi_op *op,
                int collective);
 /* lmpi_poll(step, arg) with the GIL released and the interrupt flag: 0,
  * -1 interrupted, or an MPI error code (nothing raised). */
 int pympi_poll(lmpi_step step, void *arg);
 /* Waits in a matched probe (GIL released).  0 found; -1 + exception
  * (MPI.Exception, or KeyboardInterrupt: nothing to park). */
-int pympi_probe(pympi_commstate *cs, int source, int tag, MPI_Message *msg, MPI_Status *status);
+int pympi_probe(lmpi_commstate *cs, int source, int tag, MPI_Message *msg, MPI_Status *status);
 /* Parks req with op's contents (op left empty). */
-void pympi_park(pympi_commstate *cs, MPI_Request req, pympi_op *op, int collective);
+void pympi_park(lmpi_commstate *cs, MPI_Request req, pympi_op *op, int collective);
 /* Frees parked operations that MPI has completed. */
 void pympi_reap(void);
 /* 1 when the interrupt flag is set. */

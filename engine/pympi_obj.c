@@ -110,7 +110,7 @@ static char *op_bytes(pympi_op *op, Py_ssize_t len)
 }
 
 /* Runs one started collective to completion (0) or raises (-1). */
-static int run(pympi_commstate *cs, int rc, MPI_Request *req, pympi_op *op)
+static int run(lmpi_commstate *cs, int rc, MPI_Request *req, pympi_op *op)
 {
     if (pympi_check(rc) < 0)
         return -1;
@@ -157,7 +157,7 @@ static PyObject *o_bcast(PyObject *self, PyObject *args, PyObject *kwds)
     int root = 0;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "|Oi:bcast", kw, &obj, &root))
         return NULL;
-    pympi_commstate *cs = pympi_begin(self, 1, "bcast");
+    lmpi_commstate *cs = pympi_begin(self, 1, "bcast");
     if (!cs)
         return NULL;
     pympi_op op = {0};
@@ -198,7 +198,7 @@ typedef enum { O_GATHER, O_ALLGATHER, O_REDUCE, O_ALLREDUCE, O_SCAN, O_EXSCAN } 
 
 /* Gathers every rank's pickled obj to root (or to all): a list on the
  * receiving ranks, Py_None elsewhere (new references); NULL + exception. */
-static PyObject *gather_objects(pympi_commstate *cs, PyObject *obj, int root, int all,
+static PyObject *gather_objects(lmpi_commstate *cs, PyObject *obj, int root, int all,
                                 const char *what)
 {
     int p = cs->size, receives = all || cs->rank == root;
@@ -285,7 +285,7 @@ static PyObject *ogather_common(PyObject *self, PyObject *args, PyObject *kwds, 
     if (opobj && !PyObject_TypeCheck(opobj, &pympi_op_type) && !PyCallable_Check(opobj))
         return PyErr_Format(PyExc_TypeError, "%s: op must be an MPI.Op or a callable, not '%s'",
                             what, Py_TYPE(opobj)->tp_name);
-    pympi_commstate *cs = pympi_begin(self, 1, what);
+    lmpi_commstate *cs = pympi_begin(self, 1, what);
     if (!cs)
         return NULL;
     if ((kind == O_GATHER || kind == O_REDUCE) && (root < 0 || root >= cs->size))
@@ -381,7 +381,7 @@ static PyObject *o_scatter(PyObject *self, PyObject *args, PyObject *kwds)
     int root = 0;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "|Oi:scatter", kw, &obj, &root))
         return NULL;
-    pympi_commstate *cs = pympi_begin(self, 1, "scatter");
+    lmpi_commstate *cs = pympi_begin(self, 1, "scatter");
     if (!cs)
         return NULL;
     if (root < 0 || root >= cs->size)
@@ -438,7 +438,7 @@ static PyObject *o_alltoall(PyObject *self, PyObject *args, PyObject *kwds)
     PyObject *obj, *err = NULL, *res = NULL, *data = NULL;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "O:alltoall", kw, &obj))
         return NULL;
-    pympi_commstate *cs = pympi_begin(self, 1, "alltoall");
+    lmpi_commstate *cs = pympi_begin(self, 1, "alltoall");
     if (!cs)
         return NULL;
     int p = cs->size;

@@ -169,14 +169,14 @@ typedef enum { REQ_NULL, REQ_PLAIN, REQ_OBJ_RECV } req_kind;
 typedef struct pympi_request {
     PyObject_HEAD MPI_Request req;
     req_kind kind;
-    pympi_commstate *cs; /* a reference while the request is active */
-    pympi_op op;         /* what MPI reads or writes (op.raw: an irecv's bytes) */
-    int matched;         /* REQ_OBJ_RECV: the message is matched, Imrecv started */
-    int source, tag;     /* REQ_OBJ_RECV: what to match */
-    MPI_Count nbytes;    /* REQ_OBJ_RECV: the matched message's size */
-    int done;            /* MPI completed it (or it failed) */
-    int failed;          /* REQ_OBJ_RECV: an MPI error while matching */
-    int counted;         /* counted by lmpi_outstanding_add */
+    lmpi_commstate *cs; /* a reference while the request is active */
+    pympi_op op;        /* what MPI reads or writes (op.raw: an irecv's bytes) */
+    int matched;        /* REQ_OBJ_RECV: the message is matched, Imrecv started */
+    int source, tag;    /* REQ_OBJ_RECV: what to match */
+    MPI_Count nbytes;   /* REQ_OBJ_RECV: the matched message's size */
+    int done;           /* MPI completed it (or it failed) */
+    int failed;         /* REQ_OBJ_RECV: an MPI error while matching */
+    int counted;        /* counted by lmpi_outstanding_add */
     MPI_Status status;
     PyObject *result; /* REQ_OBJ_RECV: the object, until wait()/test() returns it */
 } pympi_request;
@@ -287,7 +287,7 @@ void pympi_irecv_service(void)
     pthread_mutex_unlock(&lazy_lock);
 }
 
-static pympi_request *request_new(pympi_commstate *cs, req_kind kind)
+static pympi_request *request_new(lmpi_commstate *cs, req_kind kind)
 {
     pympi_request *r = PyObject_New(pympi_request, &pympi_request_type);
     if (!r)
@@ -338,7 +338,7 @@ static void request_dealloc(PyObject *self)
         lmpi_outstanding_add(-1);
     pympi_op_clear(&r->op);
     Py_CLEAR(r->result);
-    pympi_commstate_release(r->cs);
+    lmpi_commstate_release(r->cs);
     PyObject_Free(self);
 }
 
@@ -380,7 +380,7 @@ static int request_finish(pympi_request *r, int rc)
             rc = -1;
     }
     pympi_op_clear(&r->op);
-    pympi_commstate_release(r->cs);
+    lmpi_commstate_release(r->cs);
     r->cs = NULL;
     if (rc > 0)
         pympi_raise(rc);
@@ -422,56 +422,60 @@ static PyObject *request_take(pympi_request *r)
     return v;
 }
 
-static PyObject *req_Wait(PyObject *self, PyObject *args, PyObject *kwds)
+/* Wait and wait: parses (status=None) for the method fmt names, waits for
+ * the request and fills status; NULL with an exception. */
+static pympi_request *wait_common(PyObject *self, PyObject *args, PyObject *kwds, const char *fmt)
 {
     static char *kw[] = {"status", NULL};
     PyObject *st = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O:Wait", kw, &st) || !status_arg_ok(st))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, fmt, kw, &st) || !status_arg_ok(st))
         return NULL;
     pympi_request *r = (pympi_request *)self;
     if (request_wait(r) < 0 || pympi_status_fill(st, &r->status) < 0)
         return NULL;
-    return Py_NewRef(Py_True);
+    return r;
+}
+
+/* Test and test: as wait_common, testing once; 1 done (status filled), 0
+ * not yet, -1 with an exception. */
+static int test_common(PyObject *self, PyObject *args, PyObject *kwds, const char *fmt)
+{
+    static char *kw[] = {"status", NULL};
+    PyObject *st = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, fmt, kw, &st) || !status_arg_ok(st))
+        return -1;
+    pympi_request *r = (pympi_request *)self;
+    int done = request_test(r);
+    if (done < 0 || (done && pympi_status_fill(st, &r->status) < 0))
+        return -1;
+    return done;
+}
+
+static PyObject *req_Wait(PyObject *self, PyObject *args, PyObject *kwds)
+{
+    return wait_common(self, args, kwds, "|O:Wait") ? Py_NewRef(Py_True) : NULL;
 }
 
 static PyObject *req_wait(PyObject *self, PyObject *args, PyObject *kwds)
 {
-    static char *kw[] = {"status", NULL};
-    PyObject *st = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O:wait", kw, &st) || !status_arg_ok(st))
-        return NULL;
-    pympi_request *r = (pympi_request *)self;
-    if (request_wait(r) < 0 || pympi_status_fill(st, &r->status) < 0)
-        return NULL;
-    return request_take(r);
+    pympi_request *r = wait_common(self, args, kwds, "|O:wait");
+    return r ? request_take(r) : NULL;
 }
 
 static PyObject *req_Test(PyObject *self, PyObject *args, PyObject *kwds)
 {
-    static char *kw[] = {"status", NULL};
-    PyObject *st = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O:Test", kw, &st) || !status_arg_ok(st))
-        return NULL;
-    pympi_request *r = (pympi_request *)self;
-    int done = request_test(r);
-    if (done < 0 || (done && pympi_status_fill(st, &r->status) < 0))
-        return NULL;
-    return PyBool_FromLong(done);
+    int done = test_common(self, args, kwds, "|O:Test");
+    return done < 0 ? NULL : PyBool_FromLong(done);
 }
 
 static PyObject *req_test(PyObject *self, PyObject *args, PyObject *kwds)
 {
-    static char *kw[] = {"status", NULL};
-    PyObject *st = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O:test", kw, &st) || !status_arg_ok(st))
-        return NULL;
-    pympi_request *r = (pympi_request *)self;
-    int done = request_test(r);
-    if (done < 0 || (done && pympi_status_fill(st, &r->status) < 0))
+    int done = test_common(self, args, kwds, "|O:test");
+    if (done < 0)
         return NULL;
     if (!done)
         return Py_BuildValue("(OO)", Py_False, Py_None);
-    PyObject *v = request_take(r);
+    PyObject *v = request_take((pympi_request *)self);
     PyObject *t = Py_BuildValue("(OO)", Py_True, v);
     Py_DECREF(v);
     return t;
@@ -752,7 +756,7 @@ static PyObject *p_send(PyObject *self, PyObject *args, PyObject *kwds)
     int dest, tag = 0;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "Oi|i:Send", kw, &buf, &dest, &tag))
         return NULL;
-    pympi_commstate *cs = pympi_begin(self, 0, "Send");
+    lmpi_commstate *cs = pympi_begin(self, 0, "Send");
     if (!cs)
         return NULL;
     pympi_op op = {0};
@@ -772,7 +776,7 @@ static PyObject *p_send(PyObject *self, PyObject *args, PyObject *kwds)
  * message larger than m is received whole into scratch memory and raises
  * MPI.Exception ERR_TRUNCATE (MPICH's own truncation error on a matched
  * message would go to MPI_COMM_WORLD's handler, which aborts). */
-static int recv_into(pympi_commstate *cs, const pympi_msg *m, pympi_op *op, int source, int tag,
+static int recv_into(lmpi_commstate *cs, const pympi_msg *m, pympi_op *op, int source, int tag,
                      MPI_Status *st)
 {
     MPI_Message msg;
@@ -812,7 +816,7 @@ static PyObject *p_recv(PyObject *self, PyObject *args, PyObject *kwds)
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|iiO:Recv", kw, &buf, &source, &tag, &st) ||
         !status_arg_ok(st))
         return NULL;
-    pympi_commstate *cs = pympi_begin(self, 0, "Recv");
+    lmpi_commstate *cs = pympi_begin(self, 0, "Recv");
     if (!cs)
         return NULL;
     pympi_op op = {0};
@@ -837,7 +841,7 @@ static PyObject *p_sendrecv(PyObject *self, PyObject *args, PyObject *kwds)
                                      &recvbuf, &source, &recvtag, &st) ||
         !status_arg_ok(st))
         return NULL;
-    pympi_commstate *cs = pympi_begin(self, 0, "Sendrecv");
+    lmpi_commstate *cs = pympi_begin(self, 0, "Sendrecv");
     if (!cs)
         return NULL;
     pympi_op sop = {0}, rop = {0};
@@ -862,22 +866,29 @@ done:
     return Py_NewRef(Py_None);
 }
 
-static PyObject *p_isend(PyObject *self, PyObject *args, PyObject *kwds)
+/* Isend (buf, dest, tag=0) and Irecv (buf, source=ANY_SOURCE,
+ * tag=ANY_TAG): a started Request, or NULL with an exception. */
+static PyObject *start_plain(PyObject *self, PyObject *args, PyObject *kwds, int send)
 {
-    static char *kw[] = {"buf", "dest", "tag", NULL};
+    static char *kw_send[] = {"buf", "dest", "tag", NULL};
+    static char *kw_recv[] = {"buf", "source", "tag", NULL};
     PyObject *buf;
-    int dest, tag = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "Oi|i:Isend", kw, &buf, &dest, &tag))
+    int peer = MPI_ANY_SOURCE, tag = send ? 0 : MPI_ANY_TAG;
+    int ok =
+        send ? PyArg_ParseTupleAndKeywords(args, kwds, "Oi|i:Isend", kw_send, &buf, &peer, &tag)
+             : PyArg_ParseTupleAndKeywords(args, kwds, "O|ii:Irecv", kw_recv, &buf, &peer, &tag);
+    if (!ok)
         return NULL;
-    pympi_commstate *cs = pympi_begin(self, 0, "Isend");
+    lmpi_commstate *cs = pympi_begin(self, 0, send ? "Isend" : "Irecv");
     if (!cs)
         return NULL;
     pympi_request *r = request_new(cs, REQ_PLAIN);
     pympi_msg m;
     if (!r)
         return NULL;
-    if (p2p_msg(buf, 0, dest, &r->op, &m) < 0 ||
-        pympi_check(MPI_Isend_c(m.buf, m.count, m.type, dest, tag, cs->comm, &r->req)) < 0) {
+    if (p2p_msg(buf, send ? 0 : PYMPI_MSG_WRITE, peer, &r->op, &m) < 0 ||
+        pympi_check(send ? MPI_Isend_c(m.buf, m.count, m.type, peer, tag, cs->comm, &r->req)
+                         : MPI_Irecv_c(m.buf, m.count, m.type, peer, tag, cs->comm, &r->req)) < 0) {
         r->done = 1;
         Py_DECREF(r);
         return NULL;
@@ -886,28 +897,14 @@ static PyObject *p_isend(PyObject *self, PyObject *args, PyObject *kwds)
     return (PyObject *)r;
 }
 
+static PyObject *p_isend(PyObject *self, PyObject *args, PyObject *kwds)
+{
+    return start_plain(self, args, kwds, 1);
+}
+
 static PyObject *p_irecv(PyObject *self, PyObject *args, PyObject *kwds)
 {
-    static char *kw[] = {"buf", "source", "tag", NULL};
-    PyObject *buf;
-    int source = MPI_ANY_SOURCE, tag = MPI_ANY_TAG;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|ii:Irecv", kw, &buf, &source, &tag))
-        return NULL;
-    pympi_commstate *cs = pympi_begin(self, 0, "Irecv");
-    if (!cs)
-        return NULL;
-    pympi_request *r = request_new(cs, REQ_PLAIN);
-    pympi_msg m;
-    if (!r)
-        return NULL;
-    if (p2p_msg(buf, PYMPI_MSG_WRITE, source, &r->op, &m) < 0 ||
-        pympi_check(MPI_Irecv_c(m.buf, m.count, m.type, source, tag, cs->comm, &r->req)) < 0) {
-        r->done = 1;
-        Py_DECREF(r);
-        return NULL;
-    }
-    request_started(r);
-    return (PyObject *)r;
+    return start_plain(self, args, kwds, 0);
 }
 
 typedef struct iprobe_arg {
@@ -933,7 +930,7 @@ static PyObject *probe_common(PyObject *self, PyObject *args, PyObject *kwds, in
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "|iiO", kw, &source, &tag, &st) ||
         !status_arg_ok(st))
         return NULL;
-    pympi_commstate *cs = pympi_begin(self, 0, what);
+    lmpi_commstate *cs = pympi_begin(self, 0, what);
     if (!cs)
         return NULL;
     MPI_Status status;
@@ -973,7 +970,7 @@ static PyObject *o_send(PyObject *self, PyObject *args, PyObject *kwds)
     int dest, tag = 0;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "Oi|i:send", kw, &obj, &dest, &tag))
         return NULL;
-    pympi_commstate *cs = pympi_begin(self, 0, "send");
+    lmpi_commstate *cs = pympi_begin(self, 0, "send");
     if (!cs)
         return NULL;
     PyObject *data = pympi_dumps(obj);
@@ -995,7 +992,7 @@ static PyObject *o_send(PyObject *self, PyObject *args, PyObject *kwds)
 }
 
 /* Receives one pickled object (probe, then a receive of its exact size). */
-static PyObject *recv_object(pympi_commstate *cs, int source, int tag, MPI_Status *st)
+static PyObject *recv_object(lmpi_commstate *cs, int source, int tag, MPI_Status *st)
 {
     MPI_Message msg;
     if (pympi_probe(cs, source, tag, &msg, st) < 0)
@@ -1026,7 +1023,7 @@ static PyObject *o_recv(PyObject *self, PyObject *args, PyObject *kwds)
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "|OiiO:recv", kw, &buf, &source, &tag, &st) ||
         !status_arg_ok(st))
         return NULL;
-    pympi_commstate *cs = pympi_begin(self, 0, "recv");
+    lmpi_commstate *cs = pympi_begin(self, 0, "recv");
     if (!cs)
         return NULL;
     MPI_Status status;
@@ -1046,7 +1043,7 @@ static PyObject *o_sendrecv(PyObject *self, PyObject *args, PyObject *kwds)
                                      &recvbuf, &source, &recvtag, &st) ||
         !status_arg_ok(st))
         return NULL;
-    pympi_commstate *cs = pympi_begin(self, 0, "sendrecv");
+    lmpi_commstate *cs = pympi_begin(self, 0, "sendrecv");
     if (!cs)
         return NULL;
     PyObject *data = pympi_dumps(obj), *res = NULL;
@@ -1079,7 +1076,7 @@ static PyObject *o_isend(PyObject *self, PyObject *args, PyObject *kwds)
     int dest, tag = 0;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "Oi|i:isend", kw, &obj, &dest, &tag))
         return NULL;
-    pympi_commstate *cs = pympi_begin(self, 0, "isend");
+    lmpi_commstate *cs = pympi_begin(self, 0, "isend");
     if (!cs)
         return NULL;
     PyObject *data = pympi_dumps(obj);
@@ -1109,7 +1106,7 @@ static PyObject *o_irecv(PyObject *self, PyObject *args, PyObject *kwds)
     int source = MPI_ANY_SOURCE, tag = MPI_ANY_TAG;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "|Oii:irecv", kw, &buf, &source, &tag))
         return NULL;
-    pympi_commstate *cs = pympi_begin(self, 0, "irecv");
+    lmpi_commstate *cs = pympi_begin(self, 0, "irecv");
     if (!cs)
         return NULL;
     if (source != MPI_ANY_SOURCE && source != MPI_PROC_NULL && (source < 0 || source >= cs->size))

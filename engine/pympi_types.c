@@ -488,12 +488,14 @@ int pympi_types_init(PyObject *m)
 
 /* ------------------------------------------------------------ messages */
 
-/* The parts of a list/tuple message; 0 or -1 with mpi4py's errors. */
-static int msg_split(PyObject *obj, PyObject **data, PyObject **count, PyObject **displ,
+/* The items of a list/tuple message (a fast sequence), as mpi4py reads
+ * them: [data, type], [data, count(s)], [data, count(s), type] or [data,
+ * count(s), displacement(s), type]; 0 or -1 with mpi4py's error. */
+static int msg_items(PyObject *fast, PyObject **data, PyObject **count, PyObject **displ,
                      PyObject **type)
 {
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(obj);
-    PyObject **items = PySequence_Fast_ITEMS(obj);
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
+    PyObject **items = PySequence_Fast_ITEMS(fast);
     *data = items[0];
     if (n == 2) {
         if (PyObject_TypeCheck(items[1], &pympi_datatype_type) || PyUnicode_Check(items[1]))
@@ -511,6 +513,15 @@ static int msg_split(PyObject *obj, PyObject **data, PyObject **count, PyObject 
         PyErr_Format(PyExc_ValueError, "message: expecting 2 to 4 items, got %zd", n);
         return -1;
     }
+    return 0;
+}
+
+/* The parts of a list/tuple message; 0 or -1 with mpi4py's errors. */
+static int msg_split(PyObject *obj, PyObject **data, PyObject **count, PyObject **displ,
+                     PyObject **type)
+{
+    if (msg_items(obj, data, count, displ, type) < 0)
+        return -1;
     if (*count && PyTuple_Check(*count) && PyTuple_GET_SIZE(*count) == 2 && !*displ) {
         *displ = PyTuple_GET_ITEM(*count, 1);
         *count = PyTuple_GET_ITEM(*count, 0);
@@ -572,6 +583,48 @@ static int msg_int(PyObject *o, const char *what, MPI_Count *out)
     return 0;
 }
 
+typedef int (*msg_split_fn)(PyObject *fast, PyObject **data, PyObject **count, PyObject **displ,
+                            PyObject **type);
+
+/* The buffer of message obj (a buffer, or a list/tuple that split reads):
+ * its view (held by op, writable for PYMPI_MSG_WRITE), datatype and
+ * extent; *count and *displ as split found them (borrowed from *fast, the
+ * list's fast sequence or NULL, which the caller releases).  NULL with an
+ * exception when the message is not one. */
+static Py_buffer *msg_view(PyObject *obj, int flags, msg_split_fn split, pympi_op *op,
+                           PyObject **fast, PyObject **count, PyObject **displ, MPI_Datatype *type,
+                           MPI_Count *extent)
+{
+    PyObject *data = obj, *type_obj = NULL;
+    *fast = NULL;
+    if (PyList_Check(obj) || PyTuple_Check(obj)) {
+        if (!(*fast = PySequence_Fast(obj, "message")))
+            return NULL;
+        if (PySequence_Fast_GET_SIZE(*fast) == 0) {
+            PyErr_SetString(PyExc_ValueError, "message: expecting 2 to 4 items, got 0");
+            return NULL;
+        }
+        if (split(*fast, &data, count, displ, &type_obj) < 0)
+            return NULL;
+    }
+    if (!PyObject_CheckBuffer(data)) {
+        PyErr_Format(PyExc_TypeError, "message: expecting buffer or list/tuple, not '%s'",
+                     Py_TYPE(data)->tp_name);
+        return NULL;
+    }
+    Py_buffer view;
+    int pflags =
+        PyBUF_ANY_CONTIGUOUS | PyBUF_FORMAT | ((flags & PYMPI_MSG_WRITE) ? PyBUF_WRITABLE : 0);
+    if (PyObject_GetBuffer(data, &view, pflags) < 0 || pympi_op_view(op, &view) < 0)
+        return NULL;
+    Py_buffer *v = &op->views[op->nviews - 1];
+    MPI_Count lb = 0;
+    if (msg_type(type_obj, v, type) < 0 ||
+        pympi_check(MPI_Type_get_extent_c(*type, &lb, extent)) < 0)
+        return NULL;
+    return v;
+}
+
 int pympi_msg_parse(PyObject *obj, int flags, MPI_Count blocks, pympi_op *op, pympi_msg *msg)
 {
     *msg = (pympi_msg){.buf = NULL, .count = 0, .type = MPI_BYTE};
@@ -589,34 +642,11 @@ int pympi_msg_parse(PyObject *obj, int flags, MPI_Count blocks, pympi_op *op, py
         msg->none = 1;
         return 0;
     }
-    PyObject *data = obj, *count_obj = NULL, *displ_obj = NULL, *type_obj = NULL, *fast = NULL;
-    if (PyList_Check(obj) || PyTuple_Check(obj)) {
-        if (!(fast = PySequence_Fast(obj, "message")))
-            return -1;
-        if (PySequence_Fast_GET_SIZE(fast) == 0) {
-            Py_DECREF(fast);
-            PyErr_SetString(PyExc_ValueError, "message: expecting 2 to 4 items, got 0");
-            return -1;
-        }
-        if (msg_split(fast, &data, &count_obj, &displ_obj, &type_obj) < 0)
-            goto fail;
-    }
-    if (!PyObject_CheckBuffer(data)) {
-        PyErr_Format(PyExc_TypeError, "message: expecting buffer or list/tuple, not '%s'",
-                     Py_TYPE(data)->tp_name);
-        goto fail;
-    }
-    Py_buffer view;
-    int pflags =
-        PyBUF_ANY_CONTIGUOUS | PyBUF_FORMAT | ((flags & PYMPI_MSG_WRITE) ? PyBUF_WRITABLE : 0);
-    if (PyObject_GetBuffer(data, &view, pflags) < 0)
-        goto fail;
-    if (pympi_op_view(op, &view) < 0)
-        goto fail;
-    Py_buffer *v = &op->views[op->nviews - 1];
-    MPI_Count lb = 0, extent = 0, count = 0, displ = 0;
-    if (msg_type(type_obj, v, &msg->type) < 0 ||
-        pympi_check(MPI_Type_get_extent_c(msg->type, &lb, &extent)) < 0)
+    PyObject *count_obj = NULL, *displ_obj = NULL, *fast = NULL;
+    MPI_Count extent = 0, count = 0, displ = 0;
+    Py_buffer *v =
+        msg_view(obj, flags, msg_split, op, &fast, &count_obj, &displ_obj, &msg->type, &extent);
+    if (!v)
         goto fail;
     if (count_obj && count_obj != Py_None && msg_int(count_obj, "count", &count) < 0)
         goto fail;
@@ -698,25 +728,8 @@ static int msgv_ints(PyObject *o, const char *what, int blocks, MPI_Count *out)
 static int msgv_split(PyObject *fast, PyObject **data, PyObject **counts, PyObject **displs,
                       PyObject **type)
 {
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
-    PyObject **items = PySequence_Fast_ITEMS(fast);
-    *data = items[0];
-    if (n == 2) {
-        if (PyObject_TypeCheck(items[1], &pympi_datatype_type) || PyUnicode_Check(items[1]))
-            *type = items[1];
-        else
-            *counts = items[1];
-    } else if (n == 3) {
-        *counts = items[1];
-        *type = items[2];
-    } else if (n == 4) {
-        *counts = items[1];
-        *displs = items[2];
-        *type = items[3];
-    } else {
-        PyErr_Format(PyExc_ValueError, "message: expecting 2 to 4 items, got %zd", n);
+    if (msg_items(fast, data, counts, displs, type) < 0)
         return -1;
-    }
     /* as in mpi4py, a tuple there is (counts, displs); a list is counts */
     if (*counts && !*displs && PyTuple_Check(*counts)) {
         if (PyTuple_GET_SIZE(*counts) != 2) {
@@ -754,31 +767,11 @@ int pympi_msgv_parse(PyObject *obj, int flags, int blocks, pympi_op *op, pympi_m
         return -1;
     if (msg->in_place)
         return 0;
-    PyObject *data = obj, *counts_obj = NULL, *displs_obj = NULL, *type_obj = NULL, *fast = NULL;
-    if (PyList_Check(obj) || PyTuple_Check(obj)) {
-        if (!(fast = PySequence_Fast(obj, "message")))
-            return -1;
-        if (PySequence_Fast_GET_SIZE(fast) == 0) {
-            PyErr_SetString(PyExc_ValueError, "message: expecting 2 to 4 items, got 0");
-            goto fail;
-        }
-        if (msgv_split(fast, &data, &counts_obj, &displs_obj, &type_obj) < 0)
-            goto fail;
-    }
-    if (!PyObject_CheckBuffer(data)) {
-        PyErr_Format(PyExc_TypeError, "message: expecting buffer or list/tuple, not '%s'",
-                     Py_TYPE(data)->tp_name);
-        goto fail;
-    }
-    Py_buffer view;
-    int pflags =
-        PyBUF_ANY_CONTIGUOUS | PyBUF_FORMAT | ((flags & PYMPI_MSG_WRITE) ? PyBUF_WRITABLE : 0);
-    if (PyObject_GetBuffer(data, &view, pflags) < 0 || pympi_op_view(op, &view) < 0)
-        goto fail;
-    Py_buffer *v = &op->views[op->nviews - 1];
-    MPI_Count lb = 0, extent = 0;
-    if (msg_type(type_obj, v, &msg->type) < 0 ||
-        pympi_check(MPI_Type_get_extent_c(msg->type, &lb, &extent)) < 0)
+    PyObject *counts_obj = NULL, *displs_obj = NULL, *fast = NULL;
+    MPI_Count extent = 0;
+    Py_buffer *v =
+        msg_view(obj, flags, msgv_split, op, &fast, &counts_obj, &displs_obj, &msg->type, &extent);
+    if (!v)
         goto fail;
     MPI_Count items = extent > 0 ? (MPI_Count)v->len / extent : 0;
     if (!counts_obj || counts_obj == Py_None) {

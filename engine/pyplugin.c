@@ -9,140 +9,23 @@
  * message (KeyboardInterrupt when the task was interrupted).
  *
  * No Python runs while plugin code is on the C stack: init only fills a C
- * list, and results are C memory turned into objects after the kernel
- * returned.  Libraries stay loaded for the life of the engine.
+ * list (plugin_lib.h), and results are C memory (plugin_call.h) turned into
+ * objects after the kernel returned.  Libraries stay loaded for the life of the engine.
  */
 #include <dlfcn.h>
-#include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include <ippc/plugin.h>
 
-#include "proto.h"
+#include "plugin_call.h"
+#include "plugin_lib.h"
 #include "pyruntime_impl.h"
 
-#define PYPLUGIN_MAX_KERNELS 256
-#define PYPLUGIN_NAME_MAX 64
 #define PYPLUGIN_MAX_LIBS 64
 
-/* ---------------------------------------------------------- calls */
-
-typedef struct py_result {
-    ippc_kind kind;
-    int64_t integer;
-    double number;
-    unsigned char *data; /* strings and arrays; NULL once Python owns it */
-    size_t len;
-    ippc_dtype dtype;
-    int ndim;
-    size_t shape[IPPC_MAX_DIMS];
-} py_result;
-
-struct ippc_call {
-    int failed;
-    char error[512];
-    py_result *results;
-    size_t count, cap;
-};
-
-static py_result *call_add(ippc_call *call, ippc_kind kind)
-{
-    if (call->count == call->cap) {
-        size_t cap = call->cap ? call->cap * 2 : 4;
-        py_result *r = realloc(call->results, cap * sizeof *r);
-        if (!r)
-            return NULL;
-        call->results = r;
-        call->cap = cap;
-    }
-    py_result *r = &call->results[call->count++];
-    memset(r, 0, sizeof *r);
-    r->kind = kind;
-    return r;
-}
-
-static int api_return_nil(ippc_call *call)
-{
-    return call_add(call, IPPC_NIL) ? 0 : -1;
-}
-
-static int api_return_boolean(ippc_call *call, int value)
-{
-    py_result *r = call_add(call, IPPC_BOOLEAN);
-    if (r)
-        r->integer = value != 0;
-    return r ? 0 : -1;
-}
-
-static int api_return_integer(ippc_call *call, int64_t value)
-{
-    py_result *r = call_add(call, IPPC_INTEGER);
-    if (r)
-        r->integer = value;
-    return r ? 0 : -1;
-}
-
-static int api_return_number(ippc_call *call, double value)
-{
-    py_result *r = call_add(call, IPPC_NUMBER);
-    if (r)
-        r->number = value;
-    return r ? 0 : -1;
-}
-
-static int api_return_string(ippc_call *call, const char *data, size_t len)
-{
-    unsigned char *copy = malloc(len ? len : 1);
-    py_result *r = copy ? call_add(call, IPPC_STRING) : NULL;
-    if (!r) {
-        free(copy);
-        return -1;
-    }
-    if (len)
-        memcpy(copy, data, len);
-    r->data = copy;
-    r->len = len;
-    return 0;
-}
-
-static void *api_return_array(ippc_call *call, ippc_dtype dtype, int ndim, const size_t *shape)
-{
-    size_t es = ippc_dtype_size(dtype), count = 1;
-    if (es == 0 || ndim < 0 || ndim > IPPC_MAX_DIMS || (ndim > 0 && !shape))
-        return NULL;
-    for (int d = 0; d < ndim; d++) {
-        if (shape[d] && count > (SIZE_MAX / 4) / es / shape[d])
-            return NULL;
-        count *= shape[d];
-    }
-    unsigned char *data = calloc(count ? count * es : 1, 1);
-    py_result *r = data ? call_add(call, IPPC_ARRAY) : NULL;
-    if (!r) {
-        free(data);
-        return NULL;
-    }
-    r->data = data;
-    r->len = count * es;
-    r->dtype = dtype;
-    r->ndim = ndim;
-    for (int d = 0; d < ndim; d++)
-        r->shape[d] = shape[d];
-    return data;
-}
-
-static int api_error(ippc_call *call, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(call->error, sizeof call->error, fmt ? fmt : "error", ap);
-    va_end(ap);
-    call->failed = 1;
-    return -1;
-}
+/* ---------------------------------------------------------- interrupts */
 
 static int api_interrupted(void)
 {
@@ -155,7 +38,7 @@ static int api_interrupted(void)
 typedef struct py_kernel {
     PyObject_HEAD ippc_kernel fn;
     const ippc_api *api;
-    char name[PYPLUGIN_NAME_MAX];
+    char name[PLUGIN_LIB_NAME_MAX];
 } py_kernel;
 
 /* One argument's C form; views and copies to let go of after the call. */
@@ -230,7 +113,7 @@ static int kernel_arg(const py_kernel *k, PyObject *v, int i, ippc_value *out, p
 }
 
 /* A result as a Python object (array data is taken). */
-static PyObject *kernel_result(py_result *r)
+static PyObject *kernel_result(plugin_call_result *r)
 {
     switch (r->kind) {
     case IPPC_BOOLEAN: return PyBool_FromLong((long)r->integer);
@@ -302,9 +185,7 @@ done:
             PyBuffer_Release(&held[i].view.buf);
         free(held[i].copy);
     }
-    for (size_t i = 0; i < call.count; i++)
-        free(call.results[i].data);
-    free(call.results);
+    plugin_call_free(&call);
     return out;
 }
 
@@ -329,15 +210,6 @@ int pyplugin_open(void)
 
 /* ---------------------------------------------------------- loading */
 
-typedef struct load_ctx {
-    int count;
-    struct {
-        char name[PYPLUGIN_NAME_MAX];
-        ippc_kernel fn;
-    } kernels[PYPLUGIN_MAX_KERNELS];
-    char error[256];
-} load_ctx;
-
 /* The loaded libraries: handle -> its kernels' names (for a second load). */
 static struct {
     void *handle;
@@ -345,70 +217,6 @@ static struct {
     ippc_api *api;   /* lives as long as the engine: kernels point to it */
 } libs[PYPLUGIN_MAX_LIBS];
 static int nlibs;
-
-static int valid_name(const char *name)
-{
-    size_t n = name ? strlen(name) : 0;
-    if (n == 0 || n >= PYPLUGIN_NAME_MAX || (name[0] >= '0' && name[0] <= '9'))
-        return 0;
-    for (size_t i = 0; i < n; i++) {
-        char c = name[i];
-        if (!(c == '_' || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-              (c >= '0' && c <= '9')))
-            return 0;
-    }
-    return 1;
-}
-
-static int api_register(const ippc_api *api, const char *name, ippc_kernel fn, const char *doc)
-{
-    (void)doc;
-    load_ctx *ctx = api->host;
-    if (!ctx)
-        return -1;
-    if (!valid_name(name) || !fn) {
-        snprintf(ctx->error, sizeof ctx->error, "register_kernel: invalid kernel name '%.64s'",
-                 name ? name : "(null)");
-        return -1;
-    }
-    if (ctx->count == PYPLUGIN_MAX_KERNELS) {
-        snprintf(ctx->error, sizeof ctx->error, "more than %d kernels", PYPLUGIN_MAX_KERNELS);
-        return -1;
-    }
-    snprintf(ctx->kernels[ctx->count].name, PYPLUGIN_NAME_MAX, "%s", name);
-    ctx->kernels[ctx->count++].fn = fn;
-    return 0;
-}
-
-static int api_init_error(const ippc_api *api, const char *message)
-{
-    load_ctx *ctx = api->host;
-    if (ctx)
-        snprintf(ctx->error, sizeof ctx->error, "%s", message ? message : "init failed");
-    return -1;
-}
-
-static ippc_api *api_new(py_runtime *rt)
-{
-    ippc_api *api = calloc(1, sizeof *api);
-    if (!api)
-        return NULL;
-    api->abi_version = IPPC_PLUGIN_ABI_VERSION;
-    api->size = sizeof *api;
-    api->engine_version = IPPC_VERSION;
-    api->world = rt->world;
-    api->register_kernel = api_register;
-    api->interrupted = api_interrupted;
-    api->return_nil = api_return_nil;
-    api->return_boolean = api_return_boolean;
-    api->return_integer = api_return_integer;
-    api->return_number = api_return_number;
-    api->return_string = api_return_string;
-    api->return_array = api_return_array;
-    api->error = api_error;
-    api->init_error = api_init_error;
-    return api;
-}
 
 /* Sets the kernels named in names from rt->kernels into the namespace. */
 static int install(py_runtime *rt, PyObject *names)
@@ -430,22 +238,13 @@ static int install(py_runtime *rt, PyObject *names)
 
 PyObject *pyplugin_load(py_runtime *rt, const char *path, char *err, size_t errlen)
 {
-    struct stat st;
-    void *handle = NULL;
     ippc_api *api = NULL;
-    load_ctx *ctx = NULL;
+    plugin_lib_kernels *ctx = NULL;
     PyObject *names = NULL;
     int kernels_made = 0; /* kernel objects point to api: it must stay then */
-    if (!path || !path[0])
-        LOAD_FAIL("cannot load a plugin: empty library path");
-    if (stat(path, &st) != 0)
-        LOAD_FAIL("cannot load plugin %s: %s", path, strerror(errno));
-    dlerror();
-    handle = dlopen(path, RTLD_NOW | RTLD_LOCAL);
-    if (!handle) {
-        const char *why = dlerror();
-        LOAD_FAIL("cannot load plugin %s: %s", path, why ? why : "dlopen failed");
-    }
+    void *handle = plugin_lib_open(path, err, errlen);
+    if (!handle)
+        return NULL;
     for (int i = 0; i < nlibs; i++)
         if (libs[i].handle == handle) { /* loaded before: dlopen only counted it again */
             dlclose(handle);
@@ -456,29 +255,13 @@ PyObject *pyplugin_load(py_runtime *rt, const char *path, char *err, size_t errl
         }
     if (nlibs == PYPLUGIN_MAX_LIBS)
         LOAD_FAIL("cannot load plugin %s: %d libraries are loaded already", path, nlibs);
-    const uint32_t *abi = dlsym(handle, "ippc_plugin_abi");
-    if (!abi)
-        LOAD_FAIL("%s is not an ippc plugin: it does not define ippc_plugin_abi "
-                  "(IPPC_PLUGIN_DEFINE() from ippc/plugin.h)",
-                  path);
-    if (*abi != IPPC_PLUGIN_ABI_VERSION)
-        LOAD_FAIL("%s was built for plugin ABI version %u; this engine implements version %u "
-                  "(rebuild it against this ippc's include/ippc/plugin.h)",
-                  path, (unsigned)*abi, (unsigned)IPPC_PLUGIN_ABI_VERSION);
-    int (*init)(const ippc_api *);
-    *(void **)(&init) = dlsym(handle, "ippc_plugin_init");
-    if (!init)
-        LOAD_FAIL("%s is not an ippc plugin: it does not define ippc_plugin_init", path);
-    api = api_new(rt);
+    api = malloc(sizeof *api);
     ctx = calloc(1, sizeof *ctx);
     if (!api || !ctx)
         LOAD_FAIL("cannot load plugin %s: out of memory", path);
-    api->host = ctx;
-    int rc = init(api);
-    api->host = NULL;
-    if (rc != 0)
-        LOAD_FAIL("ippc_plugin_init of %s failed: %s", path,
-                  ctx->error[0] ? ctx->error : "it returned non-zero");
+    plugin_lib_api(api, rt->world, api_interrupted);
+    if (plugin_lib_init(handle, path, api, ctx, err, errlen) < 0)
+        goto fail;
     names = PyList_New(0);
     for (int i = 0; names && i < ctx->count; i++) {
         py_kernel *k = PyObject_New(py_kernel, &kernel_type);

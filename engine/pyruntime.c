@@ -33,6 +33,7 @@
  * does not end with ';' (IPython's way to keep a value quiet).
  */
 #include "pyruntime_impl.h"
+#include "lmpi.h"
 #include "pympi.h"
 
 #include <signal.h>
@@ -319,50 +320,25 @@ static void op_push(task_ctx *c)
     py_push_ns(c, ns, c->task_blobs);
 }
 
-static void op_pull(task_ctx *c)
+/* task_pull's get: ns[name] converted for the result. */
+static json_t *pull_global(task_ctx *c, const char *name, size_t len, void *arg)
 {
-    const json_t *names = json_object_get(c->task, "names");
-    json_t *one = NULL;
-    if (json_is_string(names)) { /* tolerate a single name */
-        one = json_pack("[O]", names);
-        names = one;
-    }
-    if (!json_is_array(names)) {
-        task_fail(c, TASK_ERROR, "ProtocolError", "pull needs a list 'names'");
-        return;
-    }
-    c->value = json_object();
-    size_t i;
-    const json_t *item;
-    json_array_foreach(names, i, item) {
-        if (!json_is_string(item)) {
-            task_fail(c, TASK_ERROR, "ProtocolError", "pull: names must be strings");
-            break;
-        }
-        PyObject *v = py_task_global(c, json_string_value(item));
-        if (!v)
-            break;
-        json_t *w;
-        int r = py_task_wire(c, v, json_string_value(item), &w);
-        Py_DECREF(v);
-        if (r < 0)
-            break;
-        json_object_set_new(c->value, json_string_value(item), w);
-    }
-    json_decref(one);
-}
-
-static int is_ref(const json_t *v)
-{
-    return json_is_object(v) && json_object_size(v) == 1 &&
-           json_is_string(json_object_get(v, "$ref"));
+    (void)len;
+    (void)arg;
+    PyObject *v = py_task_global(c, name);
+    if (!v)
+        return NULL;
+    json_t *w;
+    int r = py_task_wire(c, v, name, &w);
+    Py_DECREF(v);
+    return r < 0 ? NULL : w;
 }
 
 /* An apply argument: a {"$ref": NAME} global or a wire value; new reference
  * or NULL with the failure recorded. */
 static PyObject *py_arg(task_ctx *c, const json_t *v, const char *what)
 {
-    if (is_ref(v))
+    if (task_is_ref(v))
         return py_task_global(c, json_string_value(json_object_get(v, "$ref")));
     ippc_error err;
     PyObject *o = pyvalue_from_wire(v, c->task_blobs, &err);
@@ -395,14 +371,9 @@ static void op_apply(task_ctx *c)
     const char *fname = task_string(c, "function", NULL);
     if (!fname)
         return;
-    const json_t *args = json_object_get(c->task, "args");
-    const json_t *kwargs = json_object_get(c->task, "kwargs");
-    if ((args && !json_is_array(args) && !json_is_null(args)) ||
-        (kwargs && !json_is_object(kwargs) && !json_is_null(kwargs))) {
-        task_fail(c, TASK_ERROR, "ProtocolError",
-                  "apply: 'args' must be a list, 'kwargs' an object");
+    const json_t *args, *kwargs;
+    if (task_apply_args(c, &args, &kwargs) < 0)
         return;
-    }
     PyObject *f = py_function(c, fname);
     PyObject *pargs = f ? PyTuple_New((Py_ssize_t)json_array_size(args)) : NULL;
     PyObject *pkw = pargs && json_object_size(kwargs) ? PyDict_New() : NULL;
@@ -456,11 +427,9 @@ static void op_map(task_ctx *c)
     const char *fname = task_string(c, "function", NULL);
     if (!fname)
         return;
-    const json_t *seqs = json_object_get(c->task, "sequences");
-    if (!json_is_array(seqs) || json_array_size(seqs) == 0 || json_array_size(seqs) > 64) {
-        task_fail(c, TASK_ERROR, "ProtocolError", "map: 'sequences' must be a list of 1..64");
+    const json_t *seqs = task_map_sequences(c);
+    if (!seqs)
         return;
-    }
     size_t nseq = json_array_size(seqs);
     PyObject *seq[64] = {NULL};
     PyObject *f = py_function(c, fname);
@@ -496,8 +465,7 @@ static void op_map(task_ctx *c)
     }
     if (!f)
         goto done;
-    c->value = json_array();
-    c->item_errors = json_array();
+    task_map_begin(c);
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *args = PyTuple_New((Py_ssize_t)nseq);
         for (size_t k = 0; args && k < nseq; k++) {
@@ -516,17 +484,8 @@ static void op_map(task_ctx *c)
         else
             py_task_wire(c, r, "map result", &v);
         Py_XDECREF(r);
-        if (c->status == TASK_ABORTED) { /* interrupted: the chunk ends here */
-            json_decref(c->value);
-            json_decref(c->item_errors);
-            c->value = c->item_errors = NULL;
+        if (task_map_item(c, (long long)i, v) < 0)
             goto done;
-        }
-        if (c->status != TASK_OK) {
-            task_item_failed(c, (long long)i);
-            v = json_null();
-        }
-        json_array_append_new(c->value, v);
     }
     task_items_settle(c);
 done:
@@ -549,7 +508,7 @@ static void run_op(task_ctx *c)
     else if (strcmp(name, "push") == 0)
         op_push(c);
     else if (strcmp(name, "pull") == 0)
-        op_pull(c);
+        task_pull(c, pull_global, NULL);
     else if (strcmp(name, "apply") == 0)
         op_apply(c);
     else if (strcmp(name, "map") == 0)
@@ -575,29 +534,12 @@ static json_t *py_rt_run_task(runtime *base, const json_t *task, ippc_blobs *tas
     atomic_store(&rt->interrupt, 0);
     if (PyErr_CheckSignals() < 0) /* a signal of an earlier interrupt: now a no-op */
         PyErr_Clear();
-    const json_t *task_id = json_is_object(task) ? json_object_get(task, "task") : NULL;
-    taskout_begin(&rt->out, json_is_integer(task_id) ? (uint64_t)json_integer_value(task_id) : 0);
-
-    ippc_blobs no_blobs, scratch_result;
-    blobs_init(&no_blobs);
-    blobs_init(&scratch_result);
-    task_ctx c = {.rt = base,
-                  .interrupt = &rt->interrupt,
-                  .task = task,
-                  .task_blobs = task_blobs ? task_blobs : &no_blobs,
-                  .result_blobs = result_blobs ? result_blobs : &scratch_result,
-                  .status = TASK_OK};
-    c.first_blob = c.result_blobs->count;
-    if (!json_is_object(task))
-        task_fail(&c, TASK_ERROR, "ProtocolError", "a task must be a JSON object");
-    else
+    task_ctx c;
+    if (task_start(&c, base, &rt->interrupt, task, task_blobs, result_blobs, &rt->out))
         run_op(&c);
     if (PyErr_Occurred()) /* an op left one behind: it must not leak into the next task */
         PyErr_Clear();
-    taskout_stream(&rt->out, 1); /* the sink sees every byte before the result exists */
-    json_t *res = task_result(&c, &rt->out);
-    blobs_free(&scratch_result);
-    taskout_end(&rt->out);
+    json_t *res = task_finish(&c, &rt->out);
     rt->idle = PyEval_SaveThread();
     return res;
 }
@@ -697,11 +639,8 @@ static runtime *py_rt_new(int rank, int size, ippc_error *err)
         py_rt_free(&rt->base);
         return NULL;
     }
-    int init = 0, fin = 0;
-    MPI_Initialized(&init);
-    MPI_Finalized(&fin);
     /* Every rank in this order: both are collective. */
-    if (init && !fin && MPI_Comm_dup(MPI_COMM_WORLD, &rt->world) != MPI_SUCCESS) {
+    if (lmpi_active() && MPI_Comm_dup(MPI_COMM_WORLD, &rt->world) != MPI_SUCCESS) {
         ippc_error_set(err, ERR_INTERNAL, "cannot duplicate MPI_COMM_WORLD");
         py_rt_free(&rt->base);
         return NULL;

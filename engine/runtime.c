@@ -710,49 +710,23 @@ static void op_push(lua_State *L, task_ctx *c)
     rt_push_ns(L, c, ns, c->task_blobs);
 }
 
-static void op_pull(lua_State *L, task_ctx *c)
+/* task_pull's get: the global name converted for the result. */
+static json_t *pull_global(task_ctx *c, const char *name, size_t len, void *arg)
 {
-    const json_t *names = json_object_get(c->task, "names");
-    json_t *one = NULL;
-    if (json_is_string(names)) { /* tolerate a single name */
-        one = json_pack("[O]", names);
-        names = one;
-    }
-    if (!json_is_array(names)) {
-        task_fail(c, TASK_ERROR, "ProtocolError", "pull needs a list 'names'");
-        return;
-    }
-    c->value = json_object();
-    size_t i;
-    const json_t *item;
-    json_array_foreach(names, i, item) {
-        if (!json_is_string(item)) {
-            task_fail(c, TASK_ERROR, "ProtocolError", "pull: names must be strings");
-            break;
-        }
-        if (!task_global(L, c, json_string_value(item), json_string_length(item)))
-            break;
-        json_t *v;
-        int r = task_wire(L, c, -1, json_string_value(item), &v);
-        lua_pop(L, 1);
-        if (r < 0)
-            break;
-        json_object_set_new(c->value, json_string_value(item), v);
-    }
-    json_decref(one);
-}
-
-static int is_ref(const json_t *v)
-{
-    return json_is_object(v) && json_object_size(v) == 1 &&
-           json_is_string(json_object_get(v, "$ref"));
+    lua_State *L = arg;
+    if (!task_global(L, c, name, len))
+        return NULL;
+    json_t *v;
+    int r = task_wire(L, c, -1, name, &v);
+    lua_pop(L, 1);
+    return r < 0 ? NULL : v;
 }
 
 /* Pushes an apply argument: a {"$ref": NAME} global or a wire value. */
 static int push_arg(lua_State *L, task_ctx *c, const json_t *v, const char *what)
 {
     luaL_checkstack(L, 4, "too many arguments");
-    if (is_ref(v)) {
+    if (task_is_ref(v)) {
         const json_t *name = json_object_get(v, "$ref");
         return task_global(L, c, json_string_value(name), json_string_length(name)) ? 0 : -1;
     }
@@ -770,14 +744,9 @@ static void op_apply(lua_State *L, task_ctx *c)
     const char *fname = task_string(c, "function", &flen);
     if (!fname)
         return;
-    const json_t *args = json_object_get(c->task, "args");
-    const json_t *kwargs = json_object_get(c->task, "kwargs");
-    if ((args && !json_is_array(args) && !json_is_null(args)) ||
-        (kwargs && !json_is_object(kwargs) && !json_is_null(kwargs))) {
-        task_fail(c, TASK_ERROR, "ProtocolError",
-                  "apply: 'args' must be a list, 'kwargs' an object");
+    const json_t *args, *kwargs;
+    if (task_apply_args(c, &args, &kwargs) < 0)
         return;
-    }
     int base = lua_gettop(L);
     if (!task_global(L, c, fname, flen))
         return;
@@ -849,11 +818,9 @@ static void op_map(lua_State *L, task_ctx *c)
     const char *fname = task_string(c, "function", &flen);
     if (!fname)
         return;
-    const json_t *seqs = json_object_get(c->task, "sequences");
-    if (!json_is_array(seqs) || json_array_size(seqs) == 0 || json_array_size(seqs) > 64) {
-        task_fail(c, TASK_ERROR, "ProtocolError", "map: 'sequences' must be a list of 1..64");
+    const json_t *seqs = task_map_sequences(c);
+    if (!seqs)
         return;
-    }
     int base = lua_gettop(L);
     if (!task_global(L, c, fname, flen))
         return;
@@ -870,8 +837,7 @@ static void op_map(lua_State *L, task_ctx *c)
         if (len < n)
             n = len;
     }
-    c->value = json_array();
-    c->item_errors = json_array();
+    task_map_begin(c);
     for (lua_Integer i = 1; i <= n; i++) {
         lua_pushvalue(L, base + 1);
         for (int k = 0; k < nseq; k++) {
@@ -890,17 +856,8 @@ static void op_map(lua_State *L, task_ctx *c)
         if (got > 0)
             task_wire(L, c, lua_gettop(L) - got + 1, "map result", &v);
         lua_settop(L, base + 1 + nseq);
-        if (c->status == TASK_ABORTED) { /* interrupted: the chunk ends here */
-            json_decref(c->value);
-            json_decref(c->item_errors);
-            c->value = c->item_errors = NULL;
+        if (task_map_item(c, (long long)(i - 1), v) < 0)
             break;
-        }
-        if (c->status != TASK_OK) {
-            task_item_failed(c, (long long)(i - 1));
-            v = json_null();
-        }
-        json_array_append_new(c->value, v);
     }
     lua_settop(L, base);
     task_items_settle(c);
@@ -923,7 +880,7 @@ static int task_main(lua_State *L)
     else if (strcmp(name, "push") == 0)
         op_push(L, c);
     else if (strcmp(name, "pull") == 0)
-        op_pull(L, c);
+        task_pull(c, pull_global, L);
     else if (strcmp(name, "apply") == 0)
         op_apply(L, c);
     else if (strcmp(name, "map") == 0)
@@ -950,27 +907,9 @@ static json_t *lua_rt_run_task(runtime *base, const json_t *task, ippc_blobs *ta
      * previous task and is dropped, as runtime.h promises. */
     lua_sethook(L, NULL, 0, 0);
     atomic_store(&rt->interrupt, 0);
-    const json_t *task_id = json_is_object(task) ? json_object_get(task, "task") : NULL;
-    taskout_begin(&rt->out, json_is_integer(task_id) ? (uint64_t)json_integer_value(task_id) : 0);
-
-    ippc_blobs no_blobs;
-    blobs_init(&no_blobs);
-    task_ctx c = {.rt = &rt->base,
-                  .interrupt = &rt->interrupt,
-                  .task = task,
-                  .task_blobs = task_blobs ? task_blobs : &no_blobs,
-                  .result_blobs = result_blobs,
-                  .status = TASK_OK};
-    ippc_blobs scratch_result;
-    blobs_init(&scratch_result);
-    if (!c.result_blobs)
-        c.result_blobs = &scratch_result;
-    c.first_blob = c.result_blobs->count;
-
+    task_ctx c;
     lua_settop(L, 0);
-    if (!json_is_object(task)) {
-        task_fail(&c, TASK_ERROR, "ProtocolError", "a task must be a JSON object");
-    } else {
+    if (task_start(&c, &rt->base, &rt->interrupt, task, task_blobs, result_blobs, &rt->out)) {
         lua_pushcfunction(L, task_main);
         lua_pushlightuserdata(L, &c);
         int st = lua_pcall(L, 1, 0, 0);
@@ -984,11 +923,8 @@ static json_t *lua_rt_run_task(runtime *base, const json_t *task, ippc_blobs *ta
         }
     }
     lua_settop(L, 0);
-    taskout_stream(&rt->out, 1); /* the sink sees every byte before the result exists */
-    json_t *res = task_result(&c, &rt->out);
-    blobs_free(&scratch_result);
+    json_t *res = task_finish(&c, &rt->out);
     nd_cache_trim(); /* an idle engine keeps no spare array memory */
-    taskout_end(&rt->out);
     return res;
 }
 

@@ -1,4 +1,5 @@
-/* task.c — one task's outcome and its result message (task.h). */
+/* task.c — one task's outcome and its result message, and the parts of the
+ * ops that do not depend on the runtime's language (task.h). */
 #include "task.h"
 
 #include <stdarg.h>
@@ -6,35 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Length of the valid UTF-8 sequence at s (n bytes left), 0 if invalid.
- * Rejects overlongs, surrogates and code points above U+10FFFF, as Jansson. */
-static size_t utf8_seq(const unsigned char *s, size_t n)
-{
-    unsigned char c = s[0];
-    if (c < 0x80)
-        return 1;
-    size_t len;
-    unsigned cp, min;
-    if ((c & 0xE0) == 0xC0) {
-        len = 2, cp = c & 0x1F, min = 0x80;
-    } else if ((c & 0xF0) == 0xE0) {
-        len = 3, cp = c & 0x0F, min = 0x800;
-    } else if ((c & 0xF8) == 0xF0) {
-        len = 4, cp = c & 0x07, min = 0x10000;
-    } else {
-        return 0;
-    }
-    if (len > n)
-        return 0;
-    for (size_t i = 1; i < len; i++) {
-        if ((s[i] & 0xC0) != 0x80)
-            return 0;
-        cp = (cp << 6) | (s[i] & 0x3F);
-    }
-    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
-        return 0;
-    return len;
-}
+#include "utf8.h"
 
 /* A JSON string for arbitrary bytes: invalid UTF-8 becomes U+FFFD. */
 json_t *json_text(const char *s, size_t n)
@@ -50,7 +23,8 @@ json_t *json_text(const char *s, size_t n)
     size_t o = 0;
     const unsigned char *u = (const unsigned char *)s;
     for (size_t i = 0; i < n;) {
-        size_t len = utf8_seq(u + i, n - i);
+        uint32_t cp;
+        size_t len = utf8_decode(u + i, n - i, &cp);
         if (len) {
             memcpy(clean + o, u + i, len);
             o += len;
@@ -132,6 +106,114 @@ void task_items_settle(task_ctx *c)
     json_decref(c->traceback);
     c->evalue = json_incref(json_object_get(first, "evalue"));
     c->traceback = json_incref(json_object_get(first, "traceback"));
+}
+
+int task_start(task_ctx *c, runtime *rt, const atomic_int *interrupt, const json_t *task,
+               ippc_blobs *task_blobs, ippc_blobs *result_blobs, taskout *out)
+{
+    const json_t *task_id = json_is_object(task) ? json_object_get(task, "task") : NULL;
+    taskout_begin(out, json_is_integer(task_id) ? (uint64_t)json_integer_value(task_id) : 0);
+    *c = (task_ctx){.rt = rt, .interrupt = interrupt, .task = task, .status = TASK_OK};
+    blobs_init(&c->no_task_blobs);
+    blobs_init(&c->own_results);
+    c->task_blobs = task_blobs ? task_blobs : &c->no_task_blobs;
+    c->result_blobs = result_blobs ? result_blobs : &c->own_results;
+    c->first_blob = c->result_blobs->count;
+    if (!json_is_object(task)) {
+        task_fail(c, TASK_ERROR, "ProtocolError", "a task must be a JSON object");
+        return 0;
+    }
+    return 1;
+}
+
+json_t *task_finish(task_ctx *c, taskout *out)
+{
+    taskout_stream(out, 1); /* the sink sees every byte before the result exists */
+    json_t *res = task_result(c, out);
+    blobs_free(&c->own_results);
+    taskout_end(out);
+    return res;
+}
+
+int task_is_ref(const json_t *v)
+{
+    return json_is_object(v) && json_object_size(v) == 1 &&
+           json_is_string(json_object_get(v, "$ref"));
+}
+
+int task_apply_args(task_ctx *c, const json_t **args, const json_t **kwargs)
+{
+    *args = json_object_get(c->task, "args");
+    *kwargs = json_object_get(c->task, "kwargs");
+    if ((*args && !json_is_array(*args) && !json_is_null(*args)) ||
+        (*kwargs && !json_is_object(*kwargs) && !json_is_null(*kwargs))) {
+        task_fail(c, TASK_ERROR, "ProtocolError",
+                  "apply: 'args' must be a list, 'kwargs' an object");
+        return -1;
+    }
+    return 0;
+}
+
+const json_t *task_map_sequences(task_ctx *c)
+{
+    const json_t *seqs = json_object_get(c->task, "sequences");
+    if (!json_is_array(seqs) || json_array_size(seqs) == 0 || json_array_size(seqs) > 64) {
+        task_fail(c, TASK_ERROR, "ProtocolError", "map: 'sequences' must be a list of 1..64");
+        return NULL;
+    }
+    return seqs;
+}
+
+void task_map_begin(task_ctx *c)
+{
+    c->value = json_array();
+    c->item_errors = json_array();
+}
+
+int task_map_item(task_ctx *c, long long index, json_t *v)
+{
+    if (c->status == TASK_ABORTED) { /* interrupted: the chunk ends here */
+        json_decref(v);
+        json_decref(c->value);
+        json_decref(c->item_errors);
+        c->value = c->item_errors = NULL;
+        return -1;
+    }
+    if (c->status != TASK_OK) {
+        task_item_failed(c, index);
+        json_decref(v);
+        v = json_null();
+    }
+    json_array_append_new(c->value, v);
+    return 0;
+}
+
+void task_pull(task_ctx *c, task_pull_get get, void *arg)
+{
+    const json_t *names = json_object_get(c->task, "names");
+    json_t *one = NULL;
+    if (json_is_string(names)) { /* tolerate a single name */
+        one = json_pack("[O]", names);
+        names = one;
+    }
+    if (!json_is_array(names)) {
+        task_fail(c, TASK_ERROR, "ProtocolError", "pull needs a list 'names'");
+        return;
+    }
+    c->value = json_object();
+    size_t i;
+    const json_t *item;
+    json_array_foreach(names, i, item) {
+        if (!json_is_string(item)) {
+            task_fail(c, TASK_ERROR, "ProtocolError", "pull: names must be strings");
+            break;
+        }
+        json_t *v = get(c, json_string_value(item), json_string_length(item), arg);
+        if (!v)
+            break;
+        json_object_set_new(c->value, json_string_value(item), v);
+    }
+    json_decref(one);
 }
 
 static const char *const status_names[] = {"ok", "error", "aborted"};

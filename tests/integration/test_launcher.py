@@ -278,7 +278,7 @@ def test_status_output(c):
         c.profile, c.client_info["url"], c.controller.pid, len(engines),
         len([e for e in engines.values() if e["state"] != "dead"]))
     check(lines and lines[0] == head, "first line %r, expected %r" % (lines[:1], head))
-    check(lines[1].split() == ["ID", "RANK", "JOB", "HOST", "PID", "STATE"],
+    check(lines[1].split() == ["ID", "RANK", "JOB", "HOST", "PID", "STATE", "RUNTIME"],
           "column header: %r" % lines[1:2])
     rows = [l.split() for l in lines[2:]]
     check(len(rows) == len(engines), "one row per engine: %s" % lines)
@@ -286,7 +286,8 @@ def test_status_output(c):
         e = engines.get(int(row[0]))
         check(e is not None and row[1] == "%d/%d" % (e["rank"], e["size"])
               and row[2] == str(e["job"])[:10] and row[3] == e["host"]
-              and int(row[4]) == e["pid"] and row[5] in ("idle", "busy"),
+              and int(row[4]) == e["pid"] and row[5] in ("idle", "busy")
+              and row[6] == e["runtime"] == "lua",
               "row %s does not match the engine %s" % (row, e))
     rc, out, err = run_cli(c, ["status", "--json"] + prof)
     doc = json.loads(out) if rc == 0 else None
