@@ -30,9 +30,9 @@ enum {
 
 /* What wsframe_next found. */
 typedef enum {
-    WSFRAME_MORE,  /* the input is used up; nothing complete */
-    WSFRAME_DATA,  /* payload bytes of a text/binary message (maybe none) */
-    WSFRAME_PING,  /* a whole control frame: its payload is rx->ctrl */
+    WSFRAME_MORE, /* the input is used up; nothing complete */
+    WSFRAME_DATA, /* payload bytes of a text/binary message (maybe none) */
+    WSFRAME_PING, /* a whole control frame: its payload is rx->ctrl */
     WSFRAME_PONG,
     WSFRAME_CLOSE,
     WSFRAME_ERROR, /* the peer broke the protocol: close with 1002 */
@@ -41,12 +41,12 @@ typedef enum {
 typedef struct wsframe_rx {
     unsigned char hdr[14]; /* the header being read */
     size_t hdr_len;
-    int in_payload;      /* the header is complete; `remaining` bytes follow */
+    int in_payload; /* the header is complete; `remaining` bytes follow */
     int opcode, fin;
-    uint64_t remaining;  /* payload bytes of the current frame not handed out */
-    int started;         /* some of the current data frame was handed out */
-    int in_message;      /* a data message began and its final frame has not ended */
-    int message_binary;  /* that message's kind */
+    uint64_t remaining; /* payload bytes of the current frame not handed out */
+    int started;        /* some of the current data frame was handed out */
+    int in_message;     /* a data message began and its final frame has not ended */
+    int message_binary; /* that message's kind */
     unsigned char ctrl[125];
     size_t ctrl_len;
 } wsframe_rx;

@@ -395,8 +395,8 @@ int ws_outq_write(ws_outq *q, struct lws *wsi)
         return 0;
     }
     /* A direct frame, once begun, is finished the same way. */
-    if (f->hdr_sent || (q->direct && f->binary && f->len > WS_CHUNK && f->sent == 0 &&
-                        !lws_partial_buffered(wsi)))
+    if (f->hdr_sent ||
+        (q->direct && f->binary && f->len > WS_CHUNK && f->sent == 0 && !lws_partial_buffered(wsi)))
         return outq_write_direct(q, f, wsi);
     size_t chunk = f->len - f->sent;
     if (chunk > WS_CHUNK)
@@ -690,8 +690,7 @@ int ws_reader_push(ws_reader *r, const ws_fragment *f, const void *in, size_t le
         }
         if (f->binary) {
             json_t *sizes = json_object_get(r->pending, "sizes");
-            r->announced = sizes ? (size_t)json_integer_value(json_array_get(
-                                       sizes, r->blobs.count))
+            r->announced = sizes ? (size_t)json_integer_value(json_array_get(sizes, r->blobs.count))
                                  : WS_NOT_ANNOUNCED;
         }
         if (!f->binary && r->pending) {

@@ -31,8 +31,8 @@
 struct link_conn {
     int fd;
     wsframe_rx rx;
-    unsigned char *in; /* LINK_READ_SIZE bytes */
-    size_t in_len;     /* unparsed bytes at in[0..in_len) */
+    unsigned char *in;               /* LINK_READ_SIZE bytes */
+    size_t in_len;                   /* unparsed bytes at in[0..in_len) */
     unsigned char ctrl[2 + 125 + 4]; /* a control frame waiting to go out */
     size_t ctrl_len, ctrl_sent;
 };
@@ -184,8 +184,9 @@ static int handshake(link_conn *l, const link_target *t, int64_t deadline, ippc_
             continue;
         }
         if (r <= 0)
-            return ippc_error_set(err, ERR_UNAVAILABLE, "the controller closed the connection "
-                                                        "during the upgrade");
+            return ippc_error_set(err, ERR_UNAVAILABLE,
+                                  "the controller closed the connection "
+                                  "during the upgrade");
         got += (size_t)r;
         head[got] = '\0';
         end = strstr(head, "\r\n\r\n");
@@ -196,9 +197,9 @@ static int handshake(link_conn *l, const link_target *t, int64_t deadline, ippc_
         size_t line = strcspn(head, "\r\n");
         const char *body = head + head_len;
         size_t blen = got - head_len;
-        return ippc_error_set(err, ERR_UNAUTHORIZED, "the controller refused the upgrade: %.*s %.*s",
-                              (int)(line < 120 ? line : 120), head, (int)(blen < 200 ? blen : 200),
-                              body);
+        return ippc_error_set(
+            err, ERR_UNAUTHORIZED, "the controller refused the upgrade: %.*s %.*s",
+            (int)(line < 120 ? line : 120), head, (int)(blen < 200 ? blen : 200), body);
     }
     head[head_len] = '\0';
     char accept[64], proto[64];
@@ -210,8 +211,9 @@ static int handshake(link_conn *l, const link_target *t, int64_t deadline, ippc_
     lws_b64_encode_string((const char *)sha, sizeof sha, want, sizeof want);
     if (head_value(head, "Sec-WebSocket-Accept", accept, sizeof accept) < 0 ||
         strcmp(accept, want) != 0)
-        return ippc_error_set(err, ERR_BAD_REQUEST, "the controller's upgrade answer has a wrong "
-                                                    "Sec-WebSocket-Accept");
+        return ippc_error_set(err, ERR_BAD_REQUEST,
+                              "the controller's upgrade answer has a wrong "
+                              "Sec-WebSocket-Accept");
     if (head_value(head, "Sec-WebSocket-Protocol", proto, sizeof proto) < 0 ||
         strcmp(proto, t->protocol) != 0)
         return ippc_error_set(err, ERR_BAD_REQUEST, "the controller did not accept subprotocol %s",
@@ -279,10 +281,14 @@ static int parse(link_conn *l, ws_reader *r, link_message_fn fn, void *arg, ippc
         switch (ev) {
         case WSFRAME_MORE: break;
         case WSFRAME_ERROR:
-            return ippc_error_set(err, ERR_BAD_REQUEST, "WebSocket protocol error from the "
-                                                        "controller: %s", why);
-        case WSFRAME_CLOSE: return ippc_error_set(err, ERR_UNAVAILABLE, "the controller closed "
-                                                                        "the connection");
+            return ippc_error_set(err, ERR_BAD_REQUEST,
+                                  "WebSocket protocol error from the "
+                                  "controller: %s",
+                                  why);
+        case WSFRAME_CLOSE:
+            return ippc_error_set(err, ERR_UNAVAILABLE,
+                                  "the controller closed "
+                                  "the connection");
         case WSFRAME_PING: queue_control(l, WSFRAME_OP_PONG, l->rx.ctrl, l->rx.ctrl_len); break;
         case WSFRAME_PONG: break;
         case WSFRAME_DATA: {

@@ -69,7 +69,7 @@ typedef struct engine {
     atomic_size_t peer_max_message; /* what the controller does ("registered") */
     /* net thread */
     link_conn *conn; /* NULL while not connected */
-    int wake_fd; /* eventfd: other threads wake the net thread (net_wake) */
+    int wake_fd;     /* eventfd: other threads wake the net thread (net_wake) */
     pthread_t net;
     ws_outq out;
     ws_reader reader;

@@ -45,7 +45,7 @@ static int engine_callback(struct lws *wsi, enum lws_callback_reasons reason, vo
                            size_t len);
 
 /* Bytes lws reads from a socket at once and hands an engine's RECEIVE. */
-#define WS_READ_SIZE (1024 * 1024)
+#define WS_READ_SIZE ((size_t)1024 * 1024)
 /* Chunks (wsmsg.c: 256 KiB each) written per WRITEABLE at most. */
 #define WS_WRITES_PER_ROUND 16
 

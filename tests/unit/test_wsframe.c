@@ -40,7 +40,8 @@ static void decode(wsframe_rx *rx, const unsigned char *in, size_t len, size_t s
             const unsigned char *piece = NULL;
             ws_fragment f;
             const char *why = NULL;
-            wsframe_event ev = wsframe_next(rx, in + at + off, n - off, &used, &piece, &plen, &f, &why);
+            wsframe_event ev =
+                wsframe_next(rx, in + at + off, n - off, &used, &piece, &plen, &f, &why);
             off += used;
             switch (ev) {
             case WSFRAME_MORE: assert_int_equal(off, n); break;
@@ -93,11 +94,11 @@ static void test_frames_whole_and_byte_by_byte(void **state)
     for (size_t i = 0; i < sizeof big; i++)
         big[i] = (unsigned char)(i * 7);
     size_t n = 0;
-    n += server_frame(in + n, 0x81, "hello", 5);       /* text */
-    n += server_frame(in + n, 0x02, big, 30000);       /* binary, not final */
-    n += server_frame(in + n, 0x89, "p", 1);           /* a ping between fragments */
+    n += server_frame(in + n, 0x81, "hello", 5);         /* text */
+    n += server_frame(in + n, 0x02, big, 30000);         /* binary, not final */
+    n += server_frame(in + n, 0x89, "p", 1);             /* a ping between fragments */
     n += server_frame(in + n, 0x80, big + 30000, 40000); /* continuation, final */
-    n += server_frame(in + n, 0x82, "", 0);            /* an empty binary message */
+    n += server_frame(in + n, 0x82, "", 0);              /* an empty binary message */
     size_t steps[] = {1, 3, 1000, sizeof in};
     for (size_t k = 0; k < sizeof steps / sizeof *steps; k++) {
         wsframe_rx rx;
@@ -129,8 +130,8 @@ static void test_protocol_errors(void **state)
         {{0x81, 0x81, 0, 0, 0, 0, 'x'}, 7, "masked"},
         {{0xc1, 0x01, 'x'}, 3, "reserved"},
         {{0x83, 0x00}, 2, "opcode"},
-        {{0x09, 0x00}, 2, "control"},          /* a fragmented ping */
-        {{0x89, 126, 0, 126}, 4, "control"},   /* a 126-byte ping */
+        {{0x09, 0x00}, 2, "control"},        /* a fragmented ping */
+        {{0x89, 126, 0, 126}, 4, "control"}, /* a 126-byte ping */
         {{0x80, 0x01, 'x'}, 3, "continuation"},
         {{0x01, 0x01, 'x', 0x81, 0x01, 'y'}, 6, "inside"},
         {{0x82, 126, 0, 5}, 4, "shortest"},

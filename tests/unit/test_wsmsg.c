@@ -391,7 +391,6 @@ static void test_outq_charges_until_written(void **state)
     json_decref(msg);
 }
 
-
 /* "sizes" announces each binary frame: it is allocated whole at its first
  * bytes, and a frame of another length is refused. */
 static void test_sizes_allocate_once(void **state)
