@@ -72,20 +72,6 @@ bool job_is_batch(const engine_job *job)
     return job->spec.kind == JOB_SLURM || job->spec.kind == JOB_PBS;
 }
 
-static void format_command(char *const argv[], char *out, size_t len)
-{
-    size_t used = 0;
-
-    out[0] = '\0';
-    for (size_t i = 0; argv[i] != NULL && used < len; i++) {
-        int written = snprintf(out + used, len - used, "%s%s", i > 0 ? " " : "", argv[i]);
-
-        if (written < 0)
-            return;
-        used += (size_t)written;
-    }
-}
-
 /* The runtime to name on the engines' command line: only one that is not the
  * engine's default (so the commands and batch scripts of Lua clusters stay
  * as they were), or NULL. */
@@ -152,7 +138,7 @@ static int start_mpi(engine_job *job, const job_env *env, proc_options *spawn)
 
     if (mpi_argv(job, env, argv, words, sizeof words, numbers, sizeof numbers) < 0)
         return -1;
-    format_command(argv, command, sizeof command);
+    proc_format_command(argv, command, sizeof command);
     msg_err("starting %ld engine%s (job %s): %s", job->spec.engines,
             job->spec.engines == 1 ? "" : "s", job->name, command);
     snprintf(job->mpiexec.role, sizeof job->mpiexec.role, "mpiexec of job %s", job->name);
@@ -185,7 +171,7 @@ static int start_local(engine_job *job, const job_env *env, proc_options *spawn)
         msg_err("out of memory");
         return -1;
     }
-    format_command(argv, command, sizeof command);
+    proc_format_command(argv, command, sizeof command);
     msg_err("starting %ld local engine%s (job %s): %s", job->spec.engines,
             job->spec.engines == 1 ? "" : "s", job->name, command);
     for (long i = 0; i < job->spec.engines; i++) {

@@ -205,20 +205,6 @@ static void launcher_kill_engine_pids(const launcher *l, int job_number, int sig
 
 /* ---- starting ------------------------------------------------------------ */
 
-static void format_command(char *const argv[], char *out, size_t len)
-{
-    size_t used = 0;
-
-    out[0] = '\0';
-    for (size_t i = 0; argv[i] != NULL && used < len; i++) {
-        int written = snprintf(out + used, len - used, "%s%s", i > 0 ? " " : "", argv[i]);
-
-        if (written < 0)
-            return;
-        used += (size_t)written;
-    }
-}
-
 static int open_log(const char *path)
 {
     return open(path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0600);
@@ -262,7 +248,7 @@ static step_result launcher_start_controller(launcher *l)
     }
     argv[argc] = NULL;
 
-    format_command(argv, command, sizeof command);
+    proc_format_command(argv, command, sizeof command);
     msg_err("starting the controller: %s", command);
     snprintf(l->controller.role, sizeof l->controller.role, "the controller");
     l->controller.pid = proc_spawn(argv, &spawn, err, sizeof err);

@@ -243,3 +243,17 @@ double proc_now(void)
     clock_gettime(CLOCK_MONOTONIC, &now);
     return (double)now.tv_sec + (double)now.tv_nsec / 1e9;
 }
+
+void proc_format_command(char *const argv[], char *out, size_t len)
+{
+    size_t used = 0;
+
+    out[0] = '\0';
+    for (size_t i = 0; argv[i] != NULL && used < len; i++) {
+        int written = snprintf(out + used, len - used, "%s%s", i > 0 ? " " : "", argv[i]);
+
+        if (written < 0)
+            return;
+        used += (size_t)written;
+    }
+}

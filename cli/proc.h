@@ -54,4 +54,8 @@ int proc_self_dir(char *out, size_t out_len);
 /* Seconds on the monotonic clock. */
 double proc_now(void);
 
+/* argv joined with blanks into out (len bytes, truncated when longer), for
+ * messages that say what was started. */
+void proc_format_command(char *const argv[], char *out, size_t len);
+
 #endif
