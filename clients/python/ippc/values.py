@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import base64
 import struct
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 try:  # NumPy is optional: without it arrays travel as JSON lists.
     import numpy as _np
@@ -86,7 +86,7 @@ def raw_array(value: Any) -> Tuple[memoryview, str, str]:
     return memoryview(a).cast("B"), a.dtype.name, shape
 
 
-def array_from_raw(data: bytes, dtype: str, shape: str) -> Any:
+def array_from_raw(data: Union[bytes, memoryview], dtype: str, shape: str) -> Any:
     """The NumPy array (or, without NumPy, nested lists) of a raw answer."""
     dims = [int(d) for d in shape.split(",") if d.strip()] if shape else []
     if dtype not in DTYPES:
@@ -97,7 +97,59 @@ def array_from_raw(data: bytes, dtype: str, shape: str) -> Any:
     return _nest(_unpack(data, dtype), dims)
 
 
-def _unpack(data: bytes, dtype: str) -> List[Any]:
+def multipart_arrays(content_type: str, body: bytes) -> Optional[List[Any]]:
+    """The arrays of a ``multipart/mixed`` pull (docs/binary.md), one per
+    part in order, each over the answer's own bytes (no copy with NumPy); None
+    when a part is not a raw array (a JSON part) or the body is not the
+    format.  Parts are taken by their ``Content-Length``: the data is never
+    searched for the boundary."""
+    ctype, _, params = content_type.partition(";")
+    if ctype.strip().lower() != "multipart/mixed":
+        return None
+    boundary = ""
+    for param in params.split(";"):
+        key, _, value = param.strip().partition("=")
+        if key.strip().lower() == "boundary":
+            boundary = value.strip().strip('"')
+    if not boundary:
+        return None
+    view = memoryview(body)
+    delim = b"--" + boundary.encode("ascii")
+    if not body.startswith(delim + b"\r\n"):
+        return None
+    at = len(delim) + 2
+    out: List[Any] = []
+    while True:
+        end = body.find(b"\r\n\r\n", at)
+        if end < 0:
+            return None
+        headers = {}
+        for line in body[at:end].decode("latin-1").split("\r\n"):
+            key, _, value = line.partition(":")
+            headers[key.strip().lower()] = value.strip()
+        if not headers.get("content-type", "").startswith("application/octet-stream"):
+            return None
+        try:
+            length = int(headers.get("content-length", ""))
+        except ValueError:
+            return None
+        start = end + 4
+        if length < 0 or start + length + 2 + len(delim) > len(body):
+            return None
+        out.append(array_from_raw(view[start:start + length], headers.get("x-ippc-dtype", ""),
+                                  headers.get("x-ippc-shape", "")))
+        at = start + length
+        if body[at:at + 2 + len(delim)] != b"\r\n" + delim:
+            return None
+        at += 2 + len(delim)
+        if body[at:at + 2] == b"--":
+            return out
+        if body[at:at + 2] != b"\r\n":
+            return None
+        at += 2
+
+
+def _unpack(data: Union[bytes, memoryview], dtype: str) -> List[Any]:
     code = DTYPES[dtype]
     n = len(data) // struct.calcsize(code)
     return list(struct.unpack("<%d%s" % (n, code), data))

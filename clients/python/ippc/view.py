@@ -254,9 +254,10 @@ class DirectView(_View):
         return ar.get() if blocking else ar
 
     def _pull_raw_parts(self, name: str, targets: Targets) -> Optional[List[Any]]:
-        """Big arrays on several engines: one raw pull per engine, side by
-        side, when the listing says every target holds a big array under
-        ``name`` (typed JSON costs base64 and a JSON parse); else None."""
+        """Big arrays on several engines: one ``multipart/mixed`` answer with
+        one raw part per engine (docs/binary.md), when the listing says every
+        target holds a big array under ``name`` (typed JSON costs base64 and a
+        JSON parse); else None."""
         listing = self.client._rest.get(self._path("vars", targets))
         ids = listing.get("targets", [])
         infos = [r.get(name) if isinstance(r, dict) else None
@@ -265,9 +266,16 @@ class DirectView(_View):
                 isinstance(i, dict) and i.get("dtype") and i.get("bytes", 0) >= RAW_MIN_BYTES
                 for i in infos):
             return None
-        parts = list(self.client._pool().map(lambda eid: self._pull_raw(name, eid), ids))
-        if any(p is None for p in parts):
-            return None  # changed meanwhile: the JSON pull answers
+        try:
+            ans = self.client._rest.request(
+                "GET", self._path("vars/" + name, ids), headers={"Accept": "multipart/mixed"})
+        except APIError as e:
+            if e.status == 422:
+                return None  # failed on an engine: the JSON pull says which
+            raise
+        parts = values.multipart_arrays(ans.headers.get("content-type", ""), ans.body)
+        if parts is None or len(parts) != len(ids):
+            return None  # changed meanwhile (a part that is no array): JSON answers
         return parts
 
     def _pull_raw(self, name: str, targets: Targets) -> Any:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import ippc
+from ippc import values
 
 
 def raw_rest_round_trip(c, x):
@@ -70,7 +71,15 @@ def test_scatter_gather_arrays(c):
     v.block = True
     x = np.arange(1_000_003, dtype=np.float64)
     v.scatter("part", x)
-    parts = v["part"]  # big arrays on several engines: raw, one request each
+    parts = v["part"]  # big arrays on several engines: one multipart answer
+    # One multipart answer: every part lies over the same answer's bytes.
+    roots = set()
+    for p in parts:
+        base = p
+        while isinstance(base, np.ndarray):
+            base = base.base
+        roots.add(id(base.obj if isinstance(base, memoryview) else base))
+    assert len(roots) == 1
     assert [len(p) for p in parts] == [250001, 250001, 250001, 250000]
     assert np.concatenate(parts).tobytes() == x.tobytes()
     g = v.gather("part")
@@ -108,3 +117,27 @@ def test_values_without_numpy_shapes():
 def test_numpy_scalars_as_ids_and_args(c):
     assert c[np.int64(1)].apply_sync("tostring", np.float64(2.5)) == "2.5"
     assert c[np.int32(0)].targets == 0
+
+
+def test_multipart_arrays_reader():
+    """The reader of a multipart pull takes parts by Content-Length; a JSON
+    part or a damaged body gives None (the SDK then asks for JSON)."""
+    a = np.arange(3, dtype=np.int64)
+    b = np.array([[1.5, 2.5]], dtype=np.float64)
+
+    def part(arr, dtype, shape, ctype="application/octet-stream"):
+        data = arr.tobytes() if arr is not None else b"42"
+        return (b"--ippc-x\r\nContent-Type: " + ctype.encode() + b"\r\nContent-Length: "
+                + str(len(data)).encode() + b"\r\nX-Ippc-Engine: 0\r\nX-Ippc-Dtype: "
+                + dtype.encode() + b"\r\nX-Ippc-Shape: " + shape.encode() + b"\r\n\r\n"
+                + data + b"\r\n")
+
+    body = part(a, "int64", "3") + part(b, "float64", "1,2") + b"--ippc-x--\r\n"
+    got = values.multipart_arrays("multipart/mixed; boundary=ippc-x", body)
+    assert [g.tolist() for g in got] == [[0, 1, 2], [[1.5, 2.5]]]
+    assert got[1].dtype == np.float64 and got[1].shape == (1, 2)
+    json_part = part(None, "", "", "application/json") + b"--ippc-x--\r\n"
+    assert values.multipart_arrays("multipart/mixed; boundary=ippc-x", json_part) is None
+    assert values.multipart_arrays("multipart/mixed; boundary=other", body) is None
+    assert values.multipart_arrays("application/json", body) is None
+    assert values.multipart_arrays("multipart/mixed; boundary=ippc-x", body[:-20]) is None
