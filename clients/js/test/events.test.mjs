@@ -26,10 +26,10 @@ after(async () => {
   assert.deepEqual(problems, [], 'the cluster stopped cleanly');
 });
 
-async function until(pred, what, ms = 30000) {
+async function until(pred, what, ms = 30000, detail = null) {
   const deadline = Date.now() + ms;
   while (!(await pred())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${detail ? ` (${detail().slice(-1500)})` : ''}`);
     await new Promise((r) => setTimeout(r, 20));
   }
 }
@@ -309,8 +309,11 @@ test('a silent (half-open) socket is noticed by its heartbeat and replaced', asy
     transport: 'rest',
     reconnectMin: 50,
     reconnectMax: 200,
-    heartbeatInterval: 200,
-    heartbeatTimeout: 300,
+    // Short enough to notice the freeze soon, long enough that a sanitizer
+    // build's controller on 2 busy cores answers a ping in time (300 ms was
+    // not: the new socket was given up again and again).
+    heartbeatInterval: 300,
+    heartbeatTimeout: 2000,
   });
   await client.connect();
   t.after(() => client.close());
@@ -324,7 +327,8 @@ test('a silent (half-open) socket is noticed by its heartbeat and replaced', asy
   await task;
   await until(() => statuses.includes('reconnecting'), 'the heartbeat to give up');
   proxy.up();
-  await until(() => ofTask(events, task.id).includes('task.completed'), 'the task after the reconnect');
+  await until(() => ofTask(events, task.id).includes('task.completed'), 'the task after the reconnect',
+    30000, () => `statuses ${JSON.stringify(statuses)}, events ${JSON.stringify(events.map((x) => [x.type, x.seq]))}`);
   assert.deepEqual(ofTask(events, task.id), ['task.submitted', 'task.started', 'task.completed']);
 });
 
@@ -332,7 +336,7 @@ test('a silent request socket is noticed too; a task wait goes on through the ou
   const proxy = new Proxy(cluster.url);
   const url = await proxy.listen();
   t.after(() => proxy.close());
-  const client = new Client(url, cluster.token, { reconnectMin: 50, reconnectMax: 200, heartbeatInterval: 200, heartbeatTimeout: 300 });
+  const client = new Client(url, cluster.token, { reconnectMin: 50, reconnectMax: 200, heartbeatInterval: 300, heartbeatTimeout: 2000 });
   await client.connect();
   t.after(() => client.close());
   assert.equal(client.socketOpen, true);
