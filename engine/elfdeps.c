@@ -23,8 +23,10 @@ static void append(char *out, size_t out_len, const unsigned char *strs, size_t 
 {
     size_t used = strlen(out);
     size_t n = strnlen((const char *)strs, max);
-    if (used && used + 1 < out_len)
+    if (used && used + 1 < out_len) {
         out[used++] = ' ';
+        out[used] = 0; /* the space may take the last byte before the NUL */
+    }
     if (used + 1 >= out_len)
         return;
     if (n > out_len - 1 - used)
@@ -54,10 +56,10 @@ int elfdeps_needed(const unsigned char *data, size_t len, char *out, size_t out_
         if (sh.sh_type != SHT_DYNAMIC)
             continue;
         if (sh.sh_link >= eh.e_shnum || !within(sh.sh_offset, sh.sh_size, len))
-            return -1;
+            goto bad;
         memcpy(&strtab, data + eh.e_shoff + (size_t)sh.sh_link * sizeof strtab, sizeof strtab);
         if (!within(strtab.sh_offset, strtab.sh_size, len))
-            return -1;
+            goto bad;
         const unsigned char *strs = data + strtab.sh_offset;
         size_t n = sh.sh_size / sizeof(Elf64_Dyn);
         for (size_t j = 0; j < n; j++) {
@@ -71,4 +73,9 @@ int elfdeps_needed(const unsigned char *data, size_t len, char *out, size_t out_
         }
     }
     return 0;
+bad:
+    /* A later dynamic section may be broken after an earlier one was read:
+     * the answer is -1 with nothing in out, never half a list. */
+    out[0] = 0;
+    return -1;
 }

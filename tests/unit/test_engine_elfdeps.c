@@ -1,7 +1,8 @@
 /* test_engine_elfdeps.c — elfdeps_needed (engine/elfdeps.c): the libraries
  * this test binary itself needs, read from its own file; files that are
  * not 64-bit little-endian ELF, cut short, or whose headers point outside
- * them; output buffers too small for the answer. */
+ * them; output buffers too small for the answer, of every size; a file
+ * broken after a part that reads well. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -110,12 +111,79 @@ static void test_cut_and_corrupt(void **state)
     free(f.data);
 }
 
+/* A made-up ELF file: section 1 is a dynamic section needing "liba.so"
+ * and "libbb.so" through the string table in section 2; section 3 is a
+ * second dynamic section whose bytes lie wherever *broken_off says. */
+typedef struct tiny_elf {
+    Elf64_Ehdr eh;
+    Elf64_Shdr sh[4];
+    Elf64_Dyn dyn[3];
+    char strs[24];
+} tiny_elf;
+
+static tiny_elf make_tiny(uint64_t broken_off)
+{
+    tiny_elf t;
+    memset(&t, 0, sizeof t);
+    memcpy(t.eh.e_ident, ELFMAG, SELFMAG);
+    t.eh.e_ident[EI_CLASS] = ELFCLASS64;
+    t.eh.e_ident[EI_DATA] = ELFDATA2LSB;
+    t.eh.e_shoff = offsetof(tiny_elf, sh);
+    t.eh.e_shentsize = sizeof(Elf64_Shdr);
+    t.eh.e_shnum = 4;
+    memcpy(t.strs, "\0liba.so\0libbb.so", 18);
+    t.dyn[0] = (Elf64_Dyn){.d_tag = DT_NEEDED, .d_un.d_val = 1};
+    t.dyn[1] = (Elf64_Dyn){.d_tag = DT_NEEDED, .d_un.d_val = 9};
+    t.dyn[2] = (Elf64_Dyn){.d_tag = DT_NULL};
+    t.sh[1] = (Elf64_Shdr){.sh_type = SHT_DYNAMIC,
+                           .sh_offset = offsetof(tiny_elf, dyn),
+                           .sh_size = sizeof t.dyn,
+                           .sh_link = 2};
+    t.sh[2] = (Elf64_Shdr){
+        .sh_type = SHT_STRTAB, .sh_offset = offsetof(tiny_elf, strs), .sh_size = sizeof t.strs};
+    t.sh[3] = t.sh[1];
+    t.sh[3].sh_offset = broken_off;
+    return t;
+}
+
+static void test_every_buffer_size(void **state)
+{
+    /* the same library list read twice (sections 1 and 3) */
+    tiny_elf t = make_tiny(offsetof(tiny_elf, dyn));
+    char out[64];
+    assert_int_equal(elfdeps_needed((const unsigned char *)&t, sizeof t, out, sizeof out), 0);
+    assert_string_equal(out, "liba.so libbb.so liba.so libbb.so");
+    /* every size cuts the same list, terminated: the size where the
+     * separating space takes the last byte before the NUL included */
+    for (size_t n = 1; n <= strlen(out) + 1; n++) {
+        char cut[64];
+        memset(cut, 'x', sizeof cut);
+        assert_int_equal(elfdeps_needed((const unsigned char *)&t, sizeof t, cut, n), 0);
+        assert_int_equal(strlen(cut), n - 1);
+        assert_memory_equal(cut, out, n - 1);
+    }
+}
+
+static void test_broken_after_good(void **state)
+{
+    /* section 1 reads well, section 3 points past the end: the answer is
+     * -1 and out is empty, never the half read before the break */
+    tiny_elf t = make_tiny(UINT64_MAX - 4);
+    char out[64] = "stale";
+    assert_int_equal(elfdeps_needed((const unsigned char *)&t, sizeof t, out, sizeof out), -1);
+    assert_string_equal(out, "");
+    t.sh[3].sh_offset = offsetof(tiny_elf, dyn);
+    t.sh[3].sh_link = 9; /* no such section */
+    assert_int_equal(elfdeps_needed((const unsigned char *)&t, sizeof t, out, sizeof out), -1);
+    assert_string_equal(out, "");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_own_binary),
-        cmocka_unit_test(test_not_elf),
-        cmocka_unit_test(test_cut_and_corrupt),
+        cmocka_unit_test(test_own_binary),        cmocka_unit_test(test_not_elf),
+        cmocka_unit_test(test_cut_and_corrupt),   cmocka_unit_test(test_every_buffer_size),
+        cmocka_unit_test(test_broken_after_good),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
