@@ -1,8 +1,6 @@
 /* buf.c — the growable byte buffer (see buf.h). */
 #include "buf.h"
 
-#include <sys/mman.h>
-
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -97,20 +95,4 @@ void buf_free(ippc_buf *b)
 {
     free(b->data);
     buf_init(b);
-}
-
-#define BIG_FROM ((size_t)4 << 20)
-#define HUGE_PAGE ((size_t)2 << 20)
-
-void *buf_alloc_big(size_t n)
-{
-    if (n < BIG_FROM)
-        return malloc(n ? n : 1);
-    size_t rounded = (n + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE;
-    if (rounded < n)
-        return NULL; /* overflow */
-    void *p = aligned_alloc(HUGE_PAGE, rounded);
-    if (p)
-        (void)madvise(p, rounded, MADV_HUGEPAGE); /* advice only: fine to fail */
-    return p;
 }

@@ -46,11 +46,4 @@ void buf_reset(ippc_buf *b);
 /* Frees the memory; b is empty again. */
 void buf_free(ippc_buf *b);
 
-/* Memory for n bytes of array data, freed with free().  From 4 MiB on it is
- * aligned to 2 MiB and marked for transparent huge pages, so filling it takes
- * one page fault per 2 MiB instead of one per 4 KiB (page faults led the
- * profile of a transfer: bench/NOTES.md, issue 10 item 1).  NULL when out of
- * memory. */
-void *buf_alloc_big(size_t n);
-
 #endif

@@ -13,6 +13,7 @@
  * Relies on: Jansson, libwebsockets' base64.  Pure and reentrant.
  */
 #include "value.h"
+#include "bigmem.h"
 #include "buf.h"
 
 #include <limits.h>
@@ -72,7 +73,7 @@ void blobs_init(ippc_blobs *b)
 static void blobs_truncate(ippc_blobs *b, size_t count)
 {
     while (b->count > count)
-        free(b->items[--b->count].data);
+        bigmem_free(b->items[--b->count].data);
 }
 
 void blobs_free(ippc_blobs *b)
@@ -236,7 +237,7 @@ json_t *value_nd_placeholder(nd_dtype dtype, int ndim, const size_t *shape, size
 /* Room for len bytes plus slack; never a zero-size request. */
 static unsigned char *nd_alloc(size_t len, size_t slack)
 {
-    return len > SIZE_MAX - slack - 1 ? NULL : buf_alloc_big(len + slack + 1);
+    return len > SIZE_MAX - slack - 1 ? NULL : bigmem_alloc(len + slack + 1);
 }
 
 /* Appends data (taken, even on failure) to blobs as the bytes of ref and

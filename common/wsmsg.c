@@ -16,6 +16,7 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 
+#include "bigmem.h"
 #include "buf.h"
 #include "wsframe.h"
 
@@ -49,7 +50,7 @@ ws_blobref *ws_blobref_retain(ws_blobref *b)
 void ws_blobref_release(ws_blobref *b)
 {
     if (b && atomic_fetch_sub(&b->refs, 1) == 1) {
-        free(b->data);
+        bigmem_free(b->data);
         free(b);
     }
 }
@@ -524,7 +525,7 @@ static int reader_reserve(ws_reader *r, size_t len, size_t remaining, ippc_error
 {
     size_t need = r->len + len;
     /* A binary frame the JSON announced ("sizes") is allocated whole, once,
-     * in fresh memory (buf_alloc_big) rather than grown from the text's. */
+     * in fresh memory (bigmem_alloc) rather than grown from the text's. */
     int announced = r->announced != WS_NOT_ANNOUNCED && need <= r->announced;
     if (announced && r->len == 0 && r->buf && r->cap != r->announced)
         reader_drop_buffer(r);
@@ -541,7 +542,7 @@ static int reader_reserve(ws_reader *r, size_t len, size_t remaining, ippc_error
     if (reader_charge(r, cap - r->cap, err) < 0)
         return -1;
     /* A frame's first allocation is usually its whole size ("sizes"). */
-    unsigned char *buf = r->buf ? realloc(r->buf, cap) : buf_alloc_big(cap);
+    unsigned char *buf = r->buf ? realloc(r->buf, cap) : bigmem_alloc(cap);
     if (!buf) {
         reader_credit(r, cap - r->cap);
         return ippc_error_set(err, ERR_INTERNAL, "out of memory");

@@ -25,8 +25,8 @@
 #include <assert.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 
+#include "bigmem.h"
 #include "jsonout.h"
 #include "nd.h"
 
@@ -37,25 +37,13 @@
 enum { KIND_ARRAY = 1, KIND_WIRE = 2 };
 
 /* Receive buffers from this size on are asked for in huge pages. */
-#define FAN_HUGE_MIN ((size_t)4 << 20)
-#define FAN_HUGE_PAGE ((uintptr_t)2 << 20)
-
-/* A buffer for len bytes that MPI will fill.  Fresh memory costs a page
- * fault per 4 KiB page as it is first written, more than MPI's copy itself
- * (80 MB: ~55 ms of faults against ~20 ms in 2 MiB pages, bench/NOTES.md),
- * so big buffers are madvise'd for transparent huge pages (which
- * /sys/kernel/mm/transparent_hugepage/enabled = madvise allows; ignored
- * where it is "never").  NULL when out of memory. */
+/* A buffer for len bytes that MPI will fill: bigmem's (a block freed by the
+ * last round when there is one, else fresh memory in huge pages — fresh
+ * memory costs a page fault per 4 KiB as it is first written, more than
+ * MPI's copy itself; bench/NOTES.md).  NULL when out of memory. */
 static unsigned char *fan_alloc(size_t len)
 {
-    unsigned char *p = malloc(len ? len : 1);
-    if (p && len >= FAN_HUGE_MIN) {
-        uintptr_t start = ((uintptr_t)p + FAN_HUGE_PAGE - 1) & ~(FAN_HUGE_PAGE - 1);
-        uintptr_t end = ((uintptr_t)p + len) & ~(FAN_HUGE_PAGE - 1);
-        if (end > start)
-            madvise((void *)start, end - start, MADV_HUGEPAGE);
-    }
-    return p;
+    return bigmem_alloc(len);
 }
 
 /* ------------------------------------------------------------ helpers */
@@ -568,7 +556,7 @@ out:
     json_decref(ns);
     json_decref(skel);
     blobs_free(&got);
-    free(recv);
+    bigmem_free(recv);
     for (size_t i = 0; parts && i < n; i++)
         free(parts[i]);
     free(parts);
@@ -710,6 +698,7 @@ static void fan_gather(fan_op *op)
         goto out;
     if (!is_root)
         goto out; /* a non-root answers no value */
+    assert(buf);  /* had fan_alloc failed, fan_settle would have failed the op */
 
     /* finish (root): one array, or the parts */
     if (concat) {
@@ -741,7 +730,7 @@ static void fan_gather(fan_op *op)
 out:
     if (have || v.skel || v.hold[0] || v.hold[1])
         op->ns->release(op->ns->self, &v);
-    free(buf);
+    bigmem_free(buf);
     free(packed);
     free(displs);
     free(counts);

@@ -20,6 +20,7 @@
  * variable, an argument), as Lua code expects of "no value".
  */
 #include "luavalue.h"
+#include "bigmem.h"
 #include "buf.h"
 
 #include <math.h>
@@ -200,7 +201,7 @@ static json_t *wire_nd(wire_walk *w, nd_array *a)
         }
     }
     size_t bytes = nd_bytes(a);
-    unsigned char *copy = buf_alloc_big(bytes);
+    unsigned char *copy = bigmem_alloc(bytes);
     if (!copy)
         return wire_fail(w, "out of memory copying an %s", "nd array");
     nd_copy_out(a, copy);                           /* row-major, whatever a's strides */

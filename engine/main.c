@@ -37,6 +37,7 @@
 #include <libwebsockets.h>
 #include <mpi.h>
 
+#include "bigmem.h"
 #include "jsonout.h"
 #include "link.h"
 #include "list.h"
@@ -376,6 +377,7 @@ static void *net_main(void *arg)
         if (now >= next_heartbeat) {
             send_heartbeat();
             next_heartbeat = now + IPPC_HEARTBEAT_PERIOD_MS;
+            bigmem_trim(0); /* an idle engine gives spare array memory back */
         }
         if (E.conn && (want_write || !ws_outq_empty(&E.out))) {
             int rc = link_write(E.conn, &E.out);

@@ -12,6 +12,7 @@
  * bound).
  */
 #include "nd_impl.h"
+#include "bigmem.h"
 #include "buf.h"
 
 #include <math.h>
@@ -31,76 +32,13 @@ static size_t nd_live_after_gc;
 
 /* ---------------------------------------------------------------- buffers */
 
-/* Freed big blocks kept for reuse.  An expression like `y = a * x + y` makes
- * two large temporaries per evaluation; fresh memory for each costs a page
- * fault per 4 KiB (more than the arithmetic), reused memory does not.  The
- * cache holds a few blocks of at least ND_CACHE_MIN bytes, at most
- * ND_CACHE_MAX in all, and nd_cache_trim (the runtime calls it after every
- * task) gives them back, so an idle engine keeps nothing. */
-#define ND_CACHE_SLOTS 4
-#define ND_CACHE_MIN ((size_t)1 << 20)
-#define ND_CACHE_MAX ((size_t)512 << 20)
-
-static struct {
-    unsigned char *data;
-    size_t bytes;
-} nd_cache[ND_CACHE_SLOTS];
-static size_t nd_cache_bytes;
-
-/* A cached block of at least bytes (and not much more), or NULL. */
-static unsigned char *nd_cache_take(size_t bytes)
-{
-    if (bytes < ND_CACHE_MIN)
-        return NULL;
-    for (int i = 0; i < ND_CACHE_SLOTS; i++) {
-        size_t have = nd_cache[i].bytes;
-        if (nd_cache[i].data && have >= bytes && have - bytes <= bytes / 4) {
-            unsigned char *p = nd_cache[i].data;
-            nd_cache[i].data = NULL;
-            nd_cache_bytes -= have;
-            return p;
-        }
-    }
-    return NULL;
-}
-
-/* Keeps data (a malloc'd block of bytes) for reuse, or frees it. */
-static void nd_cache_put(unsigned char *data, size_t bytes)
-{
-    if (bytes >= ND_CACHE_MIN && nd_cache_bytes + bytes <= ND_CACHE_MAX)
-        for (int i = 0; i < ND_CACHE_SLOTS; i++)
-            if (!nd_cache[i].data) {
-                nd_cache[i].data = data;
-                nd_cache[i].bytes = bytes;
-                nd_cache_bytes += bytes;
-                return;
-            }
-    free(data);
-}
-
-void nd_cache_trim(void)
-{
-    for (int i = 0; i < ND_CACHE_SLOTS; i++) {
-        free(nd_cache[i].data);
-        nd_cache[i].data = NULL;
-    }
-    nd_cache_bytes = 0;
-}
-
-/* malloc / calloc, through the cache for big blocks.  A reused block is as
- * large as asked or a little larger; its size is forgotten (the buffer
- * records the size asked for, which is what the cache sees again). */
+/* malloc / calloc for element memory.  An expression like `y = a * x + y`
+ * makes two large temporaries per evaluation; bigmem hands the blocks of the
+ * last evaluation out again instead of fresh memory (a page fault per 4 KiB,
+ * more than the arithmetic). */
 static unsigned char *nd_alloc_bytes(size_t bytes, int zero)
 {
-    unsigned char *p = nd_cache_take(bytes);
-    if (p) {
-        if (zero)
-            memset(p, 0, bytes);
-        return p;
-    }
-    if (!zero)
-        return buf_alloc_big(bytes);
-    return calloc(bytes ? bytes : 1, 1);
+    return zero ? bigmem_calloc(bytes) : bigmem_alloc(bytes);
 }
 
 nd_buffer *nd_buffer_wrap(unsigned char *data, size_t bytes)
@@ -154,7 +92,7 @@ void nd_buffer_release(nd_buffer *b)
     if (!b || --b->refs > 0)
         return;
     nd_live_bytes -= b->bytes;
-    nd_cache_put(b->data, b->bytes);
+    bigmem_free(b->data);
     free(b);
 }
 
@@ -350,7 +288,7 @@ static nd_array *nd_push_alloc(lua_State *L, nd_dtype dtype, int ndim, const siz
         luaL_error(L, "nd: not enough memory for %I bytes", (LUAI_UACINT)bytes);
     a->buf = nd_buffer_wrap(data, bytes);
     if (!a->buf) {
-        free(data);
+        bigmem_free(data);
         luaL_error(L, "nd: not enough memory");
     }
     nd_maybe_collect(L);

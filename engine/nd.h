@@ -130,10 +130,6 @@ void nd_copy_in(nd_array *a, const void *src);
 nd_buffer *nd_buffer_retain(nd_array *a);
 nd_buffer *nd_buffer_share(nd_buffer *buf); /* one more reference; returns buf */
 void nd_buffer_release(nd_buffer *buf);
-/* Frees the big blocks nd keeps for reuse (see nd.c); the runtime calls it
- * after every task. */
-void nd_cache_trim(void);
-
 /* The buffer of a's elements (not retained). */
 nd_buffer *nd_buffer_of(const nd_array *a);
 

@@ -5,6 +5,7 @@
  * API, and the blob object is the one owner of the received bytes.
  */
 #include "pyvalue.h"
+#include "bigmem.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -29,7 +30,7 @@ static int blob_getbuffer(PyObject *self, Py_buffer *view, int flags)
 
 static void blob_dealloc(PyObject *self)
 {
-    free(((py_blob *)self)->data);
+    bigmem_free(((py_blob *)self)->data);
     Py_TYPE(self)->tp_free(self);
 }
 

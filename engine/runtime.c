@@ -924,7 +924,6 @@ static json_t *lua_rt_run_task(runtime *base, const json_t *task, ippc_blobs *ta
     }
     lua_settop(L, 0);
     json_t *res = task_finish(&c, &rt->out);
-    nd_cache_trim(); /* an idle engine keeps no spare array memory */
     return res;
 }
 

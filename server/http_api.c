@@ -65,6 +65,7 @@
 #include <microhttpd.h>
 
 #include "binbody.h"
+#include "bigmem.h"
 #include "buf.h"
 #include "call.h"
 #include "decode_pool.h"
@@ -335,7 +336,7 @@ static int query_take(req_ctx *ctx, ippc_error *err)
 /* The body's text is no longer needed. */
 static void body_text_free(req_ctx *ctx)
 {
-    free(ctx->body);
+    bigmem_free(ctx->body);
     ctx->body = NULL;
     ctx->len = ctx->cap = 0;
     budget_account_release(&ctx->held);
@@ -1059,7 +1060,7 @@ static int body_admit(req_ctx *ctx, const char *transfer_encoding, const char *c
         return 0;
     if (budget_take(&ctx->held, (size_t)n, "request body", err) < 0)
         return -1;
-    ctx->body = buf_alloc_big((size_t)n);
+    ctx->body = bigmem_alloc((size_t)n);
     if (!ctx->body) {
         budget_give(&ctx->held, (size_t)n);
         return ippc_error_set(err, ERR_OVERLOADED,

@@ -15,6 +15,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "bigmem.h"
 #include "events.h"
 #include "proto.h"
 #include "secret.h"
@@ -284,6 +285,7 @@ static void on_tick(lws_sorted_usec_list_t *sul)
 {
     ws_server *srv = lws_container_of(sul, ws_server, tick);
     hub_tick(srv->h);
+    bigmem_trim(0); /* array memory nobody reused within BIGMEM_KEEP_MS goes back */
     lws_sul_schedule(srv->ctx, 0, &srv->tick, on_tick, TICK_US);
 }
 

@@ -14,6 +14,7 @@
 #include <lualib.h>
 #include <mpi.h>
 
+#include "bigmem.h"
 #include "nd.h"
 
 #include "engine_harness.h"
@@ -531,9 +532,9 @@ static void test_big_array_cache(void **state)
               "for i = 1, 20 do y = 0.5 * x + y end\n"
               "assert(y:sum() == 10 * 2 * 1024 * 1024)\n"
               "local z = nd.zeros(2 * 1024 * 1024) assert(z:sum() == 0, 'zeroed when reused')\n");
-    nd_cache_trim();
+    bigmem_trim(1);
     lua_ok(L, "assert(nd.zeros(3 * 1024 * 1024):max() == 0)");
-    nd_cache_trim();
+    bigmem_trim(1);
 }
 
 static void test_c_api(void **state)
