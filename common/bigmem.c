@@ -1,8 +1,6 @@
 /* bigmem.c — array memory and the pool of freed blocks (see bigmem.h). */
 #include "bigmem.h"
 
-#include <sys/mman.h>
-
 #include <assert.h>
 #include <malloc.h>
 #include <pthread.h>
@@ -11,9 +9,8 @@
 #include <string.h>
 #include <time.h>
 
-#define BIGMEM_MIN ((size_t)1 << 20)  /* smaller blocks: malloc's own bins */
-#define BIGMEM_HUGE ((size_t)4 << 20) /* from here: huge-page aligned */
-#define HUGE_PAGE ((size_t)2 << 20)
+#define BIGMEM_MIN ((size_t)1 << 20) /* smaller blocks: malloc's own bins */
+#define SLACK ((size_t)2 << 20)
 #define BIGMEM_SLOTS 8
 
 typedef struct kept {
@@ -85,8 +82,8 @@ static void free_all(void **blocks, int n)
 }
 
 /* A kept block for n bytes, or NULL.  The best fit: the smallest that is
- * large enough and at most a quarter (plus a huge page: an aligned block's
- * usable size is ~0.75 MiB more than was asked) larger. */
+ * large enough and at most a quarter (plus SLACK: malloc's usable size
+ * may be a little more than was asked) larger. */
 static void *take(size_t n)
 {
     if (n < BIGMEM_MIN)
@@ -97,7 +94,7 @@ static void *take(size_t n)
     int nstale = evict_locked(now_ms(), pool_keep_ms, 0, stale);
     int best = -1;
     for (int i = 0; i < BIGMEM_SLOTS; i++)
-        if (pool[i].p && pool[i].size >= n && pool[i].size - n <= n / 4 + HUGE_PAGE &&
+        if (pool[i].p && pool[i].size >= n && pool[i].size - n <= n / 4 + SLACK &&
             (best < 0 || pool[i].size < pool[best].size))
             best = i;
     if (best >= 0) {
@@ -113,17 +110,10 @@ static void *take(size_t n)
 void *bigmem_alloc(size_t n)
 {
     void *p = take(n);
-    if (p)
-        return p;
-    if (n < BIGMEM_HUGE)
-        return malloc(n ? n : 1);
-    size_t rounded = (n + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE;
-    if (rounded < n)
-        return NULL; /* overflow */
-    p = aligned_alloc(HUGE_PAGE, rounded);
-    if (p)
-        (void)madvise(p, rounded, MADV_HUGEPAGE); /* advice only: fine to fail */
-    return p;
+    /* Fresh memory in plain pages: madvise(MADV_HUGEPAGE) made a round on
+     * cold memory 2-4x slower here (the kernel clears each 2 MiB page on its
+     * first fault; bench/NOTES.md, "bigmem"). */
+    return p ? p : malloc(n ? n : 1);
 }
 
 void *bigmem_calloc(size_t n)

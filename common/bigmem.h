@@ -32,9 +32,8 @@
 #define BIGMEM_KEEP_BYTES_DEFAULT ((size_t)512 << 20)
 
 /* Memory for n bytes of array data: a kept block of at least n bytes (and
- * not more than a quarter and 2 MiB more), or a fresh one — from 4 MiB on aligned to
- * 2 MiB and marked for transparent huge pages, so filling it takes one page
- * fault per 2 MiB instead of one per 4 KiB.  NULL when out of memory. */
+ * not more than a quarter and 2 MiB more), or a fresh one.  NULL when out
+ * of memory. */
 void *bigmem_alloc(size_t n);
 
 /* As bigmem_alloc, all bytes zero. */

@@ -48,8 +48,7 @@ static void test_freed_block_is_reused_for_its_size(void **state)
     unsigned char *c = bigmem_alloc(2 * MiB);
     assert_ptr_not_equal(c, b);
     assert_true(bigmem_kept_bytes() >= 8 * MiB);
-    /* more than the block holds (an aligned block's usable size is up to
-     * 2 MiB more than asked): not this block either */
+    /* more than the block holds: not this block either */
     unsigned char *d = bigmem_alloc(12 * MiB);
     assert_ptr_not_equal(d, b);
     bigmem_free(c);
