@@ -1318,7 +1318,10 @@ async function readFileText(filename) {
  * @property {{engines?: number[], tags?: string[], tasks?: number[]}} [filter]
  *   the controller's event filter (docs/streams.md)
  * @property {(state: 'open'|'reconnecting'|'closed', info?: any) => void} [onStatus]
- *   told when the socket opens, drops, or is closed for good
+ *   told 'open' once a socket's snapshot came (from then on every later
+ *   event reaches the handler across drops, or a gap says it is gone),
+ *   'reconnecting' when a socket drops or cannot be had, 'closed' when
+ *   unsubscribed
  * @property {number} [since] resume from this event seq instead of starting
  *   with a snapshot
  */
@@ -1379,7 +1382,9 @@ class Subscription {
           sock.abandon();
           this._onClose({ code: 4000, reason: 'no answer to a ping' });
         });
-        this.onStatus('open');
+        // 'open' waits for the snapshot (_onMessage): until it comes this
+        // subscription may have no seq to resume from, and a socket lost
+        // now would take the events since it opened along with it.
         return;
       } catch (e) {
         if (this.closed) return;
@@ -1404,6 +1409,9 @@ class Subscription {
         this.socket.send({ op: 'subscribe', topics: this.topics, ...(this.filter ? { filter: this.filter } : {}) });
         this.socket.send({ op: 'resume', since: this.lastSeq });
         this.socket.send({ op: 'ping', id: 'synced' });
+        // lastSeq is set: whatever happens to this socket now, the next
+        // one resumes from here.
+        this.onStatus('open');
         return;
       case 'subscribed':
         // Events before this answer were not filtered yet; the replay has

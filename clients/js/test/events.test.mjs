@@ -321,6 +321,9 @@ test('a silent (half-open) socket is noticed by its heartbeat and replaced', asy
   const statuses = [];
   const unsubscribe = client.subscribe(['tasks'], (e) => events.push(e), { onStatus: (s) => statuses.push(s) });
   t.after(unsubscribe);
+  // 'open' comes after the snapshot: the subscription has a seq to resume
+  // from (freezing earlier would leave it none, and the next socket would
+  // start afresh after the task).
   await until(() => statuses.includes('open'), 'the subscription');
   proxy.freeze();
   const task = direct.submit({ code: 'return "frozen"' });
@@ -329,6 +332,35 @@ test('a silent (half-open) socket is noticed by its heartbeat and replaced', asy
   proxy.up();
   await until(() => ofTask(events, task.id).includes('task.completed'), 'the task after the reconnect',
     30000, () => `statuses ${JSON.stringify(statuses)}, events ${JSON.stringify(events.map((x) => [x.type, x.seq]))}`);
+  assert.deepEqual(ofTask(events, task.id), ['task.submitted', 'task.started', 'task.completed']);
+  assert.equal(events.filter((e) => e.type === 'snapshot').length, 1, 'resumed, not restarted');
+  assert.ok(unsubscribe.reconnects >= 1);
+});
+
+test("'open' waits for the snapshot: a socket lost before it was never open, and events after 'open' arrive", async (t) => {
+  const proxy = new Proxy(cluster.url);
+  const url = await proxy.listen();
+  t.after(() => proxy.close());
+  const client = new Client(url, cluster.token, { transport: 'rest', reconnectMin: 50, reconnectMax: 200, heartbeatInterval: 300, heartbeatTimeout: 2000 });
+  await client.connect();
+  t.after(() => client.close());
+  // The first socket opens but its snapshot is held back; its first ping
+  // gets it cut.  Had it been told 'open', a task submitted then would be
+  // lost: the next socket has no seq to resume from and starts afresh.
+  proxy.silenceNextWebSocket();
+  const events = [];
+  const statuses = [];
+  const unsubscribe = client.subscribe(['tasks'], (e) => events.push(e), {
+    onStatus: (s) => statuses.push(s === 'open' ? [s, events.map((e) => e.type)] : [s]),
+  });
+  t.after(unsubscribe);
+  await until(() => statuses.some(([s]) => s === 'open'), 'the subscription');
+  assert.deepEqual(statuses[0], ['reconnecting'], 'the silenced socket was never open');
+  assert.equal(proxy.silenced, 1, 'the first socket opened and was cut');
+  assert.deepEqual(statuses[statuses.length - 1], ['open', ['snapshot']], "'open' after the snapshot");
+  const task = direct.submit({ code: 'return "after open"' });
+  await task;
+  await until(() => ofTask(events, task.id).includes('task.completed'), 'the task');
   assert.deepEqual(ofTask(events, task.id), ['task.submitted', 'task.started', 'task.completed']);
 });
 

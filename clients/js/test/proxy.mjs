@@ -1,7 +1,9 @@
 // proxy.mjs — a TCP relay between the SDK and a controller that a test can
 // cut: drop() destroys every relayed connection at once (what a network
 // failure does to a WebSocket: no close frame, code 1006), down() refuses
-// new connections until up().
+// new connections until up(), freeze() stops relaying without closing, and
+// silenceNextWebSocket() lets one WebSocket open but not hear its first
+// message.
 
 import net from 'node:net';
 
@@ -16,6 +18,9 @@ export class Proxy {
     /** Refuse WebSocket upgrades (pass REST), as some proxies do. */
     this.noWebSockets = false;
     this.accepted = 0;
+    this.silenceNext = false;
+    /** WebSockets that opened, were silenced, and were cut when the client spoke */
+    this.silenced = 0;
     this.server = net.createServer((client) => this._relay(client));
   }
 
@@ -38,18 +43,56 @@ export class Proxy {
       s.on('close', () => this.sockets.delete(s));
       s.on('error', () => {});
     }
-    // The first bytes tell a WebSocket upgrade from a REST request.
+    // The first bytes tell a WebSocket upgrade from a REST request (the
+    // controller says nothing before it has a request).
     client.once('data', (head) => {
-      if (this.noWebSockets && /^upgrade:\s*websocket/im.test(head.toString('latin1'))) {
+      const upgrade = /^upgrade:\s*websocket/im.test(head.toString('latin1'));
+      if (this.noWebSockets && upgrade) {
         client.destroy();
         return;
       }
       upstream.write(head);
+      if (upgrade && this.silenceNext) {
+        this.silenceNext = false;
+        this._headOnly(client, upstream);
+        return;
+      }
       client.pipe(upstream);
+      upstream.pipe(client);
     });
-    upstream.pipe(client);
     client.on('close', () => upstream.destroy());
     upstream.on('close', () => client.destroy());
+  }
+
+  /**
+   * Passes the controller's upgrade answer (its HTTP head) and holds back
+   * everything after it; the first bytes the client sends once open (a
+   * frame: a ping, say) cut the connection.
+   */
+  _headOnly(client, upstream) {
+    let got = Buffer.alloc(0);
+    upstream.on('data', (chunk) => {
+      if (!got) return; // held back
+      got = Buffer.concat([got, chunk]);
+      const end = got.indexOf('\r\n\r\n');
+      if (end < 0) return;
+      client.write(got.subarray(0, end + 4));
+      got = null;
+    });
+    client.on('data', () => {
+      if (got) return; // still the request, in pieces
+      this.silenced++;
+      client.destroy();
+    });
+  }
+
+  /**
+   * The next WebSocket opens (its upgrade answer passes) but hears nothing
+   * after that, its snapshot included, and is cut when the client first
+   * sends.
+   */
+  silenceNextWebSocket() {
+    this.silenceNext = true;
   }
 
   /**
