@@ -98,10 +98,11 @@ typedef struct options {
 
 /* From which size pushes, scatters and gathers fan out by MPI, measured both
  * ways with bench/bench_fanout_paths.py (bench/NOTES.md): a push gains from
- * 128-256 KiB, a gather from 128 KiB; a scatter, sent whole over one engine
- * link instead of in parts over all of them at once, loses up to 32 MB and
- * wins 2.7-4x at 80 MB since the engine link takes arrays at over 1 GB/s. */
-#define DEFAULT_FANOUT "push=256K,scatter=48M,gather=128K"
+ * 128-256 KiB, a gather from 128 KiB; a scatter moves the same bytes through
+ * the controller either way and the fan-out adds a hop: with array memory
+ * reused (common/bigmem.h) the per-engine path was faster at every size up
+ * to 80 MB (1.3-2x), so scatters go per engine unless asked. */
+#define DEFAULT_FANOUT "push=256K,scatter=off,gather=128K"
 
 /* --fanout-min-bytes: comma-separated items, each "VALUE" (every op) or
  * "OP=VALUE" (push, scatter, gather); VALUE is bytes with an optional K, M or
