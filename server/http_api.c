@@ -159,8 +159,9 @@ struct req_ctx {
     char file_rel[WEBROOT_MAX_PATH];
     int refused; /* answer `refusal` at the last call */
     ippc_error refusal;
-    char allow[64]; /* Allow header of a 405 */
-    int drop_body;  /* read body bytes are dropped, never held */
+    char allow[64];  /* Allow header of a 405 */
+    int close_after; /* the refusal ends the connection (Connection: close) */
+    int drop_body;   /* read body bytes are dropped, never held */
     size_t dropped;
     /* the body */
     int raw; /* application/octet-stream, or application/x-npy: */
@@ -244,6 +245,9 @@ static enum MHD_Result fail(struct MHD_Connection *conn, const char *code, const
 static enum MHD_Result send_refusal(req_ctx *ctx)
 {
     const ippc_error *err = &ctx->refusal;
+    if (ctx->close_after)
+        return send_json_with(ctx->conn, (unsigned int)http_status_for(err->code),
+                              ippc_error_json(err), MHD_HTTP_HEADER_CONNECTION, "close");
     return send_json_with(ctx->conn, (unsigned int)http_status_for(err->code), ippc_error_json(err),
                           ctx->allow[0] ? MHD_HTTP_HEADER_ALLOW : NULL, ctx->allow);
 }
@@ -1119,6 +1123,17 @@ static int admit(req_ctx *ctx, const char *url, const char *method, const char *
                               "Transfer-Encoding '%.64s' is not supported: send Content-Length "
                               "or chunked",
                               te);
+    if (strcmp(url, "/ws") == 0 || strcmp(url, "/engine") == 0) {
+        /* The acceptor hands a connection to libwebsockets or to this
+         * handler by its first request; a WebSocket endpoint reached here
+         * came after HTTP requests on a kept-alive connection. */
+        ctx->close_after = 1;
+        return ippc_error_set(err, ERR_BAD_REQUEST,
+                              "%s takes a WebSocket upgrade as the first request of a "
+                              "connection; this one carried HTTP requests before: open a new "
+                              "connection for it",
+                              url);
+    }
     int is_api = strncmp(url, "/api/", 5) == 0 ||
                  (strcmp(url, "/metrics") == 0 && !ctx->api->metrics_public);
     if (is_api && !authorized(ctx))

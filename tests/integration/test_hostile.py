@@ -244,6 +244,38 @@ def test_refusals_are_json(c):
     still_served(c, "after refused requests")
 
 
+def test_upgrade_after_rest_on_one_connection(c):
+    """A WebSocket upgrade sent on a connection that already carried REST
+    requests (keep-alive) is refused with a JSON 400 that says to open a new
+    connection, and the connection is closed; a new connection upgrades."""
+    token = c.client_info["token"]
+    for path, protocol in (("/ws", "ippc.client.v1"), ("/engine", "ippc.engine.v1")):
+        s = connect(c)
+        try:
+            s.sendall(("GET /api/v1/info HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n\r\n"
+                       % token).encode())
+            first = read_answer(s)
+            check(first.status == 200, "the first REST request on the connection: %r" % first)
+            s.sendall(upgrade(path, ["Authorization: Bearer " + token], protocol=protocol).encode())
+            r = read_answer(s)
+            check_json_refusal(r, 400, "bad_request", "an upgrade to %s after a REST request" % path)
+            msg = r.json()["error"]["message"]
+            check("first request" in msg and "new connection" in msg,
+                  "the refusal says what to do: %r" % msg)
+        finally:
+            s.close()
+    # the same upgrade as a connection's first request is served
+    s = connect(c)
+    try:
+        s.sendall(upgrade("/ws", ["Authorization: Bearer " + token],
+                          protocol="ippc.client.v1").encode())
+        r = read_answer(s)
+        check(r.status == 101, "an upgrade as the first request: want 101: %r" % r)
+    finally:
+        s.close()
+    still_served(c, "after upgrades on kept-alive connections")
+
+
 def test_unregistered_engine_socket_closed(c):
     """An authenticated /engine socket that never registers is closed after a
     short deadline (5 s), so an engine key alone cannot pin connections."""
@@ -543,6 +575,8 @@ TESTS = [
     ("hostile_engine_subprotocol_without_key", test_engine_subprotocol_without_key, "shared"),
     ("hostile_refused_upgrade_keeps_streams", test_refused_upgrade_keeps_streams, "shared"),
     ("hostile_refusals_are_json", test_refusals_are_json, "shared"),
+    ("hostile_upgrade_after_rest_on_one_connection", test_upgrade_after_rest_on_one_connection,
+     "shared"),
     ("hostile_engine_first_message_not_register", test_engine_first_message_not_register,
      "shared"),
     ("hostile_unregistered_engine_socket_closed", test_unregistered_engine_socket_closed,
