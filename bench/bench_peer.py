@@ -57,6 +57,11 @@ time budget): the ippc cluster by harness.Cluster.stop(); IPython Parallel by
 stop_cluster_sync(), then every process that carries this run's marker in its
 environment is signalled by pid (SIGTERM, then SIGKILL).
 
+Before every timed data operation (push, each pull, scatter, gather) of either side,
+the run waits until the machine is quiet — under 15 % of its CPUs busy over 100 ms, at
+most 5 s — so one side's clean-up (IPython Parallel's garbage collection, ippc's
+engines freeing arrays, the checks of the last answer) is not timed against the other.
+
 Environment: BUILD, BENCH_PEER_REPS (repetitions, default 3), BENCH_PEER_BUDGET
 (seconds, default 900; the run stops itself after it), BENCH_KEEP=1 (keep temp
 folders), BENCH_PEER_IPPC_ARGS (more ippc-controller options, split on spaces, e.g.
@@ -140,6 +145,25 @@ def _ipp_available():
 
 
 # ---------------------------------------------------------------- small helpers
+
+def cpu_busy_fraction(seconds):
+    """Share of all CPUs busy over `seconds` (/proc/stat)."""
+    def snap():
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+        return sum(v), v[3] + v[4]  # total, idle + iowait
+    t0, i0 = snap()
+    time.sleep(seconds)
+    t1, i1 = snap()
+    return 1.0 - (i1 - i0) / max(1, t1 - t0)
+
+
+def settle(limit=5.0):
+    """Waits until the machine is quiet (see the top), at most `limit` s."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline and cpu_busy_fraction(0.1) > 0.15:
+        pass
+
 
 def median(xs):
     return statistics.median(xs)
@@ -726,22 +750,30 @@ class Run:
         name = "a_" + size_key
         for side, obj in self.sides(rep):
             if side == "ippc":
+                settle()
                 self.add("push_all_" + size_key, side, obj.push(name, raw, n))
+                settle()
                 t, got = obj.pull_raw(name)
                 self.check("ippc pull (raw GETs) gives the pushed array",
                            len(got) == 4 and all(g == raw for g in got))
                 self.add("pull_all_raw_" + size_key, side, t)
+                got = None
+                settle()
                 t, got = obj.pull_typed(name)
                 self.check("ippc pull (?format=typed) gives the pushed array",
                            len(got) == 4 and all(g == raw for g in got))
                 self.add("pull_all_typed_" + size_key, side, t)
                 if obj.multipart:
+                    got = None
+                    settle()
                     t, got = obj.pull_multipart(name)
                     self.check("ippc pull (multipart) gives the pushed array",
                                len(got) == 4 and all(g == raw for g in got))
                     self.add("pull_all_multipart_" + size_key, side, t)
             else:
+                settle()
                 self.add("push_all_" + size_key, side, obj.push(name, arr, n))
+                settle()
                 t, got = obj.pull(name)
                 self.check("IPP pull gives the pushed array",
                            len(got) == 4 and all(import_np.array_equal(g, arr) for g in got))
@@ -755,11 +787,15 @@ class Run:
             import numpy as import_np
         for side, obj in self.sides(rep):
             if side == "ippc":
+                settle()
                 self.add("scatter_large", side, obj.scatter("s_large", raw, n))
+                settle()
                 t, got = obj.gather("s_large")
                 self.check("ippc gather gives the scattered array", got == raw)
             else:
+                settle()
                 self.add("scatter_large", side, obj.scatter("s_large", arr, n))
+                settle()
                 t, got = obj.gather("s_large")
                 self.check("IPP gather gives the scattered array",
                            import_np.array_equal(got, arr))
