@@ -36,16 +36,6 @@
 
 enum { KIND_ARRAY = 1, KIND_WIRE = 2 };
 
-/* Receive buffers from this size on are asked for in huge pages. */
-/* A buffer for len bytes that MPI will fill: bigmem's (a block freed by the
- * last round when there is one, else fresh memory in huge pages — fresh
- * memory costs a page fault per 4 KiB as it is first written, more than
- * MPI's copy itself; bench/NOTES.md).  NULL when out of memory. */
-static unsigned char *fan_alloc(size_t len)
-{
-    return bigmem_alloc(len);
-}
-
 /* ------------------------------------------------------------ helpers */
 
 static int cmp_str(const void *a, const void *b)
@@ -336,7 +326,9 @@ static void fan_push(fan_op *op)
         for (size_t i = 0; i < nb && task_ok(op); i++) {
             int64_t l;
             memcpy(&l, m + lmpi_align8(tlen) + 8 * i, 8);
-            unsigned char *data = l >= 0 ? fan_alloc((size_t)l) : NULL;
+            /* bigmem: the block the last round freed, when there is one
+             * (fresh pages cost more than MPI's copy into them) */
+            unsigned char *data = l >= 0 ? bigmem_alloc((size_t)l) : NULL;
             if (!data || blobs_push(&got, data, (size_t)l) < 0)
                 fan_oom(op, (size_t)l);
         }
@@ -523,7 +515,7 @@ static void fan_scatter(fan_op *op)
             goto out;
         mine = len > 0 ? (size_t)len : 0;
     }
-    if (task_ok(op) && !(recv = fan_alloc(mine)))
+    if (task_ok(op) && !(recv = bigmem_alloc(mine)))
         fan_oom(op, mine);
     if (fan_settle(op) < 0)
         goto out;
@@ -687,7 +679,7 @@ static void fan_gather(fan_op *op)
         displs[i] = (MPI_Aint)total;
         total += concat ? b : lmpi_align8(b);
     }
-    if (is_root && !(buf = fan_alloc(total)))
+    if (is_root && !(buf = bigmem_alloc(total)))
         fan_oom(op, total);
     if (fan_settle(op) < 0)
         goto out;
@@ -698,7 +690,7 @@ static void fan_gather(fan_op *op)
         goto out;
     if (!is_root)
         goto out; /* a non-root answers no value */
-    assert(buf);  /* had fan_alloc failed, fan_settle would have failed the op */
+    assert(buf);  /* had bigmem_alloc failed, fan_settle would have failed the op */
 
     /* finish (root): one array, or the parts */
     if (concat) {
