@@ -1493,10 +1493,15 @@ fail:
     return -1;
 }
 
-int store_get(store *s, uint64_t id, store_record *rec, ippc_error *err)
+/* Reads the row a lookup by id found: 0, or -1 + err. */
+typedef int (*row_reader)(store *s, sqlite3_stmt *stmt, void *arg, ippc_error *err);
+
+/* Runs the one-row lookup sql (its ?1 is id) on the reader connection with
+ * the statement cached in *slot: 1 and read() called on the row, 0 when
+ * there is none, -1 + err.  `what` names the read in an SQL error. */
+static int get_by_id(store *s, sqlite3_stmt **slot, const char *sql, uint64_t id, const char *what,
+                     row_reader read, void *arg, ippc_error *err)
 {
-    memset(rec, 0, sizeof *rec);
-    blobs_init(&rec->blobs);
     if (!s)
         return ippc_error_set(err, ERR_INTERNAL, "task store: not open");
     if (id == 0 || id > INT64_MAX)
@@ -1504,55 +1509,61 @@ int store_get(store *s, uint64_t id, store_record *rec, ippc_error *err)
     store_conn *c = s->reader;
     int found = -1;
     pthread_mutex_lock(&c->lock);
-    char sql[256];
-    snprintf(sql, sizeof sql, "SELECT %s FROM tasks AS t WHERE t.id = ?1", TASK_COLUMNS);
-    sqlite3_stmt *stmt = cached_stmt(s, c, &c->get, sql, err);
+    sqlite3_stmt *stmt = cached_stmt(s, c, slot, sql, err);
     if (stmt) {
         int rc = sqlite3_bind_int64(stmt, 1, (sqlite3_int64)id);
         if (rc == SQLITE_OK)
             rc = sqlite3_step(stmt);
         if (rc == SQLITE_ROW)
-            found = record_from_row(s, stmt, rec, err) == 0 ? 1 : -1;
+            found = read(s, stmt, arg, err) == 0 ? 1 : -1;
         else if (rc == SQLITE_DONE)
             found = 0;
         else
-            sql_error(s, c->db, rc, "reading a task", err);
+            sql_error(s, c->db, rc, what, err);
         stmt_done(stmt);
     }
     pthread_mutex_unlock(&c->lock);
     return found;
 }
 
+static int read_record(store *s, sqlite3_stmt *stmt, void *arg, ippc_error *err)
+{
+    return record_from_row(s, stmt, arg, err);
+}
+
+int store_get(store *s, uint64_t id, store_record *rec, ippc_error *err)
+{
+    memset(rec, 0, sizeof *rec);
+    blobs_init(&rec->blobs);
+    char sql[256];
+    snprintf(sql, sizeof sql, "SELECT %s FROM tasks AS t WHERE t.id = ?1", TASK_COLUMNS);
+    return get_by_id(s, s ? &s->reader->get : NULL, sql, id, "reading a task", read_record, rec,
+                     err);
+}
+
+typedef struct state_out {
+    char *state;
+    size_t size;
+    int *engine;
+} state_out;
+
+static int read_state(store *s, sqlite3_stmt *stmt, void *arg, ippc_error *err)
+{
+    (void)s;
+    (void)err;
+    state_out *o = arg;
+    const unsigned char *text = sqlite3_column_text(stmt, 0);
+    snprintf(o->state, o->size, "%s", text ? (const char *)text : "");
+    *o->engine = sqlite3_column_type(stmt, 1) == SQLITE_NULL ? -1 : sqlite3_column_int(stmt, 1);
+    return 0;
+}
+
 int store_get_state(store *s, uint64_t id, char *state, size_t size, int *engine, ippc_error *err)
 {
-    if (!s)
-        return ippc_error_set(err, ERR_INTERNAL, "task store: not open");
-    if (id == 0 || id > INT64_MAX)
-        return 0;
-    store_conn *c = s->reader;
-    int found = -1;
-    pthread_mutex_lock(&c->lock);
-    sqlite3_stmt *stmt =
-        cached_stmt(s, c, &c->get_state, "SELECT state, engine FROM tasks WHERE id = ?1", err);
-    if (stmt) {
-        int rc = sqlite3_bind_int64(stmt, 1, (sqlite3_int64)id);
-        if (rc == SQLITE_OK)
-            rc = sqlite3_step(stmt);
-        if (rc == SQLITE_ROW) {
-            const unsigned char *text = sqlite3_column_text(stmt, 0);
-            snprintf(state, size, "%s", text ? (const char *)text : "");
-            *engine =
-                sqlite3_column_type(stmt, 1) == SQLITE_NULL ? -1 : sqlite3_column_int(stmt, 1);
-            found = 1;
-        } else if (rc == SQLITE_DONE) {
-            found = 0;
-        } else {
-            sql_error(s, c->db, rc, "reading a task's state", err);
-        }
-        stmt_done(stmt);
-    }
-    pthread_mutex_unlock(&c->lock);
-    return found;
+    state_out o = {state, size, engine};
+    return get_by_id(s, s ? &s->reader->get_state : NULL,
+                     "SELECT state, engine FROM tasks WHERE id = ?1", id, "reading a task's state",
+                     read_state, &o, err);
 }
 
 void store_record_free(store_record *rec)
