@@ -23,6 +23,7 @@ static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
 static kept pool[BIGMEM_SLOTS];
 static size_t pool_bytes;
 static size_t pool_limit = SIZE_MAX; /* SIZE_MAX: not read from the environment yet */
+static size_t pool_default = BIGMEM_KEEP_BYTES_DEFAULT;
 static int64_t pool_keep_ms = BIGMEM_KEEP_MS;
 
 static int64_t now_ms(void)
@@ -36,7 +37,7 @@ static int64_t now_ms(void)
 static size_t limit_locked(void)
 {
     if (pool_limit == SIZE_MAX) {
-        pool_limit = BIGMEM_KEEP_BYTES_DEFAULT;
+        pool_limit = pool_default;
         const char *mb = getenv("IPPC_BIGMEM_KEEP_MB");
         if (mb && *mb) {
             char *end;
@@ -174,6 +175,17 @@ size_t bigmem_kept_bytes(void)
     size_t n = pool_bytes;
     pthread_mutex_unlock(&pool_lock);
     return n;
+}
+
+void bigmem_default_limit(size_t bytes)
+{
+    void *out[BIGMEM_SLOTS];
+    pthread_mutex_lock(&pool_lock);
+    pool_default = bytes == SIZE_MAX ? SIZE_MAX - 1 : bytes;
+    pool_limit = SIZE_MAX; /* read again: the environment wins */
+    int n = evict_locked(now_ms(), pool_keep_ms, 0, out);
+    pthread_mutex_unlock(&pool_lock);
+    free_all(out, n);
 }
 
 void bigmem_configure(size_t limit_bytes, int keep_ms)

@@ -28,8 +28,11 @@
  * soon holds nothing. */
 #define BIGMEM_KEEP_MS 3000
 /* Default bound on the bytes kept; IPPC_BIGMEM_KEEP_MB in the environment
- * (read once, on first use) changes it, 0 turns keeping off. */
+ * (read once, on first use) changes it, 0 turns keeping off.  An engine
+ * keeps at most half of it (bigmem_default_limit), as a node may run many:
+ * enough for the arrays of the last round of a few hundred MB. */
 #define BIGMEM_KEEP_BYTES_DEFAULT ((size_t)512 << 20)
+#define BIGMEM_KEEP_BYTES_ENGINE ((size_t)256 << 20)
 
 /* Memory for n bytes of array data: a kept block of at least n bytes (and
  * not more than a quarter and 2 MiB more), or a fresh one.  NULL when out
@@ -47,6 +50,10 @@ void bigmem_free(void *p);
  * all != 0, every kept block.  Idle loops call it (engine heartbeat timer,
  * controller service loop) so an idle process keeps nothing. */
 void bigmem_trim(int all);
+
+/* Sets this process's default byte limit (before IPPC_BIGMEM_KEEP_MB, which
+ * still wins); the engine calls it at start. */
+void bigmem_default_limit(size_t bytes);
 
 /* Bytes kept for reuse right now (for tests and the bench). */
 size_t bigmem_kept_bytes(void);

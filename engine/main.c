@@ -673,6 +673,7 @@ int main(int argc, char **argv)
     MPI_Comm_rank(MPI_COMM_WORLD, &E.rank);
     MPI_Comm_size(MPI_COMM_WORLD, &E.size);
     E.pid = (int)getpid();
+    bigmem_default_limit(BIGMEM_KEEP_BYTES_ENGINE); /* a node may run many engines */
     gethostname(E.host, sizeof E.host - 1);
     make_job_id();
     E.engine_id = -1;

@@ -108,6 +108,41 @@ static void test_limit_drops_the_oldest(void **state)
     bigmem_configure(64 * MiB, 60000);
 }
 
+static void test_default_limit_and_environment(void **state)
+{
+    (void)state;
+    /* an engine's smaller default: a block above it is not kept */
+    bigmem_default_limit(16 * MiB);
+    void *a = bigmem_alloc(20 * MiB);
+    bigmem_free(a);
+    assert_int_equal(bigmem_kept_bytes(), 0);
+    void *b = bigmem_alloc(8 * MiB);
+    bigmem_free(b);
+    assert_true(bigmem_kept_bytes() >= 8 * MiB);
+    bigmem_trim(1);
+    /* IPPC_BIGMEM_KEEP_MB wins over the default; 0 keeps nothing */
+    assert_int_equal(setenv("IPPC_BIGMEM_KEEP_MB", "0", 1), 0);
+    bigmem_default_limit(64 * MiB);
+    void *c = bigmem_alloc(8 * MiB);
+    bigmem_free(c);
+    assert_int_equal(bigmem_kept_bytes(), 0);
+    assert_int_equal(setenv("IPPC_BIGMEM_KEEP_MB", "30", 1), 0);
+    bigmem_default_limit(1 * MiB);
+    void *d = bigmem_alloc(20 * MiB);
+    bigmem_free(d);
+    assert_true(bigmem_kept_bytes() >= 20 * MiB);
+    /* not a number: the default holds */
+    bigmem_trim(1);
+    assert_int_equal(setenv("IPPC_BIGMEM_KEEP_MB", "lots", 1), 0);
+    bigmem_default_limit(4 * MiB);
+    void *e = bigmem_alloc(8 * MiB);
+    bigmem_free(e);
+    assert_int_equal(bigmem_kept_bytes(), 0);
+    assert_int_equal(unsetenv("IPPC_BIGMEM_KEEP_MB"), 0);
+    bigmem_default_limit(BIGMEM_KEEP_BYTES_DEFAULT);
+    bigmem_configure(64 * MiB, 60000);
+}
+
 static void test_many_blocks_fit_the_slots(void **state)
 {
     (void)state;
@@ -199,6 +234,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_best_fit_among_kept, setup, teardown),
         cmocka_unit_test_setup_teardown(test_small_blocks_are_not_kept, setup, teardown),
         cmocka_unit_test_setup_teardown(test_limit_drops_the_oldest, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_default_limit_and_environment, setup, teardown),
         cmocka_unit_test_setup_teardown(test_many_blocks_fit_the_slots, setup, teardown),
         cmocka_unit_test_setup_teardown(test_old_blocks_are_trimmed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_calloc_zeroes_a_reused_block, setup, teardown),
