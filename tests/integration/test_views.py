@@ -153,8 +153,14 @@ SLOW = 'local t0 = os.time() while os.time() - t0 < 4 do end return "slow"'
 def test_nonblocking_requests(c):
     ids = c.ids()
     r = c.api.post(view("all", "execute") + "?block=false", {"code": "nb = 5 return nb * 2"})
-    rid = expect_pending(r, ids, "execute?block=false")
-    r = wait_request(c, rid)
+    if r.status == 200:
+        # Answered at once, as the contract says, when every engine had
+        # answered already (a quick task on idle engines can be that fast).
+        expect_task_results(r, ids, "execute?block=false, already done")
+        rid = r.body["request"]
+    else:
+        rid = expect_pending(r, ids, "execute?block=false")
+        r = wait_request(c, rid)
     results = expect_task_results(r, ids, "GET /requests/%s" % rid)
     check(same([x.get("value") for x in results], [10] * 4), "request result values: %r" % r)
     # Done requests stay readable.
