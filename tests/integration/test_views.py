@@ -193,8 +193,9 @@ def test_nonblocking_requests(c):
 
     # Non-blocking works for other verbs too.
     r = c.api.get(view("all", "vars/nb") + "?block=false")
-    rid = expect_pending(r, ids, "GET vars?block=false")
-    body = expect_done(wait_request(c, rid), 4, "vars request")
+    if r.status != 200:  # 200 at once when every engine answered already
+        r = wait_request(c, expect_pending(r, ids, "GET vars?block=false"))
+    body = expect_done(r, 4, "vars request")
     check(same(body.get("results"), [5] * 4), "vars request results: %s" % show(body))
 
     expect_error(c.api.get("/api/v1/requests/999999999"), 404, "not_found", "unknown request")
