@@ -333,6 +333,16 @@ test('parseMultipart walks parts by Content-Length and refuses what is not the f
     [type, multipart(B, [{ head: 'Content-Length: 2', data: Buffer.from('ab') }], `--${B}--\r\nmore`), /bytes follow/],
     [type, multipart(B, [{ head: 'Content-Length: 99999999', data: Buffer.from('ab') }]), /part 1 is cut short: its Content-Length is 99999999/],
   ];
+  // Every prefix of a well-formed answer is refused: a body cut anywhere
+  // never yields parts.
+  const whole = multipart(B, [
+    { head: 'Content-Type: application/octet-stream\r\nContent-Length: 16\r\nX-Ippc-Engine: 0', data: Buffer.alloc(16, 7) },
+    { head: 'Content-Type: application/json\r\nContent-Length: 4\r\nX-Ippc-Engine: 1', data: Buffer.from('"ab"') },
+  ]);
+  assert.equal(parseMultipart(type, whole).length, 2);
+  for (let cut = 0; cut < whole.length - 2; cut++) {
+    assert.throws(() => parseMultipart(type, whole.subarray(0, cut)), (e) => e.code === 'bad_answer', `cut at ${cut}`);
+  }
   for (const [ctype, bytes, message] of refused) {
     assert.throws(
       () => parseMultipart(ctype, bytes),
