@@ -10,7 +10,9 @@
 //     16 MiB limit, over REST (fetch).
 //   - Array bytes go over REST as application/octet-stream, dtype and shape
 //     beside them (the "binary path"): a TypedArray pushed or scattered is
-//     sent as its bytes, and pull/gather with {raw: true} read bytes back.
+//     sent as its bytes; a blocking pull of one name reads big arrays back
+//     as bytes (one multipart/mixed answer for all targets), and
+//     pull/gather with {raw: true} read bytes back.
 //     Smaller arrays inside JSON travel typed ({dtype, shape, data: base64}),
 //     never as JSON numbers; every call asks for typed answers.
 //   - Events: each subscribe() has a socket of its own with its topics and
@@ -32,7 +34,7 @@ const WAIT_CHUNK_S = 30;
 const REST_READ_MARGIN_S = 15;
 /** Larger JSON messages go over REST: /ws takes at most 16 MiB. */
 const WS_MESSAGE_MAX = 8 << 20;
-/** Arrays from this many bytes inside a push travel as raw bodies. */
+/** Arrays from this many bytes travel as raw bodies: in a push, and in the answer of a pull. */
 const RAW_MIN_BYTES = 64 << 10;
 const DONE_TASK_STATES = new Set(['completed', 'failed', 'aborted', 'lost']);
 
@@ -384,6 +386,162 @@ export function decodeValue(v) {
   for (const [k, x] of Object.entries(v)) out[k] = decodeValue(x);
   return out;
 }
+
+// ------------------------------------------------------------------ binary answers
+
+/** A part's headers take at most this many bytes: the search for their end stops there. */
+const PART_HEAD_MAX = 4096;
+const CRLF = Uint8Array.of(13, 10);
+const DASH_DASH = Uint8Array.of(45, 45);
+/** RFC 2046's boundary: 1 to 70 of these characters, not ending in a space. */
+const BOUNDARY_RE = /^[0-9A-Za-z'()+_,\-./:=? ]{0,69}[0-9A-Za-z'()+_,\-./:=?]$/;
+
+/** @param {string} what */
+function badAnswer(what) {
+  return new IppcError(`malformed binary answer: ${what}`, { code: 'bad_answer' });
+}
+
+/** Whether buf holds pattern at offset at. */
+function bytesAt(buf, at, pattern) {
+  if (at < 0 || at + pattern.length > buf.length) return false;
+  for (let i = 0; i < pattern.length; i++) if (buf[at + i] !== pattern[i]) return false;
+  return true;
+}
+
+/** The offset of the first CRLF CRLF in buf[from, to), or -1. */
+function headEnd(buf, from, to) {
+  for (let i = from; i + 4 <= to; i++) {
+    if (buf[i] === 13 && buf[i + 1] === 10 && buf[i + 2] === 13 && buf[i + 3] === 10) return i;
+  }
+  return -1;
+}
+
+/**
+ * The parts of a multipart/mixed answer (docs/binary.md), in order, each
+ * `{headers, body}`: headers a Map from lower-case names to values, body a
+ * view of the answer's bytes.  Each part is taken by its Content-Length and
+ * the boundary is checked where the part must end: the parts' bytes are
+ * never searched.  Throws an IppcError with code 'bad_answer' for anything
+ * else (a wrong content type or boundary, a part cut short, a part header
+ * that is missing or does not parse, bytes after the closing boundary).
+ * @param {string} contentType the answer's Content-Type
+ * @param {Uint8Array} body the answer's bytes
+ * @returns {{headers: Map<string, string>, body: Uint8Array}[]}
+ */
+export function parseMultipart(contentType, body) {
+  const [type, ...params] = String(contentType).split(';');
+  if (type.trim().toLowerCase() !== 'multipart/mixed') throw badAnswer(`content type '${contentType}' is not multipart/mixed`);
+  let boundary = null;
+  for (const param of params) {
+    const eq = param.indexOf('=');
+    if (eq > 0 && param.slice(0, eq).trim().toLowerCase() === 'boundary') boundary = param.slice(eq + 1).trim().replace(/^"(.*)"$/, '$1');
+  }
+  if (boundary === null || !BOUNDARY_RE.test(boundary)) throw badAnswer(`content type '${contentType}' has no valid boundary`);
+  const delim = Uint8Array.from('--' + boundary, (c) => c.charCodeAt(0));
+  if (!bytesAt(body, 0, delim) || !bytesAt(body, delim.length, CRLF)) throw badAnswer('the body does not begin with the boundary');
+  let at = delim.length + 2;
+  const parts = [];
+  for (;;) {
+    const n = parts.length + 1;
+    const end = headEnd(body, at, Math.min(body.length, at + PART_HEAD_MAX));
+    if (end < 0) {
+      throw badAnswer(body.length < at + PART_HEAD_MAX ? `the body ends inside part ${n}'s headers` : `part ${n}'s headers pass ${PART_HEAD_MAX} bytes`);
+    }
+    const headers = new Map();
+    for (const line of String.fromCharCode(...body.subarray(at, end)).split('\r\n')) {
+      const colon = line.indexOf(':');
+      const name = colon > 0 ? line.slice(0, colon).trim().toLowerCase() : '';
+      if (!/^[!#$%&'*+.^_`|~0-9a-z-]+$/.test(name)) throw badAnswer(`part ${n} has a header line that does not parse: '${line.slice(0, 80)}'`);
+      if (headers.has(name)) throw badAnswer(`part ${n} has two ${name} headers`);
+      headers.set(name, line.slice(colon + 1).trim());
+    }
+    const lengthText = headers.get('content-length');
+    if (lengthText === undefined || !/^\d{1,15}$/.test(lengthText)) {
+      throw badAnswer(`part ${n} has ${lengthText === undefined ? 'no' : `a bad (${lengthText})`} Content-Length`);
+    }
+    const length = Number(lengthText);
+    const start = end + 4;
+    if (start + length + 2 + delim.length > body.length) {
+      throw badAnswer(`part ${n} is cut short: its Content-Length is ${length}, and the body ends ${Math.max(0, body.length - start)} bytes after its headers`);
+    }
+    parts.push({ headers, body: body.subarray(start, start + length) });
+    at = start + length;
+    if (!bytesAt(body, at, CRLF) || !bytesAt(body, at + 2, delim)) throw badAnswer(`part ${n} is not followed by the boundary (a wrong Content-Length?)`);
+    at += 2 + delim.length;
+    if (bytesAt(body, at, DASH_DASH)) {
+      at += 2;
+      if (at === body.length || (at + 2 === body.length && bytesAt(body, at, CRLF))) return parts;
+      throw badAnswer('bytes follow the closing boundary');
+    }
+    if (!bytesAt(body, at, CRLF)) throw badAnswer(`the boundary after part ${n} is followed by neither CRLF nor '--'`);
+    at += 2;
+  }
+}
+
+/**
+ * An array from an answer's bytes and its X-Ippc-Dtype/X-Ippc-Shape
+ * headers, checked against each other (a wrong length never becomes an
+ * array); as arrayFromBytes gives it.
+ * @param {Uint8Array} bytes
+ * @param {string|null} dtype
+ * @param {string|null} shapeText
+ * @param {string} where what the bytes are, for the error
+ */
+function arrayFromAnswer(bytes, dtype, shapeText, where) {
+  if (!dtype || !Object.prototype.hasOwnProperty.call(DTYPE_CLASS, dtype)) throw badAnswer(`${where}: dtype '${dtype}' is not one of ippc's`);
+  if (!shapeText || !/^\d{1,15}(,\d{1,15})*$/.test(shapeText)) throw badAnswer(`${where}: shape '${shapeText}' does not parse`);
+  const shape = shapeText.split(',').map(Number);
+  const size = shape.reduce((a, b) => a * b, 1) * DTYPE_CLASS[/** @type {Dtype} */ (dtype)].BYTES_PER_ELEMENT;
+  if (size !== bytes.byteLength) throw badAnswer(`${where}: a ${dtype} array of shape [${shape}] is ${size} bytes, not ${bytes.byteLength}`);
+  return arrayFromBytes(bytes, dtype, shape);
+}
+
+/**
+ * The engine ids of a vars listing when every target holds an array of
+ * ippc's dtypes of RAW_MIN_BYTES or more under name; else null.
+ * @param {any} listing a GET .../vars answer
+ * @param {string} name
+ * @returns {number[]|null}
+ */
+function bigArrayTargets(listing, name) {
+  const ids = listing && listing.targets;
+  const results = listing && listing.results;
+  if (!listing || listing.status !== 'ok' || !Array.isArray(ids) || !ids.length || !Array.isArray(results) || results.length !== ids.length) return null;
+  for (const r of results) {
+    const info = r && typeof r === 'object' && Object.prototype.hasOwnProperty.call(r, name) ? r[name] : null;
+    if (!info || typeof info !== 'object' || !Object.prototype.hasOwnProperty.call(DTYPE_CLASS, info.dtype)) return null;
+    if (!(typeof info.bytes === 'number' && info.bytes >= RAW_MIN_BYTES)) return null;
+  }
+  return ids;
+}
+
+/**
+ * The arrays of a multipart pull of the engines ids, in their order; null
+ * when a part is not an array (the JSON pull answers then).  Each array has
+ * a buffer of its own, as a JSON answer's have.
+ * @param {string} contentType
+ * @param {Uint8Array} body
+ * @param {number[]} ids
+ * @param {string} where the request, for errors
+ */
+function multipartArrays(contentType, body, ids, where) {
+  const parts = parseMultipart(contentType, body);
+  if (parts.length !== ids.length) throw badAnswer(`${where}: ${parts.length} part(s) for ${ids.length} engine(s)`);
+  const arrays = [];
+  for (const [i, part] of parts.entries()) {
+    const engine = part.headers.get('x-ippc-engine');
+    if (engine !== String(ids[i])) throw badAnswer(`${where}: part ${i + 1} is engine ${engine}'s, not engine ${ids[i]}'s`);
+    const type = (part.headers.get('content-type') || '').split(';')[0].trim().toLowerCase();
+    if (type === 'application/json') return null;
+    if (type !== 'application/octet-stream') throw badAnswer(`${where}: part ${i + 1} is '${type}', not raw bytes`);
+    const label = `${where}, engine ${engine}`;
+    arrays.push(arrayFromAnswer(part.body.slice(), part.headers.get('x-ippc-dtype') ?? null, part.headers.get('x-ippc-shape') ?? null, label));
+  }
+  return arrays;
+}
+
+/** A pull answer's values, already decoded, when its arrays came as bytes. */
+const BINARY_VALUES = Symbol('ippc.binaryValues');
 
 // ------------------------------------------------------------------ targets
 
@@ -1186,10 +1344,21 @@ export class DirectView {
 
   /**
    * Reads variables from every target.  One name: one value per target;
-   * a list of names: per target, the values in that order.  With
-   * {raw: true} (one name holding an array) the bytes come as
-   * application/octet-stream, one request per target: the fast way for big
-   * arrays.
+   * a list of names: per target, the values in that order.
+   *
+   * A blocking pull of one name (the default; not with block: false,
+   * onStdout or format: 'list') moves big arrays as bytes: it lists the
+   * targets' variables first, and when every target holds an array of
+   * 64 KiB or more under the name, one GET answers them all as
+   * multipart/mixed (application/octet-stream for one target).  The values
+   * are the same TypedArrays and NDArrays the JSON answer gives.  Anything
+   * else (small arrays, other values, an engine failing) is the JSON pull,
+   * where arrays travel as typed base64.  An answer that is not well formed
+   * rejects with an IppcError whose code is 'bad_answer'.
+   *
+   * With {raw: true} (one name holding an array on every target) the bytes
+   * come as application/octet-stream, one request per target, and a value
+   * that is not an array is an error.
    * @param {string|string[]} names
    * @param {CallOptions & {raw?: boolean}} [opts]
    */
@@ -1201,7 +1370,13 @@ export class DirectView {
       return new DirectResult(this.client, shape, () => this.client._rawPull(this.targets, names));
     }
     const list = one ? [names] : Array.from(names);
-    const values = (a) => (a.results || []).map((r) => (r == null ? null : one ? decodeValue(r[0]) : decodeValue(r)));
+    const values = (a) =>
+      a[BINARY_VALUES] || (a.results || []).map((r) => (r == null ? null : one ? decodeValue(r[0]) : decodeValue(r)));
+    const blocking = !opts.onStdout && (opts.block ?? this.block);
+    if (one && blocking && (opts.format ?? 'typed') === 'typed') {
+      const shape = { single: this.single, values };
+      return new DirectResult(this.client, shape, (pending) => this.client._binaryPull(this.targets, names, pending));
+    }
     return this._call('pull', { names: list }, opts, values);
   }
 
@@ -2041,8 +2216,10 @@ export class Client {
   }
 
   /**
-   * One REST request.  Resolves with {status, body} (body: parsed JSON) or,
-   * for an octet-stream answer, {status, bytes, dtype, shape, request}.
+   * One REST request.  Resolves with {status, body} (body: parsed JSON);
+   * for an octet-stream answer, {status, bytes, dtype, shape, request,
+   * headers}; for a multipart/mixed one, {status, multipart (the body's
+   * bytes), contentType, request}.
    * @param {string} method
    * @param {string} path
    * @param {{query?: object, json?: any, bytes?: Uint8Array, accept?: string, timeoutMs?: number}} [o]
@@ -2089,6 +2266,15 @@ export class Client {
         bytes: new Uint8Array(await res.arrayBuffer()),
         dtype: res.headers.get('x-ippc-dtype') || 'float64',
         shape: shapeText === '' ? [] : shapeText.split(',').map(Number),
+        request: Number(res.headers.get('x-ippc-request')) || null,
+        headers: res.headers,
+      };
+    }
+    if (/^multipart\/mixed\s*(;|$)/i.test(type)) {
+      return {
+        status: res.status,
+        multipart: new Uint8Array(await res.arrayBuffer()),
+        contentType: type,
         request: Number(res.headers.get('x-ippc-request')) || null,
       };
     }
@@ -2196,6 +2382,46 @@ export class Client {
       results: parts.map((p) => (p.ok ? p.value : null)),
       values: parts.map((p) => (p.ok ? p.value : null)),
     };
+  }
+
+  /**
+   * A blocking pull of one name whose big arrays come as bytes (DirectView
+   * pull): the vars listing first; when every target holds an array of
+   * RAW_MIN_BYTES or more under name, one GET answers them, multipart/mixed
+   * (octet-stream for one target), and the answer has the JSON pull's shape
+   * with the decoded values under BINARY_VALUES.  Otherwise, on a 422 (an
+   * engine failed: the JSON pull says which) and when a part is not an
+   * array, the JSON pull's own answer.
+   */
+  async _binaryPull(targets, name, pending) {
+    const jsonPull = () => this._viewCall('pull', targets, { names: [name] }, { block: true }, pending);
+    let listing;
+    try {
+      listing = await this._restView('GET', targets, '/vars', { block: true });
+    } catch (e) {
+      if (this._closed) throw e;
+      return jsonPull(); // whatever refused the listing refuses the pull, as it always did
+    }
+    const ids = bigArrayTargets(listing, name);
+    if (!ids) return jsonPull();
+    const one = ids.length === 1;
+    const path = `${API}/views/${ids.join(',')}/vars/${encodeURIComponent(name)}`;
+    const r = await this._rest('GET', path, { query: { block: true, format: 'typed' }, accept: one ? 'application/octet-stream' : 'multipart/mixed' });
+    if (r.status === 422) return jsonPull();
+    if (r.status >= 400) throw errorFromBody(r.status, r.body);
+    const where = `GET ${path}`;
+    let arrays;
+    if (one && r.bytes) {
+      arrays = [arrayFromAnswer(r.bytes, r.headers.get('x-ippc-dtype'), r.headers.get('x-ippc-shape'), `${where}, engine ${ids[0]}`)];
+    } else if (!one && r.multipart) {
+      arrays = multipartArrays(r.contentType, r.multipart, ids, where);
+      if (!arrays) return jsonPull();
+    } else if (r.bytes || r.multipart) {
+      throw badAnswer(`${where}: ${one ? 'multipart/mixed' : 'application/octet-stream'} for ${ids.length} engine(s)`);
+    } else {
+      return this._finish(r.body, 'typed', pending); // JSON after all: not done in time (202)
+    }
+    return { request: r.request, targets: ids, status: 'ok', results: arrays.map((a) => [a]), [BINARY_VALUES]: arrays };
   }
 
   async _rawGather(targets, name) {

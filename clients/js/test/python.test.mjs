@@ -43,6 +43,10 @@ test('numpy arrays round-trip bit-exact through raw bytes; Python errors carry t
   const back = await client.view(1).pull('big2', { raw: true });
   assert.ok(back instanceof Float64Array);
   assert.ok(back.every((x, i) => x === big[i] * 2));
+  // A plain pull of numpy arrays on every engine reads their bytes too.
+  const plain = await client.view('all').pull('big');
+  assert.equal(plain.length, 4);
+  for (const a of plain) assert.ok(a instanceof Float64Array && a.every((x, i) => Object.is(x, big[i])));
   const err = await client.view(0).execute('def f():\n    raise ValueError("nope")\nf()').catch((e) => e);
   assert.ok(err instanceof RemoteError);
   assert.equal(err.ename, 'ValueError');
