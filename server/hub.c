@@ -748,18 +748,30 @@ json_t *hub_request_json_as(hub *h, uint64_t request_id, int fmt, int *done, ipp
     return out;
 }
 
+/* The view of a finished request: 1 and *v (freed by the caller), 0 while
+ * it is running, -1 + err when there is none. */
+static int done_view(hub *h, uint64_t request_id, request_view **v, ippc_error *err)
+{
+    hub_lock(h);
+    *v = requests_view(&h->requests, request_id, err);
+    hub_unlock(h);
+    if (!*v)
+        return -1;
+    if (!request_view_done(*v)) {
+        request_view_free(*v);
+        *v = NULL;
+        return 0;
+    }
+    return 1;
+}
+
 int hub_request_array(hub *h, uint64_t request_id, hub_array *out, ippc_error *err)
 {
     memset(out, 0, sizeof *out);
-    hub_lock(h);
-    request_view *v = requests_view(&h->requests, request_id, err);
-    hub_unlock(h);
-    if (!v)
-        return -1;
-    if (!request_view_done(v)) {
-        request_view_free(v);
-        return 0;
-    }
+    request_view *v;
+    int found = done_view(h, request_id, &v, err);
+    if (found <= 0)
+        return found;
     request_array a;
     int rc = request_view_array(v, &a, err);
     request_view_free(v);
@@ -782,15 +794,10 @@ void hub_array_release(hub_array *a)
 int hub_request_parts(hub *h, uint64_t request_id, hub_parts *out, ippc_error *err)
 {
     memset(out, 0, sizeof *out);
-    hub_lock(h);
-    request_view *v = requests_view(&h->requests, request_id, err);
-    hub_unlock(h);
-    if (!v)
-        return -1;
-    if (!request_view_done(v)) {
-        request_view_free(v);
-        return 0;
-    }
+    request_view *v;
+    int found = done_view(h, request_id, &v, err);
+    if (found <= 0)
+        return found;
     request_part *parts;
     size_t n;
     int rc = request_view_parts(v, &parts, &n, err);
