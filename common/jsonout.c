@@ -41,6 +41,9 @@ typedef struct writer {
     int failed;
     const json_t **path; /* the containers being written: cycle check */
     size_t path_cap;
+    /* plain[c] is 1 when byte c leaves a string as it is; a table because
+     * a typed array's base64 text is hundreds of MB of such bytes. */
+    unsigned char plain[256];
 } writer;
 
 static void w_fail(writer *w)
@@ -149,9 +152,38 @@ static void w_u_escape(writer *w, uint32_t unit)
 }
 
 /* Does byte c (below 0x80) go out as it is? */
-static int plain_ascii(const writer *w, unsigned char c)
+/* ASCII that needs no escape under w's flags (see writer.plain). */
+static void w_plain_init(writer *w)
 {
-    return c >= 0x20 && c != '"' && c != '\\' && !(c == '/' && (w->flags & JSON_ESCAPE_SLASH));
+    for (unsigned c = 0x20; c < 0x80; c++)
+        w->plain[c] = c != '"' && c != '\\' && !(c == '/' && (w->flags & JSON_ESCAPE_SLASH));
+}
+
+/* The end of the run of plain bytes (writer.plain) at s[i..n).  Eight bytes
+ * at a time first: a word with no control character, no byte >= 0x80, no
+ * '"', no '\\' (and no '/' when it is escaped) is plain throughout.  Each
+ * test sets a byte's high bit exactly when that byte matches ("has less
+ * than" and "has zero" on a word). */
+static size_t plain_run(const writer *w, const unsigned char *s, size_t i, size_t n)
+{
+    const uint64_t ones = 0x0101010101010101u, highs = 0x8080808080808080u;
+    const int slash = (w->flags & JSON_ESCAPE_SLASH) != 0;
+    while (n - i >= 8) {
+        uint64_t v;
+        memcpy(&v, s + i, 8);
+        uint64_t quote = v ^ (ones * '"'), backslash = v ^ (ones * '\\'),
+                 solidus = v ^ (ones * '/');
+        uint64_t hit = v | ((v - ones * 0x20) & ~v) | ((quote - ones) & ~quote) |
+                       ((backslash - ones) & ~backslash);
+        if (slash)
+            hit |= (solidus - ones) & ~solidus;
+        if (hit & highs)
+            break;
+        i += 8;
+    }
+    while (i < n && w->plain[s[i]])
+        i++;
+    return i;
 }
 
 static void w_string(writer *w, const char *text, size_t n)
@@ -161,9 +193,7 @@ static void w_string(writer *w, const char *text, size_t n)
     w_char(w, '"');
     size_t i = 0;
     while (i < n && !w->failed) {
-        size_t run = i; /* bytes that go out unchanged, copied at once */
-        while (run < n && s[run] < 0x80 && plain_ascii(w, s[run]))
-            run++;
+        size_t run = plain_run(w, s, i, n); /* bytes that go out unchanged, copied at once */
         w_bytes(w, text + i, run - i);
         i = run;
         if (i == n)
@@ -352,6 +382,7 @@ static int write_all(writer *w, const json_t *json, size_t flags)
 {
     memset(w, 0, sizeof *w);
     w->flags = flags & ~(size_t)JSON_EMBED;
+    w_plain_init(w);
     int is_container = json_is_array(json) || json_is_object(json);
     if (!json || (!is_container && !(flags & JSON_ENCODE_ANY)))
         w_fail(w);

@@ -8,21 +8,21 @@
  * nd_ref_measure, so element and byte counts below never overflow.
  *
  * Everything here treats its input as hostile: nesting is bounded by
- * VALUE_MAX_DEPTH, shapes by nd_ref_measure, base64 is validated before
- * libwebsockets decodes it, and a failed call leaves no new blobs behind.
- * Relies on: Jansson, libwebsockets' base64.  Pure and reentrant.
+ * VALUE_MAX_DEPTH, shapes by nd_ref_measure, base64 is validated (b64.h)
+ * before it is decoded, and a failed call leaves no new blobs behind.
+ * Relies on: Jansson.  Pure and reentrant.
  */
 #include "value.h"
+#include "b64.h"
 #include "bigmem.h"
 #include "buf.h"
 
+#include <assert.h>
 #include <limits.h>
 #include <math.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include <libwebsockets.h>
 
 /* Blobs hold array bytes in host order and the wire says little-endian. */
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -254,75 +254,17 @@ static json_t *nd_emit(ippc_blobs *blobs, const nd_ref *ref, unsigned char *data
 
 /* ---------------------------------------------------------------- base64 */
 
-/* libwebsockets 4.1 needs a few bytes of room beyond what it writes (it
- * checks space per 3-byte group and ends with a NUL), and takes int lengths,
- * so we feed it bounded chunks: whole quads of text, whole triples of bytes. */
-#define B64_SLACK 4
-#define B64_TEXT_CHUNK ((size_t)4 << 16)
-#define B64_BYTE_CHUNK ((size_t)3 << 16)
-
-static bool b64_is_alphabet(char c)
-{
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '+' ||
-           c == '/';
-}
-
-/* Bytes that standard base64 text (padding optional) decodes to.  The lws
- * decoder skips characters it does not know, so strictness lives here. */
-static int b64_decoded_len(const char *text, size_t len, size_t *out)
-{
-    size_t pad = 0;
-    while (pad < 2 && pad < len && text[len - 1 - pad] == '=')
-        pad++;
-    size_t body = len - pad;
-    for (size_t i = 0; i < body; i++)
-        if (!b64_is_alphabet(text[i]))
-            return -1;
-    if ((pad && len % 4) || body % 4 == 1)
-        return -1;
-    *out = body / 4 * 3 + (body % 4 ? body % 4 - 1 : 0);
-    return 0;
-}
-
-/* Decodes validated text into out, which has room for out_len + B64_SLACK. */
-static int b64_decode(const char *text, size_t len, unsigned char *out, size_t out_len)
-{
-    size_t done = 0;
-    for (size_t pos = 0; pos < len; pos += B64_TEXT_CHUNK) {
-        size_t n = len - pos < B64_TEXT_CHUNK ? len - pos : B64_TEXT_CHUNK;
-        size_t room = out_len + B64_SLACK - done;
-        if (room > B64_TEXT_CHUNK)
-            room = B64_TEXT_CHUNK;
-        int got = lws_b64_decode_string_len(text + pos, (int)n, (char *)out + done, (int)room);
-        if (got < 0 || (size_t)got > out_len - done)
-            return -1;
-        done += (size_t)got;
-    }
-    return done == out_len ? 0 : -1;
-}
-
 static json_t *b64_encode_json(const unsigned char *data, size_t len, ippc_error *err)
 {
-    size_t text_len = (len / 3 + (len % 3 != 0)) * 4;
-    char *text = (char *)nd_alloc(text_len, B64_SLACK);
+    size_t text_len = b64_encoded_len(len);
+    char *text = text_len == SIZE_MAX ? NULL : (char *)nd_alloc(text_len, 0);
     if (!text)
         return oom(err);
-    size_t done = 0;
-    for (size_t pos = 0; pos < len; pos += B64_BYTE_CHUNK) {
-        size_t n = len - pos < B64_BYTE_CHUNK ? len - pos : B64_BYTE_CHUNK;
-        size_t room = text_len + B64_SLACK + 1 - done;
-        if (room > B64_BYTE_CHUNK / 3 * 4 + B64_SLACK)
-            room = B64_BYTE_CHUNK / 3 * 4 + B64_SLACK;
-        int wrote = lws_b64_encode_string((const char *)data + pos, (int)n, text + done, (int)room);
-        if (wrote < 0) {
-            free(text);
-            ippc_error_set(err, ERR_INTERNAL, "base64 encoding failed");
-            return NULL;
-        }
-        done += (size_t)wrote;
-    }
-    json_t *out = json_stringn_nocheck(text, done);
-    free(text);
+    size_t wrote = b64_encode(data, len, text);
+    assert(wrote == text_len);
+    /* Jansson copies the text: it has no call that adopts a buffer. */
+    json_t *out = json_stringn_nocheck(text, wrote);
+    bigmem_free(text);
     return out ? out : oom(err);
 }
 
@@ -616,8 +558,8 @@ static json_t *typed_to_nd(const json_t *v, walk *w)
                        decoded, nd_dtype_name(ref.dtype), ref.count, nd_bytes(&ref));
         return NULL;
     }
-    unsigned char *bytes = nd_alloc(decoded, B64_SLACK);
-    if (bytes && b64_decode(text, text_len, bytes, decoded) < 0) {
+    unsigned char *bytes = nd_alloc(decoded, 0);
+    if (bytes && b64_decode(text, text_len, bytes) < 0) {
         free(bytes);
         ippc_error_set(w->err, ERR_INVALID, "typed array data is not valid base64");
         return NULL;

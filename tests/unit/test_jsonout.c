@@ -267,6 +267,44 @@ static void test_strings_like_jansson(void **state)
     assert_text_same_all_flags("[\"\\ud800\\udc00\",\"\\udbff\\udfff\",\"\\u20ac\\u00a2$\"]");
 }
 
+/* jsonout scans plain text eight bytes at a time: a byte that needs care
+ * (every byte below 0x20, '"', '\\', '/', DEL, a UTF-8 sequence) is found at
+ * every offset of a word and next to every word boundary. */
+static void test_strings_word_scan(void **state)
+{
+    (void)state;
+    static const char *specials[] = {"\x01", "\x1f", "\n",       "\"",           "\\",
+                                     "/",    "\x7f", "\xc3\xa9", "\xe2\x82\xac", "\xf0\x9f\x98\x80",
+                                     " ",    "~",    "0"};
+    for (int c = 0; c < 0x20; c++) {
+        char one[2] = {(char)c, 0};
+        for (size_t at = 0; at < 20; at++) {
+            char text[40];
+            memset(text, 'Q', sizeof text);
+            text[at] = one[0];
+            json_t *v = json_stringn(text, sizeof text);
+            assert_non_null(v);
+            assert_same_as_jansson(v, JSON_ENCODE_ANY);
+            json_decref(v);
+        }
+    }
+    for (size_t k = 0; k < sizeof specials / sizeof *specials; k++) {
+        size_t len = strlen(specials[k]);
+        for (size_t at = 0; at < 26; at++)
+            for (size_t total = at + len; total < at + len + 18; total++) {
+                char text[64];
+                memset(text, 'a' + (int)(at % 26), sizeof text);
+                memcpy(text + at, specials[k], len);
+                json_t *v = json_stringn(text, total);
+                assert_non_null(v);
+                assert_same_as_jansson(v, JSON_ENCODE_ANY);
+                assert_same_as_jansson(v, JSON_ENCODE_ANY | JSON_ESCAPE_SLASH);
+                assert_same_as_jansson(v, JSON_ENCODE_ANY | JSON_ENSURE_ASCII);
+                json_decref(v);
+            }
+    }
+}
+
 static void test_invalid_utf8_fails_like_jansson(void **state)
 {
     (void)state;
@@ -487,6 +525,7 @@ int main(void)
         cmocka_unit_test(test_scalars_like_jansson),
         cmocka_unit_test(test_containers_like_jansson),
         cmocka_unit_test(test_strings_like_jansson),
+        cmocka_unit_test(test_strings_word_scan),
         cmocka_unit_test(test_invalid_utf8_fails_like_jansson),
         cmocka_unit_test(test_scalars_need_encode_any),
         cmocka_unit_test(test_reals_shortest_known),
