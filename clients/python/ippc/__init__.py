@@ -22,6 +22,7 @@ from .cluster import Cluster
 from .errors import (APIError, AuthenticationError, CompositeError, ConnectionError,
                      EngineError, IppcError, NoEnginesError, RemoteError, TaskAborted,
                      TimeoutError)
+from .remote import ParallelFunction, RemoteFunction
 from .values import Reference
 from .view import DirectView, LoadBalancedView
 
@@ -29,7 +30,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Client", "Cluster", "DirectView", "LoadBalancedView", "AsyncResult", "AsyncMapResult",
-    "Reference", "RemoteError", "CompositeError", "EngineError", "TaskAborted", "TimeoutError",
+    "Reference", "RemoteFunction", "ParallelFunction", "RemoteError", "CompositeError",
+    "EngineError", "TaskAborted", "TimeoutError",
     "APIError", "AuthenticationError", "ConnectionError", "NoEnginesError", "IppcError",
     "load_ipython_extension", "__version__",
 ]

@@ -17,6 +17,7 @@ is down, waits fall back to the controller's long-poll (``?wait=``).
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from typing import Any, Callable, Dict, Iterator, List, Optional, TYPE_CHECKING
 
@@ -80,6 +81,11 @@ class AsyncResult:
         # watched them: their outcome is asked of the controller instead.
         self._missed: List[int] = []
         self._request_missed = False
+        # Joins the tasks' results into the call's (a parallel function's
+        # parts); applied when every task succeeded.
+        self._join: Optional[Callable[[List[Any]], Any]] = None
+        self._callbacks: List[Callable[["AsyncResult"], Any]] = []
+        self._callback_lock = threading.Lock()
         ev = client._events
         self._epoch = ev.epoch if ev is not None else 0
         if answer is None and ev is not None:
@@ -274,6 +280,31 @@ class AsyncResult:
             self._raise()
         return self._result
 
+    def add_done_callback(self, fn: Callable[["AsyncResult"], Any]) -> None:
+        """Calls ``fn(self)`` once the call is done (at once if it is): from
+        a thread of the client's, as ``concurrent.futures`` does from the
+        thread that finishes a future.  An exception in ``fn`` is printed
+        to stderr, not raised."""
+        with self._callback_lock:
+            self._callbacks.append(fn)
+            first = len(self._callbacks) == 1
+        if first:
+            threading.Thread(target=self._run_callbacks, name="ippc-callbacks",
+                             daemon=True).start()
+
+    def _run_callbacks(self) -> None:
+        self.wait()
+        while True:
+            with self._callback_lock:
+                if not self._callbacks:
+                    return
+                fn = self._callbacks.pop(0)
+            try:
+                fn(self)
+            except Exception as e:  # as concurrent.futures: logged, not raised
+                print("ippc: exception in a done callback of %s: %r" % (self._label, e),
+                      file=sys.stderr)
+
     def result(self, timeout: Optional[float] = None) -> Any:
         """``get(timeout)`` (the name ``concurrent.futures`` uses)."""
         return self.get(timeout)
@@ -353,6 +384,8 @@ class AsyncResult:
                 else:
                     out.append(v)
             result = out[0] if self._single else out
+            if self._join is not None and not errors:
+                result = self._join(out)
         else:
             answer = self._fetch_answer()
             result = values.from_wire(answer.get("results", []))

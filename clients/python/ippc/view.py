@@ -95,6 +95,46 @@ class _View:
                             "on Python engines, a module-level Python function")
         return self.client._define_function(f, targets)
 
+    def remote(self, block: Optional[bool] = None) -> Callable[[Callable[..., Any]], Any]:
+        """Decorator: calling the function runs it on the view's engines
+        (``view.apply``); ``block`` None follows the view's."""
+        from .remote import RemoteFunction
+        return lambda f: RemoteFunction(self, f, block)
+
+    def parallel(self, block: Optional[bool] = None) -> Callable[[Callable[..., Any]], Any]:
+        """Decorator: calling the function with sequences runs it once per
+        engine on that engine's part of them (split as scatter splits;
+        results joined in order); ``f.map(seq)`` runs it once per item."""
+        from .remote import ParallelFunction
+        return lambda f: ParallelFunction(self, f, block)
+
+    def _apply(self, f: Union[str, Callable[..., Any]], args: Sequence[Any],
+               kwargs: Mapping[str, Any], block: bool) -> Any:
+        raise NotImplementedError  # pragma: no cover (each view has its own)
+
+    def _part_count(self) -> int:
+        raise NotImplementedError  # pragma: no cover (each view has its own)
+
+    def _part_specs(self, name: str, part_args: List[List[Any]]) -> List[Dict[str, Any]]:
+        raise NotImplementedError  # pragma: no cover (each view has its own)
+
+    def _apply_parts(self, f: Union[str, Callable[..., Any]], sequences: Sequence[Any],
+                     block: bool) -> Any:
+        """``f(part_of_seq1, part_of_seq2, ...)`` once per part (one part per
+        engine of the view, split as scatter splits); the result joins the
+        parts' results in order."""
+        from .remote import join_parts
+        nparts = self._part_count()
+        if nparts < 1:
+            raise ValueError("the view has no engines to run a parallel function on")
+        name = self._function_name(f, getattr(self, "targets", "all"))
+        cut = [values.split_like_scatter(s if hasattr(s, "__array__") else list(s), nparts)
+               for s in sequences]
+        specs = self._part_specs(name, [[c[i] for c in cut] for i in range(nparts)])
+        ar = self.client._submit_tasks(specs, "parallel %s" % name, single=False)
+        ar._join = join_parts
+        return ar.get() if block else ar
+
 
 class DirectView(_View):
     """Engines addressed together: every call runs on each target.
@@ -443,9 +483,19 @@ class DirectView(_View):
         from .magics import activate
         activate(self, suffix)
 
-    def sync_imports(self, *args: Any, **kwargs: Any) -> Iterator[None]:
-        """Not available: engines import in their own language (``execute``)."""
-        raise NotImplementedError("use view.execute('import ...') on Python engines")
+    def sync_imports(self, local: bool = True, quiet: bool = False) -> Any:
+        """Context manager: each top-level ``import`` in the block runs on
+        the targets too (Python engines; see :func:`ippc.remote.sync_imports`)."""
+        from .remote import sync_imports
+        return sync_imports(self, local=local, quiet=quiet)
+
+    def _part_count(self) -> int:
+        return len(self.client._resolve_targets(self._spec))
+
+    def _part_specs(self, name: str, part_args: List[List[Any]]) -> List[Dict[str, Any]]:
+        ids = self.client._resolve_targets(self._spec)
+        return [{"function": name, "args": values.to_wire(a), "targets": [eid]}
+                for eid, a in zip(ids, part_args)]
 
     def __len__(self) -> int:
         return len(self.client._resolve_targets(self._spec))
@@ -527,6 +577,14 @@ class LoadBalancedView(_View):
         if not self.success_only:
             spec["success_only"] = False
         return spec
+
+    def _part_count(self) -> int:
+        if self.targets is None:
+            return len(self.client.ids)
+        return len(self.client._resolve_targets(target_spec(self.targets)))
+
+    def _part_specs(self, name: str, part_args: List[List[Any]]) -> List[Dict[str, Any]]:
+        return [self._spec(name, a, {}) for a in part_args]
 
     def apply(self, f: Union[str, Callable[..., Any]], *args: Any, **kwargs: Any) -> Any:
         """Calls ``f(*args, **kwargs)`` on one engine the scheduler picks."""
