@@ -26,9 +26,11 @@
  * empty (input() gets EOFError, never the terminal of mpiexec).  os._exit
  * raises instead of ending the engine, as the Lua runtime's os.exit.
  *
- * Code.  execute and run parse the source with the file's name ("<execute>"
- * or the run's filename; the source is put in linecache so tracebacks show
- * its lines), execute it in the namespace, and answer the value of a final
+ * Code.  execute and run parse the source with the file's name (the run's
+ * filename, or "<execute-N>" for the engine's Nth execute: a function
+ * defined by one execute and failing in a later one must show its own
+ * lines, and linecache keys sources by file name; the last 1,000 sources
+ * are kept), execute it in the namespace, and answer the value of a final
  * expression statement (as a notebook cell does), if not None and the code
  * does not end with ';' (IPython's way to keep a value quiet).
  */
@@ -96,7 +98,16 @@ static const char boot_source[] =
     "os._exit = no_exit\n"
     "sys.argv = ['']\n"
     "signal.signal(_ippc.SIGNAL, _ippc.on_interrupt)\n"
+    "n_executes = 0\n"
+    "executes = []\n"
     "def run(src, filename, ns):\n"
+    "    global n_executes\n"
+    "    if filename == '<execute>':\n"
+    "        n_executes += 1\n"
+    "        filename = '<execute-%d>' % n_executes\n"
+    "        executes.append(filename)\n"
+    "        if len(executes) > 1000:\n"
+    "            linecache.cache.pop(executes.pop(0), None)\n"
     "    linecache.cache[filename] = (len(src), None, src.splitlines(True), filename)\n"
     "    try:\n"
     "        tree = ast.parse(src, filename, 'exec')\n"

@@ -7,6 +7,7 @@ interrupts of a spinning loop, reset/delete/list, a native plugin kernel as a
 Python callable, and bad input.  One cluster serves every step."""
 
 import os
+import re
 import struct
 import tempfile
 import time
@@ -84,8 +85,9 @@ def tracebacks(c):
     for r in res:
         check(r["ename"] == "ZeroDivisionError" and r["evalue"] == "division by zero",
               "ename/evalue of 1/0: %s" % show(r))
-        check('  File "<execute>", line 2, in <module>' in r["traceback"],
-              "the traceback names <execute> line 2: %s" % show(r))
+        check(any(re.fullmatch(r'  File "<execute-\d+>", line 2, in <module>', line)
+                  for line in r["traceback"]),
+              "the traceback names <execute-N> line 2: %s" % show(r))
     src = "def inner(v):\n    return v['missing']\n\ndef outer():\n    return inner({})\n\nouter()\n"
     res = errors_of(api.post(view("all", "run"), {"filename": "bad.py", "source": src}), 4,
                     "run bad.py")
@@ -102,6 +104,17 @@ def tracebacks(c):
         check(r["ename"] == "SyntaxError" and "syn.py" in r["evalue"]
               and any('File "syn.py", line 2' in x for x in r["traceback"]),
               "a syntax error names the file and line: %s" % show(r))
+    # A function from an earlier execute shows its own lines when a later
+    # execute calls it (each execute has its own name in linecache).
+    expect_done(api.post(view("all", "execute"), {"code": "def halve(v):\n    return v / 0\n"}),
+                4, "def halve")
+    res = errors_of(api.post(view("all", "execute"), {"code": "y = 2\nhalve(y)\n"}), 4,
+                    "halve(y)")
+    for r in res:
+        tb = r["traceback"]
+        check(any(line.strip() == "return v / 0" for line in tb)
+              and any(line.strip() == "halve(y)" for line in tb),
+              "the traceback shows the lines of both executes: %s" % show(tb))
     # the engine goes on, the namespace kept what ran before the error
     check(run_all(c, "x") == [1] * 4, "x from before 1/0 is kept")
 
