@@ -120,6 +120,8 @@ class ParallelMagics:
             if not block and not args.stream:
                 return ar
             ar.wait()
+            if listener is not None and events is not None:
+                _catch_up(ar, events)
         finally:
             if listener is not None and events is not None:
                 events.remove_listener(listener)
@@ -191,6 +193,15 @@ class ParallelMagics:
                 "run_line_magic('%s'" % name in stripped:
             return lines
         return ["get_ipython().run_cell_magic(%r, '', %r)\n" % ("px" + self.suffix, text)]
+
+
+def _catch_up(ar: AsyncResult, events: Any, timeout: float = 10.0) -> None:
+    """Waits until the stream has passed the call's ``task.completed``
+    events: every ``task.stdout`` chunk before them has then reached the
+    listener.  A quick call's answer can come with its POST, ahead of the
+    stream (its output would otherwise be lost from ``--stream``)."""
+    n = len(ar)
+    events.wait_for(lambda: ar._finished_count() >= n, timeout)
 
 
 def _streamer(view: DirectView, targets: Any) -> Any:
