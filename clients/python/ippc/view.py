@@ -108,14 +108,12 @@ class _View:
         from .remote import ParallelFunction
         return lambda f: ParallelFunction(self, f, block)
 
-    def _apply(self, f: Union[str, Callable[..., Any]], args: Sequence[Any],
-               kwargs: Mapping[str, Any], block: bool) -> Any:
+    def _part_pins(self) -> List[Optional[int]]:
+        """One entry per part of a parallel call: the engine its task is
+        pinned to, or None (the scheduler's choice)."""
         raise NotImplementedError  # pragma: no cover (each view has its own)
 
-    def _part_count(self) -> int:
-        raise NotImplementedError  # pragma: no cover (each view has its own)
-
-    def _part_specs(self, name: str, part_args: List[List[Any]]) -> List[Dict[str, Any]]:
+    def _part_spec(self, name: str, args: List[Any], pin: Optional[int]) -> Dict[str, Any]:
         raise NotImplementedError  # pragma: no cover (each view has its own)
 
     def _apply_parts(self, f: Union[str, Callable[..., Any]], sequences: Sequence[Any],
@@ -124,13 +122,14 @@ class _View:
         engine of the view, split as scatter splits); the result joins the
         parts' results in order."""
         from .remote import join_parts
-        nparts = self._part_count()
+        pins = self._part_pins()
+        nparts = len(pins)
         if nparts < 1:
             raise ValueError("the view has no engines to run a parallel function on")
         name = self._function_name(f, getattr(self, "targets", "all"))
         cut = [values.split_like_scatter(s if hasattr(s, "__array__") else list(s), nparts)
                for s in sequences]
-        specs = self._part_specs(name, [[c[i] for c in cut] for i in range(nparts)])
+        specs = [self._part_spec(name, [c[i] for c in cut], pin) for i, pin in enumerate(pins)]
         ar = self.client._submit_tasks(specs, "parallel %s" % name, single=False)
         ar._join = join_parts
         return ar.get() if block else ar
@@ -489,13 +488,11 @@ class DirectView(_View):
         from .remote import sync_imports
         return sync_imports(self, local=local, quiet=quiet)
 
-    def _part_count(self) -> int:
-        return len(self.client._resolve_targets(self._spec))
+    def _part_pins(self) -> List[Optional[int]]:
+        return list(self.client._resolve_targets(self._spec))
 
-    def _part_specs(self, name: str, part_args: List[List[Any]]) -> List[Dict[str, Any]]:
-        ids = self.client._resolve_targets(self._spec)
-        return [{"function": name, "args": values.to_wire(a), "targets": [eid]}
-                for eid, a in zip(ids, part_args)]
+    def _part_spec(self, name: str, args: List[Any], pin: Optional[int]) -> Dict[str, Any]:
+        return {"function": name, "args": values.to_wire(args), "targets": [pin]}
 
     def __len__(self) -> int:
         return len(self.client._resolve_targets(self._spec))
@@ -578,13 +575,13 @@ class LoadBalancedView(_View):
             spec["success_only"] = False
         return spec
 
-    def _part_count(self) -> int:
-        if self.targets is None:
-            return len(self.client.ids)
-        return len(self.client._resolve_targets(target_spec(self.targets)))
+    def _part_pins(self) -> List[Optional[int]]:
+        ids = (self.client.ids if self.targets is None
+               else self.client._resolve_targets(target_spec(self.targets)))
+        return [None] * len(ids)
 
-    def _part_specs(self, name: str, part_args: List[List[Any]]) -> List[Dict[str, Any]]:
-        return [self._spec(name, a, {}) for a in part_args]
+    def _part_spec(self, name: str, args: List[Any], pin: Optional[int]) -> Dict[str, Any]:
+        return self._spec(name, args, {})
 
     def apply(self, f: Union[str, Callable[..., Any]], *args: Any, **kwargs: Any) -> Any:
         """Calls ``f(*args, **kwargs)`` on one engine the scheduler picks."""
