@@ -30,6 +30,8 @@
 #include "runtime.h"
 #include "value.h"
 
+#include "interrupter.h"
+
 #define NRANKS 4
 #define FAILBUF 4096
 #define REEXEC_ENV "IPPC_TEST_FANOUT_CHILD"
@@ -204,22 +206,13 @@ static json_t *placeholder(nd_dtype dtype, int ndim, const size_t *shape, long b
 
 /* ------------------------------------------------------------ interrupts */
 
-static void *interrupt_later(void *arg)
-{
-    (void)arg;
-    struct timespec ts = {0, 500000000};
-    nanosleep(&ts, NULL);
-    runtime_interrupt(rt);
-    return NULL;
-}
-
-/* Runs task while another thread interrupts the runtime after 0.5 s. */
+/* Runs task while another thread interrupts the runtime from 0.5 s on. */
 static json_t *run_interrupted(json_t *task)
 {
-    pthread_t t;
-    CHECK(pthread_create(&t, NULL, interrupt_later, NULL) == 0, "pthread_create");
+    interrupter it;
+    interrupter_start(&it, rt, 500);
     json_t *res = run(task, NULL, NULL);
-    pthread_join(t, NULL);
+    interrupter_stop(&it);
     return res;
 }
 

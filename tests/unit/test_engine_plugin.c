@@ -31,6 +31,7 @@
 #include "runtime.h"
 
 #include "engine_harness.h"
+#include "interrupter.h"
 
 static char tmpdir[256];
 static char root[1024];  /* the repository (holds include/ippc/plugin.h) */
@@ -381,20 +382,6 @@ static void test_reload_reset_list(void **state)
     assert_exec(rt, "return {type(user_var), type(t_echo), t_echo(1)}", "[\"nil\",\"function\",2]");
 }
 
-typedef struct interrupter {
-    runtime *rt;
-    pthread_t thread;
-} interrupter;
-
-static void *interrupt_later(void *arg)
-{
-    interrupter *it = arg;
-    struct timespec ts = {0, 200000000};
-    nanosleep(&ts, NULL);
-    runtime_interrupt(it->rt);
-    return NULL;
-}
-
 static void test_kernel_interrupt(void **state)
 {
     runtime *rt = *state;
@@ -403,10 +390,10 @@ static void test_kernel_interrupt(void **state)
         return;
     }
     json_decref(load(rt, tmp_lib("good")));
-    interrupter it = {.rt = rt};
-    assert_int_equal(pthread_create(&it.thread, NULL, interrupt_later, &it), 0);
+    interrupter it;
+    interrupter_start(&it, rt, 200);
     json_t *res = execute(rt, "t_spin()");
-    pthread_join(it.thread, NULL);
+    interrupter_stop(&it);
     assert_status(res, "aborted");
     json_decref(res);
     assert_exec(rt, "return select(6, t_info())", "0"); /* cleared for the next task */

@@ -20,6 +20,7 @@
 #include "runtime.h"
 
 #include "engine_harness.h"
+#include "interrupter.h"
 
 /* Runs a task given as JSON text (no blobs in or out). */
 static json_t *run_json(runtime *rt, const char *task_text)
@@ -586,27 +587,12 @@ static void test_mpi_singleton(void **state)
 
 /* ---- interrupts */
 
-typedef struct interrupter {
-    runtime *rt;
-    int delay_ms;
-    pthread_t thread;
-} interrupter;
-
-static void *interrupt_later(void *arg)
-{
-    interrupter *it = arg;
-    struct timespec ts = {it->delay_ms / 1000, (long)(it->delay_ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-    runtime_interrupt(it->rt);
-    return NULL;
-}
-
 static void assert_interrupts(runtime *rt, const char *code)
 {
-    interrupter it = {.rt = rt, .delay_ms = 150};
-    assert_int_equal(pthread_create(&it.thread, NULL, interrupt_later, &it), 0);
+    interrupter it;
+    interrupter_start(&it, rt, 150);
     json_t *res = execute(rt, code);
-    pthread_join(it.thread, NULL);
+    interrupter_stop(&it);
     assert_status(res, "aborted");
     assert_string_equal(str(res, "ename"), "Aborted");
     assert_true(json_is_array(json_object_get(res, "traceback")));
@@ -662,9 +648,13 @@ static void assert_interrupts_by_signal(runtime *rt, const char *code)
     sa.sa_handler = on_alarm;
     sigemptyset(&sa.sa_mask);
     assert_int_equal(sigaction(SIGALRM, &sa, NULL), 0);
-    struct itimerval t = {{0, 0}, {0, 150000}};
+    /* every 100 ms after the first 150: one signal that comes before the
+     * task starts is dropped with the flag (see interrupter.h) */
+    struct itimerval t = {{0, 100000}, {0, 150000}};
     assert_int_equal(setitimer(ITIMER_REAL, &t, NULL), 0);
     json_t *res = execute(rt, code);
+    struct itimerval off = {{0, 0}, {0, 0}};
+    assert_int_equal(setitimer(ITIMER_REAL, &off, NULL), 0);
     assert_status(res, "aborted");
     json_decref(res);
     signal(SIGALRM, SIG_DFL);
