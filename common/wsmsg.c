@@ -24,8 +24,9 @@
 
 struct ws_blobref {
     atomic_size_t refs;
-    unsigned char *data;
+    unsigned char *data; /* owned, or inside parent's */
     size_t len;
+    ws_blobref *parent; /* a slice: the blobref that owns data */
 };
 
 ws_blobref *ws_blobref_new(unsigned char *data, size_t len)
@@ -38,6 +39,20 @@ ws_blobref *ws_blobref_new(unsigned char *data, size_t len)
     atomic_init(&b->refs, 1);
     b->data = data;
     b->len = len;
+    b->parent = NULL;
+    return b;
+}
+
+ws_blobref *ws_blobref_slice(ws_blobref *parent, size_t off, size_t len)
+{
+    assert(off <= parent->len && len <= parent->len - off);
+    ws_blobref *b = malloc(sizeof *b);
+    if (!b)
+        return NULL;
+    atomic_init(&b->refs, 1);
+    b->data = parent->data + off;
+    b->len = len;
+    b->parent = ws_blobref_retain(parent);
     return b;
 }
 
@@ -50,7 +65,10 @@ ws_blobref *ws_blobref_retain(ws_blobref *b)
 void ws_blobref_release(ws_blobref *b)
 {
     if (b && atomic_fetch_sub(&b->refs, 1) == 1) {
-        bigmem_free(b->data);
+        if (b->parent)
+            ws_blobref_release(b->parent);
+        else
+            bigmem_free(b->data);
         free(b);
     }
 }
@@ -58,6 +76,11 @@ void ws_blobref_release(ws_blobref *b)
 size_t ws_blobref_len(const ws_blobref *b)
 {
     return b->len;
+}
+
+const unsigned char *ws_blobref_data(const ws_blobref *b)
+{
+    return b->data;
 }
 
 ws_blobref **ws_blobrefs_take(ippc_blobs *blobs, size_t *count)

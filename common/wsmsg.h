@@ -34,9 +34,15 @@
 typedef struct ws_blobref ws_blobref;
 /* Takes ownership of data (malloc'd); NULL on allocation failure (data freed). */
 ws_blobref *ws_blobref_new(unsigned char *data, size_t len);
+/* A blobref for len bytes of parent from off (off + len <= parent's len):
+ * it shares the parent's bytes and holds a reference to the parent until it
+ * is released, so a scatter sends slices of one body without copying it.
+ * NULL on allocation failure (parent untouched). */
+ws_blobref *ws_blobref_slice(ws_blobref *parent, size_t off, size_t len);
 ws_blobref *ws_blobref_retain(ws_blobref *b);
 void ws_blobref_release(ws_blobref *b);
 size_t ws_blobref_len(const ws_blobref *b);
+const unsigned char *ws_blobref_data(const ws_blobref *b);
 
 /* Moves every blob of blobs into a new array of blobrefs (blobs is left empty).
  * Returns the array (count = the former blobs->count; NULL with count 0). */

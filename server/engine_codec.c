@@ -7,6 +7,7 @@
  */
 #include "engine_codec.h"
 
+#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -35,6 +36,23 @@ codec_msg *codec_msg_new(json_t *msg, ippc_blobs *blobs, ippc_error *err)
     if (!err->code[0])
         ippc_error_set(err, ERR_INTERNAL, "out of memory");
     return NULL;
+}
+
+codec_msg *codec_msg_new_refs(json_t *msg, ws_blobref **refs, size_t n, ippc_error *err)
+{
+    codec_msg *m = msg ? calloc(1, sizeof *m) : NULL;
+    if (!m) {
+        json_decref(msg);
+        ws_blobrefs_release(refs, n);
+        if (!err->code[0])
+            ippc_error_set(err, ERR_INTERNAL, "out of memory");
+        return NULL;
+    }
+    m->refs = 1;
+    m->msg = msg;
+    m->blobs = refs;
+    m->nblobs = n;
+    return m;
 }
 
 codec_msg *codec_msg_ref(codec_msg *m)
@@ -304,27 +322,39 @@ codec_msg *codec_view_call(const hub_call *c, ippc_error *err)
 int codec_scatter_decode(const hub_call *c, codec_scatter *out, ippc_error *err)
 {
     memset(out, 0, sizeof *out);
-    blobs_init(&out->blobs);
+    blobs_init(&out->view);
     const char *name = body_string(c->body, "name", 1, err);
     if (!name || codec_valid_name(name, err) < 0)
         return -1;
     json_t *data = json_object_get(c->body, "data");
     if (!data && !c->wire_value)
         return ippc_error_set(err, ERR_BAD_REQUEST, "field \"data\" is required");
+    ippc_blobs blobs;
+    blobs_init(&blobs);
     if (c->wire_value) {
         out->skel = json_deep_copy(c->wire_value);
         if (c->wire_blobs)
-            blobs_append_all(&out->blobs, c->wire_blobs);
+            blobs_append_all(&blobs, c->wire_blobs);
     } else {
-        out->skel = value_from_client(data, &out->blobs, err);
+        out->skel = value_from_client(data, &blobs, err);
     }
     out->name = strdup(name);
-    if (!out->skel || !out->name) {
+    size_t n = blobs.count;
+    out->view.items = n ? calloc(n, sizeof *out->view.items) : NULL;
+    out->refs = ws_blobrefs_take(&blobs, &out->nrefs); /* frees blobs on failure */
+    if (!out->skel || !out->name || (n && (!out->view.items || !out->refs))) {
         if (!err->code[0])
             ippc_error_set(err, ERR_INTERNAL, "out of memory");
         codec_scatter_clear(out);
         return -1;
     }
+    assert(out->nrefs == n);
+    for (size_t i = 0; i < n; i++) {
+        /* read-only: view owns nothing (codec_scatter_clear frees items only) */
+        out->view.items[i].data = (unsigned char *)ws_blobref_data(out->refs[i]);
+        out->view.items[i].len = ws_blobref_len(out->refs[i]);
+    }
+    out->view.count = out->view.cap = n;
     return 0;
 }
 
@@ -332,12 +362,60 @@ void codec_scatter_clear(codec_scatter *s)
 {
     free(s->name);
     json_decref(s->skel);
-    blobs_free(&s->blobs);
+    ws_blobrefs_release(s->refs, s->nrefs);
+    free(s->view.items);
     memset(s, 0, sizeof *s);
+}
+
+/* An array's part i of p: the rows scatter_partition gives it, as a slice of
+ * the array's buffer (no copy).  0, or -1 + err. */
+static int scatter_slice(const codec_scatter *s, const nd_ref *ref, size_t p, size_t i,
+                         codec_msg **out, ippc_error *err)
+{
+    size_t start, count;
+    scatter_partition(ref->shape[0], p, i, &start, &count);
+    size_t whole = s->view.items[ref->blob].len;
+    size_t row_bytes = ref->shape[0] ? whole / ref->shape[0] : 0;
+    size_t shape[ND_MAX_DIMS];
+    memcpy(shape, ref->shape, sizeof shape);
+    shape[0] = count;
+    ws_blobref **refs = malloc(sizeof *refs);
+    ws_blobref *slice = ws_blobref_slice(s->refs[ref->blob], start * row_bytes, count * row_bytes);
+    json_t *part = value_nd_placeholder(ref->dtype, ref->ndim, shape, 0);
+    json_t *msg =
+        part ? json_pack("{s:s, s:s, s:{s:o}}", "type", "task", "op", "push", "ns", s->name, part)
+             : NULL;
+    if (!refs || !slice || !msg) {
+        free(refs);
+        ws_blobref_release(slice);
+        json_decref(msg);
+        return ippc_error_set(err, ERR_INTERNAL, "out of memory");
+    }
+    refs[0] = slice;
+    *out = codec_msg_new_refs(msg, refs, 1, err);
+    return *out ? 0 : -1;
 }
 
 int codec_scatter_split(const codec_scatter *s, size_t p, codec_msg **out, ippc_error *err)
 {
+    nd_ref ref;
+    int is_nd = value_nd_ref(s->skel, &s->view, &ref, err);
+    if (is_nd < 0)
+        return -1;
+    if (is_nd && ref.ndim >= 1) {
+        for (size_t i = 0; i < p; i++) {
+            if (scatter_slice(s, &ref, p, i, &out[i], err) < 0) {
+                for (size_t k = 0; k < i; k++) {
+                    codec_msg_unref(out[k]);
+                    out[k] = NULL;
+                }
+                return -1;
+            }
+        }
+        return 0;
+    }
+    /* lists (and what cannot be scattered, for value_scatter's error): each
+     * part gets copies of the arrays in its items */
     json_t **parts = calloc(p, sizeof *parts);
     ippc_blobs *part_blobs = calloc(p, sizeof *part_blobs);
     int rc = -1;
@@ -347,7 +425,7 @@ int codec_scatter_split(const codec_scatter *s, size_t p, codec_msg **out, ippc_
     }
     for (size_t i = 0; i < p; i++)
         blobs_init(&part_blobs[i]);
-    if (value_scatter(s->skel, &s->blobs, p, parts, part_blobs, err) < 0)
+    if (value_scatter(s->skel, &s->view, p, parts, part_blobs, err) < 0)
         goto done;
     rc = 0;
     for (size_t i = 0; i < p; i++) {
@@ -415,7 +493,7 @@ int codec_scatter_items(const codec_scatter *s, size_t *n)
 {
     nd_ref ref;
     ippc_error err = {0};
-    int is_nd = value_nd_ref(s->skel, &s->blobs, &ref, &err);
+    int is_nd = value_nd_ref(s->skel, &s->view, &ref, &err);
     if (is_nd == 1 && ref.ndim >= 1) {
         *n = ref.shape[0];
         return 0;
@@ -450,8 +528,15 @@ int codec_fanout_scatter(codec_scatter *s, const codec_fanout *f, codec_msg **ro
         json_decref(rmsg);
         return ippc_error_set(err, ERR_INTERNAL, "out of memory");
     }
-    /* The blobs move to the root's message (freed with s on failure). */
-    *root = rmsg ? codec_msg_new(rmsg, &s->blobs, err) : NULL;
+    /* The root's message shares s's blobs (s may still be split later). */
+    ws_blobref **refs = s->nrefs ? calloc(s->nrefs, sizeof *refs) : NULL;
+    if (s->nrefs && !refs) {
+        json_decref(rmsg);
+        rmsg = NULL;
+    }
+    for (size_t i = 0; refs && i < s->nrefs; i++)
+        refs[i] = ws_blobref_retain(s->refs[i]);
+    *root = codec_msg_new_refs(rmsg, refs, refs ? s->nrefs : 0, err);
     if (!*root) {
         codec_msg_unref(*others);
         *others = NULL;

@@ -37,6 +37,9 @@ typedef struct codec_msg {
 
 /* Takes msg and moves blobs in.  NULL + err (msg and blobs freed). */
 codec_msg *codec_msg_new(json_t *msg, ippc_blobs *blobs, ippc_error *err);
+/* Takes msg, the refs array (malloc'd, may be NULL when n is 0) and the n
+ * references in it.  NULL + err (all of them released). */
+codec_msg *codec_msg_new_refs(json_t *msg, ws_blobref **refs, size_t n, ippc_error *err);
 codec_msg *codec_msg_ref(codec_msg *m);
 void codec_msg_unref(codec_msg *m); /* NULL is fine */
 /* Bytes the message takes on the wire, about: its blobs and its JSON
@@ -52,11 +55,18 @@ int codec_valid_name(const char *name, ippc_error *err);
 codec_msg *codec_view_call(const hub_call *call, ippc_error *err);
 
 /* Scatter in two steps, so the split can wait until the targets are known:
- * decode the client's value once, then split it into one push per target. */
+ * decode the client's value once, then split it into one push per target.
+ * The decoded blobs are held as blobrefs (refs) from the start: an array's
+ * parts are slices of its one buffer (ws_blobref_slice), never copies, and a
+ * split may be made again (the targets changed) or given up for a fan-out.
+ * view lists the same bytes as ippc_blobs for the value_* readers; it owns
+ * nothing but its items array. */
 typedef struct codec_scatter {
     char *name;
     json_t *skel;
-    ippc_blobs blobs;
+    ws_blobref **refs;
+    size_t nrefs;
+    ippc_blobs view;
 } codec_scatter;
 int codec_scatter_decode(const hub_call *call, codec_scatter *out, ippc_error *err);
 /* Fills out[0..p) (each a new codec_msg).  0, or -1 + err (nothing filled). */
@@ -86,7 +96,7 @@ int codec_fanout_push(codec_msg *push, const codec_fanout *f, codec_msg **others
 int codec_scatter_items(const codec_scatter *s, size_t *n);
 /* A fanned-out scatter: "name", "counts" (scatter_partition of the items over
  * the f->n participants, in ranks order) for all; the root's task also has
- * "value" and the blobs, moved out of s.  0, or -1 + err (nothing made). */
+ * "value" and references to s's blobs.  0, or -1 + err (nothing made). */
 int codec_fanout_scatter(codec_scatter *s, const codec_fanout *f, codec_msg **root,
                          codec_msg **others, ippc_error *err);
 /* A fanned-out gather of name: the one task every participant gets. */

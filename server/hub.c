@@ -447,7 +447,7 @@ hub_prepared *hub_prepare(const hub_call *c, ippc_error *err)
         return NULL;
     }
     p->op = c->op;
-    blobs_init(&p->scatter.blobs);
+    blobs_init(&p->scatter.view);
     int rc = 0;
     if (!json_is_object(c->body)) {
         p->body_error = 1;
@@ -465,8 +465,8 @@ hub_prepared *hub_prepare(const hub_call *c, ippc_error *err)
     p->failed = rc < 0;
     for (size_t k = 0; p->single && k < p->single->nblobs; k++)
         p->bytes += ws_blobref_len(p->single->blobs[k]);
-    for (size_t k = 0; k < p->scatter.blobs.count; k++)
-        p->bytes += p->scatter.blobs.items[k].len;
+    for (size_t k = 0; k < p->scatter.view.count; k++)
+        p->bytes += p->scatter.view.items[k].len;
     return p;
 }
 

@@ -144,6 +144,84 @@ static void test_scatter_split(void **state)
     json_decref(b);
 }
 
+/* The parts of an array are slices of its one buffer, in order, with the
+ * rows scatter_partition gives each; a split can be made again (the targets
+ * changed) and the parts outlive the decoded scatter. */
+static void test_scatter_slices(void **state)
+{
+    (void)state;
+    json_t *b =
+        parse("{\"name\": \"m\", \"data\": {\"dtype\": \"int32\", \"shape\": [5, 2], \"data\":"
+              " \"AAAAAAEAAAACAAAAAwAAAAQAAAAFAAAABgAAAAcAAAAIAAAACQAAAA==\"}}" /* 0..9 */);
+    hub_call c = {.op = HUB_OP_SCATTER, .targets = "all", .body = b};
+    codec_scatter s;
+    ippc_error err = {{0}, {0}};
+    assert_int_equal(codec_scatter_decode(&c, &s, &err), 0);
+    assert_int_equal(s.nrefs, 1);
+    const unsigned char *whole = ws_blobref_data(s.refs[0]);
+
+    codec_msg *parts[7] = {NULL};
+    assert_int_equal(codec_scatter_split(&s, 2, parts, &err), 0); /* first try: 2 targets */
+    for (int i = 0; i < 2; i++)
+        codec_msg_unref(parts[i]);
+    assert_int_equal(codec_scatter_split(&s, 7, parts, &err), 0); /* the targets changed: again */
+    /* 5 rows over 7 parts: 1,1,1,1,1,0,0 */
+    for (int i = 0; i < 7; i++) {
+        json_t *v = json_object_get(json_object_get(parts[i]->msg, "ns"), "m");
+        nd_ref ref;
+        ippc_blobs view = {.items =
+                               &(ippc_blob){(unsigned char *)ws_blobref_data(parts[i]->blobs[0]),
+                                            ws_blobref_len(parts[i]->blobs[0])},
+                           .count = 1,
+                           .cap = 1};
+        assert_int_equal(value_nd_ref(v, &view, &ref, &err), 1);
+        size_t rows = i < 5 ? 1 : 0;
+        assert_int_equal(ref.ndim, 2);
+        assert_int_equal(ref.shape[0], rows);
+        assert_int_equal(ref.shape[1], 2);
+        assert_int_equal(ws_blobref_len(parts[i]->blobs[0]), rows * 2 * sizeof(int32_t));
+        if (rows) {
+            /* no copy: the part's bytes are the body's, at row i */
+            assert_ptr_equal(ws_blobref_data(parts[i]->blobs[0]),
+                             whole + (size_t)i * 2 * sizeof(int32_t));
+        }
+    }
+    /* given up for a fan-out after a split: the root's task shares the bytes */
+    int ranks[3] = {0, 1, 2};
+    codec_fanout f = {.id = 9, .ranks = ranks, .n = 3, .root = 0};
+    codec_msg *root = NULL, *others = NULL;
+    assert_int_equal(codec_fanout_scatter(&s, &f, &root, &others, &err), 0);
+    assert_int_equal(root->nblobs, 1);
+    assert_ptr_equal(ws_blobref_data(root->blobs[0]), whole);
+    assert_int_equal(others->nblobs, 0);
+    codec_msg_unref(others);
+    /* the decoded scatter goes; the parts keep the bytes alive */
+    codec_scatter_clear(&s);
+    json_decref(b);
+    int32_t row[2];
+    memcpy(row, ws_blobref_data(parts[3]->blobs[0]), sizeof row);
+    assert_int_equal(row[0], 6);
+    assert_int_equal(row[1], 7);
+    for (int i = 0; i < 7; i++)
+        codec_msg_unref(parts[i]);
+    assert_int_equal(ws_blobref_len(root->blobs[0]), 40);
+    codec_msg_unref(root);
+
+    /* a list with an array in it: the part that gets it gets its own copy */
+    b = parse("{\"name\": \"l\", \"data\": [\"a\", [1.5, 2.5], 3]}");
+    c.body = b;
+    assert_int_equal(codec_scatter_decode(&c, &s, &err), 0);
+    assert_int_equal(codec_scatter_split(&s, 2, parts, &err), 0);
+    assert_int_equal(parts[0]->nblobs, 1);
+    assert_int_equal(parts[1]->nblobs, 0);
+    assert_int_equal(ws_blobref_len(parts[0]->blobs[0]), 16);
+    assert_ptr_not_equal(ws_blobref_data(parts[0]->blobs[0]), ws_blobref_data(s.refs[0]));
+    codec_msg_unref(parts[0]);
+    codec_msg_unref(parts[1]);
+    codec_scatter_clear(&s);
+    json_decref(b);
+}
+
 static void test_control_and_results(void **state)
 {
     (void)state;
@@ -189,6 +267,7 @@ int main(void)
         cmocka_unit_test(test_view_ops),
         cmocka_unit_test(test_apply_is_one_message),
         cmocka_unit_test(test_scatter_split),
+        cmocka_unit_test(test_scatter_slices),
         cmocka_unit_test(test_control_and_results),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
