@@ -84,11 +84,19 @@ typedef struct engine {
     list_node inbox; /* inbox_item.link: tasks to run, in arrival order */
     atomic_int stop; /* 1: finish and exit */
     atomic_int exit_code;
-    atomic_llong running_task; /* 0 when idle */
+    atomic_llong running_task; /* 0 when idle; set under lock as a task leaves the inbox */
+    /* The running task an interrupt was for: applied again every
+     * INTERRUPT_REPEAT_MS until that task ends, because one that lands while
+     * the runtime starts the task is cleared with the previous task's
+     * (runtime.h).  0: none. */
+    atomic_llong interrupt_for;
     runtime *rt;
 } engine;
 
 static engine E;
+
+/* How often an interrupt is applied again while its task runs. */
+#define INTERRUPT_REPEAT_MS 100
 
 static int64_t now_ms(void)
 {
@@ -259,21 +267,24 @@ static int queue_register(void)
 
 /* An interrupt names the task it is for (timeouts, aborts) or none (a view's
  * interrupt: whatever runs).  A named task that is still queued here is
- * dropped and answered "aborted" without running. */
+ * dropped and answered "aborted" without running; the running one is
+ * interrupted until it ends (engine.interrupt_for). */
 static void interrupt_task(const json_t *task)
 {
-    if (!json_is_integer(task)) {
-        if (E.rt)
-            runtime_interrupt(E.rt);
-        return;
-    }
-    json_int_t id = json_integer_value(task);
-    if (atomic_load(&E.running_task) == id) {
-        if (E.rt)
-            runtime_interrupt(E.rt);
-        return;
-    }
     pthread_mutex_lock(&E.lock);
+    long long running = atomic_load(&E.running_task);
+    json_int_t id = json_is_integer(task) ? json_integer_value(task) : running;
+    if (running && running == id) {
+        atomic_store(&E.interrupt_for, running);
+        pthread_mutex_unlock(&E.lock);
+        if (E.rt)
+            runtime_interrupt(E.rt);
+        return;
+    }
+    if (!json_is_integer(task)) { /* whatever runs: nothing does */
+        pthread_mutex_unlock(&E.lock);
+        return;
+    }
     inbox_item *it = NULL;
     list_for_each(node, &E.inbox) {
         inbox_item *queued = list_entry(node, inbox_item, link);
@@ -350,10 +361,22 @@ static void connection_lost(const char *why)
     schedule_reconnect();
 }
 
+/* See engine.interrupt_for. */
+static void reapply_interrupt(void)
+{
+    pthread_mutex_lock(&E.lock);
+    long long want = atomic_load(&E.interrupt_for);
+    int still = want && atomic_load(&E.running_task) == want;
+    pthread_mutex_unlock(&E.lock);
+    if (still && E.rt)
+        runtime_interrupt(E.rt);
+}
+
 static void *net_main(void *arg)
 {
     (void)arg;
     int64_t next_heartbeat = now_ms() + IPPC_HEARTBEAT_PERIOD_MS;
+    int64_t next_interrupt = 0;
     /* After stop, keep serving briefly so queued results and the close go out. */
     int64_t stop_deadline = 0;
     int want_write = 0;
@@ -388,6 +411,14 @@ static void *net_main(void *arg)
             want_write = rc > 0;
         }
         int64_t until = next_heartbeat;
+        if (atomic_load(&E.interrupt_for)) {
+            if (now >= next_interrupt) {
+                reapply_interrupt();
+                next_interrupt = now + INTERRUPT_REPEAT_MS;
+            }
+            if (next_interrupt < until)
+                until = next_interrupt;
+        }
         if (!E.conn && E.reconnect_at_ms < until)
             until = E.reconnect_at_ms;
         if (stop_deadline && stop_deadline < until)
@@ -621,14 +652,18 @@ static void run_tasks(void)
         }
         inbox_item *it = list_entry(list_first(&E.inbox), inbox_item, link);
         list_remove(&it->link);
-        pthread_mutex_unlock(&E.lock);
-
+        /* under the lock: an interrupt finds the task queued or running */
         json_t *tid = json_object_get(it->msg, "task");
         atomic_store(&E.running_task, json_is_integer(tid) ? json_integer_value(tid) : -1);
+        pthread_mutex_unlock(&E.lock);
+
         ippc_blobs result_blobs;
         blobs_init(&result_blobs);
         json_t *result = runtime_run_task(E.rt, it->msg, &it->blobs, &result_blobs);
+        pthread_mutex_lock(&E.lock);
         atomic_store(&E.running_task, 0);
+        atomic_store(&E.interrupt_for, 0);
+        pthread_mutex_unlock(&E.lock);
         if (result)
             result = fit_result(result, &result_blobs);
         if (result) {

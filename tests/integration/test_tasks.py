@@ -257,6 +257,26 @@ def test_timeout_and_abort(c):
     check(n["state"] == "completed" and same(n.get("result"), 1), "resubmitted runs: %r" % n)
 
 
+def test_abort_right_after_start(c):
+    """A forced abort that lands while the engine is starting the task (the
+    window between taking it from its inbox and the runtime starting it)
+    still stops it: rounds of submit + immediate abort, each followed by a
+    task on the same engine that must run."""
+    api = c.api
+    e = c.ids()[0]
+    for i in range(25):
+        t = submit(api, {"code": "while true do end", "targets": [e]}, "spin %d" % i)
+        if i % 5:
+            time.sleep(0.001 * (i % 5))  # sweep the moment the abort lands
+        expect(api.call("DELETE", "/api/v1/tasks/%d?force=true" % t["id"]), 200, "abort %d" % i)
+        d = wait_task(api, t["id"], "abort %d settles" % i, timeout=20)
+        check(d["state"] == "aborted", "round %d: aborted: %r" % (i, d))
+        n = submit(api, {"code": "return %d" % i, "targets": [e]}, "round %d: next task" % i)
+        d = wait_task(api, n["id"], "round %d: next task" % i, timeout=20)
+        check(d["state"] == "completed" and same(d.get("result"), i),
+              "round %d: the engine runs the next task: %r" % (i, d))
+
+
 def direct_tasks(api, request, what):
     """The stored tasks of a direct-view request, in engine order."""
     q = expect(api.get("/api/v1/tasks?kind=direct&request=%d" % request), 200, what)
@@ -411,6 +431,7 @@ TESTS = [
     ("task_map", test_map, "shared"),
     ("task_map_errors_line_up", test_map_errors_line_up, "shared"),
     ("task_timeout_abort_resubmit", test_timeout_and_abort, "shared"),
+    ("task_abort_right_after_start", test_abort_right_after_start, "shared"),
     ("task_direct_in_store", test_direct_tasks_in_store, "shared"),
     ("task_engine_death_retry_lost", test_engine_death_retry_and_lost, "own"),
     ("task_history_survives_restart", test_history_survives_restart, "own"),
